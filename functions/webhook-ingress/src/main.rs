@@ -1,0 +1,89 @@
+//! webhook-ingress: `POST /webhooks/{provider}[/{endpoint}]` behind API Gateway (HTTP
+//! API, payload format 2.0). Verifies, answers handshakes, enqueues; the logic is
+//! `shared::webhooks::Ingress`, this binary only wires it to Lambda.
+
+use std::{sync::Arc, time::Instant};
+
+use lambda_http::{Body, Request, RequestExt, Response, service_fn};
+use shared::{
+    catalog::Catalog,
+    clock::SystemClock,
+    config::{WebhookIngressSettings, process_env},
+    payloads::S3PayloadStore,
+    queue::SqsEventQueue,
+    secrets::{SecretsManagerSource, WebhookSecrets},
+    telemetry,
+    webhooks::{Ingress, WebhookRequest, WebhookResponse},
+};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let settings = WebhookIngressSettings::from_env(&process_env())?;
+    let catalog = Catalog::embedded()?;
+    // `AWS_ENDPOINT_URL` (set by the local stack) points every client at the emulator.
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ingress = Ingress::new(
+        catalog,
+        WebhookSecrets::new(
+            Arc::new(SecretsManagerSource::new(
+                aws_sdk_secretsmanager::Client::new(&aws),
+            )),
+            settings.secret_prefix,
+            settings.secret_cache,
+        ),
+        Arc::new(SqsEventQueue::new(
+            aws_sdk_sqs::Client::new(&aws),
+            settings.queue_url,
+        )),
+        Arc::new(S3PayloadStore::new(
+            s3_client(&aws),
+            settings.payload_bucket,
+        )),
+        Arc::new(SystemClock),
+        settings.ingress,
+    );
+    let ingress = &ingress;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        let started = Instant::now();
+        let (response, outcome) = ingress.handle(webhook_request(request)).await;
+        telemetry::record_webhook(&outcome, started.elapsed());
+        Ok::<_, std::convert::Infallible>(http_response(response))
+    }))
+    .await
+}
+
+/// Path-style addressing works against both S3 and the emulator.
+fn s3_client(aws: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(aws)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+fn webhook_request(request: Request) -> WebhookRequest {
+    let parameters = request.path_parameters();
+    let provider = parameters.first("provider").unwrap_or_default().to_owned();
+    let endpoint = parameters.first("endpoint").map(str::to_owned);
+    let path = request.raw_http_path().to_owned();
+    let (parts, body) = request.into_parts();
+    WebhookRequest {
+        method: parts.method.as_str().to_owned(),
+        provider,
+        endpoint,
+        path,
+        raw_query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts.headers,
+        body: body.to_vec(),
+    }
+}
+
+fn http_response(response: WebhookResponse) -> Response<Body> {
+    let mut builder = Response::builder().status(response.status);
+    if let Some(content_type) = response.content_type {
+        builder = builder.header("content-type", content_type);
+    }
+    builder
+        .body(Body::from(response.body))
+        .unwrap_or_else(|_| Response::new(Body::Empty))
+}

@@ -1,0 +1,15 @@
+//! Junction's library: the domain and its ports, with AWS adapters and in-memory fakes.
+//!
+//! Functions (`functions/*`) are thin: they parse the Lambda event, call into this crate
+//! and map the result. Everything here that touches AWS does so through a port trait
+//! (`SecretSource`, `EventQueue`, `PayloadStore`, `Clock`) so the logic is tested
+//! without AWS and the adapters are tested against the emulator.
+
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod payloads;
+pub mod queue;
+pub mod secrets;
+pub mod telemetry;
+pub mod webhooks;

@@ -1,0 +1,80 @@
+//! The `PayloadStore` port: where bodies too large for a queue message are kept, so no
+//! verified webhook is dropped for its size. The S3 adapter writes to the stack's
+//! encrypted payload bucket (which expires objects by lifecycle rule).
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use async_trait::async_trait;
+
+/// A failure to store a payload; the caller answers 5xx so the provider retries.
+#[derive(Debug, thiserror::Error)]
+#[error("could not store the payload")]
+pub struct PayloadError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A store of raw payloads.
+#[async_trait]
+pub trait PayloadStore: Send + Sync + std::fmt::Debug {
+    /// Stores `body` under `key` (overwriting: the same event stores the same bytes) and
+    /// returns its `s3://bucket/key` URI.
+    async fn put(&self, key: &str, body: &[u8]) -> Result<String, PayloadError>;
+}
+
+/// Amazon S3.
+#[derive(Debug, Clone)]
+pub struct S3PayloadStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3PayloadStore {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3PayloadStore {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl PayloadStore for S3PayloadStore {
+    async fn put(&self, key: &str, body: &[u8]) -> Result<String, PayloadError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .map_err(|err| PayloadError(Box::new(aws_sdk_s3::Error::from(err))))?;
+        Ok(format!("s3://{}/{key}", self.bucket))
+    }
+}
+
+/// Keeps payloads in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryPayloadStore {
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl InMemoryPayloadStore {
+    /// The stored object under `key`.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key)
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl PayloadStore for InMemoryPayloadStore {
+    async fn put(&self, key: &str, body: &[u8]) -> Result<String, PayloadError> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key.to_owned(), body.to_vec());
+        Ok(format!("s3://in-memory/{key}"))
+    }
+}

@@ -1,0 +1,138 @@
+//! The `EventQueue` port: where verified webhooks go. The SQS adapter is what runs in
+//! Lambda; the in-memory one serves unit tests and benchmarks.
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use async_trait::async_trait;
+
+/// Message attribute names set by the ingress and read by the consumers.
+pub mod attribute {
+    /// Catalog id of the provider.
+    pub const PROVIDER: &str = "provider";
+    /// The `{endpoint}` path segment, when the webhook URL has one.
+    pub const ENDPOINT: &str = "endpoint";
+    /// The provider's event/delivery id, or the body's hex SHA-256: what consumers
+    /// deduplicate on (never the SQS message id).
+    pub const EVENT_ID: &str = "event_id";
+    /// `header`, `json` or `body_sha256`: where [`EVENT_ID`] came from.
+    pub const EVENT_ID_SOURCE: &str = "event_id_source";
+    /// The provider's event type, when it has one.
+    pub const EVENT_TYPE: &str = "event_type";
+    /// When the ingress received the request (RFC 3339, UTC, milliseconds).
+    pub const RECEIVED_AT: &str = "received_at";
+    /// JSON object of the forwarded request headers (lowercase names).
+    pub const HEADERS: &str = "headers";
+    /// `utf8` (the message body is the raw body), `base64` (the raw body in base64,
+    /// for bodies SQS cannot carry as text), or `s3` (the body is an `s3://bucket/key`
+    /// URI of the raw bytes, for bodies too large for a message).
+    pub const BODY_ENCODING: &str = "body_encoding";
+}
+
+/// One message: a body and string attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl QueueMessage {
+    /// The size SQS counts against its limit: body plus each attribute's name, type
+    /// (`String`) and value.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(name, value)| name.len() + "String".len() + value.len())
+                .sum::<usize>()
+    }
+}
+
+/// A failure to enqueue; the caller answers 5xx so the provider retries.
+#[derive(Debug, thiserror::Error)]
+#[error("could not send to the queue")]
+pub struct QueueError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A queue that accepts messages.
+#[async_trait]
+pub trait EventQueue: Send + Sync + std::fmt::Debug {
+    /// Sends one message; returns only once the queue has accepted it.
+    async fn send(&self, message: QueueMessage) -> Result<(), QueueError>;
+}
+
+/// Amazon SQS.
+#[derive(Debug, Clone)]
+pub struct SqsEventQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsEventQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        SqsEventQueue {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventQueue for SqsEventQueue {
+    async fn send(&self, message: QueueMessage) -> Result<(), QueueError> {
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(message.body);
+        for (name, value) in message.attributes {
+            let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|err| QueueError(Box::new(err)))?;
+            request = request.message_attributes(name, attribute);
+        }
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| QueueError(Box::new(aws_sdk_sqs::Error::from(err))))
+    }
+}
+
+/// Keeps messages in memory; can be told to fail.
+#[derive(Debug, Default)]
+pub struct InMemoryEventQueue {
+    messages: Mutex<Vec<QueueMessage>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl InMemoryEventQueue {
+    /// Every message sent so far.
+    pub fn messages(&self) -> Vec<QueueMessage> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Makes every later send fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventQueue for InMemoryEventQueue {
+    async fn send(&self, message: QueueMessage) -> Result<(), QueueError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(QueueError("in-memory queue set to fail".into()));
+        }
+        self.messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(message);
+        Ok(())
+    }
+}

@@ -1,0 +1,399 @@
+//! The `SecretSource` port and the webhook signing-secret cache.
+//!
+//! Secret layout (DESIGN.md contract): `<prefix>/webhooks/<provider>` or
+//! `<prefix>/webhooks/<provider>/<endpoint>`, a JSON object whose `signing_secrets` is a
+//! list of secrets, newest first. Secrets are cached per process with a TTL; after a
+//! verification failure the entry is re-read at most once per refresh interval, so a
+//! rotation takes effect without a redeploy and a flood of bad requests cannot turn
+//! into a flood of Secrets Manager calls.
+
+use std::{collections::HashMap, sync::Arc, sync::Mutex as StdMutex};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::Mutex;
+
+use crate::webhooks::SigningSecret;
+
+/// A failure to read a secret. Never carries the secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The secret store could not be reached or refused; retryable.
+    #[error("secret {name} could not be read")]
+    Unavailable {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The secret exists but is not of the documented shape.
+    #[error("secret {name} is malformed: {reason}")]
+    Malformed { name: String, reason: String },
+}
+
+/// Reads secrets by name.
+#[async_trait]
+pub trait SecretSource: Send + Sync + std::fmt::Debug {
+    /// The secret's string value; `None` when no such secret exists.
+    async fn secret_string(&self, name: &str) -> Result<Option<String>, SecretError>;
+}
+
+/// AWS Secrets Manager.
+#[derive(Debug, Clone)]
+pub struct SecretsManagerSource {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsManagerSource {
+    pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
+        SecretsManagerSource { client }
+    }
+}
+
+#[async_trait]
+impl SecretSource for SecretsManagerSource {
+    async fn secret_string(&self, name: &str) -> Result<Option<String>, SecretError> {
+        match self.client.get_secret_value().secret_id(name).send().await {
+            Ok(output) => Ok(output.secret_string),
+            Err(err) => {
+                let err = aws_sdk_secretsmanager::Error::from(err);
+                if matches!(
+                    err,
+                    aws_sdk_secretsmanager::Error::ResourceNotFoundException(_)
+                ) {
+                    Ok(None)
+                } else {
+                    Err(SecretError::Unavailable {
+                        name: name.to_owned(),
+                        source: Box::new(err),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Secrets in memory, counting reads (tests assert the cache's behaviour with it).
+#[derive(Debug, Default)]
+pub struct InMemorySecretSource {
+    secrets: StdMutex<HashMap<String, String>>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl InMemorySecretSource {
+    /// Creates or replaces a secret.
+    pub fn put(&self, name: impl Into<String>, value: impl Into<String>) {
+        self.secrets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name.into(), value.into());
+    }
+
+    /// How many reads reached this source.
+    pub fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl SecretSource for InMemorySecretSource {
+    async fn secret_string(&self, name: &str) -> Result<Option<String>, SecretError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self
+            .secrets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned())
+    }
+}
+
+/// The secret name for a provider's (or one of its endpoints') webhook secrets.
+pub fn webhook_secret_name(prefix: &str, provider: &str, endpoint: Option<&str>) -> String {
+    match endpoint {
+        Some(endpoint) => format!("{prefix}/webhooks/{provider}/{endpoint}"),
+        None => format!("{prefix}/webhooks/{provider}"),
+    }
+}
+
+/// The JSON document stored in a webhook secret.
+#[derive(Deserialize)]
+struct WebhookSecretDocument {
+    signing_secrets: Vec<String>,
+}
+
+/// Parses a webhook secret document; an empty list counts as not configured.
+pub fn parse_webhook_secret(name: &str, text: &str) -> Result<Vec<SigningSecret>, SecretError> {
+    let document: WebhookSecretDocument =
+        serde_json::from_str(text).map_err(|err| SecretError::Malformed {
+            name: name.to_owned(),
+            // serde_json's message names the field and position, never the value.
+            reason: format!(
+                "expected {{\"signing_secrets\": [\"…\"]}} ({})",
+                json_error_kind(&err)
+            ),
+        })?;
+    Ok(document
+        .signing_secrets
+        .into_iter()
+        .filter(|secret| !secret.is_empty())
+        .map(SigningSecret::new)
+        .collect())
+}
+
+/// What kind of JSON error, without serde_json's message (which can quote the value).
+fn json_error_kind(err: &serde_json::Error) -> &'static str {
+    match err.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
+        serde_json::error::Category::Data => "wrong shape",
+    }
+}
+
+/// How long cached secrets live.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    /// A cached entry is re-read after this long.
+    pub ttl: Duration,
+    /// After a verification failure, an entry is re-read at most this often.
+    pub refresh_interval: Duration,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy {
+            ttl: Duration::minutes(5),
+            refresh_interval: Duration::minutes(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    secrets: Arc<[SigningSecret]>,
+    fetched_at: OffsetDateTime,
+}
+
+/// The signing secrets of each provider (and endpoint), cached.
+#[derive(Debug)]
+pub struct WebhookSecrets {
+    source: Arc<dyn SecretSource>,
+    prefix: String,
+    policy: CachePolicy,
+    cache: Mutex<HashMap<(String, Option<String>), Entry>>,
+}
+
+impl WebhookSecrets {
+    pub fn new(
+        source: Arc<dyn SecretSource>,
+        prefix: impl Into<String>,
+        policy: CachePolicy,
+    ) -> Self {
+        WebhookSecrets {
+            source,
+            prefix: prefix.into(),
+            policy,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The secrets for `provider` (and `endpoint`), from the cache while fresh. An empty
+    /// list means none are configured.
+    pub async fn get(
+        &self,
+        provider: &str,
+        endpoint: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Arc<[SigningSecret]>, SecretError> {
+        let key = (provider.to_owned(), endpoint.map(str::to_owned));
+        let mut cache = self.cache.lock().await;
+        if let Some(entry) = cache.get(&key)
+            && now - entry.fetched_at < self.policy.ttl
+        {
+            return Ok(entry.secrets.clone());
+        }
+        let secrets = self.fetch(provider, endpoint).await?;
+        cache.insert(
+            key,
+            Entry {
+                secrets: secrets.clone(),
+                fetched_at: now,
+            },
+        );
+        Ok(secrets)
+    }
+
+    /// After a verification failure: re-reads the secrets if the cached entry is older
+    /// than the refresh interval and returns them if they changed; `None` otherwise
+    /// (nothing new to try).
+    pub async fn refresh_after_failure(
+        &self,
+        provider: &str,
+        endpoint: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Arc<[SigningSecret]>>, SecretError> {
+        let key = (provider.to_owned(), endpoint.map(str::to_owned));
+        let mut cache = self.cache.lock().await;
+        if let Some(entry) = cache.get(&key)
+            && now - entry.fetched_at < self.policy.refresh_interval
+        {
+            return Ok(None);
+        }
+        let secrets = self.fetch(provider, endpoint).await?;
+        let changed = cache.get(&key).is_none_or(|entry| {
+            entry.secrets.len() != secrets.len()
+                || entry
+                    .secrets
+                    .iter()
+                    .zip(secrets.iter())
+                    .any(|(old, new)| old.expose() != new.expose())
+        });
+        cache.insert(
+            key,
+            Entry {
+                secrets: secrets.clone(),
+                fetched_at: now,
+            },
+        );
+        Ok(changed.then_some(secrets))
+    }
+
+    /// The endpoint's own secret where one exists, else the provider's.
+    async fn fetch(
+        &self,
+        provider: &str,
+        endpoint: Option<&str>,
+    ) -> Result<Arc<[SigningSecret]>, SecretError> {
+        let mut names = Vec::with_capacity(2);
+        if endpoint.is_some() {
+            names.push(webhook_secret_name(&self.prefix, provider, endpoint));
+        }
+        names.push(webhook_secret_name(&self.prefix, provider, None));
+        for name in names {
+            if let Some(text) = self.source.secret_string(&name).await? {
+                return Ok(parse_webhook_secret(&name, &text)?.into());
+            }
+        }
+        Ok(Arc::from(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + seconds).expect("valid time")
+    }
+
+    fn cache(source: &Arc<InMemorySecretSource>) -> WebhookSecrets {
+        WebhookSecrets::new(source.clone(), "junction", CachePolicy::default())
+    }
+
+    fn texts(secrets: &[SigningSecret]) -> Vec<&str> {
+        secrets.iter().map(SigningSecret::expose).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_once_within_the_ttl_and_again_after_it() {
+        let source = Arc::new(InMemorySecretSource::default());
+        source.put(
+            "junction/webhooks/github",
+            r#"{"signing_secrets":["new","old"]}"#,
+        );
+        let secrets = cache(&source);
+        let first = secrets.get("github", None, at(0)).await.expect("read");
+        assert_eq!(texts(&first), ["new", "old"]);
+        secrets.get("github", None, at(299)).await.expect("cached");
+        assert_eq!(source.reads(), 1);
+        secrets.get("github", None, at(300)).await.expect("re-read");
+        assert_eq!(source.reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn endpoint_secret_wins_and_falls_back_to_the_provider() {
+        let source = Arc::new(InMemorySecretSource::default());
+        source.put(
+            "junction/webhooks/stripe",
+            r#"{"signing_secrets":["provider"]}"#,
+        );
+        source.put(
+            "junction/webhooks/stripe/eu",
+            r#"{"signing_secrets":["endpoint"]}"#,
+        );
+        let secrets = cache(&source);
+        let eu = secrets
+            .get("stripe", Some("eu"), at(0))
+            .await
+            .expect("read");
+        assert_eq!(texts(&eu), ["endpoint"]);
+        let us = secrets
+            .get("stripe", Some("us"), at(0))
+            .await
+            .expect("read");
+        assert_eq!(texts(&us), ["provider"]);
+    }
+
+    #[tokio::test]
+    async fn refresh_after_failure_is_rate_limited_and_reports_changes() {
+        let source = Arc::new(InMemorySecretSource::default());
+        source.put("junction/webhooks/github", r#"{"signing_secrets":["old"]}"#);
+        let secrets = cache(&source);
+        secrets.get("github", None, at(0)).await.expect("read");
+        source.put(
+            "junction/webhooks/github",
+            r#"{"signing_secrets":["rotated","old"]}"#,
+        );
+        let too_soon = secrets
+            .refresh_after_failure("github", None, at(30))
+            .await
+            .expect("ok");
+        assert!(too_soon.is_none());
+        assert_eq!(source.reads(), 1);
+        let refreshed = secrets
+            .refresh_after_failure("github", None, at(61))
+            .await
+            .expect("ok")
+            .expect("changed");
+        assert_eq!(texts(&refreshed), ["rotated", "old"]);
+        let unchanged = secrets
+            .refresh_after_failure("github", None, at(122))
+            .await
+            .expect("ok");
+        assert!(
+            unchanged.is_none(),
+            "same secrets are not worth a second try"
+        );
+        assert_eq!(source.reads(), 3);
+    }
+
+    #[tokio::test]
+    async fn missing_secret_is_an_empty_list_and_malformed_names_the_secret() {
+        let source = Arc::new(InMemorySecretSource::default());
+        let secrets = cache(&source);
+        assert!(
+            secrets
+                .get("slack", None, at(0))
+                .await
+                .expect("ok")
+                .is_empty()
+        );
+        source.put(
+            "junction/webhooks/slack",
+            r#"{"signing_secret":"s3cr3t-value"}"#,
+        );
+        let err = secrets
+            .get("slack", None, at(400))
+            .await
+            .expect_err("malformed");
+        let message = err.to_string();
+        assert!(message.contains("junction/webhooks/slack"), "{message}");
+        assert!(!message.contains("s3cr3t-value"), "{message}");
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let secret = SigningSecret::new("whsec_topsecret");
+        assert_eq!(format!("{secret:?}"), "SigningSecret(<redacted>)");
+    }
+}

@@ -1,0 +1,153 @@
+//! Logs and metrics: one JSON log line per event outcome (via `tracing`), and metrics as
+//! CloudWatch Embedded Metric Format lines on stdout, which Lambda ships to CloudWatch
+//! Logs and CloudWatch turns into metrics without an API call per event.
+//!
+//! Metrics namespace: `Junction`. Webhook metrics have the dimension `Provider`:
+//! `WebhooksReceived` (every request that named a known provider), `WebhooksAccepted`,
+//! `SignatureFailures` (401s, the security signal), `IngressErrors` (5xx) and
+//! `IngressLatency` (milliseconds).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::webhooks::Outcome;
+
+/// The CloudWatch namespace of every Junction metric.
+pub const NAMESPACE: &str = "Junction";
+
+/// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`).
+pub fn init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .init();
+}
+
+/// One EMF document: `metrics` (name, value, unit) under `dimensions`.
+pub fn emf_line(
+    timestamp_ms: i128,
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, f64, &str)],
+) -> String {
+    let mut document = serde_json::Map::new();
+    let dimension_names: Vec<&str> = dimensions.iter().map(|(name, _)| *name).collect();
+    let definitions: Vec<_> = metrics
+        .iter()
+        .map(|(name, _, unit)| json!({ "Name": name, "Unit": unit }))
+        .collect();
+    document.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [dimension_names],
+                "Metrics": definitions,
+            }]
+        }),
+    );
+    for (name, value) in dimensions {
+        document.insert((*name).into(), json!(value));
+    }
+    for (name, value, _) in metrics {
+        document.insert((*name).into(), json!(value));
+    }
+    serde_json::Value::Object(document).to_string()
+}
+
+/// Logs one webhook request's outcome and prints its metrics.
+pub fn record_webhook(outcome: &Outcome, latency: Duration) {
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    let endpoint = outcome.endpoint.as_deref().unwrap_or("");
+    let reason = outcome.reason.unwrap_or("");
+    let event_id = outcome.event_id.as_deref().unwrap_or("");
+    let event_type = outcome.event_type.as_deref().unwrap_or("");
+    if outcome.is_verification_failure() {
+        tracing::warn!(
+            security = true,
+            provider = %outcome.provider, endpoint, result = outcome.result, reason,
+            status = outcome.status, latency_ms, body_bytes = outcome.body_bytes,
+            "webhook rejected"
+        );
+    } else if outcome.status >= 500 {
+        tracing::error!(
+            provider = %outcome.provider, endpoint, result = outcome.result, reason,
+            status = outcome.status, latency_ms, body_bytes = outcome.body_bytes,
+            "webhook failed"
+        );
+    } else {
+        tracing::info!(
+            provider = %outcome.provider, endpoint, result = outcome.result, reason,
+            status = outcome.status, event_id, event_type, offloaded = outcome.offloaded,
+            secrets_refreshed = outcome.secrets_refreshed, latency_ms,
+            body_bytes = outcome.body_bytes,
+            "webhook handled"
+        );
+    }
+    // Unknown providers are not a dimension: anyone can make up a path segment.
+    if outcome.reason == Some("unknown_provider") {
+        return;
+    }
+    let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    println!(
+        "{}",
+        emf_line(
+            now_ms,
+            &[("Provider", &outcome.provider)],
+            &[
+                ("WebhooksReceived", 1.0, "Count"),
+                (
+                    "WebhooksAccepted",
+                    flag(outcome.result == "accepted"),
+                    "Count"
+                ),
+                (
+                    "SignatureFailures",
+                    flag(outcome.is_verification_failure()),
+                    "Count"
+                ),
+                ("IngressErrors", flag(outcome.status >= 500), "Count"),
+                ("IngressLatency", latency_ms, "Milliseconds"),
+            ],
+        )
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_has_the_cloudwatch_shape() {
+        let line = emf_line(
+            1_700_000_000_000,
+            &[("Provider", "github")],
+            &[("SignatureFailures", 1.0, "Count")],
+        );
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(
+            value["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "Junction"
+        );
+        assert_eq!(
+            value["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
+            "Provider"
+        );
+        assert_eq!(
+            value["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "SignatureFailures"
+        );
+        assert_eq!(value["Provider"], "github");
+        assert_eq!(value["SignatureFailures"], 1.0);
+        assert_eq!(value["_aws"]["Timestamp"], 1_700_000_000_000_i64);
+    }
+}

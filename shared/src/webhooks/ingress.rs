@@ -1,0 +1,458 @@
+//! The ingress service: one inbound webhook request in, one response and one logged
+//! outcome out. Checks run cheapest and safest first: provider known, size within the
+//! limit, signature verified on the raw bytes; only then is the body parsed (handshake,
+//! event id) and one message sent to the queue.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::{SignedRequest, VerifyError, answer_handshake, verify};
+use crate::{
+    catalog::{Catalog, FieldSource, WebhookSpec},
+    clock::Clock,
+    payloads::PayloadStore,
+    queue::{EventQueue, QueueMessage, attribute},
+    secrets::WebhookSecrets,
+};
+
+/// Every attribute the ingress may set on a message (SQS allows at most 10).
+pub const ATTRIBUTE_NAMES: [&str; 8] = [
+    attribute::PROVIDER,
+    attribute::ENDPOINT,
+    attribute::EVENT_ID,
+    attribute::EVENT_ID_SOURCE,
+    attribute::EVENT_TYPE,
+    attribute::RECEIVED_AT,
+    attribute::HEADERS,
+    attribute::BODY_ENCODING,
+];
+
+/// Limits and addresses of the ingress.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// Larger bodies are refused with 413 before any signature work.
+    pub max_body_bytes: usize,
+    /// Messages larger than this (body plus attributes) go to the payload store and the
+    /// message carries a pointer. SQS's limit is 262,144 bytes (1 MiB in newer regions);
+    /// the emulator enforces none, so the ingress must.
+    pub max_message_bytes: usize,
+    /// The public base URL providers call (`https://hooks.example.com`), for schemes that
+    /// sign the URL; `None` rebuilds it from `X-Forwarded-Proto` and `Host`.
+    pub public_base_url: Option<String>,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            max_body_bytes: 5 * 1024 * 1024,
+            max_message_bytes: 256 * 1024,
+            public_base_url: None,
+        }
+    }
+}
+
+/// An inbound request, as the function's HTTP layer received it.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub method: String,
+    /// The `{provider}` path segment.
+    pub provider: String,
+    /// The `{endpoint}` path segment, when present.
+    pub endpoint: Option<String>,
+    /// The raw request path, as the provider sent it.
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub raw_query: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// The HTTP response to send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookResponse {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub body: String,
+}
+
+/// What happened to one request: logged as one line and counted in metrics. Holds no
+/// secret, signature or body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub provider: String,
+    pub endpoint: Option<String>,
+    /// `accepted`, `handshake`, `rejected` or `failed`.
+    pub result: &'static str,
+    /// A reason code for anything but `accepted`.
+    pub reason: Option<&'static str>,
+    pub status: u16,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    /// The body was stored in the payload store, not in the message.
+    pub offloaded: bool,
+    /// The request verified only after the secrets were re-read (a rotation).
+    pub secrets_refreshed: bool,
+    pub body_bytes: usize,
+}
+
+impl Outcome {
+    /// True for a bad, missing or stale signature: the security signal.
+    pub fn is_verification_failure(&self) -> bool {
+        self.status == 401
+    }
+}
+
+/// The ingress with its ports.
+#[derive(Debug)]
+pub struct Ingress {
+    catalog: &'static Catalog,
+    secrets: WebhookSecrets,
+    queue: Arc<dyn EventQueue>,
+    payloads: Arc<dyn PayloadStore>,
+    clock: Arc<dyn Clock>,
+    config: IngressConfig,
+}
+
+/// A short-circuit: status, reason and result kind.
+struct Stop {
+    status: u16,
+    result: &'static str,
+    reason: &'static str,
+}
+
+impl Stop {
+    fn rejected(status: u16, reason: &'static str) -> Self {
+        Stop {
+            status,
+            result: "rejected",
+            reason,
+        }
+    }
+
+    fn failed(reason: &'static str) -> Self {
+        Stop {
+            status: 503,
+            result: "failed",
+            reason,
+        }
+    }
+}
+
+impl Ingress {
+    pub fn new(
+        catalog: &'static Catalog,
+        secrets: WebhookSecrets,
+        queue: Arc<dyn EventQueue>,
+        payloads: Arc<dyn PayloadStore>,
+        clock: Arc<dyn Clock>,
+        config: IngressConfig,
+    ) -> Self {
+        Ingress {
+            catalog,
+            secrets,
+            queue,
+            payloads,
+            clock,
+            config,
+        }
+    }
+
+    /// Handles one request. Never panics on input; every path yields a response.
+    pub async fn handle(&self, request: WebhookRequest) -> (WebhookResponse, Outcome) {
+        let mut outcome = Outcome {
+            provider: request.provider.clone(),
+            endpoint: request.endpoint.clone(),
+            result: "accepted",
+            reason: None,
+            status: 200,
+            event_id: None,
+            event_type: None,
+            offloaded: false,
+            secrets_refreshed: false,
+            body_bytes: request.body.len(),
+        };
+        let response = match self.process(&request, &mut outcome).await {
+            Ok(response) => response,
+            Err(stop) => {
+                outcome.result = stop.result;
+                outcome.reason = Some(stop.reason);
+                WebhookResponse {
+                    status: stop.status,
+                    content_type: Some("application/json"),
+                    body: format!(r#"{{"error":"{}"}}"#, stop.reason),
+                }
+            }
+        };
+        outcome.status = response.status;
+        (response, outcome)
+    }
+
+    async fn process(
+        &self,
+        request: &WebhookRequest,
+        outcome: &mut Outcome,
+    ) -> Result<WebhookResponse, Stop> {
+        let spec = self
+            .catalog
+            .get(&request.provider)
+            .and_then(|provider| provider.webhook.as_ref())
+            .ok_or(Stop::rejected(404, "unknown_provider"))?;
+        let endpoint = request.endpoint.as_deref();
+        if endpoint.is_some_and(|endpoint| !is_valid_endpoint(endpoint)) {
+            return Err(Stop::rejected(404, "unknown_endpoint"));
+        }
+        if request.method != "POST" {
+            return Err(Stop::rejected(405, "method_not_allowed"));
+        }
+        let declared_length = request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok());
+        if request.body.len() > self.config.max_body_bytes
+            || declared_length.is_some_and(|length| length > self.config.max_body_bytes)
+        {
+            return Err(Stop::rejected(413, "body_too_large"));
+        }
+
+        let now = self.clock.now();
+        let url = self.public_url(request);
+        let signed = SignedRequest {
+            method: &request.method,
+            url: &url,
+            headers: &request.headers,
+            body: &request.body,
+        };
+        let secrets = self
+            .secrets
+            .get(&request.provider, endpoint, now)
+            .await
+            .map_err(|_| Stop::failed("secret_unavailable"))?;
+        if secrets.is_empty() {
+            return Err(Stop::failed("secret_not_configured"));
+        }
+        match verify(&spec.verification, &secrets, &signed, now) {
+            Ok(()) => {}
+            // Perhaps the secret was rotated since it was cached: re-read (rate-limited).
+            Err(first @ (VerifyError::SignatureMismatch | VerifyError::NoUsableSecret)) => {
+                let refreshed = self
+                    .secrets
+                    .refresh_after_failure(&request.provider, endpoint, now)
+                    .await
+                    .map_err(|_| Stop::failed("secret_unavailable"))?;
+                let retried = match refreshed {
+                    Some(secrets) => verify(&spec.verification, &secrets, &signed, now),
+                    None => Err(first),
+                };
+                match retried {
+                    Ok(()) => outcome.secrets_refreshed = true,
+                    Err(err) if err.is_configuration_error() => {
+                        return Err(Stop::failed(err.reason()));
+                    }
+                    Err(err) => return Err(Stop::rejected(401, err.reason())),
+                }
+            }
+            Err(err) => return Err(Stop::rejected(401, err.reason())),
+        }
+
+        // Verified: from here on the body may be parsed.
+        if let Some(kind) = spec.handshake
+            && let Some(reply) = answer_handshake(kind, &request.body)
+        {
+            outcome.result = "handshake";
+            return Ok(WebhookResponse {
+                status: reply.status,
+                content_type: Some(reply.content_type),
+                body: reply.body,
+            });
+        }
+
+        let message = self.message(spec, request, now, outcome).await?;
+        self.queue
+            .send(message)
+            .await
+            .map_err(|_| Stop::failed("enqueue_failed"))?;
+        Ok(WebhookResponse {
+            status: 200,
+            content_type: None,
+            body: String::new(),
+        })
+    }
+
+    /// The URL the provider called: the configured public base URL, or the scheme and
+    /// host API Gateway forwarded, plus the raw path and query.
+    fn public_url(&self, request: &WebhookRequest) -> String {
+        let query = if request.raw_query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", request.raw_query)
+        };
+        if let Some(base) = &self.config.public_base_url {
+            return format!("{}{}{query}", base.trim_end_matches('/'), request.path);
+        }
+        let header = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        let scheme = header("x-forwarded-proto").unwrap_or("https");
+        let host = header("host").unwrap_or_default();
+        format!("{scheme}://{host}{}{query}", request.path)
+    }
+
+    async fn message(
+        &self,
+        spec: &WebhookSpec,
+        request: &WebhookRequest,
+        now: OffsetDateTime,
+        outcome: &mut Outcome,
+    ) -> Result<QueueMessage, Stop> {
+        let json = needs_json(spec)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&request.body).ok())
+            .flatten();
+        let read = |source: &FieldSource| -> Option<String> {
+            let value = match source {
+                FieldSource::Header(names) => names
+                    .names()
+                    .iter()
+                    .find_map(|name| request.headers.get(name.as_str()))
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned),
+                FieldSource::JsonPointer(pointer) => match json.as_ref()?.pointer(pointer)? {
+                    serde_json::Value::String(text) => Some(text.clone()),
+                    serde_json::Value::Number(number) => Some(number.to_string()),
+                    _ => None,
+                },
+            }?;
+            (!value.is_empty() && value.len() <= 1024 && is_sqs_text(&value)).then_some(value)
+        };
+        let (event_id, event_id_source) = match spec
+            .event_id
+            .as_ref()
+            .and_then(|source| read(source).map(|id| (id, source)))
+        {
+            Some((id, FieldSource::Header(_))) => (id, "header"),
+            Some((id, FieldSource::JsonPointer(_))) => (id, "json"),
+            None => (hex::encode(Sha256::digest(&request.body)), "body_sha256"),
+        };
+        let event_type = spec.event_type.as_ref().and_then(read);
+
+        let mut attributes = BTreeMap::new();
+        attributes.insert(attribute::PROVIDER.to_owned(), request.provider.clone());
+        if let Some(endpoint) = &request.endpoint {
+            attributes.insert(attribute::ENDPOINT.to_owned(), endpoint.clone());
+        }
+        attributes.insert(attribute::EVENT_ID.to_owned(), event_id.clone());
+        attributes.insert(
+            attribute::EVENT_ID_SOURCE.to_owned(),
+            event_id_source.to_owned(),
+        );
+        if let Some(event_type) = &event_type {
+            attributes.insert(attribute::EVENT_TYPE.to_owned(), event_type.clone());
+        }
+        attributes.insert(attribute::RECEIVED_AT.to_owned(), rfc3339_millis(now));
+        attributes.insert(
+            attribute::HEADERS.to_owned(),
+            forwarded_headers(spec, &request.headers),
+        );
+
+        let (body, encoding) = match std::str::from_utf8(&request.body) {
+            Ok(text) if is_sqs_text(text) => (text.to_owned(), "utf8"),
+            _ => (BASE64.encode(&request.body), "base64"),
+        };
+        attributes.insert(attribute::BODY_ENCODING.to_owned(), encoding.to_owned());
+        let mut message = QueueMessage { body, attributes };
+        if message.size() > self.config.max_message_bytes {
+            let key = payload_key(request, &event_id, now);
+            let location = self
+                .payloads
+                .put(&key, &request.body)
+                .await
+                .map_err(|_| Stop::failed("payload_store_failed"))?;
+            message.body = location;
+            message
+                .attributes
+                .insert(attribute::BODY_ENCODING.to_owned(), "s3".to_owned());
+            outcome.offloaded = true;
+        }
+        outcome.event_id = Some(event_id);
+        outcome.event_type = event_type;
+        Ok(message)
+    }
+}
+
+/// Whether the spec reads anything from a JSON body.
+fn needs_json(spec: &WebhookSpec) -> bool {
+    [&spec.event_id, &spec.event_type]
+        .into_iter()
+        .flatten()
+        .any(|source| matches!(source, FieldSource::JsonPointer(_)))
+}
+
+/// Endpoint names become part of secret names and S3 keys: keep them plain.
+fn is_valid_endpoint(endpoint: &str) -> bool {
+    !endpoint.is_empty()
+        && endpoint.len() <= 64
+        && endpoint
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// True when SQS accepts `text` as a message body or attribute value (XML 1.0 chars:
+/// tab, LF, CR, U+0020–U+D7FF, U+E000–U+FFFD, U+10000 and above).
+fn is_sqs_text(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    })
+}
+
+fn forwarded_headers(spec: &WebhookSpec, headers: &HeaderMap) -> String {
+    let mut forwarded = serde_json::Map::new();
+    let names =
+        std::iter::once("content-type").chain(spec.forward_headers.iter().map(String::as_str));
+    for name in names {
+        if let Some(value) = headers.get(name).and_then(|value| value.to_str().ok()) {
+            forwarded.insert(name.to_ascii_lowercase(), serde_json::Value::from(value));
+        }
+    }
+    serde_json::Value::Object(forwarded).to_string()
+}
+
+/// The same event always maps to the same key, so a provider's retry overwrites rather
+/// than duplicates.
+fn payload_key(request: &WebhookRequest, event_id: &str, now: OffsetDateTime) -> String {
+    let mut digest = Sha256::new();
+    digest.update(request.provider.as_bytes());
+    digest.update([0]);
+    digest.update(request.endpoint.as_deref().unwrap_or_default().as_bytes());
+    digest.update([0]);
+    digest.update(event_id.as_bytes());
+    format!(
+        "webhooks/{}/{:04}-{:02}-{:02}/{}",
+        request.provider,
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        hex::encode(digest.finalize())
+    )
+}
+
+/// RFC 3339 in UTC with millisecond precision, as in every Junction timestamp.
+pub fn rfc3339_millis(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}

@@ -1,0 +1,603 @@
+//! Signature verification driven by a catalog [`Verification`]: one algorithm for every
+//! provider, so each scheme's quirks live in data and its tests.
+//!
+//! Runs on the raw request bytes before anything parses or logs the body; compares in
+//! constant time; fails closed on anything missing or malformed. Time is an argument so
+//! replay windows are tested without sleeping.
+
+use std::borrow::Cow;
+
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use super::SigningSecret;
+use crate::catalog::{
+    HeaderNames, Scheme, SecretEncoding, SignatureEncoding, SignatureFormat, SignedPart,
+    TimestampRule, TimestampSource, TimestampUnit, Verification,
+};
+
+/// The parts of a request a signature can cover.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    /// HTTP method as received.
+    pub method: &'a str,
+    /// The public URL the provider called, with its query string.
+    pub url: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The raw body, exactly as received.
+    pub body: &'a [u8],
+}
+
+/// Why a request was not accepted as authentic. [`VerifyError::reason`] is the only
+/// detail that leaves the process (in the 401 body, logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the signature header is missing")]
+    MissingSignature,
+    #[error("the signature header is malformed or empty")]
+    MalformedSignature,
+    #[error("a signed header is missing")]
+    MissingSignedHeader,
+    #[error("the timestamp is missing")]
+    MissingTimestamp,
+    #[error("the timestamp is malformed")]
+    MalformedTimestamp,
+    #[error("the timestamp is older than the replay window")]
+    StaleTimestamp,
+    #[error("the timestamp is further in the future than the replay window")]
+    FutureTimestamp,
+    #[error("the body hash query parameter is missing")]
+    MissingBodyHash,
+    #[error("the body does not match its hash query parameter")]
+    BodyHashMismatch,
+    #[error("no signature matched any signing secret")]
+    SignatureMismatch,
+    /// Not the caller's fault: no configured secret could be decoded for this scheme.
+    #[error("no configured signing secret is usable for this scheme")]
+    NoUsableSecret,
+}
+
+impl VerifyError {
+    /// A stable, non-secret reason code for responses, logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            VerifyError::MissingSignature => "missing_signature",
+            VerifyError::MalformedSignature => "malformed_signature",
+            VerifyError::MissingSignedHeader => "missing_signed_header",
+            VerifyError::MissingTimestamp => "missing_timestamp",
+            VerifyError::MalformedTimestamp => "malformed_timestamp",
+            VerifyError::StaleTimestamp => "stale_timestamp",
+            VerifyError::FutureTimestamp => "future_timestamp",
+            VerifyError::MissingBodyHash => "missing_body_hash",
+            VerifyError::BodyHashMismatch => "body_hash_mismatch",
+            VerifyError::SignatureMismatch => "signature_mismatch",
+            VerifyError::NoUsableSecret => "secret_unusable",
+        }
+    }
+
+    /// True when the request may be genuine and the fault is ours (configuration).
+    pub fn is_configuration_error(self) -> bool {
+        self == VerifyError::NoUsableSecret
+    }
+}
+
+/// Verifies `request` against `secrets` (any one verifying is enough) at time `now`.
+pub fn verify(
+    spec: &Verification,
+    secrets: &[SigningSecret],
+    request: &SignedRequest<'_>,
+    now: OffsetDateTime,
+) -> Result<(), VerifyError> {
+    let signatures = parse_signatures(&spec.signature, request.headers)?;
+    let timestamp = match &spec.timestamp {
+        Some(rule) => read_timestamp(rule, &signatures.params, request.headers)?,
+        None => None,
+    };
+    if let (Some(rule), Some(raw)) = (&spec.timestamp, timestamp) {
+        check_window(rule, parse_timestamp(rule.unit, raw)?, now)?;
+    }
+    if let Some(param) = &spec.body_hash_query_param
+        && !is_form(request.headers)
+    {
+        check_body_hash(param, request)?;
+    }
+    let pieces = resolve_parts(spec, request, timestamp)?;
+    let mut usable_secret = false;
+    for secret in secrets {
+        let Some(key) = decode_secret(spec, secret) else {
+            continue;
+        };
+        usable_secret = true;
+        if matches_any(spec.scheme, &key, &pieces, &signatures.values) {
+            if let Some(rule) = &spec.timestamp
+                && let TimestampSource::JsonPointer(pointer) = &rule.from
+            {
+                let raw = body_timestamp(request.body, pointer)?;
+                check_window(rule, parse_timestamp(rule.unit, &raw)?, now)?;
+            }
+            return Ok(());
+        }
+    }
+    if usable_secret {
+        Err(VerifyError::SignatureMismatch)
+    } else {
+        Err(VerifyError::NoUsableSecret)
+    }
+}
+
+/// Candidate signatures (decoded) and the other `key=value` parameters of the header.
+struct Signatures<'h> {
+    values: Vec<Vec<u8>>,
+    params: Vec<(&'h str, &'h str)>,
+}
+
+fn header_value<'h>(headers: &'h HeaderMap, names: &HeaderNames) -> Option<&'h [u8]> {
+    names
+        .names()
+        .iter()
+        .find_map(|name| headers.get(name.as_str()))
+        .map(|value| value.as_bytes())
+}
+
+fn parse_signatures<'h>(
+    format: &SignatureFormat,
+    headers: &'h HeaderMap,
+) -> Result<Signatures<'h>, VerifyError> {
+    let raw = header_value(headers, format.header()).ok_or(VerifyError::MissingSignature)?;
+    let raw = std::str::from_utf8(raw).map_err(|_| VerifyError::MalformedSignature)?;
+    let mut signatures = Signatures {
+        values: Vec::new(),
+        params: Vec::new(),
+    };
+    let mut push = |encoding: SignatureEncoding, text: &str| {
+        if let Some(bytes) = decode_signature(encoding, text.trim()) {
+            signatures.values.push(bytes);
+        }
+    };
+    match format {
+        SignatureFormat::Single {
+            prefix, encoding, ..
+        } => {
+            if let Some(text) = raw.strip_prefix(prefix.as_str()) {
+                push(*encoding, text);
+            }
+        }
+        SignatureFormat::KeyValueList {
+            pair_separator,
+            key,
+            encoding,
+            ..
+        } => {
+            for pair in raw.split(pair_separator.as_str()) {
+                let Some((name, value)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                if name == key {
+                    push(*encoding, value);
+                } else {
+                    signatures.params.push((name, value));
+                }
+            }
+        }
+        SignatureFormat::VersionedList {
+            entry_separator,
+            version,
+            version_separator,
+            encoding,
+            ..
+        } => {
+            for entry in raw.split(entry_separator.as_str()) {
+                if let Some((entry_version, value)) = entry.split_once(version_separator.as_str())
+                    && entry_version == version
+                {
+                    push(*encoding, value);
+                }
+            }
+        }
+    }
+    if signatures.values.is_empty() {
+        return Err(VerifyError::MalformedSignature);
+    }
+    Ok(signatures)
+}
+
+/// Decodes one signature; `None` for empty or undecodable text (never a match).
+fn decode_signature(encoding: SignatureEncoding, text: &str) -> Option<Vec<u8>> {
+    let bytes = match encoding {
+        // Providers send lowercase hex, and their SDKs compare the hex text: an
+        // uppercase variant is not what was sent, so it is not accepted either.
+        SignatureEncoding::Hex if text.bytes().any(|b| b.is_ascii_uppercase()) => return None,
+        SignatureEncoding::Hex => hex::decode(text).ok()?,
+        SignatureEncoding::Base64 => BASE64.decode(text).ok()?,
+    };
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+fn read_timestamp<'h>(
+    rule: &TimestampRule,
+    params: &[(&'h str, &'h str)],
+    headers: &'h HeaderMap,
+) -> Result<Option<&'h str>, VerifyError> {
+    let raw = match &rule.from {
+        TimestampSource::Header(names) => header_value(headers, names)
+            .map(|bytes| std::str::from_utf8(bytes).map_err(|_| VerifyError::MalformedTimestamp))
+            .transpose()?,
+        TimestampSource::SignatureParam(name) => params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value),
+        // Read from the body only once the signature has verified.
+        TimestampSource::JsonPointer(_) => return Ok(None),
+    };
+    raw.map(Some).ok_or(VerifyError::MissingTimestamp)
+}
+
+/// Parses a timestamp into Unix milliseconds.
+fn parse_timestamp(unit: TimestampUnit, raw: &str) -> Result<i128, VerifyError> {
+    let integer = || {
+        if raw.is_empty() || raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(VerifyError::MalformedTimestamp);
+        }
+        raw.parse::<i128>()
+            .map_err(|_| VerifyError::MalformedTimestamp)
+    };
+    match unit {
+        TimestampUnit::Seconds => Ok(integer()? * 1000),
+        TimestampUnit::Milliseconds => integer(),
+        TimestampUnit::Rfc3339 => {
+            OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+                .map(|at| at.unix_timestamp_nanos() / 1_000_000)
+                .map_err(|_| VerifyError::MalformedTimestamp)
+        }
+    }
+}
+
+fn check_window(rule: &TimestampRule, at_ms: i128, now: OffsetDateTime) -> Result<(), VerifyError> {
+    let age_ms = now.unix_timestamp_nanos() / 1_000_000 - at_ms;
+    if let Some(max_age) = rule.max_age_seconds
+        && age_ms > i128::from(max_age) * 1000
+    {
+        return Err(VerifyError::StaleTimestamp);
+    }
+    if let Some(max_future) = rule.max_future_seconds
+        && -age_ms > i128::from(max_future) * 1000
+    {
+        return Err(VerifyError::FutureTimestamp);
+    }
+    Ok(())
+}
+
+fn body_timestamp(body: &[u8], pointer: &str) -> Result<String, VerifyError> {
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| VerifyError::MissingTimestamp)?;
+    match json.pointer(pointer) {
+        Some(serde_json::Value::Number(number)) => Ok(number.to_string()),
+        Some(serde_json::Value::String(text)) => Ok(text.clone()),
+        Some(_) => Err(VerifyError::MalformedTimestamp),
+        None => Err(VerifyError::MissingTimestamp),
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn check_body_hash(param: &str, request: &SignedRequest<'_>) -> Result<(), VerifyError> {
+    let query = request.url.split_once('?').map_or("", |(_, query)| query);
+    let expected = form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == param)
+        .map(|(_, value)| value.into_owned())
+        .ok_or(VerifyError::MissingBodyHash)?;
+    let actual = hex::encode(Sha256::digest(request.body));
+    if bool::from(
+        actual
+            .as_bytes()
+            .ct_eq(expected.to_ascii_lowercase().as_bytes()),
+    ) {
+        Ok(())
+    } else {
+        Err(VerifyError::BodyHashMismatch)
+    }
+}
+
+/// A resolved piece of the signed bytes; the secret is filled in per candidate key.
+enum Piece<'a> {
+    Bytes(Cow<'a, [u8]>),
+    Secret,
+}
+
+fn resolve_parts<'a>(
+    spec: &Verification,
+    request: &SignedRequest<'a>,
+    timestamp: Option<&'a str>,
+) -> Result<Vec<Piece<'a>>, VerifyError> {
+    spec.signed
+        .iter()
+        .map(|part| {
+            let bytes: Cow<'a, [u8]> = match part {
+                SignedPart::Body => Cow::Borrowed(request.body),
+                SignedPart::Method => Cow::Owned(request.method.to_ascii_uppercase().into_bytes()),
+                SignedPart::Url => match decode_escapes(request.url, &spec.url_decoded_escapes) {
+                    Cow::Borrowed(url) => Cow::Borrowed(url.as_bytes()),
+                    Cow::Owned(url) => Cow::Owned(url.into_bytes()),
+                },
+                // The catalog guarantees a header/param rule exists for a signed timestamp.
+                SignedPart::Timestamp => {
+                    Cow::Borrowed(timestamp.ok_or(VerifyError::MissingTimestamp)?.as_bytes())
+                }
+                SignedPart::SortedFormParams => Cow::Owned(sorted_form_params(request)),
+                SignedPart::Secret => return Ok(Piece::Secret),
+                SignedPart::Literal(text) => Cow::Owned(text.clone().into_bytes()),
+                SignedPart::Header(names) => Cow::Borrowed(
+                    header_value(request.headers, names).ok_or(VerifyError::MissingSignedHeader)?,
+                ),
+            };
+            Ok(Piece::Bytes(bytes))
+        })
+        .collect()
+}
+
+/// Decodes the listed percent-escapes (case-insensitively), leaving every other byte.
+fn decode_escapes<'u>(url: &'u str, escapes: &[String]) -> Cow<'u, str> {
+    if escapes.is_empty() || !url.contains('%') {
+        return Cow::Borrowed(url);
+    }
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let candidate = rest.get(at..at + 3);
+        match candidate.filter(|c| escapes.iter().any(|e| e.eq_ignore_ascii_case(c))) {
+            Some(escape) => {
+                let byte = u8::from_str_radix(&escape[1..], 16).unwrap_or(b'%');
+                out.push(char::from(byte));
+                rest = &rest[at + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Twilio's form parameters: unique (name, value) pairs sorted by name then value, each
+/// written as name followed by value. Empty for bodies that are not forms.
+fn sorted_form_params(request: &SignedRequest<'_>) -> Vec<u8> {
+    if !is_form(request.headers) {
+        return Vec::new();
+    }
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(request.body)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let mut out = Vec::with_capacity(request.body.len());
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
+}
+
+/// The key bytes for one configured secret, or `None` if it cannot be decoded.
+fn decode_secret(
+    spec: &Verification,
+    secret: &SigningSecret,
+) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let text = secret.expose();
+    let text = match &spec.secret_prefix {
+        Some(prefix) => text.strip_prefix(prefix.as_str()).unwrap_or(text),
+        None => text,
+    };
+    let bytes = match spec.secret_encoding {
+        SecretEncoding::Utf8 => text.as_bytes().to_vec(),
+        SecretEncoding::Base64 => BASE64.decode(text.trim()).ok()?,
+        SecretEncoding::Hex => hex::decode(text.trim()).ok()?,
+    };
+    (!bytes.is_empty()).then(|| zeroize::Zeroizing::new(bytes))
+}
+
+/// The tag a symmetric scheme produces over `pieces`; `None` for Ed25519 (asymmetric).
+fn symmetric_tag(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Option<Vec<u8>> {
+    fn feed(pieces: &[Piece<'_>], key: &[u8], update: &mut dyn FnMut(&[u8])) {
+        for piece in pieces {
+            match piece {
+                Piece::Bytes(bytes) => update(bytes),
+                Piece::Secret => update(key),
+            }
+        }
+    }
+    match scheme {
+        Scheme::HmacSha256 => {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+            feed(pieces, key, &mut |bytes| mac.update(bytes));
+            Some(mac.finalize().into_bytes().to_vec())
+        }
+        Scheme::HmacSha1 => {
+            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).ok()?;
+            feed(pieces, key, &mut |bytes| mac.update(bytes));
+            Some(mac.finalize().into_bytes().to_vec())
+        }
+        Scheme::Sha256 => {
+            let mut digest = Sha256::new();
+            feed(pieces, key, &mut |bytes| digest.update(bytes));
+            Some(digest.finalize().to_vec())
+        }
+        Scheme::Ed25519 => None,
+    }
+}
+
+/// The signed message as one buffer (Ed25519 needs it whole).
+fn message(pieces: &[Piece<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in pieces {
+        if let Piece::Bytes(bytes) = piece {
+            out.extend_from_slice(bytes);
+        }
+    }
+    out
+}
+
+fn matches_any(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>], candidates: &[Vec<u8>]) -> bool {
+    if let Some(tag) = symmetric_tag(scheme, key, pieces) {
+        return candidates
+            .iter()
+            .any(|c| bool::from(tag.as_slice().ct_eq(c)));
+    }
+    let Ok(key) = <[u8; 32]>::try_from(key) else {
+        return false;
+    };
+    let Ok(public) = ed25519_dalek::VerifyingKey::from_bytes(&key) else {
+        return false;
+    };
+    let message = message(pieces);
+    candidates.iter().any(|candidate| {
+        ed25519_dalek::Signature::from_slice(candidate)
+            .is_ok_and(|signature| public.verify_strict(&message, &signature).is_ok())
+    })
+}
+
+/// Why a request could not be signed (signing is for tests, the CLI and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error("the signing key cannot be decoded for this scheme")]
+    UnusableKey,
+    #[error("a header the provider signs is missing from the request: {0}")]
+    Request(VerifyError),
+}
+
+/// Signs `request` exactly as the provider would, returning the headers to add: the
+/// signature header and, where the scheme signs a header timestamp, that header.
+///
+/// For Ed25519 `secret` is the hex (or base64, per the catalog) 32-byte private seed;
+/// for every other scheme it is the signing secret as configured. Where the catalog
+/// sets `body_hash_query_param`, pass a URL made by [`url_with_body_hash`].
+pub fn sign(
+    spec: &Verification,
+    secret: &SigningSecret,
+    request: &SignedRequest<'_>,
+    now: OffsetDateTime,
+) -> Result<Vec<(String, String)>, SignError> {
+    let mut added = Vec::new();
+    let formatted_now = spec
+        .timestamp
+        .as_ref()
+        .map(|rule| format_timestamp(rule.unit, now));
+    let mut timestamp_param = None;
+    let timestamp: Option<&str> = match spec.timestamp.as_ref().map(|rule| &rule.from) {
+        Some(TimestampSource::Header(names)) => {
+            match header_value(request.headers, names).and_then(|v| std::str::from_utf8(v).ok()) {
+                Some(existing) => Some(existing),
+                None => {
+                    let value = formatted_now.as_deref().unwrap_or_default();
+                    added.push((names.names()[0].clone(), value.to_owned()));
+                    Some(value)
+                }
+            }
+        }
+        Some(TimestampSource::SignatureParam(name)) => {
+            timestamp_param = Some(name.as_str());
+            formatted_now.as_deref()
+        }
+        Some(TimestampSource::JsonPointer(_)) | None => None,
+    };
+    let pieces = resolve_parts(spec, request, timestamp).map_err(SignError::Request)?;
+    let key = decode_secret(spec, secret).ok_or(SignError::UnusableKey)?;
+    let tag = match symmetric_tag(spec.scheme, &key, &pieces) {
+        Some(tag) => tag,
+        None => {
+            use ed25519_dalek::Signer as _;
+            let seed = <[u8; 32]>::try_from(key.as_slice()).map_err(|_| SignError::UnusableKey)?;
+            let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+            signing.sign(&message(&pieces)).to_bytes().to_vec()
+        }
+    };
+    let encode = |encoding: SignatureEncoding| match encoding {
+        SignatureEncoding::Hex => hex::encode(&tag),
+        SignatureEncoding::Base64 => BASE64.encode(&tag),
+    };
+    let value = match &spec.signature {
+        SignatureFormat::Single {
+            prefix, encoding, ..
+        } => format!("{prefix}{}", encode(*encoding)),
+        SignatureFormat::KeyValueList {
+            pair_separator,
+            key,
+            encoding,
+            ..
+        } => match (timestamp_param, timestamp) {
+            (Some(param), Some(ts)) => {
+                format!("{param}={ts}{pair_separator}{key}={}", encode(*encoding))
+            }
+            _ => format!("{key}={}", encode(*encoding)),
+        },
+        SignatureFormat::VersionedList {
+            version,
+            version_separator,
+            encoding,
+            ..
+        } => format!("{version}{version_separator}{}", encode(*encoding)),
+    };
+    added.push((spec.signature.header().names()[0].clone(), value));
+    Ok(added)
+}
+
+/// `url` with the body-hash query parameter the catalog asks for (Twilio's
+/// `bodySHA256`) when the body is not a form; unchanged otherwise.
+pub fn url_with_body_hash(
+    spec: &Verification,
+    url: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> String {
+    match &spec.body_hash_query_param {
+        Some(param) if !is_form(headers) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!(
+                "{url}{separator}{param}={}",
+                hex::encode(Sha256::digest(body))
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The public key for an Ed25519 private seed, encoded like the seed: what a provider
+/// publishes for the key a test or the local stack signs with.
+pub fn ed25519_public_key(encoding: SecretEncoding, seed: &[u8; 32]) -> String {
+    let public = ed25519_dalek::SigningKey::from_bytes(seed)
+        .verifying_key()
+        .to_bytes();
+    match encoding {
+        SecretEncoding::Base64 => BASE64.encode(public),
+        SecretEncoding::Hex | SecretEncoding::Utf8 => hex::encode(public),
+    }
+}
+
+fn format_timestamp(unit: TimestampUnit, now: OffsetDateTime) -> String {
+    match unit {
+        TimestampUnit::Seconds => now.unix_timestamp().to_string(),
+        TimestampUnit::Milliseconds => (now.unix_timestamp_nanos() / 1_000_000).to_string(),
+        TimestampUnit::Rfc3339 => now
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;
