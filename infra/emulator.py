@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Provision template.yaml into the local AWS emulator (moto server), offline.
+
+The SAM template is translated with aws-sam-translator (the same transform CloudFormation
+runs on `sam deploy`) and created as a CloudFormation stack in the emulator, so queues,
+redrive policies, buckets, tables and function environments are the template's own.
+
+Subcommands (all print JSON on stdout):
+  translate                 the CloudFormation the template becomes
+  deploy                    create (or replace) the stack and describe what it made
+  describe                  describe an existing stack
+
+The emulator does not run API Gateway routes or EventBridge schedules; the local stack
+reads those from the translated template itself (see `routes`, `schedules` and
+`event_source_mappings` in the description).
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+import zipfile
+
+import boto3
+import yaml
+from samtranslator.translator.transform import transform
+
+# The translator needs a region for ARNs; the emulator answers for us-east-1.
+os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACT_BUCKET = "junction-local-artifacts"
+
+# Resource types the emulator's CloudFormation cannot create. The local stack serves
+# their behaviour itself from the template (routes, permissions for them, schedules).
+SERVED_LOCALLY = {
+    "AWS::ApiGatewayV2::Api",
+    "AWS::ApiGatewayV2::Stage",
+    "AWS::Lambda::Permission",
+    "AWS::Scheduler::Schedule",
+}
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that understands CloudFormation's short intrinsic tags."""
+
+
+def _construct_tag(loader, tag_suffix, node):
+    name = {"Ref": "Ref", "Condition": "Condition"}.get(tag_suffix, "Fn::" + tag_suffix)
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if name == "Fn::GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+class _NoManagedPolicies:
+    """The template names no managed policies by name, so no IAM lookup is needed."""
+
+    def load(self):
+        return {}
+
+
+def load_template(path):
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=_CfnLoader)
+
+
+def translate(template_path, parameters):
+    sam = load_template(template_path)
+    # Local code paths are replaced by where `sam package` would have put them.
+    for logical_id, resource in sam.get("Resources", {}).items():
+        if resource.get("Type") == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = f"s3://{ARTIFACT_BUCKET}/{logical_id}.zip"
+    return transform(sam, parameters, _NoManagedPolicies())
+
+
+def _placeholder_zip():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("bootstrap", "#!/bin/sh\necho 'run by the local stack, not the emulator'\n")
+    return buffer.getvalue()
+
+
+def _clients(endpoint):
+    session = boto3.session.Session(
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+    )
+    return lambda service: session.client(service, endpoint_url=endpoint)
+
+
+def _functions(cfn):
+    return [lid for lid, r in cfn["Resources"].items() if r["Type"] == "AWS::Lambda::Function"]
+
+
+def _routes(cfn):
+    """(method, path, function logical id) for every HTTP API route in the template."""
+    routes = []
+    for resource in cfn["Resources"].values():
+        if resource["Type"] != "AWS::ApiGatewayV2::Api":
+            continue
+        paths = resource.get("Properties", {}).get("Body", {}).get("paths", {})
+        for path, methods in paths.items():
+            for method, operation in methods.items():
+                integration = operation.get("x-amazon-apigateway-integration", {})
+                uri = json.dumps(integration.get("uri", ""))
+                function = next((lid for lid in _functions(cfn) if f"${{{lid}.Arn}}" in uri
+                                 or f'"{lid}"' in uri), None)
+                routes.append({
+                    "method": method.upper().replace("X-AMAZON-APIGATEWAY-ANY-METHOD", "ANY"),
+                    "path": path,
+                    "function": function,
+                })
+    return routes
+
+
+def _schedules(cfn):
+    """Schedules (EventBridge rules and Scheduler schedules) that target a function."""
+    schedules = []
+    for logical_id, resource in cfn["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Scheduler::Schedule":
+            target = json.dumps(props.get("Target", {}))
+            schedules.append({"name": logical_id, "expression": props.get("ScheduleExpression"),
+                              "target": target, "input": props.get("Target", {}).get("Input")})
+        elif resource["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in props:
+            for target in props.get("Targets", []):
+                schedules.append({"name": logical_id, "expression": props["ScheduleExpression"],
+                                  "target": json.dumps(target), "input": target.get("Input")})
+    for schedule in schedules:
+        target = schedule.pop("target")
+        schedule["function"] = next((f for f in _functions(cfn) if f'"{f}"' in target), None)
+    return schedules
+
+
+def _event_source_mappings(cfn):
+    mappings = []
+    for resource in cfn["Resources"].values():
+        if resource["Type"] != "AWS::Lambda::EventSourceMapping":
+            continue
+        props = resource["Properties"]
+        mappings.append({
+            "function": props["FunctionName"].get("Ref"),
+            "queue": props["EventSourceArn"]["Fn::GetAtt"][0],
+            "batch_size": props.get("BatchSize", 10),
+            "maximum_batching_window_seconds": props.get("MaximumBatchingWindowInSeconds", 0),
+            "report_batch_item_failures": "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+        })
+    return mappings
+
+
+def describe(client, stack_name, cfn):
+    stack = client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    # The emulator lists some resources (bucket policies, alarms) without ids: skip those.
+    resources = [r for r in client("cloudformation").describe_stack_resources(StackName=stack_name)["StackResources"]
+                 if "LogicalResourceId" in r]
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+    types = {r["LogicalResourceId"]: r["ResourceType"] for r in resources}
+    functions = {}
+    lam = client("lambda")
+    for logical_id, kind in types.items():
+        if kind == "AWS::Lambda::Function":
+            config = lam.get_function_configuration(FunctionName=physical[logical_id])
+            functions[logical_id] = {
+                "name": physical[logical_id],
+                "binary": cfn["Resources"][logical_id].get("Metadata", {}).get("BuildProperties", {}).get("Binary"),
+                "timeout": config.get("Timeout", 3),
+                "memory": config.get("MemorySize", 128),
+                "environment": config.get("Environment", {}).get("Variables", {}),
+            }
+    queues = {}
+    sqs = client("sqs")
+    for logical_id, kind in types.items():
+        if kind == "AWS::SQS::Queue":
+            url = physical[logical_id]
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            queues[logical_id] = {"url": url, "arn": attributes.get("QueueArn"),
+                                  "attributes": attributes}
+    return {
+        "stack_name": stack_name,
+        "status": stack["StackStatus"],
+        "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
+        "resources": physical,
+        "functions": functions,
+        "queues": queues,
+        "routes": _routes(cfn),
+        "schedules": _schedules(cfn),
+        "event_source_mappings": _event_source_mappings(cfn),
+        "served_locally": sorted({r["Type"] for r in cfn["Resources"].values()} & SERVED_LOCALLY),
+    }
+
+
+def deploy(endpoint, stack_name, parameters, template_path):
+    client = _clients(endpoint)
+    cfn = translate(template_path, parameters)
+    s3 = client("s3")
+    s3.create_bucket(Bucket=ARTIFACT_BUCKET)
+    for logical_id, resource in cfn["Resources"].items():
+        if resource["Type"] == "AWS::Lambda::Function":
+            code = resource["Properties"]["Code"]
+            s3.put_object(Bucket=code["S3Bucket"], Key=code["S3Key"], Body=_placeholder_zip())
+    created = dict(cfn)
+    created["Resources"] = {k: v for k, v in cfn["Resources"].items() if v["Type"] not in SERVED_LOCALLY}
+    # Outputs may refer to resources served locally (the API id): resolve those here.
+    outputs = {}
+    for key, output in cfn.get("Outputs", {}).items():
+        if "HttpApi" not in json.dumps(output):
+            outputs[key] = output
+    created["Outputs"] = outputs
+    formation = client("cloudformation")
+    try:
+        formation.delete_stack(StackName=stack_name)
+    except Exception:  # noqa: BLE001 - no such stack yet
+        pass
+    formation.create_stack(
+        StackName=stack_name,
+        TemplateBody=json.dumps(created),
+        Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    deadline = time.time() + 120
+    while True:
+        status = formation.describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
+        if not status.endswith("IN_PROGRESS"):
+            break
+        if time.time() > deadline:
+            raise SystemExit(f"stack {stack_name} still {status} after 120 s")
+        time.sleep(0.2)
+    if status != "CREATE_COMPLETE":
+        events = formation.describe_stack_events(StackName=stack_name)["StackEvents"]
+        reasons = [f'{e["LogicalResourceId"]}: {e.get("ResourceStatusReason")}' for e in events
+                   if e.get("ResourceStatus", "").endswith("FAILED")]
+        raise SystemExit(f"stack {stack_name} ended {status}: {reasons}")
+    return describe(client, stack_name, cfn)
+
+
+def _parameters(pairs):
+    parameters = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        parameters[key] = value
+    return parameters
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["translate", "deploy", "describe"])
+    parser.add_argument("--template", default=os.path.join(ROOT, "template.yaml"))
+    parser.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL"))
+    parser.add_argument("--stack-name", default="junction-local")
+    parser.add_argument("--parameter", action="append", metavar="KEY=VALUE",
+                        help="a template parameter override (repeatable)")
+    args = parser.parse_args(argv)
+    parameters = _parameters(args.parameter)
+    if args.command == "translate":
+        result = translate(args.template, parameters)
+    else:
+        if not args.endpoint:
+            raise SystemExit("--endpoint (or AWS_ENDPOINT_URL) must name the emulator")
+        if args.command == "deploy":
+            result = deploy(args.endpoint, args.stack_name, parameters, args.template)
+        else:
+            result = describe(_clients(args.endpoint), args.stack_name, translate(args.template, parameters))
+    json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
