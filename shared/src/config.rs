@@ -51,6 +51,26 @@ pub fn process_env() -> Env<fn(&str) -> Option<String>> {
     Env(|key| std::env::var(key).ok())
 }
 
+/// Timeouts on every AWS call: a provider is waiting on the ingress, so no call may hang
+/// (a hung call would outlive the function and the provider would see a timeout instead
+/// of the 5xx that makes it retry).
+pub fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .operation_attempt_timeout(std::time::Duration::from_secs(2))
+        .operation_timeout(std::time::Duration::from_secs(5))
+        .build()
+}
+
+/// AWS configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`)
+/// with [`aws_timeouts`]; built once at cold start.
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(aws_timeouts())
+        .load()
+        .await
+}
+
 /// Lambda's invocation payload limit: a larger body never reaches the function.
 const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1000 * 1000;
 

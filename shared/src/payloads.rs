@@ -33,6 +33,15 @@ impl S3PayloadStore {
             bucket: bucket.into(),
         }
     }
+
+    /// A store on `bucket` from shared AWS configuration. With an endpoint override (the
+    /// emulator) requests use path-style addressing, as loopback has no bucket subdomains.
+    pub fn from_config(aws: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
+        let config = aws_sdk_s3::config::Builder::from(aws)
+            .force_path_style(aws.endpoint_url().is_some())
+            .build();
+        S3PayloadStore::new(aws_sdk_s3::Client::from_conf(config), bucket)
+    }
 }
 
 #[async_trait]

@@ -68,6 +68,11 @@ pub struct SqsEventQueue {
 }
 
 impl SqsEventQueue {
+    /// A queue client from shared AWS configuration.
+    pub fn from_config(aws: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        SqsEventQueue::new(aws_sdk_sqs::Client::new(aws), queue_url)
+    }
+
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
         SqsEventQueue {
             client,

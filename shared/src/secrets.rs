@@ -45,6 +45,11 @@ pub struct SecretsManagerSource {
 }
 
 impl SecretsManagerSource {
+    /// A Secrets Manager client from shared AWS configuration.
+    pub fn from_config(aws: &aws_config::SdkConfig) -> Self {
+        SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(aws))
+    }
+
     pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
         SecretsManagerSource { client }
     }

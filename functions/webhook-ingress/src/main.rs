@@ -8,7 +8,7 @@ use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use shared::{
     catalog::Catalog,
     clock::SystemClock,
-    config::{WebhookIngressSettings, process_env},
+    config::{WebhookIngressSettings, load_aws_config, process_env},
     payloads::S3PayloadStore,
     queue::SqsEventQueue,
     secrets::{SecretsManagerSource, WebhookSecrets},
@@ -22,24 +22,16 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = WebhookIngressSettings::from_env(&process_env())?;
     let catalog = Catalog::embedded()?;
     // `AWS_ENDPOINT_URL` (set by the local stack) points every client at the emulator.
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let aws = load_aws_config().await;
     let ingress = Ingress::new(
         catalog,
         WebhookSecrets::new(
-            Arc::new(SecretsManagerSource::new(
-                aws_sdk_secretsmanager::Client::new(&aws),
-            )),
+            Arc::new(SecretsManagerSource::from_config(&aws)),
             settings.secret_prefix,
             settings.secret_cache,
         ),
-        Arc::new(SqsEventQueue::new(
-            aws_sdk_sqs::Client::new(&aws),
-            settings.queue_url,
-        )),
-        Arc::new(S3PayloadStore::new(
-            s3_client(&aws),
-            settings.payload_bucket,
-        )),
+        Arc::new(SqsEventQueue::from_config(&aws, settings.queue_url)),
+        Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
         Arc::new(SystemClock),
         settings.ingress,
     );
@@ -51,14 +43,6 @@ async fn main() -> Result<(), lambda_http::Error> {
         Ok::<_, std::convert::Infallible>(http_response(response))
     }))
     .await
-}
-
-/// Path-style addressing works against both S3 and the emulator.
-fn s3_client(aws: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(aws)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
 }
 
 fn webhook_request(request: Request) -> WebhookRequest {

@@ -456,3 +456,7 @@ pub fn rfc3339_millis(at: OffsetDateTime) -> String {
         at.millisecond()
     )
 }
+
+#[cfg(test)]
+#[path = "ingress_tests.rs"]
+mod tests;

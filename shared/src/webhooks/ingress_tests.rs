@@ -1,0 +1,447 @@
+//! Ingress service tests with in-memory ports: status codes, what is (and is not)
+//! enqueued, handshakes, secret rotation and oversized bodies.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::*;
+use crate::{
+    clock::FixedClock,
+    payloads::InMemoryPayloadStore,
+    queue::InMemoryEventQueue,
+    secrets::{CachePolicy, InMemorySecretSource},
+    webhooks::{SignedRequest, SigningSecret, sign},
+};
+
+const NOW: i64 = 1_700_000_000;
+const SECRET: &str = "dev-secret-for-tests";
+
+struct Harness {
+    ingress: Ingress,
+    secrets: Arc<InMemorySecretSource>,
+    queue: Arc<InMemoryEventQueue>,
+    payloads: Arc<InMemoryPayloadStore>,
+    clock: Arc<FixedClock>,
+}
+
+fn harness(config: IngressConfig) -> Harness {
+    let secrets = Arc::new(InMemorySecretSource::default());
+    for provider in ["github", "stripe", "slack", "square", "hubspot", "shopify"] {
+        secrets.put(
+            format!("junction/webhooks/{provider}"),
+            format!(r#"{{"signing_secrets":["{SECRET}"]}}"#),
+        );
+    }
+    let queue = Arc::new(InMemoryEventQueue::default());
+    let payloads = Arc::new(InMemoryPayloadStore::default());
+    let clock = Arc::new(FixedClock::at_unix(NOW));
+    let ingress = Ingress::new(
+        Catalog::embedded().expect("catalog"),
+        WebhookSecrets::new(secrets.clone(), "junction", CachePolicy::default()),
+        queue.clone(),
+        payloads.clone(),
+        clock.clone(),
+        config,
+    );
+    Harness {
+        ingress,
+        secrets,
+        queue,
+        payloads,
+        clock,
+    }
+}
+
+fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    headers
+}
+
+/// A request to `/webhooks/<provider>` signed with `secret` the way the provider does.
+fn signed(
+    provider: &str,
+    secret: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    now: i64,
+) -> WebhookRequest {
+    let mut headers = header_map(extra);
+    headers.insert("host", HeaderValue::from_static("hooks.example.com"));
+    let path = format!("/webhooks/{provider}");
+    let url = format!("https://hooks.example.com{path}");
+    let spec = &Catalog::embedded()
+        .expect("catalog")
+        .get(provider)
+        .and_then(|p| p.webhook.as_ref())
+        .expect("spec")
+        .verification;
+    let request = SignedRequest {
+        method: "POST",
+        url: &url,
+        headers: &headers,
+        body,
+    };
+    let at = time::OffsetDateTime::from_unix_timestamp(now).expect("time");
+    for (name, value) in sign(spec, &SigningSecret::new(secret), &request, at).expect("sign") {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(&value).expect("value"),
+        );
+    }
+    WebhookRequest {
+        method: "POST".into(),
+        provider: provider.into(),
+        endpoint: None,
+        path,
+        raw_query: String::new(),
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+fn github(body: &[u8]) -> WebhookRequest {
+    signed(
+        "github",
+        SECRET,
+        &[
+            ("x-github-event", "push"),
+            ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            ("content-type", "application/json"),
+            ("x-hub-signature", "sha1=ignored"),
+        ],
+        body,
+        NOW,
+    )
+}
+
+#[tokio::test]
+async fn verified_webhook_becomes_exactly_one_message_with_its_attributes() {
+    let h = harness(IngressConfig::default());
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let (response, outcome) = h.ingress.handle(github(body)).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(outcome.result, "accepted");
+    let messages = h.queue.messages();
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    assert_eq!(message.body.as_bytes(), body);
+    let attr = |name: &str| message.attributes.get(name).map(String::as_str);
+    assert_eq!(attr(attribute::PROVIDER), Some("github"));
+    assert_eq!(
+        attr(attribute::EVENT_ID),
+        Some("72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    );
+    assert_eq!(attr(attribute::EVENT_ID_SOURCE), Some("header"));
+    assert_eq!(attr(attribute::EVENT_TYPE), Some("push"));
+    assert_eq!(
+        attr(attribute::RECEIVED_AT),
+        Some("2023-11-14T22:13:20.000Z")
+    );
+    assert_eq!(attr(attribute::BODY_ENCODING), Some("utf8"));
+    assert_eq!(attr(attribute::ENDPOINT), None);
+    let headers: serde_json::Value =
+        serde_json::from_str(attr(attribute::HEADERS).expect("headers")).expect("json");
+    assert_eq!(headers["x-github-event"], "push");
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(
+        headers.get("x-hub-signature-256").is_none(),
+        "signatures are not forwarded"
+    );
+    assert!(
+        message.attributes.len() <= 10,
+        "SQS allows at most 10 attributes"
+    );
+}
+
+#[tokio::test]
+async fn unknown_provider_is_404_and_nothing_is_read_or_enqueued() {
+    let h = harness(IngressConfig::default());
+    let mut request = github(b"{}");
+    request.provider = "nope".into();
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (404, Some("unknown_provider"))
+    );
+    assert_eq!(response.body, r#"{"error":"unknown_provider"}"#);
+    assert_eq!(h.secrets.reads(), 0);
+    assert!(h.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn odd_endpoint_names_are_404() {
+    let h = harness(IngressConfig::default());
+    let mut request = github(b"{}");
+    request.endpoint = Some("../../etc".into());
+    let (response, _) = h.ingress.handle(request).await;
+    assert_eq!(response.status, 404);
+    assert!(h.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn only_post_is_accepted() {
+    let h = harness(IngressConfig::default());
+    let mut request = github(b"{}");
+    request.method = "GET".into();
+    let (response, _) = h.ingress.handle(request).await;
+    assert_eq!(response.status, 405);
+}
+
+#[tokio::test]
+async fn oversized_body_is_413_before_any_signature_work() {
+    let h = harness(IngressConfig {
+        max_body_bytes: 16,
+        ..IngressConfig::default()
+    });
+    let (response, outcome) = h.ingress.handle(github(&[b'a'; 17])).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (413, Some("body_too_large"))
+    );
+    assert_eq!(
+        h.secrets.reads(),
+        0,
+        "no secret is read for a body over the limit"
+    );
+    // A declared length over the limit is refused even if the body seen is short.
+    let mut request = github(b"{}");
+    request
+        .headers
+        .insert("content-length", HeaderValue::from_static("17"));
+    let (response, _) = h.ingress.handle(request).await;
+    assert_eq!(response.status, 413);
+    assert!(h.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn bad_signature_is_401_with_a_reason_code_only() {
+    let h = harness(IngressConfig::default());
+    let mut request = github(br#"{"a":1}"#);
+    request.body = br#"{"a":2}"#.to_vec();
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(response.body, r#"{"error":"signature_mismatch"}"#);
+    assert!(outcome.is_verification_failure());
+    assert!(h.queue.messages().is_empty());
+
+    let mut request = github(b"{}");
+    request.headers.remove("x-hub-signature-256");
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("missing_signature"))
+    );
+}
+
+#[tokio::test]
+async fn stale_timestamp_is_401() {
+    let h = harness(IngressConfig::default());
+    let request = signed(
+        "stripe",
+        SECRET,
+        &[],
+        br#"{"id":"evt_1","type":"a.b"}"#,
+        NOW - 301,
+    );
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("stale_timestamp"))
+    );
+    assert!(h.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn provider_without_a_configured_secret_is_503_so_the_provider_retries() {
+    let h = harness(IngressConfig::default());
+    let request = signed(
+        "linear",
+        SECRET,
+        &[],
+        br#"{"webhookTimestamp":1700000000000}"#,
+        NOW,
+    );
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("secret_not_configured"))
+    );
+}
+
+#[tokio::test]
+async fn queue_failure_is_503_so_the_provider_retries() {
+    let h = harness(IngressConfig::default());
+    h.queue.set_failing(true);
+    let (response, outcome) = h.ingress.handle(github(b"{}")).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("enqueue_failed"))
+    );
+}
+
+#[tokio::test]
+async fn slack_url_verification_is_answered_and_not_enqueued() {
+    let h = harness(IngressConfig::default());
+    let body = br#"{"token":"t","challenge":"c-123","type":"url_verification"}"#;
+    let (response, outcome) = h
+        .ingress
+        .handle(signed("slack", SECRET, &[], body, NOW))
+        .await;
+    assert_eq!(
+        (response.status, response.body.as_str(), outcome.result),
+        (200, "c-123", "handshake")
+    );
+    assert!(h.queue.messages().is_empty());
+    // An unsigned challenge is not answered.
+    let mut request = signed("slack", "wrong", &[], body, NOW);
+    request.headers.remove("x-slack-signature");
+    let (response, _) = h.ingress.handle(request).await;
+    assert_eq!(response.status, 401);
+}
+
+#[tokio::test]
+async fn rotated_secret_takes_effect_without_a_restart_but_at_most_once_a_minute() {
+    let h = harness(IngressConfig::default());
+    assert_eq!(h.ingress.handle(github(b"{}")).await.0.status, 200);
+    h.secrets.put(
+        "junction/webhooks/github",
+        r#"{"signing_secrets":["rotated-secret","dev-secret-for-tests"]}"#,
+    );
+    let rotated = || {
+        signed(
+            "github",
+            "rotated-secret",
+            &[("x-github-delivery", "d2")],
+            b"{}",
+            NOW,
+        )
+    };
+    h.clock.advance(time::Duration::seconds(30));
+    let (response, _) = h.ingress.handle(rotated()).await;
+    assert_eq!(
+        response.status, 401,
+        "the cache is not re-read within a minute of the last read"
+    );
+    h.clock.advance(time::Duration::seconds(31));
+    let (response, outcome) = h.ingress.handle(rotated()).await;
+    assert_eq!(response.status, 200);
+    assert!(outcome.secrets_refreshed);
+    assert_eq!(h.secrets.reads(), 2);
+}
+
+#[tokio::test]
+async fn body_too_large_for_a_message_goes_to_the_payload_store() {
+    let h = harness(IngressConfig {
+        max_message_bytes: 2048,
+        ..IngressConfig::default()
+    });
+    let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(4096));
+    let (response, outcome) = h.ingress.handle(github(body.as_bytes())).await;
+    assert_eq!(response.status, 200);
+    assert!(outcome.offloaded);
+    let messages = h.queue.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0]
+            .attributes
+            .get(attribute::BODY_ENCODING)
+            .map(String::as_str),
+        Some("s3")
+    );
+    let key = messages[0]
+        .body
+        .strip_prefix("s3://in-memory/")
+        .expect("s3 pointer");
+    assert!(key.starts_with("webhooks/github/2023-11-14/"), "{key}");
+    assert_eq!(h.payloads.get(key).as_deref(), Some(body.as_bytes()));
+    assert!(messages[0].size() <= 2048);
+}
+
+#[tokio::test]
+async fn bodies_sqs_cannot_carry_as_text_are_base64() {
+    let h = harness(IngressConfig::default());
+    let body = b"\x00\x01binary\xff";
+    let (response, _) = h.ingress.handle(github(body)).await;
+    assert_eq!(response.status, 200);
+    let message = &h.queue.messages()[0];
+    assert_eq!(
+        message
+            .attributes
+            .get(attribute::BODY_ENCODING)
+            .map(String::as_str),
+        Some("base64")
+    );
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&message.body)
+            .expect("b64"),
+        body
+    );
+}
+
+#[tokio::test]
+async fn event_id_comes_from_the_body_or_falls_back_to_its_hash() {
+    let h = harness(IngressConfig::default());
+    let stripe = signed(
+        "stripe",
+        SECRET,
+        &[],
+        br#"{"id":"evt_1NG8Du2eZvKYlo2CUI79vXWy","type":"invoice.paid"}"#,
+        NOW,
+    );
+    assert_eq!(h.ingress.handle(stripe).await.0.status, 200);
+    let hubspot_body = br#"[{"eventId":1,"subscriptionType":"contact.creation"}]"#;
+    let hubspot = signed("hubspot", SECRET, &[], hubspot_body, NOW);
+    assert_eq!(h.ingress.handle(hubspot).await.0.status, 200);
+    let messages = h.queue.messages();
+    let attr = |i: usize, name: &str| messages[i].attributes.get(name).cloned();
+    assert_eq!(
+        attr(0, attribute::EVENT_ID).as_deref(),
+        Some("evt_1NG8Du2eZvKYlo2CUI79vXWy")
+    );
+    assert_eq!(attr(0, attribute::EVENT_ID_SOURCE).as_deref(), Some("json"));
+    assert_eq!(
+        attr(0, attribute::EVENT_TYPE).as_deref(),
+        Some("invoice.paid")
+    );
+    assert_eq!(
+        attr(1, attribute::EVENT_ID),
+        Some(hex::encode(Sha256::digest(hubspot_body)))
+    );
+    assert_eq!(
+        attr(1, attribute::EVENT_ID_SOURCE).as_deref(),
+        Some("body_sha256")
+    );
+}
+
+#[tokio::test]
+async fn url_signing_providers_verify_against_the_public_url() {
+    // Behind API Gateway: scheme from X-Forwarded-Proto, host from Host.
+    let h = harness(IngressConfig::default());
+    let mut request = signed(
+        "square",
+        SECRET,
+        &[("x-forwarded-proto", "https")],
+        br#"{"event_id":"e1"}"#,
+        NOW,
+    );
+    assert_eq!(h.ingress.handle(request.clone()).await.0.status, 200);
+    // Behind a custom domain the configured base URL is what the provider signed.
+    let h = harness(IngressConfig {
+        public_base_url: Some("https://hooks.example.com/".into()),
+        ..IngressConfig::default()
+    });
+    request.headers.insert(
+        "host",
+        HeaderValue::from_static("abc123.execute-api.us-east-1.amazonaws.com"),
+    );
+    assert_eq!(h.ingress.handle(request).await.0.status, 200);
+}

@@ -1,0 +1,516 @@
+//! The ingress against the AWS emulator: real Secrets Manager, SQS and S3 calls through
+//! the same adapters the Lambda uses. Every valid request lands as exactly one message
+//! with the right attributes; every invalid one lands as none, with the right status.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use local_stack::emulator::{Moto, repo_root};
+use shared::{
+    catalog::Catalog,
+    clock::{Clock, FixedClock},
+    config::aws_timeouts,
+    payloads::S3PayloadStore,
+    queue::{SqsEventQueue, attribute},
+    secrets::{CachePolicy, SecretsManagerSource, WebhookSecrets},
+    webhooks::{
+        Ingress, IngressConfig, SignedRequest, SigningSecret, WebhookRequest, ed25519_public_key,
+        sign, url_with_body_hash,
+    },
+};
+
+const SECRET: &str = "integration-secret";
+const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const DISCORD_SEED: [u8; 32] = [42; 32];
+const BUCKET: &str = "payloads";
+
+struct Stack {
+    moto: Moto,
+    aws: aws_config::SdkConfig,
+    queue_url: String,
+    clock: Arc<FixedClock>,
+    ingress: Ingress,
+}
+
+/// The secret a provider is configured with (what `sign` is given may differ: Discord).
+fn configured_secret(provider: &str) -> String {
+    match provider {
+        "standard-webhooks" => STANDARD_SECRET.to_owned(),
+        "discord" => ed25519_public_key(shared::catalog::SecretEncoding::Hex, &DISCORD_SEED),
+        _ => SECRET.to_owned(),
+    }
+}
+
+fn hex_seed() -> String {
+    DISCORD_SEED.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn stack(config: IngressConfig) -> Stack {
+    let moto =
+        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
+    let aws = moto
+        .sdk_config()
+        .await
+        .into_builder()
+        .timeout_config(aws_timeouts())
+        .build();
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("ingest")
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("create bucket");
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    for provider in Catalog::embedded().expect("catalog").providers() {
+        let value = serde_json::json!({ "signing_secrets": [configured_secret(&provider.id)] });
+        secrets
+            .create_secret()
+            .name(format!("junction/webhooks/{}", provider.id))
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .expect("create secret");
+    }
+    let clock = Arc::new(FixedClock::at_unix(
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    ));
+    let ingress = Ingress::new(
+        Catalog::embedded().expect("catalog"),
+        WebhookSecrets::new(
+            Arc::new(SecretsManagerSource::from_config(&aws)),
+            "junction",
+            CachePolicy::default(),
+        ),
+        Arc::new(SqsEventQueue::from_config(&aws, &queue_url)),
+        Arc::new(S3PayloadStore::from_config(&aws, BUCKET)),
+        clock.clone(),
+        config,
+    );
+    Stack {
+        moto,
+        aws,
+        queue_url,
+        clock,
+        ingress,
+    }
+}
+
+/// A realistic delivery for `provider`, signed with `secret` at `now`.
+fn delivery(
+    provider: &str,
+    secret: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+    now: time::OffsetDateTime,
+) -> WebhookRequest {
+    let mut headers = HeaderMap::new();
+    headers.insert("host", HeaderValue::from_static("hooks.example.com"));
+    for (name, value) in extra {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    let spec = &Catalog::embedded()
+        .expect("catalog")
+        .get(provider)
+        .and_then(|p| p.webhook.as_ref())
+        .expect("spec")
+        .verification;
+    let path = format!("/webhooks/{provider}");
+    let url = url_with_body_hash(
+        spec,
+        &format!("https://hooks.example.com{path}"),
+        &headers,
+        body,
+    );
+    let raw_query = url
+        .split_once('?')
+        .map(|(_, q)| q.to_owned())
+        .unwrap_or_default();
+    let request = SignedRequest {
+        method: "POST",
+        url: &url,
+        headers: &headers,
+        body,
+    };
+    for (name, value) in sign(spec, &SigningSecret::new(secret), &request, now).expect("sign") {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(&value).expect("value"),
+        );
+    }
+    WebhookRequest {
+        method: "POST".into(),
+        provider: provider.into(),
+        endpoint: None,
+        path,
+        raw_query,
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+/// One valid delivery per provider, with the event id the message must carry.
+fn valid_deliveries(now: time::OffsetDateTime) -> Vec<(WebhookRequest, String)> {
+    let ms = now.unix_timestamp() * 1000;
+    let json = [("content-type", "application/json")];
+    vec![
+        (
+            delivery(
+                "stripe",
+                SECRET,
+                br#"{"id":"evt_int_1","type":"invoice.paid"}"#,
+                &json,
+                now,
+            ),
+            "evt_int_1".into(),
+        ),
+        (
+            delivery(
+                "github",
+                SECRET,
+                br#"{"zen":"Keep it logically awesome."}"#,
+                &[
+                    ("x-github-delivery", "gh-int-1"),
+                    ("x-github-event", "ping"),
+                ],
+                now,
+            ),
+            "gh-int-1".into(),
+        ),
+        (
+            delivery(
+                "slack",
+                SECRET,
+                br#"{"type":"event_callback","event_id":"Ev-int-1","event":{"type":"message"}}"#,
+                &json,
+                now,
+            ),
+            "Ev-int-1".into(),
+        ),
+        (
+            delivery(
+                "shopify",
+                SECRET,
+                br#"{"id":1}"#,
+                &[
+                    ("x-shopify-webhook-id", "shop-int-1"),
+                    ("x-shopify-topic", "orders/create"),
+                ],
+                now,
+            ),
+            "shop-int-1".into(),
+        ),
+        (
+            delivery(
+                "standard-webhooks",
+                STANDARD_SECRET,
+                br#"{"type":"user.created"}"#,
+                &[("svix-id", "msg_int_1")],
+                now,
+            ),
+            "msg_int_1".into(),
+        ),
+        (
+            delivery(
+                "twilio",
+                SECRET,
+                b"MessageSid=SM1&Body=hi",
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("i-twilio-idempotency-token", "tw-int-1"),
+                ],
+                now,
+            ),
+            "tw-int-1".into(),
+        ),
+        (
+            delivery(
+                "twilio",
+                SECRET,
+                br#"{"sid":"SM2"}"#,
+                &[
+                    ("content-type", "application/json"),
+                    ("i-twilio-idempotency-token", "tw-int-2"),
+                ],
+                now,
+            ),
+            "tw-int-2".into(),
+        ),
+        (
+            delivery(
+                "square",
+                SECRET,
+                br#"{"event_id":"sq-int-1","type":"payment.created"}"#,
+                &json,
+                now,
+            ),
+            "sq-int-1".into(),
+        ),
+        (
+            delivery(
+                "linear",
+                SECRET,
+                format!(r#"{{"type":"Issue","webhookTimestamp":{ms}}}"#).as_bytes(),
+                &[("linear-delivery", "lin-int-1")],
+                now,
+            ),
+            "lin-int-1".into(),
+        ),
+        (
+            delivery(
+                "discord",
+                &hex_seed(),
+                br#"{"id":"di-int-1","type":2}"#,
+                &[("x-signature-timestamp", &now.unix_timestamp().to_string())],
+                now,
+            ),
+            "di-int-1".into(),
+        ),
+    ]
+}
+
+/// Every message on the queue (received and deleted), with string attributes.
+async fn drain(stack: &Stack) -> Vec<(String, BTreeMap<String, String>)> {
+    let sqs = aws_sdk_sqs::Client::new(&stack.aws);
+    let mut messages = Vec::new();
+    loop {
+        let output = sqs
+            .receive_message()
+            .queue_url(&stack.queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(300)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        let batch = output.messages.unwrap_or_default();
+        if batch.is_empty() {
+            return messages;
+        }
+        for message in batch {
+            let attributes = message
+                .message_attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, value)| (name, value.string_value.unwrap_or_default()))
+                .collect();
+            messages.push((message.body.unwrap_or_default(), attributes));
+            sqs.delete_message()
+                .queue_url(&stack.queue_url)
+                .receipt_handle(message.receipt_handle.unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+#[tokio::test]
+async fn valid_requests_land_once_each_and_invalid_ones_never() {
+    let stack = stack(IngressConfig::default()).await;
+    let now = stack.clock.now();
+    let valid = valid_deliveries(now);
+    let mut expected_ids: Vec<String> = Vec::new();
+    for (request, event_id) in &valid {
+        let (response, outcome) = stack.ingress.handle(request.clone()).await;
+        assert_eq!(response.status, 200, "{}: {outcome:?}", request.provider);
+        expected_ids.push(event_id.clone());
+    }
+
+    let stale = now - time::Duration::seconds(400);
+    let mut tampered = delivery(
+        "github",
+        SECRET,
+        br#"{"a":1}"#,
+        &[("x-github-delivery", "bad-1")],
+        now,
+    );
+    tampered.body = br#"{"a":2}"#.to_vec();
+    let mut unsigned = delivery("shopify", SECRET, b"{}", &[], now);
+    unsigned.headers.remove("x-shopify-hmac-sha256");
+    let mut unknown = delivery("github", SECRET, b"{}", &[], now);
+    unknown.provider = "not-a-provider".into();
+    let invalid: Vec<(WebhookRequest, u16, &str)> = vec![
+        (tampered, 401, "signature_mismatch"),
+        (
+            delivery("github", "wrong-secret", b"{}", &[], now),
+            401,
+            "signature_mismatch",
+        ),
+        (unsigned, 401, "missing_signature"),
+        (
+            delivery("stripe", SECRET, br#"{"id":"evt_old"}"#, &[], stale),
+            401,
+            "stale_timestamp",
+        ),
+        (
+            delivery(
+                "slack",
+                SECRET,
+                b"{}",
+                &[],
+                now + time::Duration::seconds(400),
+            ),
+            401,
+            "future_timestamp",
+        ),
+        (
+            delivery("github", SECRET, &vec![b'x'; 5 * 1024 * 1024 + 1], &[], now),
+            413,
+            "body_too_large",
+        ),
+        (unknown, 404, "unknown_provider"),
+    ];
+    for (request, status, reason) in invalid {
+        let (response, outcome) = stack.ingress.handle(request).await;
+        assert_eq!((response.status, outcome.reason), (status, Some(reason)));
+    }
+
+    let messages = drain(&stack).await;
+    let mut ids: Vec<String> = messages
+        .iter()
+        .map(|(_, a)| a[attribute::EVENT_ID].clone())
+        .collect();
+    ids.sort();
+    expected_ids.sort();
+    assert_eq!(ids, expected_ids, "exactly the valid requests, once each");
+    for (body, attributes) in &messages {
+        let (request, _) = valid
+            .iter()
+            .find(|(_, id)| *id == attributes[attribute::EVENT_ID])
+            .expect("a message for a sent request");
+        assert_eq!(
+            body.as_bytes(),
+            request.body.as_slice(),
+            "raw body, byte for byte"
+        );
+        assert_eq!(attributes[attribute::PROVIDER], request.provider);
+        assert_eq!(attributes[attribute::BODY_ENCODING], "utf8");
+        assert!(attributes.contains_key(attribute::RECEIVED_AT));
+        assert!(attributes.contains_key(attribute::HEADERS));
+    }
+}
+
+#[tokio::test]
+async fn oversized_body_is_stored_in_s3_and_the_message_points_at_it() {
+    let stack = stack(IngressConfig::default()).await;
+    let body = format!(r#"{{"id":1,"blob":"{}"}}"#, "y".repeat(300 * 1024));
+    let request = delivery(
+        "shopify",
+        SECRET,
+        body.as_bytes(),
+        &[("x-shopify-webhook-id", "big-1")],
+        stack.clock.now(),
+    );
+    let (response, outcome) = stack.ingress.handle(request).await;
+    assert_eq!(response.status, 200);
+    assert!(outcome.offloaded);
+    let messages = drain(&stack).await;
+    assert_eq!(messages.len(), 1);
+    let (pointer, attributes) = &messages[0];
+    assert_eq!(attributes[attribute::BODY_ENCODING], "s3");
+    let key = pointer
+        .strip_prefix("s3://payloads/")
+        .expect("an s3 URI in the payload bucket");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&stack.aws)
+            .force_path_style(true)
+            .build(),
+    );
+    let object = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .expect("stored object");
+    let stored = object.body.collect().await.expect("read").into_bytes();
+    assert_eq!(stored.as_ref(), body.as_bytes());
+}
+
+#[tokio::test]
+async fn a_secret_rotated_in_secrets_manager_takes_effect_without_a_restart() {
+    let stack = stack(IngressConfig::default()).await;
+    let now = stack.clock.now();
+    let first = delivery(
+        "github",
+        SECRET,
+        b"{}",
+        &[("x-github-delivery", "rot-1")],
+        now,
+    );
+    assert_eq!(stack.ingress.handle(first).await.0.status, 200);
+    aws_sdk_secretsmanager::Client::new(&stack.aws)
+        .put_secret_value()
+        .secret_id("junction/webhooks/github")
+        .secret_string(r#"{"signing_secrets":["rotated","integration-secret"]}"#)
+        .send()
+        .await
+        .expect("rotate");
+    stack.clock.advance(time::Duration::seconds(61));
+    let rotated = delivery(
+        "github",
+        "rotated",
+        b"{}",
+        &[("x-github-delivery", "rot-2")],
+        stack.clock.now(),
+    );
+    let (response, outcome) = stack.ingress.handle(rotated).await;
+    assert_eq!(response.status, 200);
+    assert!(outcome.secrets_refreshed);
+    assert_eq!(drain(&stack).await.len(), 2);
+}
+
+#[tokio::test]
+async fn an_emulator_outage_is_a_5xx_so_the_provider_retries() {
+    let stack = stack(IngressConfig::default()).await;
+    let now = stack.clock.now();
+    // Warm the secret cache, then pause the emulator: the SQS call must time out.
+    let warm = delivery(
+        "github",
+        SECRET,
+        b"{}",
+        &[("x-github-delivery", "out-1")],
+        now,
+    );
+    assert_eq!(stack.ingress.handle(warm).await.0.status, 200);
+    let pid = stack.moto.pid().expect("own emulator").to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let during = delivery(
+        "github",
+        SECRET,
+        b"{}",
+        &[("x-github-delivery", "out-2")],
+        now,
+    );
+    let result = stack.ingress.handle(during).await;
+    signal("-CONT");
+    let (response, outcome) = result;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("enqueue_failed"))
+    );
+}
