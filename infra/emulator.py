@@ -38,9 +38,25 @@ ARTIFACT_BUCKET = "junction-local-artifacts"
 SERVED_LOCALLY = {
     "AWS::ApiGatewayV2::Api",
     "AWS::ApiGatewayV2::Stage",
+    "AWS::Lambda::EventSourceMapping",
     "AWS::Lambda::Permission",
     "AWS::Scheduler::Schedule",
 }
+
+
+def _served_locally(resource):
+    """True for resources the local stack serves itself instead of the emulator.
+
+    Event source mappings are polled by the local stack: created in the emulator, its
+    Lambda would try to invoke the function on every send (and, without Docker, fail and
+    bump the message's receive count). Rules that only carry a schedule are fired by the
+    local stack; rules with an event pattern stay in the emulator.
+    """
+    if resource["Type"] in SERVED_LOCALLY:
+        return True
+    props = resource.get("Properties", {})
+    return (resource["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in props
+            and "EventPattern" not in props)
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -133,11 +149,17 @@ def _schedules(cfn):
         if resource["Type"] == "AWS::Scheduler::Schedule":
             target = json.dumps(props.get("Target", {}))
             schedules.append({"name": logical_id, "expression": props.get("ScheduleExpression"),
-                              "target": target, "input": props.get("Target", {}).get("Input")})
+                              "target": target, "input": props.get("Target", {}).get("Input"),
+                              "source": "scheduler",
+                              "enabled": props.get("State", "ENABLED") == "ENABLED",
+                              "timezone": props.get("ScheduleExpressionTimezone")})
         elif resource["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in props:
             for target in props.get("Targets", []):
                 schedules.append({"name": logical_id, "expression": props["ScheduleExpression"],
-                                  "target": json.dumps(target), "input": target.get("Input")})
+                                  "target": json.dumps(target), "input": target.get("Input"),
+                                  "source": "events",
+                                  "enabled": props.get("State", "ENABLED") == "ENABLED",
+                                  "timezone": None})
     for schedule in schedules:
         target = schedule.pop("target")
         schedule["function"] = next((f for f in _functions(cfn) if f'"{f}"' in target), None)
@@ -156,6 +178,8 @@ def _event_source_mappings(cfn):
             "batch_size": props.get("BatchSize", 10),
             "maximum_batching_window_seconds": props.get("MaximumBatchingWindowInSeconds", 0),
             "report_batch_item_failures": "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+            "enabled": props.get("Enabled", True) is not False,
+            "maximum_concurrency": props.get("ScalingConfig", {}).get("MaximumConcurrency"),
         })
     return mappings
 
@@ -174,6 +198,7 @@ def describe(client, stack_name, cfn):
             config = lam.get_function_configuration(FunctionName=physical[logical_id])
             functions[logical_id] = {
                 "name": physical[logical_id],
+                "arn": config.get("FunctionArn"),
                 "binary": cfn["Resources"][logical_id].get("Metadata", {}).get("BuildProperties", {}).get("Binary"),
                 "timeout": config.get("Timeout", 3),
                 "memory": config.get("MemorySize", 128),
@@ -197,7 +222,7 @@ def describe(client, stack_name, cfn):
         "routes": _routes(cfn),
         "schedules": _schedules(cfn),
         "event_source_mappings": _event_source_mappings(cfn),
-        "served_locally": sorted({r["Type"] for r in cfn["Resources"].values()} & SERVED_LOCALLY),
+        "served_locally": sorted({r["Type"] for r in cfn["Resources"].values() if _served_locally(r)}),
     }
 
 
@@ -211,7 +236,7 @@ def deploy(endpoint, stack_name, parameters, template_path):
             code = resource["Properties"]["Code"]
             s3.put_object(Bucket=code["S3Bucket"], Key=code["S3Key"], Body=_placeholder_zip())
     created = dict(cfn)
-    created["Resources"] = {k: v for k, v in cfn["Resources"].items() if v["Type"] not in SERVED_LOCALLY}
+    created["Resources"] = {k: v for k, v in cfn["Resources"].items() if not _served_locally(v)}
     # Outputs may refer to resources served locally (the API id): resolve those here.
     outputs = {}
     for key, output in cfn.get("Outputs", {}).items():
@@ -258,6 +283,8 @@ def main(argv):
     parser.add_argument("command", choices=["translate", "deploy", "describe"])
     parser.add_argument("--template", default=os.path.join(ROOT, "template.yaml"))
     parser.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL"))
+    parser.add_argument("--real-aws", action="store_true",
+                        help="describe: read a deployed stack in real AWS (no endpoint, the caller's credentials)")
     parser.add_argument("--stack-name", default="junction-local")
     parser.add_argument("--parameter", action="append", metavar="KEY=VALUE",
                         help="a template parameter override (repeatable)")
@@ -266,6 +293,13 @@ def main(argv):
     if args.command == "translate":
         result = translate(args.template, parameters)
     else:
+        if args.real_aws and args.command == "describe":
+            session = boto3.session.Session()
+            result = describe(lambda service: session.client(service), args.stack_name,
+                              translate(args.template, parameters))
+            json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
+            sys.stdout.write("\n")
+            return
         if not args.endpoint:
             raise SystemExit("--endpoint (or AWS_ENDPOINT_URL) must name the emulator")
         if args.command == "deploy":

@@ -232,6 +232,9 @@ pub struct StackDescription {
 pub struct FunctionDescription {
     /// Physical function name.
     pub name: String,
+    /// The function's ARN as the stack made it (passed to the runtime as the invoked ARN).
+    #[serde(default)]
+    pub arn: Option<String>,
     /// The cargo binary (`BuildProperties.Binary`).
     pub binary: Option<String>,
     pub timeout: u64,
@@ -279,6 +282,20 @@ pub struct Schedule {
     pub expression: Option<String>,
     pub function: Option<String>,
     pub input: Option<serde_json::Value>,
+    /// `events` (an EventBridge rule) or `scheduler` (EventBridge Scheduler): they
+    /// deliver different payloads when no input is set.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// A disabled schedule still fires on demand.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Scheduler's `ScheduleExpressionTimezone`; the local stack fires in UTC.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 /// An SQS event source mapping.
@@ -290,6 +307,9 @@ pub struct EventSourceMapping {
     pub batch_size: u64,
     pub maximum_batching_window_seconds: u64,
     pub report_batch_item_failures: bool,
+    /// A mapping created disabled is not polled until enabled.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
 }
 
 /// Translates `template.yaml` and creates it as stack `stack_name` in the emulator at
@@ -300,11 +320,30 @@ pub fn deploy(
     stack_name: &str,
     parameters: &[(&str, &str)],
 ) -> Result<StackDescription, EmulatorError> {
+    deploy_template(
+        root,
+        &root.join("template.yaml"),
+        endpoint,
+        stack_name,
+        parameters,
+    )
+}
+
+/// [`deploy`] for another SAM template (test fixtures use their own small ones).
+pub fn deploy_template(
+    root: &Path,
+    template: &Path,
+    endpoint: &str,
+    stack_name: &str,
+    parameters: &[(&str, &str)],
+) -> Result<StackDescription, EmulatorError> {
     let venv = ensure_venv(root)?;
     let mut command = Command::new(venv.join("bin/python"));
     command
         .arg(root.join("infra/emulator.py"))
         .args(["deploy", "--endpoint", endpoint, "--stack-name", stack_name])
+        .arg("--template")
+        .arg(template)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", REGION);
@@ -312,5 +351,28 @@ pub fn deploy(
         command.arg("--parameter").arg(format!("{key}={value}"));
     }
     let stdout = run(command, "infra/emulator.py deploy")?;
+    Ok(serde_json::from_str(&stdout)?)
+}
+
+/// Describes a stack already deployed to real AWS (`sam deploy`), with the caller's own
+/// credentials: the local stack then runs the functions against the real resources.
+pub fn describe_deployed(
+    root: &Path,
+    template: &Path,
+    stack_name: &str,
+    parameters: &[(&str, &str)],
+) -> Result<StackDescription, EmulatorError> {
+    let venv = ensure_venv(root)?;
+    let mut command = Command::new(venv.join("bin/python"));
+    command
+        .arg(root.join("infra/emulator.py"))
+        .args(["describe", "--real-aws", "--stack-name", stack_name])
+        .arg("--template")
+        .arg(template)
+        .env_remove("AWS_ENDPOINT_URL");
+    for (key, value) in parameters {
+        command.arg("--parameter").arg(format!("{key}={value}"));
+    }
+    let stdout = run(command, "infra/emulator.py describe --real-aws")?;
     Ok(serde_json::from_str(&stdout)?)
 }

@@ -2,5 +2,19 @@
 //!
 //! [`emulator`] starts the AWS emulator (moto server, from the project's venv) on a
 //! free loopback port and provisions the template into it through CloudFormation.
+//! [`stack::LocalStack`] then runs the real function binaries against a Runtime API
+//! emulator ([`runtime`]) and feeds them from the template's HTTP API routes
+//! ([`http_api`]), SQS event source mappings ([`sqs_poller`]) and schedules
+//! ([`schedule`]), all read from the stack description, never listed by hand.
 
+pub mod binaries;
+pub mod dev_secrets;
 pub mod emulator;
+pub mod http_api;
+pub mod runtime;
+pub mod schedule;
+pub mod sqs_poller;
+pub mod stack;
+
+/// The account id the emulator answers with (moto's default), used in ARNs and events.
+pub const ACCOUNT_ID: &str = "123456789012";

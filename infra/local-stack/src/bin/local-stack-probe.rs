@@ -1,0 +1,49 @@
+//! A tiny function for the local stack's own tests (`tests/fixtures/probe.yaml`).
+//!
+//! - SQS batches: a record whose body contains `fail` is reported in
+//!   `batchItemFailures`; a body containing `crash` fails the whole invocation.
+//! - HTTP API events: answers 200 with the event it received as the JSON body, so the
+//!   test can check the event's shape.
+//! - Anything else (schedules): returns `{"event": <the event>, "env": {...}}` with the
+//!   `PROBE_*` variables, so the test sees both the payload and the resolved environment.
+
+use lambda_http::{
+    Error, LambdaEvent,
+    lambda_runtime::{self, service_fn},
+};
+use serde_json::{Value, json};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::run(service_fn(handle)).await
+}
+
+async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let payload = event.payload;
+    if let Some(records) = payload.get("Records").and_then(Value::as_array) {
+        let mut failures = Vec::new();
+        for record in records {
+            let body = record["body"].as_str().unwrap_or_default();
+            if body.contains("crash") {
+                return Err("a record asked the probe to crash".into());
+            }
+            if body.contains("fail") {
+                failures.push(json!({ "itemIdentifier": record["messageId"] }));
+            }
+        }
+        return Ok(json!({ "batchItemFailures": failures }));
+    }
+    if payload.get("routeKey").is_some() {
+        return Ok(json!({
+            "statusCode": 200,
+            "headers": { "content-type": "application/json", "x-probe": "yes" },
+            "cookies": ["probe=1; Path=/"],
+            "body": payload.to_string(),
+        }));
+    }
+    let env: serde_json::Map<String, Value> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("PROBE_") || name.starts_with("AWS_LAMBDA_"))
+        .map(|(name, value)| (name, Value::String(value)))
+        .collect();
+    Ok(json!({ "event": payload, "env": env }))
+}

@@ -1,0 +1,731 @@
+//! The Lambda Runtime API emulator and the function processes it feeds.
+//!
+//! Each function of the stack runs as one real process of its cargo binary, started
+//! with `AWS_LAMBDA_RUNTIME_API` pointing at a small server here that speaks the
+//! [Runtime API](https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html):
+//! `GET /2018-06-01/runtime/invocation/next`, `POST …/{id}/response`, `POST …/{id}/error`
+//! and `POST /2018-06-01/runtime/init/error`. Like one Lambda execution environment, a
+//! process handles one invocation at a time; callers queue behind each other.
+//!
+//! Every process generation gets its own listener, so when a process dies its pending
+//! `/next` (and any invocation it held) is dropped with it instead of swallowing the next
+//! invocation. A process that exits is started again on the next invocation (Lambda
+//! starts a new environment the same way); a timed-out invocation kills its process.
+//!
+//! The emulator measures what the benchmarks need: init duration (process start → first
+//! `/next`), each invocation's duration and the process's peak RSS (`VmHWM`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex as StdMutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Serialize;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+    sync::{Mutex, Notify, mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+
+/// How long a process may take from start to its first `/next` before an invocation
+/// waiting for it gives up. Lambda allows 10 s; debug builds on a busy laptop get more.
+pub const INIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// How many invocations may wait for a busy function before callers block on sending.
+const QUEUE_DEPTH: usize = 64;
+
+/// Everything needed to run one function of the stack.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// The template's logical id, used as the log prefix and in summaries.
+    pub logical_id: String,
+    /// The physical function name (`AWS_LAMBDA_FUNCTION_NAME`).
+    pub name: String,
+    /// The ARN passed as `Lambda-Runtime-Invoked-Function-Arn`.
+    pub arn: String,
+    /// The built binary.
+    pub executable: PathBuf,
+    /// The function's configured timeout.
+    pub timeout: Duration,
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (not enforced locally).
+    pub memory_mb: u64,
+    /// The full environment of the process except `AWS_LAMBDA_RUNTIME_API`, which is
+    /// set per process: the stack's variables, the Lambda ones and the AWS endpoint ones.
+    pub environment: BTreeMap<String, String>,
+}
+
+/// Why an invocation did not produce a response payload.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvokeError {
+    /// The function reported an error (`/error`): Lambda's "function error".
+    #[error("function error {error_type}: {message}")]
+    Function {
+        error_type: String,
+        message: String,
+        /// The error document as the runtime posted it.
+        payload: Vec<u8>,
+    },
+    /// The function did not answer within its timeout; its process was stopped.
+    #[error("the invocation timed out after {0:?}")]
+    Timeout(Duration),
+    /// The process failed to initialize or exited before answering.
+    #[error("the runtime exited or failed to initialize: {0}")]
+    RuntimeExited(String),
+    /// The local stack is shutting down.
+    #[error("the local stack is shutting down")]
+    ShuttingDown,
+}
+
+/// One invocation waiting for, or held by, the runtime.
+#[derive(Debug)]
+struct Invocation {
+    request_id: String,
+    payload: Vec<u8>,
+    /// Signalled when the runtime picks the invocation up; closed means the caller
+    /// gave up and the invocation must be skipped.
+    picked: oneshot::Sender<()>,
+    done: oneshot::Sender<Result<Vec<u8>, InvokeError>>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    done: oneshot::Sender<Result<Vec<u8>, InvokeError>>,
+    started: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ProcessInfo {
+    generation: u64,
+    pid: Option<u32>,
+    spawned_at: Option<Instant>,
+    initialized: bool,
+    init_error: Option<String>,
+}
+
+/// What the emulator measured for one function.
+#[derive(Debug, Default, Clone)]
+struct Measurements {
+    init: Vec<Duration>,
+    invocations: Vec<Duration>,
+    errors: u64,
+    timeouts: u64,
+    peak_rss_kib: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    spec: FunctionSpec,
+    pending_tx: mpsc::Sender<Invocation>,
+    pending_rx: Mutex<mpsc::Receiver<Invocation>>,
+    /// One invocation at a time per process, in arrival order (tokio's mutex is fair).
+    turn: Mutex<()>,
+    in_flight: StdMutex<HashMap<String, InFlight>>,
+    process: StdMutex<ProcessInfo>,
+    measurements: StdMutex<Measurements>,
+    /// An invocation arrived: start the process if it is not running.
+    wake: Notify,
+    /// Stop the current process (after a timeout); the next invocation starts another.
+    restart: Notify,
+}
+
+fn lock<T>(mutex: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One function: its process supervisor and the Runtime API it polls.
+#[derive(Debug, Clone)]
+pub struct FunctionRuntime {
+    shared: Arc<Shared>,
+}
+
+impl FunctionRuntime {
+    /// Starts the function's process (and its Runtime API listener) in the background.
+    /// The process and listener stop when `shutdown` becomes true, or when the task
+    /// holding the returned handle is dropped (the child is killed on drop).
+    pub fn start(spec: FunctionSpec, shutdown: watch::Receiver<bool>) -> (Self, JoinHandle<()>) {
+        let (pending_tx, pending_rx) = mpsc::channel(QUEUE_DEPTH);
+        let shared = Arc::new(Shared {
+            spec,
+            pending_tx,
+            pending_rx: Mutex::new(pending_rx),
+            turn: Mutex::new(()),
+            in_flight: StdMutex::new(HashMap::new()),
+            process: StdMutex::new(ProcessInfo::default()),
+            measurements: StdMutex::new(Measurements::default()),
+            wake: Notify::new(),
+            restart: Notify::new(),
+        });
+        let task = tokio::spawn(supervise(shared.clone(), shutdown));
+        (FunctionRuntime { shared }, task)
+    }
+
+    /// The function's logical id.
+    pub fn logical_id(&self) -> &str {
+        &self.shared.spec.logical_id
+    }
+
+    /// The function's configuration.
+    pub fn spec(&self) -> &FunctionSpec {
+        &self.shared.spec
+    }
+
+    /// The running process's id, if one is running.
+    pub fn pid(&self) -> Option<u32> {
+        lock(&self.shared.process).pid
+    }
+
+    /// True once the current process has asked for its first invocation.
+    pub fn is_ready(&self) -> bool {
+        lock(&self.shared.process).initialized
+    }
+
+    /// Invokes the function synchronously (`RequestResponse`) with `payload` and returns
+    /// its response payload.
+    pub async fn invoke(&self, payload: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
+        let shared = &self.shared;
+        let _turn = shared.turn.lock().await;
+        let (picked_tx, picked_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let invocation = Invocation {
+            request_id: request_id(),
+            payload,
+            picked: picked_tx,
+            done: done_tx,
+        };
+        shared
+            .pending_tx
+            .send(invocation)
+            .await
+            .map_err(|_| InvokeError::ShuttingDown)?;
+        shared.wake.notify_one();
+        match tokio::time::timeout(INIT_LIMIT, picked_rx).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                let reason = lock(&shared.process)
+                    .init_error
+                    .clone()
+                    .unwrap_or_else(|| "the process exited before its first /next".into());
+                return Err(InvokeError::RuntimeExited(reason));
+            }
+            Err(_) => {
+                shared.restart.notify_one();
+                return Err(InvokeError::RuntimeExited(format!(
+                    "no /next within {INIT_LIMIT:?} of the invocation"
+                )));
+            }
+        }
+        match tokio::time::timeout(shared.spec.timeout, done_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(InvokeError::RuntimeExited(
+                "the process exited during the invocation".into(),
+            )),
+            Err(_) => {
+                lock(&shared.measurements).timeouts += 1;
+                shared.restart.notify_one();
+                eprintln!(
+                    "[{}] invocation timed out after {:?}; stopping the process like Lambda does",
+                    shared.spec.logical_id, shared.spec.timeout
+                );
+                Err(InvokeError::Timeout(shared.spec.timeout))
+            }
+        }
+    }
+
+    /// The measurements so far.
+    pub fn summary(&self) -> FunctionSummary {
+        let measurements = lock(&self.shared.measurements).clone();
+        let process = lock(&self.shared.process);
+        let mut sorted = measurements.invocations.clone();
+        sorted.sort();
+        let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
+        let percentile = |p: f64| {
+            let last = sorted.len().checked_sub(1)?;
+            // Nearest rank; the index is bounded by `last`, so the cast cannot truncate.
+            let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, last + 1) - 1;
+            sorted.get(rank).copied().map(millis)
+        };
+        FunctionSummary {
+            function: self.shared.spec.logical_id.clone(),
+            pid: process.pid,
+            starts: measurements.init.len(),
+            first_init_ms: measurements.init.first().copied().map(millis),
+            last_init_ms: measurements.init.last().copied().map(millis),
+            invocations: measurements.invocations.len(),
+            errors: measurements.errors,
+            timeouts: measurements.timeouts,
+            p50_ms: percentile(0.5),
+            p95_ms: percentile(0.95),
+            max_ms: sorted.last().copied().map(millis),
+            peak_rss_kib: measurements.peak_rss_kib,
+        }
+    }
+}
+
+/// One function's measurements, as the summary table shows them.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct FunctionSummary {
+    pub function: String,
+    pub pid: Option<u32>,
+    /// Processes started (cold starts).
+    pub starts: usize,
+    /// Process start → first `/next` of the first process.
+    pub first_init_ms: Option<f64>,
+    /// The same for the latest process.
+    pub last_init_ms: Option<f64>,
+    pub invocations: usize,
+    /// Invocations answered with `/error`.
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Invocation duration percentiles (pickup by `/next` → `/response` or `/error`).
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Peak resident set (`VmHWM`) over every process of the function.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Renders summaries as a fixed-width table.
+pub fn summary_table(summaries: &[FunctionSummary]) -> String {
+    let ms = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    let mut out = format!(
+        "{:<32} {:>6} {:>10} {:>7} {:>6} {:>8} {:>8} {:>8} {:>10}\n",
+        "function",
+        "starts",
+        "init ms",
+        "invokes",
+        "errors",
+        "p50 ms",
+        "p95 ms",
+        "max ms",
+        "peak RSS"
+    );
+    for s in summaries {
+        let rss = s.peak_rss_kib.map_or_else(
+            || "-".to_owned(),
+            |kib| format!("{:.1} MiB", kib as f64 / 1024.0),
+        );
+        out.push_str(&format!(
+            "{:<32} {:>6} {:>10} {:>7} {:>6} {:>8} {:>8} {:>8} {:>10}\n",
+            s.function,
+            s.starts,
+            ms(s.first_init_ms),
+            s.invocations,
+            s.errors + s.timeouts,
+            ms(s.p50_ms),
+            ms(s.p95_ms),
+            ms(s.max_ms),
+            rss
+        ));
+    }
+    out
+}
+
+/// A Lambda-style request id (a random UUID v4).
+pub fn request_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex = hex::encode(bytes);
+    format!(
+        "{}-{}-4{}-{:x}{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        (bytes[8] & 0x3) | 0x8,
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// An X-Ray style trace header for `Lambda-Runtime-Trace-Id`.
+fn trace_id() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let root: [u8; 12] = rand::random();
+    let parent: [u8; 8] = rand::random();
+    format!(
+        "Root=1-{seconds:08x}-{};Parent={};Sampled=0",
+        hex::encode(root),
+        hex::encode(parent)
+    )
+}
+
+/// Peak resident set size of a process in KiB (`VmHWM` of `/proc/<pid>/status`).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Per-process state of a Runtime API listener.
+#[derive(Debug, Clone)]
+struct Generation {
+    shared: Arc<Shared>,
+    number: u64,
+}
+
+async fn supervise(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let name = shared.spec.logical_id.clone();
+    let mut generation = 0u64;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        generation += 1;
+        let (mut child, server) = match spawn_process(&shared, generation).await {
+            Ok(started) => started,
+            Err(err) => {
+                eprintln!("[{name}] could not start: {err}");
+                fail_pending(&shared).await;
+                if !wait_for_work(&shared, &mut shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let pid = child.id();
+        let mut sampler = tokio::time::interval(Duration::from_millis(500));
+        let outcome = loop {
+            tokio::select! {
+                status = child.wait() => break Exit::Exited(status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())),
+                () = shared.restart.notified() => break Exit::Restart,
+                _ = shutdown.changed() => break Exit::Shutdown,
+                _ = sampler.tick() => sample_rss(&shared, pid),
+            }
+        };
+        sample_rss(&shared, pid);
+        if !matches!(outcome, Exit::Exited(_)) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        server.abort();
+        let _ = server.await;
+        let was_initialized = {
+            let mut process = lock(&shared.process);
+            process.pid = None;
+            std::mem::replace(&mut process.initialized, false)
+        };
+        // Whatever the dead process held fails now, like a crashed Lambda environment.
+        lock(&shared.in_flight).clear();
+        match outcome {
+            Exit::Shutdown => break,
+            Exit::Restart => {
+                eprintln!("[{name}] process stopped; the next invocation starts a new one");
+            }
+            Exit::Exited(status) => {
+                eprintln!("[{name}] process exited ({status})");
+                if !was_initialized {
+                    fail_pending(&shared).await;
+                }
+            }
+        }
+        if !wait_for_work(&shared, &mut shutdown).await {
+            break;
+        }
+    }
+    fail_pending(&shared).await;
+}
+
+#[derive(Debug)]
+enum Exit {
+    Exited(String),
+    Restart,
+    Shutdown,
+}
+
+fn sample_rss(shared: &Shared, pid: Option<u32>) {
+    if let Some(kib) = pid.and_then(peak_rss_kib) {
+        let mut measurements = lock(&shared.measurements);
+        measurements.peak_rss_kib = Some(measurements.peak_rss_kib.map_or(kib, |old| old.max(kib)));
+    }
+}
+
+/// Fails invocations queued for a process that could not start.
+async fn fail_pending(shared: &Shared) {
+    let mut pending = shared.pending_rx.lock().await;
+    while let Ok(invocation) = pending.try_recv() {
+        drop(invocation);
+    }
+}
+
+/// Waits until an invocation is queued (true) or the stack shuts down (false).
+async fn wait_for_work(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        let queued = shared.pending_tx.max_capacity() - shared.pending_tx.capacity();
+        if queued > 0 {
+            return true;
+        }
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            _ = shutdown.changed() => return false,
+        }
+        if *shutdown.borrow() {
+            return false;
+        }
+    }
+}
+
+async fn spawn_process(
+    shared: &Arc<Shared>,
+    generation: u64,
+) -> std::io::Result<(Child, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(Generation {
+            shared: shared.clone(),
+            number: generation,
+        });
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let spec = &shared.spec;
+    let mut command = Command::new(&spec.executable);
+    command
+        .env_clear()
+        .envs(&spec.environment)
+        .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    {
+        let mut process = lock(&shared.process);
+        process.generation = generation;
+        process.spawned_at = Some(Instant::now());
+        process.initialized = false;
+        process.init_error = None;
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            server.abort();
+            return Err(err);
+        }
+    };
+    lock(&shared.process).pid = child.id();
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(prefix_lines(spec.logical_id.clone(), stdout));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(prefix_lines(spec.logical_id.clone(), stderr));
+    }
+    Ok((child, server))
+}
+
+/// Copies a process's output to ours, each line prefixed with the function's name.
+async fn prefix_lines(name: String, stream: impl AsyncRead + Unpin) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        println!("[{name}] {line}");
+    }
+}
+
+async fn next(State(generation): State<Generation>) -> Response {
+    let shared = &generation.shared;
+    {
+        let mut process = lock(&shared.process);
+        if process.generation == generation.number && !process.initialized {
+            process.initialized = true;
+            if let Some(spawned_at) = process.spawned_at {
+                lock(&shared.measurements).init.push(spawned_at.elapsed());
+            }
+        }
+    }
+    loop {
+        let received = shared.pending_rx.lock().await.recv().await;
+        let Some(invocation) = received else {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "shutting down").into_response();
+        };
+        if invocation.picked.is_closed() {
+            continue; // The caller gave up waiting for this process to start.
+        }
+        let timeout = shared.spec.timeout;
+        let deadline_ms = SystemTime::now()
+            .checked_add(timeout)
+            .and_then(|deadline| deadline.duration_since(UNIX_EPOCH).ok())
+            .unwrap_or_default()
+            .as_millis();
+        lock(&shared.in_flight).insert(
+            invocation.request_id.clone(),
+            InFlight {
+                done: invocation.done,
+                started: Instant::now(),
+            },
+        );
+        let _ = invocation.picked.send(());
+        let mut headers = HeaderMap::new();
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        };
+        set("lambda-runtime-aws-request-id", invocation.request_id);
+        set("lambda-runtime-deadline-ms", deadline_ms.to_string());
+        set(
+            "lambda-runtime-invoked-function-arn",
+            shared.spec.arn.clone(),
+        );
+        set("lambda-runtime-trace-id", trace_id());
+        set("content-type", "application/json".to_owned());
+        return (StatusCode::OK, headers, invocation.payload).into_response();
+    }
+}
+
+fn accepted() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [("content-type", "application/json")],
+        r#"{"status":"OK"}"#,
+    )
+        .into_response()
+}
+
+fn unknown_request(id: &str) -> Response {
+    let body = serde_json::json!({
+        "errorMessage": format!("Invalid request ID: {id}"),
+        "errorType": "InvalidRequestID",
+    });
+    (
+        StatusCode::BAD_REQUEST,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn response(
+    State(generation): State<Generation>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let shared = &generation.shared;
+    let Some(in_flight) = lock(&shared.in_flight).remove(&id) else {
+        return unknown_request(&id);
+    };
+    lock(&shared.measurements)
+        .invocations
+        .push(in_flight.started.elapsed());
+    let _ = in_flight.done.send(Ok(body.to_vec()));
+    accepted()
+}
+
+async fn error(
+    State(generation): State<Generation>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let shared = &generation.shared;
+    let Some(in_flight) = lock(&shared.in_flight).remove(&id) else {
+        return unknown_request(&id);
+    };
+    {
+        let mut measurements = lock(&shared.measurements);
+        measurements.invocations.push(in_flight.started.elapsed());
+        measurements.errors += 1;
+    }
+    let (error_type, message) = error_fields(&headers, &body);
+    let _ = in_flight.done.send(Err(InvokeError::Function {
+        error_type,
+        message,
+        payload: body.to_vec(),
+    }));
+    accepted()
+}
+
+async fn init_error(
+    State(generation): State<Generation>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (error_type, message) = error_fields(&headers, &body);
+    eprintln!(
+        "[{}] init error {error_type}: {message}",
+        generation.shared.spec.logical_id
+    );
+    lock(&generation.shared.process).init_error = Some(format!("{error_type}: {message}"));
+    accepted()
+}
+
+/// `errorType` and `errorMessage` from an error document, falling back to the
+/// `Lambda-Runtime-Function-Error-Type` header.
+fn error_fields(headers: &HeaderMap, body: &[u8]) -> (String, String) {
+    let document: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let header_type = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|value| value.to_str().ok());
+    let error_type = document["errorType"]
+        .as_str()
+        .or(header_type)
+        .unwrap_or("Unhandled")
+        .to_owned();
+    let message = document["errorMessage"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    (error_type, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_look_like_uuid_v4() {
+        let id = request_id();
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'), "{id}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
+    }
+
+    #[test]
+    fn peak_rss_of_this_process_is_read() {
+        let kib = peak_rss_kib(std::process::id()).expect("Linux /proc");
+        assert!(kib > 0);
+    }
+
+    #[test]
+    fn error_fields_prefer_the_document() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "lambda-runtime-function-error-type",
+            HeaderValue::from_static("Header.Type"),
+        );
+        let (kind, message) =
+            error_fields(&headers, br#"{"errorType":"Boom","errorMessage":"bad"}"#);
+        assert_eq!((kind.as_str(), message.as_str()), ("Boom", "bad"));
+        let (kind, message) = error_fields(&headers, b"not json");
+        assert_eq!(
+            (kind.as_str(), message.as_str()),
+            ("Header.Type", "not json")
+        );
+    }
+}

@@ -1,0 +1,917 @@
+//! The whole local stack: emulator, stack, function processes, HTTP API, event source
+//! mappings and schedules, started together and stopped together.
+//!
+//! Everything the stack serves is read from the stack description that
+//! `infra/emulator.py` makes out of the template: routes, schedules and mappings are
+//! never listed here. [`LocalStack::stop`] stops every process it started; dropping a
+//! `LocalStack` without stopping it (a failing test) still kills them, because every
+//! child is spawned with `kill_on_drop` inside a task that the drop aborts.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State},
+    http::{HeaderName, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    binaries::{self, BuildError, Profile},
+    dev_secrets::{self, SeedError, SeededSecret},
+    emulator::{self, EmulatorError, Moto, StackDescription},
+    http_api::{ApiResponse, IncomingRequest, RouteTable},
+    runtime::{FunctionRuntime, FunctionSpec, FunctionSummary, InvokeError, request_id},
+    schedule::{ScheduleError, ScheduleExpression},
+    sqs_poller::{Mapping, MappingSpec},
+};
+
+/// Where the stack's resources live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The AWS emulator: the one at this endpoint, or else `JUNCTION_EMULATOR_ENDPOINT`,
+    /// or else a new moto server. The template is deployed into it.
+    Emulator { endpoint: Option<String> },
+    /// A stack already deployed to real AWS with `sam deploy`: nothing is deployed or
+    /// seeded; the functions run here against the real resources with the caller's
+    /// own credentials.
+    DeployedStack,
+}
+
+/// How to run the local stack.
+#[derive(Debug, Clone)]
+pub struct LocalStackConfig {
+    /// The repository root (the cargo workspace).
+    pub root: PathBuf,
+    /// The SAM template.
+    pub template: PathBuf,
+    pub stack_name: String,
+    /// The template's `Prefix` parameter (secret names); `None` for templates without it.
+    pub prefix: Option<String>,
+    /// Other template parameter overrides.
+    pub parameters: Vec<(String, String)>,
+    pub backend: Backend,
+    /// Port of the HTTP API on 127.0.0.1; 0 picks a free one.
+    pub api_port: u16,
+    /// Port of the control API (summary, firing schedules); 0 picks a free one.
+    pub control_port: u16,
+    pub profile: Profile,
+    /// Create development signing secrets where none exist (emulator only).
+    pub seed_secrets: bool,
+    /// Fire schedules at their times (they can always be fired on demand).
+    pub run_schedules: bool,
+}
+
+impl LocalStackConfig {
+    /// The defaults of `junction-local up`: the repository's template in a new emulator.
+    pub fn new(root: PathBuf) -> LocalStackConfig {
+        LocalStackConfig {
+            template: root.join("template.yaml"),
+            root,
+            stack_name: "junction-local".into(),
+            prefix: Some("junction".into()),
+            parameters: Vec::new(),
+            backend: Backend::Emulator { endpoint: None },
+            api_port: 0,
+            control_port: 0,
+            profile: Profile::Debug,
+            seed_secrets: true,
+            run_schedules: true,
+        }
+    }
+}
+
+/// Why the local stack could not start or serve a request.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalStackError {
+    #[error(transparent)]
+    Emulator(#[from] EmulatorError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    #[error("the provider catalog is invalid: {0}")]
+    Catalog(#[from] shared::catalog::CatalogError),
+    #[error("could not listen on 127.0.0.1:{port}: {source}")]
+    Listen {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("function {function} has no cargo binary (Metadata.BuildProperties.Binary)")]
+    NoBinary { function: String },
+    #[error("{what} refers to function {function}, which the stack does not have")]
+    UnknownFunction { what: String, function: String },
+    #[error("mapping on queue {queue}: the stack has no such queue")]
+    UnknownQueue { queue: String },
+    #[error("no schedule named {0}")]
+    UnknownSchedule(String),
+    #[error("no event source mapping of function {function} on queue {queue}")]
+    UnknownMapping { function: String, queue: String },
+    #[error("schedule {name}: {source}")]
+    Schedule {
+        name: String,
+        #[source]
+        source: ScheduleError,
+    },
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error("could not write the state file {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What `junction-local` writes to `.local/junction-local/<stack>.json` so other
+/// commands (and scripts) find the running stack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateFile {
+    pub stack_name: String,
+    pub prefix: Option<String>,
+    pub pid: u32,
+    /// `None` when running against real AWS.
+    pub emulator_endpoint: Option<String>,
+    pub api_url: String,
+    pub control_url: String,
+    /// Queue logical id → URL.
+    pub queues: BTreeMap<String, String>,
+}
+
+/// The state file of `stack_name` under `root`.
+pub fn state_path(root: &std::path::Path, stack_name: &str) -> PathBuf {
+    root.join(".local/junction-local")
+        .join(format!("{stack_name}.json"))
+}
+
+/// A schedule of the template, ready to fire.
+#[derive(Debug, Clone)]
+pub struct ScheduleTarget {
+    pub name: String,
+    pub expression_text: String,
+    pub expression: ScheduleExpression,
+    pub function: FunctionRuntime,
+    pub enabled: bool,
+    source: String,
+    input: Option<serde_json::Value>,
+    region: String,
+}
+
+impl ScheduleTarget {
+    /// The payload the schedule delivers: its configured input, else the EventBridge
+    /// "Scheduled Event" for rules and `{}` for Scheduler schedules.
+    pub fn payload(&self, now: OffsetDateTime) -> serde_json::Value {
+        if let Some(input) = &self.input {
+            return match input {
+                serde_json::Value::String(text) => serde_json::from_str(text)
+                    .unwrap_or_else(|_| serde_json::Value::String(text.clone())),
+                other => other.clone(),
+            };
+        }
+        if self.source == "scheduler" {
+            return serde_json::json!({});
+        }
+        serde_json::json!({
+            "version": "0",
+            "id": request_id(),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": crate::ACCOUNT_ID,
+            "time": now
+                .replace_nanosecond(0)
+                .unwrap_or(now)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            "region": self.region,
+            "resources": [format!("arn:aws:events:{}:{}:rule/{}", self.region, crate::ACCOUNT_ID, self.name)],
+            "detail": {},
+        })
+    }
+
+    /// Invokes the target now.
+    pub async fn fire(&self) -> Result<Vec<u8>, InvokeError> {
+        let payload = self.payload(OffsetDateTime::now_utc());
+        self.function.invoke(payload.to_string().into_bytes()).await
+    }
+}
+
+#[derive(Debug)]
+struct Served {
+    routes: RouteTable,
+    functions: BTreeMap<String, FunctionRuntime>,
+    schedules: BTreeMap<String, ScheduleTarget>,
+    mappings: Vec<Mapping>,
+    api_port: u16,
+}
+
+/// A running local stack.
+#[derive(Debug)]
+pub struct LocalStack {
+    served: Arc<Served>,
+    description: StackDescription,
+    seeded: Vec<SeededSecret>,
+    api_url: String,
+    control_url: String,
+    sqs: aws_sdk_sqs::Client,
+    sdk_config: aws_config::SdkConfig,
+    state_path: Option<PathBuf>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Declared last so it is dropped after the tasks are aborted.
+    moto: Option<Moto>,
+}
+
+impl LocalStack {
+    /// Starts everything; returns once every function process has been started (not
+    /// necessarily initialized: see [`LocalStack::wait_ready`]).
+    pub async fn start(config: LocalStackConfig) -> Result<LocalStack, LocalStackError> {
+        let mut parameters: Vec<(String, String)> = config.parameters.clone();
+        if let Some(prefix) = &config.prefix {
+            parameters.push(("Prefix".into(), prefix.clone()));
+        }
+        let parameter_refs: Vec<(&str, &str)> = parameters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (moto, description, sdk_config, endpoint_env) = match &config.backend {
+            Backend::Emulator { endpoint } => {
+                let root = config.root.clone();
+                let endpoint = endpoint.clone();
+                let moto = tokio::task::spawn_blocking(move || match endpoint {
+                    Some(endpoint) => Ok(Moto::existing(endpoint)),
+                    None => Moto::from_env_or_start(&root),
+                })
+                .await
+                .map_err(|err| EmulatorError::Failed {
+                    what: "starting the emulator".into(),
+                    detail: err.to_string(),
+                })??;
+                let (root, template, stack) = (
+                    config.root.clone(),
+                    config.template.clone(),
+                    config.stack_name.clone(),
+                );
+                let endpoint = moto.endpoint().to_owned();
+                let owned = parameters.clone();
+                let description = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<(&str, &str)> = owned
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    emulator::deploy_template(&root, &template, &endpoint, &stack, &refs)
+                })
+                .await
+                .map_err(|err| EmulatorError::Failed {
+                    what: "deploying the template".into(),
+                    detail: err.to_string(),
+                })??;
+                let sdk_config = moto.sdk_config().await;
+                let env: Vec<(String, String)> = moto
+                    .process_env()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+                (Some(moto), description, sdk_config, env)
+            }
+            Backend::DeployedStack => {
+                let description = emulator::describe_deployed(
+                    &config.root,
+                    &config.template,
+                    &config.stack_name,
+                    &parameter_refs,
+                )?;
+                let sdk_config =
+                    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                // The caller's own AWS configuration, minus any endpoint override.
+                let env = std::env::vars()
+                    .filter(|(k, _)| {
+                        (k.starts_with("AWS_") && k != "AWS_ENDPOINT_URL") || k == "HOME"
+                    })
+                    .collect();
+                (None, description, sdk_config, env)
+            }
+        };
+        let region = sdk_config
+            .region()
+            .map(|r| r.as_ref().to_owned())
+            .unwrap_or_else(|| emulator::REGION.to_owned());
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config);
+
+        let seeded = if config.seed_secrets && moto.is_some() {
+            match &config.prefix {
+                Some(prefix) => {
+                    let catalog = shared::catalog::Catalog::embedded()?;
+                    let client = aws_sdk_secretsmanager::Client::new(&sdk_config);
+                    dev_secrets::seed(&client, catalog, prefix).await?
+                }
+                None => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+
+        let binaries: BTreeSet<String> = description
+            .functions
+            .iter()
+            .map(|(logical_id, function)| {
+                function
+                    .binary
+                    .clone()
+                    .ok_or_else(|| LocalStackError::NoBinary {
+                        function: logical_id.clone(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let executables = binaries::build(&config.root, &binaries, config.profile).await?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut functions = BTreeMap::new();
+        for (logical_id, function) in &description.functions {
+            let binary = function.binary.clone().unwrap_or_default();
+            let Some(executable) = executables.get(&binary).cloned() else {
+                return Err(BuildError::Missing(binary).into());
+            };
+            let mut environment: BTreeMap<String, String> = BTreeMap::new();
+            if let Ok(path) = std::env::var("PATH") {
+                environment.insert("PATH".into(), path);
+            }
+            environment.extend(endpoint_env.iter().cloned());
+            environment.extend(lambda_environment(
+                &function.name,
+                function.memory,
+                &region,
+                &executable,
+            ));
+            environment.extend(function.environment_strings());
+            let spec = FunctionSpec {
+                logical_id: logical_id.clone(),
+                name: function.name.clone(),
+                arn: function.arn.clone().unwrap_or_else(|| {
+                    format!(
+                        "arn:aws:lambda:{region}:{}:function:{}",
+                        crate::ACCOUNT_ID,
+                        function.name
+                    )
+                }),
+                executable,
+                timeout: Duration::from_secs(function.timeout.max(1)),
+                memory_mb: function.memory,
+                environment,
+            };
+            let (runtime, task) = FunctionRuntime::start(spec, shutdown_rx.clone());
+            tasks.push(task);
+            functions.insert(logical_id.clone(), runtime);
+        }
+
+        let mut mappings = Vec::new();
+        for mapping in &description.event_source_mappings {
+            let function_id = mapping.function.clone().unwrap_or_default();
+            let function = functions.get(&function_id).cloned().ok_or_else(|| {
+                LocalStackError::UnknownFunction {
+                    what: format!("the event source mapping on {}", mapping.queue),
+                    function: function_id.clone(),
+                }
+            })?;
+            let queue = description.queues.get(&mapping.queue).ok_or_else(|| {
+                LocalStackError::UnknownQueue {
+                    queue: mapping.queue.clone(),
+                }
+            })?;
+            let spec = MappingSpec {
+                queue: mapping.queue.clone(),
+                queue_url: queue.url.clone(),
+                queue_arn: queue.arn.clone().unwrap_or_default(),
+                region: region.clone(),
+                batch_size: usize::try_from(mapping.batch_size.clamp(1, 10_000)).unwrap_or(10),
+                batching_window: Duration::from_secs(mapping.maximum_batching_window_seconds),
+                report_batch_item_failures: mapping.report_batch_item_failures,
+            };
+            let (running, task) = Mapping::start(
+                spec,
+                function,
+                sqs.clone(),
+                mapping.enabled,
+                shutdown_rx.clone(),
+            );
+            tasks.push(task);
+            mappings.push(running);
+        }
+
+        let mut schedules = BTreeMap::new();
+        for schedule in &description.schedules {
+            let expression_text = schedule.expression.clone().unwrap_or_default();
+            let expression = ScheduleExpression::parse(&expression_text).map_err(|source| {
+                LocalStackError::Schedule {
+                    name: schedule.name.clone(),
+                    source,
+                }
+            })?;
+            let function_id = schedule.function.clone().unwrap_or_default();
+            let function = functions.get(&function_id).cloned().ok_or_else(|| {
+                LocalStackError::UnknownFunction {
+                    what: format!("schedule {}", schedule.name),
+                    function: function_id.clone(),
+                }
+            })?;
+            if let Some(zone) = &schedule.timezone {
+                eprintln!(
+                    "[local-stack] schedule {}: fires in UTC here, not in {zone}",
+                    schedule.name
+                );
+            }
+            let target = ScheduleTarget {
+                name: schedule.name.clone(),
+                expression_text,
+                expression,
+                function,
+                enabled: schedule.enabled,
+                source: schedule.source.clone().unwrap_or_else(|| "events".into()),
+                input: schedule.input.clone(),
+                region: region.clone(),
+            };
+            if config.run_schedules && target.enabled {
+                tasks.push(tokio::spawn(run_schedule(
+                    target.clone(),
+                    shutdown_rx.clone(),
+                )));
+            }
+            schedules.insert(schedule.name.clone(), target);
+        }
+
+        let api_listener = listen(config.api_port).await?;
+        let api_port = api_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default();
+        let control_listener = listen(config.control_port).await?;
+        let control_port = control_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default();
+        let served = Arc::new(Served {
+            routes: RouteTable::new(&description.routes),
+            functions,
+            schedules,
+            mappings,
+            api_port,
+        });
+        tasks.push(serve(api_listener, api_router(served.clone())));
+        tasks.push(serve(control_listener, control_router(served.clone())));
+
+        let mut stack = LocalStack {
+            served,
+            description,
+            seeded,
+            api_url: format!("http://127.0.0.1:{api_port}"),
+            control_url: format!("http://127.0.0.1:{control_port}"),
+            sqs,
+            sdk_config,
+            state_path: None,
+            shutdown,
+            tasks,
+            moto,
+        };
+        stack.write_state(&config)?;
+        Ok(stack)
+    }
+
+    fn write_state(&mut self, config: &LocalStackConfig) -> Result<(), LocalStackError> {
+        let path = state_path(&config.root, &config.stack_name);
+        let state = StateFile {
+            stack_name: config.stack_name.clone(),
+            prefix: config.prefix.clone(),
+            pid: std::process::id(),
+            emulator_endpoint: self.emulator_endpoint().map(str::to_owned),
+            api_url: self.api_url.clone(),
+            control_url: self.control_url.clone(),
+            queues: self
+                .description
+                .queues
+                .iter()
+                .map(|(id, queue)| (id.clone(), queue.url.clone()))
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&state).unwrap_or_default();
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, text));
+        written.map_err(|source| LocalStackError::State {
+            path: path.clone(),
+            source,
+        })?;
+        self.state_path = Some(path);
+        Ok(())
+    }
+
+    /// Waits until every function process has asked for its first invocation.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self
+                .served
+                .functions
+                .values()
+                .all(FunctionRuntime::is_ready)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// `http://127.0.0.1:<port>`, where the template's HTTP API is served.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// `http://127.0.0.1:<port>` of the control API (`/summary`, `/schedules/{name}/fire`).
+    pub fn control_url(&self) -> &str {
+        &self.control_url
+    }
+
+    /// The emulator's endpoint, or `None` against real AWS.
+    pub fn emulator_endpoint(&self) -> Option<&str> {
+        self.moto.as_ref().map(Moto::endpoint)
+    }
+
+    /// The stack as deployed.
+    pub fn description(&self) -> &StackDescription {
+        &self.description
+    }
+
+    /// SDK configuration for the stack's backend (the emulator, or real AWS).
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        &self.sdk_config
+    }
+
+    /// An SQS client for the stack's backend.
+    pub fn sqs(&self) -> &aws_sdk_sqs::Client {
+        &self.sqs
+    }
+
+    /// The development secrets this run created or found.
+    pub fn seeded_secrets(&self) -> &[SeededSecret] {
+        &self.seeded
+    }
+
+    /// The template's routes, most specific first.
+    pub fn routes(&self) -> &RouteTable {
+        &self.served.routes
+    }
+
+    /// The running functions by logical id.
+    pub fn functions(&self) -> &BTreeMap<String, FunctionRuntime> {
+        &self.served.functions
+    }
+
+    /// The schedules by name.
+    pub fn schedules(&self) -> &BTreeMap<String, ScheduleTarget> {
+        &self.served.schedules
+    }
+
+    /// The event source mappings.
+    pub fn mappings(&self) -> &[Mapping] {
+        &self.served.mappings
+    }
+
+    /// Fires schedule `name` now and returns the function's response payload.
+    pub async fn fire_schedule(&self, name: &str) -> Result<Vec<u8>, LocalStackError> {
+        let target = self
+            .served
+            .schedules
+            .get(name)
+            .ok_or_else(|| LocalStackError::UnknownSchedule(name.to_owned()))?;
+        Ok(target.fire().await?)
+    }
+
+    /// Enables or disables the mapping of `function` on `queue` (logical ids); returns
+    /// once a batch in progress has finished.
+    pub async fn set_mapping_enabled(
+        &self,
+        function: &str,
+        queue: &str,
+        enabled: bool,
+    ) -> Result<(), LocalStackError> {
+        set_mapping_enabled(&self.served, function, queue, enabled).await
+    }
+
+    /// The Runtime API emulator's measurements per function.
+    pub fn summary(&self) -> Vec<FunctionSummary> {
+        self.served
+            .functions
+            .values()
+            .map(FunctionRuntime::summary)
+            .collect()
+    }
+
+    /// Stops every function process and server and waits for them to end.
+    pub async fn stop(mut self) {
+        self.shutdown.send_replace(true);
+        for task in std::mem::take(&mut self.tasks) {
+            task.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Some(path) = self.state_path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(path) = self.state_path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn set_mapping_enabled(
+    served: &Served,
+    function: &str,
+    queue: &str,
+    enabled: bool,
+) -> Result<(), LocalStackError> {
+    let mapping = served
+        .mappings
+        .iter()
+        .find(|m| m.function() == function && m.queue() == queue)
+        .ok_or_else(|| LocalStackError::UnknownMapping {
+            function: function.to_owned(),
+            queue: queue.to_owned(),
+        })?;
+    mapping.set_enabled(enabled).await;
+    Ok(())
+}
+
+/// The variables Lambda sets for every function (those `lambda_runtime` reads included).
+fn lambda_environment(
+    name: &str,
+    memory: u64,
+    region: &str,
+    executable: &std::path::Path,
+) -> Vec<(String, String)> {
+    let task_root = executable
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let today = OffsetDateTime::now_utc().date();
+    [
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory.to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            format!(
+                "{}/{:02}/{:02}/[$LATEST]{}",
+                today.year(),
+                u8::from(today.month()),
+                today.day(),
+                request_id().replace('-', "")
+            ),
+        ),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+        ("AWS_REGION", region.to_owned()),
+        ("AWS_DEFAULT_REGION", region.to_owned()),
+        ("LAMBDA_TASK_ROOT", task_root),
+        ("_HANDLER", "bootstrap".to_owned()),
+        ("TZ", ":UTC".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+async fn listen(port: u16) -> Result<tokio::net::TcpListener, LocalStackError> {
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|source| LocalStackError::Listen { port, source })
+}
+
+fn serve(listener: tokio::net::TcpListener, router: Router) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(err) = axum::serve(listener, service).await {
+            eprintln!("[local-stack] server stopped: {err}");
+        }
+    })
+}
+
+async fn run_schedule(target: ScheduleTarget, mut shutdown: watch::Receiver<bool>) {
+    let created = OffsetDateTime::now_utc();
+    let mut after = created;
+    while let Some(next) = target.expression.next_after(created, after) {
+        let wait = (next - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        after = next;
+        println!(
+            "[local-stack] schedule {} ({}) → {}",
+            target.name,
+            target.expression_text,
+            target.function.logical_id()
+        );
+        // Schedules invoke asynchronously: an error is logged, not returned anywhere.
+        if let Err(err) = target.fire().await {
+            eprintln!("[local-stack] schedule {}: {err}", target.name);
+        }
+    }
+}
+
+/// API Gateway HTTP API body limit.
+const MAX_API_BODY: usize = 10 * 1024 * 1024;
+
+fn api_router(served: Arc<Served>) -> Router {
+    Router::new()
+        .fallback(handle_api_request)
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .with_state(served)
+}
+
+async fn handle_api_request(
+    State(served): State<Arc<Served>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_API_BODY).await {
+        Ok(bytes) => bytes,
+        Err(_) => return to_response(ApiResponse::payload_too_large(), ""),
+    };
+    let method = parts.method.as_str();
+    let raw_path = parts.uri.path();
+    let raw_query = parts.uri.query().unwrap_or_default();
+    let request_id = request_id();
+    let api_response = match served.routes.find(method, raw_path) {
+        None => ApiResponse::not_found(),
+        Some(matched) => {
+            let headers: Vec<(String, String)> = parts
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let source_ip = peer.ip().to_string();
+            let incoming = IncomingRequest {
+                method,
+                raw_path,
+                raw_query,
+                headers: &headers,
+                body: &body,
+                source_ip: &source_ip,
+                port: served.api_port,
+            };
+            let event = crate::http_api::build_event(
+                &incoming,
+                &matched,
+                &request_id,
+                OffsetDateTime::now_utc(),
+            );
+            match served.functions.get(&matched.route.function) {
+                None => ApiResponse::internal_error(),
+                Some(function) => match function.invoke(event.to_string().into_bytes()).await {
+                    Ok(payload) => ApiResponse::from_payload(&payload),
+                    Err(InvokeError::Timeout(_)) => ApiResponse::service_unavailable(),
+                    Err(err) => {
+                        eprintln!("[api] {method} {raw_path}: {err}");
+                        ApiResponse::internal_error()
+                    }
+                },
+            }
+        }
+    };
+    println!(
+        "[api] {method} {raw_path} → {} ({} ms)",
+        api_response.status,
+        started.elapsed().as_millis()
+    );
+    to_response(api_response, &request_id)
+}
+
+fn to_response(api: ApiResponse, request_id: &str) -> Response {
+    let mut response = Response::new(Body::from(Bytes::from(api.body)));
+    *response.status_mut() = StatusCode::from_u16(api.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = response.headers_mut();
+    for (name, value) in api.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    if let Ok(value) = HeaderValue::try_from(request_id) {
+        headers.insert("apigw-requestid", value);
+    }
+    response
+}
+
+fn control_router(served: Arc<Served>) -> Router {
+    Router::new()
+        .route("/summary", get(control_summary))
+        .route("/schedules", get(control_schedules))
+        .route("/schedules/{name}/fire", post(control_fire))
+        .route(
+            "/mappings/{function}/{queue}/{action}",
+            post(control_mapping),
+        )
+        .with_state(served)
+}
+
+#[derive(Debug, Deserialize)]
+struct SummaryQuery {
+    format: Option<String>,
+}
+
+async fn control_summary(
+    State(served): State<Arc<Served>>,
+    Query(query): Query<SummaryQuery>,
+) -> Response {
+    let summaries: Vec<FunctionSummary> = served
+        .functions
+        .values()
+        .map(FunctionRuntime::summary)
+        .collect();
+    if query.format.as_deref() == Some("table") {
+        return crate::runtime::summary_table(&summaries).into_response();
+    }
+    axum::Json(summaries).into_response()
+}
+
+async fn control_schedules(State(served): State<Arc<Served>>) -> Response {
+    let schedules: Vec<serde_json::Value> = served
+        .schedules
+        .values()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "expression": s.expression_text,
+                "function": s.function.logical_id(),
+                "enabled": s.enabled,
+            })
+        })
+        .collect();
+    axum::Json(schedules).into_response()
+}
+
+async fn control_fire(State(served): State<Arc<Served>>, Path(name): Path<String>) -> Response {
+    let Some(target) = served.schedules.get(&name) else {
+        return (StatusCode::NOT_FOUND, format!("no schedule named {name}\n")).into_response();
+    };
+    println!(
+        "[local-stack] schedule {name} fired on demand → {}",
+        target.function.logical_id()
+    );
+    match target.fire().await {
+        Ok(payload) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            payload,
+        )
+            .into_response(),
+        Err(err) => (StatusCode::BAD_GATEWAY, format!("{err}\n")).into_response(),
+    }
+}
+
+async fn control_mapping(
+    State(served): State<Arc<Served>>,
+    Path((function, queue, action)): Path<(String, String, String)>,
+) -> Response {
+    let enabled = match action.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => return (StatusCode::NOT_FOUND, "use enable or disable\n").into_response(),
+    };
+    match set_mapping_enabled(&served, &function, &queue, enabled).await {
+        Ok(()) => (StatusCode::OK, format!("{action}d\n")).into_response(),
+        Err(err) => (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
+    }
+}
