@@ -1,1 +1,276 @@
-fn main() {}
+//! `junction`: try providers without the provider, and operate the queues.
+//!
+//! Points at the AWS emulator when `--endpoint` / `AWS_ENDPOINT_URL` is set (the local
+//! stack prints the exports), and at real AWS otherwise.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use junction_cli::{
+    queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
+    samples::{Sample, sample},
+    sdk_config,
+    webhook::{post, sign_webhook, signing_key, webhook_url},
+};
+use shared::{catalog::Catalog, webhooks::SigningSecret};
+use time::OffsetDateTime;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "junction",
+    about = "Send signed sample webhooks, inspect and redrive the DLQ, show queue depths"
+)]
+struct Cli {
+    /// The AWS endpoint (the emulator); real AWS when unset.
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    endpoint: Option<String>,
+    /// The AWS region (default: your AWS configuration; us-east-1 for the emulator).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// The stack's name: its queues are named `<stack>-…`.
+    #[arg(
+        long,
+        global = true,
+        env = "JUNCTION_STACK",
+        default_value = "junction-local"
+    )]
+    stack: String,
+    /// The stack's `Prefix` parameter: secrets are `<prefix>/webhooks/<provider>`.
+    #[arg(
+        long,
+        global = true,
+        env = "JUNCTION_PREFIX",
+        default_value = "junction"
+    )]
+    prefix: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sign a realistic sample (or your payload) the way the provider does, and post it.
+    SendWebhook(SendWebhookArgs),
+    /// Dead-letter queue: list or redrive.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Depth of each queue and dead-letter queue of the stack.
+    Status,
+}
+
+#[derive(Debug, clap::Args)]
+struct SendWebhookArgs {
+    /// The catalog provider (github, stripe, slack, twilio, …).
+    provider: String,
+    /// Post this file as the body instead of the built-in sample.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Content type of --file (default application/json).
+    #[arg(long)]
+    content_type: Option<String>,
+    /// The full URL to post to (default `<api-url>/webhooks/<provider>[/<endpoint>]`).
+    #[arg(long)]
+    url: Option<String>,
+    /// Base URL of the HTTP API (printed by the local stack; for a deployed stack the
+    /// API's URL without `/webhooks/`).
+    #[arg(long, env = "JUNCTION_API_URL")]
+    api_url: Option<String>,
+    /// The `{endpoint}` path segment, for per-endpoint secrets.
+    #[arg(long = "webhook-endpoint")]
+    webhook_endpoint: Option<String>,
+    /// An extra header, `Name: value` (repeatable; replaces the sample's).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Sign with this secret instead of the configured one.
+    #[arg(long, env = "JUNCTION_SIGNING_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Show the messages of a dead-letter queue (they stay in it).
+    List {
+        /// The DLQ (name or suffix); needed when the stack has several.
+        #[arg(long)]
+        queue: Option<String>,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Move messages back to the queue they came from.
+    Redrive {
+        #[arg(long)]
+        queue: Option<String>,
+        /// At most this many messages (uses the copy method).
+        #[arg(long)]
+        max: Option<usize>,
+        /// `auto`: StartMessageMoveTask on real AWS, copy on the emulator or with --max.
+        #[arg(long, value_enum, default_value_t = Method::Auto)]
+        method: Method,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Method {
+    Auto,
+    MoveTask,
+    Copy,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let endpoint = cli.endpoint.as_deref().filter(|e| !e.is_empty());
+    let aws = sdk_config(endpoint, cli.region.as_deref()).await;
+    match cli.command {
+        Command::SendWebhook(args) => send_webhook(&aws, &cli.prefix, args).await,
+        Command::Status => {
+            let sqs = aws_sdk_sqs::Client::new(&aws);
+            let queues = StackQueues::discover(&sqs, &cli.stack).await?;
+            print!("{}", queues.status_table());
+            Ok(())
+        }
+        Command::Dlq { command } => {
+            let sqs = aws_sdk_sqs::Client::new(&aws);
+            let queues = StackQueues::discover(&sqs, &cli.stack).await?;
+            match command {
+                DlqCommand::List { queue, max } => {
+                    let dlq = queues.dead_letter_queue(queue.as_deref())?;
+                    let letters = list_dead_letters(&sqs, dlq, max).await?;
+                    println!("{}: {} message(s)", dlq.name, letters.len());
+                    if !letters.is_empty() {
+                        println!(
+                            "{:<38} {:>8} {:<24} {:<20} first error",
+                            "message id", "receives", "sent", "provider/event"
+                        );
+                    }
+                    for letter in letters {
+                        let sent = letter
+                            .sent_at_ms
+                            .and_then(|ms| {
+                                OffsetDateTime::from_unix_timestamp_nanos(
+                                    i128::from(ms) * 1_000_000,
+                                )
+                                .ok()
+                            })
+                            .and_then(|at| {
+                                at.format(&time::format_description::well_known::Rfc3339)
+                                    .ok()
+                            })
+                            .unwrap_or_else(|| "-".into());
+                        let origin = match (&letter.provider, &letter.event_id) {
+                            (Some(provider), Some(id)) => format!("{provider}/{id}"),
+                            (Some(provider), None) => provider.clone(),
+                            _ => format!("{} bytes", letter.body_bytes),
+                        };
+                        println!(
+                            "{:<38} {:>8} {:<24} {:<20} {}",
+                            letter.message_id,
+                            letter.receive_count,
+                            sent,
+                            origin,
+                            letter.first_error.as_deref().unwrap_or("-")
+                        );
+                    }
+                    Ok(())
+                }
+                DlqCommand::Redrive { queue, max, method } => {
+                    let dlq = queues.dead_letter_queue(queue.as_deref())?;
+                    let method = match method {
+                        Method::MoveTask => RedriveMethod::MoveTask,
+                        Method::Copy => RedriveMethod::Copy,
+                        // The emulator has no StartMessageMoveTask, and a move task
+                        // cannot stop after N messages.
+                        Method::Auto if endpoint.is_some() || max.is_some() => RedriveMethod::Copy,
+                        Method::Auto => RedriveMethod::MoveTask,
+                    };
+                    let report = redrive(&sqs, &queues, dlq, max, method).await?;
+                    let sources: Vec<&str> = queues
+                        .sources_of(dlq)
+                        .iter()
+                        .map(|q| q.name.as_str())
+                        .collect();
+                    match report.task_handle {
+                        Some(handle) => println!(
+                            "moved {} message(s) from {} to {} (StartMessageMoveTask {handle})",
+                            report.moved,
+                            dlq.name,
+                            sources.join(", ")
+                        ),
+                        None => println!(
+                            "moved {} message(s) from {} to {} (each re-sent, then deleted)",
+                            report.moved,
+                            dlq.name,
+                            sources.join(", ")
+                        ),
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+async fn send_webhook(
+    aws: &aws_config::SdkConfig,
+    prefix: &str,
+    args: SendWebhookArgs,
+) -> anyhow::Result<()> {
+    let catalog = Catalog::embedded()?;
+    let provider = catalog
+        .get(&args.provider)
+        .with_context(|| format!("provider {} is not in the catalog", args.provider))?;
+    let endpoint = args.webhook_endpoint.as_deref();
+    let url = match (&args.url, &args.api_url) {
+        (Some(url), _) => url.clone(),
+        (None, Some(base)) => webhook_url(base, &provider.id, endpoint),
+        (None, None) => bail!(
+            "where to? set JUNCTION_API_URL (junction-local prints it) or pass --url \
+             (for a deployed stack: its WebhookBaseUrl output followed by the provider)"
+        ),
+    };
+    let key = match args.secret {
+        Some(secret) => SigningSecret::new(secret),
+        None => {
+            let client = aws_sdk_secretsmanager::Client::new(aws);
+            signing_key(&client, prefix, provider, endpoint).await?
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut delivery: Sample = sample(&provider.id, now);
+    if let Some(path) = &args.file {
+        delivery.body =
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        delivery.content_type = args
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/json".into());
+    }
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("--header {header}: expected `Name: value`"))?;
+        let name = name.trim().to_owned();
+        delivery
+            .headers
+            .retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
+        delivery.headers.push((name, value.trim().to_owned()));
+    }
+    let signed = sign_webhook(provider, &key, &url, &delivery, now)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let answer = post(&client, &signed).await?;
+    println!("POST {} → {}", signed.url, answer.status);
+    if !answer.body.is_empty() {
+        println!("{}", answer.body);
+    }
+    if !(200..300).contains(&answer.status) {
+        bail!("{} answered {}", signed.url, answer.status);
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! Realistic sample deliveries, one per catalog provider: the body and the non-signature
+//! headers the provider sends with it. Shapes follow each provider's documented
+//! examples, trimmed; ids and timestamps are fresh on every call so deliveries are not
+//! deduplicated away and replay windows pass.
+
+use serde_json::json;
+use time::OffsetDateTime;
+
+/// A delivery before signing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub content_type: String,
+    /// Headers the provider sends besides its signature (event ids, topics).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+fn uuid() -> String {
+    let hex = hex::encode(rand::random::<[u8; 16]>());
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+fn digits(count: usize) -> String {
+    (0..count)
+        .map(|_| char::from(b'0' + rand::random::<u8>() % 10))
+        .collect()
+}
+
+fn rfc3339(now: OffsetDateTime) -> String {
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn json_sample(headers: Vec<(&str, String)>, body: serde_json::Value) -> Sample {
+    Sample {
+        content_type: "application/json".into(),
+        headers: headers
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// The sample delivery of `provider` at `now`; a generic JSON event for providers
+/// without a dedicated sample.
+pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
+    let seconds = now.unix_timestamp();
+    let millis = seconds * 1000 + i64::from(now.millisecond());
+    match provider {
+        "github" => json_sample(
+            vec![
+                ("X-GitHub-Event", "issues".into()),
+                ("X-GitHub-Delivery", uuid()),
+                ("X-GitHub-Hook-ID", "421337".into()),
+                ("X-GitHub-Hook-Installation-Target-ID", "79929171".into()),
+                (
+                    "X-GitHub-Hook-Installation-Target-Type",
+                    "repository".into(),
+                ),
+                ("User-Agent", "GitHub-Hookshot/7c0e4f2".into()),
+            ],
+            json!({
+                "action": "opened",
+                "issue": {
+                    "id": 2_000_000_000_u64 + rand::random::<u16>() as u64,
+                    "number": 42,
+                    "title": "Webhook deliveries are delayed",
+                    "state": "open",
+                    "user": { "login": "octocat", "id": 1 },
+                    "created_at": rfc3339(now),
+                },
+                "repository": { "id": 79_929_171, "full_name": "acme/junction", "private": true },
+                "sender": { "login": "octocat", "id": 1 },
+            }),
+        ),
+        "stripe" => json_sample(
+            vec![(
+                "User-Agent",
+                "Stripe/1.0 (+https://stripe.com/docs/webhooks)".into(),
+            )],
+            json!({
+                "id": format!("evt_{}", &hex::encode(rand::random::<[u8; 12]>())),
+                "object": "event",
+                "api_version": "2024-06-20",
+                "created": seconds,
+                "type": "payment_intent.succeeded",
+                "livemode": false,
+                "pending_webhooks": 1,
+                "request": { "id": null, "idempotency_key": null },
+                "data": { "object": {
+                    "id": format!("pi_{}", &hex::encode(rand::random::<[u8; 12]>())),
+                    "object": "payment_intent",
+                    "amount": 2000,
+                    "currency": "usd",
+                    "status": "succeeded",
+                    "customer": "cus_Q1a2b3c4d5",
+                }},
+            }),
+        ),
+        "slack" => {
+            let event_ts = format!("{seconds}.{}", digits(6));
+            json_sample(
+                vec![(
+                    "User-Agent",
+                    "Slackbot 1.0 (+https://api.slack.com/robots)".into(),
+                )],
+                json!({
+                    "token": "deprecated-verification-token",
+                    "team_id": "T0001ABCD",
+                    "api_app_id": "A0001ABCD",
+                    "type": "event_callback",
+                    "event_id": format!("Ev{}", digits(10)),
+                    "event_time": seconds,
+                    "event": {
+                        "type": "app_mention",
+                        "user": "U0001ABCD",
+                        "text": "<@U0JUNCTION> hello from the local stack",
+                        "ts": event_ts,
+                        "channel": "C0001ABCD",
+                        "event_ts": event_ts,
+                    },
+                }),
+            )
+        }
+        "shopify" => json_sample(
+            vec![
+                ("X-Shopify-Topic", "orders/create".into()),
+                ("X-Shopify-Shop-Domain", "junction-dev.myshopify.com".into()),
+                ("X-Shopify-API-Version", "2024-07".into()),
+                ("X-Shopify-Webhook-Id", uuid()),
+                ("X-Shopify-Triggered-At", rfc3339(now)),
+                ("X-Shopify-Event-Id", uuid()),
+            ],
+            json!({
+                "id": 820_982_911_946_154_508_u64,
+                "email": "jon@example.com",
+                "created_at": rfc3339(now),
+                "currency": "USD",
+                "total_price": "199.00",
+                "financial_status": "paid",
+                "line_items": [{ "id": 866_550_311_766_439_020_u64, "title": "IPod Nano - 8GB", "quantity": 1, "price": "199.00" }],
+            }),
+        ),
+        "linear" => json_sample(
+            vec![
+                ("Linear-Delivery", uuid()),
+                ("Linear-Event", "Issue".into()),
+                ("User-Agent", "Linear-Webhook".into()),
+            ],
+            json!({
+                "action": "create",
+                "type": "Issue",
+                "createdAt": rfc3339(now),
+                "organizationId": uuid(),
+                "url": "https://linear.app/acme/issue/ENG-42",
+                "webhookTimestamp": millis,
+                "webhookId": uuid(),
+                "data": {
+                    "id": uuid(),
+                    "identifier": "ENG-42",
+                    "title": "Webhook deliveries are delayed",
+                    "priority": 2,
+                    "teamId": uuid(),
+                },
+            }),
+        ),
+        "square" => json_sample(
+            vec![
+                ("Square-Initial-Delivery-Timestamp", rfc3339(now)),
+                ("Square-Retry-Number", "0".into()),
+            ],
+            json!({
+                "merchant_id": "6SSW7HV8K2ST5",
+                "type": "payment.created",
+                "event_id": uuid(),
+                "created_at": rfc3339(now),
+                "data": {
+                    "type": "payment",
+                    "id": "KkAkhdMsgzn59SM8A89WgKwekxLZY",
+                    "object": { "payment": {
+                        "id": "KkAkhdMsgzn59SM8A89WgKwekxLZY",
+                        "amount_money": { "amount": 100, "currency": "USD" },
+                        "status": "APPROVED",
+                        "created_at": rfc3339(now),
+                    }},
+                },
+            }),
+        ),
+        "hubspot" => json_sample(
+            vec![(
+                "User-Agent",
+                "HubSpot Connect 2.0 (http://dev.hubspot.com/)".into(),
+            )],
+            json!([{
+                "eventId": rand::random::<u32>(),
+                "subscriptionId": 2_415_867,
+                "portalId": 62_515,
+                "appId": 1_160_452,
+                "occurredAt": millis,
+                "subscriptionType": "contact.creation",
+                "attemptNumber": 0,
+                "objectId": 123,
+                "changeFlag": "CREATED",
+                "changeSource": "CRM",
+            }]),
+        ),
+        "discord" => json_sample(
+            vec![
+                ("X-Signature-Timestamp", seconds.to_string()),
+                (
+                    "User-Agent",
+                    "Discord-Interactions/1.0 (+https://discord.com)".into(),
+                ),
+            ],
+            json!({
+                "type": 2,
+                "id": digits(18),
+                "application_id": "1187000000000000000",
+                "token": format!("aW50ZXJhY3Rpb246{}", digits(12)),
+                "version": 1,
+                "guild_id": "1186000000000000000",
+                "channel_id": "1186000000000000001",
+                "data": { "id": "1187000000000000001", "name": "status", "type": 1 },
+                "member": { "user": { "id": "80351110224678912", "username": "junction" } },
+            }),
+        ),
+        "standard-webhooks" => json_sample(
+            vec![(
+                "webhook-id",
+                format!("msg_{}", hex::encode(rand::random::<[u8; 12]>())),
+            )],
+            json!({
+                "type": "email.delivered",
+                "created_at": rfc3339(now),
+                "data": {
+                    "email_id": uuid(),
+                    "from": "Junction <hello@example.com>",
+                    "to": ["user@example.com"],
+                    "subject": "Welcome",
+                },
+            }),
+        ),
+        "twilio" => {
+            let sid = |prefix: &str| format!("{prefix}{}", hex::encode(rand::random::<[u8; 16]>()));
+            let message_sid = sid("SM");
+            let body: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("ToCountry", "US")
+                .append_pair("SmsMessageSid", &message_sid)
+                .append_pair("NumMedia", "0")
+                .append_pair("SmsSid", &message_sid)
+                .append_pair("SmsStatus", "received")
+                .append_pair("Body", "Hello from the local stack")
+                .append_pair("To", "+15005550006")
+                .append_pair("MessageSid", &message_sid)
+                .append_pair("AccountSid", &sid("AC"))
+                .append_pair("From", "+14155552671")
+                .append_pair("ApiVersion", "2010-04-01")
+                .finish();
+            Sample {
+                content_type: "application/x-www-form-urlencoded".into(),
+                headers: vec![
+                    ("I-Twilio-Idempotency-Token".into(), uuid()),
+                    ("User-Agent".into(), "TwilioProxy/1.1".into()),
+                ],
+                body: body.into_bytes(),
+            }
+        }
+        _ => json_sample(
+            vec![],
+            json!({ "id": uuid(), "type": "junction.sample", "created_at": rfc3339(now) }),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_fresh_and_well_formed() {
+        let now = OffsetDateTime::now_utc();
+        for provider in ["github", "stripe", "slack", "linear", "unknown"] {
+            let first = sample(provider, now);
+            let second = sample(provider, now);
+            assert_ne!(first.body, second.body, "{provider} ids must be fresh");
+            serde_json::from_slice::<serde_json::Value>(&first.body).expect("JSON");
+        }
+        let twilio = sample("twilio", now);
+        assert_eq!(twilio.content_type, "application/x-www-form-urlencoded");
+        assert!(
+            form_urlencoded::parse(&twilio.body).any(|(name, _)| name == "MessageSid"),
+            "a Twilio form post"
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! Signing and sending a webhook exactly as the provider would.
+//!
+//! The signature comes from `shared::webhooks::sign`, driven by the same catalog entry
+//! the ingress verifies with, so what verifies here verifies in Lambda. The key is the
+//! configured secret read from Secrets Manager (`<prefix>/webhooks/<provider>`), or, for
+//! Ed25519 providers whose configured secret is the provider's *public* key, the
+//! `development_signing_key` the local stack seeds next to it.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use shared::{
+    catalog::{Provider, Scheme},
+    secrets::webhook_secret_name,
+    webhooks::{SignError, SignedRequest, SigningSecret, sign, url_with_body_hash},
+};
+use time::OffsetDateTime;
+
+use crate::samples::Sample;
+
+/// Why a webhook could not be signed or sent.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("provider {0} is not in the catalog")]
+    UnknownProvider(String),
+    #[error("provider {0} has no webhooks in the catalog")]
+    NoWebhooks(String),
+    #[error("no secret {name}: run the local stack (it seeds one) or create it")]
+    NoSecret { name: String },
+    #[error("could not read secret {name}: {source}")]
+    ReadSecret {
+        name: String,
+        #[source]
+        source: Box<aws_sdk_secretsmanager::Error>,
+    },
+    #[error("secret {name} is not {{\"signing_secrets\": [\"…\"]}}")]
+    MalformedSecret { name: String },
+    #[error(
+        "secret {name} holds {provider}'s public key; signing needs the private key in \
+         `development_signing_key` (the local stack seeds one) or --secret"
+    )]
+    NoSigningKey { name: String, provider: String },
+    #[error("header {0} is not a valid HTTP header")]
+    Header(String),
+    #[error("could not sign: {0}")]
+    Sign(#[from] SignError),
+    #[error("could not post to {url}: {source}")]
+    Send {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// The secret document: the ingress reads `signing_secrets`; the CLI also reads the
+/// development-only private key of Ed25519 providers.
+#[derive(Debug, Deserialize)]
+struct SecretDocument {
+    signing_secrets: Vec<String>,
+    #[serde(default)]
+    development_signing_key: Option<String>,
+}
+
+/// Reads the key to sign `provider`'s webhooks with: the endpoint's secret where one
+/// exists, else the provider's (the ingress's own lookup order).
+pub async fn signing_key(
+    client: &aws_sdk_secretsmanager::Client,
+    prefix: &str,
+    provider: &Provider,
+    endpoint: Option<&str>,
+) -> Result<SigningSecret, WebhookError> {
+    let mut names = Vec::new();
+    if endpoint.is_some() {
+        names.push(webhook_secret_name(prefix, &provider.id, endpoint));
+    }
+    names.push(webhook_secret_name(prefix, &provider.id, None));
+    let last = names.last().cloned().unwrap_or_default();
+    for name in names {
+        let text = match client.get_secret_value().secret_id(&name).send().await {
+            Ok(output) => output.secret_string.unwrap_or_default(),
+            Err(err) => {
+                let err = aws_sdk_secretsmanager::Error::from(err);
+                if matches!(
+                    err,
+                    aws_sdk_secretsmanager::Error::ResourceNotFoundException(_)
+                ) {
+                    continue;
+                }
+                return Err(WebhookError::ReadSecret {
+                    name,
+                    source: Box::new(err),
+                });
+            }
+        };
+        let document: SecretDocument = serde_json::from_str(&text)
+            .map_err(|_| WebhookError::MalformedSecret { name: name.clone() })?;
+        let ed25519 = provider
+            .webhook
+            .as_ref()
+            .is_some_and(|w| w.verification.scheme == Scheme::Ed25519);
+        let key = if ed25519 {
+            document.development_signing_key
+        } else {
+            document.signing_secrets.into_iter().find(|s| !s.is_empty())
+        };
+        return match key {
+            Some(key) => Ok(SigningSecret::new(key)),
+            None if ed25519 => Err(WebhookError::NoSigningKey {
+                name,
+                provider: provider.id.clone(),
+            }),
+            None => Err(WebhookError::MalformedSecret { name }),
+        };
+    }
+    Err(WebhookError::NoSecret { name: last })
+}
+
+/// A request ready to post.
+#[derive(Debug, Clone)]
+pub struct SignedWebhook {
+    /// The URL to post to (for Twilio JSON bodies, with `bodySHA256`).
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Signs `sample` for `provider` as posted to `url` at `now`.
+pub fn sign_webhook(
+    provider: &Provider,
+    key: &SigningSecret,
+    url: &str,
+    sample: &Sample,
+    now: OffsetDateTime,
+) -> Result<SignedWebhook, WebhookError> {
+    let webhook = provider
+        .webhook
+        .as_ref()
+        .ok_or_else(|| WebhookError::NoWebhooks(provider.id.clone()))?;
+    let mut headers = HeaderMap::new();
+    insert(&mut headers, "content-type", &sample.content_type)?;
+    for (name, value) in &sample.headers {
+        insert(&mut headers, name, value)?;
+    }
+    let url = url_with_body_hash(&webhook.verification, url, &headers, &sample.body);
+    let request = SignedRequest {
+        method: "POST",
+        url: &url,
+        headers: &headers,
+        body: &sample.body,
+    };
+    let added = sign(&webhook.verification, key, &request, now)?;
+    for (name, value) in added {
+        insert(&mut headers, &name, &value)?;
+    }
+    Ok(SignedWebhook {
+        url,
+        headers,
+        body: sample.body.clone(),
+    })
+}
+
+fn insert(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(), WebhookError> {
+    let header = HeaderName::try_from(name).map_err(|_| WebhookError::Header(name.to_owned()))?;
+    let value = HeaderValue::try_from(value).map_err(|_| WebhookError::Header(name.to_owned()))?;
+    headers.insert(header, value);
+    Ok(())
+}
+
+/// The provider's answer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Posts a signed webhook.
+pub async fn post(
+    client: &reqwest::Client,
+    webhook: &SignedWebhook,
+) -> Result<Delivery, WebhookError> {
+    let mut request = client
+        .post(&webhook.url)
+        .timeout(std::time::Duration::from_secs(30))
+        .body(webhook.body.clone());
+    for (name, value) in &webhook.headers {
+        request = request.header(name.as_str(), value.as_bytes());
+    }
+    let response = request.send().await.map_err(|source| WebhookError::Send {
+        url: webhook.url.clone(),
+        source,
+    })?;
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    Ok(Delivery { status, body })
+}
+
+/// `<base>/webhooks/<provider>[/<endpoint>]`.
+pub fn webhook_url(api_base: &str, provider: &str, endpoint: Option<&str>) -> String {
+    let base = api_base.trim_end_matches('/');
+    match endpoint {
+        Some(endpoint) => format!("{base}/webhooks/{provider}/{endpoint}"),
+        None => format!("{base}/webhooks/{provider}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::{catalog::Catalog, webhooks::verify};
+
+    use super::*;
+    use crate::samples::sample;
+
+    /// Every provider's sample, signed here, verifies with the catalog's verifier.
+    #[test]
+    fn every_sample_verifies() {
+        let catalog = Catalog::embedded().expect("catalog");
+        let now = OffsetDateTime::now_utc();
+        for provider in catalog.providers().filter(|p| p.webhook.is_some()) {
+            let Some(webhook) = &provider.webhook else {
+                continue;
+            };
+            let (key, configured) = if webhook.verification.scheme == Scheme::Ed25519 {
+                let seed = [7u8; 32];
+                (
+                    hex::encode(seed),
+                    shared::webhooks::ed25519_public_key(
+                        webhook.verification.secret_encoding,
+                        &seed,
+                    ),
+                )
+            } else {
+                let secret = match webhook.verification.secret_prefix.as_deref() {
+                    Some(prefix) => format!("{prefix}c2VjcmV0LWtleS1mb3ItdGVzdHM="),
+                    None => "test-secret".to_owned(),
+                };
+                (secret.clone(), secret)
+            };
+            let url = webhook_url("http://127.0.0.1:3000", &provider.id, None);
+            let signed = sign_webhook(
+                provider,
+                &SigningSecret::new(key),
+                &url,
+                &sample(&provider.id, now),
+                now,
+            )
+            .unwrap_or_else(|err| panic!("{}: {err}", provider.id));
+            let request = SignedRequest {
+                method: "POST",
+                url: &signed.url,
+                headers: &signed.headers,
+                body: &signed.body,
+            };
+            assert_eq!(
+                verify(
+                    &webhook.verification,
+                    &[SigningSecret::new(configured)],
+                    &request,
+                    now
+                ),
+                Ok(()),
+                "{}",
+                provider.id
+            );
+        }
+    }
+
+    #[test]
+    fn urls_are_built_from_the_api_base() {
+        assert_eq!(
+            webhook_url("http://127.0.0.1:3000/", "stripe", Some("eu")),
+            "http://127.0.0.1:3000/webhooks/stripe/eu"
+        );
+    }
+}
