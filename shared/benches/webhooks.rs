@@ -8,7 +8,7 @@
 use std::{hint::black_box, sync::Arc};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use shared::{
     catalog::{Catalog, SecretEncoding},
     clock::FixedClock,
@@ -17,7 +17,7 @@ use shared::{
     secrets::{CachePolicy, InMemorySecretSource, WebhookSecrets},
     webhooks::{
         Ingress, IngressConfig, SignedRequest, SigningSecret, WebhookRequest, ed25519_public_key,
-        sign, url_with_body_hash, verify,
+        sign_into, url_with_body_hash, verify,
     },
 };
 use time::OffsetDateTime;
@@ -104,19 +104,16 @@ fn signed(provider: &str, body: &[u8]) -> (HeaderMap, String) {
         body,
     );
     let now = OffsetDateTime::from_unix_timestamp(NOW).expect("time");
-    let request = SignedRequest {
-        method: "POST",
-        url: &url,
-        headers: &headers,
+    sign_into(
+        spec,
+        &secrets(provider).0,
+        "POST",
+        &url,
+        &mut headers,
         body,
-    };
-    let added = sign(spec, &secrets(provider).0, &request, now).expect("sign");
-    for (name, value) in added {
-        headers.insert(
-            HeaderName::from_bytes(name.as_bytes()).expect("name"),
-            HeaderValue::from_str(&value).expect("value"),
-        );
-    }
+        now,
+    )
+    .expect("sign");
     (headers, url)
 }
 

@@ -14,8 +14,8 @@ use shared::{
     queue::{SqsEventQueue, attribute},
     secrets::{CachePolicy, SecretsManagerSource, WebhookSecrets},
     webhooks::{
-        Ingress, IngressConfig, SignedRequest, SigningSecret, WebhookRequest, ed25519_public_key,
-        sign, url_with_body_hash,
+        Ingress, IngressConfig, SigningSecret, WebhookRequest, ed25519_public_key, sign_into,
+        url_with_body_hash,
     },
 };
 
@@ -141,18 +141,16 @@ fn delivery(
         .split_once('?')
         .map(|(_, q)| q.to_owned())
         .unwrap_or_default();
-    let request = SignedRequest {
-        method: "POST",
-        url: &url,
-        headers: &headers,
+    sign_into(
+        spec,
+        &SigningSecret::new(secret),
+        "POST",
+        &url,
+        &mut headers,
         body,
-    };
-    for (name, value) in sign(spec, &SigningSecret::new(secret), &request, now).expect("sign") {
-        headers.insert(
-            HeaderName::from_bytes(name.as_bytes()).expect("name"),
-            HeaderValue::from_str(&value).expect("value"),
-        );
-    }
+        now,
+    )
+    .expect("sign");
     WebhookRequest {
         method: "POST".into(),
         provider: provider.into(),

@@ -24,7 +24,7 @@ pub fn answer_handshake(kind: Handshake, body: &[u8]) -> Option<HandshakeReply> 
                 challenge: String,
             }
             let request: UrlVerification = serde_json::from_slice(body).ok()?;
-            (request.r#type == "url_verification").then(|| HandshakeReply {
+            (request.r#type == "url_verification").then_some(HandshakeReply {
                 status: 200,
                 content_type: "text/plain",
                 body: request.challenge,

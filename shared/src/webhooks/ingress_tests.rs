@@ -11,7 +11,7 @@ use crate::{
     payloads::InMemoryPayloadStore,
     queue::InMemoryEventQueue,
     secrets::{CachePolicy, InMemorySecretSource},
-    webhooks::{SignedRequest, SigningSecret, sign},
+    webhooks::{SigningSecret, sign_into},
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -82,19 +82,9 @@ fn signed(
         .and_then(|p| p.webhook.as_ref())
         .expect("spec")
         .verification;
-    let request = SignedRequest {
-        method: "POST",
-        url: &url,
-        headers: &headers,
-        body,
-    };
     let at = time::OffsetDateTime::from_unix_timestamp(now).expect("time");
-    for (name, value) in sign(spec, &SigningSecret::new(secret), &request, at).expect("sign") {
-        headers.insert(
-            HeaderName::from_bytes(name.as_bytes()).expect("name"),
-            HeaderValue::from_str(&value).expect("value"),
-        );
-    }
+    let secret = SigningSecret::new(secret);
+    sign_into(spec, &secret, "POST", &url, &mut headers, body, at).expect("sign");
     WebhookRequest {
         method: "POST".into(),
         provider: provider.into(),

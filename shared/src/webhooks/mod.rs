@@ -15,7 +15,8 @@ pub use ingress::{
     ATTRIBUTE_NAMES, Ingress, IngressConfig, Outcome, WebhookRequest, WebhookResponse,
 };
 pub use verify::{
-    SignError, SignedRequest, VerifyError, ed25519_public_key, sign, url_with_body_hash, verify,
+    SignError, SignedRequest, VerifyError, ed25519_public_key, sign, sign_into, url_with_body_hash,
+    verify,
 };
 
 /// One signing secret (or, for Ed25519 schemes, the provider's public key) as

@@ -478,6 +478,8 @@ pub enum SignError {
     UnusableKey,
     #[error("a header the provider signs is missing from the request: {0}")]
     Request(VerifyError),
+    #[error("the catalog names a header that is not a valid HTTP header")]
+    InvalidHeader,
 }
 
 /// Signs `request` exactly as the provider would, returning the headers to add: the
@@ -554,6 +556,32 @@ pub fn sign(
     };
     added.push((spec.signature.header().names()[0].clone(), value));
     Ok(added)
+}
+
+/// Signs a request as the provider would and adds the resulting headers to `headers`:
+/// what a sender (the CLI, tests, benchmarks) needs in one call. See [`sign`].
+pub fn sign_into(
+    spec: &Verification,
+    secret: &SigningSecret,
+    method: &str,
+    url: &str,
+    headers: &mut HeaderMap,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), SignError> {
+    let request = SignedRequest {
+        method,
+        url,
+        headers,
+        body,
+    };
+    for (name, value) in sign(spec, secret, &request, now)? {
+        let name =
+            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| SignError::InvalidHeader)?;
+        let value = http::HeaderValue::from_str(&value).map_err(|_| SignError::InvalidHeader)?;
+        headers.insert(name, value);
+    }
+    Ok(())
 }
 
 /// `url` with the body-hash query parameter the catalog asks for (Twilio's
