@@ -549,6 +549,11 @@ impl LocalStack {
         self.moto.as_ref().map(Moto::endpoint)
     }
 
+    /// The emulator's process id when this stack started it (tests check it is gone).
+    pub fn emulator_pid(&self) -> Option<u32> {
+        self.moto.as_ref().and_then(Moto::pid)
+    }
+
     /// The stack as deployed.
     pub fn description(&self) -> &StackDescription {
         &self.description

@@ -1,0 +1,403 @@
+//! End to end through the local stack: real function processes behind the Runtime API
+//! emulator, fed over HTTP, by an SQS event source mapping and by schedules, with the
+//! AWS side in a moto server. Everything listens on 127.0.0.1 only.
+//!
+//! Each test boots its own stack (unique stack name and prefix), so they may share an
+//! emulator (`JUNCTION_EMULATOR_ENDPOINT`) or start their own. Every process a test
+//! starts is stopped when its `LocalStack` is stopped or dropped, pass or fail; the
+//! tests check the processes are gone.
+
+use std::{
+    collections::BTreeSet,
+    future::Future,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use junction_cli::{
+    queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
+    samples::sample,
+    webhook::{post, sign_webhook, signing_key, webhook_url},
+};
+use local_stack::{
+    emulator::repo_root,
+    stack::{LocalStack, LocalStackConfig},
+};
+use serde_json::Value;
+use shared::{catalog::Catalog, webhooks::SigningSecret};
+use time::OffsetDateTime;
+
+fn unique(label: &str) -> String {
+    format!("{label}-{}", hex::encode(rand::random::<[u8; 4]>()))
+}
+
+/// Polls `check` until it returns `Some` or `limit` passes.
+async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+fn process_is_gone(pid: u32) -> bool {
+    // A zombie still has a /proc entry; a reaped process has none.
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn stop_and_check_processes_are_gone(stack: LocalStack) {
+    let mut pids: Vec<u32> = stack.functions().values().filter_map(|f| f.pid()).collect();
+    pids.extend(stack.emulator_pid());
+    assert!(!pids.is_empty(), "the stack started processes");
+    stack.stop().await;
+    for pid in pids {
+        let gone = eventually(Duration::from_secs(10), || async move {
+            process_is_gone(pid).then_some(())
+        })
+        .await;
+        assert!(gone.is_some(), "process {pid} outlived the stack");
+    }
+}
+
+async fn json_body(response: reqwest::Response) -> Value {
+    let bytes = response.bytes().await.expect("a body");
+    serde_json::from_slice(&bytes).expect("a JSON body")
+}
+
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    let read = |name: QueueAttributeName| {
+        attributes
+            .get(&name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        read(QueueAttributeName::ApproximateNumberOfMessages),
+        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
+    let root = repo_root();
+    let prefix = unique("e2e");
+    let mut config = LocalStackConfig::new(root);
+    config.stack_name = unique("ls-webhooks");
+    config.prefix = Some(prefix.clone());
+    let stack = LocalStack::start(config).await.expect("local stack starts");
+    assert!(
+        stack.wait_ready(Duration::from_secs(60)).await,
+        "functions initialize"
+    );
+
+    // GIVEN the development secrets the stack seeded for every webhook provider
+    let catalog = Catalog::embedded().expect("catalog");
+    let providers: Vec<_> = catalog
+        .providers()
+        .filter(|p| p.webhook.is_some())
+        .collect();
+    let seeded: BTreeSet<&str> = stack
+        .seeded_secrets()
+        .iter()
+        .filter(|s| s.created.is_some())
+        .map(|s| s.provider.as_str())
+        .collect();
+    assert_eq!(
+        seeded,
+        providers
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<BTreeSet<_>>()
+    );
+    let secrets = aws_sdk_secretsmanager::Client::new(stack.sdk_config());
+    let document = secrets
+        .get_secret_value()
+        .secret_id(format!("{prefix}/webhooks/github"))
+        .send()
+        .await
+        .expect("seeded secret")
+        .secret_string
+        .unwrap_or_default();
+    let document: Value = serde_json::from_str(&document).expect("JSON secret");
+    assert_eq!(document["development_only"], true);
+
+    // WHEN the CLI's signing code sends each provider's sample over HTTP
+    let http = reqwest::Client::new();
+    let now = OffsetDateTime::now_utc();
+    for provider in &providers {
+        let key = signing_key(&secrets, &prefix, provider, None)
+            .await
+            .unwrap_or_else(|err| panic!("{}: {err}", provider.id));
+        let url = webhook_url(stack.api_url(), &provider.id, None);
+        let signed = sign_webhook(provider, &key, &url, &sample(&provider.id, now), now)
+            .unwrap_or_else(|err| panic!("{}: {err}", provider.id));
+        let delivery = post(&http, &signed).await.expect("posted");
+        assert!(
+            (200..300).contains(&delivery.status),
+            "{} answered {}: {}",
+            provider.id,
+            delivery.status,
+            delivery.body
+        );
+    }
+    // ... and a forged one and one to a path the API does not have
+    let github = catalog.get("github").expect("github");
+    let url = webhook_url(stack.api_url(), "github", None);
+    let forged = sign_webhook(
+        github,
+        &SigningSecret::new("not-the-secret"),
+        &url,
+        &sample("github", now),
+        now,
+    )
+    .expect("signed");
+    assert_eq!(post(&http, &forged).await.expect("posted").status, 401);
+    let missing = http
+        .get(format!("{}/no/such/route", stack.api_url()))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(missing.status().as_u16(), 404);
+    assert_eq!(
+        json_body(missing).await,
+        serde_json::json!({"message": "Not Found"})
+    );
+
+    // THEN exactly one message per verified webhook is on the ingest queue
+    let sqs = stack.sqs().clone();
+    let ingest = stack.description().queues["IngestQueue"].url.clone();
+    let mut seen: Vec<String> = Vec::new();
+    let expected = providers.len();
+    let started = Instant::now();
+    while seen.len() < expected && started.elapsed() < Duration::from_secs(60) {
+        let output = sqs
+            .receive_message()
+            .queue_url(&ingest)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("received");
+        for message in output.messages.unwrap_or_default() {
+            let provider = message
+                .message_attributes
+                .as_ref()
+                .and_then(|a| a.get("provider"))
+                .and_then(|a| a.string_value.clone())
+                .unwrap_or_default();
+            seen.push(provider);
+            if let Some(receipt) = message.receipt_handle {
+                sqs.delete_message()
+                    .queue_url(&ingest)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .expect("deleted");
+            }
+        }
+    }
+    let complete = (seen.len() == expected).then_some(());
+    assert!(complete.is_some(), "only {seen:?} arrived");
+    seen.sort();
+    let mut want: Vec<String> = providers.iter().map(|p| p.id.clone()).collect();
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "one message per provider, none for the forged request"
+    );
+
+    // AND the Runtime API emulator measured the function
+    let summary = stack.summary();
+    let ingress = summary
+        .iter()
+        .find(|s| s.function == "WebhookIngressFunction")
+        .expect("ingress summary");
+    assert_eq!(ingress.starts, 1, "one process served every request");
+    assert_eq!(
+        ingress.invocations,
+        expected + 1,
+        "404s never reach the function"
+    );
+    assert!(ingress.first_init_ms.is_some() && ingress.peak_rss_kib.is_some());
+
+    stop_and_check_processes_are_gone(stack).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_stack_serves_routes_schedules_and_dead_letters_that_redrive_brings_back() {
+    let root = repo_root();
+    let mut config = LocalStackConfig::new(root.clone());
+    config.template = root.join("infra/local-stack/tests/fixtures/probe.yaml");
+    config.stack_name = unique("ls-probe");
+    config.prefix = None;
+    config.seed_secrets = false;
+    let stack = LocalStack::start(config).await.expect("local stack starts");
+    assert!(
+        stack.wait_ready(Duration::from_secs(60)).await,
+        "functions initialize"
+    );
+    let http = reqwest::Client::new();
+
+    // HTTP API: path parameters, repeated query values, cookies, the response mapping
+    let response = http
+        .get(format!("{}/items/abc%20d?x=1&x=2", stack.api_url()))
+        .header("cookie", "session=s1; theme=dark")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["x-probe"], "yes");
+    assert_eq!(response.headers()["set-cookie"], "probe=1; Path=/");
+    let event = json_body(response).await;
+    assert_eq!(event["routeKey"], "GET /items/{id}");
+    assert_eq!(event["rawPath"], "/items/abc%20d");
+    assert_eq!(event["pathParameters"]["id"], "abc d");
+    assert_eq!(event["queryStringParameters"]["x"], "1,2");
+    assert_eq!(
+        event["cookies"],
+        serde_json::json!(["session=s1", "theme=dark"])
+    );
+    assert_eq!(event["requestContext"]["http"]["method"], "GET");
+    // Binary bodies arrive base64-encoded; greedy paths take the rest of the path.
+    let response = http
+        .post(format!("{}/echo/a/b", stack.api_url()))
+        .header("content-type", "application/octet-stream")
+        .body(vec![0u8, 1, 2, 255])
+        .send()
+        .await
+        .expect("answered");
+    let event = json_body(response).await;
+    assert_eq!(event["pathParameters"]["proxy"], "a/b");
+    assert_eq!(event["isBase64Encoded"], true);
+    assert_eq!(event["body"], BASE64.encode([0u8, 1, 2, 255]));
+
+    // Schedules fire on demand with the payload their kind delivers
+    let work_queue_url = stack.description().queues["WorkQueue"].url.clone();
+    let fired: Value = serde_json::from_slice(
+        &stack
+            .fire_schedule("ProbeFunctionHourly")
+            .await
+            .expect("rule fires"),
+    )
+    .expect("JSON");
+    assert_eq!(fired["event"]["detail-type"], "Scheduled Event");
+    assert_eq!(fired["event"]["source"], "aws.events");
+    assert_eq!(
+        fired["env"]["PROBE_WORK_QUEUE_URL"], work_queue_url,
+        "the function's environment is the stack's"
+    );
+    let fired: Value = serde_json::from_slice(
+        &stack
+            .fire_schedule("ProbeFunctionNightly")
+            .await
+            .expect("schedule fires"),
+    )
+    .expect("JSON");
+    assert_eq!(fired["event"], serde_json::json!({"job": "nightly"}));
+
+    // SQS: a record the function reports as failed reaches the DLQ after
+    // maxReceiveCount receives; the others are deleted
+    let sqs = stack.sqs().clone();
+    let dlq_url = stack.description().queues["WorkDeadLetterQueue"]
+        .url
+        .clone();
+    let marker = MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value("kept across redrive")
+        .build()
+        .expect("attribute");
+    for body in ["ok-1", "please fail", "ok-2"] {
+        sqs.send_message()
+            .queue_url(&work_queue_url)
+            .message_body(body)
+            .message_attributes("marker", marker.clone())
+            .send()
+            .await
+            .expect("sent");
+    }
+    let settled = eventually(Duration::from_secs(60), || {
+        let (sqs, work, dlq) = (sqs.clone(), work_queue_url.clone(), dlq_url.clone());
+        async move {
+            let work = queue_depth(&sqs, &work).await;
+            let dlq = queue_depth(&sqs, &dlq).await;
+            (work == (0, 0) && dlq == (1, 0)).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the failing record is dead-lettered, the others deleted"
+    );
+    let queues = StackQueues::discover(&sqs, &stack.description().stack_name)
+        .await
+        .expect("queues");
+    let dlq = queues.dead_letter_queue(None).expect("one DLQ");
+    let letters = list_dead_letters(&sqs, dlq, 10).await.expect("listed");
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].receive_count >= 2, "{:?}", letters[0]);
+
+    // `dlq redrive` brings it back (the mapping is paused so the message stays put)
+    stack
+        .set_mapping_enabled("ProbeFunction", "WorkQueue", false)
+        .await
+        .expect("mapping paused");
+    let report = redrive(&sqs, &queues, dlq, None, RedriveMethod::Copy)
+        .await
+        .expect("redriven");
+    assert_eq!(report.moved, 1);
+    assert_eq!(
+        queue_depth(&sqs, &dlq_url).await,
+        (0, 0),
+        "nothing left behind"
+    );
+    let back = sqs
+        .receive_message()
+        .queue_url(&work_queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(2)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await
+        .expect("received")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(back.len(), 1, "exactly one copy came back");
+    assert_eq!(back[0].body.as_deref(), Some("please fail"));
+    assert_eq!(
+        back[0]
+            .message_attributes
+            .as_ref()
+            .and_then(|a| a.get("marker"))
+            .and_then(|a| a.string_value.as_deref()),
+        Some("kept across redrive")
+    );
+
+    let summary = stack.summary();
+    let probe = summary
+        .iter()
+        .find(|s| s.function == "ProbeFunction")
+        .expect("probe summary");
+    assert!(probe.invocations >= 5, "{probe:?}");
+    stop_and_check_processes_are_gone(stack).await;
+}
