@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod normalize;
 pub mod payloads;
 pub mod queue;
 pub mod secrets;

@@ -1,0 +1,1 @@
+//! Normalization of provider resources into Junction's common models (work in progress).
