@@ -288,8 +288,14 @@ def main(argv):
     parser.add_argument("--stack-name", default="junction-local")
     parser.add_argument("--parameter", action="append", metavar="KEY=VALUE",
                         help="a template parameter override (repeatable)")
+    parser.add_argument("--optional-parameter", action="append", metavar="KEY=VALUE",
+                        help="an override used only if the template declares the parameter")
     args = parser.parse_args(argv)
     parameters = _parameters(args.parameter)
+    declared = load_template(args.template).get("Parameters") or {}
+    for key, value in _parameters(args.optional_parameter).items():
+        if key in declared:
+            parameters.setdefault(key, value)
     if args.command == "translate":
         result = translate(args.template, parameters)
     else:

@@ -326,16 +326,20 @@ pub fn deploy(
         endpoint,
         stack_name,
         parameters,
+        &[],
     )
 }
 
 /// [`deploy`] for another SAM template (test fixtures use their own small ones).
+/// `optional_parameters` are passed only when the template declares them (the local
+/// stack's `Prefix`, which fixture templates do not have).
 pub fn deploy_template(
     root: &Path,
     template: &Path,
     endpoint: &str,
     stack_name: &str,
     parameters: &[(&str, &str)],
+    optional_parameters: &[(&str, &str)],
 ) -> Result<StackDescription, EmulatorError> {
     let venv = ensure_venv(root)?;
     let mut command = Command::new(venv.join("bin/python"));
@@ -349,6 +353,11 @@ pub fn deploy_template(
         .env("AWS_REGION", REGION);
     for (key, value) in parameters {
         command.arg("--parameter").arg(format!("{key}={value}"));
+    }
+    for (key, value) in optional_parameters {
+        command
+            .arg("--optional-parameter")
+            .arg(format!("{key}={value}"));
     }
     let stdout = run(command, "infra/emulator.py deploy")?;
     Ok(serde_json::from_str(&stdout)?)

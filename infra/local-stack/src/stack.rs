@@ -237,13 +237,12 @@ impl LocalStack {
     /// Starts everything; returns once every function process has been started (not
     /// necessarily initialized: see [`LocalStack::wait_ready`]).
     pub async fn start(config: LocalStackConfig) -> Result<LocalStack, LocalStackError> {
-        let mut parameters: Vec<(String, String)> = config.parameters.clone();
-        if let Some(prefix) = &config.prefix {
-            parameters.push(("Prefix".into(), prefix.clone()));
-        }
-        let parameter_refs: Vec<(&str, &str)> = parameters
+        let parameters: Vec<(String, String)> = config.parameters.clone();
+        // `Prefix` is Junction's; fixture templates without it are deployed all the same.
+        let optional: Vec<(String, String)> = config
+            .prefix
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|prefix| ("Prefix".to_owned(), prefix.clone()))
             .collect();
         let (moto, description, sdk_config, endpoint_env) = match &config.backend {
             Backend::Emulator { endpoint } => {
@@ -264,13 +263,18 @@ impl LocalStack {
                     config.stack_name.clone(),
                 );
                 let endpoint = moto.endpoint().to_owned();
-                let owned = parameters.clone();
+                let (owned, optional) = (parameters.clone(), optional.clone());
                 let description = tokio::task::spawn_blocking(move || {
-                    let refs: Vec<(&str, &str)> = owned
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    emulator::deploy_template(&root, &template, &endpoint, &stack, &refs)
+                    let refs = as_refs(&owned);
+                    let optional_refs = as_refs(&optional);
+                    emulator::deploy_template(
+                        &root,
+                        &template,
+                        &endpoint,
+                        &stack,
+                        &refs,
+                        &optional_refs,
+                    )
                 })
                 .await
                 .map_err(|err| EmulatorError::Failed {
@@ -290,7 +294,7 @@ impl LocalStack {
                     &config.root,
                     &config.template,
                     &config.stack_name,
-                    &parameter_refs,
+                    &as_refs(&parameters),
                 )?;
                 let sdk_config =
                     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -665,6 +669,13 @@ async fn set_mapping_enabled(
         })?;
     mapping.set_enabled(enabled).await;
     Ok(())
+}
+
+fn as_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// The variables Lambda sets for every function (those `lambda_runtime` reads included).
