@@ -1,0 +1,2 @@
+//! Snapshot tests: every fixture in `tests/fixtures/<provider>/` normalized and compared
+//! with its `*.expected.json`.

@@ -1,0 +1,243 @@
+//! Gmail → [`MessageGroup`].
+//!
+//! - `gmail.thread`: the `users.threads` resource as returned by `users.threads.get`
+//!   (<https://developers.google.com/gmail/api/reference/rest/v1/users.threads#Thread>):
+//!   `id`, `snippet`, `historyId`, `messages[]` of `users.messages` resources
+//!   (<https://developers.google.com/gmail/api/reference/rest/v1/users.messages#Message>)
+//!   with `labelIds`, `internalDate` (epoch milliseconds as a string) and
+//!   `payload.headers[]` (`Subject`, `From`, `To`, `Cc`). A thread from `threads.list`
+//!   has no `messages`: it maps, marked incomplete.
+//! - `gmail.push`: a push notification (<https://developers.google.com/gmail/api/guides/push>)
+//!   is a Pub/Sub push envelope whose base64 `message.data` decodes to
+//!   `{"emailAddress", "historyId"}`: it says only that the mailbox changed, so it
+//!   becomes a [`FetchRequest`] for the mailbox's history since that id.
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::{
+    Adapted, Adapter, NormalizeError, Normalized, RawEvent,
+    dates::Timestamp,
+    meta,
+    models::{ChangeKind, FetchRequest, MessageGroup, MessageGroupKind, Model},
+    read::{self, NumberOrString},
+};
+
+pub(crate) const THREAD: Adapter = Adapter {
+    name: "gmail.thread",
+    mapping_version: 1,
+};
+
+pub(crate) const PUSH: Adapter = Adapter {
+    name: "gmail.push",
+    mapping_version: 1,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Thread {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    snippet: Option<String>,
+    #[serde(default, deserialize_with = "read::null_default")]
+    messages: Vec<Message>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Message {
+    #[serde(default, deserialize_with = "read::null_default")]
+    label_ids: Vec<String>,
+    #[serde(default)]
+    internal_date: Option<NumberOrString>,
+    #[serde(default)]
+    payload: Option<MessagePart>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessagePart {
+    #[serde(default, deserialize_with = "read::null_default")]
+    headers: Vec<Header>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Header {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    value: String,
+}
+
+pub(crate) fn thread(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
+    let value = read::json_body(THREAD, raw.body)?;
+    let thread: Thread = read::typed(THREAD, "a Gmail users.threads resource", value)?;
+    let id = read::required_str(THREAD, "id", thread.id)?;
+
+    let mut times: Vec<Timestamp> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    let mut participants: Vec<String> = Vec::new();
+    let mut subject = None;
+    for (index, message) in thread.messages.iter().enumerate() {
+        let field = format!("messages[{index}].internalDate");
+        if let Some(time) = read::millis(THREAD, &field, message.internal_date.as_ref())? {
+            times.push(time);
+        }
+        labels.extend(message.label_ids.iter().cloned());
+        let headers = message.payload.iter().flat_map(|p| p.headers.iter());
+        for header in headers {
+            let name = header.name.to_ascii_lowercase();
+            match name.as_str() {
+                "subject" if subject.is_none() => {
+                    subject = read::non_empty(Some(header.value.clone()))
+                }
+                "from" | "to" | "cc" => {
+                    for address in addresses(&header.value) {
+                        if !participants.contains(&address) {
+                            participants.push(address);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    labels.sort_unstable();
+    labels.dedup();
+    let last = times.iter().max().copied();
+    let first = times.iter().min().copied();
+    let complete = !thread.messages.is_empty();
+    let record = MessageGroup {
+        meta: meta(raw, THREAD, id, ChangeKind::Snapshot, last, complete),
+        kind: Some(MessageGroupKind::EmailThread),
+        name: subject,
+        summary: read::non_empty(thread.snippet),
+        participants,
+        message_count: complete.then_some(thread.messages.len() as u64),
+        member_count: None,
+        last_message_at: last,
+        created_at: first,
+        archived: None,
+        labels,
+    };
+    Ok((vec![Normalized::MessageGroup(record)], None))
+}
+
+/// The addresses in an address-list header, lower-case: `"Ann <ann@x.io>, bob@y.io"` →
+/// `ann@x.io`, `bob@y.io`. Display names are dropped (they are not identities).
+fn addresses(header: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_quotes = false;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, c) in header.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            ',' if !in_quotes => {
+                parts.push(&header[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&header[start..]);
+    for part in parts {
+        let address = match (part.rfind('<'), part.rfind('>')) {
+            (Some(open), Some(close)) if open < close => &part[open + 1..close],
+            _ => part,
+        };
+        let address = address.trim();
+        if address.contains('@') {
+            out.push(address.to_lowercase());
+        }
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+struct PushEnvelope {
+    #[serde(default)]
+    message: Option<PubSubMessage>,
+    // A bare notification (already unwrapped by a relay) is accepted too.
+    #[serde(default, rename = "emailAddress")]
+    email_address: Option<String>,
+    #[serde(default, rename = "historyId")]
+    history_id: Option<NumberOrString>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PubSubMessage {
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default, alias = "message_id", rename = "messageId")]
+    message_id: Option<String>,
+    #[serde(default, alias = "publish_time", rename = "publishTime")]
+    publish_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Notification {
+    #[serde(default)]
+    email_address: Option<String>,
+    #[serde(default)]
+    history_id: Option<NumberOrString>,
+}
+
+pub(crate) fn push(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
+    let value = read::json_body(PUSH, raw.body)?;
+    let envelope: PushEnvelope = read::typed(PUSH, "a Gmail Pub/Sub push notification", value)?;
+    let (notification, message_id, published) = match envelope.message {
+        Some(message) => {
+            let data = read::required_str(PUSH, "message.data", message.data)?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(data.trim()))
+                .map_err(|_| read::invalid(PUSH, "message.data", "is not base64"))?;
+            let inner = read::json_body(PUSH, &bytes)?;
+            let notification: Notification = read::typed(
+                PUSH,
+                "a Gmail notification {emailAddress, historyId}",
+                inner,
+            )?;
+            (notification, message.message_id, message.publish_time)
+        }
+        None => (
+            Notification {
+                email_address: envelope.email_address,
+                history_id: envelope.history_id,
+            },
+            None,
+            None,
+        ),
+    };
+    let history_id = read::required(PUSH, "historyId", notification.history_id)?.into_string();
+    let account = read::required_str(PUSH, "emailAddress", notification.email_address)?;
+    let published = read::date(PUSH, "message.publishTime", published.as_deref())?;
+    let mut meta = meta(raw, PUSH, history_id, ChangeKind::Updated, published, false);
+    if let Some(message_id) = message_id {
+        meta.provider_event_id = Some(message_id);
+    }
+    let request = FetchRequest {
+        meta,
+        model: Model::MessageGroup,
+        resource: "history".to_owned(),
+        account: Some(account),
+        reason: "Gmail push notifications carry only the mailbox and a history id: list the \
+                 mailbox history since the last stored id and fetch the changed threads",
+    };
+    Ok((vec![Normalized::NeedsFetch(request)], None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_drop_display_names_and_keep_quoted_commas() {
+        assert_eq!(
+            addresses(r#""Doe, Jane" <Jane@Example.com>, bob@y.io, undisclosed-recipients:;"#),
+            vec!["jane@example.com".to_owned(), "bob@y.io".to_owned()]
+        );
+    }
+}
