@@ -188,7 +188,7 @@ def describe(client, stack_name, cfn):
     stack = client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
     # The emulator lists some resources (bucket policies, alarms) without ids: skip those.
     resources = [r for r in client("cloudformation").describe_stack_resources(StackName=stack_name)["StackResources"]
-                 if "LogicalResourceId" in r]
+                 if "LogicalResourceId" in r and "PhysicalResourceId" in r]
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
     types = {r["LogicalResourceId"]: r["ResourceType"] for r in resources}
     functions = {}

@@ -3,7 +3,9 @@
 
 use std::str::FromStr;
 
-use crate::{secrets::CachePolicy, webhooks::IngressConfig};
+use crate::{
+    idempotency::IdempotencyPolicy, retry::Backoff, secrets::CachePolicy, webhooks::IngressConfig,
+};
 
 /// A configuration value is missing or invalid.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -140,6 +142,58 @@ impl WebhookIngressSettings {
             secret_cache: CachePolicy {
                 ttl: time::Duration::seconds(i64::from(ttl_seconds)),
                 ..CachePolicy::default()
+            },
+        })
+    }
+}
+
+/// Settings of the event-consumer function.
+#[derive(Debug, Clone)]
+pub struct EventConsumerSettings {
+    /// Key `INGEST_QUEUE_URL`: the queue whose messages' visibility is set for retries.
+    pub queue_url: String,
+    /// Key `IDEMPOTENCY_TABLE`.
+    pub idempotency_table: String,
+    /// Key `EVENT_BUS_NAME`.
+    pub event_bus: String,
+    /// Key `PAYLOAD_BUCKET`.
+    pub payload_bucket: String,
+    /// Keys `IDEMPOTENCY_LEASE_SECONDS` (default 60) and `IDEMPOTENCY_TTL_DAYS` (default 7).
+    pub idempotency: IdempotencyPolicy,
+    /// Keys `RETRY_BASE_SECONDS` (default 5) and `RETRY_CAP_SECONDS` (default 900).
+    pub backoff: Backoff,
+}
+
+impl EventConsumerSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let lease: u32 = env.parse_or("IDEMPOTENCY_LEASE_SECONDS", 60)?;
+        let ttl_days: u32 = env.parse_or("IDEMPOTENCY_TTL_DAYS", 7)?;
+        if ttl_days == 0 {
+            return Err(ConfigError::Invalid {
+                key: "IDEMPOTENCY_TTL_DAYS",
+                reason: "must be at least 1: providers retry for days".into(),
+            });
+        }
+        let base: u32 = env.parse_or("RETRY_BASE_SECONDS", 5)?;
+        let cap: u32 = env.parse_or("RETRY_CAP_SECONDS", 900)?;
+        if base == 0 || cap < base || cap > 43_200 {
+            return Err(ConfigError::Invalid {
+                key: "RETRY_CAP_SECONDS",
+                reason: "need 0 < RETRY_BASE_SECONDS <= RETRY_CAP_SECONDS <= 43200 (SQS's longest visibility)".into(),
+            });
+        }
+        Ok(EventConsumerSettings {
+            queue_url: env.required("INGEST_QUEUE_URL")?,
+            idempotency_table: env.required("IDEMPOTENCY_TABLE")?,
+            event_bus: env.required("EVENT_BUS_NAME")?,
+            payload_bucket: env.required("PAYLOAD_BUCKET")?,
+            idempotency: IdempotencyPolicy {
+                lease: time::Duration::seconds(i64::from(lease)),
+                completed_ttl: time::Duration::days(i64::from(ttl_days)),
+            },
+            backoff: Backoff {
+                base: std::time::Duration::from_secs(u64::from(base)),
+                cap: std::time::Duration::from_secs(u64::from(cap)),
             },
         })
     }

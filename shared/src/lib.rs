@@ -8,9 +8,13 @@
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod consumer;
+pub mod events;
+pub mod idempotency;
 pub mod normalize;
 pub mod payloads;
 pub mod queue;
+pub mod retry;
 pub mod secrets;
 pub mod telemetry;
 pub mod webhooks;

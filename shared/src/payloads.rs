@@ -17,6 +17,17 @@ pub trait PayloadStore: Send + Sync + std::fmt::Debug {
     /// Stores `body` under `key` (overwriting: the same event stores the same bytes) and
     /// returns its `s3://bucket/key` URI.
     async fn put(&self, key: &str, body: &[u8]) -> Result<String, PayloadError>;
+
+    /// Reads back the bytes at a URI returned by [`PayloadStore::put`].
+    async fn get(&self, uri: &str) -> Result<Vec<u8>, PayloadError>;
+}
+
+/// Splits `s3://bucket/key`.
+fn parse_uri(uri: &str) -> Result<(&str, &str), PayloadError> {
+    uri.strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+        .ok_or_else(|| PayloadError(format!("not an s3://bucket/key URI: {uri:?}").into()))
 }
 
 /// Amazon S3.
@@ -58,6 +69,24 @@ impl PayloadStore for S3PayloadStore {
             .map_err(|err| PayloadError(Box::new(aws_sdk_s3::Error::from(err))))?;
         Ok(format!("s3://{}/{key}", self.bucket))
     }
+
+    async fn get(&self, uri: &str) -> Result<Vec<u8>, PayloadError> {
+        let (bucket, key) = parse_uri(uri)?;
+        let object = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| PayloadError(Box::new(aws_sdk_s3::Error::from(err))))?;
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| PayloadError(Box::new(err)))?;
+        Ok(bytes.into_bytes().to_vec())
+    }
 }
 
 /// Keeps payloads in memory.
@@ -85,5 +114,11 @@ impl PayloadStore for InMemoryPayloadStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(key.to_owned(), body.to_vec());
         Ok(format!("s3://in-memory/{key}"))
+    }
+
+    async fn get(&self, uri: &str) -> Result<Vec<u8>, PayloadError> {
+        let (_, key) = parse_uri(uri)?;
+        self.get(key)
+            .ok_or_else(|| PayloadError(format!("no payload at {uri}").into()))
     }
 }

@@ -141,3 +141,85 @@ impl EventQueue for InMemoryEventQueue {
         Ok(())
     }
 }
+
+/// Schedules a failed message's next delivery: the retry delay becomes the message's
+/// visibility timeout, so nothing sleeps to back off.
+#[async_trait]
+pub trait RetryScheduler: Send + Sync + std::fmt::Debug {
+    /// Makes the message (by receipt handle) visible again after `delay`.
+    async fn retry_after(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError>;
+}
+
+/// SQS `ChangeMessageVisibility` on the queue the consumer reads.
+#[derive(Debug, Clone)]
+pub struct SqsRetryScheduler {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsRetryScheduler {
+    pub fn from_config(aws: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        SqsRetryScheduler {
+            client: aws_sdk_sqs::Client::new(aws),
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+/// SQS's longest visibility timeout (12 hours).
+const MAX_VISIBILITY_SECONDS: u64 = 43_200;
+
+#[async_trait]
+impl RetryScheduler for SqsRetryScheduler {
+    async fn retry_after(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let seconds = delay.as_secs().min(MAX_VISIBILITY_SECONDS) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| QueueError(Box::new(aws_sdk_sqs::Error::from(err))))
+    }
+}
+
+/// Records scheduled retries in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryRetryScheduler {
+    scheduled: Mutex<Vec<(String, std::time::Duration)>>,
+}
+
+impl InMemoryRetryScheduler {
+    /// `(receipt handle, delay)` of every scheduled retry.
+    pub fn scheduled(&self) -> Vec<(String, std::time::Duration)> {
+        self.scheduled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl RetryScheduler for InMemoryRetryScheduler {
+    async fn retry_after(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        self.scheduled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::webhooks::Outcome;
+use crate::{consumer::ItemOutcome, webhooks::Outcome};
 
 /// The CloudWatch namespace of every Junction metric.
 pub const NAMESPACE: &str = "Junction";
@@ -117,6 +117,53 @@ pub fn record_webhook(outcome: &Outcome, latency: Duration) {
                 ),
                 ("IngressErrors", flag(outcome.status >= 500), "Count"),
                 ("IngressLatency", latency_ms, "Milliseconds"),
+            ],
+        )
+    );
+}
+
+/// Logs one consumed message's outcome and prints its metrics: `EventsProcessed`,
+/// `EventsDuplicate`, `EventsRetried`, `EventsFailed` (each message that will end in the
+/// DLQ passes here first), `PayloadMismatches` and `EventsPublished`.
+pub fn record_consumed(outcome: &ItemOutcome) {
+    let provider = outcome.provider.as_deref().unwrap_or("unknown");
+    let event_id = outcome.event_id.as_deref().unwrap_or("");
+    let reason = outcome.reason.unwrap_or("");
+    let retry_in_s = outcome.retry_in.map(|d| d.as_secs()).unwrap_or_default();
+    if outcome.payload_mismatch {
+        tracing::warn!(provider, event_id, message_id = %outcome.message_id,
+            "event id reused with a different payload; acknowledged as a duplicate");
+    }
+    match outcome.result {
+        "failed" => tracing::error!(provider, event_id, message_id = %outcome.message_id,
+            result = outcome.result, reason, "event failed permanently"),
+        "retry" => tracing::warn!(provider, event_id, message_id = %outcome.message_id,
+            result = outcome.result, reason, retry_in_s, "event will be retried"),
+        _ => tracing::info!(provider, event_id, message_id = %outcome.message_id,
+            result = outcome.result, published = outcome.published, "event consumed"),
+    }
+    let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    println!(
+        "{}",
+        emf_line(
+            now_ms,
+            &[("Provider", provider)],
+            &[
+                (
+                    "EventsProcessed",
+                    flag(outcome.result == "processed"),
+                    "Count"
+                ),
+                (
+                    "EventsDuplicate",
+                    flag(outcome.result == "duplicate"),
+                    "Count"
+                ),
+                ("EventsRetried", flag(outcome.result == "retry"), "Count"),
+                ("EventsFailed", flag(outcome.result == "failed"), "Count"),
+                ("PayloadMismatches", flag(outcome.payload_mismatch), "Count"),
+                ("EventsPublished", outcome.published as f64, "Count"),
             ],
         )
     );

@@ -47,6 +47,34 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
     assert_eq!(env["PAYLOAD_BUCKET"], stack.resources["PayloadBucket"]);
     assert_eq!(env["MAX_BODY_BYTES"], "5242880");
 
+    let consumer = &stack.functions["EventConsumerFunction"];
+    assert_eq!(consumer.binary.as_deref(), Some("event-consumer"));
+    let consumer_env = consumer.environment_strings();
+    assert_eq!(
+        consumer_env["IDEMPOTENCY_TABLE"],
+        stack.resources["IdempotencyTable"]
+    );
+    assert_eq!(
+        consumer_env["EVENT_BUS_NAME"],
+        stack.outputs["EventBusName"]
+    );
+    assert_eq!(consumer_env["INGEST_QUEUE_URL"], ingest.url);
+    let mapping = stack
+        .event_source_mappings
+        .iter()
+        .find(|m| m.function.as_deref() == Some("EventConsumerFunction"))
+        .expect("the consumer reads the ingest queue");
+    assert_eq!(mapping.queue, "IngestQueue");
+    assert!(mapping.report_batch_item_failures);
+    let visibility: u64 = ingest.attributes["VisibilityTimeout"]
+        .parse()
+        .expect("number");
+    assert!(
+        visibility >= 6 * consumer.timeout,
+        "AWS guidance: visibility timeout ({visibility} s) at least 6 x the consumer's timeout ({} s)",
+        consumer.timeout
+    );
+
     let routes: Vec<(String, String)> = stack
         .routes
         .iter()

@@ -1,0 +1,70 @@
+//! event-consumer: the ingest queue's Lambda (SQS event source with
+//! `ReportBatchItemFailures`). The logic is `shared::consumer::Consumer`; this binary
+//! wires it to Lambda and maps outcomes to batch item failures.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::{LambdaEvent, service_fn};
+use shared::{
+    clock::SystemClock,
+    config::{EventConsumerSettings, load_aws_config, process_env},
+    consumer::{Consumer, InboundMessage},
+    events::EventBridgeBus,
+    idempotency::{DynamoIdempotencyStore, Idempotency},
+    payloads::S3PayloadStore,
+    queue::SqsRetryScheduler,
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init();
+    let settings = EventConsumerSettings::from_env(&process_env())?;
+    let aws = load_aws_config().await;
+    let consumer = Consumer::new(
+        Idempotency::new(
+            DynamoIdempotencyStore::from_config(&aws, settings.idempotency_table),
+            settings.idempotency,
+        ),
+        Arc::new(EventBridgeBus::from_config(&aws, settings.event_bus)),
+        Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
+        Arc::new(SqsRetryScheduler::from_config(&aws, settings.queue_url)),
+        Arc::new(SystemClock),
+        settings.backoff,
+    );
+    let consumer = &consumer;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let messages = event.payload.records.into_iter().map(inbound).collect();
+        let outcomes = consumer.process_batch(messages).await;
+        let mut response = SqsBatchResponse::default();
+        for outcome in &outcomes {
+            telemetry::record_consumed(outcome);
+            if outcome.keeps_message() {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = outcome.message_id.clone();
+                response.batch_item_failures.push(failure);
+            }
+        }
+        Ok::<_, std::convert::Infallible>(response)
+    }))
+    .await
+}
+
+fn inbound(record: SqsMessage) -> InboundMessage {
+    InboundMessage {
+        message_id: record.message_id.unwrap_or_default(),
+        receipt_handle: record.receipt_handle.unwrap_or_default(),
+        body: record.body.unwrap_or_default(),
+        attributes: record
+            .message_attributes
+            .into_iter()
+            .filter_map(|(name, value)| value.string_value.map(|text| (name, text)))
+            .collect(),
+        receive_count: record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1),
+    }
+}

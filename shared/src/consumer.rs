@@ -1,0 +1,273 @@
+//! The event consumer: one SQS batch from the ingest queue in, batch item failures out.
+//!
+//! Per message: read the ingress's attributes and the raw body (from S3 when it was too
+//! large), claim the idempotency key, turn the event into CloudEvents, publish them,
+//! mark the key completed, and only then let the message be deleted (by not reporting
+//! it). Any failure releases the claim and reports the item failed; transient failures
+//! get a visibility timeout from exponential backoff with full jitter, permanent ones
+//! become visible at once so the redrive policy moves them to the DLQ after
+//! maxReceiveCount, body intact. Nothing sleeps.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    clock::Clock,
+    events::{CloudEvent, EventBus},
+    idempotency::{ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore},
+    payloads::PayloadStore,
+    queue::{RetryScheduler, attribute},
+    retry::Backoff,
+    webhooks::rfc3339_millis,
+};
+
+/// One SQS record as the consumer needs it.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// String message attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// SQS's `ApproximateReceiveCount` (1 on the first delivery).
+    pub receive_count: u32,
+}
+
+/// What happened to one message: logged as one line and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemOutcome {
+    pub message_id: String,
+    pub provider: Option<String>,
+    pub event_id: Option<String>,
+    /// `processed`, `duplicate`, `retry` or `failed`.
+    pub result: &'static str,
+    /// Why, for anything but `processed`.
+    pub reason: Option<&'static str>,
+    /// Events published for this message.
+    pub published: usize,
+    /// The provider reused an event id for a different payload.
+    pub payload_mismatch: bool,
+    /// When the message will be seen again, for retries.
+    pub retry_in: Option<Duration>,
+}
+
+impl ItemOutcome {
+    /// Whether the message must stay on the queue (reported as a batch item failure).
+    pub fn keeps_message(&self) -> bool {
+        matches!(self.result, "retry" | "failed")
+    }
+}
+
+/// A failure processing one message.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// Worth retrying later (infrastructure, another worker's lease).
+    #[error("transient: {0}")]
+    Transient(&'static str),
+    /// Retrying the same bytes cannot succeed; ends in the DLQ for an operator.
+    #[error("permanent: {0}")]
+    Permanent(&'static str),
+}
+
+/// The consumer with its ports.
+#[derive(Debug)]
+pub struct Consumer<S> {
+    idempotency: Idempotency<S>,
+    bus: Arc<dyn EventBus>,
+    payloads: Arc<dyn PayloadStore>,
+    retries: Arc<dyn RetryScheduler>,
+    clock: Arc<dyn Clock>,
+    backoff: Backoff,
+}
+
+/// The message, decoded.
+struct Event {
+    provider: String,
+    scope: Option<String>,
+    event_id: String,
+    event_type: Option<String>,
+    received_at: Option<String>,
+    body: Vec<u8>,
+}
+
+impl<S: IdempotencyStore> Consumer<S> {
+    pub fn new(
+        idempotency: Idempotency<S>,
+        bus: Arc<dyn EventBus>,
+        payloads: Arc<dyn PayloadStore>,
+        retries: Arc<dyn RetryScheduler>,
+        clock: Arc<dyn Clock>,
+        backoff: Backoff,
+    ) -> Self {
+        Consumer {
+            idempotency,
+            bus,
+            payloads,
+            retries,
+            clock,
+            backoff,
+        }
+    }
+
+    /// Processes a batch; the messages whose outcome [`ItemOutcome::keeps_message`] must
+    /// be reported as batch item failures.
+    pub async fn process_batch(&self, messages: Vec<InboundMessage>) -> Vec<ItemOutcome> {
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for message in messages {
+            outcomes.push(self.process(message).await);
+        }
+        outcomes
+    }
+
+    /// Processes one message and schedules its retry when it fails.
+    pub async fn process(&self, message: InboundMessage) -> ItemOutcome {
+        let mut outcome = ItemOutcome {
+            message_id: message.message_id.clone(),
+            provider: message.attributes.get(attribute::PROVIDER).cloned(),
+            event_id: message.attributes.get(attribute::EVENT_ID).cloned(),
+            result: "processed",
+            reason: None,
+            published: 0,
+            payload_mismatch: false,
+            retry_in: None,
+        };
+        let failure = match self.handle(&message, &mut outcome).await {
+            Ok(()) => return outcome,
+            Err(failure) => failure,
+        };
+        let (result, reason, delay) = match failure {
+            Failure::Transient(reason) => {
+                let delay = self
+                    .backoff
+                    .delay(message.receive_count, &mut rand::thread_rng());
+                ("retry", reason, delay)
+            }
+            Failure::Permanent(reason) => ("failed", reason, Duration::ZERO),
+        };
+        outcome.result = result;
+        outcome.reason = Some(reason);
+        outcome.retry_in = Some(delay);
+        // If this fails the message keeps the queue's visibility timeout: still retried.
+        let _ = self
+            .retries
+            .retry_after(&message.receipt_handle, delay)
+            .await;
+        outcome
+    }
+
+    async fn handle(
+        &self,
+        message: &InboundMessage,
+        outcome: &mut ItemOutcome,
+    ) -> Result<(), Failure> {
+        let event = self.decode(message).await?;
+        let payload_hash = hex::encode(Sha256::digest(&event.body));
+        let key = IdempotencyKey::new(&event.provider, event.scope.as_deref(), &event.event_id);
+        let now = self.clock.now();
+        let claim = match self
+            .idempotency
+            .claim(&key, &payload_hash, now)
+            .await
+            .map_err(|_| Failure::Transient("idempotency_store_unavailable"))?
+        {
+            ClaimOutcome::Claimed(claim) => claim,
+            ClaimOutcome::AlreadyCompleted { same_payload } => {
+                outcome.result = "duplicate";
+                outcome.payload_mismatch = !same_payload;
+                return Ok(());
+            }
+            ClaimOutcome::InProgressElsewhere { .. } => {
+                return Err(Failure::Transient("in_progress_elsewhere"));
+            }
+        };
+        let result = async {
+            let events = to_cloud_events(&event)?;
+            self.bus
+                .publish(&events)
+                .await
+                .map_err(|_| Failure::Transient("publish_failed"))?;
+            outcome.published = events.len();
+            self.idempotency
+                .complete(&claim, self.clock.now())
+                .await
+                .map_err(|_| Failure::Transient("idempotency_store_unavailable"))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Best effort: if the release fails, the lease runs out before redelivery.
+            let _ = self.idempotency.release(&claim).await;
+        }
+        result
+    }
+
+    async fn decode(&self, message: &InboundMessage) -> Result<Event, Failure> {
+        let attribute = |name: &str| {
+            message
+                .attributes
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
+        let provider =
+            attribute(attribute::PROVIDER).ok_or(Failure::Permanent("missing_provider"))?;
+        let event_id =
+            attribute(attribute::EVENT_ID).ok_or(Failure::Permanent("missing_event_id"))?;
+        let body = match attribute(attribute::BODY_ENCODING).as_deref() {
+            Some("utf8") | None => message.body.clone().into_bytes(),
+            Some("base64") => BASE64
+                .decode(&message.body)
+                .map_err(|_| Failure::Permanent("malformed_base64_body"))?,
+            Some("s3") => self
+                .payloads
+                .get(&message.body)
+                .await
+                .map_err(|_| Failure::Transient("payload_unavailable"))?,
+            Some(_) => return Err(Failure::Permanent("unknown_body_encoding")),
+        };
+        Ok(Event {
+            provider,
+            scope: attribute(attribute::ENDPOINT),
+            event_id,
+            event_type: attribute(attribute::EVENT_TYPE),
+            received_at: attribute(attribute::RECEIVED_AT),
+            body,
+        })
+    }
+}
+
+/// The CloudEvents for one provider event. Until provider adapters map events into the
+/// common models, every event passes through as a `provider_event.received` carrying
+/// the provider's payload.
+fn to_cloud_events(event: &Event) -> Result<Vec<CloudEvent>, Failure> {
+    let payload = match serde_json::from_slice::<serde_json::Value>(&event.body) {
+        Ok(json) => json,
+        Err(_) => serde_json::Value::String(String::from_utf8_lossy(&event.body).into_owned()),
+    };
+    let time = event
+        .received_at
+        .clone()
+        .unwrap_or_else(|| rfc3339_millis(time::OffsetDateTime::now_utc()));
+    let data = serde_json::json!({
+        "mapping_version": 1,
+        "provider": event.provider,
+        "event_type": event.event_type,
+        "provider_event_id": event.event_id,
+        "payload": payload,
+    });
+    Ok(vec![CloudEvent::new(
+        &event.provider,
+        &event.event_id,
+        &format!("provider_event:{}", event.event_id),
+        "provider_event.received".into(),
+        event.scope.clone(),
+        time,
+        data,
+    )])
+}
+
+#[cfg(test)]
+#[path = "consumer_tests.rs"]
+mod tests;

@@ -1,0 +1,255 @@
+//! The event consumer against the AWS emulator: the DynamoDB idempotency store meets
+//! the same contract as the in-memory one, and duplicates delivered concurrently turn
+//! into exactly one CloudEvent each on a real EventBridge bus (observed through a rule
+//! targeting an SQS queue).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use local_stack::emulator::{Moto, repo_root};
+use shared::{
+    clock::SystemClock,
+    config::aws_timeouts,
+    consumer::{Consumer, InboundMessage},
+    events::{CloudEvent, EventBridgeBus},
+    idempotency::{DynamoIdempotencyStore, Idempotency, IdempotencyPolicy, check_store_contract},
+    payloads::S3PayloadStore,
+    queue::{SqsRetryScheduler, attribute},
+    retry::Backoff,
+};
+
+async fn emulator() -> (Moto, aws_config::SdkConfig) {
+    let moto =
+        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
+    let aws = moto
+        .sdk_config()
+        .await
+        .into_builder()
+        .timeout_config(aws_timeouts())
+        .build();
+    (moto, aws)
+}
+
+async fn create_table(aws: &aws_config::SdkConfig, name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    aws_sdk_dynamodb::Client::new(aws)
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .send()
+        .await
+        .expect("create table");
+}
+
+#[tokio::test]
+async fn dynamodb_store_meets_the_idempotency_contract() {
+    let (_moto, aws) = emulator().await;
+    create_table(&aws, "idempotency").await;
+    check_store_contract(
+        DynamoIdempotencyStore::from_config(&aws, "idempotency"),
+        "contract",
+    )
+    .await;
+}
+
+const EVENTS: usize = 100;
+const COPIES: usize = 10;
+const WORKERS: usize = 16;
+
+#[tokio::test]
+async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
+    let (_moto, aws) = emulator().await;
+    create_table(&aws, "idempotency").await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let observed_url = sqs
+        .create_queue()
+        .queue_name("observed")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let observed_arn = "arn:aws:sqs:us-east-1:123456789012:observed";
+    let events = aws_sdk_eventbridge::Client::new(&aws);
+    events
+        .create_event_bus()
+        .name("junction-events")
+        .send()
+        .await
+        .expect("bus");
+    events
+        .put_rule()
+        .name("everything")
+        .event_bus_name("junction-events")
+        .event_pattern(r#"{"source":[{"prefix":"junction/"}]}"#)
+        .send()
+        .await
+        .expect("rule");
+    events
+        .put_targets()
+        .rule("everything")
+        .event_bus_name("junction-events")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("observed")
+                .arn(observed_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("target");
+
+    let consumer = Arc::new(Consumer::new(
+        Idempotency::new(
+            DynamoIdempotencyStore::from_config(&aws, "idempotency"),
+            IdempotencyPolicy::default(),
+        ),
+        Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
+        Arc::new(S3PayloadStore::from_config(&aws, "unused")),
+        // Retries are driven by this test; a fake receipt handle makes the visibility call fail harmlessly.
+        Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url)),
+        Arc::new(SystemClock),
+        Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(4),
+        },
+    ));
+
+    // Every event EVENTS × COPIES times, interleaved, worked by WORKERS tasks. A copy that
+    // finds its event in progress elsewhere is retried, as SQS would redeliver it.
+    let queue: Vec<InboundMessage> = (0..COPIES)
+        .flat_map(|copy| (0..EVENTS).map(move |n| message(n, copy)))
+        .collect();
+    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let (queue, consumer) = (queue.clone(), consumer.clone());
+        workers.push(tokio::spawn(async move {
+            let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
+            loop {
+                let Some(next) = queue.lock().await.pop() else {
+                    return tally;
+                };
+                let outcome = consumer.process(next.clone()).await;
+                *tally.entry(outcome.result).or_default() += 1;
+                if outcome.keeps_message() {
+                    assert_eq!(outcome.reason, Some("in_progress_elsewhere"), "{outcome:?}");
+                    let mut again = next;
+                    again.receive_count += 1;
+                    assert!(
+                        again.receive_count < 1000,
+                        "a retry never converged: {outcome:?}"
+                    );
+                    queue.lock().await.insert(0, again);
+                }
+            }
+        }));
+    }
+    let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for worker in workers {
+        for (result, count) in worker.await.expect("worker") {
+            *tally.entry(result).or_default() += count;
+        }
+    }
+    assert_eq!(tally.get("processed"), Some(&EVENTS), "{tally:?}");
+    assert_eq!(
+        tally.get("duplicate"),
+        Some(&(EVENTS * (COPIES - 1))),
+        "{tally:?}"
+    );
+
+    // Exactly one CloudEvent per event reached the bus's target.
+    let mut ids = std::collections::BTreeSet::new();
+    let mut received = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while received < EVENTS + 1 && std::time::Instant::now() < deadline {
+        let batch = sqs
+            .receive_message()
+            .queue_url(&observed_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        if batch.is_empty() && received >= EVENTS {
+            break;
+        }
+        for m in batch {
+            let envelope: serde_json::Value =
+                serde_json::from_str(m.body().unwrap_or_default()).expect("eventbridge envelope");
+            let event: CloudEvent =
+                serde_json::from_value(envelope["detail"].clone()).expect("a CloudEvent");
+            ids.insert(event.providereventid);
+            received += 1;
+            sqs.delete_message()
+                .queue_url(&observed_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    assert_eq!(
+        received, EVENTS,
+        "one bus event per distinct event, no duplicates"
+    );
+    assert_eq!(ids.len(), EVENTS);
+
+    // Nothing is left in progress.
+    let items = aws_sdk_dynamodb::Client::new(&aws)
+        .scan()
+        .table_name("idempotency")
+        .send()
+        .await
+        .expect("scan")
+        .items
+        .unwrap_or_default();
+    assert_eq!(items.len(), EVENTS);
+    assert!(items.iter().all(|item| {
+        item.get("status")
+            .and_then(|s| s.as_s().ok())
+            .map(String::as_str)
+            == Some("completed")
+    }));
+}
+
+fn message(n: usize, copy: usize) -> InboundMessage {
+    let event_id = format!("evt_{n:03}");
+    let attributes = [
+        (attribute::PROVIDER, "stripe".to_owned()),
+        (attribute::EVENT_ID, event_id.clone()),
+        (attribute::BODY_ENCODING, "utf8".to_owned()),
+        (
+            attribute::RECEIVED_AT,
+            "2024-01-02T03:04:05.000Z".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    InboundMessage {
+        message_id: format!("m-{n}-{copy}"),
+        receipt_handle: format!("not-a-real-handle-{n}-{copy}"),
+        body: format!(r#"{{"id":"{event_id}","type":"invoice.paid"}}"#),
+        attributes,
+        receive_count: 1,
+    }
+}
