@@ -30,7 +30,8 @@ struct Cli {
     region: Option<String>,
     /// The stack's name: its queues are named `<stack>-…`.
     #[arg(
-        long,
+        long = "stack-name",
+        visible_alias = "stack",
         global = true,
         env = "JUNCTION_STACK",
         default_value = "junction-local"

@@ -228,7 +228,10 @@ pub struct LocalStack {
     sdk_config: aws_config::SdkConfig,
     state_path: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
+    /// Function supervisors, mapping pollers and schedules: they end on `shutdown`.
     tasks: Vec<JoinHandle<()>>,
+    /// The HTTP API and control servers: aborted.
+    servers: Vec<JoinHandle<()>>,
     /// Declared last so it is dropped after the tasks are aborted.
     moto: Option<Moto>,
 }
@@ -472,8 +475,10 @@ impl LocalStack {
             mappings,
             api_port,
         });
-        tasks.push(serve(api_listener, api_router(served.clone())));
-        tasks.push(serve(control_listener, control_router(served.clone())));
+        let servers = vec![
+            serve(api_listener, api_router(served.clone())),
+            serve(control_listener, control_router(served.clone())),
+        ];
 
         let mut stack = LocalStack {
             served,
@@ -486,6 +491,7 @@ impl LocalStack {
             state_path: None,
             shutdown,
             tasks,
+            servers,
             moto,
         };
         stack.write_state(&config)?;
@@ -628,12 +634,21 @@ impl LocalStack {
             .collect()
     }
 
-    /// Stops every function process and server and waits for them to end.
+    /// Stops every function process and server and waits for them to end: each
+    /// process is killed and reaped, each poller and schedule returns.
     pub async fn stop(mut self) {
         self.shutdown.send_replace(true);
-        for task in std::mem::take(&mut self.tasks) {
-            task.abort();
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        for server in std::mem::take(&mut self.servers) {
+            server.abort();
+            let _ = server.await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for mut task in std::mem::take(&mut self.tasks) {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                // Dropping the aborted task drops its child, which kills it.
+                task.abort();
+                let _ = task.await;
+            }
         }
         if let Some(path) = self.state_path.take() {
             let _ = std::fs::remove_file(path);
@@ -642,9 +657,11 @@ impl LocalStack {
 }
 
 impl Drop for LocalStack {
+    /// A stack dropped without [`LocalStack::stop`] (a panicking test) still stops
+    /// everything: aborting a supervisor drops its `kill_on_drop` child.
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
-        for task in &self.tasks {
+        for task in self.servers.iter().chain(&self.tasks) {
             task.abort();
         }
         if let Some(path) = self.state_path.take() {

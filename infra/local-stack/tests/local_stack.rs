@@ -108,6 +108,14 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
         stack.wait_ready(Duration::from_secs(60)).await,
         "functions initialize"
     );
+    // Once the template has an ingest consumer, pause it so the messages stay put.
+    for mapping in stack
+        .mappings()
+        .iter()
+        .filter(|m| m.queue() == "IngestQueue")
+    {
+        mapping.set_enabled(false).await;
+    }
 
     // GIVEN the development secrets the stack seeded for every webhook provider
     let catalog = Catalog::embedded().expect("catalog");
