@@ -169,10 +169,15 @@ struct PushEnvelope {
 struct PubSubMessage {
     #[serde(default)]
     data: Option<String>,
-    #[serde(default, alias = "message_id", rename = "messageId")]
+    // Pub/Sub sends both spellings of these two fields.
+    #[serde(default, rename = "messageId")]
     message_id: Option<String>,
-    #[serde(default, alias = "publish_time", rename = "publishTime")]
+    #[serde(default, rename = "message_id")]
+    message_id_snake: Option<String>,
+    #[serde(default, rename = "publishTime")]
     publish_time: Option<String>,
+    #[serde(default, rename = "publish_time")]
+    publish_time_snake: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +205,11 @@ pub(crate) fn push(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
                 "a Gmail notification {emailAddress, historyId}",
                 inner,
             )?;
-            (notification, message.message_id, message.publish_time)
+            (
+                notification,
+                message.message_id.or(message.message_id_snake),
+                message.publish_time.or(message.publish_time_snake),
+            )
         }
         None => (
             Notification {

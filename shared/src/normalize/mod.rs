@@ -141,9 +141,9 @@ pub struct VersionMismatch {
     pub received: String,
 }
 
-/// One normalized item, tagged `kind` in JSON.
+/// One normalized item, tagged `item` in JSON (`"item": "work_item"`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "item", rename_all = "snake_case")]
 pub enum Normalized {
     MessageGroup(MessageGroup),
     PipelineItem(PipelineItem),
