@@ -386,6 +386,61 @@ mod tests {
     }
 
     #[test]
+    fn request_tokens_never_reach_the_output() {
+        let headers = BTreeMap::new();
+        let body = br#"{"token":"verification-token-value","type":"event_callback","event_id":"Ev1","event_time":1355517523,"event":{"type":"reaction_added","event_ts":"1355517523.000005"}}"#;
+        let out = normalize(&raw("slack", None, &headers, body)).expect("pass-through");
+        let text = serde_json::to_string(&out).expect("serializable");
+        assert!(!text.contains("verification-token-value"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_hubspot_delivery_yields_nothing() {
+        let headers = BTreeMap::new();
+        let out = normalize(&raw("hubspot", None, &headers, b"[]")).expect("empty array");
+        assert!(out.items.is_empty());
+    }
+
+    #[test]
+    fn salesforce_overflow_asks_for_a_resync() {
+        let headers = BTreeMap::new();
+        let body = br#"{"ChangeEventHeader":{"entityName":"Opportunity","recordIds":[],"changeType":"GAP_OVERFLOW","commitTimestamp":1707582000000}}"#;
+        let out = normalize(&raw("salesforce", Some("opportunity"), &headers, body))
+            .expect("overflow maps");
+        match out.items.as_slice() {
+            [Normalized::NeedsFetch(request)] => {
+                assert_eq!(request.meta.id, "*");
+                assert_eq!(request.model, Model::PipelineItem);
+            }
+            other => panic!("expected one fetch request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_twilio_cloudevent_without_id_is_a_missing_field() {
+        let headers = BTreeMap::new();
+        let body = br#"[{"specversion":"1.0","type":"com.twilio.messaging.message.sent","time":"2024-01-02T03:04:05Z"}]"#;
+        let err = normalize(&raw("twilio", None, &headers, body)).expect_err("no id");
+        assert_eq!(
+            err,
+            NormalizeError::MissingField {
+                adapter: "twilio.event",
+                field: "[0].id".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_invalid_and_not_quoted() {
+        let headers = BTreeMap::new();
+        let err =
+            normalize(&raw("stripe", None, &headers, b"sk_live_not_json")).expect_err("not JSON");
+        assert!(matches!(err, NormalizeError::InvalidBody { .. }), "{err}");
+        assert!(!err.to_string().contains("sk_live"), "{err}");
+    }
+
+    #[test]
     fn every_adapter_name_is_unique() {
         let mut names: Vec<_> = ADAPTERS.iter().map(|a| a.name).collect();
         names.sort_unstable();
