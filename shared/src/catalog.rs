@@ -109,6 +109,10 @@ pub struct Provider {
     pub name: String,
     /// The provider's own documentation of what this entry encodes.
     pub docs: String,
+    /// The API version Junction is built against. Payloads stating another version are
+    /// still processed, and the mismatch is logged and counted.
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// How the provider's webhooks are verified and read; absent for poll-only APIs.
     pub webhook: Option<WebhookSpec>,
 }

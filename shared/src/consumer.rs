@@ -14,9 +14,11 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use sha2::{Digest, Sha256};
 
 use crate::{
+    catalog::Catalog,
     clock::Clock,
     events::{CloudEvent, EventBus},
     idempotency::{ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore},
+    normalize::{Normalized, RawEvent, normalize},
     payloads::PayloadStore,
     queue::{RetryScheduler, attribute},
     retry::Backoff,
@@ -51,6 +53,15 @@ pub struct ItemOutcome {
     pub payload_mismatch: bool,
     /// When the message will be seen again, for retries.
     pub retry_in: Option<Duration>,
+    /// The specific cause of a permanent failure (never a secret or payload value).
+    pub detail: Option<String>,
+    /// `(pinned, received)` when the payload states another API version than the
+    /// catalog pins: processed anyway, logged and counted so an operator hears of a
+    /// provider-side change before it breaks anything.
+    pub version_mismatch: Option<(String, String)>,
+    /// Items that only identify a resource to fetch from the provider's API; they are
+    /// not published until the fetch stage exists (logged and counted).
+    pub fetches_pending: usize,
 }
 
 impl ItemOutcome {
@@ -74,6 +85,7 @@ enum Failure {
 /// The consumer with its ports.
 #[derive(Debug)]
 pub struct Consumer<S> {
+    catalog: &'static Catalog,
     idempotency: Idempotency<S>,
     bus: Arc<dyn EventBus>,
     payloads: Arc<dyn PayloadStore>,
@@ -89,11 +101,14 @@ struct Event {
     event_id: String,
     event_type: Option<String>,
     received_at: Option<String>,
+    /// The forwarded request headers (lowercase names).
+    headers: BTreeMap<String, String>,
     body: Vec<u8>,
 }
 
 impl<S: IdempotencyStore> Consumer<S> {
     pub fn new(
+        catalog: &'static Catalog,
         idempotency: Idempotency<S>,
         bus: Arc<dyn EventBus>,
         payloads: Arc<dyn PayloadStore>,
@@ -102,6 +117,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         backoff: Backoff,
     ) -> Self {
         Consumer {
+            catalog,
             idempotency,
             bus,
             payloads,
@@ -132,6 +148,9 @@ impl<S: IdempotencyStore> Consumer<S> {
             published: 0,
             payload_mismatch: false,
             retry_in: None,
+            detail: None,
+            version_mismatch: None,
+            fetches_pending: 0,
         };
         let failure = match self.handle(&message, &mut outcome).await {
             Ok(()) => return outcome,
@@ -183,7 +202,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             }
         };
         let result = async {
-            let events = to_cloud_events(&event)?;
+            let events = self.to_cloud_events(&event, outcome)?;
             self.bus
                 .publish(&events)
                 .await
@@ -233,39 +252,68 @@ impl<S: IdempotencyStore> Consumer<S> {
             event_id,
             event_type: attribute(attribute::EVENT_TYPE),
             received_at: attribute(attribute::RECEIVED_AT),
+            headers: attribute(attribute::HEADERS)
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default(),
             body,
         })
     }
-}
 
-/// The CloudEvents for one provider event. Until provider adapters map events into the
-/// common models, every event passes through as a `provider_event.received` carrying
-/// the provider's payload.
-fn to_cloud_events(event: &Event) -> Result<Vec<CloudEvent>, Failure> {
-    let payload = match serde_json::from_slice::<serde_json::Value>(&event.body) {
-        Ok(json) => json,
-        Err(_) => serde_json::Value::String(String::from_utf8_lossy(&event.body).into_owned()),
-    };
-    let time = event
-        .received_at
-        .clone()
-        .unwrap_or_else(|| rfc3339_millis(time::OffsetDateTime::now_utc()));
-    let data = serde_json::json!({
-        "mapping_version": 1,
-        "provider": event.provider,
-        "event_type": event.event_type,
-        "provider_event_id": event.event_id,
-        "payload": payload,
-    });
-    Ok(vec![CloudEvent::new(
-        &event.provider,
-        &event.event_id,
-        &format!("provider_event:{}", event.event_id),
-        "provider_event.received".into(),
-        event.scope.clone(),
-        time,
-        data,
-    )])
+    /// Normalizes the event and makes one CloudEvent per record or provider event, in
+    /// payload order. The record key includes the item's position, so two items about
+    /// the same record in one delivery (HubSpot batches) keep distinct, stable ids.
+    fn to_cloud_events(
+        &self,
+        event: &Event,
+        outcome: &mut ItemOutcome,
+    ) -> Result<Vec<CloudEvent>, Failure> {
+        let pinned = self
+            .catalog
+            .get(&event.provider)
+            .and_then(|provider| provider.api_version.as_deref());
+        let normalization = normalize(&RawEvent {
+            provider: &event.provider,
+            resource: None,
+            event_type: event.event_type.as_deref(),
+            event_id: Some(&event.event_id),
+            headers: &event.headers,
+            body: &event.body,
+            pinned_api_version: pinned,
+        })
+        .map_err(|err| {
+            outcome.detail = Some(err.to_string());
+            Failure::Permanent("unmappable_payload")
+        })?;
+        outcome.version_mismatch = normalization
+            .version_mismatch
+            .map(|mismatch| (mismatch.pinned, mismatch.received));
+        let mut events = Vec::with_capacity(normalization.items.len());
+        for (position, item) in normalization.items.iter().enumerate() {
+            if matches!(item, Normalized::NeedsFetch(_)) {
+                outcome.fetches_pending += 1;
+                continue;
+            }
+            let meta = item.meta();
+            let model = item.model().as_str();
+            let time = meta
+                .source_timestamp
+                .map(|at| at.to_string())
+                .or_else(|| event.received_at.clone())
+                .unwrap_or_else(|| rfc3339_millis(self.clock.now()));
+            let data = serde_json::to_value(item)
+                .map_err(|_| Failure::Permanent("unserializable_record"))?;
+            events.push(CloudEvent::new(
+                &event.provider,
+                &event.event_id,
+                &format!("{position}:{model}:{}", meta.id),
+                format!("{model}.{}", meta.change.as_str()),
+                event.scope.clone(),
+                time,
+                data,
+            ));
+        }
+        Ok(events)
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+
 use super::*;
 use crate::{
     clock::FixedClock,
@@ -30,6 +32,7 @@ fn harness() -> Harness {
     let payloads = Arc::new(InMemoryPayloadStore::default());
     let retries = Arc::new(InMemoryRetryScheduler::default());
     let consumer = Consumer::new(
+        crate::catalog::Catalog::embedded().expect("catalog"),
         Idempotency::new(store.clone(), IdempotencyPolicy::default()),
         bus.clone(),
         payloads.clone(),
@@ -44,6 +47,13 @@ fn harness() -> Harness {
         payloads,
         retries,
     }
+}
+
+/// A Stripe Event object (https://docs.stripe.com/api/events/object), trimmed.
+fn stripe_event(id: &str, amount: u32) -> String {
+    format!(
+        r#"{{"id":"{id}","object":"event","type":"invoice.paid","created":1700000000,"data":{{"object":{{"id":"in_1","amount_paid":{amount}}}}}}}"#
+    )
 }
 
 fn message(id: &str, event_id: &str, body: &str, receive_count: u32) -> InboundMessage {
@@ -72,8 +82,8 @@ async fn an_event_delivered_twice_is_published_once() {
     let outcomes = h
         .consumer
         .process_batch(vec![
-            message("m1", "evt_1", r#"{"id":"evt_1"}"#, 1),
-            message("m2", "evt_1", r#"{"id":"evt_1"}"#, 1),
+            message("m1", "evt_1", &stripe_event("evt_1", 100), 1),
+            message("m2", "evt_1", &stripe_event("evt_1", 100), 1),
         ])
         .await;
     assert_eq!(outcomes[0].result, "processed");
@@ -84,8 +94,11 @@ async fn an_event_delivered_twice_is_published_once() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].source, "junction/stripe");
     assert_eq!(events[0].providereventid, "evt_1");
-    assert_eq!(events[0].time, "2023-11-14T22:13:20.000Z");
-    assert_eq!(events[0].data["payload"]["id"], "evt_1");
+    assert_eq!(events[0].event_type, "provider_event.occurred");
+    assert_eq!(events[0].time, "2023-11-14T22:13:20Z", "Stripe's `created`");
+    assert_eq!(events[0].data["item"], "provider_event");
+    assert_eq!(events[0].data["mapping_version"], 1);
+    assert_eq!(events[0].data["raw"]["data"]["object"]["amount_paid"], 100);
     assert!(h.retries.scheduled().is_empty());
 }
 
@@ -93,11 +106,11 @@ async fn an_event_delivered_twice_is_published_once() {
 async fn a_reused_id_with_another_payload_is_reported() {
     let h = harness();
     h.consumer
-        .process(message("m1", "evt_1", r#"{"v":1}"#, 1))
+        .process(message("m1", "evt_1", &stripe_event("evt_1", 1), 1))
         .await;
     let outcome = h
         .consumer
-        .process(message("m2", "evt_1", r#"{"v":2}"#, 1))
+        .process(message("m2", "evt_1", &stripe_event("evt_1", 2), 1))
         .await;
     assert_eq!(outcome.result, "duplicate");
     assert!(outcome.payload_mismatch);
@@ -131,7 +144,10 @@ async fn an_event_in_progress_elsewhere_is_retried_later_not_acknowledged() {
 async fn a_failed_publish_releases_the_claim_so_the_retry_processes_it() {
     let h = harness();
     h.bus.set_failing(true);
-    let outcome = h.consumer.process(message("m1", "evt_2", "{}", 1)).await;
+    let outcome = h
+        .consumer
+        .process(message("m1", "evt_2", &stripe_event("evt_2", 1), 1))
+        .await;
     assert_eq!(
         (outcome.result, outcome.reason),
         ("retry", Some("publish_failed"))
@@ -143,7 +159,10 @@ async fn a_failed_publish_releases_the_claim_so_the_retry_processes_it() {
         "claim released"
     );
     h.bus.set_failing(false);
-    let outcome = h.consumer.process(message("m1", "evt_2", "{}", 2)).await;
+    let outcome = h
+        .consumer
+        .process(message("m1", "evt_2", &stripe_event("evt_2", 1), 2))
+        .await;
     assert_eq!(outcome.result, "processed");
     assert_eq!(h.bus.events().len(), 1);
 }
@@ -176,14 +195,15 @@ async fn bodies_stored_in_s3_and_base64_bodies_are_read_back() {
     let h = harness();
     let uri = h
         .payloads
-        .put("webhooks/stripe/k", br#"{"big":true}"#)
+        .put("webhooks/stripe/k", stripe_event("evt_5", 5).as_bytes())
         .await
         .expect("put");
     let mut offloaded = message("m1", "evt_5", &uri, 1);
     offloaded
         .attributes
         .insert(attribute::BODY_ENCODING.into(), "s3".into());
-    let mut binary = message("m2", "evt_6", "AAEC", 1);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(stripe_event("evt_6", 6));
+    let mut binary = message("m2", "evt_6", &encoded, 1);
     binary
         .attributes
         .insert(attribute::BODY_ENCODING.into(), "base64".into());
@@ -193,6 +213,52 @@ async fn bodies_stored_in_s3_and_base64_bodies_are_read_back() {
         "{outcomes:?}"
     );
     let events = h.bus.events();
-    assert_eq!(events[0].data["payload"]["big"], true);
-    assert_eq!(events[1].data["payload"], "\u{0}\u{1}\u{2}");
+    assert_eq!(events[0].data["raw"]["data"]["object"]["amount_paid"], 5);
+    assert_eq!(events[1].data["raw"]["data"]["object"]["amount_paid"], 6);
+}
+
+#[tokio::test]
+async fn an_unmappable_payload_fails_permanently_with_a_specific_reason() {
+    let h = harness();
+    let outcome = h
+        .consumer
+        .process(message("m1", "evt_7", r#"{"object":"event"}"#, 1))
+        .await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("failed", Some("unmappable_payload"))
+    );
+    assert_eq!(
+        outcome.detail.as_deref(),
+        Some("stripe.event: required field `id` is missing")
+    );
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_7"))
+            .is_none(),
+        "claim released for the redrive"
+    );
+    assert!(h.bus.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_linear_issue_becomes_a_work_item_event() {
+    let h = harness();
+    // Linear's webhook payload (https://linear.app/developers/webhooks), trimmed.
+    let body = r#"{"action":"update","type":"Issue","createdAt":"2024-05-01T10:00:00.000Z","webhookTimestamp":1714557600000,
+        "data":{"id":"9cfb482a-81e3-4154-b5b9-2c805e70a02d","identifier":"ENG-42","title":"Fix login","priority":2,
+        "createdAt":"2024-04-30T09:00:00.000Z","updatedAt":"2024-05-01T10:00:00.000Z","state":{"id":"s1","name":"In Progress","type":"started"},
+        "team":{"id":"t1","key":"ENG","name":"Engineering"}}}"#;
+    let mut linear = message("m1", "delivery-1", body, 1);
+    linear
+        .attributes
+        .insert(attribute::PROVIDER.into(), "linear".into());
+    let outcome = h.consumer.process(linear).await;
+    assert_eq!(outcome.result, "processed", "{outcome:?}");
+    let events = h.bus.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "work_item.updated");
+    assert_eq!(events[0].source, "junction/linear");
+    assert_eq!(events[0].time, "2024-05-01T10:00:00Z");
+    assert_eq!(events[0].data["id"], "9cfb482a-81e3-4154-b5b9-2c805e70a02d");
 }

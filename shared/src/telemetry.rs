@@ -124,19 +124,33 @@ pub fn record_webhook(outcome: &Outcome, latency: Duration) {
 
 /// Logs one consumed message's outcome and prints its metrics: `EventsProcessed`,
 /// `EventsDuplicate`, `EventsRetried`, `EventsFailed` (each message that will end in the
-/// DLQ passes here first), `PayloadMismatches` and `EventsPublished`.
+/// DLQ passes here first), `PayloadMismatches`, `EventsPublished`,
+/// `ApiVersionMismatches` and `FetchesPending`.
 pub fn record_consumed(outcome: &ItemOutcome) {
     let provider = outcome.provider.as_deref().unwrap_or("unknown");
     let event_id = outcome.event_id.as_deref().unwrap_or("");
     let reason = outcome.reason.unwrap_or("");
     let retry_in_s = outcome.retry_in.map(|d| d.as_secs()).unwrap_or_default();
+    let detail = outcome.detail.as_deref().unwrap_or("");
+    if let Some((pinned, received)) = &outcome.version_mismatch {
+        tracing::warn!(provider, event_id, pinned = %pinned, received = %received,
+            "payload rendered with another API version than the pinned one; processed");
+    }
+    if outcome.fetches_pending > 0 {
+        tracing::warn!(
+            provider,
+            event_id,
+            fetches_pending = outcome.fetches_pending,
+            "items only identify a resource to fetch; not published until the fetch stage exists"
+        );
+    }
     if outcome.payload_mismatch {
         tracing::warn!(provider, event_id, message_id = %outcome.message_id,
             "event id reused with a different payload; acknowledged as a duplicate");
     }
     match outcome.result {
         "failed" => tracing::error!(provider, event_id, message_id = %outcome.message_id,
-            result = outcome.result, reason, "event failed permanently"),
+            result = outcome.result, reason, detail, "event failed permanently"),
         "retry" => tracing::warn!(provider, event_id, message_id = %outcome.message_id,
             result = outcome.result, reason, retry_in_s, "event will be retried"),
         _ => tracing::info!(provider, event_id, message_id = %outcome.message_id,
@@ -164,6 +178,12 @@ pub fn record_consumed(outcome: &ItemOutcome) {
                 ("EventsFailed", flag(outcome.result == "failed"), "Count"),
                 ("PayloadMismatches", flag(outcome.payload_mismatch), "Count"),
                 ("EventsPublished", outcome.published as f64, "Count"),
+                (
+                    "ApiVersionMismatches",
+                    flag(outcome.version_mismatch.is_some()),
+                    "Count"
+                ),
+                ("FetchesPending", outcome.fetches_pending as f64, "Count"),
             ],
         )
     );

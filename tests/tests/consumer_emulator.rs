@@ -116,6 +116,7 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
         .expect("target");
 
     let consumer = Arc::new(Consumer::new(
+        shared::catalog::Catalog::embedded().expect("catalog"),
         Idempotency::new(
             DynamoIdempotencyStore::from_config(&aws, "idempotency"),
             IdempotencyPolicy::default(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::{
+    catalog::Catalog,
     clock::SystemClock,
     config::{EventConsumerSettings, load_aws_config, process_env},
     consumer::{Consumer, InboundMessage},
@@ -23,6 +24,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = EventConsumerSettings::from_env(&process_env())?;
     let aws = load_aws_config().await;
     let consumer = Consumer::new(
+        Catalog::embedded()?,
         Idempotency::new(
             DynamoIdempotencyStore::from_config(&aws, settings.idempotency_table),
             settings.idempotency,
