@@ -302,4 +302,32 @@ mod tests {
             "a Twilio form post"
         );
     }
+
+    /// `send-webhook` samples must flow all the way: every one is mappable by the
+    /// consumer's adapters (an unmappable sample would end in the dead-letter queue).
+    #[test]
+    fn every_catalog_sample_normalizes() {
+        let now = OffsetDateTime::now_utc();
+        let catalog = shared::catalog::Catalog::embedded().expect("catalog");
+        for provider in catalog.providers().filter(|p| p.webhook.is_some()) {
+            let sample = sample(&provider.id, now);
+            let mut headers: std::collections::BTreeMap<String, String> = sample
+                .headers
+                .iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+                .collect();
+            headers.insert("content-type".into(), sample.content_type.clone());
+            let raw = shared::normalize::RawEvent {
+                provider: &provider.id,
+                resource: None,
+                event_type: None,
+                event_id: Some("sample-event-id"),
+                headers: &headers,
+                body: &sample.body,
+                pinned_api_version: None,
+            };
+            let normalized = shared::normalize::normalize(&raw);
+            assert!(normalized.is_ok(), "{}: {normalized:?}", provider.id);
+        }
+    }
 }
