@@ -154,6 +154,8 @@ pub struct EventConsumerSettings {
     pub queue_url: String,
     /// Key `IDEMPOTENCY_TABLE`.
     pub idempotency_table: String,
+    /// Key `RECORDS_TABLE`: the latest normalized record per key.
+    pub records_table: String,
     /// Key `EVENT_BUS_NAME`.
     pub event_bus: String,
     /// Key `PAYLOAD_BUCKET`.
@@ -185,6 +187,7 @@ impl EventConsumerSettings {
         Ok(EventConsumerSettings {
             queue_url: env.required("INGEST_QUEUE_URL")?,
             idempotency_table: env.required("IDEMPOTENCY_TABLE")?,
+            records_table: env.required("RECORDS_TABLE")?,
             event_bus: env.required("EVENT_BUS_NAME")?,
             payload_bucket: env.required("PAYLOAD_BUCKET")?,
             idempotency: IdempotencyPolicy {

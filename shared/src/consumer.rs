@@ -1,7 +1,8 @@
 //! The event consumer: one SQS batch from the ingest queue in, batch item failures out.
 //!
 //! Per message: read the ingress's attributes and the raw body (from S3 when it was too
-//! large), claim the idempotency key, turn the event into CloudEvents, publish them,
+//! large), claim the idempotency key, normalize the event, apply each record to the
+//! record store under the conflict rules (`records`), publish the CloudEvents,
 //! mark the key completed, and only then let the message be deleted (by not reporting
 //! it). Any failure releases the claim and reports the item failed; transient failures
 //! get a visibility timeout from exponential backoff with full jitter, permanent ones
@@ -21,6 +22,7 @@ use crate::{
     normalize::{Normalized, RawEvent, normalize},
     payloads::PayloadStore,
     queue::{RetryScheduler, attribute},
+    records::{ApplyOutcome, RecordStore, RecordWrite, apply},
     retry::Backoff,
     webhooks::rfc3339_millis,
 };
@@ -62,6 +64,10 @@ pub struct ItemOutcome {
     /// Items that only identify a resource to fetch from the provider's API; they are
     /// not published until the fetch stage exists (logged and counted).
     pub fetches_pending: usize,
+    /// Records older than the stored version: dropped (out-of-order delivery).
+    pub stale: usize,
+    /// Records the conflict rules could not settle: kept for review, announced.
+    pub conflicts: usize,
 }
 
 impl ItemOutcome {
@@ -87,6 +93,7 @@ enum Failure {
 pub struct Consumer<S> {
     catalog: &'static Catalog,
     idempotency: Idempotency<S>,
+    records: Arc<dyn RecordStore>,
     bus: Arc<dyn EventBus>,
     payloads: Arc<dyn PayloadStore>,
     retries: Arc<dyn RetryScheduler>,
@@ -110,6 +117,7 @@ impl<S: IdempotencyStore> Consumer<S> {
     pub fn new(
         catalog: &'static Catalog,
         idempotency: Idempotency<S>,
+        records: Arc<dyn RecordStore>,
         bus: Arc<dyn EventBus>,
         payloads: Arc<dyn PayloadStore>,
         retries: Arc<dyn RetryScheduler>,
@@ -119,6 +127,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         Consumer {
             catalog,
             idempotency,
+            records,
             bus,
             payloads,
             retries,
@@ -151,6 +160,8 @@ impl<S: IdempotencyStore> Consumer<S> {
             detail: None,
             version_mismatch: None,
             fetches_pending: 0,
+            stale: 0,
+            conflicts: 0,
         };
         let failure = match self.handle(&message, &mut outcome).await {
             Ok(()) => return outcome,
@@ -202,7 +213,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             }
         };
         let result = async {
-            let events = self.to_cloud_events(&event, outcome)?;
+            let events = self.to_cloud_events(&event, outcome).await?;
             self.bus
                 .publish(&events)
                 .await
@@ -262,7 +273,7 @@ impl<S: IdempotencyStore> Consumer<S> {
     /// Normalizes the event and makes one CloudEvent per record or provider event, in
     /// payload order. The record key includes the item's position, so two items about
     /// the same record in one delivery (HubSpot batches) keep distinct, stable ids.
-    fn to_cloud_events(
+    async fn to_cloud_events(
         &self,
         event: &Event,
         outcome: &mut ItemOutcome,
@@ -300,13 +311,42 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .map(|at| at.to_string())
                 .or_else(|| event.received_at.clone())
                 .unwrap_or_else(|| rfc3339_millis(self.clock.now()));
-            let data = serde_json::to_value(item)
+            let record = serde_json::to_value(item)
                 .map_err(|_| Failure::Permanent("unserializable_record"))?;
+            let (change, data) = if matches!(item, Normalized::ProviderEvent(_)) {
+                (meta.change.as_str(), record)
+            } else {
+                let write = RecordWrite {
+                    key: RecordWrite::key(&event.provider, event.scope.as_deref(), model, &meta.id),
+                    source_ms: meta.source_timestamp.map(|at| at.unix_millis()),
+                    complete: meta.complete,
+                    record,
+                };
+                match apply(self.records.as_ref(), &write)
+                    .await
+                    .map_err(|_| Failure::Transient("record_store_unavailable"))?
+                {
+                    ApplyOutcome::Applied(stored) | ApplyOutcome::Unchanged(stored) => {
+                        (meta.change.as_str(), stored)
+                    }
+                    ApplyOutcome::Stale => {
+                        outcome.stale += 1;
+                        continue;
+                    }
+                    ApplyOutcome::Conflict { stored } => {
+                        outcome.conflicts += 1;
+                        (
+                            "conflict",
+                            serde_json::json!({ "incoming": write.record, "stored": stored }),
+                        )
+                    }
+                }
+            };
             events.push(CloudEvent::new(
                 &event.provider,
                 &event.event_id,
                 &format!("{position}:{model}:{}", meta.id),
-                format!("{model}.{}", meta.change.as_str()),
+                format!("{model}.{change}"),
                 event.scope.clone(),
                 time,
                 data,

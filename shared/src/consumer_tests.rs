@@ -11,10 +11,12 @@ use crate::{
     idempotency::{IdempotencyPolicy, InMemoryIdempotencyStore},
     payloads::InMemoryPayloadStore,
     queue::InMemoryRetryScheduler,
+    records::InMemoryRecordStore,
 };
 
 struct Harness {
     consumer: Consumer<Arc<InMemoryIdempotencyStore>>,
+    records: Arc<InMemoryRecordStore>,
     store: Arc<InMemoryIdempotencyStore>,
     bus: Arc<InMemoryEventBus>,
     payloads: Arc<InMemoryPayloadStore>,
@@ -28,12 +30,14 @@ const BACKOFF: Backoff = Backoff {
 
 fn harness() -> Harness {
     let store = Arc::new(InMemoryIdempotencyStore::default());
+    let records = Arc::new(InMemoryRecordStore::default());
     let bus = Arc::new(InMemoryEventBus::default());
     let payloads = Arc::new(InMemoryPayloadStore::default());
     let retries = Arc::new(InMemoryRetryScheduler::default());
     let consumer = Consumer::new(
         crate::catalog::Catalog::embedded().expect("catalog"),
         Idempotency::new(store.clone(), IdempotencyPolicy::default()),
+        records.clone(),
         bus.clone(),
         payloads.clone(),
         retries.clone(),
@@ -42,6 +46,7 @@ fn harness() -> Harness {
     );
     Harness {
         consumer,
+        records,
         store,
         bus,
         payloads,
@@ -261,4 +266,54 @@ async fn a_linear_issue_becomes_a_work_item_event() {
     assert_eq!(events[0].source, "junction/linear");
     assert_eq!(events[0].time, "2024-05-01T10:00:00Z");
     assert_eq!(events[0].data["id"], "9cfb482a-81e3-4154-b5b9-2c805e70a02d");
+}
+
+fn linear_issue(title: &str, updated_at: &str) -> String {
+    format!(
+        r#"{{"action":"update","type":"Issue","webhookTimestamp":1714557600000,"data":{{"id":"iss-1","identifier":"ENG-1","title":"{title}","priority":2,"createdAt":"2024-04-30T09:00:00.000Z","updatedAt":"{updated_at}","state":{{"id":"s1","name":"Todo","type":"unstarted"}},"team":{{"id":"t1","key":"ENG","name":"Engineering"}}}}}}"#
+    )
+}
+
+fn linear(id: &str, body: &str) -> InboundMessage {
+    let mut message = message(id, id, body, 1);
+    message
+        .attributes
+        .insert(attribute::PROVIDER.into(), "linear".into());
+    message
+}
+
+#[tokio::test]
+async fn out_of_order_updates_keep_the_newest_and_conflicts_are_announced() {
+    let h = harness();
+    let newer = h
+        .consumer
+        .process(linear(
+            "d1",
+            &linear_issue("second", "2024-05-01T10:00:02.000Z"),
+        ))
+        .await;
+    let older = h
+        .consumer
+        .process(linear(
+            "d2",
+            &linear_issue("first", "2024-05-01T10:00:01.000Z"),
+        ))
+        .await;
+    assert_eq!((newer.result, older.result), ("processed", "processed"));
+    assert_eq!(older.stale, 1, "the late, older update is dropped");
+    let rival = h
+        .consumer
+        .process(linear(
+            "d3",
+            &linear_issue("rival", "2024-05-01T10:00:02.000Z"),
+        ))
+        .await;
+    assert_eq!(rival.conflicts, 1);
+    let events = h.bus.events();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["work_item.updated", "work_item.conflict"]);
+    assert_eq!(events[0].data["title"], "second");
+    assert_eq!(events[1].data["incoming"]["title"], "rival");
+    assert_eq!(events[1].data["stored"]["title"], "second");
+    assert_eq!(h.records.conflicts().len(), 1);
 }

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod normalize;
 pub mod payloads;
 pub mod queue;
+pub mod records;
 pub mod retry;
 pub mod secrets;
 pub mod telemetry;

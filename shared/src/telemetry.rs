@@ -125,7 +125,7 @@ pub fn record_webhook(outcome: &Outcome, latency: Duration) {
 /// Logs one consumed message's outcome and prints its metrics: `EventsProcessed`,
 /// `EventsDuplicate`, `EventsRetried`, `EventsFailed` (each message that will end in the
 /// DLQ passes here first), `PayloadMismatches`, `EventsPublished`,
-/// `ApiVersionMismatches` and `FetchesPending`.
+/// `ApiVersionMismatches`, `FetchesPending`, `StaleUpdates` and `RecordConflicts`.
 pub fn record_consumed(outcome: &ItemOutcome) {
     let provider = outcome.provider.as_deref().unwrap_or("unknown");
     let event_id = outcome.event_id.as_deref().unwrap_or("");
@@ -154,7 +154,8 @@ pub fn record_consumed(outcome: &ItemOutcome) {
         "retry" => tracing::warn!(provider, event_id, message_id = %outcome.message_id,
             result = outcome.result, reason, retry_in_s, "event will be retried"),
         _ => tracing::info!(provider, event_id, message_id = %outcome.message_id,
-            result = outcome.result, published = outcome.published, "event consumed"),
+            result = outcome.result, published = outcome.published, stale = outcome.stale,
+            conflicts = outcome.conflicts, "event consumed"),
     }
     let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
@@ -184,6 +185,8 @@ pub fn record_consumed(outcome: &ItemOutcome) {
                     "Count"
                 ),
                 ("FetchesPending", outcome.fetches_pending as f64, "Count"),
+                ("StaleUpdates", outcome.stale as f64, "Count"),
+                ("RecordConflicts", outcome.conflicts as f64, "Count"),
             ],
         )
     );

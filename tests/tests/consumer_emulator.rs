@@ -14,6 +14,7 @@ use shared::{
     idempotency::{DynamoIdempotencyStore, Idempotency, IdempotencyPolicy, check_store_contract},
     payloads::S3PayloadStore,
     queue::{SqsRetryScheduler, attribute},
+    records::{DynamoRecordStore, check_store_contract as check_record_contract},
     retry::Backoff,
 };
 
@@ -57,6 +58,13 @@ async fn create_table(aws: &aws_config::SdkConfig, name: &str) {
 }
 
 #[tokio::test]
+async fn dynamodb_record_store_meets_the_conflict_rules() {
+    let (_moto, aws) = emulator().await;
+    create_table(&aws, "records").await;
+    check_record_contract(&DynamoRecordStore::from_config(&aws, "records")).await;
+}
+
+#[tokio::test]
 async fn dynamodb_store_meets_the_idempotency_contract() {
     let (_moto, aws) = emulator().await;
     create_table(&aws, "idempotency").await;
@@ -75,6 +83,7 @@ const WORKERS: usize = 16;
 async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
     let (_moto, aws) = emulator().await;
     create_table(&aws, "idempotency").await;
+    create_table(&aws, "records").await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let observed_url = sqs
         .create_queue()
@@ -121,6 +130,7 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
             DynamoIdempotencyStore::from_config(&aws, "idempotency"),
             IdempotencyPolicy::default(),
         ),
+        Arc::new(DynamoRecordStore::from_config(&aws, "records")),
         Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
         Arc::new(S3PayloadStore::from_config(&aws, "unused")),
         // Retries are driven by this test; a fake receipt handle makes the visibility call fail harmlessly.

@@ -15,6 +15,7 @@ use shared::{
     idempotency::{DynamoIdempotencyStore, Idempotency},
     payloads::S3PayloadStore,
     queue::SqsRetryScheduler,
+    records::DynamoRecordStore,
     telemetry,
 };
 
@@ -29,6 +30,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             DynamoIdempotencyStore::from_config(&aws, settings.idempotency_table),
             settings.idempotency,
         ),
+        Arc::new(DynamoRecordStore::from_config(&aws, settings.records_table)),
         Arc::new(EventBridgeBus::from_config(&aws, settings.event_bus)),
         Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
         Arc::new(SqsRetryScheduler::from_config(&aws, settings.queue_url)),
