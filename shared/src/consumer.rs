@@ -88,16 +88,22 @@ enum Failure {
     Permanent(&'static str),
 }
 
+/// The consumer's adapters besides the idempotency store.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub records: Arc<dyn RecordStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub payloads: Arc<dyn PayloadStore>,
+    pub retries: Arc<dyn RetryScheduler>,
+    pub clock: Arc<dyn Clock>,
+}
+
 /// The consumer with its ports.
 #[derive(Debug)]
 pub struct Consumer<S> {
     catalog: &'static Catalog,
     idempotency: Idempotency<S>,
-    records: Arc<dyn RecordStore>,
-    bus: Arc<dyn EventBus>,
-    payloads: Arc<dyn PayloadStore>,
-    retries: Arc<dyn RetryScheduler>,
-    clock: Arc<dyn Clock>,
+    ports: Ports,
     backoff: Backoff,
 }
 
@@ -117,21 +123,13 @@ impl<S: IdempotencyStore> Consumer<S> {
     pub fn new(
         catalog: &'static Catalog,
         idempotency: Idempotency<S>,
-        records: Arc<dyn RecordStore>,
-        bus: Arc<dyn EventBus>,
-        payloads: Arc<dyn PayloadStore>,
-        retries: Arc<dyn RetryScheduler>,
-        clock: Arc<dyn Clock>,
+        ports: Ports,
         backoff: Backoff,
     ) -> Self {
         Consumer {
             catalog,
             idempotency,
-            records,
-            bus,
-            payloads,
-            retries,
-            clock,
+            ports,
             backoff,
         }
     }
@@ -181,6 +179,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         outcome.retry_in = Some(delay);
         // If this fails the message keeps the queue's visibility timeout: still retried.
         let _ = self
+            .ports
             .retries
             .retry_after(&message.receipt_handle, delay)
             .await;
@@ -195,7 +194,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         let event = self.decode(message).await?;
         let payload_hash = hex::encode(Sha256::digest(&event.body));
         let key = IdempotencyKey::new(&event.provider, event.scope.as_deref(), &event.event_id);
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let claim = match self
             .idempotency
             .claim(&key, &payload_hash, now)
@@ -214,13 +213,14 @@ impl<S: IdempotencyStore> Consumer<S> {
         };
         let result = async {
             let events = self.to_cloud_events(&event, outcome).await?;
-            self.bus
+            self.ports
+                .bus
                 .publish(&events)
                 .await
                 .map_err(|_| Failure::Transient("publish_failed"))?;
             outcome.published = events.len();
             self.idempotency
-                .complete(&claim, self.clock.now())
+                .complete(&claim, self.ports.clock.now())
                 .await
                 .map_err(|_| Failure::Transient("idempotency_store_unavailable"))?;
             Ok(())
@@ -251,6 +251,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .decode(&message.body)
                 .map_err(|_| Failure::Permanent("malformed_base64_body"))?,
             Some("s3") => self
+                .ports
                 .payloads
                 .get(&message.body)
                 .await
@@ -310,7 +311,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .source_timestamp
                 .map(|at| at.to_string())
                 .or_else(|| event.received_at.clone())
-                .unwrap_or_else(|| rfc3339_millis(self.clock.now()));
+                .unwrap_or_else(|| rfc3339_millis(self.ports.clock.now()));
             let record = serde_json::to_value(item)
                 .map_err(|_| Failure::Permanent("unserializable_record"))?;
             let (change, data) = if matches!(item, Normalized::ProviderEvent(_)) {
@@ -322,7 +323,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                     complete: meta.complete,
                     record,
                 };
-                match apply(self.records.as_ref(), &write)
+                match apply(self.ports.records.as_ref(), &write)
                     .await
                     .map_err(|_| Failure::Transient("record_store_unavailable"))?
                 {

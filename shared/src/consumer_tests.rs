@@ -37,11 +37,13 @@ fn harness() -> Harness {
     let consumer = Consumer::new(
         crate::catalog::Catalog::embedded().expect("catalog"),
         Idempotency::new(store.clone(), IdempotencyPolicy::default()),
-        records.clone(),
-        bus.clone(),
-        payloads.clone(),
-        retries.clone(),
-        Arc::new(FixedClock::at_unix(1_700_000_000)),
+        Ports {
+            records: records.clone(),
+            bus: bus.clone(),
+            payloads: payloads.clone(),
+            retries: retries.clone(),
+            clock: Arc::new(FixedClock::at_unix(1_700_000_000)),
+        },
         BACKOFF,
     );
     Harness {

@@ -9,7 +9,7 @@ use local_stack::emulator::{Moto, repo_root};
 use shared::{
     clock::SystemClock,
     config::aws_timeouts,
-    consumer::{Consumer, InboundMessage},
+    consumer::{Consumer, InboundMessage, Ports},
     events::{CloudEvent, EventBridgeBus},
     idempotency::{DynamoIdempotencyStore, Idempotency, IdempotencyPolicy, check_store_contract},
     payloads::S3PayloadStore,
@@ -130,12 +130,15 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
             DynamoIdempotencyStore::from_config(&aws, "idempotency"),
             IdempotencyPolicy::default(),
         ),
-        Arc::new(DynamoRecordStore::from_config(&aws, "records")),
-        Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
-        Arc::new(S3PayloadStore::from_config(&aws, "unused")),
-        // Retries are driven by this test; a fake receipt handle makes the visibility call fail harmlessly.
-        Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url)),
-        Arc::new(SystemClock),
+        Ports {
+            records: Arc::new(DynamoRecordStore::from_config(&aws, "records")),
+            bus: Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
+            payloads: Arc::new(S3PayloadStore::from_config(&aws, "unused")),
+            // Retries are driven by this test; a fake receipt handle makes the visibility
+            // call fail harmlessly.
+            retries: Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url)),
+            clock: Arc::new(SystemClock),
+        },
         Backoff {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(4),

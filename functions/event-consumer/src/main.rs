@@ -10,7 +10,7 @@ use shared::{
     catalog::Catalog,
     clock::SystemClock,
     config::{EventConsumerSettings, load_aws_config, process_env},
-    consumer::{Consumer, InboundMessage},
+    consumer::{Consumer, InboundMessage, Ports},
     events::EventBridgeBus,
     idempotency::{DynamoIdempotencyStore, Idempotency},
     payloads::S3PayloadStore,
@@ -30,11 +30,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             DynamoIdempotencyStore::from_config(&aws, settings.idempotency_table),
             settings.idempotency,
         ),
-        Arc::new(DynamoRecordStore::from_config(&aws, settings.records_table)),
-        Arc::new(EventBridgeBus::from_config(&aws, settings.event_bus)),
-        Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
-        Arc::new(SqsRetryScheduler::from_config(&aws, settings.queue_url)),
-        Arc::new(SystemClock),
+        Ports {
+            records: Arc::new(DynamoRecordStore::from_config(&aws, settings.records_table)),
+            bus: Arc::new(EventBridgeBus::from_config(&aws, settings.event_bus)),
+            payloads: Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
+            retries: Arc::new(SqsRetryScheduler::from_config(&aws, settings.queue_url)),
+            clock: Arc::new(SystemClock),
+        },
         settings.backoff,
     );
     let consumer = &consumer;
