@@ -319,3 +319,197 @@ async fn out_of_order_updates_keep_the_newest_and_conflicts_are_announced() {
     assert_eq!(events[1].data["stored"]["title"], "second");
     assert_eq!(h.records.conflicts().len(), 1);
 }
+
+/// Crash injection: a port that never answers at one step, so the processing future is
+/// dropped there (as when a Lambda dies), leaving whatever was written behind.
+mod crashes {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{
+        events::{EventBus, PublishError},
+        idempotency::{IdempotencyStore, StoreError, StoredRecord},
+        records::{RecordStore, StoredVersion},
+    };
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Step {
+        AfterClaim,
+        AfterRecordWrite,
+        AfterPublish,
+        BeforeDelete,
+    }
+
+    /// Wraps the in-memory ports; hangs at `step` while `armed`.
+    #[derive(Debug)]
+    struct Crashing {
+        step: Step,
+        armed: AtomicBool,
+        /// Signalled when the processing reaches the crash step.
+        reached: tokio::sync::Notify,
+        store: Arc<InMemoryIdempotencyStore>,
+        records: Arc<InMemoryRecordStore>,
+        bus: Arc<InMemoryEventBus>,
+    }
+
+    impl Crashing {
+        async fn hang_if(&self, step: Step) {
+            if self.step == step && self.armed.load(Ordering::SeqCst) {
+                self.reached.notify_one();
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    #[async_trait]
+    impl IdempotencyStore for Crashing {
+        async fn try_claim(
+            &self,
+            key: &IdempotencyKey,
+            token: &str,
+            payload_hash: &str,
+            now: time::OffsetDateTime,
+            lease_expires_at: time::OffsetDateTime,
+        ) -> Result<Option<StoredRecord>, StoreError> {
+            self.store
+                .try_claim(key, token, payload_hash, now, lease_expires_at)
+                .await
+        }
+
+        async fn complete(
+            &self,
+            key: &IdempotencyKey,
+            token: &str,
+            expires_at: time::OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            self.hang_if(Step::AfterPublish).await;
+            let done = self.store.complete(key, token, expires_at).await;
+            self.hang_if(Step::BeforeDelete).await;
+            done
+        }
+
+        async fn release(&self, key: &IdempotencyKey, token: &str) -> Result<(), StoreError> {
+            self.store.release(key, token).await
+        }
+    }
+
+    #[async_trait]
+    impl RecordStore for Crashing {
+        async fn read(&self, key: &str) -> Result<Option<StoredVersion>, StoreError> {
+            self.hang_if(Step::AfterClaim).await;
+            self.records.read(key).await
+        }
+
+        async fn write_if(
+            &self,
+            key: &str,
+            expected: Option<&StoredVersion>,
+            next: &StoredVersion,
+        ) -> Result<bool, StoreError> {
+            self.records.write_if(key, expected, next).await
+        }
+
+        async fn store_conflict(
+            &self,
+            key: &str,
+            incoming: &StoredVersion,
+        ) -> Result<(), StoreError> {
+            self.records.store_conflict(key, incoming).await
+        }
+    }
+
+    #[async_trait]
+    impl EventBus for Crashing {
+        async fn publish(&self, events: &[CloudEvent]) -> Result<(), PublishError> {
+            self.hang_if(Step::AfterRecordWrite).await;
+            self.bus.publish(events).await
+        }
+    }
+
+    async fn crash_then_redeliver(step: Step) {
+        let crashing = Arc::new(Crashing {
+            step,
+            armed: AtomicBool::new(true),
+            reached: tokio::sync::Notify::new(),
+            store: Arc::new(InMemoryIdempotencyStore::default()),
+            records: Arc::new(InMemoryRecordStore::default()),
+            bus: Arc::new(InMemoryEventBus::default()),
+        });
+        let clock = Arc::new(FixedClock::at_unix(1_700_000_000));
+        let consumer = Consumer::new(
+            crate::catalog::Catalog::embedded().expect("catalog"),
+            Idempotency::new(crashing.clone(), IdempotencyPolicy::default()),
+            Ports {
+                records: crashing.clone(),
+                bus: crashing.clone(),
+                payloads: Arc::new(InMemoryPayloadStore::default()),
+                retries: Arc::new(InMemoryRetryScheduler::default()),
+                clock: clock.clone(),
+            },
+            BACKOFF,
+        );
+        let delivery = linear("d1", &linear_issue("title", "2024-05-01T10:00:02.000Z"));
+        // The processing future is dropped exactly at the crash step.
+        tokio::select! {
+            outcome = consumer.process(delivery.clone()) => panic!("{step:?}: not cut off: {outcome:?}"),
+            () = crashing.reached.notified() => {}
+        }
+
+        // SQS redelivers after the visibility timeout, by which time the lease has run out.
+        crashing.armed.store(false, Ordering::SeqCst);
+        clock.advance(time::Duration::seconds(180));
+        let mut redelivered = delivery;
+        redelivered.receive_count = 2;
+        let outcome = consumer.process(redelivered).await;
+        let expected = if step == Step::BeforeDelete {
+            "duplicate"
+        } else {
+            "processed"
+        };
+        assert_eq!(outcome.result, expected, "{step:?}: {outcome:?}");
+
+        let key = RecordWrite::key("linear", None, "work_item", "iss-1");
+        let stored = crashing
+            .records
+            .read(&key)
+            .await
+            .expect("read")
+            .expect("one record");
+        assert_eq!(stored.record["title"], "title", "{step:?}");
+        let events = crashing.bus.events();
+        let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{step:?}: one effect, under one stable event id"
+        );
+        assert!(!events.is_empty(), "{step:?}: the change was published");
+        let claim = crashing
+            .store
+            .get(&IdempotencyKey::new("linear", None, "d1"))
+            .expect("record");
+        assert!(claim.completed, "{step:?}: nothing left in progress");
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_the_claim_is_recovered_on_redelivery() {
+        crash_then_redeliver(Step::AfterClaim).await;
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_the_record_write_is_recovered_on_redelivery() {
+        crash_then_redeliver(Step::AfterRecordWrite).await;
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_the_publish_is_recovered_on_redelivery() {
+        crash_then_redeliver(Step::AfterPublish).await;
+    }
+
+    #[tokio::test]
+    async fn a_crash_before_the_delete_is_acknowledged_on_redelivery() {
+        crash_then_redeliver(Step::BeforeDelete).await;
+    }
+}
