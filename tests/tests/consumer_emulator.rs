@@ -80,6 +80,54 @@ const COPIES: usize = 10;
 const WORKERS: usize = 16;
 
 #[tokio::test]
+async fn thirty_two_concurrent_copies_of_one_event_have_one_effect() {
+    let (_moto, aws) = emulator().await;
+    create_table(&aws, "idempotency").await;
+    create_table(&aws, "records").await;
+    let bus = Arc::new(shared::events::InMemoryEventBus::default());
+    let consumer = Arc::new(Consumer::new(
+        shared::catalog::Catalog::embedded().expect("catalog"),
+        Idempotency::new(
+            DynamoIdempotencyStore::from_config(&aws, "idempotency"),
+            IdempotencyPolicy::default(),
+        ),
+        Ports {
+            records: Arc::new(DynamoRecordStore::from_config(&aws, "records")),
+            bus: bus.clone(),
+            payloads: Arc::new(S3PayloadStore::from_config(&aws, "unused")),
+            retries: Arc::new(shared::queue::InMemoryRetryScheduler::default()),
+            clock: Arc::new(SystemClock),
+        },
+        Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(4),
+        },
+    ));
+    let copies: Vec<_> = (0..32)
+        .map(|copy| {
+            let consumer = consumer.clone();
+            tokio::spawn(async move { consumer.process(message(7, copy)).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for copy in copies {
+        results.push(copy.await.expect("task").result);
+    }
+    assert_eq!(
+        results.iter().filter(|r| **r == "processed").count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(*r, "processed" | "retry" | "duplicate")),
+        "the losers are retried later (batch item failures) or, once the winner completed, acknowledged: {results:?}"
+    );
+    assert_eq!(bus.events().len(), 1, "one effect");
+}
+
+#[tokio::test]
 async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
     let (_moto, aws) = emulator().await;
     create_table(&aws, "idempotency").await;
