@@ -212,7 +212,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             }
         };
         let result = async {
-            let events = self.to_cloud_events(&event, outcome).await?;
+            let events = self.apply_records_and_build_events(&event, outcome).await?;
             self.ports
                 .bus
                 .publish(&events)
@@ -274,7 +274,7 @@ impl<S: IdempotencyStore> Consumer<S> {
     /// Normalizes the event and makes one CloudEvent per record or provider event, in
     /// payload order. The record key includes the item's position, so two items about
     /// the same record in one delivery (HubSpot batches) keep distinct, stable ids.
-    async fn to_cloud_events(
+    async fn apply_records_and_build_events(
         &self,
         event: &Event,
         outcome: &mut ItemOutcome,
