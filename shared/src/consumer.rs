@@ -80,9 +80,14 @@ impl ItemOutcome {
 /// A failure processing one message.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    /// Worth retrying later (infrastructure, another worker's lease).
+    /// Worth retrying later (infrastructure).
     #[error("transient: {0}")]
     Transient(&'static str),
+    /// Another claim holds the event until its lease ends: retrying earlier is futile.
+    /// The claim may be an orphan: after a claim write timed out, the store can still
+    /// apply it (found with the emulator paused mid-write), and nobody owns it then.
+    #[error("claimed elsewhere for {0:?} more")]
+    ClaimedElsewhere(Duration),
     /// Retrying the same bytes cannot succeed; ends in the DLQ for an operator.
     #[error("permanent: {0}")]
     Permanent(&'static str),
@@ -172,6 +177,16 @@ impl<S: IdempotencyStore> Consumer<S> {
                     .delay(message.receive_count, &mut rand::thread_rng());
                 ("retry", reason, delay)
             }
+            Failure::ClaimedElsewhere(lease_left) => {
+                let backoff = self
+                    .backoff
+                    .delay(message.receive_count, &mut rand::thread_rng());
+                // Not before the lease ends (plus a second of clock slack), so a
+                // crashed or orphaned claim cannot use up the receives and send a
+                // valid event to the dead-letter queue.
+                let delay = backoff.max(lease_left + Duration::from_secs(1));
+                ("retry", "in_progress_elsewhere", delay)
+            }
             Failure::Permanent(reason) => ("failed", reason, Duration::ZERO),
         };
         outcome.result = result;
@@ -207,8 +222,9 @@ impl<S: IdempotencyStore> Consumer<S> {
                 outcome.payload_mismatch = !same_payload;
                 return Ok(());
             }
-            ClaimOutcome::InProgressElsewhere { .. } => {
-                return Err(Failure::Transient("in_progress_elsewhere"));
+            ClaimOutcome::InProgressElsewhere { lease_expires_at } => {
+                let left = (lease_expires_at - now).max(time::Duration::ZERO);
+                return Err(Failure::ClaimedElsewhere(left.unsigned_abs()));
             }
         };
         let result = async {

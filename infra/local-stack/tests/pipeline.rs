@@ -613,12 +613,10 @@ async fn a_poison_message_reaches_the_dlq_intact_and_comes_back_with_redrive() {
     stop_and_check_processes_are_gone(pipeline.stack).await;
 }
 
-/// Fails: see `emulator_outage_run` and the bug it finds. An orphaned idempotency
-/// claim dead-letters a valid event. Run it with `--ignored`.
+/// Regression: a claim the emulator applied after the consumer's call had timed out was
+/// orphaned until its lease ended, and retries that ignored the lease used up
+/// maxReceiveCount, dead-lettering a valid event. Retries now wait out the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails: a claim written by the emulator but timed out by the consumer is \
-            orphaned until its lease ends, and the consumer's retries (backoff that ignores \
-            the lease) exhaust maxReceiveCount first, so the event goes to the DLQ"]
 async fn an_emulator_outage_loses_and_duplicates_nothing() {
     // The consumer is working on the first deliveries when the emulator stops.
     emulator_outage_run("pipe-outage", Outage::WhileConsuming).await;
