@@ -642,14 +642,12 @@ enum Outage {
 /// three more after it. Then exactly one CloudEvent per event, every key `completed`,
 /// and no invocation errored or outlived its timeout (every AWS call has a timeout).
 ///
-/// With [`Outage::WhileConsuming`] this finds a bug (it fails in most runs): the
-/// consumer's conditional `PutItem` claim reaches moto, which is paused, and the SDK
-/// call times out (5 s), so the consumer treats the claim as failed
-/// (`idempotency_store_unavailable`) and has nothing to release; moto then writes the
-/// claim when it resumes. The record stays `in_progress` for the whole lease (60 s) and
-/// every redelivery is `in_progress_elsewhere`, retried after a full-jitter backoff that
-/// ignores `lease_expires_at`; the 5 receives (`IngestMaxReceiveCount`) run out before
-/// the lease does and the valid event is moved to the DLQ.
+/// With [`Outage::WhileConsuming`] this found a bug: the consumer's conditional
+/// `PutItem` claim reached moto while paused, the SDK call timed out (5 s) and the
+/// consumer had nothing to release, yet moto wrote the claim on resuming. The record
+/// stayed `in_progress` for its whole lease (60 s) while redeliveries, retried after a
+/// backoff that ignored `lease_expires_at`, used up the 5 receives and the valid event
+/// went to the DLQ. Retries of a claimed event now wait for the lease to end.
 async fn emulator_outage_run(label: &str, outage: Outage) {
     let pipeline = Pipeline::start(label, &[]).await;
     let moto = pipeline.stack.emulator_pid().expect(
