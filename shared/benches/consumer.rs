@@ -24,7 +24,10 @@ const MESSAGES: usize = 1000;
 fn consumer() -> Consumer<InMemoryIdempotencyStore> {
     Consumer::new(
         Catalog::embedded().expect("catalog"),
-        Idempotency::new(InMemoryIdempotencyStore::default(), IdempotencyPolicy::default()),
+        Idempotency::new(
+            InMemoryIdempotencyStore::default(),
+            IdempotencyPolicy::default(),
+        ),
         Ports {
             records: Arc::new(InMemoryRecordStore::default()),
             bus: Arc::new(InMemoryEventBus::default()),
