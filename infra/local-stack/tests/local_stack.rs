@@ -7,14 +7,15 @@
 //! starts is stopped when its `LocalStack` is stopped or dropped, pass or fail; the
 //! tests check the processes are gone.
 
+mod common;
+use common::{eventually, queue_depth, stop_and_check_processes_are_gone, unique};
+
 use std::{
     collections::BTreeSet,
-    future::Future,
-    path::Path,
     time::{Duration, Instant},
 };
 
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use junction_cli::{
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
@@ -29,71 +30,9 @@ use serde_json::Value;
 use shared::{catalog::Catalog, webhooks::SigningSecret};
 use time::OffsetDateTime;
 
-fn unique(label: &str) -> String {
-    format!("{label}-{}", hex::encode(rand::random::<[u8; 4]>()))
-}
-
-/// Polls `check` until it returns `Some` or `limit` passes.
-async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    None
-}
-
-fn process_is_gone(pid: u32) -> bool {
-    // A zombie still has a /proc entry; a reaped process has none.
-    !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-async fn stop_and_check_processes_are_gone(stack: LocalStack) {
-    let mut pids: Vec<u32> = stack.functions().values().filter_map(|f| f.pid()).collect();
-    pids.extend(stack.emulator_pid());
-    assert!(!pids.is_empty(), "the stack started processes");
-    stack.stop().await;
-    for pid in pids {
-        let gone = eventually(Duration::from_secs(10), || async move {
-            process_is_gone(pid).then_some(())
-        })
-        .await;
-        assert!(gone.is_some(), "process {pid} outlived the stack");
-    }
-}
-
 async fn json_body(response: reqwest::Response) -> Value {
     let bytes = response.bytes().await.expect("a body");
     serde_json::from_slice(&bytes).expect("a JSON body")
-}
-
-async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap_or_default();
-    let read = |name: QueueAttributeName| {
-        attributes
-            .get(&name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (
-        read(QueueAttributeName::ApproximateNumberOfMessages),
-        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,10 +8,11 @@
 //! moto handles ~15 SQS messages/s, so message counts are small; every wait polls with a
 //! deadline and nothing asserts on how fast anything is.
 
+mod common;
+use common::{eventually, queue_depth, stop_and_check_processes_are_gone, unique};
+
 use std::{
     collections::{BTreeMap, BTreeSet},
-    future::Future,
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -31,68 +32,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::{catalog::Catalog, events::CloudEvent};
 use time::OffsetDateTime;
-
-fn unique(label: &str) -> String {
-    format!("{label}-{}", hex::encode(rand::random::<[u8; 4]>()))
-}
-
-/// Polls `check` until it returns `Some` or `limit` passes.
-async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    None
-}
-
-fn process_is_gone(pid: u32) -> bool {
-    // A zombie still has a /proc entry; a reaped process has none.
-    !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-async fn stop_and_check_processes_are_gone(stack: LocalStack) {
-    let mut pids: Vec<u32> = stack.functions().values().filter_map(|f| f.pid()).collect();
-    pids.extend(stack.emulator_pid());
-    assert!(!pids.is_empty(), "the stack started processes");
-    stack.stop().await;
-    for pid in pids {
-        let gone = eventually(Duration::from_secs(10), || async move {
-            process_is_gone(pid).then_some(())
-        })
-        .await;
-        assert!(gone.is_some(), "process {pid} outlived the stack");
-    }
-}
-
-async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap_or_default();
-    let read = |name: QueueAttributeName| {
-        attributes
-            .get(&name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (
-        read(QueueAttributeName::ApproximateNumberOfMessages),
-        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
 
 /// A running Junction stack with an observer on its bus.
 struct Pipeline {

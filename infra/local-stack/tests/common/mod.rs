@@ -1,0 +1,75 @@
+//! Helpers shared by the end-to-end tests of this crate.
+
+use std::{
+    future::Future,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use local_stack::stack::LocalStack;
+
+/// `label` with a random suffix: a stack name and prefix no other test uses.
+pub fn unique(label: &str) -> String {
+    format!("{label}-{}", hex::encode(rand::random::<[u8; 4]>()))
+}
+
+/// Polls `check` until it returns `Some` or `limit` passes.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+pub fn process_is_gone(pid: u32) -> bool {
+    // A zombie still has a /proc entry; a reaped process has none.
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Stops the stack and checks every process it started (functions, emulator) is gone.
+pub async fn stop_and_check_processes_are_gone(stack: LocalStack) {
+    let mut pids: Vec<u32> = stack.functions().values().filter_map(|f| f.pid()).collect();
+    pids.extend(stack.emulator_pid());
+    assert!(!pids.is_empty(), "the stack started processes");
+    stack.stop().await;
+    for pid in pids {
+        let gone = eventually(Duration::from_secs(10), || async move {
+            process_is_gone(pid).then_some(())
+        })
+        .await;
+        assert!(gone.is_some(), "process {pid} outlived the stack");
+    }
+}
+
+/// Visible and in-flight messages of a queue.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    let read = |name: QueueAttributeName| {
+        attributes
+            .get(&name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        read(QueueAttributeName::ApproximateNumberOfMessages),
+        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
