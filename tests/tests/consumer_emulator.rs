@@ -5,10 +5,9 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use local_stack::emulator::{Moto, repo_root};
+use junction_tests::emulator;
 use shared::{
     clock::SystemClock,
-    config::aws_timeouts,
     consumer::{Consumer, InboundMessage, Ports},
     events::{CloudEvent, EventBridgeBus},
     idempotency::{DynamoIdempotencyStore, Idempotency, IdempotencyPolicy, check_store_contract},
@@ -17,18 +16,6 @@ use shared::{
     records::{DynamoRecordStore, check_store_contract as check_record_contract},
     retry::Backoff,
 };
-
-async fn emulator() -> (Moto, aws_config::SdkConfig) {
-    let moto =
-        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
-    let aws = moto
-        .sdk_config()
-        .await
-        .into_builder()
-        .timeout_config(aws_timeouts())
-        .build();
-    (moto, aws)
-}
 
 async fn create_table(aws: &aws_config::SdkConfig, name: &str) {
     use aws_sdk_dynamodb::types::{

@@ -5,11 +5,11 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use local_stack::emulator::{Moto, repo_root};
+use junction_tests::emulator;
+use local_stack::emulator::Moto;
 use shared::{
     catalog::Catalog,
     clock::{Clock, FixedClock},
-    config::aws_timeouts,
     payloads::S3PayloadStore,
     queue::{SqsEventQueue, attribute},
     secrets::{CachePolicy, SecretsManagerSource, WebhookSecrets},
@@ -46,14 +46,7 @@ fn hex_seed() -> String {
 }
 
 async fn stack(config: IngressConfig) -> Stack {
-    let moto =
-        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
-    let aws = moto
-        .sdk_config()
-        .await
-        .into_builder()
-        .timeout_config(aws_timeouts())
-        .build();
+    let (moto, aws) = emulator().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let queue_url = sqs
         .create_queue()
