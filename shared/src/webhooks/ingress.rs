@@ -19,18 +19,6 @@ use crate::{
     secrets::WebhookSecrets,
 };
 
-/// Every attribute the ingress may set on a message (SQS allows at most 10).
-pub const ATTRIBUTE_NAMES: [&str; 8] = [
-    attribute::PROVIDER,
-    attribute::ENDPOINT,
-    attribute::EVENT_ID,
-    attribute::EVENT_ID_SOURCE,
-    attribute::EVENT_TYPE,
-    attribute::RECEIVED_AT,
-    attribute::HEADERS,
-    attribute::BODY_ENCODING,
-];
-
 /// Limits and addresses of the ingress.
 #[derive(Debug, Clone)]
 pub struct IngressConfig {

@@ -12,8 +12,7 @@ mod verify;
 
 pub use handshake::{HandshakeReply, answer_handshake};
 pub use ingress::{
-    ATTRIBUTE_NAMES, Ingress, IngressConfig, Outcome, WebhookRequest, WebhookResponse,
-    rfc3339_millis,
+    Ingress, IngressConfig, Outcome, WebhookRequest, WebhookResponse, rfc3339_millis,
 };
 pub use verify::{
     SignError, SignedRequest, VerifyError, ed25519_public_key, sign, sign_into, url_with_body_hash,
