@@ -2,8 +2,9 @@
 //!
 //! Functions (`functions/*`) are thin: they parse the Lambda event, call into this crate
 //! and map the result. Everything here that touches AWS does so through a port trait
-//! (`SecretSource`, `EventQueue`, `PayloadStore`, `Clock`) so the logic is tested
-//! without AWS and the adapters are tested against the emulator.
+//! (`SecretSource`, `EventQueue`, `PayloadStore`, `RetryScheduler`, `IdempotencyStore`,
+//! `RecordStore`, `EventBus`, `Clock`) so the logic is tested without AWS and the
+//! adapters are tested against the emulator.
 
 pub mod catalog;
 pub mod clock;
