@@ -62,6 +62,32 @@ async fn dynamodb_store_meets_the_idempotency_contract() {
     .await;
 }
 
+/// A consumer on the emulator's `idempotency` and `records` tables.
+fn dynamo_consumer(
+    aws: &aws_config::SdkConfig,
+    bus: Arc<dyn shared::events::EventBus>,
+    retries: Arc<dyn shared::queue::RetryScheduler>,
+) -> Consumer<DynamoIdempotencyStore> {
+    Consumer::new(
+        shared::catalog::Catalog::embedded().expect("catalog"),
+        Idempotency::new(
+            DynamoIdempotencyStore::from_config(aws, "idempotency"),
+            IdempotencyPolicy::default(),
+        ),
+        Ports {
+            records: Arc::new(DynamoRecordStore::from_config(aws, "records")),
+            bus,
+            payloads: Arc::new(S3PayloadStore::from_config(aws, "unused")),
+            retries,
+            clock: Arc::new(SystemClock),
+        },
+        Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(4),
+        },
+    )
+}
+
 const EVENTS: usize = 100;
 const COPIES: usize = 10;
 const WORKERS: usize = 16;
@@ -72,23 +98,11 @@ async fn thirty_two_concurrent_copies_of_one_event_have_one_effect() {
     create_table(&aws, "idempotency").await;
     create_table(&aws, "records").await;
     let bus = Arc::new(shared::events::InMemoryEventBus::default());
-    let consumer = Arc::new(Consumer::new(
-        shared::catalog::Catalog::embedded().expect("catalog"),
-        Idempotency::new(
-            DynamoIdempotencyStore::from_config(&aws, "idempotency"),
-            IdempotencyPolicy::default(),
-        ),
-        Ports {
-            records: Arc::new(DynamoRecordStore::from_config(&aws, "records")),
-            bus: bus.clone(),
-            payloads: Arc::new(S3PayloadStore::from_config(&aws, "unused")),
-            retries: Arc::new(shared::queue::InMemoryRetryScheduler::default()),
-            clock: Arc::new(SystemClock),
-        },
-        Backoff {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(4),
-        },
+    // Retries are driven by the test: the in-memory scheduler just records them.
+    let consumer = Arc::new(dynamo_consumer(
+        &aws,
+        bus.clone(),
+        Arc::new(shared::queue::InMemoryRetryScheduler::default()),
     ));
     let copies: Vec<_> = (0..32)
         .map(|copy| {
@@ -159,25 +173,12 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
         .await
         .expect("target");
 
-    let consumer = Arc::new(Consumer::new(
-        shared::catalog::Catalog::embedded().expect("catalog"),
-        Idempotency::new(
-            DynamoIdempotencyStore::from_config(&aws, "idempotency"),
-            IdempotencyPolicy::default(),
-        ),
-        Ports {
-            records: Arc::new(DynamoRecordStore::from_config(&aws, "records")),
-            bus: Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
-            payloads: Arc::new(S3PayloadStore::from_config(&aws, "unused")),
-            // Retries are driven by this test; a fake receipt handle makes the visibility
-            // call fail harmlessly.
-            retries: Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url)),
-            clock: Arc::new(SystemClock),
-        },
-        Backoff {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(4),
-        },
+    // Retries are driven by this test; a fake receipt handle makes the visibility call
+    // fail harmlessly.
+    let consumer = Arc::new(dynamo_consumer(
+        &aws,
+        Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
+        Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url)),
     ));
 
     // Every event EVENTS × COPIES times, interleaved, worked by WORKERS tasks. A copy that
