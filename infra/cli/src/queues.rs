@@ -65,6 +65,27 @@ where
     Box::new(aws_sdk_sqs::Error::from(err))
 }
 
+/// Up to `wanted` (at most 10) messages with every attribute, hidden for `visibility` s.
+async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    wanted: usize,
+    visibility: i32,
+) -> Result<Vec<Message>, QueueError> {
+    let output = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(i32::try_from(wanted.min(10)).unwrap_or(10))
+        .visibility_timeout(visibility)
+        .wait_time_seconds(1)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .map_err(sqs_error)?;
+    Ok(output.messages.unwrap_or_default())
+}
+
 /// One queue of the stack.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -318,18 +339,7 @@ pub async fn list_dead_letters(
 ) -> Result<Vec<DeadLetter>, QueueError> {
     let mut seen: BTreeMap<String, (DeadLetter, String)> = BTreeMap::new();
     while seen.len() < max {
-        let output = sqs
-            .receive_message()
-            .queue_url(&dlq.url)
-            .max_number_of_messages(i32::try_from((max - seen.len()).min(10)).unwrap_or(10))
-            .visibility_timeout(PEEK_VISIBILITY_SECONDS)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(sqs_error)?;
-        let messages = output.messages.unwrap_or_default();
+        let messages = receive(sqs, &dlq.url, max - seen.len(), PEEK_VISIBILITY_SECONDS).await?;
         if messages.is_empty() {
             break;
         }
@@ -411,18 +421,7 @@ pub async fn redrive(
     let mut moved = 0;
     let mut undeleted = Vec::new();
     while moved < limit {
-        let output = sqs
-            .receive_message()
-            .queue_url(&dlq.url)
-            .max_number_of_messages(i32::try_from((limit - moved).min(10)).unwrap_or(10))
-            .visibility_timeout(REDRIVE_VISIBILITY_SECONDS)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(sqs_error)?;
-        let messages = output.messages.unwrap_or_default();
+        let messages = receive(sqs, &dlq.url, limit - moved, REDRIVE_VISIBILITY_SECONDS).await?;
         if messages.is_empty() {
             break;
         }
