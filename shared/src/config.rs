@@ -4,7 +4,8 @@
 use std::str::FromStr;
 
 use crate::{
-    idempotency::IdempotencyPolicy, retry::Backoff, secrets::CachePolicy, webhooks::IngressConfig,
+    idempotency::IdempotencyPolicy, records::FieldPriority, retry::Backoff, secrets::CachePolicy,
+    webhooks::IngressConfig,
 };
 
 /// A configuration value is missing or invalid.
@@ -164,6 +165,9 @@ pub struct EventConsumerSettings {
     pub idempotency: IdempotencyPolicy,
     /// Keys `RETRY_BASE_SECONDS` (default 5) and `RETRY_CAP_SECONDS` (default 900).
     pub backoff: Backoff,
+    /// Key `FIELD_PRIORITY` (default empty): source-of-truth rules such as
+    /// `pipeline_item.amount=poll>webhook`; see [`FieldPriority`].
+    pub field_priority: FieldPriority,
 }
 
 impl EventConsumerSettings {
@@ -184,7 +188,15 @@ impl EventConsumerSettings {
                 reason: "need 0 < RETRY_BASE_SECONDS <= RETRY_CAP_SECONDS <= 43200 (SQS's longest visibility)".into(),
             });
         }
+        let field_priority = FieldPriority::parse(
+            &env.optional("FIELD_PRIORITY").unwrap_or_default(),
+        )
+        .map_err(|err| ConfigError::Invalid {
+            key: "FIELD_PRIORITY",
+            reason: err.to_string(),
+        })?;
         Ok(EventConsumerSettings {
+            field_priority,
             queue_url: env.required("INGEST_QUEUE_URL")?,
             idempotency_table: env.required("IDEMPOTENCY_TABLE")?,
             records_table: env.required("RECORDS_TABLE")?,
@@ -255,6 +267,26 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("MAX_BODY_BYTES"));
+    }
+
+    #[test]
+    fn a_bad_field_priority_rule_is_named() {
+        let pairs = [
+            ("INGEST_QUEUE_URL", "http://127.0.0.1:1/000000000000/ingest"),
+            ("IDEMPOTENCY_TABLE", "idempotency"),
+            ("RECORDS_TABLE", "records"),
+            ("EVENT_BUS_NAME", "bus"),
+            ("PAYLOAD_BUCKET", "payloads"),
+            ("FIELD_PRIORITY", "pipeline_item.amont=poll>webhook"),
+        ];
+        let err = EventConsumerSettings::from_env(&env(&pairs)).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("FIELD_PRIORITY") && text.contains("unknown field `amont`"),
+            "{text}"
+        );
+        let settings = EventConsumerSettings::from_env(&env(&pairs[..5])).expect("valid");
+        assert_eq!(settings.field_priority, FieldPriority::default());
     }
 
     #[test]

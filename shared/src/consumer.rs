@@ -22,7 +22,7 @@ use crate::{
     normalize::{Normalized, RawEvent, normalize},
     payloads::PayloadStore,
     queue::{RetryScheduler, attribute},
-    records::{ApplyOutcome, RecordStore, RecordWrite, apply},
+    records::{ApplyOutcome, FieldPriority, Origin, RecordStore, RecordWrite, apply},
     retry::Backoff,
     webhooks::rfc3339_millis,
 };
@@ -110,11 +110,14 @@ pub struct Consumer<S> {
     idempotency: Idempotency<S>,
     ports: Ports,
     backoff: Backoff,
+    priority: FieldPriority,
 }
 
 /// The message, decoded.
 struct Event {
     provider: String,
+    origin: Origin,
+    resource: Option<String>,
     scope: Option<String>,
     event_id: String,
     event_type: Option<String>,
@@ -136,7 +139,15 @@ impl<S: IdempotencyStore> Consumer<S> {
             idempotency,
             ports,
             backoff,
+            priority: FieldPriority::default(),
         }
+    }
+
+    /// Source-of-truth priority rules for the record store (none by default:
+    /// last-write-wins on every field).
+    pub fn with_field_priority(mut self, priority: FieldPriority) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// Processes a batch; the messages whose outcome [`ItemOutcome::keeps_message`] must
@@ -274,8 +285,14 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .map_err(|_| Failure::Transient("payload_unavailable"))?,
             Some(_) => return Err(Failure::Permanent("unknown_body_encoding")),
         };
+        let origin = match attribute(attribute::ORIGIN).as_deref() {
+            None => Origin::Webhook,
+            Some(name) => Origin::from_name(name).ok_or(Failure::Permanent("unknown_origin"))?,
+        };
         Ok(Event {
             provider,
+            origin,
+            resource: attribute(attribute::RESOURCE),
             scope: attribute(attribute::ENDPOINT),
             event_id,
             event_type: attribute(attribute::EVENT_TYPE),
@@ -301,7 +318,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             .and_then(|provider| provider.api_version.as_deref());
         let normalization = normalize(&RawEvent {
             provider: &event.provider,
-            resource: None,
+            resource: event.resource.as_deref(),
             event_type: event.event_type.as_deref(),
             event_id: Some(&event.event_id),
             headers: &event.headers,
@@ -335,11 +352,13 @@ impl<S: IdempotencyStore> Consumer<S> {
             } else {
                 let write = RecordWrite {
                     key: RecordWrite::key(&event.provider, event.scope.as_deref(), model, &meta.id),
+                    model: item.model(),
+                    origin: event.origin,
                     source_ms: meta.source_timestamp.map(|at| at.unix_millis()),
                     complete: meta.complete,
                     record,
                 };
-                match apply(self.ports.records.as_ref(), &write)
+                match apply(self.ports.records.as_ref(), &self.priority, &write)
                     .await
                     .map_err(|_| Failure::Transient("record_store_unavailable"))?
                 {

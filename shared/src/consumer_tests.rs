@@ -322,6 +322,43 @@ async fn out_of_order_updates_keep_the_newest_and_conflicts_are_announced() {
     assert_eq!(h.records.conflicts().len(), 1);
 }
 
+#[tokio::test]
+async fn a_polled_field_with_priority_stands_against_a_newer_webhook() {
+    let mut h = harness();
+    h.consumer = h.consumer.with_field_priority(
+        crate::records::FieldPriority::parse("work_item.title=poll>webhook").expect("rule"),
+    );
+    let mut polled = linear(
+        "p1",
+        &linear_issue("from the API", "2024-05-01T10:00:01.000Z"),
+    );
+    polled
+        .attributes
+        .insert(attribute::ORIGIN.into(), "poll".into());
+    let pushed = linear(
+        "w1",
+        &linear_issue("from a webhook", "2024-05-01T10:00:02.000Z"),
+    );
+    assert_eq!(h.consumer.process(polled).await.result, "processed");
+    assert_eq!(h.consumer.process(pushed).await.result, "processed");
+    let events = h.bus.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1].data["title"], "from the API",
+        "poll outranks webhook"
+    );
+    assert_eq!(events[1].data["source_timestamp"], "2024-05-01T10:00:02Z");
+    let mut unknown = linear("x1", &linear_issue("x", "2024-05-01T10:00:03.000Z"));
+    unknown
+        .attributes
+        .insert(attribute::ORIGIN.into(), "carrier-pigeon".into());
+    let outcome = h.consumer.process(unknown).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("failed", Some("unknown_origin"))
+    );
+}
+
 /// Crash injection: a port that never answers at one step, so the processing future is
 /// dropped there (as when a Lambda dies), leaving whatever was written behind.
 mod crashes {

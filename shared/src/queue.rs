@@ -26,6 +26,12 @@ pub mod attribute {
     /// for bodies SQS cannot carry as text), or `s3` (the body is an `s3://bucket/key`
     /// URI of the raw bytes, for bodies too large for a message).
     pub const BODY_ENCODING: &str = "body_encoding";
+    /// `webhook` (absent: the default) or `poll`: how the payload reached Junction, for
+    /// the record store's source-of-truth priority rules.
+    pub const ORIGIN: &str = "origin";
+    /// For polled payloads, the resource the poll worker fetched (`deal`, `task`, …):
+    /// selects the normalization adapter. Absent for webhooks.
+    pub const RESOURCE: &str = "resource";
 }
 
 /// One message: a body and string attributes.

@@ -14,22 +14,141 @@
 //!
 //! Records without a source timestamp cannot be ordered; they are applied on arrival.
 //!
-//! Source-of-truth priority per model and field (issue 5, point 4) is not implemented
-//! yet: it needs records linked across providers, which nothing produces today.
+//! Source-of-truth priority: a record version arrives by one [`Origin`], pushed by the
+//! provider (`webhook`) or fetched from its API (`poll`). A [`FieldPriority`] rule such
+//! as `pipeline_item.amount=poll>webhook` makes one origin authoritative for a field:
+//! once a higher-priority origin has set the field, a newer version from a lower one
+//! does not overwrite it (it may still fill the field while it is empty). The stored
+//! record remembers which origin set each ruled field. Fields without a rule follow
+//! last-write-wins alone.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
-use crate::idempotency::StoreError;
+use crate::{idempotency::StoreError, normalize::Model};
+
+/// How a record version reached Junction (queue attribute `origin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Pushed by the provider: a webhook delivery (the default).
+    Webhook,
+    /// Fetched from the provider's API by the poll worker.
+    Poll,
+}
+
+impl Origin {
+    /// The name used in queue attributes and priority rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Webhook => "webhook",
+            Origin::Poll => "poll",
+        }
+    }
+
+    /// The origin by name.
+    pub fn from_name(name: &str) -> Option<Origin> {
+        [Origin::Webhook, Origin::Poll]
+            .into_iter()
+            .find(|origin| origin.as_str() == name)
+    }
+}
+
+/// A rule that did not parse, naming the rule and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rule `{rule}`: {reason}")]
+pub struct PriorityError {
+    pub rule: String,
+    pub reason: String,
+}
+
+/// Source-of-truth priority per model and field: which origin wins a field when both
+/// supply it. Written `model.field=origin>origin`, rules separated by commas, e.g.
+/// `pipeline_item.amount=poll>webhook,work_item.status=webhook>poll`. Empty: no rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldPriority {
+    /// (model, field) → origins, highest priority first.
+    rules: BTreeMap<(Model, &'static str), Vec<Origin>>,
+}
+
+impl FieldPriority {
+    /// Parses the rules, checking each model, field and origin name.
+    pub fn parse(text: &str) -> Result<FieldPriority, PriorityError> {
+        let mut rules = BTreeMap::new();
+        for rule in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            let error = |reason: String| PriorityError {
+                rule: rule.to_owned(),
+                reason,
+            };
+            let (target, order) = rule
+                .split_once('=')
+                .ok_or_else(|| error("expected `model.field=origin>origin`".into()))?;
+            let (model_name, field_name) = target
+                .trim()
+                .split_once('.')
+                .ok_or_else(|| error("expected `model.field` before `=`".into()))?;
+            let model = Model::from_name(model_name)
+                .filter(|model| Model::RECORDS.contains(model))
+                .ok_or_else(|| {
+                    error(format!(
+                        "unknown model `{model_name}` (one of message_group, pipeline_item, work_item)"
+                    ))
+                })?;
+            let field = model
+                .fields()
+                .iter()
+                .copied()
+                .find(|field| *field == field_name)
+                .ok_or_else(|| {
+                    error(format!(
+                        "unknown field `{field_name}` of {} (fields: {})",
+                        model.as_str(),
+                        model.fields().join(", ")
+                    ))
+                })?;
+            let mut origins = Vec::new();
+            for name in order.split('>').map(str::trim) {
+                let origin = Origin::from_name(name)
+                    .ok_or_else(|| error(format!("unknown origin `{name}` (webhook or poll)")))?;
+                if origins.contains(&origin) {
+                    return Err(error(format!("origin `{name}` listed twice")));
+                }
+                origins.push(origin);
+            }
+            if origins.len() < 2 {
+                return Err(error("name at least two origins, highest first".into()));
+            }
+            if rules.insert((model, field), origins).is_some() {
+                return Err(error("a second rule for the same field".into()));
+            }
+        }
+        Ok(FieldPriority { rules })
+    }
+
+    /// The ruled fields of `model` with their origins, highest priority first.
+    fn rules_for(&self, model: Model) -> impl Iterator<Item = (&'static str, &[Origin])> {
+        self.rules
+            .iter()
+            .filter(move |((ruled, _), _)| *ruled == model)
+            .map(|((_, field), origins)| (*field, origins.as_slice()))
+    }
+}
 
 /// An incoming record version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordWrite {
     /// `provider#scope#model#id`.
     pub key: String,
+    /// The record's model (for the priority rules).
+    pub model: Model,
+    /// How this version reached Junction.
+    pub origin: Origin,
     /// The provider's source timestamp in Unix milliseconds, when it has one.
     pub source_ms: Option<i64>,
     /// False for partial records, merged into the stored one.
@@ -63,6 +182,8 @@ pub enum ApplyOutcome {
 pub struct StoredVersion {
     pub source_ms: Option<i64>,
     pub record: Value,
+    /// Which origin last set each field that has a priority rule.
+    pub origins: BTreeMap<String, Origin>,
 }
 
 /// Conditional storage of records.
@@ -86,14 +207,15 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
 /// How many times an optimistic write is retried when another writer races it.
 const WRITE_ATTEMPTS: usize = 5;
 
-/// Applies `write` under the conflict rules.
+/// Applies `write` under the conflict rules and the field priority.
 pub async fn apply(
     store: &dyn RecordStore,
+    priority: &FieldPriority,
     write: &RecordWrite,
 ) -> Result<ApplyOutcome, StoreError> {
     for _ in 0..WRITE_ATTEMPTS {
         let stored = store.read(&write.key).await?;
-        let decision = decide(stored.as_ref(), write);
+        let decision = decide(stored.as_ref(), priority, write);
         let next = match decision {
             Decision::Write(next) => next,
             Decision::Done(outcome) => {
@@ -101,6 +223,7 @@ pub async fn apply(
                     let incoming = StoredVersion {
                         source_ms: write.source_ms,
                         record: write.record.clone(),
+                        origins: BTreeMap::new(),
                     };
                     store.store_conflict(&write.key, &incoming).await?;
                 }
@@ -119,25 +242,31 @@ enum Decision {
     Done(ApplyOutcome),
 }
 
-fn decide(stored: Option<&StoredVersion>, write: &RecordWrite) -> Decision {
-    let incoming = || StoredVersion {
-        source_ms: write.source_ms,
-        record: write.record.clone(),
-    };
+fn decide(
+    stored: Option<&StoredVersion>,
+    priority: &FieldPriority,
+    write: &RecordWrite,
+) -> Decision {
     let Some(stored) = stored else {
-        return Decision::Write(incoming());
+        let (record, origins) = prioritize(None, priority, write, write.record.clone());
+        return Decision::Write(StoredVersion {
+            source_ms: write.source_ms,
+            record,
+            origins,
+        });
     };
-    let merged = || {
-        if write.complete {
+    let next = || {
+        let merged = if write.complete {
             write.record.clone()
         } else {
             merge(&stored.record, &write.record)
-        }
+        };
+        prioritize(Some(stored), priority, write, merged)
     };
     match (write.source_ms, stored.source_ms) {
         (Some(new), Some(old)) if new < old => Decision::Done(ApplyOutcome::Stale),
         (Some(new), Some(old)) if new == old => {
-            if merged() == stored.record {
+            if next().0 == stored.record {
                 Decision::Done(ApplyOutcome::Unchanged(stored.record.clone()))
             } else {
                 Decision::Done(ApplyOutcome::Conflict {
@@ -146,16 +275,62 @@ fn decide(stored: Option<&StoredVersion>, write: &RecordWrite) -> Decision {
             }
         }
         _ => {
-            let record = merged();
+            let (record, origins) = next();
             if record == stored.record && write.source_ms == stored.source_ms {
                 Decision::Done(ApplyOutcome::Unchanged(record))
             } else {
                 Decision::Write(StoredVersion {
                     source_ms: write.source_ms.or(stored.source_ms),
                     record,
+                    origins,
                 })
             }
         }
+    }
+}
+
+/// Applies the priority rules to a candidate record: a ruled field that a
+/// higher-priority origin set keeps its stored value; otherwise the field takes the
+/// candidate's value and the write's origin. Returns the record and its field origins.
+fn prioritize(
+    stored: Option<&StoredVersion>,
+    priority: &FieldPriority,
+    write: &RecordWrite,
+    mut record: Value,
+) -> (Value, BTreeMap<String, Origin>) {
+    let mut origins = stored.map(|s| s.origins.clone()).unwrap_or_default();
+    let Some(fields) = record.as_object_mut() else {
+        return (record, origins);
+    };
+    for (field, order) in priority.rules_for(write.model) {
+        let rank = |origin: Origin| {
+            order
+                .iter()
+                .position(|o| *o == origin)
+                .unwrap_or(usize::MAX)
+        };
+        let stored_value = stored
+            .and_then(|s| s.record.get(field))
+            .filter(|value| !is_empty(value));
+        let stored_origin = origins.get(field).copied();
+        match (stored_value, stored_origin) {
+            (Some(value), Some(origin)) if rank(origin) < rank(write.origin) => {
+                fields.insert(field.to_owned(), value.clone());
+            }
+            _ if fields.get(field).is_some_and(|value| !is_empty(value)) => {
+                origins.insert(field.to_owned(), write.origin);
+            }
+            _ => {}
+        }
+    }
+    (record, origins)
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        _ => false,
     }
 }
 
@@ -175,8 +350,9 @@ fn merge(stored: &Value, partial: &Value) -> Value {
     }
 }
 
-/// DynamoDB: item `pk`, `source_ms` (number, absent when unknown), `record` (JSON text),
-/// `version` (incremented per write, the optimistic-concurrency token). Conflicts are
+/// DynamoDB: item `pk`, `source_ms` (number, absent when unknown), `record` (JSON text,
+/// also the optimistic-concurrency token), `origins` (JSON text: field → origin, for
+/// ruled fields). Conflicts are
 /// items `pk = <key>#conflict#<source_ms>`.
 #[derive(Debug, Clone)]
 pub struct DynamoRecordStore {
@@ -221,7 +397,16 @@ impl RecordStore for DynamoRecordStore {
             .get("source_ms")
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok());
-        Ok(Some(StoredVersion { source_ms, record }))
+        let origins = item
+            .get("origins")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        Ok(Some(StoredVersion {
+            source_ms,
+            record,
+            origins,
+        }))
     }
 
     async fn write_if(
@@ -238,6 +423,11 @@ impl RecordStore for DynamoRecordStore {
             .item("record", AttributeValue::S(next.record.to_string()));
         if let Some(ms) = next.source_ms {
             request = request.item("source_ms", AttributeValue::N(ms.to_string()));
+        }
+        if !next.origins.is_empty() {
+            let origins =
+                serde_json::to_string(&next.origins).map_err(|err| StoreError(Box::new(err)))?;
+            request = request.item("origins", AttributeValue::S(origins));
         }
         request = match expected {
             None => request.condition_expression("attribute_not_exists(pk)"),
@@ -341,23 +531,27 @@ impl RecordStore for InMemoryRecordStore {
 pub async fn check_store_contract(store: &dyn RecordStore) {
     let write = |ms: Option<i64>, complete: bool, record: Value| RecordWrite {
         key: RecordWrite::key("linear", None, "work_item", "ISS-1"),
+        model: Model::WorkItem,
+        origin: Origin::Webhook,
         source_ms: ms,
         complete,
         record,
     };
+    let no_rules = FieldPriority::default();
     let outcome = |result: Result<ApplyOutcome, StoreError>| match result {
         Ok(outcome) => outcome,
         Err(err) => panic!("store failed: {err}"),
     };
     let v2 = serde_json::json!({"title": "v2", "status": "started"});
     assert_eq!(
-        outcome(apply(store, &write(Some(2_000), true, v2.clone())).await),
+        outcome(apply(store, &no_rules, &write(Some(2_000), true, v2.clone())).await),
         ApplyOutcome::Applied(v2.clone())
     );
     assert_eq!(
         outcome(
             apply(
                 store,
+                &no_rules,
                 &write(Some(1_000), true, serde_json::json!({"title": "v1"}))
             )
             .await
@@ -366,18 +560,18 @@ pub async fn check_store_contract(store: &dyn RecordStore) {
         "an older version never overwrites a newer one"
     );
     assert_eq!(
-        outcome(apply(store, &write(Some(2_000), true, v2.clone())).await),
+        outcome(apply(store, &no_rules, &write(Some(2_000), true, v2.clone())).await),
         ApplyOutcome::Unchanged(v2.clone())
     );
     let rival = serde_json::json!({"title": "rival", "status": "started"});
     assert_eq!(
-        outcome(apply(store, &write(Some(2_000), true, rival)).await),
+        outcome(apply(store, &no_rules, &write(Some(2_000), true, rival)).await),
         ApplyOutcome::Conflict { stored: v2 },
         "same time, different content: not applied"
     );
     let partial = serde_json::json!({"status": "completed", "title": null});
     assert_eq!(
-        outcome(apply(store, &write(Some(3_000), false, partial)).await),
+        outcome(apply(store, &no_rules, &write(Some(3_000), false, partial)).await),
         ApplyOutcome::Applied(serde_json::json!({"title": "v2", "status": "completed"})),
         "a partial record merges its known fields"
     );
@@ -389,6 +583,77 @@ pub async fn check_store_contract(store: &dyn RecordStore) {
             .flatten()
             .and_then(|v| v.source_ms),
         Some(3_000)
+    );
+    check_field_priority(store).await;
+}
+
+/// `pipeline_item.amount=poll>webhook`: a newer webhook version does not overwrite the
+/// amount a poll set, but sets the other fields; the next poll sets the amount again.
+async fn check_field_priority(store: &dyn RecordStore) {
+    let rules = FieldPriority::parse("pipeline_item.amount=poll>webhook").expect("valid rule");
+    let key = RecordWrite::key("hubspot", Some("portal-1"), "pipeline_item", "42");
+    let write = |ms: i64, origin: Origin, record: Value| RecordWrite {
+        key: key.clone(),
+        model: Model::PipelineItem,
+        origin,
+        source_ms: Some(ms),
+        complete: true,
+        record,
+    };
+    let applied = |result: Result<ApplyOutcome, StoreError>| match result {
+        Ok(ApplyOutcome::Applied(record)) => record,
+        other => panic!("expected an applied write, got {other:?}"),
+    };
+    let webhook_first = serde_json::json!({"amount": "90", "stage": "new"});
+    assert_eq!(
+        applied(
+            apply(
+                store,
+                &rules,
+                &write(1_000, Origin::Webhook, webhook_first.clone())
+            )
+            .await
+        ),
+        webhook_first,
+        "a lower-priority origin fills a field nobody set"
+    );
+    let polled = serde_json::json!({"amount": "100", "stage": "new"});
+    assert_eq!(
+        applied(apply(store, &rules, &write(2_000, Origin::Poll, polled.clone())).await),
+        polled
+    );
+    assert_eq!(
+        applied(
+            apply(
+                store,
+                &rules,
+                &write(
+                    3_000,
+                    Origin::Webhook,
+                    serde_json::json!({"amount": "95", "stage": "won"})
+                )
+            )
+            .await
+        ),
+        serde_json::json!({"amount": "100", "stage": "won"}),
+        "the poll's amount stands against a newer webhook; the stage follows last-write-wins"
+    );
+    let stored = store.read(&key).await.ok().flatten().expect("stored");
+    assert_eq!(stored.origins.get("amount"), Some(&Origin::Poll));
+    assert_eq!(
+        applied(
+            apply(
+                store,
+                &rules,
+                &write(
+                    4_000,
+                    Origin::Poll,
+                    serde_json::json!({"amount": "80", "stage": "won"})
+                )
+            )
+            .await
+        ),
+        serde_json::json!({"amount": "80", "stage": "won"})
     );
 }
 
@@ -403,6 +668,42 @@ mod tests {
         assert_eq!(store.conflicts().len(), 1);
     }
 
+    #[test]
+    fn priority_rules_parse_and_name_what_is_wrong() {
+        let rules = FieldPriority::parse(
+            " pipeline_item.amount=poll>webhook, work_item.status = webhook > poll ",
+        )
+        .expect("valid rules");
+        assert_eq!(rules.rules.len(), 2);
+        assert_eq!(FieldPriority::parse(""), Ok(FieldPriority::default()));
+        for (text, reason) in [
+            (
+                "pipeline_item.amount",
+                "expected `model.field=origin>origin`",
+            ),
+            ("amount=poll>webhook", "expected `model.field` before `=`"),
+            ("deal.amount=poll>webhook", "unknown model `deal`"),
+            (
+                "provider_event.raw=poll>webhook",
+                "unknown model `provider_event`",
+            ),
+            (
+                "pipeline_item.amout=poll>webhook",
+                "unknown field `amout` of pipeline_item",
+            ),
+            ("pipeline_item.amount=poll>push", "unknown origin `push`"),
+            ("pipeline_item.amount=poll", "at least two origins"),
+            ("pipeline_item.amount=poll>poll", "listed twice"),
+            (
+                "work_item.title=poll>webhook,work_item.title=webhook>poll",
+                "a second rule",
+            ),
+        ] {
+            let err = FieldPriority::parse(text).expect_err(text);
+            assert!(err.to_string().contains(reason), "{text}: {err}");
+        }
+    }
+
     #[tokio::test]
     async fn out_of_order_updates_keep_the_newest() {
         let store = InMemoryRecordStore::default();
@@ -410,11 +711,15 @@ mod tests {
         for (ms, stage) in [(3, "won"), (1, "new"), (2, "negotiation")] {
             let write = RecordWrite {
                 key: key.clone(),
+                model: Model::PipelineItem,
+                origin: Origin::Webhook,
                 source_ms: Some(ms),
                 complete: true,
                 record: serde_json::json!({ "stage": stage }),
             };
-            apply(&store, &write).await.expect("apply");
+            apply(&store, &FieldPriority::default(), &write)
+                .await
+                .expect("apply");
         }
         let stored = store.read(&key).await.expect("read").expect("stored");
         assert_eq!(stored.record["stage"], "won");

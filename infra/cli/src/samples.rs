@@ -91,7 +91,7 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
             json!({
                 "id": format!("evt_{}", &hex::encode(rand::random::<[u8; 12]>())),
                 "object": "event",
-                "api_version": "2024-06-20",
+                "api_version": "2026-07-29.dahlia",
                 "created": seconds,
                 "type": "payment_intent.succeeded",
                 "livemode": false,

@@ -20,7 +20,7 @@ use std::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ADAPTERS, RawEvent, normalize};
+use super::{ADAPTERS, Model, RawEvent, normalize};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,4 +166,52 @@ fn fixtures_match_their_expected_output() {
         missing.is_empty(),
         "adapters without a fixture: {missing:?}"
     );
+}
+
+/// `Model::fields` (what source-of-truth rules may name) lists exactly the fields the
+/// models serialize: every key of every fixture's records besides the meta fields.
+#[test]
+fn model_field_lists_match_the_serialized_records() {
+    let meta_keys = [
+        "provider",
+        "id",
+        "adapter",
+        "mapping_version",
+        "change",
+        "source_timestamp",
+        "complete",
+        "cleared_fields",
+        "provider_event_id",
+        "item",
+    ];
+    let mut seen: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    for path in fixture_files() {
+        let (actual, _) = run(&path);
+        let Some(items) = actual.pointer("/ok/items").and_then(Value::as_array) else {
+            continue;
+        };
+        for item in items {
+            let Some(object) = item.as_object() else {
+                continue;
+            };
+            let Some(model) = object
+                .get("item")
+                .and_then(Value::as_str)
+                .and_then(Model::from_name)
+            else {
+                continue;
+            };
+            seen.entry(model.as_str()).or_default().extend(
+                object
+                    .keys()
+                    .filter(|k| !meta_keys.contains(&k.as_str()))
+                    .cloned(),
+            );
+        }
+    }
+    for model in Model::RECORDS {
+        let listed: BTreeSet<String> = model.fields().iter().map(|f| (*f).to_owned()).collect();
+        let serialized = seen.get(model.as_str()).cloned().unwrap_or_default();
+        assert_eq!(listed, serialized, "Model::fields() for {}", model.as_str());
+    }
 }

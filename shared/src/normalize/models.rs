@@ -14,7 +14,7 @@ use super::dates::Timestamp;
 
 /// Which common model a record (or a [`FetchRequest`]) belongs to. The CloudEvent `type`
 /// is `<model>.<change>`, e.g. `work_item.updated`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Model {
     MessageGroup,
@@ -31,6 +31,72 @@ impl Model {
             Model::PipelineItem => "pipeline_item",
             Model::WorkItem => "work_item",
             Model::ProviderEvent => "provider_event",
+        }
+    }
+
+    /// The models whose records the record store keeps (all but pass-through events).
+    pub const RECORDS: [Model; 3] = [Model::MessageGroup, Model::PipelineItem, Model::WorkItem];
+
+    /// The model by its snake-case name.
+    pub fn from_name(name: &str) -> Option<Model> {
+        [
+            Model::MessageGroup,
+            Model::PipelineItem,
+            Model::WorkItem,
+            Model::ProviderEvent,
+        ]
+        .into_iter()
+        .find(|model| model.as_str() == name)
+    }
+
+    /// The model's own fields (besides [`RecordMeta`]'s), as named in its JSON: what a
+    /// source-of-truth priority rule may name. A fixture test keeps this list in step
+    /// with the structs.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Model::MessageGroup => &[
+                "kind",
+                "name",
+                "summary",
+                "participants",
+                "message_count",
+                "member_count",
+                "last_message_at",
+                "created_at",
+                "archived",
+                "labels",
+            ],
+            Model::PipelineItem => &[
+                "name",
+                "amount",
+                "currency",
+                "stage",
+                "pipeline",
+                "status",
+                "probability",
+                "close_at",
+                "owner_id",
+                "account_id",
+                "created_at",
+            ],
+            Model::WorkItem => &[
+                "key",
+                "title",
+                "description",
+                "status",
+                "status_name",
+                "priority",
+                "assignee_id",
+                "assignee_name",
+                "due_at",
+                "completed_at",
+                "created_at",
+                "project_ids",
+                "labels",
+                "parent_id",
+                "url",
+            ],
+            Model::ProviderEvent => &["event_type", "api_version", "raw"],
         }
     }
 }
