@@ -1,0 +1,1 @@
+//! A provider on loopback for tests (being written).
