@@ -1,1 +1,14 @@
-//! A provider on loopback for tests (being written).
+//! A provider on loopback for Junction's tests.
+//!
+//! [`oauth`] is an OAuth 2.0 authorization server that checks what a real one
+//! checks (RFC 6749, RFC 7636 PKCE, RFC 7009 revocation, refresh-token
+//! rotation with reuse detection from the OAuth 2.0 Security BCP), so the
+//! connect flow, refresh races, early expiry and revocation can be exercised
+//! without a real provider. It also misbehaves on request (failure injection,
+//! delays, tokens that die before their advertised lifetime).
+
+pub mod oauth;
+
+pub use oauth::{
+    AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, TokenFailure,
+};
