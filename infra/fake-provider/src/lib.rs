@@ -9,6 +9,4 @@
 
 pub mod oauth;
 
-pub use oauth::{
-    AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, TokenFailure,
-};
+pub use oauth::{AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, TokenFailure};

@@ -129,8 +129,10 @@ pub struct Counters {
     pub api_rejections: usize,
 }
 
-/// A running fake authorization server; dropping it stops accepting
-/// connections.
+/// A running fake authorization server. Dropping it (or [`stop`]) closes the
+/// listener; open connections finish their current request and close.
+///
+/// [`stop`]: FakeAuthServer::stop
 #[derive(Debug)]
 pub struct FakeAuthServer {
     base_url: String,
@@ -241,7 +243,7 @@ impl FakeAuthServer {
         self.lock().counters.clone()
     }
 
-    /// Stops accepting connections (same as dropping the server).
+    /// Stops the server (same as dropping it), e.g. to simulate an outage.
     pub fn stop(self) {
         drop(self);
     }
@@ -402,7 +404,10 @@ async fn authorize(State(shared): State<Shared>, RawQuery(query): RawQuery) -> R
         params.duplicated.as_deref(),
         Some("client_id" | "redirect_uri")
     ) {
-        return html_page(StatusCode::BAD_REQUEST, "client_id or redirect_uri repeated");
+        return html_page(
+            StatusCode::BAD_REQUEST,
+            "client_id or redirect_uri repeated",
+        );
     }
     if params.get("client_id") != Some(state.config.client_id.as_str()) {
         return html_page(StatusCode::BAD_REQUEST, "Unknown client");
@@ -473,7 +478,10 @@ async fn authorize(State(shared): State<Shared>, RawQuery(query): RawQuery) -> R
         grant_id: None,
     };
     state.codes.insert(code.clone(), record);
-    redirect(redirect_uri, &[("code", Some(&code)), ("state", state_param)])
+    redirect(
+        redirect_uri,
+        &[("code", Some(&code)), ("state", state_param)],
+    )
 }
 
 // -------------------------------------------------------------------- /token
@@ -510,14 +518,14 @@ async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
         }
     }
     let mut state = lock(&shared);
-    handle_token(&mut state, &headers, &body).unwrap_or_else(|response| response)
+    handle_token(&mut state, &headers, &body).unwrap_or_else(IntoResponse::into_response)
 }
 
 fn handle_token(
     state: &mut ServerState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, Response> {
+) -> Result<Response, Refusal> {
     let params = parse_form_body(headers, body)?;
     let client_id = authenticate_client(&state.config, headers, &params)?;
     match params.get("grant_type") {
@@ -541,7 +549,7 @@ fn exchange_code(
     state: &mut ServerState,
     client_id: &str,
     params: &Params,
-) -> Result<Response, Response> {
+) -> Result<Response, Refusal> {
     let code = params
         .get("code")
         .ok_or_else(|| oauth_error("invalid_request", "code missing"))?;
@@ -601,11 +609,7 @@ fn exchange_code(
     Ok(state.issue_tokens(&grant_id, &scope, refresh_scope))
 }
 
-fn refresh(
-    state: &mut ServerState,
-    client_id: &str,
-    params: &Params,
-) -> Result<Response, Response> {
+fn refresh(state: &mut ServerState, client_id: &str, params: &Params) -> Result<Response, Refusal> {
     let presented = params
         .get("refresh_token")
         .ok_or_else(|| oauth_error("invalid_request", "refresh_token missing"))?;
@@ -658,46 +662,38 @@ fn refresh(
 
 async fn revoke(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let mut state = lock(&shared);
-    handle_revoke(&mut state, &headers, &body).unwrap_or_else(|response| response)
+    handle_revoke(&mut state, &headers, &body).unwrap_or_else(IntoResponse::into_response)
 }
 
 fn handle_revoke(
     state: &mut ServerState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, Response> {
+) -> Result<Response, Refusal> {
     let params = parse_form_body(headers, body)?;
     let client_id = authenticate_client(&state.config, headers, &params)?;
     let token = params
         .get("token")
         .ok_or_else(|| oauth_error("invalid_request", "token missing"))?;
     // token_type_hint is only a hint (RFC 7009 §2.1): look in both places.
-    let owned_by_client =
-        |state: &ServerState, grant_id: &str| {
-            state
-                .grants
-                .get(grant_id)
-                .is_some_and(|grant| grant.client_id == client_id)
-        };
-    if let Some(grant_id) = state.refresh_tokens.get(token).map(|r| r.grant_id.clone()) {
-        if !owned_by_client(state, &grant_id) {
-            return Err(oauth_error(
-                "unauthorized_client",
-                "token issued to another client",
-            ));
-        }
+    let refresh_grant = state.refresh_tokens.get(token).map(|r| r.grant_id.clone());
+    let access_grant = state.access_tokens.get(token).map(|a| a.grant_id.clone());
+    if let Some(grant_id) = refresh_grant.as_ref().or(access_grant.as_ref())
+        && state
+            .grants
+            .get(grant_id)
+            .is_none_or(|grant| grant.client_id != client_id)
+    {
+        return Err(oauth_error(
+            "unauthorized_client",
+            "token issued to another client",
+        ));
+    }
+    if let Some(grant_id) = refresh_grant {
         // Revoking a refresh token revokes the access tokens of its grant.
         state.revoke_grant(&grant_id);
-    } else if let Some(grant_id) = state.access_tokens.get(token).map(|a| a.grant_id.clone()) {
-        if !owned_by_client(state, &grant_id) {
-            return Err(oauth_error(
-                "unauthorized_client",
-                "token issued to another client",
-            ));
-        }
-        if let Some(access) = state.access_tokens.get_mut(token) {
-            access.revoked = true;
-        }
+    } else if let Some(access) = state.access_tokens.get_mut(token) {
+        access.revoked = true;
     }
     // Unknown tokens are not an error (RFC 7009 §2.2).
     state.counters.revocations += 1;
@@ -725,13 +721,13 @@ async fn api_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {
         live.then(|| access.grant_id.clone())
     });
     match live_grant {
-        Some(grant_id) => json_response(StatusCode::OK, &json!({"id": "user-1", "grant": grant_id})),
+        Some(grant_id) => {
+            json_response(StatusCode::OK, &json!({"id": "user-1", "grant": grant_id}))
+        }
         None => {
             state.counters.api_rejections += 1;
-            let mut response = json_response(
-                StatusCode::UNAUTHORIZED,
-                &json!({"error": "invalid_token"}),
-            );
+            let mut response =
+                json_response(StatusCode::UNAUTHORIZED, &json!({"error": "invalid_token"}));
             // RFC 6750 §3.1: no error code when no credentials were sent.
             let challenge = if token.is_some() {
                 r#"Bearer error="invalid_token""#
@@ -782,7 +778,7 @@ impl Params {
 
 /// Parses a token or revocation request body, which must be
 /// `application/x-www-form-urlencoded` (RFC 6749 §4.1.3, RFC 7009 §2.1).
-fn parse_form_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, Response> {
+fn parse_form_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, Refusal> {
     let is_form = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -809,7 +805,7 @@ fn authenticate_client(
     config: &AuthServerConfig,
     headers: &HeaderMap,
     params: &Params,
-) -> Result<String, Response> {
+) -> Result<String, Refusal> {
     let header = headers
         .get(AUTHORIZATION)
         .map(|value| value.to_str().unwrap_or(""));
@@ -907,7 +903,10 @@ fn redirect(redirect_uri: &str, params: &[(&str, Option<&str>)]) -> Response {
     let location = format!("{redirect_uri}{separator}{}", query.finish());
     match HeaderValue::try_from(location) {
         Ok(location) => (StatusCode::FOUND, [(LOCATION, location)]).into_response(),
-        Err(_) => html_page(StatusCode::BAD_REQUEST, "redirect_uri is not a valid header"),
+        Err(_) => html_page(
+            StatusCode::BAD_REQUEST,
+            "redirect_uri is not a valid header",
+        ),
     }
 }
 
@@ -921,7 +920,10 @@ fn html_page(status: StatusCode, message: &str) -> Response {
     );
     (
         status,
-        [(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
         body,
     )
         .into_response()
@@ -941,29 +943,56 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-/// An RFC 6749 §5.2 error: 400 with `error` and `error_description`.
-fn oauth_error(error: &str, description: &str) -> Response {
-    json_response(
-        StatusCode::BAD_REQUEST,
-        &json!({"error": error, "error_description": description}),
-    )
+/// Why a token or revocation request is refused (RFC 6749 §5.2).
+#[derive(Debug)]
+enum Refusal {
+    /// 400 with `error` and `error_description`.
+    BadRequest {
+        error: &'static str,
+        description: String,
+    },
+    /// 401 `invalid_client` with `WWW-Authenticate: Basic`.
+    InvalidClient,
 }
 
-fn invalid_grant(description: &str) -> Response {
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::BadRequest { error, description } => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": error, "error_description": description}),
+            ),
+            Refusal::InvalidClient => {
+                let mut response = json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({
+                        "error": "invalid_client",
+                        "error_description": "client authentication failed",
+                    }),
+                );
+                response.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="fake-provider""#),
+                );
+                response
+            }
+        }
+    }
+}
+
+fn oauth_error(error: &'static str, description: &str) -> Refusal {
+    Refusal::BadRequest {
+        error,
+        description: description.to_owned(),
+    }
+}
+
+fn invalid_grant(description: &str) -> Refusal {
     oauth_error("invalid_grant", description)
 }
 
-/// 401 with `WWW-Authenticate: Basic` (RFC 6749 §5.2).
-fn invalid_client() -> Response {
-    let mut response = json_response(
-        StatusCode::UNAUTHORIZED,
-        &json!({"error": "invalid_client", "error_description": "client authentication failed"}),
-    );
-    response.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static(r#"Basic realm="fake-provider""#),
-    );
-    response
+fn invalid_client() -> Refusal {
+    Refusal::InvalidClient
 }
 
 #[cfg(test)]
