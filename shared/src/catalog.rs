@@ -20,6 +20,13 @@ use std::{collections::BTreeMap, fmt, sync::OnceLock};
 
 use serde::Deserialize;
 
+mod oauth;
+
+pub use oauth::{
+    CallbackSignature, ClientAuth, OAuthSpec, Revocation, TokenRequestFormat, UrlParameter,
+    placeholders,
+};
+
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/catalog_files.rs"));
 }
@@ -115,6 +122,9 @@ pub struct Provider {
     pub api_version: Option<String>,
     /// How the provider's webhooks are verified and read; absent for poll-only APIs.
     pub webhook: Option<WebhookSpec>,
+    /// How accounts are connected with OAuth 2.0; absent where Junction does not connect.
+    #[serde(default)]
+    pub oauth: Option<OAuthSpec>,
 }
 
 /// How to verify, acknowledge and identify one provider's webhook deliveries.
@@ -382,6 +392,11 @@ impl Provider {
         }
         if !self.docs.starts_with("https://") {
             return Err(invalid("docs", "must be an https:// link".to_owned()));
+        }
+        if let Some(oauth) = &self.oauth {
+            oauth
+                .check()
+                .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(webhook) = &self.webhook {
             webhook

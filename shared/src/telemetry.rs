@@ -192,6 +192,30 @@ pub fn record_consumed(outcome: &ItemOutcome) {
     );
 }
 
+/// Logs one token refresh attempt and prints its metrics (dimension `Provider`):
+/// `TokenRefreshes` for a stored new token, `TokenRefreshFailures` otherwise (the
+/// `outcome` is `transient_failure`, `rejected` or `needs_reauth`).
+pub fn record_token_refresh(provider: &str, outcome: &str) {
+    let refreshed = outcome == "refreshed";
+    tracing::info!(provider, outcome, "token refresh");
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    println!(
+        "{}",
+        emf_line(
+            now_ms,
+            &[("Provider", provider)],
+            &[
+                ("TokenRefreshes", if refreshed { 1.0 } else { 0.0 }, "Count"),
+                (
+                    "TokenRefreshFailures",
+                    if refreshed { 0.0 } else { 1.0 },
+                    "Count"
+                ),
+            ],
+        )
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,236 @@
+//! The `[oauth]` section of a catalog entry: how Junction connects an account of the
+//! provider (authorize, exchange, refresh, revoke), as data.
+//!
+//! Providers differ in ways that cause most integration support tickets, so each
+//! difference is a field here rather than a code path: the scope separator, PKCE, how
+//! the client authenticates, JSON or form token requests, a lifetime that is absent
+//! (Salesforce) or shorter than stated, rotating refresh tokens, the error codes that
+//! mean "the user must reconnect", and the revocation call. URL placeholders such as
+//! `{shop}` take values from the connect request, each checked against an anchored
+//! pattern so no user input can point Junction's HTTP client at another host.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One provider's OAuth 2.0 definition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSpec {
+    /// The authorization endpoint; may contain `{parameter}` placeholders.
+    pub authorize_url: String,
+    /// The token endpoint (code exchange and refresh); may contain placeholders.
+    pub token_url: String,
+    /// Scopes requested by default.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// How scopes are joined (`" "` per RFC 6749; Slack, Linear and Shopify use `","`).
+    #[serde(default = "default_scope_separator")]
+    pub scope_separator: String,
+    /// The authorize parameter carrying the scopes (Slack user tokens: `user_scope`).
+    #[serde(default = "default_scope_param")]
+    pub scope_param: String,
+    /// Send a PKCE S256 challenge (RFC 7636).
+    pub pkce: bool,
+    /// How the client authenticates at the token endpoint.
+    pub client_auth: ClientAuth,
+    /// The token request body's encoding.
+    #[serde(default)]
+    pub token_request: TokenRequestFormat,
+    /// Extra authorize parameters (Google `access_type=offline`).
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
+    /// Seconds subtracted from a token's stated lifetime: it is refreshed this much
+    /// before it would expire.
+    pub lifetime_margin_seconds: u32,
+    /// The lifetime assumed when a token response has no `expires_in` (Salesforce: the
+    /// session timeout). Absent: such tokens do not expire (Stripe, GitHub OAuth Apps).
+    #[serde(default)]
+    pub default_lifetime_seconds: Option<u32>,
+    /// Whether a refresh returns a new refresh token that replaces the old one.
+    pub refresh_token_rotation: bool,
+    /// Token-endpoint error codes meaning the grant is gone and the user must reconnect,
+    /// besides `invalid_grant` (Slack `token_revoked`, GitHub `bad_refresh_token`).
+    #[serde(default)]
+    pub reauth_errors: Vec<String>,
+    /// JSON pointer to the connected account's id in the token response (Slack
+    /// `/team/id`, Stripe `/stripe_user_id`).
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// Token-response values kept on the connection for later API calls, by name →
+    /// JSON pointer (Salesforce `instance_url`).
+    #[serde(default)]
+    pub response_params: BTreeMap<String, String>,
+    /// Placeholders in the URLs, filled from the connect request's query.
+    #[serde(default)]
+    pub url_parameters: BTreeMap<String, UrlParameter>,
+    /// A signature the provider adds to the callback (Shopify's `hmac`).
+    #[serde(default)]
+    pub callback_signature: Option<CallbackSignature>,
+    /// How a connection is revoked at the provider on disconnect.
+    pub revocation: Revocation,
+    /// Why the values above are what they are: sources, quirks, unverified points.
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+fn default_scope_separator() -> String {
+    " ".to_owned()
+}
+
+fn default_scope_param() -> String {
+    "scope".to_owned()
+}
+
+/// Client authentication at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the request body.
+    ClientSecretPost,
+    /// HTTP Basic with the form-urlencoded id and secret.
+    ClientSecretBasic,
+    /// `Authorization: Bearer <client_secret>` (Stripe Connect: the platform's secret
+    /// key), `client_id` in the body.
+    SecretKeyBearer,
+}
+
+/// The token request body's encoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRequestFormat {
+    /// `application/x-www-form-urlencoded` (RFC 6749).
+    #[default]
+    Form,
+    /// `application/json` (Shopify).
+    Json,
+}
+
+/// A `{name}` placeholder in the provider's URLs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlParameter {
+    /// An anchored regular expression (`^…$`) every value must match.
+    pub pattern: String,
+    /// The value when the connect request gives none; absent: the parameter is required.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// What the value is, for the connect page's error message.
+    pub description: String,
+}
+
+/// A provider-specific signature over the callback's query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackSignature {
+    /// Shopify: HMAC-SHA256 (hex, keyed with the client secret) over the sorted query
+    /// without `hmac` and `signature`, in the `hmac` parameter.
+    ShopifyHmac,
+}
+
+/// How a connection is revoked at the provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "style", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Revocation {
+    /// RFC 7009: `POST url` with `token` and `token_type_hint`, client authenticated as
+    /// at the token endpoint. Revoking the refresh token ends the grant.
+    Rfc7009 { url: String },
+    /// GitHub: `DELETE url` (with `{client_id}`) with HTTP Basic client credentials and
+    /// the JSON body `{"access_token": …}`; deletes the whole grant.
+    GithubGrant { url: String },
+    /// Slack `auth.revoke`: `POST url` authenticated with the token itself.
+    SlackAuthRevoke { url: String },
+    /// Stripe Connect: `POST url` with `client_id` and `stripe_user_id` (the account
+    /// id), authenticated with the platform's secret key.
+    StripeDeauthorize { url: String },
+    /// Shopify: `DELETE url` with `X-Shopify-Access-Token`: uninstalls the app.
+    ShopifyUninstall { url: String },
+    /// The provider offers no revocation endpoint: tokens are deleted locally only.
+    None { reason: String },
+}
+
+impl Revocation {
+    /// The endpoint, if there is one.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Revocation::Rfc7009 { url }
+            | Revocation::GithubGrant { url }
+            | Revocation::SlackAuthRevoke { url }
+            | Revocation::StripeDeauthorize { url }
+            | Revocation::ShopifyUninstall { url } => Some(url),
+            Revocation::None { .. } => None,
+        }
+    }
+}
+
+impl OAuthSpec {
+    /// Checks what the types cannot: HTTPS endpoints, placeholders that are declared,
+    /// anchored patterns that compile. Returns `(field, message)` for the first fault.
+    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+        let patterns = self
+            .url_parameters
+            .iter()
+            .map(|(name, parameter)| {
+                let field = format!("oauth.url_parameters.{name}.pattern");
+                if !(parameter.pattern.starts_with('^') && parameter.pattern.ends_with('$')) {
+                    return Err((field, "must be anchored with ^ and $".to_owned()));
+                }
+                regex_lite::Regex::new(&parameter.pattern)
+                    .map_err(|err| (field.clone(), format!("does not compile: {err}")))?;
+                if let Some(default) = &parameter.default
+                    && !regex_lite::Regex::new(&parameter.pattern)
+                        .is_ok_and(|re| re.is_match(default))
+                {
+                    return Err((
+                        format!("oauth.url_parameters.{name}.default"),
+                        "does not match the pattern".to_owned(),
+                    ));
+                }
+                Ok(())
+            })
+            .collect::<Result<Vec<()>, _>>();
+        patterns?;
+        for (field, url) in [
+            ("oauth.authorize_url", Some(self.authorize_url.as_str())),
+            ("oauth.token_url", Some(self.token_url.as_str())),
+            ("oauth.revocation.url", self.revocation.url()),
+        ] {
+            let Some(url) = url else { continue };
+            // Loopback HTTP is allowed for test providers (RFC 8252 §7.3 reasoning).
+            if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1:")) {
+                return Err((field.to_owned(), "must be an https:// URL".to_owned()));
+            }
+            for placeholder in placeholders(url) {
+                if placeholder != "client_id" && !self.url_parameters.contains_key(placeholder) {
+                    return Err((
+                        field.to_owned(),
+                        format!("placeholder {{{placeholder}}} is not in oauth.url_parameters"),
+                    ));
+                }
+            }
+        }
+        if self.lifetime_margin_seconds > 3_600 {
+            return Err((
+                "oauth.lifetime_margin_seconds".to_owned(),
+                "more than an hour: most tokens would never be fresh".to_owned(),
+            ));
+        }
+        if let Some(pointer) = &self.account_id
+            && !pointer.starts_with('/')
+        {
+            return Err((
+                "oauth.account_id".to_owned(),
+                "must be a JSON pointer starting with /".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `{name}` placeholders of a URL template.
+pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}

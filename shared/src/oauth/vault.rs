@@ -1,0 +1,703 @@
+//! The token vault: hands out access tokens, refreshing them before they expire.
+//!
+//! - Expiry is the stated `expires_in` (or the catalog's default lifetime), shortened to
+//!   the provider's *learned* lifetime once a token was rejected earlier than stated,
+//!   minus the catalog's margin.
+//! - One refresh at a time per connection: callers race for a lease written with a
+//!   conditional replace; the winner calls the token endpoint, the others wait for the
+//!   new token generation and return it.
+//! - The new access and refresh tokens are stored in one conditional write that
+//!   replaces the old pair; until that write lands, the old refresh token stays stored,
+//!   and the write is retried while the store is briefly unavailable.
+//! - A transient token-endpoint failure leaves everything as it was. `invalid_grant` (or
+//!   a catalog re-auth code), after re-reading the record in case another worker
+//!   refreshed meanwhile, marks the connection `needs_reauth` and announces it.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::{
+    connections::{Connection, ConnectionState, ConnectionStore, Lease},
+    provider::{OAuthCredentials, ProviderClient, TokenError, TokenResponse},
+    random_token,
+};
+use crate::{
+    catalog::{Catalog, OAuthSpec},
+    clock::Clock,
+    crypto::{CryptoError, EncryptionContext, KeyService, SecretString, open, seal},
+    events::{CloudEvent, EventBus},
+    telemetry,
+};
+
+/// What is sealed: the tokens, never stored in the clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenSet {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+}
+
+/// An access token handed to the outbound path.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub value: SecretString,
+    /// The token generation: reported back with [`TokenVault::token_rejected`].
+    pub generation: u64,
+    /// Connection values for API calls (`instance_url`, `shop`).
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("connection {0} not found")]
+    NotFound(String),
+    #[error("connection needs the user to reconnect: {0}")]
+    NeedsReauth(String),
+    /// Retry later (token endpoint, store or key service unavailable; a peer's refresh
+    /// still running).
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused for a reason that retrying won't fix (client credentials,
+    /// configuration): an operator must look.
+    #[error("provider refused: {0}")]
+    Rejected(String),
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    /// How long a refresh lease lasts (longer than the token call's timeout).
+    pub lease: Duration,
+    /// How long a caller waits for a peer's refresh before giving up (transient).
+    pub wait_for_peer: Duration,
+    /// How often a waiting caller re-reads the connection.
+    pub poll_interval: Duration,
+    /// Base URL of the deployed API, for reconnect links.
+    pub public_base_url: String,
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        VaultSettings {
+            lease: Duration::from_secs(30),
+            wait_for_peer: Duration::from_secs(15),
+            poll_interval: Duration::from_millis(100),
+            public_base_url: String::new(),
+        }
+    }
+}
+
+/// Counts from one refresher run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshReport {
+    pub due: usize,
+    pub refreshed: usize,
+    pub needs_reauth: usize,
+    pub failed: usize,
+}
+
+/// The vault and its ports.
+#[derive(Debug, Clone)]
+pub struct TokenVault {
+    pub(crate) catalog: &'static Catalog,
+    pub(crate) connections: Arc<dyn ConnectionStore>,
+    pub(crate) keys: Arc<dyn KeyService>,
+    pub(crate) credentials: Arc<dyn OAuthCredentials>,
+    pub(crate) client: ProviderClient,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: VaultSettings,
+}
+
+fn unix(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp()
+}
+
+fn store_unavailable(err: impl std::fmt::Display) -> VaultError {
+    VaultError::Unavailable(err.to_string())
+}
+
+fn crypto_error(err: CryptoError) -> VaultError {
+    match err {
+        CryptoError::Mismatch => {
+            VaultError::Rejected("sealed tokens do not open under this connection's context".into())
+        }
+        other => VaultError::Unavailable(other.to_string()),
+    }
+}
+
+/// When a token issued at `issued_at` should be refreshed, if ever.
+pub(crate) fn refresh_at(
+    spec: &OAuthSpec,
+    issued_at: i64,
+    stated: Option<u64>,
+    learned: Option<u64>,
+) -> Option<i64> {
+    let lifetime = match (stated, learned) {
+        (Some(stated), Some(learned)) => stated.min(learned),
+        (stated, learned) => stated.or(learned)?,
+    };
+    let margin = u64::from(spec.lifetime_margin_seconds);
+    let usable = lifetime.saturating_sub(margin).max(lifetime / 2);
+    Some(issued_at.saturating_add(i64::try_from(usable).unwrap_or(i64::MAX)))
+}
+
+impl TokenVault {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        catalog: &'static Catalog,
+        connections: Arc<dyn ConnectionStore>,
+        keys: Arc<dyn KeyService>,
+        credentials: Arc<dyn OAuthCredentials>,
+        client: ProviderClient,
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        settings: VaultSettings,
+    ) -> Self {
+        TokenVault {
+            catalog,
+            connections,
+            keys,
+            credentials,
+            client,
+            bus,
+            clock,
+            settings,
+        }
+    }
+
+    fn spec(&self, provider: &str) -> Result<&'static OAuthSpec, VaultError> {
+        self.catalog
+            .get(provider)
+            .and_then(|p| p.oauth.as_ref())
+            .ok_or_else(|| {
+                VaultError::Rejected(format!("provider {provider} has no oauth section"))
+            })
+    }
+
+    async fn load(&self, id: &str) -> Result<Connection, VaultError> {
+        self.connections
+            .get(id)
+            .await
+            .map_err(store_unavailable)?
+            .ok_or_else(|| VaultError::NotFound(id.to_owned()))
+    }
+
+    /// Seals a token response onto `base`: new tokens (keeping the stored refresh token
+    /// when the provider sent none), lifetimes, scopes, account and kept parameters.
+    pub(crate) async fn with_tokens(
+        &self,
+        base: &Connection,
+        spec: &OAuthSpec,
+        response: &TokenResponse,
+        previous_refresh: Option<SecretString>,
+    ) -> Result<Connection, VaultError> {
+        let now = unix(self.clock.now());
+        let learned = self
+            .connections
+            .learned_lifetime(&base.provider)
+            .await
+            .map_err(store_unavailable)?;
+        let tokens = TokenSet {
+            access_token: response.access_token.clone(),
+            refresh_token: response.refresh_token.clone().or(previous_refresh),
+        };
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(&tokens).map_err(|err| VaultError::Unavailable(err.to_string()))?,
+        );
+        let context = EncryptionContext::for_connection(&base.tenant, &base.provider, &base.id);
+        let sealed = seal(self.keys.as_ref(), &context, &plaintext)
+            .await
+            .map_err(crypto_error)?;
+        let stated = response
+            .expires_in
+            .or(spec.default_lifetime_seconds.map(u64::from));
+        let mut next = base.clone();
+        next.state = ConnectionState::Active;
+        next.tokens = Some(sealed);
+        next.token_generation += 1;
+        next.token_issued_at = Some(now);
+        next.stated_lifetime = stated;
+        next.refreshable = tokens.refresh_token.is_some();
+        next.refresh_at = if next.refreshable {
+            refresh_at(spec, now, stated, learned)
+        } else {
+            None
+        };
+        next.lease = None;
+        if let Some(scopes) = &response.scopes {
+            next.scopes = scopes.clone();
+        }
+        if response.account_id.is_some() {
+            next.account_id = response.account_id.clone();
+        }
+        next.params.extend(response.params.clone());
+        next.last_error = None;
+        next.updated_at = now;
+        next.version = base.version + 1;
+        Ok(next)
+    }
+
+    /// Opens a connection's tokens.
+    pub(crate) async fn tokens(&self, connection: &Connection) -> Result<TokenSet, VaultError> {
+        let sealed = connection
+            .tokens
+            .as_ref()
+            .ok_or_else(|| VaultError::NeedsReauth("no tokens stored".into()))?;
+        let context = EncryptionContext::for_connection(
+            &connection.tenant,
+            &connection.provider,
+            &connection.id,
+        );
+        let plaintext = open(self.keys.as_ref(), &context, sealed)
+            .await
+            .map_err(crypto_error)?;
+        serde_json::from_slice(&plaintext)
+            .map_err(|_| VaultError::Rejected("sealed tokens are not a token set".into()))
+    }
+
+    async fn hand_out(&self, connection: &Connection) -> Result<AccessToken, VaultError> {
+        let tokens = self.tokens(connection).await?;
+        Ok(AccessToken {
+            value: tokens.access_token,
+            generation: connection.token_generation,
+            params: connection.params.clone(),
+        })
+    }
+
+    /// Whether the connection's token is due for refresh now (with the provider's
+    /// current learned lifetime).
+    async fn due(&self, connection: &Connection, spec: &OAuthSpec) -> Result<bool, VaultError> {
+        if !connection.refreshable {
+            return Ok(false);
+        }
+        let Some(issued_at) = connection.token_issued_at else {
+            return Ok(true);
+        };
+        let learned = self
+            .connections
+            .learned_lifetime(&connection.provider)
+            .await
+            .map_err(store_unavailable)?;
+        Ok(
+            refresh_at(spec, issued_at, connection.stated_lifetime, learned)
+                .is_some_and(|at| unix(self.clock.now()) >= at),
+        )
+    }
+
+    /// A usable access token, refreshed first if it is due.
+    pub async fn access_token(&self, id: &str) -> Result<AccessToken, VaultError> {
+        let connection = self.load(id).await?;
+        if connection.state == ConnectionState::NeedsReauth {
+            return Err(VaultError::NeedsReauth(
+                connection.last_error.unwrap_or_default(),
+            ));
+        }
+        let spec = self.spec(&connection.provider)?;
+        if !self.due(&connection, spec).await? {
+            return self.hand_out(&connection).await;
+        }
+        let generation = connection.token_generation;
+        self.refresh_from(connection, generation).await
+    }
+
+    /// The provider rejected `rejected` (a 401 on an API call): if it was rejected
+    /// before its stated expiry, the provider's lifetime is learned from it; then the
+    /// token is refreshed once (or the newer token a peer already got is returned).
+    pub async fn token_rejected(
+        &self,
+        id: &str,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, VaultError> {
+        let connection = self.load(id).await?;
+        if connection.token_generation == rejected.generation
+            && let (Some(issued_at), Some(stated)) =
+                (connection.token_issued_at, connection.stated_lifetime)
+        {
+            let observed = unix(self.clock.now()).saturating_sub(issued_at);
+            let observed = u64::try_from(observed).unwrap_or_default();
+            if observed < stated && observed > 0 {
+                tracing::warn!(
+                    provider = %connection.provider,
+                    connection = %connection.id,
+                    observed_seconds = observed,
+                    stated_seconds = stated,
+                    "token rejected before its stated expiry; learning the shorter lifetime"
+                );
+                self.connections
+                    .shorten_lifetime(&connection.provider, observed)
+                    .await
+                    .map_err(store_unavailable)?;
+            }
+        }
+        if connection.state == ConnectionState::NeedsReauth {
+            return Err(VaultError::NeedsReauth(
+                connection.last_error.unwrap_or_default(),
+            ));
+        }
+        self.refresh_from(connection, rejected.generation).await
+    }
+
+    /// Refreshes unless a token newer than `generation` exists; one caller refreshes,
+    /// the others wait for its result.
+    async fn refresh_from(
+        &self,
+        mut connection: Connection,
+        generation: u64,
+    ) -> Result<AccessToken, VaultError> {
+        let owner = random_token();
+        let started = std::time::Instant::now();
+        let leased = loop {
+            if connection.token_generation > generation {
+                return self.hand_out(&connection).await;
+            }
+            if connection.state == ConnectionState::NeedsReauth {
+                return Err(VaultError::NeedsReauth(
+                    connection.last_error.unwrap_or_default(),
+                ));
+            }
+            let now = unix(self.clock.now());
+            let held = connection
+                .lease
+                .as_ref()
+                .is_some_and(|lease| lease.until > now);
+            if !held {
+                let mut next = connection.clone();
+                next.lease = Some(Lease {
+                    owner: owner.clone(),
+                    until: now + i64::try_from(self.settings.lease.as_secs()).unwrap_or(30),
+                });
+                next.version = connection.version + 1;
+                if self
+                    .connections
+                    .replace(&next, connection.version)
+                    .await
+                    .map_err(store_unavailable)?
+                {
+                    break next;
+                }
+            } else if started.elapsed() > self.settings.wait_for_peer {
+                return Err(VaultError::Unavailable(
+                    "another refresh of this connection is still running".into(),
+                ));
+            } else {
+                tokio::time::sleep(self.settings.poll_interval).await;
+            }
+            connection = self.load(&connection.id).await?;
+        };
+        self.refresh_holding_lease(leased).await
+    }
+
+    async fn refresh_holding_lease(&self, leased: Connection) -> Result<AccessToken, VaultError> {
+        let spec = self.spec(&leased.provider)?;
+        let tokens = match self.tokens(&leased).await {
+            Ok(tokens) => tokens,
+            Err(err) => {
+                self.release(&leased, Some("tokens_unreadable")).await;
+                return Err(err);
+            }
+        };
+        let Some(refresh_token) = tokens.refresh_token.clone() else {
+            self.release(&leased, None).await;
+            return Err(VaultError::NeedsReauth("no refresh token".into()));
+        };
+        let credentials = match self.credentials.credentials(&leased.provider).await {
+            Ok(credentials) => credentials,
+            Err(err) => {
+                self.release(&leased, Some("client_credentials_unavailable"))
+                    .await;
+                return Err(VaultError::Unavailable(err.to_string()));
+            }
+        };
+        let result = self
+            .client
+            .refresh(spec, &credentials, &leased.params, &refresh_token)
+            .await;
+        let provider = leased.provider.as_str();
+        match result {
+            Ok(response) => {
+                telemetry::record_token_refresh(provider, "refreshed");
+                self.store_refreshed(&leased, spec, &response, Some(refresh_token))
+                    .await
+            }
+            Err(TokenError::Transient(reason)) => {
+                telemetry::record_token_refresh(provider, "transient_failure");
+                self.release(&leased, Some(&format!("refresh_transient: {reason}")))
+                    .await;
+                Err(VaultError::Unavailable(reason))
+            }
+            Err(TokenError::Rejected(code)) => {
+                telemetry::record_token_refresh(provider, "rejected");
+                self.release(&leased, Some(&format!("refresh_rejected: {code}")))
+                    .await;
+                Err(VaultError::Rejected(code))
+            }
+            Err(TokenError::Reauth(code)) => {
+                let current = self.load(&leased.id).await?;
+                if current.token_generation > leased.token_generation {
+                    // Another worker refreshed meanwhile (and rotated the token we used).
+                    return self.hand_out(&current).await;
+                }
+                telemetry::record_token_refresh(provider, "needs_reauth");
+                self.mark_needs_reauth(current, &code).await?;
+                Err(VaultError::NeedsReauth(code))
+            }
+        }
+    }
+
+    /// Stores refreshed tokens: one conditional write replacing the old pair, retried
+    /// while the store is briefly unavailable (the new refresh token may be the only
+    /// valid one now).
+    async fn store_refreshed(
+        &self,
+        leased: &Connection,
+        spec: &OAuthSpec,
+        response: &TokenResponse,
+        previous_refresh: Option<SecretString>,
+    ) -> Result<AccessToken, VaultError> {
+        let mut base = leased.clone();
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=5 {
+            let next = self
+                .with_tokens(&base, spec, response, previous_refresh.clone())
+                .await?;
+            match self.connections.replace(&next, base.version).await {
+                Ok(true) => {
+                    return Ok(AccessToken {
+                        value: response.access_token.clone(),
+                        generation: next.token_generation,
+                        params: next.params,
+                    });
+                }
+                Ok(false) => {
+                    // Someone else wrote: a sync note, or (lease lost) newer tokens.
+                    let current = self.load(&base.id).await?;
+                    if current.token_generation > leased.token_generation {
+                        return self.hand_out(&current).await;
+                    }
+                    base = current;
+                }
+                Err(err) => {
+                    tracing::error!(
+                        provider = %leased.provider,
+                        connection = %leased.id,
+                        attempt,
+                        error = %err,
+                        "refreshed tokens not stored yet; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    if let Ok(Some(current)) = self.connections.get(&base.id).await {
+                        if current.token_generation > leased.token_generation {
+                            return self.hand_out(&current).await;
+                        }
+                        base = current;
+                    }
+                }
+            }
+        }
+        Err(VaultError::Unavailable(
+            "refreshed tokens could not be stored".into(),
+        ))
+    }
+
+    /// Drops the lease (when it is still ours), noting an error if there is one.
+    async fn release(&self, leased: &Connection, error: Option<&str>) {
+        let mut next = leased.clone();
+        next.lease = None;
+        next.version = leased.version + 1;
+        if let Some(error) = error {
+            let now = unix(self.clock.now());
+            next.last_error = Some(error.to_owned());
+            next.last_error_at = Some(now);
+        }
+        if let Err(err) = self.connections.replace(&next, leased.version).await {
+            tracing::warn!(connection = %leased.id, error = %err, "refresh lease not released; it expires on its own");
+        }
+    }
+
+    async fn mark_needs_reauth(
+        &self,
+        mut current: Connection,
+        code: &str,
+    ) -> Result<(), VaultError> {
+        loop {
+            let now = unix(self.clock.now());
+            let mut next = current.clone();
+            next.state = ConnectionState::NeedsReauth;
+            next.lease = None;
+            next.refresh_at = None;
+            next.last_error = Some(format!("needs_reauth: {code}"));
+            next.last_error_at = Some(now);
+            next.updated_at = now;
+            next.version = current.version + 1;
+            if self
+                .connections
+                .replace(&next, current.version)
+                .await
+                .map_err(store_unavailable)?
+            {
+                tracing::warn!(
+                    provider = %next.provider,
+                    connection = %next.id,
+                    tenant = %next.tenant,
+                    reason = code,
+                    outcome = "needs_reauth",
+                    "connection needs the user to reconnect"
+                );
+                return self.announce(&next, "needs_reauth", code).await;
+            }
+            current = self.load(&current.id).await?;
+        }
+    }
+
+    /// Publishes `connection.<change>` with a reconnect link.
+    pub(crate) async fn announce(
+        &self,
+        connection: &Connection,
+        change: &str,
+        reason: &str,
+    ) -> Result<(), VaultError> {
+        let reconnect_url = format!(
+            "{}/oauth/{}/start?tenant={}&connection={}",
+            self.settings.public_base_url.trim_end_matches('/'),
+            connection.provider,
+            form_urlencoded::byte_serialize(connection.tenant.as_bytes()).collect::<String>(),
+            connection.id
+        );
+        let data = serde_json::json!({
+            "connection_id": connection.id,
+            "tenant": connection.tenant,
+            "provider": connection.provider,
+            "account_id": connection.account_id,
+            "state": connection.state.as_str(),
+            "reason": reason,
+            "reconnect_url": reconnect_url,
+        });
+        let event = CloudEvent::new(
+            &connection.provider,
+            &format!("{}:{}", connection.id, connection.version),
+            change,
+            format!("connection.{change}"),
+            Some(connection.id.clone()),
+            crate::webhooks::rfc3339_millis(self.clock.now()),
+            data,
+        );
+        self.bus
+            .publish(std::slice::from_ref(&event))
+            .await
+            .map_err(|err| VaultError::Unavailable(err.to_string()))
+    }
+
+    /// Refreshes every active connection whose token is due within `ahead`
+    /// (the scheduled refresher).
+    pub async fn refresh_due(&self, ahead: Duration) -> Result<RefreshReport, VaultError> {
+        let before = unix(self.clock.now()) + i64::try_from(ahead.as_secs()).unwrap_or_default();
+        let due = self
+            .connections
+            .due_for_refresh(before, 200)
+            .await
+            .map_err(store_unavailable)?;
+        let mut report = RefreshReport {
+            due: due.len(),
+            ..RefreshReport::default()
+        };
+        for connection in due {
+            let id = connection.id.clone();
+            let generation = connection.token_generation;
+            match self.refresh_from(connection, generation).await {
+                Ok(_) => report.refreshed += 1,
+                Err(VaultError::NeedsReauth(_)) => report.needs_reauth += 1,
+                Err(err) => {
+                    tracing::warn!(connection = %id, error = %err, "scheduled refresh failed");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Disconnects: revokes at the provider, deletes the tokens and the connection, and
+    /// announces `connection.deleted`. A transient revocation failure keeps the
+    /// connection (the caller retries); `force` deletes without revoking.
+    pub async fn disconnect(&self, id: &str, force: bool) -> Result<(), VaultError> {
+        let connection = self.load(id).await?;
+        let spec = self.spec(&connection.provider)?;
+        if !force && connection.tokens.is_some() {
+            let tokens = self.tokens(&connection).await?;
+            let credentials = self
+                .credentials
+                .credentials(&connection.provider)
+                .await
+                .map_err(|err| VaultError::Unavailable(err.to_string()))?;
+            self.client
+                .revoke(
+                    spec,
+                    &credentials,
+                    &connection.params,
+                    &tokens.access_token,
+                    tokens.refresh_token.as_ref(),
+                    connection.account_id.as_deref(),
+                )
+                .await
+                .map_err(|err| match err {
+                    TokenError::Transient(reason) => VaultError::Unavailable(reason),
+                    TokenError::Reauth(code) | TokenError::Rejected(code) => {
+                        VaultError::Rejected(code)
+                    }
+                })?;
+        }
+        self.connections
+            .delete(id)
+            .await
+            .map_err(store_unavailable)?;
+        let mut gone = connection;
+        gone.tokens = None;
+        tracing::info!(
+            provider = %gone.provider,
+            connection = %gone.id,
+            tenant = %gone.tenant,
+            outcome = "deleted",
+            revoked = !force,
+            "connection deleted"
+        );
+        self.announce(
+            &gone,
+            "deleted",
+            if force {
+                "deleted_without_revocation"
+            } else {
+                "revoked"
+            },
+        )
+        .await
+    }
+
+    /// Notes a sync's result on the connection (the poll worker and the outbound path).
+    pub async fn record_sync(&self, id: &str, error: Option<&str>) -> Result<(), VaultError> {
+        loop {
+            let current = self.load(id).await?;
+            let now = unix(self.clock.now());
+            let mut next = current.clone();
+            match error {
+                None => next.last_successful_sync = Some(now),
+                Some(error) => {
+                    next.last_error = Some(error.to_owned());
+                    next.last_error_at = Some(now);
+                }
+            }
+            next.version = current.version + 1;
+            if self
+                .connections
+                .replace(&next, current.version)
+                .await
+                .map_err(store_unavailable)?
+            {
+                return Ok(());
+            }
+        }
+    }
+}
