@@ -563,6 +563,66 @@ signed = ["body"]
     }
 
     #[test]
+    fn oauth_sections_are_checked_and_faults_named() {
+        let oauth = r#"
+[oauth]
+authorize_url = "https://{shop}/admin/oauth/authorize"
+token_url = "https://{shop}/admin/oauth/access_token"
+pkce = false
+client_auth = "client_secret_post"
+lifetime_margin_seconds = 300
+refresh_token_rotation = true
+revocation = { style = "none", reason = "none offered" }
+
+[oauth.url_parameters.shop]
+pattern = "^[a-z0-9-]+\\.myshopify\\.com$"
+description = "the shop"
+"#;
+        let valid = format!("{MINIMAL}{oauth}");
+        Catalog::from_files(&[("acme.toml", &valid)]).expect("valid oauth section");
+        for (broken, field, message) in [
+            (
+                valid.replace("^[a-z0-9-]+", "[a-z0-9-]+"),
+                "oauth.url_parameters.shop.pattern",
+                "anchored",
+            ),
+            (
+                valid.replace("https://{shop}/admin/oauth/access_token", "http://{shop}/t"),
+                "oauth.token_url",
+                "https://",
+            ),
+            (
+                valid.replace(
+                    "https://{shop}/admin/oauth/authorize",
+                    "https://{region}.example.com/a",
+                ),
+                "oauth.authorize_url",
+                "{region}",
+            ),
+            (
+                valid.replace(
+                    "style = \"none\", reason = \"none offered\"",
+                    "style = \"rfc7009\"",
+                ),
+                "url",
+                "missing field",
+            ),
+            (
+                valid.replace("client_secret_post", "client_secret_jwt"),
+                "client_auth",
+                "unknown variant",
+            ),
+        ] {
+            let err = Catalog::from_files(&[("acme.toml", &broken)]).expect_err(field);
+            let text = err.to_string();
+            assert!(
+                text.contains("acme.toml") && text.contains(field) && text.contains(message),
+                "{field}: {text}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_field_is_rejected() {
         let text = MINIMAL.replace("signed = [", "tolerance = 300\nsigned = [");
         let err = Catalog::from_files(&[("acme.toml", &text)]).expect_err("must fail");

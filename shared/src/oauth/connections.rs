@@ -398,17 +398,26 @@ impl ConnectionStore for DynamoConnectionStore {
 pub struct InMemoryConnectionStore {
     connections: Mutex<BTreeMap<String, Connection>>,
     lifetimes: Mutex<HashMap<String, u64>>,
-    /// Fail the next N `replace` calls (crash/outage injection).
-    failing_replaces: Mutex<usize>,
+    /// Outage injection: `(replaces to let through first, replaces to fail then)`.
+    failing_replaces: Mutex<(usize, usize)>,
 }
 
 impl InMemoryConnectionStore {
-    /// Makes the next `count` replaces fail as if the store were unreachable.
-    pub fn fail_next_replaces(&self, count: usize) {
+    /// Lets `skip` replaces through, then fails the next `count` as if the store were
+    /// unreachable.
+    pub fn fail_replaces(&self, skip: usize, count: usize) {
         *self
             .failing_replaces
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = count;
+            .unwrap_or_else(|p| p.into_inner()) = (skip, count);
+    }
+
+    /// Injected failures not yet used.
+    pub fn injected_failures_left(&self) -> usize {
+        self.failing_replaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
     }
 }
 
@@ -442,8 +451,10 @@ impl ConnectionStore for InMemoryConnectionStore {
                 .failing_replaces
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if *failing > 0 {
-                *failing -= 1;
+            if failing.0 > 0 {
+                failing.0 -= 1;
+            } else if failing.1 > 0 {
+                failing.1 -= 1;
                 return Err(ConnectionStoreError("injected outage".into()));
             }
         }

@@ -14,6 +14,9 @@ mod provider;
 mod state;
 mod vault;
 
+#[cfg(test)]
+mod tests;
+
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sha2::{Digest, Sha256};

@@ -116,6 +116,18 @@ fn unix(at: OffsetDateTime) -> i64 {
     at.unix_timestamp()
 }
 
+/// A failed API call, by kind only (a URL may carry identifiers).
+fn unreachable(err: reqwest::Error) -> VaultError {
+    let kind = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    VaultError::Unavailable(format!("provider API unreachable ({kind})"))
+}
+
 fn store_unavailable(err: impl std::fmt::Display) -> VaultError {
     VaultError::Unavailable(err.to_string())
 }
@@ -674,6 +686,26 @@ impl TokenVault {
             },
         )
         .await
+    }
+
+    /// Sends a provider API request with the connection's token; on a 401 the token is
+    /// reported rejected (refreshed once, its lifetime learned) and the request is sent
+    /// once more with the new token. Any other status is the caller's to interpret.
+    pub async fn send_authorized<F>(
+        &self,
+        id: &str,
+        build: F,
+    ) -> Result<reqwest::Response, VaultError>
+    where
+        F: Fn(&AccessToken) -> reqwest::RequestBuilder,
+    {
+        let token = self.access_token(id).await?;
+        let response = build(&token).send().await.map_err(unreachable)?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let token = self.token_rejected(id, &token).await?;
+        build(&token).send().await.map_err(unreachable)
     }
 
     /// Notes a sync's result on the connection (the poll worker and the outbound path).
