@@ -101,9 +101,6 @@ impl FlowError {
 /// The flow's settings.
 #[derive(Debug, Clone)]
 pub struct FlowSettings {
-    /// `https://…` base of the deployed API: redirect URIs are
-    /// `<base>/oauth/<provider>/callback`, exactly as registered with the provider.
-    pub public_base_url: String,
     /// Origins (`scheme://host[:port]`) a `return_to` may point at.
     pub return_to_origins: Vec<String>,
     /// Where users go when the start request names no `return_to`.
@@ -138,11 +135,12 @@ impl ConnectFlow {
         }
     }
 
-    /// The redirect URI registered with the provider.
-    pub fn redirect_uri(&self, provider: &str) -> String {
+    /// The redirect URI registered with the provider: `<base>/oauth/<provider>/callback`,
+    /// where `base` is the API's public base URL (`https://…`, no trailing slash).
+    pub fn redirect_uri(base_url: &str, provider: &str) -> String {
         format!(
             "{}/oauth/{provider}/callback",
-            self.settings.public_base_url.trim_end_matches('/')
+            base_url.trim_end_matches('/')
         )
     }
 
@@ -179,6 +177,7 @@ impl ConnectFlow {
         &self,
         provider: &str,
         request: &StartRequest,
+        base_url: &str,
     ) -> Result<StartRedirect, FlowError> {
         let spec = self.spec(provider)?;
         let tenant = request
@@ -246,7 +245,7 @@ impl ConnectFlow {
         } else {
             (None, None)
         };
-        let redirect_uri = self.redirect_uri(provider);
+        let redirect_uri = Self::redirect_uri(base_url, provider);
         let pending = PendingAuthorization {
             provider: provider.to_owned(),
             tenant: tenant.to_owned(),
@@ -301,6 +300,7 @@ impl ConnectFlow {
         &self,
         provider: &str,
         query: &CallbackQuery,
+        base_url: &str,
     ) -> Result<CallbackOutcome, FlowError> {
         let spec = self.spec(provider)?;
         let state = query
@@ -317,6 +317,12 @@ impl ConnectFlow {
                     "unknown or already used state: start the connection again".into(),
                 )
             })?;
+        if pending.redirect_uri != Self::redirect_uri(base_url, provider) {
+            return Err(FlowError::BadRequest(
+                "this callback arrived at another address than the one the provider was given"
+                    .into(),
+            ));
+        }
         if pending.provider != provider {
             return Err(FlowError::BadRequest(
                 "this state was issued for another provider".into(),

@@ -13,6 +13,7 @@ mod flow;
 mod provider;
 mod state;
 mod vault;
+pub mod web;
 
 #[cfg(test)]
 mod tests;
@@ -62,4 +63,38 @@ pub(crate) fn new_connection_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     format!("conn_{}", hex::encode(bytes))
+}
+
+/// The vault over AWS: DynamoDB connections, KMS, Secrets Manager credentials, the
+/// EventBridge bus and the system clock. Built once per cold start.
+pub fn aws_vault(
+    aws: &aws_config::SdkConfig,
+    catalog: &'static crate::catalog::Catalog,
+    settings: &crate::config::OAuthSettings,
+) -> TokenVault {
+    TokenVault::new(
+        catalog,
+        std::sync::Arc::new(DynamoConnectionStore::from_config(
+            aws,
+            settings.connections_table.clone(),
+        )),
+        std::sync::Arc::new(crate::crypto::KmsKeyService::from_config(
+            aws,
+            settings.token_key_id.clone(),
+        )),
+        std::sync::Arc::new(SecretCredentials::new(
+            crate::secrets::SecretsManagerSource::from_config(aws),
+            settings.secret_prefix.clone(),
+        )),
+        ProviderClient::new(),
+        std::sync::Arc::new(crate::events::EventBridgeBus::from_config(
+            aws,
+            settings.event_bus.clone(),
+        )),
+        std::sync::Arc::new(crate::clock::SystemClock),
+        VaultSettings {
+            public_base_url: settings.public_base_url.clone().unwrap_or_default(),
+            ..VaultSettings::default()
+        },
+    )
 }

@@ -86,7 +86,6 @@ async fn harness(config: AuthServerConfig) -> Harness {
         vault.clone(),
         Arc::new(InMemoryStateStore::default()),
         FlowSettings {
-            public_base_url: BASE.into(),
             return_to_origins: vec!["https://app.example.com".into()],
             default_return_to: None,
         },
@@ -133,6 +132,7 @@ impl Harness {
                     return_to: Some(RETURN_TO.into()),
                     ..StartRequest::default()
                 },
+                BASE,
             )
             .await
             .expect("start");
@@ -174,7 +174,7 @@ impl Harness {
         let query = self.authorize().await;
         match self
             .flow
-            .callback("fakeauth", &query)
+            .callback("fakeauth", &query, BASE)
             .await
             .expect("callback")
         {
@@ -247,13 +247,13 @@ async fn a_replayed_expired_or_unbound_state_is_refused() {
     no_cookie.binding_cookie = Some("another-browser".into());
     let err = h
         .flow
-        .callback("fakeauth", &no_cookie)
+        .callback("fakeauth", &no_cookie, BASE)
         .await
         .expect_err("unbound");
     assert!(err.to_string().contains("another browser"), "{err}");
     let err = h
         .flow
-        .callback("fakeauth", &query)
+        .callback("fakeauth", &query, BASE)
         .await
         .expect_err("replay");
     assert!(
@@ -266,7 +266,7 @@ async fn a_replayed_expired_or_unbound_state_is_refused() {
     h.clock.advance(time::Duration::seconds(601));
     let err = h
         .flow
-        .callback("fakeauth", &query)
+        .callback("fakeauth", &query, BASE)
         .await
         .expect_err("expired");
     assert!(err.to_string().contains("expired"), "{err}");
@@ -279,6 +279,7 @@ async fn a_replayed_expired_or_unbound_state_is_refused() {
                 pairs: vec![("code".into(), "x".into())],
                 binding_cookie: None,
             },
+            BASE,
         )
         .await
         .expect_err("missing state");
@@ -295,7 +296,12 @@ async fn a_denied_authorization_returns_the_user_with_the_error() {
     let h = harness(AuthServerConfig::default()).await;
     h.server.set_decision(Decision::Deny);
     let query = h.authorize().await;
-    match h.flow.callback("fakeauth", &query).await.expect("handled") {
+    match h
+        .flow
+        .callback("fakeauth", &query, BASE)
+        .await
+        .expect("handled")
+    {
         CallbackOutcome::Failed { location, error } => {
             assert_eq!(error, "access_denied");
             assert!(location.starts_with(RETURN_TO));
@@ -328,12 +334,16 @@ async fn start_checks_return_to_tenant_and_url_parameters() {
         (start("t", "/relative"), "not an absolute URL"),
         (start("bad tenant!", RETURN_TO), "tenant is required"),
     ] {
-        let err = h.flow.start("fakeauth", &request).await.expect_err(message);
+        let err = h
+            .flow
+            .start("fakeauth", &request, BASE)
+            .await
+            .expect_err(message);
         assert!(err.to_string().contains(message), "{err}");
     }
     let err = h
         .flow
-        .start("nope", &start("t", RETURN_TO))
+        .start("nope", &start("t", RETURN_TO), BASE)
         .await
         .expect_err("404");
     assert_eq!(err.status(), 404);
@@ -346,7 +356,6 @@ async fn start_checks_return_to_tenant_and_url_parameters() {
         },
         Arc::new(InMemoryStateStore::default()),
         FlowSettings {
-            public_base_url: BASE.into(),
             return_to_origins: vec!["https://app.example.com".into()],
             default_return_to: None,
         },
@@ -359,7 +368,10 @@ async fn start_checks_return_to_tenant_and_url_parameters() {
     ] {
         let mut request = start("t", RETURN_TO);
         request.params.insert("shop".into(), shop.into());
-        let err = shopify.start("shopify", &request).await.expect_err(shop);
+        let err = shopify
+            .start("shopify", &request, BASE)
+            .await
+            .expect_err(shop);
         assert!(
             err.to_string().contains("shop is not valid"),
             "{shop}: {err}"
@@ -557,6 +569,7 @@ async fn reconnecting_a_needs_reauth_connection_keeps_its_id() {
                 reconnect: Some(id.clone()),
                 ..StartRequest::default()
             },
+            BASE,
         )
         .await
         .expect("start");
@@ -581,6 +594,7 @@ async fn reconnecting_a_needs_reauth_connection_keeps_its_id() {
                 pairs: query_of(&location),
                 binding_cookie: cookie,
             },
+            BASE,
         )
         .await
         .expect("callback");

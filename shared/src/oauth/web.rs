@@ -1,0 +1,228 @@
+//! The HTTP side of the OAuth and management routes, independent of Lambda: the
+//! functions translate API Gateway requests into these calls and the replies back, and
+//! tests call them directly.
+//!
+//! - `GET /oauth/{provider}/start` → 302 to the provider, with the binding cookie;
+//! - `GET /oauth/{provider}/callback` → 302 back to `return_to`, or a 400 page that says
+//!   what went wrong (never a secret);
+//! - `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`
+//!   (`?force=true` deletes without revoking): JSON, behind IAM auth in the template.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{
+    CallbackOutcome, CallbackQuery, ConnectFlow, Connection, FlowError, StartRequest, TokenVault,
+    VaultError,
+};
+
+/// A reply to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    fn redirect(location: &str) -> Self {
+        HttpReply {
+            status: 302,
+            headers: vec![
+                ("location".into(), location.to_owned()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: String::new(),
+        }
+    }
+
+    fn page(status: u16, title: &str, message: &str) -> Self {
+        let escape = |text: &str| {
+            text.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        HttpReply {
+            status,
+            headers: vec![
+                ("content-type".into(), "text/html; charset=utf-8".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title></head><body><h1>{0}</h1><p>{1}</p></body></html>\n",
+                escape(title),
+                escape(message)
+            ),
+        }
+    }
+
+    fn json(status: u16, body: serde_json::Value) -> Self {
+        HttpReply {
+            status,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: body.to_string(),
+        }
+    }
+}
+
+fn flow_error_page(err: &FlowError) -> HttpReply {
+    let title = match err.status() {
+        404 => "Unknown provider",
+        400 => "This connection link cannot be used",
+        _ => "Connecting is unavailable right now",
+    };
+    HttpReply::page(err.status(), title, &err.to_string())
+}
+
+/// `GET /oauth/{provider}/start` or `/callback`.
+pub async fn oauth_route(
+    flow: &ConnectFlow,
+    provider: &str,
+    step: &str,
+    query: Vec<(String, String)>,
+    cookie_header: Option<&str>,
+    base_url: &str,
+) -> HttpReply {
+    match step {
+        "start" => {
+            let mut request = StartRequest::default();
+            for (key, value) in query {
+                match key.as_str() {
+                    "tenant" => request.tenant = Some(value),
+                    "return_to" => request.return_to = Some(value),
+                    "connection" => request.reconnect = Some(value),
+                    _ => {
+                        request.params.insert(key, value);
+                    }
+                }
+            }
+            match flow.start(provider, &request, base_url).await {
+                Ok(redirect) => {
+                    let mut reply = HttpReply::redirect(&redirect.location);
+                    reply
+                        .headers
+                        .push(("set-cookie".into(), redirect.set_cookie));
+                    reply
+                }
+                Err(err) => flow_error_page(&err),
+            }
+        }
+        "callback" => {
+            let name = ConnectFlow::binding_cookie_name(provider);
+            let binding_cookie = cookie_header.and_then(|header| {
+                header.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    (key == name).then(|| value.to_owned())
+                })
+            });
+            let callback = CallbackQuery {
+                pairs: query,
+                binding_cookie,
+            };
+            match flow.callback(provider, &callback, base_url).await {
+                Ok(CallbackOutcome::Connected { location, .. })
+                | Ok(CallbackOutcome::Failed { location, .. }) => {
+                    let mut reply = HttpReply::redirect(&location);
+                    reply.headers.push((
+                        "set-cookie".into(),
+                        format!(
+                            "{name}=; Path=/oauth/{provider}/callback; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+                        ),
+                    ));
+                    reply
+                }
+                Err(err) => flow_error_page(&err),
+            }
+        }
+        _ => HttpReply::page(404, "Not found", "no such OAuth route"),
+    }
+}
+
+/// What the management API shows of a connection: never tokens.
+pub fn connection_view(connection: &Connection) -> serde_json::Value {
+    let expires_at = connection
+        .token_issued_at
+        .zip(connection.stated_lifetime)
+        .map(|(issued, lifetime)| issued + i64::try_from(lifetime).unwrap_or(i64::MAX / 2));
+    let time = |at: Option<i64>| {
+        at.and_then(|at| time::OffsetDateTime::from_unix_timestamp(at).ok())
+            .map(crate::webhooks::rfc3339_millis)
+    };
+    json!({
+        "id": connection.id,
+        "tenant": connection.tenant,
+        "provider": connection.provider,
+        "state": connection.state.as_str(),
+        "account_id": connection.account_id,
+        "scopes": connection.scopes,
+        "params": connection.params,
+        "token": {
+            "connected": connection.tokens.is_some(),
+            "refreshable": connection.refreshable,
+            "issued_at": time(connection.token_issued_at),
+            "expires_at": time(expires_at),
+            "refresh_at": time(connection.refresh_at),
+        },
+        "last_successful_sync": time(connection.last_successful_sync),
+        "last_error": connection.last_error,
+        "last_error_at": time(connection.last_error_at),
+        "created_at": time(Some(connection.created_at)),
+    })
+}
+
+fn vault_error(err: &VaultError) -> HttpReply {
+    let (status, code) = match err {
+        VaultError::NotFound(_) => (404, "not_found"),
+        VaultError::NeedsReauth(_) => (409, "needs_reauth"),
+        VaultError::Unavailable(_) => (503, "unavailable"),
+        VaultError::Rejected(_) => (502, "provider_refused"),
+    };
+    HttpReply::json(status, json!({ "error": code, "message": err.to_string() }))
+}
+
+/// `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`.
+pub async fn connections_route(
+    vault: &TokenVault,
+    method: &str,
+    id: Option<&str>,
+    query: &BTreeMap<String, String>,
+) -> HttpReply {
+    match (method, id) {
+        ("GET", None) => {
+            let Some(tenant) = query.get("tenant").filter(|t| !t.is_empty()) else {
+                return HttpReply::json(
+                    400,
+                    json!({ "error": "bad_request", "message": "tenant is required" }),
+                );
+            };
+            match vault.connections.list_for_tenant(tenant).await {
+                Ok(list) => HttpReply::json(
+                    200,
+                    json!({ "connections": list.iter().map(connection_view).collect::<Vec<_>>() }),
+                ),
+                Err(err) => vault_error(&VaultError::Unavailable(err.to_string())),
+            }
+        }
+        ("GET", Some(id)) => match vault.connections.get(id).await {
+            Ok(Some(connection)) => HttpReply::json(200, connection_view(&connection)),
+            Ok(None) => vault_error(&VaultError::NotFound(id.to_owned())),
+            Err(err) => vault_error(&VaultError::Unavailable(err.to_string())),
+        },
+        ("DELETE", Some(id)) => {
+            let force = query.get("force").is_some_and(|v| v == "true");
+            match vault.disconnect(id, force).await {
+                Ok(()) => HttpReply::json(200, json!({ "deleted": id, "revoked": !force })),
+                Err(err) => vault_error(&err),
+            }
+        }
+        _ => HttpReply::json(
+            405,
+            json!({ "error": "method_not_allowed", "message": "GET or DELETE" }),
+        ),
+    }
+}
