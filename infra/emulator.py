@@ -133,10 +133,13 @@ def _routes(cfn):
                 uri = json.dumps(integration.get("uri", ""))
                 function = next((lid for lid in _functions(cfn) if f"${{{lid}.Arn}}" in uri
                                  or f'"{lid}"' in uri), None)
+                security = json.dumps(operation.get("security", []))
                 routes.append({
                     "method": method.upper().replace("X-AMAZON-APIGATEWAY-ANY-METHOD", "ANY"),
                     "path": path,
                     "function": function,
+                    # IAM-authorized routes: the local stack asks for its local credential.
+                    "auth": "AWS_IAM" if "AWS_IAM" in security else None,
                 })
     return routes
 
@@ -226,6 +229,22 @@ def describe(client, stack_name, cfn):
     }
 
 
+def _without_local_refs(node, local_ids):
+    """`node` with Ref / Sub references to `local_ids` replaced by "local"."""
+    if isinstance(node, list):
+        return [_without_local_refs(item, local_ids) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"Ref"} and node["Ref"] in local_ids:
+        return "local"
+    if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+        text = node["Fn::Sub"]
+        for local_id in local_ids:
+            text = text.replace("${" + local_id + "}", "local")
+        return {"Fn::Sub": text}
+    return {key: _without_local_refs(value, local_ids) for key, value in node.items()}
+
+
 def deploy(endpoint, stack_name, parameters, template_path):
     client = _clients(endpoint)
     cfn = translate(template_path, parameters)
@@ -237,6 +256,12 @@ def deploy(endpoint, stack_name, parameters, template_path):
             s3.put_object(Bucket=code["S3Bucket"], Key=code["S3Key"], Body=_placeholder_zip())
     created = dict(cfn)
     created["Resources"] = {k: v for k, v in cfn["Resources"].items() if not _served_locally(v)}
+    # Properties of created resources may name a resource served locally (a function's
+    # environment naming the API id): the emulator cannot resolve those, so they become
+    # the literal "local" (the local stack overrides what depends on them, such as
+    # PUBLIC_BASE_URL).
+    local_ids = {k for k, v in cfn["Resources"].items() if _served_locally(v)}
+    created["Resources"] = _without_local_refs(created["Resources"], local_ids)
     # Outputs may refer to resources served locally (the API id): resolve those here.
     outputs = {}
     for key, output in cfn.get("Outputs", {}).items():

@@ -273,6 +273,9 @@ pub struct Route {
     pub method: String,
     pub path: String,
     pub function: Option<String>,
+    /// `AWS_IAM` for routes behind IAM authorization in the template.
+    #[serde(default)]
+    pub auth: Option<String>,
 }
 
 /// A schedule: `rate(...)` or `cron(...)` and the function it invokes.

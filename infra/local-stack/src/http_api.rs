@@ -17,6 +17,10 @@ use time::OffsetDateTime;
 
 use crate::emulator::Route;
 
+/// The header carrying the local stack's stand-in for IAM (SigV4) authorization on
+/// routes the template protects with `AWS_IAM`; its value is printed by `infra/dev`.
+pub const LOCAL_IAM_HEADER: &str = "x-junction-local-iam";
+
 /// One route, compiled for matching.
 #[derive(Debug, Clone)]
 pub struct CompiledRoute {
@@ -26,6 +30,9 @@ pub struct CompiledRoute {
     pub method: String,
     /// The function's logical id.
     pub function: String,
+    /// Behind IAM authorization in the template: locally, the caller must present the
+    /// stack's local credential ([`LOCAL_IAM_HEADER`]).
+    pub iam: bool,
     segments: Vec<Segment>,
     is_default: bool,
 }
@@ -88,6 +95,7 @@ impl RouteTable {
                     route_key,
                     method,
                     function,
+                    iam: route.auth.as_deref() == Some("AWS_IAM"),
                     segments,
                     is_default,
                 })
@@ -351,6 +359,12 @@ impl ApiResponse {
         }
     }
 
+    /// An IAM-authorized route called without the local credential (API Gateway
+    /// answers unsigned requests to IAM routes with 403 `Forbidden`).
+    pub fn forbidden() -> ApiResponse {
+        ApiResponse::message(403, "Forbidden")
+    }
+
     /// No route matched.
     pub fn not_found() -> ApiResponse {
         ApiResponse::message(404, "Not Found")
@@ -448,6 +462,7 @@ mod tests {
             method: method.into(),
             path: path.into(),
             function: Some(function.into()),
+            auth: None,
         }
     }
 

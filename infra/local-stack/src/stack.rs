@@ -214,6 +214,8 @@ struct Served {
     schedules: BTreeMap<String, ScheduleTarget>,
     mappings: Vec<Mapping>,
     api_port: u16,
+    /// The local credential IAM-authorized routes require.
+    local_iam_key: String,
 }
 
 /// A running local stack.
@@ -236,7 +238,21 @@ pub struct LocalStack {
     moto: Option<Moto>,
 }
 
+/// A random credential for the IAM-authorized routes of this run.
+fn local_iam_key() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl LocalStack {
+    /// The value of the [`crate::http_api::LOCAL_IAM_HEADER`] header that IAM-authorized
+    /// routes (the management API) require locally, in place of a SigV4 signature.
+    pub fn local_iam_key(&self) -> &str {
+        &self.served.local_iam_key
+    }
+
     /// Starts everything; returns once every function process has been started (not
     /// necessarily initialized: see [`LocalStack::wait_ready`]).
     pub async fn start(config: LocalStackConfig) -> Result<LocalStack, LocalStackError> {
@@ -343,6 +359,12 @@ impl LocalStack {
             .collect::<Result<_, _>>()?;
         let executables = binaries::build(&config.root, &binaries, config.profile).await?;
 
+        // Bound before the functions start: their PUBLIC_BASE_URL is this API's URL.
+        let api_listener = listen(config.api_port).await?;
+        let api_port = api_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut functions = BTreeMap::new();
@@ -363,6 +385,14 @@ impl LocalStack {
                 &executable,
             ));
             environment.extend(function.environment_strings());
+            // The template's public base URL is API Gateway's (or a custom domain);
+            // locally, callers reach the functions through this stack's API.
+            if environment.contains_key("PUBLIC_BASE_URL") {
+                environment.insert(
+                    "PUBLIC_BASE_URL".into(),
+                    format!("http://127.0.0.1:{api_port}"),
+                );
+            }
             let spec = FunctionSpec {
                 logical_id: logical_id.clone(),
                 name: function.name.clone(),
@@ -458,11 +488,6 @@ impl LocalStack {
             schedules.insert(schedule.name.clone(), target);
         }
 
-        let api_listener = listen(config.api_port).await?;
-        let api_port = api_listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default();
         let control_listener = listen(config.control_port).await?;
         let control_port = control_listener
             .local_addr()
@@ -474,6 +499,7 @@ impl LocalStack {
             schedules,
             mappings,
             api_port,
+            local_iam_key: local_iam_key(),
         });
         let servers = vec![
             serve(api_listener, api_router(served.clone())),
@@ -799,8 +825,16 @@ async fn handle_api_request(
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or_default();
     let request_id = request_id();
+    let authorized = |iam: bool| {
+        !iam || parts
+            .headers
+            .get(crate::http_api::LOCAL_IAM_HEADER)
+            .is_some_and(|value| value.as_bytes() == served.local_iam_key.as_bytes())
+    };
     let api_response = match served.routes.find(method, raw_path) {
         None => ApiResponse::not_found(),
+        // API Gateway answers an unsigned request to an IAM route with 403 Forbidden.
+        Some(matched) if !authorized(matched.route.iam) => ApiResponse::forbidden(),
         Some(matched) => {
             let headers: Vec<(String, String)> = parts
                 .headers

@@ -164,7 +164,7 @@ impl ConnectFlow {
         let url = Url::parse(return_to)
             .map_err(|_| FlowError::BadRequest("return_to is not an absolute URL".into()))?;
         let origin = url.origin().ascii_serialization();
-        if !self.settings.return_to_origins.iter().any(|o| *o == origin) {
+        if !self.settings.return_to_origins.contains(&origin) {
             return Err(FlowError::BadRequest(format!(
                 "return_to origin {origin} is not in the allow-list"
             )));

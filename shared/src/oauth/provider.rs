@@ -281,30 +281,26 @@ impl ProviderClient {
                         ));
                     }
                 }
-                let request = request
+                request
                     .header(
                         http::header::CONTENT_TYPE,
                         "application/x-www-form-urlencoded",
                     )
-                    .body(encode_form(&form));
-                request
+                    .body(encode_form(&form))
             }
             Revocation::GithubGrant { url } => {
                 let url = fill(url, params, &credentials.client_id)?;
                 let body = serde_json::json!({ "access_token": access_token.expose() });
-                let request = self
-                    .http
+                self.http
                     .delete(&url)
                     .header(http::header::AUTHORIZATION, basic(credentials))
                     .header(http::header::ACCEPT, "application/vnd.github+json")
                     .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_string());
-                request
+                    .body(body.to_string())
             }
             Revocation::SlackAuthRevoke { url } => {
                 let url = fill(url, params, &credentials.client_id)?;
-                let request = self.http.post(&url).bearer_auth(access_token.expose());
-                request
+                self.http.post(&url).bearer_auth(access_token.expose())
             }
             Revocation::StripeDeauthorize { url } => {
                 let url = fill(url, params, &credentials.client_id)?;
@@ -312,24 +308,20 @@ impl ProviderClient {
                     ("client_id", credentials.client_id.clone()),
                     ("stripe_user_id", account_id.unwrap_or_default().to_owned()),
                 ];
-                let request = self
-                    .http
+                self.http
                     .post(&url)
                     .bearer_auth(credentials.client_secret.expose())
                     .header(
                         http::header::CONTENT_TYPE,
                         "application/x-www-form-urlencoded",
                     )
-                    .body(encode_form(&form));
-                request
+                    .body(encode_form(&form))
             }
             Revocation::ShopifyUninstall { url } => {
                 let url = fill(url, params, &credentials.client_id)?;
-                let request = self
-                    .http
+                self.http
                     .delete(&url)
-                    .header("X-Shopify-Access-Token", access_token.expose());
-                request
+                    .header("X-Shopify-Access-Token", access_token.expose())
             }
         };
         let response = request.send().await.map_err(transport_error)?;

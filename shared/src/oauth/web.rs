@@ -26,6 +26,22 @@ pub struct HttpReply {
 }
 
 impl HttpReply {
+    /// As an `http` response (what `lambda_http` sends).
+    pub fn into_http(self) -> http::Response<String> {
+        let mut response = http::Response::new(self.body);
+        *response.status_mut() = http::StatusCode::from_u16(self.status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::try_from(name),
+                http::HeaderValue::try_from(value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
+    }
+
     fn redirect(location: &str) -> Self {
         HttpReply {
             status: 302,
@@ -77,6 +93,13 @@ fn flow_error_page(err: &FlowError) -> HttpReply {
         _ => "Connecting is unavailable right now",
     };
     HttpReply::page(err.status(), title, &err.to_string())
+}
+
+/// A query string's decoded pairs, in order.
+pub fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// `GET /oauth/{provider}/start` or `/callback`.

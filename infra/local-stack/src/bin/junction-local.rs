@@ -363,5 +363,17 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
     println!("  cargo run -q -p junction-cli -- send-webhook github");
     println!("  cargo run -q -p junction-cli -- status");
     println!();
+    println!(
+        "The management API (/connections) is IAM-authorized in AWS; locally, send the header"
+    );
+    println!(
+        "  {}: {}   e.g. curl -H '{}: {}' '{}/connections?tenant=acme'",
+        local_stack::http_api::LOCAL_IAM_HEADER,
+        stack.local_iam_key(),
+        local_stack::http_api::LOCAL_IAM_HEADER,
+        stack.local_iam_key(),
+        stack.api_url()
+    );
+    println!();
     println!("Ctrl-C stops every process; the measurements table is printed on exit.");
 }

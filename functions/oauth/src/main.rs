@@ -1,0 +1,79 @@
+//! oauth: `GET /oauth/{provider}/start` and `GET /oauth/{provider}/callback` behind API
+//! Gateway (HTTP API, payload format 2.0), unauthenticated by design (the user's browser
+//! calls them). The logic is `shared::oauth`; this binary wires it to Lambda.
+
+use std::sync::Arc;
+
+use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
+use shared::{
+    catalog::Catalog,
+    config::{ConnectFlowSettings, OAuthSettings, load_aws_config, process_env},
+    oauth::{ConnectFlow, DynamoStateStore, FlowSettings, aws_vault, web},
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let env = process_env();
+    let settings = OAuthSettings::from_env(&env)?;
+    let flow_settings = ConnectFlowSettings::from_env(&env)?;
+    let catalog = Catalog::embedded()?;
+    let aws = load_aws_config().await;
+    let flow = ConnectFlow::new(
+        aws_vault(&aws, catalog, &settings),
+        Arc::new(DynamoStateStore::from_config(
+            &aws,
+            flow_settings.state_table,
+        )),
+        FlowSettings {
+            return_to_origins: flow_settings.return_to_origins,
+            default_return_to: flow_settings.default_return_to,
+        },
+    );
+    let (flow, public_base_url) = (&flow, settings.public_base_url.as_deref());
+    lambda_http::run(service_fn(move |request: Request| async move {
+        let provider = request
+            .path_parameters()
+            .first("provider")
+            .unwrap_or_default()
+            .to_owned();
+        let step = request
+            .raw_http_path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        // Redirect URIs must match what the provider has registered: the configured
+        // public base URL, else the domain API Gateway received the request on.
+        let base_url = match (public_base_url, request.request_context_ref()) {
+            (Some(base), _) => base.to_owned(),
+            (None, Some(RequestContext::ApiGatewayV2(context))) => {
+                format!(
+                    "https://{}",
+                    context.domain_name.clone().unwrap_or_default()
+                )
+            }
+            (None, _) => String::new(),
+        };
+        let query = web::parse_query(request.uri().query());
+        let cookies = request
+            .headers()
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let reply = web::oauth_route(
+            flow,
+            &provider,
+            &step,
+            query,
+            Some(cookies.as_str()).filter(|c| !c.is_empty()),
+            &base_url,
+        )
+        .await;
+        Ok::<Response<Body>, std::convert::Infallible>(reply.into_http().map(Body::from))
+    }))
+    .await
+}
