@@ -95,6 +95,50 @@ impl Catalog {
         Ok(Catalog { providers })
     }
 
+    /// This catalog with an operator's overlay applied: each `[[provider]]` entry of the
+    /// TOML document `text` adds a provider or replaces the built-in one with the same
+    /// id, validated with exactly the built-in rules. `source` names the overlay in
+    /// errors (the secret's name), with the provider id.
+    pub fn with_overlay(&self, source: &str, text: &str) -> Result<Catalog, CatalogError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Overlay {
+            #[serde(default)]
+            provider: Vec<toml::Table>,
+        }
+        let overlay: Overlay = toml::from_str(text).map_err(|err| CatalogError::Parse {
+            file: source.to_owned(),
+            detail: err.to_string().trim_end().to_owned(),
+        })?;
+        let mut providers = self.providers.clone();
+        let mut seen = BTreeMap::new();
+        for (index, table) in overlay.provider.into_iter().enumerate() {
+            let id = table
+                .get("id")
+                .and_then(toml::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let label = format!("{source} provider[{index}] ({id})");
+            let provider: Provider =
+                toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|err: toml::de::Error| CatalogError::Parse {
+                        file: label.clone(),
+                        detail: err.to_string().trim_end().to_owned(),
+                    })?;
+            provider.check(&label)?;
+            if let Some(first) = seen.insert(provider.id.clone(), label.clone()) {
+                return Err(CatalogError::Duplicate {
+                    file: label,
+                    id: provider.id,
+                    first_file: first,
+                });
+            }
+            providers.insert(provider.id.clone(), provider);
+        }
+        Ok(Catalog { providers })
+    }
+
     /// The provider with this id, if the catalog has it.
     pub fn get(&self, id: &str) -> Option<&Provider> {
         self.providers.get(id)
@@ -369,7 +413,21 @@ pub enum Handshake {
 const ID_ALPHABET: &str = "lowercase letters, digits and '-'";
 
 impl Provider {
+    /// Validates a built-in entry: [`Provider::check`] plus the id equals the file name.
     fn validate(&self, file: &str) -> Result<(), CatalogError> {
+        let stem = file.strip_suffix(".toml").unwrap_or(file);
+        if stem != self.id {
+            return Err(CatalogError::Invalid {
+                file: file.to_owned(),
+                field: "id".to_owned(),
+                message: format!("`{}` must equal the file name `{stem}`", self.id),
+            });
+        }
+        self.check(file)
+    }
+
+    /// The rules every entry meets, built-in or overlay.
+    fn check(&self, file: &str) -> Result<(), CatalogError> {
         let invalid = |field: &str, message: String| CatalogError::Invalid {
             file: file.to_owned(),
             field: field.to_owned(),
@@ -382,13 +440,6 @@ impl Provider {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !id_ok {
             return Err(invalid("id", format!("must be {ID_ALPHABET}")));
-        }
-        let stem = file.strip_suffix(".toml").unwrap_or(file);
-        if stem != self.id {
-            return Err(invalid(
-                "id",
-                format!("`{}` must equal the file name `{stem}`", self.id),
-            ));
         }
         if !self.docs.starts_with("https://") {
             return Err(invalid("docs", "must be an https:// link".to_owned()));
@@ -620,6 +671,40 @@ description = "the shop"
                 "{field}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn an_overlay_adds_and_replaces_providers_with_the_same_rules() {
+        let base = Catalog::embedded().expect("catalog");
+        let overlay = format!(
+            "[[provider]]\n{}\n[[provider]]\n{}",
+            MINIMAL.replace("\n[webhook", "\n[provider.webhook"),
+            "id = \"stripe\"\nname = \"Stripe (overridden)\"\ndocs = \"https://docs.stripe.com\"\n"
+        );
+        let merged = base
+            .with_overlay("junction/catalog/overlay", &overlay)
+            .expect("valid overlay");
+        assert!(merged.get("acme").is_some(), "added");
+        assert_eq!(
+            merged.get("stripe").map(|p| p.name.as_str()),
+            Some("Stripe (overridden)")
+        );
+        assert!(merged.get("github").is_some(), "the rest stays");
+        let broken = overlay.replace("hmac-sha256", "hmac-md5");
+        let err = base
+            .with_overlay("junction/catalog/overlay", &broken)
+            .expect_err("bad scheme");
+        let text = err.to_string();
+        assert!(
+            text.contains("junction/catalog/overlay")
+                && text.contains("(acme)")
+                && text.contains("hmac-md5"),
+            "{text}"
+        );
+        let err = base
+            .with_overlay("o", "[[provider]]\nid = \"x\"\nname = \"X\"\ndocs = \"http://x\"\n")
+            .expect_err("http docs");
+        assert!(err.to_string().contains("field `docs`"), "{err}");
     }
 
     #[test]

@@ -74,6 +74,38 @@ pub async fn load_aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The provider catalog: the built-in one, with the operator's overlay applied when
+/// `CATALOG_OVERLAY_SECRET` names a Secrets Manager secret (read once, at cold start).
+///
+/// The overlay lives in Secrets Manager because every function already has that client
+/// (no extra SDK in the binaries), it is versioned and IAM-scoped, and 64 KB holds
+/// dozens of entries. A bad overlay fails the start with the provider and field named.
+pub async fn load_catalog<F: Fn(&str) -> Option<String>>(
+    aws: &aws_config::SdkConfig,
+    env: &Env<F>,
+) -> Result<&'static crate::catalog::Catalog, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "CATALOG_OVERLAY_SECRET",
+        reason,
+    };
+    let embedded = crate::catalog::Catalog::embedded()
+        .map_err(|err| invalid(format!("built-in catalog: {err}")))?;
+    let Some(name) = env.optional("CATALOG_OVERLAY_SECRET") else {
+        return Ok(embedded);
+    };
+    use crate::secrets::SecretSource;
+    let text = crate::secrets::SecretsManagerSource::from_config(aws)
+        .secret_string(&name)
+        .await
+        .map_err(|err| invalid(format!("secret {name} could not be read: {err}")))?
+        .ok_or_else(|| invalid(format!("secret {name} does not exist")))?;
+    let catalog = embedded
+        .with_overlay(&name, &text)
+        .map_err(|err| invalid(err.to_string()))?;
+    tracing::info!(overlay = %name, providers = catalog.providers().count(), "catalog overlay applied");
+    Ok(Box::leak(Box::new(catalog)))
+}
+
 /// Lambda's invocation payload limit: a larger body never reaches the function.
 const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1000 * 1000;
 

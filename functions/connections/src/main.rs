@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use shared::{
-    catalog::Catalog,
-    config::{OAuthSettings, load_aws_config, process_env},
+    config::{OAuthSettings, load_aws_config, load_catalog, process_env},
     oauth::{aws_vault, web},
     telemetry,
 };
@@ -17,7 +16,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let settings = OAuthSettings::from_env(&process_env())?;
     let aws = load_aws_config().await;
-    let vault = aws_vault(&aws, Catalog::embedded()?, &settings);
+    let vault = aws_vault(&aws, load_catalog(&aws, &process_env()).await?, &settings);
     let vault = &vault;
     lambda_http::run(service_fn(move |request: Request| async move {
         let id = request.path_parameters().first("id").map(str::to_owned);

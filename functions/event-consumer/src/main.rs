@@ -7,9 +7,8 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::{
-    catalog::Catalog,
     clock::SystemClock,
-    config::{EventConsumerSettings, load_aws_config, process_env},
+    config::{EventConsumerSettings, load_aws_config, load_catalog, process_env},
     consumer::{Consumer, InboundMessage, Ports},
     events::EventBridgeBus,
     idempotency::{DynamoIdempotencyStore, Idempotency},
@@ -25,7 +24,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = EventConsumerSettings::from_env(&process_env())?;
     let aws = load_aws_config().await;
     let consumer = Consumer::new(
-        Catalog::embedded()?,
+        load_catalog(&aws, &process_env()).await?,
         Idempotency::new(
             DynamoIdempotencyStore::from_config(&aws, settings.idempotency_table),
             settings.idempotency,

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
 use shared::{
-    catalog::Catalog,
-    config::{ConnectFlowSettings, OAuthSettings, load_aws_config, process_env},
+    config::{ConnectFlowSettings, OAuthSettings, load_aws_config, load_catalog, process_env},
     oauth::{ConnectFlow, DynamoStateStore, FlowSettings, aws_vault, web},
     telemetry,
 };
@@ -18,8 +17,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let env = process_env();
     let settings = OAuthSettings::from_env(&env)?;
     let flow_settings = ConnectFlowSettings::from_env(&env)?;
-    let catalog = Catalog::embedded()?;
     let aws = load_aws_config().await;
+    let catalog = load_catalog(&aws, &env).await?;
     let flow = ConnectFlow::new(
         aws_vault(&aws, catalog, &settings),
         Arc::new(DynamoStateStore::from_config(

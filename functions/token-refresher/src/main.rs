@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::{
-    catalog::Catalog,
-    config::{OAuthSettings, load_aws_config, process_env},
+    config::{OAuthSettings, load_aws_config, load_catalog, process_env},
     oauth::aws_vault,
     telemetry,
 };
@@ -20,7 +19,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let settings = OAuthSettings::from_env(&process_env())?;
     let aws = load_aws_config().await;
-    let vault = aws_vault(&aws, Catalog::embedded()?, &settings);
+    let vault = aws_vault(&aws, load_catalog(&aws, &process_env()).await?, &settings);
     let vault = &vault;
     lambda_runtime::run(service_fn(
         move |_event: LambdaEvent<serde_json::Value>| async move {

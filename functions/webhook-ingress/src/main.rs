@@ -6,9 +6,8 @@ use std::{sync::Arc, time::Instant};
 
 use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use shared::{
-    catalog::Catalog,
     clock::SystemClock,
-    config::{WebhookIngressSettings, load_aws_config, process_env},
+    config::{WebhookIngressSettings, load_aws_config, load_catalog, process_env},
     payloads::S3PayloadStore,
     queue::SqsEventQueue,
     secrets::{SecretsManagerSource, WebhookSecrets},
@@ -20,9 +19,9 @@ use shared::{
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let settings = WebhookIngressSettings::from_env(&process_env())?;
-    let catalog = Catalog::embedded()?;
     // `AWS_ENDPOINT_URL` (set by the local stack) points every client at the emulator.
     let aws = load_aws_config().await;
+    let catalog = load_catalog(&aws, &process_env()).await?;
     let ingress = Ingress::new(
         catalog,
         WebhookSecrets::new(
