@@ -702,7 +702,10 @@ description = "the shop"
             "{text}"
         );
         let err = base
-            .with_overlay("o", "[[provider]]\nid = \"x\"\nname = \"X\"\ndocs = \"http://x\"\n")
+            .with_overlay(
+                "o",
+                "[[provider]]\nid = \"x\"\nname = \"X\"\ndocs = \"http://x\"\n",
+            )
             .expect_err("http docs");
         assert!(err.to_string().contains("field `docs`"), "{err}");
     }

@@ -71,6 +71,10 @@ pub struct LocalStackConfig {
     pub seed_secrets: bool,
     /// Fire schedules at their times (they can always be fired on demand).
     pub run_schedules: bool,
+    /// A catalog overlay file (TOML, `[[provider]]` entries): stored in the emulator as
+    /// the secret `<prefix>/catalog/local-overlay` and named by the template's
+    /// `CatalogOverlaySecret` parameter, as an operator would after `sam deploy`.
+    pub catalog_overlay: Option<PathBuf>,
 }
 
 impl LocalStackConfig {
@@ -88,6 +92,7 @@ impl LocalStackConfig {
             profile: Profile::Debug,
             seed_secrets: true,
             run_schedules: true,
+            catalog_overlay: None,
         }
     }
 }
@@ -238,6 +243,41 @@ pub struct LocalStack {
     moto: Option<Moto>,
 }
 
+/// Creates (or replaces) the overlay secret before any function starts.
+async fn store_overlay(
+    sdk_config: &aws_config::SdkConfig,
+    name: &str,
+    text: &str,
+) -> Result<(), LocalStackError> {
+    let client = aws_sdk_secretsmanager::Client::new(sdk_config);
+    let failed = |err: String| EmulatorError::Failed {
+        what: format!("storing the catalog overlay as {name}"),
+        detail: err,
+    };
+    let created = client
+        .create_secret()
+        .name(name)
+        .secret_string(text)
+        .send()
+        .await;
+    if let Err(err) = created {
+        let exists = err
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_exists_exception());
+        if !exists {
+            return Err(failed(aws_sdk_secretsmanager::Error::from(err).to_string()).into());
+        }
+        client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(text)
+            .send()
+            .await
+            .map_err(|err| failed(aws_sdk_secretsmanager::Error::from(err).to_string()))?;
+    }
+    Ok(())
+}
+
 /// A random credential for the IAM-authorized routes of this run.
 fn local_iam_key() -> String {
     use rand::RngCore;
@@ -256,7 +296,22 @@ impl LocalStack {
     /// Starts everything; returns once every function process has been started (not
     /// necessarily initialized: see [`LocalStack::wait_ready`]).
     pub async fn start(config: LocalStackConfig) -> Result<LocalStack, LocalStackError> {
-        let parameters: Vec<(String, String)> = config.parameters.clone();
+        let mut parameters: Vec<(String, String)> = config.parameters.clone();
+        let overlay = match &config.catalog_overlay {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|err| EmulatorError::Failed {
+                    what: format!("reading the catalog overlay {}", path.display()),
+                    detail: err.to_string(),
+                })?;
+                let name = format!(
+                    "{}/catalog/local-overlay",
+                    config.prefix.as_deref().unwrap_or("junction")
+                );
+                parameters.push(("CatalogOverlaySecret".into(), name.clone()));
+                Some((name, text))
+            }
+            None => None,
+        };
         // `Prefix` is Junction's; fixture templates without it are deployed all the same.
         let optional: Vec<(String, String)> = config
             .prefix
@@ -331,6 +386,9 @@ impl LocalStack {
             .map(|r| r.as_ref().to_owned())
             .unwrap_or_else(|| emulator::REGION.to_owned());
         let sqs = aws_sdk_sqs::Client::new(&sdk_config);
+        if let (Some((name, text)), Some(_)) = (&overlay, &moto) {
+            store_overlay(&sdk_config, name, text).await?;
+        }
 
         let seeded = if config.seed_secrets && moto.is_some() {
             match &config.prefix {

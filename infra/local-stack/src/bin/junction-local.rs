@@ -90,6 +90,10 @@ struct UpArgs {
     /// Do not create development signing secrets.
     #[arg(long)]
     no_seed: bool,
+    /// A catalog overlay (TOML `[[provider]]` entries) to add or replace providers
+    /// without rebuilding, stored as `<prefix>/catalog/local-overlay`.
+    #[arg(long, env = "JUNCTION_CATALOG_OVERLAY")]
+    catalog_overlay: Option<std::path::PathBuf>,
     /// Do not fire schedules on time (`fire` still works).
     #[arg(long)]
     no_schedules: bool,
@@ -197,6 +201,7 @@ async fn up(root: PathBuf, stack_name: String, args: UpArgs) -> anyhow::Result<(
         }
     };
     config.seed_secrets = !args.no_seed;
+    config.catalog_overlay = args.catalog_overlay.clone();
     config.run_schedules = !args.no_schedules;
 
     eprintln!(

@@ -1,4 +1,6 @@
 //! Helpers shared by the end-to-end tests of this crate.
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::{
     future::Future,

@@ -1,0 +1,192 @@
+//! The OAuth connect flow end to end through the local stack: a browser's requests over
+//! HTTP to the real `oauth` binary (start → the authorization server on loopback →
+//! callback), the connection visible through the IAM-protected management API (the
+//! `connections` binary), and a disconnect that revokes at the provider. The provider is
+//! not built in: it comes from a catalog overlay file, as an operator would add one.
+
+mod common;
+use common::{stop_and_check_processes_are_gone, unique};
+
+use std::time::Duration;
+
+use fake_provider::{AuthServerConfig, FakeAuthServer};
+use local_stack::{
+    emulator::repo_root,
+    http_api::LOCAL_IAM_HEADER,
+    stack::{LocalStack, LocalStackConfig},
+};
+
+const RETURN_TO: &str = "https://app.example.com/integrations";
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("a redirect")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
+    let server = FakeAuthServer::start(AuthServerConfig::default()).await;
+    let dir = std::env::temp_dir().join(unique("overlay"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let overlay = dir.join("overlay.toml");
+    std::fs::write(
+        &overlay,
+        format!(
+            r#"[[provider]]
+id = "fakeauth"
+name = "Fake authorization server"
+docs = "https://example.com/fake"
+
+[provider.oauth]
+authorize_url = "{}"
+token_url = "{}"
+scopes = ["read"]
+pkce = true
+client_auth = "client_secret_post"
+lifetime_margin_seconds = 300
+refresh_token_rotation = true
+revocation = {{ style = "rfc7009", url = "{}" }}
+"#,
+            server.authorize_url(),
+            server.token_url(),
+            server.revoke_url()
+        ),
+    )
+    .expect("overlay written");
+
+    let prefix = unique("oauth");
+    let mut config = LocalStackConfig::new(repo_root());
+    config.stack_name = unique("oauth-e2e");
+    config.prefix = Some(prefix.clone());
+    config.catalog_overlay = Some(overlay);
+    config.run_schedules = false;
+    config.parameters = vec![(
+        "OAuthReturnToOrigins".into(),
+        "https://app.example.com".into(),
+    )];
+    let stack = LocalStack::start(config).await.expect("local stack starts");
+    assert!(
+        stack.wait_ready(Duration::from_secs(90)).await,
+        "functions initialize with the overlay"
+    );
+    let api = stack.api_url().to_owned();
+    server.set_redirect_uris(vec![format!("{api}/oauth/fakeauth/callback")]);
+    aws_sdk_secretsmanager::Client::new(stack.sdk_config())
+        .create_secret()
+        .name(format!("{prefix}/oauth/fakeauth"))
+        .secret_string(
+            r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#,
+        )
+        .send()
+        .await
+        .expect("client credentials stored");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    // The browser: start → provider → callback.
+    let start = http
+        .get(format!(
+            "{api}/oauth/fakeauth/start?tenant=acme&return_to={}",
+            form_urlencoded::byte_serialize(RETURN_TO.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(start.status(), 302);
+    let cookie = start
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("binding cookie")
+        .to_owned();
+    assert!(cookie.starts_with("junction_oauth_fakeauth="));
+    let authorize = http.get(location(&start)).send().await.expect("authorize");
+    assert_eq!(authorize.status(), 302);
+    let callback_url = location(&authorize);
+    assert!(callback_url.starts_with(&format!("{api}/oauth/fakeauth/callback?")));
+    let callback = http
+        .get(&callback_url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(callback.status(), 302);
+    let back = url::Url::parse(&location(&callback)).expect("return_to");
+    assert!(back.as_str().starts_with(RETURN_TO));
+    let id = back
+        .query_pairs()
+        .find(|(k, _)| k == "connection_id")
+        .map(|(_, v)| v.into_owned())
+        .expect("connection id");
+    assert_eq!(server.counters().code_exchanges, 1);
+
+    let replay = http
+        .get(&callback_url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(replay.status(), 400, "a state works once");
+    assert!(
+        replay
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("already used")
+    );
+
+    // The management API: IAM-protected (locally, the stack's credential).
+    let show = format!("{api}/connections/{id}");
+    let anonymous = http.get(&show).send().await.expect("anonymous");
+    assert_eq!(anonymous.status(), 403, "no unauthenticated access");
+    let shown = http
+        .get(&show)
+        .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+        .send()
+        .await
+        .expect("show");
+    assert_eq!(shown.status(), 200);
+    let view: serde_json::Value =
+        serde_json::from_str(&shown.text().await.expect("body")).expect("json");
+    assert_eq!(view["state"], "active");
+    assert_eq!(view["tenant"], "acme");
+    assert_eq!(view["token"]["refreshable"], true);
+    assert!(view.get("access_token").is_none() && !view.to_string().contains("refresh_token\""));
+    let listed = http
+        .get(format!("{api}/connections?tenant=acme"))
+        .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+        .send()
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("body");
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(listed["connections"][0]["id"], id.as_str());
+
+    let deleted = http
+        .delete(&show)
+        .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(server.counters().revocations, 1, "revoked at the provider");
+    let gone = http
+        .get(&show)
+        .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+        .send()
+        .await
+        .expect("show");
+    assert_eq!(gone.status(), 404);
+
+    stop_and_check_processes_are_gone(stack).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
