@@ -606,3 +606,56 @@ async fn reconnecting_a_needs_reauth_connection_keeps_its_id() {
     let token = h.vault.access_token(&id).await.expect("token");
     assert_eq!(h.api_status(&token).await, 200);
 }
+
+#[tokio::test]
+async fn the_scheduled_refresher_renews_what_is_due_and_reports_lost_grants() {
+    let h = harness(AuthServerConfig::default()).await;
+    let healthy = h.connect().await;
+    let revoked = h.connect().await;
+    let report = h
+        .vault
+        .refresh_due(Duration::from_secs(600))
+        .await
+        .expect("run");
+    assert_eq!(report, RefreshReport::default(), "nothing due yet");
+    // Revoke the second connection's grant only: revoke its refresh token at the provider.
+    let tokens = h
+        .vault
+        .tokens(&h.stored(&revoked).await)
+        .await
+        .expect("tokens");
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair(
+            "token",
+            tokens.refresh_token.expect("refresh token").expose(),
+        )
+        .append_pair("client_id", "junction-test-client")
+        .append_pair("client_secret", "junction-test-secret")
+        .finish();
+    let response = h
+        .http
+        .post(h.server.revoke_url())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("revoked");
+    assert_eq!(response.status(), 200);
+    h.clock.advance(time::Duration::seconds(3_000));
+    let report = h
+        .vault
+        .refresh_due(Duration::from_secs(600))
+        .await
+        .expect("run");
+    assert_eq!(
+        report,
+        RefreshReport {
+            due: 2,
+            refreshed: 1,
+            needs_reauth: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(h.stored(&healthy).await.token_generation, 2);
+    assert_eq!(h.stored(&revoked).await.state, ConnectionState::NeedsReauth);
+}
