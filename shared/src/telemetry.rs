@@ -97,28 +97,23 @@ pub fn record_webhook(outcome: &Outcome, latency: Duration) {
         return;
     }
     let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
-    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    println!(
-        "{}",
-        emf_line(
-            now_ms,
-            &[("Provider", &outcome.provider)],
-            &[
-                ("WebhooksReceived", 1.0, "Count"),
-                (
-                    "WebhooksAccepted",
-                    flag(outcome.result == "accepted"),
-                    "Count"
-                ),
-                (
-                    "SignatureFailures",
-                    flag(outcome.is_verification_failure()),
-                    "Count"
-                ),
-                ("IngressErrors", flag(outcome.status >= 500), "Count"),
-                ("IngressLatency", latency_ms, "Milliseconds"),
-            ],
-        )
+    print_provider_metrics(
+        &outcome.provider,
+        &[
+            ("WebhooksReceived", 1.0, "Count"),
+            (
+                "WebhooksAccepted",
+                flag(outcome.result == "accepted"),
+                "Count",
+            ),
+            (
+                "SignatureFailures",
+                flag(outcome.is_verification_failure()),
+                "Count",
+            ),
+            ("IngressErrors", flag(outcome.status >= 500), "Count"),
+            ("IngressLatency", latency_ms, "Milliseconds"),
+        ],
     );
 }
 
@@ -158,38 +153,39 @@ pub fn record_consumed(outcome: &ItemOutcome) {
             conflicts = outcome.conflicts, "event consumed"),
     }
     let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
-    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    println!(
-        "{}",
-        emf_line(
-            now_ms,
-            &[("Provider", provider)],
-            &[
-                (
-                    "EventsProcessed",
-                    flag(outcome.result == "processed"),
-                    "Count"
-                ),
-                (
-                    "EventsDuplicate",
-                    flag(outcome.result == "duplicate"),
-                    "Count"
-                ),
-                ("EventsRetried", flag(outcome.result == "retry"), "Count"),
-                ("EventsFailed", flag(outcome.result == "failed"), "Count"),
-                ("PayloadMismatches", flag(outcome.payload_mismatch), "Count"),
-                ("EventsPublished", outcome.published as f64, "Count"),
-                (
-                    "ApiVersionMismatches",
-                    flag(outcome.version_mismatch.is_some()),
-                    "Count"
-                ),
-                ("FetchesPending", outcome.fetches_pending as f64, "Count"),
-                ("StaleUpdates", outcome.stale as f64, "Count"),
-                ("RecordConflicts", outcome.conflicts as f64, "Count"),
-            ],
-        )
+    print_provider_metrics(
+        provider,
+        &[
+            (
+                "EventsProcessed",
+                flag(outcome.result == "processed"),
+                "Count",
+            ),
+            (
+                "EventsDuplicate",
+                flag(outcome.result == "duplicate"),
+                "Count",
+            ),
+            ("EventsRetried", flag(outcome.result == "retry"), "Count"),
+            ("EventsFailed", flag(outcome.result == "failed"), "Count"),
+            ("PayloadMismatches", flag(outcome.payload_mismatch), "Count"),
+            ("EventsPublished", outcome.published as f64, "Count"),
+            (
+                "ApiVersionMismatches",
+                flag(outcome.version_mismatch.is_some()),
+                "Count",
+            ),
+            ("FetchesPending", outcome.fetches_pending as f64, "Count"),
+            ("StaleUpdates", outcome.stale as f64, "Count"),
+            ("RecordConflicts", outcome.conflicts as f64, "Count"),
+        ],
     );
+}
+
+/// Prints one EMF line of `metrics` under the `Provider` dimension, stamped now.
+fn print_provider_metrics(provider: &str, metrics: &[(&str, f64, &str)]) {
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    println!("{}", emf_line(now_ms, &[("Provider", provider)], metrics));
 }
 
 /// Logs one token refresh attempt and prints its metrics (dimension `Provider`):
@@ -198,21 +194,16 @@ pub fn record_consumed(outcome: &ItemOutcome) {
 pub fn record_token_refresh(provider: &str, outcome: &str) {
     let refreshed = outcome == "refreshed";
     tracing::info!(provider, outcome, "token refresh");
-    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    println!(
-        "{}",
-        emf_line(
-            now_ms,
-            &[("Provider", provider)],
-            &[
-                ("TokenRefreshes", if refreshed { 1.0 } else { 0.0 }, "Count"),
-                (
-                    "TokenRefreshFailures",
-                    if refreshed { 0.0 } else { 1.0 },
-                    "Count"
-                ),
-            ],
-        )
+    print_provider_metrics(
+        provider,
+        &[
+            ("TokenRefreshes", if refreshed { 1.0 } else { 0.0 }, "Count"),
+            (
+                "TokenRefreshFailures",
+                if refreshed { 0.0 } else { 1.0 },
+                "Count",
+            ),
+        ],
     );
 }
 

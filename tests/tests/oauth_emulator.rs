@@ -104,23 +104,8 @@ async fn dynamodb_connection_and_state_stores_meet_their_contracts() {
 
 fn fake_catalog(server: &FakeAuthServer) -> &'static Catalog {
     let text = format!(
-        r#"id = "fakeauth"
-name = "Fake authorization server"
-docs = "https://example.com/fake"
-
-[oauth]
-authorize_url = "{}"
-token_url = "{}"
-scopes = ["read"]
-pkce = true
-client_auth = "client_secret_post"
-lifetime_margin_seconds = 300
-refresh_token_rotation = true
-revocation = {{ style = "rfc7009", url = "{}" }}
-"#,
-        server.authorize_url(),
-        server.token_url(),
-        server.revoke_url()
+        "id = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[oauth]\n{}",
+        server.oauth_catalog_fields()
     );
     Box::leak(Box::new(
         Catalog::from_files(&[("fakeauth.toml", text.as_str())]).expect("catalog"),

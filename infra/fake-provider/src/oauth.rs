@@ -194,6 +194,18 @@ impl FakeAuthServer {
         format!("{}/revoke", self.base_url)
     }
 
+    /// The body of a Junction catalog `[oauth]` table for this server (PKCE, client
+    /// secret in the body, RFC 7009 revocation), so every test describes it the same way.
+    pub fn oauth_catalog_fields(&self) -> String {
+        format!(
+            "authorize_url = \"{}\"\ntoken_url = \"{}\"\nscopes = [\"read\", \"write\"]\npkce = true\nclient_auth = \"client_secret_post\"\nlifetime_margin_seconds = 300\nrefresh_token_rotation = {}\nrevocation = {{ style = \"rfc7009\", url = \"{}\" }}\n",
+            self.authorize_url(),
+            self.token_url(),
+            self.lock().config.rotate_refresh_tokens,
+            self.revoke_url()
+        )
+    }
+
     /// A protected resource that accepts only live access tokens.
     pub fn api_url(&self) -> String {
         format!("{}/api/me", self.base_url)

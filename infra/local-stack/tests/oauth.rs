@@ -36,24 +36,8 @@ async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
     std::fs::write(
         &overlay,
         format!(
-            r#"[[provider]]
-id = "fakeauth"
-name = "Fake authorization server"
-docs = "https://example.com/fake"
-
-[provider.oauth]
-authorize_url = "{}"
-token_url = "{}"
-scopes = ["read"]
-pkce = true
-client_auth = "client_secret_post"
-lifetime_margin_seconds = 300
-refresh_token_rotation = true
-revocation = {{ style = "rfc7009", url = "{}" }}
-"#,
-            server.authorize_url(),
-            server.token_url(),
-            server.revoke_url()
+            "[[provider]]\nid = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[provider.oauth]\n{}",
+            server.oauth_catalog_fields()
         ),
     )
     .expect("overlay written");

@@ -18,25 +18,10 @@ const RETURN_TO: &str = "https://app.example.com/integrations";
 const BASE: &str = "https://hub.example.com";
 
 /// A catalog with one provider, `fakeauth`, whose endpoints are the fake server's.
-pub(crate) fn fake_catalog(server: &FakeAuthServer, rotation: bool) -> &'static Catalog {
+pub(crate) fn fake_catalog(server: &FakeAuthServer) -> &'static Catalog {
     let text = format!(
-        r#"id = "fakeauth"
-name = "Fake authorization server"
-docs = "https://example.com/fake"
-
-[oauth]
-authorize_url = "{authorize}"
-token_url = "{token}"
-scopes = ["read", "write"]
-pkce = true
-client_auth = "client_secret_post"
-lifetime_margin_seconds = 300
-refresh_token_rotation = {rotation}
-revocation = {{ style = "rfc7009", url = "{revoke}" }}
-"#,
-        authorize = server.authorize_url(),
-        token = server.token_url(),
-        revoke = server.revoke_url(),
+        "id = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[oauth]\n{}",
+        server.oauth_catalog_fields()
     );
     let catalog = Catalog::from_files(&[("fakeauth.toml", text.as_str())]).expect("catalog");
     Box::leak(Box::new(catalog))
@@ -53,13 +38,12 @@ pub(crate) struct Harness {
 }
 
 async fn harness(config: AuthServerConfig) -> Harness {
-    let rotation = config.rotate_refresh_tokens;
     let server = FakeAuthServer::start(AuthServerConfig {
         redirect_uris: vec![format!("{BASE}/oauth/fakeauth/callback")],
         ..config
     })
     .await;
-    let catalog = fake_catalog(&server, rotation);
+    let catalog = fake_catalog(&server);
     let secrets = InMemorySecretSource::default();
     secrets.put(
         "junction/oauth/fakeauth",

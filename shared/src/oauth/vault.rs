@@ -531,20 +531,16 @@ impl TokenVault {
         }
     }
 
-    async fn mark_needs_reauth(
+    /// Applies `change` to the connection with a conditional write, re-reading and
+    /// re-applying it when another writer got there first; returns what was written.
+    async fn update(
         &self,
         mut current: Connection,
-        code: &str,
-    ) -> Result<(), VaultError> {
+        change: impl Fn(&mut Connection, i64),
+    ) -> Result<Connection, VaultError> {
         loop {
-            let now = unix(self.clock.now());
             let mut next = current.clone();
-            next.state = ConnectionState::NeedsReauth;
-            next.lease = None;
-            next.refresh_at = None;
-            next.last_error = Some(format!("needs_reauth: {code}"));
-            next.last_error_at = Some(now);
-            next.updated_at = now;
+            change(&mut next, unix(self.clock.now()));
             next.version = current.version + 1;
             if self
                 .connections
@@ -552,18 +548,32 @@ impl TokenVault {
                 .await
                 .map_err(store_unavailable)?
             {
-                tracing::warn!(
-                    provider = %next.provider,
-                    connection = %next.id,
-                    tenant = %next.tenant,
-                    reason = code,
-                    outcome = "needs_reauth",
-                    "connection needs the user to reconnect"
-                );
-                return self.announce(&next, "needs_reauth", code).await;
+                return Ok(next);
             }
             current = self.load(&current.id).await?;
         }
+    }
+
+    async fn mark_needs_reauth(&self, current: Connection, code: &str) -> Result<(), VaultError> {
+        let marked = self
+            .update(current, |next, now| {
+                next.state = ConnectionState::NeedsReauth;
+                next.lease = None;
+                next.refresh_at = None;
+                next.last_error = Some(format!("needs_reauth: {code}"));
+                next.last_error_at = Some(now);
+                next.updated_at = now;
+            })
+            .await?;
+        tracing::warn!(
+            provider = %marked.provider,
+            connection = %marked.id,
+            tenant = %marked.tenant,
+            reason = code,
+            outcome = "needs_reauth",
+            "connection needs the user to reconnect"
+        );
+        self.announce(&marked, "needs_reauth", code).await
     }
 
     /// Publishes `connection.<change>` with a reconnect link.
@@ -710,26 +720,15 @@ impl TokenVault {
 
     /// Notes a sync's result on the connection (the poll worker and the outbound path).
     pub async fn record_sync(&self, id: &str, error: Option<&str>) -> Result<(), VaultError> {
-        loop {
-            let current = self.load(id).await?;
-            let now = unix(self.clock.now());
-            let mut next = current.clone();
-            match error {
-                None => next.last_successful_sync = Some(now),
-                Some(error) => {
-                    next.last_error = Some(error.to_owned());
-                    next.last_error_at = Some(now);
-                }
+        let current = self.load(id).await?;
+        self.update(current, |next, now| match error {
+            None => next.last_successful_sync = Some(now),
+            Some(error) => {
+                next.last_error = Some(error.to_owned());
+                next.last_error_at = Some(now);
             }
-            next.version = current.version + 1;
-            if self
-                .connections
-                .replace(&next, current.version)
-                .await
-                .map_err(store_unavailable)?
-            {
-                return Ok(());
-            }
-        }
+        })
+        .await
+        .map(|_| ())
     }
 }
