@@ -8,13 +8,16 @@ use time::OffsetDateTime;
 use super::*;
 use crate::catalog::{Catalog, Verification};
 
+#[allow(unused_imports)]
+use base64::Engine as _;
+
 fn spec(provider: &str) -> &'static Verification {
-    &Catalog::embedded()
+    Catalog::embedded()
         .expect("catalog")
         .get(provider)
         .and_then(|p| p.webhook.as_ref())
-        .unwrap_or_else(|| panic!("{provider} has a webhook spec"))
-        .verification
+        .and_then(|w| w.verification.as_ref())
+        .unwrap_or_else(|| panic!("{provider} has a verification spec"))
 }
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -570,12 +573,15 @@ fn discord_ed25519_signature() {
 
 // --- The same negatives for every provider --------------------------------------------
 
-/// A correctly signed request for `provider`, made with [`sign`] (whose output the
-/// vectors above pin down), at a fixed time.
+use crate::catalog::{Coverage, SignatureFormat, SignedPart, TimestampSource};
+
+/// A correctly signed request for `provider`, made with [`sign_request`] (whose output
+/// the vectors pin down), at a fixed time. Everything is derived from the catalog entry,
+/// so a new provider gets these tests without being listed.
 struct Sample {
     provider: &'static str,
-    secret: String,
     verify_secret: String,
+    wrong_secret: String,
     url: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -583,38 +589,121 @@ struct Sample {
 }
 
 const NOW: i64 = 1_700_000_000;
+const HEX_KEY: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+
+/// (signing secret, configured secret, a wrong configured secret) for a spec.
+fn keys(spec: &Verification) -> (String, String, String) {
+    let encoding = spec.secret_encoding;
+    match spec.scheme {
+        crate::catalog::Scheme::Ed25519 => (
+            hex::encode([9u8; 32]),
+            ed25519_public_key(encoding, &[9u8; 32]),
+            ed25519_public_key(encoding, &[1u8; 32]),
+        ),
+        crate::catalog::Scheme::EcdsaP256 => (
+            BASE64.encode([9u8; 32]),
+            ecdsa_p256_public_key(&[9u8; 32]).expect("scalar"),
+            ecdsa_p256_public_key(&[1u8; 32]).expect("scalar"),
+        ),
+        _ => match (encoding, spec.secret_prefix.as_deref()) {
+            (crate::catalog::SecretEncoding::Base64, prefix) => {
+                let prefix = prefix.unwrap_or_default();
+                (
+                    format!("{prefix}MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                    format!("{prefix}MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                    format!("{prefix}QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"),
+                )
+            }
+            (crate::catalog::SecretEncoding::Hex, _) => (
+                HEX_KEY.to_owned(),
+                HEX_KEY.to_owned(),
+                HEX_KEY.replace('4', "5"),
+            ),
+            (crate::catalog::SecretEncoding::Utf8, _) => (
+                "s3cr3t-for-tests".to_owned(),
+                "s3cr3t-for-tests".to_owned(),
+                "not-the-secret".to_owned(),
+            ),
+        },
+    }
+}
+
+/// An unsigned body with every field the spec signs or reads.
+fn sample_body(spec: &Verification) -> Vec<u8> {
+    let mut json = serde_json::json!({"id": "evt_1", "type": "thing.created", "data": {"n": 1}});
+    let timestamp_pointer = match spec.timestamp.as_ref().map(|rule| &rule.from) {
+        Some(TimestampSource::JsonPointer(pointer)) => Some(pointer.clone()),
+        _ => None,
+    };
+    let fill = |target: &mut serde_json::Value| {
+        for (index, part) in spec.signed.iter().enumerate() {
+            if let SignedPart::JsonPointer(pointer) = part {
+                let value = if Some(pointer) == timestamp_pointer.as_ref() {
+                    serde_json::Value::from(NOW.to_string())
+                } else {
+                    serde_json::Value::from(format!("value-{index}"))
+                };
+                set_pointer(target, pointer, value).expect("object");
+            }
+        }
+    };
+    match &spec.signature {
+        SignatureFormat::PerItem { items, .. } => {
+            let mut elements = Vec::new();
+            for n in 0..2 {
+                let mut element = serde_json::json!({ "n": n });
+                fill(&mut element);
+                elements.push(element);
+            }
+            set_pointer(&mut json, items, serde_json::Value::from(elements)).expect("object");
+        }
+        SignatureFormat::XmlElement { element } => {
+            return format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound"><{element}>placeholder</{element}><ActionId>04k5A000000Gmn1</ActionId><Notification><Id>04l5A00000Xyz</Id></Notification></notifications></soapenv:Body></soapenv:Envelope>"#
+            )
+            .into_bytes();
+        }
+        _ => fill(&mut json),
+    }
+    if let Some(pointer) = &timestamp_pointer {
+        let value = match spec.timestamp.as_ref().map(|rule| rule.unit) {
+            Some(crate::catalog::TimestampUnit::Milliseconds) => {
+                serde_json::Value::from(NOW * 1000)
+            }
+            _ => serde_json::Value::from(NOW.to_string()),
+        };
+        set_pointer(&mut json, pointer, value).expect("object");
+    }
+    serde_json::to_vec(&json).expect("json")
+}
 
 fn sample(provider: &'static str) -> Sample {
     let spec = spec(provider);
     let now = unix(NOW);
-    let (secret, verify_secret) = match provider {
-        "discord" => {
-            let seed = [9u8; 32];
-            (
-                hex::encode(seed),
-                ed25519_public_key(spec.secret_encoding, &seed),
-            )
-        }
-        "standard-webhooks" => (
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-        ),
-        _ => ("s3cr3t-for-tests".to_owned(), "s3cr3t-for-tests".to_owned()),
+    let (secret, verify_secret, wrong_secret) = keys(spec);
+    let mut body = if provider == "twilio" {
+        b"From=%2B14158675309&Body=hello+there".to_vec()
+    } else {
+        sample_body(spec)
     };
-    let body = match provider {
-        "linear" => format!(r#"{{"type":"Issue","webhookTimestamp":{}}}"#, NOW * 1000).into_bytes(),
-        "twilio" => b"From=%2B14158675309&Body=hello+there".to_vec(),
-        _ => br#"{"id":"evt_1","type":"thing.created","data":{"n":1}}"#.to_vec(),
-    };
-    let mut header_pairs = vec![("webhook-id".to_owned(), "msg_1".to_owned())];
+    let mut header_pairs = Vec::new();
     if provider == "twilio" {
         header_pairs.push((
             "content-type".to_owned(),
             "application/x-www-form-urlencoded".to_owned(),
         ));
     }
-    if provider == "discord" {
-        header_pairs.push(("x-signature-timestamp".to_owned(), NOW.to_string()));
+    // Every signed header the provider sends besides the signature and the timestamp.
+    for part in &spec.signed {
+        if let SignedPart::Header(names) = part {
+            let name = names.names()[0].to_ascii_lowercase();
+            let value = if name.contains("timestamp") {
+                NOW.to_string()
+            } else {
+                "msg_1".to_owned()
+            };
+            header_pairs.push((name, value));
+        }
     }
     let url = format!("https://hooks.example.com/webhooks/{provider}?a=1");
     let map = headers(
@@ -629,12 +718,15 @@ fn sample(provider: &'static str) -> Sample {
         headers: &map,
         body: &body,
     };
-    let added = sign(spec, &SigningSecret::new(secret.clone()), &request, now).expect("sign");
-    header_pairs.extend(added);
+    let signed = sign_request(spec, &SigningSecret::new(secret), &request, now).expect("sign");
+    header_pairs.extend(signed.headers);
+    if let Some(signed_body) = signed.body {
+        body = signed_body;
+    }
     Sample {
         provider,
-        secret,
         verify_secret,
+        wrong_secret,
         url,
         headers: header_pairs,
         body,
@@ -661,8 +753,18 @@ impl Sample {
         self.verify_with(&[&self.verify_secret], &self.headers, &self.body, self.now)
     }
 
-    fn signature_header(&self) -> String {
-        spec(self.provider).signature.header().names()[0].to_ascii_lowercase()
+    fn verify_body(&self, body: &[u8]) -> Result<(), VerifyError> {
+        self.verify_with(&[&self.verify_secret], &self.headers, body, self.now)
+    }
+
+    /// The header `sign` put the signature in; `None` when it is in the body.
+    fn signature_header(&self) -> Option<String> {
+        let spec = spec(self.provider);
+        let first = spec.signature.header()?.names()[0].to_ascii_lowercase();
+        Some(match spec.signature {
+            SignatureFormat::EachHeader { numbered: true, .. } => format!("{first}1"),
+            _ => first,
+        })
     }
 
     fn with_header(&self, name: &str, value: Option<&str>) -> Vec<(String, String)> {
@@ -678,24 +780,98 @@ impl Sample {
         pairs
     }
 
-    fn signature_value(&self) -> String {
-        let name = self.signature_header();
+    fn header(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
-            .expect("signed")
+    }
+
+    /// The body with the in-body signature (or token) changed by `edit`.
+    fn body_with_signature(&self, edit: impl Fn(&str) -> Option<String>) -> Vec<u8> {
+        let spec = spec(self.provider);
+        let replace = |json: &mut serde_json::Value, pointer: &str| {
+            let current = json
+                .pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            match edit(&current) {
+                Some(value) => {
+                    set_pointer(json, pointer, serde_json::Value::from(value)).expect("object");
+                }
+                None => {
+                    let (parent, last) = pointer.rsplit_once('/').expect("pointer");
+                    let parent = if parent.is_empty() {
+                        Some(&mut *json)
+                    } else {
+                        json.pointer_mut(parent)
+                    };
+                    if let Some(object) = parent.and_then(serde_json::Value::as_object_mut) {
+                        object.remove(last);
+                    }
+                }
+            }
+        };
+        match &spec.signature {
+            SignatureFormat::JsonPointer { pointer, .. } => {
+                let mut json: serde_json::Value = serde_json::from_slice(&self.body).expect("json");
+                replace(&mut json, pointer);
+                serde_json::to_vec(&json).expect("json")
+            }
+            SignatureFormat::PerItem {
+                items, signature, ..
+            } => {
+                let mut json: serde_json::Value = serde_json::from_slice(&self.body).expect("json");
+                let elements = json
+                    .pointer_mut(items)
+                    .and_then(serde_json::Value::as_array_mut)
+                    .expect("items");
+                // The last item only: every item must verify, not just the first.
+                let last = elements.last_mut().expect("an item");
+                replace(last, signature);
+                serde_json::to_vec(&json).expect("json")
+            }
+            SignatureFormat::XmlElement { element } => {
+                let text = String::from_utf8(self.body.clone()).expect("utf8");
+                let current = xml_element_text(&self.body, element).expect("element");
+                let current = String::from_utf8(current.to_vec()).expect("utf8");
+                let open = format!("{element}>{current}</");
+                match edit(&current) {
+                    Some(value) => text.replacen(&open, &format!("{element}>{value}</"), 1),
+                    None => text.replace(element.as_str(), "Other"),
+                }
+                .into_bytes()
+            }
+            _ => self.body.clone(),
+        }
     }
 }
 
-/// Every catalog provider with a webhook spec: a new provider gets the common negatives
-/// and the property tests without being listed here.
+/// Every catalog provider with a verification scheme: a new provider gets the common
+/// negatives and the property tests without being listed here.
 fn providers() -> Vec<&'static str> {
     Catalog::embedded()
         .expect("catalog")
         .providers()
-        .filter(|p| p.webhook.is_some())
+        .filter(|p| p.webhook.as_ref().is_some_and(|w| w.verification.is_some()))
         .map(|p| p.id.as_str())
+        .collect()
+}
+
+/// The providers whose signature covers every byte of the body.
+fn body_signing_providers() -> Vec<&'static str> {
+    providers()
+        .into_iter()
+        .filter(|provider| spec(provider).coverage == Coverage::Body)
+        .collect()
+}
+
+/// The providers whose signature (or token) is inside the body.
+fn in_body_providers() -> Vec<&'static str> {
+    providers()
+        .into_iter()
+        .filter(|provider| spec(provider).signature.header().is_none())
         .collect()
 }
 
@@ -707,23 +883,71 @@ fn every_provider_accepts_its_own_signature() {
 }
 
 #[test]
-fn every_provider_rejects_a_tampered_body() {
-    for provider in providers() {
+fn every_body_signing_provider_rejects_a_tampered_body() {
+    for provider in body_signing_providers() {
         let sample = sample(provider);
         let mut body = sample.body.clone();
         let last = body.len() - 2;
         body[last] ^= 0x01;
-        let result =
-            sample.verify_with(&[&sample.verify_secret], &sample.headers, &body, sample.now);
+        let result = sample.verify_body(&body);
         assert!(
             matches!(
                 result,
                 Err(VerifyError::SignatureMismatch
                     | VerifyError::MissingTimestamp
-                    | VerifyError::MalformedTimestamp)
+                    | VerifyError::MalformedTimestamp
+                    | VerifyError::MalformedBody)
             ),
             "{provider}: {result:?}"
         );
+    }
+}
+
+/// The catalog's `coverage` is the truth: for the schemes marked `partial` or `none`, a
+/// change outside the signed fields still verifies (that is what the README's table
+/// warns about), and a change to a signed field does not.
+#[test]
+fn coverage_marks_are_accurate() {
+    for provider in providers() {
+        let spec = spec(provider);
+        if spec.coverage == Coverage::Body {
+            continue;
+        }
+        let sample = sample(provider);
+        let text = String::from_utf8(sample.body.clone()).expect("utf8");
+        let unsigned_change = if text.contains("\"n\":1") {
+            text.replacen("\"n\":1", "\"n\":7", 1)
+        } else if text.contains("\"type\":\"thing.created\"") {
+            text.replacen("thing.created", "thing.deleted", 1)
+        } else {
+            text.replacen("04l5A00000Xyz", "04l5A00000Abc", 1)
+        };
+        assert_ne!(
+            unsigned_change, text,
+            "{provider}: the sample has an unsigned field"
+        );
+        assert_eq!(
+            sample.verify_body(unsigned_change.as_bytes()),
+            Ok(()),
+            "{provider}: marked {:?}, so unsigned bytes are not covered",
+            spec.coverage
+        );
+        let signed_field = spec.signed.iter().enumerate().find_map(|(index, part)| {
+            let value = format!("\"value-{index}\"");
+            (matches!(part, SignedPart::JsonPointer(_)) && text.contains(&value)).then_some(value)
+        });
+        assert_eq!(
+            signed_field.is_some(),
+            spec.coverage == Coverage::Partial,
+            "{provider}: a partial scheme signs some body fields"
+        );
+        if let Some(value) = signed_field {
+            let changed = text.replacen(&value, "\"value-changed\"", 1);
+            assert!(
+                sample.verify_body(changed.as_bytes()).is_err(),
+                "{provider}: signed field"
+            );
+        }
     }
 }
 
@@ -731,21 +955,15 @@ fn every_provider_rejects_a_tampered_body() {
 fn every_provider_rejects_a_wrong_secret_and_accepts_a_rotated_one() {
     for provider in providers() {
         let sample = sample(provider);
-        let wrong = if provider == "discord" {
-            ed25519_public_key(crate::catalog::SecretEncoding::Hex, &[1u8; 32])
-        } else if provider == "standard-webhooks" {
-            "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY".to_owned()
-        } else {
-            "not-the-secret".to_owned()
-        };
+        let wrong = sample.wrong_secret.as_str();
         assert_eq!(
-            sample.verify_with(&[&wrong], &sample.headers, &sample.body, sample.now),
+            sample.verify_with(&[wrong], &sample.headers, &sample.body, sample.now),
             Err(VerifyError::SignatureMismatch),
             "{provider}"
         );
         assert_eq!(
             sample.verify_with(
-                &[&wrong, &sample.verify_secret],
+                &[wrong, &sample.verify_secret],
                 &sample.headers,
                 &sample.body,
                 sample.now
@@ -753,7 +971,6 @@ fn every_provider_rejects_a_wrong_secret_and_accepts_a_rotated_one() {
             Ok(()),
             "{provider}: the second secret (mid-rotation) verifies"
         );
-        let _ = &sample.secret;
     }
 }
 
@@ -761,7 +978,29 @@ fn every_provider_rejects_a_wrong_secret_and_accepts_a_rotated_one() {
 fn every_provider_rejects_a_missing_empty_or_truncated_signature() {
     for provider in providers() {
         let sample = sample(provider);
-        let name = sample.signature_header();
+        let Some(name) = sample.signature_header() else {
+            let missing = sample.body_with_signature(|_| None);
+            assert!(
+                matches!(
+                    sample.verify_body(&missing),
+                    Err(VerifyError::MissingSignature)
+                ),
+                "{provider}: missing in-body signature"
+            );
+            let empty = sample.body_with_signature(|_| Some(String::new()));
+            assert!(sample.verify_body(&empty).is_err(), "{provider}: empty");
+            let truncated = sample.body_with_signature(|value| {
+                Some(value[..value.len().saturating_sub(4)].to_owned())
+            });
+            assert!(
+                matches!(
+                    sample.verify_body(&truncated),
+                    Err(VerifyError::SignatureMismatch | VerifyError::MalformedSignature)
+                ),
+                "{provider}: truncated"
+            );
+            continue;
+        };
         let missing = sample.with_header(&name, None);
         assert_eq!(
             sample.verify_with(&[&sample.verify_secret], &missing, &sample.body, sample.now),
@@ -775,7 +1014,7 @@ fn every_provider_rejects_a_missing_empty_or_truncated_signature() {
                 .is_err(),
             "{provider}: empty"
         );
-        let value = sample.signature_value();
+        let value = sample.header(&name).expect("signed");
         let truncated = sample.with_header(&name, Some(&value[..value.len() - 4]));
         assert!(
             matches!(
@@ -789,6 +1028,32 @@ fn every_provider_rejects_a_missing_empty_or_truncated_signature() {
             ),
             "{provider}: truncated"
         );
+    }
+}
+
+#[test]
+fn every_signed_header_is_required() {
+    for provider in providers() {
+        let sample = sample(provider);
+        for part in &spec(provider).signed {
+            let SignedPart::Header(names) = part else {
+                continue;
+            };
+            let without = sample.with_header(names.names()[0].as_str(), None);
+            assert_eq!(
+                sample.verify_with(&[&sample.verify_secret], &without, &sample.body, sample.now),
+                Err(VerifyError::MissingSignedHeader),
+                "{provider}: {names}"
+            );
+        }
+        for name in spec(provider).required_headers.keys() {
+            let other = sample.with_header(name, Some("2"));
+            assert_eq!(
+                sample.verify_with(&[&sample.verify_secret], &other, &sample.body, sample.now),
+                Err(VerifyError::UnexpectedHeader),
+                "{provider}: {name}"
+            );
+        }
     }
 }
 
@@ -819,6 +1084,27 @@ fn providers_with_a_window_reject_stale_and_future_timestamps() {
                 "{provider}"
             );
         }
+        // The edges of the window are accepted.
+        for edge in [
+            rule.max_age_seconds
+                .map(|age| sample.now + time::Duration::seconds(age as i64)),
+            rule.max_future_seconds
+                .map(|ahead| sample.now - time::Duration::seconds(ahead as i64)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert_eq!(
+                sample.verify_with(
+                    &[&sample.verify_secret],
+                    &sample.headers,
+                    &sample.body,
+                    edge
+                ),
+                Ok(()),
+                "{provider}: edge of the window"
+            );
+        }
     }
 }
 
@@ -830,19 +1116,22 @@ fn undecodable_secret_is_a_configuration_error_not_a_rejection() {
     assert!(VerifyError::NoUsableSecret.is_configuration_error());
 }
 
-/// Names of the headers whose bytes a signature covers (signature and timestamp).
-fn covered_headers(provider: &str) -> Vec<String> {
-    let spec = spec(provider);
-    let mut names = vec![spec.signature.header().names()[0].to_ascii_lowercase()];
+/// Names of the headers whose bytes a signature covers (signature, signed headers and
+/// the timestamp).
+fn covered_headers(sample: &Sample) -> Vec<String> {
+    let spec = spec(sample.provider);
+    let mut names: Vec<String> = sample.signature_header().into_iter().collect();
     if let Some(crate::catalog::TimestampRule {
-        from: crate::catalog::TimestampSource::Header(h),
+        from: TimestampSource::Header(h),
         ..
     }) = &spec.timestamp
     {
         names.push(h.names()[0].to_ascii_lowercase());
     }
-    if provider == "discord" {
-        names.push("x-signature-timestamp".into());
+    for part in &spec.signed {
+        if let SignedPart::Header(h) = part {
+            names.push(h.names()[0].to_ascii_lowercase());
+        }
     }
     names
 }
@@ -850,24 +1139,26 @@ fn covered_headers(provider: &str) -> Vec<String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Changing any byte of the body rejects, for every provider.
+    /// Changing any byte of the body rejects, for every provider that signs the body.
     #[test]
-    fn any_changed_body_byte_rejects(provider_index in 0..providers().len(), position in any::<prop::sample::Index>(), delta in 1u8..=255) {
-        let sample = sample(providers()[provider_index]);
+    fn any_changed_body_byte_rejects(provider_index in 0..body_signing_providers().len(), position in any::<prop::sample::Index>(), delta in 1u8..=255) {
+        let sample = sample(body_signing_providers()[provider_index]);
         let mut body = sample.body.clone();
         let at = position.index(body.len());
         body[at] = body[at].wrapping_add(delta);
-        let result = sample.verify_with(&[&sample.verify_secret], &sample.headers, &body, sample.now);
+        let result = sample.verify_body(&body);
         prop_assert!(result.is_err(), "{} accepted a changed body byte at {}", sample.provider, at);
     }
 
-    /// Changing any byte of the signature or timestamp header rejects, for every provider.
+    /// Changing any byte of the signature, a signed header or the timestamp rejects,
+    /// for every provider whose signature is in a header.
     #[test]
     fn any_changed_signature_or_timestamp_byte_rejects(provider_index in 0..providers().len(), which in any::<prop::sample::Index>(), position in any::<prop::sample::Index>(), replacement in 0x21u8..0x7f) {
         let sample = sample(providers()[provider_index]);
-        let covered = covered_headers(sample.provider);
+        let covered = covered_headers(&sample);
+        prop_assume!(!covered.is_empty());
         let name = which.get(&covered).clone();
-        let value = sample.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v.clone()).expect("present");
+        let value = sample.header(&name).expect("present");
         let mut bytes = value.into_bytes();
         let at = position.index(bytes.len());
         prop_assume!(bytes[at] != replacement);
@@ -876,5 +1167,19 @@ proptest! {
         let pairs = sample.with_header(&name, Some(&changed));
         let result = sample.verify_with(&[&sample.verify_secret], &pairs, &sample.body, sample.now);
         prop_assert!(result.is_err(), "{} accepted header {} changed to {:?}", sample.provider, name, changed);
+    }
+
+    /// Changing any byte of an in-body signature or token rejects.
+    #[test]
+    fn any_changed_in_body_signature_byte_rejects(provider_index in 0..in_body_providers().len(), position in any::<prop::sample::Index>(), replacement in 0x21u8..0x7f) {
+        let sample = sample(in_body_providers()[provider_index]);
+        prop_assume!(replacement != b'"' && replacement != b'\\' && replacement != b'<');
+        let body = sample.body_with_signature(|value| {
+            let mut bytes = value.as_bytes().to_vec();
+            let at = position.index(bytes.len());
+            bytes[at] = if bytes[at] == replacement { replacement ^ 0x01 } else { replacement };
+            Some(String::from_utf8(bytes).expect("ascii"))
+        });
+        prop_assert!(sample.verify_body(&body).is_err(), "{} accepted a changed in-body signature", sample.provider);
     }
 }
