@@ -835,6 +835,115 @@ signed = ["body"]
         }
     }
 
+    /// Issue #10: every webhook provider of the signature reference has an entry (some
+    /// providers have one per mode: GitLab token and signing token, HubSpot v1/v2/v3,
+    /// Adyen standard and platform, Discord interactions and webhook events).
+    #[test]
+    fn embedded_catalog_covers_the_signature_reference() {
+        let catalog = Catalog::embedded().expect("the embedded catalog must validate");
+        for id in [
+            "adyen",
+            "adyen-platform",
+            "asana",
+            "bitbucket",
+            "box",
+            "calendly",
+            "clerk",
+            "coinbase-commerce",
+            "discord-events",
+            "docusign",
+            "dropbox",
+            "gitlab",
+            "gitlab-signed",
+            "hubspot-v1",
+            "hubspot-v2",
+            "intercom",
+            "intuit",
+            "jira",
+            "mailgun",
+            "meta",
+            "microsoft",
+            "notion",
+            "okta",
+            "paddle",
+            "pagerduty",
+            "razorpay",
+            "resend",
+            "salesforce",
+            "sendgrid",
+            "svix",
+            "twitch",
+            "twitter",
+            "typeform",
+            "vercel",
+            "xero",
+            "zendesk",
+            "zoom",
+        ] {
+            let provider = catalog.get(id).unwrap_or_else(|| panic!("{id} missing"));
+            let webhook = provider.webhook.as_ref().expect("a webhook spec");
+            assert!(webhook.verification.is_some(), "{id} is verified");
+        }
+    }
+
+    fn webhook_file(webhook: &str) -> String {
+        format!("id = \"acme\"\nname = \"Acme\"\ndocs = \"https://acme.example\"\n\n{webhook}")
+    }
+
+    #[test]
+    fn a_webhook_without_a_scheme_must_say_why_it_is_unverifiable() {
+        let none = webhook_file("[webhook]\nevent_type = { json_pointer = \"/type\" }\n");
+        let err = Catalog::from_files(&[("acme.toml", &none)]).expect_err("must fail");
+        assert!(err.to_string().contains("webhook.verification"), "{err}");
+        let terse = webhook_file("[webhook]\nunverifiable = \"no\"\n");
+        let err = Catalog::from_files(&[("acme.toml", &terse)]).expect_err("must fail");
+        assert!(err.to_string().contains("webhook.unverifiable"), "{err}");
+        let explained = webhook_file(
+            "[webhook]\nunverifiable = \"Acme posts unsigned JSON from unpublished addresses.\"\n",
+        );
+        let catalog = Catalog::from_files(&[("acme.toml", &explained)]).expect("valid");
+        let webhook = catalog
+            .get("acme")
+            .and_then(|p| p.webhook.as_ref())
+            .expect("webhook");
+        assert!(webhook.verification.is_none());
+    }
+
+    #[test]
+    fn coverage_must_match_the_signed_parts() {
+        let partial_claim = format!(
+            "{MINIMAL}coverage = \"partial\"\ncoverage_note = \"Only some fields are signed, really.\"\n"
+        );
+        let err = Catalog::from_files(&[("acme.toml", &partial_claim)]).expect_err("must fail");
+        assert!(
+            err.to_string().contains("webhook.verification.coverage"),
+            "{err}"
+        );
+        let token = webhook_file(
+            "[webhook.verification]\nscheme = \"token\"\nsignature = { format = \"single\", header = \"X-Token\", encoding = \"text\" }\nsigned = []\n",
+        );
+        let err = Catalog::from_files(&[("acme.toml", &token)]).expect_err("must fail");
+        assert!(err.to_string().contains("`none`"), "{err}");
+        let unexplained = format!("{token}coverage = \"none\"\n");
+        let err = Catalog::from_files(&[("acme.toml", &unexplained)]).expect_err("must fail");
+        assert!(err.to_string().contains("coverage_note"), "{err}");
+        let explained = format!(
+            "{unexplained}coverage_note = \"The token proves the sender; the body is not signed.\"\n"
+        );
+        Catalog::from_files(&[("acme.toml", &explained)]).expect("valid");
+        let signs_parts = token.replace("signed = []", "signed = [\"body\"]");
+        let err = Catalog::from_files(&[("acme.toml", &format!("{signs_parts}coverage = \"none\"\ncoverage_note = \"The token proves the sender only.\"\n"))])
+            .expect_err("must fail");
+        assert!(err.to_string().contains("signs nothing"), "{err}");
+    }
+
+    #[test]
+    fn the_text_encoding_is_only_for_tokens() {
+        let text = MINIMAL.replace("encoding = \"hex\"", "encoding = \"text\"");
+        let err = Catalog::from_files(&[("acme.toml", &text)]).expect_err("must fail");
+        assert!(err.to_string().contains("signature.encoding"), "{err}");
+    }
+
     #[test]
     fn minimal_file_parses() {
         let catalog = Catalog::from_files(&[("acme.toml", MINIMAL)]).expect("valid");

@@ -858,3 +858,118 @@ async fn twitch_challenge_is_answered_after_verification() {
     );
     assert_eq!(response.content_type.as_deref(), Some("text/plain"));
 }
+
+#[tokio::test]
+async fn dropbox_challenge_is_echoed_with_nosniff_and_a_post_is_a_delivery() {
+    let h = harness(IngressConfig::default());
+    let (response, outcome) = h
+        .ingress
+        .handle(unsigned_request(
+            "dropbox",
+            "GET",
+            "challenge=7Zu2xRzVm2bM",
+            &[],
+            b"",
+        ))
+        .await;
+    assert_eq!(
+        (response.status, response.body.as_str(), outcome.result),
+        (200, "7Zu2xRzVm2bM", "handshake")
+    );
+    assert_eq!(response.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(
+        response.headers,
+        vec![("x-content-type-options", "nosniff".to_owned())]
+    );
+    // An unsigned POST is not a challenge: it is a delivery without a signature.
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request(
+            "dropbox",
+            "POST",
+            "challenge=x",
+            &[],
+            b"{}",
+        ))
+        .await;
+    assert_eq!(response.status, 503, "no Dropbox secret is configured here");
+    assert!(h.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn notion_verification_token_becomes_the_secret_and_is_not_enqueued() {
+    let h = harness(IngressConfig::default());
+    let token = "secret_tMrlL1qK5vuQAh1b6cZGhFChZTSYJlce98V0pYn7yBl";
+    let body = format!(r#"{{"verification_token":"{token}"}}"#);
+    let (response, outcome) = h
+        .ingress
+        .handle(unsigned_request("notion", "POST", "", &[], body.as_bytes()))
+        .await;
+    assert_eq!(
+        (response.status, response.body.as_str(), outcome.result),
+        (200, "", "handshake")
+    );
+    assert!(h.queue.messages().is_empty());
+    assert!(
+        !format!("{outcome:?}").contains(token),
+        "the token never reaches the logged outcome"
+    );
+    // Deliveries signed with it verify at once.
+    let delivery = signed(
+        "notion",
+        token,
+        &[],
+        br#"{"id":"e1","type":"page.created"}"#,
+        NOW,
+    );
+    assert_eq!(h.ingress.handle(delivery).await.0.status, 200);
+    assert_eq!(h.queue.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unverifiable_entry_is_refused_not_accepted() {
+    let catalog: &'static Catalog = Box::leak(Box::new(
+        Catalog::from_files(&[(
+            "acme.toml",
+            "id = \"acme\"\nname = \"Acme\"\ndocs = \"https://acme.example\"\n\n[webhook]\nunverifiable = \"Acme posts unsigned JSON from unpublished addresses.\"\n",
+        )])
+        .expect("valid"),
+    ));
+    let secrets = Arc::new(InMemorySecretSource::default());
+    let queue = Arc::new(InMemoryEventQueue::default());
+    let ingress = Ingress::new(
+        catalog,
+        WebhookSecrets::new(secrets, "junction", CachePolicy::default()),
+        queue.clone(),
+        Arc::new(InMemoryPayloadStore::default()),
+        Arc::new(FixedClock::at_unix(NOW)),
+        IngressConfig::default(),
+    );
+    let (response, outcome) = ingress
+        .handle(unsigned_request("acme", "POST", "", &[], b"{}"))
+        .await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("unverifiable_provider"))
+    );
+    assert!(queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_handshake_that_installs_a_secret_needs_a_store() {
+    let h = harness(IngressConfig::default());
+    let ingress = Ingress::new(
+        Catalog::embedded().expect("catalog"),
+        WebhookSecrets::new(h.secrets.clone(), "junction", CachePolicy::default()),
+        h.queue.clone(),
+        h.payloads.clone(),
+        h.clock.clone(),
+        IngressConfig::default(),
+    );
+    let request = unsigned_request("asana", "POST", "", &[("x-hook-secret", "s")], b"");
+    let (response, outcome) = ingress.handle(request).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("handshake_store_not_configured"))
+    );
+}

@@ -398,6 +398,425 @@ fn shopify_sdk_vector_and_events_header_names() {
     }
 }
 
+/// sendgrid/sendgrid-python `test/unit/test_eventwebhook.py`: the payload is
+/// `json.dumps([...], sort_keys=True, separators=(',', ':')) + '\r\n'`.
+#[test]
+fn sendgrid_sdk_vector() {
+    const PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==";
+    const SIGNATURE: &str = "MEUCIGHQVtGj+Y3LkG9fLcxf3qfI10QysgDWmMOVmxG0u6ZUAiEAyBiXDWzM+uOe5W0JuG+luQAbPIqHh89M15TluLtEZtM=";
+    let payload = concat!(
+        r#"[{"email":"hello@world.com","event":"dropped","reason":"Bounced Address","#,
+        r#""sg_event_id":"ZHJvcC0xMDk5NDkxOS1MUnpYbF9OSFN0T0doUTRrb2ZTbV9BLTA","#,
+        r#""sg_message_id":"LRzXl_NHStOGhQ4kofSm_A.filterdrecv-p3mdw1-756b745b58-kmzbl-18-5F5FC76C-9.0","#,
+        r#""smtp-id":"<LRzXl_NHStOGhQ4kofSm_A@ismtpd0039p1iad1.sendgrid.net>","timestamp":1600112492}]"#,
+        "\r\n"
+    );
+    let sendgrid = |key: &str, signature: &str, timestamp: &str, body: &[u8]| {
+        check(
+            "sendgrid",
+            &[key],
+            "https://hooks.example.com/webhooks/sendgrid",
+            &[
+                ("X-Twilio-Email-Event-Webhook-Signature", signature),
+                ("X-Twilio-Email-Event-Webhook-Timestamp", timestamp),
+            ],
+            body,
+            unix(1_800_000_000),
+        )
+    };
+    assert_eq!(
+        sendgrid(PUBLIC_KEY, SIGNATURE, "1600112502", payload.as_bytes()),
+        Ok(()),
+        "no replay window, like the SDKs"
+    );
+    // The SDK test's negatives: another key, another signature, payload, timestamp.
+    let other_key = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEqTxd43gyp8IOEto2LdIfjRQrIbsd4SXZkLW6jDutdhXSJCWHw8REntlo7aNDthvj+y7GjUuFDb/R1NGe1OPzpA==";
+    assert_eq!(
+        sendgrid(other_key, SIGNATURE, "1600112502", payload.as_bytes()),
+        Err(VerifyError::SignatureMismatch)
+    );
+    let other_signature = "MEUCIQCtIHJeH93Y+qpYeWrySphQgpNGNr/U+UyUlBkU6n7RAwIgJTz2C+8a8xonZGi6BpSzoQsbVRamr2nlxFDWYNH3j/0=";
+    assert_eq!(
+        sendgrid(
+            PUBLIC_KEY,
+            other_signature,
+            "1600112502",
+            payload.as_bytes()
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        sendgrid(PUBLIC_KEY, SIGNATURE, "1600112502", b"payload"),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        sendgrid(PUBLIC_KEY, SIGNATURE, "timestamp", payload.as_bytes()),
+        Err(VerifyError::SignatureMismatch)
+    );
+    // Without the trailing CRLF the bytes differ: verify exactly what was sent.
+    assert_eq!(
+        sendgrid(
+            PUBLIC_KEY,
+            SIGNATURE,
+            "1600112502",
+            payload.trim_end().as_bytes()
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+}
+
+/// PaddleHQ/paddle-python-sdk `tests/Unit/Notification/test_Verifier.py`: several `h1`
+/// (one undecodable) and several secrets, the third of which verifies.
+#[test]
+fn paddle_sdk_vector() {
+    let header = "ts=1696195954;h1=dummy;h1=d96299976a6eb066f484d7fde011ac56fc32b38fc9940bc419d6e537fdc6ef02";
+    let secrets = [
+        "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_TjIG2BXbm83HPXqNfziwe506sBEdqL/4",
+        "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_vB/yIOnTOCWIvpBadM5jzBZPHc7OmdSo",
+        "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_WvRO0eL4Bj9rgYYIBZY6wZhG4EHy9jzh",
+    ];
+    let paddle = |secrets: &[&str], now: i64| {
+        check(
+            "paddle",
+            secrets,
+            "https://hooks.example.com/webhooks/paddle",
+            &[("Paddle-Signature", header)],
+            b"hello-world",
+            unix(now),
+        )
+    };
+    assert_eq!(paddle(&secrets, 1_696_195_954), Ok(()));
+    assert_eq!(
+        paddle(&secrets[..2], 1_696_195_954),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        paddle(&secrets, 1_696_195_954 + 6),
+        Err(VerifyError::StaleTimestamp),
+        "Paddle's 5 s window"
+    );
+}
+
+const ADYEN_KEY: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+
+/// Adyen/adyen-python-api-library `test/UtilTest.py`
+/// (`test_notification_request_item_hmac`): `originalReference` is missing and counts
+/// as empty; the key is hex.
+#[test]
+fn adyen_sdk_vector_per_item() {
+    let item = |signature: &str, value: u32| {
+        format!(
+            r#"{{"NotificationRequestItem":{{"pspReference":"7914073381342284","merchantReference":"TestPayment-1407325143704","merchantAccountCode":"TestMerchant","amount":{{"currency":"EUR","value":{value}}},"eventCode":"AUTHORISATION","success":"true","eventDate":"2019-05-06T17:15:34.121+02:00","operations":["CANCEL","CAPTURE","REFUND"],"paymentMethod":"visa","additionalData":{{"hmacSignature":"{signature}"}}}}}}"#
+        )
+    };
+    const SIGNATURE: &str = "coqCmt/IZ4E3CzPvMY8zTjQVL5hYJUiBRg8UU+iCWo0=";
+    let adyen = |items: &[String]| {
+        let body = format!(
+            r#"{{"live":"false","notificationItems":[{}]}}"#,
+            items.join(",")
+        );
+        check(
+            "adyen",
+            &[ADYEN_KEY],
+            "https://hooks.example.com/webhooks/adyen",
+            &[],
+            body.as_bytes(),
+            unix(1_700_000_000),
+        )
+    };
+    assert_eq!(adyen(&[item(SIGNATURE, 1130)]), Ok(()));
+    assert_eq!(
+        adyen(&[item(SIGNATURE, 1131)]),
+        Err(VerifyError::SignatureMismatch),
+        "the amount is signed"
+    );
+    assert_eq!(
+        adyen(&[item(SIGNATURE, 1130), item(SIGNATURE, 1131)]),
+        Err(VerifyError::SignatureMismatch),
+        "every item must verify"
+    );
+    assert_eq!(
+        adyen(&[]),
+        Err(VerifyError::MalformedBody),
+        "no items, nothing verified"
+    );
+}
+
+/// Adyen/adyen-python-api-library `test/UtilTest.py` (`test_is_valid_hmac_payload`):
+/// the payload is the test's triple-quoted string, indentation and newlines included.
+#[test]
+fn adyen_platform_sdk_vector() {
+    let payload = [
+        "",
+        "        {",
+        r#"            "type": "merchant.created","#,
+        r#"            "environment": "test","#,
+        r#"            "createdAt": "01-01-2024","#,
+        r#"            "data": {"#,
+        r#"                "capabilities": {"#,
+        r#"                    "sendToTransferInstrument": {"#,
+        r#"                        "requested": true,"#,
+        r#"                        "requestedLevel": "notApplicable""#,
+        "                    }",
+        "                },",
+        r#"                "companyId": "YOUR_COMPANY_ID","#,
+        r#"                "merchantId": "YOUR_MERCHANT_ACCOUNT","#,
+        r#"                "status": "PreActive""#,
+        "            }",
+        "        }",
+        "        ",
+    ]
+    .join("\n");
+    let platform = |signature: &str| {
+        check(
+            "adyen-platform",
+            &[ADYEN_KEY],
+            "https://hooks.example.com/webhooks/adyen-platform",
+            &[("HmacSignature", signature)],
+            payload.as_bytes(),
+            unix(1_700_000_000),
+        )
+    };
+    assert_eq!(
+        platform("fX74xUdztFmaXAn3IusMFFUBUSkLmDQUK0tm8xL6ZTU="),
+        Ok(())
+    );
+    // The SDK test's negative is not even valid base64 here.
+    assert_eq!(
+        platform("MismatchingHmacKey="),
+        Err(VerifyError::MalformedSignature)
+    );
+    assert_eq!(
+        platform("fX74xUdztFmaXAn3IusMFFUBUSkLmDQUK0tm8xL6ZTQ="),
+        Err(VerifyError::SignatureMismatch)
+    );
+}
+
+/// coinbase/coinbase-commerce-python `tests/test_webhook.py`.
+#[test]
+fn coinbase_commerce_sdk_vector() {
+    let payload = concat!(
+        r#"{"id":1,"scheduled_for":"2017-01-31T20:50:02Z","attempt_number":1,"event":{"#,
+        r#""id":"24934862-d980-46cb-9402-43c81b0cdba6","type":"charge:created","api_version":"2018-03-22","#,
+        r#""created_at":"2017-01-31T20:49:02Z","data":{"code":"66BEOV2A","name":"The Sovereign Individual","#,
+        r#""description":"Mastering the Transition to the Information Age","#,
+        r#""hosted_url":"https://commerce.coinbase.com/charges/66BEOV2A","#,
+        r#""created_at":"2017-01-31T20:49:02Z","expires_at":"2017-01-31T21:04:02Z","#,
+        r#""timeline":[{"time":"2017-01-31T20:49:02Z","status":"NEW"}],"#,
+        r#""metadata":{},"pricing_type":"no_price","payments":[],"addresses":{"#,
+        r#""bitcoin":"0000000000000000000000000000000000","#,
+        r#""ethereum":"0x0000000000000000000000000000000000000000","#,
+        r#""litecoin":"3000000000000000000000000000000000","#,
+        r#""bitcoincash":"bitcoincash:000000000000000000000000000000000000000000"}}}}"#
+    );
+    let signature = "8be7742c7d372f08a6a3224edadf18a22b65fa9e28f3f2de97376cdaa092590d";
+    let coinbase = |signature: &str| {
+        check(
+            "coinbase-commerce",
+            &["30291a20-0bd1-4267-9b0f-e6e7b123c0bf"],
+            "https://hooks.example.com/webhooks/coinbase-commerce",
+            &[("X-CC-Webhook-Signature", signature)],
+            payload.as_bytes(),
+            unix(1_700_000_000),
+        )
+    };
+    assert_eq!(coinbase(signature), Ok(()));
+    // The SDK test's negative: every '3' replaced by '1'.
+    assert_eq!(
+        coinbase(&signature.replace('3', "1")),
+        Err(VerifyError::SignatureMismatch)
+    );
+}
+
+/// razorpay-python `tests/mocks/fake_payment_authorized_webhook.json`, byte for byte.
+const RAZORPAY_BODY: &str = r#"{
+  "event": "payment.authorized",
+  "entity": "event",
+  "contains": [
+    "payment"
+  ],
+  "payload": {
+    "payment": {
+      "entity": {
+        "id": "pay_6koWN7bvxujzxM",
+        "entity": "payment",
+        "amount": 1000000,
+        "currency": "INR",
+        "status": "captured",
+        "order_id": "order_100000000order",
+        "international": false,
+        "method": "card",
+        "amount_refunded": 0,
+        "refund_status": null,
+        "captured": true,
+        "description": "random description",
+        "card_id": "card_6koWNAT6LASUqy",
+        "bank": null,
+        "wallet": null,
+        "vpa": null,
+        "email": "a@b.com",
+        "contact": "+919999999999",
+        "notes": {
+          "merchant_order_id": "random order id"
+        },
+        "fee": 23000,
+        "service_tax": 3000,
+        "error_code": null,
+        "error_description": null,
+        "created_at": 1479978483
+      }
+    }
+  },
+  "created_at": 1400826760
+}
+"#;
+
+/// razorpay/razorpay-python `tests/test_client_utility.py`
+/// (`test_verify_webhook_signature`): the body is
+/// `tests/mocks/fake_payment_authorized_webhook.json` as read from disk (2-space
+/// indentation, trailing newline); the secret is the test client's `key_secret`.
+#[test]
+fn razorpay_sdk_vector() {
+    let body = RAZORPAY_BODY;
+    let razorpay = |body: &str| {
+        check(
+            "razorpay",
+            &["key_secret"],
+            "https://hooks.example.com/webhooks/razorpay",
+            &[(
+                "X-Razorpay-Signature",
+                "d60e67fd884556c045e9be7dad57903e33efc7172c17c6e3ef77db42d2b366e9",
+            )],
+            body.as_bytes(),
+            unix(1_700_000_000),
+        )
+    };
+    assert_eq!(razorpay(body), Ok(()));
+    assert_eq!(
+        razorpay(body.trim_end()),
+        Err(VerifyError::SignatureMismatch),
+        "the trailing newline is signed"
+    );
+}
+
+/// The Standard Webhooks vector (above) through every entry built on it: Svix and its
+/// users read `svix-*` headers, GitLab's signing token `webhook-*`.
+#[test]
+fn standard_webhooks_vector_for_svix_users_and_gitlab() {
+    for (provider, prefix) in [
+        ("svix", "svix"),
+        ("resend", "svix"),
+        ("clerk", "svix"),
+        ("gitlab-signed", "webhook"),
+    ] {
+        let result = check(
+            provider,
+            &[SW_SECRET],
+            "https://hooks.example.com/webhooks/x",
+            &[
+                (&format!("{prefix}-id"), "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                (&format!("{prefix}-timestamp"), "1614265330"),
+                (&format!("{prefix}-signature"), SW_SIGNATURE),
+            ],
+            SW_BODY,
+            unix(1_614_265_330),
+        );
+        assert_eq!(result, Ok(()), "{provider}");
+    }
+    // Clerk's verifyWebhook requires the svix-* names: webhook-* is not read.
+    let result = check(
+        "clerk",
+        &[SW_SECRET],
+        "https://hooks.example.com/webhooks/clerk",
+        &[
+            ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("webhook-timestamp", "1614265330"),
+            ("webhook-signature", SW_SIGNATURE),
+        ],
+        SW_BODY,
+        unix(1_614_265_330),
+    );
+    assert_eq!(result, Err(VerifyError::MissingSignature));
+}
+
+/// HubSpot/hubspot-api-python `tests/spec/utils/test_signature.py`
+/// (`test_get_signature__v1` and `__v2`, whose expected values are the hex SHA-256 of
+/// the documented concatenations).
+#[test]
+fn hubspot_v1_and_v2_per_the_sdk_formula() {
+    let secret = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
+    let body = b"{'example_field':'example_value'}";
+    let v1 = hex::encode(Sha256::digest([secret.as_bytes(), body].concat()));
+    let url = "https://www.example.com/webhook_uri";
+    let v2 = hex::encode(Sha256::digest(
+        [secret.as_bytes(), b"POST", url.as_bytes(), body].concat(),
+    ));
+    let hubspot = |provider: &str, version: &str, signature: &str| {
+        check(
+            provider,
+            &[secret],
+            url,
+            &[
+                ("X-HubSpot-Signature", signature),
+                ("X-HubSpot-Signature-Version", version),
+            ],
+            body,
+            unix(1_700_000_000),
+        )
+    };
+    assert_eq!(hubspot("hubspot-v1", "v1", &v1), Ok(()));
+    assert_eq!(hubspot("hubspot-v2", "v2", &v2), Ok(()));
+    assert_eq!(
+        hubspot("hubspot-v1", "v2", &v1),
+        Err(VerifyError::UnexpectedHeader)
+    );
+    assert_eq!(
+        hubspot("hubspot-v2", "v2", &v1),
+        Err(VerifyError::SignatureMismatch)
+    );
+}
+
+/// A Salesforce outbound message's OrganizationId, with the namespace prefix some
+/// envelopes use; a self-closing or missing element is no token.
+#[test]
+fn salesforce_organization_id_is_read_from_the_envelope() {
+    let org = "00D5A000000abcdEAA";
+    let envelope = |inner: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound">{inner}<ActionId>04k</ActionId></notifications></soapenv:Body></soapenv:Envelope>"#
+        )
+    };
+    let salesforce = |body: String| {
+        check(
+            "salesforce",
+            &[org],
+            "https://hooks.example.com/webhooks/salesforce",
+            &[],
+            body.as_bytes(),
+            unix(1_700_000_000),
+        )
+    };
+    assert_eq!(
+        salesforce(envelope(&format!("<OrganizationId>{org}</OrganizationId>"))),
+        Ok(())
+    );
+    assert_eq!(
+        salesforce(envelope(&format!(
+            "<sf:OrganizationId>{org}</sf:OrganizationId>"
+        ))),
+        Ok(())
+    );
+    assert_eq!(
+        salesforce(envelope("<OrganizationId>00D000000000001</OrganizationId>")),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        salesforce(envelope("<OrganizationId/>")),
+        Err(VerifyError::MissingSignature)
+    );
+    assert_eq!(salesforce(envelope("")), Err(VerifyError::MissingSignature));
+}
+
 // --- Schemes without a published vector: checked against an independent computation ---
 
 fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
