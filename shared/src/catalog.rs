@@ -261,6 +261,55 @@ pub struct Verification {
     /// What is and is not authenticated, in a sentence (README's provider table).
     #[serde(default)]
     pub coverage_note: Option<String>,
+    /// The JWT rule of the `jwt` scheme.
+    #[serde(default)]
+    pub jwt: Option<JwtRule>,
+}
+
+/// How a JWT-authenticated delivery is checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRule {
+    /// The only accepted `alg` (a token naming another is refused).
+    pub algorithm: JwtAlgorithm,
+    /// The provider's JSON Web Key Set (https), fetched with a timeout and cached
+    /// (Cache-Control max-age, else an hour); re-read at most once a minute when a
+    /// token names an unknown `kid`.
+    pub jwks_url: String,
+    /// Accepted `iss` values; empty accepts any.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Claims that must equal the value configured in the webhook secret's
+    /// `jwt_claims` (`aud`, `email`); a claim holding an array matches when any element
+    /// does.
+    #[serde(default)]
+    pub configured_claims: Vec<String>,
+    /// Claims that must be JSON `true` (`email_verified`).
+    #[serde(default)]
+    pub true_claims: Vec<String>,
+    /// The oldest accepted `iat`, when set (`exp` is always required and enforced).
+    #[serde(default)]
+    pub max_age_seconds: Option<u64>,
+    /// A claim carrying the hex SHA-256 of the body (Plaid's `request_body_sha256`).
+    #[serde(default)]
+    pub body_hash_claim: Option<String>,
+}
+
+/// The JWS algorithms Junction verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    RS256,
+    ES256,
+}
+
+impl JwtAlgorithm {
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::ES256 => "ES256",
+        }
+    }
 }
 
 /// The primitive a signature is made with.
@@ -279,6 +328,9 @@ pub enum Scheme {
     /// An ECDSA P-256 / SHA-256 signature, DER-encoded (SendGrid); the configured
     /// "secret" is the provider's public key as base64 SubjectPublicKeyInfo DER.
     EcdsaP256,
+    /// A JWT in a header, verified with keys fetched from `jwt.jwks_url` (cached), its
+    /// claims checked per the `jwt` rule (Gmail's Pub/Sub push, RS256).
+    Jwt,
     /// No signature: the request carries the shared secret itself (GitLab's
     /// `X-Gitlab-Token`, Microsoft Graph `clientState`), compared in constant time.
     /// `signed` must be empty and `coverage` must be `none`.
@@ -591,9 +643,28 @@ impl Verification {
         let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
         self.validate_coverage()?;
         self.validate_parts()?;
-        if self.scheme == Scheme::Token {
+        if (self.scheme == Scheme::Jwt) != self.jwt.is_some() {
+            return err(
+                "jwt",
+                "the jwt scheme needs a `jwt` rule, and only it has one",
+            );
+        }
+        if let Some(rule) = &self.jwt
+            && !rule.jwks_url.starts_with("https://")
+        {
+            return err("jwt.jwks_url", "must be an https:// URL");
+        }
+        if matches!(self.scheme, Scheme::Token | Scheme::Jwt) {
             if !self.signed.is_empty() {
-                return err("signed", "the token scheme signs nothing: leave it empty");
+                return err(
+                    "signed",
+                    "the token and jwt schemes sign nothing: leave it empty",
+                );
+            }
+            if matches!(self.scheme, Scheme::Jwt)
+                && !matches!(self.signature, SignatureFormat::Single { .. })
+            {
+                return err("signature", "a JWT is read from one header: `single`");
             }
         } else if self.signed.is_empty() {
             return err("signed", "must list at least one part");
@@ -732,10 +803,11 @@ impl Verification {
             SignatureFormat::XmlElement { .. } => None,
         };
         let text = encoding == Some(SignatureEncoding::Text);
-        if (self.scheme == Scheme::Token) != (text || encoding.is_none()) {
+        let textual = matches!(self.scheme, Scheme::Token | Scheme::Jwt);
+        if textual != (text || encoding.is_none()) {
             return err(
                 "signature.encoding",
-                "`text` is for the token scheme, which needs it",
+                "`text` is for the token and jwt schemes, which need it",
             );
         }
         for (index, part) in self.signed.iter().enumerate() {
@@ -772,6 +844,12 @@ impl Verification {
         let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
         let actual = if self.scheme == Scheme::Token {
             Coverage::None
+        } else if let Some(rule) = &self.jwt {
+            if rule.body_hash_claim.is_some() {
+                Coverage::Body
+            } else {
+                Coverage::None
+            }
         } else if self.covers_body() {
             Coverage::Body
         } else {
@@ -785,7 +863,9 @@ impl Verification {
                     Coverage::Partial => {
                         "the signed parts leave some of the body unauthenticated: `partial`"
                     }
-                    Coverage::None => "the token scheme authenticates no byte of the body: `none`",
+                    Coverage::None => {
+                        "the token scheme (or a JWT without a body hash) authenticates no byte of the body: `none`"
+                    }
                 },
             );
         }
@@ -855,6 +935,7 @@ signed = ["body"]
             "dropbox",
             "gitlab",
             "gitlab-signed",
+            "gmail",
             "hubspot-v1",
             "hubspot-v2",
             "intercom",
@@ -934,7 +1015,7 @@ signed = ["body"]
         let signs_parts = token.replace("signed = []", "signed = [\"body\"]");
         let err = Catalog::from_files(&[("acme.toml", &format!("{signs_parts}coverage = \"none\"\ncoverage_note = \"The token proves the sender only.\"\n"))])
             .expect_err("must fail");
-        assert!(err.to_string().contains("signs nothing"), "{err}");
+        assert!(err.to_string().contains("sign nothing"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! rotation takes effect without a redeploy and a flood of bad requests cannot turn
 //! into a flood of Secrets Manager calls.
 
-use std::{collections::HashMap, sync::Arc, sync::Mutex as StdMutex};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    sync::Mutex as StdMutex,
+};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -129,6 +133,10 @@ struct WebhookSecretDocument {
     /// when subscribing; not a signing key).
     #[serde(default)]
     verify_token: Option<String>,
+    /// Values JWT claims must equal (Gmail push: `aud`, `email`); not secrets, but
+    /// configured per deployment.
+    #[serde(default)]
+    jwt_claims: BTreeMap<String, String>,
 }
 
 /// A parsed webhook secret: the signing secrets, newest first, and the optional
@@ -137,6 +145,7 @@ struct WebhookSecretDocument {
 pub struct WebhookSecretSet {
     pub signing_secrets: Arc<[SigningSecret]>,
     pub verify_token: Option<SigningSecret>,
+    pub jwt_claims: BTreeMap<String, String>,
 }
 
 /// Parses the whole webhook secret document (see [`parse_webhook_secret`]).
@@ -154,6 +163,7 @@ pub fn parse_webhook_secret_set(name: &str, text: &str) -> Result<WebhookSecretS
             .verify_token
             .filter(|token| !token.is_empty())
             .map(SigningSecret::new),
+        jwt_claims: document.jwt_claims,
     })
 }
 

@@ -14,7 +14,10 @@ use shared::{
     queue::SqsEventQueue,
     secrets::{SecretsManagerSource, WebhookSecrets},
     telemetry,
-    webhooks::{Ingress, WebhookRequest, WebhookResponse},
+    webhooks::{
+        Ingress, WebhookRequest, WebhookResponse,
+        jwt::{HttpKeySetSource, KeySetCache},
+    },
 };
 
 #[tokio::main]
@@ -39,7 +42,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(SystemClock),
         settings.ingress,
     )
-    .with_handshake_store(secrets_manager);
+    .with_handshake_store(secrets_manager)
+    .with_key_sets(Arc::new(KeySetCache::new(Arc::new(
+        HttpKeySetSource::new()?
+    ))));
     let ingress = &ingress;
     lambda_http::run(service_fn(move |request: Request| async move {
         let started = Instant::now();

@@ -443,6 +443,21 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
                 "source": { "id": digits(11), "type": "file", "name": "report.pdf" },
             }),
         ),
+        "gmail" => {
+            use base64::Engine as _;
+            let data = json!({ "emailAddress": "user@example.com", "historyId": rand::random::<u32>() });
+            json_sample(
+                vec![],
+                json!({
+                    "message": {
+                        "data": base64::engine::general_purpose::STANDARD.encode(data.to_string()),
+                        "messageId": digits(16),
+                        "publishTime": rfc3339(now),
+                    },
+                    "subscription": "projects/junction-dev/subscriptions/gmail-push",
+                }),
+            )
+        }
         "okta" => json_sample(
             vec![],
             json!({

@@ -28,6 +28,11 @@ pub enum WebhookError {
     NoWebhooks(String),
     #[error("provider {0}'s webhooks cannot be verified, so Junction refuses them")]
     Unverifiable(String),
+    #[error(
+        "provider {0}'s webhooks carry a token only the provider can mint (verified with its \
+         published keys): trigger a real delivery instead"
+    )]
+    ProviderSigned(String),
     #[error("no secret {name}: run the local stack (it seeds one) or create it")]
     NoSecret { name: String },
     #[error("could not read secret {name}: {source}")]
@@ -144,6 +149,9 @@ pub fn sign_webhook(
         .verification
         .as_ref()
         .ok_or_else(|| WebhookError::Unverifiable(provider.id.clone()))?;
+    if verification.scheme == Scheme::Jwt {
+        return Err(WebhookError::ProviderSigned(provider.id.clone()));
+    }
     let mut headers = HeaderMap::new();
     insert(&mut headers, "content-type", &sample.content_type)?;
     for (name, value) in &sample.headers {
@@ -231,6 +239,22 @@ mod tests {
             else {
                 continue;
             };
+            if verification.scheme == Scheme::Jwt {
+                // Minted by the provider with keys only it holds.
+                let result = sign_webhook(
+                    provider,
+                    &SigningSecret::new("x"),
+                    "http://x",
+                    &sample(&provider.id, now),
+                    now,
+                );
+                assert!(
+                    matches!(result, Err(WebhookError::ProviderSigned(_))),
+                    "{}",
+                    provider.id
+                );
+                continue;
+            }
             let (key, configured) =
                 shared::webhooks::development_keys(verification, &[7u8; 32]).expect("valid key");
             let url = webhook_url("http://127.0.0.1:3000", &provider.id, None);

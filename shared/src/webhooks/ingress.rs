@@ -10,12 +10,13 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::jwt::{KeySetCache, jwt_kid, verify_jwt};
 use super::{
     HandshakeReply, HandshakeRequest, SignedRequest, SigningSecret, UnsignedHandshake, VerifyError,
     answer_handshake, meta_reply, twitter_crc_reply, unsigned_handshake, verify_matching,
 };
 use crate::{
-    catalog::{Catalog, FieldSource, Verification, WebhookSpec},
+    catalog::{Catalog, FieldSource, Scheme, SignatureFormat, Verification, WebhookSpec},
     clock::Clock,
     payloads::PayloadStore,
     queue::{EventQueue, QueueMessage, attribute},
@@ -120,6 +121,7 @@ pub struct Ingress {
     clock: Arc<dyn Clock>,
     config: IngressConfig,
     handshake_store: Option<Arc<dyn HandshakeSecretStore>>,
+    key_sets: Option<Arc<KeySetCache>>,
 }
 
 /// A short-circuit: status, reason and result kind.
@@ -164,7 +166,15 @@ impl Ingress {
             clock,
             config,
             handshake_store: None,
+            key_sets: None,
         }
+    }
+
+    /// Where JWT-authenticated providers' keys come from (Gmail push); without it
+    /// their deliveries are answered 503.
+    pub fn with_key_sets(mut self, key_sets: Arc<KeySetCache>) -> Self {
+        self.key_sets = Some(key_sets);
+        self
     }
 
     /// Where handshakes that deliver a secret (Asana, Notion) install it; without one
@@ -263,13 +273,19 @@ impl Ingress {
             headers: &request.headers,
             body: &request.body,
         };
-        let secret = self
-            .verified_secret(verification, request, &signed, now, outcome)
-            .await?;
+        let secret = if verification.scheme == Scheme::Jwt {
+            self.verified_jwt(verification, request, now).await?;
+            None
+        } else {
+            Some(
+                self.verified_secret(verification, request, &signed, now, outcome)
+                    .await?,
+            )
+        };
 
         // Verified: from here on the body may be parsed.
         if let Some(kind) = spec.handshake
-            && let Some(reply) = answer_handshake(kind, &handshake_request, Some(&secret))
+            && let Some(reply) = answer_handshake(kind, &handshake_request, secret.as_ref())
         {
             outcome.result = "handshake";
             return Ok(reply.into());
@@ -349,6 +365,54 @@ impl Ingress {
             (Err(err), _) if err.is_configuration_error() => Err(Stop::failed(err.reason())),
             (Err(err), _) => Err(Stop::rejected(401, err.reason())),
         }
+    }
+
+    /// Verifies a JWT-authenticated request with the provider's published keys and the
+    /// claim values configured in the webhook secret (`jwt_claims`).
+    async fn verified_jwt(
+        &self,
+        verification: &Verification,
+        request: &WebhookRequest,
+        now: OffsetDateTime,
+    ) -> Result<(), Stop> {
+        let (Some(rule), SignatureFormat::Single { header, prefix, .. }) =
+            (&verification.jwt, &verification.signature)
+        else {
+            return Err(Stop::failed("secret_unusable"));
+        };
+        let raw = header
+            .names()
+            .iter()
+            .find_map(|name| request.headers.get(name.as_str()))
+            .ok_or(Stop::rejected(401, VerifyError::MissingSignature.reason()))?;
+        let token = raw
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix(prefix.as_str()))
+            .ok_or(Stop::rejected(
+                401,
+                VerifyError::MalformedSignature.reason(),
+            ))?;
+        let set = self
+            .secrets
+            .get_set(&request.provider, request.endpoint.as_deref(), now)
+            .await
+            .map_err(|_| Stop::failed("secret_unavailable"))?;
+        let key_sets = self
+            .key_sets
+            .as_ref()
+            .ok_or(Stop::failed("key_source_not_configured"))?;
+        let keys = key_sets
+            .keys_for(&rule.jwks_url, jwt_kid(token).as_deref(), now)
+            .await
+            .map_err(|_| Stop::failed("key_fetch_failed"))?;
+        verify_jwt(rule, token, &request.body, &keys, &set.jwt_claims, now).map_err(|err| {
+            if err.is_configuration_error() {
+                Stop::failed(err.reason())
+            } else {
+                Stop::rejected(401, err.reason())
+            }
+        })
     }
 
     /// Answers a handshake that arrived unsigned. Nothing here is enqueued, and a

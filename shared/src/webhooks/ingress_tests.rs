@@ -973,3 +973,75 @@ async fn a_handshake_that_installs_a_secret_needs_a_store() {
         (503, Some("handshake_store_not_configured"))
     );
 }
+
+#[tokio::test]
+async fn gmail_push_is_verified_with_googles_cached_keys_and_configured_claims() {
+    use crate::webhooks::jwt::{InMemoryKeySetSource, JwkSet, KeySetCache};
+    let h = harness(IngressConfig::default());
+    h.secrets.put(
+        "junction/webhooks/gmail",
+        r#"{"signing_secrets":[],"jwt_claims":{"aud":"https://hooks.example.com/webhooks/gmail","email":"push@junction-dev.iam.gserviceaccount.com"}}"#,
+    );
+    let keys = Arc::new(InMemoryKeySetSource::default());
+    keys.put(
+        "https://www.googleapis.com/oauth2/v3/certs",
+        JwkSet::default(),
+    );
+    let ingress = |key_sets: Option<Arc<KeySetCache>>| {
+        let ingress = Ingress::new(
+            Catalog::embedded().expect("catalog"),
+            WebhookSecrets::new(h.secrets.clone(), "junction", CachePolicy::default()),
+            h.queue.clone(),
+            h.payloads.clone(),
+            h.clock.clone(),
+            IngressConfig::default(),
+        );
+        match key_sets {
+            Some(key_sets) => ingress.with_key_sets(key_sets),
+            None => ingress,
+        }
+    };
+    let body = br#"{"message":{"data":"e30=","messageId":"2070443601311540"},"subscription":"projects/p/subscriptions/s"}"#;
+    let request = |authorization: Option<&str>| {
+        let mut pairs = vec![("content-type", "application/json")];
+        if let Some(value) = authorization {
+            pairs.push(("authorization", value));
+        }
+        unsigned_request("gmail", "POST", "", &pairs, body)
+    };
+    // No key source: the ingress cannot verify, so the provider must retry.
+    let (response, outcome) = ingress(None).handle(request(Some("Bearer a.b.c"))).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("key_source_not_configured"))
+    );
+    let with_keys = ingress(Some(Arc::new(KeySetCache::new(keys.clone()))));
+    let (response, outcome) = with_keys.handle(request(None)).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("missing_signature"))
+    );
+    let (response, outcome) = with_keys.handle(request(Some("Basic a.b.c"))).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("malformed_signature"))
+    );
+    // A well-formed token under a kid Google does not publish.
+    let header = BASE64URL_NO_PAD.encode(r#"{"alg":"RS256","kid":"gone"}"#);
+    let claims = BASE64URL_NO_PAD.encode(r#"{"exp":1700003600}"#);
+    let token = format!("Bearer {header}.{claims}.c2ln");
+    let (response, outcome) = with_keys.handle(request(Some(&token))).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("signature_mismatch"))
+    );
+    assert!(h.queue.messages().is_empty());
+    assert_eq!(
+        keys.fetches(),
+        1,
+        "one fetch, then the unknown kid is rate-limited"
+    );
+}
+
+const BASE64URL_NO_PAD: base64::engine::GeneralPurpose =
+    base64::engine::general_purpose::URL_SAFE_NO_PAD;

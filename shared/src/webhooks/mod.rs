@@ -8,6 +8,7 @@ use std::fmt;
 
 mod handshake;
 mod ingress;
+pub mod jwt;
 mod verify;
 
 pub use handshake::{

@@ -63,6 +63,8 @@ pub enum VerifyError {
     UnexpectedHeader,
     #[error("the body is not the JSON or XML the scheme reads its signature from")]
     MalformedBody,
+    #[error("a token claim is missing or does not have the expected value")]
+    ClaimMismatch,
     /// Not the caller's fault: no configured secret could be decoded for this scheme.
     #[error("no configured signing secret is usable for this scheme")]
     NoUsableSecret,
@@ -84,6 +86,7 @@ impl VerifyError {
             VerifyError::SignatureMismatch => "signature_mismatch",
             VerifyError::UnexpectedHeader => "unexpected_header",
             VerifyError::MalformedBody => "malformed_body",
+            VerifyError::ClaimMismatch => "claim_mismatch",
             VerifyError::NoUsableSecret => "secret_unusable",
         }
     }
@@ -634,7 +637,7 @@ fn symmetric_tag(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Option<Vec
             feed(pieces, key, &mut |bytes| digest.update(bytes));
             Some(digest.finalize().to_vec())
         }
-        Scheme::Ed25519 | Scheme::EcdsaP256 | Scheme::Token => None,
+        Scheme::Ed25519 | Scheme::EcdsaP256 | Scheme::Token | Scheme::Jwt => None,
     }
 }
 
@@ -682,7 +685,8 @@ fn matches_any(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>], candidates: &[V
                     .is_ok_and(|signature| public.verify(&message, &signature).is_ok())
             })
         }
-        Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 => false,
+        // Verified by `super::jwt` with fetched keys, never here.
+        Scheme::Jwt | Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 => false,
     }
 }
 
@@ -902,7 +906,9 @@ fn tag_for(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Result<Vec<u8>, 
             let signature: p256::ecdsa::Signature = signing.sign(&message(pieces));
             Ok(signature.to_der().as_bytes().to_vec())
         }
-        Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 => Err(SignError::UnusableKey),
+        Scheme::Jwt | Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 => {
+            Err(SignError::UnusableKey)
+        }
     }
 }
 
@@ -1025,6 +1031,8 @@ pub fn development_keys(spec: &Verification, random: &[u8; 32]) -> Option<(Strin
             };
             Some((encode(random), public))
         }
+        // Tokens are minted by the provider (Google) with keys only it holds.
+        Scheme::Jwt => None,
         Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 | Scheme::Token => {
             let prefix = spec.secret_prefix.as_deref().unwrap_or_default();
             let secret = format!("{prefix}{}", encode(random));
