@@ -175,8 +175,14 @@ pub struct Provider {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
-    /// How the signature is checked.
-    pub verification: Verification,
+    /// How the signature is checked. Required unless `unverifiable` gives the reason
+    /// the provider cannot be verified (the catalog test enforces exactly one of them).
+    #[serde(default)]
+    pub verification: Option<Verification>,
+    /// Why this provider's deliveries cannot be authenticated at all. The ingress
+    /// refuses them (fails closed); the entry documents the gap.
+    #[serde(default)]
+    pub unverifiable: Option<String>,
     /// A handshake answered by the ingress itself instead of being enqueued.
     #[serde(default)]
     pub handshake: Option<Handshake>,
@@ -187,6 +193,16 @@ pub struct WebhookSpec {
     /// Where the provider's event type is, when it has one.
     #[serde(default)]
     pub event_type: Option<FieldSource>,
+    /// Where the delivery names the provider account it is about (HubSpot `portalId`,
+    /// Slack `team_id`, Shopify's shop domain, Stripe `account`, a GitHub installation
+    /// id): copied onto the queue message as the `account` attribute, so the consumer
+    /// can find the connection.
+    #[serde(default)]
+    pub account: Option<FieldSource>,
+    /// The answer to an accepted (verified and enqueued) delivery; an empty 200 when
+    /// absent. Adyen wants `[accepted]`, Microsoft Graph 202, Salesforce a SOAP ack.
+    #[serde(default)]
+    pub ack: Option<Ack>,
     /// Request headers the consumers need, copied onto the queue message (never the
     /// signature headers). `Content-Type` is always copied.
     #[serde(default)]
@@ -228,6 +244,38 @@ impl fmt::Display for HeaderNames {
     }
 }
 
+/// The response to an accepted delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// A 2xx status.
+    pub status: u16,
+    /// The response's content type, when it has a body.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The exact response body.
+    #[serde(default)]
+    pub body: String,
+}
+
+/// What a verified signature vouches for. Schemes that leave (part of) the body
+/// unauthenticated must say so, and the catalog test checks the claim against the
+/// signed parts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coverage {
+    /// Every byte of the body is signed (directly, as sorted form parameters, or via a
+    /// signed body hash).
+    #[default]
+    Body,
+    /// Only some fields are signed (Mailgun's `signature` object, Adyen's eight fields);
+    /// the rest of the body could be altered by anyone who saw a delivery.
+    Partial,
+    /// Nothing in the body is signed: a shared token proves only that the sender knows
+    /// it (GitLab `X-Gitlab-Token`, Microsoft Graph `clientState`, Okta, Salesforce).
+    None,
+}
+
 /// The signature check of one provider.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +304,66 @@ pub struct Verification {
     /// closed when it is missing, so an unsigned body is never accepted.
     #[serde(default)]
     pub body_hash_query_param: Option<String>,
+    /// Headers that must be present with exactly these values (Box's
+    /// `box-signature-version = "1"`); a different value fails closed.
+    #[serde(default)]
+    pub required_headers: BTreeMap<String, String>,
+    /// What the signature vouches for; `body` unless set. Anything else needs
+    /// `coverage_note`.
+    #[serde(default)]
+    pub coverage: Coverage,
+    /// What is and is not authenticated, in a sentence (README's provider table).
+    #[serde(default)]
+    pub coverage_note: Option<String>,
+    /// The JWT rule of the `jwt` scheme.
+    #[serde(default)]
+    pub jwt: Option<JwtRule>,
+}
+
+/// How a JWT-authenticated delivery is checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRule {
+    /// The only accepted `alg` (a token naming another is refused).
+    pub algorithm: JwtAlgorithm,
+    /// The provider's JSON Web Key Set (https), fetched with a timeout and cached
+    /// (Cache-Control max-age, else an hour); re-read at most once a minute when a
+    /// token names an unknown `kid`.
+    pub jwks_url: String,
+    /// Accepted `iss` values; empty accepts any.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Claims that must equal the value configured in the webhook secret's
+    /// `jwt_claims` (`aud`, `email`); a claim holding an array matches when any element
+    /// does.
+    #[serde(default)]
+    pub configured_claims: Vec<String>,
+    /// Claims that must be JSON `true` (`email_verified`).
+    #[serde(default)]
+    pub true_claims: Vec<String>,
+    /// The oldest accepted `iat`, when set (`exp` is always required and enforced).
+    #[serde(default)]
+    pub max_age_seconds: Option<u64>,
+    /// A claim carrying the hex SHA-256 of the body (Plaid's `request_body_sha256`).
+    #[serde(default)]
+    pub body_hash_claim: Option<String>,
+}
+
+/// The JWS algorithms Junction verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    RS256,
+    ES256,
+}
+
+impl JwtAlgorithm {
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::ES256 => "ES256",
+        }
+    }
 }
 
 /// The primitive a signature is made with.
@@ -271,6 +379,16 @@ pub enum Scheme {
     Sha256,
     /// An Ed25519 signature; the configured "secret" is the provider's public key.
     Ed25519,
+    /// An ECDSA P-256 / SHA-256 signature, DER-encoded (SendGrid); the configured
+    /// "secret" is the provider's public key as base64 SubjectPublicKeyInfo DER.
+    EcdsaP256,
+    /// A JWT in a header, verified with keys fetched from `jwt.jwks_url` (cached), its
+    /// claims checked per the `jwt` rule (Gmail's Pub/Sub push, RS256).
+    Jwt,
+    /// No signature: the request carries the shared secret itself (GitLab's
+    /// `X-Gitlab-Token`, Microsoft Graph `clientState`), compared in constant time.
+    /// `signed` must be empty and `coverage` must be `none`.
+    Token,
 }
 
 /// How a configured secret string becomes key bytes.
@@ -292,6 +410,8 @@ pub enum SecretEncoding {
 pub enum SignatureEncoding {
     Hex,
     Base64,
+    /// The value's bytes as sent (shared tokens).
+    Text,
 }
 
 /// Where the signature(s) sit in the request.
@@ -323,15 +443,47 @@ pub enum SignatureFormat {
         version_separator: String,
         encoding: SignatureEncoding,
     },
+    /// One signature in each of several headers, every present one a candidate: Box's
+    /// `box-signature-primary` and `-secondary`, DocuSign's `X-DocuSign-Signature-1…N`
+    /// (`numbered = true`: the header names are `<header>1`, `<header>2`, … up to 100).
+    EachHeader {
+        header: HeaderNames,
+        #[serde(default)]
+        numbered: bool,
+        encoding: SignatureEncoding,
+    },
+    /// The signature is a value inside the JSON body (Mailgun's
+    /// `/signature/signature`).
+    JsonPointer {
+        pointer: String,
+        encoding: SignatureEncoding,
+    },
+    /// Every element of the JSON array at `items` carries its own signature at
+    /// `signature` (a pointer relative to the element), over signed parts whose JSON
+    /// pointers are relative to the element too; every element must verify. Adyen's
+    /// `notificationItems[i].NotificationRequestItem`, Microsoft Graph's
+    /// `value[i].clientState`.
+    PerItem {
+        items: String,
+        signature: String,
+        encoding: SignatureEncoding,
+    },
+    /// A token in the text of the first XML element with this local name (Salesforce
+    /// outbound messages' `OrganizationId`); only for the `token` scheme.
+    XmlElement { element: String },
 }
 
 impl SignatureFormat {
-    /// The header(s) holding the signature.
-    pub fn header(&self) -> &HeaderNames {
+    /// The header(s) holding the signature; `None` when it is in the body.
+    pub fn header(&self) -> Option<&HeaderNames> {
         match self {
             SignatureFormat::Single { header, .. }
             | SignatureFormat::KeyValueList { header, .. }
-            | SignatureFormat::VersionedList { header, .. } => header,
+            | SignatureFormat::VersionedList { header, .. }
+            | SignatureFormat::EachHeader { header, .. } => Some(header),
+            SignatureFormat::JsonPointer { .. }
+            | SignatureFormat::PerItem { .. }
+            | SignatureFormat::XmlElement { .. } => None,
         }
     }
 }
@@ -357,6 +509,9 @@ pub enum SignedPart {
     Literal(String),
     /// The value of a header (the first of the names present); missing fails closed.
     Header(HeaderNames),
+    /// A string or number in the JSON body (relative to the item for `per_item`
+    /// signatures); a missing value counts as empty (Adyen's rule).
+    JsonPointer(String),
 }
 
 /// A signed timestamp and its replay window.
@@ -400,14 +555,75 @@ pub enum TimestampUnit {
     Rfc3339,
 }
 
-/// Handshakes the ingress answers itself, after verification, without enqueueing.
+/// Handshakes and challenges the ingress answers itself; a handshake is never
+/// enqueued. [`Handshake::before_verification`] says which run on an unsigned request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Handshake {
-    /// Slack Events API `{"type":"url_verification","challenge":…}`: echo the challenge.
+    /// Slack Events API `{"type":"url_verification","challenge":…}` (signed): echo the
+    /// challenge as text/plain.
     SlackUrlVerification,
-    /// Discord interactions `{"type":1}` (PING): answer `{"type":1}` (PONG).
+    /// Discord interactions `{"type":1}` (PING, signed): answer `{"type":1}` (PONG).
     DiscordPing,
+    /// Discord webhook events PING `{"type":0,…}` (signed): answer 204, no body.
+    DiscordWebhookPing,
+    /// Zoom `endpoint.url_validation` (signed): answer
+    /// `{"plainToken":p,"encryptedToken":hex(HMAC-SHA256(secret, p))}`.
+    ZoomUrlValidation,
+    /// Twitch EventSub `Twitch-Eventsub-Message-Type: webhook_callback_verification`
+    /// (signed): answer the raw `challenge` as text/plain.
+    TwitchCallbackVerification,
+    /// Xero intent-to-receive (signed, `"events":[]`): 200 with an empty body; a bad
+    /// signature is a 401 like any other.
+    XeroIntentToReceive,
+    /// Okta event hook verification: a `GET` with `x-okta-verification-challenge`
+    /// carrying the configured `Authorization` value (checked first): answer
+    /// `{"verification":…}`.
+    OktaVerification,
+    /// Meta `GET ?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` (unsigned): C
+    /// as text/plain when T equals the configured `verify_token`, 403 otherwise.
+    MetaHubChallenge,
+    /// Twitter/X CRC `GET ?crc_token=T` (unsigned): answer
+    /// `{"response_token":"sha256=<base64 HMAC-SHA256(consumer secret, T)>"}`.
+    TwitterCrc,
+    /// Dropbox `GET ?challenge=X` (unsigned): X as text/plain with `nosniff`.
+    DropboxChallenge,
+    /// Microsoft Graph subscription validation `POST ?validationToken=…` (unsigned):
+    /// the decoded token as text/plain.
+    GraphValidationToken,
+    /// Notion's setup `POST {"verification_token":"secret_…"}` (unsigned): the token
+    /// becomes the signing secret if none is configured yet, where the operator reads it
+    /// to paste into Notion; never enqueued, never logged.
+    NotionVerificationToken,
+    /// Asana's `POST` with `X-Hook-Secret` (unsigned): stored as the signing secret if
+    /// none is configured yet, and echoed in the response's `X-Hook-Secret`.
+    AsanaHookSecret,
+}
+
+impl Handshake {
+    /// True when the handshake arrives unsigned and is answered before verification.
+    pub fn before_verification(self) -> bool {
+        matches!(
+            self,
+            Handshake::MetaHubChallenge
+                | Handshake::TwitterCrc
+                | Handshake::DropboxChallenge
+                | Handshake::GraphValidationToken
+                | Handshake::NotionVerificationToken
+                | Handshake::AsanaHookSecret
+        )
+    }
+
+    /// True when the handshake is a `GET` (the ingress refuses other `GET`s).
+    pub fn is_get(self) -> bool {
+        matches!(
+            self,
+            Handshake::MetaHubChallenge
+                | Handshake::TwitterCrc
+                | Handshake::DropboxChallenge
+                | Handshake::OktaVerification
+        )
+    }
 }
 
 const ID_ALPHABET: &str = "lowercase letters, digits and '-'";
@@ -450,12 +666,38 @@ impl Provider {
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(webhook) = &self.webhook {
-            webhook
-                .verification
-                .validate()
-                .map_err(|(field, message)| {
-                    invalid(&format!("webhook.verification.{field}"), message)
-                })?;
+            match (&webhook.verification, &webhook.unverifiable) {
+                (Some(verification), None) => {
+                    verification.validate().map_err(|(field, message)| {
+                        invalid(&format!("webhook.verification.{field}"), message)
+                    })?;
+                }
+                (None, Some(reason)) if reason.trim().len() >= 20 => {}
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        "webhook.unverifiable",
+                        "give the reason in a sentence".to_owned(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "webhook.verification",
+                        "a webhook needs a verification scheme, or `unverifiable` with the reason"
+                            .to_owned(),
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "webhook.unverifiable",
+                        "a provider with a verification scheme is not unverifiable".to_owned(),
+                    ));
+                }
+            }
+            if let Some(ack) = &webhook.ack
+                && !(200..300).contains(&ack.status)
+            {
+                return Err(invalid("webhook.ack.status", "must be 2xx".to_owned()));
+            }
         }
         Ok(())
     }
@@ -465,8 +707,54 @@ impl Verification {
     /// Rules the types cannot express; returns the field (relative to `verification`).
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
-        if self.signed.is_empty() {
+        self.validate_coverage()?;
+        self.validate_parts()?;
+        if (self.scheme == Scheme::Jwt) != self.jwt.is_some() {
+            return err(
+                "jwt",
+                "the jwt scheme needs a `jwt` rule, and only it has one",
+            );
+        }
+        if let Some(rule) = &self.jwt
+            && !rule.jwks_url.starts_with("https://")
+        {
+            return err("jwt.jwks_url", "must be an https:// URL");
+        }
+        if matches!(self.scheme, Scheme::Token | Scheme::Jwt) {
+            if !self.signed.is_empty() {
+                return err(
+                    "signed",
+                    "the token and jwt schemes sign nothing: leave it empty",
+                );
+            }
+            if matches!(self.scheme, Scheme::Jwt)
+                && !matches!(self.signature, SignatureFormat::Single { .. })
+            {
+                return err("signature", "a JWT is read from one header: `single`");
+            }
+        } else if self.signed.is_empty() {
             return err("signed", "must list at least one part");
+        }
+        if matches!(self.signature, SignatureFormat::XmlElement { .. })
+            && self.scheme != Scheme::Token
+        {
+            return err(
+                "signature",
+                "`xml_element` holds a token: use the token scheme",
+            );
+        }
+        if self.scheme == Scheme::Token
+            && !matches!(
+                self.signature,
+                SignatureFormat::Single { .. }
+                    | SignatureFormat::PerItem { .. }
+                    | SignatureFormat::XmlElement { .. }
+            )
+        {
+            return err(
+                "signature",
+                "the token scheme reads one value: `single`, `per_item` or `xml_element`",
+            );
         }
         for (index, part) in self.signed.iter().enumerate() {
             let field = format!("signed[{index}]");
@@ -514,11 +802,10 @@ impl Verification {
                 );
             }
         }
-        if self.scheme == Scheme::Ed25519 && self.secret_encoding == SecretEncoding::Utf8 {
-            return err(
-                "secret_encoding",
-                "an Ed25519 public key must be hex or base64",
-            );
+        if matches!(self.scheme, Scheme::Ed25519 | Scheme::EcdsaP256)
+            && self.secret_encoding == SecretEncoding::Utf8
+        {
+            return err("secret_encoding", "a public key must be hex or base64");
         }
         for escape in &self.url_decoded_escapes {
             let bytes = escape.as_bytes();
@@ -548,7 +835,113 @@ impl Verification {
             {
                 err("signature", "separators and `version` must not be empty")
             }
+            SignatureFormat::JsonPointer { pointer, .. } if !is_pointer(pointer) => {
+                err("signature.pointer", "must be a JSON pointer such as `/a/b`")
+            }
+            SignatureFormat::PerItem {
+                items, signature, ..
+            } if !is_pointer(items) || !is_pointer(signature) => err(
+                "signature",
+                "`items` and `signature` must be JSON pointers such as `/a/b`",
+            ),
+            SignatureFormat::XmlElement { element }
+                if element.is_empty()
+                    || !element
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                err("signature.element", "must be an XML local name")
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// Rules tying the signature's encoding and the parts to the scheme.
+    fn validate_parts(&self) -> Result<(), (String, String)> {
+        let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
+        let encoding = match &self.signature {
+            SignatureFormat::Single { encoding, .. }
+            | SignatureFormat::KeyValueList { encoding, .. }
+            | SignatureFormat::VersionedList { encoding, .. }
+            | SignatureFormat::EachHeader { encoding, .. }
+            | SignatureFormat::JsonPointer { encoding, .. }
+            | SignatureFormat::PerItem { encoding, .. } => Some(*encoding),
+            SignatureFormat::XmlElement { .. } => None,
+        };
+        let text = encoding == Some(SignatureEncoding::Text);
+        let textual = matches!(self.scheme, Scheme::Token | Scheme::Jwt);
+        if textual != (text || encoding.is_none()) {
+            return err(
+                "signature.encoding",
+                "`text` is for the token and jwt schemes, which need it",
+            );
+        }
+        for (index, part) in self.signed.iter().enumerate() {
+            if let SignedPart::JsonPointer(pointer) = part
+                && !is_pointer(pointer)
+            {
+                return Err((
+                    format!("signed[{index}]"),
+                    "must be a JSON pointer such as `/a/b`".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_pointer(pointer: &str) -> bool {
+    pointer.starts_with('/') && pointer.len() > 1
+}
+
+impl Verification {
+    /// Whether the signed parts cover the whole body.
+    fn covers_body(&self) -> bool {
+        let has = |wanted: fn(&SignedPart) -> bool| self.signed.iter().any(wanted);
+        has(|part| matches!(part, SignedPart::Body))
+            || (has(|part| matches!(part, SignedPart::SortedFormParams))
+                && has(|part| matches!(part, SignedPart::Url))
+                && self.body_hash_query_param.is_some())
+    }
+
+    /// `coverage` must tell the truth about the signed parts, and say why when the body
+    /// is not covered.
+    fn validate_coverage(&self) -> Result<(), (String, String)> {
+        let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
+        let actual = if self.scheme == Scheme::Token {
+            Coverage::None
+        } else if let Some(rule) = &self.jwt {
+            if rule.body_hash_claim.is_some() {
+                Coverage::Body
+            } else {
+                Coverage::None
+            }
+        } else if self.covers_body() {
+            Coverage::Body
+        } else {
+            Coverage::Partial
+        };
+        if self.coverage != actual {
+            return err(
+                "coverage",
+                match actual {
+                    Coverage::Body => "the signed parts cover the whole body: `body`",
+                    Coverage::Partial => {
+                        "the signed parts leave some of the body unauthenticated: `partial`"
+                    }
+                    Coverage::None => {
+                        "the token scheme (or a JWT without a body hash) authenticates no byte of the body: `none`"
+                    }
+                },
+            );
+        }
+        match (&self.coverage, &self.coverage_note) {
+            (Coverage::Body, _) => Ok(()),
+            (_, Some(note)) if note.trim().len() >= 20 => Ok(()),
+            _ => err(
+                "coverage_note",
+                "say in a sentence what is and is not authenticated",
+            ),
         }
     }
 }
@@ -586,6 +979,116 @@ signed = ["body"]
             let provider = catalog.get(id).unwrap_or_else(|| panic!("{id} missing"));
             assert!(provider.webhook.is_some(), "{id} has no webhook spec");
         }
+    }
+
+    /// Issue #10: every webhook provider of the signature reference has an entry (some
+    /// providers have one per mode: GitLab token and signing token, HubSpot v1/v2/v3,
+    /// Adyen standard and platform, Discord interactions and webhook events).
+    #[test]
+    fn embedded_catalog_covers_the_signature_reference() {
+        let catalog = Catalog::embedded().expect("the embedded catalog must validate");
+        for id in [
+            "adyen",
+            "adyen-platform",
+            "asana",
+            "bitbucket",
+            "box",
+            "calendly",
+            "clerk",
+            "coinbase-commerce",
+            "discord-events",
+            "docusign",
+            "dropbox",
+            "gitlab",
+            "gitlab-signed",
+            "gmail",
+            "hubspot-v1",
+            "hubspot-v2",
+            "intercom",
+            "intuit",
+            "jira",
+            "mailgun",
+            "meta",
+            "microsoft",
+            "notion",
+            "okta",
+            "paddle",
+            "pagerduty",
+            "razorpay",
+            "resend",
+            "salesforce",
+            "sendgrid",
+            "svix",
+            "twitch",
+            "twitter",
+            "typeform",
+            "vercel",
+            "xero",
+            "zendesk",
+            "zoom",
+        ] {
+            let provider = catalog.get(id).unwrap_or_else(|| panic!("{id} missing"));
+            let webhook = provider.webhook.as_ref().expect("a webhook spec");
+            assert!(webhook.verification.is_some(), "{id} is verified");
+        }
+    }
+
+    fn webhook_file(webhook: &str) -> String {
+        format!("id = \"acme\"\nname = \"Acme\"\ndocs = \"https://acme.example\"\n\n{webhook}")
+    }
+
+    #[test]
+    fn a_webhook_without_a_scheme_must_say_why_it_is_unverifiable() {
+        let none = webhook_file("[webhook]\nevent_type = { json_pointer = \"/type\" }\n");
+        let err = Catalog::from_files(&[("acme.toml", &none)]).expect_err("must fail");
+        assert!(err.to_string().contains("webhook.verification"), "{err}");
+        let terse = webhook_file("[webhook]\nunverifiable = \"no\"\n");
+        let err = Catalog::from_files(&[("acme.toml", &terse)]).expect_err("must fail");
+        assert!(err.to_string().contains("webhook.unverifiable"), "{err}");
+        let explained = webhook_file(
+            "[webhook]\nunverifiable = \"Acme posts unsigned JSON from unpublished addresses.\"\n",
+        );
+        let catalog = Catalog::from_files(&[("acme.toml", &explained)]).expect("valid");
+        let webhook = catalog
+            .get("acme")
+            .and_then(|p| p.webhook.as_ref())
+            .expect("webhook");
+        assert!(webhook.verification.is_none());
+    }
+
+    #[test]
+    fn coverage_must_match_the_signed_parts() {
+        let partial_claim = format!(
+            "{MINIMAL}coverage = \"partial\"\ncoverage_note = \"Only some fields are signed, really.\"\n"
+        );
+        let err = Catalog::from_files(&[("acme.toml", &partial_claim)]).expect_err("must fail");
+        assert!(
+            err.to_string().contains("webhook.verification.coverage"),
+            "{err}"
+        );
+        let token = webhook_file(
+            "[webhook.verification]\nscheme = \"token\"\nsignature = { format = \"single\", header = \"X-Token\", encoding = \"text\" }\nsigned = []\n",
+        );
+        let err = Catalog::from_files(&[("acme.toml", &token)]).expect_err("must fail");
+        assert!(err.to_string().contains("`none`"), "{err}");
+        let unexplained = format!("{token}coverage = \"none\"\n");
+        let err = Catalog::from_files(&[("acme.toml", &unexplained)]).expect_err("must fail");
+        assert!(err.to_string().contains("coverage_note"), "{err}");
+        let explained = format!(
+            "{unexplained}coverage_note = \"The token proves the sender; the body is not signed.\"\n"
+        );
+        Catalog::from_files(&[("acme.toml", &explained)]).expect("valid");
+        let signs_parts = token.replace("signed = []", "signed = [\"body\"]");
+        let err = Catalog::from_files(&[("acme.toml", &format!("{signs_parts}coverage = \"none\"\ncoverage_note = \"The token proves the sender only.\"\n"))])
+            .expect_err("must fail");
+        assert!(err.to_string().contains("sign nothing"), "{err}");
+    }
+
+    #[test]
+    fn the_text_encoding_is_only_for_tokens() {
+        let text = MINIMAL.replace("encoding = \"hex\"", "encoding = \"text\"");
+        let err = Catalog::from_files(&[("acme.toml", &text)]).expect_err("must fail");
+        assert!(err.to_string().contains("signature.encoding"), "{err}");
     }
 
     #[test]
@@ -779,7 +1282,9 @@ description = "the shop"
         let names = provider
             .webhook
             .as_ref()
-            .map(|w| w.verification.signature.header().names().to_vec());
+            .and_then(|w| w.verification.as_ref())
+            .and_then(|v| v.signature.header())
+            .map(|h| h.names().to_vec());
         assert_eq!(
             names,
             Some(vec![

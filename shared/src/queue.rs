@@ -18,6 +18,10 @@ pub mod attribute {
     pub const EVENT_ID_SOURCE: &str = "event_id_source";
     /// The provider's event type, when it has one.
     pub const EVENT_TYPE: &str = "event_type";
+    /// The provider account the delivery is about, where the payload names one
+    /// (HubSpot `portalId`, Slack `team_id`, Shopify shop domain, Stripe `account`,
+    /// GitHub installation id): how the consumer finds the connection.
+    pub const ACCOUNT: &str = "account";
     /// When the ingress received the request (RFC 3339, UTC, milliseconds).
     pub const RECEIVED_AT: &str = "received_at";
     /// JSON object of the forwarded request headers (lowercase names).

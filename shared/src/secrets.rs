@@ -7,7 +7,11 @@
 //! rotation takes effect without a redeploy and a flood of bad requests cannot turn
 //! into a flood of Secrets Manager calls.
 
-use std::{collections::HashMap, sync::Arc, sync::Mutex as StdMutex};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    sync::Mutex as StdMutex,
+};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -125,24 +129,160 @@ pub fn webhook_secret_name(prefix: &str, provider: &str, endpoint: Option<&str>)
 #[derive(Deserialize)]
 struct WebhookSecretDocument {
     signing_secrets: Vec<String>,
+    /// The token Meta's `hub.challenge` handshake must present (chosen by the operator
+    /// when subscribing; not a signing key).
+    #[serde(default)]
+    verify_token: Option<String>,
+    /// Values JWT claims must equal (Gmail push: `aud`, `email`); not secrets, but
+    /// configured per deployment.
+    #[serde(default)]
+    jwt_claims: BTreeMap<String, String>,
+}
+
+/// A parsed webhook secret: the signing secrets, newest first, and the optional
+/// handshake verify token.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSecretSet {
+    pub signing_secrets: Arc<[SigningSecret]>,
+    pub verify_token: Option<SigningSecret>,
+    pub jwt_claims: BTreeMap<String, String>,
+}
+
+/// Parses the whole webhook secret document (see [`parse_webhook_secret`]).
+pub fn parse_webhook_secret_set(name: &str, text: &str) -> Result<WebhookSecretSet, SecretError> {
+    let document = parse_document(name, text)?;
+    Ok(WebhookSecretSet {
+        signing_secrets: document
+            .signing_secrets
+            .into_iter()
+            .filter(|secret| !secret.is_empty())
+            .map(SigningSecret::new)
+            .collect::<Vec<_>>()
+            .into(),
+        verify_token: document
+            .verify_token
+            .filter(|token| !token.is_empty())
+            .map(SigningSecret::new),
+        jwt_claims: document.jwt_claims,
+    })
+}
+
+fn parse_document(name: &str, text: &str) -> Result<WebhookSecretDocument, SecretError> {
+    serde_json::from_str(text).map_err(|err| SecretError::Malformed {
+        name: name.to_owned(),
+        // serde_json's message names the field and position, never the value.
+        reason: format!(
+            "expected {{\"signing_secrets\": [\"…\"]}} ({})",
+            json_error_kind(&err)
+        ),
+    })
+}
+
+/// Whether an unsigned handshake installed its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstSecret {
+    /// No signing secret was configured; this one now is.
+    Stored,
+    /// A signing secret is already configured; nothing changed.
+    AlreadyConfigured,
+}
+
+/// Where secrets delivered by a provider's handshake (Asana's `X-Hook-Secret`,
+/// Notion's verification token) are kept.
+#[async_trait]
+pub trait HandshakeSecretStore: Send + Sync + std::fmt::Debug {
+    /// Stores `secret` as the only signing secret of the webhook secret `name` when
+    /// that secret does not exist or lists no signing secret; never replaces a
+    /// configured one (an unsigned request must not be able to change the key).
+    async fn store_first_secret(
+        &self,
+        name: &str,
+        secret: &SigningSecret,
+    ) -> Result<FirstSecret, SecretError>;
+}
+
+fn first_secret_document(secret: &SigningSecret) -> String {
+    serde_json::json!({ "signing_secrets": [secret.expose()] }).to_string()
+}
+
+#[async_trait]
+impl HandshakeSecretStore for SecretsManagerSource {
+    async fn store_first_secret(
+        &self,
+        name: &str,
+        secret: &SigningSecret,
+    ) -> Result<FirstSecret, SecretError> {
+        let unavailable = |err: aws_sdk_secretsmanager::Error| SecretError::Unavailable {
+            name: name.to_owned(),
+            source: Box::new(err),
+        };
+        let created = self
+            .client
+            .create_secret()
+            .name(name)
+            .description("Webhook signing secret installed by the provider's handshake")
+            .secret_string(first_secret_document(secret))
+            .send()
+            .await;
+        match created.map_err(aws_sdk_secretsmanager::Error::from) {
+            Ok(_) => return Ok(FirstSecret::Stored),
+            Err(aws_sdk_secretsmanager::Error::ResourceExistsException(_)) => {}
+            Err(err) => return Err(unavailable(err)),
+        }
+        // The secret exists: only an empty placeholder (`"signing_secrets": []`) may be
+        // filled in.
+        let existing = self.secret_string(name).await?;
+        let configured = match existing {
+            Some(text) => !parse_webhook_secret_set(name, &text)?
+                .signing_secrets
+                .is_empty(),
+            None => false,
+        };
+        if configured {
+            return Ok(FirstSecret::AlreadyConfigured);
+        }
+        self.client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(first_secret_document(secret))
+            .send()
+            .await
+            .map_err(|err| unavailable(aws_sdk_secretsmanager::Error::from(err)))?;
+        Ok(FirstSecret::Stored)
+    }
+}
+
+#[async_trait]
+impl HandshakeSecretStore for InMemorySecretSource {
+    async fn store_first_secret(
+        &self,
+        name: &str,
+        secret: &SigningSecret,
+    ) -> Result<FirstSecret, SecretError> {
+        let mut secrets = self
+            .secrets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let configured = match secrets.get(name) {
+            Some(text) => !parse_webhook_secret_set(name, text)?
+                .signing_secrets
+                .is_empty(),
+            None => false,
+        };
+        if configured {
+            return Ok(FirstSecret::AlreadyConfigured);
+        }
+        secrets.insert(name.to_owned(), first_secret_document(secret));
+        Ok(FirstSecret::Stored)
+    }
 }
 
 /// Parses a webhook secret document; an empty list counts as not configured.
 pub fn parse_webhook_secret(name: &str, text: &str) -> Result<Vec<SigningSecret>, SecretError> {
-    let document: WebhookSecretDocument =
-        serde_json::from_str(text).map_err(|err| SecretError::Malformed {
-            name: name.to_owned(),
-            // serde_json's message names the field and position, never the value.
-            reason: format!(
-                "expected {{\"signing_secrets\": [\"…\"]}} ({})",
-                json_error_kind(&err)
-            ),
-        })?;
-    Ok(document
+    Ok(parse_webhook_secret_set(name, text)?
         .signing_secrets
-        .into_iter()
-        .filter(|secret| !secret.is_empty())
-        .map(SigningSecret::new)
+        .iter()
+        .cloned()
         .collect())
 }
 
@@ -175,7 +315,7 @@ impl Default for CachePolicy {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    secrets: Arc<[SigningSecret]>,
+    set: WebhookSecretSet,
     fetched_at: OffsetDateTime,
 }
 
@@ -210,22 +350,45 @@ impl WebhookSecrets {
         endpoint: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Arc<[SigningSecret]>, SecretError> {
+        Ok(self.get_set(provider, endpoint, now).await?.signing_secrets)
+    }
+
+    /// The whole secret document (signing secrets and verify token), cached like
+    /// [`WebhookSecrets::get`].
+    pub async fn get_set(
+        &self,
+        provider: &str,
+        endpoint: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<WebhookSecretSet, SecretError> {
         let key = (provider.to_owned(), endpoint.map(str::to_owned));
         let mut cache = self.cache.lock().await;
         if let Some(entry) = cache.get(&key)
             && now - entry.fetched_at < self.policy.ttl
         {
-            return Ok(entry.secrets.clone());
+            return Ok(entry.set.clone());
         }
-        let secrets = self.fetch(provider, endpoint).await?;
+        let set = self.fetch(provider, endpoint).await?;
         cache.insert(
             key,
             Entry {
-                secrets: secrets.clone(),
+                set: set.clone(),
                 fetched_at: now,
             },
         );
-        Ok(secrets)
+        Ok(set)
+    }
+
+    /// Forgets the cached entry (after a handshake installed a secret).
+    pub async fn invalidate(&self, provider: &str, endpoint: Option<&str>) {
+        let key = (provider.to_owned(), endpoint.map(str::to_owned));
+        self.cache.lock().await.remove(&key);
+    }
+
+    /// The secret name a handshake installs its secret under: the endpoint's own
+    /// secret when the URL names an endpoint (Asana: one secret per webhook).
+    pub fn secret_name(&self, provider: &str, endpoint: Option<&str>) -> String {
+        webhook_secret_name(&self.prefix, provider, endpoint)
     }
 
     /// After a verification failure: re-reads the secrets if the cached entry is older
@@ -244,11 +407,13 @@ impl WebhookSecrets {
         {
             return Ok(None);
         }
-        let secrets = self.fetch(provider, endpoint).await?;
+        let set = self.fetch(provider, endpoint).await?;
+        let secrets = set.signing_secrets.clone();
         let changed = cache.get(&key).is_none_or(|entry| {
-            entry.secrets.len() != secrets.len()
+            entry.set.signing_secrets.len() != secrets.len()
                 || entry
-                    .secrets
+                    .set
+                    .signing_secrets
                     .iter()
                     .zip(secrets.iter())
                     .any(|(old, new)| old.expose() != new.expose())
@@ -256,7 +421,7 @@ impl WebhookSecrets {
         cache.insert(
             key,
             Entry {
-                secrets: secrets.clone(),
+                set,
                 fetched_at: now,
             },
         );
@@ -268,7 +433,7 @@ impl WebhookSecrets {
         &self,
         provider: &str,
         endpoint: Option<&str>,
-    ) -> Result<Arc<[SigningSecret]>, SecretError> {
+    ) -> Result<WebhookSecretSet, SecretError> {
         let mut names = Vec::with_capacity(2);
         if endpoint.is_some() {
             names.push(webhook_secret_name(&self.prefix, provider, endpoint));
@@ -276,10 +441,10 @@ impl WebhookSecrets {
         names.push(webhook_secret_name(&self.prefix, provider, None));
         for name in names {
             if let Some(text) = self.source.secret_string(&name).await? {
-                return Ok(parse_webhook_secret(&name, &text)?.into());
+                return parse_webhook_secret_set(&name, &text);
             }
         }
-        Ok(Arc::from(Vec::new()))
+        Ok(WebhookSecretSet::default())
     }
 }
 

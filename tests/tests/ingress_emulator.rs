@@ -117,12 +117,12 @@ fn delivery(
             HeaderValue::from_str(value).expect("value"),
         );
     }
-    let spec = &Catalog::embedded()
+    let spec = Catalog::embedded()
         .expect("catalog")
         .get(provider)
         .and_then(|p| p.webhook.as_ref())
-        .expect("spec")
-        .verification;
+        .and_then(|w| w.verification.as_ref())
+        .expect("spec");
     let path = format!("/webhooks/{provider}");
     let url = url_with_body_hash(
         spec,

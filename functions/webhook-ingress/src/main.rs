@@ -1,5 +1,6 @@
-//! webhook-ingress: `POST /webhooks/{provider}[/{endpoint}]` behind API Gateway (HTTP
-//! API, payload format 2.0). Verifies, answers handshakes, enqueues; the logic is
+//! webhook-ingress: `POST /webhooks/{provider}[/{endpoint}]` (and `GET` for the
+//! providers whose handshake is a `GET`) behind API Gateway (HTTP API, payload format
+//! 2.0). Verifies, answers handshakes, enqueues; the logic is
 //! `shared::webhooks::Ingress`, this binary only wires it to Lambda.
 
 use std::{sync::Arc, time::Instant};
@@ -12,7 +13,10 @@ use shared::{
     queue::SqsEventQueue,
     secrets::{SecretsManagerSource, WebhookSecrets},
     telemetry,
-    webhooks::{Ingress, WebhookRequest, WebhookResponse},
+    webhooks::{
+        Ingress, WebhookRequest, WebhookResponse,
+        jwt::{HttpKeySetSource, KeySetCache},
+    },
 };
 
 #[tokio::main]
@@ -22,10 +26,13 @@ async fn main() -> Result<(), lambda_http::Error> {
     // `AWS_ENDPOINT_URL` (set by the local stack) points every client at the emulator.
     let aws = load_aws_config().await;
     let catalog = load_catalog(&aws, &process_env()).await?;
+    // One Secrets Manager adapter reads signing secrets and lets Asana's and Notion's
+    // handshakes install theirs (only where none is configured).
+    let secrets_manager = Arc::new(SecretsManagerSource::from_config(&aws));
     let ingress = Ingress::new(
         catalog,
         WebhookSecrets::new(
-            Arc::new(SecretsManagerSource::from_config(&aws)),
+            secrets_manager.clone(),
             settings.secret_prefix,
             settings.secret_cache,
         ),
@@ -33,7 +40,11 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
         Arc::new(SystemClock),
         settings.ingress,
-    );
+    )
+    .with_handshake_store(secrets_manager)
+    .with_key_sets(Arc::new(KeySetCache::new(Arc::new(
+        HttpKeySetSource::new()?
+    ))));
     let ingress = &ingress;
     lambda_http::run(service_fn(move |request: Request| async move {
         let started = Instant::now();
@@ -65,6 +76,9 @@ fn http_response(response: WebhookResponse) -> Response<Body> {
     let mut builder = Response::builder().status(response.status);
     if let Some(content_type) = response.content_type {
         builder = builder.header("content-type", content_type);
+    }
+    for (name, value) in response.headers {
+        builder = builder.header(name, value);
     }
     builder
         .body(Body::from(response.body))

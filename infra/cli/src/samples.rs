@@ -275,6 +275,198 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
                 body: body.into_bytes(),
             }
         }
+        "svix" | "resend" | "clerk" => json_sample(
+            vec![(
+                "svix-id",
+                format!("msg_{}", hex::encode(rand::random::<[u8; 12]>())),
+            )],
+            json!({
+                "type": if provider == "clerk" { "user.created" } else { "email.delivered" },
+                "created_at": rfc3339(now),
+                "instance_id": "ins_2abc",
+                "data": { "id": uuid(), "email_address": "user@example.com" },
+            }),
+        ),
+        "gitlab" | "gitlab-signed" => json_sample(
+            vec![
+                ("X-Gitlab-Event", "Push Hook".into()),
+                ("X-Gitlab-Event-UUID", uuid()),
+                ("X-Gitlab-Webhook-UUID", uuid()),
+                ("webhook-id", uuid()),
+            ],
+            json!({
+                "object_kind": "push",
+                "ref": "refs/heads/main",
+                "checkout_sha": hex::encode(rand::random::<[u8; 20]>()),
+                "project": { "id": 15, "path_with_namespace": "acme/junction" },
+            }),
+        ),
+        "zoom" => json_sample(
+            vec![("x-zm-request-timestamp", seconds.to_string())],
+            json!({
+                "event": "meeting.started",
+                "event_ts": millis,
+                "payload": {
+                    "account_id": "AAAAAABBBB",
+                    "object": { "id": digits(11), "uuid": uuid(), "topic": "Standup", "start_time": rfc3339(now) },
+                },
+            }),
+        ),
+        "zendesk" => json_sample(
+            vec![
+                ("X-Zendesk-Webhook-Signature-Timestamp", rfc3339(now)),
+                ("X-Zendesk-Webhook-Invocation-Id", digits(10)),
+                ("X-Zendesk-Webhook-Id", "01GX5RZ1VQ0ZPJ3K3X5Q2Y0ABC".into()),
+            ],
+            json!({
+                "type": "zen:event-type:ticket.created",
+                "account_id": 22_129_848,
+                "id": uuid(),
+                "time": rfc3339(now),
+                "detail": { "id": digits(5), "subject": "Webhook deliveries are delayed" },
+            }),
+        ),
+        "twitch" => json_sample(
+            vec![
+                ("Twitch-Eventsub-Message-Id", uuid()),
+                ("Twitch-Eventsub-Message-Type", "notification".into()),
+                ("Twitch-Eventsub-Subscription-Type", "channel.follow".into()),
+                ("Twitch-Eventsub-Subscription-Version", "2".into()),
+            ],
+            json!({
+                "subscription": {
+                    "id": uuid(),
+                    "type": "channel.follow",
+                    "version": "2",
+                    "condition": { "broadcaster_user_id": "1337", "moderator_user_id": "1337" },
+                    "created_at": rfc3339(now),
+                },
+                "event": { "user_id": digits(7), "user_login": "viewer", "broadcaster_user_id": "1337", "followed_at": rfc3339(now) },
+            }),
+        ),
+        "sendgrid" => {
+            let events = json!([{
+                "email": "user@example.com",
+                "event": "delivered",
+                "sg_event_id": hex::encode(rand::random::<[u8; 16]>()),
+                "sg_message_id": format!("{}.filterdrecv-1", hex::encode(rand::random::<[u8; 8]>())),
+                "timestamp": seconds,
+            }]);
+            Sample {
+                content_type: "application/json".into(),
+                headers: vec![(
+                    "X-Twilio-Email-Event-Webhook-Timestamp".into(),
+                    seconds.to_string(),
+                )],
+                // SendGrid ends its JSON array with CRLF, and signs it.
+                body: format!("{events}\r\n").into_bytes(),
+            }
+        }
+        "discord-events" => json_sample(
+            vec![("X-Signature-Timestamp", seconds.to_string())],
+            json!({
+                "version": 1,
+                "application_id": "1187000000000000000",
+                "type": 1,
+                "event": {
+                    "type": "APPLICATION_AUTHORIZED",
+                    "timestamp": rfc3339(now),
+                    "data": { "integration_type": 0, "user": { "id": digits(18), "username": "junction" }, "scopes": ["applications.commands"] },
+                },
+            }),
+        ),
+        "mailgun" => json_sample(
+            vec![],
+            json!({
+                "signature": { "timestamp": seconds.to_string(), "token": hex::encode(rand::random::<[u8; 25]>()) },
+                "event-data": { "id": uuid(), "event": "delivered", "timestamp": seconds, "recipient": "user@example.com" },
+            }),
+        ),
+        "adyen" => json_sample(
+            vec![],
+            json!({
+                "live": "false",
+                "notificationItems": [{ "NotificationRequestItem": {
+                    "pspReference": digits(16),
+                    "merchantReference": format!("order-{}", digits(6)),
+                    "merchantAccountCode": "JunctionECOM",
+                    "amount": { "currency": "EUR", "value": 1130 },
+                    "eventCode": "AUTHORISATION",
+                    "eventDate": rfc3339(now),
+                    "success": "true",
+                    "paymentMethod": "visa",
+                }}],
+            }),
+        ),
+        "microsoft" => json_sample(
+            vec![],
+            json!({
+                "value": [{
+                    "subscriptionId": uuid(),
+                    "subscriptionExpirationDateTime": rfc3339(now + time::Duration::days(2)),
+                    "changeType": "created",
+                    "resource": format!("Users/{}/Messages/{}", uuid(), uuid()),
+                    "tenantId": uuid(),
+                    "clientState": "replaced-by-the-configured-value",
+                }],
+            }),
+        ),
+        "salesforce" => Sample {
+            content_type: "text/xml; charset=utf-8".into(),
+            headers: vec![("SOAPAction".into(), "\"\"".into())],
+            body: format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>replaced-by-the-configured-value</OrganizationId><ActionId>04k5A000000Gmn1QAC</ActionId><Notification><Id>04l5A0000{}</Id><sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><sf:Id>0065A00000{}</sf:Id><sf:StageName>Closed Won</sf:StageName></sObject></Notification></notifications></soapenv:Body></soapenv:Envelope>"#,
+                digits(9),
+                digits(8)
+            )
+            .into_bytes(),
+        },
+        "asana" => json_sample(
+            vec![],
+            json!({
+                "events": [{
+                    "action": "changed",
+                    "created_at": rfc3339(now),
+                    "resource": { "gid": digits(16), "resource_type": "task", "resource_subtype": "default_task" },
+                    "user": { "gid": digits(16), "resource_type": "user" },
+                    "change": { "field": "name", "action": "changed" },
+                }],
+            }),
+        ),
+        "box" => json_sample(
+            vec![("box-delivery-id", uuid())],
+            json!({
+                "type": "webhook_event",
+                "id": uuid(),
+                "created_at": rfc3339(now),
+                "trigger": "FILE.UPLOADED",
+                "source": { "id": digits(11), "type": "file", "name": "report.pdf" },
+            }),
+        ),
+        "gmail" => {
+            use base64::Engine as _;
+            let data = json!({ "emailAddress": "user@example.com", "historyId": rand::random::<u32>() });
+            json_sample(
+                vec![],
+                json!({
+                    "message": {
+                        "data": base64::engine::general_purpose::STANDARD.encode(data.to_string()),
+                        "messageId": digits(16),
+                        "publishTime": rfc3339(now),
+                    },
+                    "subscription": "projects/junction-dev/subscriptions/gmail-push",
+                }),
+            )
+        }
+        "okta" => json_sample(
+            vec![],
+            json!({
+                "eventType": "com.okta.event_hook",
+                "eventId": uuid(),
+                "eventTime": rfc3339(now),
+                "data": { "events": [{ "uuid": uuid(), "eventType": "user.session.start", "published": rfc3339(now) }] },
+            }),
+        ),
         _ => json_sample(
             vec![],
             json!({ "id": uuid(), "type": "junction.sample", "created_at": rfc3339(now) }),

@@ -3,15 +3,17 @@
 //! The signature comes from `shared::webhooks::sign`, driven by the same catalog entry
 //! the ingress verifies with, so what verifies here verifies in Lambda. The key is the
 //! configured secret read from Secrets Manager (`<prefix>/webhooks/<provider>`), or, for
-//! Ed25519 providers whose configured secret is the provider's *public* key, the
-//! `development_signing_key` the local stack seeds next to it.
+//! asymmetric providers (Ed25519, ECDSA P-256) whose configured secret is the provider's
+//! *public* key, the `development_signing_key` the local stack seeds next to it. Schemes
+//! whose signature is in the body (Mailgun, Adyen, Microsoft Graph, Salesforce) get the
+//! signed body back.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use shared::{
     catalog::{Provider, Scheme},
     secrets::webhook_secret_name,
-    webhooks::{SignError, SignedRequest, SigningSecret, sign, url_with_body_hash},
+    webhooks::{SignError, SignedRequest, SigningSecret, sign_request, url_with_body_hash},
 };
 use time::OffsetDateTime;
 
@@ -24,6 +26,13 @@ pub enum WebhookError {
     UnknownProvider(String),
     #[error("provider {0} has no webhooks in the catalog")]
     NoWebhooks(String),
+    #[error("provider {0}'s webhooks cannot be verified, so Junction refuses them")]
+    Unverifiable(String),
+    #[error(
+        "provider {0}'s webhooks carry a token only the provider can mint (verified with its \
+         published keys): trigger a real delivery instead"
+    )]
+    ProviderSigned(String),
     #[error("no secret {name}: run the local stack (it seeds one) or create it")]
     NoSecret { name: String },
     #[error("could not read secret {name}: {source}")]
@@ -93,18 +102,19 @@ pub async fn signing_key(
         };
         let document: SecretDocument = serde_json::from_str(&text)
             .map_err(|_| WebhookError::MalformedSecret { name: name.clone() })?;
-        let ed25519 = provider
+        let asymmetric = provider
             .webhook
             .as_ref()
-            .is_some_and(|w| w.verification.scheme == Scheme::Ed25519);
-        let key = if ed25519 {
+            .and_then(|w| w.verification.as_ref())
+            .is_some_and(|v| matches!(v.scheme, Scheme::Ed25519 | Scheme::EcdsaP256));
+        let key = if asymmetric {
             document.development_signing_key
         } else {
             document.signing_secrets.into_iter().find(|s| !s.is_empty())
         };
         return match key {
             Some(key) => Ok(SigningSecret::new(key)),
-            None if ed25519 => Err(WebhookError::NoSigningKey {
+            None if asymmetric => Err(WebhookError::NoSigningKey {
                 name,
                 provider: provider.id.clone(),
             }),
@@ -135,26 +145,33 @@ pub fn sign_webhook(
         .webhook
         .as_ref()
         .ok_or_else(|| WebhookError::NoWebhooks(provider.id.clone()))?;
+    let verification = webhook
+        .verification
+        .as_ref()
+        .ok_or_else(|| WebhookError::Unverifiable(provider.id.clone()))?;
+    if verification.scheme == Scheme::Jwt {
+        return Err(WebhookError::ProviderSigned(provider.id.clone()));
+    }
     let mut headers = HeaderMap::new();
     insert(&mut headers, "content-type", &sample.content_type)?;
     for (name, value) in &sample.headers {
         insert(&mut headers, name, value)?;
     }
-    let url = url_with_body_hash(&webhook.verification, url, &headers, &sample.body);
+    let url = url_with_body_hash(verification, url, &headers, &sample.body);
     let request = SignedRequest {
         method: "POST",
         url: &url,
         headers: &headers,
         body: &sample.body,
     };
-    let added = sign(&webhook.verification, key, &request, now)?;
-    for (name, value) in added {
+    let signed = sign_request(verification, key, &request, now)?;
+    for (name, value) in signed.headers {
         insert(&mut headers, &name, &value)?;
     }
     Ok(SignedWebhook {
         url,
         headers,
-        body: sample.body.clone(),
+        body: signed.body.unwrap_or_else(|| sample.body.clone()),
     })
 }
 
@@ -214,26 +231,32 @@ mod tests {
     fn every_sample_verifies() {
         let catalog = Catalog::embedded().expect("catalog");
         let now = OffsetDateTime::now_utc();
-        for provider in catalog.providers().filter(|p| p.webhook.is_some()) {
-            let Some(webhook) = &provider.webhook else {
+        for provider in catalog.providers() {
+            let Some(verification) = provider
+                .webhook
+                .as_ref()
+                .and_then(|w| w.verification.as_ref())
+            else {
                 continue;
             };
-            let (key, configured) = if webhook.verification.scheme == Scheme::Ed25519 {
-                let seed = [7u8; 32];
-                (
-                    hex::encode(seed),
-                    shared::webhooks::ed25519_public_key(
-                        webhook.verification.secret_encoding,
-                        &seed,
-                    ),
-                )
-            } else {
-                let secret = match webhook.verification.secret_prefix.as_deref() {
-                    Some(prefix) => format!("{prefix}c2VjcmV0LWtleS1mb3ItdGVzdHM="),
-                    None => "test-secret".to_owned(),
-                };
-                (secret.clone(), secret)
-            };
+            if verification.scheme == Scheme::Jwt {
+                // Minted by the provider with keys only it holds.
+                let result = sign_webhook(
+                    provider,
+                    &SigningSecret::new("x"),
+                    "http://x",
+                    &sample(&provider.id, now),
+                    now,
+                );
+                assert!(
+                    matches!(result, Err(WebhookError::ProviderSigned(_))),
+                    "{}",
+                    provider.id
+                );
+                continue;
+            }
+            let (key, configured) =
+                shared::webhooks::development_keys(verification, &[7u8; 32]).expect("valid key");
             let url = webhook_url("http://127.0.0.1:3000", &provider.id, None);
             let signed = sign_webhook(
                 provider,
@@ -251,7 +274,7 @@ mod tests {
             };
             assert_eq!(
                 verify(
-                    &webhook.verification,
+                    verification,
                     &[SigningSecret::new(configured)],
                     &request,
                     now

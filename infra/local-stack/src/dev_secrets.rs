@@ -8,12 +8,11 @@
 //! sign like the provider. Existing secrets are never touched.
 
 use aws_sdk_secretsmanager::types::Tag;
-use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde_json::json;
 use shared::{
-    catalog::{Catalog, Provider, Scheme, SecretEncoding},
+    catalog::{Catalog, Provider, Scheme},
     secrets::webhook_secret_name,
-    webhooks::ed25519_public_key,
+    webhooks::development_keys,
 };
 
 /// The description every seeded secret carries.
@@ -54,26 +53,25 @@ pub struct CreatedSecret {
     pub signing_key: Option<String>,
 }
 
-/// A random secret shaped like the provider's real ones.
+/// A random secret shaped like the provider's real ones (for asymmetric schemes, a key
+/// pair: the public key is configured, the CLI signs with the private one).
 pub fn development_secret(provider: &Provider) -> Option<CreatedSecret> {
-    let verification = &provider.webhook.as_ref()?.verification;
-    let prefix = verification.secret_prefix.clone().unwrap_or_default();
-    let random: [u8; 32] = rand::random();
-    let encode = |bytes: &[u8]| match verification.secret_encoding {
-        SecretEncoding::Base64 => BASE64.encode(bytes),
-        SecretEncoding::Hex => hex::encode(bytes),
-        SecretEncoding::Utf8 => format!("localdev_{}", hex::encode(&bytes[..16])),
+    let verification = provider.webhook.as_ref()?.verification.as_ref()?;
+    if verification.scheme == Scheme::Jwt {
+        // The provider (Google) signs with keys only it holds: nothing to seed.
+        return None;
+    }
+    let (signing, configured) = loop {
+        let random: [u8; 32] = rand::random();
+        // Only an ECDSA scalar can be invalid, with negligible probability.
+        if let Some(keys) = development_keys(verification, &random) {
+            break keys;
+        }
     };
-    Some(if verification.scheme == Scheme::Ed25519 {
-        CreatedSecret {
-            signing_secret: ed25519_public_key(verification.secret_encoding, &random),
-            signing_key: Some(encode(&random)),
-        }
-    } else {
-        CreatedSecret {
-            signing_secret: format!("{prefix}{}", encode(&random)),
-            signing_key: None,
-        }
+    let asymmetric = matches!(verification.scheme, Scheme::Ed25519 | Scheme::EcdsaP256);
+    Some(CreatedSecret {
+        signing_secret: configured,
+        signing_key: asymmetric.then_some(signing),
     })
 }
 
@@ -157,9 +155,18 @@ mod tests {
         let catalog = Catalog::embedded().expect("catalog");
         let now = time::OffsetDateTime::now_utc();
         for provider in catalog.providers() {
-            let Some(webhook) = &provider.webhook else {
+            let Some(verification) = provider
+                .webhook
+                .as_ref()
+                .and_then(|w| w.verification.as_ref())
+            else {
                 continue;
             };
+            // In-body signatures need the provider's body shape: the CLI's
+            // `every_sample_verifies` covers those with the same development keys.
+            if verification.signature.header().is_none() || verification.scheme == Scheme::Jwt {
+                continue;
+            }
             let secret = development_secret(provider).expect("webhook provider");
             let signing = SigningSecret::new(
                 secret
@@ -172,7 +179,7 @@ mod tests {
                 "content-type",
                 http::HeaderValue::from_static("application/json"),
             );
-            for part in &webhook.verification.signed {
+            for part in &verification.signed {
                 if let shared::catalog::SignedPart::Header(names) = part
                     && let Ok(name) = http::HeaderName::try_from(names.names()[0].as_str())
                 {
@@ -185,7 +192,7 @@ mod tests {
             );
             let body = body.as_bytes();
             let url = shared::webhooks::url_with_body_hash(
-                &webhook.verification,
+                verification,
                 "http://127.0.0.1:3000/webhooks/x",
                 &headers,
                 body,
@@ -196,7 +203,7 @@ mod tests {
                 headers: &headers.clone(),
                 body,
             };
-            let added = sign(&webhook.verification, &signing, &unsigned, now)
+            let added = sign(verification, &signing, &unsigned, now)
                 .unwrap_or_else(|err| panic!("{}: {err}", provider.id));
             for (name, value) in added {
                 headers.insert(
@@ -211,7 +218,7 @@ mod tests {
                 body,
             };
             let result = verify(
-                &webhook.verification,
+                verification,
                 &[SigningSecret::new(secret.signing_secret.clone())],
                 &request,
                 now,

@@ -110,6 +110,18 @@ impl RawEvent<'_> {
     }
 
     /// The body is a form post (Twilio callbacks).
+    pub(crate) fn is_xml(&self) -> bool {
+        self.header(&["content-type"]).is_some_and(|ct| {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            mime == "text/xml" || mime == "application/xml" || mime.ends_with("+xml")
+        })
+    }
+
     pub(crate) fn is_form(&self) -> bool {
         self.header(&["content-type"]).is_some_and(|ct| {
             ct.trim_start()

@@ -372,6 +372,13 @@ fn standard_webhooks(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
 fn generic(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
     let value = if raw.is_form() {
         read::form_body(GENERIC, raw.body)?
+    } else if raw.is_xml() {
+        // SOAP (Salesforce outbound messages): carried as text for the subscriber.
+        let text = std::str::from_utf8(raw.body).map_err(|_| NormalizeError::Unsupported {
+            adapter: GENERIC.name,
+            reason: "an XML body that is not UTF-8".to_owned(),
+        })?;
+        serde_json::json!({ "xml": text })
     } else {
         read::json_body(GENERIC, raw.body)?
     };

@@ -10,13 +10,17 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::{SignedRequest, VerifyError, answer_handshake, verify};
+use super::jwt::{KeySetCache, jwt_kid, verify_jwt};
+use super::{
+    HandshakeReply, HandshakeRequest, SignedRequest, SigningSecret, UnsignedHandshake, VerifyError,
+    answer_handshake, meta_reply, twitter_crc_reply, unsigned_handshake, verify_matching,
+};
 use crate::{
-    catalog::{Catalog, FieldSource, WebhookSpec},
+    catalog::{Catalog, FieldSource, Scheme, SignatureFormat, Verification, WebhookSpec},
     clock::Clock,
     payloads::PayloadStore,
     queue::{EventQueue, QueueMessage, attribute},
-    secrets::WebhookSecrets,
+    secrets::{FirstSecret, HandshakeSecretStore, WebhookSecrets},
 };
 
 /// Limits and addresses of the ingress.
@@ -63,8 +67,21 @@ pub struct WebhookRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookResponse {
     pub status: u16,
-    pub content_type: Option<&'static str>,
+    pub content_type: Option<String>,
+    /// Extra headers a handshake needs (Dropbox's `nosniff`, Asana's `X-Hook-Secret`).
+    pub headers: Vec<(&'static str, String)>,
     pub body: String,
+}
+
+impl From<HandshakeReply> for WebhookResponse {
+    fn from(reply: HandshakeReply) -> Self {
+        WebhookResponse {
+            status: reply.status,
+            content_type: reply.content_type.map(str::to_owned),
+            headers: reply.headers,
+            body: reply.body,
+        }
+    }
 }
 
 /// What happened to one request: logged as one line and counted in metrics. Holds no
@@ -103,6 +120,8 @@ pub struct Ingress {
     payloads: Arc<dyn PayloadStore>,
     clock: Arc<dyn Clock>,
     config: IngressConfig,
+    handshake_store: Option<Arc<dyn HandshakeSecretStore>>,
+    key_sets: Option<Arc<KeySetCache>>,
 }
 
 /// A short-circuit: status, reason and result kind.
@@ -146,7 +165,23 @@ impl Ingress {
             payloads,
             clock,
             config,
+            handshake_store: None,
+            key_sets: None,
         }
+    }
+
+    /// Where JWT-authenticated providers' keys come from (Gmail push); without it
+    /// their deliveries are answered 503.
+    pub fn with_key_sets(mut self, key_sets: Arc<KeySetCache>) -> Self {
+        self.key_sets = Some(key_sets);
+        self
+    }
+
+    /// Where handshakes that deliver a secret (Asana, Notion) install it; without one
+    /// those handshakes are answered 503.
+    pub fn with_handshake_store(mut self, store: Arc<dyn HandshakeSecretStore>) -> Self {
+        self.handshake_store = Some(store);
+        self
     }
 
     /// Handles one request. Never panics on input; every path yields a response.
@@ -170,7 +205,8 @@ impl Ingress {
                 outcome.reason = Some(stop.reason);
                 WebhookResponse {
                     status: stop.status,
-                    content_type: Some("application/json"),
+                    content_type: Some("application/json".to_owned()),
+                    headers: Vec::new(),
                     body: format!(r#"{{"error":"{}"}}"#, stop.reason),
                 }
             }
@@ -193,7 +229,10 @@ impl Ingress {
         if endpoint.is_some_and(|endpoint| !is_valid_endpoint(endpoint)) {
             return Err(Stop::rejected(404, "unknown_endpoint"));
         }
-        if request.method != "POST" {
+        let get_handshake = spec.handshake.filter(|kind| kind.is_get());
+        let allowed =
+            request.method == "POST" || (request.method == "GET" && get_handshake.is_some());
+        if !allowed {
             return Err(Stop::rejected(405, "method_not_allowed"));
         }
         let declared_length = request
@@ -206,8 +245,27 @@ impl Ingress {
         {
             return Err(Stop::rejected(413, "body_too_large"));
         }
+        let Some(verification) = &spec.verification else {
+            // Listed but impossible to authenticate: refused, never enqueued.
+            return Err(Stop::rejected(401, "unverifiable_provider"));
+        };
 
         let now = self.clock.now();
+        let handshake_request = HandshakeRequest {
+            query: &request.raw_query,
+            headers: &request.headers,
+            body: &request.body,
+        };
+        if let Some(kind) = spec.handshake
+            && let Some(handshake) = unsigned_handshake(kind, &request.method, &handshake_request)
+        {
+            outcome.result = "handshake";
+            return self.unsigned(handshake, request, now).await;
+        }
+        if request.method == "GET" && get_handshake.is_some_and(|kind| kind.before_verification()) {
+            return Err(Stop::rejected(400, "not_a_handshake"));
+        }
+
         let url = self.public_url(request);
         let signed = SignedRequest {
             method: &request.method,
@@ -215,6 +273,59 @@ impl Ingress {
             headers: &request.headers,
             body: &request.body,
         };
+        let secret = if verification.scheme == Scheme::Jwt {
+            self.verified_jwt(verification, request, now).await?;
+            None
+        } else {
+            Some(
+                self.verified_secret(verification, request, &signed, now, outcome)
+                    .await?,
+            )
+        };
+
+        // Verified: from here on the body may be parsed.
+        if let Some(kind) = spec.handshake
+            && let Some(reply) = answer_handshake(kind, &handshake_request, secret.as_ref())
+        {
+            outcome.result = "handshake";
+            return Ok(reply.into());
+        }
+        if request.method != "POST" {
+            return Err(Stop::rejected(400, "not_a_handshake"));
+        }
+
+        let message = self.message(spec, request, now, outcome).await?;
+        self.queue
+            .send(message)
+            .await
+            .map_err(|_| Stop::failed("enqueue_failed"))?;
+        Ok(match &spec.ack {
+            Some(ack) => WebhookResponse {
+                status: ack.status,
+                content_type: ack.content_type.clone(),
+                headers: Vec::new(),
+                body: ack.body.clone(),
+            },
+            None => WebhookResponse {
+                status: 200,
+                content_type: None,
+                headers: Vec::new(),
+                body: String::new(),
+            },
+        })
+    }
+
+    /// Verifies `signed` and returns the secret that verified it, re-reading the
+    /// secrets once (rate-limited) when none matched: perhaps they were rotated.
+    async fn verified_secret(
+        &self,
+        verification: &Verification,
+        request: &WebhookRequest,
+        signed: &SignedRequest<'_>,
+        now: OffsetDateTime,
+        outcome: &mut Outcome,
+    ) -> Result<SigningSecret, Stop> {
+        let endpoint = request.endpoint.as_deref();
         let secrets = self
             .secrets
             .get(&request.provider, endpoint, now)
@@ -223,52 +334,146 @@ impl Ingress {
         if secrets.is_empty() {
             return Err(Stop::failed("secret_not_configured"));
         }
-        match verify(&spec.verification, &secrets, &signed, now) {
-            Ok(()) => {}
-            // Perhaps the secret was rotated since it was cached: re-read (rate-limited).
-            Err(first @ (VerifyError::SignatureMismatch | VerifyError::NoUsableSecret)) => {
-                let refreshed = self
+        let first = match verify_matching(verification, &secrets, signed, now) {
+            Ok(index) => {
+                return secrets
+                    .get(index)
+                    .cloned()
+                    .ok_or(Stop::failed("secret_unavailable"));
+            }
+            Err(first @ (VerifyError::SignatureMismatch | VerifyError::NoUsableSecret)) => first,
+            Err(err) => return Err(Stop::rejected(401, err.reason())),
+        };
+        let refreshed = self
+            .secrets
+            .refresh_after_failure(&request.provider, endpoint, now)
+            .await
+            .map_err(|_| Stop::failed("secret_unavailable"))?;
+        let retried = match &refreshed {
+            Some(secrets) => verify_matching(verification, secrets, signed, now),
+            None => Err(first),
+        };
+        match (retried, refreshed) {
+            (Ok(index), Some(secrets)) => {
+                outcome.secrets_refreshed = true;
+                secrets
+                    .get(index)
+                    .cloned()
+                    .ok_or(Stop::failed("secret_unavailable"))
+            }
+            (Ok(_), None) => Err(Stop::failed("secret_unavailable")),
+            (Err(err), _) if err.is_configuration_error() => Err(Stop::failed(err.reason())),
+            (Err(err), _) => Err(Stop::rejected(401, err.reason())),
+        }
+    }
+
+    /// Verifies a JWT-authenticated request with the provider's published keys and the
+    /// claim values configured in the webhook secret (`jwt_claims`).
+    async fn verified_jwt(
+        &self,
+        verification: &Verification,
+        request: &WebhookRequest,
+        now: OffsetDateTime,
+    ) -> Result<(), Stop> {
+        let (Some(rule), SignatureFormat::Single { header, prefix, .. }) =
+            (&verification.jwt, &verification.signature)
+        else {
+            return Err(Stop::failed("secret_unusable"));
+        };
+        let raw = header
+            .names()
+            .iter()
+            .find_map(|name| request.headers.get(name.as_str()))
+            .ok_or(Stop::rejected(401, VerifyError::MissingSignature.reason()))?;
+        let token = raw
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix(prefix.as_str()))
+            .ok_or(Stop::rejected(
+                401,
+                VerifyError::MalformedSignature.reason(),
+            ))?;
+        let set = self
+            .secrets
+            .get_set(&request.provider, request.endpoint.as_deref(), now)
+            .await
+            .map_err(|_| Stop::failed("secret_unavailable"))?;
+        let key_sets = self
+            .key_sets
+            .as_ref()
+            .ok_or(Stop::failed("key_source_not_configured"))?;
+        let keys = key_sets
+            .keys_for(&rule.jwks_url, jwt_kid(token).as_deref(), now)
+            .await
+            .map_err(|_| Stop::failed("key_fetch_failed"))?;
+        verify_jwt(rule, token, &request.body, &keys, &set.jwt_claims, now).map_err(|err| {
+            if err.is_configuration_error() {
+                Stop::failed(err.reason())
+            } else {
+                Stop::rejected(401, err.reason())
+            }
+        })
+    }
+
+    /// Answers a handshake that arrived unsigned. Nothing here is enqueued, and a
+    /// configured secret is never replaced.
+    async fn unsigned(
+        &self,
+        handshake: UnsignedHandshake,
+        request: &WebhookRequest,
+        now: OffsetDateTime,
+    ) -> Result<WebhookResponse, Stop> {
+        let endpoint = request.endpoint.as_deref();
+        match handshake {
+            UnsignedHandshake::Reply(reply) => Ok(reply.into()),
+            UnsignedHandshake::Malformed => Err(Stop::rejected(400, "malformed_handshake")),
+            UnsignedHandshake::CheckVerifyToken {
+                presented,
+                challenge,
+            } => {
+                let set = self
                     .secrets
-                    .refresh_after_failure(&request.provider, endpoint, now)
+                    .get_set(&request.provider, endpoint, now)
                     .await
                     .map_err(|_| Stop::failed("secret_unavailable"))?;
-                let retried = match refreshed {
-                    Some(secrets) => verify(&spec.verification, &secrets, &signed, now),
-                    None => Err(first),
-                };
-                match retried {
-                    Ok(()) => outcome.secrets_refreshed = true,
-                    Err(err) if err.is_configuration_error() => {
-                        return Err(Stop::failed(err.reason()));
+                let reply = meta_reply(&presented, challenge, set.verify_token.as_ref());
+                if reply.status == 403 {
+                    return Err(Stop::rejected(403, "verify_token_mismatch"));
+                }
+                Ok(reply.into())
+            }
+            UnsignedHandshake::SignChallenge { token } => {
+                let secrets = self
+                    .secrets
+                    .get(&request.provider, endpoint, now)
+                    .await
+                    .map_err(|_| Stop::failed("secret_unavailable"))?;
+                let secret = secrets
+                    .first()
+                    .ok_or(Stop::failed("secret_not_configured"))?;
+                twitter_crc_reply(&token, secret)
+                    .map(Into::into)
+                    .ok_or(Stop::failed("secret_unusable"))
+            }
+            UnsignedHandshake::StoreSecret { secret, reply } => {
+                let store = self
+                    .handshake_store
+                    .as_ref()
+                    .ok_or(Stop::failed("handshake_store_not_configured"))?;
+                let name = self.secrets.secret_name(&request.provider, endpoint);
+                let stored = store
+                    .store_first_secret(&name, &secret)
+                    .await
+                    .map_err(|_| Stop::failed("secret_store_failed"))?;
+                self.secrets.invalidate(&request.provider, endpoint).await;
+                match stored {
+                    FirstSecret::Stored => Ok(reply.into()),
+                    FirstSecret::AlreadyConfigured => {
+                        Err(Stop::rejected(403, "secret_already_configured"))
                     }
-                    Err(err) => return Err(Stop::rejected(401, err.reason())),
                 }
             }
-            Err(err) => return Err(Stop::rejected(401, err.reason())),
         }
-
-        // Verified: from here on the body may be parsed.
-        if let Some(kind) = spec.handshake
-            && let Some(reply) = answer_handshake(kind, &request.body)
-        {
-            outcome.result = "handshake";
-            return Ok(WebhookResponse {
-                status: reply.status,
-                content_type: Some(reply.content_type),
-                body: reply.body,
-            });
-        }
-
-        let message = self.message(spec, request, now, outcome).await?;
-        self.queue
-            .send(message)
-            .await
-            .map_err(|_| Stop::failed("enqueue_failed"))?;
-        Ok(WebhookResponse {
-            status: 200,
-            content_type: None,
-            body: String::new(),
-        })
     }
 
     /// The URL the provider called: the configured public base URL, or the scheme and
@@ -329,6 +534,7 @@ impl Ingress {
             None => (hex::encode(Sha256::digest(&request.body)), "body_sha256"),
         };
         let event_type = spec.event_type.as_ref().and_then(read);
+        let account = spec.account.as_ref().and_then(read);
 
         let mut attributes = BTreeMap::new();
         attributes.insert(attribute::PROVIDER.to_owned(), request.provider.clone());
@@ -342,6 +548,9 @@ impl Ingress {
         );
         if let Some(event_type) = &event_type {
             attributes.insert(attribute::EVENT_TYPE.to_owned(), event_type.clone());
+        }
+        if let Some(account) = &account {
+            attributes.insert(attribute::ACCOUNT.to_owned(), account.clone());
         }
         attributes.insert(attribute::RECEIVED_AT.to_owned(), rfc3339_millis(now));
         attributes.insert(
@@ -376,7 +585,7 @@ impl Ingress {
 
 /// Whether the spec reads anything from a JSON body.
 fn needs_json(spec: &WebhookSpec) -> bool {
-    [&spec.event_id, &spec.event_type]
+    [&spec.event_id, &spec.event_type, &spec.account]
         .into_iter()
         .flatten()
         .any(|source| matches!(source, FieldSource::JsonPointer(_)))

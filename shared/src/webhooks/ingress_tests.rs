@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+
 use super::*;
 use crate::{
     clock::FixedClock,
@@ -27,7 +29,22 @@ struct Harness {
 
 fn harness(config: IngressConfig) -> Harness {
     let secrets = Arc::new(InMemorySecretSource::default());
-    for provider in ["github", "stripe", "slack", "square", "hubspot", "shopify"] {
+    for provider in [
+        "github",
+        "stripe",
+        "slack",
+        "square",
+        "hubspot",
+        "shopify",
+        "zoom",
+        "twitter",
+        "adyen",
+        "microsoft",
+        "salesforce",
+        "xero",
+        "okta",
+        "twitch",
+    ] {
         secrets.put(
             format!("junction/webhooks/{provider}"),
             format!(r#"{{"signing_secrets":["{SECRET}"]}}"#),
@@ -43,7 +60,8 @@ fn harness(config: IngressConfig) -> Harness {
         payloads.clone(),
         clock.clone(),
         config,
-    );
+    )
+    .with_handshake_store(secrets.clone());
     Harness {
         ingress,
         secrets,
@@ -76,15 +94,15 @@ fn signed(
     headers.insert("host", HeaderValue::from_static("hooks.example.com"));
     let path = format!("/webhooks/{provider}");
     let url = format!("https://hooks.example.com{path}");
-    let spec = &Catalog::embedded()
+    let spec = Catalog::embedded()
         .expect("catalog")
         .get(provider)
         .and_then(|p| p.webhook.as_ref())
-        .expect("spec")
-        .verification;
+        .and_then(|w| w.verification.as_ref())
+        .expect("spec");
     let at = time::OffsetDateTime::from_unix_timestamp(now).expect("time");
     let secret = SigningSecret::new(secret);
-    sign_into(spec, &secret, "POST", &url, &mut headers, body, at).expect("sign");
+    let signed_body = sign_into(spec, &secret, "POST", &url, &mut headers, body, at).expect("sign");
     WebhookRequest {
         method: "POST".into(),
         provider: provider.into(),
@@ -92,7 +110,7 @@ fn signed(
         path,
         raw_query: String::new(),
         headers,
-        body: body.to_vec(),
+        body: signed_body.unwrap_or_else(|| body.to_vec()),
     }
 }
 
@@ -435,3 +453,595 @@ async fn url_signing_providers_verify_against_the_public_url() {
     );
     assert_eq!(h.ingress.handle(request).await.0.status, 200);
 }
+
+fn unsigned_request(
+    provider: &str,
+    method: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> WebhookRequest {
+    let mut headers = header_map(headers);
+    headers.insert("host", HeaderValue::from_static("hooks.example.com"));
+    WebhookRequest {
+        method: method.into(),
+        provider: provider.into(),
+        endpoint: None,
+        path: format!("/webhooks/{provider}"),
+        raw_query: query.into(),
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn account_named_by_the_payload_is_carried_on_the_message() {
+    let h = harness(IngressConfig::default());
+    let slack = br#"{"type":"event_callback","team_id":"T0001","event_id":"Ev1","event":{"type":"app_mention"}}"#;
+    assert_eq!(
+        h.ingress
+            .handle(signed("slack", SECRET, &[], slack, NOW))
+            .await
+            .0
+            .status,
+        200
+    );
+    let shopify = signed(
+        "shopify",
+        SECRET,
+        &[
+            ("x-shopify-shop-domain", "junction-dev.myshopify.com"),
+            ("x-shopify-webhook-id", "w1"),
+        ],
+        b"{}",
+        NOW,
+    );
+    assert_eq!(h.ingress.handle(shopify).await.0.status, 200);
+    let hubspot = br#"[{"eventId":1,"portalId":62515}]"#;
+    assert_eq!(
+        h.ingress
+            .handle(signed("hubspot", SECRET, &[], hubspot, NOW))
+            .await
+            .0
+            .status,
+        200
+    );
+    let github = br#"{"action":"opened","installation":{"id":79929171}}"#;
+    assert_eq!(
+        h.ingress
+            .handle(signed(
+                "github",
+                SECRET,
+                &[("x-github-delivery", "d-acct")],
+                github,
+                NOW
+            ))
+            .await
+            .0
+            .status,
+        200
+    );
+    let accounts: Vec<Option<String>> = h
+        .queue
+        .messages()
+        .iter()
+        .map(|m| m.attributes.get(attribute::ACCOUNT).cloned())
+        .collect();
+    assert_eq!(
+        accounts,
+        [
+            Some("T0001".to_owned()),
+            Some("junction-dev.myshopify.com".to_owned()),
+            Some("62515".to_owned()),
+            Some("79929171".to_owned()),
+        ]
+    );
+    // A delivery that names no account has no attribute, rather than an empty one.
+    let h = harness(IngressConfig::default());
+    let stripe = br#"{"id":"evt_1","type":"invoice.paid"}"#;
+    assert_eq!(
+        h.ingress
+            .handle(signed("stripe", SECRET, &[], stripe, NOW))
+            .await
+            .0
+            .status,
+        200
+    );
+    assert_eq!(
+        h.queue.messages()[0].attributes.get(attribute::ACCOUNT),
+        None
+    );
+}
+
+#[tokio::test]
+async fn zoom_url_validation_is_answered_with_the_verifying_secret_and_not_enqueued() {
+    let h = harness(IngressConfig::default());
+    let body = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let request = signed(
+        "zoom",
+        SECRET,
+        &[("x-zm-request-timestamp", "1700000000")],
+        body,
+        NOW,
+    );
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    let mut mac =
+        <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(SECRET.as_bytes()).expect("key");
+    hmac::Mac::update(&mut mac, b"qgg8vlvZRS6UYooatFL8Aw");
+    let expected = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+    assert_eq!(
+        response.body,
+        format!(r#"{{"plainToken":"qgg8vlvZRS6UYooatFL8Aw","encryptedToken":"{expected}"}}"#)
+    );
+    assert!(h.queue.messages().is_empty());
+    // Unsigned, it is a 401 like any forgery.
+    let forged = signed(
+        "zoom",
+        "wrong",
+        &[("x-zm-request-timestamp", "1700000000")],
+        body,
+        NOW,
+    );
+    assert_eq!(h.ingress.handle(forged).await.0.status, 401);
+}
+
+#[tokio::test]
+async fn get_is_refused_unless_the_provider_has_a_get_handshake() {
+    let h = harness(IngressConfig::default());
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request("github", "GET", "", &[], b""))
+        .await;
+    assert_eq!(response.status, 405);
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request("twitter", "GET", "", &[], b""))
+        .await;
+    assert_eq!(response.status, 400, "a GET that is not a CRC");
+}
+
+#[tokio::test]
+async fn twitter_crc_is_signed_with_the_consumer_secret() {
+    let h = harness(IngressConfig::default());
+    let (response, outcome) = h
+        .ingress
+        .handle(unsigned_request(
+            "twitter",
+            "GET",
+            "crc_token=abc123",
+            &[],
+            b"",
+        ))
+        .await;
+    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    let mut mac =
+        <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(SECRET.as_bytes()).expect("key");
+    hmac::Mac::update(&mut mac, b"abc123");
+    let expected = BASE64.encode(hmac::Mac::finalize(mac).into_bytes());
+    assert_eq!(
+        response.body,
+        format!(r#"{{"response_token":"sha256={expected}"}}"#)
+    );
+    assert_eq!(response.content_type.as_deref(), Some("application/json"));
+    assert!(h.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn meta_challenge_uses_the_verify_token_from_the_secret() {
+    let h = harness(IngressConfig::default());
+    h.secrets.put(
+        "junction/webhooks/meta",
+        r#"{"signing_secrets":["app-secret"],"verify_token":"meatyhamhock"}"#,
+    );
+    let query = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock";
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request("meta", "GET", query, &[], b""))
+        .await;
+    assert_eq!(
+        (response.status, response.body.as_str()),
+        (200, "1158201444")
+    );
+    let wrong = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess";
+    let (response, outcome) = h
+        .ingress
+        .handle(unsigned_request("meta", "GET", wrong, &[], b""))
+        .await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (403, Some("verify_token_mismatch"))
+    );
+    assert!(!response.body.contains("1158201444"));
+}
+
+#[tokio::test]
+async fn graph_validation_and_notifications_with_their_acks() {
+    let h = harness(IngressConfig::default());
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request(
+            "microsoft",
+            "POST",
+            "validationToken=abc%20def",
+            &[],
+            b"",
+        ))
+        .await;
+    assert_eq!(
+        (
+            response.status,
+            response.body.as_str(),
+            response.content_type.as_deref()
+        ),
+        (200, "abc def", Some("text/plain"))
+    );
+    let body = format!(
+        r#"{{"value":[{{"clientState":"{SECRET}","tenantId":"t-1","changeType":"created"}},{{"clientState":"{SECRET}","tenantId":"t-1"}}]}}"#
+    );
+    let request = unsigned_request(
+        "microsoft",
+        "POST",
+        "",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_eq!((response.status, outcome.result), (202, "accepted"));
+    assert_eq!(
+        h.queue.messages()[0]
+            .attributes
+            .get(attribute::ACCOUNT)
+            .map(String::as_str),
+        Some("t-1")
+    );
+    // One item with another clientState spoils the delivery.
+    let mixed = body.replacen(SECRET, "forged", 1);
+    let request = unsigned_request("microsoft", "POST", "", &[], mixed.as_bytes());
+    assert_eq!(h.ingress.handle(request).await.0.status, 401);
+    assert_eq!(h.queue.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn adyen_and_salesforce_get_their_acknowledgements() {
+    let h = harness(IngressConfig::default());
+    let adyen = br#"{"live":"false","notificationItems":[{"NotificationRequestItem":{"pspReference":"7914073381342284","merchantAccountCode":"TestMerchant","merchantReference":"TestPayment-1407325143704","amount":{"currency":"EUR","value":1130},"eventCode":"AUTHORISATION","success":"true"}}]}"#;
+    let hex_key = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+    h.secrets.put(
+        "junction/webhooks/adyen",
+        format!(r#"{{"signing_secrets":["{hex_key}"]}}"#),
+    );
+    let (response, _) = h
+        .ingress
+        .handle(signed("adyen", hex_key, &[], adyen, NOW))
+        .await;
+    assert_eq!(
+        (
+            response.status,
+            response.body.as_str(),
+            response.content_type.as_deref()
+        ),
+        (200, "[accepted]", Some("text/plain"))
+    );
+    h.secrets.put(
+        "junction/webhooks/salesforce",
+        r#"{"signing_secrets":["00D5A000000abcdEAA"]}"#,
+    );
+    let soap = br#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>00D5A000000abcdEAA</OrganizationId></notifications></soapenv:Body></soapenv:Envelope>"#;
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request("salesforce", "POST", "", &[], soap))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.content_type.as_deref(), Some("text/xml"));
+    assert!(
+        response.body.contains("<Ack>true</Ack>"),
+        "{}",
+        response.body
+    );
+    let other_org = String::from_utf8_lossy(soap).replace("00D5A000000abcdEAA", "00D000000000001");
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request(
+            "salesforce",
+            "POST",
+            "",
+            &[],
+            other_org.as_bytes(),
+        ))
+        .await;
+    assert_eq!(response.status, 401);
+    assert_eq!(h.queue.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn xero_intent_to_receive_is_200_empty_when_signed_and_401_when_not() {
+    let h = harness(IngressConfig::default());
+    let body =
+        br#"{"events":[],"lastEventSequence":0,"firstEventSequence":0,"entropy":"S0m3r4Nd0mt3xt"}"#;
+    let (response, outcome) = h
+        .ingress
+        .handle(signed("xero", SECRET, &[], body, NOW))
+        .await;
+    assert_eq!(
+        (response.status, response.body.as_str(), outcome.result),
+        (200, "", "handshake")
+    );
+    let (response, _) = h
+        .ingress
+        .handle(signed("xero", "wrong", &[], body, NOW))
+        .await;
+    assert_eq!(response.status, 401);
+    assert!(h.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn okta_verification_requires_the_authorization_value() {
+    let h = harness(IngressConfig::default());
+    let challenge = [("x-okta-verification-challenge", "X4uL2Lwlg8pdwmxLmpUxlWRa")];
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request("okta", "GET", "", &challenge, b""))
+        .await;
+    assert_eq!(response.status, 401, "no Authorization header");
+    let with_auth = [challenge[0], ("authorization", SECRET)];
+    let (response, outcome) = h
+        .ingress
+        .handle(unsigned_request("okta", "GET", "", &with_auth, b""))
+        .await;
+    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    assert_eq!(
+        response.body,
+        r#"{"verification":"X4uL2Lwlg8pdwmxLmpUxlWRa"}"#
+    );
+}
+
+#[tokio::test]
+async fn asana_handshake_installs_the_first_secret_only() {
+    let h = harness(IngressConfig::default());
+    let mut request = unsigned_request(
+        "asana",
+        "POST",
+        "",
+        &[("x-hook-secret", "first-hook-secret")],
+        b"",
+    );
+    request.endpoint = Some("projects".into());
+    request.path = "/webhooks/asana/projects".into();
+    let (response, outcome) = h.ingress.handle(request.clone()).await;
+    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    assert_eq!(
+        response.headers,
+        vec![("x-hook-secret", "first-hook-secret".to_owned())]
+    );
+    assert!(h.queue.messages().is_empty());
+    // The stored secret now verifies deliveries to that endpoint at once.
+    let mut delivery = signed("asana", "first-hook-secret", &[], br#"{"events":[]}"#, NOW);
+    delivery.endpoint = Some("projects".into());
+    assert_eq!(h.ingress.handle(delivery).await.0.status, 200);
+    // A second handshake cannot replace it.
+    let mut again = request;
+    again
+        .headers
+        .insert("x-hook-secret", HeaderValue::from_static("attacker-secret"));
+    let (response, outcome) = h.ingress.handle(again).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (403, Some("secret_already_configured"))
+    );
+    let mut forged = signed("asana", "attacker-secret", &[], br#"{"events":[]}"#, NOW);
+    forged.endpoint = Some("projects".into());
+    assert_eq!(h.ingress.handle(forged).await.0.status, 401);
+}
+
+#[tokio::test]
+async fn twitch_challenge_is_answered_after_verification() {
+    let h = harness(IngressConfig::default());
+    let body = br#"{"challenge":"pogchamp-kappa-360noscope-vohiyo","subscription":{"type":"channel.follow"}}"#;
+    let headers = [
+        (
+            "twitch-eventsub-message-id",
+            "e76c6bd4-55c9-4987-8304-da1588d8988b",
+        ),
+        (
+            "twitch-eventsub-message-type",
+            "webhook_callback_verification",
+        ),
+    ];
+    let (response, outcome) = h
+        .ingress
+        .handle(signed("twitch", SECRET, &headers, body, NOW))
+        .await;
+    assert_eq!(
+        (response.status, response.body.as_str(), outcome.result),
+        (200, "pogchamp-kappa-360noscope-vohiyo", "handshake")
+    );
+    assert_eq!(response.content_type.as_deref(), Some("text/plain"));
+}
+
+#[tokio::test]
+async fn dropbox_challenge_is_echoed_with_nosniff_and_a_post_is_a_delivery() {
+    let h = harness(IngressConfig::default());
+    let (response, outcome) = h
+        .ingress
+        .handle(unsigned_request(
+            "dropbox",
+            "GET",
+            "challenge=7Zu2xRzVm2bM",
+            &[],
+            b"",
+        ))
+        .await;
+    assert_eq!(
+        (response.status, response.body.as_str(), outcome.result),
+        (200, "7Zu2xRzVm2bM", "handshake")
+    );
+    assert_eq!(response.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(
+        response.headers,
+        vec![("x-content-type-options", "nosniff".to_owned())]
+    );
+    // An unsigned POST is not a challenge: it is a delivery without a signature.
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request(
+            "dropbox",
+            "POST",
+            "challenge=x",
+            &[],
+            b"{}",
+        ))
+        .await;
+    assert_eq!(response.status, 503, "no Dropbox secret is configured here");
+    assert!(h.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn notion_verification_token_becomes_the_secret_and_is_not_enqueued() {
+    let h = harness(IngressConfig::default());
+    let token = "secret_tMrlL1qK5vuQAh1b6cZGhFChZTSYJlce98V0pYn7yBl";
+    let body = format!(r#"{{"verification_token":"{token}"}}"#);
+    let (response, outcome) = h
+        .ingress
+        .handle(unsigned_request("notion", "POST", "", &[], body.as_bytes()))
+        .await;
+    assert_eq!(
+        (response.status, response.body.as_str(), outcome.result),
+        (200, "", "handshake")
+    );
+    assert!(h.queue.messages().is_empty());
+    assert!(
+        !format!("{outcome:?}").contains(token),
+        "the token never reaches the logged outcome"
+    );
+    // Deliveries signed with it verify at once.
+    let delivery = signed(
+        "notion",
+        token,
+        &[],
+        br#"{"id":"e1","type":"page.created"}"#,
+        NOW,
+    );
+    assert_eq!(h.ingress.handle(delivery).await.0.status, 200);
+    assert_eq!(h.queue.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unverifiable_entry_is_refused_not_accepted() {
+    let catalog: &'static Catalog = Box::leak(Box::new(
+        Catalog::from_files(&[(
+            "acme.toml",
+            "id = \"acme\"\nname = \"Acme\"\ndocs = \"https://acme.example\"\n\n[webhook]\nunverifiable = \"Acme posts unsigned JSON from unpublished addresses.\"\n",
+        )])
+        .expect("valid"),
+    ));
+    let secrets = Arc::new(InMemorySecretSource::default());
+    let queue = Arc::new(InMemoryEventQueue::default());
+    let ingress = Ingress::new(
+        catalog,
+        WebhookSecrets::new(secrets, "junction", CachePolicy::default()),
+        queue.clone(),
+        Arc::new(InMemoryPayloadStore::default()),
+        Arc::new(FixedClock::at_unix(NOW)),
+        IngressConfig::default(),
+    );
+    let (response, outcome) = ingress
+        .handle(unsigned_request("acme", "POST", "", &[], b"{}"))
+        .await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("unverifiable_provider"))
+    );
+    assert!(queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_handshake_that_installs_a_secret_needs_a_store() {
+    let h = harness(IngressConfig::default());
+    let ingress = Ingress::new(
+        Catalog::embedded().expect("catalog"),
+        WebhookSecrets::new(h.secrets.clone(), "junction", CachePolicy::default()),
+        h.queue.clone(),
+        h.payloads.clone(),
+        h.clock.clone(),
+        IngressConfig::default(),
+    );
+    let request = unsigned_request("asana", "POST", "", &[("x-hook-secret", "s")], b"");
+    let (response, outcome) = ingress.handle(request).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("handshake_store_not_configured"))
+    );
+}
+
+#[tokio::test]
+async fn gmail_push_is_verified_with_googles_cached_keys_and_configured_claims() {
+    use crate::webhooks::jwt::{InMemoryKeySetSource, JwkSet, KeySetCache};
+    let h = harness(IngressConfig::default());
+    h.secrets.put(
+        "junction/webhooks/gmail",
+        r#"{"signing_secrets":[],"jwt_claims":{"aud":"https://hooks.example.com/webhooks/gmail","email":"push@junction-dev.iam.gserviceaccount.com"}}"#,
+    );
+    let keys = Arc::new(InMemoryKeySetSource::default());
+    keys.put(
+        "https://www.googleapis.com/oauth2/v3/certs",
+        JwkSet::default(),
+    );
+    let ingress = |key_sets: Option<Arc<KeySetCache>>| {
+        let ingress = Ingress::new(
+            Catalog::embedded().expect("catalog"),
+            WebhookSecrets::new(h.secrets.clone(), "junction", CachePolicy::default()),
+            h.queue.clone(),
+            h.payloads.clone(),
+            h.clock.clone(),
+            IngressConfig::default(),
+        );
+        match key_sets {
+            Some(key_sets) => ingress.with_key_sets(key_sets),
+            None => ingress,
+        }
+    };
+    let body = br#"{"message":{"data":"e30=","messageId":"2070443601311540"},"subscription":"projects/p/subscriptions/s"}"#;
+    let request = |authorization: Option<&str>| {
+        let mut pairs = vec![("content-type", "application/json")];
+        if let Some(value) = authorization {
+            pairs.push(("authorization", value));
+        }
+        unsigned_request("gmail", "POST", "", &pairs, body)
+    };
+    // No key source: the ingress cannot verify, so the provider must retry.
+    let (response, outcome) = ingress(None).handle(request(Some("Bearer a.b.c"))).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("key_source_not_configured"))
+    );
+    let with_keys = ingress(Some(Arc::new(KeySetCache::new(keys.clone()))));
+    let (response, outcome) = with_keys.handle(request(None)).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("missing_signature"))
+    );
+    let (response, outcome) = with_keys.handle(request(Some("Basic a.b.c"))).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("malformed_signature"))
+    );
+    // A well-formed token under a kid Google does not publish.
+    let header = BASE64URL_NO_PAD.encode(r#"{"alg":"RS256","kid":"gone"}"#);
+    let claims = BASE64URL_NO_PAD.encode(r#"{"exp":1700003600}"#);
+    let token = format!("Bearer {header}.{claims}.c2ln");
+    let (response, outcome) = with_keys.handle(request(Some(&token))).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("signature_mismatch"))
+    );
+    assert!(h.queue.messages().is_empty());
+    assert_eq!(
+        keys.fetches(),
+        1,
+        "one fetch, then the unknown kid is rate-limited"
+    );
+}
+
+const BASE64URL_NO_PAD: base64::engine::GeneralPurpose =
+    base64::engine::general_purpose::URL_SAFE_NO_PAD;

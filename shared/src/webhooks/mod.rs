@@ -8,15 +8,19 @@ use std::fmt;
 
 mod handshake;
 mod ingress;
+pub mod jwt;
 mod verify;
 
-pub use handshake::{HandshakeReply, answer_handshake};
+pub use handshake::{
+    HandshakeReply, HandshakeRequest, UnsignedHandshake, answer_handshake, meta_reply,
+    twitter_crc_reply, unsigned_handshake,
+};
 pub use ingress::{
     Ingress, IngressConfig, Outcome, WebhookRequest, WebhookResponse, rfc3339_millis,
 };
 pub use verify::{
-    SignError, SignedRequest, VerifyError, ed25519_public_key, sign, sign_into, url_with_body_hash,
-    verify,
+    SignError, Signed, SignedRequest, VerifyError, development_keys, ecdsa_p256_public_key,
+    ed25519_public_key, sign, sign_into, sign_request, url_with_body_hash, verify, verify_matching,
 };
 
 /// One signing secret (or, for Ed25519 schemes, the provider's public key) as
@@ -34,6 +38,16 @@ impl SigningSecret {
         &self.0
     }
 }
+
+/// Compared in constant time (tests compare handshake outcomes that carry one).
+impl PartialEq for SigningSecret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(self.expose().as_bytes().ct_eq(other.expose().as_bytes()))
+    }
+}
+
+impl Eq for SigningSecret {}
 
 impl fmt::Debug for SigningSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

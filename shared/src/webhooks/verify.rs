@@ -20,6 +20,9 @@ use crate::catalog::{
     TimestampRule, TimestampSource, TimestampUnit, Verification,
 };
 
+/// DocuSign numbers its signature headers `-1` to `-N`; it allows up to 100 keys.
+const MAX_NUMBERED_HEADERS: usize = 100;
+
 /// The parts of a request a signature can cover.
 #[derive(Debug, Clone, Copy)]
 pub struct SignedRequest<'a> {
@@ -56,6 +59,12 @@ pub enum VerifyError {
     BodyHashMismatch,
     #[error("no signature matched any signing secret")]
     SignatureMismatch,
+    #[error("a required header is missing or has another value")]
+    UnexpectedHeader,
+    #[error("the body is not the JSON or XML the scheme reads its signature from")]
+    MalformedBody,
+    #[error("a token claim is missing or does not have the expected value")]
+    ClaimMismatch,
     /// Not the caller's fault: no configured secret could be decoded for this scheme.
     #[error("no configured signing secret is usable for this scheme")]
     NoUsableSecret,
@@ -75,6 +84,9 @@ impl VerifyError {
             VerifyError::MissingBodyHash => "missing_body_hash",
             VerifyError::BodyHashMismatch => "body_hash_mismatch",
             VerifyError::SignatureMismatch => "signature_mismatch",
+            VerifyError::UnexpectedHeader => "unexpected_header",
+            VerifyError::MalformedBody => "malformed_body",
+            VerifyError::ClaimMismatch => "claim_mismatch",
             VerifyError::NoUsableSecret => "secret_unusable",
         }
     }
@@ -92,7 +104,32 @@ pub fn verify(
     request: &SignedRequest<'_>,
     now: OffsetDateTime,
 ) -> Result<(), VerifyError> {
-    let signatures = parse_signatures(&spec.signature, request.headers)?;
+    verify_matching(spec, secrets, request, now).map(|_| ())
+}
+
+/// [`verify`], returning the index of the secret that verified (a handshake that
+/// answers with an HMAC, such as Zoom's, uses that one).
+pub fn verify_matching(
+    spec: &Verification,
+    secrets: &[SigningSecret],
+    request: &SignedRequest<'_>,
+    now: OffsetDateTime,
+) -> Result<usize, VerifyError> {
+    for (name, expected) in &spec.required_headers {
+        let value = request.headers.get(name.as_str()).map(|v| v.as_bytes());
+        if value != Some(expected.as_bytes()) {
+            return Err(VerifyError::UnexpectedHeader);
+        }
+    }
+    if let SignatureFormat::PerItem {
+        items,
+        signature,
+        encoding,
+    } = &spec.signature
+    {
+        return verify_per_item(spec, secrets, request, (items, signature, *encoding));
+    }
+    let signatures = parse_signatures(&spec.signature, request)?;
     let timestamp = match &spec.timestamp {
         Some(rule) => read_timestamp(rule, &signatures.params, request.headers)?,
         None => None,
@@ -105,9 +142,10 @@ pub fn verify(
     {
         check_body_hash(param, request)?;
     }
-    let pieces = resolve_parts(spec, request, timestamp)?;
+    let json = parse_json_if(spec.signed.iter().any(is_json_part), request.body)?;
+    let pieces = resolve_parts(spec, request, timestamp, json.as_ref())?;
     let mut usable_secret = false;
-    for secret in secrets {
+    for (index, secret) in secrets.iter().enumerate() {
         let Some(key) = decode_secret(spec, secret) else {
             continue;
         };
@@ -119,7 +157,7 @@ pub fn verify(
                 let raw = body_timestamp(request.body, pointer)?;
                 check_window(rule, parse_timestamp(rule.unit, &raw)?, now)?;
             }
-            return Ok(());
+            return Ok(index);
         }
     }
     if usable_secret {
@@ -127,6 +165,64 @@ pub fn verify(
     } else {
         Err(VerifyError::NoUsableSecret)
     }
+}
+
+fn is_json_part(part: &SignedPart) -> bool {
+    matches!(part, SignedPart::JsonPointer(_))
+}
+
+fn parse_json_if(needed: bool, body: &[u8]) -> Result<Option<serde_json::Value>, VerifyError> {
+    if !needed {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|_| VerifyError::MalformedBody)
+}
+
+/// Every element of the array at `items` must carry a signature (at `signature`,
+/// relative to the element) that verifies over the element's signed parts with one
+/// secret. No elements is not a verified delivery.
+fn verify_per_item(
+    spec: &Verification,
+    secrets: &[SigningSecret],
+    request: &SignedRequest<'_>,
+    (items, signature, encoding): (&str, &str, SignatureEncoding),
+) -> Result<usize, VerifyError> {
+    let json: serde_json::Value =
+        serde_json::from_slice(request.body).map_err(|_| VerifyError::MalformedBody)?;
+    let elements = json
+        .pointer(items)
+        .and_then(serde_json::Value::as_array)
+        .filter(|elements| !elements.is_empty())
+        .ok_or(VerifyError::MalformedBody)?;
+    let keys: Vec<_> = secrets
+        .iter()
+        .map(|secret| decode_secret(spec, secret))
+        .collect();
+    if keys.iter().all(Option::is_none) {
+        return Err(VerifyError::NoUsableSecret);
+    }
+    let mut matched = None;
+    for element in elements {
+        let candidate = match element.pointer(signature) {
+            Some(serde_json::Value::String(text)) => decode_signature(encoding, text.trim()),
+            Some(_) => None,
+            None => return Err(VerifyError::MissingSignature),
+        }
+        .ok_or(VerifyError::MalformedSignature)?;
+        let pieces = resolve_parts(spec, request, None, Some(element))?;
+        let found = keys.iter().enumerate().find_map(|(index, key)| {
+            let key = key.as_ref()?;
+            matches_any(spec.scheme, key, &pieces, std::slice::from_ref(&candidate))
+                .then_some(index)
+        });
+        match found {
+            Some(index) => matched = Some(matched.map_or(index, |m: usize| m.max(index))),
+            None => return Err(VerifyError::SignatureMismatch),
+        }
+    }
+    matched.ok_or(VerifyError::SignatureMismatch)
 }
 
 /// Candidate signatures (decoded) and the other `key=value` parameters of the header.
@@ -145,64 +241,150 @@ fn header_value<'h>(headers: &'h HeaderMap, names: &HeaderNames) -> Option<&'h [
 
 fn parse_signatures<'h>(
     format: &SignatureFormat,
-    headers: &'h HeaderMap,
+    request: &SignedRequest<'h>,
 ) -> Result<Signatures<'h>, VerifyError> {
-    let raw = header_value(headers, format.header()).ok_or(VerifyError::MissingSignature)?;
-    let raw = std::str::from_utf8(raw).map_err(|_| VerifyError::MalformedSignature)?;
+    let headers = request.headers;
     let mut signatures = Signatures {
         values: Vec::new(),
         params: Vec::new(),
     };
-    let mut push = |encoding: SignatureEncoding, text: &str| {
-        if let Some(bytes) = decode_signature(encoding, text.trim()) {
-            signatures.values.push(bytes);
-        }
-    };
+    let text =
+        |raw: &'h [u8]| std::str::from_utf8(raw).map_err(|_| VerifyError::MalformedSignature);
     match format {
         SignatureFormat::Single {
-            prefix, encoding, ..
+            header,
+            prefix,
+            encoding,
         } => {
-            if let Some(text) = raw.strip_prefix(prefix.as_str()) {
-                push(*encoding, text);
+            let raw = text(header_value(headers, header).ok_or(VerifyError::MissingSignature)?)?;
+            if let Some(value) = raw.strip_prefix(prefix.as_str()) {
+                signatures.push(*encoding, value);
             }
         }
         SignatureFormat::KeyValueList {
+            header,
             pair_separator,
             key,
             encoding,
-            ..
         } => {
+            let raw = text(header_value(headers, header).ok_or(VerifyError::MissingSignature)?)?;
             for pair in raw.split(pair_separator.as_str()) {
                 let Some((name, value)) = pair.trim().split_once('=') else {
                     continue;
                 };
                 if name == key {
-                    push(*encoding, value);
+                    signatures.push(*encoding, value);
                 } else {
                     signatures.params.push((name, value));
                 }
             }
         }
         SignatureFormat::VersionedList {
+            header,
             entry_separator,
             version,
             version_separator,
             encoding,
-            ..
         } => {
+            let raw = text(header_value(headers, header).ok_or(VerifyError::MissingSignature)?)?;
             for entry in raw.split(entry_separator.as_str()) {
                 if let Some((entry_version, value)) = entry.split_once(version_separator.as_str())
                     && entry_version == version
                 {
-                    push(*encoding, value);
+                    signatures.push(*encoding, value);
                 }
             }
         }
+        SignatureFormat::EachHeader {
+            header,
+            numbered,
+            encoding,
+        } => {
+            let mut present = false;
+            let mut each = |raw: &'h [u8]| -> Result<(), VerifyError> {
+                present = true;
+                signatures.push(*encoding, text(raw)?);
+                Ok(())
+            };
+            if *numbered {
+                for base in header.names() {
+                    for n in 1..=MAX_NUMBERED_HEADERS {
+                        if let Some(value) = headers.get(format!("{base}{n}").as_str()) {
+                            each(value.as_bytes())?;
+                        }
+                    }
+                }
+            } else {
+                for name in header.names() {
+                    for value in headers.get_all(name.as_str()) {
+                        each(value.as_bytes())?;
+                    }
+                }
+            }
+            if !present {
+                return Err(VerifyError::MissingSignature);
+            }
+        }
+        SignatureFormat::JsonPointer { pointer, encoding } => {
+            let json: serde_json::Value =
+                serde_json::from_slice(request.body).map_err(|_| VerifyError::MalformedBody)?;
+            match json.pointer(pointer) {
+                Some(serde_json::Value::String(value)) => {
+                    if let Some(bytes) = decode_signature(*encoding, value.trim()) {
+                        signatures.values.push(bytes);
+                    }
+                }
+                Some(_) => return Err(VerifyError::MalformedSignature),
+                None => return Err(VerifyError::MissingSignature),
+            }
+        }
+        SignatureFormat::XmlElement { element } => {
+            let value =
+                xml_element_text(request.body, element).ok_or(VerifyError::MissingSignature)?;
+            if !value.is_empty() {
+                signatures.values.push(value.to_vec());
+            }
+        }
+        // Handled by `verify_per_item` before signatures are parsed.
+        SignatureFormat::PerItem { .. } => return Err(VerifyError::MalformedSignature),
     }
     if signatures.values.is_empty() {
         return Err(VerifyError::MalformedSignature);
     }
     Ok(signatures)
+}
+
+impl Signatures<'_> {
+    fn push(&mut self, encoding: SignatureEncoding, text: &str) {
+        if let Some(bytes) = decode_signature(encoding, text.trim()) {
+            self.values.push(bytes);
+        }
+    }
+}
+
+/// The text of the first element named `local_name` (any namespace prefix), as raw
+/// bytes; `None` when there is none. Enough for a token in a SOAP envelope; the text
+/// must be plain (no nested markup or CDATA).
+pub(crate) fn xml_element_text<'b>(body: &'b [u8], local_name: &str) -> Option<&'b [u8]> {
+    let name = local_name.as_bytes();
+    let mut at = 0;
+    while let Some(offset) = body.get(at..)?.iter().position(|&b| b == b'<') {
+        let start = at + offset + 1;
+        let tag_end = start + body.get(start..)?.iter().position(|&b| b == b'>')?;
+        let tag = &body[start..tag_end];
+        let tag_name = tag
+            .split(|b| b.is_ascii_whitespace())
+            .next()
+            .unwrap_or_default();
+        let local = tag_name.rsplit(|&b| b == b':').next().unwrap_or_default();
+        if local == name && !tag.ends_with(b"/") {
+            let text_start = tag_end + 1;
+            let text_end = text_start + body.get(text_start..)?.iter().position(|&b| b == b'<')?;
+            return Some(&body[text_start..text_end]);
+        }
+        at = tag_end + 1;
+    }
+    None
 }
 
 /// Decodes one signature; `None` for empty or undecodable text (never a match).
@@ -213,6 +395,7 @@ fn decode_signature(encoding: SignatureEncoding, text: &str) -> Option<Vec<u8>> 
         SignatureEncoding::Hex if text.bytes().any(|b| b.is_ascii_uppercase()) => return None,
         SignatureEncoding::Hex => hex::decode(text).ok()?,
         SignatureEncoding::Base64 => BASE64.decode(text).ok()?,
+        SignatureEncoding::Text => text.as_bytes().to_vec(),
     };
     (!bytes.is_empty()).then_some(bytes)
 }
@@ -321,6 +504,7 @@ fn resolve_parts<'a>(
     spec: &Verification,
     request: &SignedRequest<'a>,
     timestamp: Option<&'a str>,
+    json: Option<&serde_json::Value>,
 ) -> Result<Vec<Piece<'a>>, VerifyError> {
     spec.signed
         .iter()
@@ -342,10 +526,26 @@ fn resolve_parts<'a>(
                 SignedPart::Header(names) => Cow::Borrowed(
                     header_value(request.headers, names).ok_or(VerifyError::MissingSignedHeader)?,
                 ),
+                SignedPart::JsonPointer(pointer) => {
+                    let json = json.ok_or(VerifyError::MalformedBody)?;
+                    Cow::Owned(json_text(json, pointer)?.into_bytes())
+                }
             };
             Ok(Piece::Bytes(bytes))
         })
         .collect()
+}
+
+/// A string or number at `pointer` as text; missing or null is empty (Adyen: "missing
+/// fields count as empty"); objects, arrays and booleans are not signable text.
+fn json_text(json: &serde_json::Value, pointer: &str) -> Result<String, VerifyError> {
+    match json.pointer(pointer) {
+        None | Some(serde_json::Value::Null) => Ok(String::new()),
+        Some(serde_json::Value::String(text)) => Ok(text.clone()),
+        Some(serde_json::Value::Number(number)) => Ok(number.to_string()),
+        Some(serde_json::Value::Bool(value)) => Ok(value.to_string()),
+        Some(_) => Err(VerifyError::MalformedBody),
+    }
 }
 
 /// Decodes the listed percent-escapes (case-insensitively), leaving every other byte.
@@ -437,7 +637,7 @@ fn symmetric_tag(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Option<Vec
             feed(pieces, key, &mut |bytes| digest.update(bytes));
             Some(digest.finalize().to_vec())
         }
-        Scheme::Ed25519 => None,
+        Scheme::Ed25519 | Scheme::EcdsaP256 | Scheme::Token | Scheme::Jwt => None,
     }
 }
 
@@ -458,17 +658,36 @@ fn matches_any(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>], candidates: &[V
             .iter()
             .any(|c| bool::from(tag.as_slice().ct_eq(c)));
     }
-    let Ok(key) = <[u8; 32]>::try_from(key) else {
-        return false;
-    };
-    let Ok(public) = ed25519_dalek::VerifyingKey::from_bytes(&key) else {
-        return false;
-    };
-    let message = message(pieces);
-    candidates.iter().any(|candidate| {
-        ed25519_dalek::Signature::from_slice(candidate)
-            .is_ok_and(|signature| public.verify_strict(&message, &signature).is_ok())
-    })
+    match scheme {
+        Scheme::Token => candidates.iter().any(|c| bool::from(key.ct_eq(c))),
+        Scheme::Ed25519 => {
+            let Ok(key) = <[u8; 32]>::try_from(key) else {
+                return false;
+            };
+            let Ok(public) = ed25519_dalek::VerifyingKey::from_bytes(&key) else {
+                return false;
+            };
+            let message = message(pieces);
+            candidates.iter().any(|candidate| {
+                ed25519_dalek::Signature::from_slice(candidate)
+                    .is_ok_and(|signature| public.verify_strict(&message, &signature).is_ok())
+            })
+        }
+        Scheme::EcdsaP256 => {
+            use p256::ecdsa::signature::Verifier as _;
+            use p256::pkcs8::DecodePublicKey as _;
+            let Ok(public) = p256::ecdsa::VerifyingKey::from_public_key_der(key) else {
+                return false;
+            };
+            let message = message(pieces);
+            candidates.iter().any(|candidate| {
+                p256::ecdsa::DerSignature::try_from(candidate.as_slice())
+                    .is_ok_and(|signature| public.verify(&message, &signature).is_ok())
+            })
+        }
+        // Verified by `super::jwt` with fetched keys, never here.
+        Scheme::Jwt | Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 => false,
+    }
 }
 
 /// Why a request could not be signed (signing is for tests, the CLI and benchmarks).
@@ -480,21 +699,107 @@ pub enum SignError {
     Request(VerifyError),
     #[error("the catalog names a header that is not a valid HTTP header")]
     InvalidHeader,
+    #[error("the signature goes into the body, which is not the JSON or XML it needs")]
+    Body,
+}
+
+/// What signing adds to a request: headers, and for schemes whose signature lives in
+/// the body (Mailgun, Adyen, Microsoft Graph, Salesforce), the body to send instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
 }
 
 /// Signs `request` exactly as the provider would, returning the headers to add: the
-/// signature header and, where the scheme signs a header timestamp, that header.
+/// signature header and, where the scheme signs a header timestamp, that header. For
+/// schemes whose signature is in the body, use [`sign_request`].
 ///
-/// For Ed25519 `secret` is the hex (or base64, per the catalog) 32-byte private seed;
-/// for every other scheme it is the signing secret as configured. Where the catalog
-/// sets `body_hash_query_param`, pass a URL made by [`url_with_body_hash`].
+/// For Ed25519 `secret` is the hex (or base64, per the catalog) 32-byte private seed,
+/// for ECDSA P-256 the 32-byte private scalar; for every other scheme it is the
+/// signing secret as configured. Where the catalog sets `body_hash_query_param`, pass a
+/// URL made by [`url_with_body_hash`].
 pub fn sign(
     spec: &Verification,
     secret: &SigningSecret,
     request: &SignedRequest<'_>,
     now: OffsetDateTime,
 ) -> Result<Vec<(String, String)>, SignError> {
+    let signed = sign_request(spec, secret, request, now)?;
+    match signed.body {
+        None => Ok(signed.headers),
+        Some(_) => Err(SignError::Body),
+    }
+}
+
+/// Signs `request` as the provider would: headers to add and, for in-body signatures,
+/// the new body. See [`sign`] for what `secret` is.
+pub fn sign_request(
+    spec: &Verification,
+    secret: &SigningSecret,
+    request: &SignedRequest<'_>,
+    now: OffsetDateTime,
+) -> Result<Signed, SignError> {
+    let key = decode_secret(spec, secret).ok_or(SignError::UnusableKey)?;
+    match &spec.signature {
+        SignatureFormat::PerItem {
+            items,
+            signature,
+            encoding,
+        } => {
+            let mut json: serde_json::Value =
+                serde_json::from_slice(request.body).map_err(|_| SignError::Body)?;
+            let elements = json
+                .pointer_mut(items)
+                .and_then(serde_json::Value::as_array_mut)
+                .ok_or(SignError::Body)?;
+            for element in elements {
+                let pieces = resolve_parts(spec, request, None, Some(element))
+                    .map_err(SignError::Request)?;
+                let value = encode_signature(*encoding, &tag_for(spec.scheme, &key, &pieces)?);
+                set_pointer(element, signature, serde_json::Value::String(value))?;
+            }
+            let body = serde_json::to_vec(&json).map_err(|_| SignError::Body)?;
+            return Ok(Signed {
+                headers: Vec::new(),
+                body: Some(body),
+            });
+        }
+        SignatureFormat::JsonPointer { pointer, encoding } => {
+            let mut json: serde_json::Value =
+                serde_json::from_slice(request.body).map_err(|_| SignError::Body)?;
+            let pieces =
+                resolve_parts(spec, request, None, Some(&json)).map_err(SignError::Request)?;
+            let value = encode_signature(*encoding, &tag_for(spec.scheme, &key, &pieces)?);
+            set_pointer(&mut json, pointer, serde_json::Value::String(value))?;
+            let body = serde_json::to_vec(&json).map_err(|_| SignError::Body)?;
+            return Ok(Signed {
+                headers: Vec::new(),
+                body: Some(body),
+            });
+        }
+        SignatureFormat::XmlElement { element } => {
+            let text = xml_element_text(request.body, element).ok_or(SignError::Body)?;
+            let start = text.as_ptr() as usize - request.body.as_ptr() as usize;
+            let mut body = request.body[..start].to_vec();
+            body.extend_from_slice(&key);
+            body.extend_from_slice(&request.body[start + text.len()..]);
+            return Ok(Signed {
+                headers: Vec::new(),
+                body: Some(body),
+            });
+        }
+        SignatureFormat::Single { .. }
+        | SignatureFormat::KeyValueList { .. }
+        | SignatureFormat::VersionedList { .. }
+        | SignatureFormat::EachHeader { .. } => {}
+    }
     let mut added = Vec::new();
+    for (name, value) in &spec.required_headers {
+        if request.headers.get(name.as_str()).is_none() {
+            added.push((name.clone(), value.clone()));
+        }
+    }
     let formatted_now = spec
         .timestamp
         .as_ref()
@@ -517,49 +822,134 @@ pub fn sign(
         }
         Some(TimestampSource::JsonPointer(_)) | None => None,
     };
-    let pieces = resolve_parts(spec, request, timestamp).map_err(SignError::Request)?;
-    let key = decode_secret(spec, secret).ok_or(SignError::UnusableKey)?;
-    let tag = match symmetric_tag(spec.scheme, &key, &pieces) {
-        Some(tag) => tag,
-        None => {
-            use ed25519_dalek::Signer as _;
-            let seed = <[u8; 32]>::try_from(key.as_slice()).map_err(|_| SignError::UnusableKey)?;
-            let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-            signing.sign(&message(&pieces)).to_bytes().to_vec()
-        }
-    };
-    let encode = |encoding: SignatureEncoding| match encoding {
-        SignatureEncoding::Hex => hex::encode(&tag),
-        SignatureEncoding::Base64 => BASE64.encode(&tag),
-    };
-    let value = match &spec.signature {
+    let json = parse_json_if(spec.signed.iter().any(is_json_part), request.body)
+        .map_err(|_| SignError::Body)?;
+    let pieces =
+        resolve_parts(spec, request, timestamp, json.as_ref()).map_err(SignError::Request)?;
+    let tag = tag_for(spec.scheme, &key, &pieces)?;
+    let (header, value) = match &spec.signature {
         SignatureFormat::Single {
-            prefix, encoding, ..
-        } => format!("{prefix}{}", encode(*encoding)),
+            header,
+            prefix,
+            encoding,
+        } => (
+            header.names()[0].clone(),
+            format!("{prefix}{}", encode_signature(*encoding, &tag)),
+        ),
         SignatureFormat::KeyValueList {
+            header,
             pair_separator,
             key,
             encoding,
-            ..
-        } => match (timestamp_param, timestamp) {
-            (Some(param), Some(ts)) => {
-                format!("{param}={ts}{pair_separator}{key}={}", encode(*encoding))
-            }
-            _ => format!("{key}={}", encode(*encoding)),
-        },
+        } => {
+            let signature = encode_signature(*encoding, &tag);
+            let value = match (timestamp_param, timestamp) {
+                (Some(param), Some(ts)) => format!("{param}={ts}{pair_separator}{key}={signature}"),
+                _ => format!("{key}={signature}"),
+            };
+            (header.names()[0].clone(), value)
+        }
         SignatureFormat::VersionedList {
+            header,
             version,
             version_separator,
             encoding,
             ..
-        } => format!("{version}{version_separator}{}", encode(*encoding)),
+        } => (
+            header.names()[0].clone(),
+            format!(
+                "{version}{version_separator}{}",
+                encode_signature(*encoding, &tag)
+            ),
+        ),
+        SignatureFormat::EachHeader {
+            header,
+            numbered,
+            encoding,
+        } => {
+            let name = if *numbered {
+                format!("{}1", header.names()[0])
+            } else {
+                header.names()[0].clone()
+            };
+            (name, encode_signature(*encoding, &tag))
+        }
+        SignatureFormat::PerItem { .. }
+        | SignatureFormat::JsonPointer { .. }
+        | SignatureFormat::XmlElement { .. } => return Err(SignError::Body),
     };
-    added.push((spec.signature.header().names()[0].clone(), value));
-    Ok(added)
+    added.push((header, value));
+    Ok(Signed {
+        headers: added,
+        body: None,
+    })
+}
+
+/// The signature bytes `scheme` makes over `pieces` with `key` (for asymmetric schemes
+/// `key` is the private key; for the token scheme, the token itself).
+fn tag_for(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Result<Vec<u8>, SignError> {
+    if let Some(tag) = symmetric_tag(scheme, key, pieces) {
+        return Ok(tag);
+    }
+    match scheme {
+        Scheme::Token => Ok(key.to_vec()),
+        Scheme::Ed25519 => {
+            use ed25519_dalek::Signer as _;
+            let seed = <[u8; 32]>::try_from(key).map_err(|_| SignError::UnusableKey)?;
+            let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+            Ok(signing.sign(&message(pieces)).to_bytes().to_vec())
+        }
+        Scheme::EcdsaP256 => {
+            use p256::ecdsa::signature::Signer as _;
+            let signing =
+                p256::ecdsa::SigningKey::from_slice(key).map_err(|_| SignError::UnusableKey)?;
+            let signature: p256::ecdsa::Signature = signing.sign(&message(pieces));
+            Ok(signature.to_der().as_bytes().to_vec())
+        }
+        Scheme::Jwt | Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 => {
+            Err(SignError::UnusableKey)
+        }
+    }
+}
+
+fn encode_signature(encoding: SignatureEncoding, tag: &[u8]) -> String {
+    match encoding {
+        SignatureEncoding::Hex => hex::encode(tag),
+        SignatureEncoding::Base64 => BASE64.encode(tag),
+        SignatureEncoding::Text => String::from_utf8_lossy(tag).into_owned(),
+    }
+}
+
+/// Sets the value at a JSON pointer, creating objects on the way.
+fn set_pointer(
+    json: &mut serde_json::Value,
+    pointer: &str,
+    value: serde_json::Value,
+) -> Result<(), SignError> {
+    let mut at = json;
+    let tokens: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|token| token.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, path)) = tokens.split_last() else {
+        return Err(SignError::Body);
+    };
+    for token in path {
+        let object = at.as_object_mut().ok_or(SignError::Body)?;
+        at = object
+            .entry(token.clone())
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    }
+    at.as_object_mut()
+        .ok_or(SignError::Body)?
+        .insert(last.clone(), value);
+    Ok(())
 }
 
 /// Signs a request as the provider would and adds the resulting headers to `headers`:
-/// what a sender (the CLI, tests, benchmarks) needs in one call. See [`sign`].
+/// what a sender (the CLI, tests, benchmarks) needs in one call. Returns the body to
+/// send instead of `body` when the scheme puts its signature in the body. See [`sign`].
 pub fn sign_into(
     spec: &Verification,
     secret: &SigningSecret,
@@ -568,20 +958,21 @@ pub fn sign_into(
     headers: &mut HeaderMap,
     body: &[u8],
     now: OffsetDateTime,
-) -> Result<(), SignError> {
+) -> Result<Option<Vec<u8>>, SignError> {
     let request = SignedRequest {
         method,
         url,
         headers,
         body,
     };
-    for (name, value) in sign(spec, secret, &request, now)? {
+    let signed = sign_request(spec, secret, &request, now)?;
+    for (name, value) in signed.headers {
         let name =
             http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| SignError::InvalidHeader)?;
         let value = http::HeaderValue::from_str(&value).map_err(|_| SignError::InvalidHeader)?;
         headers.insert(name, value);
     }
-    Ok(())
+    Ok(signed.body)
 }
 
 /// `url` with the body-hash query parameter the catalog asks for (Twilio's
@@ -614,6 +1005,55 @@ pub fn ed25519_public_key(encoding: SecretEncoding, seed: &[u8; 32]) -> String {
         SecretEncoding::Base64 => BASE64.encode(public),
         SecretEncoding::Hex | SecretEncoding::Utf8 => hex::encode(public),
     }
+}
+
+/// Keys shaped like the provider's real ones, made from 32 random bytes, for tests, the
+/// local stack and the CLI: `(what to sign with, what to configure)`. They differ only
+/// for asymmetric schemes (the private key, and the public key the provider would
+/// publish). `None` when the bytes are not a valid key for the scheme (an ECDSA scalar
+/// of zero or above the group order).
+pub fn development_keys(spec: &Verification, random: &[u8; 32]) -> Option<(String, String)> {
+    let encode = |bytes: &[u8]| match spec.secret_encoding {
+        SecretEncoding::Base64 => BASE64.encode(bytes),
+        SecretEncoding::Hex => hex::encode(bytes),
+        SecretEncoding::Utf8 => format!("localdev_{}", hex::encode(&bytes[..16])),
+    };
+    match spec.scheme {
+        Scheme::Ed25519 => Some((
+            encode(random),
+            ed25519_public_key(spec.secret_encoding, random),
+        )),
+        Scheme::EcdsaP256 => {
+            let public = ecdsa_p256_public_key(random)?;
+            let public = match spec.secret_encoding {
+                SecretEncoding::Hex => hex::encode(BASE64.decode(public).ok()?),
+                SecretEncoding::Base64 | SecretEncoding::Utf8 => public,
+            };
+            Some((encode(random), public))
+        }
+        // Tokens are minted by the provider (Google) with keys only it holds.
+        Scheme::Jwt => None,
+        Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 | Scheme::Token => {
+            let prefix = spec.secret_prefix.as_deref().unwrap_or_default();
+            let secret = format!("{prefix}{}", encode(random));
+            Some((secret.clone(), secret))
+        }
+    }
+}
+
+/// The public key for an ECDSA P-256 private scalar as SendGrid publishes its
+/// verification key: base64 SubjectPublicKeyInfo DER. `None` for an invalid scalar.
+pub fn ecdsa_p256_public_key(scalar: &[u8; 32]) -> Option<String> {
+    // SubjectPublicKeyInfo for id-ecPublicKey / prime256v1, then the uncompressed point.
+    const SPKI_PREFIX: [u8; 26] = [
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    let signing = p256::ecdsa::SigningKey::from_slice(scalar).ok()?;
+    let point = signing.verifying_key().to_encoded_point(false);
+    let mut der = SPKI_PREFIX.to_vec();
+    der.extend_from_slice(point.as_bytes());
+    Some(BASE64.encode(der))
 }
 
 fn format_timestamp(unit: TimestampUnit, now: OffsetDateTime) -> String {

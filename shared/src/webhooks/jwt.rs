@@ -1,0 +1,417 @@
+//! JWT-authenticated deliveries (Gmail's Pub/Sub push): the token is verified with keys
+//! the provider publishes as a JSON Web Key Set, fetched over HTTPS with a timeout and
+//! cached with an expiry ([`KeySetCache`] over a [`KeySetSource`] port).
+//!
+//! [`verify_jwt`] is pure: the header's `alg` must be the catalog's (no `none`, no
+//! algorithm confusion), the `kid` must name a published key of the right type, the
+//! signature must verify, `exp` must be in the future, and the catalog's claim rules
+//! (issuer, configured audience and email, `email_verified`, a body hash) must hold.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::Mutex;
+
+use super::VerifyError;
+use crate::catalog::{JwtAlgorithm, JwtRule};
+
+/// Tokens longer than this are refused before any decoding.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Allowed clock difference for `exp` and `iat`.
+const LEEWAY_SECONDS: i64 = 60;
+
+/// One published key (RSA or P-256); other members are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Jwk {
+    pub kid: String,
+    pub kty: String,
+    #[serde(default)]
+    pub alg: Option<String>,
+    #[serde(default)]
+    pub n: Option<String>,
+    #[serde(default)]
+    pub e: Option<String>,
+    #[serde(default)]
+    pub crv: Option<String>,
+    #[serde(default)]
+    pub x: Option<String>,
+    #[serde(default)]
+    pub y: Option<String>,
+}
+
+/// A JSON Web Key Set.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+impl JwkSet {
+    fn get(&self, kid: &str) -> Option<&Jwk> {
+        self.keys.iter().find(|key| key.kid == kid)
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// The `kid` a token's header names, if it is a well-formed JWT.
+pub fn jwt_kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let header: Header = serde_json::from_slice(&BASE64URL.decode(header).ok()?).ok()?;
+    header.kid
+}
+
+/// Verifies `token` (without any `Bearer ` prefix) against `keys` and `rule`.
+/// `configured` holds the values of the rule's `configured_claims`.
+pub fn verify_jwt(
+    rule: &JwtRule,
+    token: &str,
+    body: &[u8],
+    keys: &JwkSet,
+    configured: &BTreeMap<String, String>,
+    now: OffsetDateTime,
+) -> Result<(), VerifyError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(VerifyError::MalformedSignature);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::MalformedSignature);
+    };
+    let decode = |part: &str| {
+        BASE64URL
+            .decode(part)
+            .map_err(|_| VerifyError::MalformedSignature)
+    };
+    let header: Header = serde_json::from_slice(&decode(header_b64)?)
+        .map_err(|_| VerifyError::MalformedSignature)?;
+    if header.alg != rule.algorithm.name() {
+        return Err(VerifyError::MalformedSignature);
+    }
+    let kid = header.kid.ok_or(VerifyError::MalformedSignature)?;
+    let key = keys.get(&kid).ok_or(VerifyError::SignatureMismatch)?;
+    let signature = decode(signature_b64)?;
+    let signed = &token.as_bytes()[..header_b64.len() + 1 + claims_b64.len()];
+    if !signature_verifies(rule.algorithm, key, signed, &signature) {
+        return Err(VerifyError::SignatureMismatch);
+    }
+
+    // Signed: the claims may be read.
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&decode(claims_b64)?)
+            .map_err(|_| VerifyError::MalformedSignature)?;
+    let now_s = now.unix_timestamp();
+    let seconds = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
+    let exp = seconds("exp").ok_or(VerifyError::MissingTimestamp)?;
+    if exp + LEEWAY_SECONDS < now_s {
+        return Err(VerifyError::StaleTimestamp);
+    }
+    if let Some(iat) = seconds("iat")
+        && iat - LEEWAY_SECONDS > now_s
+    {
+        return Err(VerifyError::FutureTimestamp);
+    }
+    if let Some(max_age) = rule.max_age_seconds {
+        let iat = seconds("iat").ok_or(VerifyError::MissingTimestamp)?;
+        if now_s - iat > i64::try_from(max_age).unwrap_or(i64::MAX) {
+            return Err(VerifyError::StaleTimestamp);
+        }
+    }
+    let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+    if !rule.issuers.is_empty()
+        && !text("iss").is_some_and(|iss| rule.issuers.iter().any(|allowed| allowed == iss))
+    {
+        return Err(VerifyError::ClaimMismatch);
+    }
+    for name in &rule.configured_claims {
+        let expected = configured.get(name).ok_or(VerifyError::NoUsableSecret)?;
+        let matches = |value: &serde_json::Value| {
+            value
+                .as_str()
+                .is_some_and(|value| bool::from(value.as_bytes().ct_eq(expected.as_bytes())))
+        };
+        let ok = match claims.get(name) {
+            Some(serde_json::Value::Array(values)) => values.iter().any(matches),
+            Some(value) => matches(value),
+            None => false,
+        };
+        if !ok {
+            return Err(VerifyError::ClaimMismatch);
+        }
+    }
+    for name in &rule.true_claims {
+        if claims.get(name) != Some(&serde_json::Value::Bool(true)) {
+            return Err(VerifyError::ClaimMismatch);
+        }
+    }
+    if let Some(name) = &rule.body_hash_claim {
+        let expected = text(name).ok_or(VerifyError::MissingBodyHash)?;
+        let actual = hex::encode(Sha256::digest(body));
+        if !bool::from(
+            actual
+                .as_bytes()
+                .ct_eq(expected.to_ascii_lowercase().as_bytes()),
+        ) {
+            return Err(VerifyError::BodyHashMismatch);
+        }
+    }
+    Ok(())
+}
+
+fn signature_verifies(algorithm: JwtAlgorithm, key: &Jwk, signed: &[u8], signature: &[u8]) -> bool {
+    if key
+        .alg
+        .as_deref()
+        .is_some_and(|alg| alg != algorithm.name())
+    {
+        return false;
+    }
+    let field = |value: &Option<String>| value.as_deref().and_then(|v| BASE64URL.decode(v).ok());
+    match algorithm {
+        JwtAlgorithm::RS256 => {
+            use rsa::signature::Verifier as _;
+            let (Some(n), Some(e)) = (field(&key.n), field(&key.e)) else {
+                return false;
+            };
+            if key.kty != "RSA" {
+                return false;
+            }
+            let Ok(public) = rsa::RsaPublicKey::new(
+                rsa::BigUint::from_bytes_be(&n),
+                rsa::BigUint::from_bytes_be(&e),
+            ) else {
+                return false;
+            };
+            let verifying = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public);
+            rsa::pkcs1v15::Signature::try_from(signature)
+                .is_ok_and(|signature| verifying.verify(signed, &signature).is_ok())
+        }
+        JwtAlgorithm::ES256 => {
+            use p256::ecdsa::signature::Verifier as _;
+            let (Some(x), Some(y)) = (field(&key.x), field(&key.y)) else {
+                return false;
+            };
+            if key.kty != "EC"
+                || key.crv.as_deref() != Some("P-256")
+                || x.len() != 32
+                || y.len() != 32
+            {
+                return false;
+            }
+            let point = p256::EncodedPoint::from_affine_coordinates(
+                p256::FieldBytes::from_slice(&x),
+                p256::FieldBytes::from_slice(&y),
+                false,
+            );
+            let Ok(public) = p256::ecdsa::VerifyingKey::from_encoded_point(&point) else {
+                return false;
+            };
+            p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|signature| public.verify(signed, &signature).is_ok())
+        }
+    }
+}
+
+/// A failure to fetch a key set; the ingress answers 503 so the provider retries.
+#[derive(Debug, thiserror::Error)]
+#[error("could not fetch the key set {url}")]
+pub struct KeySetError {
+    pub url: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// A fetched key set and how long the provider says it may be cached.
+#[derive(Debug, Clone)]
+pub struct FetchedKeySet {
+    pub keys: JwkSet,
+    pub max_age: Option<Duration>,
+}
+
+/// Fetches a provider's published keys.
+#[async_trait]
+pub trait KeySetSource: Send + Sync + std::fmt::Debug {
+    /// Must time out; never called with anything but the catalog's https URLs.
+    async fn fetch(&self, url: &str) -> Result<FetchedKeySet, KeySetError>;
+}
+
+/// HTTPS with a short timeout.
+#[derive(Debug, Clone)]
+pub struct HttpKeySetSource {
+    client: reqwest::Client,
+}
+
+impl HttpKeySetSource {
+    /// A client with a 3 s timeout; building it once at init is the caller's job.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build()?;
+        Ok(HttpKeySetSource { client })
+    }
+}
+
+#[async_trait]
+impl KeySetSource for HttpKeySetSource {
+    async fn fetch(&self, url: &str) -> Result<FetchedKeySet, KeySetError> {
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| KeySetError {
+            url: url.to_owned(),
+            source,
+        };
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|err| failed(Box::new(err)))?;
+        let max_age = response
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|value| value.to_str().ok())
+            .and_then(cache_max_age);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| failed(Box::new(err)))?;
+        let keys = serde_json::from_slice(&bytes).map_err(|err| failed(Box::new(err)))?;
+        Ok(FetchedKeySet { keys, max_age })
+    }
+}
+
+/// `max-age=N` of a Cache-Control value.
+fn cache_max_age(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|directive| {
+        let seconds = directive
+            .trim()
+            .strip_prefix("max-age=")?
+            .parse::<i64>()
+            .ok()?;
+        Some(Duration::seconds(seconds))
+    })
+}
+
+/// Key sets in memory, counting fetches (tests assert the cache with it).
+#[derive(Debug, Default)]
+pub struct InMemoryKeySetSource {
+    sets: std::sync::Mutex<HashMap<String, JwkSet>>,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+impl InMemoryKeySetSource {
+    pub fn put(&self, url: impl Into<String>, keys: JwkSet) {
+        self.sets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(url.into(), keys);
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl KeySetSource for InMemoryKeySetSource {
+    async fn fetch(&self, url: &str) -> Result<FetchedKeySet, KeySetError> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let keys = self
+            .sets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(url)
+            .cloned();
+        match keys {
+            Some(keys) => Ok(FetchedKeySet {
+                keys,
+                max_age: None,
+            }),
+            None => Err(KeySetError {
+                url: url.to_owned(),
+                source: "no such key set".into(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CachedSet {
+    keys: Arc<JwkSet>,
+    fetched_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+/// Key sets cached until the provider's max-age (an hour when it gives none, a day at
+/// most); a token naming an unknown `kid` re-reads the set at most once a minute.
+#[derive(Debug)]
+pub struct KeySetCache {
+    source: Arc<dyn KeySetSource>,
+    cache: Mutex<HashMap<String, CachedSet>>,
+}
+
+impl KeySetCache {
+    const DEFAULT_TTL: Duration = Duration::hours(1);
+    const MAX_TTL: Duration = Duration::days(1);
+    const REFRESH_INTERVAL: Duration = Duration::minutes(1);
+
+    pub fn new(source: Arc<dyn KeySetSource>) -> Self {
+        KeySetCache {
+            source,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The keys at `url` that can verify a token naming `kid`: from the cache while
+    /// fresh and holding `kid`, else re-read (rate-limited for unknown kids).
+    pub async fn keys_for(
+        &self,
+        url: &str,
+        kid: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Arc<JwkSet>, KeySetError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(entry) = cache.get(url) {
+            let fresh = now < entry.expires_at;
+            let knows_kid = kid.is_none_or(|kid| entry.keys.get(kid).is_some());
+            let recently = now - entry.fetched_at < Self::REFRESH_INTERVAL;
+            if fresh && (knows_kid || recently) {
+                return Ok(entry.keys.clone());
+            }
+        }
+        let fetched = self.source.fetch(url).await?;
+        let ttl = fetched
+            .max_age
+            .unwrap_or(Self::DEFAULT_TTL)
+            .clamp(Duration::ZERO, Self::MAX_TTL);
+        let keys = Arc::new(fetched.keys);
+        cache.insert(
+            url.to_owned(),
+            CachedSet {
+                keys: keys.clone(),
+                fetched_at: now,
+                expires_at: now + ttl,
+            },
+        );
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;
