@@ -2,6 +2,8 @@
 //! free loopback port and stops it when it ends. Run them with the README's test
 //! command (`infra/test`), which first installs the emulator into the project venv.
 
+pub mod call_counter;
+
 use local_stack::emulator::{Moto, repo_root};
 
 /// A moto server of the test's own (stopped when dropped) and SDK configuration pointing

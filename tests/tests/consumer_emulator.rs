@@ -303,3 +303,79 @@ fn message(n: usize, copy: usize) -> InboundMessage {
         receive_count: 1,
     }
 }
+
+/// AWS calls per event, counted at the endpoint (a proxy in front of the emulator):
+/// printed as the benchmark figure, and asserted so a change that adds a call per event
+/// is seen.
+#[tokio::test]
+async fn aws_calls_per_event_counted_at_the_endpoint() {
+    let (moto, aws) = emulator().await;
+    create_table(&aws, "idempotency").await;
+    create_table(&aws, "records").await;
+    aws_sdk_eventbridge::Client::new(&aws)
+        .create_event_bus()
+        .name("junction-events")
+        .send()
+        .await
+        .expect("bus");
+    let counter = junction_tests::call_counter::CallCounter::start(moto.endpoint()).await;
+    let counted = aws.to_builder().endpoint_url(counter.endpoint()).build();
+    let consumer = dynamo_consumer(
+        &counted,
+        Arc::new(EventBridgeBus::from_config(&counted, "junction-events")),
+        Arc::new(shared::queue::InMemoryRetryScheduler::default()),
+    );
+    const N: usize = 20;
+    let per_event = |counts: &BTreeMap<String, usize>| {
+        counts
+            .iter()
+            .map(|(operation, count)| format!("{operation} {:.2}", *count as f64 / N as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for n in 0..N {
+        let outcome = consumer.process(message(n, 0)).await;
+        assert_eq!(outcome.result, "processed", "{outcome:?}");
+    }
+    let passthrough = counter.take();
+    for n in 0..N {
+        let outcome = consumer.process(linear_issue(n)).await;
+        assert_eq!(outcome.result, "processed", "{outcome:?}");
+    }
+    let records = counter.take();
+    println!(
+        "AWS calls per pass-through event (Stripe): {}",
+        per_event(&passthrough)
+    );
+    println!(
+        "AWS calls per record event (Linear issue): {}",
+        per_event(&records)
+    );
+    let total = |counts: &BTreeMap<String, usize>| counts.values().sum::<usize>();
+    assert_eq!(
+        total(&passthrough),
+        3 * N,
+        "claim, publish, complete: {passthrough:?}"
+    );
+    assert_eq!(
+        total(&records),
+        5 * N,
+        "claim, record read and conditional write, publish, complete: {records:?}"
+    );
+    assert_eq!(records.get("events:PutEvents"), Some(&N));
+}
+
+/// A Linear issue webhook (https://linear.app/developers/webhooks), trimmed.
+fn linear_issue(n: usize) -> InboundMessage {
+    let mut message = message(n, 0);
+    message
+        .attributes
+        .insert(attribute::PROVIDER.into(), "linear".into());
+    message
+        .attributes
+        .insert(attribute::EVENT_ID.into(), format!("linear-delivery-{n}"));
+    message.body = format!(
+        r#"{{"action":"update","type":"Issue","webhookTimestamp":1714557600000,"data":{{"id":"issue-{n}","identifier":"ENG-{n}","title":"Issue {n}","priority":2,"createdAt":"2024-04-30T09:00:00.000Z","updatedAt":"2024-05-01T10:00:00.000Z","state":{{"id":"s1","name":"Todo","type":"unstarted"}},"team":{{"id":"t1","key":"ENG","name":"Engineering"}}}}}}"#
+    );
+    message
+}
