@@ -83,10 +83,54 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
     for path in ["/webhooks/{provider}", "/webhooks/{provider}/{endpoint}"] {
         assert!(routes.contains(&("POST".into(), path.into())), "{routes:?}");
     }
+    for route in &stack.routes {
+        let (function, auth) = if route.path.starts_with("/webhooks/") {
+            ("WebhookIngressFunction", None)
+        } else if route.path.starts_with("/oauth/") {
+            ("OAuthFunction", None)
+        } else if route.path.starts_with("/connections") {
+            ("ConnectionsFunction", Some("AWS_IAM"))
+        } else {
+            panic!("unexpected route {route:?}");
+        };
+        assert_eq!(route.function.as_deref(), Some(function), "{route:?}");
+        assert_eq!(
+            route.auth.as_deref(),
+            auth,
+            "only the management API is IAM-authorized, and all of it is: {route:?}"
+        );
+    }
+    for (method, path) in [
+        ("GET", "/oauth/{provider}/start"),
+        ("GET", "/oauth/{provider}/callback"),
+        ("GET", "/connections"),
+        ("GET", "/connections/{id}"),
+        ("DELETE", "/connections/{id}"),
+    ] {
+        assert!(
+            routes.contains(&(method.into(), path.into())),
+            "{method} {path}: {routes:?}"
+        );
+    }
+
+    let refresher = stack
+        .schedules
+        .iter()
+        .find(|s| s.function.as_deref() == Some("TokenRefresherFunction"))
+        .expect("the token refresher runs on a schedule");
+    assert_eq!(refresher.expression.as_deref(), Some("rate(5 minutes)"));
+    let oauth_env = stack.functions["OAuthFunction"].environment_strings();
+    assert_eq!(
+        oauth_env["CONNECTIONS_TABLE"],
+        stack.resources["ConnectionsTable"]
+    );
+    assert_eq!(
+        oauth_env["OAUTH_STATE_TABLE"],
+        stack.resources["OAuthStateTable"]
+    );
     assert!(
-        stack
-            .routes
-            .iter()
-            .all(|r| r.function.as_deref() == Some("WebhookIngressFunction"))
+        oauth_env["TOKEN_KEY_ID"].contains(&stack.resources["TokenKey"]),
+        "the token key: {}",
+        oauth_env["TOKEN_KEY_ID"]
     );
 }
