@@ -4,7 +4,8 @@
 //! first use) on a free port of 127.0.0.1 and stops it when dropped, so a test that
 //! starts one cannot leave it behind. [`deploy`] translates `template.yaml` with
 //! aws-sam-translator and creates it as a CloudFormation stack in the emulator
-//! (`infra/emulator.py`), returning what the stack made.
+//! (`infra/emulator.py`), returning what the stack made. Clients reach a server started
+//! here through [`crate::atomic_proxy`], which makes moto's DynamoDB writes atomic.
 
 use std::{
     collections::BTreeMap,
@@ -86,7 +87,9 @@ pub fn free_port() -> Result<u16, EmulatorError> {
 #[derive(Debug)]
 pub struct Moto {
     child: Option<Child>,
+    /// Where clients connect: the [`AtomicProxy`] in front of a server started here.
     endpoint: String,
+    proxy: Option<crate::atomic_proxy::AtomicProxy>,
     /// moto's request log, removed when the server stops.
     log_path: Option<PathBuf>,
 }
@@ -114,9 +117,19 @@ impl Moto {
         let mut moto = Moto {
             child: Some(child),
             endpoint: format!("http://127.0.0.1:{port}"),
+            proxy: None,
             log_path: Some(log_path),
         };
         moto.wait_ready(port, Duration::from_secs(60))?;
+        // moto's DynamoDB is not atomic under concurrent requests; the proxy makes it so.
+        let proxy = crate::atomic_proxy::AtomicProxy::start(&moto.endpoint).map_err(|source| {
+            EmulatorError::Spawn {
+                what: "the emulator proxy".into(),
+                source,
+            }
+        })?;
+        moto.endpoint = proxy.endpoint();
+        moto.proxy = Some(proxy);
         Ok(moto)
     }
 
@@ -125,6 +138,7 @@ impl Moto {
         Moto {
             child: None,
             endpoint: endpoint.into(),
+            proxy: None,
             log_path: None,
         }
     }

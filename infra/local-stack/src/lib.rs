@@ -7,6 +7,7 @@
 //! ([`http_api`]), SQS event source mappings ([`sqs_poller`]) and schedules
 //! ([`schedule`]), all read from the stack description, never listed by hand.
 
+pub mod atomic_proxy;
 pub mod binaries;
 pub mod dev_secrets;
 pub mod emulator;
