@@ -107,6 +107,11 @@ impl Harness {
     /// Start → the provider's authorize endpoint over HTTP → the callback query the
     /// provider redirects the browser to, and the binding cookie.
     async fn authorize(&self) -> CallbackQuery {
+        self.authorize_as(None).await
+    }
+
+    /// [`Harness::authorize`], re-authorizing the connection `reconnect` when given.
+    async fn authorize_as(&self, reconnect: Option<String>) -> CallbackQuery {
         let start = self
             .flow
             .start(
@@ -114,6 +119,7 @@ impl Harness {
                 &StartRequest {
                     tenant: Some("tenant-1".into()),
                     return_to: Some(RETURN_TO.into()),
+                    reconnect,
                     ..StartRequest::default()
                 },
                 BASE,
@@ -543,43 +549,10 @@ async fn reconnecting_a_needs_reauth_connection_keeps_its_id() {
     h.server.revoke_all_grants();
     h.make_due();
     assert!(h.vault.access_token(&id).await.is_err());
-    let start = h
-        .flow
-        .start(
-            "fakeauth",
-            &StartRequest {
-                tenant: Some("tenant-1".into()),
-                return_to: Some(RETURN_TO.into()),
-                reconnect: Some(id.clone()),
-                ..StartRequest::default()
-            },
-            BASE,
-        )
-        .await
-        .expect("start");
-    let response = h.http.get(&start.location).send().await.expect("authorize");
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("redirect")
-        .to_owned();
-    let cookie = start
-        .set_cookie
-        .split(';')
-        .next()
-        .and_then(|p| p.split_once('='))
-        .map(|(_, v)| v.to_owned());
+    let query = h.authorize_as(Some(id.clone())).await;
     let outcome = h
         .flow
-        .callback(
-            "fakeauth",
-            &CallbackQuery {
-                pairs: query_of(&location),
-                binding_cookie: cookie,
-            },
-            BASE,
-        )
+        .callback("fakeauth", &query, BASE)
         .await
         .expect("callback");
     assert!(
