@@ -74,14 +74,13 @@ impl Catalog {
 
     /// Parses and validates `(file name, TOML text)` pairs.
     pub fn from_files(files: &[(&str, &str)]) -> Result<Catalog, CatalogError> {
-        let mut providers: BTreeMap<String, Provider> = BTreeMap::new();
+        let mut parsed: Vec<(String, Provider)> = Vec::new();
         let mut origin: BTreeMap<String, String> = BTreeMap::new();
         for (file, text) in files {
             let provider: Provider = toml::from_str(text).map_err(|err| CatalogError::Parse {
                 file: (*file).to_owned(),
                 detail: err.to_string().trim_end().to_owned(),
             })?;
-            provider.validate(file)?;
             if let Some(first_file) = origin.get(&provider.id) {
                 return Err(CatalogError::Duplicate {
                     file: (*file).to_owned(),
@@ -90,6 +89,16 @@ impl Catalog {
                 });
             }
             origin.insert(provider.id.clone(), (*file).to_owned());
+            parsed.push(((*file).to_owned(), provider));
+        }
+        let declared: BTreeMap<String, Provider> = parsed
+            .iter()
+            .map(|(_, provider)| (provider.id.clone(), provider.clone()))
+            .collect();
+        let mut providers = BTreeMap::new();
+        for (file, mut provider) in parsed {
+            provider.inherit_verification(&declared, &file)?;
+            provider.validate(&file)?;
             providers.insert(provider.id.clone(), provider);
         }
         Ok(Catalog { providers })
@@ -110,7 +119,7 @@ impl Catalog {
             file: source.to_owned(),
             detail: err.to_string().trim_end().to_owned(),
         })?;
-        let mut providers = self.providers.clone();
+        let mut parsed = Vec::new();
         let mut seen = BTreeMap::new();
         for (index, table) in overlay.provider.into_iter().enumerate() {
             let id = table
@@ -126,7 +135,6 @@ impl Catalog {
                         file: label.clone(),
                         detail: err.to_string().trim_end().to_owned(),
                     })?;
-            provider.check(&label)?;
             if let Some(first) = seen.insert(provider.id.clone(), label.clone()) {
                 return Err(CatalogError::Duplicate {
                     file: label,
@@ -134,6 +142,18 @@ impl Catalog {
                     first_file: first,
                 });
             }
+            parsed.push((label, provider));
+        }
+        let mut declared = self.providers.clone();
+        declared.extend(
+            parsed
+                .iter()
+                .map(|(_, provider)| (provider.id.clone(), provider.clone())),
+        );
+        let mut providers = self.providers.clone();
+        for (label, mut provider) in parsed {
+            provider.inherit_verification(&declared, &label)?;
+            provider.check(&label)?;
             providers.insert(provider.id.clone(), provider);
         }
         Ok(Catalog { providers })
@@ -179,6 +199,12 @@ pub struct WebhookSpec {
     /// the provider cannot be verified (the catalog test enforces exactly one of them).
     #[serde(default)]
     pub verification: Option<Verification>,
+    /// Verify exactly as this other catalog provider does (`standard-webhooks`,
+    /// `github`): an in-house sender that copied a well-known scheme needs no scheme of
+    /// its own. Resolved when the catalog loads; the named entry must have its own
+    /// `verification`.
+    #[serde(default)]
+    pub verification_from: Option<String>,
     /// Why this provider's deliveries cannot be authenticated at all. The ingress
     /// refuses them (fails closed); the entry documents the gap.
     #[serde(default)]
@@ -374,6 +400,8 @@ pub enum Scheme {
     HmacSha256,
     /// HMAC-SHA1 keyed with the secret (Twilio, Intercom, Vercel).
     HmacSha1,
+    /// HMAC-SHA512 keyed with the secret (for overlay entries of in-house senders).
+    HmacSha512,
     /// A plain SHA-256 digest whose input includes the secret as a [`SignedPart::Secret`]
     /// (HubSpot v1/v2).
     Sha256,
@@ -640,6 +668,45 @@ impl Provider {
             });
         }
         self.check(file)
+    }
+
+    /// Copies the verification of the provider named by `webhook.verification_from`
+    /// (from `declared`, the entries being loaded and those already loaded).
+    fn inherit_verification(
+        &mut self,
+        declared: &BTreeMap<String, Provider>,
+        file: &str,
+    ) -> Result<(), CatalogError> {
+        let Some(webhook) = self.webhook.as_mut() else {
+            return Ok(());
+        };
+        let Some(from) = webhook.verification_from.as_deref() else {
+            return Ok(());
+        };
+        let invalid = |message: String| CatalogError::Invalid {
+            file: file.to_owned(),
+            field: "webhook.verification_from".to_owned(),
+            message,
+        };
+        if webhook.verification.is_some() {
+            return Err(invalid(
+                "give either `verification` or `verification_from`, not both".to_owned(),
+            ));
+        }
+        let source = declared
+            .get(from)
+            .ok_or_else(|| invalid(format!("no provider `{from}` in the catalog")))?;
+        let verification = source
+            .webhook
+            .as_ref()
+            .and_then(|w| w.verification.clone())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "provider `{from}` has no verification of its own to copy"
+                ))
+            })?;
+        webhook.verification = Some(verification);
+        Ok(())
     }
 
     /// The rules every entry meets, built-in or overlay.
@@ -1211,6 +1278,41 @@ description = "the shop"
             )
             .expect_err("http docs");
         assert!(err.to_string().contains("field `docs`"), "{err}");
+    }
+
+    #[test]
+    fn an_overlay_entry_can_verify_like_a_named_provider() {
+        let base = Catalog::embedded().expect("catalog");
+        let overlay = "[[provider]]\nid = \"billing-service\"\nname = \"In-house billing\"\ndocs = \"https://wiki.example.com/billing\"\n[provider.webhook]\nverification_from = \"standard-webhooks\"\nevent_id = { header = \"webhook-id\" }\n";
+        let merged = base.with_overlay("o", overlay).expect("valid overlay");
+        let copied = merged
+            .get("billing-service")
+            .and_then(|p| p.webhook.as_ref())
+            .and_then(|w| w.verification.as_ref())
+            .expect("verification copied");
+        let original = base
+            .get("standard-webhooks")
+            .and_then(|p| p.webhook.as_ref())
+            .and_then(|w| w.verification.as_ref())
+            .expect("standard webhooks");
+        assert_eq!(format!("{copied:?}"), format!("{original:?}"));
+
+        let unknown = overlay.replace("\"standard-webhooks\"", "\"standard-hooks\"");
+        let err = base
+            .with_overlay("o", &unknown)
+            .expect_err("unknown source");
+        assert!(
+            err.to_string()
+                .contains("field `webhook.verification_from`")
+                && err.to_string().contains("standard-hooks"),
+            "{err}"
+        );
+        let both = overlay.replace(
+            "verification_from",
+            "verification = { scheme = \"hmac-sha512\", signature = { format = \"single\", header = \"X-Sig\", encoding = \"hex\" }, signed = [\"body\"] }\nverification_from",
+        );
+        let err = base.with_overlay("o", &both).expect_err("both");
+        assert!(err.to_string().contains("not both"), "{err}");
     }
 
     #[test]

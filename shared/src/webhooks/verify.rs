@@ -632,6 +632,11 @@ fn symmetric_tag(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Option<Vec
             feed(pieces, key, &mut |bytes| mac.update(bytes));
             Some(mac.finalize().into_bytes().to_vec())
         }
+        Scheme::HmacSha512 => {
+            let mut mac = Hmac::<sha2::Sha512>::new_from_slice(key).ok()?;
+            feed(pieces, key, &mut |bytes| mac.update(bytes));
+            Some(mac.finalize().into_bytes().to_vec())
+        }
         Scheme::Sha256 => {
             let mut digest = Sha256::new();
             feed(pieces, key, &mut |bytes| digest.update(bytes));
@@ -686,7 +691,11 @@ fn matches_any(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>], candidates: &[V
             })
         }
         // Verified by `super::jwt` with fetched keys, never here.
-        Scheme::Jwt | Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 => false,
+        Scheme::Jwt
+        | Scheme::HmacSha256
+        | Scheme::HmacSha1
+        | Scheme::HmacSha512
+        | Scheme::Sha256 => false,
     }
 }
 
@@ -906,9 +915,11 @@ fn tag_for(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Result<Vec<u8>, 
             let signature: p256::ecdsa::Signature = signing.sign(&message(pieces));
             Ok(signature.to_der().as_bytes().to_vec())
         }
-        Scheme::Jwt | Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 => {
-            Err(SignError::UnusableKey)
-        }
+        Scheme::Jwt
+        | Scheme::HmacSha256
+        | Scheme::HmacSha1
+        | Scheme::HmacSha512
+        | Scheme::Sha256 => Err(SignError::UnusableKey),
     }
 }
 
@@ -1033,7 +1044,11 @@ pub fn development_keys(spec: &Verification, random: &[u8; 32]) -> Option<(Strin
         }
         // Tokens are minted by the provider (Google) with keys only it holds.
         Scheme::Jwt => None,
-        Scheme::HmacSha256 | Scheme::HmacSha1 | Scheme::Sha256 | Scheme::Token => {
+        Scheme::HmacSha256
+        | Scheme::HmacSha1
+        | Scheme::HmacSha512
+        | Scheme::Sha256
+        | Scheme::Token => {
             let prefix = spec.secret_prefix.as_deref().unwrap_or_default();
             let secret = format!("{prefix}{}", encode(random));
             Some((secret.clone(), secret))

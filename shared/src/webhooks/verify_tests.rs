@@ -1608,3 +1608,45 @@ proptest! {
         prop_assert!(sample.verify_body(&body).is_err(), "{} accepted a changed in-body signature", sample.provider);
     }
 }
+
+// --- Generic schemes (overlay entries) ---------------------------------------------
+
+/// A generic HMAC-SHA512 entry as an operator writes it in an overlay, checked with
+/// RFC 4231 test case 2 (key "Jefe", data "what do ya want for nothing?").
+#[test]
+fn generic_hmac_sha512_matches_rfc_4231() {
+    let overlay = r#"[[provider]]
+id = "inhouse"
+name = "In-house service"
+docs = "https://wiki.example.com/inhouse"
+[provider.webhook.verification]
+scheme = "hmac-sha512"
+signature = { format = "single", header = "X-Inhouse-Signature", prefix = "sha512=", encoding = "hex" }
+signed = ["body"]
+"#;
+    let catalog = Catalog::embedded()
+        .expect("catalog")
+        .with_overlay("test", overlay)
+        .expect("valid overlay");
+    let spec = catalog
+        .get("inhouse")
+        .and_then(|p| p.webhook.as_ref())
+        .and_then(|w| w.verification.as_ref())
+        .expect("verification");
+    let expected = "sha512=164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737";
+    let run = |signature: &str, body: &[u8]| {
+        let headers = headers(&[("X-Inhouse-Signature", signature)]);
+        let request = SignedRequest {
+            method: "POST",
+            url: "https://hooks.example.com/webhooks/inhouse",
+            headers: &headers,
+            body,
+        };
+        verify(spec, &secrets(&["Jefe"]), &request, unix(1_700_000_000))
+    };
+    assert_eq!(run(expected, b"what do ya want for nothing?"), Ok(()));
+    assert_eq!(
+        run(expected, b"what do ya want for nothing!"),
+        Err(VerifyError::SignatureMismatch)
+    );
+}
