@@ -23,8 +23,8 @@ use serde::Deserialize;
 mod oauth;
 
 pub use oauth::{
-    CallbackSignature, ClientAuth, OAuthSpec, Revocation, TokenRequestFormat, UrlParameter,
-    placeholders,
+    CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
+    TokenRequestFormat, UrlParameter, allowed_endpoint, placeholders,
 };
 
 mod embedded {
@@ -189,6 +189,10 @@ pub struct Provider {
     /// How accounts are connected with OAuth 2.0; absent where Junction does not connect.
     #[serde(default)]
     pub oauth: Option<OAuthSpec>,
+    /// How accounts are connected when the provider publishes OAuth / OpenID Connect
+    /// metadata: its issuer alone (instead of `[oauth]`).
+    #[serde(default)]
+    pub oauth_discovery: Option<DiscoverySpec>,
 }
 
 /// How to verify, acknowledge and identify one provider's webhook deliveries.
@@ -383,6 +387,15 @@ pub enum JwtAlgorithm {
 }
 
 impl JwtAlgorithm {
+    /// The algorithm a JOSE `alg` name stands for, if Junction verifies it.
+    pub fn from_name(name: &str) -> Option<JwtAlgorithm> {
+        match name {
+            "RS256" => Some(JwtAlgorithm::RS256),
+            "ES256" => Some(JwtAlgorithm::ES256),
+            _ => None,
+        }
+    }
+
     /// The JOSE `alg` name.
     pub fn name(self) -> &'static str {
         match self {
@@ -729,6 +742,17 @@ impl Provider {
         }
         if let Some(oauth) = &self.oauth {
             oauth
+                .check()
+                .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        if let Some(discovery) = &self.oauth_discovery {
+            if self.oauth.is_some() {
+                return Err(invalid(
+                    "oauth_discovery",
+                    "give either [oauth] or [oauth_discovery], not both".to_owned(),
+                ));
+            }
+            discovery
                 .check()
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
@@ -1313,6 +1337,45 @@ description = "the shop"
         );
         let err = base.with_overlay("o", &both).expect_err("both");
         assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn a_discovered_provider_needs_only_its_issuer() {
+        let base = Catalog::embedded().expect("catalog");
+        let overlay = "[[provider]]\nid = \"acme-sso\"\nname = \"Acme SSO\"\ndocs = \"https://sso.acme.example/docs\"\n[provider.oauth_discovery]\nissuer = \"https://sso.acme.example/realms/main\"\nscopes = [\"openid\", \"offline_access\"]\n";
+        let merged = base.with_overlay("o", overlay).expect("valid");
+        let entry = merged
+            .get("acme-sso")
+            .and_then(|p| p.oauth_discovery.as_ref())
+            .expect("discovery entry");
+        assert!(entry.is_openid());
+        assert_eq!(entry.lifetime_margin_seconds, 300);
+        for (broken, field) in [
+            (
+                overlay.replace("issuer = \"https://", "issuer = \"http://"),
+                "oauth_discovery.issuer",
+            ),
+            (
+                overlay.replace("realms/main", "realms/main?x=1"),
+                "oauth_discovery.issuer",
+            ),
+            (
+                format!(
+                    "{overlay}[provider.oauth]\nauthorize_url = \"https://a.example\"\ntoken_url = \"https://a.example/t\"\npkce = true\nclient_auth = \"client_secret_post\"\nlifetime_margin_seconds = 0\nrefresh_token_rotation = false\nrevocation = {{ style = \"none\", reason = \"none\" }}\n"
+                ),
+                "oauth_discovery",
+            ),
+        ] {
+            let err = base.with_overlay("o", &broken).expect_err("refused");
+            assert!(
+                err.to_string().contains(&format!("field `{field}`")),
+                "{err}"
+            );
+        }
+        let err = base
+            .with_overlay("o", &overlay.replace("scopes", "scope"))
+            .expect_err("unknown field");
+        assert!(err.to_string().contains("scope"), "{err}");
     }
 
     #[test]

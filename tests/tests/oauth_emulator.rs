@@ -89,6 +89,7 @@ async fn dynamodb_connection_and_state_stores_meet_their_contracts() {
         reconnect: None,
         browser_binding: "b".into(),
         expires_at: 2_000_000_000,
+        nonce: None,
     };
     states.put("state-hash", &pending).await.expect("put");
     assert_eq!(

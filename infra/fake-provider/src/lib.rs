@@ -1,5 +1,8 @@
 //! A provider on loopback for Junction's tests.
 //!
+//! [`oidc`] runs a real OpenID Provider (panva's `oidc-provider`, from npm) for the
+//! discovered-provider path.
+//!
 //! [`oauth`] is an OAuth 2.0 authorization server that checks what a real one
 //! checks (RFC 6749, RFC 7636 PKCE, RFC 7009 revocation, refresh-token
 //! rotation with reuse detection from the OAuth 2.0 Security BCP), so the
@@ -8,5 +11,6 @@
 //! delays, tokens that die before their advertised lifetime).
 
 pub mod oauth;
+pub mod oidc;
 
 pub use oauth::{AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, TokenFailure};

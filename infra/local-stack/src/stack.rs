@@ -393,9 +393,14 @@ impl LocalStack {
         let seeded = if config.seed_secrets && moto.is_some() {
             match &config.prefix {
                 Some(prefix) => {
-                    let catalog = shared::catalog::Catalog::embedded()?;
+                    // Overlay providers get development secrets like built-in ones.
+                    let embedded = shared::catalog::Catalog::embedded()?;
+                    let catalog = match &overlay {
+                        Some((name, text)) => embedded.with_overlay(name, text)?,
+                        None => embedded.clone(),
+                    };
                     let client = aws_sdk_secretsmanager::Client::new(&sdk_config);
-                    dev_secrets::seed(&client, catalog, prefix).await?
+                    dev_secrets::seed(&client, &catalog, prefix).await?
                 }
                 None => Vec::new(),
             }

@@ -72,6 +72,97 @@ pub struct OAuthSpec {
     /// Why the values above are what they are: sources, quirks, unverified points.
     #[serde(default)]
     pub notes: Option<String>,
+    /// Set on specs resolved from an issuer's metadata when the scopes include `openid`:
+    /// the ID token must validate before a connection is stored. Never read from TOML.
+    #[serde(skip)]
+    pub openid: Option<OpenIdRule>,
+    /// Set on specs resolved from metadata that states
+    /// `authorization_response_iss_parameter_supported`: the callback's `iss` must be
+    /// this issuer (RFC 9207 mix-up defence). Never read from TOML.
+    #[serde(skip)]
+    pub callback_issuer: Option<String>,
+}
+
+/// How a discovered OpenID Connect provider's ID tokens are validated (OIDC Core
+/// §3.1.3.7): signature against the issuer's JWKS, `iss`, `aud` (and `azp`), `exp`,
+/// and the `nonce` sent with the authorization request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIdRule {
+    /// The issuer identifier, exactly as configured and as the metadata states it.
+    pub issuer: String,
+    /// The issuer's JSON Web Key Set.
+    pub jwks_uri: String,
+    /// The `alg` values accepted: the metadata's `id_token_signing_alg_values_supported`
+    /// that Junction verifies (RS256, ES256); never `none` or an HMAC.
+    pub algorithms: Vec<super::JwtAlgorithm>,
+}
+
+/// An OAuth 2.0 / OpenID Connect provider described by its issuer alone: the endpoints,
+/// PKCE support, client authentication method and revocation endpoint come from the
+/// issuer's published metadata (OpenID Connect Discovery 1.0, RFC 8414), fetched with a
+/// timeout and cached. For the identity server or niche provider nobody catalogued.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySpec {
+    /// The issuer identifier (`https://id.example.com` or `https://host/realms/main`).
+    pub issuer: String,
+    /// Scopes requested; with `openid`, an ID token is required and validated.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Extra authorize parameters (`prompt = "consent"`, which OpenID Connect requires
+    /// before it issues a refresh token for `offline_access`).
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
+    /// Seconds subtracted from a token's stated lifetime (default 300).
+    #[serde(default = "default_discovered_margin")]
+    pub lifetime_margin_seconds: u32,
+    /// The lifetime assumed when a token response has no `expires_in`.
+    #[serde(default)]
+    pub default_lifetime_seconds: Option<u32>,
+    /// Token-endpoint error codes meaning the user must reconnect, besides `invalid_grant`.
+    #[serde(default)]
+    pub reauth_errors: Vec<String>,
+    /// Sources and quirks.
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+fn default_discovered_margin() -> u32 {
+    300
+}
+
+impl DiscoverySpec {
+    /// Whether this is an OpenID Connect provider (the `openid` scope is requested).
+    pub fn is_openid(&self) -> bool {
+        self.scopes.iter().any(|scope| scope == "openid")
+    }
+
+    /// Checks what the types cannot; returns `(field, message)` for the first fault.
+    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+        let field = |name: &str| format!("oauth_discovery.{name}");
+        if !allowed_endpoint(&self.issuer) {
+            return Err((field("issuer"), "must be an https:// URL".to_owned()));
+        }
+        if self.issuer.contains(['?', '#']) {
+            return Err((
+                field("issuer"),
+                "an issuer has no query or fragment (RFC 8414 §2)".to_owned(),
+            ));
+        }
+        if self.lifetime_margin_seconds > 3_600 {
+            return Err((
+                field("lifetime_margin_seconds"),
+                "more than an hour: most tokens would never be fresh".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An endpoint Junction may call with credentials: https, or http on loopback for test
+/// providers (RFC 8252 §7.3 reasoning).
+pub fn allowed_endpoint(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://127.0.0.1:")
 }
 
 fn default_scope_separator() -> String {
@@ -196,8 +287,7 @@ impl OAuthSpec {
             ("oauth.revocation.url", self.revocation.url()),
         ] {
             let Some(url) = url else { continue };
-            // Loopback HTTP is allowed for test providers (RFC 8252 §7.3 reasoning).
-            if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1:")) {
+            if !allowed_endpoint(url) {
                 return Err((field.to_owned(), "must be an https:// URL".to_owned()));
             }
             for placeholder in placeholders(url) {

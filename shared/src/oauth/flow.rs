@@ -15,16 +15,14 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::{
-    PendingAuthorization, StateStore, TokenVault,
+    PendingAuthorization, StateStore, TokenVault, VaultError,
     connections::{Connection, ConnectionState},
+    discovery::IdTokenError,
     new_connection_id, pkce_pair,
     provider::{TokenError, fill, shopify_callback_hmac_ok},
     random_token, state_key,
 };
-use crate::{
-    catalog::{CallbackSignature, OAuthSpec},
-    crypto::SecretString,
-};
+use crate::{catalog::CallbackSignature, crypto::SecretString};
 
 /// How long a started authorization may take.
 const STATE_TTL_SECONDS: i64 = 600;
@@ -149,12 +147,22 @@ impl ConnectFlow {
         format!("junction_oauth_{}", provider.replace('-', "_"))
     }
 
-    fn spec(&self, provider: &str) -> Result<&'static OAuthSpec, FlowError> {
-        self.vault
+    async fn spec(&self, provider: &str) -> Result<super::vault::ProviderSpec, FlowError> {
+        let connectable = self
+            .vault
             .catalog
             .get(provider)
-            .and_then(|p| p.oauth.as_ref())
-            .ok_or_else(|| FlowError::UnknownProvider(provider.to_owned()))
+            .is_some_and(|p| p.oauth.is_some() || p.oauth_discovery.is_some());
+        if !connectable {
+            return Err(FlowError::UnknownProvider(provider.to_owned()));
+        }
+        self.vault.spec(provider).await.map_err(|err| match err {
+            VaultError::Rejected(reason) => {
+                tracing::error!(provider, error = %reason, "provider configuration unusable");
+                FlowError::Unavailable("the provider's configuration is unusable".into())
+            }
+            other => unavailable(other),
+        })
     }
 
     fn checked_return_to(&self, return_to: Option<&str>) -> Result<String, FlowError> {
@@ -179,7 +187,7 @@ impl ConnectFlow {
         request: &StartRequest,
         base_url: &str,
     ) -> Result<StartRedirect, FlowError> {
-        let spec = self.spec(provider)?;
+        let spec = self.spec(provider).await?;
         let tenant = request
             .tenant
             .as_deref()
@@ -246,6 +254,7 @@ impl ConnectFlow {
             (None, None)
         };
         let redirect_uri = Self::redirect_uri(base_url, provider);
+        let nonce = spec.openid.as_ref().map(|_| random_token());
         let pending = PendingAuthorization {
             provider: provider.to_owned(),
             tenant: tenant.to_owned(),
@@ -257,6 +266,7 @@ impl ConnectFlow {
             reconnect: request.reconnect.clone(),
             browser_binding: hex::encode(Sha256::digest(binding.as_bytes())),
             expires_at: self.vault.clock.now().unix_timestamp() + STATE_TTL_SECONDS,
+            nonce: nonce.clone(),
         };
         self.states
             .put(&state_key(&state), &pending)
@@ -281,6 +291,9 @@ impl ConnectFlow {
                     .append_pair("code_challenge", challenge)
                     .append_pair("code_challenge_method", "S256");
             }
+            if let Some(nonce) = &nonce {
+                query.append_pair("nonce", nonce);
+            }
             for (key, value) in &spec.authorize_params {
                 query.append_pair(key, value);
             }
@@ -302,7 +315,7 @@ impl ConnectFlow {
         query: &CallbackQuery,
         base_url: &str,
     ) -> Result<CallbackOutcome, FlowError> {
-        let spec = self.spec(provider)?;
+        let spec = self.spec(provider).await?;
         let state = query
             .get("state")
             .filter(|s| !s.is_empty())
@@ -354,6 +367,13 @@ impl ConnectFlow {
                 error: code,
             })
         };
+        if let Some(issuer) = &spec.callback_issuer
+            && query.get("iss") != Some(issuer.as_str())
+        {
+            return Err(FlowError::BadRequest(
+                "the callback does not come from this provider's issuer".into(),
+            ));
+        }
         if let Some(error) = query.get("error") {
             tracing::info!(provider, tenant = %pending.tenant, error, outcome = "authorization_refused", "provider returned an error");
             return fail(error);
@@ -376,11 +396,11 @@ impl ConnectFlow {
         let Some(code) = query.get("code").filter(|c| !c.is_empty()) else {
             return Err(FlowError::BadRequest("the callback has no code".into()));
         };
-        let response = match self
+        let mut response = match self
             .vault
             .client
             .exchange_code(
-                spec,
+                &spec,
                 &credentials,
                 &pending.params,
                 code,
@@ -398,6 +418,33 @@ impl ConnectFlow {
                 };
             }
         };
+        if let Some(rule) = &spec.openid {
+            let validated = match (&response.id_token, &pending.nonce) {
+                (Some(id_token), Some(nonce)) => {
+                    self.vault
+                        .discovery
+                        .validate_id_token(
+                            rule,
+                            id_token.expose(),
+                            &credentials.client_id,
+                            nonce,
+                            self.vault.clock.now(),
+                        )
+                        .await
+                }
+                _ => Err(IdTokenError::Missing),
+            };
+            match validated {
+                Ok(subject) => response.account_id = Some(subject),
+                Err(err) => {
+                    tracing::warn!(provider, tenant = %pending.tenant, error = %err, outcome = "id_token_rejected", "ID token refused; nothing stored");
+                    return fail(match err {
+                        IdTokenError::KeysUnavailable(_) => "provider_unavailable",
+                        _ => "invalid_id_token",
+                    });
+                }
+            }
+        }
         let now = self.vault.clock.now().unix_timestamp();
         let existing = match &pending.reconnect {
             Some(id) => self.vault.connections.get(id).await.map_err(unavailable)?,
@@ -407,7 +454,7 @@ impl ConnectFlow {
             Some(existing) => {
                 let next = self
                     .vault
-                    .with_tokens(&existing, spec, &response, None)
+                    .with_tokens(&existing, &spec, &response, None)
                     .await
                     .map_err(unavailable)?;
                 if !self
@@ -448,7 +495,7 @@ impl ConnectFlow {
                 };
                 let connection = self
                     .vault
-                    .with_tokens(&base, spec, &response, None)
+                    .with_tokens(&base, &spec, &response, None)
                     .await
                     .map_err(unavailable)?;
                 self.vault

@@ -9,6 +9,7 @@
 //! every call).
 
 mod connections;
+pub mod discovery;
 mod flow;
 mod provider;
 mod state;

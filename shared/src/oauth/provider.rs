@@ -112,6 +112,9 @@ pub struct TokenResponse {
     pub account_id: Option<String>,
     /// The catalog's `response_params`.
     pub params: BTreeMap<String, String>,
+    /// The OpenID Connect ID token, when the response has one (validated by the flow
+    /// for discovered OpenID providers; never stored).
+    pub id_token: Option<SecretString>,
 }
 
 /// A token-endpoint failure, classified.
@@ -457,6 +460,7 @@ fn classify(spec: &OAuthSpec, status: u16, body: &[u8]) -> Result<TokenResponse,
     Ok(TokenResponse {
         access_token: SecretString::new(access_token),
         refresh_token: text("/refresh_token").map(SecretString::new),
+        id_token: text("/id_token").map(SecretString::new),
         expires_in,
         scopes,
         account_id: spec.account_id.as_deref().and_then(text),

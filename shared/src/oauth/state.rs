@@ -32,6 +32,10 @@ pub struct PendingAuthorization {
     pub browser_binding: String,
     /// Unix seconds after which the state is refused.
     pub expires_at: i64,
+    /// The OpenID Connect `nonce` sent to the authorize endpoint; the ID token must
+    /// carry it.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// Single-use storage of pending authorizations.

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use super::{
     connections::{Connection, ConnectionState, ConnectionStore, Lease},
+    discovery::{Discovery, DiscoveryError},
     provider::{OAuthCredentials, ProviderClient, TokenError, TokenResponse},
     random_token,
 };
@@ -99,6 +100,25 @@ pub struct RefreshReport {
     pub failed: usize,
 }
 
+/// A provider's OAuth spec: the catalog's own, or one resolved from its issuer's
+/// metadata.
+#[derive(Debug, Clone)]
+pub(crate) enum ProviderSpec {
+    Catalog(&'static OAuthSpec),
+    Discovered(Arc<OAuthSpec>),
+}
+
+impl std::ops::Deref for ProviderSpec {
+    type Target = OAuthSpec;
+
+    fn deref(&self) -> &OAuthSpec {
+        match self {
+            ProviderSpec::Catalog(spec) => spec,
+            ProviderSpec::Discovered(spec) => spec,
+        }
+    }
+}
+
 /// The vault and its ports.
 #[derive(Debug, Clone)]
 pub struct TokenVault {
@@ -110,6 +130,8 @@ pub struct TokenVault {
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: VaultSettings,
+    /// Issuer metadata and keys of `[oauth_discovery]` providers, cached.
+    pub(crate) discovery: Arc<Discovery>,
 }
 
 fn unix(at: OffsetDateTime) -> i64 {
@@ -178,15 +200,28 @@ impl TokenVault {
             bus,
             clock,
             settings,
+            discovery: Arc::new(Discovery::new()),
         }
     }
 
-    fn spec(&self, provider: &str) -> Result<&'static OAuthSpec, VaultError> {
-        self.catalog
-            .get(provider)
-            .and_then(|p| p.oauth.as_ref())
-            .ok_or_else(|| {
-                VaultError::Rejected(format!("provider {provider} has no oauth section"))
+    /// The provider's OAuth spec; for a discovered provider, from its (cached) metadata.
+    pub(crate) async fn spec(&self, provider: &str) -> Result<ProviderSpec, VaultError> {
+        let entry = self.catalog.get(provider);
+        if let Some(spec) = entry.and_then(|p| p.oauth.as_ref()) {
+            return Ok(ProviderSpec::Catalog(spec));
+        }
+        let Some(discovered) = entry.and_then(|p| p.oauth_discovery.as_ref()) else {
+            return Err(VaultError::Rejected(format!(
+                "provider {provider} has no oauth section"
+            )));
+        };
+        self.discovery
+            .spec(discovered)
+            .await
+            .map(ProviderSpec::Discovered)
+            .map_err(|err| match err {
+                DiscoveryError::Unavailable { .. } => VaultError::Unavailable(err.to_string()),
+                DiscoveryError::Invalid { .. } => VaultError::Rejected(err.to_string()),
             })
     }
 
@@ -308,8 +343,8 @@ impl TokenVault {
                 connection.last_error.unwrap_or_default(),
             ));
         }
-        let spec = self.spec(&connection.provider)?;
-        if !self.due(&connection, spec).await? {
+        let spec = self.spec(&connection.provider).await?;
+        if !self.due(&connection, &spec).await? {
             return self.hand_out(&connection).await;
         }
         let generation = connection.token_generation;
@@ -404,7 +439,14 @@ impl TokenVault {
     }
 
     async fn refresh_holding_lease(&self, leased: Connection) -> Result<AccessToken, VaultError> {
-        let spec = self.spec(&leased.provider)?;
+        let spec = match self.spec(&leased.provider).await {
+            Ok(spec) => spec,
+            Err(err) => {
+                self.release(&leased, Some("provider_metadata_unavailable"))
+                    .await;
+                return Err(err);
+            }
+        };
         let tokens = match self.tokens(&leased).await {
             Ok(tokens) => tokens,
             Err(err) => {
@@ -426,13 +468,13 @@ impl TokenVault {
         };
         let result = self
             .client
-            .refresh(spec, &credentials, &leased.params, &refresh_token)
+            .refresh(&spec, &credentials, &leased.params, &refresh_token)
             .await;
         let provider = leased.provider.as_str();
         match result {
             Ok(response) => {
                 telemetry::record_token_refresh(provider, "refreshed");
-                self.store_refreshed(&leased, spec, &response, Some(refresh_token))
+                self.store_refreshed(&leased, &spec, &response, Some(refresh_token))
                     .await
             }
             Err(TokenError::Transient(reason)) => {
@@ -647,7 +689,7 @@ impl TokenVault {
     /// connection (the caller retries); `force` deletes without revoking.
     pub async fn disconnect(&self, id: &str, force: bool) -> Result<(), VaultError> {
         let connection = self.load(id).await?;
-        let spec = self.spec(&connection.provider)?;
+        let spec = self.spec(&connection.provider).await?;
         if !force && connection.tokens.is_some() {
             let tokens = self.tokens(&connection).await?;
             let credentials = self
@@ -657,7 +699,7 @@ impl TokenVault {
                 .map_err(|err| VaultError::Unavailable(err.to_string()))?;
             self.client
                 .revoke(
-                    spec,
+                    &spec,
                     &credentials,
                     &connection.params,
                     &tokens.access_token,

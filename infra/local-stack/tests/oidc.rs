@@ -1,0 +1,408 @@
+//! Custom providers added by configuration alone, end to end through the local stack:
+//! one overlay file defines
+//! - `acme-sso`, a generic OpenID Connect provider given only by its issuer. The issuer
+//!   is a real OpenID Provider on loopback (panva's `oidc-provider` from npm, OpenID
+//!   Certified, `infra/oidc-provider/server.mjs`): discovery, connect with PKCE, ID
+//!   token validation, refresh with rotation (twice, so a rotated token that was not
+//!   stored would fail), revocation on disconnect;
+//! - `billing`, an in-house sender signing with HMAC-SHA512 over timestamp and body;
+//! - `ledger`, an in-house sender that uses Standard Webhooks, by name.
+//!
+//! Signatures are computed here from the providers' rules, independently of Junction's
+//! signing code.
+
+mod common;
+use common::{stop_and_check_processes_are_gone, unique};
+
+use std::time::Duration;
+
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use fake_provider::oidc::OidcProvider;
+use hmac::{Hmac, Mac};
+use local_stack::{
+    emulator::repo_root,
+    http_api::LOCAL_IAM_HEADER,
+    stack::{LocalStack, LocalStackConfig},
+};
+use serde_json::Value;
+
+const RETURN_TO: &str = "https://app.example.com/integrations";
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("a redirect")
+        .to_owned()
+}
+
+fn overlay(issuer: &str) -> String {
+    format!(
+        r#"[[provider]]
+id = "acme-sso"
+name = "Acme SSO"
+docs = "https://github.com/panva/node-oidc-provider"
+[provider.oauth_discovery]
+issuer = "{issuer}"
+scopes = ["openid", "offline_access", "email"]
+# OpenID Connect issues a refresh token for offline_access only with prompt=consent.
+authorize_params = {{ prompt = "consent" }}
+
+[[provider]]
+id = "billing"
+name = "In-house billing service"
+docs = "https://wiki.example.com/billing/webhooks"
+[provider.webhook]
+event_id = {{ header = "X-Billing-Delivery" }}
+[provider.webhook.verification]
+scheme = "hmac-sha512"
+signature = {{ format = "single", header = "X-Billing-Signature", prefix = "sha512=", encoding = "hex" }}
+signed = ["timestamp", {{ literal = "." }}, "body"]
+timestamp = {{ from = {{ header = "X-Billing-Timestamp" }}, unit = "seconds", max_age_seconds = 300, max_future_seconds = 60 }}
+
+[[provider]]
+id = "ledger"
+name = "In-house ledger service"
+docs = "https://wiki.example.com/ledger/webhooks"
+[provider.webhook]
+verification_from = "standard-webhooks"
+event_id = {{ header = "webhook-id" }}
+"#
+    )
+}
+
+async fn signing_secret(stack: &LocalStack, prefix: &str, provider: &str) -> String {
+    let text = aws_sdk_secretsmanager::Client::new(stack.sdk_config())
+        .get_secret_value()
+        .secret_id(format!("{prefix}/webhooks/{provider}"))
+        .send()
+        .await
+        .expect("seeded development secret")
+        .secret_string
+        .unwrap_or_default();
+    let document: Value = serde_json::from_str(&text).expect("JSON secret");
+    document["signing_secrets"][0]
+        .as_str()
+        .expect("a signing secret")
+        .to_owned()
+}
+
+async fn view(http: &reqwest::Client, stack: &LocalStack, id: &str) -> Value {
+    let text = http
+        .get(format!("{}/connections/{id}", stack.api_url()))
+        .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+        .send()
+        .await
+        .expect("show")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&text).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_defined_only_in_an_overlay_connect_and_verify() {
+    let root = repo_root();
+    let idp = OidcProvider::start(&root, 600)
+        .await
+        .expect("oidc-provider starts");
+    let dir = std::env::temp_dir().join(unique("oidc-overlay"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let overlay_path = dir.join("overlay.toml");
+    std::fs::write(&overlay_path, overlay(idp.issuer())).expect("overlay written");
+
+    let prefix = unique("oidc");
+    let mut config = LocalStackConfig::new(root);
+    config.stack_name = unique("oidc-e2e");
+    config.prefix = Some(prefix.clone());
+    config.catalog_overlay = Some(overlay_path);
+    config.run_schedules = false;
+    config.parameters = vec![(
+        "OAuthReturnToOrigins".into(),
+        "https://app.example.com".into(),
+    )];
+    let stack = LocalStack::start(config).await.expect("local stack starts");
+    assert!(
+        stack.wait_ready(Duration::from_secs(90)).await,
+        "functions initialize with the overlay"
+    );
+    for mapping in stack
+        .mappings()
+        .iter()
+        .filter(|m| m.queue() == "IngestQueue")
+    {
+        mapping.set_enabled(false).await;
+    }
+    let api = stack.api_url().to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    // --- Generic webhook schemes -----------------------------------------------------
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let billing_secret = signing_secret(&stack, &prefix, "billing").await;
+    let body = br#"{"type":"invoice.paid","invoice":"inv_1"}"#;
+    let billing = |timestamp: i64, body: &[u8], secret: &str| {
+        let mut mac = Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(body);
+        let signature = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
+        http.post(format!("{api}/webhooks/billing"))
+            .header("content-type", "application/json")
+            .header("X-Billing-Delivery", format!("dlv_{timestamp}"))
+            .header("X-Billing-Timestamp", timestamp.to_string())
+            .header("X-Billing-Signature", signature)
+            .body(body.to_vec())
+            .send()
+    };
+    let status = |response: reqwest::Result<reqwest::Response>| {
+        response.expect("answered").status().as_u16()
+    };
+    assert_eq!(status(billing(now, body, &billing_secret).await), 200);
+    assert_eq!(
+        status(
+            billing(
+                now,
+                b"{\"type\":\"invoice.paid\",\"invoice\":\"inv_2\"}",
+                &billing_secret
+            )
+            .await
+        ),
+        200
+    );
+    let tampered = {
+        let mut mac = Hmac::<sha2::Sha512>::new_from_slice(billing_secret.as_bytes()).expect("key");
+        mac.update(format!("{now}.").as_bytes());
+        mac.update(body);
+        let signature = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
+        http.post(format!("{api}/webhooks/billing"))
+            .header("X-Billing-Timestamp", now.to_string())
+            .header("X-Billing-Signature", signature)
+            .body(b"{\"type\":\"invoice.paid\",\"invoice\":\"inv_9\"}".to_vec())
+            .send()
+            .await
+    };
+    assert_eq!(status(tampered), 401, "a changed body");
+    assert_eq!(
+        status(billing(now - 600, body, &billing_secret).await),
+        401,
+        "outside the window"
+    );
+    assert_eq!(
+        status(billing(now, body, "not-the-secret").await),
+        401,
+        "another secret"
+    );
+
+    let ledger_secret = signing_secret(&stack, &prefix, "ledger").await;
+    let key = BASE64
+        .decode(ledger_secret.trim_start_matches("whsec_"))
+        .expect("Standard Webhooks secrets are whsec_ + base64");
+    let ledger_body = br#"{"type":"entry.posted","data":{"id":"le_1"}}"#;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("key");
+    mac.update(format!("msg_ledger_1.{now}.").as_bytes());
+    mac.update(ledger_body);
+    let signature = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+    let ledger = http
+        .post(format!("{api}/webhooks/ledger"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_ledger_1")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", &signature)
+        .body(ledger_body.to_vec())
+        .send()
+        .await;
+    assert_eq!(status(ledger), 200, "Standard Webhooks by name");
+
+    let ingest = stack.description().queues["IngestQueue"].url.clone();
+    let mut providers = Vec::new();
+    let started = std::time::Instant::now();
+    while providers.len() < 3 && started.elapsed() < Duration::from_secs(30) {
+        let received = stack
+            .sqs()
+            .receive_message()
+            .queue_url(&ingest)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("received");
+        for message in received.messages.unwrap_or_default() {
+            providers.push(
+                message
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get("provider"))
+                    .and_then(|a| a.string_value.clone())
+                    .unwrap_or_default(),
+            );
+            if let Some(receipt) = message.receipt_handle {
+                let _ = stack
+                    .sqs()
+                    .delete_message()
+                    .queue_url(&ingest)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await;
+            }
+        }
+    }
+    providers.sort();
+    assert_eq!(
+        providers,
+        ["billing", "billing", "ledger"],
+        "verified deliveries only"
+    );
+
+    // --- Generic OpenID Connect provider ------------------------------------------------
+    let callback = format!("{api}/oauth/acme-sso/callback");
+    let client = idp.register_client(&callback).await.expect("registered");
+    aws_sdk_secretsmanager::Client::new(stack.sdk_config())
+        .create_secret()
+        .name(format!("{prefix}/oauth/acme-sso"))
+        .secret_string(
+            serde_json::json!({
+                "client_id": client.client_id,
+                "client_secret": client.client_secret,
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("client credentials stored");
+
+    let start_url = format!(
+        "{api}/oauth/acme-sso/start?tenant=acme&return_to={}",
+        form_urlencoded::byte_serialize(RETURN_TO.as_bytes()).collect::<String>()
+    );
+    let start = http.get(&start_url).send().await.expect("start");
+    assert_eq!(start.status(), 302);
+    let cookie = start
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("binding cookie")
+        .to_owned();
+    let authorize = url::Url::parse(&location(&start)).expect("authorize URL");
+    assert!(
+        authorize
+            .as_str()
+            .starts_with(&format!("{}/auth?", idp.issuer())),
+        "the discovered authorization endpoint: {authorize}"
+    );
+    let query: std::collections::BTreeMap<String, String> =
+        authorize.query_pairs().into_owned().collect();
+    assert_eq!(query["code_challenge_method"], "S256", "PKCE from metadata");
+    assert_eq!(query["scope"], "openid offline_access email");
+    assert_eq!(query["prompt"], "consent");
+    assert!(query["nonce"].len() >= 43, "a fresh nonce");
+
+    let callback_url = idp.authorize(authorize.as_str()).await.expect("authorized");
+    assert!(
+        callback_url.starts_with(&format!("{callback}?")),
+        "{callback_url}"
+    );
+    assert!(
+        callback_url.contains("iss="),
+        "RFC 9207 iss on the callback"
+    );
+    let connected = http
+        .get(&callback_url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(connected.status(), 302);
+    let back = url::Url::parse(&location(&connected)).expect("return_to");
+    let id = back
+        .query_pairs()
+        .find(|(k, _)| k == "connection_id")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("connected: {back}"));
+    let shown = view(&http, &stack, &id).await;
+    assert_eq!(shown["state"], "active");
+    assert_eq!(
+        shown["account_id"], "user-1",
+        "the validated ID token's subject"
+    );
+    assert_eq!(shown["token"]["refreshable"], true);
+
+    // A callback whose iss names another issuer is refused (mix-up defence).
+    let second = http.get(&start_url).send().await.expect("start");
+    let second_cookie = second
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("binding cookie")
+        .to_owned();
+    let second_callback = idp.authorize(&location(&second)).await.expect("authorized");
+    let mut forged = url::Url::parse(&second_callback).expect("callback URL");
+    let pairs: Vec<(String, String)> = forged
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "iss" {
+                (k, "https://attacker.example.com".to_owned())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    forged.query_pairs_mut().clear().extend_pairs(pairs);
+    let refused = http
+        .get(forged.as_str())
+        .header("cookie", &second_cookie)
+        .send()
+        .await
+        .expect("forged callback");
+    assert_eq!(refused.status(), 400);
+
+    // Refresh twice: each refresh rotates the refresh token; the second works only if
+    // the first stored the new one.
+    let refresher = stack
+        .schedules()
+        .iter()
+        .find(|(_, s)| s.function.logical_id() == "TokenRefresherFunction")
+        .map(|(name, _)| name.clone())
+        .expect("the refresher's schedule");
+    for round in 1..=2 {
+        let report: Value =
+            serde_json::from_slice(&stack.fire_schedule(&refresher).await.expect("fired"))
+                .expect("report");
+        assert_eq!(report["refreshed"], 1, "round {round}: {report}");
+        assert_eq!(report["needs_reauth"], 0, "round {round}: {report}");
+    }
+    let counters = idp.counters().await.expect("counters");
+    assert_eq!(
+        counters["code_grants"], 1,
+        "the forged callback never reached the token endpoint: {counters}"
+    );
+    assert_eq!(counters["refresh_grants"], 2, "{counters}");
+    assert_eq!(counters["refresh_tokens_consumed"], 2, "{counters}");
+    assert_eq!(counters["errors"], serde_json::json!([]), "{counters}");
+    assert!(
+        counters["discovery"].as_u64().unwrap_or(99) <= 2,
+        "metadata is fetched once per process (oauth, refresher): {counters}"
+    );
+    assert_eq!(view(&http, &stack, &id).await["state"], "active");
+
+    let deleted = http
+        .delete(format!("{api}/connections/{id}"))
+        .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    let counters = idp.counters().await.expect("counters");
+    assert_eq!(counters["revocations"], 1, "{counters}");
+    assert_eq!(counters["grants_revoked"], 1, "{counters}");
+
+    stop_and_check_processes_are_gone(stack).await;
+    drop(idp);
+    let _ = std::fs::remove_dir_all(dir);
+}
