@@ -1,11 +1,12 @@
 //! The library behind the `junction` command, shared with the local stack's tests:
 //! realistic provider samples ([`samples`]), signing and posting webhooks exactly as
 //! each provider does ([`webhook`]), and the stack's queues, their depths and DLQ
-//! redrive ([`queues`]).
+//! redrive ([`queues`]), and the catalog overlays' validity ([`overlays`]).
 //!
 //! Everything takes SDK clients built by [`sdk_config`], which points at the emulator
 //! when an endpoint is given and at real AWS otherwise.
 
+pub mod overlays;
 pub mod queues;
 pub mod samples;
 pub mod webhook;

@@ -8,6 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use junction_cli::{
+    overlays::{overlay_statuses, overlay_table},
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
     samples::{Sample, sample},
     sdk_config,
@@ -58,7 +59,8 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Depth of each queue and dead-letter queue of the stack.
+    /// Depth of each queue and dead-letter queue of the stack, and whether each catalog
+    /// overlay (`<prefix>/catalog/*`) is valid.
     Status,
 }
 
@@ -132,6 +134,12 @@ async fn main() -> anyhow::Result<()> {
             let sqs = aws_sdk_sqs::Client::new(&aws);
             let queues = StackQueues::discover(&sqs, &cli.stack).await?;
             print!("{}", queues.status_table());
+            let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+            let overlays = overlay_statuses(&secrets, &cli.prefix).await?;
+            print!("{}", overlay_table(&overlays));
+            if overlays.iter().any(|o| o.result.is_err()) {
+                bail!("a catalog overlay is invalid: functions using it fail at init");
+            }
             Ok(())
         }
         Command::Dlq { command } => {
