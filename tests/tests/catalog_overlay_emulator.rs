@@ -2,8 +2,8 @@
 //! init (`shared::config::load_catalog`) and what `junction status` shows for them.
 
 use junction_cli::overlays::{overlay_statuses, overlay_table};
-use shared::config::{ConfigError, Env, load_catalog};
 use junction_tests::emulator;
+use shared::config::{ConfigError, Env, load_catalog};
 
 const GOOD: &str = r#"[[provider]]
 id = "inhouse"

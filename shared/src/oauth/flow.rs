@@ -438,6 +438,22 @@ impl ConnectFlow {
                 Ok(subject) => response.account_id = Some(subject),
                 Err(err) => {
                     tracing::warn!(provider, tenant = %pending.tenant, error = %err, outcome = "id_token_rejected", "ID token refused; nothing stored");
+                    // The grant exists at the provider: end it rather than leave it behind.
+                    if let Err(revoke) = self
+                        .vault
+                        .client
+                        .revoke(
+                            &spec,
+                            &credentials,
+                            &pending.params,
+                            &response.access_token,
+                            response.refresh_token.as_ref(),
+                            None,
+                        )
+                        .await
+                    {
+                        tracing::warn!(provider, error = %revoke, "revoking the refused grant failed");
+                    }
                     return fail(match err {
                         IdTokenError::KeysUnavailable(_) => "provider_unavailable",
                         _ => "invalid_id_token",
