@@ -8,12 +8,12 @@
 //! tests check the processes are gone.
 
 mod common;
-use common::{eventually, queue_depth, stop_and_check_processes_are_gone, unique};
-
-use std::{
-    collections::BTreeSet,
-    time::{Duration, Instant},
+use common::{
+    eventually, pause_ingest_consumers, queue_depth, stop_and_check_processes_are_gone,
+    take_providers, unique,
 };
+
+use std::{collections::BTreeSet, time::Duration};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
@@ -47,14 +47,8 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
         stack.wait_ready(Duration::from_secs(60)).await,
         "functions initialize"
     );
-    // Once the template has an ingest consumer, pause it so the messages stay put.
-    for mapping in stack
-        .mappings()
-        .iter()
-        .filter(|m| m.queue() == "IngestQueue")
-    {
-        mapping.set_enabled(false).await;
-    }
+    // Pause the ingest consumer so the messages stay put.
+    pause_ingest_consumers(&stack).await;
 
     // GIVEN the development secrets the stack seeded for every webhook provider
     let catalog = Catalog::embedded().expect("catalog");
@@ -135,39 +129,9 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
     );
 
     // THEN exactly one message per verified webhook is on the ingest queue
-    let sqs = stack.sqs().clone();
     let ingest = stack.description().queues["IngestQueue"].url.clone();
-    let mut seen: Vec<String> = Vec::new();
     let expected = providers.len();
-    let started = Instant::now();
-    while seen.len() < expected && started.elapsed() < Duration::from_secs(60) {
-        let output = sqs
-            .receive_message()
-            .queue_url(&ingest)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .expect("received");
-        for message in output.messages.unwrap_or_default() {
-            let provider = message
-                .message_attributes
-                .as_ref()
-                .and_then(|a| a.get("provider"))
-                .and_then(|a| a.string_value.clone())
-                .unwrap_or_default();
-            seen.push(provider);
-            if let Some(receipt) = message.receipt_handle {
-                sqs.delete_message()
-                    .queue_url(&ingest)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-                    .expect("deleted");
-            }
-        }
-    }
+    let mut seen = take_providers(stack.sqs(), &ingest, expected, Duration::from_secs(60)).await;
     let complete = (seen.len() == expected).then_some(());
     assert!(complete.is_some(), "only {seen:?} arrived");
     seen.sort();

@@ -5,7 +5,7 @@
 //! not built in: it comes from a catalog overlay file, as an operator would add one.
 
 mod common;
-use common::{stop_and_check_processes_are_gone, unique};
+use common::{first_cookie, location, stop_and_check_processes_are_gone, unique};
 
 use std::time::Duration;
 
@@ -17,15 +17,6 @@ use local_stack::{
 };
 
 const RETURN_TO: &str = "https://app.example.com/integrations";
-
-fn location(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("a redirect")
-        .to_owned()
-}
 
 #[tokio::test]
 async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
@@ -83,13 +74,7 @@ async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
         .await
         .expect("start");
     assert_eq!(start.status(), 302);
-    let cookie = start
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("binding cookie")
-        .to_owned();
+    let cookie = first_cookie(&start);
     assert!(cookie.starts_with("junction_oauth_fakeauth="));
     let authorize = http.get(location(&start)).send().await.expect("authorize");
     assert_eq!(authorize.status(), 302);

@@ -12,7 +12,10 @@
 //! signing code.
 
 mod common;
-use common::{stop_and_check_processes_are_gone, unique};
+use common::{
+    first_cookie, location, pause_ingest_consumers, stop_and_check_processes_are_gone,
+    take_providers, unique,
+};
 
 use std::time::Duration;
 
@@ -27,15 +30,6 @@ use local_stack::{
 use serde_json::Value;
 
 const RETURN_TO: &str = "https://app.example.com/integrations";
-
-fn location(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("a redirect")
-        .to_owned()
-}
 
 fn overlay(issuer: &str) -> String {
     format!(
@@ -127,13 +121,7 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
         stack.wait_ready(Duration::from_secs(90)).await,
         "functions initialize with the overlay"
     );
-    for mapping in stack
-        .mappings()
-        .iter()
-        .filter(|m| m.queue() == "IngestQueue")
-    {
-        mapping.set_enabled(false).await;
-    }
+    pause_ingest_consumers(&stack).await;
     let api = stack.api_url().to_owned();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -217,39 +205,7 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
     assert_eq!(status(ledger), 200, "Standard Webhooks by name");
 
     let ingest = stack.description().queues["IngestQueue"].url.clone();
-    let mut providers = Vec::new();
-    let started = std::time::Instant::now();
-    while providers.len() < 3 && started.elapsed() < Duration::from_secs(30) {
-        let received = stack
-            .sqs()
-            .receive_message()
-            .queue_url(&ingest)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .expect("received");
-        for message in received.messages.unwrap_or_default() {
-            providers.push(
-                message
-                    .message_attributes
-                    .as_ref()
-                    .and_then(|a| a.get("provider"))
-                    .and_then(|a| a.string_value.clone())
-                    .unwrap_or_default(),
-            );
-            if let Some(receipt) = message.receipt_handle {
-                let _ = stack
-                    .sqs()
-                    .delete_message()
-                    .queue_url(&ingest)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await;
-            }
-        }
-    }
+    let mut providers = take_providers(stack.sqs(), &ingest, 3, Duration::from_secs(30)).await;
     providers.sort();
     assert_eq!(
         providers,
@@ -280,13 +236,7 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
     );
     let start = http.get(&start_url).send().await.expect("start");
     assert_eq!(start.status(), 302);
-    let cookie = start
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("binding cookie")
-        .to_owned();
+    let cookie = first_cookie(&start);
     let authorize = url::Url::parse(&location(&start)).expect("authorize URL");
     assert!(
         authorize
@@ -333,13 +283,7 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
 
     // A callback whose iss names another issuer is refused (mix-up defence).
     let second = http.get(&start_url).send().await.expect("start");
-    let second_cookie = second
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("binding cookie")
-        .to_owned();
+    let second_cookie = first_cookie(&second);
     let second_callback = idp.authorize(&location(&second)).await.expect("authorized");
     let mut forged = url::Url::parse(&second_callback).expect("callback URL");
     let pairs: Vec<(String, String)> = forged

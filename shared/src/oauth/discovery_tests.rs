@@ -6,7 +6,7 @@ use p256::ecdsa::signature::Signer as _;
 use serde_json::json;
 
 use super::*;
-use crate::webhooks::jwt::{Jwk, JwkSet};
+use crate::webhooks::jwt::{JwkSet, es256_test_jwk};
 
 const ISSUER: &str = "https://id.example.com";
 const NOW: i64 = 1_700_000_000;
@@ -163,17 +163,7 @@ struct Minter {
 
 fn minter() -> Minter {
     let key = p256::ecdsa::SigningKey::from_slice(&[11u8; 32]).expect("scalar");
-    let point = key.verifying_key().to_encoded_point(false);
-    let jwk = Jwk {
-        kid: "k1".to_owned(),
-        kty: "EC".to_owned(),
-        alg: Some("ES256".to_owned()),
-        n: None,
-        e: None,
-        crv: Some("P-256".to_owned()),
-        x: Some(BASE64URL.encode(&point.as_bytes()[1..33])),
-        y: Some(BASE64URL.encode(&point.as_bytes()[33..65])),
-    };
+    let jwk = es256_test_jwk(&key, "k1");
     Minter {
         key,
         keys: JwkSet { keys: vec![jwk] },

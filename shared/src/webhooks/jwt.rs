@@ -412,6 +412,22 @@ impl KeySetCache {
     }
 }
 
+/// The public JWK of an ES256 test key (tests mint their own tokens).
+#[cfg(test)]
+pub(crate) fn es256_test_jwk(signing: &p256::ecdsa::SigningKey, kid: &str) -> Jwk {
+    let point = signing.verifying_key().to_encoded_point(false);
+    Jwk {
+        kid: kid.to_owned(),
+        kty: "EC".to_owned(),
+        alg: Some("ES256".to_owned()),
+        n: None,
+        e: None,
+        crv: Some("P-256".to_owned()),
+        x: Some(BASE64URL.encode(&point.as_bytes()[1..33])),
+        y: Some(BASE64URL.encode(&point.as_bytes()[33..65])),
+    }
+}
+
 #[cfg(test)]
 #[path = "jwt_tests.rs"]
 mod tests;

@@ -228,17 +228,7 @@ fn unconfigured_claims_are_a_configuration_error() {
 fn es256_with_a_body_hash_claim() {
     use p256::ecdsa::signature::Signer as _;
     let signing = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).expect("scalar");
-    let point = signing.verifying_key().to_encoded_point(false);
-    let jwk = Jwk {
-        kid: "6c5516e1-92dc-479e-a8ff-5a51992e0001".to_owned(),
-        kty: "EC".to_owned(),
-        alg: Some("ES256".to_owned()),
-        n: None,
-        e: None,
-        crv: Some("P-256".to_owned()),
-        x: Some(BASE64URL.encode(&point.as_bytes()[1..33])),
-        y: Some(BASE64URL.encode(&point.as_bytes()[33..65])),
-    };
+    let jwk = es256_test_jwk(&signing, "6c5516e1-92dc-479e-a8ff-5a51992e0001");
     let rule: JwtRule = toml::from_str(
         r#"algorithm = "ES256"
 jwks_url = "https://plaid.example/keys"

@@ -75,3 +75,77 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
         read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
     )
 }
+
+/// The `Location` of a redirect.
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("a redirect")
+        .to_owned()
+}
+
+/// `name=value` of the response's first `Set-Cookie` (the connect flow's binding cookie).
+pub fn first_cookie(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a cookie")
+        .to_owned()
+}
+
+/// Pauses the ingest queue's consumers, so delivered messages stay on the queue.
+pub async fn pause_ingest_consumers(stack: &LocalStack) {
+    for mapping in stack
+        .mappings()
+        .iter()
+        .filter(|m| m.queue() == "IngestQueue")
+    {
+        mapping.set_enabled(false).await;
+    }
+}
+
+/// Receives and deletes messages from the queue until `count` arrived or `limit`
+/// passed; returns each message's `provider` attribute, in arrival order.
+pub async fn take_providers(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    count: usize,
+    limit: Duration,
+) -> Vec<String> {
+    let mut providers = Vec::new();
+    let started = Instant::now();
+    while providers.len() < count && started.elapsed() < limit {
+        let output = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("received");
+        for message in output.messages.unwrap_or_default() {
+            providers.push(
+                message
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get("provider"))
+                    .and_then(|a| a.string_value.clone())
+                    .unwrap_or_default(),
+            );
+            if let Some(receipt) = message.receipt_handle {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .expect("deleted");
+            }
+        }
+    }
+    providers
+}
