@@ -20,8 +20,10 @@ use std::{collections::BTreeMap, fmt, sync::OnceLock};
 
 use serde::Deserialize;
 
+mod api;
 mod oauth;
 
+pub use api::{ApiSpec, ErrorRule, FailureClass};
 pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
     TokenRequestFormat, UrlParameter, allowed_endpoint, placeholders,
@@ -193,6 +195,9 @@ pub struct Provider {
     /// metadata: its issuer alone (instead of `[oauth]`).
     #[serde(default)]
     pub oauth_discovery: Option<DiscoverySpec>,
+    /// How the provider's API answers (error rules for the outbound client).
+    #[serde(default)]
+    pub api: Option<ApiSpec>,
 }
 
 /// How to verify, acknowledge and identify one provider's webhook deliveries.
@@ -743,6 +748,10 @@ impl Provider {
         if let Some(oauth) = &self.oauth {
             oauth
                 .check()
+                .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        if let Some(api) = &self.api {
+            api.check()
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(discovery) = &self.oauth_discovery {

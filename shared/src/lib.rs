@@ -15,6 +15,7 @@ pub mod events;
 pub mod idempotency;
 pub mod normalize;
 pub mod oauth;
+pub mod outbound;
 pub mod payloads;
 pub mod queue;
 pub mod records;

@@ -1,0 +1,64 @@
+//! The `[api]` section of a catalog entry: how the provider's API answers, as data, for
+//! the outbound client ([`crate::outbound`]).
+
+use serde::Deserialize;
+
+/// How Junction reads the provider's API responses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSpec {
+    /// Responses that are errors whatever their status (Slack's `200 {"ok": false}`,
+    /// GraphQL `errors`), tried in order; the first match decides.
+    #[serde(default)]
+    pub error_rules: Vec<ErrorRule>,
+}
+
+/// "When the JSON body has one of `values` at `pointer`, the call failed with `class`."
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRule {
+    /// A JSON pointer into the response body (`/ok`, `/errors/0/extensions/code`).
+    pub pointer: String,
+    /// The values there that mean this failure (`[false]`, `["RATELIMITED"]`).
+    pub values: Vec<serde_json::Value>,
+    /// What the failure is.
+    pub class: FailureClass,
+    /// A JSON pointer to the provider's error code, for logs and metrics.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// What a failed call means for retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Slow down: retried after the provider's wait (or backoff).
+    RateLimited,
+    /// The token was refused: refreshed once by the vault, then permanent.
+    Unauthorized,
+    /// Retried with backoff.
+    Transient,
+    /// Not retried.
+    Permanent,
+}
+
+impl ApiSpec {
+    /// Checks what the types cannot; returns `(field, message)` for the first fault.
+    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+        for (index, rule) in self.error_rules.iter().enumerate() {
+            let field = |name: &str| format!("api.error_rules[{index}].{name}");
+            for (name, pointer) in [
+                ("pointer", Some(&rule.pointer)),
+                ("code", rule.code.as_ref()),
+            ] {
+                if pointer.is_some_and(|p| !p.starts_with('/')) {
+                    return Err((field(name), "must be a JSON pointer starting with /".into()));
+                }
+            }
+            if rule.values.is_empty() {
+                return Err((field("values"), "list at least one value".into()));
+            }
+        }
+        Ok(())
+    }
+}
