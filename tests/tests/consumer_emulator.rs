@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use junction_tests::emulator;
+use junction_tests::{create_table, emulator};
 use shared::{
     clock::SystemClock,
     consumer::{Consumer, InboundMessage, Ports},
@@ -17,44 +17,17 @@ use shared::{
     retry::Backoff,
 };
 
-async fn create_table(aws: &aws_config::SdkConfig, name: &str) {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    aws_sdk_dynamodb::Client::new(aws)
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .send()
-        .await
-        .expect("create table");
-}
-
 #[tokio::test]
 async fn dynamodb_record_store_meets_the_conflict_rules() {
     let (_moto, aws) = emulator().await;
-    create_table(&aws, "records").await;
+    create_table(&aws, "records", "pk").await;
     check_record_contract(&DynamoRecordStore::from_config(&aws, "records")).await;
 }
 
 #[tokio::test]
 async fn dynamodb_store_meets_the_idempotency_contract() {
     let (_moto, aws) = emulator().await;
-    create_table(&aws, "idempotency").await;
+    create_table(&aws, "idempotency", "pk").await;
     check_store_contract(
         DynamoIdempotencyStore::from_config(&aws, "idempotency"),
         "contract",
@@ -95,8 +68,8 @@ const WORKERS: usize = 16;
 #[tokio::test]
 async fn thirty_two_concurrent_copies_of_one_event_have_one_effect() {
     let (_moto, aws) = emulator().await;
-    create_table(&aws, "idempotency").await;
-    create_table(&aws, "records").await;
+    create_table(&aws, "idempotency", "pk").await;
+    create_table(&aws, "records", "pk").await;
     let bus = Arc::new(shared::events::InMemoryEventBus::default());
     // Retries are driven by the test: the in-memory scheduler just records them.
     let consumer = Arc::new(dynamo_consumer(
@@ -131,8 +104,8 @@ async fn thirty_two_concurrent_copies_of_one_event_have_one_effect() {
 #[tokio::test]
 async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
     let (_moto, aws) = emulator().await;
-    create_table(&aws, "idempotency").await;
-    create_table(&aws, "records").await;
+    create_table(&aws, "idempotency", "pk").await;
+    create_table(&aws, "records", "pk").await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let observed_url = sqs
         .create_queue()
@@ -310,8 +283,8 @@ fn message(n: usize, copy: usize) -> InboundMessage {
 #[tokio::test]
 async fn aws_calls_per_event_counted_at_the_endpoint() {
     let (moto, aws) = emulator().await;
-    create_table(&aws, "idempotency").await;
-    create_table(&aws, "records").await;
+    create_table(&aws, "idempotency", "pk").await;
+    create_table(&aws, "records", "pk").await;
     aws_sdk_eventbridge::Client::new(&aws)
         .create_event_bus()
         .name("junction-events")

@@ -1,0 +1,218 @@
+//! State every Lambda instance shares about a provider: its token bucket and its circuit
+//! breaker. One small JSON document per key, replaced with a conditional write on its
+//! version, so concurrent instances never lose each other's updates (the loser re-reads
+//! and re-applies).
+
+use std::{collections::HashMap, sync::Mutex};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+/// The store is unavailable (retry later; callers fail open or closed as they decide).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("outbound state store unavailable: {0}")]
+pub struct StateError(pub String);
+
+/// A stored document and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub doc: String,
+    pub version: u64,
+}
+
+/// Versioned documents by key.
+#[async_trait]
+pub trait SharedState: Send + Sync + std::fmt::Debug {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError>;
+
+    /// Writes `doc` as version `expected + 1` (`expected` `None`: the key must not
+    /// exist). `false` when another writer got there first. `expires_at` (unix seconds)
+    /// lets the table's TTL sweep idle keys.
+    async fn put(
+        &self,
+        key: &str,
+        doc: &str,
+        expected: Option<u64>,
+        expires_at: i64,
+    ) -> Result<bool, StateError>;
+}
+
+/// In memory, for unit tests.
+#[derive(Debug, Default)]
+pub struct InMemorySharedState {
+    docs: Mutex<HashMap<String, Versioned>>,
+}
+
+#[async_trait]
+impl SharedState for InMemorySharedState {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        Ok(self
+            .docs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key)
+            .cloned())
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        doc: &str,
+        expected: Option<u64>,
+        _expires_at: i64,
+    ) -> Result<bool, StateError> {
+        let mut docs = self
+            .docs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = docs.get(key).map(|v| v.version);
+        if current != expected {
+            return Ok(false);
+        }
+        docs.insert(
+            key.to_owned(),
+            Versioned {
+                doc: doc.to_owned(),
+                version: expected.unwrap_or(0) + 1,
+            },
+        );
+        Ok(true)
+    }
+}
+
+/// DynamoDB: item `key` (partition key), `doc`, `version`, `expires_at` (TTL).
+#[derive(Debug, Clone)]
+pub struct DynamoSharedState {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoSharedState {
+    pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        DynamoSharedState {
+            client: aws_sdk_dynamodb::Client::new(aws),
+            table: table.into(),
+        }
+    }
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StateError {
+    StateError(err.to_string())
+}
+
+#[async_trait]
+impl SharedState for DynamoSharedState {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("key", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| unavailable(aws_sdk_dynamodb::Error::from(err)))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let doc = item
+            .get("doc")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| unavailable("item without doc"))?;
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| unavailable("item without version"))?;
+        Ok(Some(Versioned { doc, version }))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        doc: &str,
+        expected: Option<u64>,
+        expires_at: i64,
+    ) -> Result<bool, StateError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("key", AttributeValue::S(key.to_owned()))
+            .item("doc", AttributeValue::S(doc.to_owned()))
+            .item(
+                "version",
+                AttributeValue::N((expected.unwrap_or(0) + 1).to_string()),
+            )
+            .item("expires_at", AttributeValue::N(expires_at.to_string()));
+        request = match expected {
+            None => request.condition_expression("attribute_not_exists(#k)"),
+            Some(version) => request
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":v", AttributeValue::N(version.to_string())),
+        };
+        if expected.is_none() {
+            request = request.expression_attribute_names("#k", "key");
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(unavailable(aws_sdk_dynamodb::Error::from(err))),
+        }
+    }
+}
+
+/// Reads `key`, applies `change` to its decoded state (default when absent) and writes
+/// it back conditionally, retrying on conflicts; returns what `change` returned for
+/// the state that was written.
+pub(crate) async fn update<S, R>(
+    store: &dyn SharedState,
+    key: &str,
+    expires_at: i64,
+    change: impl Fn(&mut S) -> R,
+) -> Result<R, StateError>
+where
+    S: serde::Serialize + serde::de::DeserializeOwned + Default,
+{
+    for _ in 0..20 {
+        let current = store.get(key).await?;
+        let mut state: S = match &current {
+            Some(stored) => serde_json::from_str(&stored.doc).unwrap_or_default(),
+            None => S::default(),
+        };
+        let result = change(&mut state);
+        let doc = serde_json::to_string(&state).map_err(unavailable)?;
+        if store
+            .put(key, &doc, current.map(|c| c.version), expires_at)
+            .await?
+        {
+            return Ok(result);
+        }
+    }
+    Err(StateError(format!("{key}: too much contention")))
+}
+
+/// Reads `key`'s decoded state (default when absent).
+pub(crate) async fn read<S>(
+    store: &dyn SharedState,
+    key: &str,
+) -> Result<(S, Option<u64>), StateError>
+where
+    S: serde::de::DeserializeOwned + Default,
+{
+    Ok(match store.get(key).await? {
+        Some(stored) => (
+            serde_json::from_str(&stored.doc).unwrap_or_default(),
+            Some(stored.version),
+        ),
+        None => (S::default(), None),
+    })
+}
