@@ -23,7 +23,7 @@ use serde::Deserialize;
 mod api;
 mod oauth;
 
-pub use api::{ApiSpec, ErrorRule, FailureClass};
+pub use api::{ApiSpec, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
 pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
     TokenRequestFormat, UrlParameter, allowed_endpoint, placeholders,

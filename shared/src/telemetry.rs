@@ -207,6 +207,29 @@ pub fn record_token_refresh(provider: &str, outcome: &str) {
     );
 }
 
+/// Prints the metrics of one outbound call attempt (dimension `Provider`):
+/// `OutboundCalls`, `OutboundErrors` (every failure but a 429), `Throttles` (429s and
+/// rate-limit error bodies, counted apart from errors) and `OutboundLatency` (ms).
+/// The structured log line is the caller's (it knows the connection and operation).
+pub fn record_outbound_call(provider: &str, failure_class: Option<&str>, latency: Duration) {
+    let throttled = failure_class == Some("rate_limited");
+    let failed = failure_class.is_some() && !throttled;
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    print_provider_metrics(
+        provider,
+        &[
+            ("OutboundCalls", 1.0, "Count"),
+            ("OutboundErrors", flag(failed), "Count"),
+            ("Throttles", flag(throttled), "Count"),
+            (
+                "OutboundLatency",
+                latency.as_secs_f64() * 1000.0,
+                "Milliseconds",
+            ),
+        ],
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,4 +13,7 @@
 pub mod oauth;
 pub mod oidc;
 
-pub use oauth::{AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, TokenFailure};
+pub use oauth::{
+    AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, ScriptedResponse,
+    TokenFailure,
+};

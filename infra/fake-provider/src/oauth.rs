@@ -241,6 +241,11 @@ impl FakeAuthServer {
         }
     }
 
+    /// Queues answers for the next authorized `/api/me` requests.
+    pub fn script_api(&self, responses: impl IntoIterator<Item = ScriptedResponse>) {
+        lock(&self.shared).api_script.extend(responses);
+    }
+
     /// All current access tokens stop working at `/api/me` (early expiry,
     /// before the advertised `expires_in`).
     pub fn expire_access_tokens_now(&self) {
@@ -289,6 +294,19 @@ struct ServerState {
     access_tokens: HashMap<String, AccessToken>,
     refresh_tokens: HashMap<String, RefreshToken>,
     counters: Counters,
+    api_script: std::collections::VecDeque<ScriptedResponse>,
+}
+
+/// An answer `/api/me` gives to an authorized request instead of its usual 200, in
+/// order (misbehaviour for the outbound client's tests: 429s, 503 bursts, slow or
+/// "200 with an error" answers).
+#[derive(Debug, Clone, Default)]
+pub struct ScriptedResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Waited before answering (past the client's timeout: a timeout).
+    pub delay: Duration,
 }
 
 #[derive(Debug)]
@@ -338,6 +356,7 @@ impl ServerState {
             access_tokens: HashMap::new(),
             refresh_tokens: HashMap::new(),
             counters: Counters::default(),
+            api_script: std::collections::VecDeque::new(),
         }
     }
 
@@ -719,7 +738,30 @@ fn handle_revoke(
 // ------------------------------------------------------------------- /api/me
 
 async fn api_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    let mut state = lock(&shared);
+    let scripted = match api_me_now(&shared, &headers) {
+        Ok(response) => return response,
+        Err(scripted) => scripted,
+    };
+    tokio::time::sleep(scripted.delay).await;
+    let mut response = (
+        StatusCode::from_u16(scripted.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        scripted.body,
+    )
+        .into_response();
+    for (name, value) in scripted.headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// The answer when it needs no waiting; `Err` with the scripted answer otherwise.
+fn api_me_now(shared: &Shared, headers: &HeaderMap) -> Result<Response, ScriptedResponse> {
+    let mut state = lock(shared);
     state.counters.api_calls += 1;
     let token = headers
         .get(AUTHORIZATION)
@@ -733,9 +775,13 @@ async fn api_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {
         live.then(|| access.grant_id.clone())
     });
     match live_grant {
-        Some(grant_id) => {
-            json_response(StatusCode::OK, &json!({"id": "user-1", "grant": grant_id}))
-        }
+        Some(grant_id) => match state.api_script.pop_front() {
+            Some(scripted) => Err(scripted),
+            None => Ok(json_response(
+                StatusCode::OK,
+                &json!({"id": "user-1", "grant": grant_id}),
+            )),
+        },
         None => {
             state.counters.api_rejections += 1;
             let mut response =
@@ -749,7 +795,7 @@ async fn api_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {
             response
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-            response
+            Ok(response)
         }
     }
 }

@@ -7,10 +7,34 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSpec {
+    /// The rate Junction allows itself (the documented limit, or below it); 429s lower
+    /// it further at run time.
+    pub rate_limit: RateLimitSpec,
     /// Responses that are errors whatever their status (Slack's `200 {"ok": false}`,
     /// GraphQL `errors`), tried in order; the first match decides.
     #[serde(default)]
     pub error_rules: Vec<ErrorRule>,
+}
+
+/// A client-side rate limit.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Sustained requests per second.
+    pub requests_per_second: f64,
+    /// Requests allowed at once after a quiet period.
+    pub burst: u32,
+    /// Whether the provider limits per app (`provider`) or per connected account
+    /// (`connection`).
+    pub scope: RateLimitScope,
+}
+
+/// What a provider's limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitScope {
+    Provider,
+    Connection,
 }
 
 /// "When the JSON body has one of `values` at `pointer`, the call failed with `class`."
@@ -45,6 +69,16 @@ pub enum FailureClass {
 impl ApiSpec {
     /// Checks what the types cannot; returns `(field, message)` for the first fault.
     pub(crate) fn check(&self) -> Result<(), (String, String)> {
+        let rate = self.rate_limit.requests_per_second;
+        if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+            return Err((
+                "api.rate_limit.requests_per_second".into(),
+                "must be above 0 and at most 10000".into(),
+            ));
+        }
+        if self.rate_limit.burst == 0 {
+            return Err(("api.rate_limit.burst".into(), "must be at least 1".into()));
+        }
         for (index, rule) in self.error_rules.iter().enumerate() {
             let field = |name: &str| format!("api.error_rules[{index}].{name}");
             for (name, pointer) in [

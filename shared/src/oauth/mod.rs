@@ -17,7 +17,7 @@ mod vault;
 pub mod web;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;

@@ -18,9 +18,9 @@ const RETURN_TO: &str = "https://app.example.com/integrations";
 const BASE: &str = "https://hub.example.com";
 
 /// A catalog with one provider, `fakeauth`, whose endpoints are the fake server's.
-pub(crate) fn fake_catalog(server: &FakeAuthServer) -> &'static Catalog {
+pub(crate) fn fake_catalog(server: &FakeAuthServer, extra: &str) -> &'static Catalog {
     let text = format!(
-        "id = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[oauth]\n{}",
+        "id = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[oauth]\n{}\n{extra}",
         server.oauth_catalog_fields()
     );
     let catalog = Catalog::from_files(&[("fakeauth.toml", text.as_str())]).expect("catalog");
@@ -38,12 +38,18 @@ pub(crate) struct Harness {
 }
 
 async fn harness(config: AuthServerConfig) -> Harness {
+    harness_with(config, "").await
+}
+
+/// The harness with `extra` TOML appended to the provider's catalog entry (an `[api]`
+/// section for the outbound client's tests).
+pub(crate) async fn harness_with(config: AuthServerConfig, extra: &str) -> Harness {
     let server = FakeAuthServer::start(AuthServerConfig {
         redirect_uris: vec![format!("{BASE}/oauth/fakeauth/callback")],
         ..config
     })
     .await;
-    let catalog = fake_catalog(&server);
+    let catalog = fake_catalog(&server, extra);
     let secrets = InMemorySecretSource::default();
     secrets.put(
         "junction/oauth/fakeauth",
@@ -160,7 +166,7 @@ impl Harness {
         }
     }
 
-    async fn connect(&self) -> String {
+    pub(crate) async fn connect(&self) -> String {
         let query = self.authorize().await;
         match self
             .flow

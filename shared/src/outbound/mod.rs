@@ -5,11 +5,13 @@
 //! The client stack that applies them to every call (with redacted call logs and
 //! metrics) is issue 7's remaining work.
 
+pub mod client;
 pub mod limiter;
 pub mod limits;
 pub mod policy;
 pub mod shared_state;
 
+pub use client::{ApiResponse, Call, CallError, OutboundClient};
 pub use limiter::{Admission, CircuitBreaker, Limit, RateLimiter};
 pub use shared_state::{DynamoSharedState, InMemorySharedState, SharedState, StateError};
 
