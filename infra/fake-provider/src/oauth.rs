@@ -127,6 +127,8 @@ pub struct Counters {
     pub api_calls: usize,
     /// `/api/me` requests answered 401.
     pub api_rejections: usize,
+    /// `/api/me` requests refused with a bare 429 by the undocumented rate limit.
+    pub api_throttled: usize,
 }
 
 /// A running fake authorization server. Dropping it (or [`stop`]) closes the
@@ -241,6 +243,12 @@ impl FakeAuthServer {
         }
     }
 
+    /// Limits `/api/me` to `per_second` requests (bursts of as many) without saying
+    /// so: excess requests get a bare 429, no rate-limit headers, no Retry-After.
+    pub fn set_undocumented_rate_limit(&self, per_second: f64) {
+        lock(&self.shared).api_limit = Some((per_second, per_second, Instant::now()));
+    }
+
     /// Queues answers for the next authorized `/api/me` requests.
     pub fn script_api(&self, responses: impl IntoIterator<Item = ScriptedResponse>) {
         lock(&self.shared).api_script.extend(responses);
@@ -295,6 +303,8 @@ struct ServerState {
     refresh_tokens: HashMap<String, RefreshToken>,
     counters: Counters,
     api_script: std::collections::VecDeque<ScriptedResponse>,
+    /// An undocumented limit on `/api/me`: (requests per second, tokens, last refill).
+    api_limit: Option<(f64, f64, Instant)>,
 }
 
 /// An answer `/api/me` gives to an authorized request instead of its usual 200, in
@@ -357,6 +367,7 @@ impl ServerState {
             refresh_tokens: HashMap::new(),
             counters: Counters::default(),
             api_script: std::collections::VecDeque::new(),
+            api_limit: None,
         }
     }
 
@@ -763,6 +774,16 @@ async fn api_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {
 fn api_me_now(shared: &Shared, headers: &HeaderMap) -> Result<Response, ScriptedResponse> {
     let mut state = lock(shared);
     state.counters.api_calls += 1;
+    if let Some((rate, tokens, at)) = state.api_limit {
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
+        let allowed = tokens >= 1.0;
+        state.api_limit = Some((rate, if allowed { tokens - 1.0 } else { tokens }, now));
+        if !allowed {
+            state.counters.api_throttled += 1;
+            return Ok(StatusCode::TOO_MANY_REQUESTS.into_response());
+        }
+    }
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

@@ -293,7 +293,8 @@ impl OutboundClient {
                 &mut rng,
             );
             match failure.class {
-                // Every instance holds back: for the provider's wait, else the backoff.
+                // Every instance slows down and holds back: for the provider's wait,
+                // else for this retry's backoff (the provider's window must refill).
                 FailureClass::RateLimited => {
                     let hold = match decision {
                         Decision::Retry(wait) | Decision::Requeue(wait) => Some(wait),

@@ -5,7 +5,8 @@
 //! account): `burst` tokens, refilled at the catalog's rate. A caller takes a token
 //! and gets back how long to wait before sending; tokens may go negative, which queues
 //! callers fairly instead of letting them all retry at once. A 429 reveals a limit the
-//! provider does not document: the effective rate is halved (never below 1/64 of the
+//! provider does not document: the effective rate is halved (at most once a second, so
+//! the 429s of requests already in flight count once; never below 1/64 of the
 //! configured rate) and climbs back linearly over ten minutes (additive increase,
 //! multiplicative decrease), and a `Retry-After` or a spent quota's reset empties the
 //! bucket for that long, so no instance sends before then.
@@ -27,6 +28,8 @@ use crate::clock::Clock;
 const STATE_TTL_SECONDS: i64 = 86_400;
 /// How long a lowered rate takes to climb back to the configured one.
 const RECOVERY_MS: f64 = 600_000.0;
+/// At most one halving per second: the 429s of requests already in flight count once.
+const DECREASE_INTERVAL_MS: i64 = 1_000;
 /// The lowest effective rate, as a fraction of the configured one.
 const MIN_RATE_FRACTION: f64 = 1.0 / 64.0;
 
@@ -135,9 +138,17 @@ impl RateLimiter {
             |bucket: &mut Bucket| {
                 let now = now_ms(self.clock.as_ref());
                 let rate = bucket.refill(limit, now);
-                let lowered = (rate / 2.0).max(limit.rate * MIN_RATE_FRACTION);
+                // Requests already in flight when the first 429 came were sent at the old
+                // rate: their 429s must not halve the rate again and again.
+                let lowered = if bucket.lowered_rate.is_some()
+                    && now - bucket.lowered_at_ms < DECREASE_INTERVAL_MS
+                {
+                    rate
+                } else {
+                    bucket.lowered_at_ms = now;
+                    (rate / 2.0).max(limit.rate * MIN_RATE_FRACTION)
+                };
                 bucket.lowered_rate = Some(lowered);
-                bucket.lowered_at_ms = now;
                 bucket.throttles += 1;
                 if let Some(wait) = wait {
                     bucket.tokens = bucket.tokens.min(-wait.as_secs_f64() * lowered);
@@ -362,6 +373,15 @@ mod tests {
             wait >= Duration::from_secs(3),
             "Retry-After is honoured: {wait:?}"
         );
+        let same = limiter
+            .throttled("p", LIMIT, None)
+            .await
+            .expect("throttled");
+        assert!(
+            (same - 1.0).abs() < 1e-9,
+            "in-flight 429s count once: {same}"
+        );
+        clock.advance(time::Duration::seconds(1));
         let again = limiter
             .throttled("p", LIMIT, None)
             .await
@@ -373,6 +393,7 @@ mod tests {
         clock.advance(time::Duration::seconds(300));
         assert_eq!(limiter.effective_rate("p", LIMIT).await.expect("rate"), 2.0);
         for _ in 0..20 {
+            clock.advance(time::Duration::seconds(1));
             limiter
                 .throttled("p", LIMIT, None)
                 .await
