@@ -65,6 +65,10 @@ pub enum VaultError {
     /// configuration): an operator must look.
     #[error("provider refused: {0}")]
     Rejected(String),
+    /// The provider's API did not answer (`timeout`, `connect`, `transport`): the
+    /// outbound client retries it as a transient failure.
+    #[error("provider API unreachable ({0})")]
+    Unreachable(&'static str),
 }
 
 /// Tunables.
@@ -140,14 +144,13 @@ fn unix(at: OffsetDateTime) -> i64 {
 
 /// A failed API call, by kind only (a URL may carry identifiers).
 fn unreachable(err: reqwest::Error) -> VaultError {
-    let kind = if err.is_timeout() {
+    VaultError::Unreachable(if err.is_timeout() {
         "timeout"
     } else if err.is_connect() {
         "connect"
     } else {
         "transport"
-    };
-    VaultError::Unavailable(format!("provider API unreachable ({kind})"))
+    })
 }
 
 fn store_unavailable(err: impl std::fmt::Display) -> VaultError {

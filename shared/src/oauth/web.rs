@@ -202,7 +202,7 @@ fn vault_error(err: &VaultError) -> HttpReply {
     let (status, code) = match err {
         VaultError::NotFound(_) => (404, "not_found"),
         VaultError::NeedsReauth(_) => (409, "needs_reauth"),
-        VaultError::Unavailable(_) => (503, "unavailable"),
+        VaultError::Unavailable(_) | VaultError::Unreachable(_) => (503, "unavailable"),
         VaultError::Rejected(_) => (502, "provider_refused"),
     };
     HttpReply::json(status, json!({ "error": code, "message": err.to_string() }))

@@ -257,22 +257,13 @@ impl OutboundClient {
                         code: reason,
                     }));
                 }
-                Err(VaultError::Unavailable(reason))
-                    if reason.starts_with("provider API unreachable") =>
-                {
-                    (
-                        CallFailure {
-                            class: FailureClass::Transient,
-                            code: if reason.contains("timeout") {
-                                "timeout"
-                            } else {
-                                "unreachable"
-                            }
-                            .into(),
-                        },
-                        None,
-                    )
-                }
+                Err(VaultError::Unreachable(kind)) => (
+                    CallFailure {
+                        class: FailureClass::Transient,
+                        code: kind.into(),
+                    },
+                    None,
+                ),
                 Err(VaultError::Unavailable(reason)) => return Err(CallError::Unavailable(reason)),
             };
             let status = headers.as_ref().map(|(status, _)| *status);
