@@ -36,6 +36,8 @@ pub mod attribute {
     /// For polled payloads, the resource the poll worker fetched (`deal`, `task`, …):
     /// selects the normalization adapter. Absent for webhooks.
     pub const RESOURCE: &str = "resource";
+    /// For polled payloads, the connection the poll worker fetched them with.
+    pub const CONNECTION: &str = "connection";
 }
 
 /// One message: a body and string attributes.

@@ -297,20 +297,14 @@ impl ConnectionStore for DynamoConnectionStore {
         next: &Connection,
         expected: u64,
     ) -> Result<bool, ConnectionStoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Self::item(next)?))
-            .condition_expression("version = :expected")
-            .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if conditional_failed(&err) => Ok(false),
-            Err(err) => Err(dynamo_error(err)),
-        }
+        crate::dynamo::put_if(
+            &self.client,
+            &self.table,
+            Self::item(next)?,
+            crate::dynamo::PutCondition::Version(expected),
+        )
+        .await
+        .map_err(|err| ConnectionStoreError(err.to_string()))
     }
 
     async fn delete(&self, id: &str) -> Result<(), ConnectionStoreError> {

@@ -8,6 +8,8 @@ use std::{collections::HashMap, sync::Mutex};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::dynamo::{PutCondition, put_if};
+
 /// The store is unavailable (retry later; callers fail open or closed as they decide).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("outbound state store unavailable: {0}")]
@@ -135,38 +137,29 @@ impl SharedState for DynamoSharedState {
         expected: Option<u64>,
         expires_at: i64,
     ) -> Result<bool, StateError> {
-        let mut request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("key", AttributeValue::S(key.to_owned()))
-            .item("doc", AttributeValue::S(doc.to_owned()))
-            .item(
-                "version",
+        let item = [
+            ("key".to_owned(), AttributeValue::S(key.to_owned())),
+            ("doc".to_owned(), AttributeValue::S(doc.to_owned())),
+            (
+                "version".to_owned(),
                 AttributeValue::N((expected.unwrap_or(0) + 1).to_string()),
-            )
-            .item("expires_at", AttributeValue::N(expires_at.to_string()));
-        request = match expected {
-            None => request.condition_expression("attribute_not_exists(#k)"),
-            Some(version) => request
-                .condition_expression("#v = :v")
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(":v", AttributeValue::N(version.to_string())),
+            ),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N(expires_at.to_string()),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let condition = match expected {
+            None => PutCondition::New {
+                key_attribute: "key",
+            },
+            Some(version) => PutCondition::Version(version),
         };
-        if expected.is_none() {
-            request = request.expression_attribute_names("#k", "key");
-        }
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(unavailable(aws_sdk_dynamodb::Error::from(err))),
-        }
+        put_if(&self.client, &self.table, item, condition)
+            .await
+            .map_err(unavailable)
     }
 }
 

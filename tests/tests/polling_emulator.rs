@@ -1,0 +1,56 @@
+//! Sync jobs in DynamoDB (the emulator's): the store contract (conditional cursor
+//! advance, the due-time index) on the table the poll functions will use (key `pk`,
+//! index `by-due` on `due` + `due_at`; not in the template yet).
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use junction_tests::emulator;
+use shared::polling::{DynamoSyncJobStore, check_job_store_contract, jobs::DUE_INDEX};
+
+fn attribute(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .expect("attribute")
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .expect("key")
+}
+
+#[tokio::test]
+async fn dynamodb_sync_jobs_meet_the_store_contract() {
+    let (_moto, aws) = emulator().await;
+    aws_sdk_dynamodb::Client::new(&aws)
+        .create_table()
+        .table_name("sync-jobs")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk", ScalarAttributeType::S))
+        .attribute_definitions(attribute("due", ScalarAttributeType::S))
+        .attribute_definitions(attribute("due_at", ScalarAttributeType::N))
+        .key_schema(key("pk", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(DUE_INDEX)
+                .key_schema(key("due", KeyType::Hash))
+                .key_schema(key("due_at", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .expect("index"),
+        )
+        .send()
+        .await
+        .expect("table");
+    check_job_store_contract(&DynamoSyncJobStore::from_config(&aws, "sync-jobs")).await;
+}
