@@ -5,49 +5,26 @@
 //! not built in: it comes from a catalog overlay file, as an operator would add one.
 
 mod common;
-use common::{first_cookie, location, stop_and_check_processes_are_gone, unique};
-
-use std::time::Duration;
+use common::{
+    browser, first_cookie, location, start_with_overlay, stop_and_check_processes_are_gone,
+};
 
 use fake_provider::{AuthServerConfig, FakeAuthServer};
-use local_stack::{
-    emulator::repo_root,
-    http_api::LOCAL_IAM_HEADER,
-    stack::{LocalStack, LocalStackConfig},
-};
+use local_stack::http_api::LOCAL_IAM_HEADER;
 
 const RETURN_TO: &str = "https://app.example.com/integrations";
 
 #[tokio::test]
 async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
     let server = FakeAuthServer::start(AuthServerConfig::default()).await;
-    let dir = std::env::temp_dir().join(unique("overlay"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let overlay = dir.join("overlay.toml");
-    std::fs::write(
-        &overlay,
-        format!(
+    let (stack, prefix, dir) = start_with_overlay(
+        "oauth",
+        &format!(
             "[[provider]]\nid = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[provider.oauth]\n{}",
             server.oauth_catalog_fields()
         ),
     )
-    .expect("overlay written");
-
-    let prefix = unique("oauth");
-    let mut config = LocalStackConfig::new(repo_root());
-    config.stack_name = unique("oauth-e2e");
-    config.prefix = Some(prefix.clone());
-    config.catalog_overlay = Some(overlay);
-    config.run_schedules = false;
-    config.parameters = vec![(
-        "OAuthReturnToOrigins".into(),
-        "https://app.example.com".into(),
-    )];
-    let stack = LocalStack::start(config).await.expect("local stack starts");
-    assert!(
-        stack.wait_ready(Duration::from_secs(90)).await,
-        "functions initialize with the overlay"
-    );
+    .await;
     let api = stack.api_url().to_owned();
     server.set_redirect_uris(vec![format!("{api}/oauth/fakeauth/callback")]);
     aws_sdk_secretsmanager::Client::new(stack.sdk_config())
@@ -59,10 +36,7 @@ async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
         .send()
         .await
         .expect("client credentials stored");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let http = browser();
 
     // The browser: start → provider → callback.
     let start = http

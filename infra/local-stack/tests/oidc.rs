@@ -13,8 +13,8 @@
 
 mod common;
 use common::{
-    first_cookie, location, pause_ingest_consumers, stop_and_check_processes_are_gone,
-    take_providers, unique,
+    browser, first_cookie, location, pause_ingest_consumers, start_with_overlay,
+    stop_and_check_processes_are_gone, take_providers,
 };
 
 use std::time::Duration;
@@ -22,11 +22,7 @@ use std::time::Duration;
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use fake_provider::oidc::OidcProvider;
 use hmac::{Hmac, Mac};
-use local_stack::{
-    emulator::repo_root,
-    http_api::LOCAL_IAM_HEADER,
-    stack::{LocalStack, LocalStackConfig},
-};
+use local_stack::{emulator::repo_root, http_api::LOCAL_IAM_HEADER, stack::LocalStack};
 use serde_json::Value;
 
 const RETURN_TO: &str = "https://app.example.com/integrations";
@@ -97,36 +93,13 @@ async fn view(http: &reqwest::Client, stack: &LocalStack, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_defined_only_in_an_overlay_connect_and_verify() {
-    let root = repo_root();
-    let idp = OidcProvider::start(&root, 600)
+    let idp = OidcProvider::start(&repo_root(), 600)
         .await
         .expect("oidc-provider starts");
-    let dir = std::env::temp_dir().join(unique("oidc-overlay"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let overlay_path = dir.join("overlay.toml");
-    std::fs::write(&overlay_path, overlay(idp.issuer())).expect("overlay written");
-
-    let prefix = unique("oidc");
-    let mut config = LocalStackConfig::new(root);
-    config.stack_name = unique("oidc-e2e");
-    config.prefix = Some(prefix.clone());
-    config.catalog_overlay = Some(overlay_path);
-    config.run_schedules = false;
-    config.parameters = vec![(
-        "OAuthReturnToOrigins".into(),
-        "https://app.example.com".into(),
-    )];
-    let stack = LocalStack::start(config).await.expect("local stack starts");
-    assert!(
-        stack.wait_ready(Duration::from_secs(90)).await,
-        "functions initialize with the overlay"
-    );
+    let (stack, prefix, dir) = start_with_overlay("oidc", &overlay(idp.issuer())).await;
     pause_ingest_consumers(&stack).await;
     let api = stack.api_url().to_owned();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let http = browser();
 
     // --- Generic webhook schemes -----------------------------------------------------
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -422,7 +422,7 @@ impl ConnectFlow {
             let validated = match (&response.id_token, &pending.nonce) {
                 (Some(id_token), Some(nonce)) => {
                     self.vault
-                        .discovery
+                        .discovery()
                         .validate_id_token(
                             rule,
                             id_token.expose(),

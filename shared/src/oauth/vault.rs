@@ -134,8 +134,9 @@ pub struct TokenVault {
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: VaultSettings,
-    /// Issuer metadata and keys of `[oauth_discovery]` providers, cached.
-    pub(crate) discovery: Arc<Discovery>,
+    /// Issuer metadata and keys of `[oauth_discovery]` providers, cached; built on
+    /// first use, so functions without such providers build no HTTP clients for it.
+    pub(crate) discovery: Arc<std::sync::OnceLock<Discovery>>,
 }
 
 fn unix(at: OffsetDateTime) -> i64 {
@@ -203,8 +204,13 @@ impl TokenVault {
             bus,
             clock,
             settings,
-            discovery: Arc::new(Discovery::new()),
+            discovery: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Discovery of `[oauth_discovery]` providers (built on first use).
+    pub(crate) fn discovery(&self) -> &Discovery {
+        self.discovery.get_or_init(Discovery::new)
     }
 
     /// The provider's OAuth spec; for a discovered provider, from its (cached) metadata.
@@ -218,7 +224,7 @@ impl TokenVault {
                 "provider {provider} has no oauth section"
             )));
         };
-        self.discovery
+        self.discovery()
             .spec(discovered)
             .await
             .map(ProviderSpec::Discovered)

@@ -29,7 +29,7 @@ use super::{
     shared_state::SharedState,
 };
 use crate::{
-    catalog::{ApiSpec, Catalog, FailureClass, RateLimitScope},
+    catalog::{ApiSpec, Catalog, ErrorRule, FailureClass, RateLimitScope},
     clock::Clock,
     oauth::{AccessToken, TokenVault, VaultError},
     telemetry,
@@ -84,6 +84,16 @@ pub struct Call<'a> {
     pub operation: &'a str,
     /// When the invocation ends (Lambda's deadline minus a margin).
     pub deadline: Instant,
+}
+
+/// What one attempt came to, before the stack reacts to it.
+enum Attempt {
+    Succeeded(ApiResponse),
+    /// `answer`: the status and headers, when the provider answered at all.
+    Failed {
+        failure: CallFailure,
+        answer: Option<(u16, HeaderMap)>,
+    },
 }
 
 /// The client stack; built once per process.
@@ -199,72 +209,24 @@ impl OutboundClient {
             tokio::time::sleep(wait).await;
 
             let started = Instant::now();
-            let sent = self
-                .vault
-                .send_authorized(call.connection, |token| build(&self.http, token))
-                .await;
-            let (failure, headers) = match sent {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Ok(body) => match classify_response(&api.error_rules, status, &body) {
-                            Ok(()) => {
-                                self.log(call, attempt, Some(status), started, None);
-                                self.breaker
-                                    .succeeded(&breaker)
-                                    .await
-                                    .map_err(unavailable)?;
-                                let limits = RateLimitHeaders::parse(
-                                    &headers,
-                                    time::OffsetDateTime::now_utc(),
-                                );
-                                if let (Some(0), Some(reset)) =
-                                    (limits.remaining, limits.reset_after)
-                                {
-                                    self.limiter
-                                        .pause(&bucket, limit, reset)
-                                        .await
-                                        .map_err(unavailable)?;
-                                }
-                                return Ok(ApiResponse {
-                                    status,
-                                    headers,
-                                    body: body.to_vec(),
-                                });
-                            }
-                            Err(failure) => (failure, Some((status, headers))),
-                        },
-                        Err(_) => (
-                            CallFailure {
-                                class: FailureClass::Transient,
-                                code: "body_interrupted".into(),
-                            },
-                            Some((status, headers)),
-                        ),
+            let (failure, headers) = match self.attempt(call, &api.error_rules, &build).await? {
+                Attempt::Succeeded(response) => {
+                    self.log(call, attempt, Some(response.status), started, None);
+                    self.breaker
+                        .succeeded(&breaker)
+                        .await
+                        .map_err(unavailable)?;
+                    let limits =
+                        RateLimitHeaders::parse(&response.headers, time::OffsetDateTime::now_utc());
+                    if let (Some(0), Some(reset)) = (limits.remaining, limits.reset_after) {
+                        self.limiter
+                            .pause(&bucket, limit, reset)
+                            .await
+                            .map_err(unavailable)?;
                     }
+                    return Ok(response);
                 }
-                Err(VaultError::NeedsReauth(reason)) => return Err(CallError::NeedsReauth(reason)),
-                Err(VaultError::NotFound(id)) => {
-                    return Err(CallError::Failed(CallFailure {
-                        class: FailureClass::Permanent,
-                        code: format!("connection {id} not found"),
-                    }));
-                }
-                Err(VaultError::Rejected(reason)) => {
-                    return Err(CallError::Failed(CallFailure {
-                        class: FailureClass::Permanent,
-                        code: reason,
-                    }));
-                }
-                Err(VaultError::Unreachable(kind)) => (
-                    CallFailure {
-                        class: FailureClass::Transient,
-                        code: kind.into(),
-                    },
-                    None,
-                ),
-                Err(VaultError::Unavailable(reason)) => return Err(CallError::Unavailable(reason)),
+                Attempt::Failed { failure, answer } => (failure, answer),
             };
             let status = headers.as_ref().map(|(status, _)| *status);
             self.log(call, attempt, status, started, Some(&failure));
@@ -317,6 +279,68 @@ impl OutboundClient {
                 Decision::GiveUp => return Err(CallError::Failed(failure)),
             }
         }
+    }
+
+    /// Sends one attempt (with the connection's token) and classifies what came back;
+    /// `Err` for what ends the call at once (reauthorization, a missing connection,
+    /// Junction's own dependencies down).
+    async fn attempt<F>(
+        &self,
+        call: Call<'_>,
+        rules: &[ErrorRule],
+        build: &F,
+    ) -> Result<Attempt, CallError>
+    where
+        F: Fn(&reqwest::Client, &AccessToken) -> reqwest::RequestBuilder,
+    {
+        let permanent = |code: String| {
+            CallError::Failed(CallFailure {
+                class: FailureClass::Permanent,
+                code,
+            })
+        };
+        let response = match self
+            .vault
+            .send_authorized(call.connection, |token| build(&self.http, token))
+            .await
+        {
+            Ok(response) => response,
+            Err(VaultError::Unreachable(kind)) => {
+                return Ok(Attempt::Failed {
+                    failure: CallFailure {
+                        class: FailureClass::Transient,
+                        code: kind.into(),
+                    },
+                    answer: None,
+                });
+            }
+            Err(VaultError::NeedsReauth(reason)) => return Err(CallError::NeedsReauth(reason)),
+            Err(VaultError::NotFound(id)) => {
+                return Err(permanent(format!("connection {id} not found")));
+            }
+            Err(VaultError::Rejected(reason)) => return Err(permanent(reason)),
+            Err(VaultError::Unavailable(reason)) => return Err(CallError::Unavailable(reason)),
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let classified = match response.bytes().await {
+            Ok(body) => classify_response(rules, status, &body).map(|()| body),
+            Err(_) => Err(CallFailure {
+                class: FailureClass::Transient,
+                code: "body_interrupted".into(),
+            }),
+        };
+        Ok(match classified {
+            Ok(body) => Attempt::Succeeded(ApiResponse {
+                status,
+                headers,
+                body: body.to_vec(),
+            }),
+            Err(failure) => Attempt::Failed {
+                failure,
+                answer: Some((status, headers)),
+            },
+        })
     }
 
     fn log(

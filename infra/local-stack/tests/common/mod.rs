@@ -9,7 +9,10 @@ use std::{
 };
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use local_stack::stack::LocalStack;
+use local_stack::{
+    emulator::repo_root,
+    stack::{LocalStack, LocalStackConfig},
+};
 
 /// `label` with a random suffix: a stack name and prefix no other test uses.
 pub fn unique(label: &str) -> String {
@@ -148,4 +151,42 @@ pub async fn take_providers(
         }
     }
     providers
+}
+
+/// The origin the OAuth tests' `return_to` URLs use.
+pub const RETURN_TO_ORIGIN: &str = "https://app.example.com";
+
+/// A running stack whose catalog overlay is `overlay` (TOML), with `RETURN_TO_ORIGIN`
+/// allowed and schedules fired only by hand, once every function has initialized.
+/// Returns the stack, its secret prefix, and the temporary directory holding the
+/// overlay file (the caller removes it).
+pub async fn start_with_overlay(
+    label: &str,
+    overlay: &str,
+) -> (LocalStack, String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(unique(&format!("{label}-overlay")));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("overlay.toml");
+    std::fs::write(&path, overlay).expect("overlay written");
+    let prefix = unique(label);
+    let mut config = LocalStackConfig::new(repo_root());
+    config.stack_name = unique(&format!("{label}-e2e"));
+    config.prefix = Some(prefix.clone());
+    config.catalog_overlay = Some(path);
+    config.run_schedules = false;
+    config.parameters = vec![("OAuthReturnToOrigins".into(), RETURN_TO_ORIGIN.into())];
+    let stack = LocalStack::start(config).await.expect("local stack starts");
+    assert!(
+        stack.wait_ready(Duration::from_secs(90)).await,
+        "functions initialize with the overlay"
+    );
+    (stack, prefix, dir)
+}
+
+/// An HTTP client that, like a test's browser, shows redirects instead of following them.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
 }
