@@ -153,7 +153,11 @@ struct DiscardingQueue;
 
 #[async_trait::async_trait]
 impl EventQueue for DiscardingQueue {
-    async fn send(&self, message: QueueMessage) -> Result<(), QueueError> {
+    async fn send_delayed(
+        &self,
+        message: QueueMessage,
+        _delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
         black_box(message);
         Ok(())
     }

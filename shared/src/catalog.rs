@@ -22,7 +22,9 @@ use serde::Deserialize;
 
 mod api;
 mod oauth;
+mod polling;
 
+pub use polling::{MIN_INTERVAL_SECONDS, POLLERS, PollModel, PollingSpec};
 pub use api::{ApiSpec, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
 pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
@@ -198,6 +200,9 @@ pub struct Provider {
     /// How the provider's API answers (error rules for the outbound client).
     #[serde(default)]
     pub api: Option<ApiSpec>,
+    /// What is polled for each connection (needs `[api]` with a `base_url`).
+    #[serde(default)]
+    pub polling: Option<PollingSpec>,
 }
 
 /// How to verify, acknowledge and identify one provider's webhook deliveries.
@@ -753,6 +758,24 @@ impl Provider {
         if let Some(api) = &self.api {
             api.check()
                 .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        if let Some(polling) = &self.polling {
+            polling
+                .check()
+                .map_err(|(field, message)| invalid(&field, message))?;
+            if self.api.as_ref().and_then(|api| api.base_url.as_ref()).is_none() {
+                return Err(invalid(
+                    "polling",
+                    "needs [api] with a base_url to poll".to_owned(),
+                ));
+            }
+            if self.oauth.is_none() && self.oauth_discovery.is_none() {
+                return Err(invalid(
+                    "polling",
+                    "needs [oauth] or [oauth_discovery]: polls run on a connection's token"
+                        .to_owned(),
+                ));
+            }
         }
         if let Some(discovery) = &self.oauth_discovery {
             if self.oauth.is_some() {

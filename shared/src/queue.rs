@@ -69,8 +69,21 @@ pub struct QueueError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 #[async_trait]
 pub trait EventQueue: Send + Sync + std::fmt::Debug {
     /// Sends one message; returns only once the queue has accepted it.
-    async fn send(&self, message: QueueMessage) -> Result<(), QueueError>;
+    async fn send(&self, message: QueueMessage) -> Result<(), QueueError> {
+        self.send_delayed(message, std::time::Duration::ZERO).await
+    }
+
+    /// Sends one message that becomes visible after `delay` (at most 15 minutes, SQS's
+    /// limit; longer is cut to it): how the poll scheduler spreads jobs out.
+    async fn send_delayed(
+        &self,
+        message: QueueMessage,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError>;
 }
+
+/// SQS's longest message delay (15 minutes).
+pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// Amazon SQS.
 #[derive(Debug, Clone)]
@@ -95,12 +108,19 @@ impl SqsEventQueue {
 
 #[async_trait]
 impl EventQueue for SqsEventQueue {
-    async fn send(&self, message: QueueMessage) -> Result<(), QueueError> {
+    async fn send_delayed(
+        &self,
+        message: QueueMessage,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
         let mut request = self
             .client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(message.body);
+        if !delay.is_zero() {
+            request = request.delay_seconds(delay.min(MAX_DELAY).as_secs() as i32);
+        }
         for (name, value) in message.attributes {
             let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
                 .data_type("String")
@@ -121,6 +141,7 @@ impl EventQueue for SqsEventQueue {
 #[derive(Debug, Default)]
 pub struct InMemoryEventQueue {
     messages: Mutex<Vec<QueueMessage>>,
+    delays: Mutex<Vec<std::time::Duration>>,
     failing: std::sync::atomic::AtomicBool,
 }
 
@@ -128,6 +149,14 @@ impl InMemoryEventQueue {
     /// Every message sent so far.
     pub fn messages(&self) -> Vec<QueueMessage> {
         self.messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The delay each message was sent with, in order.
+    pub fn delays(&self) -> Vec<std::time::Duration> {
+        self.delays
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
@@ -142,10 +171,18 @@ impl InMemoryEventQueue {
 
 #[async_trait]
 impl EventQueue for InMemoryEventQueue {
-    async fn send(&self, message: QueueMessage) -> Result<(), QueueError> {
+    async fn send_delayed(
+        &self,
+        message: QueueMessage,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(QueueError("in-memory queue set to fail".into()));
         }
+        self.delays
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(delay.min(MAX_DELAY));
         self.messages
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

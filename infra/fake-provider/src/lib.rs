@@ -14,6 +14,6 @@ pub mod oauth;
 pub mod oidc;
 
 pub use oauth::{
-    AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, ScriptedResponse,
+    ApiRequest, AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, ScriptedResponse,
     TokenFailure,
 };

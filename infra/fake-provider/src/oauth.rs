@@ -1,7 +1,9 @@
 //! A strict OAuth 2.0 authorization server on loopback.
 //!
-//! Endpoints: `GET /authorize`, `POST /token`, `POST /revoke` and a protected
-//! resource `GET /api/me`. Every check a real provider makes that Junction's
+//! Endpoints: `GET /authorize`, `POST /token`, `POST /revoke`, a protected
+//! resource `GET /api/me`, and a protected provider API under `/provider/…` whose
+//! answers a test supplies ([`FakeAuthServer::serve_provider_api`]): the pollers'
+//! tests put a provider's documented request and response shapes there. Every check a real provider makes that Junction's
 //! client could get wrong is made here too, so a bug in the client shows up as
 //! a failing test rather than as a failure in production.
 
@@ -17,7 +19,7 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -161,6 +163,7 @@ impl FakeAuthServer {
             .route("/token", post(token))
             .route("/revoke", post(revoke))
             .route("/api/me", get(api_me))
+            .route("/provider/{*path}", any(provider_api))
             .with_state(shared.clone());
         let listener = listener.tap_io(|tcp| {
             // Best effort: a connection without TCP_NODELAY still works.
@@ -211,6 +214,26 @@ impl FakeAuthServer {
     /// A protected resource that accepts only live access tokens.
     pub fn api_url(&self) -> String {
         format!("{}/api/me", self.base_url)
+    }
+
+    /// The provider API's base URL (`http://127.0.0.1:PORT/provider`), for a catalog
+    /// entry's `[api] base_url`.
+    pub fn provider_api_base(&self) -> String {
+        format!("{}/provider", self.base_url)
+    }
+
+    /// Answers authorized requests under `/provider/…` with `handler` (after any
+    /// scripted answers and the undocumented rate limit, like `/api/me`).
+    pub fn serve_provider_api(
+        &self,
+        handler: impl Fn(&ApiRequest) -> ScriptedResponse + Send + Sync + 'static,
+    ) {
+        self.lock().provider_api = Some(ApiHandler(Arc::new(handler)));
+    }
+
+    /// The authorized requests the provider API received, in order.
+    pub fn provider_requests(&self) -> Vec<ApiRequest> {
+        self.lock().provider_requests.clone()
     }
 
     /// Replaces the redirect URI allow-list: tests learn their callback URL
@@ -305,6 +328,60 @@ struct ServerState {
     api_script: std::collections::VecDeque<ScriptedResponse>,
     /// An undocumented limit on `/api/me`: (requests per second, tokens, last refill).
     api_limit: Option<(f64, f64, Instant)>,
+    provider_api: Option<ApiHandler>,
+    provider_requests: Vec<ApiRequest>,
+}
+
+/// One authorized request to the provider API, as its handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRequest {
+    pub method: String,
+    /// The path after `/provider` (`/gmail/v1/users/me/history`).
+    pub path: String,
+    /// Query parameters, decoded, in order (repeats kept).
+    pub query: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ApiRequest {
+    /// The first value of query parameter `name`.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl ScriptedResponse {
+    /// A 200 with a JSON body.
+    pub fn json(body: &Value) -> ScriptedResponse {
+        ScriptedResponse::with_status(200, body)
+    }
+
+    /// A JSON body with `status`.
+    pub fn with_status(status: u16, body: &Value) -> ScriptedResponse {
+        ScriptedResponse {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ApiHandler(Arc<dyn Fn(&ApiRequest) -> ScriptedResponse + Send + Sync>);
+
+impl std::fmt::Debug for ApiHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiHandler")
+    }
 }
 
 /// An answer `/api/me` gives to an authorized request instead of its usual 200, in
@@ -368,6 +445,8 @@ impl ServerState {
             counters: Counters::default(),
             api_script: std::collections::VecDeque::new(),
             api_limit: None,
+            provider_api: None,
+            provider_requests: Vec::new(),
         }
     }
 
@@ -749,7 +828,35 @@ fn handle_revoke(
 // ------------------------------------------------------------------- /api/me
 
 async fn api_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    let scripted = match api_me_now(&shared, &headers) {
+    answer_api(&shared, &headers, None).await
+}
+
+async fn provider_api(
+    State(shared): State<Shared>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = ApiRequest {
+        method: method.to_string(),
+        path: uri
+            .path()
+            .strip_prefix("/provider")
+            .unwrap_or(uri.path())
+            .to_owned(),
+        query: form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    answer_api(&shared, &headers, Some(request)).await
+}
+
+/// `/api/me` (no `request`) or the provider API: the rate limit, the token check, the
+/// scripted answers, then the handler's (or `/api/me`'s own) answer.
+async fn answer_api(shared: &Shared, headers: &HeaderMap, request: Option<ApiRequest>) -> Response {
+    let scripted = match api_me_now(shared, headers, request) {
         Ok(response) => return response,
         Err(scripted) => scripted,
     };
@@ -771,7 +878,11 @@ async fn api_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 /// The answer when it needs no waiting; `Err` with the scripted answer otherwise.
-fn api_me_now(shared: &Shared, headers: &HeaderMap) -> Result<Response, ScriptedResponse> {
+fn api_me_now(
+    shared: &Shared,
+    headers: &HeaderMap,
+    request: Option<ApiRequest>,
+) -> Result<Response, ScriptedResponse> {
     let mut state = lock(shared);
     state.counters.api_calls += 1;
     if let Some((rate, tokens, at)) = state.api_limit {
@@ -796,13 +907,28 @@ fn api_me_now(shared: &Shared, headers: &HeaderMap) -> Result<Response, Scripted
         live.then(|| access.grant_id.clone())
     });
     match live_grant {
-        Some(grant_id) => match state.api_script.pop_front() {
-            Some(scripted) => Err(scripted),
-            None => Ok(json_response(
-                StatusCode::OK,
-                &json!({"id": "user-1", "grant": grant_id}),
-            )),
-        },
+        Some(grant_id) => {
+            if let Some(request) = &request {
+                state.provider_requests.push(request.clone());
+            }
+            if let Some(scripted) = state.api_script.pop_front() {
+                return Err(scripted);
+            }
+            match (request, state.provider_api.clone()) {
+                (Some(request), Some(handler)) => {
+                    drop(state);
+                    Err((handler.0)(&request))
+                }
+                (Some(_), None) => Ok(json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": "no provider API served"}),
+                )),
+                (None, _) => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"id": "user-1", "grant": grant_id}),
+                )),
+            }
+        }
         None => {
             state.counters.api_rejections += 1;
             let mut response =

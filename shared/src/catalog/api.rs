@@ -7,6 +7,12 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSpec {
+    /// Where the API lives, joined with each poller's paths. `{name}` placeholders are
+    /// filled from the connection's stored token-response values (Salesforce
+    /// `{instance_url}`), so a per-account host needs no code. An overlay can point a
+    /// built-in provider elsewhere (a sandbox, a regional host) by replacing its entry.
+    #[serde(default)]
+    pub base_url: Option<String>,
     /// The rate Junction allows itself (the documented limit, or below it); 429s lower
     /// it further at run time.
     pub rate_limit: RateLimitSpec,
@@ -75,6 +81,18 @@ impl ApiSpec {
                 "api.rate_limit.requests_per_second".into(),
                 "must be above 0 and at most 10000".into(),
             ));
+        }
+        if let Some(base) = &self.base_url {
+            let literal_host = !base.starts_with('{');
+            if literal_host && !super::allowed_endpoint(base) {
+                return Err((
+                    "api.base_url".into(),
+                    "must be an https:// URL (or http://127.0.0.1:… for a local test provider), or start with a {placeholder} filled from the connection".into(),
+                ));
+            }
+            if base.ends_with('/') {
+                return Err(("api.base_url".into(), "must not end with /".into()));
+            }
         }
         if self.rate_limit.burst == 0 {
             return Err(("api.rate_limit.burst".into(), "must be at least 1".into()));

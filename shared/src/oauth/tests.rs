@@ -19,6 +19,7 @@ const BASE: &str = "https://hub.example.com";
 
 /// A catalog with one provider, `fakeauth`, whose endpoints are the fake server's.
 pub(crate) fn fake_catalog(server: &FakeAuthServer, extra: &str) -> &'static Catalog {
+    let extra = extra.replace("{provider_api}", &server.provider_api_base());
     let text = format!(
         "id = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[oauth]\n{}\n{extra}",
         server.oauth_catalog_fields()

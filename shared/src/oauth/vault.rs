@@ -234,6 +234,12 @@ impl TokenVault {
             })
     }
 
+    /// The connection's record (state and kept parameters; never the tokens' plaintext):
+    /// what the poll worker checks before a run.
+    pub async fn connection(&self, id: &str) -> Result<Connection, VaultError> {
+        self.load(id).await
+    }
+
     async fn load(&self, id: &str) -> Result<Connection, VaultError> {
         self.connections
             .get(id)

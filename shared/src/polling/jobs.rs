@@ -66,6 +66,8 @@ pub trait SyncJobStore: Send + Sync + std::fmt::Debug {
     async fn replace(&self, job: &SyncJob, expected: u64) -> Result<bool, JobStoreError>;
     /// Jobs due at or before `before`, earliest first, at most `limit`.
     async fn due(&self, before: i64, limit: usize) -> Result<Vec<SyncJob>, JobStoreError>;
+    /// Deletes the job (its connection is gone); absent is fine.
+    async fn remove(&self, key: &str) -> Result<(), JobStoreError>;
 }
 
 /// In memory, for unit tests.
@@ -118,6 +120,11 @@ impl SyncJobStore for InMemorySyncJobStore {
         due.sort_by_key(|job| job.due_at);
         due.truncate(limit);
         Ok(due)
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), JobStoreError> {
+        self.jobs().remove(key);
+        Ok(())
     }
 }
 
@@ -230,6 +237,17 @@ impl SyncJobStore for DynamoSyncJobStore {
             .map_err(|err| store_error(aws_sdk_dynamodb::Error::from(err)))?;
         output.items().iter().map(Self::parse).collect()
     }
+
+    async fn remove(&self, key: &str) -> Result<(), JobStoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .send()
+            .await
+            .map_err(|err| store_error(aws_sdk_dynamodb::Error::from(err)))?;
+        Ok(())
+    }
 }
 
 /// A job for tests and contracts.
@@ -294,4 +312,7 @@ pub async fn check_job_store_contract(store: &dyn SyncJobStore) {
         .collect();
     assert_eq!(due, ["conn_b", "conn_a"], "due ones, earliest first");
     assert_eq!(store.get("conn_z#issues").await.expect("get"), None);
+    store.remove(&job.key()).await.expect("remove");
+    assert_eq!(store.get(&job.key()).await.expect("get"), None, "removed");
+    store.remove(&job.key()).await.expect("removing twice is fine");
 }

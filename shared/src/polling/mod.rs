@@ -1,13 +1,15 @@
-//! Scheduled polling: sync jobs with their cursors ([`jobs`]) and the worker that runs
-//! one job incrementally into the ingest queue ([`worker`]). The pollers for each
-//! provider, the scheduler that finds due jobs and the Lambda functions around them are
-//! issue 7's remaining work.
+//! Scheduled polling: sync jobs with their cursors ([`jobs`]), the scheduler that hands
+//! due jobs to the poll queue ([`scheduler`]), the worker that runs one job
+//! incrementally into the ingest queue ([`worker`]), and the provider pollers it runs
+//! ([`pollers`]).
 
 pub mod jobs;
+pub mod pollers;
 pub mod worker;
 
 pub use jobs::{
     DynamoSyncJobStore, InMemorySyncJobStore, JobLease, JobStoreError, SyncJob, SyncJobStore,
     check_job_store_contract, job_key, sample_job,
 };
+pub use pollers::PollTarget;
 pub use worker::{Page, PollWorker, PolledRecord, Poller, RunOutcome};

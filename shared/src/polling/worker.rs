@@ -17,10 +17,13 @@ use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 
-use super::jobs::{JobLease, JobStoreError, SyncJob, SyncJobStore};
+use super::{
+    jobs::{JobLease, JobStoreError, SyncJob, SyncJobStore},
+    pollers::PollTarget,
+};
 use crate::{
     clock::Clock,
-    oauth::TokenVault,
+    oauth::{ConnectionState, TokenVault, VaultError},
     outbound::CallError,
     queue::{EventQueue, QueueMessage, attribute},
 };
@@ -53,12 +56,9 @@ pub trait Poller: Send + Sync + std::fmt::Debug {
     /// The resource name put on queue messages (selects the normalization adapter).
     fn resource(&self) -> &str;
 
-    async fn page(
-        &self,
-        job: &SyncJob,
-        cursor: Option<&str>,
-        deadline: Instant,
-    ) -> Result<Page, CallError>;
+    /// Fetches the page that starts at `cursor` (`None`: the first sync).
+    async fn page(&self, target: &PollTarget<'_>, cursor: Option<&str>)
+    -> Result<Page, CallError>;
 }
 
 /// How a run ended.
@@ -76,6 +76,8 @@ pub enum RunOutcome {
     Requeue { after: std::time::Duration },
     /// The sync failed; noted on the job and the connection, due after the interval.
     Failed { error: String },
+    /// The connection is gone (disconnected): the job was removed.
+    Removed,
 }
 
 /// The worker over its ports.
@@ -139,13 +141,33 @@ impl PollWorker {
         if !self.jobs.replace(&job, found.version).await? {
             return Ok(RunOutcome::Busy);
         }
+        let base_url = match self.base_url(&job).await {
+            Ok(base_url) => base_url,
+            Err(Stop::Removed) => {
+                self.jobs.remove(key).await?;
+                tracing::info!(job = key, "connection deleted; sync job removed");
+                return Ok(RunOutcome::Removed);
+            }
+            Err(Stop::Requeue(reason)) => {
+                let after = std::time::Duration::from_secs(60);
+                let due = self.now() + 60;
+                self.finish(&job, Some(due), Some(&reason)).await?;
+                return Ok(RunOutcome::Requeue { after });
+            }
+            Err(Stop::Failed(error)) => return self.fail(&job, error).await,
+        };
         let (mut pages, mut records) = (0u32, 0u64);
         loop {
             if deadline.saturating_duration_since(Instant::now()) < self.page_budget {
                 self.finish(&job, None, None).await?;
                 return Ok(RunOutcome::Continue { pages, records });
             }
-            let page = match poller.page(&job, job.cursor.as_deref(), deadline).await {
+            let target = PollTarget {
+                job: &job,
+                base_url: &base_url,
+                deadline,
+            };
+            let page = match poller.page(&target, job.cursor.as_deref()).await {
                 Ok(page) => page,
                 Err(CallError::Requeue { after, .. }) => {
                     let due = self.now() + i64::try_from(after.as_secs()).unwrap_or(900);
@@ -199,6 +221,27 @@ impl PollWorker {
         }
     }
 
+    /// The provider API's base URL for the job's connection, after checking the
+    /// connection is still there and authorized. Without a vault (unit tests of the
+    /// worker alone) the poller gets an empty base URL.
+    async fn base_url(&self, job: &SyncJob) -> Result<String, Stop> {
+        let Some(vault) = &self.vault else {
+            return Ok(String::new());
+        };
+        let connection = match vault.connection(&job.connection).await {
+            Ok(connection) => connection,
+            Err(VaultError::NotFound(_)) => return Err(Stop::Removed),
+            Err(err) => return Err(Stop::Requeue(format!("vault: {err}"))),
+        };
+        if connection.state == ConnectionState::NeedsReauth {
+            return Err(Stop::Failed(
+                "connection needs reauthorization; polling resumes after a reconnect".into(),
+            ));
+        }
+        super::pollers::base_url(vault.catalog, &job.provider, &connection.params)
+            .map_err(Stop::Failed)
+    }
+
     /// Releases the lease (when still ours), optionally moving the due time and noting
     /// an error; the cursor stays.
     async fn finish(
@@ -232,6 +275,13 @@ impl PollWorker {
         }
         Ok(RunOutcome::Failed { error })
     }
+}
+
+/// Why a run stops before its first page.
+enum Stop {
+    Removed,
+    Requeue(String),
+    Failed(String),
 }
 
 /// The queue message of a polled record: the same attributes as a webhook's, with

@@ -39,9 +39,8 @@ impl Poller for FakePoller {
 
     async fn page(
         &self,
-        _job: &SyncJob,
+        _target: &PollTarget<'_>,
         cursor: Option<&str>,
-        _deadline: Instant,
     ) -> Result<Page, CallError> {
         self.fetched
             .lock()
