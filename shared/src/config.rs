@@ -296,6 +296,8 @@ pub struct ConnectFlowSettings {
     /// Key `OAUTH_DEFAULT_RETURN_TO` (optional): where users go when `return_to` is not
     /// given; must be under an allowed origin.
     pub default_return_to: Option<String>,
+    /// Key `SYNC_JOBS_TABLE`: a new connection's sync jobs are created there.
+    pub sync_jobs_table: String,
 }
 
 impl ConnectFlowSettings {
@@ -338,6 +340,44 @@ impl ConnectFlowSettings {
             state_table: env.required("OAUTH_STATE_TABLE")?,
             return_to_origins,
             default_return_to,
+            sync_jobs_table: env.required("SYNC_JOBS_TABLE")?,
+        })
+    }
+}
+
+/// Settings of the poll functions (`poll-scheduler`, `poll-worker`).
+#[derive(Debug, Clone)]
+pub struct PollingSettings {
+    /// Key `SYNC_JOBS_TABLE`: the sync jobs (cursor, due time, lease).
+    pub sync_jobs_table: String,
+    /// Key `POLL_QUEUE_URL`: due jobs wait there for a worker.
+    pub poll_queue_url: String,
+}
+
+impl PollingSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(PollingSettings {
+            sync_jobs_table: env.required("SYNC_JOBS_TABLE")?,
+            poll_queue_url: env.required("POLL_QUEUE_URL")?,
+        })
+    }
+}
+
+/// Settings of the `poll-worker` besides [`PollingSettings`] and [`OAuthSettings`].
+#[derive(Debug, Clone)]
+pub struct PollWorkerSettings {
+    /// Key `INGEST_QUEUE_URL`: polled records go where webhooks go.
+    pub ingest_queue_url: String,
+    /// Key `OUTBOUND_STATE_TABLE`: rate-limit buckets and circuit breakers shared by
+    /// every instance.
+    pub outbound_state_table: String,
+}
+
+impl PollWorkerSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(PollWorkerSettings {
+            ingest_queue_url: env.required("INGEST_QUEUE_URL")?,
+            outbound_state_table: env.required("OUTBOUND_STATE_TABLE")?,
         })
     }
 }
@@ -405,6 +445,7 @@ mod tests {
             ("TOKEN_KEY_ID", "alias/junction-tokens"),
             ("EVENT_BUS_NAME", "bus"),
             ("OAUTH_STATE_TABLE", "states"),
+            ("SYNC_JOBS_TABLE", "jobs"),
             (
                 "OAUTH_RETURN_TO_ORIGINS",
                 "https://app.example.com, http://127.0.0.1:3000",

@@ -68,6 +68,9 @@ pub struct ItemOutcome {
     pub stale: usize,
     /// Records the conflict rules could not settle: kept for review, announced.
     pub conflicts: usize,
+    /// Records already stored, identical, by another delivery (a reconciliation poll
+    /// repeating a webhook): not published again.
+    pub already_current: usize,
 }
 
 impl ItemOutcome {
@@ -175,6 +178,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             version_mismatch: None,
             fetches_pending: 0,
             stale: 0,
+            already_current: 0,
             conflicts: 0,
         };
         let failure = match self.handle(&message, &mut outcome).await {
@@ -354,6 +358,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                     key: RecordWrite::key(&event.provider, event.scope.as_deref(), model, &meta.id),
                     model: item.model(),
                     origin: event.origin,
+                    event: event.event_id.clone(),
                     source_ms: meta.source_timestamp.map(|at| at.unix_millis()),
                     complete: meta.complete,
                     record,
@@ -367,6 +372,10 @@ impl<S: IdempotencyStore> Consumer<S> {
                     }
                     ApplyOutcome::Stale => {
                         outcome.stale += 1;
+                        continue;
+                    }
+                    ApplyOutcome::AlreadyCurrent => {
+                        outcome.already_current += 1;
                         continue;
                     }
                     ApplyOutcome::Conflict { stored } => {

@@ -149,6 +149,10 @@ pub struct RecordWrite {
     pub model: Model,
     /// How this version reached Junction.
     pub origin: Origin,
+    /// The delivery carrying it (provider event id, or the poll's record-version id):
+    /// remembered with the stored version, so an identical version arriving by another
+    /// delivery is recognised as already published.
+    pub event: String,
     /// The provider's source timestamp in Unix milliseconds, when it has one.
     pub source_ms: Option<i64>,
     /// False for partial records, merged into the stored one.
@@ -169,8 +173,12 @@ impl RecordWrite {
 pub enum ApplyOutcome {
     /// Stored; publish the stored record (merged, for partial writes).
     Applied(Value),
-    /// Already stored exactly like this; publish again (same stable event id).
+    /// Already stored exactly like this by this same delivery (a redelivery, perhaps
+    /// after a crash before publishing); publish again (same stable event id).
     Unchanged(Value),
+    /// Already stored exactly like this by another delivery (a reconciliation poll
+    /// fetching what a webhook delivered): already published, nothing to do.
+    AlreadyCurrent,
     /// Older than the stored record: dropped.
     Stale,
     /// Same source time, different content: kept for review, not applied.
@@ -184,6 +192,9 @@ pub struct StoredVersion {
     pub record: Value,
     /// Which origin last set each field that has a priority rule.
     pub origins: BTreeMap<String, Origin>,
+    /// The delivery that stored this version (`None` for versions stored before this
+    /// was recorded).
+    pub written_by: Option<String>,
 }
 
 /// Conditional storage of records.
@@ -224,6 +235,7 @@ pub async fn apply(
                         source_ms: write.source_ms,
                         record: write.record.clone(),
                         origins: BTreeMap::new(),
+                        written_by: Some(write.event.clone()),
                     };
                     store.store_conflict(&write.key, &incoming).await?;
                 }
@@ -242,6 +254,28 @@ enum Decision {
     Done(ApplyOutcome),
 }
 
+/// Fields of a normalized record that describe the delivery, not the record's state: a
+/// webhook's `updated` and a poll's snapshot of the same version, mapped by different
+/// adapters of one provider, are the same state.
+const DELIVERY_FIELDS: [&str; 4] = ["adapter", "mapping_version", "change", "complete"];
+
+/// Whether two records describe the same state (equal apart from [`DELIVERY_FIELDS`]).
+fn same_state(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let state = |record: &serde_json::Map<String, Value>| {
+                record
+                    .iter()
+                    .filter(|(key, _)| !DELIVERY_FIELDS.contains(&key.as_str()))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect::<serde_json::Map<String, Value>>()
+            };
+            state(a) == state(b)
+        }
+        _ => a == b,
+    }
+}
+
 fn decide(
     stored: Option<&StoredVersion>,
     priority: &FieldPriority,
@@ -253,6 +287,7 @@ fn decide(
             source_ms: write.source_ms,
             record,
             origins,
+            written_by: Some(write.event.clone()),
         });
     };
     let next = || {
@@ -263,11 +298,22 @@ fn decide(
         };
         prioritize(Some(stored), priority, write, merged)
     };
+    let unchanged = || {
+        let same_delivery = stored
+            .written_by
+            .as_deref()
+            .is_none_or(|writer| writer == write.event);
+        Decision::Done(if same_delivery {
+            ApplyOutcome::Unchanged(stored.record.clone())
+        } else {
+            ApplyOutcome::AlreadyCurrent
+        })
+    };
     match (write.source_ms, stored.source_ms) {
         (Some(new), Some(old)) if new < old => Decision::Done(ApplyOutcome::Stale),
         (Some(new), Some(old)) if new == old => {
-            if next().0 == stored.record {
-                Decision::Done(ApplyOutcome::Unchanged(stored.record.clone()))
+            if same_state(&next().0, &stored.record) {
+                unchanged()
             } else {
                 Decision::Done(ApplyOutcome::Conflict {
                     stored: stored.record.clone(),
@@ -276,13 +322,14 @@ fn decide(
         }
         _ => {
             let (record, origins) = next();
-            if record == stored.record && write.source_ms == stored.source_ms {
-                Decision::Done(ApplyOutcome::Unchanged(record))
+            if same_state(&record, &stored.record) && write.source_ms == stored.source_ms {
+                unchanged()
             } else {
                 Decision::Write(StoredVersion {
                     source_ms: write.source_ms.or(stored.source_ms),
                     record,
                     origins,
+                    written_by: Some(write.event.clone()),
                 })
             }
         }
@@ -352,7 +399,7 @@ fn merge(stored: &Value, partial: &Value) -> Value {
 
 /// DynamoDB: item `pk`, `source_ms` (number, absent when unknown), `record` (JSON text,
 /// also the optimistic-concurrency token), `origins` (JSON text: field → origin, for
-/// ruled fields). Conflicts are
+/// ruled fields), `written_by` (the delivery that stored it). Conflicts are
 /// items `pk = <key>#conflict#<source_ms>`.
 #[derive(Debug, Clone)]
 pub struct DynamoRecordStore {
@@ -402,10 +449,15 @@ impl RecordStore for DynamoRecordStore {
             .and_then(|v| v.as_s().ok())
             .and_then(|text| serde_json::from_str(text).ok())
             .unwrap_or_default();
+        let written_by = item
+            .get("written_by")
+            .and_then(|v| v.as_s().ok())
+            .cloned();
         Ok(Some(StoredVersion {
             source_ms,
             record,
             origins,
+            written_by,
         }))
     }
 
@@ -423,6 +475,9 @@ impl RecordStore for DynamoRecordStore {
             .item("record", AttributeValue::S(next.record.to_string()));
         if let Some(ms) = next.source_ms {
             request = request.item("source_ms", AttributeValue::N(ms.to_string()));
+        }
+        if let Some(writer) = &next.written_by {
+            request = request.item("written_by", AttributeValue::S(writer.clone()));
         }
         if !next.origins.is_empty() {
             let origins =
@@ -533,6 +588,7 @@ pub async fn check_store_contract(store: &dyn RecordStore) {
         key: RecordWrite::key("linear", None, "work_item", "ISS-1"),
         model: Model::WorkItem,
         origin: Origin::Webhook,
+        event: format!("delivery-{}", ms.unwrap_or_default()),
         source_ms: ms,
         complete,
         record,
@@ -561,7 +617,19 @@ pub async fn check_store_contract(store: &dyn RecordStore) {
     );
     assert_eq!(
         outcome(apply(store, &no_rules, &write(Some(2_000), true, v2.clone())).await),
-        ApplyOutcome::Unchanged(v2.clone())
+        ApplyOutcome::Unchanged(v2.clone()),
+        "the same delivery again: published again"
+    );
+    let mut v2_polled = v2.clone();
+    v2_polled["adapter"] = serde_json::json!("linear.issue");
+    v2_polled["change"] = serde_json::json!("snapshot");
+    let mut polled = write(Some(2_000), true, v2_polled);
+    polled.origin = Origin::Poll;
+    polled.event = "work_item:ISS-1:2000".into();
+    assert_eq!(
+        outcome(apply(store, &no_rules, &polled).await),
+        ApplyOutcome::AlreadyCurrent,
+        "the same version by another delivery (a reconciliation poll): not published twice"
     );
     let rival = serde_json::json!({"title": "rival", "status": "started"});
     assert_eq!(
@@ -596,6 +664,7 @@ async fn check_field_priority(store: &dyn RecordStore) {
         key: key.clone(),
         model: Model::PipelineItem,
         origin,
+        event: format!("{}-{ms}", origin.as_str()),
         source_ms: Some(ms),
         complete: true,
         record,
@@ -713,6 +782,7 @@ mod tests {
                 key: key.clone(),
                 model: Model::PipelineItem,
                 origin: Origin::Webhook,
+                event: format!("delivery-{ms}"),
                 source_ms: Some(ms),
                 complete: true,
                 record: serde_json::json!({ "stage": stage }),

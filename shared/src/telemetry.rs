@@ -150,7 +150,8 @@ pub fn record_consumed(outcome: &ItemOutcome) {
             result = outcome.result, reason, retry_in_s, "event will be retried"),
         _ => tracing::info!(provider, event_id, message_id = %outcome.message_id,
             result = outcome.result, published = outcome.published, stale = outcome.stale,
-            conflicts = outcome.conflicts, "event consumed"),
+            already_current = outcome.already_current, conflicts = outcome.conflicts,
+            "event consumed"),
     }
     let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
     print_provider_metrics(
@@ -177,6 +178,11 @@ pub fn record_consumed(outcome: &ItemOutcome) {
             ),
             ("FetchesPending", outcome.fetches_pending as f64, "Count"),
             ("StaleUpdates", outcome.stale as f64, "Count"),
+            (
+                "AlreadyCurrentRecords",
+                outcome.already_current as f64,
+                "Count",
+            ),
             ("RecordConflicts", outcome.conflicts as f64, "Count"),
         ],
     );

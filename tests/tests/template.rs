@@ -1,6 +1,7 @@
 //! `template.yaml`, translated with aws-sam-translator, created as a CloudFormation stack
-//! in the emulator: it must reach CREATE_COMPLETE with the ingest queue's redrive policy,
-//! the DLQ's retention and the function's environment in place.
+//! in the emulator: it must reach CREATE_COMPLETE with the ingest and poll queues' redrive
+//! policies, the DLQs' retention, the polling schedule and tables, and the functions'
+//! environments in place.
 
 use local_stack::emulator::{Moto, deploy, repo_root};
 
@@ -133,4 +134,52 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         "the token key: {}",
         oauth_env["TOKEN_KEY_ID"]
     );
+    assert_eq!(
+        oauth_env["SYNC_JOBS_TABLE"],
+        stack.resources["SyncJobsTable"],
+        "a new connection's sync jobs are created by the callback"
+    );
+
+    // Polling: the scheduler every minute → the poll queue (redrive to its DLQ) → the
+    // worker, which sends records to the ingest queue.
+    let scheduler = stack
+        .schedules
+        .iter()
+        .find(|s| s.function.as_deref() == Some("PollSchedulerFunction"))
+        .expect("the poll scheduler runs on a schedule");
+    assert_eq!(scheduler.expression.as_deref(), Some("rate(1 minute)"));
+    let poll = &stack.queues["PollQueue"];
+    let poll_dlq = &stack.queues["PollDeadLetterQueue"];
+    let poll_redrive: serde_json::Value =
+        serde_json::from_str(&poll.attributes["RedrivePolicy"]).expect("a redrive policy");
+    assert_eq!(
+        poll_redrive["deadLetterTargetArn"],
+        poll_dlq.arn.clone().expect("poll dlq arn").as_str()
+    );
+    let scheduler_env = stack.functions["PollSchedulerFunction"].environment_strings();
+    assert_eq!(scheduler_env["POLL_QUEUE_URL"], poll.url);
+    assert_eq!(
+        scheduler_env["SYNC_JOBS_TABLE"],
+        stack.resources["SyncJobsTable"]
+    );
+    let worker = &stack.functions["PollWorkerFunction"];
+    assert_eq!(worker.binary.as_deref(), Some("poll-worker"));
+    let worker_env = worker.environment_strings();
+    assert_eq!(worker_env["INGEST_QUEUE_URL"], ingest.url);
+    assert_eq!(worker_env["POLL_QUEUE_URL"], poll.url);
+    assert_eq!(
+        worker_env["OUTBOUND_STATE_TABLE"],
+        stack.resources["OutboundStateTable"]
+    );
+    let worker_mapping = stack
+        .event_source_mappings
+        .iter()
+        .find(|m| m.function.as_deref() == Some("PollWorkerFunction"))
+        .expect("the worker reads the poll queue");
+    assert_eq!(worker_mapping.queue, "PollQueue");
+    assert!(worker_mapping.report_batch_item_failures);
+    let poll_visibility: u64 = poll.attributes["VisibilityTimeout"]
+        .parse()
+        .expect("number");
+    assert!(poll_visibility >= 6 * worker.timeout);
 }

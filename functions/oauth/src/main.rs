@@ -8,6 +8,7 @@ use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, 
 use shared::{
     config::{ConnectFlowSettings, OAuthSettings, load_aws_config, load_catalog, process_env},
     oauth::{ConnectFlow, DynamoStateStore, FlowSettings, aws_vault, web},
+    polling::DynamoSyncJobStore,
     telemetry,
 };
 
@@ -29,7 +30,11 @@ async fn main() -> Result<(), lambda_http::Error> {
             return_to_origins: flow_settings.return_to_origins,
             default_return_to: flow_settings.default_return_to,
         },
-    );
+    )
+    .with_sync_jobs(Arc::new(DynamoSyncJobStore::from_config(
+        &aws,
+        flow_settings.sync_jobs_table,
+    )));
     let (flow, public_base_url) = (&flow, settings.public_base_url.as_deref());
     lambda_http::run(service_fn(move |request: Request| async move {
         let provider = request

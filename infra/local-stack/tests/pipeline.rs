@@ -9,7 +9,7 @@
 //! deadline and nothing asserts on how fast anything is.
 
 mod common;
-use common::{eventually, queue_depth, stop_and_check_processes_are_gone, unique};
+use common::{BusObserver, eventually, queue_depth, stop_and_check_processes_are_gone, unique};
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,8 +17,7 @@ use std::{
 };
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_eventbridge::types::{RuleState, Target};
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use aws_sdk_sqs::types::MessageAttributeValue;
 use junction_cli::{
     queues::{RedriveMethod, StackQueues, redrive},
     samples::{Sample, sample},
@@ -55,7 +54,7 @@ struct Pipeline {
     dlq_url: String,
     idempotency_table: String,
     /// The queue the test's EventBridge rule delivers every `junction/*` event to.
-    observed_url: String,
+    observer: BusObserver,
 }
 
 impl Pipeline {
@@ -96,50 +95,7 @@ impl Pipeline {
 
         let sdk = stack.sdk_config().clone();
         let sqs = stack.sqs().clone();
-        let observed_url = sqs
-            .create_queue()
-            .queue_name(format!("{}-observed", description.stack_name))
-            .send()
-            .await
-            .expect("observer queue created")
-            .queue_url
-            .expect("a queue URL");
-        let observed_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&observed_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("observer queue attributes")
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .expect("observer queue ARN");
-        let events = aws_sdk_eventbridge::Client::new(&sdk);
-        let rule = "junction-events-to-observer";
-        events
-            .put_rule()
-            .name(rule)
-            .event_bus_name(&bus)
-            .event_pattern(r#"{"source":[{"prefix":"junction/"}]}"#)
-            .state(RuleState::Enabled)
-            .send()
-            .await
-            .expect("rule created");
-        let targets = events
-            .put_targets()
-            .rule(rule)
-            .event_bus_name(&bus)
-            .targets(
-                Target::builder()
-                    .id("observer")
-                    .arn(observed_arn)
-                    .build()
-                    .expect("target"),
-            )
-            .send()
-            .await
-            .expect("target added");
-        assert_eq!(targets.failed_entry_count, 0);
+        let observer = BusObserver::subscribe(&stack).await;
 
         Pipeline {
             prefix,
@@ -151,7 +107,7 @@ impl Pipeline {
             ingest_url,
             dlq_url,
             idempotency_table,
-            observed_url,
+            observer,
             stack,
         }
     }
@@ -213,43 +169,7 @@ impl Pipeline {
 
     /// Receives and deletes what the observer queue holds now, as CloudEvents.
     async fn drain_observed(&self, into: &mut Vec<CloudEvent>) -> usize {
-        let output = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.observed_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("observer queue received");
-        let messages = output.messages.unwrap_or_default();
-        for message in &messages {
-            let envelope: Value = serde_json::from_str(message.body.as_deref().unwrap_or_default())
-                .expect("an EventBridge envelope");
-            // The envelope's `detail` is the CloudEvent (an object; accept a string too).
-            let detail = match &envelope["detail"] {
-                Value::String(text) => serde_json::from_str(text).expect("JSON detail"),
-                other => other.clone(),
-            };
-            let event: CloudEvent = serde_json::from_value(detail)
-                .unwrap_or_else(|err| panic!("detail is not a CloudEvent ({err}): {envelope}"));
-            assert_eq!(
-                envelope["source"], event.source,
-                "the envelope carries the CloudEvent's source"
-            );
-            assert_eq!(envelope["detail-type"], event.event_type);
-            into.push(event);
-            if let Some(receipt) = &message.receipt_handle {
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.observed_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-                    .expect("observed message deleted");
-            }
-        }
-        messages.len()
+        self.observer.drain(into).await
     }
 
     /// Waits until at least `expected` events were published and the pipeline is at

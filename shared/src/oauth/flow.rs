@@ -111,6 +111,8 @@ pub struct ConnectFlow {
     vault: TokenVault,
     states: Arc<dyn StateStore>,
     settings: FlowSettings,
+    /// Where a new connection's sync jobs are created (providers with `[polling]`).
+    jobs: Option<Arc<dyn crate::polling::SyncJobStore>>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> FlowError {
@@ -130,7 +132,15 @@ impl ConnectFlow {
             vault,
             states,
             settings,
+            jobs: None,
         }
+    }
+
+    /// Creates each new connection's sync jobs in `jobs` (the `[polling]` models of its
+    /// provider), so polling starts with the connection.
+    pub fn with_sync_jobs(mut self, jobs: Arc<dyn crate::polling::SyncJobStore>) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 
     /// The redirect URI registered with the provider: `<base>/oauth/<provider>/callback`,
@@ -522,6 +532,19 @@ impl ConnectFlow {
                 connection.id
             }
         };
+        if let Some(jobs) = &self.jobs {
+            // Before the success answer: a connection without its jobs would never be
+            // polled. On failure the user connects again, which resumes here.
+            crate::polling::ensure_jobs(
+                jobs.as_ref(),
+                self.vault.catalog,
+                provider,
+                &connection_id,
+                now,
+            )
+            .await
+            .map_err(unavailable)?;
+        }
         tracing::info!(provider, tenant = %pending.tenant, connection = %connection_id, outcome = "connected", "connection stored");
         Ok(CallbackOutcome::Connected {
             location: with_query(

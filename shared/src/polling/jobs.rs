@@ -250,6 +250,41 @@ impl SyncJobStore for DynamoSyncJobStore {
     }
 }
 
+/// Creates the sync jobs of a new connection: one per model the catalog's `[polling]`
+/// lists for its provider, due now (the first run is the initial sync). Existing jobs
+/// are kept (a reconnect resumes from the stored cursor). Returns how many were created.
+pub async fn ensure_jobs(
+    store: &dyn SyncJobStore,
+    catalog: &crate::catalog::Catalog,
+    provider: &str,
+    connection: &str,
+    now: i64,
+) -> Result<usize, JobStoreError> {
+    let Some(polling) = catalog.get(provider).and_then(|p| p.polling.as_ref()) else {
+        return Ok(0);
+    };
+    let mut created = 0;
+    for model in &polling.models {
+        let job = SyncJob {
+            connection: connection.to_owned(),
+            provider: provider.to_owned(),
+            model: model.name.clone(),
+            cursor: None,
+            due_at: now,
+            interval_seconds: model.interval_seconds,
+            lease: None,
+            records_sent: 0,
+            last_success_at: None,
+            last_error: None,
+            version: 1,
+        };
+        if store.insert(&job).await? {
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
 /// A job for tests and contracts.
 pub fn sample_job(connection: &str, model: &str, due_at: i64) -> SyncJob {
     SyncJob {

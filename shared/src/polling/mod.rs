@@ -5,11 +5,13 @@
 
 pub mod jobs;
 pub mod pollers;
+pub mod scheduler;
 pub mod worker;
 
 pub use jobs::{
     DynamoSyncJobStore, InMemorySyncJobStore, JobLease, JobStoreError, SyncJob, SyncJobStore,
-    check_job_store_contract, job_key, sample_job,
+    check_job_store_contract, ensure_jobs, job_key, sample_job,
 };
 pub use pollers::PollTarget;
-pub use worker::{Page, PollWorker, PolledRecord, Poller, RunOutcome};
+pub use scheduler::{DispatchReport, PollMessage, PollScheduler};
+pub use worker::{Page, PollRunError, PollRunner, PollWorker, PolledRecord, Poller, RunOutcome};

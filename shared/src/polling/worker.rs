@@ -277,6 +277,83 @@ impl PollWorker {
     }
 }
 
+/// Why a poll queue message could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum PollRunError {
+    /// Not a poll message, or a provider/model the catalog does not poll (permanent:
+    /// the message goes to the poll DLQ for an operator to look at).
+    #[error("bad poll message: {0}")]
+    BadMessage(String),
+    /// The job store or the poll queue is unavailable (retried by SQS).
+    #[error(transparent)]
+    Store(#[from] JobStoreError),
+    #[error("poll queue: {0}")]
+    Queue(String),
+}
+
+/// The poll-worker function's logic: reads a poll queue message, picks the poller the
+/// catalog names for the job's model, runs the job, and puts a job that ran out of time
+/// straight back on the poll queue.
+#[derive(Debug, Clone)]
+pub struct PollRunner {
+    worker: PollWorker,
+    catalog: &'static crate::catalog::Catalog,
+    pollers: std::collections::BTreeMap<String, Arc<dyn Poller>>,
+    poll_queue: Arc<dyn EventQueue>,
+}
+
+impl PollRunner {
+    /// `client` is the outbound client every poller calls through.
+    pub fn new(
+        worker: PollWorker,
+        catalog: &'static crate::catalog::Catalog,
+        client: crate::outbound::OutboundClient,
+        poll_queue: Arc<dyn EventQueue>,
+    ) -> Self {
+        let pollers = crate::catalog::POLLERS
+            .iter()
+            .filter_map(|name| {
+                super::pollers::build(name, client.clone()).map(|p| ((*name).to_owned(), p))
+            })
+            .collect();
+        PollRunner {
+            worker,
+            catalog,
+            pollers,
+            poll_queue,
+        }
+    }
+
+    /// Runs the job a poll queue message names.
+    pub async fn handle(&self, body: &str, deadline: Instant) -> Result<RunOutcome, PollRunError> {
+        let message = super::PollMessage::parse(body)
+            .map_err(|err| PollRunError::BadMessage(err.to_string()))?;
+        let poller = self
+            .catalog
+            .get(&message.provider)
+            .and_then(|p| p.polling.as_ref())
+            .and_then(|polling| polling.models.iter().find(|m| m.name == message.model))
+            .and_then(|model| self.pollers.get(&model.poller))
+            .ok_or_else(|| {
+                PollRunError::BadMessage(format!(
+                    "provider {} polls no model {}",
+                    message.provider, message.model
+                ))
+            })?;
+        let outcome = self
+            .worker
+            .run(&message.job_key(), poller.as_ref(), deadline)
+            .await?;
+        if let RunOutcome::Continue { .. } = outcome {
+            self.poll_queue
+                .send(message.to_queue_message())
+                .await
+                .map_err(|err| PollRunError::Queue(err.to_string()))?;
+        }
+        Ok(outcome)
+    }
+}
+
 /// Why a run stops before its first page.
 enum Stop {
     Removed,

@@ -190,3 +190,108 @@ pub fn browser() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// An SQS queue subscribed to the stack's bus with a rule on
+/// `{"source":[{"prefix":"junction/"}]}`: what a subscriber of Junction's events sees.
+pub struct BusObserver {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl BusObserver {
+    pub async fn subscribe(stack: &LocalStack) -> BusObserver {
+        use aws_sdk_eventbridge::types::{RuleState, Target};
+        let description = stack.description();
+        let bus = description.outputs["EventBusName"].clone();
+        let sqs = stack.sqs().clone();
+        let url = sqs
+            .create_queue()
+            .queue_name(format!("{}-observed", description.stack_name))
+            .send()
+            .await
+            .expect("observer queue created")
+            .queue_url
+            .expect("a queue URL");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("observer queue attributes")
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("observer queue ARN");
+        let events = aws_sdk_eventbridge::Client::new(stack.sdk_config());
+        let rule = "junction-events-to-observer";
+        events
+            .put_rule()
+            .name(rule)
+            .event_bus_name(&bus)
+            .event_pattern(r#"{"source":[{"prefix":"junction/"}]}"#)
+            .state(RuleState::Enabled)
+            .send()
+            .await
+            .expect("rule created");
+        let targets = events
+            .put_targets()
+            .rule(rule)
+            .event_bus_name(&bus)
+            .targets(
+                Target::builder()
+                    .id("observer")
+                    .arn(arn)
+                    .build()
+                    .expect("target"),
+            )
+            .send()
+            .await
+            .expect("target added");
+        assert_eq!(targets.failed_entry_count, 0);
+        BusObserver { sqs, url }
+    }
+
+    /// Receives and deletes what the observer queue holds now, as CloudEvents.
+    pub async fn drain(&self, into: &mut Vec<shared::events::CloudEvent>) -> usize {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("observer queue received");
+        let messages = output.messages.unwrap_or_default();
+        for message in &messages {
+            let envelope: serde_json::Value =
+                serde_json::from_str(message.body.as_deref().unwrap_or_default())
+                    .expect("an EventBridge envelope");
+            // The envelope's `detail` is the CloudEvent (an object; accept a string too).
+            let detail = match &envelope["detail"] {
+                serde_json::Value::String(text) => {
+                    serde_json::from_str(text).expect("JSON detail")
+                }
+                other => other.clone(),
+            };
+            let event: shared::events::CloudEvent = serde_json::from_value(detail)
+                .unwrap_or_else(|err| panic!("detail is not a CloudEvent ({err}): {envelope}"));
+            assert_eq!(
+                envelope["source"], event.source,
+                "the envelope carries the CloudEvent's source"
+            );
+            assert_eq!(envelope["detail-type"], event.event_type);
+            into.push(event);
+            if let Some(receipt) = &message.receipt_handle {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .expect("observed message deleted");
+            }
+        }
+        messages.len()
+    }
+}

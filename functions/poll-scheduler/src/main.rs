@@ -1,0 +1,46 @@
+//! poll-scheduler: runs on an EventBridge Scheduler schedule (every minute) and hands
+//! every due sync job to the poll queue, spread over a jitter window. The logic is
+//! `shared::polling::PollScheduler`.
+
+use std::sync::Arc;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use shared::{
+    clock::SystemClock,
+    config::{PollingSettings, load_aws_config, process_env},
+    polling::{DynamoSyncJobStore, PollScheduler},
+    queue::SqsEventQueue,
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init();
+    let settings = PollingSettings::from_env(&process_env())?;
+    let aws = load_aws_config().await;
+    let scheduler = PollScheduler::new(
+        Arc::new(DynamoSyncJobStore::from_config(
+            &aws,
+            settings.sync_jobs_table,
+        )),
+        Arc::new(SqsEventQueue::from_config(&aws, settings.poll_queue_url)),
+        Arc::new(SystemClock),
+    );
+    let scheduler = &scheduler;
+    lambda_runtime::run(service_fn(
+        move |_event: LambdaEvent<serde_json::Value>| async move {
+            let report = scheduler.dispatch().await?;
+            tracing::info!(
+                due = report.due,
+                dispatched = report.dispatched,
+                running = report.running,
+                raced = report.raced,
+                failed = report.failed,
+                outcome = "poll_dispatch",
+                "due sync jobs handed out"
+            );
+            Ok::<_, lambda_runtime::Error>(serde_json::to_value(&report)?)
+        },
+    ))
+    .await
+}
