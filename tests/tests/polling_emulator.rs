@@ -1,6 +1,6 @@
 //! Sync jobs in DynamoDB (the emulator's): the store contract (conditional cursor
-//! advance, the due-time index) on the table the poll functions will use (key `pk`,
-//! index `by-due` on `due` + `due_at`; not in the template yet).
+//! advance, the due-time index, removal) on a table shaped like the template's
+//! `SyncJobsTable` (key `pk`, index `by-due` on `due` + `due_at`).
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,

@@ -23,6 +23,8 @@ const PER_PAGE: usize = 3;
 #[derive(Debug, Default)]
 struct FakePoller {
     fetched: Mutex<Vec<Option<String>>>,
+    /// The base URL each page was asked of.
+    base_urls: Mutex<Vec<String>>,
     /// Answers for the next calls, before the pages.
     failures: Mutex<Vec<CallError>>,
     /// Called before each page (tests make another worker run meanwhile).
@@ -39,9 +41,13 @@ impl Poller for FakePoller {
 
     async fn page(
         &self,
-        _target: &PollTarget<'_>,
+        target: &PollTarget<'_>,
         cursor: Option<&str>,
     ) -> Result<Page, CallError> {
+        self.base_urls
+            .lock()
+            .expect("lock")
+            .push(target.base_url.to_owned());
         self.fetched
             .lock()
             .expect("lock")
@@ -349,4 +355,73 @@ async fn a_queue_failure_repeats_the_page_instead_of_skipping_it() {
         }
     );
     assert_eq!(setup.job().await.last_error, None);
+}
+
+/// With the vault: the poller gets the connection's API base URL; a connection that
+/// needs reauthorization fails the run without a call; a deleted one removes its job.
+#[tokio::test]
+async fn the_worker_follows_its_connection() {
+    use crate::oauth::ConnectionStore;
+    let harness = crate::oauth::tests::harness_with(
+        fake_provider::AuthServerConfig::default(),
+        "[api]\nbase_url = \"{provider_api}\"\nrate_limit = { requests_per_second = 10.0, burst = 5, scope = \"connection\" }\n",
+    )
+    .await;
+    let connection = harness.connect().await;
+    let jobs = Arc::new(InMemorySyncJobStore::default());
+    let queue = Arc::new(InMemoryEventQueue::default());
+    let mut job = sample_job(&connection, "issues", 0);
+    job.provider = "fakeauth".into();
+    jobs.insert(&job).await.expect("job");
+    let worker = PollWorker::new(
+        jobs.clone(),
+        queue.clone(),
+        harness.clock.clone(),
+        Some(harness.vault.clone()),
+    );
+    let poller = FakePoller::default();
+    let outcome = worker.run(&job.key(), &poller, plenty()).await.expect("run");
+    assert!(matches!(outcome, RunOutcome::Done { records: 15, .. }), "{outcome:?}");
+    assert_eq!(
+        poller.base_urls.lock().expect("lock")[0],
+        harness.server.provider_api_base()
+    );
+
+    let mut lapsed = harness
+        .connections
+        .get(&connection)
+        .await
+        .expect("store")
+        .expect("connection");
+    let version = lapsed.version;
+    lapsed.state = crate::oauth::ConnectionState::NeedsReauth;
+    lapsed.version += 1;
+    assert!(
+        harness
+            .connections
+            .replace(&lapsed, version)
+            .await
+            .expect("store")
+    );
+    let mut due = jobs.get(&job.key()).await.expect("get").expect("job");
+    let version = due.version;
+    due.due_at = 0;
+    due.version += 1;
+    assert!(jobs.replace(&due, version).await.expect("made due"));
+    let calls = poller.fetched.lock().expect("lock").len();
+    let outcome = worker.run(&job.key(), &poller, plenty()).await.expect("run");
+    assert!(
+        matches!(&outcome, RunOutcome::Failed { error } if error.contains("reauthorization")),
+        "{outcome:?}"
+    );
+    assert_eq!(poller.fetched.lock().expect("lock").len(), calls, "no call");
+
+    harness
+        .vault
+        .disconnect(&connection, true)
+        .await
+        .expect("disconnected");
+    let outcome = worker.run(&job.key(), &poller, plenty()).await.expect("run");
+    assert_eq!(outcome, RunOutcome::Removed);
+    assert_eq!(jobs.get(&job.key()).await.expect("get"), None);
 }
