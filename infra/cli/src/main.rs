@@ -96,17 +96,19 @@ struct SendWebhookArgs {
 enum DlqCommand {
     /// Show the messages of a dead-letter queue (they stay in it).
     List {
-        /// The DLQ (name or suffix); needed when the stack has several.
-        #[arg(long)]
-        queue: Option<String>,
+        /// The DLQ (name or suffix): `ingest-dlq` (webhooks and polled records) or
+        /// `poll-dlq` (poll jobs).
+        #[arg(long, default_value = "ingest-dlq")]
+        queue: String,
         /// At most this many messages.
         #[arg(long, default_value_t = 100)]
         max: usize,
     },
     /// Move messages back to the queue they came from.
     Redrive {
-        #[arg(long)]
-        queue: Option<String>,
+        /// The DLQ (name or suffix): `ingest-dlq` or `poll-dlq`.
+        #[arg(long, default_value = "ingest-dlq")]
+        queue: String,
         /// At most this many messages (uses the copy method).
         #[arg(long)]
         max: Option<usize>,
@@ -147,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
             let queues = StackQueues::discover(&sqs, &cli.stack).await?;
             match command {
                 DlqCommand::List { queue, max } => {
-                    let dlq = queues.dead_letter_queue(queue.as_deref())?;
+                    let dlq = queues.dead_letter_queue(Some(&queue))?;
                     let letters = list_dead_letters(&sqs, dlq, max).await?;
                     println!("{}: {} message(s)", dlq.name, letters.len());
                     if !letters.is_empty() {
@@ -187,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
                 DlqCommand::Redrive { queue, max, method } => {
-                    let dlq = queues.dead_letter_queue(queue.as_deref())?;
+                    let dlq = queues.dead_letter_queue(Some(&queue))?;
                     let method = match method {
                         Method::MoveTask => RedriveMethod::MoveTask,
                         Method::Copy => RedriveMethod::Copy,
