@@ -71,9 +71,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             let id = record.message_id.clone().unwrap_or_default();
             let body = record.body.unwrap_or_default();
             match runner.handle(&body, deadline).await {
-                Ok(outcome) => {
-                    tracing::info!(message = %id, outcome = ?outcome, "poll job ran");
-                }
+                // The run logged its own outcome line.
+                Ok(_) => {}
                 Err(err) => {
                     let permanent = matches!(err, PollRunError::BadMessage(_));
                     tracing::error!(message = %id, error = %err, permanent, outcome = "poll_failed", "poll job not run; the message stays on the queue (its DLQ after the redrive limit)");

@@ -57,8 +57,7 @@ pub trait Poller: Send + Sync + std::fmt::Debug {
     fn resource(&self) -> &str;
 
     /// Fetches the page that starts at `cursor` (`None`: the first sync).
-    async fn page(&self, target: &PollTarget<'_>, cursor: Option<&str>)
-    -> Result<Page, CallError>;
+    async fn page(&self, target: &PollTarget<'_>, cursor: Option<&str>) -> Result<Page, CallError>;
 }
 
 /// How a run ended.
@@ -76,7 +75,8 @@ pub enum RunOutcome {
     Requeue { after: std::time::Duration },
     /// The sync failed; noted on the job and the connection, due after the interval.
     Failed { error: String },
-    /// The connection is gone (disconnected): the job was removed.
+    /// The connection is gone (disconnected), or the catalog no longer polls the model:
+    /// the job was removed.
     Removed,
 }
 
@@ -280,8 +280,8 @@ impl PollWorker {
 /// Why a poll queue message could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum PollRunError {
-    /// Not a poll message, or a provider/model the catalog does not poll (permanent:
-    /// the message goes to the poll DLQ for an operator to look at).
+    /// Not a poll message (permanent: the message goes to the poll DLQ for an operator
+    /// to look at).
     #[error("bad poll message: {0}")]
     BadMessage(String),
     /// The job store or the poll queue is unavailable (retried by SQS).
@@ -333,17 +333,25 @@ impl PollRunner {
             .get(&message.provider)
             .and_then(|p| p.polling.as_ref())
             .and_then(|polling| polling.models.iter().find(|m| m.name == message.model))
-            .and_then(|model| self.pollers.get(&model.poller))
-            .ok_or_else(|| {
-                PollRunError::BadMessage(format!(
-                    "provider {} polls no model {}",
-                    message.provider, message.model
-                ))
-            })?;
-        let outcome = self
-            .worker
-            .run(&message.job_key(), poller.as_ref(), deadline)
-            .await?;
+            .and_then(|model| self.pollers.get(&model.poller));
+        let outcome = match poller {
+            Some(poller) => {
+                self.worker
+                    .run(&message.job_key(), poller.as_ref(), deadline)
+                    .await?
+            }
+            // The catalog (an overlay) no longer polls this model: its jobs end.
+            None => {
+                self.worker.jobs.remove(&message.job_key()).await?;
+                RunOutcome::Removed
+            }
+        };
+        crate::telemetry::record_poll_run(
+            &message.provider,
+            &message.connection,
+            &message.model,
+            &outcome,
+        );
         if let RunOutcome::Continue { .. } = outcome {
             self.poll_queue
                 .send(message.to_queue_message())

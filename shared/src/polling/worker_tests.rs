@@ -39,11 +39,7 @@ impl Poller for FakePoller {
         "issue"
     }
 
-    async fn page(
-        &self,
-        target: &PollTarget<'_>,
-        cursor: Option<&str>,
-    ) -> Result<Page, CallError> {
+    async fn page(&self, target: &PollTarget<'_>, cursor: Option<&str>) -> Result<Page, CallError> {
         self.base_urls
             .lock()
             .expect("lock")
@@ -380,8 +376,14 @@ async fn the_worker_follows_its_connection() {
         Some(harness.vault.clone()),
     );
     let poller = FakePoller::default();
-    let outcome = worker.run(&job.key(), &poller, plenty()).await.expect("run");
-    assert!(matches!(outcome, RunOutcome::Done { records: 15, .. }), "{outcome:?}");
+    let outcome = worker
+        .run(&job.key(), &poller, plenty())
+        .await
+        .expect("run");
+    assert!(
+        matches!(outcome, RunOutcome::Done { records: 15, .. }),
+        "{outcome:?}"
+    );
     assert_eq!(
         poller.base_urls.lock().expect("lock")[0],
         harness.server.provider_api_base()
@@ -409,7 +411,10 @@ async fn the_worker_follows_its_connection() {
     due.version += 1;
     assert!(jobs.replace(&due, version).await.expect("made due"));
     let calls = poller.fetched.lock().expect("lock").len();
-    let outcome = worker.run(&job.key(), &poller, plenty()).await.expect("run");
+    let outcome = worker
+        .run(&job.key(), &poller, plenty())
+        .await
+        .expect("run");
     assert!(
         matches!(&outcome, RunOutcome::Failed { error } if error.contains("reauthorization")),
         "{outcome:?}"
@@ -421,7 +426,75 @@ async fn the_worker_follows_its_connection() {
         .disconnect(&connection, true)
         .await
         .expect("disconnected");
-    let outcome = worker.run(&job.key(), &poller, plenty()).await.expect("run");
+    let outcome = worker
+        .run(&job.key(), &poller, plenty())
+        .await
+        .expect("run");
     assert_eq!(outcome, RunOutcome::Removed);
     assert_eq!(jobs.get(&job.key()).await.expect("get"), None);
+}
+
+/// The poll-worker function's logic: a message that is not a poll message fails (to the
+/// poll DLQ after retries); a model the catalog no longer polls ends its job; a run
+/// that runs out of time is put straight back on the poll queue.
+#[tokio::test]
+async fn the_runner_reads_messages_and_continues_long_syncs() {
+    let harness = crate::oauth::tests::harness_with(
+        fake_provider::AuthServerConfig::default(),
+        "[api]\nbase_url = \"{provider_api}\"\nrate_limit = { requests_per_second = 10.0, burst = 5, scope = \"connection\" }\n[polling]\nmodels = [{ name = \"issues\", poller = \"linear-issues\", interval_seconds = 60 }]\n",
+    )
+    .await;
+    let connection = harness.connect().await;
+    let jobs = Arc::new(InMemorySyncJobStore::default());
+    let ingest = Arc::new(InMemoryEventQueue::default());
+    let poll_queue = Arc::new(InMemoryEventQueue::default());
+    let worker = PollWorker::new(
+        jobs.clone(),
+        ingest.clone(),
+        harness.clock.clone(),
+        Some(harness.vault.clone()),
+    );
+    let client = crate::outbound::OutboundClient::new(
+        harness.vault.catalog,
+        harness.vault.clone(),
+        Arc::new(crate::outbound::InMemorySharedState::default()),
+        harness.clock.clone(),
+    );
+    let runner = PollRunner::new(worker, harness.vault.catalog, client, poll_queue.clone());
+
+    assert!(matches!(
+        runner.handle("not json", plenty()).await,
+        Err(PollRunError::BadMessage(_))
+    ));
+
+    let mut gone = sample_job(&connection, "contacts", 0);
+    gone.provider = "fakeauth".into();
+    jobs.insert(&gone).await.expect("job");
+    let message = super::super::PollMessage::for_job(&gone).to_queue_message();
+    let outcome = runner.handle(&message.body, plenty()).await.expect("run");
+    assert_eq!(
+        outcome,
+        RunOutcome::Removed,
+        "the catalog polls no `contacts`"
+    );
+    assert_eq!(jobs.get(&gone.key()).await.expect("get"), None);
+
+    let mut job = sample_job(&connection, "issues", 0);
+    job.provider = "fakeauth".into();
+    jobs.insert(&job).await.expect("job");
+    let message = super::super::PollMessage::for_job(&job).to_queue_message();
+    let short = Instant::now() + Duration::from_secs(5);
+    let outcome = runner.handle(&message.body, short).await.expect("run");
+    assert_eq!(
+        outcome,
+        RunOutcome::Continue {
+            pages: 0,
+            records: 0
+        }
+    );
+    assert_eq!(
+        poll_queue.messages(),
+        [message],
+        "back on the poll queue at once"
+    );
 }
