@@ -449,10 +449,7 @@ impl RecordStore for DynamoRecordStore {
             .and_then(|v| v.as_s().ok())
             .and_then(|text| serde_json::from_str(text).ok())
             .unwrap_or_default();
-        let written_by = item
-            .get("written_by")
-            .and_then(|v| v.as_s().ok())
-            .cloned();
+        let written_by = item.get("written_by").and_then(|v| v.as_s().ok()).cloned();
         Ok(Some(StoredVersion {
             source_ms,
             record,

@@ -135,8 +135,7 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         oauth_env["TOKEN_KEY_ID"]
     );
     assert_eq!(
-        oauth_env["SYNC_JOBS_TABLE"],
-        stack.resources["SyncJobsTable"],
+        oauth_env["SYNC_JOBS_TABLE"], stack.resources["SyncJobsTable"],
         "a new connection's sync jobs are created by the callback"
     );
 

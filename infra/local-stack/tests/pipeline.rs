@@ -479,7 +479,9 @@ async fn a_poison_message_reaches_the_dlq_intact_and_comes_back_with_redrive() {
     let queues = StackQueues::discover(&sqs, &pipeline.stack.description().stack_name)
         .await
         .expect("queues");
-    let dlq = queues.dead_letter_queue(Some("ingest-dlq")).expect("the ingest DLQ");
+    let dlq = queues
+        .dead_letter_queue(Some("ingest-dlq"))
+        .expect("the ingest DLQ");
     assert_eq!(
         dlq.name,
         format!("{}-ingest-dlq", pipeline.stack.description().stack_name)

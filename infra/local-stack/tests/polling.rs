@@ -39,7 +39,10 @@ struct Issues(Mutex<Vec<Value>>);
 
 impl Issues {
     fn answer(&self, request: &ApiRequest) -> ScriptedResponse {
-        assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/graphql"));
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/graphql")
+        );
         let body = request.json();
         let variables = &body["variables"];
         let since = variables
@@ -231,7 +234,10 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
     let jobs = DynamoSyncJobStore::from_config(stack.sdk_config(), table);
     let key = format!("{connection}#issues");
     let job = jobs.get(&key).await.expect("jobs").expect("the sync job");
-    assert_eq!((job.provider.as_str(), job.cursor.as_ref()), ("linear", None));
+    assert_eq!(
+        (job.provider.as_str(), job.cursor.as_ref()),
+        ("linear", None)
+    );
 
     // The initial sync: 18 issues in 5 pages, each published once.
     tick(&stack).await;
@@ -303,7 +309,9 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
         now,
     )
     .expect("signed");
-    let answer = post(&reqwest::Client::new(), &signed).await.expect("posted");
+    let answer = post(&reqwest::Client::new(), &signed)
+        .await
+        .expect("posted");
     assert!(answer.status < 300, "{}: {}", answer.status, answer.body);
     let pushed = events(&observer, 1, Duration::from_secs(60)).await;
     assert_eq!(keys(&pushed), ["work_item.updated ENG-3"]);
@@ -339,7 +347,10 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
         matches!(jobs.get(&key).await, Ok(None)).then_some(())
     })
     .await;
-    assert!(removed.is_some(), "the job of a deleted connection is removed");
+    assert!(
+        removed.is_some(),
+        "the job of a deleted connection is removed"
+    );
 
     common::stop_and_check_processes_are_gone(stack).await;
     let _ = std::fs::remove_dir_all(dir);

@@ -349,5 +349,8 @@ pub async fn check_job_store_contract(store: &dyn SyncJobStore) {
     assert_eq!(store.get("conn_z#issues").await.expect("get"), None);
     store.remove(&job.key()).await.expect("remove");
     assert_eq!(store.get(&job.key()).await.expect("get"), None, "removed");
-    store.remove(&job.key()).await.expect("removing twice is fine");
+    store
+        .remove(&job.key())
+        .await
+        .expect("removing twice is fine");
 }

@@ -194,7 +194,10 @@ mod tests {
             .collect();
         assert_eq!(queued, ["conn_a#issues", "conn_b#issues"]);
         assert!(
-            queue.delays().iter().all(|d| *d <= Duration::from_millis(200)),
+            queue
+                .delays()
+                .iter()
+                .all(|d| *d <= Duration::from_millis(200)),
             "two due jobs spread over 0.2 s: {:?}",
             queue.delays()
         );

@@ -269,9 +269,7 @@ impl BusObserver {
                     .expect("an EventBridge envelope");
             // The envelope's `detail` is the CloudEvent (an object; accept a string too).
             let detail = match &envelope["detail"] {
-                serde_json::Value::String(text) => {
-                    serde_json::from_str(text).expect("JSON detail")
-                }
+                serde_json::Value::String(text) => serde_json::from_str(text).expect("JSON detail"),
                 other => other.clone(),
             };
             let event: shared::events::CloudEvent = serde_json::from_value(detail)
