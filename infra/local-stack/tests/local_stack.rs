@@ -268,8 +268,8 @@ async fn probe_stack_serves_routes_schedules_and_dead_letters_that_redrive_bring
         .await
         .expect("queues");
     let dlq = queues
-        .dead_letter_queue(Some("ingest-dlq"))
-        .expect("the ingest DLQ");
+        .dead_letter_queue(None)
+        .expect("the probe stack's one DLQ");
     let letters = list_dead_letters(&sqs, dlq, 10).await.expect("listed");
     assert_eq!(letters.len(), 1);
     assert!(letters[0].receive_count >= 2, "{:?}", letters[0]);
