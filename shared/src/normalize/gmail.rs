@@ -7,6 +7,11 @@
 //!   with `labelIds`, `internalDate` (epoch milliseconds as a string) and
 //!   `payload.headers[]` (`Subject`, `From`, `To`, `Cc`). A thread from `threads.list`
 //!   has no `messages`: it maps, marked incomplete.
+//! - `gmail.thread` deletions: Gmail keeps no tombstone, so when `users.threads.get`
+//!   answers 404 for a thread the mailbox history named, the `gmail-history` poller sends
+//!   `{"id", "historyId", "deleted": true}` (Junction's own marker, not a Gmail field;
+//!   `historyId` is the last history record that named the thread). It maps to a
+//!   [`ChangeKind::Deleted`] record carrying only the id.
 //! - `gmail.push`: a push notification (<https://developers.google.com/gmail/api/guides/push>)
 //!   is a Pub/Sub push envelope whose base64 `message.data` decodes to
 //!   `{"emailAddress", "historyId"}`: it says only that the mailbox changed, so it
@@ -42,6 +47,9 @@ struct Thread {
     snippet: Option<String>,
     #[serde(default, deserialize_with = "read::null_default")]
     messages: Vec<Message>,
+    /// Set by the poller for a thread that no longer exists (see the module docs).
+    #[serde(default)]
+    deleted: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +81,9 @@ pub(crate) fn thread(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
     let value = read::json_body(THREAD, raw.body)?;
     let thread: Thread = read::typed(THREAD, "a Gmail users.threads resource", value)?;
     let id = read::required_str(THREAD, "id", thread.id)?;
+    if thread.deleted == Some(true) {
+        return Ok((vec![Normalized::MessageGroup(deleted(raw, id))], None));
+    }
 
     let mut times: Vec<Timestamp> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
@@ -121,6 +132,23 @@ pub(crate) fn thread(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
         labels,
     };
     Ok((vec![Normalized::MessageGroup(record)], None))
+}
+
+/// A thread the mailbox no longer has: only its id is known, and Gmail states no time.
+fn deleted(raw: &RawEvent<'_>, id: String) -> MessageGroup {
+    MessageGroup {
+        meta: meta(raw, THREAD, id, ChangeKind::Deleted, None, false),
+        kind: Some(MessageGroupKind::EmailThread),
+        name: None,
+        summary: None,
+        participants: Vec::new(),
+        message_count: None,
+        member_count: None,
+        last_message_at: None,
+        created_at: None,
+        archived: None,
+        labels: Vec::new(),
+    }
 }
 
 /// The addresses in an address-list header, lower-case: `"Ann <ann@x.io>, bob@y.io"` →
@@ -240,7 +268,50 @@ pub(crate) fn push(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    fn raw<'a>(headers: &'a BTreeMap<String, String>, body: &'a [u8]) -> RawEvent<'a> {
+        RawEvent {
+            provider: "gmail",
+            resource: Some("thread"),
+            event_type: None,
+            event_id: None,
+            headers,
+            body,
+            pinned_api_version: None,
+        }
+    }
+
+    #[test]
+    fn a_polled_deletion_is_a_deleted_thread_with_only_its_id() {
+        let headers = BTreeMap::new();
+        let body = br#"{"id":"18c8f2a1b2c3d4e5","historyId":"9876600","deleted":true}"#;
+        let (items, version) = thread(&raw(&headers, body)).expect("maps");
+        assert_eq!(version, None);
+        match items.as_slice() {
+            [Normalized::MessageGroup(group)] => {
+                assert_eq!(group.meta.id, "18c8f2a1b2c3d4e5");
+                assert_eq!(group.meta.change, ChangeKind::Deleted);
+                assert!(!group.meta.complete, "a deletion carries only the id");
+                assert_eq!(group.meta.source_timestamp, None);
+                assert_eq!(group.kind, Some(MessageGroupKind::EmailThread));
+                assert_eq!(group.message_count, None);
+                assert!(group.labels.is_empty());
+            }
+            other => panic!("expected one message group, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn deleted_false_is_an_ordinary_thread() {
+        let headers = BTreeMap::new();
+        let body = br#"{"id":"t1","historyId":"5","deleted":false,"messages":[{"id":"m1","internalDate":"1704164645000","labelIds":["INBOX"]}]}"#;
+        let (items, _) = thread(&raw(&headers, body)).expect("maps");
+        assert_eq!(items[0].meta().change, ChangeKind::Snapshot);
+        assert!(items[0].meta().complete);
+    }
 
     #[test]
     fn addresses_drop_display_names_and_keep_quoted_commas() {

@@ -5,7 +5,12 @@
 //!   <https://docs.slack.dev/reference/objects/conversation-object>): `id`, `name`,
 //!   `is_channel`/`is_group`/`is_im`/`is_mpim`/`is_private`, `is_archived`, `created`
 //!   (epoch seconds), `updated` (epoch milliseconds), `topic.value`, `purpose.value`,
-//!   `num_members`, and `user` for DMs.
+//!   `num_members`, `user` for DMs, and `latest` (the newest message object, or null;
+//!   `objs_conversation` in slackapi/slack-api-specs `web-api/slack_web_openapi_v2.json`),
+//!   whose `ts` is the conversation's `last_message_at`. The `slack-history` poller sends
+//!   the `conversations.list` object with `latest` filled from `conversations.history`.
+//!   The record's source time is the later of `updated` and `latest.ts` (else `created`),
+//!   so a new message makes a newer version even when `updated` did not move.
 //! - `slack.event`: the Events API `event_callback` envelope
 //!   (<https://docs.slack.dev/apis/events-api/#callback-field>): `event_id`, `event_time`,
 //!   `event{…}`. `message` events (<https://docs.slack.dev/reference/events/message>)
@@ -20,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Adapted, Adapter, NormalizeError, Normalized, RawEvent, meta,
+    Adapted, Adapter, NormalizeError, Normalized, RawEvent, dates, meta,
     models::{ChangeKind, MessageGroup, MessageGroupKind, ProviderEvent},
     read,
 };
@@ -62,6 +67,8 @@ struct Conversation {
     topic: Option<Text>,
     purpose: Option<Text>,
     num_members: Option<u64>,
+    /// A message object (`ts` is read) or null.
+    latest: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,9 +99,16 @@ pub(crate) fn conversation(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError
     let created = read::seconds(CONVERSATION, "channel.created", channel.created)?;
     let updated = channel
         .updated
-        .map(super::dates::from_unix_millis)
+        .map(dates::from_unix_millis)
         .transpose()
         .map_err(|err| read::invalid(CONVERSATION, "channel.updated", err.to_string()))?;
+    let latest_ts = channel
+        .latest
+        .as_ref()
+        .and_then(|latest| latest.get("ts"))
+        .and_then(Value::as_str);
+    let last_message_at = read::date(CONVERSATION, "channel.latest.ts", latest_ts)?;
+    let source = updated.into_iter().chain(last_message_at).max().or(created);
     let kind = if channel.is_im {
         MessageGroupKind::DirectMessage
     } else if channel.is_mpim {
@@ -112,21 +126,14 @@ pub(crate) fn conversation(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError
         Vec::new()
     };
     let record = MessageGroup {
-        meta: meta(
-            raw,
-            CONVERSATION,
-            id,
-            ChangeKind::Snapshot,
-            updated.or(created),
-            true,
-        ),
+        meta: meta(raw, CONVERSATION, id, ChangeKind::Snapshot, source, true),
         kind: Some(kind),
         name: read::non_empty(channel.name),
         summary,
         participants,
         message_count: None,
         member_count: channel.num_members,
-        last_message_at: None,
+        last_message_at,
         created_at: created,
         archived: channel.is_archived,
         labels: Vec::new(),
@@ -335,4 +342,85 @@ fn pass_through(
         api_version: None,
         raw: value,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn map(body: &[u8]) -> MessageGroup {
+        let headers = BTreeMap::new();
+        let raw = RawEvent {
+            provider: "slack",
+            resource: Some("conversation"),
+            event_type: None,
+            event_id: None,
+            headers: &headers,
+            body,
+            pinned_api_version: None,
+        };
+        match conversation(&raw) {
+            Ok((items, _)) => match items.into_iter().next() {
+                Some(Normalized::MessageGroup(group)) => group,
+                other => panic!("expected a message group, got {other:?}"),
+            },
+            Err(err) => panic!("does not map: {err}"),
+        }
+    }
+
+    /// The `conversations.list` example channel (slackapi/slack-api-specs
+    /// `web-api/slack_web_openapi_v2.json`) with `updated` and the `latest` the poller adds.
+    #[test]
+    fn latest_sets_last_message_at_and_a_newer_source_time() {
+        let group = map(br#"{"id":"C012AB3CD","name":"general","is_channel":true,"is_member":true,"created":1449252889,"updated":1714140253251,"is_archived":false,"num_members":4,"latest":{"type":"message","ts":"1714150000.000200"}}"#);
+        let posted = dates::parse("1714150000.000200").expect("ts");
+        assert_eq!(group.last_message_at, Some(posted));
+        assert_eq!(group.meta.source_timestamp, Some(posted));
+        assert!(group.meta.complete);
+    }
+
+    #[test]
+    fn updated_wins_when_it_is_later_than_the_newest_message() {
+        let group = map(br#"{"id":"C1","created":1449252889,"updated":1714140253251,"latest":{"ts":"1449300000.000100"}}"#);
+        assert_eq!(
+            group.meta.source_timestamp,
+            Some(dates::from_unix_millis(1_714_140_253_251).expect("ms"))
+        );
+        assert_eq!(
+            group.last_message_at,
+            Some(dates::parse("1449300000.000100").expect("ts"))
+        );
+    }
+
+    #[test]
+    fn a_null_latest_leaves_last_message_at_unset() {
+        let group =
+            map(br#"{"id":"D1","is_im":true,"user":"U1","created":1449252889,"latest":null}"#);
+        assert_eq!(group.last_message_at, None);
+        assert_eq!(
+            group.meta.source_timestamp,
+            Some(dates::from_unix_seconds(1_449_252_889).expect("s"))
+        );
+    }
+
+    #[test]
+    fn an_unreadable_latest_ts_is_an_invalid_field() {
+        let headers = BTreeMap::new();
+        let raw = RawEvent {
+            provider: "slack",
+            resource: Some("conversation"),
+            event_type: None,
+            event_id: None,
+            headers: &headers,
+            body: br#"{"id":"C1","latest":{"ts":"yesterday"}}"#,
+            pinned_api_version: None,
+        };
+        let err = conversation(&raw).expect_err("bad ts");
+        assert!(
+            matches!(&err, NormalizeError::InvalidField { field, .. } if field == "channel.latest.ts"),
+            "{err}"
+        );
+    }
 }

@@ -10,7 +10,7 @@
 //! | `salesforce-opportunities` | SOQL on `SystemModstamp` | last modstamp | `queryAll` `IsDeleted` |
 //! | `asana-tasks` | `GET /tasks?modified_since` | last `modified_at` | not exposed by this API |
 //! | `linear-issues` | GraphQL `issues(filter: updatedAt)` | last `updatedAt` | `archivedAt`, `trashed` |
-//! | `slack-history` | `conversations.list` + `conversations.history` | per-channel latest `ts` | `channel.is_archived` |
+//! | `slack-history` | `conversations.list` + `conversations.history` | per-pass `oldest` watermark | `channel.is_archived` |
 //!
 //! Each poller's module documents its requests and responses with their sources.
 
