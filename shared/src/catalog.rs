@@ -24,12 +24,12 @@ mod api;
 mod oauth;
 mod polling;
 
-pub use polling::{MIN_INTERVAL_SECONDS, POLLERS, PollModel, PollingSpec};
 pub use api::{ApiSpec, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
 pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
     TokenRequestFormat, UrlParameter, allowed_endpoint, placeholders,
 };
+pub use polling::{MIN_INTERVAL_SECONDS, POLLERS, PollModel, PollingSpec};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/catalog_files.rs"));
@@ -763,7 +763,12 @@ impl Provider {
             polling
                 .check()
                 .map_err(|(field, message)| invalid(&field, message))?;
-            if self.api.as_ref().and_then(|api| api.base_url.as_ref()).is_none() {
+            if self
+                .api
+                .as_ref()
+                .and_then(|api| api.base_url.as_ref())
+                .is_none()
+            {
                 return Err(invalid(
                     "polling",
                     "needs [api] with a base_url to poll".to_owned(),

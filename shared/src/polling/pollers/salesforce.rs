@@ -26,7 +26,11 @@ impl Poller for SalesforceOpportunities {
         "opportunity"
     }
 
-    async fn page(&self, _target: &PollTarget<'_>, _cursor: Option<&str>) -> Result<Page, CallError> {
+    async fn page(
+        &self,
+        _target: &PollTarget<'_>,
+        _cursor: Option<&str>,
+    ) -> Result<Page, CallError> {
         Err(unexpected("not written yet"))
     }
 }
