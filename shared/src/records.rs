@@ -256,8 +256,14 @@ enum Decision {
 
 /// Fields of a normalized record that describe the delivery, not the record's state: a
 /// webhook's `updated` and a poll's snapshot of the same version, mapped by different
-/// adapters of one provider, are the same state.
-const DELIVERY_FIELDS: [&str; 4] = ["adapter", "mapping_version", "change", "complete"];
+/// adapters of one provider from different deliveries, are the same state.
+const DELIVERY_FIELDS: [&str; 5] = [
+    "adapter",
+    "mapping_version",
+    "change",
+    "complete",
+    "provider_event_id",
+];
 
 /// Whether two records describe the same state (equal apart from [`DELIVERY_FIELDS`]).
 fn same_state(a: &Value, b: &Value) -> bool {
@@ -620,6 +626,7 @@ pub async fn check_store_contract(store: &dyn RecordStore) {
     let mut v2_polled = v2.clone();
     v2_polled["adapter"] = serde_json::json!("linear.issue");
     v2_polled["change"] = serde_json::json!("snapshot");
+    v2_polled["provider_event_id"] = serde_json::json!("issue:ISS-1:2000");
     let mut polled = write(Some(2_000), true, v2_polled);
     polled.origin = Origin::Poll;
     polled.event = "work_item:ISS-1:2000".into();

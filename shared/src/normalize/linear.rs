@@ -14,13 +14,20 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Adapted, Adapter, NormalizeError, Normalized, RawEvent, meta,
+    Adapted, Adapter, NormalizeError, Normalized, RawEvent,
+    dates::Timestamp,
+    meta,
     models::{ChangeKind, ProviderEvent, WorkItem, WorkStatus},
     read::{self, NumberOrString},
 };
 
 pub(crate) const WEBHOOK: Adapter = Adapter {
     name: "linear.webhook",
+    mapping_version: 1,
+};
+
+pub(crate) const ISSUE: Adapter = Adapter {
+    name: "linear.issue",
     mapping_version: 1,
 };
 
@@ -50,15 +57,43 @@ struct Issue {
     assignee: Option<Named>,
     assignee_id: Option<String>,
     #[serde(deserialize_with = "read::null_default")]
-    labels: Vec<Named>,
+    labels: Labels,
     due_date: Option<String>,
     completed_at: Option<String>,
     canceled_at: Option<String>,
     created_at: Option<String>,
     updated_at: Option<String>,
     project_id: Option<String>,
+    project: Option<Named>,
     parent_id: Option<String>,
+    parent: Option<Named>,
     url: Option<String>,
+    trashed: Option<bool>,
+}
+
+/// Labels as the webhook sends them (an array) or as GraphQL returns them (a
+/// connection with `nodes`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Labels {
+    List(Vec<Named>),
+    Connection {
+        #[serde(default, deserialize_with = "read::null_default")]
+        nodes: Vec<Named>,
+    },
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels::List(Vec::new())
+    }
+}
+
+impl Labels {
+    fn into_names(self) -> Vec<Option<String>> {
+        let (Labels::List(labels) | Labels::Connection { nodes: labels }) = self;
+        labels.into_iter().map(|label| label.name).collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,8 +149,43 @@ pub(crate) fn webhook(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
 
     let data = read::required(WEBHOOK, "data", payload.data)?;
     let issue: Issue = read::typed(WEBHOOK, "a Linear Issue", data)?;
-    let id = read::required_str(WEBHOOK, "data.id", issue.id)?;
-    let updated = read::date(WEBHOOK, "data.updatedAt", issue.updated_at.as_deref())?;
+    let mut record = work_item(raw, WEBHOOK, "data.", issue, change, delivered)?;
+    record.meta.provider_event_id = delivery_id;
+    Ok((vec![Normalized::WorkItem(record)], None))
+}
+
+/// `linear.issue`: one node of the GraphQL `issues` connection the `linear-issues`
+/// poller reads (type `Issue` in `linear/linear` `packages/sdk/src/schema.graphql`): the
+/// webhook's issue fields, with `labels { nodes }`, `project { id }` and `parent { id }`
+/// in place of the webhook's `labels[]`, `projectId` and `parentId`. A trashed issue
+/// (`trashed`: "in the trash bin", i.e. deleted in Linear) is a deletion; an archived one
+/// (Linear archives closed issues after a while) still exists.
+pub(crate) fn issue(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
+    let value = read::json_body(ISSUE, raw.body)?;
+    let issue: Issue = read::typed(ISSUE, "a Linear Issue node", value)?;
+    let change = if issue.trashed == Some(true) {
+        ChangeKind::Deleted
+    } else {
+        ChangeKind::Snapshot
+    };
+    let record = work_item(raw, ISSUE, "", issue, change, None)?;
+    Ok((vec![Normalized::WorkItem(record)], None))
+}
+
+/// Maps an issue, whichever way it arrived; `prefix` names where its fields sit in the
+/// payload (for error messages), `fallback` is the time to use when it has no
+/// `updatedAt`.
+fn work_item(
+    raw: &RawEvent<'_>,
+    adapter: Adapter,
+    prefix: &str,
+    issue: Issue,
+    change: ChangeKind,
+    fallback: Option<Timestamp>,
+) -> Result<WorkItem, NormalizeError> {
+    let field = |name: &str| format!("{prefix}{name}");
+    let id = read::required_str(adapter, &field("id"), issue.id)?;
+    let updated = read::date(adapter, &field("updatedAt"), issue.updated_at.as_deref())?;
     let (status, status_name) = match issue.state {
         Some(state) => (
             state.kind.as_deref().and_then(status_from_state_type),
@@ -134,15 +204,20 @@ pub(crate) fn webhook(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
         ),
         None => (read::non_empty(issue.assignee_id), None),
     };
-    let completed_at = match read::date(WEBHOOK, "data.completedAt", issue.completed_at.as_deref())?
-    {
+    let completed_at = match read::date(
+        adapter,
+        &field("completedAt"),
+        issue.completed_at.as_deref(),
+    )? {
         Some(t) => Some(t),
-        None => read::date(WEBHOOK, "data.canceledAt", issue.canceled_at.as_deref())?,
+        None => read::date(adapter, &field("canceledAt"), issue.canceled_at.as_deref())?,
     };
-    let mut meta = meta(raw, WEBHOOK, id, change, updated.or(delivered), true);
-    meta.provider_event_id = delivery_id;
-    let record = WorkItem {
-        meta,
+    let project_id = read::non_empty(issue.project_id)
+        .or_else(|| issue.project.and_then(|p| read::non_empty(p.id)));
+    let parent_id = read::non_empty(issue.parent_id)
+        .or_else(|| issue.parent.and_then(|p| read::non_empty(p.id)));
+    Ok(WorkItem {
+        meta: meta(raw, adapter, id, change, updated.or(fallback), true),
         key: read::non_empty(issue.identifier),
         title: read::non_empty(issue.title),
         description: read::non_empty(issue.description),
@@ -151,19 +226,19 @@ pub(crate) fn webhook(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
         priority,
         assignee_id,
         assignee_name,
-        due_at: read::date(WEBHOOK, "data.dueDate", issue.due_date.as_deref())?,
+        due_at: read::date(adapter, &field("dueDate"), issue.due_date.as_deref())?,
         completed_at,
-        created_at: read::date(WEBHOOK, "data.createdAt", issue.created_at.as_deref())?,
-        project_ids: read::non_empty(issue.project_id).into_iter().collect(),
+        created_at: read::date(adapter, &field("createdAt"), issue.created_at.as_deref())?,
+        project_ids: project_id.into_iter().collect(),
         labels: issue
             .labels
+            .into_names()
             .into_iter()
-            .filter_map(|l| read::non_empty(l.name))
+            .filter_map(read::non_empty)
             .collect(),
-        parent_id: read::non_empty(issue.parent_id),
+        parent_id,
         url: read::non_empty(issue.url),
-    };
-    Ok((vec![Normalized::WorkItem(record)], None))
+    })
 }
 
 /// Linear's workflow state types

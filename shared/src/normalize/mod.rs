@@ -34,6 +34,7 @@
 //! | `salesforce` | `opportunity` | Opportunity sObject, `{records:[…]}` query page, or `OpportunityChangeEvent` (CDC) | `salesforce.opportunity` |
 //! | `asana` | `task` | task resource (`{data:{…}}` or bare) | `asana.task` |
 //! | `asana` | none | webhook `{events:[…]}` | `asana.webhook` |
+//! | `linear` | `issue` | GraphQL `issues` node | `linear.issue` |
 //! | `linear` | none | data-change webhook (`Issue` → WorkItem, others pass through) | `linear.webhook` |
 //! | `stripe`, `github`, `shopify`, `square`, `twilio`, `discord`, `standard-webhooks` | none | webhook | `<provider>.event` |
 //! | any other | none | JSON webhook | `generic.event` |
@@ -209,6 +210,7 @@ pub const ADAPTERS: &[Adapter] = &[
     salesforce::OPPORTUNITY,
     asana::TASK,
     asana::WEBHOOK,
+    linear::ISSUE,
     linear::WEBHOOK,
     passthrough::STRIPE,
     passthrough::GITHUB,
@@ -273,6 +275,7 @@ pub fn normalize(raw: &RawEvent<'_>) -> Result<Normalization, NormalizeError> {
         ("salesforce", Some("opportunity")) => salesforce::opportunity(raw)?,
         ("asana", Some("task")) => asana::task(raw)?,
         ("asana", None) => asana::webhook(raw)?,
+        ("linear", Some("issue")) => linear::issue(raw)?,
         ("linear", None) => linear::webhook(raw)?,
         (_, Some(_)) => return Err(unknown()),
         (_, None) => passthrough::event(raw)?,
