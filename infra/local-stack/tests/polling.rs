@@ -8,7 +8,9 @@
 //! webhook missed is caught. A disconnect removes the job.
 
 mod common;
-use common::{BusObserver, browser, eventually, first_cookie, location, start_with_overlay};
+use common::{
+    BusObserver, RETURN_TO_ORIGIN, browser, eventually, first_cookie, location, start_with_overlay,
+};
 
 use std::{
     sync::{Arc, Mutex},
@@ -154,7 +156,11 @@ async fn connect(stack: &LocalStack, server: &FakeAuthServer, prefix: &str) -> S
         .expect("client credentials stored");
     let http = browser();
     let start = http
-        .get(format!("{api}/oauth/linear/start?tenant=acme"))
+        .get(format!(
+            "{api}/oauth/linear/start?tenant=acme&return_to={}",
+            form_urlencoded::byte_serialize(format!("{RETURN_TO_ORIGIN}/connected").as_bytes())
+                .collect::<String>()
+        ))
         .send()
         .await
         .expect("start");
@@ -325,8 +331,9 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
     let reconciled = events(&observer, 1, Duration::from_secs(60)).await;
     assert_eq!(
         keys(&reconciled),
-        ["work_item.updated ENG-7"],
-        "only the missed change is published; the webhook's is not repeated"
+        ["work_item.snapshot ENG-7"],
+        "only the missed change is published (as polled state, docs/models.md); the \
+         webhook's is not repeated"
     );
 
     // Disconnecting: the next run removes the job.
