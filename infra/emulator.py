@@ -19,6 +19,7 @@ import argparse
 import io
 import json
 import os
+import re
 import sys
 import time
 import zipfile
@@ -42,6 +43,11 @@ SERVED_LOCALLY = {
     "AWS::Lambda::Permission",
     "AWS::Scheduler::Schedule",
 }
+
+# Resource types the emulator's CloudFormation does not model (it has no CloudWatch alarm
+# resource): created after the stack through their own API, so the template's
+# definitions still reach the service that validates them.
+CREATED_BY_API = {"AWS::CloudWatch::Alarm"}
 
 
 def _served_locally(resource):
@@ -215,9 +221,27 @@ def describe(client, stack_name, cfn):
             attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
             queues[logical_id] = {"url": url, "arn": attributes.get("QueueArn"),
                                   "attributes": attributes}
+    cloudwatch = client("cloudwatch")
+    alarms = {}
+    for alarm in cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack_name}-")["MetricAlarms"]:
+        alarms[alarm["AlarmName"]] = {
+            "arn": alarm.get("AlarmArn"),
+            "namespace": alarm.get("Namespace"),
+            "metric": alarm.get("MetricName"),
+            "expressions": [m["Expression"] for m in alarm.get("Metrics", []) if m.get("Expression")],
+            "threshold": alarm.get("Threshold"),
+            "comparison": alarm.get("ComparisonOperator"),
+            "actions": alarm.get("AlarmActions", []),
+        }
+    dashboards = {}
+    for entry in cloudwatch.list_dashboards(DashboardNamePrefix=stack_name).get("DashboardEntries", []):
+        name = entry["DashboardName"]
+        dashboards[name] = cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"]
     return {
         "stack_name": stack_name,
         "status": stack["StackStatus"],
+        "alarms": alarms,
+        "dashboards": dashboards,
         "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
         "resources": physical,
         "functions": functions,
@@ -255,7 +279,8 @@ def deploy(endpoint, stack_name, parameters, template_path):
             code = resource["Properties"]["Code"]
             s3.put_object(Bucket=code["S3Bucket"], Key=code["S3Key"], Body=_placeholder_zip())
     created = dict(cfn)
-    created["Resources"] = {k: v for k, v in cfn["Resources"].items() if not _served_locally(v)}
+    created["Resources"] = {k: v for k, v in cfn["Resources"].items()
+                            if not _served_locally(v) and v["Type"] not in CREATED_BY_API}
     # Properties of created resources may name a resource served locally (a function's
     # environment naming the API id): the emulator cannot resolve those, so they become
     # the literal "local" (the local stack overrides what depends on them, such as
@@ -292,7 +317,68 @@ def deploy(endpoint, stack_name, parameters, template_path):
         reasons = [f'{e["LogicalResourceId"]}: {e.get("ResourceStatusReason")}' for e in events
                    if e.get("ResourceStatus", "").endswith("FAILED")]
         raise SystemExit(f"stack {stack_name} ended {status}: {reasons}")
+    _create_alarms(client, stack_name, cfn, parameters)
     return describe(client, stack_name, cfn)
+
+
+def _create_alarms(client, stack_name, cfn, parameters):
+    """Creates the template's CloudWatch alarms with PutMetricAlarm, their intrinsics
+    resolved against the created stack (what CloudFormation would do)."""
+    resources = client("cloudformation").describe_stack_resources(StackName=stack_name)["StackResources"]
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources
+                if "LogicalResourceId" in r and "PhysicalResourceId" in r}
+    values = {k: v.get("Default") for k, v in (cfn.get("Parameters") or {}).items()}
+    values.update(parameters)
+    pseudo = {"AWS::StackName": stack_name, "AWS::Region": os.environ["AWS_DEFAULT_REGION"],
+              "AWS::AccountId": "123456789012", "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+
+    def ref(name):
+        if name in pseudo:
+            return pseudo[name]
+        if name in values:
+            return values[name]
+        if physical.get(name):
+            return physical[name]
+        raise SystemExit(f"alarm property refers to {name}, which the stack does not have")
+
+    def get_att(logical_id, attribute):
+        kind = cfn["Resources"][logical_id]["Type"]
+        if kind == "AWS::SQS::Queue" and attribute == "QueueName":
+            return physical[logical_id].rsplit("/", 1)[-1]
+        raise SystemExit(f"alarm property uses {logical_id}.{attribute}, which this script cannot resolve")
+
+    def resolve(node):
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if set(node) == {"Ref"}:
+            return ref(node["Ref"])
+        if set(node) == {"Fn::GetAtt"}:
+            logical_id, attribute = node["Fn::GetAtt"]
+            return get_att(logical_id, attribute)
+        if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+            text = node["Fn::Sub"]
+            for name in set(re.findall(r"\$\{([^}]+)\}", text)):
+                text = text.replace("${" + name + "}", str(ref(name)))
+            return text
+        if any(key.startswith("Fn::") for key in node):
+            raise SystemExit(f"alarm property uses {sorted(node)}, which this script cannot resolve")
+        return {key: resolve(value) for key, value in node.items()}
+
+    cloudwatch = client("cloudwatch")
+    for logical_id, resource in cfn["Resources"].items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = resolve(resource["Properties"])
+        for number in ("Threshold", "Period", "EvaluationPeriods", "DatapointsToAlarm"):
+            if number in props:
+                props[number] = float(props[number]) if number == "Threshold" else int(props[number])
+        for query in props.get("Metrics", []):
+            stat = query.get("MetricStat")
+            if stat:
+                stat["Period"] = int(stat["Period"])
+        cloudwatch.put_metric_alarm(**props)
 
 
 def _parameters(pairs):

@@ -200,6 +200,10 @@ pub struct EventConsumerSettings {
     /// Key `FIELD_PRIORITY` (default empty): source-of-truth rules such as
     /// `pipeline_item.amount=poll>webhook`; see [`FieldPriority`].
     pub field_priority: FieldPriority,
+    /// Key `MAX_RECEIVE_COUNT` (default 5): the ingest queue's redrive
+    /// `maxReceiveCount`, so the last receive of a failing message is counted as a
+    /// dead-letter arrival.
+    pub max_receive_count: u32,
 }
 
 impl EventConsumerSettings {
@@ -220,6 +224,16 @@ impl EventConsumerSettings {
                 reason: "need 0 < RETRY_BASE_SECONDS <= RETRY_CAP_SECONDS <= 43200 (SQS's longest visibility)".into(),
             });
         }
+        let max_receive_count: u32 = env.parse_or(
+            "MAX_RECEIVE_COUNT",
+            crate::consumer::DEFAULT_MAX_RECEIVE_COUNT,
+        )?;
+        if max_receive_count == 0 {
+            return Err(ConfigError::Invalid {
+                key: "MAX_RECEIVE_COUNT",
+                reason: "must be at least 1 (the queue's maxReceiveCount)".into(),
+            });
+        }
         let field_priority = FieldPriority::parse(
             &env.optional("FIELD_PRIORITY").unwrap_or_default(),
         )
@@ -229,6 +243,7 @@ impl EventConsumerSettings {
         })?;
         Ok(EventConsumerSettings {
             field_priority,
+            max_receive_count,
             queue_url: env.required("INGEST_QUEUE_URL")?,
             idempotency_table: env.required("IDEMPOTENCY_TABLE")?,
             records_table: env.required("RECORDS_TABLE")?,

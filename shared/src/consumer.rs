@@ -13,6 +13,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use sha2::{Digest, Sha256};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     catalog::Catalog,
@@ -26,6 +27,10 @@ use crate::{
     retry::Backoff,
     webhooks::rfc3339_millis,
 };
+
+/// SQS's receives before the dead-letter queue when none is configured (the template's
+/// `IngestMaxReceiveCount` default).
+pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 
 /// One SQS record as the consumer needs it.
 #[derive(Debug, Clone)]
@@ -71,6 +76,13 @@ pub struct ItemOutcome {
     /// Records already stored, identical, by another delivery (a reconciliation poll
     /// repeating a webhook): not published again.
     pub already_current: usize,
+    /// From the ingress receiving the request (or the poll worker fetching the record)
+    /// to its events being on the bus, when events were published: the end-to-end
+    /// latency an operator alarms on.
+    pub end_to_end: Option<Duration>,
+    /// This was the message's last receive (`maxReceiveCount`) and it stays on the
+    /// queue: SQS moves it to the dead-letter queue next. Counted as a DLQ arrival.
+    pub dead_lettered: bool,
 }
 
 impl ItemOutcome {
@@ -114,6 +126,7 @@ pub struct Consumer<S> {
     ports: Ports,
     backoff: Backoff,
     priority: FieldPriority,
+    max_receive_count: u32,
 }
 
 /// The message, decoded.
@@ -143,7 +156,15 @@ impl<S: IdempotencyStore> Consumer<S> {
             ports,
             backoff,
             priority: FieldPriority::default(),
+            max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
         }
+    }
+
+    /// The queue's `maxReceiveCount` (the template's `IngestMaxReceiveCount`), so the
+    /// outcome of a message's last receive can say it goes to the dead-letter queue.
+    pub fn with_max_receive_count(mut self, count: u32) -> Self {
+        self.max_receive_count = count.max(1);
+        self
     }
 
     /// Source-of-truth priority rules for the record store (none by default:
@@ -180,6 +201,8 @@ impl<S: IdempotencyStore> Consumer<S> {
             stale: 0,
             already_current: 0,
             conflicts: 0,
+            end_to_end: None,
+            dead_lettered: false,
         };
         let failure = match self.handle(&message, &mut outcome).await {
             Ok(()) => return outcome,
@@ -207,6 +230,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         outcome.result = result;
         outcome.reason = Some(reason);
         outcome.retry_in = Some(delay);
+        outcome.dead_lettered = message.receive_count >= self.max_receive_count;
         // If this fails the message keeps the queue's visibility timeout: still retried.
         let _ = self
             .ports
@@ -250,6 +274,14 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .await
                 .map_err(|_| Failure::Transient("publish_failed"))?;
             outcome.published = events.len();
+            if !events.is_empty() {
+                outcome.end_to_end = event
+                    .received_at
+                    .as_deref()
+                    .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+                    .map(|at| (self.ports.clock.now() - at).max(time::Duration::ZERO))
+                    .map(|latency| latency.unsigned_abs());
+            }
             self.idempotency
                 .complete(&claim, self.ports.clock.now())
                 .await

@@ -552,3 +552,43 @@ mod crashes {
         crash_then_redeliver(Step::BeforeDelete).await;
     }
 }
+
+#[tokio::test]
+async fn published_events_report_their_end_to_end_latency() {
+    let h = harness();
+    let mut late = message("m1", "evt_1", &stripe_event("evt_1", 100), 1);
+    late.attributes.insert(
+        attribute::RECEIVED_AT.to_owned(),
+        "2023-11-14T22:13:17.500Z".to_owned(),
+    );
+    let outcome = h.consumer.process(late).await;
+    assert_eq!(outcome.result, "processed");
+    assert_eq!(outcome.end_to_end, Some(Duration::from_millis(2_500)));
+
+    let repeat = h
+        .consumer
+        .process(message("m2", "evt_1", &stripe_event("evt_1", 100), 1))
+        .await;
+    assert_eq!(repeat.result, "duplicate");
+    assert_eq!(repeat.end_to_end, None, "nothing published, no latency");
+}
+
+#[tokio::test]
+async fn the_last_receive_of_a_failing_message_counts_as_a_dead_letter() {
+    let h = harness();
+    let consumer = h.consumer.with_max_receive_count(3);
+    let mut broken = message("m1", "evt_1", "{}", 2);
+    broken
+        .attributes
+        .insert(attribute::BODY_ENCODING.to_owned(), "rot13".to_owned());
+    let outcome = consumer.process(broken.clone()).await;
+    assert_eq!(
+        (outcome.result, outcome.dead_lettered),
+        ("failed", false),
+        "receive 2 of 3: SQS delivers it again"
+    );
+    broken.receive_count = 3;
+    let outcome = consumer.process(broken).await;
+    assert_eq!((outcome.result, outcome.dead_lettered), ("failed", true));
+    assert!(outcome.keeps_message());
+}

@@ -2,7 +2,9 @@
 //! CloudWatch Embedded Metric Format lines on stdout, which Lambda ships to CloudWatch
 //! Logs and CloudWatch turns into metrics without an API call per event.
 //!
-//! Metrics namespace: `Junction`. Webhook metrics have the dimension `Provider`:
+//! Metrics namespace: `Junction`. Every metric is published twice: with the dimension
+//! `Provider`, and without dimensions (the all-provider aggregate alarms use). Webhook
+//! metrics:
 //! `WebhooksReceived` (every request that named a known provider), `WebhooksAccepted`,
 //! `SignatureFailures` (401s, the security signal), `IngressErrors` (5xx) and
 //! `IngressLatency` (milliseconds).
@@ -31,7 +33,10 @@ pub fn init() {
         .init();
 }
 
-/// One EMF document: `metrics` (name, value, unit) under `dimensions`.
+/// One EMF document: `metrics` (name, value, unit) under `dimensions`, and also under
+/// no dimension at all (an empty dimension set, as the EMF libraries' `setDimensions()`
+/// with no argument writes): the aggregate the template's alarms watch, without a
+/// metric-math search over every provider.
 pub fn emf_line(
     timestamp_ms: i128,
     dimensions: &[(&str, &str)],
@@ -49,7 +54,7 @@ pub fn emf_line(
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [dimension_names],
+                "Dimensions": [dimension_names, []],
                 "Metrics": definitions,
             }]
         }),
@@ -118,15 +123,18 @@ pub fn record_webhook(outcome: &Outcome, latency: Duration) {
 }
 
 /// Logs one consumed message's outcome and prints its metrics: `EventsProcessed`,
-/// `EventsDuplicate`, `EventsRetried`, `EventsFailed` (each message that will end in the
-/// DLQ passes here first), `PayloadMismatches`, `EventsPublished`,
-/// `ApiVersionMismatches`, `FetchesPending`, `StaleUpdates` and `RecordConflicts`.
+/// `EventsDuplicate`, `EventsRetried`, `EventsFailed` (permanent failures),
+/// `DeadLettered` (the last receive of a failing message: SQS moves it to the DLQ),
+/// `PayloadMismatches`, `EventsPublished`, `EndToEndLatency` (ms from receipt to the
+/// bus, when something was published), `ApiVersionMismatches`, `FetchesPending`,
+/// `StaleUpdates`, `AlreadyCurrentRecords` and `RecordConflicts`.
 pub fn record_consumed(outcome: &ItemOutcome) {
     let provider = outcome.provider.as_deref().unwrap_or("unknown");
     let event_id = outcome.event_id.as_deref().unwrap_or("");
     let reason = outcome.reason.unwrap_or("");
     let retry_in_s = outcome.retry_in.map(|d| d.as_secs()).unwrap_or_default();
     let detail = outcome.detail.as_deref().unwrap_or("");
+    let end_to_end_ms = outcome.end_to_end.map(|d| d.as_secs_f64() * 1000.0);
     if let Some((pinned, received)) = &outcome.version_mismatch {
         tracing::warn!(provider, event_id, pinned = %pinned, received = %received,
             "payload rendered with another API version than the pinned one; processed");
@@ -145,47 +153,52 @@ pub fn record_consumed(outcome: &ItemOutcome) {
     }
     match outcome.result {
         "failed" => tracing::error!(provider, event_id, message_id = %outcome.message_id,
-            result = outcome.result, reason, detail, "event failed permanently"),
+            result = outcome.result, reason, detail, dead_lettered = outcome.dead_lettered,
+            "event failed permanently"),
         "retry" => tracing::warn!(provider, event_id, message_id = %outcome.message_id,
-            result = outcome.result, reason, retry_in_s, "event will be retried"),
+            result = outcome.result, reason, retry_in_s, dead_lettered = outcome.dead_lettered,
+            "event will be retried"),
         _ => tracing::info!(provider, event_id, message_id = %outcome.message_id,
             result = outcome.result, published = outcome.published, stale = outcome.stale,
             already_current = outcome.already_current, conflicts = outcome.conflicts,
-            "event consumed"),
+            end_to_end_ms, "event consumed"),
     }
     let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
-    print_provider_metrics(
-        provider,
-        &[
-            (
-                "EventsProcessed",
-                flag(outcome.result == "processed"),
-                "Count",
-            ),
-            (
-                "EventsDuplicate",
-                flag(outcome.result == "duplicate"),
-                "Count",
-            ),
-            ("EventsRetried", flag(outcome.result == "retry"), "Count"),
-            ("EventsFailed", flag(outcome.result == "failed"), "Count"),
-            ("PayloadMismatches", flag(outcome.payload_mismatch), "Count"),
-            ("EventsPublished", outcome.published as f64, "Count"),
-            (
-                "ApiVersionMismatches",
-                flag(outcome.version_mismatch.is_some()),
-                "Count",
-            ),
-            ("FetchesPending", outcome.fetches_pending as f64, "Count"),
-            ("StaleUpdates", outcome.stale as f64, "Count"),
-            (
-                "AlreadyCurrentRecords",
-                outcome.already_current as f64,
-                "Count",
-            ),
-            ("RecordConflicts", outcome.conflicts as f64, "Count"),
-        ],
-    );
+    let mut metrics = vec![
+        (
+            "EventsProcessed",
+            flag(outcome.result == "processed"),
+            "Count",
+        ),
+        (
+            "EventsDuplicate",
+            flag(outcome.result == "duplicate"),
+            "Count",
+        ),
+        ("EventsRetried", flag(outcome.result == "retry"), "Count"),
+        ("EventsFailed", flag(outcome.result == "failed"), "Count"),
+        ("PayloadMismatches", flag(outcome.payload_mismatch), "Count"),
+        ("EventsPublished", outcome.published as f64, "Count"),
+        (
+            "ApiVersionMismatches",
+            flag(outcome.version_mismatch.is_some()),
+            "Count",
+        ),
+        ("FetchesPending", outcome.fetches_pending as f64, "Count"),
+        ("StaleUpdates", outcome.stale as f64, "Count"),
+        (
+            "AlreadyCurrentRecords",
+            outcome.already_current as f64,
+            "Count",
+        ),
+        ("RecordConflicts", outcome.conflicts as f64, "Count"),
+        ("DeadLettered", flag(outcome.dead_lettered), "Count"),
+    ];
+    // Only published events have a latency; a zero would pull the percentiles down.
+    if let Some(ms) = end_to_end_ms {
+        metrics.push(("EndToEndLatency", ms, "Milliseconds"));
+    }
+    print_provider_metrics(provider, &metrics);
 }
 
 /// Prints one EMF line of `metrics` under the `Provider` dimension, stamped now.
@@ -306,8 +319,9 @@ mod tests {
             "Junction"
         );
         assert_eq!(
-            value["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
-            "Provider"
+            value["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["Provider"], []]),
+            "per provider, and the aggregate the alarms watch"
         );
         assert_eq!(
             value["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],

@@ -60,6 +60,10 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         stack.outputs["EventBusName"]
     );
     assert_eq!(consumer_env["INGEST_QUEUE_URL"], ingest.url);
+    assert_eq!(
+        consumer_env["MAX_RECEIVE_COUNT"], "3",
+        "the consumer knows a message's last receive (DLQ arrivals)"
+    );
     let mapping = stack
         .event_source_mappings
         .iter()
@@ -181,4 +185,52 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         .parse()
         .expect("number");
     assert!(poll_visibility >= 6 * worker.timeout);
+
+    // Health alarms, all notifying the alarm topic, and the dashboard showing them.
+    let topic = &stack.resources["AlarmTopic"];
+    for (name, metric) in [
+        ("ingest-dlq-not-empty", "ApproximateNumberOfMessagesVisible"),
+        ("poll-dlq-not-empty", "ApproximateNumberOfMessagesVisible"),
+        ("end-to-end-latency-p95", "EndToEndLatency"),
+        ("signature-failures", "SignatureFailures"),
+        ("token-refresh-failures", "TokenRefreshFailures"),
+        ("ingest-oldest-message-age", "ApproximateAgeOfOldestMessage"),
+    ] {
+        let alarm = &stack.alarms[&format!("junction-test-{name}")];
+        assert_eq!(alarm.metric.as_deref(), Some(metric), "{name}");
+        assert_eq!(alarm.actions, std::slice::from_ref(topic), "{name}");
+    }
+    let success = &stack.alarms["junction-test-processing-success-rate"];
+    assert_eq!(
+        (success.threshold, success.comparison.as_deref()),
+        (Some(99.0), Some("LessThanThreshold"))
+    );
+    assert_eq!(success.expressions.len(), 1);
+    assert!(
+        !stack.resources.contains_key("AlarmEmailSubscription"),
+        "no e-mail subscription without an AlarmEmail"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&stack.dashboards["junction-test-junction"]).expect("JSON body");
+    let shown: Vec<String> = dashboard["widgets"]
+        .as_array()
+        .expect("widgets")
+        .iter()
+        .filter(|w| w["type"] == "alarm")
+        .flat_map(|w| {
+            w["properties"]["alarms"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|arn| arn.as_str().map(str::to_owned))
+        .collect();
+    for alarm in stack.alarms.values() {
+        let arn = alarm.arn.as_deref().expect("arn");
+        assert!(
+            shown.iter().any(|shown| shown == arn),
+            "the dashboard shows {arn}: {shown:?}"
+        );
+    }
+    assert_eq!(shown.len(), stack.alarms.len());
 }

@@ -38,7 +38,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         },
         settings.backoff,
     )
-    .with_field_priority(settings.field_priority);
+    .with_field_priority(settings.field_priority)
+    .with_max_receive_count(settings.max_receive_count);
     let consumer = &consumer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let messages = event.payload.records.into_iter().map(inbound).collect();

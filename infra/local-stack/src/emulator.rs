@@ -239,6 +239,30 @@ pub struct StackDescription {
     pub event_source_mappings: Vec<EventSourceMapping>,
     /// Resource types the emulator does not create, served by the local stack instead.
     pub served_locally: Vec<String>,
+    /// The stack's CloudWatch alarms by name (created through the CloudWatch API: the
+    /// emulator's CloudFormation does not model them).
+    #[serde(default)]
+    pub alarms: BTreeMap<String, AlarmDescription>,
+    /// The stack's CloudWatch dashboards: name → body (JSON text).
+    #[serde(default)]
+    pub dashboards: BTreeMap<String, String>,
+}
+
+/// One CloudWatch alarm as the service describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AlarmDescription {
+    pub arn: Option<String>,
+    pub namespace: Option<String>,
+    /// The metric of a single-metric alarm.
+    pub metric: Option<String>,
+    /// The expressions of a metric-math alarm.
+    #[serde(default)]
+    pub expressions: Vec<String>,
+    pub threshold: Option<f64>,
+    pub comparison: Option<String>,
+    /// Where it notifies (the alarm topic's ARN).
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 /// One function of the template.
