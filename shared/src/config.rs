@@ -378,6 +378,35 @@ impl PollingSettings {
     }
 }
 
+/// Settings of the `poll-scheduler` besides [`PollingSettings`].
+#[derive(Debug, Clone)]
+pub struct PollSchedulerSettings {
+    /// Key `EVENT_BUS_NAME`: where `connection.stale` is announced.
+    pub event_bus: String,
+    /// Key `STALE_AFTER_INTERVALS` (default 3): a connection is stale when one of its
+    /// sync jobs has not succeeded for this many of its intervals.
+    pub stale_after_intervals: u32,
+}
+
+impl PollSchedulerSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let stale_after_intervals: u32 = env.parse_or(
+            "STALE_AFTER_INTERVALS",
+            crate::polling::DEFAULT_STALE_AFTER_INTERVALS,
+        )?;
+        if stale_after_intervals == 0 {
+            return Err(ConfigError::Invalid {
+                key: "STALE_AFTER_INTERVALS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(PollSchedulerSettings {
+            event_bus: env.required("EVENT_BUS_NAME")?,
+            stale_after_intervals,
+        })
+    }
+}
+
 /// Settings of the `poll-worker` besides [`PollingSettings`] and [`OAuthSettings`].
 #[derive(Debug, Clone)]
 pub struct PollWorkerSettings {

@@ -162,6 +162,10 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
     let scheduler_env = stack.functions["PollSchedulerFunction"].environment_strings();
     assert_eq!(scheduler_env["POLL_QUEUE_URL"], poll.url);
     assert_eq!(
+        scheduler_env["EVENT_BUS_NAME"], stack.outputs["EventBusName"],
+        "connection.stale goes to the bus"
+    );
+    assert_eq!(
         scheduler_env["SYNC_JOBS_TABLE"],
         stack.resources["SyncJobsTable"]
     );

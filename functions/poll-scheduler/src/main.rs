@@ -1,5 +1,6 @@
 //! poll-scheduler: runs on an EventBridge Scheduler schedule (every minute) and hands
-//! every due sync job to the poll queue, spread over a jitter window. The logic is
+//! every due sync job to the poll queue, spread over a jitter window, announcing
+//! `connection.stale` for jobs that have not succeeded for too long. The logic is
 //! `shared::polling::PollScheduler`.
 
 use std::sync::Arc;
@@ -7,7 +8,8 @@ use std::sync::Arc;
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::{
     clock::SystemClock,
-    config::{PollingSettings, load_aws_config, process_env},
+    config::{PollSchedulerSettings, PollingSettings, load_aws_config, process_env},
+    events::EventBridgeBus,
     polling::{DynamoSyncJobStore, PollScheduler},
     queue::SqsEventQueue,
     telemetry,
@@ -17,6 +19,7 @@ use shared::{
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let settings = PollingSettings::from_env(&process_env())?;
+    let scheduler_settings = PollSchedulerSettings::from_env(&process_env())?;
     let aws = load_aws_config().await;
     let scheduler = PollScheduler::new(
         Arc::new(DynamoSyncJobStore::from_config(
@@ -25,6 +28,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         )),
         Arc::new(SqsEventQueue::from_config(&aws, settings.poll_queue_url)),
         Arc::new(SystemClock),
+    )
+    .with_stale_events(
+        Arc::new(EventBridgeBus::from_config(
+            &aws,
+            scheduler_settings.event_bus,
+        )),
+        scheduler_settings.stale_after_intervals,
     );
     let scheduler = &scheduler;
     lambda_runtime::run(service_fn(
@@ -36,6 +46,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 running = report.running,
                 raced = report.raced,
                 failed = report.failed,
+                stale = report.stale,
                 outcome = "poll_dispatch",
                 "due sync jobs handed out"
             );

@@ -42,6 +42,14 @@ pub struct SyncJob {
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
     pub version: u64,
+    /// When the job was created (unix seconds): how long a job that never succeeded
+    /// has been waiting. 0 for jobs stored before the field existed.
+    #[serde(default)]
+    pub created_at: i64,
+    /// When the scheduler announced `connection.stale` for this job; cleared by the
+    /// next successful run, so each stale spell is announced once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<i64>,
 }
 
 impl SyncJob {
@@ -277,6 +285,8 @@ pub async fn ensure_jobs(
             last_success_at: None,
             last_error: None,
             version: 1,
+            created_at: now,
+            stale_since: None,
         };
         if store.insert(&job).await? {
             created += 1;
@@ -299,6 +309,8 @@ pub fn sample_job(connection: &str, model: &str, due_at: i64) -> SyncJob {
         last_success_at: None,
         last_error: None,
         version: 1,
+        created_at: due_at,
+        stale_since: None,
     }
 }
 

@@ -13,5 +13,5 @@ pub use jobs::{
     check_job_store_contract, ensure_jobs, job_key, sample_job,
 };
 pub use pollers::PollTarget;
-pub use scheduler::{DispatchReport, PollMessage, PollScheduler};
+pub use scheduler::{DEFAULT_STALE_AFTER_INTERVALS, DispatchReport, PollMessage, PollScheduler};
 pub use worker::{Page, PollRunError, PollRunner, PollWorker, PolledRecord, Poller, RunOutcome};

@@ -9,6 +9,11 @@
 //! worker sets the real next due time when it finishes; if the message is lost or the
 //! worker dies, the hold expires and the job is handed out again. Jobs a worker is
 //! running (live lease) are left alone.
+//!
+//! Staleness: a job whose last successful run (or, if it never had one, its creation) is
+//! more than `stale_after_intervals` intervals ago is announced once as a
+//! `connection.stale` CloudEvent when it is next handed out (a failing job is still due
+//! every interval, so the scheduler sees it); the worker's next success clears the mark.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,8 +23,14 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{JobStoreError, SyncJob, SyncJobStore};
 use crate::{
     clock::Clock,
+    events::{CloudEvent, EventBus},
     queue::{EventQueue, QueueMessage},
+    webhooks::rfc3339_millis,
 };
+
+/// Intervals without a successful run before a connection is announced stale, unless
+/// configured (`STALE_AFTER_INTERVALS`).
+pub const DEFAULT_STALE_AFTER_INTERVALS: u32 = 3;
 
 /// How far apart, on average, due jobs start.
 const SPACING: Duration = Duration::from_millis(100);
@@ -74,6 +85,8 @@ pub struct DispatchReport {
     pub raced: usize,
     /// Held but not queued (the queue failed): handed out again after the hold.
     pub failed: usize,
+    /// Announced as `connection.stale` on this tick.
+    pub stale: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +101,10 @@ pub struct PollScheduler {
     pub jitter: Duration,
     /// Jobs handed out per tick at most; the rest wait for the next tick.
     pub batch: usize,
+    /// Where `connection.stale` goes; `None` announces nothing.
+    bus: Option<Arc<dyn EventBus>>,
+    /// Intervals without success before a job's connection is stale.
+    pub stale_after_intervals: u32,
 }
 
 impl PollScheduler {
@@ -103,7 +120,17 @@ impl PollScheduler {
             hold: Duration::from_secs(600),
             jitter: Duration::from_secs(60),
             batch: 500,
+            bus: None,
+            stale_after_intervals: DEFAULT_STALE_AFTER_INTERVALS,
         }
+    }
+
+    /// Announces stale connections on `bus` after `intervals` intervals without a
+    /// successful run.
+    pub fn with_stale_events(mut self, bus: Arc<dyn EventBus>, intervals: u32) -> Self {
+        self.bus = Some(bus);
+        self.stale_after_intervals = intervals.max(1);
+        self
     }
 
     /// One tick: hold and queue every due job (up to `batch`).
@@ -123,6 +150,10 @@ impl PollScheduler {
             let mut held = job.clone();
             held.due_at = now + i64::try_from(self.hold.as_secs()).unwrap_or(600);
             held.version = job.version + 1;
+            if self.announce_if_stale(&job, now).await {
+                held.stale_since = Some(now);
+                report.stale += 1;
+            }
             if !self.jobs.replace(&held, job.version).await? {
                 report.raced += 1;
                 continue;
@@ -138,6 +169,57 @@ impl PollScheduler {
             }
         }
         Ok(report)
+    }
+
+    /// Publishes `connection.stale` for `job` if it is stale and not yet announced;
+    /// whether it was published. A failed publish is logged and tried again the next
+    /// time the job is handed out.
+    async fn announce_if_stale(&self, job: &SyncJob, now: i64) -> bool {
+        let Some(bus) = &self.bus else {
+            return false;
+        };
+        let since = job.last_success_at.unwrap_or(job.created_at);
+        let allowed = i64::from(job.interval_seconds) * i64::from(self.stale_after_intervals);
+        if job.stale_since.is_some() || since <= 0 || now - since <= allowed {
+            return false;
+        }
+        let at = |unix: i64| {
+            time::OffsetDateTime::from_unix_timestamp(unix)
+                .map(rfc3339_millis)
+                .ok()
+        };
+        let data = serde_json::json!({
+            "connection_id": job.connection,
+            "provider": job.provider,
+            "model": job.model,
+            "last_successful_sync": job.last_success_at.and_then(at),
+            "expected_interval_seconds": job.interval_seconds,
+            "stale_after_seconds": allowed,
+            "last_error": job.last_error,
+        });
+        let event = CloudEvent::new(
+            &job.provider,
+            &format!("{}:stale:{since}", job.key()),
+            &job.key(),
+            "connection.stale".to_owned(),
+            Some(job.connection.clone()),
+            at(now).unwrap_or_default(),
+            data,
+        );
+        match bus.publish(std::slice::from_ref(&event)).await {
+            Ok(()) => {
+                tracing::warn!(
+                    connection = %job.connection, provider = %job.provider, model = %job.model,
+                    since, outcome = "connection_stale",
+                    "no successful sync for longer than the expected interval allows"
+                );
+                true
+            }
+            Err(err) => {
+                tracing::warn!(job = %job.key(), error = %err, "connection.stale not published; tried again next time");
+                false
+            }
+        }
     }
 
     /// A random start delay within `crowd`, the jitter window and half the job's
@@ -231,6 +313,91 @@ mod tests {
         assert_eq!(unchanged, running, "the running job was not touched");
         let held = jobs.get("conn_b#issues").await.expect("get").expect("job");
         assert_eq!(held.due_at, NOW + 600);
+    }
+
+    #[tokio::test]
+    async fn a_job_without_success_for_three_intervals_is_announced_stale_once() {
+        let (jobs, _queue, scheduler) = setup().await;
+        let bus = Arc::new(crate::events::InMemoryEventBus::default());
+        let scheduler = scheduler.with_stale_events(bus.clone(), 3);
+        // interval 900 s: stale after 2,700 s without success.
+        let mut healthy = sample_job("conn_ok", "issues", NOW - 5);
+        healthy.last_success_at = Some(NOW - 2_700);
+        let mut stale = sample_job("conn_stale", "issues", NOW - 5);
+        stale.last_success_at = Some(NOW - 2_701);
+        stale.last_error = Some("http_503".into());
+        let mut never = sample_job("conn_new", "issues", NOW - 5);
+        never.created_at = NOW - 4_000;
+        for job in [&healthy, &stale, &never] {
+            jobs.insert(job).await.expect("insert");
+        }
+        bus.set_failing(true);
+        let report = scheduler.dispatch().await.expect("tick");
+        assert_eq!(
+            (report.dispatched, report.stale),
+            (3, 0),
+            "bus down: not marked"
+        );
+        assert_eq!(
+            jobs.get("conn_stale#issues")
+                .await
+                .expect("get")
+                .expect("job")
+                .stale_since,
+            None
+        );
+
+        bus.set_failing(false);
+        for key in ["conn_ok#issues", "conn_stale#issues", "conn_new#issues"] {
+            let mut job = jobs.get(key).await.expect("get").expect("job");
+            let version = job.version;
+            job.due_at = NOW - 1;
+            job.version += 1;
+            assert!(jobs.replace(&job, version).await.expect("due again"));
+        }
+        let report = scheduler.dispatch().await.expect("tick");
+        assert_eq!(report.stale, 2);
+        let events = bus.events();
+        let mut subjects: Vec<&str> = events.iter().filter_map(|e| e.subject.as_deref()).collect();
+        subjects.sort_unstable();
+        assert_eq!(subjects, ["conn_new", "conn_stale"]);
+        let event = events
+            .iter()
+            .find(|e| e.subject.as_deref() == Some("conn_stale"))
+            .expect("stale event");
+        assert_eq!(event.event_type, "connection.stale");
+        assert_eq!(event.source, "junction/linear");
+        assert_eq!(event.data["model"], "issues");
+        assert_eq!(event.data["expected_interval_seconds"], 900);
+        assert_eq!(event.data["last_error"], "http_503");
+        assert!(event.data["last_successful_sync"].is_string());
+        assert!(
+            event.data["last_successful_sync"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+        assert_eq!(
+            jobs.get("conn_stale#issues")
+                .await
+                .expect("get")
+                .expect("job")
+                .stale_since,
+            Some(NOW)
+        );
+
+        // Due again, still failing: not announced twice.
+        let mut job = jobs
+            .get("conn_stale#issues")
+            .await
+            .expect("get")
+            .expect("job");
+        let version = job.version;
+        job.due_at = NOW - 1;
+        job.version += 1;
+        assert!(jobs.replace(&job, version).await.expect("due again"));
+        let report = scheduler.dispatch().await.expect("tick");
+        assert_eq!((report.dispatched, report.stale), (1, 0));
+        assert_eq!(bus.events().len(), 2);
     }
 
     #[test]

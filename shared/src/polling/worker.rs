@@ -203,6 +203,7 @@ impl PollWorker {
                 next.due_at = self.now() + i64::from(job.interval_seconds);
                 next.last_success_at = Some(self.now());
                 next.last_error = None;
+                next.stale_since = None;
                 next.lease = None;
             }
             if !self.jobs.replace(&next, job.version).await? {

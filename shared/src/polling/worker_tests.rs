@@ -132,6 +132,16 @@ fn plenty() -> Instant {
 #[tokio::test]
 async fn a_run_sends_every_page_once_and_stores_the_watermark() {
     let setup = setup().await;
+    let mut stale = setup.job().await;
+    stale.stale_since = Some(1_799_990_000);
+    stale.version += 1;
+    assert!(
+        setup
+            .jobs
+            .replace(&stale, stale.version - 1)
+            .await
+            .expect("marked stale")
+    );
     let poller = FakePoller::default();
     let outcome = setup
         .worker
@@ -165,6 +175,7 @@ async fn a_run_sends_every_page_once_and_stores_the_watermark() {
         "next run after the interval"
     );
     assert_eq!(job.records_sent, 15);
+    assert_eq!(job.stale_since, None, "a success ends the stale spell");
 
     // The next run starts from the watermark: nothing new, nothing re-sent.
     let again = setup
