@@ -1,11 +1,13 @@
 //! The library behind the `junction` command, shared with the local stack's tests:
 //! realistic provider samples ([`samples`]), signing and posting webhooks exactly as
 //! each provider does ([`webhook`]), and the stack's queues, their depths and DLQ
-//! redrive ([`queues`]), and the catalog overlays' validity ([`overlays`]).
+//! redrive ([`queues`]), the catalog overlays' validity ([`overlays`]), and every
+//! connection's health ([`connections`]).
 //!
 //! Everything takes SDK clients built by [`sdk_config`], which points at the emulator
 //! when an endpoint is given and at real AWS otherwise.
 
+pub mod connections;
 pub mod overlays;
 pub mod queues;
 pub mod samples;

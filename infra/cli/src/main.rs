@@ -8,6 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use junction_cli::{
+    connections::{connection_statuses, connection_table},
     overlays::{overlay_statuses, overlay_table},
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
     samples::{Sample, sample},
@@ -59,8 +60,9 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Depth of each queue and dead-letter queue of the stack, and whether each catalog
-    /// overlay (`<prefix>/catalog/*`) is valid.
+    /// Depth of each queue and dead-letter queue of the stack, whether each catalog
+    /// overlay (`<prefix>/catalog/*`) is valid, and every connection's state, token and
+    /// last successful sync.
     Status,
 }
 
@@ -139,6 +141,9 @@ async fn main() -> anyhow::Result<()> {
             let secrets = aws_sdk_secretsmanager::Client::new(&aws);
             let overlays = overlay_statuses(&secrets, &cli.prefix).await?;
             print!("{}", overlay_table(&overlays));
+            let connections = connection_statuses(&aws, &cli.stack).await?;
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            print!("{}", connection_table(&connections, now));
             if overlays.iter().any(|o| o.result.is_err()) {
                 bail!("a catalog overlay is invalid: functions using it fail at init");
             }

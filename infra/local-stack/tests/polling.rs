@@ -19,6 +19,7 @@ use std::{
 
 use fake_provider::{ApiRequest, AuthServerConfig, FakeAuthServer, ScriptedResponse};
 use junction_cli::{
+    connections::{connection_statuses, connection_table},
     samples::Sample,
     webhook::{post, sign_webhook, signing_key, webhook_url},
 };
@@ -267,6 +268,26 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
     assert!(synced.cursor.is_some());
     let pages = server.provider_requests().len();
     assert_eq!(pages, 5, "one request per page, no retries");
+
+    // The operator's view: `junction status` lists the connection, synced just now.
+    let statuses = connection_statuses(stack.sdk_config(), &stack.description().stack_name)
+        .await
+        .expect("connections read");
+    let listed = statuses
+        .iter()
+        .find(|c| c.id == connection)
+        .expect("the connection is listed");
+    assert!(listed.last_successful_sync.is_some());
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let table = connection_table(&statuses, now);
+    let line = table
+        .lines()
+        .find(|line| line.starts_with(&connection))
+        .expect("a line for the connection");
+    assert!(
+        line.contains("linear") && line.contains(" ago") && line.contains("active"),
+        "{table}"
+    );
 
     // A webhook delivers a change to issue 3; the poll repeats it; issue 7 changed and
     // its webhook never arrived.

@@ -108,6 +108,10 @@ pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
     /// A tenant's connections, oldest first.
     async fn list_for_tenant(&self, tenant: &str) -> Result<Vec<Connection>, ConnectionStoreError>;
 
+    /// Every connection (at most `limit`), for an operator's overview (`junction
+    /// status`): a scan, never on a request path.
+    async fn list_all(&self, limit: usize) -> Result<Vec<Connection>, ConnectionStoreError>;
+
     /// Active connections whose `refresh_at` is at or before `before`.
     async fn due_for_refresh(
         &self,
@@ -329,6 +333,34 @@ impl ConnectionStore for DynamoConnectionStore {
         .await
     }
 
+    async fn list_all(&self, limit: usize) -> Result<Vec<Connection>, ConnectionStoreError> {
+        // The by-tenant index (projection ALL) holds connections only: learned
+        // lifetimes have no tenant.
+        let mut connections = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .index_name("by-tenant")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(dynamo_error)?;
+            for item in output.items() {
+                connections.push(Self::connection(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() && connections.len() < limit => start = Some(key),
+                _ => break,
+            }
+        }
+        connections.sort_by_key(|c| c.created_at);
+        connections.truncate(limit);
+        Ok(connections)
+    }
+
     async fn due_for_refresh(
         &self,
         before: i64,
@@ -483,6 +515,19 @@ impl ConnectionStore for InMemoryConnectionStore {
         Ok(list)
     }
 
+    async fn list_all(&self, limit: usize) -> Result<Vec<Connection>, ConnectionStoreError> {
+        let mut list: Vec<Connection> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        list.sort_by_key(|c| c.created_at);
+        list.truncate(limit);
+        Ok(list)
+    }
+
     async fn due_for_refresh(
         &self,
         before: i64,
@@ -585,6 +630,29 @@ pub async fn check_connection_store_contract(store: &dyn ConnectionStore) {
         listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
         ["conn_contract_1", "conn_contract_2"]
     );
+    store
+        .shorten_lifetime("gitlab", 7_200)
+        .await
+        .expect("learn");
+    let all = store.list_all(100).await.expect("list all");
+    let mine: Vec<&Connection> = all
+        .iter()
+        .filter(|c| c.tenant == "tenant-contract")
+        .collect();
+    assert_eq!(
+        mine.len(),
+        2,
+        "every connection, and nothing but connections"
+    );
+    assert!(all.iter().all(|c| !c.id.starts_with("lifetime#")));
+    assert_eq!(
+        mine.iter()
+            .find(|c| c.id == "conn_contract_1")
+            .map(|c| c.last_error.as_deref()),
+        Some(Some("rate_limited")),
+        "whole connections"
+    );
+    assert_eq!(store.list_all(1).await.expect("list one").len(), 1);
     let due = store.due_for_refresh(5_000, 10).await.expect("due");
     assert!(due.iter().any(|c| c.id == "conn_contract_1"));
     assert!(!due.iter().any(|c| c.id == "conn_contract_2"));

@@ -1,0 +1,158 @@
+//! Connections as `junction status` shows them: one line per connected account with its
+//! state, its token's state, when it last synced successfully ("2 minutes ago") and its
+//! last error, read from the stack's connections table. The same facts are in the
+//! management API (`GET /connections/{id}`); this is the operator's one-glance view.
+
+use anyhow::{Context as _, bail};
+use shared::oauth::{Connection, ConnectionState, ConnectionStore, DynamoConnectionStore};
+
+/// At most this many connections are listed.
+pub const LIMIT: usize = 1_000;
+
+/// The stack's connections table: the DynamoDB table named `<stack>-ConnectionsTable-…`
+/// (CloudFormation's name for the template's `ConnectionsTable`).
+pub async fn connections_table(
+    client: &aws_sdk_dynamodb::Client,
+    stack: &str,
+) -> anyhow::Result<String> {
+    let prefix = format!("{stack}-ConnectionsTable");
+    let mut pages = client.list_tables().into_paginator().send();
+    let mut found = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.context("listing DynamoDB tables")?;
+        found.extend(
+            page.table_names()
+                .iter()
+                .filter(|name| name.starts_with(&prefix))
+                .cloned(),
+        );
+    }
+    match found.as_slice() {
+        [table] => Ok(table.clone()),
+        [] => bail!("no table named {prefix}-… (is the stack name right?)"),
+        many => bail!("several tables match {prefix}-…: {many:?}"),
+    }
+}
+
+/// Every connection of the stack, oldest first.
+pub async fn connection_statuses(
+    aws: &aws_config::SdkConfig,
+    stack: &str,
+) -> anyhow::Result<Vec<Connection>> {
+    let table = connections_table(&aws_sdk_dynamodb::Client::new(aws), stack).await?;
+    DynamoConnectionStore::from_config(aws, table)
+        .list_all(LIMIT)
+        .await
+        .context("reading connections")
+}
+
+/// The connections as a table; `now` in unix seconds.
+pub fn connection_table(connections: &[Connection], now: i64) -> String {
+    let mut out = format!("connections: {}\n", connections.len());
+    if connections.is_empty() {
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<28} {:<16} {:<12} {:<13} {:<20} {:<22} last error\n",
+        "id", "tenant", "provider", "state", "token", "last successful sync"
+    ));
+    for connection in connections {
+        let state = match connection.state {
+            ConnectionState::Active => "active",
+            ConnectionState::NeedsReauth => "NEEDS REAUTH",
+        };
+        let error = match (&connection.last_error, connection.last_error_at) {
+            (Some(error), Some(at)) => format!("{error} ({})", ago(now, at)),
+            (Some(error), None) => error.clone(),
+            (None, _) => "-".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<28} {:<16} {:<12} {:<13} {:<20} {:<22} {error}\n",
+            connection.id,
+            connection.tenant,
+            connection.provider,
+            state,
+            token_state(connection, now),
+            connection
+                .last_successful_sync
+                .map_or_else(|| "never".to_owned(), |at| ago(now, at)),
+        ));
+    }
+    out
+}
+
+/// The token's state: disconnected, expired, or when it expires.
+fn token_state(connection: &Connection, now: i64) -> String {
+    if connection.tokens.is_none() {
+        return "none".to_owned();
+    }
+    let expires = connection
+        .token_issued_at
+        .zip(connection.stated_lifetime)
+        .map(|(issued, lifetime)| issued + i64::try_from(lifetime).unwrap_or(i64::MAX / 2));
+    match expires {
+        None => "no expiry".to_owned(),
+        Some(at) if at <= now => format!("expired {}", ago(now, at)),
+        Some(at) => format!("expires in {}", span(at - now)),
+    }
+}
+
+/// "2 minutes ago".
+pub fn ago(now: i64, at: i64) -> String {
+    if at > now {
+        return "just now".to_owned();
+    }
+    format!("{} ago", span(now - at))
+}
+
+/// A duration in its largest whole unit: "45 seconds", "1 minute", "3 days".
+fn span(seconds: i64) -> String {
+    let (count, unit) = match seconds {
+        ..60 => (seconds, "second"),
+        60..3_600 => (seconds / 60, "minute"),
+        3_600..86_400 => (seconds / 3_600, "hour"),
+        _ => (seconds / 86_400, "day"),
+    };
+    format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::oauth::sample_connection;
+
+    #[test]
+    fn ages_read_like_a_person_would_say_them() {
+        assert_eq!(ago(1_000, 1_000), "0 seconds ago");
+        assert_eq!(ago(1_000, 955), "45 seconds ago");
+        assert_eq!(ago(1_000, 880), "2 minutes ago");
+        assert_eq!(ago(10_000, 6_400), "1 hour ago");
+        assert_eq!(ago(1_000_000, 800_000), "2 days ago");
+        assert_eq!(ago(1_000, 2_000), "just now");
+    }
+
+    #[test]
+    fn the_table_shows_sync_age_token_state_and_errors() {
+        let now = 1_800_000_000;
+        let mut healthy = sample_connection("conn_ok", "acme", now - 86_400);
+        healthy.last_successful_sync = Some(now - 120);
+        healthy.token_issued_at = Some(now - 600);
+        healthy.stated_lifetime = Some(3_600);
+        let mut broken = sample_connection("conn_broken", "acme", now - 86_400);
+        broken.state = ConnectionState::NeedsReauth;
+        broken.last_error = Some("invalid_grant".into());
+        broken.last_error_at = Some(now - 7_200);
+        broken.token_issued_at = Some(now - 90_000);
+        broken.stated_lifetime = Some(3_600);
+        let table = connection_table(&[healthy, broken], now);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "connections: 2");
+        assert!(lines[2].starts_with("conn_ok"), "{table}");
+        assert!(lines[2].contains("2 minutes ago"), "{table}");
+        assert!(lines[2].contains("expires in 50 minutes"), "{table}");
+        assert!(lines[3].contains("NEEDS REAUTH"), "{table}");
+        assert!(lines[3].contains("invalid_grant (2 hours ago)"), "{table}");
+        assert!(lines[3].contains("never"), "{table}");
+        assert!(lines[3].contains("expired 1 day ago"), "{table}");
+    }
+}
