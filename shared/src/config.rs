@@ -122,6 +122,10 @@ pub struct WebhookIngressSettings {
     pub ingress: IngressConfig,
     /// Key `SECRET_CACHE_TTL_SECONDS` (default 300).
     pub secret_cache: CachePolicy,
+    /// Keys `LOG_PAYLOADS` (default false), `LOG_REDACT_FIELDS` (comma-separated key
+    /// names) and `LOG_REDACT_EMAILS` (default true): when payload logging is on, the
+    /// redactor each verified payload passes through before its log line.
+    pub payload_log: Option<crate::redact::Redactor>,
 }
 
 impl WebhookIngressSettings {
@@ -163,7 +167,25 @@ impl WebhookIngressSettings {
             });
         }
         let ttl_seconds: u32 = env.parse_or("SECRET_CACHE_TTL_SECONDS", 300)?;
+        let payload_log = env
+            .parse_or("LOG_PAYLOADS", false)?
+            .then(|| -> Result<_, ConfigError> {
+                let fields: Vec<String> = env
+                    .optional("LOG_REDACT_FIELDS")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|field| !field.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                Ok(crate::redact::Redactor::new(
+                    &fields,
+                    env.parse_or("LOG_REDACT_EMAILS", true)?,
+                ))
+            })
+            .transpose()?;
         Ok(WebhookIngressSettings {
+            payload_log,
             secret_prefix,
             queue_url: env.required("INGEST_QUEUE_URL")?,
             payload_bucket: env.required("PAYLOAD_BUCKET")?,

@@ -21,6 +21,7 @@ pub mod payloads;
 pub mod polling;
 pub mod queue;
 pub mod records;
+pub mod redact;
 pub mod retry;
 pub mod secrets;
 pub mod telemetry;

@@ -122,6 +122,17 @@ pub fn record_webhook(outcome: &Outcome, latency: Duration) {
     );
 }
 
+/// Logs a verified webhook's payload, already redacted (see [`crate::redact`]): only
+/// when the operator turned payload logging on.
+pub fn record_payload(outcome: &Outcome, redacted: &serde_json::Value) {
+    tracing::info!(
+        provider = %outcome.provider,
+        event_id = outcome.event_id.as_deref().unwrap_or(""),
+        payload = %redacted,
+        "webhook payload (redacted)"
+    );
+}
+
 /// Logs one consumed message's outcome and prints its metrics: `EventsProcessed`,
 /// `EventsDuplicate`, `EventsRetried`, `EventsFailed` (permanent failures),
 /// `DeadLettered` (the last receive of a failing message: SQS moves it to the DLQ),

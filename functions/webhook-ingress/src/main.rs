@@ -46,10 +46,30 @@ async fn main() -> Result<(), lambda_http::Error> {
         HttpKeySetSource::new()?
     ))));
     let ingress = &ingress;
+    let payload_log = &settings
+        .payload_log
+        .map(|redactor| redactor.with_signature_fields(catalog));
     lambda_http::run(service_fn(move |request: Request| async move {
         let started = Instant::now();
-        let (response, outcome) = ingress.handle(webhook_request(request)).await;
+        let request = webhook_request(request);
+        // Only when the operator turned payload logging on: a copy of the body is kept,
+        // and parsed and redacted only once the delivery verified and was accepted.
+        let copy = payload_log.as_ref().map(|_| {
+            let content_type = request
+                .headers
+                .get(lambda_http::http::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            (content_type, request.body.clone())
+        });
+        let (response, outcome) = ingress.handle(request).await;
         telemetry::record_webhook(&outcome, started.elapsed());
+        if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
+            && outcome.result == "accepted"
+        {
+            let payload = redactor.payload(content_type.as_deref(), &body);
+            telemetry::record_payload(&outcome, &payload);
+        }
         Ok::<_, std::convert::Infallible>(http_response(response))
     }))
     .await

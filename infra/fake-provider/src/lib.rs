@@ -15,5 +15,5 @@ pub mod oidc;
 
 pub use oauth::{
     ApiRequest, AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, ScriptedResponse,
-    TokenFailure,
+    TOKEN_MARKER, TokenFailure,
 };

@@ -477,7 +477,7 @@ impl ServerState {
         scope: &str,
         refresh_scope: Option<&str>,
     ) -> Response {
-        let access = random_token();
+        let access = format!("{TOKEN_MARKER}{}", random_token());
         let lifetime = self
             .config
             .actual_lifetime
@@ -497,7 +497,7 @@ impl ServerState {
             "scope": scope,
         });
         if let Some(refresh_scope) = refresh_scope {
-            let refresh = random_token();
+            let refresh = format!("{TOKEN_MARKER}{}", random_token());
             self.refresh_tokens.insert(
                 refresh.clone(),
                 RefreshToken {
@@ -1089,6 +1089,10 @@ fn is_pkce_string(value: &str) -> bool {
 fn pkce_s256(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
+
+/// The prefix of every access and refresh token the fake issues, so a test can scan
+/// logs for tokens without knowing their values.
+pub const TOKEN_MARKER: &str = "fkt_";
 
 /// 32 random bytes, base64url without padding: opaque and URL-safe.
 fn random_token() -> String {

@@ -138,7 +138,13 @@ struct Shared {
     wake: Notify,
     /// Stop the current process (after a timeout); the next invocation starts another.
     restart: Notify,
+    /// The newest [`LOG_LINES_KEPT`] lines the function's processes wrote (stdout and
+    /// stderr), for tests that check what a deployment would ship to CloudWatch Logs.
+    logs: Arc<StdMutex<std::collections::VecDeque<String>>>,
 }
+
+/// Lines of output kept per function (the oldest are dropped beyond this).
+pub const LOG_LINES_KEPT: usize = 100_000;
 
 fn lock<T>(mutex: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -168,6 +174,7 @@ impl FunctionRuntime {
             measurements: StdMutex::new(Measurements::default()),
             wake: Notify::new(),
             restart: Notify::new(),
+            logs: Arc::new(StdMutex::new(std::collections::VecDeque::new())),
         });
         let task = tokio::spawn(supervise(shared.clone(), shutdown));
         (FunctionRuntime { shared }, task)
@@ -181,6 +188,12 @@ impl FunctionRuntime {
     /// The function's configuration.
     pub fn spec(&self) -> &FunctionSpec {
         &self.shared.spec
+    }
+
+    /// Every line the function's processes wrote so far (the newest
+    /// [`LOG_LINES_KEPT`]): what CloudWatch Logs would receive.
+    pub fn logs(&self) -> Vec<String> {
+        lock(&self.shared.logs).iter().cloned().collect()
     }
 
     /// The running process's id, if one is running.
@@ -528,19 +541,37 @@ async fn spawn_process(
     };
     lock(&shared.process).pid = child.id();
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(prefix_lines(spec.logical_id.clone(), stdout));
+        tokio::spawn(prefix_lines(
+            spec.logical_id.clone(),
+            stdout,
+            shared.logs.clone(),
+        ));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(prefix_lines(spec.logical_id.clone(), stderr));
+        tokio::spawn(prefix_lines(
+            spec.logical_id.clone(),
+            stderr,
+            shared.logs.clone(),
+        ));
     }
     Ok((child, server))
 }
 
-/// Copies a process's output to ours, each line prefixed with the function's name.
-async fn prefix_lines(name: String, stream: impl AsyncRead + Unpin) {
+/// Copies a process's output to ours, each line prefixed with the function's name, and
+/// keeps it in `kept`.
+async fn prefix_lines(
+    name: String,
+    stream: impl AsyncRead + Unpin,
+    kept: Arc<StdMutex<std::collections::VecDeque<String>>>,
+) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         println!("[{name}] {line}");
+        let mut kept = lock(&kept);
+        if kept.len() == LOG_LINES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(line);
     }
 }
 

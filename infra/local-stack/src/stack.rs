@@ -653,6 +653,59 @@ impl LocalStack {
         self.moto.as_ref().and_then(Moto::pid)
     }
 
+    /// Secrets and tokens that appear in what the functions logged: every secret value
+    /// stored in the emulator's Secrets Manager (the string values of each secret's JSON
+    /// whose key names a secret, key, token or password; catalog overlays excluded, they
+    /// are configuration), and every substring in `markers` (the fake provider's token
+    /// prefix). Each finding names the secret and the function, never the value.
+    pub async fn secrets_in_logs(&self, markers: &[&str]) -> Vec<String> {
+        let mut needles: Vec<(String, String)> = markers
+            .iter()
+            .map(|marker| (format!("a token marked {marker}"), (*marker).to_owned()))
+            .collect();
+        let client = aws_sdk_secretsmanager::Client::new(&self.sdk_config);
+        let mut pages = client.list_secrets().into_paginator().send();
+        let mut names = Vec::new();
+        while let Some(Ok(page)) = pages.next().await {
+            names.extend(
+                page.secret_list()
+                    .iter()
+                    .filter_map(|s| s.name().map(str::to_owned)),
+            );
+        }
+        for name in names.iter().filter(|name| !name.contains("/catalog/")) {
+            let Ok(value) = client.get_secret_value().secret_id(name).send().await else {
+                continue;
+            };
+            let text = value.secret_string().unwrap_or_default();
+            let mut values = Vec::new();
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(json) => secret_strings(&json, false, &mut values),
+                Err(_) => values.push(text.to_owned()),
+            }
+            needles.extend(
+                values
+                    .into_iter()
+                    // Short values (flags, ids like "1") would match by accident.
+                    .filter(|value| value.len() >= 8)
+                    .map(|value| (format!("a value of secret {name}"), value)),
+            );
+        }
+        let mut found = Vec::new();
+        for (id, function) in &self.served.functions {
+            for line in function.logs() {
+                for (what, needle) in &needles {
+                    if line.contains(needle.as_str()) {
+                        found.push(format!("{id} logged {what}"));
+                    }
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        found
+    }
+
     /// The stack as deployed.
     pub fn description(&self) -> &StackDescription {
         &self.description
@@ -1043,5 +1096,28 @@ async fn control_mapping(
     match set_mapping_enabled(&served, &function, &queue, enabled).await {
         Ok(()) => (StatusCode::OK, format!("{action}d\n")).into_response(),
         Err(err) => (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
+    }
+}
+
+/// The string values under keys naming a secret (`signing_secrets`, `client_secret`,
+/// `private_key`, `token`, `password`), at any depth.
+fn secret_strings(value: &serde_json::Value, secret: bool, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(text) if secret => out.push(text.clone()),
+        serde_json::Value::Array(items) => {
+            for item in items {
+                secret_strings(item, secret, out);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (key, item) in fields {
+                let key = key.to_ascii_lowercase();
+                let named = ["secret", "key", "token", "password"]
+                    .iter()
+                    .any(|word| key.contains(word));
+                secret_strings(item, secret || named, out);
+            }
+        }
+        _ => {}
     }
 }

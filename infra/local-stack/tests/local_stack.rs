@@ -42,6 +42,12 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
     let mut config = LocalStackConfig::new(root);
     config.stack_name = unique("ls-webhooks");
     config.prefix = Some(prefix.clone());
+    // Payload logging on, as an operator debugging an integration would turn it on: the
+    // log scan at the end proves it leaks nothing.
+    config.parameters = vec![
+        ("LogPayloads".into(), "true".into()),
+        ("LogRedactFields".into(), "customer_name".into()),
+    ];
     let stack = LocalStack::start(config).await.expect("local stack starts");
     assert!(
         stack.wait_ready(Duration::from_secs(60)).await,
@@ -155,6 +161,53 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
         "404s never reach the function"
     );
     assert!(ingress.first_init_ms.is_some() && ingress.peak_rss_kib.is_some());
+
+    // AND payloads were logged only redacted: a verified delivery carrying a credential,
+    // a configured field and an e-mail address shows none of them in the logs.
+    let mut carrying = sample("github", now);
+    let token = format!("ghp_{}", hex::encode(rand::random::<[u8; 16]>()));
+    carrying.body = serde_json::json!({
+        "action": "opened",
+        "api_token": token,
+        "customer_name": "Ada Lovelace",
+        "sender": {"login": "redaction-probe", "email": "ada@example.com"},
+    })
+    .to_string()
+    .into_bytes();
+    let key = signing_key(&secrets, &prefix, github, None)
+        .await
+        .expect("github key");
+    let signed = sign_webhook(github, &key, &url, &carrying, now).expect("signed");
+    assert_eq!(post(&http, &signed).await.expect("posted").status, 200);
+    let ingress_logs = || stack.functions()["WebhookIngressFunction"].logs();
+    let logged = eventually(Duration::from_secs(10), || async {
+        ingress_logs()
+            .into_iter()
+            .find(|line| line.contains("redaction-probe"))
+    })
+    .await
+    .expect("the payload was logged");
+    assert!(logged.contains("webhook payload (redacted)"), "{logged}");
+    for hidden in [token.as_str(), "Ada Lovelace", "ada@example.com"] {
+        assert!(!logged.contains(hidden), "{hidden} in {logged}");
+    }
+    assert!(
+        logged.contains("[redacted]") && logged.contains("[email]"),
+        "{logged}"
+    );
+    let payload_lines = ingress_logs()
+        .iter()
+        .filter(|line| line.contains("webhook payload (redacted)"))
+        .count();
+    assert_eq!(
+        payload_lines,
+        expected + 1,
+        "one per accepted delivery, none for the forged one"
+    );
+    assert!(
+        ingress_logs().iter().all(|line| !line.contains(&token)),
+        "the token appears nowhere"
+    );
 
     stop_and_check_processes_are_gone(stack).await;
 }

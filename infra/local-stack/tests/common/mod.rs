@@ -40,8 +40,15 @@ pub fn process_is_gone(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Stops the stack and checks every process it started (functions, emulator) is gone.
+/// Checks nothing the functions logged carries a secret stored in the emulator or a
+/// token the fake provider issued, then stops the stack and checks every process it
+/// started (functions, emulator) is gone.
 pub async fn stop_and_check_processes_are_gone(stack: LocalStack) {
+    let leaked = stack.secrets_in_logs(&[fake_provider::TOKEN_MARKER]).await;
+    assert!(
+        leaked.is_empty(),
+        "secrets or tokens in the functions' logs: {leaked:?}"
+    );
     let mut pids: Vec<u32> = stack.functions().values().filter_map(|f| f.pid()).collect();
     pids.extend(stack.emulator_pid());
     assert!(!pids.is_empty(), "the stack started processes");
