@@ -9,13 +9,14 @@ use shared::oauth::{Connection, ConnectionState, ConnectionStore, DynamoConnecti
 /// At most this many connections are listed.
 pub const LIMIT: usize = 1_000;
 
-/// The stack's connections table: the DynamoDB table named `<stack>-ConnectionsTable-…`
-/// (CloudFormation's name for the template's `ConnectionsTable`).
-pub async fn connections_table(
+/// The stack's table of the template's `logical_id` (`ConnectionsTable`,
+/// `SyncJobsTable`): the DynamoDB table CloudFormation named `<stack>-<logical id>-…`.
+pub async fn stack_table(
     client: &aws_sdk_dynamodb::Client,
     stack: &str,
+    logical_id: &str,
 ) -> anyhow::Result<String> {
-    let prefix = format!("{stack}-ConnectionsTable");
+    let prefix = format!("{stack}-{logical_id}-");
     let mut pages = client.list_tables().into_paginator().send();
     let mut found = Vec::new();
     while let Some(page) = pages.next().await {
@@ -29,8 +30,8 @@ pub async fn connections_table(
     }
     match found.as_slice() {
         [table] => Ok(table.clone()),
-        [] => bail!("no table named {prefix}-… (is the stack name right?)"),
-        many => bail!("several tables match {prefix}-…: {many:?}"),
+        [] => bail!("no table named {prefix}… (is the stack name right?)"),
+        many => bail!("several tables match {prefix}…: {many:?}"),
     }
 }
 
@@ -39,7 +40,12 @@ pub async fn connection_statuses(
     aws: &aws_config::SdkConfig,
     stack: &str,
 ) -> anyhow::Result<Vec<Connection>> {
-    let table = connections_table(&aws_sdk_dynamodb::Client::new(aws), stack).await?;
+    let table = stack_table(
+        &aws_sdk_dynamodb::Client::new(aws),
+        stack,
+        "ConnectionsTable",
+    )
+    .await?;
     DynamoConnectionStore::from_config(aws, table)
         .list_all(LIMIT)
         .await

@@ -1,14 +1,15 @@
 //! The library behind the `junction` command, shared with the local stack's tests:
 //! realistic provider samples ([`samples`]), signing and posting webhooks exactly as
 //! each provider does ([`webhook`]), and the stack's queues, their depths and DLQ
-//! redrive ([`queues`]), the catalog overlays' validity ([`overlays`]), and every
-//! connection's health ([`connections`]).
+//! redrive ([`queues`]), the catalog overlays' validity ([`overlays`]), every
+//! connection's health ([`connections`]), and forcing a poll ([`polls`]).
 //!
 //! Everything takes SDK clients built by [`sdk_config`], which points at the emulator
 //! when an endpoint is given and at real AWS otherwise.
 
 pub mod connections;
 pub mod overlays;
+pub mod polls;
 pub mod queues;
 pub mod samples;
 pub mod webhook;

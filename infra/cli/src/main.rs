@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use junction_cli::{
     connections::{connection_statuses, connection_table},
     overlays::{overlay_statuses, overlay_table},
+    polls::force_poll,
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
     samples::{Sample, sample},
     sdk_config,
@@ -55,6 +56,20 @@ struct Cli {
 enum Command {
     /// Sign a realistic sample (or your payload) the way the provider does, and post it.
     SendWebhook(SendWebhookArgs),
+    /// Run a connection's sync jobs now (a provider's missed window): from their cursors,
+    /// or with --full from scratch.
+    Poll {
+        /// The connection id (`conn_…`).
+        connection: String,
+        /// Only this model's job (default: every model the catalog polls for the
+        /// connection's provider).
+        #[arg(long)]
+        model: Option<String>,
+        /// Clear the cursors: a full resync; records already stored unchanged are not
+        /// published again.
+        #[arg(long)]
+        full: bool,
+    },
     /// Dead-letter queue: list or redrive.
     Dlq {
         #[command(subcommand)]
@@ -146,6 +161,22 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", connection_table(&connections, now));
             if overlays.iter().any(|o| o.result.is_err()) {
                 bail!("a catalog overlay is invalid: functions using it fail at init");
+            }
+            Ok(())
+        }
+        Command::Poll {
+            connection,
+            model,
+            full,
+        } => {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let forced =
+                force_poll(&aws, &cli.stack, &connection, model.as_deref(), full, now).await?;
+            for job in &forced {
+                println!("{}: {}", job.job, job.result);
+            }
+            if forced.iter().any(|job| job.result == "no such job") {
+                bail!("no sync job for some of those models");
             }
             Ok(())
         }

@@ -20,6 +20,7 @@ use std::{
 use fake_provider::{ApiRequest, AuthServerConfig, FakeAuthServer, ScriptedResponse};
 use junction_cli::{
     connections::{connection_statuses, connection_table},
+    polls::force_poll,
     samples::Sample,
     webhook::{post, sign_webhook, signing_key, webhook_url},
 };
@@ -343,11 +344,26 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
     let pushed = events(&observer, 1, Duration::from_secs(60)).await;
     assert_eq!(keys(&pushed), ["work_item.updated ENG-3"]);
 
-    let mut due = jobs.get(&key).await.expect("jobs").expect("job");
-    let version = due.version;
-    due.due_at = 0;
-    due.version += 1;
-    assert!(jobs.replace(&due, version).await.expect("made due"));
+    // The reconciliation run, forced the way the runbook does (`junction poll`).
+    let stack_name = stack.description().stack_name.clone();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let forced = force_poll(
+        stack.sdk_config(),
+        &stack_name,
+        &connection,
+        None,
+        false,
+        now,
+    )
+    .await
+    .expect("forced");
+    assert_eq!(
+        forced
+            .iter()
+            .map(|f| (f.job.as_str(), f.result))
+            .collect::<Vec<_>>(),
+        [(key.as_str(), "due now")]
+    );
     tick(&stack).await;
     let reconciled = events(&observer, 1, Duration::from_secs(60)).await;
     assert_eq!(
@@ -356,6 +372,41 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
         "only the missed change is published (as polled state, docs/models.md); the \
          webhook's is not repeated"
     );
+
+    // Replaying everything (`junction poll --full`): every issue is fetched again, and
+    // nothing already current is published again.
+    let requests_before = server.provider_requests().len();
+    let forced = force_poll(
+        stack.sdk_config(),
+        &stack_name,
+        &connection,
+        None,
+        true,
+        now,
+    )
+    .await
+    .expect("forced");
+    assert_eq!(forced[0].result, "due now, from scratch");
+    tick(&stack).await;
+    let replayed = eventually(Duration::from_secs(60), || async {
+        jobs.get(&key)
+            .await
+            .ok()
+            .flatten()
+            .filter(|job| job.lease.is_none() && job.records_sent >= 18 + 2 + 18)
+    })
+    .await
+    .expect("the full resync ran");
+    assert_eq!(replayed.records_sent, 18 + 2 + 18);
+    assert_eq!(server.provider_requests().len() - requests_before, 5);
+    let ingest = stack.description().queues["IngestQueue"].url.clone();
+    let drained = eventually(Duration::from_secs(60), || async {
+        (common::queue_depth(stack.sqs(), &ingest).await == (0, 0)).then_some(())
+    })
+    .await;
+    assert!(drained.is_some(), "the consumer took every replayed record");
+    let repeated = events(&observer, 0, Duration::from_secs(1)).await;
+    assert!(repeated.is_empty(), "{:?}", keys(&repeated));
 
     // Disconnecting: the next run removes the job.
     let deleted = reqwest::Client::new()
