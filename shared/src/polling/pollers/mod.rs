@@ -9,7 +9,7 @@
 //! | `hubspot-deals` | CRM search on `hs_lastmodifieddate` | last modified time | archived deals list |
 //! | `salesforce-opportunities` | SOQL on `SystemModstamp` | last modstamp | `queryAll` `IsDeleted` |
 //! | `asana-tasks` | `GET /tasks?modified_since` | last `modified_at` | not exposed by this API |
-//! | `linear-issues` | GraphQL `issues(filter: updatedAt)` | last `updatedAt` | `archivedAt`, `trashed` |
+//! | `linear-issues` | GraphQL `issues(filter: updatedAt)` | last `updatedAt` (+ ids at it) | `trashed` |
 //! | `slack-history` | `conversations.list` + `conversations.history` | per-pass `oldest` watermark | `channel.is_archived` |
 //!
 //! Each poller's module documents its requests and responses with their sources.
