@@ -38,16 +38,14 @@
 //!
 //! `updated_at` of each record is the issue's `updatedAt` as Linear states it.
 //!
-//! Cursor (JSON): `{"since": "<watermark updatedAt>"?, "seen": ["<id>", …]?, "after":
-//! "<endCursor>"?, "newest": "<newest updatedAt this pass>"?, "newest_ids": ["<id>", …]?}`.
-//! No `since`: the first pass. `after` present: a pass is under way.
+//! Cursor: a [`Watermark`] on `updatedAt`, its `page` the connection's `endCursor`.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{Api, PollTarget, unexpected};
+use super::{Api, PollTarget, unexpected, watermark::Watermark};
 use crate::{
     outbound::CallError,
     polling::{Page, PolledRecord, Poller},
@@ -87,90 +85,7 @@ impl LinearIssues {
     }
 }
 
-/// The stored cursor (see the module docs).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Cursor {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    since: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    seen: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    after: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    newest: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    newest_ids: Vec<String>,
-}
-
-impl Cursor {
-    fn parse(text: &str) -> Result<Cursor, CallError> {
-        let refused = || unexpected("stored cursor is not a linear-issues cursor");
-        match serde_json::from_str::<Value>(text) {
-            Ok(value) if value.is_object() => serde_json::from_value(value).map_err(|_| refused()),
-            _ => Err(refused()),
-        }
-    }
-
-    fn encode(&self) -> Result<String, CallError> {
-        serde_json::to_string(self).map_err(|_| unexpected("cursor does not encode"))
-    }
-
-    /// Takes `updated` (of issue `id`) into this pass's newest.
-    fn observe(&mut self, id: &str, updated: &str) -> Result<(), CallError> {
-        let later = match &self.newest {
-            None => true,
-            Some(newest) => instant(updated)? > instant(newest)?,
-        };
-        if later {
-            self.newest = Some(updated.to_owned());
-            self.newest_ids = vec![id.to_owned()];
-        } else if self.newest.as_deref().map(instant).transpose()? == Some(instant(updated)?)
-            && !self.newest_ids.iter().any(|seen| seen == id)
-        {
-            self.newest_ids.push(id.to_owned());
-        }
-        Ok(())
-    }
-
-    /// Whether issue `id` at `updated` was sent by the previous pass.
-    fn already_sent(&self, id: &str, updated: &str) -> Result<bool, CallError> {
-        Ok(match &self.since {
-            Some(since) => {
-                instant(updated)? == instant(since)? && self.seen.iter().any(|seen| seen == id)
-            }
-            None => false,
-        })
-    }
-
-    /// The cursor after the pass's last page: the next pass starts at the newest
-    /// `updatedAt` seen (or where this one started, if it saw nothing).
-    fn finish(self) -> Result<Cursor, CallError> {
-        let Some(newest) = self.newest else {
-            return Ok(Cursor {
-                since: self.since,
-                seen: self.seen,
-                ..Cursor::default()
-            });
-        };
-        let mut seen = self.newest_ids;
-        if let Some(since) = &self.since
-            && instant(since)? == instant(&newest)?
-        {
-            for id in self.seen {
-                if !seen.contains(&id) {
-                    seen.push(id);
-                }
-            }
-        }
-        Ok(Cursor {
-            since: Some(newest),
-            seen,
-            ..Cursor::default()
-        })
-    }
-}
-
+/// Linear's `updatedAt` (RFC 3339).
 fn instant(text: &str) -> Result<OffsetDateTime, CallError> {
     OffsetDateTime::parse(text, &Rfc3339).map_err(|_| unexpected("updatedAt is not RFC 3339"))
 }
@@ -190,10 +105,13 @@ impl Poller for LinearIssues {
     }
 
     async fn page(&self, target: &PollTarget<'_>, cursor: Option<&str>) -> Result<Page, CallError> {
-        let mut state = cursor.map(Cursor::parse).transpose()?.unwrap_or_default();
+        let mut state = cursor
+            .map(|text| Watermark::parse(text, "linear-issues"))
+            .transpose()?
+            .unwrap_or_default();
         let mut variables = Map::new();
         variables.insert("first".into(), json!(PAGE_SIZE));
-        variables.insert("after".into(), json!(state.after));
+        variables.insert("after".into(), json!(state.page));
         let query = match &state.since {
             Some(since) => {
                 variables.insert("since".into(), json!(since));
@@ -231,10 +149,10 @@ impl Poller for LinearIssues {
                 .as_str()
                 .ok_or_else(|| unexpected("an issue without updatedAt"))?
                 .to_owned();
-            if state.already_sent(&id, &updated)? {
+            if state.already_sent(&id, &updated, instant)? {
                 continue;
             }
-            state.observe(&id, &updated)?;
+            state.observe(&id, &updated, instant)?;
             records.push(PolledRecord {
                 id,
                 updated_at: updated,
@@ -247,7 +165,7 @@ impl Poller for LinearIssues {
                 .end_cursor
                 .filter(|after| !after.is_empty())
                 .ok_or_else(|| unexpected("hasNextPage without an endCursor"))?;
-            state.after = Some(after);
+            state.page = Some(after);
             return Ok(Page {
                 records,
                 cursor: Some(state.encode()?),
@@ -256,7 +174,7 @@ impl Poller for LinearIssues {
         }
         Ok(Page {
             records,
-            cursor: Some(state.finish()?.encode()?),
+            cursor: Some(state.finish(instant)?.encode()?),
             more: false,
         })
     }
@@ -402,10 +320,10 @@ mod tests {
                 .all(|r| r.json()["variables"].get("since").is_none())
         );
         let cursor = cursor.expect("cursor");
-        let stored = Cursor::parse(&cursor).expect("cursor");
+        let stored = Watermark::parse(&cursor, "linear-issues").expect("cursor");
         assert_eq!(stored.since.as_deref(), Some(stamp(23).as_str()));
         assert_eq!(stored.seen.len(), 1);
-        assert_eq!(stored.after, None);
+        assert_eq!(stored.page, None);
 
         // Nothing changed: one request, nothing sent, the cursor stays.
         let (records, again) = bench.sync(&poller, Some(&cursor), 3).await;
@@ -443,7 +361,7 @@ mod tests {
             .expect("ENG-4");
         assert_eq!(map(deleted).meta.change, ChangeKind::Deleted);
         assert_eq!(
-            Cursor::parse(&cursor.expect("cursor"))
+            Watermark::parse(&cursor.expect("cursor"), "linear-issues")
                 .expect("cursor")
                 .since,
             Some(stamp(130))
@@ -465,7 +383,7 @@ mod tests {
         let (records, cursor) = bench.sync(&poller, None, 5).await;
         assert_eq!(ids(&records).len(), 10);
         let cursor = cursor.expect("cursor");
-        let stored = Cursor::parse(&cursor).expect("cursor");
+        let stored = Watermark::parse(&cursor, "linear-issues").expect("cursor");
         assert_eq!(stored.since, Some(stamp(50)));
         assert_eq!(
             stored.seen.len(),
@@ -481,7 +399,7 @@ mod tests {
             .push(issue(11, &stamp(50)));
         let (records, cursor) = bench.sync(&poller, Some(&cursor), 5).await;
         assert_eq!(ids(&records), [format!("11@{}", stamp(50))]);
-        let stored = Cursor::parse(&cursor.expect("cursor")).expect("cursor");
+        let stored = Watermark::parse(&cursor.expect("cursor"), "linear-issues").expect("cursor");
         assert_eq!(stored.seen.len(), 7);
 
         // The next pass repeats nothing.
@@ -567,22 +485,6 @@ mod tests {
         let (records, _) = bench.sync(&poller, None, 3).await;
         assert_eq!(records.len(), 3);
         assert_eq!(bench.requests().len(), 2, "one retry after the rate limit");
-    }
-
-    #[test]
-    fn cursors_round_trip_and_foreign_ones_are_refused() {
-        let cursor = Cursor {
-            since: Some(stamp(5)),
-            seen: vec!["a".into()],
-            after: Some("pos:4".into()),
-            newest: Some(stamp(9)),
-            newest_ids: vec!["b".into()],
-        };
-        let text = cursor.encode().expect("encodes");
-        assert_eq!(Cursor::parse(&text).expect("parses"), cursor);
-        assert!(Cursor::parse(r#"{"since": 5}"#).is_err());
-        assert!(Cursor::parse(r#"{"page": "x"}"#).is_err());
-        assert!(Cursor::parse("12345").is_err());
     }
 
     fn map(record: &PolledRecord) -> crate::normalize::WorkItem {

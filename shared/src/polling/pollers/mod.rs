@@ -30,6 +30,7 @@ mod hubspot;
 mod linear;
 mod salesforce;
 mod slack;
+mod watermark;
 
 #[cfg(test)]
 pub(crate) mod test_support;
