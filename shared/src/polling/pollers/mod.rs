@@ -113,9 +113,28 @@ impl Api {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<Value, CallError> {
-        let url = self.url(target, path, query)?;
-        self.json(target, operation, |http| http.get(url.clone()))
+        self.get_with_headers(target, operation, path, query, &[])
             .await
+    }
+
+    /// [`Api::get`] with extra request headers (Salesforce's `Sforce-Query-Options`).
+    pub async fn get_with_headers(
+        &self,
+        target: &PollTarget<'_>,
+        operation: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, &str)],
+    ) -> Result<Value, CallError> {
+        let url = self.url(target, path, query)?;
+        self.json(target, operation, |http| {
+            headers
+                .iter()
+                .fold(http.get(url.clone()), |request, (name, value)| {
+                    request.header(*name, *value)
+                })
+        })
+        .await
     }
 
     /// `POST base_url + path` with a JSON body, parsed as JSON.
