@@ -266,15 +266,20 @@ const DELIVERY_FIELDS: [&str; 5] = [
 ];
 
 /// Whether two records describe the same state (equal apart from [`DELIVERY_FIELDS`]).
+/// A deletion is state, though: a deleted record never equals a live one, even when the
+/// provider's delete left every field and the modification time as they were.
 fn same_state(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Object(a), Value::Object(b)) => {
             let state = |record: &serde_json::Map<String, Value>| {
-                record
+                let mut state: serde_json::Map<String, Value> = record
                     .iter()
                     .filter(|(key, _)| !DELIVERY_FIELDS.contains(&key.as_str()))
                     .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect::<serde_json::Map<String, Value>>()
+                    .collect();
+                let deleted = record.get("change").and_then(Value::as_str) == Some("deleted");
+                state.insert("change".into(), Value::Bool(deleted));
+                state
             };
             state(a) == state(b)
         }
@@ -315,9 +320,13 @@ fn decide(
             ApplyOutcome::AlreadyCurrent
         })
     };
+    // A deletion at the stored record's own time is newer knowledge (providers often
+    // delete without touching the modification time): applied, not a conflict.
+    let deleted = |record: &Value| record.get("change").and_then(Value::as_str) == Some("deleted");
+    let deletes = deleted(&write.record) && !deleted(&stored.record);
     match (write.source_ms, stored.source_ms) {
         (Some(new), Some(old)) if new < old => Decision::Done(ApplyOutcome::Stale),
-        (Some(new), Some(old)) if new == old => {
+        (Some(new), Some(old)) if new == old && !deletes => {
             if same_state(&next().0, &stored.record) {
                 unchanged()
             } else {
@@ -638,7 +647,7 @@ pub async fn check_store_contract(store: &dyn RecordStore) {
     let rival = serde_json::json!({"title": "rival", "status": "started"});
     assert_eq!(
         outcome(apply(store, &no_rules, &write(Some(2_000), true, rival)).await),
-        ApplyOutcome::Conflict { stored: v2 },
+        ApplyOutcome::Conflict { stored: v2.clone() },
         "same time, different content: not applied"
     );
     let partial = serde_json::json!({"status": "completed", "title": null});
@@ -655,6 +664,38 @@ pub async fn check_store_contract(store: &dyn RecordStore) {
             .flatten()
             .and_then(|v| v.source_ms),
         Some(3_000)
+    );
+    // ISS-2: live at 2,000, then deleted without a new modification time.
+    let mut live = write(Some(2_000), true, v2.clone());
+    live.key = RecordWrite::key("linear", None, "work_item", "ISS-2");
+    assert!(matches!(
+        outcome(apply(store, &no_rules, &live).await),
+        ApplyOutcome::Applied(_)
+    ));
+    let mut deleted = v2.clone();
+    deleted["change"] = serde_json::json!("deleted");
+    let mut deletion = write(Some(2_000), true, deleted);
+    deletion.key = RecordWrite::key("linear", None, "work_item", "ISS-2");
+    deletion.event = "work_item:ISS-1:deleted".into();
+    assert!(
+        matches!(
+            outcome(apply(store, &no_rules, &deletion).await),
+            ApplyOutcome::Applied(_)
+        ),
+        "a deletion that left the modification time alone is applied, not taken for the \
+         live record"
+    );
+    let mut restored = v2.clone();
+    restored["change"] = serde_json::json!("snapshot");
+    let mut restore = write(Some(2_000), true, restored);
+    restore.key = RecordWrite::key("linear", None, "work_item", "ISS-2");
+    restore.event = "work_item:ISS-1:2000:again".into();
+    assert!(
+        matches!(
+            outcome(apply(store, &no_rules, &restore).await),
+            ApplyOutcome::Conflict { .. }
+        ),
+        "a live version at the deletion's time cannot be settled automatically"
     );
     check_field_priority(store).await;
 }
@@ -738,7 +779,7 @@ mod tests {
     async fn in_memory_store_meets_the_contract() {
         let store = InMemoryRecordStore::default();
         check_store_contract(&store).await;
-        assert_eq!(store.conflicts().len(), 1);
+        assert_eq!(store.conflicts().len(), 2, "ISS-1 and ISS-2");
     }
 
     #[test]
