@@ -86,8 +86,7 @@ impl Redactor {
     /// Whether values under `key` are redacted.
     pub fn redacts_key(&self, key: &str) -> bool {
         let key = normalize(key);
-        CREDENTIAL_WORDS.iter().any(|word| key.contains(word))
-            || self.fields.contains(&key)
+        CREDENTIAL_WORDS.iter().any(|word| key.contains(word)) || self.fields.contains(&key)
     }
 
     /// `value` with every redacted key's value replaced and, if enabled, every e-mail
