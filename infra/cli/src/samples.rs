@@ -375,6 +375,23 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
                 },
             }),
         ),
+        "mailgun-legacy" => {
+            // The legacy form: the signature triple as top-level fields
+            // (documentation.mailgun.com, securing webhooks).
+            let body: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("event", "delivered")
+                .append_pair("recipient", "user@example.com")
+                .append_pair("domain", "mg.example.com")
+                .append_pair("Message-Id", &format!("<{}@mg.example.com>", uuid()))
+                .append_pair("timestamp", &seconds.to_string())
+                .append_pair("token", &hex::encode(rand::random::<[u8; 25]>()))
+                .finish();
+            Sample {
+                content_type: "application/x-www-form-urlencoded".into(),
+                headers: vec![],
+                body: body.into_bytes(),
+            }
+        }
         "mailgun" => json_sample(
             vec![],
             json!({

@@ -506,7 +506,7 @@ impl Ingress {
         outcome: &mut Outcome,
     ) -> Result<QueueMessage, Stop> {
         let json = needs_json(spec)
-            .then(|| serde_json::from_slice::<serde_json::Value>(&request.body).ok())
+            .then(|| super::verify::body_document(&request.headers, &request.body))
             .flatten();
         let read = |source: &FieldSource| -> Option<String> {
             let value = match source {

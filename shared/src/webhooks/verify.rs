@@ -142,7 +142,7 @@ pub fn verify_matching(
     {
         check_body_hash(param, request)?;
     }
-    let json = parse_json_if(spec.signed.iter().any(is_json_part), request.body)?;
+    let json = parse_json_if(spec.signed.iter().any(is_json_part), request)?;
     let pieces = resolve_parts(spec, request, timestamp, json.as_ref())?;
     let mut usable_secret = false;
     for (index, secret) in secrets.iter().enumerate() {
@@ -154,7 +154,7 @@ pub fn verify_matching(
             if let Some(rule) = &spec.timestamp
                 && let TimestampSource::JsonPointer(pointer) = &rule.from
             {
-                let raw = body_timestamp(request.body, pointer)?;
+                let raw = body_timestamp(request, pointer)?;
                 check_window(rule, parse_timestamp(rule.unit, &raw)?, now)?;
             }
             return Ok(index);
@@ -171,13 +171,37 @@ fn is_json_part(part: &SignedPart) -> bool {
     matches!(part, SignedPart::JsonPointer(_))
 }
 
-fn parse_json_if(needed: bool, body: &[u8]) -> Result<Option<serde_json::Value>, VerifyError> {
+fn parse_json_if(
+    needed: bool,
+    request: &SignedRequest<'_>,
+) -> Result<Option<serde_json::Value>, VerifyError> {
     if !needed {
         return Ok(None);
     }
-    serde_json::from_slice(body)
+    body_document(request.headers, request.body)
         .map(Some)
-        .map_err(|_| VerifyError::MalformedBody)
+        .ok_or(VerifyError::MalformedBody)
+}
+
+/// The body as a document JSON pointers read: the parsed JSON, or for a
+/// `application/x-www-form-urlencoded` body an object of its fields (Mailgun's legacy
+/// webhooks post `timestamp`, `token` and `signature` as form fields). A form repeating
+/// a field name is refused: which value was signed would be ambiguous.
+pub(crate) fn body_document(headers: &HeaderMap, body: &[u8]) -> Option<serde_json::Value> {
+    if !is_form(headers) {
+        return serde_json::from_slice(body).ok();
+    }
+    let mut fields = serde_json::Map::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        let previous = fields.insert(
+            name.into_owned(),
+            serde_json::Value::String(value.into_owned()),
+        );
+        if previous.is_some() {
+            return None;
+        }
+    }
+    Some(serde_json::Value::Object(fields))
 }
 
 /// Every element of the array at `items` must carry a signature (at `signature`,
@@ -326,8 +350,8 @@ fn parse_signatures<'h>(
             }
         }
         SignatureFormat::JsonPointer { pointer, encoding } => {
-            let json: serde_json::Value =
-                serde_json::from_slice(request.body).map_err(|_| VerifyError::MalformedBody)?;
+            let json =
+                body_document(request.headers, request.body).ok_or(VerifyError::MalformedBody)?;
             match json.pointer(pointer) {
                 Some(serde_json::Value::String(value)) => {
                     if let Some(bytes) = decode_signature(*encoding, value.trim()) {
@@ -454,9 +478,8 @@ fn check_window(rule: &TimestampRule, at_ms: i128, now: OffsetDateTime) -> Resul
     Ok(())
 }
 
-fn body_timestamp(body: &[u8], pointer: &str) -> Result<String, VerifyError> {
-    let json: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| VerifyError::MissingTimestamp)?;
+fn body_timestamp(request: &SignedRequest<'_>, pointer: &str) -> Result<String, VerifyError> {
+    let json = body_document(request.headers, request.body).ok_or(VerifyError::MissingTimestamp)?;
     match json.pointer(pointer) {
         Some(serde_json::Value::Number(number)) => Ok(number.to_string()),
         Some(serde_json::Value::String(text)) => Ok(text.clone()),
@@ -775,11 +798,31 @@ pub fn sign_request(
             });
         }
         SignatureFormat::JsonPointer { pointer, encoding } => {
-            let mut json: serde_json::Value =
-                serde_json::from_slice(request.body).map_err(|_| SignError::Body)?;
+            let mut json = body_document(request.headers, request.body).ok_or(SignError::Body)?;
             let pieces =
                 resolve_parts(spec, request, None, Some(&json)).map_err(SignError::Request)?;
             let value = encode_signature(*encoding, &tag_for(spec.scheme, &key, &pieces)?);
+            if is_form(request.headers) {
+                // A form field: the body is the form again, with the signature set.
+                let name = pointer.trim_start_matches('/');
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                let mut set = false;
+                for (field, existing) in form_urlencoded::parse(request.body) {
+                    if field == name {
+                        form.append_pair(&field, &value);
+                        set = true;
+                    } else {
+                        form.append_pair(&field, &existing);
+                    }
+                }
+                if !set {
+                    form.append_pair(name, &value);
+                }
+                return Ok(Signed {
+                    headers: Vec::new(),
+                    body: Some(form.finish().into_bytes()),
+                });
+            }
             set_pointer(&mut json, pointer, serde_json::Value::String(value))?;
             let body = serde_json::to_vec(&json).map_err(|_| SignError::Body)?;
             return Ok(Signed {
@@ -831,7 +874,7 @@ pub fn sign_request(
         }
         Some(TimestampSource::JsonPointer(_)) | None => None,
     };
-    let json = parse_json_if(spec.signed.iter().any(is_json_part), request.body)
+    let json = parse_json_if(spec.signed.iter().any(is_json_part), request)
         .map_err(|_| SignError::Body)?;
     let pieces =
         resolve_parts(spec, request, timestamp, json.as_ref()).map_err(SignError::Request)?;

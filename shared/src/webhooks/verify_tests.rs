@@ -1650,3 +1650,159 @@ signed = ["body"]
         Err(VerifyError::SignatureMismatch)
     );
 }
+
+// --- Mailgun legacy form webhooks ---------------------------------------------------
+
+/// A legacy Mailgun delivery: form fields, `signature` = hex HMAC-SHA256 of `timestamp`
+/// followed by `token` (documentation.mailgun.com, "Securing webhooks"), computed here
+/// independently of the catalog-driven signer.
+fn mailgun_form(key: &str, timestamp: i64, token: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("key");
+    mac.update(format!("{timestamp}{token}").as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("event", "delivered")
+        .append_pair("recipient", "user@example.com")
+        .append_pair("timestamp", &timestamp.to_string())
+        .append_pair("token", token);
+    for (name, value) in extra {
+        form.append_pair(name, value);
+    }
+    form.append_pair("signature", &signature);
+    form.finish().into_bytes()
+}
+
+#[test]
+fn mailgun_legacy_form_webhooks_verify_by_their_form_fields() {
+    let key = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0";
+    let url = "https://hooks.example.com/webhooks/mailgun-legacy";
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let token = "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0";
+    let now = unix(NOW);
+    let body = mailgun_form(key, NOW, token, &[]);
+    assert_eq!(
+        check("mailgun-legacy", &[key], url, &form, &body, now),
+        Ok(())
+    );
+    // Rotation: the old key first, the new one second.
+    assert_eq!(
+        check("mailgun-legacy", &["key-old", key], url, &form, &body, now),
+        Ok(())
+    );
+    assert_eq!(
+        check("mailgun-legacy", &["key-wrong"], url, &form, &body, now),
+        Err(VerifyError::SignatureMismatch)
+    );
+    // The token is signed; the event fields are not (coverage "partial").
+    let text = String::from_utf8(body.clone()).expect("utf8");
+    let tampered = text.replacen(
+        token,
+        "b8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0",
+        1,
+    );
+    assert_eq!(
+        check(
+            "mailgun-legacy",
+            &[key],
+            url,
+            &form,
+            tampered.as_bytes(),
+            now
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+    let unsigned_change = text.replacen("delivered", "failed", 1);
+    assert_eq!(
+        check(
+            "mailgun-legacy",
+            &[key],
+            url,
+            &form,
+            unsigned_change.as_bytes(),
+            now
+        ),
+        Ok(())
+    );
+    // The window is ±900 s.
+    let stale = mailgun_form(key, NOW - 901, token, &[]);
+    assert_eq!(
+        check("mailgun-legacy", &[key], url, &form, &stale, now),
+        Err(VerifyError::StaleTimestamp)
+    );
+    let future = mailgun_form(key, NOW + 901, token, &[]);
+    assert_eq!(
+        check("mailgun-legacy", &[key], url, &form, &future, now),
+        Err(VerifyError::FutureTimestamp)
+    );
+    // A missing signature field, and a second one smuggled in, are refused.
+    let missing = text
+        .split("&signature=")
+        .next()
+        .expect("fields")
+        .as_bytes()
+        .to_vec();
+    assert_eq!(
+        check("mailgun-legacy", &[key], url, &form, &missing, now),
+        Err(VerifyError::MissingSignature)
+    );
+    let doubled = mailgun_form(key, NOW, token, &[("signature", "00")]);
+    assert_eq!(
+        check("mailgun-legacy", &[key], url, &form, &doubled, now),
+        Err(VerifyError::MalformedBody)
+    );
+}
+
+#[test]
+fn the_signer_signs_a_legacy_mailgun_form_as_a_form() {
+    let key = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0";
+    let url = "https://hooks.example.com/webhooks/mailgun-legacy";
+    let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+    let unsigned = format!("event=delivered&timestamp={NOW}&token=abcdef0123456789");
+    let request = SignedRequest {
+        method: "POST",
+        url,
+        headers: &form,
+        body: unsigned.as_bytes(),
+    };
+    let signed = sign_request(
+        spec("mailgun-legacy"),
+        &SigningSecret::new(key),
+        &request,
+        unix(NOW),
+    )
+    .expect("signed");
+    let body = signed.body.expect("a body with the signature field");
+    assert_eq!(body, mailgun_form_fields(key, &unsigned));
+    assert_eq!(
+        check(
+            "mailgun-legacy",
+            &[key],
+            url,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            &body,
+            unix(NOW)
+        ),
+        Ok(())
+    );
+}
+
+/// `fields` with the signature Mailgun would append.
+fn mailgun_form_fields(key: &str, fields: &str) -> Vec<u8> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(fields.as_bytes())
+        .map(|(a, b)| (a.into_owned(), b.into_owned()))
+        .collect();
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("key");
+    mac.update(format!("{}{}", get("timestamp"), get("token")).as_bytes());
+    format!(
+        "{fields}&signature={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+    .into_bytes()
+}
