@@ -358,6 +358,11 @@ pub struct Verification {
     /// The JWT rule of the `jwt` scheme.
     #[serde(default)]
     pub jwt: Option<JwtRule>,
+    /// Also accept a signature over the body with its non-ASCII characters escaped as
+    /// `\uXXXX` (and backslashes doubled), as Box's official SDKs do when the plain body
+    /// does not verify. Box only.
+    #[serde(default)]
+    pub escaped_body_retry: bool,
 }
 
 /// How a JWT-authenticated delivery is checked.

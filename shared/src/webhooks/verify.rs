@@ -144,13 +144,32 @@ pub fn verify_matching(
     }
     let json = parse_json_if(spec.signed.iter().any(is_json_part), request)?;
     let pieces = resolve_parts(spec, request, timestamp, json.as_ref())?;
+    // Box's SDKs also accept a signature over the body with its non-ASCII characters
+    // escaped (see [`box_escaped_body`]); only for entries that say so.
+    let escaped = spec
+        .escaped_body_retry
+        .then(|| box_escaped_body(request.body))
+        .flatten()
+        .filter(|escaped| escaped.as_slice() != request.body);
+    let escaped_pieces = match &escaped {
+        Some(body) => Some(resolve_parts(
+            spec,
+            &SignedRequest { body, ..*request },
+            timestamp,
+            json.as_ref(),
+        )?),
+        None => None,
+    };
     let mut usable_secret = false;
     for (index, secret) in secrets.iter().enumerate() {
         let Some(key) = decode_secret(spec, secret) else {
             continue;
         };
         usable_secret = true;
-        if matches_any(spec.scheme, &key, &pieces, &signatures.values) {
+        let escaped_match = escaped_pieces
+            .as_ref()
+            .is_some_and(|pieces| matches_any(spec.scheme, &key, pieces, &signatures.values));
+        if matches_any(spec.scheme, &key, &pieces, &signatures.values) || escaped_match {
             if let Some(rule) = &spec.timestamp
                 && let TimestampSource::JsonPointer(pointer) = &rule.from
             {
@@ -165,6 +184,34 @@ pub fn verify_matching(
     } else {
         Err(VerifyError::NoUsableSecret)
     }
+}
+
+/// The body as Box's SDKs re-encode it before their second signature check
+/// (`box/box-python-sdk-gen` `box_sdk_gen/internal/utils.py` `escape_unicode`, used by
+/// `WebhooksManager.validate_message` with `escape_body=True`): every backslash not
+/// followed by `/` doubled, then `\n`, `\r`, `\t` written as those escapes and every
+/// other character outside printable ASCII as `\uXXXX` (lowercase hex; a UTF-16
+/// surrogate pair beyond the BMP). `None` for a body that is not UTF-8.
+pub(crate) fn box_escaped_body(body: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() != Some(&'/') => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    Some(out.into_bytes())
 }
 
 fn is_json_part(part: &SignedPart) -> bool {
