@@ -568,6 +568,13 @@ pub enum SignedPart {
     /// A string or number in the JSON body (relative to the item for `per_item`
     /// signatures); a missing value counts as empty (Adyen's rule).
     JsonPointer(String),
+    /// The raw value of a parameter of a `key_value_list` signature header (Hook0's
+    /// `h`, the space-separated names of the signed headers); absent counts as empty.
+    SignatureParam(String),
+    /// The values of the request headers named (space-separated) in that signature
+    /// parameter, in its order, joined by `separator` (Hook0: `.`); a named header that
+    /// is missing fails closed.
+    HeadersNamedIn { param: String, separator: String },
 }
 
 /// A signed timestamp and its replay window.
@@ -841,6 +848,20 @@ impl Verification {
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
         self.validate_coverage()?;
+        let reads_signature_params = self.signed.iter().any(|part| {
+            matches!(
+                part,
+                SignedPart::SignatureParam(_) | SignedPart::HeadersNamedIn { .. }
+            )
+        });
+        if reads_signature_params && !matches!(self.signature, SignatureFormat::KeyValueList { .. })
+        {
+            return Err((
+                "signed".to_owned(),
+                "signature_param and headers_named_in read a key_value_list signature header"
+                    .to_owned(),
+            ));
+        }
         self.validate_parts()?;
         if (self.scheme == Scheme::Jwt) != self.jwt.is_some() {
             return err(

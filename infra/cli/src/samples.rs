@@ -375,6 +375,20 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
                 },
             }),
         ),
+        "coinbase-cdp" => json_sample(
+            vec![
+                ("x-event-id", uuid()),
+                ("x-event-type", "onramp.transaction.success".to_owned()),
+            ],
+            json!({
+                "eventType": "onramp.transaction.success",
+                "transactionId": uuid(),
+                "status": "ONRAMP_TRANSACTION_STATUS_SUCCESS",
+                "purchaseCurrency": "USDC",
+                "purchaseAmount": { "value": "100.00", "currency": "USDC" },
+                "completedAt": rfc3339(now),
+            }),
+        ),
         "mailgun-legacy" => {
             // The legacy form: the signature triple as top-level fields
             // (documentation.mailgun.com, securing webhooks).

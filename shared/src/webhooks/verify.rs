@@ -143,7 +143,7 @@ pub fn verify_matching(
         check_body_hash(param, request)?;
     }
     let json = parse_json_if(spec.signed.iter().any(is_json_part), request)?;
-    let pieces = resolve_parts(spec, request, timestamp, json.as_ref())?;
+    let pieces = resolve_parts(spec, request, timestamp, json.as_ref(), &signatures.params)?;
     // Box's SDKs also accept a signature over the body with its non-ASCII characters
     // escaped (see [`box_escaped_body`]); only for entries that say so.
     let escaped = spec
@@ -157,6 +157,7 @@ pub fn verify_matching(
             &SignedRequest { body, ..*request },
             timestamp,
             json.as_ref(),
+            &signatures.params,
         )?),
         None => None,
     };
@@ -282,7 +283,7 @@ fn verify_per_item(
             None => return Err(VerifyError::MissingSignature),
         }
         .ok_or(VerifyError::MalformedSignature)?;
-        let pieces = resolve_parts(spec, request, None, Some(element))?;
+        let pieces = resolve_parts(spec, request, None, Some(element), &[])?;
         let found = keys.iter().enumerate().find_map(|(index, key)| {
             let key = key.as_ref()?;
             matches_any(spec.scheme, key, &pieces, std::slice::from_ref(&candidate))
@@ -575,7 +576,14 @@ fn resolve_parts<'a>(
     request: &SignedRequest<'a>,
     timestamp: Option<&'a str>,
     json: Option<&serde_json::Value>,
+    params: &[(&str, &str)],
 ) -> Result<Vec<Piece<'a>>, VerifyError> {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map_or("", |(_, value)| *value)
+    };
     spec.signed
         .iter()
         .map(|part| {
@@ -599,6 +607,21 @@ fn resolve_parts<'a>(
                 SignedPart::JsonPointer(pointer) => {
                     let json = json.ok_or(VerifyError::MalformedBody)?;
                     Cow::Owned(json_text(json, pointer)?.into_bytes())
+                }
+                SignedPart::SignatureParam(name) => Cow::Owned(param(name).as_bytes().to_vec()),
+                SignedPart::HeadersNamedIn {
+                    param: name,
+                    separator,
+                } => {
+                    let mut values = Vec::new();
+                    for header in param(name).split(' ').filter(|h| !h.is_empty()) {
+                        let value = request
+                            .headers
+                            .get(header)
+                            .ok_or(VerifyError::MissingSignedHeader)?;
+                        values.push(value.as_bytes());
+                    }
+                    Cow::Owned(values.join(separator.as_bytes()))
                 }
             };
             Ok(Piece::Bytes(bytes))
@@ -833,7 +856,7 @@ pub fn sign_request(
                 .and_then(serde_json::Value::as_array_mut)
                 .ok_or(SignError::Body)?;
             for element in elements {
-                let pieces = resolve_parts(spec, request, None, Some(element))
+                let pieces = resolve_parts(spec, request, None, Some(element), &[])
                     .map_err(SignError::Request)?;
                 let value = encode_signature(*encoding, &tag_for(spec.scheme, &key, &pieces)?);
                 set_pointer(element, signature, serde_json::Value::String(value))?;
@@ -847,7 +870,7 @@ pub fn sign_request(
         SignatureFormat::JsonPointer { pointer, encoding } => {
             let mut json = body_document(request.headers, request.body).ok_or(SignError::Body)?;
             let pieces =
-                resolve_parts(spec, request, None, Some(&json)).map_err(SignError::Request)?;
+                resolve_parts(spec, request, None, Some(&json), &[]).map_err(SignError::Request)?;
             let value = encode_signature(*encoding, &tag_for(spec.scheme, &key, &pieces)?);
             if is_form(request.headers) {
                 // A form field: the body is the form again, with the signature set.
@@ -923,8 +946,33 @@ pub fn sign_request(
     };
     let json = parse_json_if(spec.signed.iter().any(is_json_part), request)
         .map_err(|_| SignError::Body)?;
-    let pieces =
-        resolve_parts(spec, request, timestamp, json.as_ref()).map_err(SignError::Request)?;
+    // A signed header list (Hook0's `h`): every header of the request but the
+    // signature's own, by name.
+    let signature_header = spec
+        .signature
+        .header()
+        .map(|names| names.names()[0].to_ascii_lowercase());
+    let header_list_param = spec.signed.iter().find_map(|part| match part {
+        SignedPart::HeadersNamedIn { param, .. } => Some(param.as_str()),
+        _ => None,
+    });
+    let header_list = header_list_param.map(|_| {
+        let mut names: Vec<&str> = request
+            .headers
+            .keys()
+            .map(|name| name.as_str())
+            .filter(|name| Some(*name) != signature_header.as_deref())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.join(" ")
+    });
+    let params: Vec<(&str, &str)> = header_list_param
+        .zip(header_list.as_deref())
+        .into_iter()
+        .collect();
+    let pieces = resolve_parts(spec, request, timestamp, json.as_ref(), &params)
+        .map_err(SignError::Request)?;
     let tag = tag_for(spec.scheme, &key, &pieces)?;
     let (header, value) = match &spec.signature {
         SignatureFormat::Single {
@@ -942,11 +990,15 @@ pub fn sign_request(
             encoding,
         } => {
             let signature = encode_signature(*encoding, &tag);
-            let value = match (timestamp_param, timestamp) {
-                (Some(param), Some(ts)) => format!("{param}={ts}{pair_separator}{key}={signature}"),
-                _ => format!("{key}={signature}"),
-            };
-            (header.names()[0].clone(), value)
+            let mut pairs = Vec::new();
+            if let (Some(param), Some(ts)) = (timestamp_param, timestamp) {
+                pairs.push(format!("{param}={ts}"));
+            }
+            for (param, value) in &params {
+                pairs.push(format!("{param}={value}"));
+            }
+            pairs.push(format!("{key}={signature}"));
+            (header.names()[0].clone(), pairs.join(pair_separator))
         }
         SignatureFormat::VersionedList {
             header,

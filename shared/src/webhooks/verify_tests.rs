@@ -1942,3 +1942,110 @@ fn box_escaping_matches_the_sdks_rules() {
     assert_eq!(escaped("\u{7f}\u{1}"), "\\u007f\\u0001");
     assert_eq!(box_escaped_body(&[0xff, 0xfe]), None);
 }
+
+// --- Coinbase CDP (Hook0) -------------------------------------------------------------
+
+/// `X-Hook0-Signature` computed as Coinbase's docs and Hook0's client describe it:
+/// hex HMAC-SHA256 of `t.h.<values of the h headers joined by ".">.body`.
+fn hook0_signature(secret: &str, t: i64, h: &str, values: &[&str], body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{t}.{h}.{}.{body}", values.join(".")).as_bytes());
+    let v1 = hex::encode(mac.finalize().into_bytes());
+    format!("t={t},h={h},v1={v1}")
+}
+
+#[test]
+fn coinbase_cdp_signatures_cover_the_named_headers_and_the_body() {
+    let secret = "whsec-subscription-secret";
+    let url = "https://hooks.example.com/webhooks/coinbase-cdp";
+    let body = r#"{"eventType":"onramp.transaction.success","transactionId":"t1"}"#;
+    let now = unix(NOW);
+    let h = "content-type x-event-id x-event-type";
+    let values = ["application/json", "evt-1", "onramp.transaction.success"];
+    let signature = hook0_signature(secret, NOW, h, &values, body);
+    let request = |signature: &str, event_type: &str| {
+        vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("x-event-id".to_owned(), "evt-1".to_owned()),
+            ("x-event-type".to_owned(), event_type.to_owned()),
+            ("x-hook0-signature".to_owned(), signature.to_owned()),
+        ]
+    };
+    let verify = |pairs: Vec<(String, String)>, body: &str, secrets: &[&str], now| {
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        check("coinbase-cdp", secrets, url, &pairs, body.as_bytes(), now)
+    };
+    let valid = request(&signature, "onramp.transaction.success");
+    assert_eq!(verify(valid.clone(), body, &[secret], now), Ok(()));
+    assert_eq!(
+        verify(valid.clone(), body, &["old-secret", secret], now),
+        Ok(()),
+        "rotation"
+    );
+    assert_eq!(
+        verify(valid.clone(), body, &["wrong"], now),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        verify(valid.clone(), &body.replace("t1", "t2"), &[secret], now),
+        Err(VerifyError::SignatureMismatch),
+        "the body is signed"
+    );
+    assert_eq!(
+        verify(
+            request(&signature, "onramp.transaction.failed"),
+            body,
+            &[secret],
+            now
+        ),
+        Err(VerifyError::SignatureMismatch),
+        "a named header is signed"
+    );
+    let mut missing = valid.clone();
+    missing.retain(|(name, _)| name != "x-event-type");
+    assert_eq!(
+        verify(missing, body, &[secret], now),
+        Err(VerifyError::MissingSignedHeader)
+    );
+    assert_eq!(
+        verify(
+            valid.clone(),
+            body,
+            &[secret],
+            now + time::Duration::seconds(301)
+        ),
+        Err(VerifyError::StaleTimestamp)
+    );
+    // A v0-only header (t.body) is not accepted: v1 is what is checked.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{NOW}.{body}").as_bytes());
+    let v0 = format!("t={NOW},v0={}", hex::encode(mac.finalize().into_bytes()));
+    assert!(
+        verify(
+            request(&v0, "onramp.transaction.success"),
+            body,
+            &[secret],
+            now
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn signature_params_are_only_read_from_key_value_list_headers() {
+    let entry = r#"
+id = "acme"
+name = "Acme"
+docs = "https://acme.example/webhooks"
+
+[webhook.verification]
+scheme = "hmac-sha256"
+signature = { format = "single", header = "X-Acme-Signature", encoding = "hex" }
+signed = [{ signature_param = "h" }, "body"]
+"#;
+    let err = Catalog::from_files(&[("acme.toml", entry)]).expect_err("refused");
+    assert!(err.to_string().contains("signed"), "{err}");
+}
