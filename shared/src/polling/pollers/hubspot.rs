@@ -179,24 +179,7 @@ impl HubspotDeals {
             return Err(unexpected("no results in the search answer"));
         };
         let search = &mut cursor.search;
-        let mut records = Vec::with_capacity(results.len());
-        for deal in results {
-            let id = deal_id(&deal)?;
-            let modified = deal
-                .pointer("/properties/hs_lastmodifieddate")
-                .and_then(Value::as_str)
-                .ok_or_else(|| unexpected("a deal without hs_lastmodifieddate"))?
-                .to_owned();
-            if search.already_sent(&id, &modified, instant)? {
-                continue;
-            }
-            search.observe(&id, &modified, instant)?;
-            records.push(PolledRecord {
-                id,
-                updated_at: modified,
-                body: deal,
-            });
-        }
+        let records = search.admit(results, "/id", "/properties/hs_lastmodifieddate", instant)?;
 
         if let Some(after) = next_after(&answer) {
             let offset: u64 = after

@@ -48,7 +48,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use super::{Api, PollTarget, unexpected, watermark::Watermark};
 use crate::{
     outbound::CallError,
-    polling::{Page, PolledRecord, Poller},
+    polling::{Page, Poller},
 };
 
 const GRAPHQL: &str = "/graphql";
@@ -138,45 +138,18 @@ impl Poller for LinearIssues {
             return Err(unexpected("no nodes in the issues connection"));
         };
 
-        let mut records = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            let id = node["id"]
-                .as_str()
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| unexpected("an issue without id"))?
-                .to_owned();
-            let updated = node["updatedAt"]
-                .as_str()
-                .ok_or_else(|| unexpected("an issue without updatedAt"))?
-                .to_owned();
-            if state.already_sent(&id, &updated, instant)? {
-                continue;
-            }
-            state.observe(&id, &updated, instant)?;
-            records.push(PolledRecord {
-                id,
-                updated_at: updated,
-                body: node,
-            });
-        }
+        let records = state.admit(nodes, "/id", "/updatedAt", instant)?;
 
-        if page_info.has_next_page {
-            let after = page_info
-                .end_cursor
-                .filter(|after| !after.is_empty())
-                .ok_or_else(|| unexpected("hasNextPage without an endCursor"))?;
-            state.page = Some(after);
-            return Ok(Page {
-                records,
-                cursor: Some(state.encode()?),
-                more: true,
-            });
-        }
-        Ok(Page {
-            records,
-            cursor: Some(state.finish(instant)?.encode()?),
-            more: false,
-        })
+        let next = match page_info.has_next_page {
+            true => Some(
+                page_info
+                    .end_cursor
+                    .filter(|after| !after.is_empty())
+                    .ok_or_else(|| unexpected("hasNextPage without an endCursor"))?,
+            ),
+            false => None,
+        };
+        state.into_page(records, next, instant)
     }
 }
 
@@ -192,6 +165,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::polling::PolledRecord;
     use crate::{
         catalog::FailureClass,
         normalize::{ChangeKind, Normalized, RawEvent, normalize},

@@ -49,7 +49,7 @@ use time::{
 use super::{Api, PollTarget, unexpected, watermark::Watermark};
 use crate::{
     outbound::CallError,
-    polling::{Page, PolledRecord, Poller},
+    polling::{Page, Poller},
 };
 
 /// The fields the `salesforce.opportunity` adapter reads (`CurrencyIsoCode` exists only
@@ -159,46 +159,20 @@ impl Poller for SalesforceOpportunities {
             .and_then(Value::as_bool)
             .ok_or_else(|| unexpected("no done in the query answer"))?;
 
-        let mut records = Vec::with_capacity(found.len());
-        for record in found {
-            let id = record["Id"]
-                .as_str()
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| unexpected("an opportunity without Id"))?
-                .to_owned();
-            let modstamp = record["SystemModstamp"]
-                .as_str()
-                .ok_or_else(|| unexpected("an opportunity without SystemModstamp"))?
-                .to_owned();
-            if state.already_sent(&id, &modstamp, instant)? {
-                continue;
-            }
-            state.observe(&id, &modstamp, instant)?;
-            records.push(PolledRecord {
-                id,
-                updated_at: modstamp,
-                body: record,
-            });
-        }
+        let records = state.admit(found, "/Id", "/SystemModstamp", instant)?;
 
-        if !done {
-            let next = answer
-                .get("nextRecordsUrl")
-                .and_then(Value::as_str)
-                .filter(|next| !next.is_empty())
-                .ok_or_else(|| unexpected("done is false without a nextRecordsUrl"))?;
-            state.page = Some(next.to_owned());
-            return Ok(Page {
-                records,
-                cursor: Some(state.encode()?),
-                more: true,
-            });
-        }
-        Ok(Page {
-            records,
-            cursor: Some(state.finish(instant)?.encode()?),
-            more: false,
-        })
+        let next = match done {
+            true => None,
+            false => Some(
+                answer
+                    .get("nextRecordsUrl")
+                    .and_then(Value::as_str)
+                    .filter(|next| !next.is_empty())
+                    .ok_or_else(|| unexpected("done is false without a nextRecordsUrl"))?
+                    .to_owned(),
+            ),
+        };
+        state.into_page(records, next, instant)
     }
 }
 
@@ -219,6 +193,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::polling::PolledRecord;
     use crate::{
         catalog::FailureClass,
         normalize::{ChangeKind, Normalized, RawEvent, normalize},

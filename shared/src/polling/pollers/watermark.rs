@@ -15,7 +15,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::unexpected;
-use crate::outbound::CallError;
+use crate::{
+    outbound::CallError,
+    polling::{Page, PolledRecord},
+};
 
 /// Reads a provider's time format.
 pub(crate) type Instant = fn(&str) -> Result<OffsetDateTime, CallError>;
@@ -48,6 +51,64 @@ impl Watermark {
 
     pub fn encode(&self) -> Result<String, CallError> {
         serde_json::to_string(self).map_err(|_| unexpected("cursor does not encode"))
+    }
+
+    /// The records of a page this pass sends: each one's id and modification time read at
+    /// the JSON pointers `id` and `at`, those the previous pass already sent at the
+    /// watermark left out, the rest taken into this pass's newest.
+    pub fn admit(
+        &mut self,
+        items: Vec<Value>,
+        id: &str,
+        at: &str,
+        instant: Instant,
+    ) -> Result<Vec<PolledRecord>, CallError> {
+        let mut records = Vec::with_capacity(items.len());
+        for item in items {
+            let record_id = match item.pointer(id) {
+                Some(Value::String(text)) if !text.is_empty() => text.clone(),
+                Some(Value::Number(number)) => number.to_string(),
+                _ => return Err(unexpected(&format!("a record without {id}"))),
+            };
+            let modified = item
+                .pointer(at)
+                .and_then(Value::as_str)
+                .ok_or_else(|| unexpected(&format!("a record without {at}")))?
+                .to_owned();
+            if self.already_sent(&record_id, &modified, instant)? {
+                continue;
+            }
+            self.observe(&record_id, &modified, instant)?;
+            records.push(PolledRecord {
+                id: record_id,
+                updated_at: modified,
+                body: item,
+            });
+        }
+        Ok(records)
+    }
+
+    /// The page of `records`: another follows at the provider's `next` page token, or,
+    /// without one, the pass is complete and the watermark moves ([`Watermark::finish`]).
+    pub fn into_page(
+        mut self,
+        records: Vec<PolledRecord>,
+        next: Option<String>,
+        instant: Instant,
+    ) -> Result<Page, CallError> {
+        let more = next.is_some();
+        let cursor = match next {
+            Some(next) => {
+                self.page = Some(next);
+                self
+            }
+            None => self.finish(instant)?,
+        };
+        Ok(Page {
+            records,
+            cursor: Some(cursor.encode()?),
+            more,
+        })
     }
 
     /// Whether record `id` at `at` was sent by the previous pass.
