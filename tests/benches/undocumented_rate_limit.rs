@@ -150,6 +150,7 @@ async fn main() {
                     connection: &connection,
                     operation: "record.get",
                     deadline: Instant::now() + Duration::from_secs(900),
+                    accept: &[],
                 };
                 let result = client
                     .send(call, |http, token| {

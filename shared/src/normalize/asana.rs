@@ -4,7 +4,8 @@
 //!   `{data:{…}}` as the API returns it or bare: `gid`, `name`, `notes`, `completed`,
 //!   `completed_at`, `assignee{gid,name}`, `due_on` (`YYYY-MM-DD`), `due_at`,
 //!   `created_at`, `modified_at`, `projects[]`, `memberships[].section.name`, `tags[]`,
-//!   `parent`, `permalink_url`.
+//!   `parent`, `permalink_url`; or the poller's deletion marker `{gid, deleted: true,
+//!   modified_at}` (from a `deleted` event), a partial deleted record.
 //! - `asana.webhook`: a webhook delivery `{events:[…]}`
 //!   (<https://developers.asana.com/docs/webhooks-guide#receiving-events>,
 //!   <https://developers.asana.com/reference/events>). Asana events are "compact": they
@@ -75,9 +76,16 @@ pub(crate) fn task(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
     if let Some(data) = value.get_mut("data").map(Value::take) {
         value = data;
     }
+    // The `asana-tasks` poller reports a task the Events API says was deleted as
+    // `{gid, resource_type: "task", deleted: true, modified_at: <the event's created_at>}`.
+    let deleted = value.get("deleted") == Some(&Value::Bool(true));
     let task: Task = read::typed(TASK, "an Asana task resource", value)?;
     let id = read::required_str(TASK, "gid", task.gid)?;
     let modified = read::date(TASK, "modified_at", task.modified_at.as_deref())?;
+    if deleted {
+        let record = deleted_task(meta(raw, TASK, id, ChangeKind::Deleted, modified, false));
+        return Ok((vec![Normalized::WorkItem(record)], None));
+    }
     let due_at = match read::date(TASK, "due_at", task.due_at.as_deref())? {
         Some(t) => Some(t),
         None => read::date(TASK, "due_on", task.due_on.as_deref())?,

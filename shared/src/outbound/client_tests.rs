@@ -65,6 +65,7 @@ impl Setup {
                     connection: &self.connection,
                     operation: "me",
                     deadline: Instant::now() + within,
+                    accept: &[],
                 },
                 |http, token| http.get(&url).bearer_auth(token.value.expose()),
             )

@@ -25,9 +25,18 @@
 //!   (`modified_at`) and so the same event id.
 //! - A task in several projects is sent once per project listing, with the same event
 //!   id; the consumer drops the repeats.
-//! - **Deletions** are not reported by `modified_since`; Asana delivers them as `deleted`
-//!   webhook events (the `asana.webhook` adapter). Tasks of archived projects are not
-//!   listed (`archived=false`).
+//! - **Deletions** are not reported by `modified_since`: after a project's tasks, its
+//!   events are read (`GET /projects/<gid>/events?sync=<token>`: "Returns the full record
+//!   for all events that have occurred since the sync token was created"; a project's
+//!   stream includes its tasks' events). Each `deleted` event of a task becomes
+//!   `{gid, resource_type: "task", deleted: true, modified_at: <created_at>}`, which the
+//!   adapter maps to a deletion; `has_more` pages on. "On your first request, omit the
+//!   sync token. The response will be the same as for an expired sync token": `412` with
+//!   a fresh token (the first pass only collects tokens; an expired token loses that
+//!   window, which webhooks still carry). Tokens "expire after 24 hours" (Asana's SDK
+//!   docs), so an hourly interval keeps them alive. A `403` (the token's scopes may not
+//!   cover events: unconfirmed) or `404` skips that project's deletions, not its tasks.
+//!   Tasks of archived projects are not listed (`archived=false`).
 //!
 //! `updated_at` of each record is the task's `modified_at` as Asana wrote it.
 //!
@@ -35,14 +44,15 @@
 //! ["<gid>", …]?, "projects": ["<gid>", …]?, "found": ["<gid>", …]?, "listing": "<offset
 //! of the listing under way>"?, "offset": "<offset of the current project's tasks>"?}`.
 //! A pass moves from listing workspaces (`found` so far), to listing their projects
-//! (`workspaces` left), to their tasks (`projects` left, the first is current); no
-//! `started`: between passes.
+//! (`workspaces` left), to their tasks (`projects` left, the first is current), then that
+//! project's events (`events`); no `started`: between passes. `sync` holds the events
+//! tokens by project from the previous pass, `next_sync` this pass's.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{Api, PollTarget, unexpected};
@@ -102,6 +112,15 @@ struct Cursor {
     listing: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     offset: Option<String>,
+    /// The current project's tasks are listed; its events are next.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    events: bool,
+    /// Events sync tokens by project, from the previous pass.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    sync: BTreeMap<String, String>,
+    /// Events sync tokens by project, from this pass (the projects it listed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    next_sync: BTreeMap<String, String>,
 }
 
 impl Cursor {
@@ -227,6 +246,9 @@ impl Poller for AsanaTasks {
             // No project at all: the pass is complete.
             return self.finish(&cursor, Vec::new());
         };
+        if cursor.events {
+            return self.events_page(target, cursor, &project).await;
+        }
         let mut query = vec![
             ("project", project.as_str()),
             ("opt_fields", TASK_FIELDS),
@@ -268,21 +290,120 @@ impl Poller for AsanaTasks {
             });
         }
         cursor.offset = next;
-        if cursor.offset.is_none()
-            && let Some(left) = cursor.projects.as_mut()
+        // The project's tasks are listed: its deletions (events) come next.
+        cursor.events = cursor.offset.is_none();
+        cursor.more(records)
+    }
+}
+
+impl AsanaTasks {
+    /// One page of a project's events: the tasks deleted since its sync token, as
+    /// deletion markers. A first request (no token) and an expired token are answered
+    /// `412` with a fresh token: nothing to report then (deletions in an expired window
+    /// are not recoverable from the API; webhooks carry them).
+    async fn events_page(
+        &self,
+        target: &PollTarget<'_>,
+        mut cursor: Cursor,
+        project: &str,
+    ) -> Result<Page, CallError> {
+        let token = cursor
+            .next_sync
+            .get(project)
+            .or_else(|| cursor.sync.get(project))
+            .cloned();
+        let mut query = Vec::new();
+        if let Some(token) = &token {
+            query.push(("sync", token.as_str()));
+        }
+        let path = format!("/projects/{project}/events");
+        let (status, answer) = match self
+            .api
+            .get_answer(target, "project_events", &path, &query, &[412])
+            .await
         {
-            left.remove(0);
+            Ok(answer) => answer,
+            // The token may not carry the events scope, or the project went away since it
+            // was listed: no deletions from this project this pass; its tasks were read.
+            Err(CallError::Failed(CallFailure { code, .. }))
+                if code == "http_403" || code == "http_404" =>
+            {
+                tracing::warn!(
+                    project,
+                    code,
+                    "Asana events not readable; deletions of this project are not polled"
+                );
+                return self.next_project(cursor, project, Vec::new());
+            }
+            Err(err) => return Err(err),
+        };
+        let fresh = answer
+            .get("sync")
+            .and_then(Value::as_str)
+            .filter(|sync| !sync.is_empty())
+            .ok_or_else(|| unexpected("no sync token in the events answer"))?
+            .to_owned();
+        let mut records = Vec::new();
+        let mut more = false;
+        if status == 412 {
+            if token.is_some() {
+                tracing::warn!(
+                    project,
+                    "Asana events sync token expired; deletions since then are not reported by polling"
+                );
+            }
+        } else {
+            let Some(Value::Array(events)) = answer.get("data") else {
+                return Err(unexpected("no data in the events answer"));
+            };
+            for event in events {
+                let deleted_task = event.pointer("/resource/resource_type") == Some(&json!("task"))
+                    && event.get("action") == Some(&json!("deleted"));
+                if !deleted_task {
+                    continue;
+                }
+                let (Some(gid), Some(at)) = (
+                    event.pointer("/resource/gid").and_then(Value::as_str),
+                    event.get("created_at").and_then(Value::as_str),
+                ) else {
+                    return Err(unexpected(
+                        "a deleted event without resource gid or created_at",
+                    ));
+                };
+                records.push(PolledRecord {
+                    id: gid.to_owned(),
+                    updated_at: at.to_owned(),
+                    body: json!({"gid": gid, "resource_type": "task", "deleted": true, "modified_at": at}),
+                });
+            }
+            more = answer.get("has_more").and_then(Value::as_bool) == Some(true);
+        }
+        cursor.next_sync.insert(project.to_owned(), fresh);
+        if more {
+            return cursor.more(records);
+        }
+        self.next_project(cursor, project, records)
+    }
+
+    /// `project` is done: on to the next, or the pass is complete.
+    fn next_project(
+        &self,
+        mut cursor: Cursor,
+        project: &str,
+        records: Vec<PolledRecord>,
+    ) -> Result<Page, CallError> {
+        cursor.events = false;
+        if let Some(left) = cursor.projects.as_mut() {
+            left.retain(|gid| gid != project);
             if left.is_empty() {
                 return self.finish(&cursor, records);
             }
         }
         cursor.more(records)
     }
-}
 
-impl AsanaTasks {
     /// The last page of a pass: the next pass looks from this one's start, less the
-    /// overlap.
+    /// overlap, with the events tokens of the projects this pass listed.
     fn finish(&self, cursor: &Cursor, records: Vec<PolledRecord>) -> Result<Page, CallError> {
         let started = match cursor.started.as_deref() {
             Some(at) => OffsetDateTime::parse(at, &Rfc3339)
@@ -291,6 +412,7 @@ impl AsanaTasks {
         };
         let next = Cursor {
             since: Some(rfc3339(started - OVERLAP)?),
+            sync: cursor.next_sync.clone(),
             ..Cursor::default()
         };
         Ok(Page {
@@ -361,11 +483,20 @@ mod tests {
         /// Offsets handed out: token → (list key, position).
         offsets: BTreeMap<String, (String, usize)>,
         expired: bool,
+        /// Project → its event stream (`GET /projects/{gid}/events`).
+        events: BTreeMap<String, Vec<Value>>,
     }
 
     impl Domain {
         fn answer(&mut self, req: &ApiRequest) -> ScriptedResponse {
             assert_eq!(req.method, "GET");
+            if let Some(project) = req
+                .path
+                .strip_prefix("/projects/")
+                .and_then(|rest| rest.strip_suffix("/events"))
+            {
+                return self.events(project, req.query_param("sync"));
+            }
             assert_eq!(req.query_param("limit"), Some(LIMIT));
             let (key, items): (String, Vec<Value>) = match req.path.as_str() {
                 "/workspaces" => (
@@ -441,6 +572,45 @@ mod tests {
         }
     }
 
+    impl Domain {
+        /// The events API: sync tokens are `<project>:<position>`; no (or an unknown)
+        /// token is answered 412 with a fresh one, as Asana documents; at most `PAGE`
+        /// events per answer, `has_more` when more wait.
+        fn events(&self, project: &str, sync: Option<&str>) -> ScriptedResponse {
+            let log = self.events.get(project).cloned().unwrap_or_default();
+            let position = sync
+                .and_then(|token| token.strip_prefix(&format!("{project}:")))
+                .and_then(|n| n.parse::<usize>().ok());
+            let Some(position) = position else {
+                return ScriptedResponse::with_status(
+                    412,
+                    &json!({
+                        "errors": [{"message": "Sync token invalid or too old. If you are attempting to keep resources in sync, you must fetch the full dataset for this query now and use the new sync token for the next sync."}],
+                        "sync": format!("{project}:{}", log.len()),
+                    }),
+                );
+            };
+            let page: Vec<Value> = log.iter().skip(position).take(PAGE).cloned().collect();
+            let next = position + page.len();
+            ScriptedResponse::json(&json!({
+                "data": page,
+                "sync": format!("{project}:{next}"),
+                "has_more": next < log.len(),
+            }))
+        }
+    }
+
+    fn deleted_event(gid: &str, project: &str, at: &str) -> Value {
+        json!({
+            "user": {"gid": "12345", "resource_type": "user", "name": "Greg Sanchez"},
+            "resource": {"gid": gid, "resource_type": "task", "name": format!("Task {gid}")},
+            "type": "task",
+            "action": "deleted",
+            "parent": {"gid": project, "resource_type": "project"},
+            "created_at": at,
+        })
+    }
+
     fn domain() -> Arc<Mutex<Domain>> {
         let mut domain = Domain::default();
         domain
@@ -507,6 +677,11 @@ mod tests {
             9,
             "p1 in three pages, p2..p7"
         );
+        assert_eq!(
+            paths.iter().filter(|p| p.ends_with("/events")).count(),
+            7,
+            "one events call per project: each is answered 412 with a first sync token"
+        );
         assert!(
             bench
                 .requests()
@@ -543,21 +718,71 @@ mod tests {
             other => panic!("{other:?}"),
         }
 
-        // An hour later: t2 changed (during the last pass) and t30 is new in p3.
+        assert_eq!(cursor.sync.len(), 7, "an events token per project");
+
+        // An hour later: t2 changed (during the last pass), t30 is new in p3, and five
+        // tasks of p1 were deleted (more events than one answer holds).
         {
             let mut domain = domain.lock().expect("domain");
             domain.tasks.get_mut("p1").expect("p1")[1] = task("t2", "p1", &ago(100));
             domain
                 .tasks
                 .insert("p3".into(), vec![task("t30", "p3", &ago(-1_000))]);
+            let mut story = deleted_event("t9", "p1", &ago(-500));
+            story["resource"]["resource_type"] = json!("story");
+            let mut events = vec![story];
+            for n in 4..=8 {
+                events.push(deleted_event(&format!("t{n}"), "p1", &ago(-600 - n)));
+            }
+            domain.events.insert("p1".into(), events);
+            for n in 4..=8 {
+                let gid = json!(format!("t{n}"));
+                domain
+                    .tasks
+                    .get_mut("p1")
+                    .expect("p1")
+                    .retain(|t| t["gid"] != gid);
+            }
         }
         clock.advance(time::Duration::hours(1));
         let before = bench.requests().len();
         let (records, _) = bench
             .sync(&poller, Some(&cursor.encode().expect("cursor")), 30)
             .await;
+        let deleted: Vec<&PolledRecord> = records
+            .iter()
+            .filter(|r| r.body.get("deleted") == Some(&json!(true)))
+            .collect();
         assert_eq!(
-            versions(&records),
+            deleted.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["t4", "t5", "t6", "t7", "t8"],
+            "every deleted task, across two events answers; the story event is not a task"
+        );
+        let marker = deleted[0].body.to_string();
+        let raw = RawEvent {
+            provider: "asana",
+            resource: Some("task"),
+            event_type: None,
+            event_id: None,
+            headers: &headers,
+            body: marker.as_bytes(),
+            pinned_api_version: None,
+        };
+        match normalize(&raw).expect("maps").items.pop() {
+            Some(Normalized::WorkItem(item)) => {
+                assert_eq!(
+                    (item.meta.change, item.meta.complete),
+                    (ChangeKind::Deleted, false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let changed: Vec<PolledRecord> = records
+            .into_iter()
+            .filter(|r| r.body.get("deleted").is_none())
+            .collect();
+        assert_eq!(
+            versions(&changed),
             [format!("t2@{}", ago(100)), format!("t30@{}", ago(-1_000))]
         );
         assert!(

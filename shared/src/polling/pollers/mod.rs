@@ -8,7 +8,7 @@
 //! | `gmail-history` | `users.history.list` (+ `threads.get`) | `historyId` | `messagesDeleted` |
 //! | `hubspot-deals` | CRM search on `hs_lastmodifieddate` | last modified time | archived deals list |
 //! | `salesforce-opportunities` | SOQL on `SystemModstamp` | last modstamp | `queryAll` `IsDeleted` |
-//! | `asana-tasks` | `GET /tasks?modified_since` | last `modified_at` | not exposed by this API |
+//! | `asana-tasks` | `GET /tasks?modified_since` per project | pass start (+ events tokens) | `deleted` events per project |
 //! | `linear-issues` | GraphQL `issues(filter: updatedAt)` | last `updatedAt` (+ ids at it) | `trashed` |
 //! | `slack-history` | `conversations.list` + `conversations.history` | per-pass `oldest` watermark | `channel.is_archived` |
 //!
@@ -127,7 +127,7 @@ impl Api {
         headers: &[(&'static str, &str)],
     ) -> Result<Value, CallError> {
         let url = self.url(target, path, query)?;
-        self.json(target, operation, |http| {
+        self.json(target, operation, &[], |http| {
             headers
                 .iter()
                 .fold(http.get(url.clone()), |request, (name, value)| {
@@ -135,6 +135,22 @@ impl Api {
                 })
         })
         .await
+        .map(|(_, value)| value)
+    }
+
+    /// [`Api::get`] where the statuses in `accept` are answers too (Asana's `412` with
+    /// a fresh sync token): the status and the JSON body.
+    pub async fn get_answer(
+        &self,
+        target: &PollTarget<'_>,
+        operation: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        accept: &[u16],
+    ) -> Result<(u16, Value), CallError> {
+        let url = self.url(target, path, query)?;
+        self.json(target, operation, accept, |http| http.get(url.clone()))
+            .await
     }
 
     /// `POST base_url + path` with a JSON body, parsed as JSON.
@@ -147,12 +163,13 @@ impl Api {
     ) -> Result<Value, CallError> {
         let url = self.url(target, path, &[])?;
         let body = body.to_string();
-        self.json(target, operation, |http| {
+        self.json(target, operation, &[], |http| {
             http.post(url.clone())
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(body.clone())
         })
         .await
+        .map(|(_, value)| value)
     }
 
     fn url(
@@ -173,8 +190,9 @@ impl Api {
         &self,
         target: &PollTarget<'_>,
         operation: &str,
+        accept: &[u16],
         build: F,
-    ) -> Result<Value, CallError>
+    ) -> Result<(u16, Value), CallError>
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
@@ -186,6 +204,7 @@ impl Api {
                     connection: &target.job.connection,
                     operation,
                     deadline: target.deadline,
+                    accept,
                 },
                 |http, token| {
                     build(http)
@@ -194,7 +213,9 @@ impl Api {
                 },
             )
             .await?;
-        serde_json::from_slice(&response.body).map_err(|_| unexpected("body is not JSON"))
+        let value =
+            serde_json::from_slice(&response.body).map_err(|_| unexpected("body is not JSON"))?;
+        Ok((response.status, value))
     }
 }
 
