@@ -83,6 +83,15 @@ pub struct ItemOutcome {
     /// This was the message's last receive (`maxReceiveCount`) and it stays on the
     /// queue: SQS moves it to the dead-letter queue next. Counted as a DLQ arrival.
     pub dead_lettered: bool,
+    /// The connection (polled records) or provider account (webhooks) the event
+    /// belongs to, when the message names one.
+    pub connection: Option<String>,
+    /// The event's idempotency key, once the message decoded.
+    pub idempotency_key: Option<String>,
+    /// Which receive of the message this was (SQS's `ApproximateReceiveCount`).
+    pub attempt: u32,
+    /// How long this message took to process here.
+    pub latency: Duration,
 }
 
 impl ItemOutcome {
@@ -203,8 +212,20 @@ impl<S: IdempotencyStore> Consumer<S> {
             conflicts: 0,
             end_to_end: None,
             dead_lettered: false,
+            connection: message
+                .attributes
+                .get(attribute::CONNECTION)
+                .or_else(|| message.attributes.get(attribute::ACCOUNT))
+                .filter(|value| !value.is_empty())
+                .cloned(),
+            idempotency_key: None,
+            attempt: message.receive_count,
+            latency: Duration::ZERO,
         };
-        let failure = match self.handle(&message, &mut outcome).await {
+        let started = std::time::Instant::now();
+        let result = self.handle(&message, &mut outcome).await;
+        outcome.latency = started.elapsed();
+        let failure = match result {
             Ok(()) => return outcome,
             Err(failure) => failure,
         };
@@ -248,6 +269,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         let event = self.decode(message).await?;
         let payload_hash = hex::encode(Sha256::digest(&event.body));
         let key = IdempotencyKey::new(&event.provider, event.scope.as_deref(), &event.event_id);
+        outcome.idempotency_key = Some(key.as_str().to_owned());
         let now = self.ports.clock.now();
         let claim = match self
             .idempotency

@@ -561,9 +561,21 @@ async fn published_events_report_their_end_to_end_latency() {
         attribute::RECEIVED_AT.to_owned(),
         "2023-11-14T22:13:17.500Z".to_owned(),
     );
+    late.attributes
+        .insert(attribute::ACCOUNT.to_owned(), "acct_1".to_owned());
+    late.receive_count = 2;
     let outcome = h.consumer.process(late).await;
     assert_eq!(outcome.result, "processed");
     assert_eq!(outcome.end_to_end, Some(Duration::from_millis(2_500)));
+    // What its log line carries besides.
+    assert_eq!(
+        (
+            outcome.connection.as_deref(),
+            outcome.idempotency_key.as_deref(),
+            outcome.attempt
+        ),
+        (Some("acct_1"), Some("stripe#evt_1"), 2)
+    );
 
     let repeat = h
         .consumer

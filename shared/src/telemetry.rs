@@ -146,6 +146,10 @@ pub fn record_consumed(outcome: &ItemOutcome) {
     let retry_in_s = outcome.retry_in.map(|d| d.as_secs()).unwrap_or_default();
     let detail = outcome.detail.as_deref().unwrap_or("");
     let end_to_end_ms = outcome.end_to_end.map(|d| d.as_secs_f64() * 1000.0);
+    let connection = outcome.connection.as_deref().unwrap_or("");
+    let idempotency_key = outcome.idempotency_key.as_deref().unwrap_or("");
+    let attempt = outcome.attempt;
+    let latency_ms = outcome.latency.as_secs_f64() * 1000.0;
     if let Some((pinned, received)) = &outcome.version_mismatch {
         tracing::warn!(provider, event_id, pinned = %pinned, received = %received,
             "payload rendered with another API version than the pinned one; processed");
@@ -163,14 +167,17 @@ pub fn record_consumed(outcome: &ItemOutcome) {
             "event id reused with a different payload; acknowledged as a duplicate");
     }
     match outcome.result {
-        "failed" => tracing::error!(provider, event_id, message_id = %outcome.message_id,
-            result = outcome.result, reason, detail, dead_lettered = outcome.dead_lettered,
+        "failed" => tracing::error!(provider, connection, event_id, idempotency_key,
+            message_id = %outcome.message_id, result = outcome.result, reason, detail,
+            attempt, latency_ms, dead_lettered = outcome.dead_lettered,
             "event failed permanently"),
-        "retry" => tracing::warn!(provider, event_id, message_id = %outcome.message_id,
-            result = outcome.result, reason, retry_in_s, dead_lettered = outcome.dead_lettered,
+        "retry" => tracing::warn!(provider, connection, event_id, idempotency_key,
+            message_id = %outcome.message_id, result = outcome.result, reason, retry_in_s,
+            attempt, latency_ms, dead_lettered = outcome.dead_lettered,
             "event will be retried"),
-        _ => tracing::info!(provider, event_id, message_id = %outcome.message_id,
-            result = outcome.result, published = outcome.published, stale = outcome.stale,
+        _ => tracing::info!(provider, connection, event_id, idempotency_key,
+            message_id = %outcome.message_id, result = outcome.result, attempt, latency_ms,
+            published = outcome.published, stale = outcome.stale,
             already_current = outcome.already_current, conflicts = outcome.conflicts,
             end_to_end_ms, "event consumed"),
     }
