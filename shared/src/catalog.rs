@@ -569,7 +569,8 @@ pub enum SignedPart {
     /// signatures); a missing value counts as empty (Adyen's rule).
     JsonPointer(String),
     /// The raw value of a parameter of a `key_value_list` signature header (Hook0's
-    /// `h`, the space-separated names of the signed headers); absent counts as empty.
+    /// `h`, the space-separated names of the signed headers); it may be empty, but a
+    /// header without it fails closed.
     SignatureParam(String),
     /// The values of the request headers named (space-separated) in that signature
     /// parameter, in its order, joined by `separator` (Hook0: `.`); a named header that

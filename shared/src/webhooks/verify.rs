@@ -578,11 +578,14 @@ fn resolve_parts<'a>(
     json: Option<&serde_json::Value>,
     params: &[(&str, &str)],
 ) -> Result<Vec<Piece<'a>>, VerifyError> {
+    // A parameter the signed parts name must be in the header (it may be empty):
+    // "no list" and "an empty list" sign the same bytes, so an absent one fails closed.
     let param = |name: &str| {
         params
             .iter()
             .find(|(key, _)| *key == name)
-            .map_or("", |(_, value)| *value)
+            .map(|(_, value)| *value)
+            .ok_or(VerifyError::MalformedSignature)
     };
     spec.signed
         .iter()
@@ -608,13 +611,13 @@ fn resolve_parts<'a>(
                     let json = json.ok_or(VerifyError::MalformedBody)?;
                     Cow::Owned(json_text(json, pointer)?.into_bytes())
                 }
-                SignedPart::SignatureParam(name) => Cow::Owned(param(name).as_bytes().to_vec()),
+                SignedPart::SignatureParam(name) => Cow::Owned(param(name)?.as_bytes().to_vec()),
                 SignedPart::HeadersNamedIn {
                     param: name,
                     separator,
                 } => {
                     let mut values = Vec::new();
-                    for header in param(name).split(' ').filter(|h| !h.is_empty()) {
+                    for header in param(name)?.split(' ').filter(|h| !h.is_empty()) {
                         let value = request
                             .headers
                             .get(header)

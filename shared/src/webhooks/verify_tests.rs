@@ -2049,3 +2049,25 @@ signed = [{ signature_param = "h" }, "body"]
     let err = Catalog::from_files(&[("acme.toml", entry)]).expect_err("refused");
     assert!(err.to_string().contains("signed"), "{err}");
 }
+
+#[test]
+fn a_hook0_signature_header_without_its_header_list_fails_closed() {
+    let secret = "whsec-subscription-secret";
+    let body = "{}";
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{NOW}...{body}").as_bytes());
+    // Signed over an empty header list, but the header leaves `h` out: refused, although
+    // Hook0 would read the same bytes, so no edit of the header can keep it verifying.
+    let header = format!("t={NOW},v1={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(
+        check(
+            "coinbase-cdp",
+            &[secret],
+            "https://hooks.example.com/webhooks/coinbase-cdp",
+            &[("x-hook0-signature", header.as_str())],
+            body.as_bytes(),
+            unix(NOW)
+        ),
+        Err(VerifyError::MalformedSignature)
+    );
+}
