@@ -441,8 +441,10 @@ mod tests {
     use super::*;
     use crate::{
         clock::FixedClock,
-        normalize::{ChangeKind, Normalized, RawEvent, normalize},
-        polling::pollers::test_support::{ApiRequest, Bench, ScriptedResponse, bench},
+        normalize::{ChangeKind, Normalized},
+        polling::pollers::test_support::{
+            ApiRequest, Bench, ScriptedResponse, bench, normalize_polled,
+        },
     };
 
     const NOW: i64 = 1_795_000_000;
@@ -694,23 +696,8 @@ mod tests {
             Some(ago(300)),
             "the pass's start less the overlap"
         );
-        let body = records
-            .iter()
-            .find(|r| r.id == "t3")
-            .expect("t3")
-            .body
-            .to_string();
-        let headers = BTreeMap::new();
-        let raw = RawEvent {
-            provider: "asana",
-            resource: Some("task"),
-            event_type: None,
-            event_id: None,
-            headers: &headers,
-            body: body.as_bytes(),
-            pinned_api_version: None,
-        };
-        match normalize(&raw).expect("maps").items.pop() {
+        let t3 = records.iter().find(|r| r.id == "t3").expect("t3");
+        match normalize_polled("asana", "task", t3).pop() {
             Some(Normalized::WorkItem(item)) => {
                 assert_eq!(item.meta.change, ChangeKind::Snapshot);
                 assert_eq!(item.status_name.as_deref(), Some("Next actions"));
@@ -758,17 +745,7 @@ mod tests {
             ["t4", "t5", "t6", "t7", "t8"],
             "every deleted task, across two events answers; the story event is not a task"
         );
-        let marker = deleted[0].body.to_string();
-        let raw = RawEvent {
-            provider: "asana",
-            resource: Some("task"),
-            event_type: None,
-            event_id: None,
-            headers: &headers,
-            body: marker.as_bytes(),
-            pinned_api_version: None,
-        };
-        match normalize(&raw).expect("maps").items.pop() {
+        match normalize_polled("asana", "task", deleted[0]).pop() {
             Some(Normalized::WorkItem(item)) => {
                 assert_eq!(
                     (item.meta.change, item.meta.complete),

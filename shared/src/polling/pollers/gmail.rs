@@ -575,7 +575,7 @@ mod tests {
         normalize::ChangeKind,
         outbound::CallFailure,
         polling::pollers::test_support::{
-            ApiRequest, Bench, ScriptedResponse, bench, bench_with_rules,
+            ApiRequest, Bench, ScriptedResponse, bench, bench_with_rules, catalog_error_rules,
         },
     };
 
@@ -845,14 +845,9 @@ mod tests {
             .collect()
     }
 
-    /// The catalog's Gmail `error_rules` line, as the bench's `[api]` takes it.
+    /// The catalog's own `error_rules`.
     fn catalog_rules() -> String {
-        let catalog = include_str!("../../../catalog/gmail.toml");
-        let start = catalog
-            .find("error_rules = [")
-            .expect("gmail.toml has error_rules");
-        let end = catalog[start..].find("\n]").expect("error_rules ends") + start + 2;
-        catalog[start..end].to_owned()
+        catalog_error_rules(include_str!("../../../catalog/gmail.toml"))
     }
 
     #[tokio::test]

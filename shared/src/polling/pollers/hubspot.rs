@@ -337,18 +337,18 @@ mod tests {
     //! epoch ms, the archived list with `archivedAt`, and errors as `{status: "error",
     //! message, correlationId, category}` (recorded 429 bodies, `category: RATE_LIMITS`).
 
-    use std::{
-        collections::BTreeMap,
-        sync::{Arc, Mutex},
-    };
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::{
         catalog::FailureClass,
         clock::FixedClock,
-        normalize::{ChangeKind, Normalized, RawEvent, normalize},
+        normalize::{ChangeKind, Normalized},
         outbound::CallFailure,
-        polling::pollers::test_support::{ApiRequest, Bench, ScriptedResponse, bench_with_rules},
+        polling::pollers::test_support::{
+            ApiRequest, Bench, ScriptedResponse, bench_with_rules, catalog_error_rules,
+            normalize_polled,
+        },
     };
 
     /// "Now" for the tests: well after the deals' times (2026-11-20T10:…).
@@ -457,14 +457,9 @@ mod tests {
         }
     }
 
-    /// The catalog's HubSpot `error_rules` line, as the bench's `[api]` takes it.
+    /// The catalog's own `error_rules`.
     fn catalog_rules() -> String {
-        let catalog = include_str!("../../../catalog/hubspot.toml");
-        let start = catalog
-            .find("error_rules = [")
-            .expect("hubspot.toml has error_rules");
-        let end = catalog[start..].find("\n]").expect("error_rules ends") + start + 2;
-        catalog[start..end].to_owned()
+        catalog_error_rules(include_str!("../../../catalog/hubspot.toml"))
     }
 
     async fn portal_bench(portal: &Arc<Mutex<Portal>>) -> Bench {
@@ -493,20 +488,12 @@ mod tests {
     }
 
     fn map(record: &PolledRecord) -> crate::normalize::PipelineItem {
-        let headers = BTreeMap::new();
-        let body = record.body.to_string();
-        let raw = RawEvent {
-            provider: "hubspot",
-            resource: Some("deal"),
-            event_type: None,
-            event_id: None,
-            headers: &headers,
-            body: body.as_bytes(),
-            pinned_api_version: None,
-        };
-        match normalize(&raw).expect("maps").items.into_iter().next() {
+        match normalize_polled("hubspot", "deal", record)
+            .into_iter()
+            .next()
+        {
             Some(Normalized::PipelineItem(item)) => item,
-            other => panic!("{other:?}"),
+            other => panic!("expected one PipelineItem, got {other:?}"),
         }
     }
 

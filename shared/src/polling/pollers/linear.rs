@@ -168,9 +168,12 @@ mod tests {
     use crate::polling::PolledRecord;
     use crate::{
         catalog::FailureClass,
-        normalize::{ChangeKind, Normalized, RawEvent, normalize},
+        normalize::{ChangeKind, Normalized},
         outbound::CallFailure,
-        polling::pollers::test_support::{ApiRequest, Bench, ScriptedResponse, bench_with_rules},
+        polling::pollers::test_support::{
+            ApiRequest, Bench, ScriptedResponse, bench_with_rules, catalog_error_rules,
+            normalize_polled,
+        },
     };
 
     fn issue(n: usize, updated_at: &str) -> Value {
@@ -244,14 +247,9 @@ mod tests {
         }
     }
 
-    /// The catalog's Linear `error_rules` line, as the bench's `[api]` takes it.
+    /// The catalog's own `error_rules`.
     fn catalog_rules() -> String {
-        let catalog = include_str!("../../../catalog/linear.toml");
-        let start = catalog
-            .find("error_rules = [")
-            .expect("linear.toml has error_rules");
-        let end = catalog[start..].find("\n]").expect("error_rules ends") + start + 2;
-        catalog[start..end].to_owned()
+        catalog_error_rules(include_str!("../../../catalog/linear.toml"))
     }
 
     async fn linear_bench(workspace: &Arc<Mutex<Workspace>>) -> Bench {
@@ -462,21 +460,12 @@ mod tests {
     }
 
     fn map(record: &PolledRecord) -> crate::normalize::WorkItem {
-        let headers = std::collections::BTreeMap::new();
-        let body = record.body.to_string();
-        let event_id = format!("issue:{}:{}", record.id, record.updated_at);
-        let raw = RawEvent {
-            provider: "linear",
-            resource: Some("issue"),
-            event_type: None,
-            event_id: Some(&event_id),
-            headers: &headers,
-            body: body.as_bytes(),
-            pinned_api_version: None,
-        };
-        match normalize(&raw).expect("maps").items.pop() {
+        match normalize_polled("linear", "issue", record)
+            .into_iter()
+            .next()
+        {
             Some(Normalized::WorkItem(item)) => item,
-            other => panic!("{other:?}"),
+            other => panic!("expected one WorkItem, got {other:?}"),
         }
     }
 }

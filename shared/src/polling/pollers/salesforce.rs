@@ -196,9 +196,12 @@ mod tests {
     use crate::polling::PolledRecord;
     use crate::{
         catalog::FailureClass,
-        normalize::{ChangeKind, Normalized, RawEvent, normalize},
+        normalize::{ChangeKind, Normalized},
         outbound::CallFailure,
-        polling::pollers::test_support::{ApiRequest, Bench, ScriptedResponse, bench_with_rules},
+        polling::pollers::test_support::{
+            ApiRequest, Bench, ScriptedResponse, bench_with_rules, catalog_error_rules,
+            normalize_polled,
+        },
     };
 
     const PAGE: usize = 4;
@@ -294,14 +297,9 @@ mod tests {
         }
     }
 
-    /// The catalog's Salesforce `error_rules` line, as the bench's `[api]` takes it.
+    /// The catalog's own `error_rules`.
     fn catalog_rules() -> String {
-        let catalog = include_str!("../../../catalog/salesforce.toml");
-        let start = catalog
-            .find("error_rules = [")
-            .expect("salesforce.toml has error_rules");
-        let end = catalog[start..].find("\n]").expect("error_rules ends") + start + 2;
-        catalog[start..end].to_owned()
+        catalog_error_rules(include_str!("../../../catalog/salesforce.toml"))
     }
 
     async fn org_bench(org: &Arc<Mutex<Org>>) -> Bench {
@@ -328,22 +326,12 @@ mod tests {
     }
 
     fn map(record: &PolledRecord) -> crate::normalize::PipelineItem {
-        let headers = BTreeMap::new();
-        let body = record.body.to_string();
-        let raw = RawEvent {
-            provider: "salesforce",
-            resource: Some("opportunity"),
-            event_type: None,
-            event_id: None,
-            headers: &headers,
-            body: body.as_bytes(),
-            pinned_api_version: Some("67.0"),
-        };
-        let normalization = normalize(&raw).expect("maps");
-        assert_eq!(normalization.version_mismatch, None);
-        match normalization.items.into_iter().next() {
+        match normalize_polled("salesforce", "opportunity", record)
+            .into_iter()
+            .next()
+        {
             Some(Normalized::PipelineItem(item)) => item,
-            other => panic!("{other:?}"),
+            other => panic!("expected one PipelineItem, got {other:?}"),
         }
     }
 

@@ -411,9 +411,12 @@ mod tests {
     use crate::{
         catalog::FailureClass,
         clock::FixedClock,
-        normalize::{ChangeKind, Normalized, RawEvent, dates, normalize},
+        normalize::{ChangeKind, Normalized, dates},
         outbound::CallFailure,
-        polling::pollers::test_support::{ApiRequest, Bench, ScriptedResponse, bench_with_rules},
+        polling::pollers::test_support::{
+            ApiRequest, Bench, ScriptedResponse, bench_with_rules, catalog_error_rules,
+            normalize_polled,
+        },
     };
 
     /// When the first pass starts.
@@ -612,14 +615,9 @@ mod tests {
         }
     }
 
-    /// The catalog's Slack `error_rules` line, as the bench's `[api]` takes it.
+    /// The catalog's own `error_rules`.
     fn catalog_rules() -> String {
-        let catalog = include_str!("../../../catalog/slack.toml");
-        let start = catalog
-            .find("error_rules = [")
-            .expect("slack.toml has error_rules");
-        let end = catalog[start..].find("\n]").expect("error_rules ends") + start + 2;
-        catalog[start..end].to_owned()
+        catalog_error_rules(include_str!("../../../catalog/slack.toml"))
     }
 
     async fn slack_bench(workspace: &Arc<Mutex<Workspace>>) -> Bench {
@@ -686,20 +684,12 @@ mod tests {
     }
 
     fn map(record: &PolledRecord) -> crate::normalize::MessageGroup {
-        let headers = BTreeMap::new();
-        let body = record.body.to_string();
-        let raw = RawEvent {
-            provider: "slack",
-            resource: Some("conversation"),
-            event_type: None,
-            event_id: None,
-            headers: &headers,
-            body: body.as_bytes(),
-            pinned_api_version: None,
-        };
-        match normalize(&raw).expect("maps").items.into_iter().next() {
-            Some(Normalized::MessageGroup(group)) => group,
-            other => panic!("expected a message group, got {other:?}"),
+        match normalize_polled("slack", "conversation", record)
+            .into_iter()
+            .next()
+        {
+            Some(Normalized::MessageGroup(item)) => item,
+            other => panic!("expected one MessageGroup, got {other:?}"),
         }
     }
 

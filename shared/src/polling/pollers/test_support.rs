@@ -114,3 +114,35 @@ impl Bench {
         panic!("the sync did not end within {limit} pages");
     }
 }
+
+/// The `error_rules = [...]` line of a catalog entry (its TOML text), as
+/// [`bench_with_rules`] takes it: the bench classifies errors by the provider's own rules.
+pub(crate) fn catalog_error_rules(catalog_toml: &str) -> String {
+    let start = catalog_toml
+        .find("error_rules = [")
+        .expect("the entry has error_rules");
+    let end = catalog_toml[start..].find("\n]").expect("error_rules ends") + start + 2;
+    catalog_toml[start..end].to_owned()
+}
+
+/// What a polled record normalizes to, through the adapter the consumer would use.
+pub(crate) fn normalize_polled(
+    provider: &str,
+    resource: &str,
+    record: &PolledRecord,
+) -> Vec<crate::normalize::Normalized> {
+    let headers = std::collections::BTreeMap::new();
+    let body = record.body.to_string();
+    let raw = crate::normalize::RawEvent {
+        provider,
+        resource: Some(resource),
+        event_type: None,
+        event_id: None,
+        headers: &headers,
+        body: body.as_bytes(),
+        pinned_api_version: None,
+    };
+    crate::normalize::normalize(&raw)
+        .expect("the record maps")
+        .items
+}
