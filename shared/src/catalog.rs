@@ -363,6 +363,48 @@ pub struct Verification {
     /// does not verify. Box only.
     #[serde(default)]
     pub escaped_body_retry: bool,
+    /// The HMAC the request names for itself in a header, instead of always `scheme`
+    /// (Twilio's SharedKey signing: `X-Twilio-Webhooks-Signature-Settings:
+    /// key=<id>,algorithm=HMAC_SHA256`). Without the header, or without the parameter in
+    /// it, `scheme` applies; a value not listed fails closed.
+    #[serde(default)]
+    pub scheme_from: Option<SchemeFromHeader>,
+    /// Where the `jwt` scheme's keys come from: a public JSON Web Key Set (the default),
+    /// or Plaid's credentialed key endpoint.
+    #[serde(default)]
+    pub jwt_keys: JwtKeys,
+}
+
+/// How `jwt.jwks_url` is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JwtKeys {
+    /// `GET` a public JSON Web Key Set, cached per its max-age (Google).
+    #[default]
+    JwkSet,
+    /// Plaid's `POST /webhook_verification_key/get`
+    /// (<https://plaid.com/docs/api/webhooks/webhook-verification/>): the body
+    /// `{"client_id","secret","key_id"}` with the API credentials configured as the
+    /// webhook secret's first `"<client_id>:<secret>"` signing secret, answered
+    /// `{"key": <JWK with created_at and expired_at>, "request_id"}`. One key per `kid`,
+    /// cached; a key with a non-null `expired_at` verifies nothing.
+    PlaidVerificationKey,
+}
+
+/// Where a request names its own HMAC ([`Verification::scheme_from`]): a `name=value`
+/// parameter of a header. The signed bytes, the key and the signature's place stay the
+/// entry's; only the hash changes, and only between HMAC schemes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemeFromHeader {
+    /// The header carrying the parameter.
+    pub header: HeaderNames,
+    /// The separator between its `name=value` pairs.
+    pub pair_separator: String,
+    /// The pair naming the algorithm (the first one with a value counts).
+    pub param: String,
+    /// The accepted values, compared ignoring ASCII case, and the scheme each names.
+    pub values: BTreeMap<String, Scheme>,
 }
 
 /// How a JWT-authenticated delivery is checked.
@@ -373,7 +415,8 @@ pub struct JwtRule {
     pub algorithm: JwtAlgorithm,
     /// The provider's JSON Web Key Set (https), fetched with a timeout and cached
     /// (Cache-Control max-age, else an hour); re-read at most once a minute when a
-    /// token names an unknown `kid`.
+    /// token names an unknown `kid`. With `jwt_keys = "plaid_verification_key"`, Plaid's
+    /// key endpoint instead.
     pub jwks_url: String,
     /// Accepted `iss` values; empty accepts any.
     #[serde(default)]
@@ -386,7 +429,9 @@ pub struct JwtRule {
     /// Claims that must be JSON `true` (`email_verified`).
     #[serde(default)]
     pub true_claims: Vec<String>,
-    /// The oldest accepted `iat`, when set (`exp` is always required and enforced).
+    /// The oldest accepted `iat`, when set: `iat` is then required, and `exp` is
+    /// enforced when present (Plaid's tokens are bounded by `iat` alone). Without it,
+    /// `exp` is required and enforced.
     #[serde(default)]
     pub max_age_seconds: Option<u64>,
     /// A claim carrying the hex SHA-256 of the body (Plaid's `request_body_sha256`).
@@ -864,6 +909,7 @@ impl Verification {
             ));
         }
         self.validate_parts()?;
+        self.validate_scheme_from()?;
         if (self.scheme == Scheme::Jwt) != self.jwt.is_some() {
             return err(
                 "jwt",
@@ -871,9 +917,23 @@ impl Verification {
             );
         }
         if let Some(rule) = &self.jwt
-            && !rule.jwks_url.starts_with("https://")
+            && !allowed_endpoint(&rule.jwks_url)
         {
-            return err("jwt.jwks_url", "must be an https:// URL");
+            return err(
+                "jwt.jwks_url",
+                "must be an https:// URL (or http://127.0.0.1:… for a test provider)",
+            );
+        }
+        if self.jwt_keys == JwtKeys::PlaidVerificationKey
+            && self
+                .jwt
+                .as_ref()
+                .is_none_or(|rule| rule.algorithm != JwtAlgorithm::ES256)
+        {
+            return err(
+                "jwt_keys",
+                "Plaid's verification keys are ES256 keys of the jwt scheme",
+            );
         }
         if matches!(self.scheme, Scheme::Token | Scheme::Jwt) {
             if !self.signed.is_empty() {
@@ -1045,6 +1105,46 @@ impl Verification {
     }
 }
 
+impl Verification {
+    /// A request may only choose between HMACs over the same parts with the same key,
+    /// and only where the signature is in a header.
+    fn validate_scheme_from(&self) -> Result<(), (String, String)> {
+        let Some(rule) = &self.scheme_from else {
+            return Ok(());
+        };
+        let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
+        let hmac = |scheme: Scheme| {
+            matches!(
+                scheme,
+                Scheme::HmacSha1 | Scheme::HmacSha256 | Scheme::HmacSha512
+            )
+        };
+        if !hmac(self.scheme) || rule.values.values().any(|scheme| !hmac(*scheme)) {
+            return err(
+                "scheme_from",
+                "a request may only name one HMAC scheme instead of another",
+            );
+        }
+        if self.signature.header().is_none() {
+            return err(
+                "scheme_from",
+                "only for signatures in a header (not in the body or per item)",
+            );
+        }
+        if rule.values.is_empty()
+            || rule.values.keys().any(String::is_empty)
+            || rule.param.is_empty()
+            || rule.pair_separator.is_empty()
+        {
+            return err(
+                "scheme_from",
+                "`values`, their names, `param` and `pair_separator` must not be empty",
+            );
+        }
+        Ok(())
+    }
+}
+
 fn is_pointer(pointer: &str) -> bool {
     pointer.starts_with('/') && pointer.len() > 1
 }
@@ -1150,6 +1250,7 @@ signed = ["body"]
             "box",
             "calendly",
             "clerk",
+            "coinbase-cdp",
             "coinbase-commerce",
             "discord-events",
             "docusign",
@@ -1163,12 +1264,14 @@ signed = ["body"]
             "intuit",
             "jira",
             "mailgun",
+            "mailgun-legacy",
             "meta",
             "microsoft",
             "notion",
             "okta",
             "paddle",
             "pagerduty",
+            "plaid",
             "razorpay",
             "resend",
             "salesforce",

@@ -489,6 +489,20 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
                 }),
             )
         }
+        // plaid/plaid-openapi `SyncUpdatesAvailableWebhook`. Plaid signs with its own
+        // keys, so `send-webhook` refuses it as it does Gmail; the sample still feeds the
+        // consumer's tests.
+        "plaid" => json_sample(
+            vec![],
+            json!({
+                "webhook_type": "TRANSACTIONS",
+                "webhook_code": "SYNC_UPDATES_AVAILABLE",
+                "item_id": hex::encode(rand::random::<[u8; 16]>()),
+                "initial_update_complete": true,
+                "historical_update_complete": false,
+                "environment": "sandbox",
+            }),
+        ),
         "okta" => json_sample(
             vec![],
             json!({

@@ -286,6 +286,45 @@ mod tests {
         }
     }
 
+    /// `send-webhook twilio --header 'X-Twilio-Webhooks-Signature-Settings:
+    /// key=…,algorithm=HMAC_SHA256' --secret <SharedKey secret>` signs as a Twilio
+    /// SharedKey setting does: HMAC-SHA256 over the same bytes.
+    #[test]
+    fn a_twilio_shared_key_delivery_is_signed_with_the_algorithm_it_names() {
+        let catalog = Catalog::embedded().expect("catalog");
+        let twilio = catalog.get("twilio").expect("twilio");
+        let verification = twilio
+            .webhook
+            .as_ref()
+            .and_then(|w| w.verification.as_ref())
+            .expect("verification");
+        let now = OffsetDateTime::now_utc();
+        let mut delivery = sample("twilio", now);
+        delivery.headers.push((
+            "X-Twilio-Webhooks-Signature-Settings".into(),
+            "key=webhooks_sharedkey_01jexample,algorithm=HMAC_SHA256".into(),
+        ));
+        let url = webhook_url("http://127.0.0.1:3000", "twilio", None);
+        let key = SigningSecret::new("shared-key-secret");
+        let signed = sign_webhook(twilio, &key, &url, &delivery, now).expect("signed");
+        let verify_with = |headers: &HeaderMap| {
+            let request = SignedRequest {
+                method: "POST",
+                url: &signed.url,
+                headers,
+                body: &signed.body,
+            };
+            verify(verification, std::slice::from_ref(&key), &request, now)
+        };
+        assert_eq!(verify_with(&signed.headers), Ok(()));
+        let mut without = signed.headers.clone();
+        without.remove("x-twilio-webhooks-signature-settings");
+        assert!(
+            verify_with(&without).is_err(),
+            "signed with SHA-256, not SHA-1"
+        );
+    }
+
     #[test]
     fn urls_are_built_from_the_api_base() {
         assert_eq!(

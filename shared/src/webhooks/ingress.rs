@@ -10,13 +10,15 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::jwt::{KeySetCache, jwt_kid, verify_jwt};
+use super::jwt::{
+    ApiCredentials, JwkSet, KeySetCache, is_plausible_kid, jwt_kid, precheck_jwt, verify_jwt,
+};
 use super::{
     HandshakeReply, HandshakeRequest, SignedRequest, SigningSecret, UnsignedHandshake, VerifyError,
     answer_handshake, meta_reply, twitter_crc_reply, unsigned_handshake, verify_matching,
 };
 use crate::{
-    catalog::{Catalog, FieldSource, Scheme, SignatureFormat, Verification, WebhookSpec},
+    catalog::{Catalog, FieldSource, JwtKeys, Scheme, SignatureFormat, Verification, WebhookSpec},
     clock::Clock,
     payloads::PayloadStore,
     queue::{EventQueue, QueueMessage, attribute},
@@ -170,8 +172,8 @@ impl Ingress {
         }
     }
 
-    /// Where JWT-authenticated providers' keys come from (Gmail push); without it
-    /// their deliveries are answered 503.
+    /// Where JWT-authenticated providers' keys come from (Gmail push's key set, Plaid's
+    /// key endpoint); without it their deliveries are answered 503.
     pub fn with_key_sets(mut self, key_sets: Arc<KeySetCache>) -> Self {
         self.key_sets = Some(key_sets);
         self
@@ -402,17 +404,43 @@ impl Ingress {
             .key_sets
             .as_ref()
             .ok_or(Stop::failed("key_source_not_configured"))?;
-        let keys = key_sets
-            .keys_for(&rule.jwks_url, jwt_kid(token).as_deref(), now)
-            .await
-            .map_err(|_| Stop::failed("key_fetch_failed"))?;
-        verify_jwt(rule, token, &request.body, &keys, &set.jwt_claims, now).map_err(|err| {
+        let refused = |err: VerifyError| {
             if err.is_configuration_error() {
                 Stop::failed(err.reason())
             } else {
                 Stop::rejected(401, err.reason())
             }
-        })
+        };
+        let keys = match verification.jwt_keys {
+            JwtKeys::JwkSet => key_sets
+                .keys_for(&rule.jwks_url, jwt_kid(token).as_deref(), now)
+                .await
+                .map_err(|_| Stop::failed("key_fetch_failed"))?,
+            JwtKeys::PlaidVerificationKey => {
+                // The key is fetched with our API credentials for a `kid` the request
+                // chose: only for a token that would verify if its signature does.
+                precheck_jwt(rule, token, &request.body, now).map_err(refused)?;
+                let kid = jwt_kid(token)
+                    .filter(|kid| is_plausible_kid(kid))
+                    .ok_or(refused(VerifyError::MalformedSignature))?;
+                let credentials = set
+                    .signing_secrets
+                    .iter()
+                    .find_map(ApiCredentials::parse)
+                    .ok_or(Stop::failed("secret_not_configured"))?;
+                let fetched = key_sets
+                    .key_by_id(&rule.jwks_url, &credentials, &kid, now)
+                    .await
+                    .map_err(|_| Stop::failed("key_fetch_failed"))?;
+                if fetched.expired {
+                    return Err(refused(VerifyError::ExpiredKey));
+                }
+                Arc::new(JwkSet {
+                    keys: vec![fetched.key.clone()],
+                })
+            }
+        };
+        verify_jwt(rule, token, &request.body, &keys, &set.jwt_claims, now).map_err(refused)
     }
 
     /// Answers a handshake that arrived unsigned. Nothing here is enqueued, and a

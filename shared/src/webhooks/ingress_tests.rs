@@ -1045,3 +1045,242 @@ async fn gmail_push_is_verified_with_googles_cached_keys_and_configured_claims()
 
 const BASE64URL_NO_PAD: base64::engine::GeneralPurpose =
     base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Plaid end to end through the ingress: the key comes from Plaid's key endpoint (here a
+/// loopback stand-in on 127.0.0.1, named by an overlay entry as an operator would for
+/// Sandbox), with the API credentials configured as the webhook secret.
+#[tokio::test]
+async fn plaid_deliveries_are_verified_with_keys_from_its_credentialed_endpoint() {
+    use crate::webhooks::jwt::{HttpKeySetSource, KeySetCache, es256_test_jwk};
+    use p256::ecdsa::signature::Signer as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    // The stand-in: answers key ids `new` and `old` (both current: Plaid rotated) and
+    // `retired` (expired_at set), counts calls, and checks the credentials.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let url = format!(
+        "http://{}/webhook_verification_key/get",
+        listener.local_addr().expect("address")
+    );
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let key = |seed: u8| p256::ecdsa::SigningKey::from_slice(&[seed; 32]).expect("scalar");
+    let jwks: std::collections::HashMap<&str, (crate::webhooks::jwt::Jwk, bool)> = [
+        ("new", (es256_test_jwk(&key(9), "new"), false)),
+        ("old", (es256_test_jwk(&key(8), "old"), false)),
+        ("retired", (es256_test_jwk(&key(7), "retired"), true)),
+    ]
+    .into_iter()
+    .collect();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut raw = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let body = loop {
+                let Ok(n) = socket.read(&mut buffer).await else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                raw.extend_from_slice(&buffer[..n]);
+                let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if raw.len() >= end + 4 + length {
+                    break serde_json::from_slice::<serde_json::Value>(&raw[end + 4..]).ok();
+                }
+            };
+            let body = body.unwrap_or_default();
+            let answer = match (
+                body["client_id"].as_str(),
+                body["secret"].as_str(),
+                body["key_id"].as_str().and_then(|kid| jwks.get(kid)),
+            ) {
+                (Some("client-1"), Some("plaid-secret"), Some((jwk, expired))) => {
+                    let mut key = serde_json::to_value(jwk_json(jwk)).expect("jwk");
+                    key["expired_at"] = if *expired {
+                        serde_json::json!(NOW - 86_400)
+                    } else {
+                        serde_json::Value::Null
+                    };
+                    key["created_at"] = serde_json::json!(1_560_466_150);
+                    key["use"] = serde_json::json!("sig");
+                    (200, serde_json::json!({"key": key, "request_id": "r1"}))
+                }
+                _ => (
+                    400,
+                    serde_json::json!({"error_type": "INVALID_INPUT", "error_code": "INVALID_FIELD"}),
+                ),
+            };
+            let text = answer.1.to_string();
+            let response = format!(
+                "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                answer.0,
+                text.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+
+    let overlay = format!(
+        r#"[[provider]]
+id = "plaid"
+name = "Plaid (Sandbox stand-in)"
+docs = "https://plaid.com/docs/api/webhooks/webhook-verification/"
+[provider.webhook]
+event_type = {{ json_pointer = "/webhook_code" }}
+account = {{ json_pointer = "/item_id" }}
+[provider.webhook.verification]
+scheme = "jwt"
+signature = {{ format = "single", header = "Plaid-Verification", encoding = "text" }}
+signed = []
+jwt = {{ algorithm = "ES256", jwks_url = "{url}", max_age_seconds = 300, body_hash_claim = "request_body_sha256" }}
+jwt_keys = "plaid_verification_key"
+"#
+    );
+    let catalog: &'static Catalog = Box::leak(Box::new(
+        Catalog::embedded()
+            .expect("catalog")
+            .with_overlay("test", &overlay)
+            .expect("overlay"),
+    ));
+    let secrets = Arc::new(InMemorySecretSource::default());
+    let queue = Arc::new(InMemoryEventQueue::default());
+    let ingress = Ingress::new(
+        catalog,
+        WebhookSecrets::new(secrets.clone(), "junction", CachePolicy::default()),
+        queue.clone(),
+        Arc::new(InMemoryPayloadStore::default()),
+        Arc::new(FixedClock::at_unix(NOW)),
+        IngressConfig::default(),
+    )
+    .with_key_sets(Arc::new(KeySetCache::new(Arc::new(
+        HttpKeySetSource::new().expect("client"),
+    ))));
+
+    let body = b"{\n  \"environment\": \"sandbox\",\n  \"item_id\": \"wz666MBjYWTp2PDzzggYhM6oWWmBb\",\n  \"webhook_code\": \"SYNC_UPDATES_AVAILABLE\",\n  \"webhook_type\": \"TRANSACTIONS\"\n}";
+    let token = |seed: u8, kid: &str, iat: i64, body: &[u8]| {
+        let encode = |value: serde_json::Value| BASE64URL_NO_PAD.encode(value.to_string());
+        let input = format!(
+            "{}.{}",
+            encode(serde_json::json!({"alg": "ES256", "kid": kid, "typ": "JWT"})),
+            encode(
+                serde_json::json!({"iat": iat, "request_body_sha256": hex::encode(Sha256::digest(body))})
+            )
+        );
+        let signature: p256::ecdsa::Signature = key(seed).sign(input.as_bytes());
+        format!("{input}.{}", BASE64URL_NO_PAD.encode(signature.to_bytes()))
+    };
+    let request = |verification: Option<&str>, body: &[u8]| {
+        let mut pairs = vec![("content-type", "application/json")];
+        if let Some(value) = verification {
+            pairs.push(("plaid-verification", value));
+        }
+        unsigned_request("plaid", "POST", "", &pairs, body)
+    };
+    let send = |verification: Option<String>, body: &'static [u8]| {
+        let ingress = &ingress;
+        let request = request(verification.as_deref(), body);
+        async move {
+            let (response, outcome) = ingress.handle(request).await;
+            (response.status, outcome.reason)
+        }
+    };
+
+    secrets.put(
+        "junction/webhooks/plaid",
+        r#"{"signing_secrets":["client-1:plaid-secret"]}"#,
+    );
+    // An endpoint whose secret holds no `<client_id>:<secret>`: nothing can be fetched.
+    secrets.put(
+        "junction/webhooks/plaid/nocreds",
+        r#"{"signing_secrets":["only-a-secret"]}"#,
+    );
+    let mut without_credentials = request(Some(&token(9, "new", NOW, body)), body);
+    without_credentials.endpoint = Some("nocreds".to_owned());
+    let (response, outcome) = ingress.handle(without_credentials).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("secret_not_configured"))
+    );
+    let ingress_calls = || calls.load(std::sync::atomic::Ordering::SeqCst);
+    // Refused before any call: no header, a stale token, a token for another body.
+    assert_eq!(send(None, body).await, (401, Some("missing_signature")));
+    assert_eq!(
+        send(Some(token(9, "new", NOW - 301, body)), body).await,
+        (401, Some("stale_timestamp"))
+    );
+    assert_eq!(
+        send(Some(token(9, "new", NOW, body)), b"{}").await,
+        (401, Some("body_hash_mismatch"))
+    );
+    assert_eq!(
+        ingress_calls(),
+        0,
+        "no call to Plaid for a token that cannot verify"
+    );
+    // Valid, and the key is cached.
+    assert_eq!(
+        send(Some(token(9, "new", NOW, body)), body).await,
+        (200, None)
+    );
+    assert_eq!(
+        send(Some(token(9, "new", NOW - 10, body)), body).await,
+        (200, None)
+    );
+    assert_eq!(ingress_calls(), 1);
+    let messages = queue.messages();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(
+        messages[0].attributes.get("event_type").map(String::as_str),
+        Some("SYNC_UPDATES_AVAILABLE")
+    );
+    assert_eq!(
+        messages[0].attributes.get("account").map(String::as_str),
+        Some("wz666MBjYWTp2PDzzggYhM6oWWmBb")
+    );
+    // Rotation: a token under Plaid's other current key verifies too.
+    assert_eq!(
+        send(Some(token(8, "old", NOW, body)), body).await,
+        (200, None)
+    );
+    // Signed with a key that is not the one published under the kid: a forgery.
+    assert_eq!(
+        send(Some(token(8, "new", NOW, body)), body).await,
+        (401, Some("signature_mismatch"))
+    );
+    // A key Plaid has expired verifies nothing.
+    assert_eq!(
+        send(Some(token(7, "retired", NOW, body)), body).await,
+        (401, Some("expired_key"))
+    );
+    // A kid Plaid does not know: the provider must retry later, and we ask once.
+    assert_eq!(
+        send(Some(token(9, "made-up", NOW, body)), body).await,
+        (503, Some("key_fetch_failed"))
+    );
+    assert_eq!(
+        send(Some(token(9, "made-up", NOW, body)), body).await,
+        (503, Some("key_fetch_failed"))
+    );
+    assert_eq!(ingress_calls(), 4);
+    assert_eq!(queue.messages().len(), 3);
+}
+
+/// A JWK as JSON, the way Plaid's endpoint writes it.
+fn jwk_json(jwk: &crate::webhooks::jwt::Jwk) -> serde_json::Value {
+    serde_json::json!({
+        "alg": jwk.alg, "crv": jwk.crv, "kid": jwk.kid, "kty": jwk.kty, "x": jwk.x, "y": jwk.y,
+    })
+}

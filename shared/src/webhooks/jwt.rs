@@ -1,6 +1,8 @@
-//! JWT-authenticated deliveries (Gmail's Pub/Sub push): the token is verified with keys
-//! the provider publishes as a JSON Web Key Set, fetched over HTTPS with a timeout and
-//! cached with an expiry ([`KeySetCache`] over a [`KeySetSource`] port).
+//! JWT-authenticated deliveries (Gmail's Pub/Sub push, Plaid): the token is verified with
+//! keys the provider publishes, fetched over HTTPS with a timeout and cached with an
+//! expiry ([`KeySetCache`] over a [`KeySetSource`] port): a public JSON Web Key Set
+//! (Google), or one key per `kid` from an endpoint that needs the caller's API
+//! credentials (Plaid's `POST /webhook_verification_key/get`, [`KeySetCache::key_by_id`]).
 //!
 //! [`verify_jwt`] is pure: the header's `alg` must be the catalog's (no `none`, no
 //! algorithm confusion), the `kid` must name a published key of the right type, the
@@ -20,7 +22,7 @@ use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Mutex;
 
-use super::VerifyError;
+use super::{SigningSecret, VerifyError};
 use crate::catalog::{JwtAlgorithm, JwtRule};
 
 /// Tokens longer than this are refused before any decoding.
@@ -73,6 +75,48 @@ pub fn jwt_kid(token: &str) -> Option<String> {
     header.kid
 }
 
+/// The unverified claims of a well-formed token whose header names the rule's algorithm.
+fn unverified_claims(
+    rule: &JwtRule,
+    token: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, VerifyError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(VerifyError::MalformedSignature);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::MalformedSignature);
+    };
+    let decode = |part: &str| {
+        BASE64URL
+            .decode(part)
+            .map_err(|_| VerifyError::MalformedSignature)
+    };
+    let header: Header = serde_json::from_slice(&decode(header_b64)?)
+        .map_err(|_| VerifyError::MalformedSignature)?;
+    if header.alg != rule.algorithm.name() {
+        return Err(VerifyError::MalformedSignature);
+    }
+    serde_json::from_slice(&decode(claims_b64)?).map_err(|_| VerifyError::MalformedSignature)
+}
+
+/// The checks of [`verify_jwt`] that need no key (algorithm, times, body hash), run on
+/// the *unverified* claims: before a credentialed key fetch, a token that could not
+/// verify anyway is refused without calling the provider. Never a substitute for
+/// [`verify_jwt`].
+pub fn precheck_jwt(
+    rule: &JwtRule,
+    token: &str,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), VerifyError> {
+    let claims = unverified_claims(rule, token)?;
+    check_times(rule, &claims, now)?;
+    check_body_hash(rule, &claims, body)
+}
+
 /// Verifies `token` (without any `Bearer ` prefix) against `keys` and `rule`.
 /// `configured` holds the values of the rule's `configured_claims`.
 pub fn verify_jwt(
@@ -114,23 +158,7 @@ pub fn verify_jwt(
     let claims: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&decode(claims_b64)?)
             .map_err(|_| VerifyError::MalformedSignature)?;
-    let now_s = now.unix_timestamp();
-    let seconds = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
-    let exp = seconds("exp").ok_or(VerifyError::MissingTimestamp)?;
-    if exp + LEEWAY_SECONDS < now_s {
-        return Err(VerifyError::StaleTimestamp);
-    }
-    if let Some(iat) = seconds("iat")
-        && iat - LEEWAY_SECONDS > now_s
-    {
-        return Err(VerifyError::FutureTimestamp);
-    }
-    if let Some(max_age) = rule.max_age_seconds {
-        let iat = seconds("iat").ok_or(VerifyError::MissingTimestamp)?;
-        if now_s - iat > i64::try_from(max_age).unwrap_or(i64::MAX) {
-            return Err(VerifyError::StaleTimestamp);
-        }
-    }
+    check_times(rule, &claims, now)?;
     let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
     if !rule.issuers.is_empty()
         && !text("iss").is_some_and(|iss| rule.issuers.iter().any(|allowed| allowed == iss))
@@ -158,18 +186,62 @@ pub fn verify_jwt(
             return Err(VerifyError::ClaimMismatch);
         }
     }
-    if let Some(name) = &rule.body_hash_claim {
-        let expected = text(name).ok_or(VerifyError::MissingBodyHash)?;
-        let actual = hex::encode(Sha256::digest(body));
-        if !bool::from(
-            actual
-                .as_bytes()
-                .ct_eq(expected.to_ascii_lowercase().as_bytes()),
-        ) {
-            return Err(VerifyError::BodyHashMismatch);
+    check_body_hash(rule, &claims, body)
+}
+
+/// `exp` (required unless the rule bounds the age by `iat`), `iat` not in the future,
+/// and `iat` within the rule's `max_age_seconds`.
+fn check_times(
+    rule: &JwtRule,
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now: OffsetDateTime,
+) -> Result<(), VerifyError> {
+    let now_s = now.unix_timestamp();
+    let seconds = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
+    match (seconds("exp"), rule.max_age_seconds) {
+        (Some(exp), _) if exp + LEEWAY_SECONDS < now_s => {
+            return Err(VerifyError::StaleTimestamp);
+        }
+        (None, None) => return Err(VerifyError::MissingTimestamp),
+        _ => {}
+    }
+    if let Some(iat) = seconds("iat")
+        && iat - LEEWAY_SECONDS > now_s
+    {
+        return Err(VerifyError::FutureTimestamp);
+    }
+    if let Some(max_age) = rule.max_age_seconds {
+        let iat = seconds("iat").ok_or(VerifyError::MissingTimestamp)?;
+        if now_s - iat > i64::try_from(max_age).unwrap_or(i64::MAX) {
+            return Err(VerifyError::StaleTimestamp);
         }
     }
     Ok(())
+}
+
+/// The rule's body-hash claim must be the hex SHA-256 of the body (constant time).
+fn check_body_hash(
+    rule: &JwtRule,
+    claims: &serde_json::Map<String, serde_json::Value>,
+    body: &[u8],
+) -> Result<(), VerifyError> {
+    let Some(name) = &rule.body_hash_claim else {
+        return Ok(());
+    };
+    let expected = claims
+        .get(name)
+        .and_then(serde_json::Value::as_str)
+        .ok_or(VerifyError::MissingBodyHash)?;
+    let actual = hex::encode(Sha256::digest(body));
+    if bool::from(
+        actual
+            .as_bytes()
+            .ct_eq(expected.to_ascii_lowercase().as_bytes()),
+    ) {
+        Ok(())
+    } else {
+        Err(VerifyError::BodyHashMismatch)
+    }
 }
 
 fn signature_verifies(algorithm: JwtAlgorithm, key: &Jwk, signed: &[u8], signature: &[u8]) -> bool {
@@ -242,28 +314,135 @@ pub struct FetchedKeySet {
     pub max_age: Option<Duration>,
 }
 
+/// The API credentials a credentialed key endpoint needs (Plaid's `client_id` and
+/// `secret`), configured as a signing secret written `<client_id>:<secret>`. The secret
+/// is never printed.
+#[derive(Clone)]
+pub struct ApiCredentials {
+    client_id: String,
+    secret: SigningSecret,
+}
+
+impl ApiCredentials {
+    pub fn new(client_id: impl Into<String>, secret: SigningSecret) -> Self {
+        ApiCredentials {
+            client_id: client_id.into(),
+            secret,
+        }
+    }
+
+    /// `<client_id>:<secret>`, both non-empty; `None` for anything else.
+    pub fn parse(configured: &SigningSecret) -> Option<Self> {
+        let (client_id, secret) = configured.expose().split_once(':')?;
+        (!client_id.trim().is_empty() && !secret.trim().is_empty())
+            .then(|| ApiCredentials::new(client_id.trim(), SigningSecret::new(secret.trim())))
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The secret, for the request body only.
+    pub fn secret(&self) -> &str {
+        self.secret.expose()
+    }
+}
+
+impl std::fmt::Debug for ApiCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiCredentials")
+            .field("client_id", &self.client_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One key from a credentialed key endpoint, and whether the provider says it expired.
+#[derive(Debug, Clone)]
+pub struct FetchedKey {
+    pub key: Jwk,
+    /// Plaid's `expired_at` is not null: the key must not verify anything.
+    pub expired: bool,
+}
+
 /// Fetches a provider's published keys.
 #[async_trait]
 pub trait KeySetSource: Send + Sync + std::fmt::Debug {
     /// Must time out; never called with anything but the catalog's https URLs.
     async fn fetch(&self, url: &str) -> Result<FetchedKeySet, KeySetError>;
+
+    /// One key by id from an endpoint that needs API credentials (Plaid's `POST
+    /// /webhook_verification_key/get` with `{"client_id","secret","key_id"}`). Must time
+    /// out and must not follow redirects: the credentials are in the body. Sources that
+    /// cannot fetch such keys refuse.
+    async fn fetch_key(
+        &self,
+        url: &str,
+        credentials: &ApiCredentials,
+        kid: &str,
+    ) -> Result<FetchedKey, KeySetError> {
+        let _ = (credentials, kid);
+        Err(KeySetError {
+            url: url.to_owned(),
+            source: "this key source fetches public key sets only".into(),
+        })
+    }
 }
 
 /// HTTPS with a short timeout.
 #[derive(Debug, Clone)]
 pub struct HttpKeySetSource {
     client: reqwest::Client,
+    /// For credentialed key endpoints: no redirects. Built on first use, so providers
+    /// without one pay nothing at cold start.
+    credentialed: Arc<std::sync::OnceLock<Option<reqwest::Client>>>,
 }
 
 impl HttpKeySetSource {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+    const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
     /// A client with a 3 s timeout; building it once at init is the caller's job.
     pub fn new() -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(3))
-            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(Self::TIMEOUT)
+            .connect_timeout(Self::CONNECT_TIMEOUT)
             .build()?;
-        Ok(HttpKeySetSource { client })
+        Ok(HttpKeySetSource {
+            client,
+            credentialed: Arc::default(),
+        })
     }
+
+    fn credentialed_client(&self) -> Option<&reqwest::Client> {
+        self.credentialed
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(Self::TIMEOUT)
+                    .connect_timeout(Self::CONNECT_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+    }
+}
+
+/// Plaid's `{"key": {…JWK…, "created_at", "expired_at"}, "request_id"}`.
+fn parse_verification_key(bytes: &[u8]) -> Result<FetchedKey, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Answer {
+        key: serde_json::Value,
+    }
+    let answer: Answer = serde_json::from_slice(bytes)?;
+    let expired = answer
+        .key
+        .get("expired_at")
+        .is_some_and(|value| !value.is_null());
+    Ok(FetchedKey {
+        key: serde_json::from_value(answer.key)?,
+        expired,
+    })
 }
 
 #[async_trait]
@@ -292,6 +471,40 @@ impl KeySetSource for HttpKeySetSource {
         let keys = serde_json::from_slice(&bytes).map_err(|err| failed(Box::new(err)))?;
         Ok(FetchedKeySet { keys, max_age })
     }
+
+    async fn fetch_key(
+        &self,
+        url: &str,
+        credentials: &ApiCredentials,
+        kid: &str,
+    ) -> Result<FetchedKey, KeySetError> {
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| KeySetError {
+            url: url.to_owned(),
+            source,
+        };
+        let client = self
+            .credentialed_client()
+            .ok_or_else(|| failed("no HTTP client for credentialed key requests".into()))?;
+        let body = serde_json::json!({
+            "client_id": credentials.client_id(),
+            "secret": credentials.secret(),
+            "key_id": kid,
+        })
+        .to_string();
+        let response = client
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|err| failed(Box::new(err.without_url())))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| failed(Box::new(err.without_url())))?;
+        parse_verification_key(&bytes).map_err(|err| failed(Box::new(err)))
+    }
 }
 
 /// `max-age=N` of a Cache-Control value.
@@ -310,6 +523,8 @@ fn cache_max_age(value: &str) -> Option<Duration> {
 #[derive(Debug, Default)]
 pub struct InMemoryKeySetSource {
     sets: std::sync::Mutex<HashMap<String, JwkSet>>,
+    /// Keys by (url, client id, kid), for credentialed key endpoints.
+    keys: std::sync::Mutex<HashMap<(String, String, String), FetchedKey>>,
     fetches: std::sync::atomic::AtomicUsize,
 }
 
@@ -319,6 +534,14 @@ impl InMemoryKeySetSource {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(url.into(), keys);
+    }
+
+    /// A key a credentialed endpoint answers for `client_id` (any secret).
+    pub fn put_key(&self, url: impl Into<String>, client_id: impl Into<String>, key: FetchedKey) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((url.into(), client_id.into(), key.key.kid.clone()), key);
     }
 
     pub fn fetches(&self) -> usize {
@@ -348,6 +571,29 @@ impl KeySetSource for InMemoryKeySetSource {
             }),
         }
     }
+
+    async fn fetch_key(
+        &self,
+        url: &str,
+        credentials: &ApiCredentials,
+        kid: &str,
+    ) -> Result<FetchedKey, KeySetError> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(
+                url.to_owned(),
+                credentials.client_id().to_owned(),
+                kid.to_owned(),
+            ))
+            .cloned()
+            .ok_or_else(|| KeySetError {
+                url: url.to_owned(),
+                source: "no such key".into(),
+            })
+    }
 }
 
 #[derive(Debug)]
@@ -357,23 +603,112 @@ struct CachedSet {
     expires_at: OffsetDateTime,
 }
 
+/// Keys fetched one `kid` at a time with credentials, and the fetches that failed.
+#[derive(Debug, Default)]
+struct KeysById {
+    /// By (url, client id, kid): the key and until when it is used without a re-read.
+    keys: HashMap<(String, String, String), (Arc<FetchedKey>, OffsetDateTime)>,
+    /// When a fetch for this (url, client id, kid) last failed.
+    misses: HashMap<(String, String, String), OffsetDateTime>,
+    /// When the fetches of the last minute started (the budget).
+    recent: Vec<OffsetDateTime>,
+}
+
 /// Key sets cached until the provider's max-age (an hour when it gives none, a day at
 /// most); a token naming an unknown `kid` re-reads the set at most once a minute.
+/// Keys from credentialed endpoints ([`KeySetCache::key_by_id`]) are cached an hour per
+/// `kid`.
 #[derive(Debug)]
 pub struct KeySetCache {
     source: Arc<dyn KeySetSource>,
     cache: Mutex<HashMap<String, CachedSet>>,
+    by_id: Mutex<KeysById>,
 }
 
 impl KeySetCache {
     const DEFAULT_TTL: Duration = Duration::hours(1);
     const MAX_TTL: Duration = Duration::days(1);
     const REFRESH_INTERVAL: Duration = Duration::minutes(1);
+    /// At most this many credentialed key fetches a minute per process: the `kid` comes
+    /// from an unauthenticated request, so junk tokens must not drive calls (and use up
+    /// the provider's rate limit) with our credentials.
+    const MAX_KEY_FETCHES_PER_MINUTE: usize = 10;
 
     pub fn new(source: Arc<dyn KeySetSource>) -> Self {
         KeySetCache {
             source,
             cache: Mutex::new(HashMap::new()),
+            by_id: Mutex::new(KeysById::default()),
+        }
+    }
+
+    /// The key `kid` from a credentialed endpoint (Plaid): cached an hour (expired keys
+    /// too, so tokens under them cost no call); a `kid` whose fetch failed is not
+    /// re-read for a minute, and at most [`Self::MAX_KEY_FETCHES_PER_MINUTE`] fetches
+    /// start a minute. An answer for another `kid` is refused.
+    pub async fn key_by_id(
+        &self,
+        url: &str,
+        credentials: &ApiCredentials,
+        kid: &str,
+        now: OffsetDateTime,
+    ) -> Result<Arc<FetchedKey>, KeySetError> {
+        let refused = |reason: &'static str| KeySetError {
+            url: url.to_owned(),
+            source: reason.into(),
+        };
+        if !is_plausible_kid(kid) {
+            return Err(refused("implausible key id"));
+        }
+        let id = (
+            url.to_owned(),
+            credentials.client_id().to_owned(),
+            kid.to_owned(),
+        );
+        let mut state = self.by_id.lock().await;
+        if let Some((key, until)) = state.keys.get(&id)
+            && now < *until
+        {
+            return Ok(key.clone());
+        }
+        if state
+            .misses
+            .get(&id)
+            .is_some_and(|at| now - *at < Self::REFRESH_INTERVAL)
+        {
+            return Err(refused("this key id failed less than a minute ago"));
+        }
+        state.recent.retain(|at| now - *at < Self::REFRESH_INTERVAL);
+        if state.recent.len() >= Self::MAX_KEY_FETCHES_PER_MINUTE {
+            return Err(refused("too many key fetches this minute"));
+        }
+        state.recent.push(now);
+        state
+            .misses
+            .retain(|_, at| now - *at < Self::REFRESH_INTERVAL);
+        let fetched = self
+            .source
+            .fetch_key(url, credentials, kid)
+            .await
+            .and_then(|fetched| {
+                if fetched.key.kid == kid {
+                    Ok(fetched)
+                } else {
+                    Err(refused("the endpoint answered another key id"))
+                }
+            });
+        match fetched {
+            Ok(fetched) => {
+                let key = Arc::new(fetched);
+                state
+                    .keys
+                    .insert(id, (key.clone(), now + Self::DEFAULT_TTL));
+                Ok(key)
+            }
+            Err(err) => {
+                state.misses.insert(id, now);
+                Err(err)
+            }
         }
     }
 
@@ -410,6 +745,15 @@ impl KeySetCache {
         );
         Ok(keys)
     }
+}
+
+/// A `kid` worth sending to a provider: 1–128 characters of `[A-Za-z0-9._-]` (Plaid's
+/// are UUIDs).
+pub fn is_plausible_kid(kid: &str) -> bool {
+    (1..=128).contains(&kid.len())
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The public JWK of an ES256 test key (tests mint their own tokens).

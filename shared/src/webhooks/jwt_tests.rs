@@ -342,3 +342,547 @@ fn cache_control_max_age_is_read() {
     );
     assert_eq!(cache_max_age("no-cache"), None);
 }
+
+// --- Plaid -------------------------------------------------------------------------------
+//
+// plaid.com/docs/api/webhooks/webhook-verification/: `Plaid-Verification` is an ES256 JWT
+// (header `{"alg":"ES256","kid":…,"typ":"JWT"}`) with claims `iat` and
+// `request_body_sha256`; the key comes from `POST /webhook_verification_key/get`. Plaid
+// publishes no test token (its tokens are only good for 5 minutes), so tokens are minted
+// here the way Plaid's are, with throwaway keys.
+
+const PLAID_KID: &str = "bfbd5111-8e33-4643-8ced-b2e642a72f3c";
+const PLAID_BODY: &[u8] = b"{\n  \"environment\": \"sandbox\",\n  \"item_id\": \"wz666MBjYWTp2PDzzggYhM6oWWmBb\",\n  \"webhook_code\": \"SYNC_UPDATES_AVAILABLE\",\n  \"webhook_type\": \"TRANSACTIONS\"\n}";
+
+fn plaid_verification() -> &'static crate::catalog::Verification {
+    Catalog::embedded()
+        .expect("catalog")
+        .get("plaid")
+        .and_then(|p| p.webhook.as_ref())
+        .and_then(|w| w.verification.as_ref())
+        .expect("plaid's verification")
+}
+
+fn plaid_rule() -> &'static JwtRule {
+    plaid_verification().jwt.as_ref().expect("plaid's jwt rule")
+}
+
+fn plaid_signing(seed: u8) -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[seed; 32]).expect("scalar")
+}
+
+/// A token as Plaid signs one: ES256 over `header.claims`, claims `iat` and the body hash.
+fn plaid_token(signing: &p256::ecdsa::SigningKey, kid: &str, claims: &serde_json::Value) -> String {
+    use p256::ecdsa::signature::Signer as _;
+    let input = format!(
+        "{}.{}",
+        encode(&json!({"alg": "ES256", "kid": kid, "typ": "JWT"})),
+        encode(claims)
+    );
+    let signature: p256::ecdsa::Signature = signing.sign(input.as_bytes());
+    format!("{input}.{}", BASE64URL.encode(signature.to_bytes()))
+}
+
+fn plaid_claims(iat: i64, body: &[u8]) -> serde_json::Value {
+    json!({"iat": iat, "request_body_sha256": hex::encode(Sha256::digest(body))})
+}
+
+fn plaid_verify(token: &str, body: &[u8], keys: &JwkSet, at: i64) -> Result<(), VerifyError> {
+    verify_jwt(
+        plaid_rule(),
+        token,
+        body,
+        keys,
+        &BTreeMap::new(),
+        OffsetDateTime::from_unix_timestamp(at).expect("time"),
+    )
+}
+
+#[test]
+fn the_plaid_entry_reads_plaids_key_endpoint() {
+    let verification = plaid_verification();
+    assert_eq!(
+        verification.jwt_keys,
+        crate::catalog::JwtKeys::PlaidVerificationKey
+    );
+    assert_eq!(plaid_rule().algorithm, JwtAlgorithm::ES256);
+    assert_eq!(
+        plaid_rule().jwks_url,
+        "https://production.plaid.com/webhook_verification_key/get"
+    );
+    assert_eq!(plaid_rule().max_age_seconds, Some(300));
+    assert_eq!(verification.coverage, crate::catalog::Coverage::Body);
+}
+
+#[test]
+fn a_plaid_token_verifies_and_binds_the_body_and_its_age() {
+    let signing = plaid_signing(9);
+    let set = JwkSet {
+        keys: vec![es256_test_jwk(&signing, PLAID_KID)],
+    };
+    let token = plaid_token(&signing, PLAID_KID, &plaid_claims(NOW, PLAID_BODY));
+    assert_eq!(plaid_verify(&token, PLAID_BODY, &set, NOW), Ok(()));
+    // No `exp` in Plaid's tokens: the age is bounded by `iat`, 5 minutes.
+    assert_eq!(plaid_verify(&token, PLAID_BODY, &set, NOW + 300), Ok(()));
+    assert_eq!(
+        plaid_verify(&token, PLAID_BODY, &set, NOW + 301),
+        Err(VerifyError::StaleTimestamp)
+    );
+    assert_eq!(
+        plaid_verify(&token, PLAID_BODY, &set, NOW - 61),
+        Err(VerifyError::FutureTimestamp),
+        "iat more than the 60 s leeway ahead"
+    );
+    // The exact bytes are hashed: re-serialised JSON does not match.
+    let compact = br#"{"environment":"sandbox","item_id":"wz666MBjYWTp2PDzzggYhM6oWWmBb","webhook_code":"SYNC_UPDATES_AVAILABLE","webhook_type":"TRANSACTIONS"}"#;
+    assert_eq!(
+        plaid_verify(&token, compact, &set, NOW),
+        Err(VerifyError::BodyHashMismatch)
+    );
+    // Signed by another key under the same kid (a wrong "secret").
+    let forged = plaid_token(&plaid_signing(7), PLAID_KID, &plaid_claims(NOW, PLAID_BODY));
+    assert_eq!(
+        plaid_verify(&forged, PLAID_BODY, &set, NOW),
+        Err(VerifyError::SignatureMismatch)
+    );
+    // Missing claims.
+    let no_iat = plaid_token(
+        &signing,
+        PLAID_KID,
+        &json!({"request_body_sha256": hex::encode(Sha256::digest(PLAID_BODY))}),
+    );
+    assert_eq!(
+        plaid_verify(&no_iat, PLAID_BODY, &set, NOW),
+        Err(VerifyError::MissingTimestamp)
+    );
+    let no_hash = plaid_token(&signing, PLAID_KID, &json!({"iat": NOW}));
+    assert_eq!(
+        plaid_verify(&no_hash, PLAID_BODY, &set, NOW),
+        Err(VerifyError::MissingBodyHash)
+    );
+    // An `exp` that is there is enforced.
+    let mut expired = plaid_claims(NOW, PLAID_BODY);
+    expired["exp"] = json!(NOW - 120);
+    assert_eq!(
+        plaid_verify(
+            &plaid_token(&signing, PLAID_KID, &expired),
+            PLAID_BODY,
+            &set,
+            NOW
+        ),
+        Err(VerifyError::StaleTimestamp)
+    );
+    // Another algorithm is refused whatever the key.
+    let (_, rest) = token.split_once('.').expect("jwt");
+    for alg in ["none", "HS256", "RS256", "ES384"] {
+        let header = encode(&json!({"alg": alg, "kid": PLAID_KID}));
+        assert_eq!(
+            plaid_verify(&format!("{header}.{rest}"), PLAID_BODY, &set, NOW),
+            Err(VerifyError::MalformedSignature),
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn a_plaid_token_is_prechecked_before_any_key_is_fetched() {
+    let signing = plaid_signing(9);
+    let token = plaid_token(&signing, PLAID_KID, &plaid_claims(NOW, PLAID_BODY));
+    let precheck = |token: &str, body: &[u8], at: i64| {
+        precheck_jwt(
+            plaid_rule(),
+            token,
+            body,
+            OffsetDateTime::from_unix_timestamp(at).expect("time"),
+        )
+    };
+    assert_eq!(precheck(&token, PLAID_BODY, NOW), Ok(()));
+    assert_eq!(
+        precheck(&token, b"{}", NOW),
+        Err(VerifyError::BodyHashMismatch)
+    );
+    assert_eq!(
+        precheck(&token, PLAID_BODY, NOW + 301),
+        Err(VerifyError::StaleTimestamp)
+    );
+    assert_eq!(
+        precheck("a.b", PLAID_BODY, NOW),
+        Err(VerifyError::MalformedSignature)
+    );
+}
+
+fn plaid_key(seed: u8, kid: &str, expired: bool) -> FetchedKey {
+    FetchedKey {
+        key: es256_test_jwk(&plaid_signing(seed), kid),
+        expired,
+    }
+}
+
+const PLAID_URL: &str = "https://production.plaid.com/webhook_verification_key/get";
+
+fn credentials() -> ApiCredentials {
+    ApiCredentials::parse(&SigningSecret::new("5f1a9d0c3b2e4d6f8a7b9c0d:plaid-secret"))
+        .expect("credentials")
+}
+
+#[tokio::test]
+async fn plaid_keys_are_cached_per_kid_and_fetches_are_bounded() {
+    let source = Arc::new(InMemoryKeySetSource::default());
+    let client = credentials().client_id().to_owned();
+    source.put_key(PLAID_URL, client.clone(), plaid_key(9, PLAID_KID, false));
+    source.put_key(PLAID_URL, client.clone(), plaid_key(8, "old-key", true));
+    let cache = KeySetCache::new(source.clone());
+    let at = |seconds: i64| OffsetDateTime::from_unix_timestamp(NOW + seconds).expect("time");
+    let key = cache
+        .key_by_id(PLAID_URL, &credentials(), PLAID_KID, at(0))
+        .await
+        .expect("fetched");
+    assert!(!key.expired);
+    cache
+        .key_by_id(PLAID_URL, &credentials(), PLAID_KID, at(3599))
+        .await
+        .expect("cached");
+    assert_eq!(source.fetches(), 1);
+    cache
+        .key_by_id(PLAID_URL, &credentials(), PLAID_KID, at(3600))
+        .await
+        .expect("re-read after an hour");
+    assert_eq!(source.fetches(), 2);
+    // An expired key is kept (and refused by the ingress) without another call.
+    for _ in 0..3 {
+        let old = cache
+            .key_by_id(PLAID_URL, &credentials(), "old-key", at(3600))
+            .await
+            .expect("fetched");
+        assert!(old.expired);
+    }
+    assert_eq!(source.fetches(), 3);
+    // An unknown kid is asked for once a minute at most.
+    for _ in 0..3 {
+        assert!(
+            cache
+                .key_by_id(PLAID_URL, &credentials(), "unknown", at(3600))
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(source.fetches(), 4);
+    // A flood of made-up kids spends at most the minute's budget.
+    for n in 0..50 {
+        let _ = cache
+            .key_by_id(PLAID_URL, &credentials(), &format!("junk-{n}"), at(3601))
+            .await;
+    }
+    // Three fetches started at 3600 s, so seven more fit in the minute's ten.
+    assert_eq!(source.fetches(), 11, "10 fetches a minute");
+    // An implausible kid is never sent.
+    assert!(
+        cache
+            .key_by_id(PLAID_URL, &credentials(), "a\"b", at(7200))
+            .await
+            .is_err()
+    );
+    assert_eq!(source.fetches(), 11);
+}
+
+#[tokio::test]
+async fn an_answer_for_another_kid_is_refused() {
+    #[derive(Debug)]
+    struct Liar;
+    #[async_trait]
+    impl KeySetSource for Liar {
+        async fn fetch(&self, url: &str) -> Result<FetchedKeySet, KeySetError> {
+            Err(KeySetError {
+                url: url.to_owned(),
+                source: "unused".into(),
+            })
+        }
+        async fn fetch_key(
+            &self,
+            _url: &str,
+            _credentials: &ApiCredentials,
+            _kid: &str,
+        ) -> Result<FetchedKey, KeySetError> {
+            Ok(plaid_key(9, "someone-elses", false))
+        }
+    }
+    let cache = KeySetCache::new(Arc::new(Liar));
+    assert!(
+        cache
+            .key_by_id(PLAID_URL, &credentials(), PLAID_KID, now())
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn api_credentials_are_client_id_colon_secret_and_never_printed() {
+    let parsed = credentials();
+    assert_eq!(parsed.client_id(), "5f1a9d0c3b2e4d6f8a7b9c0d");
+    assert_eq!(parsed.secret(), "plaid-secret");
+    assert!(!format!("{parsed:?}").contains("plaid-secret"));
+    for bad in ["", "no-colon", ":secret", "client:", " : "] {
+        assert!(
+            ApiCredentials::parse(&SigningSecret::new(bad)).is_none(),
+            "{bad:?}"
+        );
+    }
+}
+
+/// A loopback stand-in for Plaid's key endpoint (127.0.0.1 only): answers each request
+/// with `answer(path, body)` and records what it was sent.
+struct FakeKeyEndpoint {
+    url: String,
+    requests: Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>,
+}
+
+impl FakeKeyEndpoint {
+    async fn start(
+        answer: impl Fn(&str, &serde_json::Value) -> (u16, Vec<(String, String)>, String)
+        + Send
+        + Sync
+        + 'static,
+    ) -> FakeKeyEndpoint {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let url = format!(
+            "http://{}/webhook_verification_key/get",
+            listener.local_addr().expect("address")
+        );
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut raw = Vec::new();
+                let mut buffer = [0u8; 4096];
+                // Headers, then Content-Length bytes of body.
+                let (head, length) = loop {
+                    let Ok(n) = socket.read(&mut buffer).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buffer[..n]);
+                    if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+                        let length = head
+                            .lines()
+                            .find_map(|line| {
+                                let (name, value) = line.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        raw.drain(..end + 4);
+                        break (head, length);
+                    }
+                };
+                while raw.len() < length {
+                    let Ok(n) = socket.read(&mut buffer).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&buffer[..n]);
+                }
+                let request_line = head.lines().next().unwrap_or_default().to_owned();
+                let path = request_line
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let content_type = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-type")
+                            .then(|| value.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                let body: serde_json::Value =
+                    serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
+                seen.lock().expect("requests").push((
+                    format!("{request_line} {path}"),
+                    content_type,
+                    body.clone(),
+                ));
+                let (status, headers, text) = answer(&path, &body);
+                let mut response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    text.len()
+                );
+                for (name, value) in headers {
+                    response.push_str(&format!("{name}: {value}\r\n"));
+                }
+                response.push_str("\r\n");
+                response.push_str(&text);
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        FakeKeyEndpoint { url, requests }
+    }
+
+    fn requests(&self) -> Vec<(String, String, serde_json::Value)> {
+        self.requests.lock().expect("requests").clone()
+    }
+}
+
+/// Plaid's documented answer (plaid/plaid-openapi `2020-09-14.yml`, the example of
+/// `/webhook_verification_key/get`), with a throwaway key's coordinates.
+fn plaid_answer(seed: u8, kid: &str, expired_at: Option<i64>) -> String {
+    let jwk = es256_test_jwk(&plaid_signing(seed), kid);
+    json!({
+        "key": {
+            "alg": "ES256",
+            "created_at": 1_560_466_150,
+            "crv": "P-256",
+            "expired_at": expired_at,
+            "kid": kid,
+            "kty": "EC",
+            "use": "sig",
+            "x": jwk.x,
+            "y": jwk.y,
+        },
+        "request_id": "RZ6Omi1bzzwDaLo",
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_http_source_posts_the_credentials_and_reads_plaids_answer() {
+    let endpoint = FakeKeyEndpoint::start(|path, body| match (path, body["key_id"].as_str()) {
+        ("/webhook_verification_key/get", Some(PLAID_KID)) => {
+            (200, Vec::new(), plaid_answer(9, PLAID_KID, None))
+        }
+        ("/webhook_verification_key/get", Some("old-key")) => {
+            (200, Vec::new(), plaid_answer(8, "old-key", Some(1_700_000_000)))
+        }
+        ("/webhook_verification_key/get", Some("moved")) => (
+            307,
+            vec![("location".to_owned(), "/elsewhere".to_owned())],
+            "{}".to_owned(),
+        ),
+        _ => (
+            400,
+            Vec::new(),
+            r#"{"error_type":"INVALID_INPUT","error_code":"INVALID_FIELD","error_message":"no such key","display_message":null,"request_id":"x"}"#.to_owned(),
+        ),
+    })
+    .await;
+    let source = HttpKeySetSource::new().expect("client");
+    let fetched = source
+        .fetch_key(&endpoint.url, &credentials(), PLAID_KID)
+        .await
+        .expect("the key");
+    assert_eq!(fetched.key.kid, PLAID_KID);
+    assert!(!fetched.expired);
+    assert_eq!(
+        fetched.key.x,
+        es256_test_jwk(&plaid_signing(9), PLAID_KID).x
+    );
+    let (request_line, content_type, body) = endpoint.requests()[0].clone();
+    assert!(
+        request_line.starts_with("POST /webhook_verification_key/get"),
+        "{request_line}"
+    );
+    assert_eq!(content_type, "application/json");
+    assert_eq!(
+        body,
+        json!({"client_id": "5f1a9d0c3b2e4d6f8a7b9c0d", "secret": "plaid-secret", "key_id": PLAID_KID})
+    );
+    let old = source
+        .fetch_key(&endpoint.url, &credentials(), "old-key")
+        .await
+        .expect("the old key");
+    assert!(old.expired, "expired_at is set");
+    // Plaid's error answer, and a redirect (never followed: the body holds the secret).
+    assert!(
+        source
+            .fetch_key(&endpoint.url, &credentials(), "unknown")
+            .await
+            .is_err()
+    );
+    assert!(
+        source
+            .fetch_key(&endpoint.url, &credentials(), "moved")
+            .await
+            .is_err()
+    );
+    assert!(
+        endpoint
+            .requests()
+            .iter()
+            .all(|(line, _, _)| !line.contains("/elsewhere")),
+        "the redirect was not followed"
+    );
+    // The error does not carry the secret.
+    let err = source
+        .fetch_key(&endpoint.url, &credentials(), "unknown")
+        .await
+        .expect_err("refused");
+    assert!(!format!("{err:?} {err}").contains("plaid-secret"));
+}
+
+proptest::proptest! {
+    /// Any changed character of a Plaid token (header, claims or signature) is refused.
+    #[test]
+    fn any_changed_token_character_is_refused(
+        position in proptest::prelude::any::<proptest::sample::Index>(),
+        replacement in proptest::sample::select(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.".to_vec()),
+    ) {
+        let signing = plaid_signing(9);
+        let set = JwkSet { keys: vec![es256_test_jwk(&signing, PLAID_KID)] };
+        let token = plaid_token(&signing, PLAID_KID, &plaid_claims(NOW, PLAID_BODY));
+        let mut bytes = token.clone().into_bytes();
+        let at = position.index(bytes.len());
+        proptest::prop_assume!(bytes[at] != replacement);
+        bytes[at] = replacement;
+        let changed = String::from_utf8(bytes).expect("ascii");
+        proptest::prop_assert!(plaid_verify(&changed, PLAID_BODY, &set, NOW).is_err());
+    }
+}
+
+#[test]
+fn plaid_keys_need_es256_and_an_https_or_loopback_endpoint() {
+    let entry = |algorithm: &str, url: &str| {
+        format!(
+            r#"
+id = "acme"
+name = "Acme"
+docs = "https://acme.example/webhooks"
+
+[webhook.verification]
+scheme = "jwt"
+signature = {{ format = "single", header = "Acme-Verification", encoding = "text" }}
+signed = []
+jwt = {{ algorithm = "{algorithm}", jwks_url = "{url}", max_age_seconds = 300, body_hash_claim = "h" }}
+jwt_keys = "plaid_verification_key"
+"#
+        )
+    };
+    let load = |text: String| Catalog::from_files(&[("acme.toml", &text)]).map(|_| ());
+    assert!(
+        load(entry(
+            "ES256",
+            "https://sandbox.plaid.com/webhook_verification_key/get"
+        ))
+        .is_ok()
+    );
+    assert!(
+        load(entry(
+            "ES256",
+            "http://127.0.0.1:8080/webhook_verification_key/get"
+        ))
+        .is_ok()
+    );
+    let err = load(entry("RS256", "https://sandbox.plaid.com/x")).expect_err("RS256");
+    assert!(err.to_string().contains("jwt_keys"), "{err}");
+    let err = load(entry("ES256", "http://sandbox.plaid.com/x")).expect_err("plain http");
+    assert!(err.to_string().contains("jwt.jwks_url"), "{err}");
+}

@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 use super::SigningSecret;
 use crate::catalog::{
-    HeaderNames, Scheme, SecretEncoding, SignatureEncoding, SignatureFormat, SignedPart,
-    TimestampRule, TimestampSource, TimestampUnit, Verification,
+    HeaderNames, Scheme, SchemeFromHeader, SecretEncoding, SignatureEncoding, SignatureFormat,
+    SignedPart, TimestampRule, TimestampSource, TimestampUnit, Verification,
 };
 
 /// DocuSign numbers its signature headers `-1` to `-N`; it allows up to 100 keys.
@@ -65,6 +65,8 @@ pub enum VerifyError {
     MalformedBody,
     #[error("a token claim is missing or does not have the expected value")]
     ClaimMismatch,
+    #[error("the token names a key its provider has expired")]
+    ExpiredKey,
     /// Not the caller's fault: no configured secret could be decoded for this scheme.
     #[error("no configured signing secret is usable for this scheme")]
     NoUsableSecret,
@@ -87,6 +89,7 @@ impl VerifyError {
             VerifyError::UnexpectedHeader => "unexpected_header",
             VerifyError::MalformedBody => "malformed_body",
             VerifyError::ClaimMismatch => "claim_mismatch",
+            VerifyError::ExpiredKey => "expired_key",
             VerifyError::NoUsableSecret => "secret_unusable",
         }
     }
@@ -129,6 +132,7 @@ pub fn verify_matching(
     {
         return verify_per_item(spec, secrets, request, (items, signature, *encoding));
     }
+    let scheme = request_scheme(spec, request.headers)?;
     let signatures = parse_signatures(&spec.signature, request)?;
     let timestamp = match &spec.timestamp {
         Some(rule) => read_timestamp(rule, &signatures.params, request.headers)?,
@@ -169,8 +173,8 @@ pub fn verify_matching(
         usable_secret = true;
         let escaped_match = escaped_pieces
             .as_ref()
-            .is_some_and(|pieces| matches_any(spec.scheme, &key, pieces, &signatures.values));
-        if matches_any(spec.scheme, &key, &pieces, &signatures.values) || escaped_match {
+            .is_some_and(|pieces| matches_any(scheme, &key, pieces, &signatures.values));
+        if matches_any(scheme, &key, &pieces, &signatures.values) || escaped_match {
             if let Some(rule) = &spec.timestamp
                 && let TimestampSource::JsonPointer(pointer) = &rule.from
             {
@@ -184,6 +188,40 @@ pub fn verify_matching(
         Err(VerifyError::SignatureMismatch)
     } else {
         Err(VerifyError::NoUsableSecret)
+    }
+}
+
+/// The scheme this request is verified (or signed) with: the entry's, unless its
+/// `scheme_from` header names another, as Twilio's SharedKey deliveries do
+/// (`X-Twilio-Webhooks-Signature-Settings: key=<id>,algorithm=HMAC_SHA256`; twilio-python
+/// 9.13.0 `request_validator.py` `get_signature_algorithm`: the first `algorithm=` pair
+/// with a value, trimmed, matched ignoring case; none means the default). A value the
+/// entry does not list fails closed.
+fn request_scheme(spec: &Verification, headers: &HeaderMap) -> Result<Scheme, VerifyError> {
+    let Some(SchemeFromHeader {
+        header,
+        pair_separator,
+        param,
+        values,
+    }) = &spec.scheme_from
+    else {
+        return Ok(spec.scheme);
+    };
+    let Some(raw) = header_value(headers, header) else {
+        return Ok(spec.scheme);
+    };
+    let raw = std::str::from_utf8(raw).map_err(|_| VerifyError::UnexpectedHeader)?;
+    let named = raw.split(pair_separator.as_str()).find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name.trim() == param && !value.trim().is_empty()).then(|| value.trim())
+    });
+    match named {
+        None => Ok(spec.scheme),
+        Some(named) => values
+            .iter()
+            .find(|(value, _)| value.eq_ignore_ascii_case(named))
+            .map(|(_, scheme)| *scheme)
+            .ok_or(VerifyError::UnexpectedHeader),
     }
 }
 
@@ -976,7 +1014,8 @@ pub fn sign_request(
         .collect();
     let pieces = resolve_parts(spec, request, timestamp, json.as_ref(), &params)
         .map_err(SignError::Request)?;
-    let tag = tag_for(spec.scheme, &key, &pieces)?;
+    let scheme = request_scheme(spec, request.headers).map_err(SignError::Request)?;
+    let tag = tag_for(scheme, &key, &pieces)?;
     let (header, value) = match &spec.signature {
         SignatureFormat::Single {
             header,

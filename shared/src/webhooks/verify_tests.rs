@@ -2071,3 +2071,371 @@ fn a_hook0_signature_header_without_its_header_list_fails_closed() {
         Err(VerifyError::MalformedSignature)
     );
 }
+
+/// Hook0's published vectors: `hook0/hook0` `output-worker/src/work.rs`
+/// (`create_signature_v1`, the sender's own test: secret `secret`, body `hello !`,
+/// 2021-11-15T00:30:00Z) and `clients/conformance/signature.json` (the vectors every Hook0
+/// SDK runs, "computed outside every implementation"; those that carry a `v1`). Values
+/// joined by `.`, names by a space, in the order `h` names them.
+#[test]
+fn coinbase_cdp_verifies_hook0s_published_vectors() {
+    let url = "https://hooks.example.com/webhooks/coinbase-cdp";
+    let sender = "t=1636936200,h=x-event-id x-event-type,v1=bc521546ba5de381b12f135782d2008b028c3065c191760b12b76850a8fc8f51";
+    let sender_headers = [
+        ("x-event-id", "1a01cb48-5142-4d9b-8f90-d20cca61f0ee"),
+        ("x-event-type", "service.resource.verb"),
+    ];
+    let run = |signature: &str, pairs: &[(&str, &str)], body: &str, secret: &str, now| {
+        let mut all = pairs.to_vec();
+        all.push(("x-hook0-signature", signature));
+        check("coinbase-cdp", &[secret], url, &all, body.as_bytes(), now)
+    };
+    assert_eq!(
+        run(
+            sender,
+            &sender_headers,
+            "hello !",
+            "secret",
+            unix(1_636_936_200)
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        run(
+            sender,
+            &sender_headers,
+            "hello!",
+            "secret",
+            unix(1_636_936_200)
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+
+    let conformance = [
+        ("x-event-id", "evt-1"),
+        ("x-delivery-id", "dlv-1"),
+        ("content-type", "application/json"),
+    ];
+    let body = r#"{"event":"user.created"}"#;
+    let secret = "a-subscription-secret";
+    let now = unix(1_800_000_000);
+    let vector = |signature: &str| run(signature, &conformance, body, secret, now);
+    // "a header-scheme signature verifies"
+    assert_eq!(
+        vector(
+            "t=1800000000,h=x-event-id x-delivery-id,v1=19a6fb8f6581715b241a93af02a58611c3b0ac7b747a8d2a5b120ee418d0c347"
+        ),
+        Ok(())
+    );
+    // "the header scheme is the one verified when both are offered"
+    assert_eq!(
+        vector(
+            "t=1800000000,h=x-event-id x-delivery-id,v0=bf5f4e5fe0c9143510ae192f983316a09ed392d0104d2ce0faa3d7bce3687acb,v1=19a6fb8f6581715b241a93af02a58611c3b0ac7b747a8d2a5b120ee418d0c347"
+        ),
+        Ok(())
+    );
+    // "a right weaker code does not rescue a wrong stronger one"
+    assert_eq!(
+        vector(
+            "t=1800000000,h=x-event-id x-delivery-id,v0=d17d66b66fca89390c5b967c45e8928fc732db07a0aabe8167b1e98213081ffe,v1=bf5f4e5fe0c9143510ae192f983316a09ed392d0104d2ce0faa3d7bce3687acb"
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+    // "the order the covered headers are named in is part of what is signed"
+    assert_eq!(
+        vector(
+            "t=1800000000,h=x-delivery-id x-event-id,v1=19a6fb8f6581715b241a93af02a58611c3b0ac7b747a8d2a5b120ee418d0c347"
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+    // "the covered headers are read in the order the signature names them"
+    assert_eq!(
+        vector(
+            "t=1800000000,h=x-delivery-id x-event-id,v1=bf5f4e5fe0c9143510ae192f983316a09ed392d0104d2ce0faa3d7bce3687acb"
+        ),
+        Ok(())
+    );
+    // "a header the signature covers that the request did not carry"
+    assert_eq!(
+        vector(
+            "t=1800000000,h=x-event-id x-missing,v1=19a6fb8f6581715b241a93af02a58611c3b0ac7b747a8d2a5b120ee418d0c347"
+        ),
+        Err(VerifyError::MissingSignedHeader)
+    );
+    // "a body-scheme signature verifies" for Hook0's SDKs, which accept a v0 (moment
+    // and body only) when no v1 is offered. Junction checks v1 only, as Coinbase's docs
+    // say: a v0 alone would leave the event id and type headers unauthenticated.
+    assert_eq!(
+        vector("t=1800000000,v0=d17d66b66fca89390c5b967c45e8928fc732db07a0aabe8167b1e98213081ffe"),
+        Err(VerifyError::MalformedSignature)
+    );
+}
+
+// --- Twilio SharedKey signing (HMAC-SHA256) -------------------------------------------
+
+/// Twilio's test request (the form of `twilio_form_vector`), signed with HMAC-SHA256 as
+/// twilio-python 9.13.0 `RequestValidator.compute_signature(uri, params, "HMAC_SHA256")`
+/// computes it (that release's `twilio/request_validator.py`, run unchanged on these
+/// inputs; the same run reproduces the published HMAC-SHA1 vectors above). Twilio
+/// publishes no SHA-256 vector.
+const TWILIO_SHA256_FORM_SIGNATURE: &str = "033hgUJA9M/hXIZsYjwkerEP/DBm35nEri5FhCYjA5s=";
+/// The JSON request of `twilio_json_body_vector`, the same way.
+const TWILIO_SHA256_JSON_SIGNATURE: &str = "+UOCWf84gdgo/5Hpg4m5/EgKnJA2/TbOw5sPNVr3bPk=";
+const TWILIO_SETTINGS: &str = "X-Twilio-Webhooks-Signature-Settings";
+
+fn twilio_shared_key(
+    secret_list: &[&str],
+    settings: Option<&str>,
+    signature: &str,
+    body: &[u8],
+) -> Result<(), VerifyError> {
+    let mut pairs = vec![
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("X-Twilio-Signature", signature),
+    ];
+    if let Some(settings) = settings {
+        pairs.push((TWILIO_SETTINGS, settings));
+    }
+    check(
+        "twilio",
+        secret_list,
+        "https://mycompany.com/myapp.php?foo=1&bar=2",
+        &pairs,
+        body,
+        unix(NOW),
+    )
+}
+
+const TWILIO_SHUFFLED_FORM: &[u8] = b"To=%2B18005551212&From=%2B14158675309&Digits=1234&Caller=%2B14158675309&CallSid=CA1234567890ABCDE";
+
+#[test]
+fn twilio_shared_key_signatures_follow_the_settings_header() {
+    let sha256 = Some("key=webhooks_sharedkey_01jexample,algorithm=HMAC_SHA256");
+    let run = |secrets: &[&str], settings, signature, body| {
+        twilio_shared_key(secrets, settings, signature, body)
+    };
+    assert_eq!(
+        run(
+            &["12345"],
+            sha256,
+            TWILIO_SHA256_FORM_SIGNATURE,
+            TWILIO_SHUFFLED_FORM
+        ),
+        Ok(())
+    );
+    // The SDK trims and upper-cases the name.
+    assert_eq!(
+        run(
+            &["12345"],
+            Some("key=k1, algorithm = hmac_sha256 "),
+            TWILIO_SHA256_FORM_SIGNATURE,
+            TWILIO_SHUFFLED_FORM
+        ),
+        Ok(())
+    );
+    // Rotation: the Auth Token and the SharedKey secret are both configured.
+    assert_eq!(
+        run(
+            &["the-auth-token", "12345"],
+            sha256,
+            TWILIO_SHA256_FORM_SIGNATURE,
+            TWILIO_SHUFFLED_FORM
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        run(
+            &["wrong-key"],
+            sha256,
+            TWILIO_SHA256_FORM_SIGNATURE,
+            TWILIO_SHUFFLED_FORM
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+    let tampered = String::from_utf8_lossy(TWILIO_SHUFFLED_FORM).replace("1234", "1235");
+    assert_eq!(
+        run(
+            &["12345"],
+            sha256,
+            TWILIO_SHA256_FORM_SIGNATURE,
+            tampered.as_bytes()
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+    // Without the header (or without `algorithm=` in it) the signature is HMAC-SHA1:
+    // stripping the header does not turn a SHA-256 signature into a valid one, and a
+    // SHA-1 signature does not pass when the header says SHA-256.
+    assert_eq!(
+        run(
+            &["12345"],
+            None,
+            TWILIO_SHA256_FORM_SIGNATURE,
+            TWILIO_SHUFFLED_FORM
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        run(
+            &["12345"],
+            Some("key=webhooks_sharedkey_01jexample"),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            TWILIO_SHUFFLED_FORM
+        ),
+        Ok(()),
+        "no algorithm named: HMAC-SHA1"
+    );
+    assert_eq!(
+        run(
+            &["12345"],
+            Some("key=k1,algorithm=HMAC_SHA1"),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            TWILIO_SHUFFLED_FORM
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        run(
+            &["12345"],
+            sha256,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            TWILIO_SHUFFLED_FORM
+        ),
+        Err(VerifyError::SignatureMismatch)
+    );
+    // An algorithm Junction does not know fails closed, whatever the signature.
+    assert_eq!(
+        run(
+            &["12345"],
+            Some("key=k1,algorithm=HMAC_SHA512"),
+            TWILIO_SHA256_FORM_SIGNATURE,
+            TWILIO_SHUFFLED_FORM
+        ),
+        Err(VerifyError::UnexpectedHeader)
+    );
+    // The missing signature is refused as for the Auth Token scheme.
+    let no_signature = check(
+        "twilio",
+        &["12345"],
+        "https://mycompany.com/myapp.php?foo=1&bar=2",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            (TWILIO_SETTINGS, "key=k1,algorithm=HMAC_SHA256"),
+        ],
+        TWILIO_SHUFFLED_FORM,
+        unix(NOW),
+    );
+    assert_eq!(no_signature, Err(VerifyError::MissingSignature));
+}
+
+#[test]
+fn twilio_shared_key_json_bodies_sign_the_body_hash_url() {
+    let run = |body: &[u8], url: &str| {
+        check(
+            "twilio",
+            &["12345"],
+            url,
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Twilio-Signature", TWILIO_SHA256_JSON_SIGNATURE),
+                (TWILIO_SETTINGS, "key=k1,algorithm=HMAC_SHA256"),
+            ],
+            body,
+            unix(NOW),
+        )
+    };
+    assert_eq!(run(TWILIO_JSON, TWILIO_JSON_URL), Ok(()));
+    assert_eq!(
+        run(
+            br#"{"property": "value", "boolean": false}"#,
+            TWILIO_JSON_URL
+        ),
+        Err(VerifyError::BodyHashMismatch)
+    );
+    assert_eq!(
+        run(TWILIO_JSON, "https://mycompany.com/myapp.php?foo=1&bar=2"),
+        Err(VerifyError::MissingBodyHash)
+    );
+}
+
+#[test]
+fn the_signer_uses_the_algorithm_the_request_names() {
+    let pairs = headers(&[
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        (TWILIO_SETTINGS, "key=k1,algorithm=HMAC_SHA256"),
+    ]);
+    let request = SignedRequest {
+        method: "POST",
+        url: "https://mycompany.com/myapp.php?foo=1&bar=2",
+        headers: &pairs,
+        body: TWILIO_SHUFFLED_FORM,
+    };
+    let signed = sign(
+        spec("twilio"),
+        &SigningSecret::new("12345"),
+        &request,
+        unix(NOW),
+    )
+    .expect("signed");
+    assert_eq!(
+        signed,
+        vec![(
+            "X-Twilio-Signature".to_owned(),
+            TWILIO_SHA256_FORM_SIGNATURE.to_owned()
+        )]
+    );
+}
+
+#[test]
+fn only_hmac_schemes_can_be_named_by_the_request() {
+    let entry = |scheme: &str, named: &str| {
+        format!(
+            r#"
+id = "acme"
+name = "Acme"
+docs = "https://acme.example/webhooks"
+
+[webhook.verification]
+scheme = "{scheme}"
+secret_encoding = "hex"
+signature = {{ format = "single", header = "X-Acme-Signature", encoding = "base64" }}
+signed = ["body"]
+scheme_from = {{ header = "X-Acme-Settings", pair_separator = ",", param = "algorithm", values = {{ A = "{named}" }} }}
+"#
+        )
+    };
+    Catalog::from_files(&[("acme.toml", &entry("hmac-sha1", "hmac-sha512"))]).expect("valid");
+    for (scheme, named) in [("hmac-sha1", "ed25519"), ("ed25519", "hmac-sha256")] {
+        let err =
+            Catalog::from_files(&[("acme.toml", &entry(scheme, named))]).expect_err("refused");
+        assert!(err.to_string().contains("scheme_from"), "{err}");
+    }
+}
+
+proptest! {
+    /// Whatever the settings header names, the SHA-256 signature verifies exactly when
+    /// the name is HMAC_SHA256 (trimmed, any case); an empty name means SHA-1 (a
+    /// mismatch here) and an unknown one is refused before any HMAC is computed.
+    #[test]
+    fn the_settings_header_names_the_algorithm_or_fails_closed(
+        name in "[ -+\\--~]{0,24}",
+        key in "[a-z_0-9]{0,12}",
+    ) {
+        let settings = format!("key={key},algorithm={name}");
+        let result = twilio_shared_key(
+            &["12345"],
+            Some(&settings),
+            TWILIO_SHA256_FORM_SIGNATURE,
+            TWILIO_SHUFFLED_FORM,
+        );
+        // Only the first `=` of a pair separates: the rest is the name.
+        let named = name.trim();
+        let expected = if named.is_empty() || named.eq_ignore_ascii_case("HMAC_SHA1") {
+            Err(VerifyError::SignatureMismatch)
+        } else if named.eq_ignore_ascii_case("HMAC_SHA256") {
+            Ok(())
+        } else {
+            Err(VerifyError::UnexpectedHeader)
+        };
+        prop_assert_eq!(result, expected);
+    }
+}
