@@ -68,10 +68,15 @@ pub fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
 /// AWS configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`)
 /// with [`aws_timeouts`]; built once at cold start.
 pub async fn load_aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(aws_timeouts())
-        .load()
-        .await
+    let loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(aws_timeouts());
+    // The trust roots every client shares, read once (`tls`).
+    match crate::tls::aws_http_client() {
+        Some(client) => loader.http_client(client),
+        None => loader,
+    }
+    .load()
+    .await
 }
 
 /// The provider catalog: the built-in one, with the operator's overlay applied when

@@ -25,4 +25,5 @@ pub mod redact;
 pub mod retry;
 pub mod secrets;
 pub mod telemetry;
+pub mod tls;
 pub mod webhooks;

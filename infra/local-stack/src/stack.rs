@@ -75,6 +75,9 @@ pub struct LocalStackConfig {
     /// the secret `<prefix>/catalog/local-overlay` and named by the template's
     /// `CatalogOverlaySecret` parameter, as an operator would after `sam deploy`.
     pub catalog_overlay: Option<PathBuf>,
+    /// Already built executables (binary name → path) to run instead of building with
+    /// `profile`: the benchmarks run the very files `cargo lambda build` packages.
+    pub executables: Option<BTreeMap<String, PathBuf>>,
 }
 
 impl LocalStackConfig {
@@ -93,6 +96,7 @@ impl LocalStackConfig {
             seed_secrets: true,
             run_schedules: true,
             catalog_overlay: None,
+            executables: None,
         }
     }
 }
@@ -420,7 +424,10 @@ impl LocalStack {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let executables = binaries::build(&config.root, &binaries, config.profile).await?;
+        let executables = match &config.executables {
+            Some(built) => built.clone(),
+            None => binaries::build(&config.root, &binaries, config.profile).await?,
+        };
 
         // Bound before the functions start: their PUBLIC_BASE_URL is this API's URL.
         let api_listener = listen(config.api_port).await?;

@@ -298,7 +298,7 @@ impl Discovery {
     /// A 2 s connect and 5 s total timeout on every metadata and key fetch; redirects
     /// are not followed (the metadata's location is part of what the issuer vouches for).
     pub fn new() -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client_builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())

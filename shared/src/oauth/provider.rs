@@ -150,7 +150,7 @@ impl Default for ProviderClient {
 
 impl ProviderClient {
     pub fn new() -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

@@ -114,7 +114,7 @@ pub struct OutboundClient {
 
 /// No redirects: a token must not follow a response to another host.
 fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::tls::http_client_builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())

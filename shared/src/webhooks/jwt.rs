@@ -404,7 +404,7 @@ impl HttpKeySetSource {
 
     /// A client with a 3 s timeout; building it once at init is the caller's job.
     pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::http_client_builder()
             .timeout(Self::TIMEOUT)
             .connect_timeout(Self::CONNECT_TIMEOUT)
             .build()?;
@@ -417,7 +417,7 @@ impl HttpKeySetSource {
     fn credentialed_client(&self) -> Option<&reqwest::Client> {
         self.credentialed
             .get_or_init(|| {
-                reqwest::Client::builder()
+                crate::tls::http_client_builder()
                     .timeout(Self::TIMEOUT)
                     .connect_timeout(Self::CONNECT_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
