@@ -104,6 +104,20 @@ impl SqsEventQueue {
             queue_url: queue_url.into(),
         }
     }
+
+    /// Opens the connection to SQS with one cheap call (`GetQueueAttributes` of the
+    /// queue's ARN), so that at cold start the TLS handshake happens in init rather
+    /// than in the first delivery's `SendMessage`.
+    pub async fn warm_up(&self) -> Result<(), QueueError> {
+        self.client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| QueueError(Box::new(aws_sdk_sqs::Error::from(err))))
+    }
 }
 
 #[async_trait]

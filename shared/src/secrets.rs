@@ -40,6 +40,11 @@ pub enum SecretError {
 pub trait SecretSource: Send + Sync + std::fmt::Debug {
     /// The secret's string value; `None` when no such secret exists.
     async fn secret_string(&self, name: &str) -> Result<Option<String>, SecretError>;
+
+    /// Every secret whose name starts with `prefix`, as `(name, value)`, in as few calls
+    /// as the store allows (the ingress reads all its signing secrets at init with it).
+    async fn secrets_with_prefix(&self, prefix: &str)
+    -> Result<Vec<(String, String)>, SecretError>;
 }
 
 /// AWS Secrets Manager.
@@ -80,6 +85,49 @@ impl SecretSource for SecretsManagerSource {
             }
         }
     }
+
+    /// `BatchGetSecretValue` filtered on the name prefix: one call per 20 secrets.
+    /// Secrets it could not return (listed in its `Errors`) are left out; they are read
+    /// one by one when first needed.
+    async fn secrets_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, SecretError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let filter = Filter::builder()
+            .key(FilterNameStringType::Name)
+            .values(prefix)
+            .build();
+        let mut secrets = Vec::new();
+        let mut next_token = None;
+        loop {
+            let output = self
+                .client
+                .batch_get_secret_value()
+                .filters(filter.clone())
+                .max_results(20)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|err| SecretError::Unavailable {
+                    name: format!("{prefix}*"),
+                    source: Box::new(aws_sdk_secretsmanager::Error::from(err)),
+                })?;
+            secrets.extend(
+                output
+                    .secret_values
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|secret| Some((secret.name?, secret.secret_string?)))
+                    // The name filter matches prefixes case-insensitively.
+                    .filter(|(name, _)| name.starts_with(prefix)),
+            );
+            next_token = output.next_token;
+            if next_token.is_none() {
+                return Ok(secrets);
+            }
+        }
+    }
 }
 
 /// Secrets in memory, counting reads (tests assert the cache's behaviour with it).
@@ -114,6 +162,21 @@ impl SecretSource for InMemorySecretSource {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(name)
             .cloned())
+    }
+
+    async fn secrets_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, SecretError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self
+            .secrets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect())
     }
 }
 
@@ -379,6 +442,37 @@ impl WebhookSecrets {
         Ok(set)
     }
 
+    /// Reads every webhook secret under the prefix in one go (at init, so that no
+    /// delivery waits for a secret read) and caches them as [`WebhookSecrets::get_set`]
+    /// would. Returns how many were cached. A malformed secret is skipped here: the
+    /// delivery that needs it reads it again and fails with the secret named.
+    pub async fn prefetch(&self, now: OffsetDateTime) -> Result<usize, SecretError> {
+        let prefix = format!("{}/webhooks/", self.prefix);
+        let secrets = self.source.secrets_with_prefix(&prefix).await?;
+        let mut cache = self.cache.lock().await;
+        let mut cached = 0;
+        for (name, text) in secrets {
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let key = match rest.split_once('/') {
+                Some((provider, endpoint)) => (provider.to_owned(), Some(endpoint.to_owned())),
+                None => (rest.to_owned(), None),
+            };
+            if let Ok(set) = parse_webhook_secret_set(&name, &text) {
+                cache.insert(
+                    key,
+                    Entry {
+                        set,
+                        fetched_at: now,
+                    },
+                );
+                cached += 1;
+            }
+        }
+        Ok(cached)
+    }
+
     /// Forgets the cached entry (after a handshake installed a secret).
     pub async fn invalidate(&self, provider: &str, endpoint: Option<&str>) {
         let key = (provider.to_owned(), endpoint.map(str::to_owned));
@@ -559,6 +653,38 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("junction/webhooks/slack"), "{message}");
         assert!(!message.contains("s3cr3t-value"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn prefetch_caches_every_webhook_secret_in_one_read() {
+        let source = Arc::new(InMemorySecretSource::default());
+        source.put("junction/webhooks/github", r#"{"signing_secrets":["gh"]}"#);
+        source.put(
+            "junction/webhooks/asana/project-1",
+            r#"{"signing_secrets":["asana-1"]}"#,
+        );
+        source.put("junction/webhooks/slack", "not json");
+        source.put("junction/catalog/local", r#"{"signing_secrets":["no"]}"#);
+        let secrets = cache(&source);
+        assert_eq!(secrets.prefetch(at(0)).await.expect("prefetch"), 2);
+        assert_eq!(source.reads(), 1);
+        let github = secrets.get("github", None, at(10)).await.expect("cached");
+        assert_eq!(texts(&github), ["gh"]);
+        let asana = secrets
+            .get("asana", Some("project-1"), at(10))
+            .await
+            .expect("cached");
+        assert_eq!(texts(&asana), ["asana-1"]);
+        assert_eq!(source.reads(), 1, "served from the prefetched cache");
+        // The malformed one was skipped: reading it names it.
+        let err = secrets
+            .get("slack", None, at(10))
+            .await
+            .expect_err("malformed");
+        assert!(err.to_string().contains("junction/webhooks/slack"));
+        // Prefetched entries expire like any other.
+        secrets.get("github", None, at(300)).await.expect("re-read");
+        assert_eq!(source.reads(), 3);
     }
 
     #[test]

@@ -505,3 +505,30 @@ async fn an_emulator_outage_is_a_5xx_so_the_provider_retries() {
         (503, Some("enqueue_failed"))
     );
 }
+
+/// What the ingress does at init: every signing secret in `BatchGetSecretValue` pages
+/// (the catalog's providers are more than one page of 20), and the SQS connection
+/// opened with one `GetQueueAttributes`.
+#[tokio::test]
+async fn init_prefetches_every_signing_secret_and_opens_the_queue_connection() {
+    let stack = stack(IngressConfig::default()).await;
+    let secrets = WebhookSecrets::new(
+        Arc::new(SecretsManagerSource::from_config(&stack.aws)),
+        "junction",
+        CachePolicy::default(),
+    );
+    let providers = Catalog::embedded().expect("catalog").providers().count();
+    assert!(providers > 20, "{providers} providers: more than one page");
+    let prefetched = secrets.prefetch(stack.clock.now()).await.expect("prefetch");
+    assert_eq!(prefetched, providers);
+    let github = secrets
+        .get("github", None, stack.clock.now())
+        .await
+        .expect("cached");
+    assert_eq!(github.len(), 1);
+    assert_eq!(github[0].expose(), SECRET);
+    SqsEventQueue::from_config(&stack.aws, &stack.queue_url)
+        .warm_up()
+        .await
+        .expect("GetQueueAttributes");
+}

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 
 use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use shared::{
-    clock::SystemClock,
+    clock::{Clock, SystemClock},
     config::{WebhookIngressSettings, load_aws_config, load_catalog, process_env},
     payloads::S3PayloadStore,
     queue::SqsEventQueue,
@@ -29,14 +29,27 @@ async fn main() -> Result<(), lambda_http::Error> {
     // One Secrets Manager adapter reads signing secrets and lets Asana's and Notion's
     // handshakes install theirs (only where none is configured).
     let secrets_manager = Arc::new(SecretsManagerSource::from_config(&aws));
+    let webhook_secrets = WebhookSecrets::new(
+        secrets_manager.clone(),
+        settings.secret_prefix,
+        settings.secret_cache,
+    );
+    let queue = SqsEventQueue::from_config(&aws, settings.queue_url);
+    // At init, so that no delivery waits for them: every signing secret in one call,
+    // and the connection to SQS opened. Either failing only leaves it to the first
+    // delivery that needs it.
+    let (prefetched, warmed) =
+        tokio::join!(webhook_secrets.prefetch(SystemClock.now()), queue.warm_up());
+    if let Err(err) = prefetched {
+        tracing::warn!(error = %err, "webhook secrets not prefetched; read on first use");
+    }
+    if let Err(err) = warmed {
+        tracing::warn!(error = %err, "SQS connection not opened at init");
+    }
     let ingress = Ingress::new(
         catalog,
-        WebhookSecrets::new(
-            secrets_manager.clone(),
-            settings.secret_prefix,
-            settings.secret_cache,
-        ),
-        Arc::new(SqsEventQueue::from_config(&aws, settings.queue_url)),
+        webhook_secrets,
+        Arc::new(queue),
         Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
         Arc::new(SystemClock),
         settings.ingress,

@@ -163,6 +163,10 @@ async fn answer(
                 json!({"MD5OfMessageBody": digest, "MessageId": uuid()}),
             )
         }
+        ("sqs", "GetQueueAttributes") => json_response(
+            "1.0",
+            json!({"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:123456789012:junction-ingest"}}),
+        ),
         ("sqs", _) => json_response("1.0", json!({})),
         ("dynamodb", "Query" | "Scan") => {
             json_response("1.0", json!({"Items": [], "Count": 0, "ScannedCount": 0}))
@@ -194,20 +198,27 @@ async fn answer(
             let ids: Vec<Value> = (0..entries).map(|_| json!({"EventId": uuid()})).collect();
             json_response("1.1", json!({"FailedEntryCount": 0, "Entries": ids}))
         }
+        ("secretsmanager", "BatchGetSecretValue") => {
+            let prefixes: Vec<&str> = request["Filters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|filter| filter["Key"] == "name")
+                .flat_map(|filter| filter["Values"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            let values: Vec<Value> = state
+                .secrets
+                .iter()
+                .filter(|(name, _)| prefixes.iter().any(|prefix| name.starts_with(prefix)))
+                .map(|(name, secret)| secret_value(name, secret))
+                .collect();
+            json_response("1.1", json!({"SecretValues": values, "Errors": []}))
+        }
         ("secretsmanager", "GetSecretValue") => {
             let id = request["SecretId"].as_str().unwrap_or_default();
             match state.secrets.get(id) {
-                Some(secret) => json_response(
-                    "1.1",
-                    json!({
-                        "ARN": format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{id}-AbCdEf"),
-                        "Name": id,
-                        "SecretString": secret,
-                        "VersionId": "00000000-0000-0000-0000-000000000001",
-                        "VersionStages": ["AWSCURRENT"],
-                        "CreatedDate": 1_700_000_000,
-                    }),
-                ),
+                Some(secret) => json_response("1.1", secret_value(id, secret)),
                 None => error(
                     StatusCode::BAD_REQUEST,
                     "ResourceNotFoundException",
@@ -221,6 +232,18 @@ async fn answer(
             &format!("the bench stub does not answer {service}:{operation}"),
         ),
     }
+}
+
+/// A secret as `GetSecretValue` (and each of `BatchGetSecretValue`'s) answers it.
+fn secret_value(name: &str, secret: &str) -> Value {
+    json!({
+        "ARN": format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf"),
+        "Name": name,
+        "SecretString": secret,
+        "VersionId": "00000000-0000-0000-0000-000000000001",
+        "VersionStages": ["AWSCURRENT"],
+        "CreatedDate": 1_700_000_000,
+    })
 }
 
 const KEY_ARN: &str = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-00000000beef";
@@ -292,6 +315,90 @@ mod tests {
         assert_eq!(operation("TrentService.Decrypt"), Some(("kms", "Decrypt")));
         assert_eq!(operation("Unknown.Call"), None);
         assert_eq!(operation(""), None);
+    }
+
+    /// The SDKs Junction's functions use, against the stub: what they send is kept and
+    /// counted, and their answers parse (the SQS client checks `MD5OfMessageBody`).
+    #[tokio::test]
+    async fn the_rust_sdks_get_answers_they_accept() {
+        let stub = StubAws::start(BTreeMap::from([(
+            "junction/webhooks/github".to_owned(),
+            r#"{"signing_secrets":["s"]}"#.to_owned(),
+        )]))
+        .await
+        .expect("stub");
+        let credentials =
+            aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "bench");
+        let region = aws_sdk_sqs::config::Region::new("us-east-1");
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::Config::builder()
+                .behavior_version_latest()
+                .endpoint_url(stub.endpoint())
+                .region(region.clone())
+                .credentials_provider(credentials.clone())
+                .build(),
+        );
+        let secrets = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::Config::builder()
+                .behavior_version_latest()
+                .endpoint_url(stub.endpoint())
+                .region(region)
+                .credentials_provider(credentials)
+                .build(),
+        );
+        let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/q";
+        sqs.send_message()
+            .queue_url(queue)
+            .message_body("{\"hello\":1}")
+            .message_attributes(
+                "provider",
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("github")
+                    .build()
+                    .expect("attribute"),
+            )
+            .send()
+            .await
+            .expect("SendMessage");
+        sqs.get_queue_attributes()
+            .queue_url(queue)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        let batch = secrets
+            .batch_get_secret_value()
+            .filters(
+                aws_sdk_secretsmanager::types::Filter::builder()
+                    .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
+                    .values("junction/webhooks/")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("BatchGetSecretValue");
+        assert_eq!(batch.secret_values().len(), 1);
+        let missing = secrets
+            .get_secret_value()
+            .secret_id("junction/webhooks/none")
+            .send()
+            .await
+            .expect_err("no such secret");
+        assert!(format!("{:?}", missing.into_service_error()).contains("ResourceNotFound"));
+
+        let sent = stub.take_sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].body, "{\"hello\":1}");
+        assert_eq!(sent[0].attributes["provider"], "github");
+        assert_eq!(
+            stub.calls(),
+            CallCounts::from([
+                ("secretsmanager:BatchGetSecretValue".into(), 1),
+                ("secretsmanager:GetSecretValue".into(), 1),
+                ("sqs:GetQueueAttributes".into(), 1),
+                ("sqs:SendMessage".into(), 1),
+            ])
+        );
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! Idempotency state machine benchmarks: `Idempotency<InMemoryIdempotencyStore>` through
+//! each path the consumer takes per message.
+//!
+//! Every message is claimed before any side effect and completed (or released) after,
+//! so these transitions are a fixed cost on every delivery. The in-memory store has the
+//! DynamoDB store's conditions without the network, so the figures are the algorithm's
+//! own overhead (token generation, key and record copies, the store's lock), the floor
+//! under the real store's round trips.
+//!
+//! - `claim_complete_new`: claim a key never seen, then complete it (the normal path).
+//! - `claim_duplicate_completed`: claim a key already completed (a provider retry).
+//! - `claim_in_progress_elsewhere`: claim a key another worker holds a live lease on.
+//! - `claim_release_claim`: claim, release after a failure, claim again at once.
+//!
+//! The paths that write start from an empty store each time (criterion's batched
+//! setup, not timed), so the map does not grow over the run.
+//!
+//! `cargo bench -p shared --bench idempotency`.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use shared::idempotency::{
+    Claim, ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyPolicy, InMemoryIdempotencyStore,
+};
+use time::OffsetDateTime;
+
+type Machine = Idempotency<InMemoryIdempotencyStore>;
+
+const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+fn at(seconds: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_700_000_000 + seconds).expect("time")
+}
+
+fn machine() -> Machine {
+    Idempotency::new(
+        InMemoryIdempotencyStore::default(),
+        IdempotencyPolicy::default(),
+    )
+}
+
+fn key() -> IdempotencyKey {
+    IdempotencyKey::new("stripe", Some("conn-1"), "evt_1NG8Du2eZvKYlo2CUI79vXWy")
+}
+
+/// Claims `key`, panicking unless this worker gets it.
+async fn claimed(machine: &Machine, key: &IdempotencyKey, now: OffsetDateTime) -> Claim {
+    match machine
+        .claim(key, HASH, now)
+        .await
+        .expect("in-memory store")
+    {
+        ClaimOutcome::Claimed(claim) => claim,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+fn state_machine(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let key = key();
+    let mut group = c.benchmark_group("idempotency");
+    group.throughput(Throughput::Elements(1));
+
+    group.bench_function("claim_complete_new", |b| {
+        b.to_async(&runtime).iter_batched(
+            || (machine(), key.clone()),
+            |(machine, key)| async move {
+                let claim = claimed(&machine, &key, at(0)).await;
+                let completed = machine.complete(&claim, at(1)).await.expect("store");
+                assert!(completed, "the claim is still ours");
+                machine
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    let completed = machine();
+    runtime.block_on(async {
+        let claim = claimed(&completed, &key, at(0)).await;
+        assert!(completed.complete(&claim, at(1)).await.expect("store"));
+        assert_eq!(
+            completed.claim(&key, HASH, at(2)).await.expect("store"),
+            ClaimOutcome::AlreadyCompleted { same_payload: true }
+        );
+    });
+    group.bench_function("claim_duplicate_completed", |b| {
+        b.to_async(&runtime)
+            .iter(|| completed.claim(black_box(&key), black_box(HASH), at(2)))
+    });
+
+    let leased = machine();
+    runtime.block_on(async {
+        claimed(&leased, &key, at(0)).await;
+        assert!(matches!(
+            leased.claim(&key, HASH, at(10)).await.expect("store"),
+            ClaimOutcome::InProgressElsewhere { .. }
+        ));
+    });
+    group.bench_function("claim_in_progress_elsewhere", |b| {
+        b.to_async(&runtime)
+            .iter(|| leased.claim(black_box(&key), black_box(HASH), at(10)))
+    });
+
+    group.bench_function("claim_release_claim", |b| {
+        b.to_async(&runtime).iter_batched(
+            || (machine(), key.clone()),
+            |(machine, key)| async move {
+                let claim = claimed(&machine, &key, at(0)).await;
+                machine.release(&claim).await.expect("store");
+                claimed(&machine, &key, at(1)).await;
+                machine
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, state_machine);
+criterion_main!(benches);
