@@ -9,7 +9,11 @@
 //! become visible at once so the redrive policy moves them to the DLQ after
 //! maxReceiveCount, body intact. Nothing sleeps.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use sha2::{Digest, Sha256};
@@ -19,7 +23,7 @@ use crate::{
     catalog::Catalog,
     clock::Clock,
     events::{CloudEvent, EventBus},
-    idempotency::{ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore},
+    idempotency::{Claim, ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore},
     normalize::{Normalized, RawEvent, normalize},
     payloads::PayloadStore,
     queue::{RetryScheduler, attribute},
@@ -102,7 +106,7 @@ impl ItemOutcome {
 }
 
 /// A failure processing one message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
 enum Failure {
     /// Worth retrying later (infrastructure).
     #[error("transient: {0}")]
@@ -152,6 +156,33 @@ struct Event {
     body: Vec<u8>,
 }
 
+/// A message on its way through [`Consumer::process_batch`].
+struct Item {
+    message: InboundMessage,
+    outcome: ItemOutcome,
+    started: std::time::Instant,
+    state: Result<State, Failure>,
+}
+
+/// Where a message stands in its batch.
+enum State {
+    /// Claimed, records applied, events built: to publish and complete.
+    Claimed(Ready),
+    /// Completed earlier: acknowledged with no side effect.
+    Duplicate { same_payload: bool },
+    /// A copy of the event of the batch's item at this index, with its payload hash.
+    CopyOf(usize, String),
+    /// Published and completed.
+    Done,
+}
+
+/// A claimed message's work, waiting for the batch's publish.
+struct Ready {
+    claim: Claim,
+    events: Vec<CloudEvent>,
+    received_at: Option<String>,
+}
+
 impl<S: IdempotencyStore> Consumer<S> {
     pub fn new(
         catalog: &'static Catalog,
@@ -185,17 +216,81 @@ impl<S: IdempotencyStore> Consumer<S> {
 
     /// Processes a batch; the messages whose outcome [`ItemOutcome::keeps_message`] must
     /// be reported as batch item failures.
+    ///
+    /// Each message is claimed and its records applied in turn; then the events of every
+    /// claimed message are published together (one `PutEvents` for a batch of 10
+    /// messages with one event each) and the claims completed together (one
+    /// `BatchWriteItem`). A message whose events did not all reach the bus is released
+    /// and retried alone; a later copy of an event claimed earlier in the same batch
+    /// follows that copy's fate instead of waiting out its lease.
     pub async fn process_batch(&self, messages: Vec<InboundMessage>) -> Vec<ItemOutcome> {
-        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut items: Vec<Item> = Vec::with_capacity(messages.len());
         for message in messages {
-            outcomes.push(self.process(message).await);
+            let started = std::time::Instant::now();
+            let mut outcome = self.blank_outcome(&message);
+            let key = outcome.idempotency_key.clone();
+            let earlier = items.iter().position(|item| {
+                key.is_some()
+                    && item.outcome.idempotency_key == key
+                    && matches!(item.state, Ok(State::Claimed(_)))
+            });
+            let state = match earlier {
+                Some(index) => self
+                    .decode(&message)
+                    .await
+                    .map(|event| State::CopyOf(index, hex::encode(Sha256::digest(&event.body)))),
+                None => self.prepare(&message, &mut outcome).await,
+            };
+            items.push(Item {
+                message,
+                outcome,
+                started,
+                state,
+            });
+        }
+        self.publish_and_complete(&mut items).await;
+        let mut outcomes = Vec::with_capacity(items.len());
+        for index in 0..items.len() {
+            let state = match &items[index].state {
+                Ok(State::CopyOf(earlier, payload_hash)) => match &items[*earlier].state {
+                    Ok(State::Claimed(ready)) => Ok(State::Duplicate {
+                        same_payload: ready.claim.payload_hash == *payload_hash,
+                    }),
+                    _ => Err(Failure::Transient("copy_in_batch_failed")),
+                },
+                Ok(State::Duplicate { same_payload }) => Ok(State::Duplicate {
+                    same_payload: *same_payload,
+                }),
+                Ok(_) => Ok(State::Done),
+                Err(failure) => Err(*failure),
+            };
+            let item = &mut items[index];
+            if let Ok(State::Duplicate { same_payload }) = state {
+                item.outcome.result = "duplicate";
+                item.outcome.payload_mismatch = !same_payload;
+            }
+            item.outcome.latency = item.started.elapsed();
+            outcomes.push(match state {
+                Ok(_) => item.outcome.clone(),
+                Err(failure) => {
+                    self.fail(&item.message, item.outcome.clone(), failure)
+                        .await
+                }
+            });
         }
         outcomes
     }
 
     /// Processes one message and schedules its retry when it fails.
     pub async fn process(&self, message: InboundMessage) -> ItemOutcome {
-        let mut outcome = ItemOutcome {
+        self.process_batch(vec![message])
+            .await
+            .pop()
+            .unwrap_or_else(|| unreachable!("one outcome per message"))
+    }
+
+    fn blank_outcome(&self, message: &InboundMessage) -> ItemOutcome {
+        ItemOutcome {
             message_id: message.message_id.clone(),
             provider: message.attributes.get(attribute::PROVIDER).cloned(),
             event_id: message.attributes.get(attribute::EVENT_ID).cloned(),
@@ -218,17 +313,32 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .or_else(|| message.attributes.get(attribute::ACCOUNT))
                 .filter(|value| !value.is_empty())
                 .cloned(),
-            idempotency_key: None,
+            idempotency_key: message
+                .attributes
+                .get(attribute::PROVIDER)
+                .zip(message.attributes.get(attribute::EVENT_ID))
+                .filter(|(provider, id)| !provider.is_empty() && !id.is_empty())
+                .map(|(provider, id)| {
+                    let scope = message
+                        .attributes
+                        .get(attribute::ENDPOINT)
+                        .filter(|scope| !scope.is_empty());
+                    IdempotencyKey::new(provider, scope.map(String::as_str), id)
+                        .as_str()
+                        .to_owned()
+                }),
             attempt: message.receive_count,
             latency: Duration::ZERO,
-        };
-        let started = std::time::Instant::now();
-        let result = self.handle(&message, &mut outcome).await;
-        outcome.latency = started.elapsed();
-        let failure = match result {
-            Ok(()) => return outcome,
-            Err(failure) => failure,
-        };
+        }
+    }
+
+    /// Records a failure on the outcome and schedules the message's retry.
+    async fn fail(
+        &self,
+        message: &InboundMessage,
+        mut outcome: ItemOutcome,
+        failure: Failure,
+    ) -> ItemOutcome {
         let (result, reason, delay) = match failure {
             Failure::Transient(reason) => {
                 let delay = self
@@ -261,11 +371,12 @@ impl<S: IdempotencyStore> Consumer<S> {
         outcome
     }
 
-    async fn handle(
+    /// Decodes and claims the message, applies its records and builds its events.
+    async fn prepare(
         &self,
         message: &InboundMessage,
         outcome: &mut ItemOutcome,
-    ) -> Result<(), Failure> {
+    ) -> Result<State, Failure> {
         let event = self.decode(message).await?;
         let payload_hash = hex::encode(Sha256::digest(&event.body));
         let key = IdempotencyKey::new(&event.provider, event.scope.as_deref(), &event.event_id);
@@ -279,43 +390,100 @@ impl<S: IdempotencyStore> Consumer<S> {
         {
             ClaimOutcome::Claimed(claim) => claim,
             ClaimOutcome::AlreadyCompleted { same_payload } => {
-                outcome.result = "duplicate";
-                outcome.payload_mismatch = !same_payload;
-                return Ok(());
+                return Ok(State::Duplicate { same_payload });
             }
             ClaimOutcome::InProgressElsewhere { lease_expires_at } => {
                 let left = (lease_expires_at - now).max(time::Duration::ZERO);
                 return Err(Failure::ClaimedElsewhere(left.unsigned_abs()));
             }
         };
-        let result = async {
-            let events = self.apply_records_and_build_events(&event, outcome).await?;
-            self.ports
-                .bus
-                .publish(&events)
-                .await
-                .map_err(|_| Failure::Transient("publish_failed"))?;
-            outcome.published = events.len();
-            if !events.is_empty() {
-                outcome.end_to_end = event
+        match self.apply_records_and_build_events(&event, outcome).await {
+            Ok(events) => Ok(State::Claimed(Ready {
+                claim,
+                events,
+                received_at: event.received_at,
+            })),
+            Err(failure) => {
+                // Best effort: if the release fails, the lease runs out before redelivery.
+                let _ = self.idempotency.release(&claim).await;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Publishes the events of every claimed item in one bus call, then completes the
+    /// claims whose events all reached the bus in one store call. Items that fail here
+    /// are released and marked transient failures.
+    async fn publish_and_complete(&self, items: &mut [Item]) {
+        let events: Vec<CloudEvent> = items
+            .iter()
+            .filter_map(|item| match &item.state {
+                Ok(State::Claimed(ready)) => Some(ready.events.iter().cloned()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let unpublished: HashSet<String> = match self.ports.bus.publish(&events).await {
+            Ok(()) => HashSet::new(),
+            Err(err) => err.unpublished().iter().cloned().collect(),
+        };
+        let mut failed: Vec<usize> = Vec::new();
+        let mut published: Vec<usize> = Vec::new();
+        for (index, item) in items.iter_mut().enumerate() {
+            let Ok(State::Claimed(ready)) = &item.state else {
+                continue;
+            };
+            if ready
+                .events
+                .iter()
+                .any(|event| unpublished.contains(&event.id))
+            {
+                failed.push(index);
+                continue;
+            }
+            item.outcome.published = ready.events.len();
+            if !ready.events.is_empty() {
+                item.outcome.end_to_end = ready
                     .received_at
                     .as_deref()
                     .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
                     .map(|at| (self.ports.clock.now() - at).max(time::Duration::ZERO))
                     .map(|latency| latency.unsigned_abs());
             }
-            self.idempotency
-                .complete(&claim, self.ports.clock.now())
-                .await
-                .map_err(|_| Failure::Transient("idempotency_store_unavailable"))?;
-            Ok(())
+            published.push(index);
         }
-        .await;
-        if result.is_err() {
-            // Best effort: if the release fails, the lease runs out before redelivery.
-            let _ = self.idempotency.release(&claim).await;
+        let claims: Vec<Claim> = published
+            .iter()
+            .filter_map(|&index| match &items[index].state {
+                Ok(State::Claimed(ready)) => Some(ready.claim.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut failures: Vec<(usize, Failure)> = failed
+            .into_iter()
+            .map(|index| (index, Failure::Transient("publish_failed")))
+            .collect();
+        if self
+            .idempotency
+            .complete_all(&claims, self.ports.clock.now())
+            .await
+            .is_err()
+        {
+            failures.extend(
+                published
+                    .into_iter()
+                    .map(|index| (index, Failure::Transient("idempotency_store_unavailable"))),
+            );
         }
-        result
+        for (index, failure) in failures {
+            if let Ok(State::Claimed(ready)) = &items[index].state {
+                // Best effort: if the release fails, the lease runs out before redelivery.
+                let _ = self.idempotency.release(&ready.claim).await;
+            }
+            items[index].outcome.published = 0;
+            items[index].outcome.end_to_end = None;
+            items[index].state = Err(failure);
+        }
     }
 
     async fn decode(&self, message: &InboundMessage) -> Result<Event, Failure> {

@@ -177,6 +177,103 @@ async fn a_failed_publish_releases_the_claim_so_the_retry_processes_it() {
 }
 
 #[tokio::test]
+async fn a_batch_is_published_in_one_call_and_completed_together() {
+    let h = harness();
+    let batch = (0..10)
+        .map(|n| {
+            let id = format!("evt_b{n}");
+            message(&format!("m{n}"), &id, &stripe_event(&id, n), 1)
+        })
+        .collect();
+    let outcomes = h.consumer.process_batch(batch).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.result == "processed" && o.published == 1)
+    );
+    assert_eq!(h.bus.calls(), 1, "one publish for the batch");
+    assert_eq!(h.bus.events().len(), 10);
+    for n in 0..10 {
+        let key = IdempotencyKey::new("stripe", None, &format!("evt_b{n}"));
+        assert!(h.store.get(&key).is_some_and(|r| r.completed), "{key:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_event_retries_only_its_own_message() {
+    let h = harness();
+    h.bus.reject_provider_event(Some("evt_r2"));
+    let batch = (1..=3)
+        .map(|n| {
+            let id = format!("evt_r{n}");
+            message(&format!("m{n}"), &id, &stripe_event(&id, n), 1)
+        })
+        .collect();
+    let outcomes = h.consumer.process_batch(batch).await;
+    let results: Vec<_> = outcomes.iter().map(|o| (o.result, o.reason)).collect();
+    assert_eq!(
+        results,
+        [
+            ("processed", None),
+            ("retry", Some("publish_failed")),
+            ("processed", None)
+        ]
+    );
+    assert_eq!(outcomes[1].published, 0);
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_r2"))
+            .is_none(),
+        "the rejected message's claim is released"
+    );
+    assert_eq!(h.retries.scheduled().len(), 1);
+    assert_eq!(h.retries.scheduled()[0].0, "rh-m2");
+
+    h.bus.reject_provider_event(None);
+    let retried = h
+        .consumer
+        .process(message("m2", "evt_r2", &stripe_event("evt_r2", 2), 2))
+        .await;
+    assert_eq!(retried.result, "processed");
+    assert_eq!(h.bus.events().len(), 3);
+}
+
+#[tokio::test]
+async fn a_copy_in_the_same_batch_follows_the_first_copy() {
+    let h = harness();
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            message("m1", "evt_c", &stripe_event("evt_c", 1), 1),
+            message("m2", "evt_c", &stripe_event("evt_c", 2), 1),
+        ])
+        .await;
+    assert_eq!(outcomes[1].result, "duplicate");
+    assert!(
+        outcomes[1].payload_mismatch,
+        "another payload under the same id"
+    );
+
+    h.bus.set_failing(true);
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            message("m3", "evt_d", &stripe_event("evt_d", 1), 1),
+            message("m4", "evt_d", &stripe_event("evt_d", 1), 1),
+        ])
+        .await;
+    let results: Vec<_> = outcomes.iter().map(|o| (o.result, o.reason)).collect();
+    assert_eq!(
+        results,
+        [
+            ("retry", Some("publish_failed")),
+            ("retry", Some("copy_in_batch_failed"))
+        ],
+        "neither is acknowledged while the event is unpublished"
+    );
+}
+
+#[tokio::test]
 async fn a_malformed_message_fails_permanently_and_becomes_visible_at_once() {
     let h = harness();
     let mut bad = message("m1", "evt_3", "{}", 1);

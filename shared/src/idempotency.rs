@@ -43,6 +43,8 @@ pub struct Claim {
     pub key: IdempotencyKey,
     /// Random per claim: completes and releases only succeed for the claim's owner.
     pub token: String,
+    /// The claimed payload's hash, written again with the completion.
+    pub payload_hash: String,
 }
 
 /// What a claim attempt found.
@@ -98,6 +100,24 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
     /// Deletes the `in_progress` record if `token` still owns it, so a retry can claim
     /// at once instead of waiting for the lease.
     async fn release(&self, key: &IdempotencyKey, token: &str) -> Result<(), StoreError>;
+
+    /// Marks every claim's record `completed` (expiring at `expires_at`) in as few
+    /// requests as the store allows: the consumer completes a whole batch at once. Unlike
+    /// [`IdempotencyStore::complete`] ownership need not be checked: this is called only
+    /// once the claims' effects are published, so each event is done whoever holds its
+    /// lease now (if a lease ran out meanwhile, a second worker may publish the same
+    /// stable event ids again, which consumers of the bus already deduplicate).
+    /// The default completes the claims one by one.
+    async fn complete_all(
+        &self,
+        claims: &[Claim],
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        for claim in claims {
+            self.complete(&claim.key, &claim.token, expires_at).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A shared store is a store (tests keep a handle to inspect what was written).
@@ -127,6 +147,14 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<T> {
 
     async fn release(&self, key: &IdempotencyKey, token: &str) -> Result<(), StoreError> {
         (**self).release(key, token).await
+    }
+
+    async fn complete_all(
+        &self,
+        claims: &[Claim],
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        (**self).complete_all(claims, expires_at).await
     }
 }
 
@@ -178,6 +206,7 @@ impl<S: IdempotencyStore> Idempotency<S> {
             None => Ok(ClaimOutcome::Claimed(Claim {
                 key: key.clone(),
                 token,
+                payload_hash: payload_hash.to_owned(),
             })),
             Some(existing) if existing.completed => Ok(ClaimOutcome::AlreadyCompleted {
                 same_payload: existing.payload_hash == payload_hash,
@@ -193,6 +222,21 @@ impl<S: IdempotencyStore> Idempotency<S> {
     pub async fn complete(&self, claim: &Claim, now: OffsetDateTime) -> Result<bool, StoreError> {
         self.store
             .complete(&claim.key, &claim.token, now + self.policy.completed_ttl)
+            .await
+    }
+
+    /// Records that the claims' effects are done, in as few store requests as it
+    /// allows (see [`IdempotencyStore::complete_all`]).
+    pub async fn complete_all(
+        &self,
+        claims: &[Claim],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .complete_all(claims, now + self.policy.completed_ttl)
             .await
     }
 
@@ -364,6 +408,77 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             Err(err) => Err(StoreError(Box::new(aws_sdk_dynamodb::Error::from(err)))),
         }
     }
+
+    /// `BatchWriteItem`, 25 puts a request (its limit); unprocessed items (throttling)
+    /// are sent again a few times before the batch fails.
+    async fn complete_all(
+        &self,
+        claims: &[Claim],
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        for chunk in claims.chunks(BATCH_WRITE_LIMIT) {
+            let mut requests = chunk
+                .iter()
+                .map(|claim| completed_item(claim, expires_at))
+                .collect::<Result<Vec<_>, _>>()?;
+            for attempt in 0..BATCH_WRITE_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+                }
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|err| StoreError(Box::new(aws_sdk_dynamodb::Error::from(err))))?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut unprocessed| unprocessed.remove(&self.table))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+            }
+            if !requests.is_empty() {
+                return Err(StoreError(
+                    format!(
+                        "{} completions still unprocessed after {BATCH_WRITE_ATTEMPTS} attempts",
+                        requests.len()
+                    )
+                    .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `BatchWriteItem`'s limit of requests per call.
+const BATCH_WRITE_LIMIT: usize = 25;
+/// Attempts for a batch's unprocessed items.
+const BATCH_WRITE_ATTEMPTS: u32 = 4;
+
+/// The put that stores a claim's record as `completed`.
+fn completed_item(
+    claim: &Claim,
+    expires_at: OffsetDateTime,
+) -> Result<aws_sdk_dynamodb::types::WriteRequest, StoreError> {
+    let put = aws_sdk_dynamodb::types::PutRequest::builder()
+        .item("pk", AttributeValue::S(claim.key.0.clone()))
+        .item("status", AttributeValue::S("completed".into()))
+        .item("token", AttributeValue::S(claim.token.clone()))
+        .item(
+            "payload_hash",
+            AttributeValue::S(claim.payload_hash.clone()),
+        )
+        .item("lease_expires_at", number(OffsetDateTime::UNIX_EPOCH))
+        .item("expires_at", number(expires_at))
+        .build()
+        .map_err(|err| StoreError(Box::new(err)))?;
+    Ok(aws_sdk_dynamodb::types::WriteRequest::builder()
+        .put_request(put)
+        .build())
 }
 
 /// Records in memory, with the same conditions as the DynamoDB store.
@@ -439,6 +554,26 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
         }
         Ok(())
     }
+
+    async fn complete_all(
+        &self,
+        claims: &[Claim],
+        _expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut records = self.lock();
+        for claim in claims {
+            records.insert(
+                claim.key.clone(),
+                StoredRecord {
+                    completed: true,
+                    token: claim.token.clone(),
+                    payload_hash: claim.payload_hash.clone(),
+                    lease_expires_at: OffsetDateTime::UNIX_EPOCH,
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The contract every store must meet, run against each adapter (the in-memory one
@@ -500,6 +635,27 @@ pub async fn check_store_contract<S: IdempotencyStore>(store: S, key_prefix: &st
         claim_ok(&idempotency, &other, "h", at(1)).await,
         ClaimOutcome::Claimed(_)
     ));
+
+    // A batch's claims complete together (more than one store request's worth).
+    let mut claims = Vec::new();
+    for n in 0..30 {
+        let key = IdempotencyKey::new(key_prefix, None, &format!("batch-{n}"));
+        let ClaimOutcome::Claimed(claim) = claim_ok(&idempotency, &key, "hb", at(0)).await else {
+            panic!("claim");
+        };
+        claims.push(claim);
+    }
+    if let Err(err) = idempotency.complete_all(&claims, at(1)).await {
+        panic!("complete_all: {err}");
+    }
+    for claim in &claims {
+        assert_eq!(
+            claim_ok(&idempotency, &claim.key, "hb", at(2)).await,
+            ClaimOutcome::AlreadyCompleted { same_payload: true },
+            "{:?}",
+            claim.key
+        );
+    }
 }
 
 async fn claim_ok<S: IdempotencyStore>(

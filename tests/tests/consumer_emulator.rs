@@ -336,6 +336,30 @@ async fn aws_calls_per_event_counted_at_the_endpoint() {
         "claim, record read and conditional write, publish, complete: {records:?}"
     );
     assert_eq!(records.get("events:PutEvents"), Some(&N));
+
+    // As the Lambda runs it: batches of 10 share one publish and one completion.
+    for batch in 0..N / 10 {
+        let messages = (0..10).map(|n| message(100 + batch * 10 + n, 0)).collect();
+        let outcomes = consumer.process_batch(messages).await;
+        assert!(
+            outcomes.iter().all(|o| o.result == "processed"),
+            "{outcomes:?}"
+        );
+    }
+    let batched = counter.take();
+    println!(
+        "AWS calls per pass-through event in batches of 10: {}",
+        per_event(&batched)
+    );
+    assert_eq!(
+        batched,
+        BTreeMap::from([
+            ("dynamodb:PutItem".to_owned(), N),
+            ("dynamodb:BatchWriteItem".to_owned(), N / 10),
+            ("events:PutEvents".to_owned(), N / 10),
+        ]),
+        "one claim per message; one completion write and one publish per batch"
+    );
 }
 
 /// A Linear issue webhook (https://linear.app/developers/webhooks), trimmed.
