@@ -15,7 +15,9 @@ use shared::{
     telemetry,
 };
 
-#[tokio::main]
+// One invocation at a time: a single-threaded runtime spares the worker threads, their
+// wake-ups and their stacks (measured in infra/bench).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let settings = PollingSettings::from_env(&process_env())?;

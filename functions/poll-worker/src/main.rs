@@ -28,7 +28,9 @@ use shared::{
 /// last page.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
-#[tokio::main]
+// One invocation at a time: a single-threaded runtime spares the worker threads, their
+// wake-ups and their stacks (measured in infra/bench).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let env = process_env();

@@ -19,7 +19,9 @@ use shared::{
     },
 };
 
-#[tokio::main]
+// One invocation at a time: a single-threaded runtime spares the worker threads, their
+// wake-ups and their stacks (measured in infra/bench).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let settings = WebhookIngressSettings::from_env(&process_env())?;
