@@ -12,16 +12,26 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
 use crate::{consumer::ItemOutcome, webhooks::Outcome};
 
 /// The CloudWatch namespace of every Junction metric.
 pub const NAMESPACE: &str = "Junction";
 
-/// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`).
+/// Installs the JSON log subscriber. The level comes from `RUST_LOG` in its
+/// `target=level,level` form (default `info`); an unreadable value falls back to `info`
+/// with a warning naming it. `Targets` rather than `EnvFilter`: it needs no regex engine
+/// (about 300 KB of every binary) and span-field filters are not something we use.
 pub fn init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let configured = std::env::var("RUST_LOG").ok();
+    let parsed = configured
+        .as_deref()
+        .map(str::parse::<tracing_subscriber::filter::Targets>);
+    let filter = match &parsed {
+        Some(Ok(targets)) => targets.clone(),
+        _ => tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO),
+    };
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -29,8 +39,12 @@ pub fn init() {
         .with_span_list(false)
         .with_target(false)
         .with_ansi(false)
-        .with_env_filter(filter)
+        .finish()
+        .with(filter)
         .init();
+    if let (Some(value), Some(Err(err))) = (configured, parsed) {
+        tracing::warn!(rust_log = %value, error = %err, "RUST_LOG not understood; logging at info");
+    }
 }
 
 /// One EMF document: `metrics` (name, value, unit) under `dimensions`, and also under
