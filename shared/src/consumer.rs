@@ -166,6 +166,8 @@ struct Item {
 
 /// Where a message stands in its batch.
 enum State {
+    /// Decoded, waiting for the batch's claim.
+    ToClaim,
     /// Claimed, records applied, events built: to publish and complete.
     Claimed(Ready),
     /// Completed earlier: acknowledged with no side effect.
@@ -217,29 +219,43 @@ impl<S: IdempotencyStore> Consumer<S> {
     /// Processes a batch; the messages whose outcome [`ItemOutcome::keeps_message`] must
     /// be reported as batch item failures.
     ///
-    /// Each message is claimed and its records applied in turn; then the events of every
-    /// claimed message are published together (one `PutEvents` for a batch of 10
+    /// The messages are decoded and claimed together (one `TransactWriteItems` for a
+    /// batch of 10), each claimed message's records applied in turn; then the events of
+    /// every claimed message are published together (one `PutEvents` for a batch of 10
     /// messages with one event each) and the claims completed together (one
     /// `BatchWriteItem`). A message whose events did not all reach the bus is released
     /// and retried alone; a later copy of an event claimed earlier in the same batch
     /// follows that copy's fate instead of waiting out its lease.
     pub async fn process_batch(&self, messages: Vec<InboundMessage>) -> Vec<ItemOutcome> {
         let mut items: Vec<Item> = Vec::with_capacity(messages.len());
+        // Decoded, each with its key and payload hash, waiting for the batch's claim.
+        let mut to_claim: Vec<(usize, Event)> = Vec::new();
+        let mut keys: Vec<(IdempotencyKey, String)> = Vec::new();
+        // The item of each of `keys`.
+        let mut claimed_items: Vec<usize> = Vec::new();
         for message in messages {
             let started = std::time::Instant::now();
             let mut outcome = self.blank_outcome(&message);
-            let key = outcome.idempotency_key.clone();
-            let earlier = items.iter().position(|item| {
-                key.is_some()
-                    && item.outcome.idempotency_key == key
-                    && matches!(item.state, Ok(State::Claimed(_)))
-            });
-            let state = match earlier {
-                Some(index) => self
-                    .decode(&message)
-                    .await
-                    .map(|event| State::CopyOf(index, hex::encode(Sha256::digest(&event.body)))),
-                None => self.prepare(&message, &mut outcome).await,
+            let state = match self.decode(&message).await {
+                Err(failure) => Err(failure),
+                Ok(event) => {
+                    let payload_hash = hex::encode(Sha256::digest(&event.body));
+                    let key = IdempotencyKey::new(
+                        &event.provider,
+                        event.scope.as_deref(),
+                        &event.event_id,
+                    );
+                    outcome.idempotency_key = Some(key.as_str().to_owned());
+                    match keys.iter().position(|(claimed, _)| *claimed == key) {
+                        Some(earlier) => Ok(State::CopyOf(claimed_items[earlier], payload_hash)),
+                        None => {
+                            to_claim.push((items.len(), event));
+                            claimed_items.push(items.len());
+                            keys.push((key, payload_hash));
+                            Ok(State::ToClaim)
+                        }
+                    }
+                }
             };
             items.push(Item {
                 message,
@@ -248,6 +264,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                 state,
             });
         }
+        self.claim_and_apply(&mut items, to_claim, &keys).await;
         self.publish_and_complete(&mut items).await;
         let mut outcomes = Vec::with_capacity(items.len());
         for index in 0..items.len() {
@@ -256,6 +273,17 @@ impl<S: IdempotencyStore> Consumer<S> {
                     Ok(State::Claimed(ready)) => Ok(State::Duplicate {
                         same_payload: ready.claim.payload_hash == *payload_hash,
                     }),
+                    // The event was processed before this batch: so is its copy (the
+                    // same payload only if it matches the first copy, which matched).
+                    Ok(State::Duplicate { same_payload }) => Ok(State::Duplicate {
+                        same_payload: *same_payload
+                            && keys
+                                .iter()
+                                .zip(&claimed_items)
+                                .any(|((_, hash), item)| item == earlier && hash == payload_hash),
+                    }),
+                    // Held by another worker: so is the copy, retried as late.
+                    Err(failure @ Failure::ClaimedElsewhere(_)) => Err(*failure),
                     _ => Err(Failure::Transient("copy_in_batch_failed")),
                 },
                 Ok(State::Duplicate { same_payload }) => Ok(State::Duplicate {
@@ -372,42 +400,53 @@ impl<S: IdempotencyStore> Consumer<S> {
     }
 
     /// Decodes and claims the message, applies its records and builds its events.
-    async fn prepare(
+    /// Claims the batch's decoded events together (one store request for a batch of 10
+    /// messages), then applies the records and builds the events of each claimed one in
+    /// turn. A claim whose records fail is released so that its retry can claim at once.
+    async fn claim_and_apply(
         &self,
-        message: &InboundMessage,
-        outcome: &mut ItemOutcome,
-    ) -> Result<State, Failure> {
-        let event = self.decode(message).await?;
-        let payload_hash = hex::encode(Sha256::digest(&event.body));
-        let key = IdempotencyKey::new(&event.provider, event.scope.as_deref(), &event.event_id);
-        outcome.idempotency_key = Some(key.as_str().to_owned());
+        items: &mut [Item],
+        decoded: Vec<(usize, Event)>,
+        keys: &[(IdempotencyKey, String)],
+    ) {
+        if decoded.is_empty() {
+            return;
+        }
         let now = self.ports.clock.now();
-        let claim = match self
-            .idempotency
-            .claim(&key, &payload_hash, now)
-            .await
-            .map_err(|_| Failure::Transient("idempotency_store_unavailable"))?
-        {
-            ClaimOutcome::Claimed(claim) => claim,
-            ClaimOutcome::AlreadyCompleted { same_payload } => {
-                return Ok(State::Duplicate { same_payload });
+        let Ok(claims) = self.idempotency.claim_all(keys, now).await else {
+            for (index, _) in &decoded {
+                items[*index].state = Err(Failure::Transient("idempotency_store_unavailable"));
             }
-            ClaimOutcome::InProgressElsewhere { lease_expires_at } => {
-                let left = (lease_expires_at - now).max(time::Duration::ZERO);
-                return Err(Failure::ClaimedElsewhere(left.unsigned_abs()));
-            }
+            return;
         };
-        match self.apply_records_and_build_events(&event, outcome).await {
-            Ok(events) => Ok(State::Claimed(Ready {
-                claim,
-                events,
-                received_at: event.received_at,
-            })),
-            Err(failure) => {
-                // Best effort: if the release fails, the lease runs out before redelivery.
-                let _ = self.idempotency.release(&claim).await;
-                Err(failure)
-            }
+        for ((index, event), claim) in decoded.into_iter().zip(claims) {
+            let item = &mut items[index];
+            item.state = match claim {
+                ClaimOutcome::Claimed(claim) => {
+                    match self
+                        .apply_records_and_build_events(&event, &mut item.outcome)
+                        .await
+                    {
+                        Ok(events) => Ok(State::Claimed(Ready {
+                            claim,
+                            events,
+                            received_at: event.received_at,
+                        })),
+                        Err(failure) => {
+                            // Best effort: if the release fails, the lease runs out first.
+                            let _ = self.idempotency.release(&claim).await;
+                            Err(failure)
+                        }
+                    }
+                }
+                ClaimOutcome::AlreadyCompleted { same_payload } => {
+                    Ok(State::Duplicate { same_payload })
+                }
+                ClaimOutcome::InProgressElsewhere { lease_expires_at } => {
+                    let left = (lease_expires_at - now).max(time::Duration::ZERO);
+                    Err(Failure::ClaimedElsewhere(left.unsigned_abs()))
+                }
+            };
         }
     }
 

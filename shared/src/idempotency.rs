@@ -68,6 +68,14 @@ pub struct StoredRecord {
     pub lease_expires_at: OffsetDateTime,
 }
 
+/// One claim of a batch ([`IdempotencyStore::try_claim_all`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub key: IdempotencyKey,
+    pub token: String,
+    pub payload_hash: String,
+}
+
 /// A store failure; transient (the message is retried).
 #[derive(Debug, thiserror::Error)]
 #[error("idempotency store unavailable")]
@@ -87,6 +95,31 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
         lease_expires_at: OffsetDateTime,
     ) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// [`IdempotencyStore::try_claim`] for several keys at once (distinct keys, one
+    /// token each), in as few requests as the store allows: the consumer claims a whole
+    /// batch together. One result per request, in order. The default claims one by one.
+    async fn try_claim_all(
+        &self,
+        requests: &[ClaimRequest],
+        now: OffsetDateTime,
+        lease_expires_at: OffsetDateTime,
+    ) -> Result<Vec<Option<StoredRecord>>, StoreError> {
+        let mut found = Vec::with_capacity(requests.len());
+        for request in requests {
+            found.push(
+                self.try_claim(
+                    &request.key,
+                    &request.token,
+                    &request.payload_hash,
+                    now,
+                    lease_expires_at,
+                )
+                .await?,
+            );
+        }
+        Ok(found)
+    }
 
     /// Marks the record `completed` (expiring at `expires_at`) if `token` still owns it.
     /// Returns false when the claim was lost (its lease ran out and another took it).
@@ -133,6 +166,17 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<T> {
     ) -> Result<Option<StoredRecord>, StoreError> {
         (**self)
             .try_claim(key, token, payload_hash, now, lease_expires_at)
+            .await
+    }
+
+    async fn try_claim_all(
+        &self,
+        requests: &[ClaimRequest],
+        now: OffsetDateTime,
+        lease_expires_at: OffsetDateTime,
+    ) -> Result<Vec<Option<StoredRecord>>, StoreError> {
+        (**self)
+            .try_claim_all(requests, now, lease_expires_at)
             .await
     }
 
@@ -198,23 +242,42 @@ impl<S: IdempotencyStore> Idempotency<S> {
     ) -> Result<ClaimOutcome, StoreError> {
         let token = random_token();
         let lease_expires_at = now + self.policy.lease;
-        match self
+        let existing = self
             .store
             .try_claim(key, &token, payload_hash, now, lease_expires_at)
-            .await?
-        {
-            None => Ok(ClaimOutcome::Claimed(Claim {
+            .await?;
+        let request = ClaimRequest {
+            key: key.clone(),
+            token,
+            payload_hash: payload_hash.to_owned(),
+        };
+        Ok(outcome_of(request, existing))
+    }
+
+    /// Claims several events at once (`(key, payload_hash)`, distinct keys), in as few
+    /// store requests as it allows; one outcome per event, in order.
+    pub async fn claim_all(
+        &self,
+        events: &[(IdempotencyKey, String)],
+        now: OffsetDateTime,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let requests: Vec<ClaimRequest> = events
+            .iter()
+            .map(|(key, payload_hash)| ClaimRequest {
                 key: key.clone(),
-                token,
-                payload_hash: payload_hash.to_owned(),
-            })),
-            Some(existing) if existing.completed => Ok(ClaimOutcome::AlreadyCompleted {
-                same_payload: existing.payload_hash == payload_hash,
-            }),
-            Some(existing) => Ok(ClaimOutcome::InProgressElsewhere {
-                lease_expires_at: existing.lease_expires_at,
-            }),
-        }
+                token: random_token(),
+                payload_hash: payload_hash.clone(),
+            })
+            .collect();
+        let found = self
+            .store
+            .try_claim_all(&requests, now, now + self.policy.lease)
+            .await?;
+        Ok(requests
+            .into_iter()
+            .zip(found)
+            .map(|(request, existing)| outcome_of(request, existing))
+            .collect())
     }
 
     /// Records that the claimed event's effects are done. Returns false if the claim
@@ -243,6 +306,23 @@ impl<S: IdempotencyStore> Idempotency<S> {
     /// Gives a claim back after a failure, so the retry can claim at once.
     pub async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
         self.store.release(&claim.key, &claim.token).await
+    }
+}
+
+/// What a claim attempt's result means: no record found in the way is a claim.
+fn outcome_of(request: ClaimRequest, existing: Option<StoredRecord>) -> ClaimOutcome {
+    match existing {
+        None => ClaimOutcome::Claimed(Claim {
+            key: request.key,
+            token: request.token,
+            payload_hash: request.payload_hash,
+        }),
+        Some(existing) if existing.completed => ClaimOutcome::AlreadyCompleted {
+            same_payload: existing.payload_hash == request.payload_hash,
+        },
+        Some(existing) => ClaimOutcome::InProgressElsewhere {
+            lease_expires_at: existing.lease_expires_at,
+        },
     }
 }
 
@@ -283,26 +363,155 @@ impl DynamoIdempotencyStore {
             .send()
             .await
             .map_err(|err| StoreError(Box::new(aws_sdk_dynamodb::Error::from(err))))?;
-        Ok(output.item.map(|item| {
-            let text = |name: &str| {
-                item.get(name)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            let seconds = item
-                .get("lease_expires_at")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse::<i64>().ok())
-                .unwrap_or_default();
-            StoredRecord {
-                completed: text("status") == "completed",
-                token: text("token"),
-                payload_hash: text("payload_hash"),
-                lease_expires_at: OffsetDateTime::from_unix_timestamp(seconds)
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        Ok(output.item.as_ref().map(stored_record))
+    }
+
+    /// Claims `pending` (indices into `requests`, at most [`TRANSACT_LIMIT`]) in
+    /// `TransactWriteItems` calls: one when nothing is in the way. A transaction is all or
+    /// nothing, so when some claims' conditions fail (duplicates, live leases elsewhere)
+    /// DynamoDB cancels it, names those claims and returns their records; the others are
+    /// sent again without them. Claims still unsettled after a few rounds (transaction
+    /// conflicts with a concurrent batch) are made one by one.
+    async fn transact_claims(
+        &self,
+        requests: &[ClaimRequest],
+        mut pending: Vec<usize>,
+        now: OffsetDateTime,
+        lease_expires_at: OffsetDateTime,
+        found: &mut [Option<StoredRecord>],
+    ) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::{
+            operation::transact_write_items::TransactWriteItemsError,
+            types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem},
+        };
+        for _round in 0..TRANSACT_ROUNDS {
+            if pending.len() < 2 {
+                break;
             }
-        }))
+            let mut actions = Vec::with_capacity(pending.len());
+            for &index in &pending {
+                let request = &requests[index];
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(claim_item(request, lease_expires_at)))
+                    .condition_expression(CLAIM_CONDITION)
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(
+                        ":in_progress",
+                        AttributeValue::S("in_progress".into()),
+                    )
+                    .expression_attribute_values(":now", number(now))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .build()
+                    .map_err(|err| StoreError(Box::new(err)))?;
+                actions.push(TransactWriteItem::builder().put(put).build());
+            }
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(actions))
+                .send()
+                .await;
+            let cancelled = match result {
+                Ok(_) => {
+                    pending.clear();
+                    break;
+                }
+                Err(err) => match err.into_service_error() {
+                    TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled,
+                    other => {
+                        return Err(StoreError(Box::new(aws_sdk_dynamodb::Error::from(other))));
+                    }
+                },
+            };
+            let reasons = cancelled.cancellation_reasons();
+            let mut again = Vec::with_capacity(pending.len());
+            for (position, &index) in pending.iter().enumerate() {
+                let reason = reasons.get(position);
+                if reason.and_then(|reason| reason.code()) != Some("ConditionalCheckFailed") {
+                    // Not in the way ("None"), or a conflict with another transaction.
+                    again.push(index);
+                    continue;
+                }
+                let existing = match reason.and_then(|reason| reason.item()) {
+                    Some(item) => Some(stored_record(item)),
+                    None => self.read(&requests[index].key).await?,
+                };
+                match existing {
+                    Some(record) => found[index] = Some(record),
+                    // Completed and expired meanwhile: claim again.
+                    None => again.push(index),
+                }
+            }
+            pending = again;
+        }
+        for index in pending {
+            let request = &requests[index];
+            found[index] = self
+                .try_claim(
+                    &request.key,
+                    &request.token,
+                    &request.payload_hash,
+                    now,
+                    lease_expires_at,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What a claim overwrites: no record, or an `in_progress` one whose lease ran out.
+const CLAIM_CONDITION: &str =
+    "attribute_not_exists(pk) OR (#status = :in_progress AND lease_expires_at <= :now)";
+/// `TransactWriteItems`' limit of actions per call.
+const TRANSACT_LIMIT: usize = 100;
+/// Transactions tried for one chunk of claims before the rest are claimed one by one.
+const TRANSACT_ROUNDS: usize = 3;
+
+/// The `in_progress` record a claim writes.
+fn claim_item(
+    request: &ClaimRequest,
+    lease_expires_at: OffsetDateTime,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(request.key.0.clone())),
+        ("status".to_owned(), AttributeValue::S("in_progress".into())),
+        ("token".to_owned(), AttributeValue::S(request.token.clone())),
+        (
+            "payload_hash".to_owned(),
+            AttributeValue::S(request.payload_hash.clone()),
+        ),
+        ("lease_expires_at".to_owned(), number(lease_expires_at)),
+        // An abandoned claim is cleaned up by TTL a day after its lease.
+        (
+            "expires_at".to_owned(),
+            number(lease_expires_at + Duration::days(1)),
+        ),
+    ])
+}
+
+/// A record as DynamoDB returns it.
+fn stored_record(item: &HashMap<String, AttributeValue>) -> StoredRecord {
+    let text = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let seconds = item
+        .get("lease_expires_at")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse::<i64>().ok())
+        .unwrap_or_default();
+    StoredRecord {
+        completed: text("status") == "completed",
+        token: text("token"),
+        payload_hash: text("payload_hash"),
+        lease_expires_at: OffsetDateTime::from_unix_timestamp(seconds)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
     }
 }
 
@@ -329,20 +538,17 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         now: OffsetDateTime,
         lease_expires_at: OffsetDateTime,
     ) -> Result<Option<StoredRecord>, StoreError> {
+        let request = ClaimRequest {
+            key: key.clone(),
+            token: token.to_owned(),
+            payload_hash: payload_hash.to_owned(),
+        };
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", AttributeValue::S(key.0.clone()))
-            .item("status", AttributeValue::S("in_progress".into()))
-            .item("token", AttributeValue::S(token.to_owned()))
-            .item("payload_hash", AttributeValue::S(payload_hash.to_owned()))
-            .item("lease_expires_at", number(lease_expires_at))
-            // An abandoned claim is cleaned up by TTL a day after its lease.
-            .item("expires_at", number(lease_expires_at + Duration::days(1)))
-            .condition_expression(
-                "attribute_not_exists(pk) OR (#status = :in_progress AND lease_expires_at <= :now)",
-            )
+            .set_item(Some(claim_item(&request, lease_expires_at)))
+            .condition_expression(CLAIM_CONDITION)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":in_progress", AttributeValue::S("in_progress".into()))
             .expression_attribute_values(":now", number(now))
@@ -359,6 +565,31 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             },
             Err(err) => Err(StoreError(Box::new(aws_sdk_dynamodb::Error::from(err)))),
         }
+    }
+
+    /// `TransactWriteItems`, up to 100 claims a call (see `transact_claims`); a single
+    /// claim is one `PutItem` (a transactional write costs two write units).
+    async fn try_claim_all(
+        &self,
+        requests: &[ClaimRequest],
+        now: OffsetDateTime,
+        lease_expires_at: OffsetDateTime,
+    ) -> Result<Vec<Option<StoredRecord>>, StoreError> {
+        let mut found: Vec<Option<StoredRecord>> = vec![None; requests.len()];
+        // A transaction may not touch one item twice.
+        let distinct: std::collections::HashSet<&IdempotencyKey> =
+            requests.iter().map(|request| &request.key).collect();
+        if distinct.len() < requests.len() {
+            return Err(StoreError(
+                "a batch of claims names one key twice".to_owned().into(),
+            ));
+        }
+        let indices: Vec<usize> = (0..requests.len()).collect();
+        for chunk in indices.chunks(TRANSACT_LIMIT) {
+            self.transact_claims(requests, chunk.to_vec(), now, lease_expires_at, &mut found)
+                .await?;
+        }
+        Ok(found)
     }
 
     async fn complete(
@@ -636,15 +867,45 @@ pub async fn check_store_contract<S: IdempotencyStore>(store: S, key_prefix: &st
         ClaimOutcome::Claimed(_)
     ));
 
-    // A batch's claims complete together (more than one store request's worth).
+    // A batch claims together (more than one store request's worth): new keys, a
+    // completed one and one held elsewhere, each with its own outcome.
+    let held = IdempotencyKey::new(key_prefix, None, "held");
+    assert!(matches!(
+        claim_ok(&idempotency, &held, "h", at(0)).await,
+        ClaimOutcome::Claimed(_)
+    ));
+    let mut batch: Vec<(IdempotencyKey, String)> = (0..120)
+        .map(|n| {
+            let key = IdempotencyKey::new(key_prefix, None, &format!("batch-{n}"));
+            (key, "hb".to_owned())
+        })
+        .collect();
+    batch.insert(7, (key.clone(), "h1".to_owned()));
+    batch.insert(110, (held.clone(), "h".to_owned()));
+    let outcomes = match idempotency.claim_all(&batch, at(1)).await {
+        Ok(outcomes) => outcomes,
+        Err(err) => panic!("claim_all: {err}"),
+    };
+    assert_eq!(outcomes.len(), batch.len());
+    assert_eq!(
+        outcomes[7],
+        ClaimOutcome::AlreadyCompleted { same_payload: true }
+    );
+    assert!(matches!(
+        outcomes[110],
+        ClaimOutcome::InProgressElsewhere { .. }
+    ));
     let mut claims = Vec::new();
-    for n in 0..30 {
-        let key = IdempotencyKey::new(key_prefix, None, &format!("batch-{n}"));
-        let ClaimOutcome::Claimed(claim) = claim_ok(&idempotency, &key, "hb", at(0)).await else {
-            panic!("claim");
-        };
-        claims.push(claim);
+    for (outcome, (key, _)) in outcomes.into_iter().zip(&batch) {
+        match outcome {
+            ClaimOutcome::Claimed(claim) => {
+                assert_eq!(&claim.key, key);
+                claims.push(claim);
+            }
+            other => assert!(key == &held || key.as_str().ends_with("evt-1"), "{other:?}"),
+        }
     }
+    assert_eq!(claims.len(), 120, "every new key is claimed");
     if let Err(err) = idempotency.complete_all(&claims, at(1)).await {
         panic!("complete_all: {err}");
     }

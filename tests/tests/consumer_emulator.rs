@@ -354,11 +354,30 @@ async fn aws_calls_per_event_counted_at_the_endpoint() {
     assert_eq!(
         batched,
         BTreeMap::from([
-            ("dynamodb:PutItem".to_owned(), N),
+            ("dynamodb:TransactWriteItems".to_owned(), N / 10),
             ("dynamodb:BatchWriteItem".to_owned(), N / 10),
             ("events:PutEvents".to_owned(), N / 10),
         ]),
-        "one claim per message; one completion write and one publish per batch"
+        "one claim transaction, one completion write and one publish per batch"
+    );
+
+    // A batch with duplicates of completed events and a copy within the batch: the
+    // transaction is cancelled, names the completed ones, and goes again without them.
+    let mut messages: Vec<InboundMessage> = (0..8).map(|n| message(200 + n, 0)).collect();
+    messages.push(message(100, 1)); // completed in the first batch above
+    messages.push(message(200, 1)); // a copy of this batch's first message
+    let outcomes = consumer.process_batch(messages).await;
+    let results: Vec<&str> = outcomes.iter().map(|o| o.result).collect();
+    assert_eq!(
+        results,
+        [["processed"; 8].as_slice(), &["duplicate", "duplicate"]].concat(),
+        "{outcomes:?}"
+    );
+    let retried = counter.take();
+    assert_eq!(
+        retried.get("dynamodb:TransactWriteItems"),
+        Some(&2),
+        "cancelled once, then committed: {retried:?}"
     );
 }
 
