@@ -1,6 +1,7 @@
 //! The library behind the `junction` command, shared with the local stack's tests:
 //! realistic provider samples ([`samples`]), signing and posting webhooks exactly as
-//! each provider does ([`webhook`]), and the stack's queues, their depths and DLQ
+//! each provider does ([`webhook`], with the JWTs of Gmail push and Plaid minted by
+//! [`tokens`]), and the stack's queues, their depths and DLQ
 //! redrive ([`queues`]), the catalog overlays' validity ([`overlays`]), every
 //! connection's health ([`connections`]), and forcing a poll ([`polls`]).
 //!
@@ -12,6 +13,7 @@ pub mod overlays;
 pub mod polls;
 pub mod queues;
 pub mod samples;
+pub mod tokens;
 pub mod webhook;
 
 /// SDK configuration: the emulator at `endpoint` (with its test credentials and

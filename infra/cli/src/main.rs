@@ -104,7 +104,8 @@ struct SendWebhookArgs {
     /// An extra header, `Name: value` (repeatable; replaces the sample's).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
-    /// Sign with this secret instead of the configured one.
+    /// Sign with this secret instead of the configured one (Gmail, Plaid: a private JWK,
+    /// or `{"key": <private JWK>, "claims": {"aud": …, "email": …}}`).
     #[arg(long, env = "JUNCTION_SIGNING_SECRET", hide_env_values = true)]
     secret: Option<String>,
 }

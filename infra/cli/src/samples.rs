@@ -489,9 +489,7 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
                 }),
             )
         }
-        // plaid/plaid-openapi `SyncUpdatesAvailableWebhook`. Plaid signs with its own
-        // keys, so `send-webhook` refuses it as it does Gmail; the sample still feeds the
-        // consumer's tests.
+        // plaid/plaid-openapi `SyncUpdatesAvailableWebhook`.
         "plaid" => json_sample(
             vec![],
             json!({

@@ -6,18 +6,26 @@
 //! asymmetric providers (Ed25519, ECDSA P-256) whose configured secret is the provider's
 //! *public* key, the `development_signing_key` the local stack seeds next to it. Schemes
 //! whose signature is in the body (Mailgun, Adyen, Microsoft Graph, Salesforce) get the
-//! signed body back.
+//! signed body back. Providers whose deliveries carry a JWT verified with published keys
+//! (Gmail's Pub/Sub push, Plaid) get a token minted by [`crate::tokens`] with the
+//! development private key the local stack seeds (and whose public half it publishes
+//! where the ingress fetches it), carrying the secret's `jwt_claims`.
+
+use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use shared::{
-    catalog::{Provider, Scheme},
+    catalog::{Provider, Scheme, SignatureFormat},
     secrets::webhook_secret_name,
     webhooks::{SignError, SignedRequest, SigningSecret, sign_request, url_with_body_hash},
 };
 use time::OffsetDateTime;
 
-use crate::samples::Sample;
+use crate::{
+    samples::Sample,
+    tokens::{TokenError, TokenSigner},
+};
 
 /// Why a webhook could not be signed or sent.
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +36,6 @@ pub enum WebhookError {
     NoWebhooks(String),
     #[error("provider {0}'s webhooks cannot be verified, so Junction refuses them")]
     Unverifiable(String),
-    #[error(
-        "provider {0}'s webhooks carry a token only the provider can mint (verified with its \
-         published keys): trigger a real delivery instead"
-    )]
-    ProviderSigned(String),
     #[error("no secret {name}: run the local stack (it seeds one) or create it")]
     NoSecret { name: String },
     #[error("could not read secret {name}: {source}")]
@@ -44,14 +47,16 @@ pub enum WebhookError {
     #[error("secret {name} is not {{\"signing_secrets\": [\"…\"]}}")]
     MalformedSecret { name: String },
     #[error(
-        "secret {name} holds {provider}'s public key; signing needs the private key in \
-         `development_signing_key` (the local stack seeds one) or --secret"
+        "secret {name} has no `development_signing_key`: {provider} signs with a private key \
+         the ingress never holds (the local stack seeds one), or pass --secret"
     )]
     NoSigningKey { name: String, provider: String },
     #[error("header {0} is not a valid HTTP header")]
     Header(String),
     #[error("could not sign: {0}")]
     Sign(#[from] SignError),
+    #[error("could not mint the token: {0}")]
+    Token(#[from] TokenError),
     #[error("could not post to {url}: {source}")]
     Send {
         url: String,
@@ -60,17 +65,21 @@ pub enum WebhookError {
     },
 }
 
-/// The secret document: the ingress reads `signing_secrets`; the CLI also reads the
-/// development-only private key of Ed25519 providers.
+/// The secret document: the ingress reads `signing_secrets` and `jwt_claims`; the CLI
+/// also reads the development-only private key of asymmetric and JWT providers.
 #[derive(Debug, Deserialize)]
 struct SecretDocument {
     signing_secrets: Vec<String>,
+    #[serde(default)]
+    jwt_claims: BTreeMap<String, String>,
     #[serde(default)]
     development_signing_key: Option<String>,
 }
 
 /// Reads the key to sign `provider`'s webhooks with: the endpoint's secret where one
-/// exists, else the provider's (the ingress's own lookup order).
+/// exists, else the provider's (the ingress's own lookup order). For JWT providers it is
+/// a [`TokenSigner`] document: the development private key and the secret's
+/// `jwt_claims`.
 pub async fn signing_key(
     client: &aws_sdk_secretsmanager::Client,
     prefix: &str,
@@ -102,12 +111,21 @@ pub async fn signing_key(
         };
         let document: SecretDocument = serde_json::from_str(&text)
             .map_err(|_| WebhookError::MalformedSecret { name: name.clone() })?;
-        let asymmetric = provider
+        let scheme = provider
             .webhook
             .as_ref()
             .and_then(|w| w.verification.as_ref())
-            .is_some_and(|v| matches!(v.scheme, Scheme::Ed25519 | Scheme::EcdsaP256));
-        let key = if asymmetric {
+            .map(|v| v.scheme);
+        let asymmetric = matches!(
+            scheme,
+            Some(Scheme::Ed25519 | Scheme::EcdsaP256 | Scheme::Jwt)
+        );
+        let key = if scheme == Some(Scheme::Jwt) {
+            document
+                .development_signing_key
+                .map(|jwk| TokenSigner::document(&jwk, &document.jwt_claims))
+                .transpose()?
+        } else if asymmetric {
             document.development_signing_key
         } else {
             document.signing_secrets.into_iter().find(|s| !s.is_empty())
@@ -133,7 +151,8 @@ pub struct SignedWebhook {
     pub body: Vec<u8>,
 }
 
-/// Signs `sample` for `provider` as posted to `url` at `now`.
+/// Signs `sample` for `provider` as posted to `url` at `now` (for JWT providers, mints
+/// the token with `key`, a [`TokenSigner`] document or a bare private JWK).
 pub fn sign_webhook(
     provider: &Provider,
     key: &SigningSecret,
@@ -149,13 +168,25 @@ pub fn sign_webhook(
         .verification
         .as_ref()
         .ok_or_else(|| WebhookError::Unverifiable(provider.id.clone()))?;
-    if verification.scheme == Scheme::Jwt {
-        return Err(WebhookError::ProviderSigned(provider.id.clone()));
-    }
     let mut headers = HeaderMap::new();
     insert(&mut headers, "content-type", &sample.content_type)?;
     for (name, value) in &sample.headers {
         insert(&mut headers, name, value)?;
+    }
+    if let (Some(rule), SignatureFormat::Single { header, prefix, .. }) =
+        (&verification.jwt, &verification.signature)
+    {
+        let token = TokenSigner::parse(key.expose())?.mint(rule, &sample.body, now)?;
+        let name = header
+            .names()
+            .first()
+            .ok_or_else(|| WebhookError::Unverifiable(provider.id.clone()))?;
+        insert(&mut headers, name, &format!("{prefix}{token}"))?;
+        return Ok(SignedWebhook {
+            url: url.to_owned(),
+            headers,
+            body: sample.body.clone(),
+        });
     }
     let url = url_with_body_hash(verification, url, &headers, &sample.body);
     let request = SignedRequest {
@@ -221,16 +252,27 @@ pub fn webhook_url(api_base: &str, provider: &str, endpoint: Option<&str>) -> St
 
 #[cfg(test)]
 mod tests {
-    use shared::{catalog::Catalog, webhooks::verify};
+    use shared::{
+        catalog::{Catalog, JwtAlgorithm},
+        webhooks::{
+            jwt::{JwkSet, verify_jwt},
+            verify,
+        },
+    };
 
     use super::*;
-    use crate::samples::sample;
+    use crate::{
+        samples::sample,
+        tokens::test_keys::{es256_keys, rs256_keys},
+    };
 
-    /// Every provider's sample, signed here, verifies with the catalog's verifier.
+    /// Every provider's sample, signed here, verifies with the catalog's verifier (JWT
+    /// providers' tokens with shared's JWT verifier and the key's public half).
     #[test]
     fn every_sample_verifies() {
         let catalog = Catalog::embedded().expect("catalog");
         let now = OffsetDateTime::now_utc();
+        let mut jwt_providers = Vec::new();
         for provider in catalog.providers() {
             let Some(verification) = provider
                 .webhook
@@ -239,20 +281,41 @@ mod tests {
             else {
                 continue;
             };
-            if verification.scheme == Scheme::Jwt {
-                // Minted by the provider with keys only it holds.
-                let result = sign_webhook(
-                    provider,
-                    &SigningSecret::new("x"),
-                    "http://x",
-                    &sample(&provider.id, now),
-                    now,
-                );
-                assert!(
-                    matches!(result, Err(WebhookError::ProviderSigned(_))),
+            if let Some(rule) = &verification.jwt {
+                // Minted with a development key whose public half the ingress fetches.
+                let (jwk, public) = match rule.algorithm {
+                    JwtAlgorithm::RS256 => rs256_keys("dev-rsa"),
+                    JwtAlgorithm::ES256 => es256_keys("dev-ec"),
+                };
+                let configured: BTreeMap<String, String> = rule
+                    .configured_claims
+                    .iter()
+                    .map(|name| (name.clone(), format!("localdev-{name}")))
+                    .collect();
+                let signer = TokenSigner::document(&jwk, &configured).expect("document");
+                let url = webhook_url("http://127.0.0.1:3000", &provider.id, None);
+                let delivery = sample(&provider.id, now);
+                let signed =
+                    sign_webhook(provider, &SigningSecret::new(signer), &url, &delivery, now)
+                        .unwrap_or_else(|err| panic!("{}: {err}", provider.id));
+                assert_eq!(signed.body, delivery.body, "{}", provider.id);
+                let SignatureFormat::Single { header, prefix, .. } = &verification.signature else {
+                    panic!("{}: a JWT sits in one header", provider.id);
+                };
+                let token = signed
+                    .headers
+                    .get(header.names()[0].as_str())
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.strip_prefix(prefix.as_str()))
+                    .unwrap_or_else(|| panic!("{}: no token", provider.id));
+                let keys = JwkSet { keys: vec![public] };
+                assert_eq!(
+                    verify_jwt(rule, token, &signed.body, &keys, &configured, now),
+                    Ok(()),
                     "{}",
                     provider.id
                 );
+                jwt_providers.push(provider.id.as_str());
                 continue;
             }
             let (key, configured) =
@@ -284,6 +347,7 @@ mod tests {
                 provider.id
             );
         }
+        assert_eq!(jwt_providers, ["gmail", "plaid"]);
     }
 
     /// `send-webhook twilio --header 'X-Twilio-Webhooks-Signature-Settings:

@@ -6,12 +6,16 @@
 //! emulator ([`runtime`]) and feeds them from the template's HTTP API routes
 //! ([`http_api`]), SQS event source mappings ([`sqs_poller`]) and schedules
 //! ([`schedule`]), all read from the stack description, never listed by hand.
+//! [`dev_secrets`] seeds development webhook secrets, and [`jwt_keys`] publishes the
+//! development keys of the JWT providers (Gmail push, Plaid) where the ingress fetches
+//! them.
 
 pub mod atomic_proxy;
 pub mod binaries;
 pub mod dev_secrets;
 pub mod emulator;
 pub mod http_api;
+pub mod jwt_keys;
 pub mod runtime;
 pub mod schedule;
 pub mod sqs_poller;

@@ -32,6 +32,7 @@ use crate::{
     dev_secrets::{self, SeedError, SeededSecret},
     emulator::{self, EmulatorError, Moto, StackDescription},
     http_api::{ApiResponse, IncomingRequest, RouteTable},
+    jwt_keys::{self, DevelopmentKeys, JwtKeysError, KeyServer, LocalJwt},
     runtime::{FunctionRuntime, FunctionSpec, FunctionSummary, InvokeError, request_id},
     schedule::{ScheduleError, ScheduleExpression},
     sqs_poller::{Mapping, MappingSpec},
@@ -75,13 +76,23 @@ pub struct LocalStackConfig {
     /// the secret `<prefix>/catalog/local-overlay` and named by the template's
     /// `CatalogOverlaySecret` parameter, as an operator would after `sam deploy`.
     pub catalog_overlay: Option<PathBuf>,
+    /// Publish development keys for the JWT providers (Gmail push, Plaid) on a loopback
+    /// key server, seed their secrets with them and point their catalog entries there
+    /// (appended to the overlay above, whose own entries win), so that `junction
+    /// send-webhook gmail|plaid` verifies. Only with the emulator, a prefix and seeding,
+    /// and not when `parameters` names `CatalogOverlaySecret` itself. Off in
+    /// [`LocalStackConfig::new`]: it sets `CATALOG_OVERLAY_SECRET` in every function's
+    /// environment, which callers that reuse those environments elsewhere (the
+    /// benchmarks' timing runs) must not inherit; `junction-local up` turns it on.
+    pub serve_jwt_keys: bool,
     /// Already built executables (binary name → path) to run instead of building with
     /// `profile`: the benchmarks run the very files `cargo lambda build` packages.
     pub executables: Option<BTreeMap<String, PathBuf>>,
 }
 
 impl LocalStackConfig {
-    /// The defaults of `junction-local up`: the repository's template in a new emulator.
+    /// The defaults of `junction-local up` (but for [`LocalStackConfig::serve_jwt_keys`]):
+    /// the repository's template in a new emulator.
     pub fn new(root: PathBuf) -> LocalStackConfig {
         LocalStackConfig {
             template: root.join("template.yaml"),
@@ -96,6 +107,7 @@ impl LocalStackConfig {
             seed_secrets: true,
             run_schedules: true,
             catalog_overlay: None,
+            serve_jwt_keys: false,
             executables: None,
         }
     }
@@ -112,6 +124,8 @@ pub enum LocalStackError {
     Seed(#[from] SeedError),
     #[error("the provider catalog is invalid: {0}")]
     Catalog(#[from] shared::catalog::CatalogError),
+    #[error("development JWT keys: {0}")]
+    JwtKeys(#[from] JwtKeysError),
     #[error("could not listen on 127.0.0.1:{port}: {source}")]
     Listen {
         port: u16,
@@ -238,6 +252,8 @@ pub struct LocalStack {
     sqs: aws_sdk_sqs::Client,
     sdk_config: aws_config::SdkConfig,
     state_path: Option<PathBuf>,
+    /// Provider id → where the key server publishes its development keys.
+    jwt_key_urls: BTreeMap<String, String>,
     shutdown: watch::Sender<bool>,
     /// Function supervisors, mapping pollers and schedules: they end on `shutdown`.
     tasks: Vec<JoinHandle<()>>,
@@ -301,27 +317,68 @@ impl LocalStack {
     /// necessarily initialized: see [`LocalStack::wait_ready`]).
     pub async fn start(config: LocalStackConfig) -> Result<LocalStack, LocalStackError> {
         let mut parameters: Vec<(String, String)> = config.parameters.clone();
-        let overlay = match &config.catalog_overlay {
+        let overlay_name = format!(
+            "{}/catalog/local-overlay",
+            config.prefix.as_deref().unwrap_or("junction")
+        );
+        let user_overlay = match &config.catalog_overlay {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|err| EmulatorError::Failed {
                     what: format!("reading the catalog overlay {}", path.display()),
                     detail: err.to_string(),
                 })?;
-                let name = format!(
-                    "{}/catalog/local-overlay",
-                    config.prefix.as_deref().unwrap_or("junction")
-                );
-                parameters.push(("CatalogOverlaySecret".into(), name.clone()));
-                Some((name, text))
+                parameters.push(("CatalogOverlaySecret".into(), overlay_name.clone()));
+                Some(text)
             }
             None => None,
         };
         // `Prefix` is Junction's; fixture templates without it are deployed all the same.
-        let optional: Vec<(String, String)> = config
+        let mut optional: Vec<(String, String)> = config
             .prefix
             .iter()
             .map(|prefix| ("Prefix".to_owned(), prefix.clone()))
             .collect();
+        let serve_jwt_keys = config.serve_jwt_keys
+            && config.seed_secrets
+            && config.prefix.is_some()
+            && matches!(config.backend, Backend::Emulator { .. })
+            && !config
+                .parameters
+                .iter()
+                .any(|(key, _)| key == "CatalogOverlaySecret");
+        // The key server's port goes into the overlay, so it is bound first; the RSA key
+        // is generated while the emulator starts and the template deploys.
+        let jwt_plan = if serve_jwt_keys {
+            let server = KeyServer::bind()
+                .await
+                .map_err(|source| LocalStackError::Listen { port: 0, source })?;
+            let local = jwt_keys::local_overlay(
+                &config.root,
+                server.base_url(),
+                user_overlay
+                    .as_deref()
+                    .map(|text| (overlay_name.as_str(), text)),
+            )?;
+            for id in &local.overridden {
+                eprintln!(
+                    "[local-stack] the catalog overlay replaces {id}: its tokens are verified with \
+                     the keys its entry names, not the local development keys, so `junction \
+                     send-webhook {id}` will be refused"
+                );
+            }
+            if user_overlay.is_none() {
+                optional.push(("CatalogOverlaySecret".into(), overlay_name.clone()));
+            }
+            let keys = tokio::task::spawn_blocking(DevelopmentKeys::generate);
+            Some((server, local, keys))
+        } else {
+            None
+        };
+        let overlay = match (&jwt_plan, user_overlay) {
+            (Some((_, local, _)), _) => Some((overlay_name.clone(), local.text.clone())),
+            (None, Some(text)) => Some((overlay_name.clone(), text)),
+            (None, None) => None,
+        };
         let (moto, description, sdk_config, endpoint_env) = match &config.backend {
             Backend::Emulator { endpoint } => {
                 let root = config.root.clone();
@@ -394,6 +451,21 @@ impl LocalStack {
             store_overlay(&sdk_config, name, text).await?;
         }
 
+        let (key_server, local_jwt) = match jwt_plan {
+            Some((server, local, keys)) => {
+                let keys = keys.await.map_err(|err| EmulatorError::Failed {
+                    what: "generating the development JWT keys".into(),
+                    detail: err.to_string(),
+                })??;
+                let local = LocalJwt {
+                    keys,
+                    base_url: server.base_url().to_owned(),
+                    served: local.served,
+                };
+                (Some(server), Some(local))
+            }
+            None => (None, None),
+        };
         let seeded = if config.seed_secrets && moto.is_some() {
             match &config.prefix {
                 Some(prefix) => {
@@ -404,13 +476,22 @@ impl LocalStack {
                         None => embedded.clone(),
                     };
                     let client = aws_sdk_secretsmanager::Client::new(&sdk_config);
-                    dev_secrets::seed(&client, &catalog, prefix).await?
+                    dev_secrets::seed(&client, &catalog, prefix, local_jwt.as_ref()).await?
                 }
                 None => Vec::new(),
             }
         } else {
             Vec::new()
         };
+        let jwt_key_urls: BTreeMap<String, String> = local_jwt
+            .iter()
+            .flat_map(|local| {
+                local
+                    .served
+                    .keys()
+                    .filter_map(|id| Some((id.clone(), local.url(id)?)))
+            })
+            .collect();
 
         let binaries: BTreeSet<String> = description
             .functions
@@ -571,10 +652,18 @@ impl LocalStack {
             api_port,
             local_iam_key: local_iam_key(),
         });
-        let servers = vec![
+        let mut servers = vec![
             serve(api_listener, api_router(served.clone())),
             serve(control_listener, control_router(served.clone())),
         ];
+        if let (Some(server), Some(local), Some(prefix)) =
+            (key_server, local_jwt, config.prefix.clone())
+        {
+            let secrets = Arc::new(shared::secrets::SecretsManagerSource::from_config(
+                &sdk_config,
+            ));
+            servers.push(server.serve(secrets, prefix, local.served));
+        }
 
         let mut stack = LocalStack {
             served,
@@ -585,6 +674,7 @@ impl LocalStack {
             sqs,
             sdk_config,
             state_path: None,
+            jwt_key_urls,
             shutdown,
             tasks,
             servers,
@@ -648,6 +738,12 @@ impl LocalStack {
     /// `http://127.0.0.1:<port>` of the control API (`/summary`, `/schedules/{name}/fire`).
     pub fn control_url(&self) -> &str {
         &self.control_url
+    }
+
+    /// Provider id → the URL where the key server publishes its development keys (empty
+    /// unless [`LocalStackConfig::serve_jwt_keys`] applied).
+    pub fn jwt_key_urls(&self) -> &BTreeMap<String, String> {
+        &self.jwt_key_urls
     }
 
     /// The emulator's endpoint, or `None` against real AWS.

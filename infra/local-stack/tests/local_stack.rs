@@ -12,6 +12,7 @@ use common::{
     eventually, pause_ingest_consumers, queue_depth, stop_and_check_processes_are_gone,
     take_providers, unique,
 };
+use junction_cli::tokens::TokenSigner;
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -24,6 +25,7 @@ use junction_cli::{
 };
 use local_stack::{
     emulator::repo_root,
+    jwt_keys::generate_jwk_of_size,
     stack::{LocalStack, LocalStackConfig},
 };
 use serde_json::Value;
@@ -48,6 +50,8 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
         ("LogPayloads".into(), "true".into()),
         ("LogRedactFields".into(), "customer_name".into()),
     ];
+    // As `junction-local up` runs it: Gmail's and Plaid's keys served locally.
+    config.serve_jwt_keys = true;
     let stack = LocalStack::start(config).await.expect("local stack starts");
     assert!(
         stack.wait_ready(Duration::from_secs(60)).await,
@@ -56,16 +60,21 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
     // Pause the ingest consumer so the messages stay put.
     pause_ingest_consumers(&stack).await;
 
-    // GIVEN the development secrets the stack seeded for every webhook provider
+    // GIVEN the development secrets the stack seeded for every webhook provider (Gmail's
+    // and Plaid's with development keys the stack's key server publishes)
     let catalog = Catalog::embedded().expect("catalog");
-    // Every provider whose deliveries can be signed locally (not Gmail: only Google holds
-    // the keys its push JWTs are signed with).
     let providers: Vec<_> = catalog
         .providers()
-        .filter(|p| {
-            p.webhook.is_some() && local_stack::dev_secrets::development_secret(p).is_some()
-        })
+        .filter(|p| p.webhook.is_some())
         .collect();
+    assert_eq!(
+        stack
+            .jwt_key_urls()
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["gmail", "plaid"]
+    );
     assert!(providers.len() >= 40, "{} providers", providers.len());
     let seeded: BTreeSet<&str> = stack
         .seeded_secrets()
@@ -111,18 +120,43 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
             delivery.body
         );
     }
-    // ... and a forged one and one to a path the API does not have
+    // ... and forged ones: a GitHub signature with the wrong secret, and Gmail and Plaid
+    // tokens signed by another key under the published key's `kid`
     let github = catalog.get("github").expect("github");
     let url = webhook_url(stack.api_url(), "github", None);
-    let forged = sign_webhook(
-        github,
-        &SigningSecret::new("not-the-secret"),
-        &url,
-        &sample("github", now),
-        now,
-    )
-    .expect("signed");
-    assert_eq!(post(&http, &forged).await.expect("posted").status, 401);
+    let mut forged = vec![
+        sign_webhook(
+            github,
+            &SigningSecret::new("not-the-secret"),
+            &url,
+            &sample("github", now),
+            now,
+        )
+        .expect("signed"),
+    ];
+    for id in ["gmail", "plaid"] {
+        let provider = catalog.get(id).expect(id);
+        let key = signing_key(&secrets, &prefix, provider, None)
+            .await
+            .expect("the seeded key");
+        let mut document: Value = serde_json::from_str(key.expose()).expect("a signer document");
+        let genuine = TokenSigner::parse(key.expose()).expect("signer");
+        document["key"] =
+            generate_jwk_of_size(genuine.algorithm(), genuine.key_id(), 1024).expect("another key");
+        let impostor = SigningSecret::new(document.to_string());
+        let url = webhook_url(stack.api_url(), id, None);
+        forged
+            .push(sign_webhook(provider, &impostor, &url, &sample(id, now), now).expect("minted"));
+    }
+    for request in &forged {
+        let answer = post(&http, request).await.expect("posted");
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (401, r#"{"error":"signature_mismatch"}"#),
+            "{}",
+            request.url
+        );
+    }
     let missing = http
         .get(format!("{}/no/such/route", stack.api_url()))
         .send()
@@ -145,7 +179,12 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
     want.sort();
     assert_eq!(
         seen, want,
-        "one message per provider, none for the forged request"
+        "one message per provider, none for the forged requests"
+    );
+    assert_eq!(
+        queue_depth(stack.sqs(), &ingest).await,
+        (0, 0),
+        "nothing else was enqueued"
     );
 
     // AND the Runtime API emulator measured the function
@@ -157,7 +196,7 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
     assert_eq!(ingress.starts, 1, "one process served every request");
     assert_eq!(
         ingress.invocations,
-        expected + 1,
+        expected + forged.len(),
         "404s never reach the function"
     );
     assert!(ingress.first_init_ms.is_some() && ingress.peak_rss_kib.is_some());
@@ -202,7 +241,7 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
     assert_eq!(
         payload_lines,
         expected + 1,
-        "one per accepted delivery, none for the forged one"
+        "one per accepted delivery, none for the forged ones"
     );
     assert!(
         ingress_logs().iter().all(|line| !line.contains(&token)),

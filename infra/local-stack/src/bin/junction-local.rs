@@ -97,6 +97,10 @@ struct UpArgs {
     /// Do not fire schedules on time (`fire` still works).
     #[arg(long)]
     no_schedules: bool,
+    /// Do not publish development keys for the JWT providers (Gmail push, Plaid): their
+    /// entries keep the providers' key URLs and `send-webhook gmail|plaid` is refused.
+    #[arg(long)]
+    no_jwt_keys: bool,
 }
 
 #[tokio::main]
@@ -203,6 +207,7 @@ async fn up(root: PathBuf, stack_name: String, args: UpArgs) -> anyhow::Result<(
     config.seed_secrets = !args.no_seed;
     config.catalog_overlay = args.catalog_overlay.clone();
     config.run_schedules = !args.no_schedules;
+    config.serve_jwt_keys = !args.no_jwt_keys;
 
     eprintln!(
         "junction-local: deploying {} as stack {} …",
@@ -336,9 +341,32 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
         println!();
         println!("Development signing secrets created (DEVELOPMENT ONLY, random, local):");
         for (seeded, secret) in created {
-            println!("  {:<36} {}", seeded.name, secret.signing_secret);
-            if let Some(key) = &secret.signing_key {
-                println!("  {:<36} signing key (private seed): {key}", "");
+            match &secret.key_id {
+                // A JWT provider: the private key is a JWK in the secret; its kid and the
+                // claims are what a developer compares against a token.
+                Some(kid) => {
+                    let claims: Vec<String> = secret
+                        .jwt_claims
+                        .iter()
+                        .map(|(name, value)| format!("{name}={value}"))
+                        .collect();
+                    let configured = if secret.signing_secret.is_empty() {
+                        claims.join(" ")
+                    } else {
+                        secret.signing_secret.clone()
+                    };
+                    println!("  {:<36} {configured}", seeded.name);
+                    println!(
+                        "  {:<36} token signing key: development_signing_key (JWK, kid {kid})",
+                        ""
+                    );
+                }
+                None => {
+                    println!("  {:<36} {}", seeded.name, secret.signing_secret);
+                    if let Some(key) = &secret.signing_key {
+                        println!("  {:<36} signing key (private seed): {key}", "");
+                    }
+                }
             }
         }
     }
@@ -349,6 +377,15 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
         .count();
     if kept > 0 {
         println!("  ({kept} existing webhook secret(s) left as they were)");
+    }
+    if !stack.jwt_key_urls().is_empty() {
+        println!();
+        println!(
+            "Development JWT keys (Gmail push, Plaid; the catalog overlay points the ingress here):"
+        );
+        for (provider, url) in stack.jwt_key_urls() {
+            println!("  {provider:<36} {url}");
+        }
     }
     println!();
     println!("Point the CLI at it (another terminal):");
