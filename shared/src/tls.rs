@@ -8,6 +8,12 @@
 //! the certificates rustls cannot use as anchors are dropped (one would otherwise fail
 //! the whole client), and both kinds of client get the same roots. Where no bundle is
 //! found, the clients keep their own platform loading.
+//!
+//! The AWS SDK's client talks only to AWS endpoints, all of which chain to Amazon Trust
+//! Services' roots, so it trusts just those five (fewer anchors to trust, and the SDK
+//! re-parses its PEM trust store at client construction: with the whole bundle that was
+//! a fifth of the ingress's init). An `SSL_CERT_FILE` without them (a proxy's own CA)
+//! is trusted whole.
 
 use std::{
     path::{Path, PathBuf},
@@ -29,22 +35,55 @@ const BUNDLES: [&str; 3] = [
     "/etc/ssl/cert.pem",
 ];
 
+/// The subjects (common names) of the roots AWS's service endpoints chain to: Amazon
+/// Trust Services' four roots and the Starfield root that cross-signs them
+/// (<https://www.amazontrust.com/repository/>).
+const AWS_ROOT_NAMES: [&[u8]; 5] = [
+    b"Amazon Root CA 1",
+    b"Amazon Root CA 2",
+    b"Amazon Root CA 3",
+    b"Amazon Root CA 4",
+    b"Starfield Services Root Certificate Authority - G2",
+];
+
 /// The usable roots of one bundle file.
 #[derive(Debug)]
 pub struct TrustRoots {
     /// The file they were read from.
     pub source: PathBuf,
     certificates: Vec<CertificateDer<'static>>,
+    /// Indices of the roots that AWS endpoints chain to.
+    aws: Vec<usize>,
 }
 
 impl TrustRoots {
     /// Reads `path` and keeps the certificates rustls accepts as trust anchors.
     pub fn from_bundle(path: &Path) -> std::io::Result<TrustRoots> {
         let pem = std::fs::read(path)?;
+        let anchors = usable_roots(&pem);
+        let aws = anchors
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, subject))| {
+                AWS_ROOT_NAMES
+                    .iter()
+                    .any(|name| subject.windows(name.len()).any(|window| window == *name))
+            })
+            .map(|(index, _)| index)
+            .collect();
         Ok(TrustRoots {
             source: path.to_owned(),
-            certificates: usable_roots(&pem),
+            certificates: anchors
+                .into_iter()
+                .map(|(certificate, _)| certificate)
+                .collect(),
+            aws,
         })
+    }
+
+    /// How many of the roots are the ones AWS endpoints chain to.
+    pub fn aws_len(&self) -> usize {
+        self.aws.len()
     }
 
     pub fn len(&self) -> usize {
@@ -57,18 +96,32 @@ impl TrustRoots {
 
     /// The roots as one PEM bundle (the AWS SDK's trust store takes PEM).
     fn pem(&self) -> Vec<u8> {
-        let mut pem = String::new();
-        for certificate in &self.certificates {
-            pem.push_str("-----BEGIN CERTIFICATE-----\n");
-            let encoded = BASE64.encode(certificate);
-            for line in encoded.as_bytes().chunks(64) {
-                pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-                pem.push('\n');
-            }
-            pem.push_str("-----END CERTIFICATE-----\n");
-        }
-        pem.into_bytes()
+        pem_bundle(self.certificates.iter())
     }
+
+    /// The roots AWS endpoints chain to, as PEM; every root when the bundle has none
+    /// of them (an `SSL_CERT_FILE` of the operator's own).
+    fn aws_pem(&self) -> Vec<u8> {
+        if self.aws.is_empty() {
+            return self.pem();
+        }
+        pem_bundle(self.aws.iter().map(|&index| &self.certificates[index]))
+    }
+}
+
+/// Certificates as one PEM bundle.
+fn pem_bundle<'a>(certificates: impl Iterator<Item = &'a CertificateDer<'static>>) -> Vec<u8> {
+    let mut pem = String::new();
+    for certificate in certificates {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let encoded = BASE64.encode(certificate);
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.into_bytes()
 }
 
 /// The process's trust roots, read on first use; `None` when no bundle file exists or
@@ -89,14 +142,16 @@ pub fn trust_roots() -> Option<&'static TrustRoots> {
         .as_ref()
 }
 
-/// The certificates of a PEM bundle that rustls accepts as trust anchors.
-fn usable_roots(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+/// The certificates of a PEM bundle that rustls accepts as trust anchors, each with its
+/// subject (DER).
+fn usable_roots(pem: &[u8]) -> Vec<(CertificateDer<'static>, Vec<u8>)> {
     CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)
-        .filter(|certificate| {
-            rustls::RootCertStore::empty()
-                .add(certificate.clone())
-                .is_ok()
+        .filter_map(|certificate| {
+            let mut store = rustls::RootCertStore::empty();
+            store.add(certificate.clone()).ok()?;
+            let subject = store.roots.first()?.subject.as_ref().to_vec();
+            Some((certificate, subject))
         })
         .collect()
 }
@@ -107,7 +162,7 @@ pub fn aws_http_client() -> Option<aws_sdk_sqs::config::SharedHttpClient> {
     let roots = trust_roots()?;
     let trust_store = TrustStore::empty()
         .with_native_roots(false)
-        .with_pem_certificate(roots.pem());
+        .with_pem_certificate(roots.aws_pem());
     let context = TlsContext::builder()
         .with_trust_store(trust_store)
         .build()
@@ -150,8 +205,14 @@ mod tests {
             roots.len(),
             path.display()
         );
-        let again = usable_roots(&roots.pem());
+        let again: Vec<_> = usable_roots(&roots.pem())
+            .into_iter()
+            .map(|(certificate, _)| certificate)
+            .collect();
         assert_eq!(again, roots.certificates);
+        // Debian's and Amazon Linux's bundles carry Amazon Trust Services' roots.
+        assert_eq!(roots.aws_len(), 5, "the roots AWS endpoints chain to");
+        assert_eq!(usable_roots(&roots.aws_pem()).len(), 5);
 
         let mut garbled =
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec();

@@ -57,9 +57,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         settings.ingress,
     )
     .with_handshake_store(secrets_manager)
-    .with_key_sets(Arc::new(KeySetCache::new(Arc::new(
-        HttpKeySetSource::new()?
-    ))));
+    .with_key_sets(Arc::new(KeySetCache::new(
+        Arc::new(HttpKeySetSource::new()),
+    )));
     let ingress = &ingress;
     let payload_log = &settings
         .payload_log

@@ -306,12 +306,7 @@ impl Discovery {
             .user_agent("junction-discovery/1")
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        let keys = match HttpKeySetSource::new() {
-            Ok(source) => KeySetCache::new(Arc::new(source)),
-            Err(_) => KeySetCache::new(Arc::new(
-                crate::webhooks::jwt::InMemoryKeySetSource::default(),
-            )),
-        };
+        let keys = KeySetCache::new(Arc::new(HttpKeySetSource::new()));
         Discovery {
             http,
             specs: Mutex::new(HashMap::new()),

@@ -1165,9 +1165,9 @@ jwt_keys = "plaid_verification_key"
         Arc::new(FixedClock::at_unix(NOW)),
         IngressConfig::default(),
     )
-    .with_key_sets(Arc::new(KeySetCache::new(Arc::new(
-        HttpKeySetSource::new().expect("client"),
-    ))));
+    .with_key_sets(Arc::new(KeySetCache::new(
+        Arc::new(HttpKeySetSource::new()),
+    )));
 
     let body = b"{\n  \"environment\": \"sandbox\",\n  \"item_id\": \"wz666MBjYWTp2PDzzggYhM6oWWmBb\",\n  \"webhook_code\": \"SYNC_UPDATES_AVAILABLE\",\n  \"webhook_type\": \"TRANSACTIONS\"\n}";
     let token = |seed: u8, kid: &str, iat: i64, body: &[u8]| {

@@ -389,12 +389,14 @@ pub trait KeySetSource: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// HTTPS with a short timeout.
-#[derive(Debug, Clone)]
+/// HTTPS with a short timeout. Both clients are built on first use: only the
+/// providers that sign with JWTs (Gmail, Plaid) need one, and building a client (its
+/// trust store from the process's roots) is about a millisecond of the ingress's init.
+#[derive(Debug, Clone, Default)]
 pub struct HttpKeySetSource {
-    client: reqwest::Client,
-    /// For credentialed key endpoints: no redirects. Built on first use, so providers
-    /// without one pay nothing at cold start.
+    /// For key sets (JWKS).
+    client: Arc<std::sync::OnceLock<Option<reqwest::Client>>>,
+    /// For credentialed key endpoints: no redirects.
     credentialed: Arc<std::sync::OnceLock<Option<reqwest::Client>>>,
 }
 
@@ -402,16 +404,21 @@ impl HttpKeySetSource {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
     const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-    /// A client with a 3 s timeout; building it once at init is the caller's job.
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let client = crate::tls::http_client_builder()
-            .timeout(Self::TIMEOUT)
-            .connect_timeout(Self::CONNECT_TIMEOUT)
-            .build()?;
-        Ok(HttpKeySetSource {
-            client,
-            credentialed: Arc::default(),
-        })
+    /// Clients with a 3 s timeout (2 s to connect), built when first needed.
+    pub fn new() -> Self {
+        HttpKeySetSource::default()
+    }
+
+    fn key_set_client(&self) -> Option<&reqwest::Client> {
+        self.client
+            .get_or_init(|| {
+                crate::tls::http_client_builder()
+                    .timeout(Self::TIMEOUT)
+                    .connect_timeout(Self::CONNECT_TIMEOUT)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
     }
 
     fn credentialed_client(&self) -> Option<&reqwest::Client> {
@@ -452,8 +459,10 @@ impl KeySetSource for HttpKeySetSource {
             url: url.to_owned(),
             source,
         };
-        let response = self
-            .client
+        let client = self
+            .key_set_client()
+            .ok_or_else(|| failed("no HTTP client for key sets".into()))?;
+        let response = client
             .get(url)
             .send()
             .await

@@ -775,7 +775,7 @@ async fn the_http_source_posts_the_credentials_and_reads_plaids_answer() {
         ),
     })
     .await;
-    let source = HttpKeySetSource::new().expect("client");
+    let source = HttpKeySetSource::new();
     let fetched = source
         .fetch_key(&endpoint.url, &credentials(), PLAID_KID)
         .await
