@@ -60,6 +60,7 @@ docs = "https://wiki.example.com/webhooks"
 scheme = "hmac-sha512"
 signature = { format = "single", header = "X-Signature", prefix = "sha512=", encoding = "hex" }
 signed = ["body"]
+replay_window = "none"
 "#;
 
 /// A JSON body of exactly `len` bytes (with Linear's signed timestamp), padded with a

@@ -335,6 +335,12 @@ pub struct Verification {
     /// The replay window, when the provider signs a timestamp.
     #[serde(default)]
     pub timestamp: Option<TimestampRule>,
+    /// The replay window stated outright where there is no `timestamp` rule: required
+    /// then (except for the `jwt` scheme, whose window is the token's own `exp` or
+    /// `jwt.max_age_seconds`), refused beside one. An entry never has no window by
+    /// omission.
+    #[serde(default)]
+    pub replay_window: Option<ReplayWindow>,
     /// Percent-escapes decoded in the URL before it is signed (HubSpot v3 decodes
     /// `%3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B`; its SDKs do not).
     #[serde(default)]
@@ -639,6 +645,17 @@ pub struct TimestampRule {
     pub max_future_seconds: Option<u64>,
 }
 
+/// An entry's replay window when it has no [`TimestampRule`] (the windows with one,
+/// past-only or symmetric, are that rule's `max_age_seconds` and `max_future_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayWindow {
+    /// None: the provider sends no signed timestamp, or signs one it documents no bound
+    /// for (Zoom, Zendesk, Discord). A captured delivery verifies for ever; the
+    /// idempotency key (the provider's event id, or the body hash) absorbs replays.
+    None,
+}
+
 /// Where a signed timestamp is found.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -857,6 +874,9 @@ impl Provider {
                     verification.validate().map_err(|(field, message)| {
                         invalid(&format!("webhook.verification.{field}"), message)
                     })?;
+                    self.check_replay_window(verification).map_err(|message| {
+                        invalid("webhook.verification.replay_window", message)
+                    })?;
                 }
                 (None, Some(reason)) if reason.trim().len() >= 20 => {}
                 (None, Some(_)) => {
@@ -886,6 +906,32 @@ impl Provider {
             }
         }
         Ok(())
+    }
+}
+
+impl Provider {
+    /// Every verified entry states its replay window: a `timestamp` rule, or
+    /// `replay_window = "none"` (never both); JWTs carry theirs in the token.
+    fn check_replay_window(&self, verification: &Verification) -> Result<(), String> {
+        let id = &self.id;
+        match (
+            verification.scheme,
+            &verification.timestamp,
+            verification.replay_window,
+        ) {
+            (Scheme::Jwt, _, Some(_)) => Err(format!(
+                "provider `{id}`: a JWT's window is its own `exp` (or `jwt.max_age_seconds`); remove `replay_window`"
+            )),
+            (Scheme::Jwt, _, None) | (_, Some(_), None) | (_, None, Some(ReplayWindow::None)) => {
+                Ok(())
+            }
+            (_, Some(_), Some(_)) => Err(format!(
+                "provider `{id}`: the `timestamp` rule is the window; `replay_window` is only for entries without one"
+            )),
+            (_, None, None) => Err(format!(
+                "provider `{id}` has no `timestamp` rule: state `replay_window = \"none\"` (the provider sends no signed timestamp) or add the rule"
+            )),
+        }
     }
 }
 
@@ -1214,6 +1260,7 @@ docs = "https://acme.example/webhooks"
 scheme = "hmac-sha256"
 signature = { format = "single", header = "X-Acme-Signature", encoding = "hex" }
 signed = ["body"]
+replay_window = "none"
 "#;
 
     #[test]
@@ -1325,7 +1372,7 @@ signed = ["body"]
             "{err}"
         );
         let token = webhook_file(
-            "[webhook.verification]\nscheme = \"token\"\nsignature = { format = \"single\", header = \"X-Token\", encoding = \"text\" }\nsigned = []\n",
+            "[webhook.verification]\nscheme = \"token\"\nsignature = { format = \"single\", header = \"X-Token\", encoding = \"text\" }\nsigned = []\nreplay_window = \"none\"\n",
         );
         let err = Catalog::from_files(&[("acme.toml", &token)]).expect_err("must fail");
         assert!(err.to_string().contains("`none`"), "{err}");
@@ -1601,6 +1648,128 @@ description = "the shop"
             err.to_string().contains("webhook.verification.timestamp"),
             "{err}"
         );
+    }
+
+    /// Issue #10: windows are explicit. An entry without a `timestamp` rule must say
+    /// `replay_window = "none"`; the error names the file, the provider and the key.
+    #[test]
+    fn an_entry_without_a_timestamp_rule_must_state_its_replay_window() {
+        let implicit = MINIMAL.replace("replay_window = \"none\"\n", "");
+        let err = Catalog::from_files(&[("acme.toml", &implicit)]).expect_err("must fail");
+        assert!(
+            matches!(&err, CatalogError::Invalid { file, field, message }
+                if file == "acme.toml"
+                    && field == "webhook.verification.replay_window"
+                    && message.contains("provider `acme`")
+                    && message.contains("replay_window = \"none\"")),
+            "{err:?}"
+        );
+        // The same rule for overlay entries, named by the overlay and the provider.
+        let overlay = format!(
+            "[[provider]]\n{}",
+            implicit.replace("\n[webhook", "\n[provider.webhook")
+        );
+        let err = Catalog::embedded()
+            .expect("catalog")
+            .with_overlay("junction/catalog/overlay", &overlay)
+            .expect_err("must fail");
+        let text = err.to_string();
+        assert!(
+            text.contains("junction/catalog/overlay provider[0] (acme)")
+                && text.contains("field `webhook.verification.replay_window`"),
+            "{text}"
+        );
+        // Only `none` is a window without a rule.
+        let other = MINIMAL.replace("replay_window = \"none\"", "replay_window = \"300\"");
+        let err = Catalog::from_files(&[("acme.toml", &other)]).expect_err("must fail");
+        assert!(
+            matches!(&err, CatalogError::Parse { detail, .. }
+                if detail.contains("replay_window") && detail.contains("unknown variant")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_timestamp_rule_and_replay_window_none_are_refused_together() {
+        let both = format!(
+            "{MINIMAL}timestamp = {{ from = {{ header = \"X-Ts\" }}, unit = \"seconds\", max_age_seconds = 300 }}\n"
+        );
+        let err = Catalog::from_files(&[("acme.toml", &both)]).expect_err("must fail");
+        assert!(
+            matches!(&err, CatalogError::Invalid { field, message, .. }
+                if field == "webhook.verification.replay_window"
+                    && message.contains("provider `acme`")
+                    && message.contains("`timestamp` rule is the window")),
+            "{err:?}"
+        );
+        let rule_only = both.replace("replay_window = \"none\"\n", "");
+        Catalog::from_files(&[("acme.toml", &rule_only)]).expect("a past-only window");
+    }
+
+    /// A JWT is bounded by its own claims (`exp`, or `iat` with `jwt.max_age_seconds`), so
+    /// it needs no `replay_window`, and `none` would be false.
+    #[test]
+    fn a_jwt_entry_has_its_window_in_the_token() {
+        let jwt = webhook_file(
+            "[webhook.verification]\nscheme = \"jwt\"\nsignature = { format = \"single\", header = \"Authorization\", prefix = \"Bearer \", encoding = \"text\" }\nsigned = []\ncoverage = \"none\"\ncoverage_note = \"The token proves the sender; the body is not signed.\"\njwt = { algorithm = \"RS256\", jwks_url = \"https://acme.example/jwks\" }\n",
+        );
+        Catalog::from_files(&[("acme.toml", &jwt)]).expect("valid without replay_window");
+        let stated = format!("{jwt}replay_window = \"none\"\n");
+        let err = Catalog::from_files(&[("acme.toml", &stated)]).expect_err("must fail");
+        assert!(
+            matches!(&err, CatalogError::Invalid { field, message, .. }
+                if field == "webhook.verification.replay_window" && message.contains("`exp`")),
+            "{err:?}"
+        );
+    }
+
+    /// Every verified built-in entry states its window one way: a rule (past-only when
+    /// `max_future_seconds` is 0 or absent, else symmetric or bounded both ways),
+    /// `none`, or a JWT's claims.
+    #[test]
+    fn every_embedded_entry_states_its_window_exactly_once() {
+        let catalog = Catalog::embedded().expect("catalog");
+        let mut none = Vec::new();
+        for provider in catalog.providers() {
+            let Some(verification) = provider
+                .webhook
+                .as_ref()
+                .and_then(|w| w.verification.as_ref())
+            else {
+                continue;
+            };
+            let ways = [
+                verification.timestamp.is_some(),
+                verification.replay_window.is_some(),
+                verification.scheme == Scheme::Jwt,
+            ];
+            assert_eq!(
+                ways.iter().filter(|way| **way).count(),
+                1,
+                "{}: {ways:?}",
+                provider.id
+            );
+            if verification.replay_window == Some(ReplayWindow::None) {
+                none.push(provider.id.as_str());
+            }
+        }
+        for id in [
+            "shopify",
+            "square",
+            "twilio",
+            "adyen",
+            "adyen-platform",
+            "gitlab",
+            "okta",
+            "microsoft",
+            "salesforce",
+            "github",
+            "zoom",
+            "zendesk",
+            "discord",
+        ] {
+            assert!(none.contains(&id), "{id} states replay_window = \"none\"");
+        }
     }
 
     #[test]

@@ -1623,6 +1623,7 @@ docs = "https://wiki.example.com/inhouse"
 scheme = "hmac-sha512"
 signature = { format = "single", header = "X-Inhouse-Signature", prefix = "sha512=", encoding = "hex" }
 signed = ["body"]
+replay_window = "none"
 "#;
     let catalog = Catalog::embedded()
         .expect("catalog")
@@ -2399,6 +2400,7 @@ scheme = "{scheme}"
 secret_encoding = "hex"
 signature = {{ format = "single", header = "X-Acme-Signature", encoding = "base64" }}
 signed = ["body"]
+replay_window = "none"
 scheme_from = {{ header = "X-Acme-Settings", pair_separator = ",", param = "algorithm", values = {{ A = "{named}" }} }}
 "#
         )
