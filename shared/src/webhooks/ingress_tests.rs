@@ -643,6 +643,11 @@ async fn meta_challenge_uses_the_verify_token_from_the_secret() {
         (response.status, response.body.as_str()),
         (200, "1158201444")
     );
+    assert_eq!(response.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(
+        response.headers,
+        vec![("x-content-type-options", "nosniff".to_owned())]
+    );
     let wrong = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess";
     let (response, outcome) = h
         .ingress
@@ -653,6 +658,10 @@ async fn meta_challenge_uses_the_verify_token_from_the_secret() {
         (403, Some("verify_token_mismatch"))
     );
     assert!(!response.body.contains("1158201444"));
+    assert!(
+        h.queue.messages().is_empty(),
+        "a subscription check is not enqueued"
+    );
 }
 
 #[tokio::test]
@@ -675,6 +684,10 @@ async fn graph_validation_and_notifications_with_their_acks() {
             response.content_type.as_deref()
         ),
         (200, "abc def", Some("text/plain"))
+    );
+    assert!(
+        h.queue.messages().is_empty(),
+        "a subscription validation is not enqueued"
     );
     let body = format!(
         r#"{{"value":[{{"clientState":"{SECRET}","tenantId":"t-1","changeType":"created"}},{{"clientState":"{SECRET}","tenantId":"t-1"}}]}}"#
@@ -732,12 +745,16 @@ async fn adyen_and_salesforce_get_their_acknowledgements() {
         .ingress
         .handle(unsigned_request("salesforce", "POST", "", &[], soap))
         .await;
-    assert_eq!(response.status, 200);
-    assert_eq!(response.content_type.as_deref(), Some("text/xml"));
-    assert!(
-        response.body.contains("<Ack>true</Ack>"),
-        "{}",
-        response.body
+    // Byte-exact: the notificationsResponse Salesforce's outbound messaging WSDL expects
+    // (an independent copy, not read from the catalog).
+    assert_eq!(
+        response,
+        WebhookResponse {
+            status: 200,
+            content_type: Some("text/xml".to_owned()),
+            headers: Vec::new(),
+            body: r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack></notificationsResponse></soapenv:Body></soapenv:Envelope>"#.to_owned(),
+        }
     );
     let other_org = String::from_utf8_lossy(soap).replace("00D5A000000abcdEAA", "00D000000000001");
     let (response, _) = h
@@ -794,6 +811,11 @@ async fn okta_verification_requires_the_authorization_value() {
         response.body,
         r#"{"verification":"X4uL2Lwlg8pdwmxLmpUxlWRa"}"#
     );
+    assert_eq!(response.content_type.as_deref(), Some("application/json"));
+    assert!(
+        h.queue.messages().is_empty(),
+        "a verification is not enqueued"
+    );
 }
 
 #[tokio::test]
@@ -809,11 +831,16 @@ async fn asana_handshake_installs_the_first_secret_only() {
     request.endpoint = Some("projects".into());
     request.path = "/webhooks/asana/projects".into();
     let (response, outcome) = h.ingress.handle(request.clone()).await;
-    assert_eq!((response.status, outcome.result), (200, "handshake"));
     assert_eq!(
-        response.headers,
-        vec![("x-hook-secret", "first-hook-secret".to_owned())]
+        response,
+        WebhookResponse {
+            status: 200,
+            content_type: None,
+            headers: vec![("x-hook-secret", "first-hook-secret".to_owned())],
+            body: String::new(),
+        }
     );
+    assert_eq!(outcome.result, "handshake");
     assert!(h.queue.messages().is_empty());
     // The stored secret now verifies deliveries to that endpoint at once.
     let mut delivery = signed("asana", "first-hook-secret", &[], br#"{"events":[]}"#, NOW);
@@ -857,6 +884,7 @@ async fn twitch_challenge_is_answered_after_verification() {
         (200, "pogchamp-kappa-360noscope-vohiyo", "handshake")
     );
     assert_eq!(response.content_type.as_deref(), Some("text/plain"));
+    assert!(h.queue.messages().is_empty(), "a challenge is not enqueued");
 }
 
 #[tokio::test]
@@ -1283,4 +1311,345 @@ fn jwk_json(jwk: &crate::webhooks::jwt::Jwk) -> serde_json::Value {
     serde_json::json!({
         "alg": jwk.alg, "crv": jwk.crv, "kid": jwk.kid, "kty": jwk.kty, "x": jwk.x, "y": jwk.y,
     })
+}
+
+/// Issue #10, attribution: the account a delivery names reaches the message, whether it
+/// is a field of a form body (Twilio's `AccountSid`), an element of a SOAP envelope
+/// (Salesforce's `OrganizationId`) or nested JSON (Adyen's balance platform). Paddle and
+/// Dropbox name no single account, so their messages carry none.
+#[tokio::test]
+async fn the_message_carries_the_account_from_form_xml_and_json_bodies() {
+    let h = harness(IngressConfig::default());
+    let account = |h: &Harness| {
+        h.queue
+            .messages()
+            .last()
+            .and_then(|m| m.attributes.get(attribute::ACCOUNT).cloned())
+    };
+    // Twilio: an SMS webhook as Twilio posts it (form fields, signed with the URL).
+    h.secrets.put(
+        "junction/webhooks/twilio",
+        format!(r#"{{"signing_secrets":["{SECRET}"]}}"#),
+    );
+    let form = b"ToCountry=US&SmsMessageSid=SM1a2b3c&NumMedia=0&Body=Hello&To=%2B15005550006&MessageSid=SM1a2b3c&AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155552671&ApiVersion=2010-04-01";
+    let twilio = signed(
+        "twilio",
+        SECRET,
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("i-twilio-idempotency-token", "8f5a0e2c-idem"),
+        ],
+        form,
+        NOW,
+    );
+    let (response, outcome) = h.ingress.handle(twilio).await;
+    assert_eq!((response.status, outcome.result), (200, "accepted"));
+    assert_eq!(
+        account(&h).as_deref(),
+        Some("AC0123456789abcdef0123456789abcdef")
+    );
+    assert_eq!(h.queue.messages()[0].body.as_bytes(), form);
+
+    // Salesforce: the org id in the envelope is both the (non-secret) token and the account.
+    h.secrets.put(
+        "junction/webhooks/salesforce",
+        r#"{"signing_secrets":["00D5A000000abcdEAA"]}"#,
+    );
+    let soap = br#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>00D5A000000abcdEAA</OrganizationId><ActionId>04k5A000000Gmn1QAC</ActionId><Notification><Id>04l5A000000Xyz1QAC</Id></Notification></notifications></soapenv:Body></soapenv:Envelope>"#;
+    let (response, _) = h
+        .ingress
+        .handle(unsigned_request(
+            "salesforce",
+            "POST",
+            "",
+            &[("content-type", "text/xml; charset=utf-8")],
+            soap,
+        ))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(account(&h).as_deref(), Some("00D5A000000abcdEAA"));
+
+    // Adyen balance platform: `data.balancePlatform`, signed with the hex HMAC key.
+    let hex_key = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+    h.secrets.put(
+        "junction/webhooks/adyen-platform",
+        format!(r#"{{"signing_secrets":["{hex_key}"]}}"#),
+    );
+    let platform = br#"{"data":{"balancePlatform":"YOUR_BALANCE_PLATFORM","accountHolder":{"id":"AH00000000000000000000001","status":"active"}},"environment":"test","timestamp":"2023-11-14T22:13:20+01:00","type":"balancePlatform.accountHolder.created"}"#;
+    let (response, _) = h
+        .ingress
+        .handle(signed("adyen-platform", hex_key, &[], platform, NOW))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(account(&h).as_deref(), Some("YOUR_BALANCE_PLATFORM"));
+
+    // Paddle: notification_id names the delivery, not an account.
+    h.secrets.put(
+        "junction/webhooks/paddle",
+        format!(r#"{{"signing_secrets":["{SECRET}"]}}"#),
+    );
+    let paddle = br#"{"event_id":"evt_01hv6y1jtn1fr98zq3cvarxx2e","event_type":"customer.created","occurred_at":"2023-11-14T22:13:20.205966Z","notification_id":"ntf_01hv6y1jx2m6n1qk95m0cj69dg","data":{"id":"ctm_01hv6y1jedq4p1n0yqn5ba3ky4"}}"#;
+    let (response, _) = h
+        .ingress
+        .handle(signed("paddle", SECRET, &[], paddle, NOW))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(account(&h), None, "paddle names no account");
+
+    // Dropbox: several accounts in a list, so none on the message.
+    h.secrets.put(
+        "junction/webhooks/dropbox",
+        format!(r#"{{"signing_secrets":["{SECRET}"]}}"#),
+    );
+    let dropbox = br#"{"list_folder":{"accounts":["dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc","dbid:AACb0UAY3m0nXVTxd9GJi0XhkyJCxUBk4Cw"]},"delta":{"users":[12345678,23456789]}}"#;
+    let (response, _) = h
+        .ingress
+        .handle(signed("dropbox", SECRET, &[], dropbox, NOW))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(account(&h), None, "a list is not one account");
+    assert_eq!(h.queue.messages().len(), 5);
+}
+
+/// Discord interactions through the ingress: a PING signed with the application's key
+/// (Ed25519 over `X-Signature-Timestamp + body`, signed here with ed25519-dalek directly
+/// as discord-api-docs `developers/interactions/overview.mdx` describes) is answered
+/// `{"type":1}` and not enqueued; Discord's probe with a bad signature gets 401.
+#[tokio::test]
+async fn discord_ping_is_answered_pong_and_a_bad_signature_is_401() {
+    use ed25519_dalek::Signer as _;
+    let h = harness(IngressConfig::default());
+    let application = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let public_key = hex::encode(application.verifying_key().to_bytes());
+    h.secrets.put(
+        "junction/webhooks/discord",
+        format!(r#"{{"signing_secrets":["{public_key}"]}}"#),
+    );
+    let body = br#"{"application_id":"1234560123453231555","id":"1234560123453231556","token":"aW50ZXJhY3Rpb246MTIzNDU2","type":1,"user":{"id":"53908232506183680"},"version":1}"#;
+    let timestamp = "1700000000";
+    let request = |key: &ed25519_dalek::SigningKey| {
+        let mut message = timestamp.as_bytes().to_vec();
+        message.extend_from_slice(body);
+        let signature = hex::encode(key.sign(&message).to_bytes());
+        unsigned_request(
+            "discord",
+            "POST",
+            "",
+            &[
+                ("content-type", "application/json"),
+                ("x-signature-ed25519", &signature),
+                ("x-signature-timestamp", timestamp),
+            ],
+            body,
+        )
+    };
+    let (response, outcome) = h.ingress.handle(request(&application)).await;
+    assert_eq!(
+        response,
+        WebhookResponse {
+            status: 200,
+            content_type: Some("application/json".to_owned()),
+            headers: Vec::new(),
+            body: r#"{"type":1}"#.to_owned(),
+        }
+    );
+    assert_eq!(outcome.result, "handshake");
+    assert!(h.queue.messages().is_empty(), "a PING is not enqueued");
+
+    let impostor = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+    let (response, outcome) = h.ingress.handle(request(&impostor)).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("signature_mismatch"))
+    );
+    assert_eq!(response.body, r#"{"error":"signature_mismatch"}"#);
+    let mut unsigned = request(&application);
+    unsigned.headers.remove("x-signature-ed25519");
+    let (response, outcome) = h.ingress.handle(unsigned).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("missing_signature"))
+    );
+    assert!(h.queue.messages().is_empty());
+}
+
+/// (signing secret, configured secret) for a catalog entry's key format.
+fn key_pair(spec: &crate::catalog::Verification) -> (String, String) {
+    use crate::catalog::{Scheme, SecretEncoding};
+    match (spec.scheme, spec.secret_encoding) {
+        (Scheme::Ed25519, encoding) => (
+            hex::encode([9u8; 32]),
+            crate::webhooks::ed25519_public_key(encoding, &[9u8; 32]),
+        ),
+        (Scheme::EcdsaP256, _) => (
+            BASE64.encode([9u8; 32]),
+            crate::webhooks::ecdsa_p256_public_key(&[9u8; 32]).expect("scalar"),
+        ),
+        (_, SecretEncoding::Base64) => {
+            let key = format!(
+                "{}MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                spec.secret_prefix.as_deref().unwrap_or_default()
+            );
+            (key.clone(), key)
+        }
+        (_, SecretEncoding::Hex) => {
+            let key = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+            (key.to_owned(), key.to_owned())
+        }
+        (_, SecretEncoding::Utf8) => (SECRET.to_owned(), SECRET.to_owned()),
+    }
+}
+
+/// Issue #10: for every provider with a replay window (read from the catalog, so a new
+/// one is covered without being listed), a delivery whose timestamp is missing (its
+/// header, its parameter of the signature header, or its field of the signed body) is
+/// refused with 401 `missing_timestamp` and nothing is enqueued, while the same delivery
+/// with its timestamp is accepted.
+#[tokio::test]
+async fn every_windowed_provider_refuses_a_delivery_without_its_timestamp() {
+    use crate::catalog::{SignatureFormat, SignedPart, TimestampSource, TimestampUnit};
+    let catalog = Catalog::embedded().expect("catalog");
+    let mut checked = Vec::new();
+    for provider in catalog.providers() {
+        let Some(spec) = provider
+            .webhook
+            .as_ref()
+            .and_then(|w| w.verification.as_ref())
+        else {
+            continue;
+        };
+        let Some(rule) = &spec.timestamp else {
+            continue;
+        };
+        if spec.scheme == crate::catalog::Scheme::Jwt {
+            continue;
+        }
+        let id = provider.id.as_str();
+        let h = harness(IngressConfig::default());
+        let (signing, configured) = key_pair(spec);
+        h.secrets.put(
+            format!("junction/webhooks/{id}"),
+            serde_json::json!({ "signing_secrets": [configured] }).to_string(),
+        );
+        // Every signed header the provider sends besides the signature and timestamp.
+        let mut extra = vec![("content-type".to_owned(), "application/json".to_owned())];
+        for part in &spec.signed {
+            if let SignedPart::Header(names) = part {
+                extra.push((names.names()[0].to_ascii_lowercase(), format!("msg-{id}")));
+            }
+        }
+        let extra: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let mut json = serde_json::json!({ "id": format!("evt-{id}"), "type": "thing.created" });
+        let with_timestamp = |json: &serde_json::Value| {
+            let mut json = json.clone();
+            if let TimestampSource::JsonPointer(pointer) = &rule.from {
+                let value = match rule.unit {
+                    TimestampUnit::Milliseconds => serde_json::json!(NOW * 1000),
+                    _ => serde_json::json!(NOW.to_string()),
+                };
+                let (parent, field) = pointer.rsplit_once('/').expect("pointer");
+                let mut at = &mut json;
+                for token in parent.split('/').skip(1) {
+                    at = at
+                        .as_object_mut()
+                        .expect("object")
+                        .entry(token)
+                        .or_insert_with(|| serde_json::json!({}));
+                }
+                at.as_object_mut()
+                    .expect("object")
+                    .insert(field.to_owned(), value);
+            }
+            json
+        };
+        if let TimestampSource::JsonPointer(_) = &rule.from {
+            // The signed token Mailgun puts next to its timestamp.
+            json["signature"] = serde_json::json!({ "token": "0123456789abcdef0123456789" });
+            json["token"] = serde_json::json!("0123456789abcdef0123456789");
+        }
+        let complete = serde_json::to_vec(&with_timestamp(&json)).expect("json");
+        let intact = signed(id, &signing, &extra, &complete, NOW);
+        let (response, outcome) = h.ingress.handle(intact.clone()).await;
+        assert!(
+            (200..300).contains(&response.status) && outcome.reason.is_none(),
+            "{id}: the delivery with its timestamp is accepted: {response:?}"
+        );
+        let accepted = h.queue.messages().len();
+
+        let without = match &rule.from {
+            TimestampSource::Header(names) => {
+                let mut request = intact;
+                for name in names.names() {
+                    request.headers.remove(name.as_str());
+                }
+                request
+            }
+            TimestampSource::SignatureParam(param) => {
+                let (header, separator) = match &spec.signature {
+                    SignatureFormat::KeyValueList {
+                        header,
+                        pair_separator,
+                        ..
+                    } => (header.names()[0].to_ascii_lowercase(), pair_separator),
+                    other => panic!("{id}: a signature_param needs key_value_list: {other:?}"),
+                };
+                let mut request = intact;
+                let value = request.headers[header.as_str()]
+                    .to_str()
+                    .expect("text")
+                    .to_owned();
+                let kept: Vec<&str> = value
+                    .split(separator.as_str())
+                    .filter(|pair| !pair.starts_with(&format!("{param}=")))
+                    .collect();
+                assert_ne!(
+                    kept.join(separator),
+                    value,
+                    "{id}: {param} was in the header"
+                );
+                request.headers.insert(
+                    HeaderName::from_bytes(header.as_bytes()).expect("name"),
+                    HeaderValue::from_str(&kept.join(separator)).expect("value"),
+                );
+                request
+            }
+            // In the body: a body signed without it (the signature verifies; the
+            // timestamp check that follows refuses it).
+            TimestampSource::JsonPointer(_) => {
+                let body = serde_json::to_vec(&json).expect("json");
+                signed(id, &signing, &extra, &body, NOW)
+            }
+        };
+        let (response, outcome) = h.ingress.handle(without).await;
+        assert_eq!(
+            (response.status, outcome.reason),
+            (401, Some("missing_timestamp")),
+            "{id}"
+        );
+        assert_eq!(response.body, r#"{"error":"missing_timestamp"}"#, "{id}");
+        assert_eq!(h.queue.messages().len(), accepted, "{id}: nothing enqueued");
+        checked.push(id.to_owned());
+    }
+    for id in [
+        "stripe",
+        "slack",
+        "standard-webhooks",
+        "hubspot",
+        "linear",
+        "calendly",
+        "paddle",
+        "box",
+        "twitch",
+        "mailgun",
+        "mailgun-legacy",
+        "coinbase-cdp",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == id),
+            "{id} was checked: {checked:?}"
+        );
+    }
 }
