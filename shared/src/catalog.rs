@@ -257,9 +257,6 @@ pub enum FieldSource {
     Header(HeaderNames),
     /// A JSON pointer (RFC 6901) into the body; strings and numbers are accepted.
     JsonPointer(String),
-    /// The text of the first XML element with this local name, any namespace prefix
-    /// (Salesforce outbound messages' `OrganizationId`); plain text only.
-    XmlElement(String),
 }
 
 /// One header name, or alternatives tried in order (Standard Webhooks' `webhook-id`

@@ -549,11 +549,6 @@ impl Ingress {
                     serde_json::Value::Number(number) => Some(number.to_string()),
                     _ => None,
                 },
-                FieldSource::XmlElement(name) => {
-                    super::verify::xml_element_text(&request.body, name)
-                        .and_then(|text| std::str::from_utf8(text).ok())
-                        .map(|text| text.trim().to_owned())
-                }
             }?;
             (!value.is_empty() && value.len() <= 1024 && is_sqs_text(&value)).then_some(value)
         };
@@ -564,7 +559,6 @@ impl Ingress {
         {
             Some((id, FieldSource::Header(_))) => (id, "header"),
             Some((id, FieldSource::JsonPointer(_))) => (id, "json"),
-            Some((id, FieldSource::XmlElement(_))) => (id, "xml"),
             None => (hex::encode(Sha256::digest(&request.body)), "body_sha256"),
         };
         let event_type = spec.event_type.as_ref().and_then(read);
