@@ -46,9 +46,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let messages = event.payload.records.into_iter().map(inbound).collect();
         let outcomes = consumer.process_batch(messages).await;
+        telemetry::record_consumed(&outcomes);
         let mut response = SqsBatchResponse::default();
         for outcome in &outcomes {
-            telemetry::record_consumed(outcome);
             if outcome.keeps_message() {
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = outcome.message_id.clone();
