@@ -68,8 +68,27 @@ pub fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
 /// AWS configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`)
 /// with [`aws_timeouts`]; built once at cold start.
 pub async fn load_aws_config() -> aws_config::SdkConfig {
-    let loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(aws_timeouts());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(aws_timeouts())
+        // Every attempt is bounded by `aws_timeouts`, so the stalled-stream monitor
+        // (a throughput check wrapped around each request and response body) would only
+        // repeat that bound, at a cost on every call (infra/bench).
+        .stalled_stream_protection(
+            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
+        );
+    // On Lambda the credentials and the region are always in the environment: naming
+    // the environment as their source spares building the default provider chains
+    // (profile files, SSO, web identity, container and IMDS clients) at every cold
+    // start. Elsewhere (the CLI on a laptop) the default chains stay.
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    if set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY") {
+        loader = loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        );
+    }
+    if let Some(region) = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()) {
+        loader = loader.region(aws_config::Region::new(region));
+    }
     // The trust roots every client shares, read once (`tls`).
     match crate::tls::aws_http_client() {
         Some(client) => loader.http_client(client),

@@ -12,8 +12,10 @@
 //! The AWS SDK's client talks only to AWS endpoints, all of which chain to Amazon Trust
 //! Services' roots, so it trusts just those five (fewer anchors to trust, and the SDK
 //! re-parses its PEM trust store at client construction: with the whole bundle that was
-//! a fifth of the ingress's init). An `SSL_CERT_FILE` without them (a proxy's own CA)
-//! is trusted whole.
+//! a fifth of the ingress's init). They are embedded (`shared/certs/aws-roots.pem`), so
+//! a function that makes only AWS calls at init reads and parses no bundle at all (the
+//! webhook ingress: about a tenth of its init). With `SSL_CERT_FILE` set, that file is
+//! used instead: its AWS roots, or all of it when it has none (a proxy's own CA).
 
 use std::{
     path::{Path, PathBuf},
@@ -45,6 +47,11 @@ const AWS_ROOT_NAMES: [&[u8]; 5] = [
     b"Amazon Root CA 4",
     b"Starfield Services Root Certificate Authority - G2",
 ];
+
+/// The roots AWS service endpoints chain to, as PEM: Amazon Root CA 1–4 and the
+/// Starfield Services G2 root (<https://www.amazontrust.com/repository/>), copied from
+/// Debian's ca-certificates; a test checks them against the platform bundle.
+const AWS_ROOTS_PEM: &[u8] = include_bytes!("../certs/aws-roots.pem");
 
 /// The usable roots of one bundle file.
 #[derive(Debug)]
@@ -156,13 +163,17 @@ fn usable_roots(pem: &[u8]) -> Vec<(CertificateDer<'static>, Vec<u8>)> {
         .collect()
 }
 
-/// The AWS SDK's HTTPS client (rustls with aws-lc, as the SDK's default) on
-/// [`trust_roots`]; `None` leaves the SDK its default client.
+/// The AWS SDK's HTTPS client (rustls with aws-lc, as the SDK's default) trusting the
+/// roots AWS endpoints chain to: the embedded ones, or those of `SSL_CERT_FILE` when it
+/// is set (see the module); `None` leaves the SDK its default client.
 pub fn aws_http_client() -> Option<aws_sdk_sqs::config::SharedHttpClient> {
-    let roots = trust_roots()?;
+    let pem = match std::env::var_os("SSL_CERT_FILE") {
+        Some(_) => trust_roots()?.aws_pem(),
+        None => AWS_ROOTS_PEM.to_vec(),
+    };
     let trust_store = TrustStore::empty()
         .with_native_roots(false)
-        .with_pem_certificate(roots.aws_pem());
+        .with_pem_certificate(pem);
     let context = TlsContext::builder()
         .with_trust_store(trust_store)
         .build()
@@ -210,9 +221,20 @@ mod tests {
             .map(|(certificate, _)| certificate)
             .collect();
         assert_eq!(again, roots.certificates);
-        // Debian's and Amazon Linux's bundles carry Amazon Trust Services' roots.
+        // Debian's and Amazon Linux's bundles carry Amazon Trust Services' roots, and
+        // the embedded copy is exactly those.
         assert_eq!(roots.aws_len(), 5, "the roots AWS endpoints chain to");
-        assert_eq!(usable_roots(&roots.aws_pem()).len(), 5);
+        let from_bundle = usable_roots(&roots.aws_pem());
+        assert_eq!(from_bundle.len(), 5);
+        let embedded = usable_roots(AWS_ROOTS_PEM);
+        assert_eq!(embedded.len(), 5, "the embedded roots all parse");
+        for (certificate, subject) in &embedded {
+            assert!(
+                from_bundle.iter().any(|(known, _)| known == certificate),
+                "embedded root {} is the platform's",
+                String::from_utf8_lossy(subject)
+            );
+        }
 
         let mut garbled =
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec();
