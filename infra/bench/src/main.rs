@@ -183,6 +183,18 @@ async fn main() -> anyhow::Result<()> {
                     println!("- {regression}");
                 }
             }
+            // The ratios cancel the machine's drift (every variant slower alike).
+            let ratio_regressions = run.ratio_regressions(&baseline, 0.2);
+            if ratio_regressions.is_empty() {
+                println!(
+                    "No Junction ÷ reference ratio is more than 20% worse than the baseline's."
+                );
+            } else {
+                println!("Junction ÷ reference ratios more than 20% worse than the baseline's:");
+                for regression in ratio_regressions {
+                    println!("- {regression}");
+                }
+            }
         }
         Err(_) => println!(
             "No baseline at {} to compare with.",

@@ -228,6 +228,65 @@ impl Run {
         }
         found
     }
+
+    /// Junction ÷ reference ratios that got more than `threshold` worse than in
+    /// `baseline`. The absolute figures drift with the machine (every variant alike);
+    /// a ratio measured in one interleaved run does not, so this is the comparison to
+    /// trust when [`Run::regressions`] flags everything at once.
+    pub fn ratio_regressions(&self, baseline: &Run, threshold: f64) -> Vec<String> {
+        let mut found = Vec::new();
+        for function in ["ingress", "consumer"] {
+            let (Some(junction), Some(junction_before)) = (
+                self.find(function, "junction"),
+                baseline.find(function, "junction"),
+            ) else {
+                continue;
+            };
+            for reference in self
+                .variants
+                .iter()
+                .filter(|v| v.function == function && v.runtime != "junction")
+            {
+                let Some(reference_before) = baseline.find(function, &reference.runtime) else {
+                    continue;
+                };
+                let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+                let figures = [
+                    (
+                        "init p50",
+                        ratio(junction_before.init_ms.p50, reference_before.init_ms.p50),
+                        ratio(junction.init_ms.p50, reference.init_ms.p50),
+                    ),
+                    (
+                        "warm p50",
+                        ratio(junction_before.warm_ms.p50, reference_before.warm_ms.p50),
+                        ratio(junction.warm_ms.p50, reference.warm_ms.p50),
+                    ),
+                    (
+                        "warm CPU p50",
+                        ratio(
+                            junction_before.warm_cpu_ms.p50,
+                            reference_before.warm_cpu_ms.p50,
+                        ),
+                        ratio(junction.warm_cpu_ms.p50, reference.warm_cpu_ms.p50),
+                    ),
+                ];
+                for (name, before, now) in figures {
+                    if let (Some(before), Some(now)) = (before, now)
+                        && before > 0.0
+                        && now > before * (1.0 + threshold)
+                    {
+                        found.push(format!(
+                            "{function} junction ÷ {}: {name} {before:.3} → {now:.3} (+{:.0}%)",
+                            reference.runtime,
+                            (now / before - 1.0) * 100.0
+                        ));
+                    }
+                }
+            }
+        }
+        found
+    }
 }
 
 fn bytes(value: Option<u64>) -> String {
@@ -283,5 +342,35 @@ mod tests {
         let found = run(1.5).regressions(&run(1.0), 0.2);
         assert_eq!(found.len(), 1);
         assert!(found[0].contains("warm CPU p50 ms"), "{found:?}");
+    }
+
+    #[test]
+    fn a_ratio_regression_is_named_and_machine_drift_is_not() {
+        let variant = |runtime: &str, warm_cpu: f64| VariantFigures {
+            function: "ingress".into(),
+            runtime: runtime.into(),
+            warm_cpu_ms: Percentiles {
+                p50: warm_cpu,
+                p90: warm_cpu,
+                p99: warm_cpu,
+            },
+            ..VariantFigures::default()
+        };
+        let run = |junction: f64, node: f64| Run {
+            variants: vec![variant("junction", junction), variant("node", node)],
+            ..Run::default()
+        };
+        let baseline = run(0.4, 2.0);
+        // Everything 40% slower: the machine, not the code.
+        let drift = run(0.56, 2.8);
+        assert!(!drift.regressions(&baseline, 0.2).is_empty());
+        assert!(drift.ratio_regressions(&baseline, 0.2).is_empty());
+        // Junction alone 50% slower.
+        let found = run(0.6, 2.0).ratio_regressions(&baseline, 0.2);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("ingress junction ÷ node: warm CPU p50 0.200 → 0.300"),
+            "{found:?}"
+        );
     }
 }
