@@ -86,8 +86,7 @@ fn secrets(spec: &Verification) -> (SigningSecret, SigningSecret) {
 fn spec<'c>(catalog: &'c Catalog, provider: &str) -> &'c Verification {
     catalog
         .get(provider)
-        .and_then(|p| p.webhook.as_ref())
-        .and_then(|w| w.verification.as_ref())
+        .and_then(|p| p.verification())
         .expect("spec")
 }
 

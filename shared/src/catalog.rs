@@ -755,6 +755,11 @@ impl Handshake {
 const ID_ALPHABET: &str = "lowercase letters, digits and '-'";
 
 impl Provider {
+    /// How its webhooks are verified, when it receives webhooks and they are verifiable.
+    pub fn verification(&self) -> Option<&Verification> {
+        self.webhook.as_ref()?.verification.as_ref()
+    }
+
     /// Validates a built-in entry: [`Provider::check`] plus the id equals the file name.
     fn validate(&self, file: &str) -> Result<(), CatalogError> {
         let stem = file.strip_suffix(".toml").unwrap_or(file);
@@ -794,15 +799,11 @@ impl Provider {
         let source = declared
             .get(from)
             .ok_or_else(|| invalid(format!("no provider `{from}` in the catalog")))?;
-        let verification = source
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.clone())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "provider `{from}` has no verification of its own to copy"
-                ))
-            })?;
+        let verification = source.verification().cloned().ok_or_else(|| {
+            invalid(format!(
+                "provider `{from}` has no verification of its own to copy"
+            ))
+        })?;
         webhook.verification = Some(verification);
         Ok(())
     }
@@ -907,9 +908,7 @@ impl Provider {
         }
         Ok(())
     }
-}
 
-impl Provider {
     /// Every verified entry states its replay window: a `timestamp` rule, or
     /// `replay_window = "none"` (never both); JWTs carry theirs in the token.
     fn check_replay_window(&self, verification: &Verification) -> Result<(), String> {
@@ -1525,13 +1524,11 @@ description = "the shop"
         let merged = base.with_overlay("o", overlay).expect("valid overlay");
         let copied = merged
             .get("billing-service")
-            .and_then(|p| p.webhook.as_ref())
-            .and_then(|w| w.verification.as_ref())
+            .and_then(|p| p.verification())
             .expect("verification copied");
         let original = base
             .get("standard-webhooks")
-            .and_then(|p| p.webhook.as_ref())
-            .and_then(|w| w.verification.as_ref())
+            .and_then(|p| p.verification())
             .expect("standard webhooks");
         assert_eq!(format!("{copied:?}"), format!("{original:?}"));
 
@@ -1731,11 +1728,7 @@ description = "the shop"
         let catalog = Catalog::embedded().expect("catalog");
         let mut none = Vec::new();
         for provider in catalog.providers() {
-            let Some(verification) = provider
-                .webhook
-                .as_ref()
-                .and_then(|w| w.verification.as_ref())
-            else {
+            let Some(verification) = provider.verification() else {
                 continue;
             };
             let ways = [
@@ -1781,9 +1774,7 @@ description = "the shop"
         let catalog = Catalog::from_files(&[("acme.toml", &text)]).expect("valid");
         let provider = catalog.get("acme").expect("acme");
         let names = provider
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
+            .verification()
             .and_then(|v| v.signature.header())
             .map(|h| h.names().to_vec());
         assert_eq!(

@@ -61,11 +61,7 @@ impl Redactor {
     /// logged.
     pub fn with_signature_fields(mut self, catalog: &Catalog) -> Self {
         for provider in catalog.providers() {
-            let Some(verification) = provider
-                .webhook
-                .as_ref()
-                .and_then(|webhook| webhook.verification.as_ref())
-            else {
+            let Some(verification) = provider.verification() else {
                 continue;
             };
             let pointer = match &verification.signature {

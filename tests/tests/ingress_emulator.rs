@@ -120,8 +120,7 @@ fn delivery(
     let spec = Catalog::embedded()
         .expect("catalog")
         .get(provider)
-        .and_then(|p| p.webhook.as_ref())
-        .and_then(|w| w.verification.as_ref())
+        .and_then(|p| p.verification())
         .expect("spec");
     let path = format!("/webhooks/{provider}");
     let url = url_with_body_hash(

@@ -342,9 +342,7 @@ mod tests {
 
     fn rule(provider: &Provider) -> &JwtRule {
         provider
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
+            .verification()
             .and_then(|v| v.jwt.as_ref())
             .expect("a jwt rule")
     }

@@ -111,11 +111,7 @@ pub async fn signing_key(
         };
         let document: SecretDocument = serde_json::from_str(&text)
             .map_err(|_| WebhookError::MalformedSecret { name: name.clone() })?;
-        let scheme = provider
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
-            .map(|v| v.scheme);
+        let scheme = provider.verification().map(|v| v.scheme);
         let asymmetric = matches!(
             scheme,
             Some(Scheme::Ed25519 | Scheme::EcdsaP256 | Scheme::Jwt)
@@ -274,11 +270,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let mut jwt_providers = Vec::new();
         for provider in catalog.providers() {
-            let Some(verification) = provider
-                .webhook
-                .as_ref()
-                .and_then(|w| w.verification.as_ref())
-            else {
+            let Some(verification) = provider.verification() else {
                 continue;
             };
             if let Some(rule) = &verification.jwt {
@@ -357,11 +349,7 @@ mod tests {
     fn a_twilio_shared_key_delivery_is_signed_with_the_algorithm_it_names() {
         let catalog = Catalog::embedded().expect("catalog");
         let twilio = catalog.get("twilio").expect("twilio");
-        let verification = twilio
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
-            .expect("verification");
+        let verification = twilio.verification().expect("verification");
         let now = OffsetDateTime::now_utc();
         let mut delivery = sample("twilio", now);
         delivery.headers.push((

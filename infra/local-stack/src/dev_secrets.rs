@@ -215,11 +215,7 @@ mod tests {
         let catalog = Catalog::embedded().expect("catalog");
         let now = time::OffsetDateTime::now_utc();
         for provider in catalog.providers() {
-            let Some(verification) = provider
-                .webhook
-                .as_ref()
-                .and_then(|w| w.verification.as_ref())
-            else {
+            let Some(verification) = provider.verification() else {
                 continue;
             };
             // In-body signatures need the provider's body shape: the CLI's

@@ -203,11 +203,7 @@ impl LocalJwt {
     /// Whether `provider` (as the running catalog has it) fetches its keys from the key
     /// server: only then can a development key sign what it accepts.
     pub fn serves(&self, provider: &Provider) -> bool {
-        let rule = provider
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
-            .and_then(|v| v.jwt.as_ref());
+        let rule = provider.verification().and_then(|v| v.jwt.as_ref());
         rule.is_some_and(|rule| self.url(&provider.id).as_deref() == Some(rule.jwks_url.as_str()))
     }
 }
@@ -265,12 +261,7 @@ pub fn local_overlay(
     let mut served = BTreeMap::new();
     let mut overridden = Vec::new();
     for provider in embedded.providers() {
-        let Some(verification) = provider
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
-            .filter(|v| v.scheme == Scheme::Jwt)
-        else {
+        let Some(verification) = provider.verification().filter(|v| v.scheme == Scheme::Jwt) else {
             continue;
         };
         if user_ids.contains(&provider.id) {
@@ -637,8 +628,7 @@ mod tests {
         let url = |id: &str| {
             catalog
                 .get(id)
-                .and_then(|p| p.webhook.as_ref())
-                .and_then(|w| w.verification.as_ref())
+                .and_then(|p| p.verification())
                 .and_then(|v| v.jwt.as_ref())
                 .map(|rule| rule.jwks_url.clone())
         };
@@ -783,9 +773,7 @@ mod tests {
         // Gmail: the JWKS.
         let gmail = catalog.get("gmail").expect("gmail");
         let rule = gmail
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
+            .verification()
             .and_then(|v| v.jwt.as_ref())
             .expect("rule");
         let (document, created) = &signers["gmail"];
@@ -810,9 +798,7 @@ mod tests {
         // Plaid: the credentialed key endpoint.
         let plaid = catalog.get("plaid").expect("plaid");
         let rule = plaid
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
+            .verification()
             .and_then(|v| v.jwt.as_ref())
             .expect("rule");
         let (document, created) = &signers["plaid"];

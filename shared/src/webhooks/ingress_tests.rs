@@ -97,8 +97,7 @@ fn signed(
     let spec = Catalog::embedded()
         .expect("catalog")
         .get(provider)
-        .and_then(|p| p.webhook.as_ref())
-        .and_then(|w| w.verification.as_ref())
+        .and_then(|p| p.verification())
         .expect("spec");
     let at = time::OffsetDateTime::from_unix_timestamp(now).expect("time");
     let secret = SigningSecret::new(secret);
@@ -1512,11 +1511,7 @@ async fn every_windowed_provider_refuses_a_delivery_without_its_timestamp() {
     let catalog = Catalog::embedded().expect("catalog");
     let mut checked = Vec::new();
     for provider in catalog.providers() {
-        let Some(spec) = provider
-            .webhook
-            .as_ref()
-            .and_then(|w| w.verification.as_ref())
-        else {
+        let Some(spec) = provider.verification() else {
             continue;
         };
         let Some(rule) = &spec.timestamp else {

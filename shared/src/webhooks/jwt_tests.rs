@@ -23,8 +23,7 @@ fn gmail_rule() -> &'static JwtRule {
     Catalog::embedded()
         .expect("catalog")
         .get("gmail")
-        .and_then(|p| p.webhook.as_ref())
-        .and_then(|w| w.verification.as_ref())
+        .and_then(|p| p.verification())
         .and_then(|v| v.jwt.as_ref())
         .expect("gmail's jwt rule")
 }
@@ -358,8 +357,7 @@ fn plaid_verification() -> &'static crate::catalog::Verification {
     Catalog::embedded()
         .expect("catalog")
         .get("plaid")
-        .and_then(|p| p.webhook.as_ref())
-        .and_then(|w| w.verification.as_ref())
+        .and_then(|p| p.verification())
         .expect("plaid's verification")
 }
 

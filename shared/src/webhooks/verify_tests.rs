@@ -15,8 +15,7 @@ fn spec(provider: &str) -> &'static Verification {
     Catalog::embedded()
         .expect("catalog")
         .get(provider)
-        .and_then(|p| p.webhook.as_ref())
-        .and_then(|w| w.verification.as_ref())
+        .and_then(|p| p.verification())
         .unwrap_or_else(|| panic!("{provider} has a verification spec"))
 }
 
@@ -1615,9 +1614,7 @@ fn providers() -> Vec<&'static str> {
         .expect("catalog")
         .providers()
         .filter(|p| {
-            p.webhook
-                .as_ref()
-                .and_then(|w| w.verification.as_ref())
+            p.verification()
                 .is_some_and(|v| v.scheme != crate::catalog::Scheme::Jwt)
         })
         .map(|p| p.id.as_str())
@@ -1971,8 +1968,7 @@ replay_window = "none"
         .expect("valid overlay");
     let spec = catalog
         .get("inhouse")
-        .and_then(|p| p.webhook.as_ref())
-        .and_then(|w| w.verification.as_ref())
+        .and_then(|p| p.verification())
         .expect("verification");
     let expected = "sha512=164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737";
     let run = |signature: &str, body: &[u8]| {
