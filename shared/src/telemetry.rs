@@ -221,6 +221,11 @@ impl OutcomeLine {
     }
 }
 
+/// A count metric's value for something that happened once, or not.
+fn count_if(happened: bool) -> f64 {
+    if happened { 1.0 } else { 0.0 }
+}
+
 /// Writes whole lines to stdout in one write (Lambda ships each line to CloudWatch Logs).
 fn write_lines(lines: &[u8]) {
     use std::io::Write as _;
@@ -257,22 +262,21 @@ pub fn webhook_line(outcome: &Outcome, latency: Duration) -> Vec<u8> {
     if outcome.reason == Some("unknown_provider") {
         return line.without_metrics();
     }
-    let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
     line.with_provider_metrics(
         &outcome.provider,
         &[
             ("WebhooksReceived", 1.0, "Count"),
             (
                 "WebhooksAccepted",
-                flag(outcome.result == "accepted"),
+                count_if(outcome.result == "accepted"),
                 "Count",
             ),
             (
                 "SignatureFailures",
-                flag(outcome.is_verification_failure()),
+                count_if(outcome.is_verification_failure()),
                 "Count",
             ),
-            ("IngressErrors", flag(outcome.status >= 500), "Count"),
+            ("IngressErrors", count_if(outcome.status >= 500), "Count"),
             ("IngressLatency", latency_ms, "Milliseconds"),
         ],
     )
@@ -377,25 +381,36 @@ pub fn consumed_line(outcome: &ItemOutcome) -> Vec<u8> {
             }
         }
     };
-    let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
     let mut metrics = vec![
         (
             "EventsProcessed",
-            flag(outcome.result == "processed"),
+            count_if(outcome.result == "processed"),
             "Count",
         ),
         (
             "EventsDuplicate",
-            flag(outcome.result == "duplicate"),
+            count_if(outcome.result == "duplicate"),
             "Count",
         ),
-        ("EventsRetried", flag(outcome.result == "retry"), "Count"),
-        ("EventsFailed", flag(outcome.result == "failed"), "Count"),
-        ("PayloadMismatches", flag(outcome.payload_mismatch), "Count"),
+        (
+            "EventsRetried",
+            count_if(outcome.result == "retry"),
+            "Count",
+        ),
+        (
+            "EventsFailed",
+            count_if(outcome.result == "failed"),
+            "Count",
+        ),
+        (
+            "PayloadMismatches",
+            count_if(outcome.payload_mismatch),
+            "Count",
+        ),
         ("EventsPublished", outcome.published as f64, "Count"),
         (
             "ApiVersionMismatches",
-            flag(outcome.version_mismatch.is_some()),
+            count_if(outcome.version_mismatch.is_some()),
             "Count",
         ),
         ("FetchesPending", outcome.fetches_pending as f64, "Count"),
@@ -406,7 +421,7 @@ pub fn consumed_line(outcome: &ItemOutcome) -> Vec<u8> {
             "Count",
         ),
         ("RecordConflicts", outcome.conflicts as f64, "Count"),
-        ("DeadLettered", flag(outcome.dead_lettered), "Count"),
+        ("DeadLettered", count_if(outcome.dead_lettered), "Count"),
     ];
     // Only published events have a latency; a zero would pull the percentiles down.
     if let Some(ms) = end_to_end_ms {
@@ -430,7 +445,7 @@ pub fn record_token_refresh(provider: &str, outcome: &str) {
     print_provider_metrics(
         provider,
         &[
-            ("TokenRefreshes", if refreshed { 1.0 } else { 0.0 }, "Count"),
+            ("TokenRefreshes", count_if(refreshed), "Count"),
             (
                 "TokenRefreshFailures",
                 if refreshed { 0.0 } else { 1.0 },
@@ -447,13 +462,12 @@ pub fn record_token_refresh(provider: &str, outcome: &str) {
 pub fn record_outbound_call(provider: &str, failure_class: Option<&str>, latency: Duration) {
     let throttled = failure_class == Some("rate_limited");
     let failed = failure_class.is_some() && !throttled;
-    let flag = |on: bool| if on { 1.0 } else { 0.0 };
     print_provider_metrics(
         provider,
         &[
             ("OutboundCalls", 1.0, "Count"),
-            ("OutboundErrors", flag(failed), "Count"),
-            ("Throttles", flag(throttled), "Count"),
+            ("OutboundErrors", count_if(failed), "Count"),
+            ("Throttles", count_if(throttled), "Count"),
             (
                 "OutboundLatency",
                 latency.as_secs_f64() * 1000.0,
@@ -506,11 +520,7 @@ pub fn record_poll_run(
         provider,
         &[
             ("PollRuns", 1.0, "Count"),
-            (
-                "PollFailures",
-                if error.is_some() { 1.0 } else { 0.0 },
-                "Count",
-            ),
+            ("PollFailures", count_if(error.is_some()), "Count"),
             ("RecordsPolled", records as f64, "Count"),
         ],
     );
