@@ -168,33 +168,23 @@ async fn main() -> anyhow::Result<()> {
     match std::fs::read_to_string(&args.baseline) {
         Ok(text) => {
             let baseline: Run = serde_json::from_str(&text)?;
-            let regressions = run.regressions(&baseline, 0.2);
-            if regressions.is_empty() {
-                println!(
-                    "No figure is more than 20% worse than the baseline of {}.",
-                    baseline.date
-                );
-            } else {
-                println!(
+            print_findings(
+                &run.regressions(&baseline, 0.2),
+                &format!(
                     "More than 20% worse than the baseline of {}:",
                     baseline.date
-                );
-                for regression in regressions {
-                    println!("- {regression}");
-                }
-            }
+                ),
+                &format!(
+                    "No figure is more than 20% worse than the baseline of {}.",
+                    baseline.date
+                ),
+            );
             // The ratios cancel the machine's drift (every variant slower alike).
-            let ratio_regressions = run.ratio_regressions(&baseline, 0.2);
-            if ratio_regressions.is_empty() {
-                println!(
-                    "No Junction ÷ reference ratio is more than 20% worse than the baseline's."
-                );
-            } else {
-                println!("Junction ÷ reference ratios more than 20% worse than the baseline's:");
-                for regression in ratio_regressions {
-                    println!("- {regression}");
-                }
-            }
+            print_findings(
+                &run.ratio_regressions(&baseline, 0.2),
+                "Junction ÷ reference ratios more than 20% worse than the baseline's:",
+                "No Junction ÷ reference ratio is more than 20% worse than the baseline's.",
+            );
         }
         Err(_) => println!(
             "No baseline at {} to compare with.",
@@ -206,6 +196,18 @@ async fn main() -> anyhow::Result<()> {
         println!("Saved as the baseline: {}", args.baseline.display());
     }
     Ok(())
+}
+
+/// Prints `findings` as a list under `heading`, or `none` when there are none.
+fn print_findings(findings: &[String], heading: &str, none: &str) {
+    if findings.is_empty() {
+        println!("{none}");
+        return;
+    }
+    println!("{heading}");
+    for finding in findings {
+        println!("- {finding}");
+    }
 }
 
 /// Binary name → `bootstrap` under `cargo lambda build`'s output directory.

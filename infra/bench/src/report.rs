@@ -86,6 +86,20 @@ impl Run {
             .find(|v| v.function == function && v.runtime == runtime)
     }
 
+    /// Each reference with the Junction variant of the same function: the pairs the
+    /// ratios are of.
+    fn comparisons(&self) -> impl Iterator<Item = (&VariantFigures, &VariantFigures)> {
+        ["ingress", "consumer"]
+            .into_iter()
+            .flat_map(move |function| {
+                let junction = self.find(function, "junction");
+                self.variants
+                    .iter()
+                    .filter(move |v| v.function == function && v.runtime != "junction")
+                    .filter_map(move |reference| Some((junction?, reference)))
+            })
+    }
+
     /// The ratio tables (Junction ÷ each reference), then one table per function.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
@@ -95,38 +109,30 @@ impl Run {
             "| function | reference | init p50 | init CPU p50 | first invocation p50 | warm p50 | warm CPU p50 | peak RSS | zip |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
-        for function in ["ingress", "consumer"] {
-            let Some(junction) = self.find(function, "junction") else {
-                continue;
+        for (junction, reference) in self.comparisons() {
+            let ratio = |a: f64, b: f64| {
+                if b > 0.0 {
+                    format!("{:.3}", a / b)
+                } else {
+                    "–".into()
+                }
             };
-            for reference in self
-                .variants
-                .iter()
-                .filter(|v| v.function == function && v.runtime != "junction")
-            {
-                let ratio = |a: f64, b: f64| {
-                    if b > 0.0 {
-                        format!("{:.3}", a / b)
-                    } else {
-                        "–".into()
-                    }
-                };
-                let zip = match (junction.zip_bytes, reference.zip_bytes) {
-                    (Some(a), Some(b)) => ratio(a as f64, b as f64),
-                    _ => "–".into(),
-                };
-                let _ = writeln!(
-                    out,
-                    "| {function} | {} | {} | {} | {} | {} | {} | {} | {zip} |",
-                    reference.runtime,
-                    ratio(junction.init_ms.p50, reference.init_ms.p50),
-                    ratio(junction.init_cpu_ms.p50, reference.init_cpu_ms.p50),
-                    ratio(junction.first_ms.p50, reference.first_ms.p50),
-                    ratio(junction.warm_ms.p50, reference.warm_ms.p50),
-                    ratio(junction.warm_cpu_ms.p50, reference.warm_cpu_ms.p50),
-                    ratio(junction.peak_rss_kib as f64, reference.peak_rss_kib as f64),
-                );
-            }
+            let zip = match (junction.zip_bytes, reference.zip_bytes) {
+                (Some(a), Some(b)) => ratio(a as f64, b as f64),
+                _ => "–".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {zip} |",
+                reference.function,
+                reference.runtime,
+                ratio(junction.init_ms.p50, reference.init_ms.p50),
+                ratio(junction.init_cpu_ms.p50, reference.init_cpu_ms.p50),
+                ratio(junction.first_ms.p50, reference.first_ms.p50),
+                ratio(junction.warm_ms.p50, reference.warm_ms.p50),
+                ratio(junction.warm_cpu_ms.p50, reference.warm_cpu_ms.p50),
+                ratio(junction.peak_rss_kib as f64, reference.peak_rss_kib as f64),
+            );
         }
         let _ = writeln!(out, "\n## Figures\n");
         let _ = writeln!(
@@ -235,53 +241,45 @@ impl Run {
     /// trust when [`Run::regressions`] flags everything at once.
     pub fn ratio_regressions(&self, baseline: &Run, threshold: f64) -> Vec<String> {
         let mut found = Vec::new();
-        for function in ["ingress", "consumer"] {
-            let (Some(junction), Some(junction_before)) = (
-                self.find(function, "junction"),
-                baseline.find(function, "junction"),
+        for (junction, reference) in self.comparisons() {
+            let (Some(junction_before), Some(reference_before)) = (
+                baseline.find(&junction.function, "junction"),
+                baseline.find(&reference.function, &reference.runtime),
             ) else {
                 continue;
             };
-            for reference in self
-                .variants
-                .iter()
-                .filter(|v| v.function == function && v.runtime != "junction")
-            {
-                let Some(reference_before) = baseline.find(function, &reference.runtime) else {
-                    continue;
-                };
-                let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
-                let figures = [
-                    (
-                        "init p50",
-                        ratio(junction_before.init_ms.p50, reference_before.init_ms.p50),
-                        ratio(junction.init_ms.p50, reference.init_ms.p50),
+            let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+            let figures = [
+                (
+                    "init p50",
+                    ratio(junction_before.init_ms.p50, reference_before.init_ms.p50),
+                    ratio(junction.init_ms.p50, reference.init_ms.p50),
+                ),
+                (
+                    "warm p50",
+                    ratio(junction_before.warm_ms.p50, reference_before.warm_ms.p50),
+                    ratio(junction.warm_ms.p50, reference.warm_ms.p50),
+                ),
+                (
+                    "warm CPU p50",
+                    ratio(
+                        junction_before.warm_cpu_ms.p50,
+                        reference_before.warm_cpu_ms.p50,
                     ),
-                    (
-                        "warm p50",
-                        ratio(junction_before.warm_ms.p50, reference_before.warm_ms.p50),
-                        ratio(junction.warm_ms.p50, reference.warm_ms.p50),
-                    ),
-                    (
-                        "warm CPU p50",
-                        ratio(
-                            junction_before.warm_cpu_ms.p50,
-                            reference_before.warm_cpu_ms.p50,
-                        ),
-                        ratio(junction.warm_cpu_ms.p50, reference.warm_cpu_ms.p50),
-                    ),
-                ];
-                for (name, before, now) in figures {
-                    if let (Some(before), Some(now)) = (before, now)
-                        && before > 0.0
-                        && now > before * (1.0 + threshold)
-                    {
-                        found.push(format!(
-                            "{function} junction ÷ {}: {name} {before:.3} → {now:.3} (+{:.0}%)",
-                            reference.runtime,
-                            (now / before - 1.0) * 100.0
-                        ));
-                    }
+                    ratio(junction.warm_cpu_ms.p50, reference.warm_cpu_ms.p50),
+                ),
+            ];
+            for (name, before, now) in figures {
+                if let (Some(before), Some(now)) = (before, now)
+                    && before > 0.0
+                    && now > before * (1.0 + threshold)
+                {
+                    found.push(format!(
+                        "{} junction ÷ {}: {name} {before:.3} → {now:.3} (+{:.0}%)",
+                        reference.function,
+                        reference.runtime,
+                        (now / before - 1.0) * 100.0
+                    ));
                 }
             }
         }
