@@ -31,6 +31,25 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         self.optional(key).ok_or(ConfigError::Missing { key })
     }
 
+    /// A required SQS queue URL (`https://sqs.{region}.amazonaws.com/{account}/{name}`):
+    /// an absolute http(s) URL with a host and a path, as the queue's endpoint is read
+    /// from it.
+    pub fn queue_url(&self, key: &'static str) -> Result<String, ConfigError> {
+        let text = self.required(key)?.trim().to_owned();
+        let invalid = |reason: &str| ConfigError::Invalid {
+            key,
+            reason: format!("{text:?}: {reason}"),
+        };
+        let url = url::Url::parse(&text).map_err(|err| invalid(&err.to_string()))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+            return Err(invalid("not an http(s) URL with a host"));
+        }
+        if url.path().trim_matches('/').is_empty() {
+            return Err(invalid("no queue path (/{account}/{name})"));
+        }
+        Ok(text)
+    }
+
     /// The parsed value, or `default` when unset.
     pub fn parse_or<T: FromStr>(&self, key: &'static str, default: T) -> Result<T, ConfigError>
     where
@@ -211,7 +230,7 @@ impl WebhookIngressSettings {
         Ok(WebhookIngressSettings {
             payload_log,
             secret_prefix,
-            queue_url: env.required("INGEST_QUEUE_URL")?,
+            queue_url: env.queue_url("INGEST_QUEUE_URL")?,
             payload_bucket: env.required("PAYLOAD_BUCKET")?,
             ingress: IngressConfig {
                 max_body_bytes,
@@ -290,7 +309,7 @@ impl EventConsumerSettings {
         Ok(EventConsumerSettings {
             field_priority,
             max_receive_count,
-            queue_url: env.required("INGEST_QUEUE_URL")?,
+            queue_url: env.queue_url("INGEST_QUEUE_URL")?,
             idempotency_table: env.required("IDEMPOTENCY_TABLE")?,
             records_table: env.required("RECORDS_TABLE")?,
             event_bus: env.required("EVENT_BUS_NAME")?,
@@ -419,7 +438,7 @@ impl PollingSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(PollingSettings {
             sync_jobs_table: env.required("SYNC_JOBS_TABLE")?,
-            poll_queue_url: env.required("POLL_QUEUE_URL")?,
+            poll_queue_url: env.queue_url("POLL_QUEUE_URL")?,
         })
     }
 }
@@ -466,7 +485,7 @@ pub struct PollWorkerSettings {
 impl PollWorkerSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(PollWorkerSettings {
-            ingest_queue_url: env.required("INGEST_QUEUE_URL")?,
+            ingest_queue_url: env.queue_url("INGEST_QUEUE_URL")?,
             outbound_state_table: env.required("OUTBOUND_STATE_TABLE")?,
         })
     }
@@ -525,6 +544,25 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("MAX_BODY_BYTES"));
+    }
+
+    #[test]
+    fn a_queue_url_that_is_not_one_is_named() {
+        for (value, reason) in [
+            ("ingest", "relative URL"),
+            ("ftp://sqs.example/1/q", "not an http(s) URL"),
+            ("https://sqs.us-east-1.amazonaws.com", "no queue path"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs[1] = ("INGEST_QUEUE_URL", value);
+            let err = WebhookIngressSettings::from_env(&env(&pairs)).expect_err(value);
+            let text = err.to_string();
+            assert!(
+                text.starts_with("configuration key INGEST_QUEUE_URL is invalid")
+                    && text.contains(reason),
+                "{text}"
+            );
+        }
     }
 
     #[test]

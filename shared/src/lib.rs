@@ -6,6 +6,7 @@
 //! `RecordStore`, `EventBus`, `Clock`) so the logic is tested without AWS and the
 //! adapters are tested against the emulator.
 
+pub mod aws_json;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod records;
 pub mod redact;
 pub mod retry;
 pub mod secrets;
+pub mod sigv4;
 pub mod telemetry;
 pub mod tls;
 pub mod webhooks;

@@ -1,9 +1,14 @@
 //! The `EventQueue` port: where verified webhooks go. The SQS adapter is what runs in
 //! Lambda; the in-memory one serves unit tests and benchmarks.
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use async_trait::async_trait;
+
+use crate::aws_json::{AwsJsonClient, AwsJsonError};
 
 /// Message attribute names set by the ingress and read by the consumers.
 pub mod attribute {
@@ -85,39 +90,79 @@ pub trait EventQueue: Send + Sync + std::fmt::Debug {
 /// SQS's longest message delay (15 minutes).
 pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
-/// Amazon SQS.
+/// Amazon SQS, through the JSON protocol directly ([`crate::aws_json`]): `SendMessage`
+/// is the webhook ingress's one AWS call per delivery, and the SDK's per-call machinery
+/// was a third of the ingress's CPU (BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct SqsEventQueue {
-    client: aws_sdk_sqs::Client,
+    client: Arc<AwsJsonClient>,
     queue_url: String,
 }
 
 impl SqsEventQueue {
-    /// A queue client from shared AWS configuration.
-    pub fn from_config(aws: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
-        SqsEventQueue::new(aws_sdk_sqs::Client::new(aws), queue_url)
-    }
-
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        SqsEventQueue {
-            client,
-            queue_url: queue_url.into(),
-        }
+    /// A queue client from shared AWS configuration: its credentials, region, timeouts
+    /// and retry settings, and `AWS_ENDPOINT_URL` when set (else the queue URL's own
+    /// endpoint, `https://sqs.{region}.amazonaws.com`). Fails on a queue URL that is not
+    /// one, or without a region.
+    pub fn from_config(
+        aws: &aws_config::SdkConfig,
+        queue_url: impl Into<String>,
+    ) -> Result<Self, AwsJsonError> {
+        let queue_url = queue_url.into();
+        let client = AwsJsonClient::from_config(aws, "sqs", "AmazonSQS", &queue_url)?;
+        Ok(SqsEventQueue {
+            client: Arc::new(client),
+            queue_url,
+        })
     }
 
     /// Opens the connection to SQS with one cheap call (`GetQueueAttributes` of the
     /// queue's ARN), so that at cold start the TLS handshake happens in init rather
     /// than in the first delivery's `SendMessage`.
     pub async fn warm_up(&self) -> Result<(), QueueError> {
+        let input = serde_json::json!({
+            "QueueUrl": self.queue_url,
+            "AttributeNames": ["QueueArn"],
+        });
         self.client
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
+            .call("GetQueueAttributes", input.to_string().into_bytes())
             .await
             .map(|_| ())
-            .map_err(|err| QueueError(Box::new(aws_sdk_sqs::Error::from(err))))
+            .map_err(|err| QueueError(Box::new(err)))
     }
+}
+
+/// `SendMessage`'s input, serialized straight from the message.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendMessageInput<'a> {
+    queue_url: &'a str,
+    message_body: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_seconds: Option<u64>,
+    #[serde(serialize_with = "string_attributes")]
+    message_attributes: &'a BTreeMap<String, String>,
+}
+
+fn string_attributes<S: serde::Serializer>(
+    attributes: &&BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Value<'a> {
+        data_type: &'static str,
+        string_value: &'a str,
+    }
+    serializer.collect_map(attributes.iter().map(|(name, value)| {
+        (
+            name,
+            Value {
+                data_type: "String",
+                string_value: value,
+            },
+        )
+    }))
 }
 
 #[async_trait]
@@ -127,27 +172,18 @@ impl EventQueue for SqsEventQueue {
         message: QueueMessage,
         delay: std::time::Duration,
     ) -> Result<(), QueueError> {
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(message.body);
-        if !delay.is_zero() {
-            request = request.delay_seconds(delay.min(MAX_DELAY).as_secs() as i32);
-        }
-        for (name, value) in message.attributes {
-            let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|err| QueueError(Box::new(err)))?;
-            request = request.message_attributes(name, attribute);
-        }
-        request
-            .send()
+        let input = SendMessageInput {
+            queue_url: &self.queue_url,
+            message_body: &message.body,
+            delay_seconds: (!delay.is_zero()).then(|| delay.min(MAX_DELAY).as_secs()),
+            message_attributes: &message.attributes,
+        };
+        let body = serde_json::to_vec(&input).map_err(|err| QueueError(Box::new(err)))?;
+        self.client
+            .call("SendMessage", body)
             .await
             .map(|_| ())
-            .map_err(|err| QueueError(Box::new(aws_sdk_sqs::Error::from(err))))
+            .map_err(|err| QueueError(Box::new(err)))
     }
 }
 

@@ -167,10 +167,7 @@ fn usable_roots(pem: &[u8]) -> Vec<(CertificateDer<'static>, Vec<u8>)> {
 /// roots AWS endpoints chain to: the embedded ones, or those of `SSL_CERT_FILE` when it
 /// is set (see the module); `None` leaves the SDK its default client.
 pub fn aws_http_client() -> Option<aws_sdk_sqs::config::SharedHttpClient> {
-    let pem = match std::env::var_os("SSL_CERT_FILE") {
-        Some(_) => trust_roots()?.aws_pem(),
-        None => AWS_ROOTS_PEM.to_vec(),
-    };
+    let pem = aws_roots_pem()?;
     let trust_store = TrustStore::empty()
         .with_native_roots(false)
         .with_pem_certificate(pem);
@@ -184,6 +181,29 @@ pub fn aws_http_client() -> Option<aws_sdk_sqs::config::SharedHttpClient> {
             .tls_context(context)
             .build_https(),
     )
+}
+
+/// The roots AWS endpoints chain to, as PEM: the embedded ones, or those of
+/// `SSL_CERT_FILE` when it is set; `None` when that file has no usable root.
+fn aws_roots_pem() -> Option<Vec<u8>> {
+    match std::env::var_os("SSL_CERT_FILE") {
+        Some(_) => Some(trust_roots()?.aws_pem()),
+        None => Some(AWS_ROOTS_PEM.to_vec()),
+    }
+}
+
+/// A reqwest client builder trusting what [`aws_http_client`] trusts, for the AWS calls
+/// made without the SDK ([`crate::aws_json`]).
+pub fn aws_client_builder() -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    match aws_roots_pem() {
+        Some(pem) => builder.tls_certs_only(
+            usable_roots(&pem)
+                .into_iter()
+                .filter_map(|(certificate, _)| reqwest::Certificate::from_der(&certificate).ok()),
+        ),
+        None => builder,
+    }
 }
 
 /// A reqwest client builder on [`trust_roots`] (every outbound client starts here).
@@ -248,6 +268,7 @@ mod tests {
             return;
         }
         assert!(aws_http_client().is_some());
+        aws_client_builder().build().expect("AWS reqwest client");
         http_client_builder().build().expect("reqwest client");
     }
 }

@@ -87,7 +87,7 @@ async fn stack(config: IngressConfig) -> Stack {
             "junction",
             CachePolicy::default(),
         ),
-        Arc::new(SqsEventQueue::from_config(&aws, &queue_url)),
+        Arc::new(SqsEventQueue::from_config(&aws, &queue_url).expect("queue client")),
         Arc::new(S3PayloadStore::from_config(&aws, BUCKET)),
         clock.clone(),
         config,
@@ -527,6 +527,7 @@ async fn init_prefetches_every_signing_secret_and_opens_the_queue_connection() {
     assert_eq!(github.len(), 1);
     assert_eq!(github[0].expose(), SECRET);
     SqsEventQueue::from_config(&stack.aws, &stack.queue_url)
+        .expect("queue client")
         .warm_up()
         .await
         .expect("GetQueueAttributes");

@@ -28,7 +28,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             &aws,
             settings.sync_jobs_table,
         )),
-        Arc::new(SqsEventQueue::from_config(&aws, settings.poll_queue_url)),
+        Arc::new(SqsEventQueue::from_config(&aws, settings.poll_queue_url)?),
         Arc::new(SystemClock),
     )
     .with_stale_events(

@@ -55,7 +55,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             &aws,
             polling.sync_jobs_table,
         )),
-        Arc::new(SqsEventQueue::from_config(&aws, settings.ingest_queue_url)),
+        Arc::new(SqsEventQueue::from_config(&aws, settings.ingest_queue_url)?),
         clock,
         Some(vault),
     );
@@ -63,7 +63,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         worker,
         catalog,
         client,
-        Arc::new(SqsEventQueue::from_config(&aws, polling.poll_queue_url)),
+        Arc::new(SqsEventQueue::from_config(&aws, polling.poll_queue_url)?),
     );
     let runner = &runner;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

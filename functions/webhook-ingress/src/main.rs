@@ -36,7 +36,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         settings.secret_prefix,
         settings.secret_cache,
     );
-    let queue = SqsEventQueue::from_config(&aws, settings.queue_url);
+    let queue = SqsEventQueue::from_config(&aws, settings.queue_url)?;
     // At init, so that no delivery waits for them: every signing secret in one call,
     // and the connection to SQS opened. Either failing only leaves it to the first
     // delivery that needs it.
