@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use lambda_http::{Body, Request, RequestExt, Response, service_fn};
+use lambda_runtime::{LambdaEvent, service_fn};
 use shared::{
     clock::{Clock, SystemClock},
     config::{WebhookIngressSettings, load_aws_config, load_catalog, process_env},
@@ -14,7 +14,8 @@ use shared::{
     secrets::{SecretsManagerSource, WebhookSecrets},
     telemetry,
     webhooks::{
-        Ingress, WebhookRequest, WebhookResponse,
+        Ingress,
+        http_api::{HttpApiRequest, HttpApiResponse},
         jwt::{HttpKeySetSource, KeySetCache},
     },
 };
@@ -22,7 +23,7 @@ use shared::{
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let settings = WebhookIngressSettings::from_env(&process_env())?;
     // `AWS_ENDPOINT_URL` (set by the local stack) points every client at the emulator.
@@ -64,58 +65,36 @@ async fn main() -> Result<(), lambda_http::Error> {
     let payload_log = &settings
         .payload_log
         .map(|redactor| redactor.with_signature_fields(catalog));
-    lambda_http::run(service_fn(move |request: Request| async move {
-        let started = Instant::now();
-        let request = webhook_request(request);
-        // Only when the operator turned payload logging on: a copy of the body is kept,
-        // and parsed and redacted only once the delivery verified and was accepted.
-        let copy = payload_log.as_ref().map(|_| {
-            let content_type = request
-                .headers
-                .get(lambda_http::http::header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned);
-            (content_type, request.body.clone())
-        });
-        let (response, outcome) = ingress.handle(request).await;
-        telemetry::record_webhook(&outcome, started.elapsed());
-        if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
-            && outcome.result == "accepted"
-        {
-            let payload = redactor.payload(content_type.as_deref(), &body);
-            telemetry::record_payload(&outcome, &payload);
-        }
-        Ok::<_, std::convert::Infallible>(http_response(response))
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<HttpApiRequest>| async move {
+            let started = Instant::now();
+            let request = match event.payload.into_webhook_request() {
+                Ok(request) => request,
+                Err(err) => {
+                    tracing::warn!(error = %err, "request refused before verification");
+                    return Ok(HttpApiResponse::text(400, "malformed request body"));
+                }
+            };
+            // Only when the operator turned payload logging on: a copy of the body is kept,
+            // and parsed and redacted only once the delivery verified and was accepted.
+            let copy = payload_log.as_ref().map(|_| {
+                let content_type = request
+                    .headers
+                    .get("content-type")
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned);
+                (content_type, request.body.clone())
+            });
+            let (response, outcome) = ingress.handle(request).await;
+            telemetry::record_webhook(&outcome, started.elapsed());
+            if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
+                && outcome.result == "accepted"
+            {
+                let payload = redactor.payload(content_type.as_deref(), &body);
+                telemetry::record_payload(&outcome, &payload);
+            }
+            Ok::<_, std::convert::Infallible>(HttpApiResponse::from(response))
+        },
+    ))
     .await
-}
-
-fn webhook_request(request: Request) -> WebhookRequest {
-    let parameters = request.path_parameters();
-    let provider = parameters.first("provider").unwrap_or_default().to_owned();
-    let endpoint = parameters.first("endpoint").map(str::to_owned);
-    let path = request.raw_http_path().to_owned();
-    let (parts, body) = request.into_parts();
-    WebhookRequest {
-        method: parts.method.as_str().to_owned(),
-        provider,
-        endpoint,
-        path,
-        raw_query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts.headers,
-        body: body.to_vec(),
-    }
-}
-
-fn http_response(response: WebhookResponse) -> Response<Body> {
-    let mut builder = Response::builder().status(response.status);
-    if let Some(content_type) = response.content_type {
-        builder = builder.header("content-type", content_type);
-    }
-    for (name, value) in response.headers {
-        builder = builder.header(name, value);
-    }
-    builder
-        .body(Body::from(response.body))
-        .unwrap_or_else(|_| Response::new(Body::Empty))
 }

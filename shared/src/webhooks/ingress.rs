@@ -533,9 +533,12 @@ impl Ingress {
         now: OffsetDateTime,
         outcome: &mut Outcome,
     ) -> Result<QueueMessage, Stop> {
-        let json = needs_json(spec)
-            .then(|| super::verify::body_document(&request.headers, &request.body))
-            .flatten();
+        let pointers = json_pointers(spec);
+        let json = if pointers.is_empty() {
+            Vec::new()
+        } else {
+            super::verify::body_values(&request.headers, &request.body, &pointers)
+        };
         let read = |source: &FieldSource| -> Option<String> {
             let value = match source {
                 FieldSource::Header(names) => names
@@ -544,11 +547,14 @@ impl Ingress {
                     .find_map(|name| request.headers.get(name.as_str()))
                     .and_then(|value| value.to_str().ok())
                     .map(str::to_owned),
-                FieldSource::JsonPointer(pointer) => match json.as_ref()?.pointer(pointer)? {
-                    serde_json::Value::String(text) => Some(text.clone()),
-                    serde_json::Value::Number(number) => Some(number.to_string()),
-                    _ => None,
-                },
+                FieldSource::JsonPointer(pointer) => {
+                    let position = pointers.iter().position(|p| p == pointer)?;
+                    match json.get(position)?.as_ref()? {
+                        serde_json::Value::String(text) => Some(text.clone()),
+                        serde_json::Value::Number(number) => Some(number.to_string()),
+                        _ => None,
+                    }
+                }
             }?;
             (!value.is_empty() && value.len() <= 1024 && is_sqs_text(&value)).then_some(value)
         };
@@ -611,12 +617,16 @@ impl Ingress {
     }
 }
 
-/// Whether the spec reads anything from a JSON body.
-fn needs_json(spec: &WebhookSpec) -> bool {
+/// The JSON pointers the spec reads from the body (event id, type, account).
+fn json_pointers(spec: &WebhookSpec) -> Vec<&str> {
     [&spec.event_id, &spec.event_type, &spec.account]
         .into_iter()
         .flatten()
-        .any(|source| matches!(source, FieldSource::JsonPointer(_)))
+        .filter_map(|source| match source {
+            FieldSource::JsonPointer(pointer) => Some(pointer.as_str()),
+            FieldSource::Header(_) => None,
+        })
+        .collect()
 }
 
 /// Endpoint names become part of secret names and S3 keys: keep them plain.

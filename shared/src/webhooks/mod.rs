@@ -7,7 +7,9 @@
 use std::fmt;
 
 mod handshake;
+pub mod http_api;
 mod ingress;
+mod json_pointers;
 pub mod jwt;
 mod verify;
 

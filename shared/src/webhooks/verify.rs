@@ -290,6 +290,24 @@ pub(crate) fn body_document(headers: &HeaderMap, body: &[u8]) -> Option<serde_js
     Some(serde_json::Value::Object(fields))
 }
 
+/// The values at `pointers` in the body as [`body_document`] reads it, each `None`
+/// where the body has nothing there or is unreadable. A JSON body is walked once for
+/// just those values ([`super::json_pointers`]) instead of being parsed whole.
+pub(crate) fn body_values(
+    headers: &HeaderMap,
+    body: &[u8],
+    pointers: &[&str],
+) -> Vec<Option<serde_json::Value>> {
+    if is_form(headers) {
+        let document = body_document(headers, body);
+        return pointers
+            .iter()
+            .map(|pointer| document.as_ref()?.pointer(pointer).cloned())
+            .collect();
+    }
+    super::json_pointers::values_at(body, pointers).unwrap_or_else(|| vec![None; pointers.len()])
+}
+
 /// Every element of the array at `items` must carry a signature (at `signature`,
 /// relative to the element) that verifies over the element's signed parts with one
 /// secret. No elements is not a verified delivery.
