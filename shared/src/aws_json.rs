@@ -14,10 +14,13 @@
 //! (transport errors, timeouts, 5xx and throttling errors retried with full-jitter
 //! exponential backoff, the same attempts and bounds).
 //!
+//! In Lambda, the invocation's X-Ray trace header goes with each call, as the SDK's
+//! recursion detection sends it.
+//!
 //! Not done here, as the services this serves do not need it: endpoint rules (the
 //! endpoint is the resource's own URL, as a queue URL names its regional endpoint, or
-//! `AWS_ENDPOINT_URL`), FIPS and dual-stack endpoint variants, clock-skew correction
-//! and the SDK's retry quota.
+//! `AWS_ENDPOINT_URL`; `AWS_ENDPOINT_URL_SQS` is not read), FIPS and dual-stack
+//! endpoint variants, clock-skew correction and the SDK's retry quota.
 
 use std::{sync::Mutex, time::Duration};
 
@@ -90,8 +93,8 @@ pub struct AwsJsonClient {
     /// `X-Amz-Target`'s prefix (`AmazonSQS`).
     target_prefix: &'static str,
     http: reqwest::Client,
-    /// `scheme://host[:port]/`.
-    url: String,
+    /// `scheme://host[:port]/`, parsed once (reqwest would parse a string per request).
+    url: reqwest::Url,
     /// `host[:port]`, as the `Host` header carries it.
     host: String,
     signer: Signer,
@@ -100,6 +103,8 @@ pub struct AwsJsonClient {
     backoff: Backoff,
     attempt_timeout: Option<Duration>,
     operation_timeout: Option<Duration>,
+    /// Running in Lambda: the invocation's X-Ray trace header goes with each call.
+    in_lambda: bool,
 }
 
 impl AwsJsonClient {
@@ -143,7 +148,8 @@ impl AwsJsonClient {
             service,
             target_prefix,
             http,
-            url: format!("{}://{host}/", parsed.scheme()),
+            url: reqwest::Url::parse(&format!("{}://{host}/", parsed.scheme()))
+                .map_err(|err| config(format!("endpoint {endpoint:?}: {err}")))?,
             host,
             signer: Signer::new(region.as_ref(), service),
             credentials: CredentialsCache {
@@ -157,6 +163,7 @@ impl AwsJsonClient {
             },
             attempt_timeout: timeouts.and_then(|t| t.operation_attempt_timeout()),
             operation_timeout: timeouts.and_then(|t| t.operation_timeout()),
+            in_lambda: std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
         })
     }
 
@@ -218,13 +225,23 @@ impl AwsJsonClient {
         );
         let mut request = self
             .http
-            .post(&self.url)
+            .post(self.url.clone())
             .header("content-type", CONTENT_TYPE)
             .header("x-amz-target", target)
             .header("x-amz-date", signature.amz_date)
             .header("authorization", signature.authorization);
         if let Some(token) = signature.security_token {
             request = request.header("x-amz-security-token", token);
+        }
+        // As the SDK's recursion detection does: the trace header the Lambda runtime
+        // sets per invocation goes with the call (unsigned), so X-Ray traces continue
+        // and Lambda's recursive-loop detection sees the chain.
+        if self.in_lambda
+            && let Some(trace) = std::env::var("_X_AMZN_TRACE_ID")
+                .ok()
+                .and_then(|trace| reqwest::header::HeaderValue::from_str(&trace).ok())
+        {
+            request = request.header("x-amzn-trace-id", trace);
         }
         if let Some(timeout) = self.attempt_timeout {
             request = request.timeout(timeout);

@@ -647,15 +647,15 @@ fn is_sqs_text(text: &str) -> bool {
 }
 
 fn forwarded_headers(spec: &WebhookSpec, headers: &HeaderMap) -> String {
-    let mut forwarded = serde_json::Map::new();
+    let mut forwarded = BTreeMap::new();
     let names =
         std::iter::once("content-type").chain(spec.forward_headers.iter().map(String::as_str));
     for name in names {
         if let Some(value) = headers.get(name).and_then(|value| value.to_str().ok()) {
-            forwarded.insert(name.to_ascii_lowercase(), serde_json::Value::from(value));
+            forwarded.insert(name.to_ascii_lowercase(), value);
         }
     }
-    serde_json::Value::Object(forwarded).to_string()
+    serde_json::to_string(&forwarded).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The same event always maps to the same key, so a provider's retry overwrites rather
