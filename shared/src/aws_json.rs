@@ -233,12 +233,13 @@ impl AwsJsonClient {
         if let Some(token) = signature.security_token {
             request = request.header("x-amz-security-token", token);
         }
-        // As the SDK's recursion detection does: the trace header the Lambda runtime
-        // sets per invocation goes with the call (unsigned), so X-Ray traces continue
-        // and Lambda's recursive-loop detection sees the chain.
+        // As the SDK's recursion detection does: the invocation's trace header (from
+        // `runtime_api`, or `_X_AMZN_TRACE_ID` where `lambda_runtime` runs the loop)
+        // goes with the call (unsigned), so X-Ray traces continue and Lambda's
+        // recursive-loop detection sees the chain.
         if self.in_lambda
-            && let Some(trace) = std::env::var("_X_AMZN_TRACE_ID")
-                .ok()
+            && let Some(trace) = crate::runtime_api::current_trace_id()
+                .or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok())
                 .and_then(|trace| reqwest::header::HeaderValue::from_str(&trace).ok())
         {
             request = request.header("x-amzn-trace-id", trace);

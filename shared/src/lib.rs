@@ -24,6 +24,7 @@ pub mod queue;
 pub mod records;
 pub mod redact;
 pub mod retry;
+pub mod runtime_api;
 pub mod secrets;
 pub mod sigv4;
 pub mod telemetry;

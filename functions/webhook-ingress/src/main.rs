@@ -5,12 +5,12 @@
 
 use std::{sync::Arc, time::Instant};
 
-use lambda_runtime::{LambdaEvent, service_fn};
 use shared::{
     clock::{Clock, SystemClock},
     config::{WebhookIngressSettings, load_aws_config, load_catalog, process_env},
     payloads::S3PayloadStore,
     queue::SqsEventQueue,
+    runtime_api,
     secrets::{SecretsManagerSource, WebhookSecrets},
     telemetry,
     webhooks::{
@@ -23,7 +23,7 @@ use shared::{
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     telemetry::init();
     let settings = WebhookIngressSettings::from_env(&process_env())?;
     // `AWS_ENDPOINT_URL` (set by the local stack) points every client at the emulator.
@@ -65,36 +65,37 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let payload_log = &settings
         .payload_log
         .map(|redactor| redactor.with_signature_fields(catalog));
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<HttpApiRequest>| async move {
-            let started = Instant::now();
-            let request = match event.payload.into_webhook_request() {
-                Ok(request) => request,
-                Err(err) => {
-                    tracing::warn!(error = %err, "request refused before verification");
-                    return Ok(HttpApiResponse::text(400, "malformed request body"));
-                }
-            };
-            // Only when the operator turned payload logging on: a copy of the body is kept,
-            // and parsed and redacted only once the delivery verified and was accepted.
-            let copy = payload_log.as_ref().map(|_| {
-                let content_type = request
-                    .headers
-                    .get("content-type")
-                    .and_then(|value| value.to_str().ok())
-                    .map(str::to_owned);
-                (content_type, request.body.clone())
-            });
-            let (response, outcome) = ingress.handle(request).await;
-            telemetry::record_webhook(&outcome, started.elapsed());
-            if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
-                && outcome.result == "accepted"
-            {
-                let payload = redactor.payload(content_type.as_deref(), &body);
-                telemetry::record_payload(&outcome, &payload);
+    // The Runtime API loop is `shared::runtime_api`'s rather than lambda_runtime's: a
+    // tenth less CPU per delivery (BENCHMARKS.md).
+    runtime_api::run(move |event: HttpApiRequest, _| async move {
+        let started = Instant::now();
+        let request = match event.into_webhook_request() {
+            Ok(request) => request,
+            Err(err) => {
+                tracing::warn!(error = %err, "request refused before verification");
+                return Ok(HttpApiResponse::text(400, "malformed request body"));
             }
-            Ok::<_, std::convert::Infallible>(HttpApiResponse::from(response))
-        },
-    ))
-    .await
+        };
+        // Only when the operator turned payload logging on: a copy of the body is kept,
+        // and parsed and redacted only once the delivery verified and was accepted.
+        let copy = payload_log.as_ref().map(|_| {
+            let content_type = request
+                .headers
+                .get("content-type")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            (content_type, request.body.clone())
+        });
+        let (response, outcome) = ingress.handle(request).await;
+        telemetry::record_webhook(&outcome, started.elapsed());
+        if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
+            && outcome.result == "accepted"
+        {
+            let payload = redactor.payload(content_type.as_deref(), &body);
+            telemetry::record_payload(&outcome, &payload);
+        }
+        Ok(HttpApiResponse::from(response))
+    })
+    .await?;
+    Ok(())
 }
