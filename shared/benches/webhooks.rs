@@ -36,11 +36,11 @@ const SIZES: [(usize, &str); 2] = [(1024, "1KiB"), (64 * 1024, "64KiB")];
 
 /// One provider per scheme the catalog uses: (benchmark name, provider, scheme).
 ///
-/// Not here: `jwt` (Gmail's RS256 Pub/Sub push, Plaid's ES256): the provider signs
-/// those tokens with keys only it holds and the library's signer (`development_keys`,
-/// what `junction send-webhook` uses) cannot mint them, so there is no local request to
-/// verify. `hmac-sha512` has no built-in provider; it is benchmarked through an
-/// overlay entry ([`IN_HOUSE_SHA512`]), as an operator would configure one.
+/// Not here: `jwt` (Gmail's RS256 Pub/Sub push, Plaid's ES256): the tokens are minted
+/// by the CLI's `tokens` module, so that benchmark is `junction-cli`'s
+/// (`infra/cli/benches/jwt.rs`). `hmac-sha512` has no built-in provider; it is
+/// benchmarked through an overlay entry ([`IN_HOUSE_SHA512`]), as an operator would
+/// configure one.
 const REPRESENTATIVES: [(&str, &str, Scheme); 6] = [
     ("hmac_sha256_verify", "github", Scheme::HmacSha256),
     ("hmac_sha1_verify", "intercom", Scheme::HmacSha1),

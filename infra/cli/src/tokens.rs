@@ -272,15 +272,15 @@ impl TokenSigner {
     }
 }
 
-/// Development keys for tests, made as the local stack makes them.
-#[cfg(test)]
-pub(crate) mod test_keys {
+/// Development keys for tests and benchmarks (`benches/jwt.rs`), made as the local stack
+/// makes them.
+pub mod test_keys {
     use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL};
     use serde_json::json;
     use shared::webhooks::jwt::Jwk;
 
     /// A P-256 private JWK and its public half (what the local stack seeds and serves).
-    pub(crate) fn es256_keys(kid: &str) -> (String, Jwk) {
+    pub fn es256_keys(kid: &str) -> (String, Jwk) {
         let signing = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
         let point = signing.verifying_key().to_encoded_point(false);
         let x = BASE64URL.encode(point.x().expect("x"));
@@ -304,9 +304,14 @@ pub(crate) mod test_keys {
 
     /// An RSA private JWK (1024 bits: quick to generate in a debug build; the format
     /// and the signature scheme do not depend on the size) and its public half.
-    pub(crate) fn rs256_keys(kid: &str) -> (String, Jwk) {
+    pub fn rs256_keys(kid: &str) -> (String, Jwk) {
+        rsa_keys(kid, 1024)
+    }
+
+    /// An RSA private JWK of `bits` and its public half.
+    pub fn rsa_keys(kid: &str, bits: usize) -> (String, Jwk) {
         use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
-        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).expect("key");
+        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits).expect("key");
         let b64 = |n: &rsa::BigUint| BASE64URL.encode(n.to_bytes_be());
         let (n, e) = (b64(private.n()), b64(private.e()));
         let jwk = json!({
