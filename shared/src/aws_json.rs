@@ -505,6 +505,12 @@ mod tests {
 
     const NOW: Duration = Duration::ZERO;
 
+    /// A client at `endpoint`, without a session token.
+    fn sqs_client(endpoint: &str) -> AwsJsonClient {
+        AwsJsonClient::from_config(&config(endpoint, None), "sqs", "AmazonSQS", endpoint)
+            .expect("client")
+    }
+
     #[tokio::test]
     async fn a_call_is_signed_and_sent_as_the_json_protocol() {
         let (endpoint, seen, _server) =
@@ -575,9 +581,7 @@ mod tests {
             (200, "", "{}", NOW),
         ])
         .await;
-        let client =
-            AwsJsonClient::from_config(&config(&endpoint, None), "sqs", "AmazonSQS", &endpoint)
-                .expect("client");
+        let client = sqs_client(&endpoint);
         client
             .call("SendMessage", b"{}".to_vec())
             .await
@@ -599,10 +603,7 @@ mod tests {
             NOW,
         )])
         .await;
-        let client =
-            AwsJsonClient::from_config(&config(&endpoint, None), "sqs", "AmazonSQS", &endpoint)
-                .expect("client");
-        let err = client
+        let err = sqs_client(&endpoint)
             .call("SendMessage", b"{}".to_vec())
             .await
             .expect_err("no such queue");
@@ -623,10 +624,7 @@ mod tests {
             NOW,
         );
         let (endpoint, seen, _server) = server(vec![throttled; 4]).await;
-        let client =
-            AwsJsonClient::from_config(&config(&endpoint, None), "sqs", "AmazonSQS", &endpoint)
-                .expect("client");
-        let err = client
+        let err = sqs_client(&endpoint)
             .call("SendMessage", b"{}".to_vec())
             .await
             .expect_err("still throttled");
@@ -639,10 +637,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("address"));
         drop(listener);
-        let client =
-            AwsJsonClient::from_config(&config(&endpoint, None), "sqs", "AmazonSQS", &endpoint)
-                .expect("client");
-        let err = client
+        let err = sqs_client(&endpoint)
             .call("SendMessage", b"{}".to_vec())
             .await
             .expect_err("nobody listens");

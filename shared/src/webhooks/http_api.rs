@@ -7,7 +7,7 @@
 //! (infra/bench). The template routes only an HTTP API with payload 2.0 to the ingress,
 //! so that one shape is read here, headers going straight into a `HeaderMap`.
 
-use std::{borrow::Cow, collections::HashMap, fmt};
+use std::{collections::HashMap, fmt};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -16,7 +16,7 @@ use serde::{
     de::{MapAccess, Visitor},
 };
 
-use super::{WebhookRequest, WebhookResponse};
+use super::{WebhookRequest, WebhookResponse, json_pointers::Text};
 
 /// An HTTP API (payload format 2.0) request event: the fields the ingress reads.
 #[derive(Debug, Deserialize)]
@@ -154,37 +154,6 @@ fn header_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<HeaderMap, D
     }
 
     deserializer.deserialize_any(HeaderMapVisitor)
-}
-
-/// A JSON string, borrowed from the event where it has no escapes.
-struct Text<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Text<'de>;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(text)))
-            }
-
-            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(text.to_owned())))
-            }
-
-            fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(text)))
-            }
-        }
-
-        deserializer.deserialize_str(TextVisitor)
-    }
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ impl<'de> Visitor<'de> for Select<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Key<'de>>()? {
+        while let Some(key) = map.next_key::<Text<'de>>()? {
             let wanted: Vec<(usize, &[String])> = self
                 .wanted
                 .iter()
@@ -172,30 +172,31 @@ impl<'de> Visitor<'de> for Select<'_, '_> {
     }
 }
 
-/// An object key, borrowed from the document where it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+/// A JSON string (an object key, a header value), borrowed from the document where it
+/// has no escapes.
+pub(super) struct Text<'de>(pub(super) std::borrow::Cow<'de, str>);
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
+impl<'de> serde::Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
+        struct TextVisitor;
 
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
 
             fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("an object key")
+                formatter.write_str("a string")
             }
 
-            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(text)))
             }
 
-            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(text.to_owned())))
             }
         }
 
-        deserializer.deserialize_str(KeyVisitor)
+        deserializer.deserialize_str(TextVisitor)
     }
 }
 
