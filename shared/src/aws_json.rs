@@ -28,6 +28,7 @@ use aws_credential_types::{
     Credentials,
     provider::{ProvideCredentials, SharedCredentialsProvider},
 };
+use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::{retry::Backoff, sigv4::Signer};
@@ -172,7 +173,9 @@ impl AwsJsonClient {
         &self,
         operation: &'static str,
         body: Vec<u8>,
-    ) -> Result<Vec<u8>, AwsJsonError> {
+    ) -> Result<Bytes, AwsJsonError> {
+        // Shared, not copied, by every attempt's request.
+        let body = Bytes::from(body);
         match self.operation_timeout {
             Some(timeout) => tokio::time::timeout(timeout, self.attempts(operation, body))
                 .await
@@ -185,11 +188,7 @@ impl AwsJsonClient {
         }
     }
 
-    async fn attempts(
-        &self,
-        operation: &'static str,
-        body: Vec<u8>,
-    ) -> Result<Vec<u8>, AwsJsonError> {
+    async fn attempts(&self, operation: &'static str, body: Bytes) -> Result<Bytes, AwsJsonError> {
         let credentials = self.credentials.get(self.service).await?;
         let target = format!("{}.{operation}", self.target_prefix);
         let mut attempt = 1;
@@ -213,8 +212,8 @@ impl AwsJsonClient {
         operation: &'static str,
         target: &str,
         credentials: &Credentials,
-        body: &[u8],
-    ) -> Result<Vec<u8>, Failure> {
+        body: &Bytes,
+    ) -> Result<Bytes, Failure> {
         const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
         let signature = self.signer.sign_post(
             credentials,
@@ -255,11 +254,7 @@ impl AwsJsonClient {
                 source,
             },
         };
-        let response = request
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(transport)?;
+        let response = request.body(body.clone()).send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let query_error = response
             .headers()
@@ -268,7 +263,7 @@ impl AwsJsonClient {
             .map(str::to_owned);
         let output = response.bytes().await.map_err(transport)?;
         if (200..300).contains(&status) {
-            return Ok(output.to_vec());
+            return Ok(output);
         }
         let (code, message) = error_code_and_message(query_error.as_deref(), &output);
         Err(Failure {
@@ -526,7 +521,7 @@ mod tests {
             .call("SendMessage", br#"{"QueueUrl":"q"}"#.to_vec())
             .await
             .expect("sent");
-        assert_eq!(output, br#"{"MessageId":"m-1"}"#);
+        assert_eq!(&output[..], br#"{"MessageId":"m-1"}"#);
         let seen = seen.lock().expect("log")[0].clone();
         assert!(seen.head.starts_with("POST / HTTP/1.1"), "{}", seen.head);
         assert_eq!(seen.body, br#"{"QueueUrl":"q"}"#);

@@ -178,11 +178,10 @@ impl Connection {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body))?;
-        let sender = match self.sender.take() {
+        let mut sender = match self.sender.take() {
             Some(sender) if !sender.is_closed() => sender,
             _ => self.connect().await?,
         };
-        let mut sender = sender;
         sender.ready().await?;
         let response = sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
