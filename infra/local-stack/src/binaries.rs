@@ -16,8 +16,8 @@ use tokio::process::Command;
 pub enum BuildError {
     #[error("could not run cargo: {0}")]
     Spawn(#[source] std::io::Error),
-    #[error("cargo build failed ({status}); its errors are above")]
-    Failed { status: String },
+    #[error("cargo build failed ({status}); its last lines:\n{tail}")]
+    Failed { status: String, tail: String },
     #[error("cargo built no executable named {0}")]
     Missing(String),
 }
@@ -33,7 +33,8 @@ pub enum Profile {
 }
 
 /// Builds `binaries` and returns binary name → executable path. Cargo's progress and
-/// diagnostics go to our stderr.
+/// diagnostics go to our stderr as they come, and the last lines are kept in the error
+/// too: under `cargo test` the failing test's panic may be all a CI log keeps.
 pub async fn build(
     root: &Path,
     binaries: &BTreeSet<String>,
@@ -49,17 +50,22 @@ pub async fn build(
         .args(["build", "--message-format=json-render-diagnostics"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     if profile == Profile::Release {
         command.arg("--release");
     }
     for binary in binaries {
         command.arg("--bin").arg(binary);
     }
-    let output = command.output().await.map_err(BuildError::Spawn)?;
+    let mut child = command.spawn().map_err(BuildError::Spawn)?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let echo = tokio::spawn(echo_keeping_tail(stderr));
+    let output = child.wait_with_output().await.map_err(BuildError::Spawn)?;
+    let tail = echo.await.unwrap_or_default();
     if !output.status.success() {
         return Err(BuildError::Failed {
             status: output.status.to_string(),
+            tail,
         });
     }
     let built = executables(&String::from_utf8_lossy(&output.stdout));
@@ -72,6 +78,24 @@ pub async fn build(
                 .ok_or_else(|| BuildError::Missing(name.clone()))
         })
         .collect()
+}
+
+/// How many of cargo's last stderr lines a failure carries.
+const TAIL_LINES: usize = 20;
+
+/// Copies cargo's stderr to ours line by line and returns the last [`TAIL_LINES`].
+async fn echo_keeping_tail(stderr: impl tokio::io::AsyncRead + Unpin) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("{line}");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    Vec::from(tail).join("\n")
 }
 
 /// Binary name → executable from cargo's `compiler-artifact` messages.
@@ -91,6 +115,26 @@ fn executables(messages: &str) -> BTreeMap<String, PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_build_carries_cargos_last_lines() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let binaries = BTreeSet::from(["no-such-function".to_owned()]);
+        let error = build(&root, &binaries, Profile::Debug).await.unwrap_err();
+        let BuildError::Failed { tail, .. } = &error else {
+            panic!("expected a failed build, got {error:?}");
+        };
+        assert!(tail.contains("no-such-function"), "{tail}");
+        assert!(error.to_string().contains("no-such-function"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_tail_keeps_the_last_lines() {
+        let text: String = (1..=30).map(|n| format!("line {n}\n")).collect();
+        let tail = echo_keeping_tail(text.as_bytes()).await;
+        let expected: Vec<String> = (11..=30).map(|n| format!("line {n}")).collect();
+        assert_eq!(tail, expected.join("\n"));
+    }
 
     #[test]
     fn executables_are_read_from_cargo_messages() {
