@@ -120,7 +120,9 @@ mod tests {
     async fn a_failed_build_carries_cargos_last_lines() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let binaries = BTreeSet::from(["no-such-function".to_owned()]);
-        let error = build(&root, &binaries, Profile::Debug).await.unwrap_err();
+        let error = build(&root, &binaries, Profile::Debug)
+            .await
+            .expect_err("there is no such binary");
         let BuildError::Failed { tail, .. } = &error else {
             panic!("expected a failed build, got {error:?}");
         };
