@@ -7,7 +7,7 @@
 //! third of the ingress's CPU per delivery, more than verifying and everything else of
 //! Junction's own (infra/bench, BENCHMARKS.md). This client takes from the same
 //! [`aws_config::SdkConfig`] what the SDK would use (credentials provider, region,
-//! `AWS_ENDPOINT_URL`, timeouts, retry settings) and does the rest directly: the
+//! configured endpoint URL, timeouts, retry settings) and does the rest directly: the
 //! credentials cached until five minutes before they expire, [`crate::sigv4`] with the
 //! day's signing key kept, one HTTPS connection pool on the roots AWS endpoints chain to
 //! ([`crate::tls::aws_client_builder`]), and the SDK's standard retry behaviour
@@ -17,10 +17,16 @@
 //! In Lambda, the invocation's X-Ray trace header goes with each call, as the SDK's
 //! recursion detection sends it.
 //!
-//! Not done here, as the services this serves do not need it: endpoint rules (the
-//! endpoint is the resource's own URL, as a queue URL names its regional endpoint, or
-//! `AWS_ENDPOINT_URL`; `AWS_ENDPOINT_URL_SQS` is not read), FIPS and dual-stack
-//! endpoint variants, clock-skew correction and the SDK's retry quota.
+//! The endpoint is chosen as the SDK chooses a configured one: an endpoint URL set in
+//! code, else the service's own (`AWS_ENDPOINT_URL_SQS`, or the profile's `services`
+//! section), else `AWS_ENDPOINT_URL`, with `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`
+//! honoured. With none configured it is the resource's own URL (a queue URL names its
+//! regional endpoint) rather than the SDK's endpoint rules.
+//!
+//! Not done here: the FIPS and dual-stack endpoint variants (a configuration asking
+//! for either is refused at start, naming the setting, since they cannot be honoured
+//! silently; the variant's URL can be configured as the service's endpoint instead),
+//! clock-skew correction and the SDK's retry quota.
 
 use std::{sync::Mutex, time::Duration};
 
@@ -87,9 +93,28 @@ impl AwsJsonError {
     }
 }
 
+/// What names an AWS service to this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// The SigV4 signing name (`sqs`).
+    pub signing_name: &'static str,
+    /// The SDK's service id (`SQS`), as in `AWS_ENDPOINT_URL_SQS`.
+    pub id: &'static str,
+    /// `X-Amz-Target`'s prefix (`AmazonSQS`).
+    pub target_prefix: &'static str,
+}
+
+/// Amazon SQS.
+pub const SQS: Service = Service {
+    signing_name: "sqs",
+    id: "SQS",
+    target_prefix: "AmazonSQS",
+};
+
 /// One service's JSON-protocol client.
 #[derive(Debug)]
 pub struct AwsJsonClient {
+    /// The signing name, which errors and logs name the service by.
     service: &'static str,
     /// `X-Amz-Target`'s prefix (`AmazonSQS`).
     target_prefix: &'static str,
@@ -109,20 +134,42 @@ pub struct AwsJsonClient {
 }
 
 impl AwsJsonClient {
-    /// A client for `service` (the SigV4 signing name, `sqs`) whose operations are
-    /// `{target_prefix}.{Operation}`, at `AWS_ENDPOINT_URL` when the configuration has
-    /// one, else at `default_endpoint`.
+    /// A client for `service` at its configured endpoint URL (see the module), else
+    /// at `default_endpoint`.
     pub fn from_config(
         aws: &aws_config::SdkConfig,
-        service: &'static str,
-        target_prefix: &'static str,
+        service: Service,
         default_endpoint: &str,
     ) -> Result<AwsJsonClient, AwsJsonError> {
-        let config = |reason: String| AwsJsonError::Config { service, reason };
+        let Service {
+            signing_name,
+            target_prefix,
+            ..
+        } = service;
+        let config = |reason: String| AwsJsonError::Config {
+            service: signing_name,
+            reason,
+        };
         let region = aws
             .region()
             .ok_or_else(|| config("no AWS region configured (AWS_REGION)".to_owned()))?;
-        let endpoint = aws.endpoint_url().unwrap_or(default_endpoint);
+        for (asked, setting) in [
+            (aws.use_fips(), "AWS_USE_FIPS_ENDPOINT (use_fips_endpoint)"),
+            (
+                aws.use_dual_stack(),
+                "AWS_USE_DUALSTACK_ENDPOINT (use_dualstack_endpoint)",
+            ),
+        ] {
+            if asked == Some(true) {
+                return Err(config(format!(
+                    "{setting} is set, and this client does not derive endpoint variants; \
+                     unset it and configure the variant's URL as AWS_ENDPOINT_URL_{}",
+                    service.id
+                )));
+            }
+        }
+        let configured = configured_endpoint(aws, service.id);
+        let endpoint = configured.as_deref().unwrap_or(default_endpoint);
         let parsed = url::Url::parse(endpoint)
             .map_err(|err| config(format!("endpoint {endpoint:?}: {err}")))?;
         let host = match (parsed.host_str(), parsed.port()) {
@@ -146,13 +193,13 @@ impl AwsJsonClient {
             .map_err(|err| config(format!("HTTPS client: {err}")))?;
         let retry = aws.retry_config();
         Ok(AwsJsonClient {
-            service,
+            service: signing_name,
             target_prefix,
             http,
             url: reqwest::Url::parse(&format!("{}://{host}/", parsed.scheme()))
                 .map_err(|err| config(format!("endpoint {endpoint:?}: {err}")))?,
             host,
-            signer: Signer::new(region.as_ref(), service),
+            signer: Signer::new(region.as_ref(), signing_name),
             credentials: CredentialsCache {
                 provider: aws.credentials_provider(),
                 cached: Mutex::new(None),
@@ -328,6 +375,27 @@ impl CredentialsCache {
 /// services that moved from the query protocol send, SQS among them) or the body's
 /// `__type` (its shape name, after any `namespace#`), the message from `message` or
 /// `Message`.
+/// The endpoint URL the SDK's client for `service_id` would take from `aws`: one set in
+/// code, else the service's own (`AWS_ENDPOINT_URL_{service_id}`, the profile's
+/// `services` section), else the global one; the same steps as the generated clients'
+/// `From<&SdkConfig>`.
+fn configured_endpoint(aws: &aws_config::SdkConfig, service_id: &str) -> Option<String> {
+    if aws.get_origin("endpoint_url").is_client_config() {
+        return aws.endpoint_url().map(str::to_owned);
+    }
+    aws.service_config()
+        .and_then(|config| {
+            let key = aws_types::service_config::ServiceConfigKey::builder()
+                .service_id(service_id)
+                .env("AWS_ENDPOINT_URL")
+                .profile("endpoint_url")
+                .build()
+                .ok()?;
+            config.load_config(key)
+        })
+        .or_else(|| aws.endpoint_url().map(str::to_owned))
+}
+
 fn error_code_and_message(query_error: Option<&str>, body: &[u8]) -> (String, String) {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
@@ -393,6 +461,7 @@ mod tests {
     };
 
     use super::*;
+    use aws_types::origin::Origin;
 
     /// One request as the loopback server read it.
     #[derive(Debug, Clone)]
@@ -502,8 +571,7 @@ mod tests {
 
     /// A client at `endpoint`, without a session token.
     fn sqs_client(endpoint: &str) -> AwsJsonClient {
-        AwsJsonClient::from_config(&config(endpoint, None), "sqs", "AmazonSQS", endpoint)
-            .expect("client")
+        AwsJsonClient::from_config(&config(endpoint, None), SQS, endpoint).expect("client")
     }
 
     #[tokio::test]
@@ -512,8 +580,7 @@ mod tests {
             server(vec![(200, "", r#"{"MessageId":"m-1"}"#, NOW)]).await;
         let client = AwsJsonClient::from_config(
             &config(&endpoint, Some("session-token")),
-            "sqs",
-            "AmazonSQS",
+            SQS,
             "https://sqs.eu-west-1.amazonaws.com/1/q",
         )
         .expect("client");
@@ -642,7 +709,7 @@ mod tests {
     #[test]
     fn unusable_configuration_is_refused() {
         let no_region = aws_config::SdkConfig::builder().build();
-        let err = AwsJsonClient::from_config(&no_region, "sqs", "AmazonSQS", "https://sqs.x/1/q")
+        let err = AwsJsonClient::from_config(&no_region, SQS, "https://sqs.x/1/q")
             .expect_err("no region");
         assert!(err.to_string().contains("AWS_REGION"), "{err}");
         let with_region = aws_config::SdkConfig::builder()
@@ -650,10 +717,73 @@ mod tests {
             .build();
         for endpoint in ["not a url", "ftp://host/"] {
             assert!(
-                AwsJsonClient::from_config(&with_region, "sqs", "AmazonSQS", endpoint).is_err(),
+                AwsJsonClient::from_config(&with_region, SQS, endpoint).is_err(),
                 "{endpoint}"
             );
         }
+    }
+
+    /// What `AWS_ENDPOINT_URL_SQS` (or a profile's `services` section) gives the SDK.
+    #[derive(Debug)]
+    struct ServiceEndpoint(&'static str);
+
+    impl aws_types::service_config::LoadServiceConfig for ServiceEndpoint {
+        fn load_config(
+            &self,
+            key: aws_types::service_config::ServiceConfigKey<'_>,
+        ) -> Option<String> {
+            let asked = (key.service_id(), key.env(), key.profile());
+            (asked == ("SQS", "AWS_ENDPOINT_URL", "endpoint_url")).then(|| self.0.to_owned())
+        }
+    }
+
+    #[test]
+    fn the_endpoint_is_chosen_as_the_sdk_chooses_a_configured_one() {
+        let queue_url = "https://sqs.eu-west-1.amazonaws.com/1/q";
+        let endpoint = |builder: aws_config::SdkConfig| {
+            let client = AwsJsonClient::from_config(&builder, SQS, queue_url).expect("client");
+            client.url.to_string()
+        };
+        let base = || aws_config::SdkConfig::builder().region(aws_config::Region::new("eu-west-1"));
+        assert_eq!(
+            endpoint(base().build()),
+            "https://sqs.eu-west-1.amazonaws.com/"
+        );
+        // AWS_ENDPOINT_URL alone.
+        let mut global = base().endpoint_url("http://global:1");
+        global.insert_origin("endpoint_url", Origin::shared_environment_variable());
+        assert_eq!(endpoint(global.build()), "http://global:1/");
+        // AWS_ENDPOINT_URL_SQS wins over AWS_ENDPOINT_URL.
+        let mut both = base()
+            .endpoint_url("http://global:1")
+            .service_config(ServiceEndpoint("http://sqs-only:2"));
+        both.insert_origin("endpoint_url", Origin::shared_environment_variable());
+        assert_eq!(endpoint(both.build()), "http://sqs-only:2/");
+        // An endpoint set in code wins over both.
+        let mut in_code = base()
+            .endpoint_url("http://in-code:3")
+            .service_config(ServiceEndpoint("http://sqs-only:2"));
+        in_code.insert_origin("endpoint_url", Origin::shared_config());
+        assert_eq!(endpoint(in_code.build()), "http://in-code:3/");
+    }
+
+    #[test]
+    fn fips_and_dual_stack_are_refused_naming_the_setting() {
+        let base = || aws_config::SdkConfig::builder().region(aws_config::Region::new("eu-west-1"));
+        for (config, setting) in [
+            (base().use_fips(true).build(), "AWS_USE_FIPS_ENDPOINT"),
+            (
+                base().use_dual_stack(true).build(),
+                "AWS_USE_DUALSTACK_ENDPOINT",
+            ),
+        ] {
+            let err =
+                AwsJsonClient::from_config(&config, SQS, "https://sqs.x/1/q").expect_err("refused");
+            assert!(err.to_string().contains(setting), "{err}");
+            assert!(err.to_string().contains("AWS_ENDPOINT_URL_SQS"), "{err}");
+        }
+        let explicit_off = base().use_fips(false).use_dual_stack(false).build();
+        assert!(AwsJsonClient::from_config(&explicit_off, SQS, "https://sqs.x/1/q").is_ok());
     }
 
     #[test]

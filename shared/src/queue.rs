@@ -90,6 +90,12 @@ pub trait EventQueue: Send + Sync + std::fmt::Debug {
 /// SQS's longest message delay (15 minutes).
 pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
+/// The SQS JSON-protocol client for `queue_url`: `AWS_ENDPOINT_URL_SQS` or
+/// `AWS_ENDPOINT_URL` when set, else the queue URL's own endpoint.
+fn sqs_client(aws: &aws_config::SdkConfig, queue_url: &str) -> Result<AwsJsonClient, AwsJsonError> {
+    AwsJsonClient::from_config(aws, crate::aws_json::SQS, queue_url)
+}
+
 /// Amazon SQS, through the JSON protocol directly ([`crate::aws_json`]): `SendMessage`
 /// is the webhook ingress's one AWS call per delivery, and the SDK's per-call machinery
 /// was a third of the ingress's CPU (BENCHMARKS.md).
@@ -101,17 +107,17 @@ pub struct SqsEventQueue {
 
 impl SqsEventQueue {
     /// A queue client from shared AWS configuration: its credentials, region, timeouts
-    /// and retry settings, and `AWS_ENDPOINT_URL` when set (else the queue URL's own
-    /// endpoint, `https://sqs.{region}.amazonaws.com`). Fails on a queue URL that is not
-    /// one, or without a region.
+    /// and retry settings, and `AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL` when set
+    /// (else the queue URL's own endpoint, `https://sqs.{region}.amazonaws.com`). Fails
+    /// on a queue URL that is not one, without a region, or with FIPS or dual-stack
+    /// endpoints asked for (see [`crate::aws_json`]).
     pub fn from_config(
         aws: &aws_config::SdkConfig,
         queue_url: impl Into<String>,
     ) -> Result<Self, AwsJsonError> {
         let queue_url = queue_url.into();
-        let client = AwsJsonClient::from_config(aws, "sqs", "AmazonSQS", &queue_url)?;
         Ok(SqsEventQueue {
-            client: Arc::new(client),
+            client: Arc::new(sqs_client(aws, &queue_url)?),
             queue_url,
         })
     }
@@ -253,24 +259,39 @@ pub trait RetryScheduler: Send + Sync + std::fmt::Debug {
     ) -> Result<(), QueueError>;
 }
 
-/// SQS `ChangeMessageVisibility` on the queue the consumer reads.
+/// SQS `ChangeMessageVisibility` on the queue the consumer reads, through the JSON
+/// protocol directly as [`SqsEventQueue`] is: with it no function links the SQS SDK.
 #[derive(Debug, Clone)]
 pub struct SqsRetryScheduler {
-    client: aws_sdk_sqs::Client,
+    client: Arc<AwsJsonClient>,
     queue_url: String,
 }
 
 impl SqsRetryScheduler {
-    pub fn from_config(aws: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
-        SqsRetryScheduler {
-            client: aws_sdk_sqs::Client::new(aws),
-            queue_url: queue_url.into(),
-        }
+    /// A scheduler from shared AWS configuration, as [`SqsEventQueue::from_config`].
+    pub fn from_config(
+        aws: &aws_config::SdkConfig,
+        queue_url: impl Into<String>,
+    ) -> Result<Self, AwsJsonError> {
+        let queue_url = queue_url.into();
+        Ok(SqsRetryScheduler {
+            client: Arc::new(sqs_client(aws, &queue_url)?),
+            queue_url,
+        })
     }
 }
 
 /// SQS's longest visibility timeout (12 hours).
 const MAX_VISIBILITY_SECONDS: u64 = 43_200;
+
+/// `ChangeMessageVisibility`'s input.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ChangeMessageVisibilityInput<'a> {
+    queue_url: &'a str,
+    receipt_handle: &'a str,
+    visibility_timeout: u64,
+}
 
 #[async_trait]
 impl RetryScheduler for SqsRetryScheduler {
@@ -279,16 +300,17 @@ impl RetryScheduler for SqsRetryScheduler {
         receipt_handle: &str,
         delay: std::time::Duration,
     ) -> Result<(), QueueError> {
-        let seconds = delay.as_secs().min(MAX_VISIBILITY_SECONDS) as i32;
+        let input = ChangeMessageVisibilityInput {
+            queue_url: &self.queue_url,
+            receipt_handle,
+            visibility_timeout: delay.as_secs().min(MAX_VISIBILITY_SECONDS),
+        };
+        let body = serde_json::to_vec(&input).map_err(|err| QueueError(Box::new(err)))?;
         self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(seconds)
-            .send()
+            .call("ChangeMessageVisibility", body)
             .await
             .map(|_| ())
-            .map_err(|err| QueueError(Box::new(aws_sdk_sqs::Error::from(err))))
+            .map_err(|err| QueueError(Box::new(err)))
     }
 }
 

@@ -166,7 +166,7 @@ fn usable_roots(pem: &[u8]) -> Vec<(CertificateDer<'static>, Vec<u8>)> {
 /// The AWS SDK's HTTPS client (rustls with aws-lc, as the SDK's default) trusting the
 /// roots AWS endpoints chain to: the embedded ones, or those of `SSL_CERT_FILE` when it
 /// is set (see the module); `None` leaves the SDK its default client.
-pub fn aws_http_client() -> Option<aws_sdk_sqs::config::SharedHttpClient> {
+pub fn aws_http_client() -> Option<aws_smithy_runtime_api::client::http::SharedHttpClient> {
     let pem = aws_roots_pem()?;
     let trust_store = TrustStore::empty()
         .with_native_roots(false)

@@ -151,7 +151,7 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
     let consumer = Arc::new(dynamo_consumer(
         &aws,
         Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
-        Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url)),
+        Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url).expect("scheduler")),
     ));
 
     // Every event EVENTS × COPIES times, interleaved, worked by WORKERS tasks. A copy that
@@ -394,4 +394,62 @@ fn linear_issue(n: usize) -> InboundMessage {
         r#"{{"action":"update","type":"Issue","webhookTimestamp":1714557600000,"data":{{"id":"issue-{n}","identifier":"ENG-{n}","title":"Issue {n}","priority":2,"createdAt":"2024-04-30T09:00:00.000Z","updatedAt":"2024-05-01T10:00:00.000Z","state":{{"id":"s1","name":"Todo","type":"unstarted"}},"team":{{"id":"t1","key":"ENG","name":"Engineering"}}}}}}"#
     );
     message
+}
+
+/// The consumer's retry scheduler (`ChangeMessageVisibility` through `aws_json`): a
+/// failed message comes back after the retry delay and not before; a receipt handle
+/// SQS does not know is an error naming SQS's code.
+#[tokio::test]
+async fn a_scheduled_retry_brings_the_message_back_after_the_delay() {
+    use shared::queue::RetryScheduler;
+    let (_moto, aws) = emulator().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("retried")
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "300")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body("fails once")
+        .send()
+        .await
+        .expect("sent");
+    let receive = |wait: i32| {
+        sqs.receive_message()
+            .queue_url(&queue_url)
+            .wait_time_seconds(wait)
+            .send()
+    };
+    let first = receive(0).await.expect("receive").messages.unwrap_or_default();
+    let handle = first[0].receipt_handle.clone().expect("receipt handle");
+
+    let scheduler = SqsRetryScheduler::from_config(&aws, &queue_url).expect("scheduler");
+    scheduler
+        .retry_after(&handle, Duration::from_secs(2))
+        .await
+        .expect("visibility changed");
+    let hidden = receive(0).await.expect("receive").messages.unwrap_or_default();
+    assert!(hidden.is_empty(), "visible before its delay: {hidden:?}");
+    let mut back = Vec::new();
+    for _ in 0..10 {
+        back = receive(1).await.expect("receive").messages.unwrap_or_default();
+        if !back.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(back.len(), 1, "back after the delay (not the queue's 300 s)");
+    assert_eq!(back[0].body.as_deref(), Some("fails once"));
+
+    let err = scheduler
+        .retry_after("not-a-receipt-handle", Duration::from_secs(1))
+        .await
+        .expect_err("unknown receipt handle");
+    let cause = std::error::Error::source(&err).expect("cause").to_string();
+    assert!(cause.contains("ChangeMessageVisibility"), "{cause}");
+    assert!(cause.contains("ReceiptHandleIsInvalid"), "{cause}");
 }
