@@ -371,10 +371,6 @@ impl CredentialsCache {
     }
 }
 
-/// The error's code and message: the code from `x-amzn-query-error` (`Code;Sender`, what
-/// services that moved from the query protocol send, SQS among them) or the body's
-/// `__type` (its shape name, after any `namespace#`), the message from `message` or
-/// `Message`.
 /// The endpoint URL the SDK's client for `service_id` would take from `aws`: one set in
 /// code, else the service's own (`AWS_ENDPOINT_URL_{service_id}`, the profile's
 /// `services` section), else the global one; the same steps as the generated clients'
@@ -396,6 +392,10 @@ fn configured_endpoint(aws: &aws_config::SdkConfig, service_id: &str) -> Option<
         .or_else(|| aws.endpoint_url().map(str::to_owned))
 }
 
+/// The error's code and message: the code from `x-amzn-query-error` (`Code;Sender`, what
+/// services that moved from the query protocol send, SQS among them) or the body's
+/// `__type` (its shape name, after any `namespace#`), the message from `message` or
+/// `Message`.
 fn error_code_and_message(query_error: Option<&str>, body: &[u8]) -> (String, String) {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
