@@ -151,7 +151,7 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
     let consumer = Arc::new(dynamo_consumer(
         &aws,
         Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
-        Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url).expect("scheduler")),
+        Arc::new(SqsRetryScheduler::from_config(&aws, &observed_url)),
     ));
 
     // Every event EVENTS × COPIES times, interleaved, worked by WORKERS tasks. A copy that
@@ -396,9 +396,9 @@ fn linear_issue(n: usize) -> InboundMessage {
     message
 }
 
-/// The consumer's retry scheduler (`ChangeMessageVisibility` through `aws_json`): a
-/// failed message comes back after the retry delay and not before; a receipt handle
-/// SQS does not know is an error naming SQS's code.
+/// The consumer's retry scheduler (`ChangeMessageVisibility`): a failed message comes
+/// back after the retry delay and not before; a receipt handle SQS does not know is an
+/// error naming SQS's code.
 #[tokio::test]
 async fn a_scheduled_retry_brings_the_message_back_after_the_delay() {
     use shared::queue::RetryScheduler;
@@ -407,7 +407,10 @@ async fn a_scheduled_retry_brings_the_message_back_after_the_delay() {
     let queue_url = sqs
         .create_queue()
         .queue_name("retried")
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "300")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "300",
+        )
         .send()
         .await
         .expect("queue")
@@ -425,24 +428,40 @@ async fn a_scheduled_retry_brings_the_message_back_after_the_delay() {
             .wait_time_seconds(wait)
             .send()
     };
-    let first = receive(0).await.expect("receive").messages.unwrap_or_default();
+    let first = receive(0)
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default();
     let handle = first[0].receipt_handle.clone().expect("receipt handle");
 
-    let scheduler = SqsRetryScheduler::from_config(&aws, &queue_url).expect("scheduler");
+    let scheduler = SqsRetryScheduler::from_config(&aws, &queue_url);
     scheduler
         .retry_after(&handle, Duration::from_secs(2))
         .await
         .expect("visibility changed");
-    let hidden = receive(0).await.expect("receive").messages.unwrap_or_default();
+    let hidden = receive(0)
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default();
     assert!(hidden.is_empty(), "visible before its delay: {hidden:?}");
     let mut back = Vec::new();
     for _ in 0..10 {
-        back = receive(1).await.expect("receive").messages.unwrap_or_default();
+        back = receive(1)
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
         if !back.is_empty() {
             break;
         }
     }
-    assert_eq!(back.len(), 1, "back after the delay (not the queue's 300 s)");
+    assert_eq!(
+        back.len(),
+        1,
+        "back after the delay (not the queue's 300 s)"
+    );
     assert_eq!(back[0].body.as_deref(), Some("fails once"));
 
     let err = scheduler
@@ -450,6 +469,5 @@ async fn a_scheduled_retry_brings_the_message_back_after_the_delay() {
         .await
         .expect_err("unknown receipt handle");
     let cause = std::error::Error::source(&err).expect("cause").to_string();
-    assert!(cause.contains("ChangeMessageVisibility"), "{cause}");
     assert!(cause.contains("ReceiptHandleIsInvalid"), "{cause}");
 }

@@ -35,7 +35,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             records: Arc::new(DynamoRecordStore::from_config(&aws, settings.records_table)),
             bus: Arc::new(EventBridgeBus::from_config(&aws, settings.event_bus)),
             payloads: Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
-            retries: Arc::new(SqsRetryScheduler::from_config(&aws, settings.queue_url)?),
+            retries: Arc::new(SqsRetryScheduler::from_config(&aws, settings.queue_url)),
             clock: Arc::new(SystemClock),
         },
         settings.backoff,
