@@ -153,6 +153,9 @@ where
     }
 }
 
+/// A Runtime API answer: status, headers, body.
+type Answer = (StatusCode, http::HeaderMap, Bytes);
+
 /// One kept-alive HTTP/1.1 connection to the Runtime API, opened again when it closed.
 struct Connection {
     address: String,
@@ -160,34 +163,63 @@ struct Connection {
 }
 
 impl Connection {
+    /// Sends one request. A `GET` that fails on a kept-alive connection (closed by the
+    /// other side as the request went out) is sent once more on a new one, as the
+    /// pooled client `lambda_runtime` uses retries a request its pooled connection
+    /// dropped; a `POST` is not repeated.
     async fn send(
         &mut self,
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
         body: Bytes,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), RuntimeApiError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, &self.address);
-        if !body.is_empty() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body))?;
-        let mut sender = match self.sender.take() {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => self.connect().await?,
+    ) -> Result<Answer, RuntimeApiError> {
+        let build = || {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(header::HOST, &self.address);
+            if !body.is_empty() {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+            }
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.body(Full::new(body.clone()))
         };
+        let request = build()?;
+        let kept = self.sender.take().filter(|sender| !sender.is_closed());
+        let reused = kept.is_some();
+        let sender = match kept {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        match Self::exchange(sender, request).await {
+            Err(err) if reused && method == Method::GET => {
+                tracing::debug!(error = %err, "Runtime API connection dropped; sending again on a new one");
+                let sender = self.connect().await?;
+                let (sender, answer) = Self::exchange(sender, build()?).await?;
+                self.sender = Some(sender);
+                Ok(answer)
+            }
+            Err(err) => Err(err.into()),
+            Ok((sender, answer)) => {
+                self.sender = Some(sender);
+                Ok(answer)
+            }
+        }
+    }
+
+    /// One request and its whole answer on `sender`, which is handed back for reuse.
+    async fn exchange(
+        mut sender: SendRequest<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(SendRequest<Full<Bytes>>, Answer), hyper::Error> {
         sender.ready().await?;
         let response = sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
-        self.sender = Some(sender);
-        Ok((parts.status, parts.headers, body))
+        Ok((sender, (parts.status, parts.headers, body)))
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, RuntimeApiError> {
@@ -352,6 +384,91 @@ mod tests {
                 .is_some_and(|message| message.contains("expected ident")),
             "{}",
             results[2].3
+        );
+    }
+
+    /// Reads one HTTP/1.1 request (head and `Content-Length` body) and returns its
+    /// request line; `None` when the client closed the connection.
+    async fn read_request(
+        stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    ) -> Option<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut request_line = String::new();
+        if stream.read_line(&mut request_line).await.ok()? == 0 {
+            return None;
+        }
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            stream.read_line(&mut line).await.ok()?;
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().ok()?;
+            }
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.ok()?;
+        Some(request_line.trim_end().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_next_dropped_by_a_kept_alive_connection_is_sent_again_on_a_new_one() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // First connection: one invocation, then the next `/next` is read and the
+            // connection closed without an answer.
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut stream = tokio::io::BufReader::new(stream);
+            seen.push(read_request(&mut stream).await.expect("next"));
+            let event = r#"{"n":1}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nlambda-runtime-aws-request-id: a\r\ncontent-length: {}\r\n\r\n{event}",
+                event.len()
+            );
+            stream.write_all(answer.as_bytes()).await.expect("write");
+            seen.push(read_request(&mut stream).await.expect("response"));
+            stream
+                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .expect("write");
+            seen.push(read_request(&mut stream).await.expect("second next"));
+            drop(stream);
+            // Second connection: the repeated `/next`, answered with a 500 to end the loop.
+            let (stream, _) = listener.accept().await.expect("accept again");
+            let mut stream = tokio::io::BufReader::new(stream);
+            seen.push(read_request(&mut stream).await.expect("repeated next"));
+            stream
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .expect("write");
+            seen
+        });
+        let ended = run_at(&address, |event: Event, _| async move {
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(event.n)
+        })
+        .await;
+        assert!(
+            matches!(ended, Err(RuntimeApiError::Next { status }) if status == 500),
+            "{ended:?}"
+        );
+        let next = format!("GET {NEXT} HTTP/1.1");
+        assert_eq!(
+            server.await.expect("server"),
+            [
+                next.clone(),
+                "POST /2018-06-01/runtime/invocation/a/response HTTP/1.1".to_owned(),
+                next.clone(),
+                next,
+            ]
         );
     }
 
