@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::aws_json::{AwsJsonClient, AwsJsonError};
+use crate::aws_json::{AwsJsonClient, AwsJsonError, SQS};
 
 /// Message attribute names set by the ingress and read by the consumers.
 pub mod attribute {
@@ -90,12 +90,6 @@ pub trait EventQueue: Send + Sync + std::fmt::Debug {
 /// SQS's longest message delay (15 minutes).
 pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
-/// The SQS JSON-protocol client for `queue_url`: `AWS_ENDPOINT_URL_SQS` or
-/// `AWS_ENDPOINT_URL` when set, else the queue URL's own endpoint.
-fn sqs_client(aws: &aws_config::SdkConfig, queue_url: &str) -> Result<AwsJsonClient, AwsJsonError> {
-    AwsJsonClient::from_config(aws, crate::aws_json::SQS, queue_url)
-}
-
 /// Amazon SQS, through the JSON protocol directly ([`crate::aws_json`]): `SendMessage`
 /// is the webhook ingress's one AWS call per delivery, and the SDK's per-call machinery
 /// was a third of the ingress's CPU (BENCHMARKS.md).
@@ -117,7 +111,7 @@ impl SqsEventQueue {
     ) -> Result<Self, AwsJsonError> {
         let queue_url = queue_url.into();
         Ok(SqsEventQueue {
-            client: Arc::new(sqs_client(aws, &queue_url)?),
+            client: Arc::new(AwsJsonClient::from_config(aws, SQS, &queue_url)?),
             queue_url,
         })
     }
