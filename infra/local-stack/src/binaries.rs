@@ -90,10 +90,7 @@ async fn echo_keeping_tail(stderr: impl tokio::io::AsyncRead + Unpin) -> String 
     let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
     while let Ok(Some(line)) = lines.next_line().await {
         eprintln!("{line}");
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
+        crate::runtime::keep_newest(&mut tail, line, TAIL_LINES);
     }
     Vec::from(tail).join("\n")
 }

@@ -567,12 +567,20 @@ async fn prefix_lines(
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         println!("[{name}] {line}");
-        let mut kept = lock(&kept);
-        if kept.len() == LOG_LINES_KEPT {
-            kept.pop_front();
-        }
-        kept.push_back(line);
+        keep_newest(&mut lock(&kept), line, LOG_LINES_KEPT);
     }
+}
+
+/// Appends `line` to `kept`, dropping the oldest line once `kept` holds `limit`.
+pub(crate) fn keep_newest(
+    kept: &mut std::collections::VecDeque<String>,
+    line: String,
+    limit: usize,
+) {
+    if kept.len() == limit {
+        kept.pop_front();
+    }
+    kept.push_back(line);
 }
 
 async fn next(State(generation): State<Generation>) -> Response {
