@@ -23,6 +23,7 @@ pub mod polling;
 pub mod queue;
 pub mod records;
 pub mod redact;
+pub mod response_body;
 pub mod retry;
 pub mod runtime_api;
 pub mod secrets;
