@@ -21,13 +21,15 @@ use std::{collections::BTreeMap, fmt, sync::OnceLock};
 use serde::Deserialize;
 
 mod api;
+mod endpoint;
 mod oauth;
 mod polling;
 
 pub use api::{ApiSpec, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
+pub use endpoint::{EndpointError, EndpointRules, LOOPBACK_TEST_SETTING, is_internal_address};
 pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
-    TokenRequestFormat, UrlParameter, allowed_endpoint, placeholders,
+    TokenRequestFormat, UrlParameter, placeholders,
 };
 pub use polling::{MIN_INTERVAL_SECONDS, POLLERS, PollModel, PollingSpec};
 
@@ -64,6 +66,9 @@ pub enum CatalogError {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     providers: BTreeMap<String, Provider>,
+    /// The endpoints this catalog's entries (and overlays applied to it) may name, and
+    /// that values filled into its URL templates may produce.
+    endpoints: EndpointRules,
 }
 
 impl Catalog {
@@ -76,8 +81,18 @@ impl Catalog {
             .map_err(Clone::clone)
     }
 
-    /// Parses and validates `(file name, TOML text)` pairs.
+    /// Parses and validates `(file name, TOML text)` pairs; their endpoints must be
+    /// public ([`EndpointRules::Public`]).
     pub fn from_files(files: &[(&str, &str)]) -> Result<Catalog, CatalogError> {
+        Catalog::from_files_with_rules(files, EndpointRules::Public)
+    }
+
+    /// [`Catalog::from_files`] under other endpoint rules: tests whose providers listen on
+    /// loopback use [`EndpointRules::LoopbackHttpForTests`].
+    pub fn from_files_with_rules(
+        files: &[(&str, &str)],
+        endpoints: EndpointRules,
+    ) -> Result<Catalog, CatalogError> {
         let mut parsed: Vec<(String, Provider)> = Vec::new();
         let mut origin: BTreeMap<String, String> = BTreeMap::new();
         for (file, text) in files {
@@ -102,10 +117,28 @@ impl Catalog {
         let mut providers = BTreeMap::new();
         for (file, mut provider) in parsed {
             provider.inherit_verification(&declared, &file)?;
-            provider.validate(&file)?;
+            provider.validate(&file, endpoints)?;
             providers.insert(provider.id.clone(), provider);
         }
-        Ok(Catalog { providers })
+        Ok(Catalog {
+            providers,
+            endpoints,
+        })
+    }
+
+    /// This catalog, with `rules` for the endpoints of overlays applied to it and of
+    /// URLs filled from its templates. Only tests and the local stack ask for
+    /// [`EndpointRules::LoopbackHttpForTests`].
+    pub fn with_endpoint_rules(&self, rules: EndpointRules) -> Catalog {
+        Catalog {
+            providers: self.providers.clone(),
+            endpoints: rules,
+        }
+    }
+
+    /// The endpoints this catalog allows ([`EndpointRules`]).
+    pub fn endpoint_rules(&self) -> EndpointRules {
+        self.endpoints
     }
 
     /// This catalog with an operator's overlay applied: each `[[provider]]` entry of the
@@ -157,10 +190,13 @@ impl Catalog {
         let mut providers = self.providers.clone();
         for (label, mut provider) in parsed {
             provider.inherit_verification(&declared, &label)?;
-            provider.check(&label)?;
+            provider.check(&label, self.endpoints)?;
             providers.insert(provider.id.clone(), provider);
         }
-        Ok(Catalog { providers })
+        Ok(Catalog {
+            providers,
+            endpoints: self.endpoints,
+        })
     }
 
     /// The provider with this id, if the catalog has it.
@@ -761,7 +797,7 @@ impl Provider {
     }
 
     /// Validates a built-in entry: [`Provider::check`] plus the id equals the file name.
-    fn validate(&self, file: &str) -> Result<(), CatalogError> {
+    fn validate(&self, file: &str, endpoints: EndpointRules) -> Result<(), CatalogError> {
         let stem = file.strip_suffix(".toml").unwrap_or(file);
         if stem != self.id {
             return Err(CatalogError::Invalid {
@@ -770,7 +806,7 @@ impl Provider {
                 message: format!("`{}` must equal the file name `{stem}`", self.id),
             });
         }
-        self.check(file)
+        self.check(file, endpoints)
     }
 
     /// Copies the verification of the provider named by `webhook.verification_from`
@@ -809,7 +845,7 @@ impl Provider {
     }
 
     /// The rules every entry meets, built-in or overlay.
-    fn check(&self, file: &str) -> Result<(), CatalogError> {
+    fn check(&self, file: &str, endpoints: EndpointRules) -> Result<(), CatalogError> {
         let invalid = |field: &str, message: String| CatalogError::Invalid {
             file: file.to_owned(),
             field: field.to_owned(),
@@ -828,11 +864,11 @@ impl Provider {
         }
         if let Some(oauth) = &self.oauth {
             oauth
-                .check()
+                .check(endpoints)
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(api) = &self.api {
-            api.check()
+            api.check(endpoints)
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(polling) = &self.polling {
@@ -866,15 +902,17 @@ impl Provider {
                 ));
             }
             discovery
-                .check()
+                .check(endpoints)
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(webhook) = &self.webhook {
             match (&webhook.verification, &webhook.unverifiable) {
                 (Some(verification), None) => {
-                    verification.validate().map_err(|(field, message)| {
-                        invalid(&format!("webhook.verification.{field}"), message)
-                    })?;
+                    verification
+                        .validate(endpoints)
+                        .map_err(|(field, message)| {
+                            invalid(&format!("webhook.verification.{field}"), message)
+                        })?;
                     self.check_replay_window(verification).map_err(|message| {
                         invalid("webhook.verification.replay_window", message)
                     })?;
@@ -936,7 +974,7 @@ impl Provider {
 
 impl Verification {
     /// Rules the types cannot express; returns the field (relative to `verification`).
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self, endpoints: EndpointRules) -> Result<(), (String, String)> {
         let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
         self.validate_coverage()?;
         let reads_signature_params = self.signed.iter().any(|part| {
@@ -962,12 +1000,9 @@ impl Verification {
             );
         }
         if let Some(rule) = &self.jwt
-            && !allowed_endpoint(&rule.jwks_url)
+            && let Err(fault) = endpoints.check(&rule.jwks_url)
         {
-            return err(
-                "jwt.jwks_url",
-                "must be an https:// URL (or http://127.0.0.1:… for a test provider)",
-            );
+            return Err(("jwt.jwks_url".to_owned(), fault.to_string()));
         }
         if self.jwt_keys == JwtKeys::PlaidVerificationKey
             && self
@@ -1420,6 +1455,28 @@ replay_window = "none"
         assert!(message.contains("missing field `encoding`"), "{message}");
     }
 
+    /// The review's reproducer: `^a|b$` is anchored at each end as text, but as a regular
+    /// expression it is `(^a)|(b$)`, so `login.acme.example@evil.com` matched and the
+    /// user was sent to `evil.com`. Patterns are compiled as `^(?:…)$`.
+    #[test]
+    fn an_alternation_pattern_matches_whole_values_only() {
+        let parameter = UrlParameter {
+            pattern: r"^login\.acme\.example|login\.acme\.dev$".to_owned(),
+            default: None,
+            description: "the login host".to_owned(),
+        };
+        assert!(parameter.accepts("login.acme.example"));
+        assert!(parameter.accepts("login.acme.dev"));
+        for hostile in [
+            "login.acme.example@evil.com",
+            "login.acme.example.evil.com",
+            "evil.com/login.acme.dev",
+            "evil.com#login.acme.dev",
+        ] {
+            assert!(!parameter.accepts(hostile), "{hostile}");
+        }
+    }
+
     #[test]
     fn oauth_sections_are_checked_and_faults_named() {
         let oauth = r#"
@@ -1448,6 +1505,22 @@ description = "the shop"
                 valid.replace("https://{shop}/admin/oauth/access_token", "http://{shop}/t"),
                 "oauth.token_url",
                 "https://",
+            ),
+            (
+                valid.replace(
+                    "https://{shop}/admin/oauth/access_token",
+                    "http://127.0.0.1:@[::1]:9/token",
+                ),
+                "oauth.token_url",
+                "user name",
+            ),
+            (
+                valid.replace(
+                    "https://{shop}/admin/oauth/access_token",
+                    "https://169.254.169.254/latest",
+                ),
+                "oauth.token_url",
+                "own network",
             ),
             (
                 valid.replace(

@@ -133,8 +133,21 @@ pub async fn load_catalog<F: Fn(&str) -> Option<String>>(
     };
     let embedded = crate::catalog::Catalog::embedded()
         .map_err(|err| invalid(format!("built-in catalog: {err}")))?;
+    let rules = crate::catalog::EndpointRules::from_setting(
+        env.optional(crate::catalog::LOOPBACK_TEST_SETTING)
+            .as_deref(),
+    );
+    let base = if rules == embedded.endpoint_rules() {
+        embedded
+    } else {
+        tracing::warn!(
+            setting = crate::catalog::LOOPBACK_TEST_SETTING,
+            "loopback http endpoints allowed: a test or local-stack setting, never for a deploy"
+        );
+        Box::leak(Box::new(embedded.with_endpoint_rules(rules)))
+    };
     let Some(name) = env.optional("CATALOG_OVERLAY_SECRET") else {
-        return Ok(embedded);
+        return Ok(base);
     };
     use crate::secrets::SecretSource;
     let text = crate::secrets::SecretsManagerSource::from_config(aws)
@@ -142,7 +155,7 @@ pub async fn load_catalog<F: Fn(&str) -> Option<String>>(
         .await
         .map_err(|err| invalid(format!("secret {name} could not be read: {err}")))?
         .ok_or_else(|| invalid(format!("secret {name} does not exist")))?;
-    let catalog = embedded
+    let catalog = base
         .with_overlay(&name, &text)
         .map_err(|err| invalid(err.to_string()))?;
     tracing::info!(overlay = %name, providers = catalog.providers().count(), "catalog overlay applied");

@@ -95,7 +95,11 @@ async fn main() {
         server.oauth_catalog_fields()
     );
     let catalog: &'static Catalog = Box::leak(Box::new(
-        Catalog::from_files(&[("fakeauth.toml", entry.as_str())]).expect("catalog"),
+        Catalog::from_files_with_rules(
+            &[("fakeauth.toml", entry.as_str())],
+            shared::catalog::EndpointRules::LoopbackHttpForTests,
+        )
+        .expect("catalog"),
     ));
     let secrets = InMemorySecretSource::default();
     secrets.put(

@@ -109,7 +109,11 @@ fn fake_catalog(server: &FakeAuthServer) -> &'static Catalog {
         server.oauth_catalog_fields()
     );
     Box::leak(Box::new(
-        Catalog::from_files(&[("fakeauth.toml", text.as_str())]).expect("catalog"),
+        Catalog::from_files_with_rules(
+            &[("fakeauth.toml", text.as_str())],
+            shared::catalog::EndpointRules::LoopbackHttpForTests,
+        )
+        .expect("catalog"),
     ))
 }
 

@@ -16,7 +16,10 @@ use junction_cli::{
     sdk_config,
     webhook::{post, sign_webhook, signing_key, webhook_url},
 };
-use shared::{catalog::Catalog, webhooks::SigningSecret};
+use shared::{
+    catalog::{Catalog, EndpointRules},
+    webhooks::SigningSecret,
+};
 use time::OffsetDateTime;
 
 #[derive(Debug, Parser)]
@@ -155,7 +158,13 @@ async fn main() -> anyhow::Result<()> {
             let queues = StackQueues::discover(&sqs, &cli.stack).await?;
             print!("{}", queues.status_table());
             let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-            let overlays = overlay_statuses(&secrets, &cli.prefix).await?;
+            // An --endpoint is the local stack's emulator: its functions call loopback
+            // providers over http, and the overlays are checked as they check them.
+            let rules = match endpoint {
+                Some(_) => EndpointRules::LoopbackHttpForTests,
+                None => EndpointRules::Public,
+            };
+            let overlays = overlay_statuses(&secrets, &cli.prefix, rules).await?;
             print!("{}", overlay_table(&overlays));
             let connections = connection_statuses(&aws, &cli.stack).await?;
             let now = OffsetDateTime::now_utc().unix_timestamp();

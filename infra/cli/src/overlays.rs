@@ -3,7 +3,7 @@
 //! an operator sees the provider and field at fault before (or after) a deploy fails.
 
 use anyhow::Context as _;
-use shared::catalog::Catalog;
+use shared::catalog::{Catalog, EndpointRules};
 
 /// One overlay secret and what validating it found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,12 +15,18 @@ pub struct OverlayStatus {
     pub result: Result<Vec<String>, String>,
 }
 
-/// Reads and validates every overlay secret under `<prefix>/catalog/`.
+/// Reads and validates every overlay secret under `<prefix>/catalog/`, with the
+/// endpoint rules the stack's functions apply: `rules` is
+/// [`EndpointRules::LoopbackHttpForTests`] for the local stack (whose functions run
+/// with that setting) and [`EndpointRules::Public`] for a deployed one.
 pub async fn overlay_statuses(
     client: &aws_sdk_secretsmanager::Client,
     prefix: &str,
+    rules: EndpointRules,
 ) -> anyhow::Result<Vec<OverlayStatus>> {
-    let base = Catalog::embedded().context("the built-in catalog")?;
+    let base = Catalog::embedded()
+        .context("the built-in catalog")?
+        .with_endpoint_rules(rules);
     let wanted = format!("{prefix}/catalog/");
     let mut names = Vec::new();
     let mut pages = client

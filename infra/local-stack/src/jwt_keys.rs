@@ -238,7 +238,9 @@ pub fn local_overlay(
     base_url: &str,
     user: Option<(&str, &str)>,
 ) -> Result<LocalOverlay, JwtKeysError> {
-    let embedded = Catalog::embedded()?;
+    // The served key endpoints are on loopback: checked as the local functions check.
+    let embedded = Catalog::embedded()?
+        .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests);
     let mut user_ids = BTreeSet::new();
     if let Some((name, text)) = user {
         embedded.with_overlay(name, text)?;
@@ -623,6 +625,7 @@ mod tests {
         );
         let catalog = Catalog::embedded()
             .expect("catalog")
+            .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
             .with_overlay("o", &overlay.text)
             .expect("valid");
         let url = |id: &str| {
@@ -666,6 +669,7 @@ mod tests {
         assert_eq!(overlay.served.keys().collect::<Vec<_>>(), ["gmail"]);
         let catalog = Catalog::embedded()
             .expect("catalog")
+            .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
             .with_overlay("o", &overlay.text)
             .expect("valid");
         assert!(catalog.get("billing").is_some());
@@ -683,6 +687,7 @@ mod tests {
             .expect("overlay");
         let catalog = Catalog::embedded()
             .expect("catalog")
+            .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
             .with_overlay("o", &overlay.text)
             .expect("valid");
         assert!(catalog.get("billing").is_some());
@@ -734,6 +739,7 @@ mod tests {
         let catalog: &'static Catalog = Box::leak(Box::new(
             Catalog::embedded()
                 .expect("catalog")
+                .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
                 .with_overlay("o", &overlay.text)
                 .expect("valid"),
         ));

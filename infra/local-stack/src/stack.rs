@@ -24,6 +24,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
+use shared::catalog::EndpointRules;
 use time::OffsetDateTime;
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -470,10 +471,12 @@ impl LocalStack {
             match &config.prefix {
                 Some(prefix) => {
                     // Overlay providers get development secrets like built-in ones.
-                    let embedded = shared::catalog::Catalog::embedded()?;
+                    // Checked as the functions check it: they run with loopback allowed.
+                    let embedded = shared::catalog::Catalog::embedded()?
+                        .with_endpoint_rules(EndpointRules::LoopbackHttpForTests);
                     let catalog = match &overlay {
                         Some((name, text)) => embedded.with_overlay(name, text)?,
-                        None => embedded.clone(),
+                        None => embedded,
                     };
                     let client = aws_sdk_secretsmanager::Client::new(&sdk_config);
                     dev_secrets::seed(&client, &catalog, prefix, local_jwt.as_ref()).await?
@@ -536,6 +539,12 @@ impl LocalStack {
                 &executable,
             ));
             environment.extend(function.environment_strings());
+            // The local stack's providers (the fake provider, the OpenID provider) listen
+            // on loopback over http; a deploy never sets this.
+            environment.insert(
+                shared::catalog::LOOPBACK_TEST_SETTING.into(),
+                "allow".into(),
+            );
             // The template's public base URL is API Gateway's (or a custom domain);
             // locally, callers reach the functions through this stack's API.
             if environment.contains_key("PUBLIC_BASE_URL") {

@@ -302,6 +302,7 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
     let now = OffsetDateTime::now_utc();
     let spec = Catalog::embedded()
         .expect("catalog")
+        .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
         .with_overlay("test", &overlay(&server))
         .expect("overlay")
         .get("linear")

@@ -74,7 +74,7 @@ pub enum FailureClass {
 
 impl ApiSpec {
     /// Checks what the types cannot; returns `(field, message)` for the first fault.
-    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+    pub(crate) fn check(&self, rules: super::EndpointRules) -> Result<(), (String, String)> {
         let rate = self.rate_limit.requests_per_second;
         if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
             return Err((
@@ -83,11 +83,14 @@ impl ApiSpec {
             ));
         }
         if let Some(base) = &self.base_url {
-            let literal_host = !base.starts_with('{');
-            if literal_host && !super::allowed_endpoint(base) {
+            // A base that starts with a placeholder (Salesforce's `{instance_url}`) is an
+            // origin the provider returns; it is checked once filled, at each call.
+            if !base.starts_with('{')
+                && let Err(err) = rules.check(&super::endpoint::template_probe(base))
+            {
                 return Err((
                     "api.base_url".into(),
-                    "must be an https:// URL (or http://127.0.0.1:… for a local test provider), or start with a {placeholder} filled from the connection".into(),
+                    format!("{err} (or start with a {{placeholder}} filled from the connection)"),
                 ));
             }
             if base.ends_with('/') {

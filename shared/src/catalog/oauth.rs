@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::endpoint::{EndpointRules, template_probe};
+
 /// One provider's OAuth 2.0 definition.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,10 +140,10 @@ impl DiscoverySpec {
     }
 
     /// Checks what the types cannot; returns `(field, message)` for the first fault.
-    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+    pub(crate) fn check(&self, rules: EndpointRules) -> Result<(), (String, String)> {
         let field = |name: &str| format!("oauth_discovery.{name}");
-        if !allowed_endpoint(&self.issuer) {
-            return Err((field("issuer"), "must be an https:// URL".to_owned()));
+        if let Err(err) = rules.check(&self.issuer) {
+            return Err((field("issuer"), err.to_string()));
         }
         if self.issuer.contains(['?', '#']) {
             return Err((
@@ -157,12 +159,6 @@ impl DiscoverySpec {
         }
         Ok(())
     }
-}
-
-/// An endpoint Junction may call with credentials: https, or http on loopback for test
-/// providers (RFC 8252 §7.3 reasoning).
-pub fn allowed_endpoint(url: &str) -> bool {
-    url.starts_with("https://") || url.starts_with("http://127.0.0.1:")
 }
 
 fn default_scope_separator() -> String {
@@ -201,13 +197,28 @@ pub enum TokenRequestFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UrlParameter {
-    /// An anchored regular expression (`^…$`) every value must match.
+    /// A regular expression every value must match as a whole: it is compiled as
+    /// `^(?:pattern)$` ([`UrlParameter::regex`]), so an alternation such as `^a|b$` cannot
+    /// match `b` at the end of a longer value. Written anchored (`^…$`) in the catalog.
     pub pattern: String,
     /// The value when the connect request gives none; absent: the parameter is required.
     #[serde(default)]
     pub default: Option<String>,
     /// What the value is, for the connect page's error message.
     pub description: String,
+}
+
+impl UrlParameter {
+    /// The pattern, compiled to match whole values only.
+    pub fn regex(&self) -> Result<regex_lite::Regex, regex_lite::Error> {
+        regex_lite::Regex::new(&format!("^(?:{})$", self.pattern))
+    }
+
+    /// Whether `value` is a valid value of this parameter (a pattern that does not
+    /// compile matches nothing; the catalog check refuses such an entry at load).
+    pub fn accepts(&self, value: &str) -> bool {
+        self.regex().is_ok_and(|re| re.is_match(value))
+    }
 }
 
 /// A provider-specific signature over the callback's query.
@@ -257,7 +268,7 @@ impl Revocation {
 impl OAuthSpec {
     /// Checks what the types cannot: HTTPS endpoints, placeholders that are declared,
     /// anchored patterns that compile. Returns `(field, message)` for the first fault.
-    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+    pub(crate) fn check(&self, rules: EndpointRules) -> Result<(), (String, String)> {
         let patterns = self
             .url_parameters
             .iter()
@@ -266,11 +277,11 @@ impl OAuthSpec {
                 if !(parameter.pattern.starts_with('^') && parameter.pattern.ends_with('$')) {
                     return Err((field, "must be anchored with ^ and $".to_owned()));
                 }
-                regex_lite::Regex::new(&parameter.pattern)
+                parameter
+                    .regex()
                     .map_err(|err| (field.clone(), format!("does not compile: {err}")))?;
                 if let Some(default) = &parameter.default
-                    && !regex_lite::Regex::new(&parameter.pattern)
-                        .is_ok_and(|re| re.is_match(default))
+                    && !parameter.accepts(default)
                 {
                     return Err((
                         format!("oauth.url_parameters.{name}.default"),
@@ -287,8 +298,8 @@ impl OAuthSpec {
             ("oauth.revocation.url", self.revocation.url()),
         ] {
             let Some(url) = url else { continue };
-            if !allowed_endpoint(url) {
-                return Err((field.to_owned(), "must be an https:// URL".to_owned()));
+            if let Err(err) = rules.check(&template_probe(url)) {
+                return Err((field.to_owned(), err.to_string()));
             }
             for placeholder in placeholders(url) {
                 if placeholder != "client_id" && !self.url_parameters.contains_key(placeholder) {

@@ -25,9 +25,10 @@ use tokio::sync::Mutex;
 
 use crate::{
     catalog::{
-        ClientAuth, DiscoverySpec, JwtAlgorithm, JwtRule, OAuthSpec, OpenIdRule, Revocation,
-        TokenRequestFormat, allowed_endpoint,
+        ClientAuth, DiscoverySpec, EndpointRules, JwtAlgorithm, JwtRule, OAuthSpec, OpenIdRule,
+        Revocation, TokenRequestFormat,
     },
+    response_body::{BodyError, METADATA_CAP, read_capped},
     webhooks::{
         VerifyError,
         jwt::{HttpKeySetSource, KeySetCache, jwt_kid, verify_jwt},
@@ -112,7 +113,11 @@ pub fn metadata_urls(issuer: &str, openid: bool) -> Vec<String> {
 
 /// Turns an entry and its issuer's metadata into the spec the flow and vault use.
 /// Returns the reason when the metadata cannot be used.
-pub fn resolve(entry: &DiscoverySpec, metadata: &IssuerMetadata) -> Result<OAuthSpec, String> {
+pub fn resolve(
+    entry: &DiscoverySpec,
+    metadata: &IssuerMetadata,
+    rules: EndpointRules,
+) -> Result<OAuthSpec, String> {
     if metadata.issuer != entry.issuer {
         return Err(format!(
             "it names the issuer {:?}, not {:?} (a mix-up an issuer check exists to stop)",
@@ -121,8 +126,12 @@ pub fn resolve(entry: &DiscoverySpec, metadata: &IssuerMetadata) -> Result<OAuth
     }
     let endpoint = |name: &str, value: &Option<String>| -> Result<String, String> {
         let value = value.clone().ok_or_else(|| format!("it has no {name}"))?;
-        if !allowed_endpoint(&value) {
-            return Err(format!("its {name} is not an https:// URL"));
+        rules
+            .check(&value)
+            .map_err(|err| format!("its {name} {err}"))?;
+        // Junction fills `{name}` placeholders in endpoints; an issuer's are not templates.
+        if value.contains(['{', '}']) {
+            return Err(format!("its {name} contains a {{placeholder}}"));
         }
         Ok(value)
     };
@@ -280,6 +289,8 @@ struct Cached {
 #[derive(Debug)]
 pub struct Discovery {
     http: reqwest::Client,
+    /// The endpoints the issuers' metadata may name (the catalog's rules).
+    rules: EndpointRules,
     specs: Mutex<HashMap<String, Cached>>,
     keys: KeySetCache,
 }
@@ -290,14 +301,15 @@ const MAX_TTL: Duration = Duration::from_secs(86_400);
 
 impl Default for Discovery {
     fn default() -> Self {
-        Self::new()
+        Self::new(EndpointRules::Public)
     }
 }
 
 impl Discovery {
     /// A 2 s connect and 5 s total timeout on every metadata and key fetch; redirects
     /// are not followed (the metadata's location is part of what the issuer vouches for).
-    pub fn new() -> Self {
+    /// Every endpoint the metadata names must pass `rules` (the catalog's).
+    pub fn new(rules: EndpointRules) -> Self {
         let http = crate::tls::http_client_builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
@@ -309,6 +321,7 @@ impl Discovery {
         let keys = KeySetCache::new(Arc::new(HttpKeySetSource::new()));
         Discovery {
             http,
+            rules,
             specs: Mutex::new(HashMap::new()),
             keys,
         }
@@ -392,13 +405,17 @@ impl Discovery {
                 })
                 .map_or(DEFAULT_TTL, Duration::from_secs)
                 .clamp(MIN_TTL, MAX_TTL);
-            let body = response
-                .bytes()
+            let body = read_capped(response, METADATA_CAP)
                 .await
-                .map_err(|_| unavailable(format!("{url} broke off")))?;
+                .map_err(|err| match err {
+                    BodyError::TooLarge { .. } => invalid(format!("{url}: {err}")),
+                    BodyError::Interrupted(cause) => {
+                        unavailable(format!("{url} broke off: {}", cause.without_url()))
+                    }
+                })?;
             let metadata: IssuerMetadata = serde_json::from_slice(&body)
                 .map_err(|err| invalid(format!("{url} is not issuer metadata: {err}")))?;
-            let spec = resolve(entry, &metadata).map_err(invalid)?;
+            let spec = resolve(entry, &metadata, self.rules).map_err(invalid)?;
             return Ok((spec, ttl));
         }
         Err(last.unwrap_or_else(|| invalid("no metadata location".to_owned())))

@@ -68,8 +68,12 @@ fn metadata_locations_follow_both_specifications() {
 
 #[test]
 fn metadata_becomes_a_spec() {
-    let spec = resolve(&entry(&["openid", "offline_access"]), &metadata(json!({})))
-        .expect("usable metadata");
+    let spec = resolve(
+        &entry(&["openid", "offline_access"]),
+        &metadata(json!({})),
+        EndpointRules::Public,
+    )
+    .expect("usable metadata");
     assert_eq!(spec.authorize_url, "https://id.example.com/auth");
     assert_eq!(spec.token_url, "https://id.example.com/token");
     assert!(spec.pkce, "S256 is listed");
@@ -94,6 +98,7 @@ fn metadata_becomes_a_spec() {
             "revocation_endpoint": null,
             "jwks_uri": null,
         })),
+        EndpointRules::Public,
     )
     .expect("an OAuth-only server");
     assert!(!plain.pkce, "plain is never used");
@@ -103,6 +108,7 @@ fn metadata_becomes_a_spec() {
     let rfc9207 = resolve(
         &entry(&["read"]),
         &metadata(json!({ "authorization_response_iss_parameter_supported": true })),
+        EndpointRules::Public,
     )
     .expect("usable");
     assert_eq!(rfc9207.callback_issuer.as_deref(), Some(ISSUER));
@@ -111,6 +117,7 @@ fn metadata_becomes_a_spec() {
     let default_auth = resolve(
         &entry(&["read"]),
         &metadata(json!({ "token_endpoint_auth_methods_supported": null })),
+        EndpointRules::Public,
     )
     .expect("usable");
     assert_eq!(
@@ -123,7 +130,7 @@ fn metadata_becomes_a_spec() {
 #[test]
 fn unusable_metadata_is_refused_with_the_reason() {
     let refuse = |extra: serde_json::Value, scopes: &[&str]| {
-        resolve(&entry(scopes), &metadata(extra)).expect_err("refused")
+        resolve(&entry(scopes), &metadata(extra), EndpointRules::Public).expect_err("refused")
     };
     assert!(
         refuse(json!({ "issuer": "https://evil.example.com" }), &["openid"]).contains("issuer")
@@ -139,6 +146,41 @@ fn unusable_metadata_is_refused_with_the_reason() {
         refuse(json!({ "authorization_endpoint": null }), &["read"])
             .contains("authorization_endpoint")
     );
+    // The review's reproducer: a loopback-looking prefix with the real host after `@`
+    // (it received the code, the PKCE verifier and a refresh token over plain http).
+    for (member, hostile) in [
+        ("token_endpoint", "http://127.0.0.1:@[::1]:8080/token"),
+        (
+            "token_endpoint",
+            "https://id.example.com@evil.example/token",
+        ),
+        ("authorization_endpoint", "https://169.254.169.254/auth"),
+        ("revocation_endpoint", "https://10.0.0.7/revoke"),
+        ("token_endpoint", "https://id.example.com/{client_id}/token"),
+    ] {
+        let reason = refuse(json!({ member: hostile }), &["read"]);
+        assert!(reason.contains(member), "{hostile}: {reason}");
+    }
+    assert!(
+        refuse(
+            json!({ "jwks_uri": "http://127.0.0.1:@169.254.169.254/jwks" }),
+            &["openid"]
+        )
+        .contains("jwks_uri")
+    );
+    // Even the test rules take loopback only, and never through user-info.
+    let local = resolve(
+        &entry(&["read"]),
+        &metadata(json!({ "token_endpoint": "http://127.0.0.1:8080/token" })),
+        EndpointRules::LoopbackHttpForTests,
+    );
+    assert!(local.is_ok());
+    let smuggled = resolve(
+        &entry(&["read"]),
+        &metadata(json!({ "token_endpoint": "http://127.0.0.1:@[::1]:8080/token" })),
+        EndpointRules::LoopbackHttpForTests,
+    );
+    assert!(smuggled.is_err());
     assert!(refuse(json!({ "jwks_uri": null }), &["openid"]).contains("jwks_uri"));
     assert!(
         refuse(

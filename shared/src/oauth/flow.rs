@@ -218,9 +218,7 @@ impl ConnectFlow {
                 .ok_or_else(|| {
                     FlowError::BadRequest(format!("{name} is required: {}", parameter.description))
                 })?;
-            let pattern = regex_lite::Regex::new(&parameter.pattern)
-                .map_err(|_| FlowError::Unavailable("catalog pattern does not compile".into()))?;
-            if !pattern.is_match(&value) {
+            if !parameter.accepts(&value) {
                 return Err(FlowError::BadRequest(format!(
                     "{name} is not valid: expected {}",
                     parameter.description
@@ -282,7 +280,12 @@ impl ConnectFlow {
             .put(&state_key(&state), &pending)
             .await
             .map_err(unavailable)?;
-        let base = fill(&spec.authorize_url, &params, &credentials.client_id)
+        let base = fill(
+            &spec.authorize_url,
+            &params,
+            &credentials.client_id,
+            self.vault.catalog.endpoint_rules(),
+        )
             .map_err(|err| FlowError::BadRequest(err.to_string()))?;
         let mut url = Url::parse(&base)
             .map_err(|_| FlowError::Unavailable("catalog authorize_url is not a URL".into()))?;

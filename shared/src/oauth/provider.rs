@@ -14,8 +14,9 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::{
-    catalog::{ClientAuth, OAuthSpec, Revocation, TokenRequestFormat},
+    catalog::{ClientAuth, EndpointRules, OAuthSpec, Revocation, TokenRequestFormat},
     crypto::SecretString,
+    response_body::{BodyError, TOKEN_RESPONSE_CAP, read_capped},
     secrets::SecretSource,
 };
 
@@ -136,6 +137,8 @@ pub enum TokenError {
 #[derive(Debug, Clone)]
 pub struct ProviderClient {
     http: reqwest::Client,
+    /// What a filled-in endpoint must be ([`EndpointRules::check_filled`]).
+    rules: EndpointRules,
 }
 
 /// Connect timeout and total timeout of every OAuth call.
@@ -158,7 +161,15 @@ impl ProviderClient {
             .user_agent("junction-oauth/1")
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        ProviderClient { http }
+        ProviderClient {
+            http,
+            rules: EndpointRules::Public,
+        }
+    }
+
+    /// This client, calling only endpoints that pass `rules` (the catalog's).
+    pub fn with_endpoint_rules(self, rules: EndpointRules) -> Self {
+        ProviderClient { rules, ..self }
     }
 
     /// The authorization code grant (RFC 6749 §4.1.3), with the PKCE verifier.
@@ -204,7 +215,7 @@ impl ProviderClient {
         params: &BTreeMap<String, String>,
         mut form: Vec<(&str, String)>,
     ) -> Result<TokenResponse, TokenError> {
-        let url = fill(&spec.token_url, params, &credentials.client_id)?;
+        let url = fill(&spec.token_url, params, &credentials.client_id, self.rules)?;
         let mut request = self
             .http
             .post(url)
@@ -244,7 +255,7 @@ impl ProviderClient {
         };
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = read_token_response(response).await?;
         classify(spec, status.as_u16(), &body)
     }
 
@@ -262,7 +273,7 @@ impl ProviderClient {
         let request = match &spec.revocation {
             Revocation::None { .. } => return Ok(()),
             Revocation::Rfc7009 { url } => {
-                let url = fill(url, params, &credentials.client_id)?;
+                let url = fill(url, params, &credentials.client_id, self.rules)?;
                 let (token, hint) = match refresh_token {
                     Some(refresh) => (refresh, "refresh_token"),
                     None => (access_token, "access_token"),
@@ -292,7 +303,7 @@ impl ProviderClient {
                     .body(encode_form(&form))
             }
             Revocation::GithubGrant { url } => {
-                let url = fill(url, params, &credentials.client_id)?;
+                let url = fill(url, params, &credentials.client_id, self.rules)?;
                 let body = serde_json::json!({ "access_token": access_token.expose() });
                 self.http
                     .delete(&url)
@@ -302,11 +313,11 @@ impl ProviderClient {
                     .body(body.to_string())
             }
             Revocation::SlackAuthRevoke { url } => {
-                let url = fill(url, params, &credentials.client_id)?;
+                let url = fill(url, params, &credentials.client_id, self.rules)?;
                 self.http.post(&url).bearer_auth(access_token.expose())
             }
             Revocation::StripeDeauthorize { url } => {
-                let url = fill(url, params, &credentials.client_id)?;
+                let url = fill(url, params, &credentials.client_id, self.rules)?;
                 let form = vec![
                     ("client_id", credentials.client_id.clone()),
                     ("stripe_user_id", account_id.unwrap_or_default().to_owned()),
@@ -321,7 +332,7 @@ impl ProviderClient {
                     .body(encode_form(&form))
             }
             Revocation::ShopifyUninstall { url } => {
-                let url = fill(url, params, &credentials.client_id)?;
+                let url = fill(url, params, &credentials.client_id, self.rules)?;
                 self.http
                     .delete(&url)
                     .header("X-Shopify-Access-Token", access_token.expose())
@@ -329,7 +340,7 @@ impl ProviderClient {
         };
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = read_token_response(response).await?;
         let error = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|json| json.get("error").and_then(Value::as_str).map(str::to_owned));
@@ -341,7 +352,9 @@ impl ProviderClient {
             (_, Some("invalid_token" | "token_revoked" | "invalid_auth" | "account_inactive")) => {
                 Ok(())
             }
-            (200..=299, None) | (404, _) | (401, None) => Ok(()),
+            // A 2xx is what RFC 7009 §2.2 answers, known token or not. A 404 (wrong URL)
+            // or a bare 401 (the client's credentials refused) revoked nothing.
+            (200..=299, None) => Ok(()),
             (_, Some(code)) => Err(TokenError::Rejected(code.to_owned())),
             _ => Err(TokenError::Rejected(format!(
                 "revocation answered {status}"
@@ -384,11 +397,23 @@ fn transport_error(err: reqwest::Error) -> TokenError {
     TokenError::Transient(kind.to_owned())
 }
 
-/// Fills `{name}` placeholders from validated parameters (and `{client_id}`).
+/// Reads a token-endpoint or revocation answer, at most [`TOKEN_RESPONSE_CAP`] bytes.
+async fn read_token_response(response: reqwest::Response) -> Result<bytes::Bytes, TokenError> {
+    read_capped(response, TOKEN_RESPONSE_CAP)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge { .. } => TokenError::Rejected(err.to_string()),
+            BodyError::Interrupted(cause) => transport_error(cause),
+        })
+}
+
+/// Fills `{name}` placeholders from validated parameters (and `{client_id}`), then
+/// checks the URL it became against `rules`, keeping the template's host shape.
 pub(crate) fn fill(
     template: &str,
     params: &BTreeMap<String, String>,
     client_id: &str,
+    rules: EndpointRules,
 ) -> Result<String, TokenError> {
     let mut url = template.to_owned();
     for name in crate::catalog::placeholders(template) {
@@ -402,6 +427,9 @@ pub(crate) fn fill(
         };
         url = url.replace(&format!("{{{name}}}"), value);
     }
+    rules
+        .check_filled(template, &url)
+        .map_err(|err| TokenError::Rejected(format!("the filled-in endpoint {err}")))?;
     Ok(url)
 }
 
@@ -513,6 +541,133 @@ mod tests {
             .expect("oauth spec")
     }
 
+    /// A loopback server answering every request with `head` and then `body_len` bytes,
+    /// streamed in 64 KiB pieces without being held in memory.
+    async fn answer_with(head: &'static str, body_len: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 8192];
+                    let _ = socket.read(&mut request).await;
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let piece = vec![b'x'; 64 * 1024];
+                    let mut left = body_len;
+                    while left > 0 {
+                        let n = left.min(piece.len());
+                        if socket.write_all(&piece[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    fn credentials() -> ClientCredentials {
+        ClientCredentials {
+            client_id: "cid".to_owned(),
+            client_secret: SecretString::new("csecret".to_owned()),
+        }
+    }
+
+    fn local_client() -> ProviderClient {
+        ProviderClient::new().with_endpoint_rules(EndpointRules::LoopbackHttpForTests)
+    }
+
+    /// The review's reproducer: a token endpoint answering 300 MB (it took the refresher
+    /// to 331 MiB). The read stops at the cap, whether the length is declared or not.
+    #[tokio::test]
+    async fn a_300_mb_token_response_is_refused_at_the_cap() {
+        for head in [
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 314572800\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
+        ] {
+            let base = answer_with(head, 300 * 1024 * 1024).await;
+            let mut spec = spec("github");
+            spec.token_url = format!("{base}/token");
+            let refused = local_client()
+                .refresh(
+                    &spec,
+                    &credentials(),
+                    &BTreeMap::new(),
+                    &SecretString::new("rt".to_owned()),
+                )
+                .await;
+            assert!(
+                matches!(&refused, Err(TokenError::Rejected(reason)) if reason.contains("cap")),
+                "{refused:?}"
+            );
+        }
+    }
+
+    /// A client with the public rules refuses a loopback token endpoint before sending
+    /// anything (the refresh token never leaves).
+    #[tokio::test]
+    async fn the_public_rules_send_nothing_to_loopback() {
+        let base = answer_with("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", 2).await;
+        let mut spec = spec("github");
+        spec.token_url = format!("{base}/token");
+        let refused = ProviderClient::new()
+            .refresh(
+                &spec,
+                &credentials(),
+                &BTreeMap::new(),
+                &SecretString::new("rt".to_owned()),
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(TokenError::Rejected(reason)) if reason.contains("https")),
+            "{refused:?}"
+        );
+    }
+
+    /// A revocation is reported done only when the provider said so: a 2xx, or an error
+    /// code meaning the token is already gone. A bare 401 (the client refused) or a 404
+    /// (no such endpoint) revoked nothing.
+    #[tokio::test]
+    async fn only_a_real_revocation_is_reported_revoked() {
+        let cases: [(&'static str, bool); 5] = [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", true),
+            (
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 25\r\n\r\n{\"error\":\"invalid_token\"}",
+                true,
+            ),
+            ("HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n", false),
+            (
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/html\r\ncontent-length: 9\r\n\r\nForbidden",
+                false,
+            ),
+            ("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", false),
+        ];
+        for (head, revoked) in cases {
+            let base = answer_with(head, 0).await;
+            let mut spec = spec("github");
+            spec.revocation = Revocation::Rfc7009 {
+                url: format!("{base}/revoke"),
+            };
+            let outcome = local_client()
+                .revoke(
+                    &spec,
+                    &credentials(),
+                    &BTreeMap::new(),
+                    &SecretString::new("at".to_owned()),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(outcome.is_ok(), revoked, "{head}: {outcome:?}");
+        }
+    }
+
     #[test]
     fn errors_are_classified_whatever_the_status() {
         let github = spec("github");
@@ -584,21 +739,78 @@ mod tests {
 
     #[test]
     fn placeholders_are_filled_from_validated_parameters_only() {
+        let public = EndpointRules::Public;
         let params = BTreeMap::from([("shop".to_owned(), "acme.myshopify.com".to_owned())]);
         assert_eq!(
-            fill("https://{shop}/admin/oauth/access_token", &params, "cid").expect("filled"),
+            fill(
+                "https://{shop}/admin/oauth/access_token",
+                &params,
+                "cid",
+                public
+            )
+            .expect("filled"),
             "https://acme.myshopify.com/admin/oauth/access_token"
         );
         assert_eq!(
             fill(
                 "https://api.github.com/applications/{client_id}/grant",
                 &params,
-                "Iv1.abc"
+                "Iv1.abc",
+                public
             )
             .expect("filled"),
             "https://api.github.com/applications/Iv1.abc/grant"
         );
-        assert!(fill("https://{tenant}/x", &params, "cid").is_err());
+        assert!(fill("https://{tenant}/x", &params, "cid", public).is_err());
+    }
+
+    /// A value that passed a loose overlay pattern still cannot move the host, smuggle
+    /// user-info or reach an internal address once filled in.
+    #[test]
+    fn a_filled_endpoint_must_keep_its_host_shape_and_be_public() {
+        let public = EndpointRules::Public;
+        let value = |v: &str| BTreeMap::from([("host".to_owned(), v.to_owned())]);
+        for hostile in [
+            "login.acme.example@evil.com",
+            "169.254.169.254",
+            "127.0.0.1:@[::1]:8080",
+        ] {
+            assert!(
+                fill("https://{host}/token", &value(hostile), "cid", public).is_err(),
+                "{hostile}"
+            );
+        }
+        for hostile in ["evil.com/x", "a.b", "evil.com#"] {
+            assert!(
+                fill(
+                    "https://{host}.acme.example/token",
+                    &value(hostile),
+                    "cid",
+                    public
+                )
+                .is_err(),
+                "{hostile}"
+            );
+        }
+        assert!(
+            fill(
+                "https://{host}.acme.example/token",
+                &value("eu"),
+                "cid",
+                public
+            )
+            .is_ok()
+        );
+        // The client id is filled too and checked the same way.
+        assert!(
+            fill(
+                "https://api.github.com/applications/{client_id}/grant",
+                &BTreeMap::new(),
+                "x@evil.com/",
+                public
+            )
+            .is_ok_and(|url| url.starts_with("https://api.github.com/"))
+        );
     }
 
     /// The example from Shopify's OAuth docs ("Verification", shopify.dev/tutorials/

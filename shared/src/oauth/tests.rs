@@ -24,7 +24,11 @@ pub(crate) fn fake_catalog(server: &FakeAuthServer, extra: &str) -> &'static Cat
         "id = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[oauth]\n{}\n{extra}",
         server.oauth_catalog_fields()
     );
-    let catalog = Catalog::from_files(&[("fakeauth.toml", text.as_str())]).expect("catalog");
+    let catalog = Catalog::from_files_with_rules(
+        &[("fakeauth.toml", text.as_str())],
+        crate::catalog::EndpointRules::LoopbackHttpForTests,
+    )
+    .expect("catalog");
     Box::leak(Box::new(catalog))
 }
 

@@ -200,7 +200,7 @@ impl TokenVault {
             connections,
             keys,
             credentials,
-            client,
+            client: client.with_endpoint_rules(catalog.endpoint_rules()),
             bus,
             clock,
             settings,
@@ -210,7 +210,8 @@ impl TokenVault {
 
     /// Discovery of `[oauth_discovery]` providers (built on first use).
     pub(crate) fn discovery(&self) -> &Discovery {
-        self.discovery.get_or_init(Discovery::new)
+        self.discovery
+            .get_or_init(|| Discovery::new(self.catalog.endpoint_rules()))
     }
 
     /// The provider's OAuth spec; for a discovered provider, from its (cached) metadata.

@@ -33,6 +33,7 @@ use crate::{
     clock::Clock,
     oauth::{AccessToken, TokenVault, VaultError},
     telemetry,
+    response_body::{API_RESPONSE_CAP, BodyError, read_capped},
 };
 
 /// Connect timeout and total timeout of every provider API call.
@@ -327,13 +328,26 @@ impl OutboundClient {
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let classified = match response.bytes().await {
+        let classified = match read_capped(response, API_RESPONSE_CAP).await {
             Ok(body) if call.accept.contains(&status) => Ok(body),
             Ok(body) => classify_response(rules, status, &body).map(|()| body),
-            Err(_) => Err(CallFailure {
-                class: FailureClass::Transient,
-                code: "body_interrupted".into(),
+            // The same page will be as large next time: not retried.
+            Err(BodyError::TooLarge { cap }) => Err(CallFailure {
+                class: FailureClass::Permanent,
+                code: format!("response_too_large: over {cap} bytes"),
             }),
+            Err(BodyError::Interrupted(cause)) => {
+                tracing::warn!(
+                    provider = %call.provider,
+                    operation = %call.operation,
+                    error = %cause.without_url(),
+                    "provider response broke off mid-body"
+                );
+                Err(CallFailure {
+                    class: FailureClass::Transient,
+                    code: "body_interrupted".into(),
+                })
+            }
         };
         Ok(match classified {
             Ok(body) => Attempt::Succeeded(ApiResponse {

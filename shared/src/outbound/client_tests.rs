@@ -236,3 +236,19 @@ async fn permanent_failures_are_not_retried() {
     );
     assert_eq!(setup.api_calls(), 1);
 }
+
+/// A page past the cap is refused while it streams, and not retried: the same page
+/// would be as large again.
+#[tokio::test]
+async fn a_response_over_the_cap_fails_without_retries() {
+    let setup = setup().await;
+    let huge = "x".repeat(crate::response_body::API_RESPONSE_CAP + 1);
+    setup.harness.server.script_api([answer(200, &huge)]);
+    let failed = setup.call(Duration::from_secs(60)).await;
+    assert!(
+        matches!(&failed, Err(CallError::Failed(f))
+            if f.class == FailureClass::Permanent && f.code.starts_with("response_too_large")),
+        "{failed:?}"
+    );
+    assert_eq!(setup.api_calls(), 1);
+}

@@ -1179,6 +1179,7 @@ jwt_keys = "plaid_verification_key"
     let catalog: &'static Catalog = Box::leak(Box::new(
         Catalog::embedded()
             .expect("catalog")
+            .with_endpoint_rules(crate::catalog::EndpointRules::LoopbackHttpForTests)
             .with_overlay("test", &overlay)
             .expect("overlay"),
     ));

@@ -872,13 +872,17 @@ jwt_keys = "plaid_verification_key"
         ))
         .is_ok()
     );
+    let loopback = entry("ES256", "http://127.0.0.1:8080/webhook_verification_key/get");
     assert!(
-        load(entry(
-            "ES256",
-            "http://127.0.0.1:8080/webhook_verification_key/get"
-        ))
-        .is_ok()
+        Catalog::from_files_with_rules(
+            &[("acme.toml", &loopback)],
+            crate::catalog::EndpointRules::LoopbackHttpForTests
+        )
+        .is_ok(),
+        "a test provider on loopback"
     );
+    let err = load(loopback).expect_err("loopback is for tests only");
+    assert!(err.to_string().contains("jwt.jwks_url"), "{err}");
     let err = load(entry("RS256", "https://sandbox.plaid.com/x")).expect_err("RS256");
     assert!(err.to_string().contains("jwt_keys"), "{err}");
     let err = load(entry("ES256", "http://sandbox.plaid.com/x")).expect_err("plain http");

@@ -81,11 +81,10 @@ pub fn base_url(
             .ok_or_else(|| format!("connection has no `{name}` for the API base URL"))?;
         url = url.replace(&format!("{{{name}}}"), value.trim_end_matches('/'));
     }
-    if !crate::catalog::allowed_endpoint(&url) {
-        return Err(format!(
-            "API base URL of {provider} is not https (or loopback)"
-        ));
-    }
+    catalog
+        .endpoint_rules()
+        .check_filled(template, &url)
+        .map_err(|err| format!("API base URL of {provider} {err}"))?;
     Ok(url)
 }
 
@@ -252,6 +251,22 @@ mod tests {
             Ok("https://acme.my.salesforce.com/services/data/v65.0".to_owned())
         );
         assert!(base_url(&catalog, "sf", &params("http://evil.example")).is_err());
+        // A stored value that names an internal host or smuggles one in user-info.
+        for hostile in [
+            "https://169.254.169.254",
+            "https://127.0.0.1:@[::1]:8080",
+            "https://acme.my.salesforce.com@evil.example",
+            "http://127.0.0.1:8080",
+        ] {
+            assert!(
+                base_url(&catalog, "sf", &params(hostile)).is_err(),
+                "{hostile}"
+            );
+        }
+        // Only a test catalog takes a loopback provider over http.
+        let local =
+            catalog.with_endpoint_rules(crate::catalog::EndpointRules::LoopbackHttpForTests);
+        assert!(base_url(&local, "sf", &params("http://127.0.0.1:8080")).is_ok());
         assert!(base_url(&catalog, "sf", &Default::default()).is_err());
         assert!(base_url(&catalog, "other", &Default::default()).is_err());
     }
