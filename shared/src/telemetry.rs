@@ -20,6 +20,25 @@ use crate::{consumer::ItemOutcome, webhooks::Outcome};
 /// The CloudWatch namespace of every Junction metric.
 pub const NAMESPACE: &str = "Junction";
 
+/// An error and each of its causes, outermost first, joined with `: `, for a log line.
+/// AWS SDK errors say only "service error" at the top; the service's code and message
+/// (`AccessDenied: …`) are further down the chain. Never for a response body: the text
+/// is the dependency's own.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        // Wrappers often repeat their cause's text; say it once.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Installs the JSON log subscriber. The level comes from `RUST_LOG` in its
 /// `target=level,level` form (default `info`); an unreadable value falls back to `info`
 /// with a warning naming it. `Targets` rather than `EnvFilter`: it needs no regex engine
@@ -248,6 +267,9 @@ pub fn webhook_line(outcome: &Outcome, latency: Duration) -> Vec<u8> {
         .text("result", outcome.result)
         .text("reason", outcome.reason.unwrap_or(""))
         .count("status", u64::from(outcome.status));
+    if let Some(cause) = &outcome.cause {
+        line = line.text("cause", cause);
+    }
     if !outcome.is_verification_failure() && outcome.status < 500 {
         line = line
             .text("event_id", outcome.event_id.as_deref().unwrap_or(""))
@@ -568,7 +590,33 @@ mod tests {
             offloaded: false,
             secrets_refreshed: false,
             body_bytes: 42,
+            cause: None,
         }
+    }
+
+    /// An SDK error says "service error" at the top; the chain carries the code.
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not send to the queue")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("service error")]
+        struct Inner(#[source] std::io::Error);
+        let err = Outer(Inner(std::io::Error::other("AccessDenied: not authorized")));
+        assert_eq!(
+            error_chain(&err),
+            "could not send to the queue: service error: AccessDenied: not authorized"
+        );
+    }
+
+    #[test]
+    fn a_failed_webhook_line_carries_its_cause() {
+        let mut outcome = webhook_outcome(503, "failed", Some("enqueue_failed"));
+        outcome.cause = Some("AccessDenied: not authorized".into());
+        let line = parse(&webhook_line(&outcome, Duration::from_millis(3)));
+        assert_eq!(line["cause"], "AccessDenied: not authorized");
+        assert_eq!(line["reason"], "enqueue_failed");
     }
 
     fn parse(line: &[u8]) -> serde_json::Value {

@@ -104,6 +104,9 @@ pub struct Outcome {
     /// The request verified only after the secrets were re-read (a rotation).
     pub secrets_refreshed: bool,
     pub body_bytes: usize,
+    /// Why an infrastructure step failed ([`crate::telemetry::error_chain`]): for the
+    /// log line only, never the response.
+    pub cause: Option<String>,
 }
 
 impl Outcome {
@@ -131,6 +134,8 @@ struct Stop {
     status: u16,
     result: &'static str,
     reason: &'static str,
+    /// The failed dependency's error chain, for the log line.
+    cause: Option<String>,
 }
 
 impl Stop {
@@ -139,6 +144,7 @@ impl Stop {
             status,
             result: "rejected",
             reason,
+            cause: None,
         }
     }
 
@@ -147,6 +153,15 @@ impl Stop {
             status: 503,
             result: "failed",
             reason,
+            cause: None,
+        }
+    }
+
+    /// A dependency failed: `reason` is the code the provider sees, `err` goes to the log.
+    fn failed_because(reason: &'static str, err: &(dyn std::error::Error + 'static)) -> Self {
+        Stop {
+            cause: Some(crate::telemetry::error_chain(err)),
+            ..Stop::failed(reason)
         }
     }
 }
@@ -199,12 +214,14 @@ impl Ingress {
             offloaded: false,
             secrets_refreshed: false,
             body_bytes: request.body.len(),
+            cause: None,
         };
         let response = match self.process(&request, &mut outcome).await {
             Ok(response) => response,
             Err(stop) => {
                 outcome.result = stop.result;
                 outcome.reason = Some(stop.reason);
+                outcome.cause = stop.cause;
                 WebhookResponse {
                     status: stop.status,
                     content_type: Some("application/json".to_owned()),
@@ -300,7 +317,7 @@ impl Ingress {
         self.queue
             .send(message)
             .await
-            .map_err(|_| Stop::failed("enqueue_failed"))?;
+            .map_err(|err| Stop::failed_because("enqueue_failed", &err))?;
         Ok(match &spec.ack {
             Some(ack) => WebhookResponse {
                 status: ack.status,
@@ -332,7 +349,7 @@ impl Ingress {
             .secrets
             .get(&request.provider, endpoint, now)
             .await
-            .map_err(|_| Stop::failed("secret_unavailable"))?;
+            .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
         if secrets.is_empty() {
             return Err(Stop::failed("secret_not_configured"));
         }
@@ -350,7 +367,7 @@ impl Ingress {
             .secrets
             .refresh_after_failure(&request.provider, endpoint, now)
             .await
-            .map_err(|_| Stop::failed("secret_unavailable"))?;
+            .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
         let retried = match &refreshed {
             Some(secrets) => verify_matching(verification, secrets, signed, now),
             None => Err(first),
@@ -399,7 +416,7 @@ impl Ingress {
             .secrets
             .get_set(&request.provider, request.endpoint.as_deref(), now)
             .await
-            .map_err(|_| Stop::failed("secret_unavailable"))?;
+            .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
         let key_sets = self
             .key_sets
             .as_ref()
@@ -415,7 +432,7 @@ impl Ingress {
             JwtKeys::JwkSet => key_sets
                 .keys_for(&rule.jwks_url, jwt_kid(token).as_deref(), now)
                 .await
-                .map_err(|_| Stop::failed("key_fetch_failed"))?,
+                .map_err(|err| Stop::failed_because("key_fetch_failed", &err))?,
             JwtKeys::PlaidVerificationKey => {
                 // The key is fetched with our API credentials for a `kid` the request
                 // chose: only for a token that would verify if its signature does.
@@ -431,7 +448,7 @@ impl Ingress {
                 let fetched = key_sets
                     .key_by_id(&rule.jwks_url, &credentials, &kid, now)
                     .await
-                    .map_err(|_| Stop::failed("key_fetch_failed"))?;
+                    .map_err(|err| Stop::failed_because("key_fetch_failed", &err))?;
                 if fetched.expired {
                     return Err(refused(VerifyError::ExpiredKey));
                 }
@@ -463,7 +480,7 @@ impl Ingress {
                     .secrets
                     .get_set(&request.provider, endpoint, now)
                     .await
-                    .map_err(|_| Stop::failed("secret_unavailable"))?;
+                    .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
                 let reply = meta_reply(&presented, challenge, set.verify_token.as_ref());
                 if reply.status == 403 {
                     return Err(Stop::rejected(403, "verify_token_mismatch"));
@@ -475,7 +492,7 @@ impl Ingress {
                     .secrets
                     .get(&request.provider, endpoint, now)
                     .await
-                    .map_err(|_| Stop::failed("secret_unavailable"))?;
+                    .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
                 let secret = secrets
                     .first()
                     .ok_or(Stop::failed("secret_not_configured"))?;
@@ -492,7 +509,7 @@ impl Ingress {
                 let stored = store
                     .store_first_secret(&name, &secret)
                     .await
-                    .map_err(|_| Stop::failed("secret_store_failed"))?;
+                    .map_err(|err| Stop::failed_because("secret_store_failed", &err))?;
                 self.secrets.invalidate(&request.provider, endpoint).await;
                 match stored {
                     FirstSecret::Stored => Ok(reply.into()),
@@ -604,7 +621,7 @@ impl Ingress {
                 .payloads
                 .put(&key, &request.body)
                 .await
-                .map_err(|_| Stop::failed("payload_store_failed"))?;
+                .map_err(|err| Stop::failed_because("payload_store_failed", &err))?;
             message.body = location;
             message
                 .attributes

@@ -291,6 +291,12 @@ async fn queue_failure_is_503_so_the_provider_retries() {
         (response.status, outcome.reason),
         (503, Some("enqueue_failed"))
     );
+    // On-call sees why (an SQS AccessDenied, say); the provider sees only the code.
+    assert_eq!(
+        outcome.cause.as_deref(),
+        Some("could not send to the queue: in-memory queue set to fail")
+    );
+    assert!(!response.body.contains("in-memory"), "{}", response.body);
 }
 
 #[tokio::test]
