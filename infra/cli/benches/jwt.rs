@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, hint::black_box};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use junction_cli::tokens::{
     TokenSigner,
-    test_keys::{es256_keys, rsa_keys},
+    test_keys::{es256_keys, rs256_keys},
 };
 use shared::{
     catalog::{Catalog, JwtRule},
@@ -46,7 +46,7 @@ fn jwt(c: &mut Criterion) {
         (
             "rs256_verify",
             "gmail",
-            rsa_keys("bench-rsa", 2048),
+            rs256_keys("bench-rsa"),
             gmail_claims,
         ),
         (

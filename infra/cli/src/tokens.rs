@@ -37,6 +37,8 @@ pub enum TokenError {
     },
     #[error("no value for the {0} claim: set it in the webhook secret's jwt_claims")]
     MissingClaim(String),
+    #[error("the signing key could not sign the token")]
+    Signing,
 }
 
 /// The members of a private JWK that matter here; others are ignored.
@@ -59,13 +61,19 @@ struct PrivateJwk {
     #[serde(default)]
     q: Option<String>,
     #[serde(default)]
+    dp: Option<String>,
+    #[serde(default)]
+    dq: Option<String>,
+    #[serde(default)]
+    qi: Option<String>,
+    #[serde(default)]
     x: Option<String>,
     #[serde(default)]
     y: Option<String>,
 }
 
 enum Key {
-    Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>),
+    Rs256(aws_lc_rs::rsa::KeyPair),
     Es256(p256::ecdsa::SigningKey),
 }
 
@@ -77,17 +85,25 @@ impl Key {
         }
     }
 
-    fn sign(&self, input: &[u8]) -> Vec<u8> {
+    fn sign(&self, input: &[u8]) -> Result<Vec<u8>, TokenError> {
         match self {
             Key::Rs256(key) => {
-                use rsa::signature::{SignatureEncoding as _, Signer as _};
-                key.sign(input).to_vec()
+                // RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 §3.3).
+                let mut signature = vec![0; key.public_modulus_len()];
+                key.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    input,
+                    &mut signature,
+                )
+                .map_err(|_| TokenError::Signing)?;
+                Ok(signature)
             }
             Key::Es256(key) => {
                 use p256::ecdsa::signature::Signer as _;
                 // JWS wants the fixed-size r || s, not DER (RFC 7518 §3.4).
                 let signature: p256::ecdsa::Signature = key.sign(input);
-                signature.to_bytes().to_vec()
+                Ok(signature.to_bytes().to_vec())
             }
         }
     }
@@ -150,24 +166,43 @@ impl TokenSigner {
             .map_err(|_| TokenError::MalformedKey("kty and kid are required"))?;
         let key = match jwk.kty.as_str() {
             "RSA" => {
-                let number = |value: Option<&String>, what| {
-                    decode(value, what).map(|bytes| rsa::BigUint::from_bytes_be(&bytes))
+                // RFC 7518 §6.3.2 makes p, q, dp, dq and qi optional (a key of d alone);
+                // aws-lc-rs signs with all of them, and every key the local stack and
+                // `test_keys` make has them.
+                if [&jwk.p, &jwk.q, &jwk.dp, &jwk.dq, &jwk.qi]
+                    .iter()
+                    .any(|member| member.is_none())
+                {
+                    return Err(TokenError::MalformedKey(
+                        "an RSA key needs p, q, dp, dq and qi besides n, e and d",
+                    ));
+                }
+                // The public members without the leading zero octet some encoders add.
+                let public = |value: Option<&String>, what| {
+                    decode(value, what).map(|bytes| {
+                        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+                        bytes[start..].to_vec()
+                    })
                 };
-                let primes = match (jwk.p.as_ref(), jwk.q.as_ref()) {
-                    (Some(_), Some(_)) => {
-                        vec![number(jwk.p.as_ref(), "p")?, number(jwk.q.as_ref(), "q")?]
-                    }
-                    // RFC 7518 §6.3.2: the other members are optional; rsa recovers them.
-                    _ => Vec::new(),
+                let components = aws_lc_rs::rsa::KeyPairComponents {
+                    public_key: aws_lc_rs::rsa::PublicKeyComponents {
+                        n: public(jwk.n.as_ref(), "n")?,
+                        e: public(jwk.e.as_ref(), "e")?,
+                    },
+                    d: decode(jwk.d.as_ref(), "d")?,
+                    p: decode(jwk.p.as_ref(), "p")?,
+                    q: decode(jwk.q.as_ref(), "q")?,
+                    dP: decode(jwk.dp.as_ref(), "dp")?,
+                    dQ: decode(jwk.dq.as_ref(), "dq")?,
+                    qInv: decode(jwk.qi.as_ref(), "qi")?,
                 };
-                let private = rsa::RsaPrivateKey::from_components(
-                    number(jwk.n.as_ref(), "n")?,
-                    number(jwk.e.as_ref(), "e")?,
-                    number(jwk.d.as_ref(), "d")?,
-                    primes,
-                )
-                .map_err(|_| TokenError::MalformedKey("inconsistent RSA components"))?;
-                Key::Rs256(Box::new(rsa::pkcs1v15::SigningKey::new(private)))
+                // Checks n = p·q and the CRT members against d, and 2048 to 8192 bits.
+                let pair = aws_lc_rs::rsa::KeyPair::from_components(&components).map_err(|_| {
+                    TokenError::MalformedKey(
+                        "inconsistent RSA components, or not 2048 to 8192 bits",
+                    )
+                })?;
+                Key::Rs256(pair)
             }
             "EC" => {
                 if jwk.crv.as_deref() != Some("P-256") {
@@ -267,7 +302,7 @@ impl TokenSigner {
             BASE64URL.encode(header.to_string()),
             BASE64URL.encode(Value::Object(claims).to_string())
         );
-        let signature = BASE64URL.encode(self.key.sign(signing_input.as_bytes()));
+        let signature = BASE64URL.encode(self.key.sign(signing_input.as_bytes())?);
         Ok(format!("{signing_input}.{signature}"))
     }
 }
@@ -302,22 +337,25 @@ pub mod test_keys {
         (private.to_string(), public)
     }
 
-    /// An RSA private JWK (1024 bits: quick to generate in a debug build; the format
-    /// and the signature scheme do not depend on the size) and its public half.
+    /// An RSA-2048 private JWK (as Google's keys; the least that aws-lc-rs makes and
+    /// verifies) and its public half, with every member of RFC 7518 §6.3.2: aws-lc-rs
+    /// generates the key, and its PKCS#8 export (which wraps a PKCS#1 `RSAPrivateKey`)
+    /// gives the private members.
     pub fn rs256_keys(kid: &str) -> (String, Jwk) {
-        rsa_keys(kid, 1024)
-    }
-
-    /// An RSA private JWK of `bits` and its public half.
-    pub fn rsa_keys(kid: &str, bits: usize) -> (String, Jwk) {
-        use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
-        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits).expect("key");
-        let b64 = |n: &rsa::BigUint| BASE64URL.encode(n.to_bytes_be());
-        let (n, e) = (b64(private.n()), b64(private.e()));
+        use aws_lc_rs::encoding::AsDer as _;
+        let pair =
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+        let pkcs8 = pair.as_der().expect("PKCS#8");
+        let info = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_ref()).expect("PKCS#8");
+        let private = pkcs1::RsaPrivateKey::try_from(info.private_key).expect("PKCS#1");
+        let b64 = |n: pkcs1::UintRef<'_>| BASE64URL.encode(n.as_bytes());
+        let (n, e) = (b64(private.modulus), b64(private.public_exponent));
         let jwk = json!({
             "kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
-            "n": n, "e": e, "d": b64(private.d()),
-            "p": b64(&private.primes()[0]), "q": b64(&private.primes()[1]),
+            "n": n, "e": e, "d": b64(private.private_exponent),
+            "p": b64(private.prime1), "q": b64(private.prime2),
+            "dp": b64(private.exponent1), "dq": b64(private.exponent2),
+            "qi": b64(private.coefficient),
         });
         let public = Jwk {
             kid: kid.to_owned(),
@@ -453,6 +491,39 @@ mod tests {
             ),
             Err(VerifyError::StaleTimestamp)
         );
+    }
+
+    /// GIVEN an RSA private JWK WHEN it lacks the CRT members, or one member disagrees
+    /// with the rest THEN it is refused before it signs anything.
+    #[test]
+    fn rsa_keys_need_every_member_and_consistent_ones() {
+        let (rsa, _) = rs256_keys("k3");
+        assert!(TokenSigner::parse(&rsa).is_ok());
+        let full: Value = serde_json::from_str(&rsa).expect("json");
+        for member in ["p", "q", "dp", "dq", "qi"] {
+            let mut partial = full.clone();
+            partial.as_object_mut().map(|o| o.remove(member));
+            assert!(
+                matches!(
+                    TokenSigner::parse(&partial.to_string()),
+                    Err(TokenError::MalformedKey(_))
+                ),
+                "without {member}"
+            );
+        }
+        let (other, _) = rs256_keys("k4");
+        let other: Value = serde_json::from_str(&other).expect("json");
+        for member in ["d", "p", "dq", "qi"] {
+            let mut mixed = full.clone();
+            mixed[member] = other[member].clone();
+            assert!(
+                matches!(
+                    TokenSigner::parse(&mixed.to_string()),
+                    Err(TokenError::MalformedKey(_))
+                ),
+                "{member} of another key"
+            );
+        }
     }
 
     #[test]

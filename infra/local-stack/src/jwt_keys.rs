@@ -3,10 +3,10 @@
 //! publishes them the way those providers do, so that `junction send-webhook gmail` and
 //! `plaid` go through the real ingress locally.
 //!
-//! - [`DevelopmentKeys`]: an RSA-2048 key (RS256) and a P-256 key (ES256), generated at
-//!   start, each a private JSON Web Key with a fresh `kid`. The development secret seeded
-//!   for such a provider stores it as `development_signing_key`, which only the CLI
-//!   reads.
+//! - [`DevelopmentKeys`]: an RSA-2048 key (RS256, made by aws-lc-rs) and a P-256 key
+//!   (ES256), generated at start, each a private JSON Web Key with a fresh `kid`. The
+//!   development secret seeded for such a provider stores it as
+//!   `development_signing_key`, which only the CLI reads.
 //! - [`KeyServer`]: on `127.0.0.1`, per provider, the public half of the key in that
 //!   provider's secret (`<prefix>/webhooks/<provider>`, read on each request, so a secret
 //!   seeded by an earlier run against the same emulator keeps verifying): a JSON Web Key
@@ -45,8 +45,12 @@ use tokio::task::JoinHandle;
 /// Why the development keys or the overlay could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtKeysError {
-    #[error("could not generate the development RSA key: {0}")]
-    Generate(#[from] rsa::Error),
+    #[error("could not generate the development RSA key")]
+    Generate(#[source] aws_lc_rs::error::Unspecified),
+    #[error("could not read the members of the generated RSA key")]
+    Export(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("RSA keys are made with 2048, 3072, 4096 or 8192 bits, not {0}")]
+    UnsupportedSize(usize),
     #[error("could not read the catalog entry {path}: {source}")]
     ReadEntry {
         path: PathBuf,
@@ -81,8 +85,8 @@ pub fn generate_jwk(algorithm: JwtAlgorithm, kid: &str) -> Result<Value, JwtKeys
     generate_jwk_of_size(algorithm, kid, 2048)
 }
 
-/// [`generate_jwk`] with an RSA key of `rsa_bits` (tests that only need *another* key use
-/// 1024: a 2048-bit key takes seconds to generate in a debug build).
+/// [`generate_jwk`] with an RSA key of `rsa_bits`: 2048 (what Google uses, and the least
+/// that aws-lc-rs makes or verifies), 3072, 4096 or 8192.
 pub fn generate_jwk_of_size(
     algorithm: JwtAlgorithm,
     kid: &str,
@@ -92,21 +96,17 @@ pub fn generate_jwk_of_size(
     let created_at = time::OffsetDateTime::now_utc().unix_timestamp();
     Ok(match algorithm {
         JwtAlgorithm::RS256 => {
-            use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
-            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, rsa_bits)?;
-            let number = |n: &rsa::BigUint| b64(&n.to_bytes_be());
-            let mut jwk = json!({
-                "kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
-                "n": number(key.n()), "e": number(key.e()), "d": number(key.d()),
-                "p": number(&key.primes()[0]), "q": number(&key.primes()[1]),
-                "created_at": created_at,
-            });
-            if let (Some(dp), Some(dq), Some(qi)) = (key.dp(), key.dq(), key.crt_coefficient()) {
-                jwk["dp"] = json!(number(dp));
-                jwk["dq"] = json!(number(dq));
-                jwk["qi"] = json!(number(&qi));
+            let mut jwk = rsa_private_members(rsa_bits)?;
+            for (name, value) in [
+                ("kty", "RSA"),
+                ("alg", "RS256"),
+                ("use", "sig"),
+                ("kid", kid),
+            ] {
+                jwk.insert(name.to_owned(), json!(value));
             }
-            jwk
+            jwk.insert("created_at".to_owned(), json!(created_at));
+            Value::Object(jwk)
         }
         JwtAlgorithm::ES256 => {
             use p256::elliptic_curve::sec1::ToEncodedPoint as _;
@@ -121,6 +121,40 @@ pub fn generate_jwk_of_size(
             })
         }
     })
+}
+
+/// A new RSA key's members as a private JWK has them (RFC 7518 §6.3: `n`, `e`, `d`, `p`,
+/// `q`, `dp`, `dq`, `qi`). aws-lc-rs generates the key but shows its private members only
+/// in its PKCS#8 export, which wraps a PKCS#1 `RSAPrivateKey`; they are read from there.
+fn rsa_private_members(bits: usize) -> Result<serde_json::Map<String, Value>, JwtKeysError> {
+    use aws_lc_rs::{encoding::AsDer as _, rsa::KeySize};
+    let size = match bits {
+        2048 => KeySize::Rsa2048,
+        3072 => KeySize::Rsa3072,
+        4096 => KeySize::Rsa4096,
+        8192 => KeySize::Rsa8192,
+        other => return Err(JwtKeysError::UnsupportedSize(other)),
+    };
+    let pair = aws_lc_rs::rsa::KeyPair::generate(size).map_err(JwtKeysError::Generate)?;
+    let pkcs8 = pair.as_der().map_err(JwtKeysError::Generate)?;
+    let info = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_ref())
+        .map_err(|err| JwtKeysError::Export(Box::new(err)))?;
+    let key = pkcs1::RsaPrivateKey::try_from(info.private_key)
+        .map_err(|err| JwtKeysError::Export(Box::new(err)))?;
+    let number = |n: pkcs1::UintRef<'_>| json!(BASE64URL.encode(n.as_bytes()));
+    Ok([
+        ("n", key.modulus),
+        ("e", key.public_exponent),
+        ("d", key.private_exponent),
+        ("p", key.prime1),
+        ("q", key.prime2),
+        ("dp", key.exponent1),
+        ("dq", key.exponent2),
+        ("qi", key.coefficient),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), number(value)))
+    .collect())
 }
 
 /// The public half of a private JWK: its public members only (RFC 7518 §6.2.1, §6.3.1),
@@ -157,8 +191,7 @@ impl std::fmt::Debug for DevelopmentKeys {
 }
 
 impl DevelopmentKeys {
-    /// Generates both keys (the RSA one takes a few seconds in a debug build: the stack
-    /// does it while the emulator deploys the template).
+    /// Generates both keys (the stack does it while the emulator deploys the template).
     pub fn generate() -> Result<DevelopmentKeys, JwtKeysError> {
         Ok(DevelopmentKeys {
             rs256: generate_jwk(JwtAlgorithm::RS256, &key_id(JwtAlgorithm::RS256))?,
@@ -897,14 +930,13 @@ mod tests {
         task.abort();
     }
 
-    /// A signer with another key of the same algorithm under `kid` (RSA-1024: a
-    /// 2048-bit key takes seconds to generate in a debug build).
+    /// A signer with another key of the same algorithm under `kid`.
     fn impostor(
         algorithm: JwtAlgorithm,
         kid: &str,
         claims: &BTreeMap<String, String>,
     ) -> TokenSigner {
-        let key = generate_jwk_of_size(algorithm, kid, 1024).expect("key");
+        let key = generate_jwk(algorithm, kid).expect("key");
         TokenSigner::parse(&TokenSigner::document(&key.to_string(), claims).expect("doc"))
             .expect("signer")
     }

@@ -142,7 +142,7 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
         let mut document: Value = serde_json::from_str(key.expose()).expect("a signer document");
         let genuine = TokenSigner::parse(key.expose()).expect("signer");
         document["key"] =
-            generate_jwk_of_size(genuine.algorithm(), genuine.key_id(), 1024).expect("another key");
+            generate_jwk_of_size(genuine.algorithm(), genuine.key_id(), 2048).expect("another key");
         let impostor = SigningSecret::new(document.to_string());
         let url = webhook_url(stack.api_url(), id, None);
         forged

@@ -6,8 +6,14 @@
 //!
 //! [`verify_jwt`] is pure: the header's `alg` must be the catalog's (no `none`, no
 //! algorithm confusion), the `kid` must name a published key of the right type, the
-//! signature must verify, `exp` must be in the future, and the catalog's claim rules
-//! (issuer, configured audience and email, `email_verified`, a body hash) must hold.
+//! signature must verify, `exp` must be in the future (`iat` and `nbf` not), and the
+//! catalog's claim rules (issuer, configured audience and email, `email_verified`, a body
+//! hash) must hold. The JWS itself (header, algorithm pinning, signature) is checked by
+//! `jsonwebtoken` on aws-lc-rs; the claim rules are checked here, against an injected
+//! `now`, because they are richer than its `Validation` and shared with [`precheck_jwt`].
+//!
+//! Key sets are read with a timeout and [`KEY_SET_CAP`]: a key endpoint that answers
+//! without end is cut off, not buffered.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -23,11 +29,14 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::Mutex;
 
 use super::{SigningSecret, VerifyError};
-use crate::catalog::{JwtAlgorithm, JwtRule};
+use crate::{
+    catalog::{JwtAlgorithm, JwtRule},
+    response_body::{BodyError, KEY_SET_CAP, read_capped},
+};
 
 /// Tokens longer than this are refused before any decoding.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Allowed clock difference for `exp` and `iat`.
+/// Allowed clock difference for `exp`, `nbf` and `iat`.
 const LEEWAY_SECONDS: i64 = 60;
 
 /// One published key (RSA or P-256); other members are ignored.
@@ -75,11 +84,9 @@ pub fn jwt_kid(token: &str) -> Option<String> {
     header.kid
 }
 
-/// The unverified claims of a well-formed token whose header names the rule's algorithm.
-fn unverified_claims(
-    rule: &JwtRule,
-    token: &str,
-) -> Result<serde_json::Map<String, serde_json::Value>, VerifyError> {
+/// A well-formed token of at most [`MAX_TOKEN_BYTES`] whose header names the rule's
+/// algorithm: its header and its base64url claims part.
+fn split_token<'t>(rule: &JwtRule, token: &'t str) -> Result<(Header, &'t str), VerifyError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(VerifyError::MalformedSignature);
     }
@@ -89,17 +96,28 @@ fn unverified_claims(
     else {
         return Err(VerifyError::MalformedSignature);
     };
-    let decode = |part: &str| {
-        BASE64URL
-            .decode(part)
-            .map_err(|_| VerifyError::MalformedSignature)
-    };
-    let header: Header = serde_json::from_slice(&decode(header_b64)?)
-        .map_err(|_| VerifyError::MalformedSignature)?;
+    let header = BASE64URL
+        .decode(header_b64)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Header>(&bytes).ok())
+        .ok_or(VerifyError::MalformedSignature)?;
     if header.alg != rule.algorithm.name() {
         return Err(VerifyError::MalformedSignature);
     }
-    serde_json::from_slice(&decode(claims_b64)?).map_err(|_| VerifyError::MalformedSignature)
+    Ok((header, claims_b64))
+}
+
+/// The unverified claims of a well-formed token whose header names the rule's algorithm.
+fn unverified_claims(
+    rule: &JwtRule,
+    token: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, VerifyError> {
+    let (_, claims_b64) = split_token(rule, token)?;
+    BASE64URL
+        .decode(claims_b64)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or(VerifyError::MalformedSignature)
 }
 
 /// The checks of [`verify_jwt`] that need no key (algorithm, times, body hash), run on
@@ -127,37 +145,30 @@ pub fn verify_jwt(
     configured: &BTreeMap<String, String>,
     now: OffsetDateTime,
 ) -> Result<(), VerifyError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(VerifyError::MalformedSignature);
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(VerifyError::MalformedSignature);
-    };
-    let decode = |part: &str| {
-        BASE64URL
-            .decode(part)
-            .map_err(|_| VerifyError::MalformedSignature)
-    };
-    let header: Header = serde_json::from_slice(&decode(header_b64)?)
-        .map_err(|_| VerifyError::MalformedSignature)?;
-    if header.alg != rule.algorithm.name() {
-        return Err(VerifyError::MalformedSignature);
-    }
+    let (header, _) = split_token(rule, token)?;
     let kid = header.kid.ok_or(VerifyError::MalformedSignature)?;
     let key = keys.get(&kid).ok_or(VerifyError::SignatureMismatch)?;
-    let signature = decode(signature_b64)?;
-    let signed = &token.as_bytes()[..header_b64.len() + 1 + claims_b64.len()];
-    if !signature_verifies(rule.algorithm, key, signed, &signature) {
-        return Err(VerifyError::SignatureMismatch);
-    }
+    let key = decoding_key(rule.algorithm, key).ok_or(VerifyError::SignatureMismatch)?;
+
+    // The JWS: `jsonwebtoken` pins the algorithm again (header, key family), refuses
+    // unknown `crit` extensions and verifies the signature before it reads the claims.
+    // Its own claim checks are off: they read the system clock, and ours follow.
+    install_jws_provider();
+    let claims: serde_json::Map<String, serde_json::Value> =
+        match jsonwebtoken::decode(token, &key, &jws_validation(rule.algorithm)) {
+            Ok(data) => data.claims,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature
+                ) =>
+            {
+                return Err(VerifyError::SignatureMismatch);
+            }
+            Err(_) => return Err(VerifyError::MalformedSignature),
+        };
 
     // Signed: the claims may be read.
-    let claims: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&decode(claims_b64)?)
-            .map_err(|_| VerifyError::MalformedSignature)?;
     check_times(rule, &claims, now)?;
     let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
     if !rule.issuers.is_empty()
@@ -189,8 +200,8 @@ pub fn verify_jwt(
     check_body_hash(rule, &claims, body)
 }
 
-/// `exp` (required unless the rule bounds the age by `iat`), `iat` not in the future,
-/// and `iat` within the rule's `max_age_seconds`.
+/// `exp` (required unless the rule bounds the age by `iat`), `iat` and `nbf` not in the
+/// future, and `iat` within the rule's `max_age_seconds`.
 fn check_times(
     rule: &JwtRule,
     claims: &serde_json::Map<String, serde_json::Value>,
@@ -205,10 +216,12 @@ fn check_times(
         (None, None) => return Err(VerifyError::MissingTimestamp),
         _ => {}
     }
-    if let Some(iat) = seconds("iat")
-        && iat - LEEWAY_SECONDS > now_s
-    {
-        return Err(VerifyError::FutureTimestamp);
+    for name in ["iat", "nbf"] {
+        if let Some(at) = seconds(name)
+            && at - LEEWAY_SECONDS > now_s
+        {
+            return Err(VerifyError::FutureTimestamp);
+        }
     }
     if let Some(max_age) = rule.max_age_seconds {
         let iat = seconds("iat").ok_or(VerifyError::MissingTimestamp)?;
@@ -244,56 +257,81 @@ fn check_body_hash(
     }
 }
 
-fn signature_verifies(algorithm: JwtAlgorithm, key: &Jwk, signed: &[u8], signature: &[u8]) -> bool {
+/// The JWS algorithm of a catalog rule.
+fn jws_algorithm(algorithm: JwtAlgorithm) -> jsonwebtoken::Algorithm {
+    match algorithm {
+        JwtAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        JwtAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+    }
+}
+
+/// Installs aws-lc-rs as `jsonwebtoken`'s crypto backend for the process. It picks one
+/// from its crate features on its own, but none (and panics) should a build ever enable
+/// its `rust_crypto` backend as well; installed explicitly, it stays aws-lc-rs.
+fn install_jws_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Err: a provider is already installed, which is what is needed.
+        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
+            &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
+        );
+    });
+}
+
+/// What `jsonwebtoken` checks: the one algorithm, and no claim (see [`verify_jwt`]).
+fn jws_validation(algorithm: JwtAlgorithm) -> jsonwebtoken::Validation {
+    let mut validation = jsonwebtoken::Validation::new(jws_algorithm(algorithm));
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation
+}
+
+/// The verification key `key` gives for `algorithm`, if it is a key of that type: an
+/// RSA modulus and exponent for RS256 (2048 to 8192 bits, checked by aws-lc-rs), a
+/// P-256 point for ES256. A published `alg` other than the rule's disqualifies it.
+fn decoding_key(algorithm: JwtAlgorithm, key: &Jwk) -> Option<jsonwebtoken::DecodingKey> {
     if key
         .alg
         .as_deref()
         .is_some_and(|alg| alg != algorithm.name())
     {
-        return false;
+        return None;
     }
-    let field = |value: &Option<String>| value.as_deref().and_then(|v| BASE64URL.decode(v).ok());
     match algorithm {
         JwtAlgorithm::RS256 => {
-            use rsa::signature::Verifier as _;
-            let (Some(n), Some(e)) = (field(&key.n), field(&key.e)) else {
-                return false;
+            let (Some(n), Some(e)) = (&key.n, &key.e) else {
+                return None;
             };
             if key.kty != "RSA" {
-                return false;
+                return None;
             }
-            let Ok(public) = rsa::RsaPublicKey::new(
-                rsa::BigUint::from_bytes_be(&n),
-                rsa::BigUint::from_bytes_be(&e),
-            ) else {
-                return false;
+            // RFC 7518 §6.3.1.1 wants no leading zero octet, yet notes libraries that
+            // add one; aws-lc-rs refuses it, so it is dropped here.
+            let number = |value: &str| {
+                let bytes = BASE64URL.decode(value).ok()?;
+                let start = bytes.iter().position(|b| *b != 0)?;
+                Some(bytes[start..].to_vec())
             };
-            let verifying = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public);
-            rsa::pkcs1v15::Signature::try_from(signature)
-                .is_ok_and(|signature| verifying.verify(signed, &signature).is_ok())
+            Some(jsonwebtoken::DecodingKey::from_rsa_raw_components(
+                &number(n)?,
+                &number(e)?,
+            ))
         }
         JwtAlgorithm::ES256 => {
-            use p256::ecdsa::signature::Verifier as _;
-            let (Some(x), Some(y)) = (field(&key.x), field(&key.y)) else {
-                return false;
+            let (Some(x), Some(y)) = (&key.x, &key.y) else {
+                return None;
             };
+            let coordinate = |value: &str| BASE64URL.decode(value).ok().filter(|c| c.len() == 32);
             if key.kty != "EC"
                 || key.crv.as_deref() != Some("P-256")
-                || x.len() != 32
-                || y.len() != 32
+                || coordinate(x).is_none()
+                || coordinate(y).is_none()
             {
-                return false;
+                return None;
             }
-            let point = p256::EncodedPoint::from_affine_coordinates(
-                p256::FieldBytes::from_slice(&x),
-                p256::FieldBytes::from_slice(&y),
-                false,
-            );
-            let Ok(public) = p256::ecdsa::VerifyingKey::from_encoded_point(&point) else {
-                return false;
-            };
-            p256::ecdsa::Signature::from_slice(signature)
-                .is_ok_and(|signature| public.verify(signed, &signature).is_ok())
+            jsonwebtoken::DecodingKey::from_ec_components(x, y).ok()
         }
     }
 }
@@ -473,8 +511,7 @@ impl KeySetSource for HttpKeySetSource {
             .get(http::header::CACHE_CONTROL)
             .and_then(|value| value.to_str().ok())
             .and_then(cache_max_age);
-        let bytes = response
-            .bytes()
+        let bytes = read_capped(response, KEY_SET_CAP)
             .await
             .map_err(|err| failed(Box::new(err)))?;
         let keys = serde_json::from_slice(&bytes).map_err(|err| failed(Box::new(err)))?;
@@ -508,10 +545,14 @@ impl KeySetSource for HttpKeySetSource {
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|err| failed(Box::new(err.without_url())))?;
-        let bytes = response
-            .bytes()
+        let bytes = read_capped(response, KEY_SET_CAP)
             .await
-            .map_err(|err| failed(Box::new(err.without_url())))?;
+            .map_err(|err| match err {
+                BodyError::Interrupted(err) => {
+                    failed(Box::new(BodyError::Interrupted(err.without_url())))
+                }
+                too_large => failed(Box::new(too_large)),
+            })?;
         parse_verification_key(&bytes).map_err(|err| failed(Box::new(err)))
     }
 }

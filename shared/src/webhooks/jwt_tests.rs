@@ -28,21 +28,21 @@ fn gmail_rule() -> &'static JwtRule {
         .expect("gmail's jwt rule")
 }
 
-fn rsa_key() -> rsa::RsaPrivateKey {
-    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+fn rsa_key() -> aws_lc_rs::rsa::KeyPair {
     let der = BASE64.decode(RSA_PRIVATE_DER).expect("base64");
-    rsa::RsaPrivateKey::from_pkcs1_der(&der).expect("pkcs1")
+    aws_lc_rs::rsa::KeyPair::from_der(&der).expect("pkcs1")
 }
 
 fn rsa_jwk(kid: &str) -> Jwk {
-    use rsa::traits::PublicKeyParts as _;
-    let public = rsa_key().to_public_key();
+    use aws_lc_rs::signature::KeyPair as _;
+    let key = rsa_key();
+    let public = key.public_key();
     Jwk {
         kid: kid.to_owned(),
         kty: "RSA".to_owned(),
         alg: Some("RS256".to_owned()),
-        n: Some(BASE64URL.encode(public.n().to_bytes_be())),
-        e: Some(BASE64URL.encode(public.e().to_bytes_be())),
+        n: Some(BASE64URL.encode(public.modulus().big_endian_without_leading_zero())),
+        e: Some(BASE64URL.encode(public.exponent().big_endian_without_leading_zero())),
         crv: None,
         x: None,
         y: None,
@@ -54,10 +54,24 @@ fn encode(value: &serde_json::Value) -> String {
 }
 
 fn rs256(header: &serde_json::Value, claims: &serde_json::Value) -> String {
-    use rsa::signature::{SignatureEncoding as _, Signer as _};
-    let signing = rsa::pkcs1v15::SigningKey::<Sha256>::new(rsa_key());
+    rs256_with(&rsa_key(), header, claims)
+}
+
+/// RS256 (RSASSA-PKCS1-v1_5 with SHA-256) over `header.claims` with `key`.
+fn rs256_with(
+    key: &aws_lc_rs::rsa::KeyPair,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> String {
     let input = format!("{}.{}", encode(header), encode(claims));
-    let signature = signing.sign(input.as_bytes()).to_bytes();
+    let mut signature = vec![0; key.public_modulus_len()];
+    key.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .expect("signed");
     format!("{input}.{}", BASE64URL.encode(signature))
 }
 
@@ -148,6 +162,121 @@ fn a_changed_claim_unknown_kid_or_garbage_is_refused() {
             "{garbage:?}"
         );
     }
+}
+
+/// GIVEN Gmail's published key under `k1` WHEN a token names `k1` but was signed by
+/// another RSA-2048 key THEN it is refused, whatever its claims.
+#[test]
+fn an_rs256_token_signed_by_another_key_is_refused() {
+    let stranger =
+        aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("generated");
+    let forged = rs256_with(&stranger, &header(), &google_claims());
+    assert_eq!(gmail(&forged), Err(VerifyError::SignatureMismatch));
+    // The same key's own token verifies, so the refusal is the key's doing.
+    let mut strangers = keys();
+    strangers.keys[1] = Jwk {
+        n: Some(
+            BASE64URL.encode(
+                aws_lc_rs::signature::KeyPair::public_key(&stranger)
+                    .modulus()
+                    .big_endian_without_leading_zero(),
+            ),
+        ),
+        ..rsa_jwk("k1")
+    };
+    assert_eq!(
+        verify_jwt(
+            gmail_rule(),
+            &forged,
+            b"{}",
+            &strangers,
+            &configured(),
+            now()
+        ),
+        Ok(())
+    );
+}
+
+/// The classic confusions: an HS256 token whose HMAC key is the RSA public key (as text
+/// or as the modulus bytes), the same under a published symmetric (`oct`) key, and an
+/// unsigned `alg: none` token with and without a signature part. The catalog says RS256,
+/// so none of them reaches a MAC.
+#[test]
+fn hs256_and_none_tokens_are_refused_for_an_rs256_rule() {
+    use hmac::Mac as _;
+    let hs256 = |secret: &[u8]| {
+        let input = format!(
+            "{}.{}",
+            encode(&json!({"alg": "HS256", "kid": "k1", "typ": "JWT"})),
+            encode(&google_claims())
+        );
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret).expect("any length");
+        mac.update(input.as_bytes());
+        format!("{input}.{}", BASE64URL.encode(mac.finalize().into_bytes()))
+    };
+    let jwk = rsa_jwk("k1");
+    let n = BASE64URL.decode(jwk.n.as_deref().expect("n")).expect("b64");
+    let as_text = serde_json::json!({"kty": "RSA", "n": jwk.n, "e": jwk.e}).to_string();
+    for token in [hs256(&n), hs256(as_text.as_bytes())] {
+        assert_eq!(gmail(&token), Err(VerifyError::MalformedSignature));
+    }
+    let symmetric = JwkSet {
+        keys: vec![Jwk {
+            kty: "oct".to_owned(),
+            alg: Some("HS256".to_owned()),
+            ..rsa_jwk("k1")
+        }],
+    };
+    let rs256_token = rs256(&header(), &google_claims());
+    for token in [hs256(&n), rs256_token] {
+        assert_ne!(
+            verify_jwt(
+                gmail_rule(),
+                &token,
+                b"{}",
+                &symmetric,
+                &configured(),
+                now()
+            ),
+            Ok(())
+        );
+    }
+    let none = encode(&json!({"alg": "none", "kid": "k1", "typ": "JWT"}));
+    let claims = encode(&google_claims());
+    for token in [
+        format!("{none}.{claims}"),
+        format!("{none}.{claims}."),
+        format!("{none}.{claims}.AAAA"),
+    ] {
+        assert_eq!(
+            gmail(&token),
+            Err(VerifyError::MalformedSignature),
+            "{token}"
+        );
+    }
+}
+
+/// RFC 7515 §4.1.11: a header that makes an extension critical is refused unless the
+/// extension is understood (none is).
+#[test]
+fn an_unknown_critical_header_is_refused() {
+    let token = rs256(
+        &json!({"alg": "RS256", "kid": "k1", "crit": ["exp-check"], "exp-check": true}),
+        &google_claims(),
+    );
+    assert_eq!(gmail(&token), Err(VerifyError::MalformedSignature));
+}
+
+#[test]
+fn a_token_not_yet_valid_is_refused() {
+    let with_nbf = |nbf: i64| {
+        let mut claims = google_claims();
+        claims["nbf"] = json!(nbf);
+        gmail(&rs256(&header(), &claims))
+    };
+    assert_eq!(with_nbf(NOW + 61), Err(VerifyError::FutureTimestamp));
+    assert_eq!(with_nbf(NOW + 59), Ok(()), "60 s of clock leeway");
+    assert_eq!(with_nbf(NOW - 300), Ok(()));
 }
 
 #[test]
@@ -825,6 +954,76 @@ async fn the_http_source_posts_the_credentials_and_reads_plaids_answer() {
         .await
         .expect_err("refused");
     assert!(!format!("{err:?} {err}").contains("plaid-secret"));
+}
+
+/// A key set or key padded with JSON whitespace to `len` bytes: valid, so only the cap
+/// can refuse it.
+fn padded(json: &str, len: usize) -> String {
+    let (head, last) = json.split_at(json.len() - 1);
+    format!("{head}{}{last}", " ".repeat(len.saturating_sub(json.len())))
+}
+
+/// GIVEN key endpoints that answer a valid key set or key of over [`KEY_SET_CAP`] bytes
+/// WHEN the HTTP source fetches them THEN both are refused as too large, while the same
+/// answers just under the cap are read.
+#[tokio::test]
+async fn a_key_set_over_the_cap_is_refused() {
+    let jwks = json!({"keys": [jwk_json_of(&es256_test_jwk(&plaid_signing(9), "k1"))]}).to_string();
+    let key = plaid_answer(9, PLAID_KID, None);
+    let endpoint = FakeKeyEndpoint::start(move |path, _| {
+        let (body, len) = match path {
+            "/small/certs" => (&jwks, KEY_SET_CAP),
+            "/huge/certs" => (&jwks, KEY_SET_CAP + 1),
+            "/small/webhook_verification_key/get" => (&key, KEY_SET_CAP),
+            _ => (&key, 4 * KEY_SET_CAP),
+        };
+        (200, Vec::new(), padded(body, len))
+    })
+    .await;
+    let base = endpoint
+        .url
+        .trim_end_matches("/webhook_verification_key/get")
+        .to_owned();
+    let too_large = |err: &KeySetError| {
+        matches!(
+            err.source.downcast_ref::<BodyError>(),
+            Some(BodyError::TooLarge { cap }) if *cap == KEY_SET_CAP
+        )
+    };
+    let source = HttpKeySetSource::new();
+    let small = source
+        .fetch(&format!("{base}/small/certs"))
+        .await
+        .expect("a key set at the cap");
+    assert_eq!(small.keys.keys.len(), 1);
+    let err = source
+        .fetch(&format!("{base}/huge/certs"))
+        .await
+        .expect_err("a key set over the cap");
+    assert!(too_large(&err), "{err:?}");
+    let key = source
+        .fetch_key(
+            &format!("{base}/small/webhook_verification_key/get"),
+            &credentials(),
+            PLAID_KID,
+        )
+        .await
+        .expect("a key at the cap");
+    assert_eq!(key.key.kid, PLAID_KID);
+    let err = source
+        .fetch_key(
+            &format!("{base}/huge/webhook_verification_key/get"),
+            &credentials(),
+            PLAID_KID,
+        )
+        .await
+        .expect_err("a key over the cap");
+    assert!(too_large(&err), "{err:?}");
+}
+
+/// A published JWK as its JSON.
+fn jwk_json_of(jwk: &Jwk) -> serde_json::Value {
+    json!({"kid": jwk.kid, "kty": jwk.kty, "alg": jwk.alg, "crv": jwk.crv, "x": jwk.x, "y": jwk.y})
 }
 
 proptest::proptest! {
