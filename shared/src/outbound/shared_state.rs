@@ -98,8 +98,9 @@ impl DynamoSharedState {
     }
 }
 
-fn unavailable(err: impl std::fmt::Display) -> StateError {
-    StateError(err.to_string())
+/// Keeps the whole chain: an SDK error's own text is only "service error".
+fn unavailable(err: impl std::error::Error + 'static) -> StateError {
+    StateError(crate::telemetry::error_chain(&err))
 }
 
 #[async_trait]
@@ -121,12 +122,12 @@ impl SharedState for DynamoSharedState {
             .get("doc")
             .and_then(|v| v.as_s().ok())
             .cloned()
-            .ok_or_else(|| unavailable("item without doc"))?;
+            .ok_or_else(|| StateError("item without doc".into()))?;
         let version = item
             .get("version")
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| unavailable("item without version"))?;
+            .ok_or_else(|| StateError("item without version".into()))?;
         Ok(Some(Versioned { doc, version }))
     }
 

@@ -187,8 +187,9 @@ impl DynamoSyncJobStore {
     }
 }
 
-fn store_error(err: impl std::fmt::Display) -> JobStoreError {
-    JobStoreError(err.to_string())
+/// Keeps the whole chain: an SDK error's own text is only "service error".
+fn store_error(err: impl std::error::Error + 'static) -> JobStoreError {
+    JobStoreError(crate::telemetry::error_chain(&err))
 }
 
 #[async_trait]
