@@ -2,15 +2,16 @@
 //!
 //! Per message: read the ingress's attributes and the raw body (from S3 when it was too
 //! large), claim the idempotency key, normalize the event, apply each record to the
-//! record store under the conflict rules (`records`), publish the CloudEvents,
-//! mark the key completed, and only then let the message be deleted (by not reporting
-//! it). Any failure releases the claim and reports the item failed; transient failures
-//! get a visibility timeout from exponential backoff with full jitter, permanent ones
+//! record store under the conflict rules (`records`), publish the CloudEvents (one too
+//! large for the bus by claim check: its data in the payload bucket), mark the key
+//! completed, and only then let the message be deleted (by not reporting it). Any
+//! failure releases the claim and reports the item failed; transient failures get a
+//! visibility timeout from exponential backoff with full jitter, permanent ones
 //! become visible at once so the redrive policy moves them to the DLQ after
 //! maxReceiveCount, body intact. Nothing sleeps.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -22,13 +23,14 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{
     catalog::Catalog,
     clock::Clock,
-    events::{CloudEvent, EventBus},
+    events::{ClaimCheckError, CloudEvent, EventBus, Refusal, claim_check},
     idempotency::{Claim, ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore},
     normalize::{Normalized, RawEvent, normalize},
     payloads::PayloadStore,
     queue::{RetryScheduler, attribute},
     records::{ApplyOutcome, FieldPriority, Origin, RecordStore, RecordWrite, apply},
     retry::Backoff,
+    telemetry::error_chain,
     webhooks::rfc3339_millis,
 };
 
@@ -451,33 +453,93 @@ impl<S: IdempotencyStore> Consumer<S> {
     }
 
     /// Publishes the events of every claimed item in one bus call, then completes the
-    /// claims whose events all reached the bus in one store call. Items that fail here
-    /// are released and marked transient failures.
+    /// claims whose events all reached the bus in one store call. An event too large for
+    /// the bus first has its data stored in the payload bucket (claim check). Items that
+    /// fail here are released: an event the bus can never take fails permanently with
+    /// its cause in the outcome's detail, anything else is a transient failure.
     async fn publish_and_complete(&self, items: &mut [Item]) {
+        let mut failures: Vec<(usize, Failure, Option<String>)> = Vec::new();
+        for (index, item) in items.iter_mut().enumerate() {
+            let Ok(State::Claimed(ready)) = &mut item.state else {
+                continue;
+            };
+            for event in &mut ready.events {
+                match claim_check(event, self.ports.payloads.as_ref()).await {
+                    Ok(false) => {}
+                    Ok(true) => tracing::info!(
+                        event_id = %event.id,
+                        dataref = event.dataref.as_deref().unwrap_or_default(),
+                        datasize = event.datasize.unwrap_or_default(),
+                        "event data over the bus's entry limit stored in the payload bucket"
+                    ),
+                    Err(err) => {
+                        let failure = match err {
+                            ClaimCheckError::Unserializable { .. } => {
+                                Failure::Permanent("unserializable_record")
+                            }
+                            ClaimCheckError::Store { .. } => {
+                                Failure::Transient("payload_store_unavailable")
+                            }
+                        };
+                        failures.push((index, failure, Some(err.to_string())));
+                        break;
+                    }
+                }
+            }
+        }
+        let held: HashSet<usize> = failures.iter().map(|(index, ..)| *index).collect();
         let events: Vec<CloudEvent> = items
             .iter()
-            .filter_map(|item| match &item.state {
+            .enumerate()
+            .filter(|(index, _)| !held.contains(index))
+            .filter_map(|(_, item)| match &item.state {
                 Ok(State::Claimed(ready)) => Some(ready.events.iter().cloned()),
                 _ => None,
             })
             .flatten()
             .collect();
-        let unpublished: HashSet<String> = match self.ports.bus.publish(&events).await {
-            Ok(()) => HashSet::new(),
-            Err(err) => err.unpublished().iter().cloned().collect(),
-        };
-        let mut failed: Vec<usize> = Vec::new();
+        let (refused, call_error): (HashMap<String, Refusal>, Option<String>) =
+            match self.ports.bus.publish(&events).await {
+                Ok(()) => (HashMap::new(), None),
+                Err(err) => (
+                    err.unpublished
+                        .into_iter()
+                        .map(|unpublished| (unpublished.id, unpublished.refusal))
+                        .collect(),
+                    err.source.as_deref().map(|source| error_chain(source)),
+                ),
+            };
         let mut published: Vec<usize> = Vec::new();
         for (index, item) in items.iter_mut().enumerate() {
             let Ok(State::Claimed(ready)) = &item.state else {
                 continue;
             };
-            if ready
+            if held.contains(&index) {
+                continue;
+            }
+            let refusals: Vec<(&CloudEvent, &Refusal)> = ready
                 .events
                 .iter()
-                .any(|event| unpublished.contains(&event.id))
+                .filter_map(|event| refused.get(&event.id).map(|refusal| (event, refusal)))
+                .collect();
+            if let Some((event, refusal)) = refusals
+                .iter()
+                .find(|(_, refusal)| refusal.is_permanent())
+                .or(refusals.first())
             {
-                failed.push(index);
+                let failure = match refusal {
+                    Refusal::TooLarge { .. } => Failure::Permanent("event_too_large"),
+                    Refusal::Unserializable => Failure::Permanent("unserializable_record"),
+                    Refusal::Rejected { .. } | Refusal::Unavailable => {
+                        Failure::Transient("publish_failed")
+                    }
+                };
+                let mut detail =
+                    format!("CloudEvent {} ({}): {refusal}", event.id, event.event_type);
+                if let (Refusal::Unavailable, Some(call_error)) = (refusal, &call_error) {
+                    detail = format!("{detail} ({call_error})");
+                }
+                failures.push((index, failure, Some(detail)));
                 continue;
             }
             item.outcome.published = ready.events.len();
@@ -498,29 +560,30 @@ impl<S: IdempotencyStore> Consumer<S> {
                 _ => None,
             })
             .collect();
-        let mut failures: Vec<(usize, Failure)> = failed
-            .into_iter()
-            .map(|index| (index, Failure::Transient("publish_failed")))
-            .collect();
         if self
             .idempotency
             .complete_all(&claims, self.ports.clock.now())
             .await
             .is_err()
         {
-            failures.extend(
-                published
-                    .into_iter()
-                    .map(|index| (index, Failure::Transient("idempotency_store_unavailable"))),
-            );
+            failures.extend(published.into_iter().map(|index| {
+                (
+                    index,
+                    Failure::Transient("idempotency_store_unavailable"),
+                    None,
+                )
+            }));
         }
-        for (index, failure) in failures {
+        for (index, failure, detail) in failures {
             if let Ok(State::Claimed(ready)) = &items[index].state {
                 // Best effort: if the release fails, the lease runs out before redelivery.
                 let _ = self.idempotency.release(&ready.claim).await;
             }
             items[index].outcome.published = 0;
             items[index].outcome.end_to_end = None;
+            if detail.is_some() {
+                items[index].outcome.detail = detail;
+            }
             items[index].state = Err(failure);
         }
     }

@@ -161,6 +161,11 @@ async fn a_failed_publish_releases_the_claim_so_the_retry_processes_it() {
         (outcome.result, outcome.reason),
         ("retry", Some("publish_failed"))
     );
+    let detail = outcome.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("could not be reached") && detail.contains("in-memory bus set to fail"),
+        "the cause, with the call's error: {detail}"
+    );
     assert!(
         h.store
             .get(&IdempotencyKey::new("stripe", None, "evt_2"))
@@ -220,6 +225,14 @@ async fn a_rejected_event_retries_only_its_own_message() {
         ]
     );
     assert_eq!(outcomes[1].published, 0);
+    assert!(
+        outcomes[1]
+            .detail
+            .as_deref()
+            .is_some_and(|detail| detail.contains("InternalFailure")),
+        "EventBridge's error code: {:?}",
+        outcomes[1].detail
+    );
     assert!(
         h.store
             .get(&IdempotencyKey::new("stripe", None, "evt_r2"))
@@ -700,4 +713,143 @@ async fn the_last_receive_of_a_failing_message_counts_as_a_dead_letter() {
     let outcome = consumer.process(broken).await;
     assert_eq!((outcome.result, outcome.dead_lettered), ("failed", true));
     assert!(outcome.keeps_message());
+}
+
+/// A Stripe Event object of exactly `size` bytes, padded in the invoice's description.
+fn stripe_event_of_size(id: &str, size: usize) -> String {
+    let event = |description: &str| {
+        format!(
+            r#"{{"id":"{id}","object":"event","type":"invoice.paid","created":1700000000,"data":{{"object":{{"id":"in_1","amount_paid":1,"description":"{description}"}}}}}}"#
+        )
+    };
+    let padding = "x".repeat(size - event("").len());
+    event(&padding)
+}
+
+/// Regression: a correctly signed Stripe event of 5,242,880 bytes (the ingress's
+/// documented limit) was answered 200, then failed `publish_failed` on every receive
+/// and stayed in the DLQ: EventBridge refuses a `PutEvents` entry over 256 KB. Its data
+/// now travels by claim check.
+#[tokio::test]
+async fn regression_a_5_mib_stripe_event_is_published_by_claim_check() {
+    let h = harness();
+    let body = stripe_event_of_size("evt_big", 5_242_880);
+    assert_eq!(body.len(), 5_242_880);
+    // As the ingress enqueues it: the body in the payload bucket, the message points at it.
+    let uri = h
+        .payloads
+        .put("webhooks/stripe/2023-11-14/big", body.as_bytes())
+        .await
+        .expect("put");
+    let mut delivery = message("m1", "evt_big", &uri, 1);
+    delivery
+        .attributes
+        .insert(attribute::BODY_ENCODING.into(), "s3".into());
+
+    let outcome = h.consumer.process(delivery.clone()).await;
+    assert_eq!(
+        (outcome.result, outcome.reason, outcome.published),
+        ("processed", None, 1),
+        "{outcome:?}"
+    );
+    let events = h.bus.events();
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event.event_type, "provider_event.occurred");
+    assert!(event.data.is_null(), "no inline data");
+    let key = format!("events/{}.json", event.id);
+    assert_eq!(
+        event.dataref.as_deref(),
+        Some(format!("s3://in-memory/{key}").as_str())
+    );
+    let stored = h
+        .payloads
+        .get(&key)
+        .expect("the data is in the payload bucket");
+    assert_eq!(event.datasize, Some(stored.len() as u64));
+    let data: serde_json::Value = serde_json::from_slice(&stored).expect("JSON data");
+    assert_eq!(data["item"], "provider_event");
+    assert_eq!(data["mapping_version"], 1);
+    let raw: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(data["raw"], raw, "the whole event reaches the subscriber");
+    let (_, size) = event.entry().expect("entry");
+    assert!(size <= crate::events::PUT_EVENTS_MAX_BYTES, "{size}");
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_big"))
+            .is_some_and(|record| record.completed)
+    );
+
+    // A redelivery is acknowledged as a duplicate: nothing published twice.
+    delivery.receive_count = 2;
+    assert_eq!(h.consumer.process(delivery).await.result, "duplicate");
+    assert_eq!(h.bus.events().len(), 1);
+}
+
+#[tokio::test]
+async fn a_claim_check_the_bucket_refuses_retries_only_its_message() {
+    let h = harness();
+    let big = message(
+        "m1",
+        "evt_big",
+        &stripe_event_of_size("evt_big", 300_000),
+        1,
+    );
+    let small = message("m2", "evt_small", &stripe_event("evt_small", 1), 1);
+    h.payloads.set_failing(true);
+    let outcomes = h.consumer.process_batch(vec![big.clone(), small]).await;
+    let results: Vec<_> = outcomes.iter().map(|o| (o.result, o.reason)).collect();
+    assert_eq!(
+        results,
+        [
+            ("retry", Some("payload_store_unavailable")),
+            ("processed", None)
+        ]
+    );
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_big"))
+            .is_none(),
+        "its claim is released"
+    );
+    assert_eq!(h.bus.events().len(), 1, "only the small one");
+
+    h.payloads.set_failing(false);
+    let retried = h.consumer.process(big).await;
+    assert_eq!(retried.result, "processed", "{retried:?}");
+    assert!(h.bus.events()[1].dataref.is_some());
+}
+
+#[tokio::test]
+async fn an_event_the_bus_can_never_take_fails_permanently_with_its_size() {
+    let h = harness();
+    // A subject (the endpoint) over the limit on its own: no claim check makes it fit.
+    let mut oversized = message("m1", "evt_1", &stripe_event("evt_1", 1), 1);
+    oversized
+        .attributes
+        .insert(attribute::ENDPOINT.into(), "e".repeat(300_000));
+    let outcome = h.consumer.process(oversized).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("failed", Some("event_too_large")),
+        "{outcome:?}"
+    );
+    let detail = outcome.detail.expect("the cause is logged");
+    assert!(
+        detail.contains("provider_event.occurred")
+            && detail.contains("bytes")
+            && detail.contains("262144"),
+        "{detail}"
+    );
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new(
+                "stripe",
+                Some(&"e".repeat(300_000)),
+                "evt_1"
+            ))
+            .is_none(),
+        "its claim is released"
+    );
+    assert!(h.bus.events().is_empty());
 }

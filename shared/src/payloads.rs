@@ -1,6 +1,8 @@
 //! The `PayloadStore` port: where bodies too large for a queue message are kept, so no
-//! verified webhook is dropped for its size. The S3 adapter writes to the stack's
-//! encrypted payload bucket (which expires objects by lifecycle rule).
+//! verified webhook is dropped for its size (`webhooks/…`), and the data of CloudEvents
+//! too large for the bus (`events/…`, the claim check of [`crate::events`]). The S3
+//! adapter writes to the stack's encrypted payload bucket (which expires objects by
+//! lifecycle rule).
 
 use std::{collections::BTreeMap, sync::Mutex};
 
@@ -11,12 +13,28 @@ use async_trait::async_trait;
 #[error("could not store the payload")]
 pub struct PayloadError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
+/// The largest object [`PayloadStore::get`] reads: what the ingress stores is bounded by
+/// Lambda's 6 MB request payload, so anything larger is not ours to read whole.
+pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+
 /// A store of raw payloads.
 #[async_trait]
 pub trait PayloadStore: Send + Sync + std::fmt::Debug {
     /// Stores `body` under `key` (overwriting: the same event stores the same bytes) and
     /// returns its `s3://bucket/key` URI.
-    async fn put(&self, key: &str, body: &[u8]) -> Result<String, PayloadError>;
+    async fn put(&self, key: &str, body: &[u8]) -> Result<String, PayloadError> {
+        self.put_with_type(key, body, "application/octet-stream")
+            .await
+    }
+
+    /// [`PayloadStore::put`] with the object's content type (`application/json` for a
+    /// CloudEvent's data), for whoever reads it back by its URI.
+    async fn put_with_type(
+        &self,
+        key: &str,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<String, PayloadError>;
 
     /// Reads back the bytes at a URI returned by [`PayloadStore::put`].
     async fn get(&self, uri: &str) -> Result<Vec<u8>, PayloadError>;
@@ -57,12 +75,17 @@ impl S3PayloadStore {
 
 #[async_trait]
 impl PayloadStore for S3PayloadStore {
-    async fn put(&self, key: &str, body: &[u8]) -> Result<String, PayloadError> {
+    async fn put_with_type(
+        &self,
+        key: &str,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<String, PayloadError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type("application/octet-stream")
+            .content_type(content_type)
             .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()))
             .send()
             .await
@@ -80,22 +103,43 @@ impl PayloadStore for S3PayloadStore {
             .send()
             .await
             .map_err(|err| PayloadError(Box::new(aws_sdk_s3::Error::from(err))))?;
-        let bytes = object
-            .body
-            .collect()
+        let declared = object.content_length.and_then(|n| usize::try_from(n).ok());
+        let too_large = || {
+            PayloadError(format!("{uri} is over the {MAX_PAYLOAD_BYTES} bytes read back").into())
+        };
+        if declared.is_some_and(|length| length > MAX_PAYLOAD_BYTES) {
+            return Err(too_large());
+        }
+        let mut body = object.body;
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = body
+            .try_next()
             .await
-            .map_err(|err| PayloadError(Box::new(err)))?;
-        Ok(bytes.into_bytes().to_vec())
+            .map_err(|err| PayloadError(Box::new(err)))?
+        {
+            if bytes.len() + chunk.len() > MAX_PAYLOAD_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 }
 
-/// Keeps payloads in memory.
+/// Keeps payloads in memory; can be told to fail.
 #[derive(Debug, Default)]
 pub struct InMemoryPayloadStore {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl InMemoryPayloadStore {
+    /// Makes every later `put` fail (an S3 outage), or not.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The stored object under `key`.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.objects
@@ -108,7 +152,15 @@ impl InMemoryPayloadStore {
 
 #[async_trait]
 impl PayloadStore for InMemoryPayloadStore {
-    async fn put(&self, key: &str, body: &[u8]) -> Result<String, PayloadError> {
+    async fn put_with_type(
+        &self,
+        key: &str,
+        body: &[u8],
+        _content_type: &str,
+    ) -> Result<String, PayloadError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(PayloadError("in-memory payload store set to fail".into()));
+        }
         self.objects
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
