@@ -244,9 +244,10 @@ fn parse_document(name: &str, text: &str) -> Result<WebhookSecretDocument, Secre
 /// Whether an unsigned handshake installed its secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstSecret {
-    /// No signing secret was configured; this one now is.
+    /// No secret of that name existed; one now does, holding this signing secret.
     Stored,
-    /// A signing secret is already configured; nothing changed.
+    /// A secret of that name exists (configured, or an empty list): it was left as it
+    /// is.
     AlreadyConfigured,
 }
 
@@ -254,9 +255,11 @@ pub enum FirstSecret {
 /// Notion's verification token) are kept.
 #[async_trait]
 pub trait HandshakeSecretStore: Send + Sync + std::fmt::Debug {
-    /// Stores `secret` as the only signing secret of the webhook secret `name` when
-    /// that secret does not exist or lists no signing secret; never replaces a
-    /// configured one (an unsigned request must not be able to change the key).
+    /// Creates the webhook secret `name` with `secret` as its only signing secret when
+    /// no secret of that name exists. An existing one is never read or changed, even
+    /// an empty list: an unsigned request must not be able to set the key, so the
+    /// function holds only `secretsmanager:CreateSecret` for these names (to re-arm,
+    /// the operator deletes the secret).
     async fn store_first_secret(
         &self,
         name: &str,
@@ -270,15 +273,13 @@ fn first_secret_document(secret: &SigningSecret) -> String {
 
 #[async_trait]
 impl HandshakeSecretStore for SecretsManagerSource {
+    /// One `CreateSecret`, which fails with `ResourceExistsException` when the name is
+    /// taken (atomically, so two racing handshakes cannot both install theirs).
     async fn store_first_secret(
         &self,
         name: &str,
         secret: &SigningSecret,
     ) -> Result<FirstSecret, SecretError> {
-        let unavailable = |err: aws_sdk_secretsmanager::Error| SecretError::Unavailable {
-            name: name.to_owned(),
-            source: Box::new(err),
-        };
         let created = self
             .client
             .create_secret()
@@ -288,30 +289,15 @@ impl HandshakeSecretStore for SecretsManagerSource {
             .send()
             .await;
         match created.map_err(aws_sdk_secretsmanager::Error::from) {
-            Ok(_) => return Ok(FirstSecret::Stored),
-            Err(aws_sdk_secretsmanager::Error::ResourceExistsException(_)) => {}
-            Err(err) => return Err(unavailable(err)),
+            Ok(_) => Ok(FirstSecret::Stored),
+            Err(aws_sdk_secretsmanager::Error::ResourceExistsException(_)) => {
+                Ok(FirstSecret::AlreadyConfigured)
+            }
+            Err(err) => Err(SecretError::Unavailable {
+                name: name.to_owned(),
+                source: Box::new(err),
+            }),
         }
-        // The secret exists: only an empty placeholder (`"signing_secrets": []`) may be
-        // filled in.
-        let existing = self.secret_string(name).await?;
-        let configured = match existing {
-            Some(text) => !parse_webhook_secret_set(name, &text)?
-                .signing_secrets
-                .is_empty(),
-            None => false,
-        };
-        if configured {
-            return Ok(FirstSecret::AlreadyConfigured);
-        }
-        self.client
-            .put_secret_value()
-            .secret_id(name)
-            .secret_string(first_secret_document(secret))
-            .send()
-            .await
-            .map_err(|err| unavailable(aws_sdk_secretsmanager::Error::from(err)))?;
-        Ok(FirstSecret::Stored)
     }
 }
 
@@ -326,17 +312,13 @@ impl HandshakeSecretStore for InMemorySecretSource {
             .secrets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let configured = match secrets.get(name) {
-            Some(text) => !parse_webhook_secret_set(name, text)?
-                .signing_secrets
-                .is_empty(),
-            None => false,
-        };
-        if configured {
-            return Ok(FirstSecret::AlreadyConfigured);
+        match secrets.entry(name.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(_) => Ok(FirstSecret::AlreadyConfigured),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(first_secret_document(secret));
+                Ok(FirstSecret::Stored)
+            }
         }
-        secrets.insert(name.to_owned(), first_secret_document(secret));
-        Ok(FirstSecret::Stored)
     }
 }
 
@@ -685,6 +667,173 @@ mod tests {
         // Prefetched entries expire like any other.
         secrets.get("github", None, at(300)).await.expect("re-read");
         assert_eq!(source.reads(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_handshake_store_never_touches_an_existing_secret() {
+        let source = InMemorySecretSource::default();
+        // An empty list is a secret too: it stays as the operator left it.
+        source.put("junction/webhooks/notion", r#"{"signing_secrets":[]}"#);
+        let stored = source
+            .store_first_secret("junction/webhooks/notion", &SigningSecret::new("forged"))
+            .await
+            .expect("answered");
+        assert_eq!(stored, FirstSecret::AlreadyConfigured);
+        assert_eq!(
+            source
+                .secret_string("junction/webhooks/notion")
+                .await
+                .expect("read"),
+            Some(r#"{"signing_secrets":[]}"#.to_owned())
+        );
+        let stored = source
+            .store_first_secret("junction/webhooks/asana/p1", &SigningSecret::new("first"))
+            .await
+            .expect("answered");
+        assert_eq!(stored, FirstSecret::Stored);
+        let text = source
+            .secret_string("junction/webhooks/asana/p1")
+            .await
+            .expect("read")
+            .expect("created");
+        let set = parse_webhook_secret_set("junction/webhooks/asana/p1", &text).expect("parsed");
+        assert_eq!(texts(&set.signing_secrets), ["first"]);
+    }
+
+    /// A loopback Secrets Manager answering each call with the next of `replies`
+    /// (status, error type, body) and recording each call's `X-Amz-Target`.
+    async fn secrets_manager(
+        replies: Vec<(u16, Option<&'static str>, &'static str)>,
+    ) -> (
+        SecretsManagerSource,
+        Arc<StdMutex<Vec<(String, serde_json::Value)>>>,
+    ) {
+        use axum::{
+            extract::State,
+            http::{HeaderMap, StatusCode},
+            response::IntoResponse,
+        };
+        type Replies =
+            StdMutex<std::collections::VecDeque<(u16, Option<&'static str>, &'static str)>>;
+        type Calls = StdMutex<Vec<(String, serde_json::Value)>>;
+        async fn answer(
+            State((replies, calls)): State<(Arc<Replies>, Arc<Calls>)>,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::response::Response {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            calls.lock().expect("calls").push((target, body));
+            let Some((status, error, body)) = replies.lock().expect("replies").pop_front() else {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "no more replies").into_response();
+            };
+            let mut response = (
+                StatusCode::from_u16(status).expect("status"),
+                [("content-type", "application/x-amz-json-1.1")],
+                body,
+            )
+                .into_response();
+            if let Some(error) = error {
+                response.headers_mut().insert(
+                    "x-amzn-errortype",
+                    axum::http::HeaderValue::from_static(error),
+                );
+            }
+            response
+        }
+        let calls = Arc::new(Calls::default());
+        let state = (Arc::new(Replies::new(replies.into())), calls.clone());
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(answer))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let aws = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new(
+                        "AKIDTEST", "secret", None, None, "test",
+                    ),
+                ),
+            )
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        (SecretsManagerSource::from_config(&aws), calls)
+    }
+
+    #[tokio::test]
+    async fn the_handshake_store_creates_with_one_call_and_never_overwrites() {
+        // GIVEN a name that is free: one CreateSecret with the document.
+        let (store, calls) = secrets_manager(vec![(
+            200,
+            None,
+            r#"{"ARN":"arn:aws:secretsmanager:eu-west-1:1:secret:junction/webhooks/asana/p1-AbCdEf","Name":"junction/webhooks/asana/p1"}"#,
+        )])
+        .await;
+        let stored = store
+            .store_first_secret("junction/webhooks/asana/p1", &SigningSecret::new("first"))
+            .await
+            .expect("stored");
+        assert_eq!(stored, FirstSecret::Stored);
+        let calls = calls.lock().expect("calls").clone();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].0, "secretsmanager.CreateSecret");
+        assert_eq!(calls[0].1["Name"], "junction/webhooks/asana/p1");
+        let document: serde_json::Value =
+            serde_json::from_str(calls[0].1["SecretString"].as_str().expect("a string"))
+                .expect("JSON");
+        assert_eq!(
+            document,
+            serde_json::json!({ "signing_secrets": ["first"] })
+        );
+
+        // GIVEN a name that is taken: CreateSecret fails and nothing else is called
+        // (no read, no PutSecretValue), so the existing secret stays as it was.
+        let (store, calls) = secrets_manager(vec![(
+            400,
+            Some("ResourceExistsException"),
+            r#"{"__type":"ResourceExistsException","Message":"the secret already exists"}"#,
+        )])
+        .await;
+        let stored = store
+            .store_first_secret("junction/webhooks/notion", &SigningSecret::new("forged"))
+            .await
+            .expect("answered");
+        assert_eq!(stored, FirstSecret::AlreadyConfigured);
+        let targets: Vec<String> = calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .map(|(target, _)| target.clone())
+            .collect();
+        assert_eq!(targets, ["secretsmanager.CreateSecret"]);
+
+        // GIVEN another failure: an error naming the secret, never its value.
+        let (store, _) = secrets_manager(vec![(
+            400,
+            Some("AccessDeniedException"),
+            r#"{"__type":"AccessDeniedException","Message":"not authorized"}"#,
+        )])
+        .await;
+        let err = store
+            .store_first_secret(
+                "junction/webhooks/acme",
+                &SigningSecret::new("s3cr3t-value"),
+            )
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, SecretError::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("junction/webhooks/acme"), "{err}");
+        assert!(!format!("{err:?}").contains("s3cr3t-value"), "{err:?}");
     }
 
     #[test]

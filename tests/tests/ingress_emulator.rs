@@ -532,3 +532,156 @@ async fn init_prefetches_every_signing_secret_and_opens_the_queue_connection() {
         .await
         .expect("GetQueueAttributes");
 }
+
+/// Asana's and Notion's unsigned handshakes through the Secrets Manager adapter the
+/// Lambda uses (`HandshakeSecretStore`): a name without a secret gets the delivered one;
+/// an existing secret, configured or an empty list, is refused with 403 and left exactly
+/// as it was (same value, no new version), since the function may only CreateSecret.
+#[tokio::test]
+async fn a_handshake_creates_a_missing_secret_and_never_changes_an_existing_one() {
+    let stack = stack(IngressConfig::default()).await;
+    let source = Arc::new(SecretsManagerSource::from_config(&stack.aws));
+    let ingress = Ingress::new(
+        Catalog::embedded().expect("catalog"),
+        WebhookSecrets::new(source.clone(), "junction", CachePolicy::default()),
+        Arc::new(SqsEventQueue::from_config(&stack.aws, &stack.queue_url).expect("queue client")),
+        Arc::new(S3PayloadStore::from_config(&stack.aws, BUCKET)),
+        stack.clock.clone(),
+        IngressConfig::default(),
+    )
+    .with_handshake_store(source);
+    let client = aws_sdk_secretsmanager::Client::new(&stack.aws);
+    let stored = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            let value = client
+                .get_secret_value()
+                .secret_id(name)
+                .send()
+                .await
+                .expect("the secret exists");
+            let versions = client
+                .list_secret_version_ids()
+                .secret_id(name)
+                .send()
+                .await
+                .expect("versions")
+                .versions
+                .unwrap_or_default()
+                .len();
+            let value: serde_json::Value =
+                serde_json::from_str(value.secret_string().expect("a string")).expect("JSON");
+            (value, versions)
+        }
+    };
+    let request = |provider: &str, endpoint: Option<&str>, header: Option<&str>, body: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("hooks.example.com"));
+        if let Some(secret) = header {
+            headers.insert(
+                "x-hook-secret",
+                HeaderValue::from_str(secret).expect("value"),
+            );
+        }
+        WebhookRequest {
+            method: "POST".into(),
+            provider: provider.into(),
+            endpoint: endpoint.map(str::to_owned),
+            path: match endpoint {
+                Some(endpoint) => format!("/webhooks/{provider}/{endpoint}"),
+                None => format!("/webhooks/{provider}"),
+            },
+            raw_query: String::new(),
+            headers,
+            body: body.as_bytes().to_vec(),
+        }
+    };
+
+    // GIVEN no secret for Asana's `projects` endpoint: the handshake installs its own.
+    let (response, outcome) = ingress
+        .handle(request(
+            "asana",
+            Some("projects"),
+            Some("first-hook-secret"),
+            "",
+        ))
+        .await;
+    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    assert_eq!(
+        response.headers,
+        [("x-hook-secret", "first-hook-secret".to_owned())]
+    );
+    assert_eq!(
+        stored("junction/webhooks/asana/projects").await,
+        (
+            serde_json::json!({ "signing_secrets": ["first-hook-secret"] }),
+            1
+        )
+    );
+
+    // WHEN a second handshake comes for the same endpoint THEN it is refused and the
+    // installed secret is untouched.
+    let (response, outcome) = ingress
+        .handle(request(
+            "asana",
+            Some("projects"),
+            Some("attacker-secret"),
+            "",
+        ))
+        .await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (403, Some("secret_already_configured"))
+    );
+    assert_eq!(
+        stored("junction/webhooks/asana/projects").await,
+        (
+            serde_json::json!({ "signing_secrets": ["first-hook-secret"] }),
+            1
+        )
+    );
+
+    // An operator's empty list is an existing secret too: not filled in.
+    client
+        .create_secret()
+        .name("junction/webhooks/asana/reserved")
+        .secret_string(r#"{"signing_secrets":[]}"#)
+        .send()
+        .await
+        .expect("create placeholder");
+    let (response, _) = ingress
+        .handle(request(
+            "asana",
+            Some("reserved"),
+            Some("attacker-secret"),
+            "",
+        ))
+        .await;
+    assert_eq!(response.status, 403);
+    assert_eq!(
+        stored("junction/webhooks/asana/reserved").await,
+        (serde_json::json!({ "signing_secrets": [] }), 1)
+    );
+
+    // Notion's configured provider secret is never replaced by a verification token.
+    let (response, _) = ingress
+        .handle(request(
+            "notion",
+            None,
+            None,
+            r#"{"verification_token":"secret_forged"}"#,
+        ))
+        .await;
+    assert_eq!(response.status, 403);
+    assert_eq!(
+        stored("junction/webhooks/notion").await,
+        (
+            serde_json::json!({ "signing_secrets": [configured_secret("notion")] }),
+            1
+        )
+    );
+    assert!(
+        drain(&stack).await.is_empty(),
+        "handshakes are never enqueued"
+    );
+}
