@@ -1,0 +1,145 @@
+//! The OAuth function is internet-facing, so `template.yaml` lets it generate data keys
+//! but never decrypt (`the_oauth_function_can_seal_tokens_but_never_open_them` in
+//! `template.rs`). This proves the code needs no more: every route the function serves
+//! (`web::oauth_route`, as `functions/oauth` calls it) — start, callback, and a reconnect
+//! (start with `connection=`, then its callback) — seals tokens and never opens one.
+
+use std::sync::Arc;
+
+use fake_provider::{AuthServerConfig, FakeAuthServer};
+use shared::{
+    catalog::{Catalog, EndpointRules},
+    clock::FixedClock,
+    crypto::InMemoryKeyService,
+    events::InMemoryEventBus,
+    oauth::{
+        ConnectFlow, FlowSettings, InMemoryConnectionStore, InMemoryStateStore, ProviderClient,
+        SecretCredentials, TokenVault, VaultSettings, web,
+    },
+    secrets::InMemorySecretSource,
+};
+
+const BASE: &str = "https://hub.example.com";
+const RETURN_TO: &str = "https://app.example.com/done";
+
+fn header<'a>(reply: &'a web::HttpReply, name: &str) -> &'a str {
+    reply
+        .headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .unwrap_or_else(|| panic!("no {name} header: {reply:?}"))
+}
+
+/// Start (with `extra` query pairs) → the authorization server → callback, through the
+/// function's routes; returns the connection id the user is sent back with.
+async fn connect(flow: &ConnectFlow, extra: &[(&str, &str)]) -> String {
+    let mut query = vec![
+        ("tenant".to_owned(), "tenant-a".to_owned()),
+        ("return_to".to_owned(), RETURN_TO.to_owned()),
+    ];
+    query.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let start = web::oauth_route(flow, "fakeauth", "start", query, None, BASE).await;
+    assert_eq!(start.status, 302, "{start:?}");
+    let cookie = header(&start, "set-cookie")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let authorized = http
+        .get(header(&start, "location"))
+        .send()
+        .await
+        .expect("authorize");
+    let callback = url::Url::parse(
+        authorized
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("redirect to the callback"),
+    )
+    .expect("callback URL");
+    let pairs = callback
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let done = web::oauth_route(flow, "fakeauth", "callback", pairs, Some(&cookie), BASE).await;
+    assert_eq!(done.status, 302, "{done:?}");
+    let back = url::Url::parse(header(&done, "location")).expect("return_to");
+    let value = |name: &str| {
+        back.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    assert_eq!(value("status").as_deref(), Some("connected"), "{back}");
+    value("connection_id").expect("a connection id")
+}
+
+#[tokio::test]
+async fn start_callback_and_reconnect_seal_tokens_and_never_open_one() {
+    let server = FakeAuthServer::start(AuthServerConfig {
+        redirect_uris: vec![format!("{BASE}/oauth/fakeauth/callback")],
+        ..AuthServerConfig::default()
+    })
+    .await;
+    let entry = format!(
+        "id = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[oauth]\n{}",
+        server.oauth_catalog_fields()
+    );
+    let catalog: &'static Catalog = Box::leak(Box::new(
+        Catalog::from_files_with_rules(
+            &[("fakeauth.toml", entry.as_str())],
+            EndpointRules::LoopbackHttpForTests,
+        )
+        .expect("catalog"),
+    ));
+    let secrets = InMemorySecretSource::default();
+    secrets.put(
+        "junction/oauth/fakeauth",
+        r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#,
+    );
+    let keys = Arc::new(InMemoryKeyService::default());
+    let vault = TokenVault::new(
+        catalog,
+        Arc::new(InMemoryConnectionStore::default()),
+        keys.clone(),
+        Arc::new(SecretCredentials::new(secrets, "junction")),
+        ProviderClient::new(),
+        Arc::new(InMemoryEventBus::default()),
+        Arc::new(FixedClock::at_unix(1_800_000_000)),
+        VaultSettings {
+            public_base_url: BASE.into(),
+            ..VaultSettings::default()
+        },
+    );
+    let flow = ConnectFlow::new(
+        vault.clone(),
+        Arc::new(InMemoryStateStore::default()),
+        FlowSettings {
+            return_to_origins: vec!["https://app.example.com".into()],
+            default_return_to: None,
+        },
+    );
+
+    let id = connect(&flow, &[]).await;
+    assert_eq!(keys.calls(), (1, 0), "a new connection: sealed, not opened");
+    let again = connect(&flow, &[("connection", id.as_str())]).await;
+    assert_eq!(again, id, "a reconnect keeps the connection");
+    assert_eq!(keys.calls(), (2, 0), "a reconnect: sealed, not opened");
+
+    // The counter sees a decrypt when one happens (the refresher's and the poll
+    // worker's path), so the zeros above are measured, not assumed.
+    vault
+        .access_token(&id)
+        .await
+        .expect("the sealed tokens open");
+    assert_eq!(keys.calls(), (2, 1));
+}
