@@ -1,10 +1,13 @@
 //! OAuth connections on the emulator, with the tables and the KMS key `template.yaml`
 //! creates: the KMS envelope refuses a sealed token copied onto another connection, the
-//! DynamoDB stores meet their contracts (indexes included), and the connect flow and a
-//! 50-way refresh race run against a loopback authorization server with every AWS
-//! adapter real.
+//! DynamoDB stores meet their contracts (indexes, lifetime observations with their TTL,
+//! the binding-conditional take of a state included), and the connect flow, a 50-way
+//! refresh race, learned lifetimes and a sweep over an unreadable item run against a
+//! loopback authorization server with every AWS adapter real.
 
 use std::{sync::Arc, time::Duration};
+
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use fake_provider::{AuthServerConfig, FakeAuthServer};
 use local_stack::emulator::{Moto, StackDescription, deploy, repo_root};
@@ -14,9 +17,10 @@ use shared::{
     crypto::{KmsKeyService, check_key_service_contract},
     events::EventBridgeBus,
     oauth::{
-        CallbackOutcome, CallbackQuery, ConnectFlow, ConnectionStore, DynamoConnectionStore,
-        DynamoStateStore, FlowSettings, PendingAuthorization, ProviderClient, SecretCredentials,
-        StartRequest, StateStore, TokenVault, VaultError, VaultSettings,
+        BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, ConnectionStore,
+        DynamoConnectionStore, DynamoStateStore, FlowSettings, LifetimeObservation,
+        OBSERVATION_WINDOW_SECONDS, PendingAuthorization, ProviderClient, RefreshReport,
+        SecretCredentials, StartRequest, StateStore, TokenVault, VaultError, VaultSettings,
         check_connection_store_contract,
     },
     secrets::SecretsManagerSource,
@@ -93,13 +97,91 @@ async fn dynamodb_connection_and_state_stores_meet_their_contracts() {
     };
     states.put("state-hash", &pending).await.expect("put");
     assert_eq!(
-        states.take("state-hash").await.expect("take"),
-        Some(pending)
+        states
+            .take_bound("state-hash", "another-browser")
+            .await
+            .expect("take"),
+        BoundTake::OtherBrowser
     );
     assert_eq!(
-        states.take("state-hash").await.expect("take"),
-        None,
+        states.take_bound("state-hash", "b").await.expect("take"),
+        BoundTake::Taken(Box::new(pending.clone())),
+        "another browser's attempt left the state in place"
+    );
+    assert_eq!(
+        states.take_bound("state-hash", "b").await.expect("take"),
+        BoundTake::Missing,
         "a state is consumed once"
+    );
+    // A state stored before the binding attribute existed: checked on its document.
+    aws_sdk_dynamodb::Client::new(&d.aws)
+        .put_item()
+        .table_name(d.resource("OAuthStateTable"))
+        .item("state", AttributeValue::S("legacy-hash".into()))
+        .item("expires_at", AttributeValue::N("2000000000".into()))
+        .item(
+            "doc",
+            AttributeValue::S(serde_json::to_string(&pending).expect("json")),
+        )
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        states.take_bound("legacy-hash", "c").await.expect("take"),
+        BoundTake::OtherBrowser
+    );
+    assert_eq!(
+        states.take_bound("legacy-hash", "b").await.expect("take"),
+        BoundTake::Taken(Box::new(pending))
+    );
+}
+
+#[tokio::test]
+async fn lifetime_observations_carry_the_table_s_ttl_attribute() {
+    let d = deployed().await;
+    let store = d.connections();
+    let seen = |connection: &str, at: i64| LifetimeObservation {
+        connection: connection.into(),
+        seconds: 2_820,
+        at,
+    };
+    store
+        .record_lifetime("fakeauth", seen("conn_a", 1_800_000_000))
+        .await
+        .expect("record");
+    store
+        .record_lifetime("fakeauth", seen("conn_b", 1_800_000_500))
+        .await
+        .expect("record");
+    let dynamo = aws_sdk_dynamodb::Client::new(&d.aws);
+    let item = dynamo
+        .get_item()
+        .table_name(d.resource("ConnectionsTable"))
+        .key("id", AttributeValue::S("lifetime#fakeauth".into()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("the provider's observations");
+    assert_eq!(
+        item.get("expires_at").and_then(|v| v.as_n().ok()),
+        Some(&(1_800_000_500 + OBSERVATION_WINDOW_SECONDS).to_string()),
+        "a week after the newest observation"
+    );
+    let connection = shared::oauth::sample_connection("conn_ttl", "tenant-ttl", 1_000);
+    store.insert(&connection).await.expect("insert");
+    let stored = dynamo
+        .get_item()
+        .table_name(d.resource("ConnectionsTable"))
+        .key("id", AttributeValue::S("conn_ttl".into()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("the connection");
+    assert!(
+        !stored.contains_key("expires_at"),
+        "connections never expire"
     );
 }
 
@@ -289,4 +371,130 @@ async fn fifty_concurrent_refreshes_make_one_token_call_on_dynamodb() {
             first
         );
     }
+}
+
+impl Hub {
+    /// Reports the connection's current token rejected by the provider's API (a 401)
+    /// and returns the generation handed out after.
+    async fn reject(&self, id: &str) -> u64 {
+        let token = self.vault.access_token(id).await.expect("token");
+        self.vault
+            .token_rejected(id, &token)
+            .await
+            .expect("refreshed")
+            .generation
+    }
+
+    fn now(&self) -> i64 {
+        use shared::clock::Clock as _;
+        self.clock.now().unix_timestamp()
+    }
+}
+
+#[tokio::test]
+async fn one_connection_s_early_401_does_not_change_another_s_refresh_time_on_dynamodb() {
+    let d = deployed().await;
+    let hub = hub(&d).await;
+    let store = d.connections();
+    let honest = hub.connect("tenant-honest").await;
+    let attackers = [
+        hub.connect("tenant-evil").await,
+        hub.connect("tenant-evil").await,
+    ];
+    let honest_refresh_at = store
+        .get(&honest)
+        .await
+        .expect("get")
+        .expect("stored")
+        .refresh_at;
+    hub.clock.advance(time::Duration::seconds(60));
+    for id in &attackers {
+        assert_eq!(hub.reject(id).await, 2);
+    }
+    assert_eq!(
+        store
+            .lifetime_observations("fakeauth")
+            .await
+            .expect("read")
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .get(&honest)
+            .await
+            .expect("get")
+            .expect("stored")
+            .refresh_at,
+        honest_refresh_at
+    );
+    hub.clock.advance(time::Duration::seconds(1_800));
+    let token = hub.vault.access_token(&honest).await.expect("token");
+    assert_eq!(token.generation, 1, "not refreshed early");
+    assert_eq!(hub.server.counters().refreshes, 2, "the attackers' only");
+
+    // Honest connections see their tokens die at 2,820 s of a stated 3,600 s.
+    let seeds = [
+        hub.connect("tenant-1").await,
+        hub.connect("tenant-2").await,
+        hub.connect("tenant-3").await,
+    ];
+    hub.clock.advance(time::Duration::seconds(2_820));
+    for id in &seeds {
+        // Learned after the first: the attackers' two observations and one honest one
+        // make three connections, and the honest one is what counts.
+        hub.reject(id).await;
+    }
+    let fresh = hub.connect("tenant-4").await;
+    assert_eq!(
+        store
+            .get(&fresh)
+            .await
+            .expect("get")
+            .expect("stored")
+            .refresh_at,
+        Some(hub.now() + 2_820 - 300),
+        "the real lifetime minus the margin"
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_goes_past_an_unreadable_item() {
+    let d = deployed().await;
+    let hub = hub(&d).await;
+    let good = hub.connect("tenant-a").await;
+    // A corrupt item the refresh index finds (and the tenant index does not).
+    aws_sdk_dynamodb::Client::new(&d.aws)
+        .put_item()
+        .table_name(d.resource("ConnectionsTable"))
+        .item("id", AttributeValue::S("conn_corrupt".into()))
+        .item("version", AttributeValue::N("1".into()))
+        .item("state", AttributeValue::S("active".into()))
+        .item("refresh_at", AttributeValue::N("1".into()))
+        .item("doc", AttributeValue::S("{not json".into()))
+        .send()
+        .await
+        .expect("put");
+    hub.clock.advance(time::Duration::seconds(3_400));
+    let report = hub
+        .vault
+        .refresh_due(Duration::from_secs(600), Duration::from_secs(60))
+        .await
+        .expect("one bad item does not fail the run");
+    assert_eq!(
+        report,
+        RefreshReport {
+            due: 2,
+            refreshed: 1,
+            failed: 1,
+            ..RefreshReport::default()
+        }
+    );
+    let stored = d
+        .connections()
+        .get(&good)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.token_generation, 2);
 }

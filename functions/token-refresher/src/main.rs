@@ -1,6 +1,7 @@
 //! token-refresher: runs on an EventBridge Scheduler schedule and refreshes every
 //! active connection whose token is due within the look-ahead, one refresh at a time per
-//! connection (the vault's lease). The logic is `TokenVault::refresh_due`.
+//! connection (the vault's lease), each isolated from the others' failures. The logic is
+//! `TokenVault::refresh_due`.
 
 use std::time::Duration;
 
@@ -14,6 +15,11 @@ use shared::{
 /// Refresh what expires before the next run (every 5 minutes) plus a margin.
 const LOOK_AHEAD: Duration = Duration::from_secs(10 * 60);
 
+/// Time left at the invocation's deadline when the sweep stops starting refreshes: one
+/// refresh started just before must still finish (token call, key service, the write
+/// and its retries) rather than be cut between the token call and the write.
+const FINISH_MARGIN: Duration = Duration::from_secs(40);
+
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
 #[tokio::main(flavor = "current_thread")]
@@ -24,13 +30,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let vault = aws_vault(&aws, load_catalog(&aws, &process_env()).await?, &settings);
     let vault = &vault;
     lambda_runtime::run(service_fn(
-        move |_event: LambdaEvent<serde_json::Value>| async move {
-            let report = vault.refresh_due(LOOK_AHEAD).await?;
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let budget = event
+                .context
+                .deadline()
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(FINISH_MARGIN);
+            let report = vault.refresh_due(LOOK_AHEAD, budget).await?;
             tracing::info!(
                 due = report.due,
                 refreshed = report.refreshed,
                 needs_reauth = report.needs_reauth,
                 failed = report.failed,
+                skipped = report.skipped,
+                deferred = report.deferred,
                 outcome = "refresh_run",
                 "scheduled token refresh"
             );
@@ -39,6 +53,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 "refreshed": report.refreshed,
                 "needs_reauth": report.needs_reauth,
                 "failed": report.failed,
+                "skipped": report.skipped,
+                "deferred": report.deferred,
             }))
         },
     ))

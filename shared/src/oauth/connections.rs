@@ -4,6 +4,11 @@
 //! concurrent writers (the refresher, the poll worker recording a sync, a disconnect)
 //! never lose each other's updates; the refresh lease is a field set the same way, so
 //! exactly one caller refreshes a connection at a time.
+//!
+//! The store also keeps, per provider, the *lifetime observations* the vault learns a
+//! provider's real token lifetime from (one per connection, its latest, for
+//! [`OBSERVATION_WINDOW_SECONDS`]); the rule that turns them into a lifetime is the
+//! vault's.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -16,10 +21,57 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Sealed, sealed_from_text, sealed_to_text};
 
-/// A connection store failure (transient: retry later).
+/// A connection store failure (transient: retry later), with its cause.
 #[derive(Debug, thiserror::Error)]
-#[error("connection store unavailable: {0}")]
-pub struct ConnectionStoreError(pub String);
+#[error("connection store unavailable")]
+pub struct ConnectionStoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A stored connection that could not be read back (a corrupt item): its id and why.
+/// Reported on its own so one such item does not stop a sweep over the others.
+#[derive(Debug, thiserror::Error)]
+#[error("connection {id} could not be read")]
+pub struct UnreadableConnection {
+    pub id: String,
+    #[source]
+    pub source: ConnectionStoreError,
+}
+
+/// How long a lifetime observation counts (seven days): a learned lifetime that no new
+/// observation confirms lapses, and DynamoDB's TTL deletes a provider's observations
+/// that long after the newest.
+pub const OBSERVATION_WINDOW_SECONDS: i64 = 7 * 24 * 3600;
+
+/// At most this many observations are kept per provider (the newest): the record stays
+/// one small item however many connections report.
+const MAX_OBSERVATIONS: usize = 64;
+
+/// One connection's sighting of a token rejected before its stated lifetime, recorded
+/// only once the refresh that followed succeeded (the grant was alive).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifetimeObservation {
+    /// The connection that saw it: each connection counts once, with its latest.
+    pub connection: String,
+    /// How old the rejected token was, in seconds.
+    pub seconds: u64,
+    /// When it was rejected (Unix seconds).
+    pub at: i64,
+}
+
+/// A provider's observations after recording `new`: the connection's earlier one
+/// replaced, none older than [`OBSERVATION_WINDOW_SECONDS`] before the newest, at most
+/// [`MAX_OBSERVATIONS`] (the newest). What every store keeps.
+pub(crate) fn merge_observation(
+    mut observations: Vec<LifetimeObservation>,
+    new: LifetimeObservation,
+) -> Vec<LifetimeObservation> {
+    observations.retain(|o| o.connection != new.connection);
+    observations.push(new);
+    let newest = observations.iter().map(|o| o.at).max().unwrap_or_default();
+    observations.retain(|o| o.at > newest.saturating_sub(OBSERVATION_WINDOW_SECONDS));
+    observations.sort_by_key(|o| std::cmp::Reverse(o.at));
+    observations.truncate(MAX_OBSERVATIONS);
+    observations
+}
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +142,7 @@ pub struct Connection {
     pub version: u64,
 }
 
-/// Storage of connections and of each provider's learned token lifetime.
+/// Storage of connections and of each provider's lifetime observations.
 #[async_trait]
 pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
     /// Stores a new connection (fails if the id exists).
@@ -112,28 +164,39 @@ pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
     /// status`): a scan, never on a request path.
     async fn list_all(&self, limit: usize) -> Result<Vec<Connection>, ConnectionStoreError>;
 
-    /// Active connections whose `refresh_at` is at or before `before`.
+    /// Active connections whose `refresh_at` is at or before `before` (at most
+    /// `limit`, the earliest first where the store can order them). An item that cannot
+    /// be read is an `Err` of its own, not a failure of the whole read.
     async fn due_for_refresh(
         &self,
         before: i64,
         limit: usize,
-    ) -> Result<Vec<Connection>, ConnectionStoreError>;
+    ) -> Result<Vec<Result<Connection, UnreadableConnection>>, ConnectionStoreError>;
 
-    /// The shortest lifetime observed for the provider's tokens, if one was learned.
-    async fn learned_lifetime(&self, provider: &str) -> Result<Option<u64>, ConnectionStoreError>;
-
-    /// Records an observed lifetime if it is shorter than the one learned so far.
-    async fn shorten_lifetime(
+    /// The provider's lifetime observations as kept by
+    /// [`ConnectionStore::record_lifetime`] (at most one per connection; possibly
+    /// older than the window: the reader filters by its own clock).
+    async fn lifetime_observations(
         &self,
         provider: &str,
-        seconds: u64,
+    ) -> Result<Vec<LifetimeObservation>, ConnectionStoreError>;
+
+    /// Adds `observation` to the provider's as [`merge_observation`] does. Concurrent
+    /// recorders must not lose each other's observations.
+    async fn record_lifetime(
+        &self,
+        provider: &str,
+        observation: LifetimeObservation,
     ) -> Result<(), ConnectionStoreError>;
 }
 
 /// DynamoDB: item `id` (key), `version`, `tenant` + `created_at` (index `by-tenant`),
 /// `state` + `refresh_at` (index `by-refresh`, present only while a refresh is due
-/// some day), `tokens` (sealed, base64), `doc` (the rest, JSON). Learned lifetimes are
-/// items `id = lifetime#<provider>` with `seconds`.
+/// some day), `tokens` (sealed, base64), `doc` (the rest, JSON). A provider's lifetime
+/// observations are one item `id = lifetime#<provider>` with `version`, `doc` (JSON
+/// `{"observations": [...]}`) and `expires_at` (the table's TTL attribute: the newest
+/// observation's time plus the window); it has none of the indexes' attributes, so
+/// listings and sweeps never see it.
 #[derive(Debug, Clone)]
 pub struct DynamoConnectionStore {
     client: aws_sdk_dynamodb::Client,
@@ -151,8 +214,8 @@ impl DynamoConnectionStore {
     fn item(
         connection: &Connection,
     ) -> Result<HashMap<String, AttributeValue>, ConnectionStoreError> {
-        let doc = serde_json::to_string(connection)
-            .map_err(|err| ConnectionStoreError(err.to_string()))?;
+        let doc =
+            serde_json::to_string(connection).map_err(|err| ConnectionStoreError(Box::new(err)))?;
         let mut item = HashMap::from([
             ("id".to_owned(), AttributeValue::S(connection.id.clone())),
             (
@@ -193,7 +256,7 @@ impl DynamoConnectionStore {
             .and_then(|v| v.as_s().ok())
             .ok_or_else(|| ConnectionStoreError("connection item without doc".into()))?;
         let mut connection: Connection =
-            serde_json::from_str(text).map_err(|err| ConnectionStoreError(err.to_string()))?;
+            serde_json::from_str(text).map_err(|err| ConnectionStoreError(Box::new(err)))?;
         connection.version = item
             .get("version")
             .and_then(|v| v.as_n().ok())
@@ -201,13 +264,14 @@ impl DynamoConnectionStore {
             .unwrap_or_default();
         connection.tokens = match item.get("tokens").and_then(|v| v.as_s().ok()) {
             Some(text) => {
-                Some(sealed_from_text(text).map_err(|err| ConnectionStoreError(err.to_string()))?)
+                Some(sealed_from_text(text).map_err(|err| ConnectionStoreError(Box::new(err)))?)
             }
             None => None,
         };
         Ok(connection)
     }
 
+    /// The items of an index query, at most `limit`, not yet read as connections.
     async fn query(
         &self,
         index: &str,
@@ -215,7 +279,7 @@ impl DynamoConnectionStore {
         names: &[(&str, &str)],
         values: &[(&str, AttributeValue)],
         limit: Option<usize>,
-    ) -> Result<Vec<Connection>, ConnectionStoreError> {
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, ConnectionStoreError> {
         let mut connections = Vec::new();
         let mut start = None;
         loop {
@@ -233,9 +297,7 @@ impl DynamoConnectionStore {
                 request = request.expression_attribute_values(*name, value.clone());
             }
             let output = request.send().await.map_err(dynamo_error)?;
-            for item in output.items() {
-                connections.push(Self::connection(item)?);
-            }
+            connections.extend(output.items().iter().cloned());
             if limit.is_some_and(|limit| connections.len() >= limit) {
                 connections.truncate(limit.unwrap_or(usize::MAX));
                 return Ok(connections);
@@ -255,18 +317,54 @@ where
     aws_sdk_dynamodb::Error:
         From<aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
 {
-    ConnectionStoreError(aws_sdk_dynamodb::Error::from(err).to_string())
+    ConnectionStoreError(Box::new(aws_sdk_dynamodb::Error::from(err)))
 }
 
-fn conditional_failed<E>(
-    err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    err.as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code == "ConditionalCheckFailedException")
+/// The key of a provider's lifetime observations.
+fn lifetime_key(provider: &str) -> AttributeValue {
+    AttributeValue::S(format!("lifetime#{provider}"))
+}
+
+/// The observations document of a `lifetime#` item.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ObservationsDoc {
+    observations: Vec<LifetimeObservation>,
+}
+
+impl DynamoConnectionStore {
+    /// A provider's observations and the item's version (`None`: no item, or one from
+    /// before observations, whose single shortest lifetime is deliberately dropped).
+    async fn read_observations(
+        &self,
+        provider: &str,
+        consistent: bool,
+    ) -> Result<(Option<u64>, Vec<LifetimeObservation>), ConnectionStoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", lifetime_key(provider))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        let Some(item) = output.item else {
+            return Ok((None, Vec::new()));
+        };
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok());
+        let observations = match item.get("doc").and_then(|v| v.as_s().ok()) {
+            Some(text) => {
+                serde_json::from_str::<ObservationsDoc>(text)
+                    .map_err(|err| ConnectionStoreError(Box::new(err)))?
+                    .observations
+            }
+            None => Vec::new(),
+        };
+        Ok((version, observations))
+    }
 }
 
 #[async_trait]
@@ -308,7 +406,7 @@ impl ConnectionStore for DynamoConnectionStore {
             crate::dynamo::PutCondition::Version(expected),
         )
         .await
-        .map_err(|err| ConnectionStoreError(err.to_string()))
+        .map_err(|err| ConnectionStoreError(Box::new(err)))
     }
 
     async fn delete(&self, id: &str) -> Result<(), ConnectionStoreError> {
@@ -330,7 +428,10 @@ impl ConnectionStore for DynamoConnectionStore {
             &[(":tenant", AttributeValue::S(tenant.to_owned()))],
             None,
         )
-        .await
+        .await?
+        .iter()
+        .map(Self::connection)
+        .collect()
     }
 
     async fn list_all(&self, limit: usize) -> Result<Vec<Connection>, ConnectionStoreError> {
@@ -365,57 +466,93 @@ impl ConnectionStore for DynamoConnectionStore {
         &self,
         before: i64,
         limit: usize,
-    ) -> Result<Vec<Connection>, ConnectionStoreError> {
-        self.query(
-            "by-refresh",
-            "#state = :active AND refresh_at <= :before",
-            &[("#state", "state")],
-            &[
-                (":active", AttributeValue::S("active".into())),
-                (":before", AttributeValue::N(before.to_string())),
-            ],
-            Some(limit),
-        )
-        .await
+    ) -> Result<Vec<Result<Connection, UnreadableConnection>>, ConnectionStoreError> {
+        let items = self
+            .query(
+                "by-refresh",
+                "#state = :active AND refresh_at <= :before",
+                &[("#state", "state")],
+                &[
+                    (":active", AttributeValue::S("active".into())),
+                    (":before", AttributeValue::N(before.to_string())),
+                ],
+                Some(limit),
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .map(|item| {
+                Self::connection(item).map_err(|source| UnreadableConnection {
+                    id: item
+                        .get("id")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                    source,
+                })
+            })
+            .collect())
     }
 
-    async fn learned_lifetime(&self, provider: &str) -> Result<Option<u64>, ConnectionStoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(format!("lifetime#{provider}")))
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        Ok(output
-            .item
-            .as_ref()
-            .and_then(|item| item.get("seconds"))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok()))
-    }
-
-    async fn shorten_lifetime(
+    async fn lifetime_observations(
         &self,
         provider: &str,
-        seconds: u64,
+    ) -> Result<Vec<LifetimeObservation>, ConnectionStoreError> {
+        Ok(self.read_observations(provider, false).await?.1)
+    }
+
+    async fn record_lifetime(
+        &self,
+        provider: &str,
+        observation: LifetimeObservation,
     ) -> Result<(), ConnectionStoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(format!("lifetime#{provider}")))
-            .update_expression("SET seconds = :seconds")
-            .condition_expression("attribute_not_exists(seconds) OR seconds > :seconds")
-            .expression_attribute_values(":seconds", AttributeValue::N(seconds.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if conditional_failed(&err) => Ok(()),
-            Err(err) => Err(dynamo_error(err)),
+        // Read, merge, put conditional on the version read: a concurrent recorder makes
+        // the put fail, and the merge is redone on what it wrote.
+        for _ in 0..8 {
+            let (version, observations) = self.read_observations(provider, true).await?;
+            let observations = merge_observation(observations, observation.clone());
+            let newest = observations.iter().map(|o| o.at).max().unwrap_or_default();
+            let doc = serde_json::to_string(&ObservationsDoc { observations })
+                .map_err(|err| ConnectionStoreError(Box::new(err)))?;
+            let next = version.unwrap_or_default() + 1;
+            let request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("id", lifetime_key(provider))
+                .item("version", AttributeValue::N(next.to_string()))
+                .item("doc", AttributeValue::S(doc))
+                .item(
+                    "expires_at",
+                    AttributeValue::N(
+                        newest
+                            .saturating_add(OBSERVATION_WINDOW_SECONDS)
+                            .to_string(),
+                    ),
+                )
+                .expression_attribute_names("#version", "version");
+            let request = match version {
+                Some(expected) => request
+                    .condition_expression("#version = :expected")
+                    .expression_attribute_values(
+                        ":expected",
+                        AttributeValue::N(expected.to_string()),
+                    ),
+                None => request.condition_expression("attribute_not_exists(#version)"),
+            };
+            match request.send().await {
+                Ok(_) => return Ok(()),
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(err) => return Err(dynamo_error(err)),
+            }
         }
+        Err(ConnectionStoreError(
+            format!("lifetime observations of {provider} kept changing under concurrent writers")
+                .into(),
+        ))
     }
 }
 
@@ -423,7 +560,7 @@ impl ConnectionStore for DynamoConnectionStore {
 #[derive(Debug, Default)]
 pub struct InMemoryConnectionStore {
     connections: Mutex<BTreeMap<String, Connection>>,
-    lifetimes: Mutex<HashMap<String, u64>>,
+    observations: Mutex<HashMap<String, Vec<LifetimeObservation>>>,
     /// Outage injection: `(replaces to let through first, replaces to fail then)`.
     failing_replaces: Mutex<(usize, usize)>,
 }
@@ -532,8 +669,8 @@ impl ConnectionStore for InMemoryConnectionStore {
         &self,
         before: i64,
         limit: usize,
-    ) -> Result<Vec<Connection>, ConnectionStoreError> {
-        Ok(self
+    ) -> Result<Vec<Result<Connection, UnreadableConnection>>, ConnectionStoreError> {
+        let mut due: Vec<Connection> = self
             .connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -541,28 +678,34 @@ impl ConnectionStore for InMemoryConnectionStore {
             .filter(|c| {
                 c.state == ConnectionState::Active && c.refresh_at.is_some_and(|at| at <= before)
             })
-            .take(limit)
             .cloned()
-            .collect())
+            .collect();
+        due.sort_by_key(|c| c.refresh_at);
+        due.truncate(limit);
+        Ok(due.into_iter().map(Ok).collect())
     }
 
-    async fn learned_lifetime(&self, provider: &str) -> Result<Option<u64>, ConnectionStoreError> {
+    async fn lifetime_observations(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<LifetimeObservation>, ConnectionStoreError> {
         Ok(self
-            .lifetimes
+            .observations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(provider)
-            .copied())
+            .cloned()
+            .unwrap_or_default())
     }
 
-    async fn shorten_lifetime(
+    async fn record_lifetime(
         &self,
         provider: &str,
-        seconds: u64,
+        observation: LifetimeObservation,
     ) -> Result<(), ConnectionStoreError> {
-        let mut lifetimes = self.lifetimes.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = lifetimes.entry(provider.to_owned()).or_insert(seconds);
-        *entry = (*entry).min(seconds);
+        let mut all = self.observations.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = all.remove(provider).unwrap_or_default();
+        all.insert(provider.to_owned(), merge_observation(kept, observation));
         Ok(())
     }
 }
@@ -630,10 +773,15 @@ pub async fn check_connection_store_contract(store: &dyn ConnectionStore) {
         listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
         ["conn_contract_1", "conn_contract_2"]
     );
+    let seen = |connection: &str, seconds: u64, at: i64| LifetimeObservation {
+        connection: connection.to_owned(),
+        seconds,
+        at,
+    };
     store
-        .shorten_lifetime("gitlab", 7_200)
+        .record_lifetime("gitlab", seen("conn_a", 7_200, 10_000))
         .await
-        .expect("learn");
+        .expect("record");
     let all = store.list_all(100).await.expect("list all");
     let mine: Vec<&Connection> = all
         .iter()
@@ -653,20 +801,93 @@ pub async fn check_connection_store_contract(store: &dyn ConnectionStore) {
         "whole connections"
     );
     assert_eq!(store.list_all(1).await.expect("list one").len(), 1);
-    let due = store.due_for_refresh(5_000, 10).await.expect("due");
+    let due: Vec<Connection> = store
+        .due_for_refresh(5_000, 10)
+        .await
+        .expect("due")
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every due connection reads");
     assert!(due.iter().any(|c| c.id == "conn_contract_1"));
     assert!(!due.iter().any(|c| c.id == "conn_contract_2"));
+
+    // Lifetime observations: one per connection (its latest), per provider.
+    for (connection, seconds) in [("conn_a", 2_820), ("conn_b", 2_900), ("conn_c", 3_000)] {
+        store
+            .record_lifetime("github", seen(connection, seconds, 20_000))
+            .await
+            .expect("record");
+    }
     store
-        .shorten_lifetime("github", 3_000)
+        .record_lifetime("github", seen("conn_a", 2_700, 20_100))
         .await
-        .expect("learn");
-    store
-        .shorten_lifetime("github", 3_200)
-        .await
-        .expect("learn");
+        .expect("record");
+    let sorted = |mut list: Vec<LifetimeObservation>| {
+        list.sort_by(|a, b| a.connection.cmp(&b.connection));
+        list
+    };
     assert_eq!(
-        store.learned_lifetime("github").await.expect("read"),
-        Some(3_000)
+        sorted(store.lifetime_observations("github").await.expect("read")),
+        [
+            seen("conn_a", 2_700, 20_100),
+            seen("conn_b", 2_900, 20_000),
+            seen("conn_c", 3_000, 20_000),
+        ],
+        "a connection's newer observation replaces its older one"
+    );
+    assert_eq!(
+        store.lifetime_observations("gitlab").await.expect("read"),
+        [seen("conn_a", 7_200, 10_000)],
+        "each provider has its own"
+    );
+    assert!(
+        store
+            .lifetime_observations("asana")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    store
+        .record_lifetime(
+            "github",
+            seen("conn_d", 3_100, 20_000 + OBSERVATION_WINDOW_SECONDS),
+        )
+        .await
+        .expect("record");
+    assert_eq!(
+        sorted(store.lifetime_observations("github").await.expect("read")),
+        [
+            seen("conn_a", 2_700, 20_100),
+            seen("conn_d", 3_100, 20_000 + OBSERVATION_WINDOW_SECONDS),
+        ],
+        "observations a window older than the newest are dropped"
+    );
+    assert!(
+        store
+            .list_all(100)
+            .await
+            .expect("list all")
+            .iter()
+            .all(|c| !c.id.starts_with("lifetime#")),
+        "observations are not connections"
+    );
+    let (w, x, y, z) = tokio::join!(
+        store.record_lifetime("hubspot", seen("conn_w", 1_000, 30_000)),
+        store.record_lifetime("hubspot", seen("conn_x", 1_000, 30_000)),
+        store.record_lifetime("hubspot", seen("conn_y", 1_000, 30_000)),
+        store.record_lifetime("hubspot", seen("conn_z", 1_000, 30_000)),
+    );
+    for recorded in [w, x, y, z] {
+        recorded.expect("record");
+    }
+    assert_eq!(
+        store
+            .lifetime_observations("hubspot")
+            .await
+            .expect("read")
+            .len(),
+        4,
+        "concurrent recorders do not lose each other's observations"
     );
     store.delete("conn_contract_1").await.expect("delete");
     assert!(store.get("conn_contract_1").await.expect("get").is_none());
@@ -679,5 +900,22 @@ mod tests {
     #[tokio::test]
     async fn in_memory_store_meets_the_contract() {
         check_connection_store_contract(&InMemoryConnectionStore::default()).await;
+    }
+
+    #[test]
+    fn a_provider_keeps_at_most_its_newest_observations() {
+        let mut kept = Vec::new();
+        for n in 0..(MAX_OBSERVATIONS as i64 + 10) {
+            kept = merge_observation(
+                kept,
+                LifetimeObservation {
+                    connection: format!("conn_{n}"),
+                    seconds: 2_820,
+                    at: 1_000 + n,
+                },
+            );
+        }
+        assert_eq!(kept.len(), MAX_OBSERVATIONS);
+        assert!(kept.iter().all(|o| o.at >= 1_010), "the oldest dropped");
     }
 }

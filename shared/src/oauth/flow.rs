@@ -4,10 +4,15 @@
 //! against the catalog's patterns), stores a pending authorization under the hash of a
 //! fresh 256-bit `state` (ten minutes, single use) with the PKCE verifier, sets a
 //! browser-binding cookie and redirects to the provider. The callback consumes the
-//! state with a conditional delete (a replay finds nothing), checks the cookie and the
-//! provider's own callback signature where it has one, exchanges the code, seals the
-//! tokens and stores the connection, then sends the user back to `return_to` with the
-//! connection id (or with the provider's error).
+//! state with one delete conditional on the binding cookie (a replay finds nothing; a
+//! callback from another browser is refused and leaves the state for the real user),
+//! checks the provider's own callback signature where it has one, exchanges the code,
+//! seals the tokens and stores the connection, then sends the user back to `return_to`
+//! with the connection id (or with the provider's error).
+//!
+//! A [`FlowError`] is what the user's browser is told: its message is safe to show.
+//! An infrastructure failure keeps its cause as the error's source, for the log line
+//! only.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -15,7 +20,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::{
-    PendingAuthorization, StateStore, TokenVault, VaultError,
+    BoundTake, PendingAuthorization, StateStore, TokenVault, VaultError,
     connections::{Connection, ConnectionState},
     discovery::IdTokenError,
     new_connection_id, pkce_pair,
@@ -74,16 +79,22 @@ pub enum CallbackOutcome {
 }
 
 /// A request the flow refuses, with the status and a message safe to show.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum FlowError {
     #[error("unknown provider {0}")]
     UnknownProvider(String),
     /// 400: the message says what is wrong (never a secret).
     #[error("{0}")]
     BadRequest(String),
-    /// 503: storage, KMS or Secrets Manager unavailable.
-    #[error("temporarily unavailable, try again: {0}")]
-    Unavailable(String),
+    /// 503: storage, KMS, Secrets Manager, the provider's metadata or the catalog
+    /// unusable. `step` says which step failed; the cause (SDK or transport text) is
+    /// the source, for the log only: a page shows [`FlowError::public_message`].
+    #[error("{step}")]
+    Unavailable {
+        step: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl FlowError {
@@ -91,8 +102,24 @@ impl FlowError {
         match self {
             FlowError::UnknownProvider(_) => 404,
             FlowError::BadRequest(_) => 400,
-            FlowError::Unavailable(_) => 503,
+            FlowError::Unavailable { .. } => 503,
         }
+    }
+
+    /// What a page may say: the message for a refused request, a fixed sentence for an
+    /// infrastructure failure (its cause is in the log, not in front of the user).
+    pub fn public_message(&self) -> String {
+        match self {
+            FlowError::UnknownProvider(_) | FlowError::BadRequest(_) => self.to_string(),
+            FlowError::Unavailable { .. } => {
+                "Connecting is temporarily unavailable. Please try again in a few minutes.".into()
+            }
+        }
+    }
+
+    /// The error and its causes, for the log line.
+    pub fn log_detail(&self) -> String {
+        super::error_chain(self)
     }
 }
 
@@ -115,8 +142,14 @@ pub struct ConnectFlow {
     jobs: Option<Arc<dyn crate::polling::SyncJobStore>>,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> FlowError {
-    FlowError::Unavailable(err.to_string())
+/// An infrastructure failure at `step`, keeping the error as its cause.
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(
+    step: &'static str,
+) -> impl FnOnce(E) -> FlowError {
+    move |source| FlowError::Unavailable {
+        step,
+        source: Box::new(source),
+    }
 }
 
 fn valid_tenant(tenant: &str) -> bool {
@@ -167,11 +200,8 @@ impl ConnectFlow {
             return Err(FlowError::UnknownProvider(provider.to_owned()));
         }
         self.vault.spec(provider).await.map_err(|err| match err {
-            VaultError::Rejected(reason) => {
-                tracing::error!(provider, error = %reason, "provider configuration unusable");
-                FlowError::Unavailable("the provider's configuration is unusable".into())
-            }
-            other => unavailable(other),
+            VaultError::Rejected(_) => unavailable("the provider's configuration is unusable")(err),
+            other => unavailable("the provider's configuration is unavailable")(other),
         })
     }
 
@@ -179,6 +209,7 @@ impl ConnectFlow {
         let Some(return_to) = return_to.or(self.settings.default_return_to.as_deref()) else {
             return Err(FlowError::BadRequest("return_to is required".into()));
         };
+        // The parser's reason adds nothing the user can act on.
         let url = Url::parse(return_to)
             .map_err(|_| FlowError::BadRequest("return_to is not an absolute URL".into()))?;
         let origin = url.origin().ascii_serialization();
@@ -232,7 +263,7 @@ impl ConnectFlow {
                 .connections
                 .get(id)
                 .await
-                .map_err(unavailable)?
+                .map_err(unavailable("reading the connection to reconnect"))?
                 .filter(|c| c.tenant == tenant && c.provider == provider)
                 .ok_or_else(|| {
                     FlowError::BadRequest(
@@ -252,7 +283,7 @@ impl ConnectFlow {
             .credentials
             .credentials(provider)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable("reading the client credentials"))?;
         let state = random_token();
         let binding = random_token();
         let (verifier, challenge) = if spec.pkce {
@@ -279,16 +310,16 @@ impl ConnectFlow {
         self.states
             .put(&state_key(&state), &pending)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable("storing the pending authorization"))?;
         let base = fill(
             &spec.authorize_url,
             &params,
             &credentials.client_id,
             self.vault.catalog.endpoint_rules(),
         )
-            .map_err(|err| FlowError::BadRequest(err.to_string()))?;
-        let mut url = Url::parse(&base)
-            .map_err(|_| FlowError::Unavailable("catalog authorize_url is not a URL".into()))?;
+        .map_err(|err| FlowError::BadRequest(err.to_string()))?;
+        let mut url =
+            Url::parse(&base).map_err(unavailable("the catalog's authorize_url is not a URL"))?;
         {
             let mut query = url.query_pairs_mut();
             query
@@ -333,16 +364,39 @@ impl ConnectFlow {
             .get("state")
             .filter(|s| !s.is_empty())
             .ok_or_else(|| FlowError::BadRequest("the callback has no state".into()))?;
-        let pending = self
+        // The binding is checked by the same conditional delete that consumes the state:
+        // a callback from another browser (a stolen callback URL) is refused and leaves
+        // the state for the browser that started the attempt.
+        let binding = hex::encode(Sha256::digest(
+            query
+                .binding_cookie
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        ));
+        let pending = match self
             .states
-            .take(&state_key(state))
+            .take_bound(&state_key(state), &binding)
             .await
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                FlowError::BadRequest(
+            .map_err(unavailable("consuming the pending authorization"))?
+        {
+            BoundTake::Taken(pending) => *pending,
+            BoundTake::OtherBrowser => {
+                tracing::warn!(
+                    provider,
+                    outcome = "callback_other_browser",
+                    "callback without the binding cookie of the browser that started it; state left in place"
+                );
+                return Err(FlowError::BadRequest(
+                    "this connection was started in another browser: start again here".into(),
+                ));
+            }
+            BoundTake::Missing => {
+                return Err(FlowError::BadRequest(
                     "unknown or already used state: start the connection again".into(),
-                )
-            })?;
+                ));
+            }
+        };
         if pending.redirect_uri != Self::redirect_uri(base_url, provider) {
             return Err(FlowError::BadRequest(
                 "this callback arrived at another address than the one the provider was given"
@@ -357,16 +411,6 @@ impl ConnectFlow {
         if self.vault.clock.now().unix_timestamp() > pending.expires_at {
             return Err(FlowError::BadRequest(
                 "this connection attempt expired: start again".into(),
-            ));
-        }
-        let binding_ok = query.binding_cookie.as_deref().is_some_and(|cookie| {
-            let digest = hex::encode(Sha256::digest(cookie.as_bytes()));
-            subtle::ConstantTimeEq::ct_eq(digest.as_bytes(), pending.browser_binding.as_bytes())
-                .into()
-        });
-        if !binding_ok {
-            return Err(FlowError::BadRequest(
-                "this connection was started in another browser: start again here".into(),
             ));
         }
         let fail = |error: &str| {
@@ -396,7 +440,7 @@ impl ConnectFlow {
             .credentials
             .credentials(provider)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable("reading the client credentials"))?;
         if spec.callback_signature == Some(CallbackSignature::ShopifyHmac) {
             let shop_ok = query.get("shop").map(str::to_ascii_lowercase).as_deref()
                 == pending.params.get("shop").map(String::as_str);
@@ -476,7 +520,12 @@ impl ConnectFlow {
         }
         let now = self.vault.clock.now().unix_timestamp();
         let existing = match &pending.reconnect {
-            Some(id) => self.vault.connections.get(id).await.map_err(unavailable)?,
+            Some(id) => self
+                .vault
+                .connections
+                .get(id)
+                .await
+                .map_err(unavailable("reading the connection to reconnect"))?,
             None => None,
         };
         let connection_id = match existing {
@@ -485,17 +534,18 @@ impl ConnectFlow {
                     .vault
                     .with_tokens(&existing, &spec, &response, None)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(unavailable("sealing the tokens"))?;
                 if !self
                     .vault
                     .connections
                     .replace(&next, existing.version)
                     .await
-                    .map_err(unavailable)?
+                    .map_err(unavailable("storing the connection"))?
                 {
-                    return Err(FlowError::Unavailable(
-                        "the connection changed meanwhile".into(),
-                    ));
+                    return Err(FlowError::Unavailable {
+                        step: "storing the connection",
+                        source: "another writer changed the connection meanwhile".into(),
+                    });
                 }
                 next.id
             }
@@ -526,12 +576,12 @@ impl ConnectFlow {
                     .vault
                     .with_tokens(&base, &spec, &response, None)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(unavailable("sealing the tokens"))?;
                 self.vault
                     .connections
                     .insert(&connection)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(unavailable("storing the connection"))?;
                 connection.id
             }
         };
@@ -546,7 +596,7 @@ impl ConnectFlow {
                 now,
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable("creating the connection's sync jobs"))?;
         }
         tracing::info!(provider, tenant = %pending.tenant, connection = %connection_id, outcome = "connected", "connection stored");
         Ok(CallbackOutcome::Connected {

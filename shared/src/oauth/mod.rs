@@ -24,8 +24,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub use connections::{
-    Connection, ConnectionState, ConnectionStore, DynamoConnectionStore, InMemoryConnectionStore,
-    Lease, check_connection_store_contract, sample_connection,
+    Connection, ConnectionState, ConnectionStore, ConnectionStoreError, DynamoConnectionStore,
+    InMemoryConnectionStore, Lease, LifetimeObservation, OBSERVATION_WINDOW_SECONDS,
+    UnreadableConnection, check_connection_store_contract, sample_connection,
 };
 pub use flow::{
     CallbackOutcome, CallbackQuery, ConnectFlow, FlowError, FlowSettings, StartRedirect,
@@ -35,8 +36,31 @@ pub use provider::{
     ClientCredentials, CredentialsError, OAuthCredentials, ProviderClient, SecretCredentials,
     TokenError, TokenResponse,
 };
-pub use state::{DynamoStateStore, InMemoryStateStore, PendingAuthorization, StateStore};
-pub use vault::{AccessToken, RefreshReport, TokenSet, TokenVault, VaultError, VaultSettings};
+pub use state::{
+    BoundTake, DynamoStateStore, InMemoryStateStore, PendingAuthorization, StateStore,
+};
+pub use vault::{
+    AccessToken, PROVIDER_FAILURE_LIMIT, RefreshReport, TokenSet, TokenVault, VaultError,
+    VaultSettings,
+};
+
+/// An error and its causes, `outer: cause: root cause`, for a log line: SDK errors say
+/// what failed at the top (`dispatch failure`) and why only in their sources. Only for
+/// logs and operator-facing errors, never for a page a user sees.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their source's text in their own.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
 
 /// 256 random bits, base64url: OAuth `state` values and connection ids.
 pub(crate) fn random_token() -> String {

@@ -1,12 +1,17 @@
 //! Pending authorizations, keyed by the hash of their OAuth `state`: written at start,
 //! consumed once at the callback by a conditional delete, so a replayed state finds
-//! nothing. They expire after ten minutes (checked on read; DynamoDB's TTL only sweeps
-//! them later).
+//! nothing. The delete is also conditional on the browser binding: a callback from
+//! another browser (a stolen callback URL) is refused without consuming the state, so
+//! it cannot burn the real user's attempt. They expire after ten minutes (checked by
+//! the flow; DynamoDB's TTL only sweeps them later).
 
 use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::{
+    operation::delete_item::DeleteItemError,
+    types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure},
+};
 use serde::{Deserialize, Serialize};
 
 use super::connections::ConnectionStoreError;
@@ -38,6 +43,17 @@ pub struct PendingAuthorization {
     pub nonce: Option<String>,
 }
 
+/// What [`StateStore::take_bound`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BoundTake {
+    /// Removed and returned: the binding matched.
+    Taken(Box<PendingAuthorization>),
+    /// It exists but was started in another browser: left in place.
+    OtherBrowser,
+    /// Never issued, or already used.
+    Missing,
+}
+
 /// Single-use storage of pending authorizations.
 #[async_trait]
 pub trait StateStore: Send + Sync + std::fmt::Debug {
@@ -47,13 +63,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         pending: &PendingAuthorization,
     ) -> Result<(), ConnectionStoreError>;
 
-    /// Removes and returns the pending authorization; `None` if it does not exist (never
-    /// issued, or already used).
-    async fn take(&self, key: &str) -> Result<Option<PendingAuthorization>, ConnectionStoreError>;
+    /// Removes and returns the pending authorization if its `browser_binding` is
+    /// `binding` (the hash of the cookie the callback came with); one conditional
+    /// operation, so of two callbacks with the same state at most one gets it, and one
+    /// from another browser leaves it for the real user.
+    async fn take_bound(&self, key: &str, binding: &str)
+    -> Result<BoundTake, ConnectionStoreError>;
 }
 
-/// DynamoDB: item `state` (the hash, key), `expires_at` (the table's TTL attribute),
-/// `doc` (JSON).
+/// DynamoDB: item `state` (the hash, key), `binding` (the browser binding's hash, what
+/// the delete is conditional on), `expires_at` (the table's TTL attribute), `doc`
+/// (JSON).
 #[derive(Debug, Clone)]
 pub struct DynamoStateStore {
     client: aws_sdk_dynamodb::Client,
@@ -69,8 +89,17 @@ impl DynamoStateStore {
     }
 }
 
-fn store_error(err: impl std::fmt::Display) -> ConnectionStoreError {
-    ConnectionStoreError(err.to_string())
+fn store_error(err: impl std::error::Error + Send + Sync + 'static) -> ConnectionStoreError {
+    ConnectionStoreError(Box::new(err))
+}
+
+fn pending_of(
+    item: &std::collections::HashMap<String, AttributeValue>,
+) -> Result<Option<PendingAuthorization>, ConnectionStoreError> {
+    item.get("doc")
+        .and_then(|v| v.as_s().ok())
+        .map(|text| serde_json::from_str(text).map_err(store_error))
+        .transpose()
 }
 
 #[async_trait]
@@ -89,6 +118,10 @@ impl StateStore for DynamoStateStore {
                 "expires_at",
                 AttributeValue::N(pending.expires_at.to_string()),
             )
+            .item(
+                "binding",
+                AttributeValue::S(pending.browser_binding.clone()),
+            )
             .item("doc", AttributeValue::S(doc))
             .condition_expression("attribute_not_exists(#state)")
             .expression_attribute_names("#state", "state")
@@ -98,35 +131,87 @@ impl StateStore for DynamoStateStore {
             .map_err(|err| store_error(aws_sdk_dynamodb::Error::from(err)))
     }
 
-    async fn take(&self, key: &str) -> Result<Option<PendingAuthorization>, ConnectionStoreError> {
+    async fn take_bound(
+        &self,
+        key: &str,
+        binding: &str,
+    ) -> Result<BoundTake, ConnectionStoreError> {
+        // DynamoDB compares the binding hashes (not in constant time; they are hashes
+        // of 256-bit random values, so timing tells nothing usable).
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key("state", AttributeValue::S(key.to_owned()))
-            .condition_expression("attribute_exists(#state)")
+            .condition_expression("attribute_exists(#state) AND #binding = :binding")
             .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#binding", "binding")
+            .expression_attribute_values(":binding", AttributeValue::S(binding.to_owned()))
             .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(output) => output
-                .attributes
-                .as_ref()
-                .and_then(|item| item.get("doc"))
-                .and_then(|v| v.as_s().ok())
-                .map(|text| serde_json::from_str(text).map_err(store_error))
-                .transpose(),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
+        let err = match result {
+            Ok(output) => {
+                return Ok(match output.attributes.as_ref().map(pending_of) {
+                    Some(pending) => {
+                        pending?.map_or(BoundTake::Missing, |p| BoundTake::Taken(Box::new(p)))
+                    }
+                    None => BoundTake::Missing,
+                });
             }
-            Err(err) => Err(store_error(aws_sdk_dynamodb::Error::from(err))),
+            Err(err) => err,
+        };
+        let Some(failed) = err.as_service_error().and_then(|e| match e {
+            DeleteItemError::ConditionalCheckFailedException(failed) => Some(failed),
+            _ => None,
+        }) else {
+            return Err(store_error(aws_sdk_dynamodb::Error::from(err)));
+        };
+        let Some(item) = failed.item() else {
+            return Ok(BoundTake::Missing);
+        };
+        if item.contains_key("binding") {
+            return Ok(BoundTake::OtherBrowser);
+        }
+        // Written before the binding attribute existed (within ten minutes of a
+        // deploy): the binding is checked on the document, then the state is taken.
+        match pending_of(item)? {
+            Some(pending) if bindings_match(&pending.browser_binding, binding) => {
+                let output = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("state", AttributeValue::S(key.to_owned()))
+                    .condition_expression("attribute_exists(#state)")
+                    .expression_attribute_names("#state", "state")
+                    .return_values(ReturnValue::AllOld)
+                    .send()
+                    .await;
+                match output {
+                    Ok(output) if output.attributes.is_some() => {
+                        Ok(BoundTake::Taken(Box::new(pending)))
+                    }
+                    Ok(_) => Ok(BoundTake::Missing),
+                    Err(err)
+                        if err
+                            .as_service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(BoundTake::Missing)
+                    }
+                    Err(err) => Err(store_error(aws_sdk_dynamodb::Error::from(err))),
+                }
+            }
+            Some(_) => Ok(BoundTake::OtherBrowser),
+            None => Ok(BoundTake::Missing),
         }
     }
+}
+
+/// Whether two binding hashes are equal, in constant time.
+fn bindings_match(stored: &str, presented: &str) -> bool {
+    subtle::ConstantTimeEq::ct_eq(stored.as_bytes(), presented.as_bytes()).into()
 }
 
 /// Pending authorizations in memory.
@@ -149,11 +234,20 @@ impl StateStore for InMemoryStateStore {
         Ok(())
     }
 
-    async fn take(&self, key: &str) -> Result<Option<PendingAuthorization>, ConnectionStoreError> {
-        Ok(self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key))
+    async fn take_bound(
+        &self,
+        key: &str,
+        binding: &str,
+    ) -> Result<BoundTake, ConnectionStoreError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match pending.get(key) {
+            None => BoundTake::Missing,
+            Some(stored) if !bindings_match(&stored.browser_binding, binding) => {
+                BoundTake::OtherBrowser
+            }
+            Some(_) => pending
+                .remove(key)
+                .map_or(BoundTake::Missing, |p| BoundTake::Taken(Box::new(p))),
+        })
     }
 }

@@ -8,9 +8,12 @@ use std::{sync::Arc, time::Duration};
 
 use fake_provider::{AuthServerConfig, Decision, FakeAuthServer, TokenFailure};
 
-use super::*;
+use super::{vault::learned_lifetime, *};
 use crate::{
-    catalog::Catalog, clock::FixedClock, crypto::InMemoryKeyService, events::InMemoryEventBus,
+    catalog::Catalog,
+    clock::{Clock, FixedClock},
+    crypto::InMemoryKeyService,
+    events::InMemoryEventBus,
     secrets::InMemorySecretSource,
 };
 
@@ -49,17 +52,29 @@ async fn harness(config: AuthServerConfig) -> Harness {
 /// The harness with `extra` TOML appended to the provider's catalog entry (an `[api]`
 /// section for the outbound client's tests).
 pub(crate) async fn harness_with(config: AuthServerConfig, extra: &str) -> Harness {
-    let server = FakeAuthServer::start(AuthServerConfig {
-        redirect_uris: vec![format!("{BASE}/oauth/fakeauth/callback")],
+    let server = start_server("fakeauth", config).await;
+    let catalog = fake_catalog(&server, extra);
+    harness_over(server, catalog, &["fakeauth"])
+}
+
+/// A fake authorization server that accepts `provider`'s callback URL.
+async fn start_server(provider: &str, config: AuthServerConfig) -> FakeAuthServer {
+    FakeAuthServer::start(AuthServerConfig {
+        redirect_uris: vec![format!("{BASE}/oauth/{provider}/callback")],
         ..config
     })
-    .await;
-    let catalog = fake_catalog(&server, extra);
+    .await
+}
+
+/// The harness over `catalog`, with client credentials for each of `providers`.
+fn harness_over(server: FakeAuthServer, catalog: &'static Catalog, providers: &[&str]) -> Harness {
     let secrets = InMemorySecretSource::default();
-    secrets.put(
-        "junction/oauth/fakeauth",
-        r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#,
-    );
+    for provider in providers {
+        secrets.put(
+            format!("junction/oauth/{provider}"),
+            r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#,
+        );
+    }
     let connections = Arc::new(InMemoryConnectionStore::default());
     let bus = Arc::new(InMemoryEventBus::default());
     let clock = Arc::new(FixedClock::at_unix(1_800_000_000));
@@ -123,10 +138,15 @@ impl Harness {
 
     /// [`Harness::authorize`], re-authorizing the connection `reconnect` when given.
     async fn authorize_as(&self, reconnect: Option<String>) -> CallbackQuery {
+        self.authorize_to("fakeauth", reconnect).await
+    }
+
+    /// [`Harness::authorize_as`] at `provider`.
+    async fn authorize_to(&self, provider: &str, reconnect: Option<String>) -> CallbackQuery {
         let start = self
             .flow
             .start(
-                "fakeauth",
+                provider,
                 &StartRequest {
                     tenant: Some("tenant-1".into()),
                     return_to: Some(RETURN_TO.into()),
@@ -158,7 +178,7 @@ impl Harness {
             .and_then(|v| v.to_str().ok())
             .expect("redirect")
             .to_owned();
-        assert!(location.starts_with(&format!("{BASE}/oauth/fakeauth/callback?")));
+        assert!(location.starts_with(&format!("{BASE}/oauth/{provider}/callback?")));
         let cookie = start
             .set_cookie
             .split(';')
@@ -172,10 +192,15 @@ impl Harness {
     }
 
     pub(crate) async fn connect(&self) -> String {
-        let query = self.authorize().await;
+        self.connect_to("fakeauth").await
+    }
+
+    /// Connects a new account at `provider`; its id.
+    pub(crate) async fn connect_to(&self, provider: &str) -> String {
+        let query = self.authorize_to(provider, None).await;
         match self
             .flow
-            .callback("fakeauth", &query, BASE)
+            .callback(provider, &query, BASE)
             .await
             .expect("callback")
         {
@@ -244,14 +269,26 @@ async fn the_connect_flow_stores_a_sealed_connection_whose_token_works() {
 async fn a_replayed_expired_or_unbound_state_is_refused() {
     let h = harness(AuthServerConfig::default()).await;
     let query = h.authorize().await;
+    let mut other_browser = query.clone();
+    other_browser.binding_cookie = Some("another-browser".into());
     let mut no_cookie = query.clone();
-    no_cookie.binding_cookie = Some("another-browser".into());
-    let err = h
-        .flow
-        .callback("fakeauth", &no_cookie, BASE)
-        .await
-        .expect_err("unbound");
-    assert!(err.to_string().contains("another browser"), "{err}");
+    no_cookie.binding_cookie = None;
+    for stolen in [&other_browser, &no_cookie] {
+        let err = h
+            .flow
+            .callback("fakeauth", stolen, BASE)
+            .await
+            .expect_err("unbound");
+        assert!(err.to_string().contains("another browser"), "{err}");
+        assert_eq!(err.status(), 400);
+    }
+    assert!(
+        matches!(
+            h.flow.callback("fakeauth", &query, BASE).await,
+            Ok(CallbackOutcome::Connected { .. })
+        ),
+        "a stolen callback URL does not burn the real user's attempt"
+    );
     let err = h
         .flow
         .callback("fakeauth", &query, BASE)
@@ -259,9 +296,10 @@ async fn a_replayed_expired_or_unbound_state_is_refused() {
         .expect_err("replay");
     assert!(
         err.to_string().contains("unknown or already used state"),
-        "the state was consumed by the first attempt: {err}"
+        "the state was consumed by the user's callback: {err}"
     );
     assert_eq!(err.status(), 400);
+    assert_eq!(h.server.counters().code_exchanges, 1);
 
     let query = h.authorize().await;
     h.clock.advance(time::Duration::seconds(601));
@@ -287,8 +325,8 @@ async fn a_replayed_expired_or_unbound_state_is_refused() {
     assert!(err.to_string().contains("no state"));
     assert_eq!(
         h.server.counters().code_exchanges,
-        0,
-        "no code was exchanged"
+        1,
+        "no other code was exchanged"
     );
 }
 
@@ -405,37 +443,254 @@ async fn fifty_concurrent_callers_share_one_refresh() {
     assert!(h.stored(&id).await.lease.is_none(), "the lease is released");
 }
 
-#[tokio::test]
-async fn an_early_rejection_teaches_the_provider_s_real_lifetime() {
-    let h = harness(AuthServerConfig::default()).await;
-    let id = h.connect().await;
-    // The provider said 3,600 s; the token dies at 2,820 s (as observed in the wild).
-    h.clock.advance(time::Duration::seconds(2_820));
-    h.server.expire_access_tokens_now();
-    let response = h
-        .vault
-        .send_authorized(&id, |token| {
-            h.http
-                .get(h.server.api_url())
-                .bearer_auth(token.value.expose())
-        })
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200, "refreshed once and retried once");
-    assert_eq!(h.server.counters().refreshes, 1);
-    assert_eq!(h.server.counters().api_rejections, 1);
-    assert_eq!(
-        h.connections
-            .learned_lifetime("fakeauth")
+impl Harness {
+    /// An API call with the connection's token; on a 401 the vault refreshes and the
+    /// call is sent once more. The status of the last answer.
+    async fn call_api(&self, id: &str) -> Result<u16, VaultError> {
+        self.vault
+            .send_authorized(id, |token| {
+                self.http
+                    .get(self.server.api_url())
+                    .bearer_auth(token.value.expose())
+            })
             .await
-            .expect("read"),
+            .map(|response| response.status().as_u16())
+    }
+
+    /// The provider's lifetime observations.
+    async fn observations(&self) -> Vec<LifetimeObservation> {
+        self.connections
+            .lifetime_observations("fakeauth")
+            .await
+            .expect("read")
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().unix_timestamp()
+    }
+}
+
+/// The provider said 3,600 s; its tokens die at 2,820 s (as observed in the wild).
+const STATED: i64 = 3_600;
+const REAL: i64 = 2_820;
+/// The catalog's margin (`lifetime_margin_seconds`).
+const MARGIN: i64 = 300;
+
+#[tokio::test]
+async fn three_connections_seeing_tokens_die_early_teach_the_real_lifetime() {
+    let h = harness(AuthServerConfig::default()).await;
+    let ids = [h.connect().await, h.connect().await, h.connect().await];
+    h.clock.advance(time::Duration::seconds(REAL));
+    h.server.expire_access_tokens_now();
+    for (seen, id) in ids.iter().enumerate() {
+        assert_eq!(
+            h.call_api(id).await.expect("sent"),
+            200,
+            "refreshed, retried"
+        );
+        let learned = learned_lifetime(&h.observations().await, h.now());
+        assert_eq!(
+            learned,
+            (seen == 2).then_some(2_820),
+            "learned once three connections agree ({} so far)",
+            seen + 1
+        );
+    }
+    assert_eq!(h.server.counters().refreshes, 3);
+    assert_eq!(h.server.counters().api_rejections, 3);
+
+    // A new token is refreshed before the real lifetime runs out...
+    let fresh = h.connect().await;
+    assert_eq!(
+        h.stored(&fresh).await.refresh_at,
+        Some(h.now() + REAL - MARGIN),
+    );
+    // ... and so are the ones issued before it was learned, on use.
+    h.clock.advance(time::Duration::seconds(REAL - MARGIN));
+    let before = h.stored(&ids[0]).await.token_generation;
+    let token = h.vault.access_token(&ids[0]).await.expect("token");
+    assert_eq!(
+        token.generation,
+        before + 1,
+        "refreshed ahead of the real expiry"
+    );
+}
+
+#[tokio::test]
+async fn one_connection_s_early_401_does_not_change_another_s_refresh_time() {
+    let h = harness(AuthServerConfig::default()).await;
+    let honest = h.connect().await;
+    let attackers = [h.connect().await, h.connect().await];
+    let honest_refresh_at = h.stored(&honest).await.refresh_at;
+    // The attackers' tokens are rejected a minute after issue (they revoked them), and
+    // their refreshes succeed: observations are recorded, twice.
+    h.clock.advance(time::Duration::seconds(60));
+    for id in &attackers {
+        let token = h.vault.access_token(id).await.expect("token");
+        h.vault.token_rejected(id, &token).await.expect("refreshed");
+    }
+    assert_eq!(h.observations().await.len(), 2);
+    assert_eq!(learned_lifetime(&h.observations().await, h.now()), None);
+    assert_eq!(h.stored(&honest).await.refresh_at, honest_refresh_at);
+    // Past the time a 60 s lifetime (or its floor) would have made it due, the honest
+    // connection's token is handed out as it is.
+    h.clock.advance(time::Duration::seconds(STATED / 2));
+    let token = h.vault.access_token(&honest).await.expect("token");
+    assert_eq!(token.generation, 1, "not refreshed");
+    assert_eq!(
+        h.server.counters().refreshes,
+        2,
+        "the attackers' refreshes only"
+    );
+    let fresh = h.connect().await;
+    assert_eq!(
+        h.stored(&fresh).await.refresh_at,
+        Some(h.now() + STATED - MARGIN),
+        "new tokens keep the stated lifetime"
+    );
+}
+
+#[tokio::test]
+async fn a_learned_lifetime_never_goes_below_half_the_stated_one() {
+    let h = harness(AuthServerConfig::default()).await;
+    let ids = [h.connect().await, h.connect().await, h.connect().await];
+    h.clock.advance(time::Duration::seconds(60));
+    for id in &ids {
+        let token = h.vault.access_token(id).await.expect("token");
+        h.vault.token_rejected(id, &token).await.expect("refreshed");
+    }
+    assert_eq!(learned_lifetime(&h.observations().await, h.now()), Some(60));
+    let fresh = h.connect().await;
+    assert_eq!(
+        h.stored(&fresh).await.refresh_at,
+        Some(h.now() + STATED / 2 - MARGIN),
+        "floored at 1,800 s, minus the margin"
+    );
+}
+
+#[test]
+fn the_floor_is_half_the_stated_lifetime_and_five_minutes() {
+    assert_eq!(
+        vault::effective_lifetime(Some(3_600), Some(60)),
+        Some(1_800)
+    );
+    assert_eq!(
+        vault::effective_lifetime(Some(3_600), Some(2_820)),
         Some(2_820)
     );
-    let stored = h.stored(&id).await;
     assert_eq!(
-        stored.refresh_at,
-        Some(1_800_000_000 + 2_820 + 2_820 - 300),
-        "the next token is refreshed before the learned lifetime runs out"
+        vault::effective_lifetime(Some(3_600), Some(5_000)),
+        Some(3_600),
+        "never longer than stated"
+    );
+    assert_eq!(vault::effective_lifetime(Some(400), Some(10)), Some(300));
+    assert_eq!(
+        vault::effective_lifetime(Some(120), Some(10)),
+        Some(120),
+        "a floor above the stated lifetime leaves the stated one"
+    );
+    assert_eq!(vault::effective_lifetime(Some(3_600), None), Some(3_600));
+    assert_eq!(
+        vault::effective_lifetime(None, Some(2_820)),
+        None,
+        "only a stated lifetime is shortened"
+    );
+}
+
+#[test]
+fn a_learned_lifetime_needs_three_recent_connections() {
+    let seen = |connection: &str, seconds: u64, at: i64| LifetimeObservation {
+        connection: connection.into(),
+        seconds,
+        at,
+    };
+    let now = 1_000_000_000;
+    assert_eq!(learned_lifetime(&[], now), None);
+    let two = [seen("a", 10, now), seen("b", 20, now)];
+    assert_eq!(learned_lifetime(&two, now), None);
+    let three = [
+        seen("a", 10, now),
+        seen("b", 20, now),
+        seen("c", 2_820, now),
+    ];
+    assert_eq!(
+        learned_lifetime(&three, now),
+        Some(2_820),
+        "two low observations do not pull it below the third connection's"
+    );
+    let repeated = [
+        seen("a", 10, now),
+        seen("a", 11, now - 1),
+        seen("b", 20, now),
+    ];
+    assert_eq!(
+        learned_lifetime(&repeated, now),
+        None,
+        "one connection counts once"
+    );
+    let window = OBSERVATION_WINDOW_SECONDS;
+    let aging = [
+        seen("a", 2_820, now - window + 1),
+        seen("b", 2_820, now),
+        seen("c", 2_820, now),
+    ];
+    assert_eq!(learned_lifetime(&aging, now), Some(2_820));
+    assert_eq!(
+        learned_lifetime(&aging, now + 1),
+        None,
+        "older than seven days"
+    );
+}
+
+#[tokio::test]
+async fn a_learned_lifetime_lapses_after_seven_days_without_confirmation() {
+    let h = harness(AuthServerConfig::default()).await;
+    let ids = [h.connect().await, h.connect().await, h.connect().await];
+    h.clock.advance(time::Duration::seconds(REAL));
+    h.server.expire_access_tokens_now();
+    for id in &ids {
+        assert_eq!(h.call_api(id).await.expect("sent"), 200);
+    }
+    let fresh = h.connect().await;
+    assert_eq!(
+        h.stored(&fresh).await.refresh_at,
+        Some(h.now() + REAL - MARGIN)
+    );
+    h.clock
+        .advance(time::Duration::seconds(OBSERVATION_WINDOW_SECONDS - 1));
+    let fresh = h.connect().await;
+    assert_eq!(
+        h.stored(&fresh).await.refresh_at,
+        Some(h.now() + REAL - MARGIN),
+        "still within the week"
+    );
+    h.clock.advance(time::Duration::seconds(1));
+    let fresh = h.connect().await;
+    assert_eq!(
+        h.stored(&fresh).await.refresh_at,
+        Some(h.now() + STATED - MARGIN),
+        "a week without confirmation: back to the stated lifetime"
+    );
+}
+
+#[tokio::test]
+async fn revoked_grants_teach_nothing() {
+    let h = harness(AuthServerConfig::default()).await;
+    let ids = [h.connect().await, h.connect().await, h.connect().await];
+    h.clock.advance(time::Duration::seconds(REAL));
+    // Every user revokes the app: each token gets a 401 before its stated expiry, and
+    // each refresh is refused.
+    h.server.revoke_all_grants();
+    for id in &ids {
+        let err = h.call_api(id).await.expect_err("revoked");
+        assert!(matches!(err, VaultError::NeedsReauth(_)), "{err}");
+    }
+    assert_eq!(h.server.counters().api_rejections, 3);
+    assert!(h.observations().await.is_empty(), "nothing learned");
+    let fresh = h.connect().await;
+    assert_eq!(
+        h.stored(&fresh).await.refresh_at,
+        Some(h.now() + STATED - MARGIN)
     );
 }
 
@@ -582,7 +837,7 @@ async fn the_scheduled_refresher_renews_what_is_due_and_reports_lost_grants() {
     let revoked = h.connect().await;
     let report = h
         .vault
-        .refresh_due(Duration::from_secs(600))
+        .refresh_due(Duration::from_secs(600), Duration::from_secs(60))
         .await
         .expect("run");
     assert_eq!(report, RefreshReport::default(), "nothing due yet");
@@ -612,7 +867,7 @@ async fn the_scheduled_refresher_renews_what_is_due_and_reports_lost_grants() {
     h.clock.advance(time::Duration::seconds(3_000));
     let report = h
         .vault
-        .refresh_due(Duration::from_secs(600))
+        .refresh_due(Duration::from_secs(600), Duration::from_secs(60))
         .await
         .expect("run");
     assert_eq!(
@@ -621,9 +876,235 @@ async fn the_scheduled_refresher_renews_what_is_due_and_reports_lost_grants() {
             due: 2,
             refreshed: 1,
             needs_reauth: 1,
-            failed: 0
+            ..RefreshReport::default()
         }
     );
     assert_eq!(h.stored(&healthy).await.token_generation, 2);
     assert_eq!(h.stored(&revoked).await.state, ConnectionState::NeedsReauth);
+}
+
+/// A catalog with two providers, `fakeauth` and `otherauth`, each its own server.
+fn two_provider_catalog(fake: &FakeAuthServer, other: &FakeAuthServer) -> &'static Catalog {
+    let entry = |id: &str, server: &FakeAuthServer| {
+        format!(
+            "id = \"{id}\"\nname = \"{id}\"\ndocs = \"https://example.com/{id}\"\n\n[oauth]\n{}",
+            server.oauth_catalog_fields()
+        )
+    };
+    let (fake, other) = (entry("fakeauth", fake), entry("otherauth", other));
+    let catalog = Catalog::from_files_with_rules(
+        &[
+            ("fakeauth.toml", fake.as_str()),
+            ("otherauth.toml", other.as_str()),
+        ],
+        crate::catalog::EndpointRules::LoopbackHttpForTests,
+    )
+    .expect("catalog");
+    Box::leak(Box::new(catalog))
+}
+
+/// Captures this thread's log lines (JSON) while the guard lives.
+pub(crate) fn capture_logs() -> (
+    tracing::subscriber::DefaultGuard,
+    Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_ansi(false)
+        .with_writer(move || LogWriter(writer.clone()))
+        .finish();
+    (tracing::subscriber::set_default(subscriber), buffer)
+}
+
+/// The captured lines.
+pub(crate) fn captured(buffer: &std::sync::Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&buffer.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_failing_provider_does_not_stop_the_sweep_for_the_others() {
+    let fake = start_server("fakeauth", AuthServerConfig::default()).await;
+    let other = start_server("otherauth", AuthServerConfig::default()).await;
+    let catalog = two_provider_catalog(&fake, &other);
+    let mut h = harness_over(fake, catalog, &["fakeauth", "otherauth"]);
+    // One refresh at a time, so which ones run after the failures is certain.
+    h.vault.settings.sweep_concurrency = 1;
+    let healthy = [
+        h.connect_to("fakeauth").await,
+        h.connect_to("fakeauth").await,
+        h.connect_to("fakeauth").await,
+    ];
+    let failing: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(h.connect_to("otherauth").await);
+        }
+        ids
+    };
+    // One healthy-provider item whose sealed tokens no longer open (a key-service
+    // failure for that item alone).
+    let mut broken = h.stored(&healthy[2]).await;
+    broken.tokens = h.stored(&failing[0]).await.tokens;
+    broken.version += 1;
+    assert!(
+        h.connections
+            .replace(&broken, broken.version - 1)
+            .await
+            .expect("replace")
+    );
+    other.fail_next_token_calls(100, TokenFailure::Status(503));
+    h.clock.advance(time::Duration::seconds(3_000));
+    let (_guard, logs) = capture_logs();
+    let report = h
+        .vault
+        .refresh_due(Duration::from_secs(600), Duration::from_secs(60))
+        .await
+        .expect("the sweep itself succeeds");
+    assert_eq!(
+        report,
+        RefreshReport {
+            due: 8,
+            refreshed: 2,
+            failed: 1 + PROVIDER_FAILURE_LIMIT,
+            skipped: 5 - PROVIDER_FAILURE_LIMIT,
+            ..RefreshReport::default()
+        }
+    );
+    for id in &healthy[..2] {
+        assert_eq!(h.stored(id).await.token_generation, 2, "refreshed");
+    }
+    assert_eq!(
+        other.counters().failed_token_calls,
+        PROVIDER_FAILURE_LIMIT,
+        "the failing provider is not called again after the limit"
+    );
+    let logs = captured(&logs);
+    assert_eq!(
+        logs.lines()
+            .filter(|line| line.contains("\"provider\":\"otherauth\"")
+                && line.contains("scheduled refresh failed")
+                && line.contains("token endpoint answered 503"))
+            .count(),
+        PROVIDER_FAILURE_LIMIT,
+        "each failure logged with its cause: {logs}"
+    );
+    assert!(
+        logs.lines().any(|line| line.contains(&healthy[2])
+            && line.contains("scheduled refresh failed")
+            && line.contains("do not open")),
+        "{logs}"
+    );
+    for id in &failing {
+        let stored = h.stored(id).await;
+        assert_eq!(
+            stored.state,
+            ConnectionState::Active,
+            "never a reason to disconnect"
+        );
+        assert!(stored.lease.is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_sweep_out_of_time_defers_the_rest() {
+    let h = harness(AuthServerConfig::default()).await;
+    let id = h.connect().await;
+    h.make_due();
+    let report = h
+        .vault
+        .refresh_due(Duration::from_secs(600), Duration::ZERO)
+        .await
+        .expect("run");
+    assert_eq!(
+        report,
+        RefreshReport {
+            due: 1,
+            deferred: 1,
+            ..RefreshReport::default()
+        }
+    );
+    assert_eq!(h.stored(&id).await.token_generation, 1);
+}
+
+/// A state store whose every call fails as an unreachable DynamoDB does.
+#[derive(Debug)]
+struct UnreachableStates;
+
+const SDK_TEXT: &str = "dispatch failure: io error: error trying to connect: tcp connect error: Connection refused (os error 111)";
+
+#[async_trait::async_trait]
+impl StateStore for UnreachableStates {
+    async fn put(
+        &self,
+        _key: &str,
+        _pending: &PendingAuthorization,
+    ) -> Result<(), ConnectionStoreError> {
+        Err(ConnectionStoreError(SDK_TEXT.into()))
+    }
+
+    async fn take_bound(
+        &self,
+        _key: &str,
+        _binding: &str,
+    ) -> Result<BoundTake, ConnectionStoreError> {
+        Err(ConnectionStoreError(SDK_TEXT.into()))
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_gives_a_plain_503_page_and_a_log_line_with_the_cause() {
+    let h = harness(AuthServerConfig::default()).await;
+    let flow = ConnectFlow::new(
+        h.vault.clone(),
+        Arc::new(UnreachableStates),
+        FlowSettings {
+            return_to_origins: vec!["https://app.example.com".into()],
+            default_return_to: None,
+        },
+    );
+    let (_guard, logs) = capture_logs();
+    for (step, query) in [
+        (
+            "start",
+            vec![
+                ("tenant".to_owned(), "tenant-1".to_owned()),
+                ("return_to".to_owned(), RETURN_TO.to_owned()),
+            ],
+        ),
+        ("callback", vec![("state".to_owned(), "s".repeat(43))]),
+    ] {
+        let reply = web::oauth_route(&flow, "fakeauth", step, query, None, BASE).await;
+        assert_eq!(reply.status, 503, "{step}");
+        assert!(
+            !reply.body.contains("dispatch failure") && !reply.body.contains("os error"),
+            "{step}: {}",
+            reply.body
+        );
+    }
+    let logs = captured(&logs);
+    assert_eq!(
+        logs.lines()
+            .filter(|line| line.contains("OAuth step failed") && line.contains(SDK_TEXT))
+            .count(),
+        2,
+        "{logs}"
+    );
 }

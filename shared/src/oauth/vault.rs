@@ -1,8 +1,18 @@
 //! The token vault: hands out access tokens, refreshing them before they expire.
 //!
 //! - Expiry is the stated `expires_in` (or the catalog's default lifetime), shortened to
-//!   the provider's *learned* lifetime once a token was rejected earlier than stated,
-//!   minus the catalog's margin.
+//!   the provider's *learned* lifetime, minus the catalog's margin.
+//! - Learning: when an API call gets a 401 before the token's stated expiry *and the
+//!   refresh that follows succeeds*, the token's age is recorded as that connection's
+//!   lifetime observation (one per connection, its latest). A revoked grant's refresh
+//!   fails, so a user leaving teaches nothing. The learned lifetime is the shortest age
+//!   that three distinct connections have each seen a token die by: the third-smallest
+//!   of their observations from the last seven days. Whoever controls one or two
+//!   connections (revoking their tokens right after each refresh, say) can add
+//!   observations below it but cannot pull it below what a third, independent
+//!   connection saw. It never goes below half the stated lifetime nor below five
+//!   minutes ([`effective_lifetime`]), it only shortens a lifetime the provider stated,
+//!   and it lapses when no observation confirms it for seven days.
 //! - One refresh at a time per connection: callers race for a lease written with a
 //!   conditional replace; the winner calls the token endpoint, the others wait for the
 //!   new token generation and return it.
@@ -12,16 +22,30 @@
 //! - A transient token-endpoint failure leaves everything as it was. `invalid_grant` (or
 //!   a catalog re-auth code), after re-reading the record in case another worker
 //!   refreshed meanwhile, marks the connection `needs_reauth` and announces it.
+//! - The scheduled sweep ([`TokenVault::refresh_due`]) refreshes each due connection on
+//!   its own task: one connection's failure (its provider down or hung, a key-service
+//!   or store error, an unreadable item) is logged with its cause and counted, and the
+//!   others go on. A provider failing several times in a row has its
+//!   remaining connections skipped for the rest of the run, so a hung token endpoint
+//!   costs a few timeouts, not the run.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{
-    connections::{Connection, ConnectionState, ConnectionStore, Lease},
+    connections::{
+        Connection, ConnectionState, ConnectionStore, Lease, LifetimeObservation,
+        OBSERVATION_WINDOW_SECONDS,
+    },
     discovery::{Discovery, DiscoveryError},
+    error_chain,
     provider::{OAuthCredentials, ProviderClient, TokenError, TokenResponse},
     random_token,
 };
@@ -82,6 +106,8 @@ pub struct VaultSettings {
     pub poll_interval: Duration,
     /// Base URL of the deployed API, for reconnect links.
     pub public_base_url: String,
+    /// Refreshes in flight at once during a scheduled sweep.
+    pub sweep_concurrency: usize,
 }
 
 impl Default for VaultSettings {
@@ -91,17 +117,82 @@ impl Default for VaultSettings {
             wait_for_peer: Duration::from_secs(15),
             poll_interval: Duration::from_millis(100),
             public_base_url: String::new(),
+            sweep_concurrency: 8,
         }
     }
 }
 
-/// Counts from one refresher run.
+/// Counts from one refresher run. Every due connection is in exactly one of the other
+/// counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefreshReport {
     pub due: usize,
     pub refreshed: usize,
     pub needs_reauth: usize,
+    /// Refreshes that failed (each logged with its cause), unreadable items included.
     pub failed: usize,
+    /// Not tried: their provider had failed [`PROVIDER_FAILURE_LIMIT`] times in a row
+    /// in this run.
+    pub skipped: usize,
+    /// Not tried: the run's time budget was spent. The next run picks them up.
+    pub deferred: usize,
+}
+
+/// One provider's refreshes within a sweep.
+#[derive(Debug, Default)]
+struct ProviderTally {
+    /// Failures since its last success (or needs-reauth).
+    in_a_row: usize,
+    failed: usize,
+    skipped: usize,
+    last_error: String,
+}
+
+/// How many connections agree before a lifetime is learned (see the module doc).
+const CONFIRMING_CONNECTIONS: usize = 3;
+
+/// The shortest learned lifetime, whatever the observations say (seconds); the other
+/// floor is half the stated lifetime.
+const LEARNED_FLOOR_SECONDS: u64 = 5 * 60;
+
+/// Most due connections one sweep reads: far more than one run refreshes in steady
+/// state, so the connections of a provider whose refreshes keep failing (they stay due,
+/// the earliest first) cannot fill the read and starve the others.
+const SWEEP_READ_LIMIT: usize = 2_000;
+
+/// Failures in a row after which a provider's remaining connections are skipped for
+/// the rest of a sweep.
+pub const PROVIDER_FAILURE_LIMIT: usize = 3;
+
+/// The provider's learned lifetime from its connections' observations at `now`: the
+/// third-smallest of the distinct connections' observations from the last
+/// [`OBSERVATION_WINDOW_SECONDS`], or none while fewer than three connections have one
+/// (see the module doc for why). Not yet floored: [`effective_lifetime`] does that.
+pub(crate) fn learned_lifetime(observations: &[LifetimeObservation], now: i64) -> Option<u64> {
+    let since = now.saturating_sub(OBSERVATION_WINDOW_SECONDS);
+    let mut latest: BTreeMap<&str, &LifetimeObservation> = BTreeMap::new();
+    for observation in observations.iter().filter(|o| o.at > since) {
+        let kept = latest.entry(&observation.connection).or_insert(observation);
+        if observation.at > kept.at {
+            *kept = observation;
+        }
+    }
+    let mut seconds: Vec<u64> = latest.values().map(|o| o.seconds).collect();
+    seconds.sort_unstable();
+    seconds.get(CONFIRMING_CONNECTIONS - 1).copied()
+}
+
+/// The lifetime a token is treated as having: the stated one, shortened to the learned
+/// one but never below the floor (half the stated lifetime, and
+/// [`LEARNED_FLOOR_SECONDS`]). A token the provider stated no lifetime for is not
+/// shortened: it is refreshed when it is rejected.
+pub(crate) fn effective_lifetime(stated: Option<u64>, learned: Option<u64>) -> Option<u64> {
+    let stated = stated?;
+    let Some(learned) = learned else {
+        return Some(stated);
+    };
+    let floor = stated.div_ceil(2).max(LEARNED_FLOOR_SECONDS);
+    Some(stated.min(learned.max(floor)))
 }
 
 /// A provider's OAuth spec: the catalog's own, or one resolved from its issuer's
@@ -154,8 +245,10 @@ fn unreachable(err: reqwest::Error) -> VaultError {
     })
 }
 
-fn store_unavailable(err: impl std::fmt::Display) -> VaultError {
-    VaultError::Unavailable(err.to_string())
+/// A store failure as the vault reports it: retry later, the causes kept in the text
+/// (for the log line; no secret is in a store error).
+fn store_unavailable(err: impl std::error::Error + 'static) -> VaultError {
+    VaultError::Unavailable(error_chain(&err))
 }
 
 fn crypto_error(err: CryptoError) -> VaultError {
@@ -163,7 +256,7 @@ fn crypto_error(err: CryptoError) -> VaultError {
         CryptoError::Mismatch => {
             VaultError::Rejected("sealed tokens do not open under this connection's context".into())
         }
-        other => VaultError::Unavailable(other.to_string()),
+        other => VaultError::Unavailable(error_chain(&other)),
     }
 }
 
@@ -174,10 +267,7 @@ pub(crate) fn refresh_at(
     stated: Option<u64>,
     learned: Option<u64>,
 ) -> Option<i64> {
-    let lifetime = match (stated, learned) {
-        (Some(stated), Some(learned)) => stated.min(learned),
-        (stated, learned) => stated.or(learned)?,
-    };
+    let lifetime = effective_lifetime(stated, learned)?;
     let margin = u64::from(spec.lifetime_margin_seconds);
     let usable = lifetime.saturating_sub(margin).max(lifetime / 2);
     Some(issued_at.saturating_add(i64::try_from(usable).unwrap_or(i64::MAX)))
@@ -230,8 +320,8 @@ impl TokenVault {
             .await
             .map(ProviderSpec::Discovered)
             .map_err(|err| match err {
-                DiscoveryError::Unavailable { .. } => VaultError::Unavailable(err.to_string()),
-                DiscoveryError::Invalid { .. } => VaultError::Rejected(err.to_string()),
+                DiscoveryError::Unavailable { .. } => VaultError::Unavailable(error_chain(&err)),
+                DiscoveryError::Invalid { .. } => VaultError::Rejected(error_chain(&err)),
             })
     }
 
@@ -259,11 +349,7 @@ impl TokenVault {
         previous_refresh: Option<SecretString>,
     ) -> Result<Connection, VaultError> {
         let now = unix(self.clock.now());
-        let learned = self
-            .connections
-            .learned_lifetime(&base.provider)
-            .await
-            .map_err(store_unavailable)?;
+        let learned = self.learned(&base.provider).await;
         let tokens = TokenSet {
             access_token: response.access_token.clone(),
             refresh_token: response.refresh_token.clone().or(previous_refresh),
@@ -318,8 +404,28 @@ impl TokenVault {
         let plaintext = open(self.keys.as_ref(), &context, sealed)
             .await
             .map_err(crypto_error)?;
-        serde_json::from_slice(&plaintext)
-            .map_err(|_| VaultError::Rejected("sealed tokens are not a token set".into()))
+        // serde's message can quote the plaintext (a token): only its kind and place.
+        serde_json::from_slice(&plaintext).map_err(|err| {
+            VaultError::Rejected(format!(
+                "sealed tokens are not a token set ({:?} error at line {} column {})",
+                err.classify(),
+                err.line(),
+                err.column()
+            ))
+        })
+    }
+
+    /// The provider's learned lifetime now (not yet floored). Learning only shortens
+    /// refresh times, so observations that cannot be read mean "none learned" rather
+    /// than a failed refresh or connect.
+    async fn learned(&self, provider: &str) -> Option<u64> {
+        match self.connections.lifetime_observations(provider).await {
+            Ok(observations) => learned_lifetime(&observations, unix(self.clock.now())),
+            Err(err) => {
+                tracing::warn!(provider, error = %error_chain(&err), "lifetime observations unreadable; using the stated lifetime");
+                None
+            }
+        }
     }
 
     async fn hand_out(&self, connection: &Connection) -> Result<AccessToken, VaultError> {
@@ -340,11 +446,7 @@ impl TokenVault {
         let Some(issued_at) = connection.token_issued_at else {
             return Ok(true);
         };
-        let learned = self
-            .connections
-            .learned_lifetime(&connection.provider)
-            .await
-            .map_err(store_unavailable)?;
+        let learned = self.learned(&connection.provider).await;
         Ok(
             refresh_at(spec, issued_at, connection.stated_lifetime, learned)
                 .is_some_and(|at| unix(self.clock.now()) >= at),
@@ -367,41 +469,62 @@ impl TokenVault {
         self.refresh_from(connection, generation).await
     }
 
-    /// The provider rejected `rejected` (a 401 on an API call): if it was rejected
-    /// before its stated expiry, the provider's lifetime is learned from it; then the
-    /// token is refreshed once (or the newer token a peer already got is returned).
+    /// The provider rejected `rejected` (a 401 on an API call): the token is refreshed
+    /// once (or the newer token a peer already got is returned). If it was rejected
+    /// before its stated expiry and that refresh succeeded, its age is recorded as this
+    /// connection's lifetime observation (the module doc says how they are used).
     pub async fn token_rejected(
         &self,
         id: &str,
         rejected: &AccessToken,
     ) -> Result<AccessToken, VaultError> {
         let connection = self.load(id).await?;
-        if connection.token_generation == rejected.generation
-            && let (Some(issued_at), Some(stated)) =
-                (connection.token_issued_at, connection.stated_lifetime)
-        {
-            let observed = unix(self.clock.now()).saturating_sub(issued_at);
-            let observed = u64::try_from(observed).unwrap_or_default();
-            if observed < stated && observed > 0 {
-                tracing::warn!(
-                    provider = %connection.provider,
-                    connection = %connection.id,
-                    observed_seconds = observed,
-                    stated_seconds = stated,
-                    "token rejected before its stated expiry; learning the shorter lifetime"
-                );
-                self.connections
-                    .shorten_lifetime(&connection.provider, observed)
-                    .await
-                    .map_err(store_unavailable)?;
-            }
-        }
         if connection.state == ConnectionState::NeedsReauth {
             return Err(VaultError::NeedsReauth(
                 connection.last_error.unwrap_or_default(),
             ));
         }
-        self.refresh_from(connection, rejected.generation).await
+        let now = unix(self.clock.now());
+        let observation = match (connection.token_issued_at, connection.stated_lifetime) {
+            (Some(issued_at), Some(stated))
+                if connection.token_generation == rejected.generation =>
+            {
+                u64::try_from(now.saturating_sub(issued_at))
+                    .ok()
+                    .filter(|age| (1..stated).contains(age))
+                    .map(|seconds| {
+                        (
+                            stated,
+                            LifetimeObservation {
+                                connection: connection.id.clone(),
+                                seconds,
+                                at: now,
+                            },
+                        )
+                    })
+            }
+            _ => None,
+        };
+        let provider = connection.provider.clone();
+        // A revoked grant's refresh fails here: nothing is learned from it.
+        let token = self.refresh_from(connection, rejected.generation).await?;
+        if let Some((stated, observation)) = observation {
+            tracing::warn!(
+                provider = %provider,
+                connection = %observation.connection,
+                observed_seconds = observation.seconds,
+                stated_seconds = stated,
+                "token rejected before its stated expiry, then refreshed; its age is recorded as a lifetime observation"
+            );
+            if let Err(err) = self
+                .connections
+                .record_lifetime(&provider, observation)
+                .await
+            {
+                tracing::warn!(provider = %provider, error = %error_chain(&err), "lifetime observation not recorded");
+            }
+        }
+        Ok(token)
     }
 
     /// Refreshes unless a token newer than `generation` exists; one caller refreshes,
@@ -479,7 +602,7 @@ impl TokenVault {
             Err(err) => {
                 self.release(&leased, Some("client_credentials_unavailable"))
                     .await;
-                return Err(VaultError::Unavailable(err.to_string()));
+                return Err(VaultError::Unavailable(error_chain(&err)));
             }
         };
         let result = self
@@ -530,48 +653,65 @@ impl TokenVault {
     ) -> Result<AccessToken, VaultError> {
         let mut base = leased.clone();
         let mut delay = Duration::from_millis(100);
+        let mut last_error = String::new();
         for attempt in 1..=5 {
-            let next = self
+            // Sealing (the key service) and the write are both retried: the token call
+            // already happened, and a rotated refresh token lives only in `response`.
+            let written = match self
                 .with_tokens(&base, spec, response, previous_refresh.clone())
-                .await?;
-            match self.connections.replace(&next, base.version).await {
-                Ok(true) => {
+                .await
+            {
+                Ok(next) => self
+                    .connections
+                    .replace(&next, base.version)
+                    .await
+                    .map(|stored| stored.then_some(next))
+                    .map_err(store_unavailable),
+                Err(err) => Err(err),
+            };
+            match written {
+                Ok(Some(next)) => {
                     return Ok(AccessToken {
                         value: response.access_token.clone(),
                         generation: next.token_generation,
                         params: next.params,
                     });
                 }
-                Ok(false) => {
+                Ok(None) => {
                     // Someone else wrote: a sync note, or (lease lost) newer tokens.
-                    let current = self.load(&base.id).await?;
-                    if current.token_generation > leased.token_generation {
-                        return self.hand_out(&current).await;
-                    }
-                    base = current;
-                }
-                Err(err) => {
-                    tracing::error!(
-                        provider = %leased.provider,
-                        connection = %leased.id,
-                        attempt,
-                        error = %err,
-                        "refreshed tokens not stored yet; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    if let Ok(Some(current)) = self.connections.get(&base.id).await {
-                        if current.token_generation > leased.token_generation {
-                            return self.hand_out(&current).await;
+                    match self.connections.get(&base.id).await {
+                        Ok(Some(current)) => {
+                            if current.token_generation > leased.token_generation {
+                                return self.hand_out(&current).await;
+                            }
+                            base = current;
+                            continue;
                         }
-                        base = current;
+                        Ok(None) => return Err(VaultError::NotFound(base.id.clone())),
+                        Err(err) => last_error = error_chain(&err),
                     }
                 }
+                Err(err) => last_error = err.to_string(),
+            }
+            tracing::error!(
+                provider = %leased.provider,
+                connection = %leased.id,
+                attempt,
+                error = %last_error,
+                "refreshed tokens not stored yet; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            if let Ok(Some(current)) = self.connections.get(&base.id).await {
+                if current.token_generation > leased.token_generation {
+                    return self.hand_out(&current).await;
+                }
+                base = current;
             }
         }
-        Err(VaultError::Unavailable(
-            "refreshed tokens could not be stored".into(),
-        ))
+        Err(VaultError::Unavailable(format!(
+            "refreshed tokens could not be stored: {last_error}"
+        )))
     }
 
     /// Drops the lease (when it is still ours), noting an error if there is one.
@@ -585,7 +725,7 @@ impl TokenVault {
             next.last_error_at = Some(now);
         }
         if let Err(err) = self.connections.replace(&next, leased.version).await {
-            tracing::warn!(connection = %leased.id, error = %err, "refresh lease not released; it expires on its own");
+            tracing::warn!(connection = %leased.id, error = %error_chain(&err), "refresh lease not released; it expires on its own");
         }
     }
 
@@ -669,33 +809,137 @@ impl TokenVault {
         self.bus
             .publish(std::slice::from_ref(&event))
             .await
-            .map_err(|err| VaultError::Unavailable(err.to_string()))
+            .map_err(|err| VaultError::Unavailable(error_chain(&err)))
     }
 
-    /// Refreshes every active connection whose token is due within `ahead`
-    /// (the scheduled refresher).
-    pub async fn refresh_due(&self, ahead: Duration) -> Result<RefreshReport, VaultError> {
+    /// Refreshes every active connection whose token is due within `ahead` (the
+    /// scheduled refresher), starting none after `budget` has passed (so the run ends
+    /// before its Lambda timeout cuts a refresh between the token call and the write).
+    ///
+    /// Each connection is refreshed on its own task, at most
+    /// [`VaultSettings::sweep_concurrency`] at once, taking the providers in turn; a
+    /// failure is logged with its cause and counted, and the sweep goes on. After [`PROVIDER_FAILURE_LIMIT`] failures in a
+    /// row of one provider, its remaining connections are skipped for this run (their
+    /// tokens are still refreshed on use). Only the read of what is due can fail the run.
+    pub async fn refresh_due(
+        &self,
+        ahead: Duration,
+        budget: Duration,
+    ) -> Result<RefreshReport, VaultError> {
+        let started = std::time::Instant::now();
         let before = unix(self.clock.now()) + i64::try_from(ahead.as_secs()).unwrap_or_default();
         let due = self
             .connections
-            .due_for_refresh(before, 200)
+            .due_for_refresh(before, SWEEP_READ_LIMIT)
             .await
             .map_err(store_unavailable)?;
         let mut report = RefreshReport {
             due: due.len(),
             ..RefreshReport::default()
         };
-        for connection in due {
-            let id = connection.id.clone();
-            let generation = connection.token_generation;
-            match self.refresh_from(connection, generation).await {
-                Ok(_) => report.refreshed += 1,
-                Err(VaultError::NeedsReauth(_)) => report.needs_reauth += 1,
-                Err(err) => {
-                    tracing::warn!(connection = %id, error = %err, "scheduled refresh failed");
+        let mut by_provider: BTreeMap<String, VecDeque<Connection>> = BTreeMap::new();
+        for entry in due {
+            match entry {
+                Ok(connection) => by_provider
+                    .entry(connection.provider.clone())
+                    .or_default()
+                    .push_back(connection),
+                Err(unreadable) => {
+                    tracing::error!(
+                        connection = %unreadable.id,
+                        error = %error_chain(&unreadable),
+                        outcome = "refresh_failed",
+                        "due connection unreadable; not refreshed"
+                    );
                     report.failed += 1;
                 }
             }
+        }
+        // The providers in turn, so one with many due connections does not go first
+        // with all of them.
+        let mut order = Vec::new();
+        while !by_provider.is_empty() {
+            by_provider.retain(|_, queue| {
+                if let Some(connection) = queue.pop_front() {
+                    order.push(connection);
+                }
+                !queue.is_empty()
+            });
+        }
+        let mut providers: BTreeMap<String, ProviderTally> = BTreeMap::new();
+        let mut running = tokio::task::JoinSet::new();
+        let mut started_tasks: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+        let mut pending = order.into_iter();
+        loop {
+            while running.len() < self.settings.sweep_concurrency.max(1) {
+                let Some(connection) = pending.next() else {
+                    break;
+                };
+                let tally = providers.entry(connection.provider.clone()).or_default();
+                if started.elapsed() >= budget {
+                    report.deferred += 1;
+                } else if tally.in_a_row >= PROVIDER_FAILURE_LIMIT {
+                    report.skipped += 1;
+                    tally.skipped += 1;
+                } else {
+                    let vault = self.clone();
+                    let names = (connection.id.clone(), connection.provider.clone());
+                    let generation = connection.token_generation;
+                    let task = running.spawn(async move {
+                        vault.refresh_from(connection, generation).await.map(|_| ())
+                    });
+                    started_tasks.insert(task.id(), names);
+                }
+            }
+            let Some(joined) = running.join_next_with_id().await else {
+                break;
+            };
+            let (task, result) = match joined {
+                Ok((task, result)) => (task, result),
+                // A panicking refresh (where panics unwind: the release profile
+                // aborts) or a cancelled task.
+                Err(join_error) => (
+                    join_error.id(),
+                    Err(VaultError::Unavailable(format!(
+                        "the refresh task ended abnormally: {join_error}"
+                    ))),
+                ),
+            };
+            let (id, provider) = started_tasks.remove(&task).unwrap_or_default();
+            let tally = providers.entry(provider.clone()).or_default();
+            match result {
+                Ok(()) => {
+                    report.refreshed += 1;
+                    tally.in_a_row = 0;
+                }
+                // The grant is gone: that user's doing, not the provider failing.
+                Err(VaultError::NeedsReauth(_)) => {
+                    report.needs_reauth += 1;
+                    tally.in_a_row = 0;
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        provider = %provider,
+                        connection = %id,
+                        error = %err,
+                        outcome = "refresh_failed",
+                        "scheduled refresh failed"
+                    );
+                    report.failed += 1;
+                    tally.failed += 1;
+                    tally.in_a_row += 1;
+                    tally.last_error = err.to_string();
+                }
+            }
+        }
+        for (provider, tally) in providers.iter().filter(|(_, t)| t.failed > 0) {
+            tracing::warn!(
+                provider = %provider,
+                failed = tally.failed,
+                skipped = tally.skipped,
+                last_error = %tally.last_error,
+                "provider's scheduled refreshes failed"
+            );
         }
         Ok(report)
     }
@@ -712,7 +956,7 @@ impl TokenVault {
                 .credentials
                 .credentials(&connection.provider)
                 .await
-                .map_err(|err| VaultError::Unavailable(err.to_string()))?;
+                .map_err(|err| VaultError::Unavailable(error_chain(&err)))?;
             self.client
                 .revoke(
                     &spec,

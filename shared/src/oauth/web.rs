@@ -4,7 +4,8 @@
 //!
 //! - `GET /oauth/{provider}/start` → 302 to the provider, with the binding cookie;
 //! - `GET /oauth/{provider}/callback` → 302 back to `return_to`, or a 400 page that says
-//!   what went wrong (never a secret);
+//!   what went wrong (never a secret); an infrastructure failure is a 503 page with a
+//!   fixed sentence, its cause only in the log line;
 //! - `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`
 //!   (`?force=true` deletes without revoking): JSON, behind IAM auth in the template.
 
@@ -86,13 +87,20 @@ impl HttpReply {
     }
 }
 
-fn flow_error_page(err: &FlowError) -> HttpReply {
+/// The page for a refused or failed OAuth step, and its log line: the page says what a
+/// user can act on, the log line has the cause (SDK and transport text included).
+fn flow_error_page(provider: &str, step: &str, err: &FlowError) -> HttpReply {
     let title = match err.status() {
         404 => "Unknown provider",
         400 => "This connection link cannot be used",
         _ => "Connecting is unavailable right now",
     };
-    HttpReply::page(err.status(), title, &err.to_string())
+    if err.status() >= 500 {
+        tracing::error!(provider, step, status = err.status(), error = %err.log_detail(), outcome = "oauth_unavailable", "OAuth step failed");
+    } else {
+        tracing::info!(provider, step, status = err.status(), error = %err, outcome = "oauth_refused", "OAuth request refused");
+    }
+    HttpReply::page(err.status(), title, &err.public_message())
 }
 
 /// A query string's decoded pairs, in order.
@@ -132,7 +140,7 @@ pub async fn oauth_route(
                         .push(("set-cookie".into(), redirect.set_cookie));
                     reply
                 }
-                Err(err) => flow_error_page(&err),
+                Err(err) => flow_error_page(provider, step, &err),
             }
         }
         "callback" => {
@@ -159,7 +167,7 @@ pub async fn oauth_route(
                     ));
                     reply
                 }
-                Err(err) => flow_error_page(&err),
+                Err(err) => flow_error_page(provider, step, &err),
             }
         }
         _ => HttpReply::page(404, "Not found", "no such OAuth route"),
@@ -198,6 +206,8 @@ pub fn connection_view(connection: &Connection) -> serde_json::Value {
     })
 }
 
+/// The management API's answer for a vault error. An infrastructure failure's text
+/// (SDK and transport detail) goes to the log line, not to the caller.
 fn vault_error(err: &VaultError) -> HttpReply {
     let (status, code) = match err {
         VaultError::NotFound(_) => (404, "not_found"),
@@ -205,7 +215,13 @@ fn vault_error(err: &VaultError) -> HttpReply {
         VaultError::Unavailable(_) | VaultError::Unreachable(_) => (503, "unavailable"),
         VaultError::Rejected(_) => (502, "provider_refused"),
     };
-    HttpReply::json(status, json!({ "error": code, "message": err.to_string() }))
+    let message = if status == 503 {
+        tracing::error!(error = %err, outcome = "management_unavailable", "management API request failed");
+        "temporarily unavailable; try again".to_owned()
+    } else {
+        err.to_string()
+    };
+    HttpReply::json(status, json!({ "error": code, "message": message }))
 }
 
 /// `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`.
@@ -228,13 +244,13 @@ pub async fn connections_route(
                     200,
                     json!({ "connections": list.iter().map(connection_view).collect::<Vec<_>>() }),
                 ),
-                Err(err) => vault_error(&VaultError::Unavailable(err.to_string())),
+                Err(err) => vault_error(&VaultError::Unavailable(super::error_chain(&err))),
             }
         }
         ("GET", Some(id)) => match vault.connections.get(id).await {
             Ok(Some(connection)) => HttpReply::json(200, connection_view(&connection)),
             Ok(None) => vault_error(&VaultError::NotFound(id.to_owned())),
-            Err(err) => vault_error(&VaultError::Unavailable(err.to_string())),
+            Err(err) => vault_error(&VaultError::Unavailable(super::error_chain(&err))),
         },
         ("DELETE", Some(id)) => {
             let force = query.get("force").is_some_and(|v| v == "true");
@@ -247,5 +263,68 @@ pub async fn connections_route(
             405,
             json!({ "error": "method_not_allowed", "message": "GET or DELETE" }),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::tests::{capture_logs, captured};
+
+    const SDK_TEXT: &str = "dispatch failure: io error: error trying to connect: tcp connect error: Connection refused (os error 111) at dynamodb.eu-west-1.amazonaws.com";
+
+    #[test]
+    fn an_unavailable_page_shows_a_fixed_sentence_and_logs_the_cause() {
+        let (_guard, logs) = capture_logs();
+        let err = FlowError::Unavailable {
+            step: "storing the pending authorization",
+            source: SDK_TEXT.into(),
+        };
+        let reply = flow_error_page("fakeauth", "start", &err);
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply.body.contains("temporarily unavailable"),
+            "{}",
+            reply.body
+        );
+        for detail in [
+            "dispatch failure",
+            "amazonaws",
+            "os error",
+            "storing the pending",
+        ] {
+            assert!(
+                !reply.body.contains(detail),
+                "{detail} shown: {}",
+                reply.body
+            );
+        }
+        let logs = captured(&logs);
+        assert!(
+            logs.contains("storing the pending authorization") && logs.contains(SDK_TEXT),
+            "the log line has the step and the cause: {logs}"
+        );
+    }
+
+    #[test]
+    fn a_refused_request_page_says_what_is_wrong() {
+        let reply = flow_error_page(
+            "fakeauth",
+            "callback",
+            &FlowError::BadRequest("the callback has no state".into()),
+        );
+        assert_eq!(reply.status, 400);
+        assert!(reply.body.contains("the callback has no state"));
+    }
+
+    #[test]
+    fn the_management_api_keeps_infrastructure_detail_in_the_log() {
+        let (_guard, logs) = capture_logs();
+        let reply = vault_error(&VaultError::Unavailable(SDK_TEXT.into()));
+        assert_eq!(reply.status, 503);
+        assert!(!reply.body.contains("dispatch failure"), "{}", reply.body);
+        assert!(captured(&logs).contains(SDK_TEXT));
+        let reply = vault_error(&VaultError::NeedsReauth("invalid_grant".into()));
+        assert!(reply.body.contains("invalid_grant"), "{}", reply.body);
     }
 }
