@@ -5,10 +5,11 @@ The SAM template is translated with aws-sam-translator (the same transform Cloud
 runs on `sam deploy`) and created as a CloudFormation stack in the emulator, so queues,
 redrive policies, buckets, tables and function environments are the template's own.
 
-Subcommands (all print JSON on stdout):
+Subcommands (all but `serve` print JSON on stdout):
   translate                 the CloudFormation the template becomes
   deploy                    create (or replace) the stack and describe what it made
   describe                  describe an existing stack
+  serve [moto_server args]  run the emulator (moto server) with AWS's size limits
 
 The emulator does not run API Gateway routes or EventBridge schedules; the local stack
 reads those from the translated template itself (see `routes`, `schedules` and
@@ -16,6 +17,7 @@ reads those from the translated template itself (see `routes`, `schedules` and
 """
 
 import argparse
+import base64
 import io
 import json
 import os
@@ -26,7 +28,6 @@ import zipfile
 
 import boto3
 import yaml
-from samtranslator.translator.transform import transform
 
 # The translator needs a region for ARNs; the emulator answers for us-east-1.
 os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
@@ -98,6 +99,9 @@ def load_template(path):
 
 
 def translate(template_path, parameters):
+    # Imported here: `serve` starts faster without it.
+    from samtranslator.translator.transform import transform
+
     sam = load_template(template_path)
     # Local code paths are replaced by where `sam package` would have put them.
     for logical_id, resource in sam.get("Resources", {}).items():
@@ -381,6 +385,118 @@ def _create_alarms(client, stack_name, cfn, parameters):
         cloudwatch.put_metric_alarm(**props)
 
 
+# AWS's size limits that moto does not enforce (or enforces at other values), so a test
+# fails locally the way a deploy would. EventBridge: 256 KB per PutEvents entry and per
+# request, entries sized as "Calculating Amazon EventBridge PutEvents event entry size"
+# says; a request over it is refused as a whole with ValidationException (moto already
+# refuses more than 10 entries). SQS: 262,144 bytes per message, body plus attributes,
+# and per SendMessageBatch. AWS raised both services to 1 MiB in 2026 for new queues and
+# buses; the local stack keeps the lower limit, which every queue and bus still honours,
+# so what passes here passes on any of them.
+PUT_EVENTS_MAX_BYTES = 262_144
+SQS_MAX_MESSAGE_BYTES = 262_144
+
+
+def put_events_entry_size(entry):
+    """A PutEventsRequestEntry's size as EventBridge counts it: Time 14 bytes if
+    present, the UTF-8 bytes of Source, DetailType, Detail and each of Resources.
+    EventBusName, TraceHeader and the JSON around them are not counted."""
+    size = 14 if entry.get("Time") is not None else 0
+    for name in ("Source", "DetailType", "Detail"):
+        if entry.get(name) is not None:
+            size += len(str(entry[name]).encode("utf-8"))
+    for resource in entry.get("Resources") or []:
+        if resource is not None:
+            size += len(str(resource).encode("utf-8"))
+    return size
+
+
+def sqs_message_size(body, attributes):
+    """An SQS message's size as SQS counts it against its limit: the body's UTF-8 bytes
+    plus each message attribute's name, data type and value."""
+    size = len((body or "").encode("utf-8"))
+    for name, value in (attributes or {}).items():
+        size += len(name.encode("utf-8")) + len(str(value.get("DataType", "")).encode("utf-8"))
+        if value.get("StringValue") is not None:
+            size += len(str(value["StringValue"]).encode("utf-8"))
+        binary = value.get("BinaryValue")
+        if isinstance(binary, (bytes, bytearray)):
+            size += len(binary)
+        elif isinstance(binary, str):
+            try:
+                size += len(base64.b64decode(binary, validate=True))
+            except ValueError:
+                size += len(binary.encode("utf-8"))
+    return size
+
+
+def enforce_aws_limits():
+    """Patches moto's EventBridge and SQS request handling with the limits above.
+
+    Applied to the request handlers (and EventBridge's backend entry point), so every
+    client of the server sees them, while moto's own deliveries (a rule's target
+    queue) are left alone.
+    """
+    from moto.events.exceptions import ValidationException
+    from moto.events.models import EventsBackend
+    from moto.sqs.exceptions import InvalidParameterValue, SQSException
+    from moto.sqs.responses import SQSResponse
+
+    put_events = EventsBackend.put_events
+
+    def limited_put_events(self, events):
+        if len(events) <= 10:
+            total = sum(put_events_entry_size(entry) for entry in events)
+            if total > PUT_EVENTS_MAX_BYTES:
+                raise ValidationException("Total size of the entries in the request is over the limit.")
+        return put_events(self, events)
+
+    EventsBackend.put_events = limited_put_events
+
+    def queue_limit(response):
+        queue = response.sqs_backend.get_queue(response._get_queue_name())
+        return min(SQS_MAX_MESSAGE_BYTES, int(queue.maximum_message_size or SQS_MAX_MESSAGE_BYTES))
+
+    def too_long(limit):
+        return InvalidParameterValue(
+            f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes.")
+
+    send_message = SQSResponse.send_message
+
+    def limited_send_message(self):
+        limit = queue_limit(self)
+        if sqs_message_size(self._get_param("MessageBody"), self._get_param("MessageAttributes", {})) > limit:
+            raise too_long(limit)
+        return send_message(self)
+
+    SQSResponse.send_message = limited_send_message
+
+    send_message_batch = SQSResponse.send_message_batch
+
+    def limited_send_message_batch(self):
+        entries = self._get_param("Entries", []) or []
+        sizes = [sqs_message_size(e.get("MessageBody"), e.get("MessageAttributes")) for e in entries]
+        if sum(sizes) > SQS_MAX_MESSAGE_BYTES:
+            raise SQSException(
+                "BatchRequestTooLong",
+                f"Batch requests cannot be longer than {SQS_MAX_MESSAGE_BYTES} bytes. "
+                f"You have sent {sum(sizes)} bytes.")
+        limit = queue_limit(self)
+        if any(size > limit for size in sizes):
+            raise too_long(limit)
+        return send_message_batch(self)
+
+    SQSResponse.send_message_batch = limited_send_message_batch
+
+
+def serve(argv):
+    """Runs moto's server in this process (so its pid is the server's) with the limits."""
+    enforce_aws_limits()
+    from moto.server import main as moto_server
+
+    moto_server(argv or ["-H", "127.0.0.1"])
+
+
 def _parameters(pairs):
     parameters = {}
     for pair in pairs or []:
@@ -390,6 +506,9 @@ def _parameters(pairs):
 
 
 def main(argv):
+    if argv[:1] == ["serve"]:
+        serve(argv[1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["translate", "deploy", "describe"])
     parser.add_argument("--template", default=os.path.join(ROOT, "template.yaml"))

@@ -35,6 +35,9 @@ async fn dynamodb_store_meets_the_idempotency_contract() {
     .await;
 }
 
+/// The payload bucket of [`dynamo_consumer`]; created by the tests that use it.
+const PAYLOAD_BUCKET: &str = "payloads";
+
 /// A consumer on the emulator's `idempotency` and `records` tables.
 fn dynamo_consumer(
     aws: &aws_config::SdkConfig,
@@ -50,7 +53,7 @@ fn dynamo_consumer(
         Ports {
             records: Arc::new(DynamoRecordStore::from_config(aws, "records")),
             bus,
-            payloads: Arc::new(S3PayloadStore::from_config(aws, "unused")),
+            payloads: Arc::new(S3PayloadStore::from_config(aws, PAYLOAD_BUCKET)),
             retries,
             clock: Arc::new(SystemClock),
         },
@@ -470,4 +473,225 @@ async fn a_scheduled_retry_brings_the_message_back_after_the_delay() {
         .expect_err("unknown receipt handle");
     let cause = std::error::Error::source(&err).expect("cause").to_string();
     assert!(cause.contains("ReceiptHandleIsInvalid"), "{cause}");
+}
+
+/// A bus named `junction-events` with a rule delivering every `junction/*` event to a
+/// new queue, as a subscriber would: returns the queue's URL.
+async fn observed_bus(aws: &aws_config::SdkConfig) -> String {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let url = sqs
+        .create_queue()
+        .queue_name("observed")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let events = aws_sdk_eventbridge::Client::new(aws);
+    events
+        .create_event_bus()
+        .name("junction-events")
+        .send()
+        .await
+        .expect("bus");
+    events
+        .put_rule()
+        .name("everything")
+        .event_bus_name("junction-events")
+        .event_pattern(r#"{"source":[{"prefix":"junction/"}]}"#)
+        .send()
+        .await
+        .expect("rule");
+    events
+        .put_targets()
+        .rule("everything")
+        .event_bus_name("junction-events")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("observed")
+                .arn("arn:aws:sqs:us-east-1:123456789012:observed")
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("target");
+    url
+}
+
+/// Receives `count` CloudEvents from the observed queue (or fails after a minute).
+async fn observe(aws: &aws_config::SdkConfig, url: &str, count: usize) -> Vec<CloudEvent> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while events.len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {count} events observed",
+            events.len()
+        );
+        let batch = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        for m in batch {
+            let envelope: serde_json::Value =
+                serde_json::from_str(m.body().unwrap_or_default()).expect("eventbridge envelope");
+            events.push(serde_json::from_value(envelope["detail"].clone()).expect("a CloudEvent"));
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    events
+}
+
+/// A Stripe event of exactly `size` bytes (padded in the invoice's description).
+fn sized_stripe_event(event_id: &str, size: usize) -> String {
+    let event = |description: &str| {
+        format!(
+            r#"{{"id":"{event_id}","object":"event","type":"invoice.paid","created":1700000000,"data":{{"object":{{"id":"in_1","description":"{description}"}}}}}}"#
+        )
+    };
+    event(&"x".repeat(size - event("").len()))
+}
+
+/// With the emulator refusing what EventBridge refuses: a batch whose events total over
+/// 256 KB is split across `PutEvents` calls, and a 5 MiB event (stored in S3 by the
+/// ingress) reaches the subscriber by claim check: `dataref` names an S3 object holding
+/// its data, which the subscriber reads with `s3:GetObject`.
+#[tokio::test]
+async fn events_over_the_bus_limit_reach_the_subscriber_by_claim_check() {
+    let (_moto, aws) = emulator().await;
+    create_table(&aws, "idempotency", "pk").await;
+    create_table(&aws, "records", "pk").await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket(PAYLOAD_BUCKET)
+        .send()
+        .await
+        .expect("bucket");
+    let observed = observed_bus(&aws).await;
+    let consumer = dynamo_consumer(
+        &aws,
+        Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
+        Arc::new(shared::queue::InMemoryRetryScheduler::default()),
+    );
+
+    // Three events of ~100 KB each (over 256 KB together), and one of 5 MiB whose body
+    // the ingress put in the payload bucket.
+    let mut messages: Vec<InboundMessage> = (0..3)
+        .map(|n| {
+            let mut m = message(n, 0);
+            m.body = sized_stripe_event(&format!("evt_{n:03}"), 100_000);
+            m
+        })
+        .collect();
+    let big_body = sized_stripe_event("evt_big", 5_242_880);
+    let payloads = S3PayloadStore::from_config(&aws, PAYLOAD_BUCKET);
+    let uri = shared::payloads::PayloadStore::put(
+        &payloads,
+        "webhooks/stripe/2024-01-02/big",
+        big_body.as_bytes(),
+    )
+    .await
+    .expect("body stored");
+    let mut big = message(9, 0);
+    big.attributes
+        .insert(attribute::EVENT_ID.into(), "evt_big".into());
+    big.attributes
+        .insert(attribute::BODY_ENCODING.into(), "s3".into());
+    big.body = uri;
+    messages.push(big);
+
+    let outcomes = consumer.process_batch(messages).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.result == "processed" && o.published == 1),
+        "{outcomes:?}"
+    );
+
+    let mut events = observe(&aws, &observed, 4).await;
+    events.sort_by(|a, b| a.providereventid.cmp(&b.providereventid));
+    let ids: Vec<&str> = events.iter().map(|e| e.providereventid.as_str()).collect();
+    assert_eq!(ids, ["evt_000", "evt_001", "evt_002", "evt_big"]);
+    for inline in &events[..3] {
+        assert!(inline.dataref.is_none(), "{:?}", inline.dataref);
+        assert!(inline.data["raw"]["data"]["object"]["description"].is_string());
+    }
+    let claimed = &events[3];
+    assert!(claimed.data.is_null(), "no inline data");
+    let dataref = claimed.dataref.as_deref().expect("a dataref");
+    let key = format!("events/{}.json", claimed.id);
+    assert_eq!(dataref, format!("s3://{PAYLOAD_BUCKET}/{key}"));
+
+    // What a subscriber does: GetObject on the bucket and key the URI names.
+    let url = url::Url::parse(dataref).expect("an absolute URI");
+    assert_eq!(url.scheme(), "s3");
+    let object = s3
+        .get_object()
+        .bucket(url.host_str().expect("bucket"))
+        .key(url.path().trim_start_matches('/'))
+        .send()
+        .await
+        .expect("the subscriber reads the data");
+    assert_eq!(object.content_type(), Some("application/json"));
+    let bytes = object.body.collect().await.expect("body").into_bytes();
+    assert_eq!(claimed.datasize, Some(bytes.len() as u64));
+    let data: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON data");
+    assert_eq!(data["item"], "provider_event");
+    let raw: serde_json::Value = serde_json::from_str(&big_body).expect("JSON body");
+    assert_eq!(data["raw"], raw, "the whole 5 MiB event");
+}
+
+/// The bus adapter never sends an entry EventBridge would refuse: it reports it with
+/// its size and publishes the rest of the call.
+#[tokio::test]
+async fn the_bus_adapter_refuses_an_oversized_event_with_its_size() {
+    use shared::events::{EventBus, PUT_EVENTS_MAX_BYTES, Refusal};
+    let (_moto, aws) = emulator().await;
+    let observed = observed_bus(&aws).await;
+    let bus = EventBridgeBus::from_config(&aws, "junction-events");
+    let event = |n: usize, size: usize| {
+        CloudEvent::new(
+            "stripe",
+            &format!("evt_{n}"),
+            "0:provider_event",
+            "provider_event.occurred".into(),
+            None,
+            "2024-01-02T03:04:05Z".into(),
+            serde_json::json!({ "pad": "x".repeat(size) }),
+        )
+    };
+    let small = event(1, 10);
+    let big = event(2, PUT_EVENTS_MAX_BYTES);
+    let err = bus
+        .publish(&[small.clone(), big.clone()])
+        .await
+        .expect_err("one too large");
+    assert_eq!(err.unpublished.len(), 1);
+    assert_eq!(err.unpublished[0].id, big.id);
+    let size = big.entry().expect("entry").1;
+    assert_eq!(
+        err.unpublished[0].refusal,
+        Refusal::TooLarge { size },
+        "refused here, with its size"
+    );
+    assert!(err.to_string().contains(&format!("{size} bytes")), "{err}");
+    let events = observe(&aws, &observed, 1).await;
+    assert_eq!(events, [small]);
 }

@@ -1,8 +1,9 @@
 //! The AWS emulator (moto server) and the stack provisioned into it.
 //!
-//! [`Moto::start`] runs `moto_server` from the project venv (created by `infra/venv` on
-//! first use) on a free port of 127.0.0.1 and stops it when dropped, so a test that
-//! starts one cannot leave it behind. [`deploy`] translates `template.yaml` with
+//! [`Moto::start`] runs moto's server from the project venv (created by `infra/venv` on
+//! first use) with AWS's EventBridge and SQS size limits (`infra/emulator.py serve`) on
+//! a free port of 127.0.0.1 and stops it when dropped, so a test that starts one cannot
+//! leave it behind. [`deploy`] translates `template.yaml` with
 //! aws-sam-translator and creates it as a CloudFormation stack in the emulator
 //! (`infra/emulator.py`), returning what the stack made. Clients reach a server started
 //! here through [`crate::atomic_proxy`], which makes moto's DynamoDB writes atomic.
@@ -104,8 +105,10 @@ impl Moto {
             what: format!("log file {}", log_path.display()),
             source,
         })?;
-        let child = Command::new(venv.join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `infra/emulator.py serve` is moto's server with AWS's size limits applied.
+        let child = Command::new(venv.join("bin/python"))
+            .arg(root.join("infra/emulator.py"))
+            .args(["serve", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
