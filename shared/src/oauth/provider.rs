@@ -34,8 +34,8 @@ pub enum CredentialsError {
     Missing(String),
     #[error("secret {name} is not a JSON object with string client_id and client_secret")]
     Malformed { name: String },
-    #[error("secrets unavailable: {0}")]
-    Unavailable(String),
+    #[error("secrets unavailable")]
+    Unavailable(#[source] crate::secrets::SecretError),
 }
 
 /// Where client credentials come from.
@@ -79,8 +79,9 @@ impl<S: SecretSource> OAuthCredentials for SecretCredentials<S> {
             .source
             .secret_string(&name)
             .await
-            .map_err(|err| CredentialsError::Unavailable(err.to_string()))?
+            .map_err(CredentialsError::Unavailable)?
             .ok_or_else(|| CredentialsError::Missing(name.clone()))?;
+        // serde's message would quote the secret: only the secret's name is kept.
         let json: Value = serde_json::from_str(&text)
             .map_err(|_| CredentialsError::Malformed { name: name.clone() })?;
         let field = |key: &str| json.get(key).and_then(Value::as_str).map(str::to_owned);
@@ -407,6 +408,21 @@ async fn read_token_response(response: reqwest::Response) -> Result<bytes::Bytes
         })
 }
 
+/// Why a URL template could not be filled in.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FillError {
+    #[error("missing URL parameter {0}")]
+    Missing(String),
+    #[error("the filled-in endpoint {0}")]
+    Endpoint(#[source] crate::catalog::EndpointError),
+}
+
+impl From<FillError> for TokenError {
+    fn from(err: FillError) -> Self {
+        TokenError::Rejected(err.to_string())
+    }
+}
+
 /// Fills `{name}` placeholders from validated parameters (and `{client_id}`), then
 /// checks the URL it became against `rules`, keeping the template's host shape.
 pub(crate) fn fill(
@@ -414,7 +430,7 @@ pub(crate) fn fill(
     params: &BTreeMap<String, String>,
     client_id: &str,
     rules: EndpointRules,
-) -> Result<String, TokenError> {
+) -> Result<String, FillError> {
     let mut url = template.to_owned();
     for name in crate::catalog::placeholders(template) {
         let value = if name == "client_id" {
@@ -423,13 +439,13 @@ pub(crate) fn fill(
             params
                 .get(name)
                 .map(String::as_str)
-                .ok_or_else(|| TokenError::Rejected(format!("missing URL parameter {name}")))?
+                .ok_or_else(|| FillError::Missing(name.to_owned()))?
         };
         url = url.replace(&format!("{{{name}}}"), value);
     }
     rules
         .check_filled(template, &url)
-        .map_err(|err| TokenError::Rejected(format!("the filled-in endpoint {err}")))?;
+        .map_err(FillError::Endpoint)?;
     Ok(url)
 }
 
@@ -641,7 +657,10 @@ mod tests {
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 25\r\n\r\n{\"error\":\"invalid_token\"}",
                 true,
             ),
-            ("HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n", false),
+            (
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n",
+                false,
+            ),
             (
                 "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/html\r\ncontent-length: 9\r\n\r\nForbidden",
                 false,
