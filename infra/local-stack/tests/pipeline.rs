@@ -506,6 +506,68 @@ async fn a_poison_message_reaches_the_dlq_intact_and_comes_back_with_redrive() {
     stop_and_check_processes_are_gone(pipeline.stack).await;
 }
 
+/// Regression: a correctly signed Stripe event of 5,242,880 bytes (the ingress's
+/// documented limit) was answered 200, then failed `publish_failed` on each of its five
+/// receives and stayed in the DLQ, since EventBridge refuses `PutEvents` entries over
+/// 256 KB (the emulator took it, so no test saw it; it now refuses as AWS does). The
+/// event is now published by claim check: its data in the payload bucket, the CloudEvent
+/// with a `dataref` a subscriber reads it from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_5_mib_stripe_event_reaches_the_bus_by_claim_check() {
+    const SIZE: usize = 5_242_880;
+    let pipeline = Pipeline::start("pipe-big", &[]).await;
+
+    // GIVEN a correctly signed Stripe event of exactly 5,242,880 bytes
+    let now = OffsetDateTime::now_utc();
+    let mut big = sample("stripe", now);
+    let mut body: Value = serde_json::from_slice(&big.body).expect("JSON sample");
+    body["data"]["object"]["description"] = Value::String(String::new());
+    let unpadded = serde_json::to_vec(&body).expect("JSON").len();
+    body["data"]["object"]["description"] = Value::String("x".repeat(SIZE - unpadded));
+    big.body = serde_json::to_vec(&body).expect("JSON");
+    assert_eq!(big.body.len(), SIZE);
+    let delivery = pipeline.sign("stripe", big, now).await;
+
+    // WHEN it is posted
+    let statuses = pipeline.deliver(&delivery, Duration::from_secs(60)).await;
+    assert_eq!(statuses, vec![200]);
+
+    // THEN one CloudEvent reaches the bus's subscriber, without inline data
+    let events = pipeline.settled_events(1, Duration::from_secs(120)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(
+        (event.source.as_str(), event.event_type.as_str()),
+        ("junction/stripe", expected_type("stripe"))
+    );
+    assert_eq!(event.providereventid, delivery.event_id);
+    assert!(event.data.is_null(), "no inline data");
+    // ... whose dataref names the data in the stack's payload bucket
+    let bucket = &pipeline.stack.description().outputs["PayloadBucketName"];
+    let dataref = event.dataref.clone().expect("a dataref");
+    assert_eq!(dataref, format!("s3://{bucket}/events/{}.json", event.id));
+    // ... which a subscriber reads back: the normalized event with the whole payload
+    let payloads =
+        shared::payloads::S3PayloadStore::from_config(pipeline.stack.sdk_config(), bucket);
+    let stored = shared::payloads::PayloadStore::get(&payloads, &dataref)
+        .await
+        .expect("the subscriber reads the data");
+    assert_eq!(event.datasize, Some(stored.len() as u64));
+    let data: Value = serde_json::from_slice(&stored).expect("JSON data");
+    assert_eq!(data["item"], "provider_event");
+    assert!(data.get("mapping_version").is_some(), "{}", data["item"]);
+    assert_eq!(data["raw"], body, "the whole 5 MiB event");
+    // AND the event is completed once, nothing is dead-lettered
+    let key = format!("stripe#{}", delivery.event_id);
+    assert_eq!(
+        pipeline.idempotency_records().await,
+        BTreeMap::from([(key, "completed".to_owned())])
+    );
+    assert_eq!(queue_depth(&pipeline.sqs, &pipeline.dlq_url).await, (0, 0));
+    pipeline.assert_handlers_returned_in_time();
+    stop_and_check_processes_are_gone(pipeline.stack).await;
+}
+
 /// Regression: a claim the emulator applied after the consumer's call had timed out was
 /// orphaned until its lease ended, and retries that ignored the lease used up
 /// maxReceiveCount, dead-lettering a valid event. Retries now wait out the lease.
