@@ -405,6 +405,12 @@ pub struct Verification {
     /// does not verify. Box only.
     #[serde(default)]
     pub escaped_body_retry: bool,
+    /// Also accept a signature over the URL with its port written the other way: the
+    /// scheme's default port (443 for https, 80 for http) added when the URL has none,
+    /// its port removed when it has one, as Twilio's SDKs do (Twilio signs either form).
+    /// Needs `url` in `signed`. Twilio only.
+    #[serde(default)]
+    pub url_port_retry: bool,
     /// The HMAC the request names for itself in a header, instead of always `scheme`
     /// (Twilio's SharedKey signing: `X-Twilio-Webhooks-Signature-Settings:
     /// key=<id>,algorithm=HMAC_SHA256`). Without the header, or without the parameter in
@@ -1101,6 +1107,17 @@ impl Verification {
             && self.secret_encoding == SecretEncoding::Utf8
         {
             return err("secret_encoding", "a public key must be hex or base64");
+        }
+        if self.url_port_retry
+            && !self
+                .signed
+                .iter()
+                .any(|part| matches!(part, SignedPart::Url))
+        {
+            return err(
+                "url_port_retry",
+                "only for entries whose `signed` has `url`",
+            );
         }
         for escape in &self.url_decoded_escapes {
             let bytes = escape.as_bytes();

@@ -147,34 +147,54 @@ pub fn verify_matching(
         check_body_hash(param, request)?;
     }
     let json = parse_json_if(spec.signed.iter().any(is_json_part), request)?;
-    let pieces = resolve_parts(spec, request, timestamp, json.as_ref(), &signatures.params)?;
     // Box's SDKs also accept a signature over the body with its non-ASCII characters
-    // escaped (see [`box_escaped_body`]); only for entries that say so.
+    // escaped (see [`box_escaped_body`]), Twilio's over the URL with its port written
+    // the other way (see [`other_port_forms`]); only for entries that say so.
     let escaped = spec
         .escaped_body_retry
         .then(|| box_escaped_body(request.body))
         .flatten()
         .filter(|escaped| escaped.as_slice() != request.body);
-    let escaped_pieces = match &escaped {
-        Some(body) => Some(resolve_parts(
+    let other_urls = if spec.url_port_retry {
+        other_port_forms(request.url)
+    } else {
+        Vec::new()
+    };
+    let mut candidates = vec![resolve_parts(
+        spec,
+        request,
+        timestamp,
+        json.as_ref(),
+        &signatures.params,
+    )?];
+    if let Some(body) = &escaped {
+        candidates.push(resolve_parts(
             spec,
             &SignedRequest { body, ..*request },
             timestamp,
             json.as_ref(),
             &signatures.params,
-        )?),
-        None => None,
-    };
+        )?);
+    }
+    for url in &other_urls {
+        candidates.push(resolve_parts(
+            spec,
+            &SignedRequest { url, ..*request },
+            timestamp,
+            json.as_ref(),
+            &signatures.params,
+        )?);
+    }
     let mut usable_secret = false;
     for (index, secret) in secrets.iter().enumerate() {
         let Some(key) = decode_secret(spec, secret) else {
             continue;
         };
         usable_secret = true;
-        let escaped_match = escaped_pieces
-            .as_ref()
-            .is_some_and(|pieces| matches_any(scheme, &key, pieces, &signatures.values));
-        if matches_any(scheme, &key, &pieces, &signatures.values) || escaped_match {
+        if candidates
+            .iter()
+            .any(|pieces| matches_any(scheme, &key, pieces, &signatures.values))
+        {
             if let Some(rule) = &spec.timestamp
                 && let TimestampSource::JsonPointer(pointer) = &rule.from
             {
@@ -223,6 +243,47 @@ fn request_scheme(spec: &Verification, headers: &HeaderMap) -> Result<Scheme, Ve
             .map(|(_, scheme)| *scheme)
             .ok_or(VerifyError::UnexpectedHeader),
     }
+}
+
+/// `url` with its port written the other way, as Twilio's SDKs also try it because
+/// Twilio signs either form: twilio-python 9.11.0 `twilio/request_validator.py`
+/// (`RequestValidator.validate` checks `add_port(uri)` and `remove_port(uri)`: the
+/// port 443 for https, else 80, added when the URL has none; any port removed when it
+/// has one) and twilio-node 6.0.2 `src/webhooks/webhooks.ts` (`validateRequest`, the
+/// same two forms). One of those two is the URL as received, which the caller tries
+/// anyway, so this returns the other: with the default port when `url` has none,
+/// without its port when it has one. The form is built from `url`'s parse (scheme and
+/// host, then path, query and fragment as it serializes them). Empty for a URL that is
+/// not absolute http(s) with a host, or that carries credentials.
+pub(crate) fn other_port_forms(url: &str) -> Vec<String> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Vec::new();
+    };
+    let default_port = match parsed.scheme() {
+        "https" => 443,
+        "http" => 80,
+        _ => return Vec::new(),
+    };
+    if parsed.host_str().is_none() || !parsed.username().is_empty() || parsed.password().is_some() {
+        return Vec::new();
+    }
+    let before_port = &parsed[..url::Position::AfterHost];
+    let after_port = &parsed[url::Position::AfterPort..];
+    // `url` leaves a default port out of its parse, so `port()` is `None` for both
+    // `https://h/` and `https://h:443/`: the forms are built whole and the one equal to
+    // the URL as received dropped.
+    let with_port = format!(
+        "{before_port}:{}{after_port}",
+        parsed.port().unwrap_or(default_port)
+    );
+    let without_port = format!("{before_port}{after_port}");
+    let mut forms = Vec::with_capacity(1);
+    for form in [with_port, without_port] {
+        if form != url && !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
+    forms
 }
 
 /// The body as Box's SDKs re-encode it before their second signature check

@@ -222,6 +222,108 @@ fn twilio_form_vector() {
     assert_eq!(result, Ok(()));
 }
 
+/// Regression ("Nothing lost at the edges", point 4): Twilio signs the URL with or
+/// without the default port, and its SDKs accept both (twilio-python 9.11.0
+/// `tests/unit/test_request_validator.py`: `test_validation_adds_port_on_https`,
+/// `_on_http`, `test_validation_removes_port_on_https`, `_on_http`). Each expected value
+/// was also computed by the documented recipe (base64 HMAC-SHA1, keyed with the Auth
+/// Token `12345`, of the URL followed by each form parameter's name and value sorted):
+/// over `https://mycompany.com:443/myapp.php?foo=1&bar=2`, `kvajT1Pt…`; over
+/// `http://mycompany.com:80/…`, `0ZXoZLH/…`; over `http://mycompany.com:1234/…`,
+/// `Zmvh+3yN…`; over the URL without a port, `RSOYDt4T…`.
+#[test]
+fn twilio_accepts_the_url_with_and_without_the_default_port() {
+    let form = &[("Content-Type", "application/x-www-form-urlencoded")][..];
+    let twilio = |url: &str, signature: &str| {
+        let mut pairs = form.to_vec();
+        pairs.push(("X-Twilio-Signature", signature));
+        check(
+            "twilio",
+            &["12345"],
+            url,
+            &pairs,
+            TWILIO_FORM.as_bytes(),
+            unix(1_700_000_000),
+        )
+    };
+    // Signed over :443, received without a port (what the ingress rebuilds from its
+    // public base URL): refused before, accepted now.
+    let over_443 = "kvajT1Ptam85bY51eRf/AJRuM3w=";
+    assert_eq!(
+        twilio("https://mycompany.com/myapp.php?foo=1&bar=2", over_443),
+        Ok(())
+    );
+    // Received with :443, signed without it.
+    let without = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+    assert_eq!(
+        twilio("https://mycompany.com:443/myapp.php?foo=1&bar=2", without),
+        Ok(())
+    );
+    // http: port 80 added; any port removed.
+    assert_eq!(
+        twilio(
+            "http://mycompany.com/myapp.php?foo=1&bar=2",
+            "0ZXoZLH/DfblKGATFgpif+LLRf4="
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        twilio("https://mycompany.com:1234/myapp.php?foo=1&bar=2", without),
+        Ok(())
+    );
+    assert_eq!(
+        twilio(
+            "http://mycompany.com:1234/myapp.php?foo=1&bar=2",
+            "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="
+        ),
+        Ok(())
+    );
+    // Only the port varies: another port, scheme, host or path still fails.
+    for url in [
+        "https://mycompany.com:8443/myapp.php?foo=1&bar=2",
+        "http://mycompany.com/myapp.php?foo=1&bar=2",
+        "https://mycompany.org/myapp.php?foo=1&bar=2",
+        "https://mycompany.com/myapp.php?foo=1&bar=3",
+    ] {
+        assert_eq!(
+            twilio(url, over_443),
+            Err(VerifyError::SignatureMismatch),
+            "{url}"
+        );
+    }
+    // An entry without `url_port_retry` (Square signs the URL too) tries the URL as
+    // received only.
+    assert!(!spec("square").url_port_retry);
+}
+
+#[test]
+fn other_port_forms_add_or_remove_the_port() {
+    assert_eq!(
+        other_port_forms("https://h.example/a/b?x=1"),
+        ["https://h.example:443/a/b?x=1"]
+    );
+    assert_eq!(
+        other_port_forms("https://h.example:443/a/b?x=1"),
+        ["https://h.example/a/b?x=1"]
+    );
+    assert_eq!(
+        other_port_forms("http://h.example/a"),
+        ["http://h.example:80/a"]
+    );
+    assert_eq!(
+        other_port_forms("http://h.example:8080/a"),
+        ["http://h.example/a"]
+    );
+    for refused in [
+        "ftp://h.example/a",
+        "https://user:pw@h.example/a",
+        "/a/b",
+        "not a url",
+    ] {
+        assert!(other_port_forms(refused).is_empty(), "{refused}");
+    }
+}
+
 /// twilio-python `test_validation_of_body_succeeds`: repeated parameters contribute
 /// their values sorted and de-duplicated.
 #[test]
