@@ -283,6 +283,23 @@ pub struct WebhookSpec {
     /// signature headers). `Content-Type` is always copied.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// What every genuine delivery's body is; anything else is refused with 401 once
+    /// verified, never enqueued. Required to be `json_object` beside a handshake that
+    /// signs what a caller chooses ([`Handshake::signs_caller_input`]): its answers are
+    /// valid signatures of the chosen text, which must never pass for a delivery.
+    #[serde(default)]
+    pub body: BodyShape,
+}
+
+/// The shape of a provider's delivery bodies ([`WebhookSpec::body`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyShape {
+    /// Any bytes the signature covers.
+    #[default]
+    Any,
+    /// A JSON object (`{…}`, optionally after whitespace), well-formed to the end.
+    JsonObject,
 }
 
 /// A value read from the request after verification.
@@ -782,6 +799,17 @@ impl Handshake {
         )
     }
 
+    /// True when the ingress answers the handshake with a MAC, keyed with the delivery
+    /// key, of text an unauthenticated caller chooses: X's CRC (`crc_token`). Such an
+    /// answer is a valid delivery signature of that text, so the entry must say
+    /// `body = "json_object"` and the token is never one. Zoom's `plainToken` is
+    /// MACed too, but only from a verified request, and only when token-shaped (it can
+    /// then never be Zoom's signed `v0:<timestamp>:<body>`). The other handshakes echo a
+    /// value or answer a constant, and sign nothing.
+    pub fn signs_caller_input(self) -> bool {
+        self == Handshake::TwitterCrc
+    }
+
     /// True when the handshake is a `GET` (the ingress refuses other `GET`s).
     pub fn is_get(self) -> bool {
         matches!(
@@ -948,6 +976,15 @@ impl Provider {
                 && !(200..300).contains(&ack.status)
             {
                 return Err(invalid("webhook.ack.status", "must be 2xx".to_owned()));
+            }
+            if let Some(handshake) = webhook.handshake
+                && handshake.signs_caller_input()
+                && webhook.body != BodyShape::JsonObject
+            {
+                return Err(invalid(
+                    "webhook.body",
+                    "this handshake signs any token a caller sends with the key that signs deliveries: set `body = \"json_object\"` so no answer passes for a delivery".to_owned(),
+                ));
             }
         }
         Ok(())
@@ -1386,6 +1423,38 @@ replay_window = "none"
             let provider = catalog.get(id).unwrap_or_else(|| panic!("{id} missing"));
             let webhook = provider.webhook.as_ref().expect("a webhook spec");
             assert!(webhook.verification.is_some(), "{id} is verified");
+        }
+    }
+
+    /// Issue "Nothing lost at the edges", point 3: X's CRC answers sign any token, so
+    /// an entry with that handshake must refuse bodies that are not JSON objects.
+    #[test]
+    fn a_handshake_that_signs_caller_input_needs_json_object_bodies() {
+        let crc = |body: &str| {
+            webhook_file(&format!(
+                "[webhook]\nhandshake = \"twitter_crc\"\n{body}\n[webhook.verification]\nscheme = \"hmac-sha256\"\nsignature = {{ format = \"single\", header = \"x-acme-signature\", prefix = \"sha256=\", encoding = \"base64\" }}\nsigned = [\"body\"]\nreplay_window = \"none\"\n"
+            ))
+        };
+        let err = Catalog::from_files(&[("acme.toml", &crc(""))]).expect_err("refused");
+        assert!(
+            matches!(&err, CatalogError::Invalid { field, message, .. }
+                if field == "webhook.body" && message.contains("json_object")),
+            "{err}"
+        );
+        let catalog = Catalog::from_files(&[("acme.toml", &crc("body = \"json_object\""))])
+            .expect("accepted with json_object bodies");
+        let webhook = catalog.get("acme").and_then(|p| p.webhook.as_ref());
+        assert_eq!(webhook.map(|w| w.body), Some(BodyShape::JsonObject));
+        let err = Catalog::from_files(&[("acme.toml", &crc("body = \"json\""))])
+            .expect_err("an unknown shape");
+        assert!(err.to_string().contains("body"), "{err}");
+        // The embedded entries that need it have it.
+        for provider in Catalog::embedded().expect("catalog").providers() {
+            if let Some(webhook) = &provider.webhook
+                && webhook.handshake.is_some_and(Handshake::signs_caller_input)
+            {
+                assert_eq!(webhook.body, BodyShape::JsonObject, "{}", provider.id);
+            }
         }
     }
 

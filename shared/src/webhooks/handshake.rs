@@ -7,6 +7,11 @@
 //! `X-Hook-Secret`) are recognised before verification ([`unsigned_handshake`]) and
 //! answered without touching anything a delivery could change. An unsigned handshake
 //! that would install a secret only does so when none is configured yet.
+//!
+//! No answer may pass for a delivery's signature. Only two answers are MACs keyed with
+//! the delivery key: X's CRC, of any token-shaped string anyone sends (the catalog
+//! requires `body = "json_object"` of its entry, which no token is), and Zoom's, of a
+//! token-shaped `plainToken` from a verified request (Zoom signs `v0:<ts>:<body>`).
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use hmac::{Hmac, Mac};
@@ -136,7 +141,9 @@ pub fn answer_handshake(
                 plain_token: String,
             }
             let request: Validation = serde_json::from_slice(body).ok()?;
-            if request.event != "endpoint.url_validation" || !echoable(&request.payload.plain_token)
+            // Only token-shaped input is MACed with the delivery key: Zoom's delivery
+            // signatures cover `v0:<timestamp>:<body>`, which no token is.
+            if request.event != "endpoint.url_validation" || !is_token(&request.payload.plain_token)
             {
                 return None;
             }
@@ -256,10 +263,11 @@ pub fn unsigned_handshake(
             })
         }
         Handshake::TwitterCrc => Some(match request.query_param("crc_token") {
-            // A CRC answer is an HMAC of the token with the key that signs deliveries:
-            // only token-shaped input is answered, so it can never be the signature of
-            // a JSON body (which starts with `{`).
-            Some(token) if is_crc_token(&token) => UnsignedHandshake::SignChallenge { token },
+            // A CRC answer is an HMAC of the token with the key that signs deliveries,
+            // for anyone who asks: only token-shaped input is answered, and the entry's
+            // `body = "json_object"` makes the ingress refuse any body that is not a
+            // JSON object (which no token is), so no answer verifies as a delivery.
+            Some(token) if is_token(&token) => UnsignedHandshake::SignChallenge { token },
             _ => UnsignedHandshake::Malformed,
         }),
         Handshake::NotionVerificationToken => {
@@ -300,7 +308,9 @@ pub fn unsigned_handshake(
     }
 }
 
-fn is_crc_token(token: &str) -> bool {
+/// Letters, digits and `+ / = - _`, at most 256 bytes: the base64 and base64url
+/// strings X's `crc_token` and Zoom's `plainToken` are, and never JSON or a colon.
+fn is_token(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= 256
         && token

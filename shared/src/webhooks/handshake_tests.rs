@@ -103,6 +103,20 @@ fn zoom_url_validation_answers_plain_and_encrypted_token() {
     );
     let event = br#"{"event":"meeting.started","payload":{"plainToken":"x"}}"#;
     assert_eq!(signed(Handshake::ZoomUrlValidation, &[], event), None);
+    // A plainToken shaped like Zoom's signed text `v0:<ts>:<body>` is never MACed with
+    // the delivery key (nor is anything that is not token-shaped).
+    for token in ["v0:1700000000:{}", "a b", "{\"a\":1}"] {
+        let body = serde_json::json!({
+            "event": "endpoint.url_validation",
+            "payload": { "plainToken": token },
+        })
+        .to_string();
+        assert_eq!(
+            signed(Handshake::ZoomUrlValidation, &[], body.as_bytes()),
+            None,
+            "{token}"
+        );
+    }
 }
 
 /// dev.twitch.tv "Handling webhook events": respond with the raw challenge, text/plain.

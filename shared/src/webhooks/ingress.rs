@@ -18,7 +18,10 @@ use super::{
     answer_handshake, meta_reply, twitter_crc_reply, unsigned_handshake, verify_matching,
 };
 use crate::{
-    catalog::{Catalog, FieldSource, JwtKeys, Scheme, SignatureFormat, Verification, WebhookSpec},
+    catalog::{
+        BodyShape, Catalog, FieldSource, JwtKeys, Scheme, SignatureFormat, Verification,
+        WebhookSpec,
+    },
     clock::Clock,
     payloads::PayloadStore,
     queue::{EventQueue, QueueMessage, attribute},
@@ -303,6 +306,14 @@ impl Ingress {
         };
 
         // Verified: from here on the body may be parsed.
+        if spec.body == BodyShape::JsonObject
+            && request.method == "POST"
+            && !is_json_object(&request.body)
+        {
+            // A valid signature over something no delivery is: a handshake's answer
+            // (X's CRC signs any token), replayed as a delivery.
+            return Err(Stop::rejected(401, "not_a_json_object"));
+        }
         if let Some(kind) = spec.handshake
             && let Some(reply) = answer_handshake(kind, &handshake_request, secret.as_ref())
         {
@@ -644,6 +655,12 @@ fn json_pointers(spec: &WebhookSpec) -> Vec<&str> {
             FieldSource::Header(_) => None,
         })
         .collect()
+}
+
+/// A JSON object, well-formed to its end (`{…}` after optional whitespace).
+fn is_json_object(body: &[u8]) -> bool {
+    body.trim_ascii_start().first() == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// Endpoint names become part of secret names and S3 keys: keep them plain.

@@ -632,6 +632,104 @@ async fn twitter_crc_is_signed_with_the_consumer_secret() {
     assert!(h.queue.messages().is_empty());
 }
 
+/// Regression ("Nothing lost at the edges", point 3): anyone could ask the CRC to sign a
+/// string and post that string with the answer as its signature; it verified, was
+/// enqueued and dead-lettered (firing the DLQ alarm). The answer is still given (X needs
+/// it), but no body that is not a JSON object is a delivery.
+#[tokio::test]
+async fn a_crc_answer_posted_back_as_a_delivery_is_refused_and_nothing_is_enqueued() {
+    let h = harness(IngressConfig::default());
+    let mut forged_pairs = Vec::new();
+    for token in ["abc123", "ZXZpbA==", "1", "null", "true", "a-b_c"] {
+        let (response, outcome) = h
+            .ingress
+            .handle(unsigned_request(
+                "twitter",
+                "GET",
+                &format!("crc_token={token}"),
+                &[],
+                b"",
+            ))
+            .await;
+        assert_eq!((response.status, outcome.result), (200, "handshake"));
+        let answer: serde_json::Value = serde_json::from_str(&response.body).expect("JSON");
+        let signature = answer["response_token"]
+            .as_str()
+            .expect("a token")
+            .to_owned();
+        forged_pairs.push((token, signature));
+    }
+    for (token, signature) in &forged_pairs {
+        let request = unsigned_request(
+            "twitter",
+            "POST",
+            "",
+            &[
+                ("x-twitter-webhooks-signature", signature),
+                ("content-type", "application/json"),
+            ],
+            token.as_bytes(),
+        );
+        let (response, outcome) = h.ingress.handle(request).await;
+        assert_eq!(
+            (response.status, outcome.reason),
+            (401, Some("not_a_json_object")),
+            "{token}"
+        );
+        assert!(outcome.is_verification_failure());
+    }
+    assert!(h.queue.messages().is_empty(), "nothing was enqueued");
+    // Signed JSON that is not an object, or an object cut short, is refused the same way.
+    for body in [
+        &b"[1,2]"[..],
+        b"\"text\"",
+        b"{\"for_user_id\":\"1\"",
+        b" 12 ",
+    ] {
+        let (response, outcome) = h
+            .ingress
+            .handle(signed("twitter", SECRET, &[], body, NOW))
+            .await;
+        assert_eq!(
+            (response.status, outcome.reason),
+            (401, Some("not_a_json_object")),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert!(h.queue.messages().is_empty());
+    // A genuine delivery, a JSON object (whitespace first included), is accepted.
+    let delivery = b" \n{\"for_user_id\":\"2244994945\",\"tweet_create_events\":[]}";
+    let (response, _) = h
+        .ingress
+        .handle(signed("twitter", SECRET, &[], delivery, NOW))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(h.queue.messages().len(), 1);
+}
+
+/// Zoom's `plainToken` is MACed with the delivery key only when token-shaped: a signed
+/// validation whose token looks like Zoom's signed text (`v0:<ts>:<body>`) gets no MAC.
+#[tokio::test]
+async fn zoom_url_validation_macs_only_token_shaped_plain_tokens() {
+    let h = harness(IngressConfig::default());
+    let body = br#"{"payload":{"plainToken":"v0:1700000000:{}"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let request = signed(
+        "zoom",
+        SECRET,
+        &[("x-zm-request-timestamp", "1700000000")],
+        body,
+        NOW,
+    );
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_ne!(outcome.result, "handshake");
+    assert!(
+        !response.body.contains("encryptedToken"),
+        "{}",
+        response.body
+    );
+}
+
 #[tokio::test]
 async fn meta_challenge_uses_the_verify_token_from_the_secret() {
     let h = harness(IngressConfig::default());
