@@ -391,51 +391,85 @@ pub struct ConnectFlowSettings {
     pub default_return_to: Option<String>,
     /// Key `SYNC_JOBS_TABLE`: a new connection's sync jobs are created there.
     pub sync_jobs_table: String,
+    /// Key `CONNECT_SESSIONS_TABLE`: the connect sessions `start` consumes.
+    pub sessions_table: String,
 }
 
 impl ConnectFlowSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let origins_text = env.required("OAUTH_RETURN_TO_ORIGINS")?;
-        let mut return_to_origins = Vec::new();
-        for origin in origins_text
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-        {
-            let parsed = url::Url::parse(origin).map_err(|_| ConfigError::Invalid {
-                key: "OAUTH_RETURN_TO_ORIGINS",
-                reason: format!("{origin:?} is not a URL"),
-            })?;
-            let serialized = parsed.origin().ascii_serialization();
-            if serialized != origin.trim_end_matches('/') {
-                return Err(ConfigError::Invalid {
-                    key: "OAUTH_RETURN_TO_ORIGINS",
-                    reason: format!(
-                        "{origin:?} is not an origin (scheme://host[:port]); use {serialized:?}"
-                    ),
-                });
-            }
-            return_to_origins.push(serialized);
-        }
-        let default_return_to = env.optional("OAUTH_DEFAULT_RETURN_TO");
-        if let Some(default) = &default_return_to {
-            let origin = url::Url::parse(default)
-                .map(|url| url.origin().ascii_serialization())
-                .unwrap_or_default();
-            if !return_to_origins.contains(&origin) {
-                return Err(ConfigError::Invalid {
-                    key: "OAUTH_DEFAULT_RETURN_TO",
-                    reason: "must be a URL under one of OAUTH_RETURN_TO_ORIGINS".into(),
-                });
-            }
-        }
+        let (return_to_origins, default_return_to) = return_to_settings(env)?;
         Ok(ConnectFlowSettings {
             state_table: env.required("OAUTH_STATE_TABLE")?,
             return_to_origins,
             default_return_to,
             sync_jobs_table: env.required("SYNC_JOBS_TABLE")?,
+            sessions_table: env.required("CONNECT_SESSIONS_TABLE")?,
         })
     }
+}
+
+/// Settings of the management API's `POST /v1/connect-sessions` (the `connections`
+/// function): where sessions are stored and what `return_to` may be, as `start` checks.
+#[derive(Debug, Clone)]
+pub struct ConnectSessionSettings {
+    /// Key `CONNECT_SESSIONS_TABLE`.
+    pub sessions_table: String,
+    /// Key `OAUTH_RETURN_TO_ORIGINS`, as [`ConnectFlowSettings::return_to_origins`].
+    pub return_to_origins: Vec<String>,
+    /// Key `OAUTH_DEFAULT_RETURN_TO`, as [`ConnectFlowSettings::default_return_to`].
+    pub default_return_to: Option<String>,
+}
+
+impl ConnectSessionSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let (return_to_origins, default_return_to) = return_to_settings(env)?;
+        Ok(ConnectSessionSettings {
+            sessions_table: env.required("CONNECT_SESSIONS_TABLE")?,
+            return_to_origins,
+            default_return_to,
+        })
+    }
+}
+
+/// `OAUTH_RETURN_TO_ORIGINS` (origins) and `OAUTH_DEFAULT_RETURN_TO` (under one of them).
+fn return_to_settings<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<(Vec<String>, Option<String>), ConfigError> {
+    let origins_text = env.required("OAUTH_RETURN_TO_ORIGINS")?;
+    let mut return_to_origins = Vec::new();
+    for origin in origins_text
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        let parsed = url::Url::parse(origin).map_err(|_| ConfigError::Invalid {
+            key: "OAUTH_RETURN_TO_ORIGINS",
+            reason: format!("{origin:?} is not a URL"),
+        })?;
+        let serialized = parsed.origin().ascii_serialization();
+        if serialized != origin.trim_end_matches('/') {
+            return Err(ConfigError::Invalid {
+                key: "OAUTH_RETURN_TO_ORIGINS",
+                reason: format!(
+                    "{origin:?} is not an origin (scheme://host[:port]); use {serialized:?}"
+                ),
+            });
+        }
+        return_to_origins.push(serialized);
+    }
+    let default_return_to = env.optional("OAUTH_DEFAULT_RETURN_TO");
+    if let Some(default) = &default_return_to {
+        let origin = url::Url::parse(default)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_default();
+        if !return_to_origins.contains(&origin) {
+            return Err(ConfigError::Invalid {
+                key: "OAUTH_DEFAULT_RETURN_TO",
+                reason: "must be a URL under one of OAUTH_RETURN_TO_ORIGINS".into(),
+            });
+        }
+    }
+    Ok((return_to_origins, default_return_to))
 }
 
 /// Settings of the poll functions (`poll-scheduler`, `poll-worker`).
@@ -587,6 +621,7 @@ mod tests {
             ("EVENT_BUS_NAME", "bus"),
             ("OAUTH_STATE_TABLE", "states"),
             ("SYNC_JOBS_TABLE", "jobs"),
+            ("CONNECT_SESSIONS_TABLE", "sessions"),
             (
                 "OAUTH_RETURN_TO_ORIGINS",
                 "https://app.example.com, http://127.0.0.1:3000",
@@ -598,6 +633,9 @@ mod tests {
             flow.return_to_origins,
             ["https://app.example.com", "http://127.0.0.1:3000"]
         );
+        let sessions = ConnectSessionSettings::from_env(&env(&base)).expect("valid");
+        assert_eq!(sessions.return_to_origins, flow.return_to_origins);
+        assert_eq!(sessions.sessions_table, "sessions");
         for (key, value, message) in [
             (
                 "OAUTH_RETURN_TO_ORIGINS",

@@ -20,9 +20,9 @@ use shared::{
     crypto::InMemoryKeyService,
     events::InMemoryEventBus,
     oauth::{
-        CallbackOutcome, CallbackQuery, ConnectFlow, FlowSettings, InMemoryConnectionStore,
-        InMemoryStateStore, ProviderClient, SecretCredentials, StartRequest, TokenVault,
-        VaultSettings,
+        CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSessionRequest, ConnectSessions,
+        FlowSettings, InMemoryConnectSessionStore, InMemoryConnectionStore, InMemoryStateStore,
+        ProviderClient, SecretCredentials, StartRequest, TokenVault, VaultSettings,
     },
     outbound::{Call, InMemorySharedState, OutboundClient},
     secrets::InMemorySecretSource,
@@ -33,12 +33,18 @@ const DOCUMENTED: f64 = 1_000.0;
 const REAL_LIMIT: f64 = 200.0;
 const WORKERS: usize = 8;
 
-/// Connects one account through the public flow: start → the fake's authorize → callback.
-async fn connect(flow: &ConnectFlow) -> String {
-    let request = StartRequest {
-        tenant: Some("bench".into()),
+/// Connects one account through the public flow: a connect session → start → the
+/// fake's authorize → callback.
+async fn connect(flow: &ConnectFlow, sessions: &ConnectSessions) -> String {
+    let session = ConnectSessionRequest {
+        tenant: "bench".into(),
+        provider: "fakeauth".into(),
         return_to: Some("https://app.example.com/done".into()),
-        ..StartRequest::default()
+        ..ConnectSessionRequest::default()
+    };
+    let minted = sessions.mint(&session, BASE).await.expect("session");
+    let request = StartRequest {
+        session: Some(minted.token.expose().to_owned()),
     };
     let start = flow.start("fakeauth", &request, BASE).await.expect("start");
     let http = reqwest::Client::builder()
@@ -116,15 +122,19 @@ async fn main() {
         Arc::new(SystemClock),
         VaultSettings::default(),
     );
+    let settings = FlowSettings {
+        return_to_origins: vec!["https://app.example.com".into()],
+        default_return_to: None,
+    };
+    let store = Arc::new(InMemoryConnectSessionStore::default());
+    let sessions = ConnectSessions::new(vault.clone(), store.clone(), settings.clone());
     let flow = ConnectFlow::new(
         vault.clone(),
         Arc::new(InMemoryStateStore::default()),
-        FlowSettings {
-            return_to_origins: vec!["https://app.example.com".into()],
-            default_return_to: None,
-        },
+        store,
+        settings,
     );
-    let connection = connect(&flow).await;
+    let connection = connect(&flow, &sessions).await;
     let client = OutboundClient::new(
         catalog,
         vault,

@@ -1,7 +1,9 @@
 //! OAuth connections on the emulator, with the tables and the KMS key `template.yaml`
 //! creates: the KMS envelope refuses a sealed token copied onto another connection, the
 //! DynamoDB stores meet their contracts (indexes, lifetime observations with their TTL,
-//! the binding-conditional take of a state included), and the connect flow, a 50-way
+//! the binding-conditional take of a state included; a connect session taken once even
+//! by concurrent starts, never when expired or by another provider's), and the connect
+//! flow, a 50-way
 //! refresh race, learned lifetimes and a sweep over an unreadable item run against a
 //! loopback authorization server with every AWS adapter real.
 
@@ -17,11 +19,12 @@ use shared::{
     crypto::{KmsKeyService, check_key_service_contract},
     events::EventBridgeBus,
     oauth::{
-        BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, ConnectionStore,
-        DynamoConnectionStore, DynamoStateStore, FlowSettings, LifetimeObservation,
-        OBSERVATION_WINDOW_SECONDS, PendingAuthorization, ProviderClient, RefreshReport,
-        SecretCredentials, StartRequest, StateStore, TokenVault, VaultError, VaultSettings,
-        check_connection_store_contract,
+        BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSession,
+        ConnectSessionRequest, ConnectSessionStore, ConnectSessions, ConnectionStore,
+        DynamoConnectSessionStore, DynamoConnectionStore, DynamoStateStore, FlowSettings,
+        LifetimeObservation, OBSERVATION_WINDOW_SECONDS, PendingAuthorization, ProviderClient,
+        RefreshReport, SecretCredentials, SessionTake, StartRequest, StateStore, TokenVault,
+        VaultError, VaultSettings, check_connection_store_contract,
     },
     secrets::SecretsManagerSource,
 };
@@ -94,6 +97,8 @@ async fn dynamodb_connection_and_state_stores_meet_their_contracts() {
         browser_binding: "b".into(),
         expires_at: 2_000_000_000,
         nonce: None,
+        allow_account_change: false,
+        end_user: None,
     };
     states.put("state-hash", &pending).await.expect("put");
     assert_eq!(
@@ -133,6 +138,74 @@ async fn dynamodb_connection_and_state_stores_meet_their_contracts() {
     assert_eq!(
         states.take_bound("legacy-hash", "b").await.expect("take"),
         BoundTake::Taken(Box::new(pending))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connect_session_is_taken_once_for_its_provider_before_it_expires() {
+    let d = deployed().await;
+    let table = d.resource("ConnectSessionsTable");
+    let store = DynamoConnectSessionStore::from_config(&d.aws, table.clone());
+    let session = ConnectSession {
+        provider: "github".into(),
+        tenant: "t".into(),
+        connection: Some("conn_1".into()),
+        return_to: RETURN_TO.into(),
+        end_user: None,
+        params: Default::default(),
+        allow_account_change: false,
+        created_at: 1_800_000_000,
+        expires_at: 1_800_000_600,
+    };
+    store.put("session-hash", &session).await.expect("put");
+    assert!(
+        store.put("session-hash", &session).await.is_err(),
+        "never overwritten"
+    );
+    let item = aws_sdk_dynamodb::Client::new(&d.aws)
+        .get_item()
+        .table_name(&table)
+        .key("session", AttributeValue::S("session-hash".into()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("stored");
+    assert_eq!(
+        item.get("expires_at").and_then(|v| v.as_n().ok()),
+        Some(&"1800000600".to_owned()),
+        "the table's TTL attribute"
+    );
+    assert_eq!(
+        store
+            .take("session-hash", "slack", 1_800_000_100)
+            .await
+            .expect("take"),
+        SessionTake::OtherProvider
+    );
+    assert_eq!(
+        store
+            .take("session-hash", "github", 1_800_000_600)
+            .await
+            .expect("take"),
+        SessionTake::Expired
+    );
+    // Sixteen starts at once with the same token: exactly one gets the session.
+    let takes = (0..16).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.take("session-hash", "github", 1_800_000_599).await })
+    });
+    let mut taken = Vec::new();
+    for take in takes {
+        match take.await.expect("joined").expect("take") {
+            SessionTake::Taken(found) => taken.push(*found),
+            other => assert_eq!(other, SessionTake::Missing),
+        }
+    }
+    assert_eq!(taken, vec![session]);
+    assert_eq!(
+        store.take("never-minted", "github", 0).await.expect("take"),
+        SessionTake::Missing
     );
 }
 
@@ -202,6 +275,7 @@ fn fake_catalog(server: &FakeAuthServer) -> &'static Catalog {
 struct Hub {
     server: FakeAuthServer,
     flow: ConnectFlow,
+    sessions: ConnectSessions,
     vault: TokenVault,
     clock: Arc<FixedClock>,
 }
@@ -240,24 +314,30 @@ async fn hub(d: &Deployed) -> Hub {
         )),
         clock.clone(),
         VaultSettings {
-            public_base_url: BASE.into(),
             poll_interval: Duration::from_millis(50),
             ..VaultSettings::default()
         },
     );
+    let settings = FlowSettings {
+        return_to_origins: vec!["https://app.example.com".into()],
+        default_return_to: None,
+    };
+    let session_store = Arc::new(DynamoConnectSessionStore::from_config(
+        &d.aws,
+        d.resource("ConnectSessionsTable"),
+    ));
     let flow = ConnectFlow::new(
         vault.clone(),
         Arc::new(DynamoStateStore::from_config(
             &d.aws,
             d.resource("OAuthStateTable"),
         )),
-        FlowSettings {
-            return_to_origins: vec!["https://app.example.com".into()],
-            default_return_to: None,
-        },
+        session_store.clone(),
+        settings.clone(),
     );
     Hub {
         server,
+        sessions: ConnectSessions::new(vault.clone(), session_store, settings),
         flow,
         vault,
         clock,
@@ -265,16 +345,27 @@ async fn hub(d: &Deployed) -> Hub {
 }
 
 impl Hub {
-    /// Start → the authorization server over HTTP → callback.
+    /// A connect session → start → the authorization server over HTTP → callback.
     async fn connect(&self, tenant: &str) -> String {
+        let minted = self
+            .sessions
+            .mint(
+                &ConnectSessionRequest {
+                    tenant: tenant.into(),
+                    provider: "fakeauth".into(),
+                    return_to: Some(RETURN_TO.into()),
+                    ..ConnectSessionRequest::default()
+                },
+                BASE,
+            )
+            .await
+            .expect("session");
         let start = self
             .flow
             .start(
                 "fakeauth",
                 &StartRequest {
-                    tenant: Some(tenant.into()),
-                    return_to: Some(RETURN_TO.into()),
-                    ..StartRequest::default()
+                    session: Some(minted.token.expose().to_owned()),
                 },
                 BASE,
             )

@@ -2,7 +2,8 @@
 //! but never decrypt (`the_oauth_function_can_seal_tokens_but_never_open_them` in
 //! `template.rs`). This proves the code needs no more: every route the function serves
 //! (`web::oauth_route`, as `functions/oauth` calls it) — start, callback, and a reconnect
-//! (start with `connection=`, then its callback) — seals tokens and never opens one.
+//! (a connect session for the connection, start, then its callback) — seals tokens and
+//! never opens one.
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use shared::{
     crypto::InMemoryKeyService,
     events::InMemoryEventBus,
     oauth::{
-        ConnectFlow, FlowSettings, InMemoryConnectionStore, InMemoryStateStore, ProviderClient,
+        ConnectFlow, ConnectSessionRequest, ConnectSessions, FlowSettings,
+        InMemoryConnectSessionStore, InMemoryConnectionStore, InMemoryStateStore, ProviderClient,
         SecretCredentials, TokenVault, VaultSettings, web,
     },
     secrets::InMemorySecretSource,
@@ -31,18 +33,23 @@ fn header<'a>(reply: &'a web::HttpReply, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} header: {reply:?}"))
 }
 
-/// Start (with `extra` query pairs) → the authorization server → callback, through the
-/// function's routes; returns the connection id the user is sent back with.
-async fn connect(flow: &ConnectFlow, extra: &[(&str, &str)]) -> String {
-    let mut query = vec![
-        ("tenant".to_owned(), "tenant-a".to_owned()),
-        ("return_to".to_owned(), RETURN_TO.to_owned()),
-    ];
-    query.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
+/// A connect session (reconnecting `connection` when given) → start → the
+/// authorization server → callback, through the function's routes; returns the
+/// connection id the user is sent back with.
+async fn connect(
+    flow: &ConnectFlow,
+    sessions: &ConnectSessions,
+    connection: Option<&str>,
+) -> String {
+    let session = ConnectSessionRequest {
+        tenant: "tenant-a".into(),
+        provider: "fakeauth".into(),
+        connection: connection.map(str::to_owned),
+        return_to: Some(RETURN_TO.into()),
+        ..ConnectSessionRequest::default()
+    };
+    let minted = sessions.mint(&session, BASE).await.expect("session");
+    let query = vec![("session".to_owned(), minted.token.expose().to_owned())];
     let start = web::oauth_route(flow, "fakeauth", "start", query, None, BASE).await;
     assert_eq!(start.status, 302, "{start:?}");
     let cookie = header(&start, "set-cookie")
@@ -115,23 +122,24 @@ async fn start_callback_and_reconnect_seal_tokens_and_never_open_one() {
         ProviderClient::new(),
         Arc::new(InMemoryEventBus::default()),
         Arc::new(FixedClock::at_unix(1_800_000_000)),
-        VaultSettings {
-            public_base_url: BASE.into(),
-            ..VaultSettings::default()
-        },
+        VaultSettings::default(),
     );
+    let settings = FlowSettings {
+        return_to_origins: vec!["https://app.example.com".into()],
+        default_return_to: None,
+    };
+    let store = Arc::new(InMemoryConnectSessionStore::default());
+    let sessions = ConnectSessions::new(vault.clone(), store.clone(), settings.clone());
     let flow = ConnectFlow::new(
         vault.clone(),
         Arc::new(InMemoryStateStore::default()),
-        FlowSettings {
-            return_to_origins: vec!["https://app.example.com".into()],
-            default_return_to: None,
-        },
+        store,
+        settings,
     );
 
-    let id = connect(&flow, &[]).await;
+    let id = connect(&flow, &sessions, None).await;
     assert_eq!(keys.calls(), (1, 0), "a new connection: sealed, not opened");
-    let again = connect(&flow, &[("connection", id.as_str())]).await;
+    let again = connect(&flow, &sessions, Some(&id)).await;
     assert_eq!(again, id, "a reconnect keeps the connection");
     assert_eq!(keys.calls(), (2, 0), "a reconnect: sealed, not opened");
 

@@ -111,7 +111,7 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
             ("WebhookIngressFunction", None)
         } else if route.path.starts_with("/oauth/") {
             ("OAuthFunction", None)
-        } else if route.path.starts_with("/connections") {
+        } else if route.path.starts_with("/connections") || route.path.starts_with("/v1/") {
             ("ConnectionsFunction", Some("AWS_IAM"))
         } else {
             panic!("unexpected route {route:?}");
@@ -129,6 +129,7 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         ("GET", "/connections"),
         ("GET", "/connections/{id}"),
         ("DELETE", "/connections/{id}"),
+        ("POST", "/v1/connect-sessions"),
     ] {
         assert!(
             routes.contains(&(method.into(), path.into())),
@@ -160,6 +161,14 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         oauth_env["SYNC_JOBS_TABLE"], stack.resources["SyncJobsTable"],
         "a new connection's sync jobs are created by the callback"
     );
+    let management_env = stack.functions["ConnectionsFunction"].environment_strings();
+    for env in [&oauth_env, &management_env] {
+        assert_eq!(
+            env["CONNECT_SESSIONS_TABLE"], stack.resources["ConnectSessionsTable"],
+            "the management API mints the sessions start consumes"
+        );
+        assert!(env.contains_key("OAUTH_RETURN_TO_ORIGINS"), "{env:?}");
+    }
 
     // Polling: the scheduler every minute → the poll queue (redrive to its DLQ) → the
     // worker, which sends records to the ingest queue.
@@ -491,6 +500,58 @@ fn every_grant_of_the_token_key_is_bound_to_the_encryption_context_the_code_send
             "{pattern} accepts only connection ids"
         );
     }
+}
+
+/// Connect sessions are the proof that the product's backend asked for a connection: only
+/// the IAM-authorized management API may create them, only the OAuth function may
+/// consume them (one conditional delete), and nothing may read, change or list them.
+#[test]
+fn only_the_management_api_mints_connect_sessions_and_only_start_consumes_them() {
+    let table = resource("ConnectSessionsTable");
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(
+        table["Properties"]["TimeToLiveSpecification"],
+        serde_json::json!({ "AttributeName": "expires_at", "Enabled": true })
+    );
+    assert_eq!(
+        table["Properties"]["KeySchema"],
+        serde_json::json!([{ "AttributeName": "session", "KeyType": "HASH" }])
+    );
+    let (minter, consumer) = (role_of("ConnectionsFunction"), role_of("OAuthFunction"));
+    let on_sessions = |statement: &Value| {
+        one_or_many(&statement["Resource"]).iter().any(|resource| {
+            resource == &&Value::String("*".into())
+                || resource.to_string().contains("ConnectSessionsTable")
+        })
+    };
+    let mut granted = BTreeSet::new();
+    for (holder, statement) in identity_statements() {
+        if !on_sessions(statement) {
+            continue;
+        }
+        for action in [
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            "dynamodb:Scan",
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+        ] {
+            if allows(statement, action) {
+                granted.insert((holder, action));
+            }
+        }
+    }
+    assert_eq!(
+        granted,
+        BTreeSet::from([
+            (minter, "dynamodb:PutItem"),
+            (consumer, "dynamodb:DeleteItem")
+        ]),
+        "who may do what to the connect sessions"
+    );
 }
 
 #[test]

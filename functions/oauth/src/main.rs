@@ -1,13 +1,17 @@
-//! oauth: `GET /oauth/{provider}/start` and `GET /oauth/{provider}/callback` behind API
-//! Gateway (HTTP API, payload format 2.0), unauthenticated by design (the user's browser
-//! calls them). The logic is `shared::oauth`; this binary wires it to Lambda.
+//! oauth: `GET /oauth/{provider}/start?session=…` and `GET /oauth/{provider}/callback`
+//! behind API Gateway (HTTP API, payload format 2.0), without IAM by design (the user's
+//! browser calls them): `start` needs a connect session the product's backend minted
+//! through the IAM-authorized management API. The logic is `shared::oauth`; this binary
+//! wires it to Lambda.
 
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
 use shared::{
     config::{ConnectFlowSettings, OAuthSettings, load_aws_config, load_catalog, process_env},
-    oauth::{ConnectFlow, DynamoStateStore, FlowSettings, aws_vault, web},
+    oauth::{
+        ConnectFlow, DynamoConnectSessionStore, DynamoStateStore, FlowSettings, aws_vault, web,
+    },
     polling::DynamoSyncJobStore,
     telemetry,
 };
@@ -27,6 +31,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(DynamoStateStore::from_config(
             &aws,
             flow_settings.state_table,
+        )),
+        Arc::new(DynamoConnectSessionStore::from_config(
+            &aws,
+            flow_settings.sessions_table,
         )),
         FlowSettings {
             return_to_origins: flow_settings.return_to_origins,

@@ -14,6 +14,6 @@ pub mod oauth;
 pub mod oidc;
 
 pub use oauth::{
-    ApiRequest, AuthServerConfig, ClientAuth, Counters, Decision, FakeAuthServer, ScriptedResponse,
-    TOKEN_MARKER, TokenFailure,
+    ApiRequest, AuthServerConfig, ClientAuth, Counters, DEFAULT_ACCOUNT, Decision, FakeAuthServer,
+    GrantSummary, ScriptedResponse, TOKEN_MARKER, TokenFailure,
 };

@@ -135,6 +135,18 @@ pub struct Counters {
 
 /// A running fake authorization server. Dropping it (or [`stop`]) closes the
 /// listener; open connections finish their current request and close.
+/// The account a user signs in to unless a test says otherwise.
+pub const DEFAULT_ACCOUNT: &str = "test-user";
+
+/// One grant as [`FakeAuthServer::grants`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSummary {
+    /// The account that authorized it.
+    pub account: String,
+    /// Revoked (at `/revoke`, by reuse detection or by the user).
+    pub revoked: bool,
+}
+
 ///
 /// [`stop`]: FakeAuthServer::stop
 #[derive(Debug)]
@@ -249,6 +261,26 @@ impl FakeAuthServer {
 
     /// Every token call waits this long before anything else (widens races).
     pub fn set_token_delay(&self, delay: Duration) {
+    /// The account the user signs in to at the next authorization requests (default
+    /// [`DEFAULT_ACCOUNT`]); token responses name it in `account_id`.
+    pub fn sign_in_as(&self, account: &str) {
+        self.lock().account = account.to_owned();
+    }
+
+    /// Every grant issued so far, oldest first: whose it is and whether it was revoked.
+    pub fn grants(&self) -> Vec<GrantSummary> {
+        let state = self.lock();
+        let mut grants: Vec<&Grant> = state.grants.values().collect();
+        grants.sort_by_key(|grant| grant.issued);
+        grants
+            .into_iter()
+            .map(|grant| GrantSummary {
+                account: grant.account.clone(),
+                revoked: grant.revoked,
+            })
+            .collect()
+    }
+
         self.lock().token_delay = delay;
     }
 
@@ -327,6 +359,8 @@ struct ServerState {
     counters: Counters,
     api_script: std::collections::VecDeque<ScriptedResponse>,
     /// An undocumented limit on `/api/me`: (requests per second, tokens, last refill).
+    /// Who signs in at `/authorize`.
+    account: String,
     api_limit: Option<(f64, f64, Instant)>,
     provider_api: Option<ApiHandler>,
     provider_requests: Vec<ApiRequest>,
@@ -418,6 +452,8 @@ struct Grant {
 
 #[derive(Debug)]
 struct AccessToken {
+    /// The account that signed in.
+    account: String,
     grant_id: String,
     dies_at: Instant,
     revoked: bool,
@@ -425,6 +461,9 @@ struct AccessToken {
 
 #[derive(Debug)]
 struct RefreshToken {
+    account: String,
+    /// Its rank among the grants issued (for [`FakeAuthServer::grants`]).
+    issued: usize,
     grant_id: String,
     scope: String,
     /// Replaced by a newer refresh token; presenting it again is reuse.
@@ -447,6 +486,7 @@ impl ServerState {
             api_limit: None,
             provider_api: None,
             provider_requests: Vec::new(),
+            account: DEFAULT_ACCOUNT.to_owned(),
         }
     }
 
@@ -520,6 +560,9 @@ async fn authorize(State(shared): State<Shared>, RawQuery(query): RawQuery) -> R
     let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
 
     // Until client and redirect URI are known good, never redirect
+        if let Some(grant) = self.grants.get(grant_id) {
+            body["account_id"] = Value::String(grant.account.clone());
+        }
     // (RFC 6749 §4.1.2.1): an open redirector would leak the error to anyone.
     if matches!(
         params.duplicated.as_deref(),
@@ -632,6 +675,7 @@ async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             return response;
+        account: state.account.clone(),
         }
         Some(TokenFailure::Hang(duration)) => tokio::time::sleep(duration).await,
         Some(TokenFailure::HtmlErrorPage) => {
@@ -760,11 +804,15 @@ fn refresh(state: &mut ServerState, client_id: &str, params: &Params) -> Result<
     let scope = match params.get("scope") {
         None => granted_scope.clone(),
         Some(requested) => {
+    let account = record.account.clone();
+    let issued = state.grants.len();
             let granted: Vec<&str> = granted_scope.split(' ').collect();
             if requested.split(' ').any(|s| !granted.contains(&s)) {
                 return Err(oauth_error(
                     "invalid_scope",
                     "scope exceeds the original grant",
+            account,
+            issued,
                 ));
             }
             requested.to_owned()

@@ -111,6 +111,9 @@ pub struct Connection {
     pub scopes: Vec<String>,
     /// The provider's id of the connected account, where the catalog says where it is.
     pub account_id: Option<String>,
+    /// The product's user who connected it, as the connect session named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<super::session::EndUser>,
     /// URL parameters (`shop`, `tenant`, `login_domain`) and kept response values
     /// (`instance_url`).
     pub params: BTreeMap<String, String>,
@@ -719,6 +722,7 @@ pub fn sample_connection(id: &str, tenant: &str, created_at: i64) -> Connection 
         state: ConnectionState::Active,
         scopes: vec!["repo".into()],
         account_id: None,
+        end_user: None,
         params: BTreeMap::new(),
         tokens: Some(Sealed {
             ciphertext: vec![1, 2, 3],

@@ -1,14 +1,20 @@
 //! The connect flow: `GET /oauth/{provider}/start` and `GET /oauth/{provider}/callback`.
 //!
-//! Start checks the request (tenant, `return_to` against the allow-list, URL parameters
-//! against the catalog's patterns), stores a pending authorization under the hash of a
-//! fresh 256-bit `state` (ten minutes, single use) with the PKCE verifier, sets a
-//! browser-binding cookie and redirects to the provider. The callback consumes the
+//! Start consumes the connect session the product's backend minted
+//! ([`super::session`]: single use, for this provider, unexpired; without one, a 401 page
+//! and nothing stored), checks it again (`return_to` against the allow-list, URL
+//! parameters against the catalog's patterns, the connection to reconnect), stores a
+//! pending authorization under the hash of a fresh 256-bit `state` (ten minutes, single
+//! use) with the PKCE verifier, sets a browser-binding cookie and redirects to the
+//! provider. The callback consumes the
 //! state with one delete conditional on the binding cookie (a replay finds nothing; a
 //! callback from another browser is refused and leaves the state for the real user),
 //! checks the provider's own callback signature where it has one, exchanges the code,
 //! seals the tokens and stores the connection, then sends the user back to `return_to`
-//! with the connection id (or with the provider's error).
+//! with the connection id (or with the provider's error). A reconnect must bring back
+//! the connection's provider account (the ID token's `sub`, or the catalog's account
+//! field): another account is refused, the stored tokens stay, and the new grant is
+//! revoked, unless the session allowed an account change.
 //!
 //! A [`FlowError`] is what the user's browser is told: its message is safe to show.
 //! An infrastructure failure keeps its cause as the error's source, for the log line
@@ -25,22 +31,22 @@ use super::{
     discovery::IdTokenError,
     new_connection_id, pkce_pair,
     provider::{TokenError, fill, shopify_callback_hmac_ok},
-    random_token, state_key,
+    random_token,
+    session::{ConnectSessionStore, SessionTake, session_key},
+    state_key,
+    vault::ProviderSpec,
 };
 use crate::{catalog::CallbackSignature, crypto::SecretString};
 
 /// How long a started authorization may take.
 const STATE_TTL_SECONDS: i64 = 600;
 
-/// A start request, from the query string.
+/// A start request, from the query string: only the connect session's token counts
+/// (what to connect is the session's, as the product's backend asked for it).
 #[derive(Debug, Clone, Default)]
 pub struct StartRequest {
-    pub tenant: Option<String>,
-    pub return_to: Option<String>,
-    /// An existing connection to re-authorize (`connection=`).
-    pub reconnect: Option<String>,
-    /// Every other query parameter (URL parameters such as `shop`).
-    pub params: BTreeMap<String, String>,
+    /// `session=`: the token of a connect session minted for this provider.
+    pub session: Option<String>,
 }
 
 /// The redirect to the provider and the cookie binding it to this browser.
@@ -86,6 +92,14 @@ pub enum FlowError {
     /// 400: the message says what is wrong (never a secret).
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no usable connect session (none, unknown, used, expired, another
+    /// provider's); the message says which.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a reconnect brought back another provider account than the connection's;
+    /// nothing was stored and the new grant was revoked.
+    #[error("the reconnect signed in to another {provider} account than the connection's")]
+    AccountMismatch { provider: String },
     /// 503: storage, KMS, Secrets Manager, the provider's metadata or the catalog
     /// unusable. `step` says which step failed; the cause (SDK or transport text) is
     /// the source, for the log only: a page shows [`FlowError::public_message`].
@@ -102,6 +116,8 @@ impl FlowError {
         match self {
             FlowError::UnknownProvider(_) => 404,
             FlowError::BadRequest(_) => 400,
+            FlowError::Unauthorized(_) => 401,
+            FlowError::AccountMismatch { .. } => 403,
             FlowError::Unavailable { .. } => 503,
         }
     }
@@ -110,7 +126,14 @@ impl FlowError {
     /// infrastructure failure (its cause is in the log, not in front of the user).
     pub fn public_message(&self) -> String {
         match self {
-            FlowError::UnknownProvider(_) | FlowError::BadRequest(_) => self.to_string(),
+            FlowError::UnknownProvider(_)
+            | FlowError::BadRequest(_)
+            | FlowError::Unauthorized(_) => self.to_string(),
+            FlowError::AccountMismatch { provider } => format!(
+                "You signed in to another {provider} account than the one this connection \
+                 uses. Nothing was changed and the access just granted was withdrawn: sign \
+                 in with the same account, or connect the other account as a new connection."
+            ),
             FlowError::Unavailable { .. } => {
                 "Connecting is temporarily unavailable. Please try again in a few minutes.".into()
             }
@@ -137,13 +160,14 @@ pub struct FlowSettings {
 pub struct ConnectFlow {
     vault: TokenVault,
     states: Arc<dyn StateStore>,
+    sessions: Arc<dyn ConnectSessionStore>,
     settings: FlowSettings,
     /// Where a new connection's sync jobs are created (providers with `[polling]`).
     jobs: Option<Arc<dyn crate::polling::SyncJobStore>>,
 }
 
 /// An infrastructure failure at `step`, keeping the error as its cause.
-fn unavailable<E: std::error::Error + Send + Sync + 'static>(
+pub(super) fn unavailable<E: std::error::Error + Send + Sync + 'static>(
     step: &'static str,
 ) -> impl FnOnce(E) -> FlowError {
     move |source| FlowError::Unavailable {
@@ -152,7 +176,7 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-fn valid_tenant(tenant: &str) -> bool {
+pub(super) fn valid_tenant(tenant: &str) -> bool {
     (1..=128).contains(&tenant.len())
         && tenant
             .bytes()
@@ -160,10 +184,18 @@ fn valid_tenant(tenant: &str) -> bool {
 }
 
 impl ConnectFlow {
-    pub fn new(vault: TokenVault, states: Arc<dyn StateStore>, settings: FlowSettings) -> Self {
+    /// The flow over the vault, pending authorizations (`states`) and the connect
+    /// sessions `start` consumes.
+    pub fn new(
+        vault: TokenVault,
+        states: Arc<dyn StateStore>,
+        sessions: Arc<dyn ConnectSessionStore>,
+        settings: FlowSettings,
+    ) -> Self {
         ConnectFlow {
             vault,
             states,
+            sessions,
             settings,
             jobs: None,
         }
@@ -190,100 +222,67 @@ impl ConnectFlow {
         format!("junction_oauth_{}", provider.replace('-', "_"))
     }
 
-    async fn spec(&self, provider: &str) -> Result<super::vault::ProviderSpec, FlowError> {
-        let connectable = self
-            .vault
-            .catalog
-            .get(provider)
-            .is_some_and(|p| p.oauth.is_some() || p.oauth_discovery.is_some());
-        if !connectable {
-            return Err(FlowError::UnknownProvider(provider.to_owned()));
-        }
-        self.vault.spec(provider).await.map_err(|err| match err {
-            VaultError::Rejected(_) => unavailable("the provider's configuration is unusable")(err),
-            other => unavailable("the provider's configuration is unavailable")(other),
-        })
-    }
-
-    fn checked_return_to(&self, return_to: Option<&str>) -> Result<String, FlowError> {
-        let Some(return_to) = return_to.or(self.settings.default_return_to.as_deref()) else {
-            return Err(FlowError::BadRequest("return_to is required".into()));
-        };
-        // The parser's reason adds nothing the user can act on.
-        let url = Url::parse(return_to)
-            .map_err(|_| FlowError::BadRequest("return_to is not an absolute URL".into()))?;
-        let origin = url.origin().ascii_serialization();
-        if !self.settings.return_to_origins.contains(&origin) {
-            return Err(FlowError::BadRequest(format!(
-                "return_to origin {origin} is not in the allow-list"
-            )));
-        }
-        Ok(url.to_string())
-    }
-
-    /// Handles `GET /oauth/{provider}/start`.
+    /// Handles `GET /oauth/{provider}/start?session=…`: nothing happens without a
+    /// connect session minted for `provider`, unexpired and unused; it is consumed
+    /// here, so the link works once.
     pub async fn start(
         &self,
         provider: &str,
         request: &StartRequest,
         base_url: &str,
     ) -> Result<StartRedirect, FlowError> {
-        let spec = self.spec(provider).await?;
-        let tenant = request
-            .tenant
-            .as_deref()
-            .filter(|t| valid_tenant(t))
-            .ok_or_else(|| {
-                FlowError::BadRequest(
-                    "tenant is required: 1-128 characters of letters, digits and -_.:@".into(),
-                )
-            })?;
-        let return_to = self.checked_return_to(request.return_to.as_deref())?;
-        let mut params = BTreeMap::new();
-        for (name, parameter) in &spec.url_parameters {
-            let value = request
-                .params
-                .get(name)
-                .cloned()
-                .or_else(|| parameter.default.clone())
-                .ok_or_else(|| {
-                    FlowError::BadRequest(format!("{name} is required: {}", parameter.description))
-                })?;
-            if !parameter.accepts(&value) {
-                return Err(FlowError::BadRequest(format!(
-                    "{name} is not valid: expected {}",
-                    parameter.description
-                )));
-            }
-            params.insert(name.clone(), value.to_ascii_lowercase());
-        }
-        if let Some(id) = &request.reconnect {
-            let existing = self
-                .vault
-                .connections
-                .get(id)
-                .await
-                .map_err(unavailable("reading the connection to reconnect"))?
-                .filter(|c| c.tenant == tenant && c.provider == provider)
-                .ok_or_else(|| {
-                    FlowError::BadRequest(
-                        "connection not found for this tenant and provider".into(),
-                    )
-                })?;
-            for (name, value) in &existing.params {
-                if spec.url_parameters.contains_key(name) && params.get(name) != Some(value) {
-                    return Err(FlowError::BadRequest(format!(
-                        "{name} differs from the connection's"
-                    )));
-                }
-            }
-        }
+        let Some(token) = request.session.as_deref().filter(|t| !t.is_empty()) else {
+            return Err(FlowError::Unauthorized(
+                "This link has no connect session. Connections are started from the \
+                 application: go back to it and connect again."
+                    .into(),
+            ));
+        };
+        let spec = connectable_spec(&self.vault, provider).await?;
+        // Read before the session is consumed: an outage here leaves the link usable.
         let credentials = self
             .vault
             .credentials
             .credentials(provider)
             .await
             .map_err(unavailable("reading the client credentials"))?;
+        let now = self.vault.clock.now().unix_timestamp();
+        let session = match self
+            .sessions
+            .take(&session_key(token), provider, now)
+            .await
+            .map_err(unavailable("consuming the connect session"))?
+        {
+            SessionTake::Taken(session) => *session,
+            refused => {
+                let (outcome, message) = match refused {
+                    SessionTake::Expired => (
+                        "session_expired",
+                        "This connect link has expired. Go back to the application and connect again.",
+                    ),
+                    SessionTake::OtherProvider => (
+                        "session_other_provider",
+                        "This connect link was made for another provider.",
+                    ),
+                    _ => (
+                        "session_unknown",
+                        "This connect link is unknown or was already used. Go back to the application and connect again.",
+                    ),
+                };
+                tracing::warn!(
+                    provider,
+                    outcome,
+                    "start refused: no usable connect session"
+                );
+                return Err(FlowError::Unauthorized(message.into()));
+            }
+        };
+        // Checked when it was minted; checked again against today's settings.
+        let return_to = checked_return_to(&self.settings, Some(&session.return_to))?;
+        let params = checked_params(&spec, &session.params)?;
+        if let Some(id) = &session.connection {
+            reconnect_target(&self.vault, &spec, id, &session.tenant, provider, &params).await?;
+        }
         let state = random_token();
         let binding = random_token();
         let (verifier, challenge) = if spec.pkce {
@@ -296,16 +295,18 @@ impl ConnectFlow {
         let nonce = spec.openid.as_ref().map(|_| random_token());
         let pending = PendingAuthorization {
             provider: provider.to_owned(),
-            tenant: tenant.to_owned(),
+            tenant: session.tenant.clone(),
             return_to,
             redirect_uri: redirect_uri.clone(),
             scopes: spec.scopes.clone(),
             pkce_verifier: verifier,
             params: params.clone(),
-            reconnect: request.reconnect.clone(),
+            reconnect: session.connection.clone(),
             browser_binding: hex::encode(Sha256::digest(binding.as_bytes())),
-            expires_at: self.vault.clock.now().unix_timestamp() + STATE_TTL_SECONDS,
+            expires_at: now + STATE_TTL_SECONDS,
             nonce: nonce.clone(),
+            allow_account_change: session.allow_account_change,
+            end_user: session.end_user.clone(),
         };
         self.states
             .put(&state_key(&state), &pending)
@@ -359,7 +360,7 @@ impl ConnectFlow {
         query: &CallbackQuery,
         base_url: &str,
     ) -> Result<CallbackOutcome, FlowError> {
-        let spec = self.spec(provider).await?;
+        let spec = connectable_spec(&self.vault, provider).await?;
         let state = query
             .get("state")
             .filter(|s| !s.is_empty())
@@ -496,21 +497,14 @@ impl ConnectFlow {
                 Err(err) => {
                     tracing::warn!(provider, tenant = %pending.tenant, error = %err, outcome = "id_token_rejected", "ID token refused; nothing stored");
                     // The grant exists at the provider: end it rather than leave it behind.
-                    if let Err(revoke) = self
-                        .vault
-                        .client
-                        .revoke(
-                            &spec,
-                            &credentials,
-                            &pending.params,
-                            &response.access_token,
-                            response.refresh_token.as_ref(),
-                            None,
-                        )
-                        .await
-                    {
-                        tracing::warn!(provider, error = %revoke, "revoking the refused grant failed");
-                    }
+                    self.revoke_refused_grant(
+                        provider,
+                        &spec,
+                        &credentials,
+                        &pending.params,
+                        &response,
+                    )
+                    .await;
                     return fail(match err {
                         IdTokenError::KeysUnavailable(_) => "provider_unavailable",
                         _ => "invalid_id_token",
@@ -530,11 +524,49 @@ impl ConnectFlow {
         };
         let connection_id = match existing {
             Some(existing) => {
-                let next = self
+                let same_account = existing.tenant == pending.tenant
+                    && existing.provider == provider
+                    && same_account(
+                        existing.account_id.as_deref(),
+                        response.account_id.as_deref(),
+                    );
+                if !same_account {
+                    if !pending.allow_account_change || existing.tenant != pending.tenant {
+                        tracing::warn!(
+                            provider,
+                            tenant = %pending.tenant,
+                            connection = %existing.id,
+                            outcome = "reconnect_account_mismatch",
+                            "reconnect refused: another provider account; connection unchanged, new grant revoked"
+                        );
+                        self.revoke_refused_grant(
+                            provider,
+                            &spec,
+                            &credentials,
+                            &pending.params,
+                            &response,
+                        )
+                        .await;
+                        return Err(FlowError::AccountMismatch {
+                            provider: provider.to_owned(),
+                        });
+                    }
+                    tracing::info!(
+                        provider,
+                        tenant = %pending.tenant,
+                        connection = %existing.id,
+                        outcome = "reconnect_account_changed",
+                        "reconnect brought another provider account, as the session allowed"
+                    );
+                }
+                let mut next = self
                     .vault
                     .with_tokens(&existing, &spec, &response, None)
                     .await
                     .map_err(unavailable("sealing the tokens"))?;
+                if pending.end_user.is_some() {
+                    next.end_user = pending.end_user.clone();
+                }
                 if !self
                     .vault
                     .connections
@@ -557,6 +589,7 @@ impl ConnectFlow {
                     state: ConnectionState::Active,
                     scopes: pending.scopes.clone(),
                     account_id: None,
+                    end_user: pending.end_user.clone(),
                     params: pending.params.clone(),
                     tokens: None,
                     token_generation: 0,
@@ -607,6 +640,140 @@ impl ConnectFlow {
             connection_id,
         })
     }
+}
+
+impl ConnectFlow {
+    /// Ends a grant the callback refused (an invalid ID token, another account on a
+    /// reconnect) rather than leave it behind at the provider; a failure is logged, the
+    /// refusal stands.
+    async fn revoke_refused_grant(
+        &self,
+        provider: &str,
+        spec: &ProviderSpec,
+        credentials: &super::ClientCredentials,
+        params: &BTreeMap<String, String>,
+        response: &super::TokenResponse,
+    ) {
+        if let Err(err) = self
+            .vault
+            .client
+            .revoke(
+                spec,
+                credentials,
+                params,
+                &response.access_token,
+                response.refresh_token.as_ref(),
+                response.account_id.as_deref(),
+            )
+            .await
+        {
+            tracing::warn!(provider, error = %err, outcome = "revoke_failed", "revoking the refused grant failed");
+        }
+    }
+}
+
+/// Whether a reconnect brought back the connection's provider account. A connection
+/// that never recorded one (the catalog names no account field and the provider is not
+/// OpenID) has nothing to compare; one that did needs the same id back.
+pub(super) fn same_account(stored: Option<&str>, returned: Option<&str>) -> bool {
+    match (stored, returned) {
+        (None, _) => true,
+        (Some(stored), Some(returned)) => stored == returned,
+        (Some(_), None) => false,
+    }
+}
+
+/// The provider's OAuth spec, if the catalog can connect it (404 otherwise).
+pub(super) async fn connectable_spec(
+    vault: &TokenVault,
+    provider: &str,
+) -> Result<ProviderSpec, FlowError> {
+    let connectable = vault
+        .catalog
+        .get(provider)
+        .is_some_and(|p| p.oauth.is_some() || p.oauth_discovery.is_some());
+    if !connectable {
+        return Err(FlowError::UnknownProvider(provider.to_owned()));
+    }
+    vault.spec(provider).await.map_err(|err| match err {
+        VaultError::Rejected(_) => unavailable("the provider's configuration is unusable")(err),
+        other => unavailable("the provider's configuration is unavailable")(other),
+    })
+}
+
+/// `return_to` (or the default) if its origin is allowed.
+pub(super) fn checked_return_to(
+    settings: &FlowSettings,
+    return_to: Option<&str>,
+) -> Result<String, FlowError> {
+    let Some(return_to) = return_to.or(settings.default_return_to.as_deref()) else {
+        return Err(FlowError::BadRequest("return_to is required".into()));
+    };
+    // The parser's reason adds nothing the user can act on.
+    let url = Url::parse(return_to)
+        .map_err(|_| FlowError::BadRequest("return_to is not an absolute URL".into()))?;
+    let origin = url.origin().ascii_serialization();
+    if !settings.return_to_origins.contains(&origin) {
+        return Err(FlowError::BadRequest(format!(
+            "return_to origin {origin} is not in the allow-list"
+        )));
+    }
+    Ok(url.to_string())
+}
+
+/// The catalog's URL parameters from `given` (or their defaults), each matching its
+/// pattern, lowercased: no user input picks a host.
+pub(super) fn checked_params(
+    spec: &ProviderSpec,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, FlowError> {
+    let mut params = BTreeMap::new();
+    for (name, parameter) in &spec.url_parameters {
+        let value = given
+            .get(name)
+            .cloned()
+            .or_else(|| parameter.default.clone())
+            .ok_or_else(|| {
+                FlowError::BadRequest(format!("{name} is required: {}", parameter.description))
+            })?;
+        if !parameter.accepts(&value) {
+            return Err(FlowError::BadRequest(format!(
+                "{name} is not valid: expected {}",
+                parameter.description
+            )));
+        }
+        params.insert(name.clone(), value.to_ascii_lowercase());
+    }
+    Ok(params)
+}
+
+/// The connection `id` to reconnect: it must belong to `tenant` and `provider`, and
+/// keep its URL parameters (the same shop, the same domain).
+pub(super) async fn reconnect_target(
+    vault: &TokenVault,
+    spec: &ProviderSpec,
+    id: &str,
+    tenant: &str,
+    provider: &str,
+    params: &BTreeMap<String, String>,
+) -> Result<Connection, FlowError> {
+    let existing = vault
+        .connections
+        .get(id)
+        .await
+        .map_err(unavailable("reading the connection to reconnect"))?
+        .filter(|c| c.tenant == tenant && c.provider == provider)
+        .ok_or_else(|| {
+            FlowError::BadRequest("connection not found for this tenant and provider".into())
+        })?;
+    for (name, value) in &existing.params {
+        if spec.url_parameters.contains_key(name) && params.get(name) != Some(value) {
+            return Err(FlowError::BadRequest(format!(
+                "{name} differs from the connection's"
+            )));
+        }
+    }
+    Ok(existing)
 }
 
 fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {

@@ -1,17 +1,20 @@
-//! OAuth connections: the connect flow (start + callback with state and PKCE), the
-//! token vault (KMS envelope encryption, refresh ahead of expiry under a lease, learned
-//! lifetimes, re-auth detection) and disconnect (revocation at the provider).
+//! OAuth connections: connect sessions, the connect flow (start + callback with state
+//! and PKCE), the token vault (KMS envelope encryption, refresh ahead of expiry under a
+//! lease, learned lifetimes, re-auth detection) and disconnect (revocation at the
+//! provider).
 //!
 //! Provider differences are data in the catalog's `[oauth]` sections
 //! ([`crate::catalog::OAuthSpec`]); this module holds the one implementation of each
-//! step. Storage is behind ports ([`ConnectionStore`], [`StateStore`]) with DynamoDB and
-//! in-memory adapters; provider calls go through [`ProviderClient`] (HTTP, a timeout on
-//! every call).
+//! step. Storage is behind ports ([`ConnectionStore`], [`StateStore`],
+//! [`ConnectSessionStore`]) with DynamoDB and in-memory adapters; provider calls go
+//! through [`ProviderClient`] (HTTP, a timeout on every call). A connect starts only
+//! from a connect session the product's backend minted ([`session`]).
 
 mod connections;
 pub mod discovery;
 mod flow;
 mod provider;
+pub mod session;
 mod state;
 mod vault;
 pub mod web;
@@ -35,6 +38,10 @@ pub use flow::{
 pub use provider::{
     ClientCredentials, CredentialsError, OAuthCredentials, ProviderClient, SecretCredentials,
     TokenError, TokenResponse,
+};
+pub use session::{
+    ConnectSession, ConnectSessionRequest, ConnectSessionStore, ConnectSessions,
+    DynamoConnectSessionStore, EndUser, InMemoryConnectSessionStore, MintedSession, SessionTake,
 };
 pub use state::{
     BoundTake, DynamoStateStore, InMemoryStateStore, PendingAuthorization, StateStore,
@@ -117,9 +124,6 @@ pub fn aws_vault(
             settings.event_bus.clone(),
         )),
         std::sync::Arc::new(crate::clock::SystemClock),
-        VaultSettings {
-            public_base_url: settings.public_base_url.clone().unwrap_or_default(),
-            ..VaultSettings::default()
-        },
+        VaultSettings::default(),
     )
 }

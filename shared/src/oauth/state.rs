@@ -41,6 +41,12 @@ pub struct PendingAuthorization {
     /// carry it.
     #[serde(default)]
     pub nonce: Option<String>,
+    /// The connect session allowed a reconnect to bring back another provider account.
+    #[serde(default)]
+    pub allow_account_change: bool,
+    /// The product's user the connect session named.
+    #[serde(default)]
+    pub end_user: Option<super::session::EndUser>,
 }
 
 /// What [`StateStore::take_bound`] found.
@@ -218,6 +224,17 @@ fn bindings_match(stored: &str, presented: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct InMemoryStateStore {
     pending: Mutex<BTreeMap<String, PendingAuthorization>>,
+}
+
+impl InMemoryStateStore {
+    /// How many pending authorizations are stored.
+    pub fn len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[async_trait]

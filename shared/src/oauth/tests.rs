@@ -38,6 +38,10 @@ pub(crate) fn fake_catalog(server: &FakeAuthServer, extra: &str) -> &'static Cat
 pub(crate) struct Harness {
     pub server: FakeAuthServer,
     pub flow: ConnectFlow,
+    /// Mints connect sessions, as the management API does.
+    pub minter: ConnectSessions,
+    pub sessions: Arc<InMemoryConnectSessionStore>,
+    pub states: Arc<InMemoryStateStore>,
     pub vault: TokenVault,
     pub connections: Arc<InMemoryConnectionStore>,
     pub bus: Arc<InMemoryEventBus>,
@@ -88,21 +92,23 @@ fn harness_over(server: FakeAuthServer, catalog: &'static Catalog, providers: &[
         clock.clone(),
         VaultSettings {
             poll_interval: Duration::from_millis(20),
-            public_base_url: BASE.into(),
             ..VaultSettings::default()
         },
     );
+    let sessions = Arc::new(InMemoryConnectSessionStore::default());
+    let states = Arc::new(InMemoryStateStore::default());
     let flow = ConnectFlow::new(
         vault.clone(),
-        Arc::new(InMemoryStateStore::default()),
-        FlowSettings {
-            return_to_origins: vec!["https://app.example.com".into()],
-            default_return_to: None,
-        },
+        states.clone(),
+        sessions.clone(),
+        flow_settings(),
     );
     Harness {
         server,
         flow,
+        minter: ConnectSessions::new(vault.clone(), sessions.clone(), flow_settings()),
+        sessions,
+        states,
         vault,
         connections,
         bus,
@@ -111,6 +117,23 @@ fn harness_over(server: FakeAuthServer, catalog: &'static Catalog, providers: &[
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client"),
+    }
+}
+
+fn flow_settings() -> FlowSettings {
+    FlowSettings {
+        return_to_origins: vec!["https://app.example.com".into()],
+        default_return_to: None,
+    }
+}
+
+/// A session request for `provider` in `tenant-1`, back to [`RETURN_TO`].
+pub(crate) fn session_request(provider: &str) -> ConnectSessionRequest {
+    ConnectSessionRequest {
+        tenant: "tenant-1".into(),
+        provider: provider.into(),
+        return_to: Some(RETURN_TO.into()),
+        ..ConnectSessionRequest::default()
     }
 }
 
@@ -143,15 +166,39 @@ impl Harness {
 
     /// [`Harness::authorize_as`] at `provider`.
     async fn authorize_to(&self, provider: &str, reconnect: Option<String>) -> CallbackQuery {
+        self.authorize_with(ConnectSessionRequest {
+            connection: reconnect,
+            ..session_request(provider)
+        })
+        .await
+    }
+
+    /// A connect session minted for `request`, its token.
+    pub(crate) async fn mint(&self, request: &ConnectSessionRequest) -> String {
+        let minted = self.minter.mint(request, BASE).await.expect("minted");
+        assert_eq!(
+            minted.connect_url,
+            format!(
+                "{BASE}/oauth/{}/start?session={}",
+                request.provider,
+                minted.token.expose()
+            )
+        );
+        minted.token.expose().to_owned()
+    }
+
+    /// Mints a session for `request`, starts with it, and follows the provider's
+    /// authorize endpoint to the callback query and the binding cookie.
+    async fn authorize_with(&self, request: ConnectSessionRequest) -> CallbackQuery {
+        let provider = request.provider.clone();
+        let provider = provider.as_str();
+        let token = self.mint(&request).await;
         let start = self
             .flow
             .start(
                 provider,
                 &StartRequest {
-                    tenant: Some("tenant-1".into()),
-                    return_to: Some(RETURN_TO.into()),
-                    reconnect,
-                    ..StartRequest::default()
+                    session: Some(token),
                 },
                 BASE,
             )
@@ -358,46 +405,75 @@ async fn a_denied_authorization_returns_the_user_with_the_error() {
 }
 
 #[tokio::test]
-async fn start_checks_return_to_tenant_and_url_parameters() {
+async fn a_session_is_minted_only_for_what_start_would_accept() {
     let h = harness(AuthServerConfig::default()).await;
-    let start = |tenant: &str, return_to: &str| StartRequest {
-        tenant: Some(tenant.into()),
-        return_to: Some(return_to.into()),
-        ..StartRequest::default()
+    let other_tenant = {
+        let id = h.connect().await;
+        let mut stored = h.stored(&id).await;
+        stored.tenant = "tenant-2".into();
+        h.connections.delete(&id).await.expect("delete");
+        h.connections.insert(&stored).await.expect("insert");
+        id
+    };
+    let request = |edit: &dyn Fn(&mut ConnectSessionRequest)| {
+        let mut request = session_request("fakeauth");
+        edit(&mut request);
+        request
     };
     for (request, message) in [
         (
-            start("t", "https://evil.example.net/x"),
+            request(&|r| r.return_to = Some("https://evil.example.net/x".into())),
             "not in the allow-list",
         ),
-        (start("t", "/relative"), "not an absolute URL"),
-        (start("bad tenant!", RETURN_TO), "tenant is required"),
+        (
+            request(&|r| r.return_to = Some("/relative".into())),
+            "not an absolute URL",
+        ),
+        (request(&|r| r.return_to = None), "return_to is required"),
+        (
+            request(&|r| r.tenant = "bad tenant!".into()),
+            "tenant is required",
+        ),
+        (request(&|r| r.ttl_seconds = Some(9)), "ttl_seconds"),
+        (request(&|r| r.ttl_seconds = Some(1_801)), "ttl_seconds"),
+        (
+            request(&|r| {
+                r.end_user = Some(EndUser {
+                    id: String::new(),
+                    display_name: None,
+                })
+            }),
+            "end_user.id is required",
+        ),
+        (
+            request(&|r| r.connection = Some(other_tenant.clone())),
+            "connection not found for this tenant",
+        ),
+        (
+            request(&|r| r.connection = Some("conn_nope".into())),
+            "connection not found for this tenant",
+        ),
     ] {
-        let err = h
-            .flow
-            .start("fakeauth", &request, BASE)
-            .await
-            .expect_err(message);
-        assert!(err.to_string().contains(message), "{err}");
+        let err = h.minter.mint(&request, BASE).await.expect_err(message);
+        assert!(err.to_string().contains(message), "{message}: {err}");
+        assert_eq!(err.status(), 400, "{message}");
     }
     let err = h
-        .flow
-        .start("nope", &start("t", RETURN_TO), BASE)
+        .minter
+        .mint(&session_request("nope"), BASE)
         .await
         .expect_err("404");
     assert_eq!(err.status(), 404);
+    assert!(h.sessions.is_empty(), "nothing refused was stored");
 
     // Shopify's shop must be a myshopify.com domain: no user input picks the host.
-    let shopify = ConnectFlow::new(
+    let shopify = ConnectSessions::new(
         TokenVault {
             catalog: Catalog::embedded().expect("catalog"),
             ..h.vault.clone()
         },
-        Arc::new(InMemoryStateStore::default()),
-        FlowSettings {
-            return_to_origins: vec!["https://app.example.com".into()],
-            default_return_to: None,
-        },
+        h.sessions.clone(),
+        flow_settings(),
     );
     for shop in [
         "evil.com",
@@ -405,17 +481,326 @@ async fn start_checks_return_to_tenant_and_url_parameters() {
         "acme.myshopify.com/x",
         "",
     ] {
-        let mut request = start("t", RETURN_TO);
+        let mut request = session_request("shopify");
         request.params.insert("shop".into(), shop.into());
-        let err = shopify
-            .start("shopify", &request, BASE)
-            .await
-            .expect_err(shop);
+        let err = shopify.mint(&request, BASE).await.expect_err(shop);
         assert!(
             err.to_string().contains("shop is not valid"),
             "{shop}: {err}"
         );
     }
+    let mut request = session_request("shopify");
+    request
+        .params
+        .insert("shop".into(), "Acme.myshopify.com".into());
+    let minted = shopify.mint(&request, BASE).await.expect("a valid shop");
+    assert_eq!(minted.session.params["shop"], "acme.myshopify.com");
+}
+
+#[tokio::test]
+async fn a_session_token_is_random_stored_as_its_hash_and_short_lived() {
+    let h = harness(AuthServerConfig::default()).await;
+    let now = h.clock.now().unix_timestamp();
+    let mut tokens = std::collections::BTreeSet::new();
+    for ttl in [None, Some(10), Some(1_800)] {
+        let minted = h
+            .minter
+            .mint(
+                &ConnectSessionRequest {
+                    ttl_seconds: ttl,
+                    ..session_request("fakeauth")
+                },
+                BASE,
+            )
+            .await
+            .expect("minted");
+        let token = minted.token.expose().to_owned();
+        // 32 random bytes, base64url: 256 bits, well over the 128 required.
+        assert_eq!(token.len(), 43, "{token}");
+        assert!(tokens.insert(token.clone()), "tokens differ");
+        assert_eq!(
+            minted.session.expires_at - now,
+            i64::from(ttl.unwrap_or(600)),
+            "ten minutes by default, thirty at most"
+        );
+        // The store has the hash, never the token.
+        let key = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        assert_eq!(
+            h.sessions.take(&key, "fakeauth", now).await.expect("store"),
+            SessionTake::Taken(Box::new(minted.session.clone()))
+        );
+        assert_eq!(
+            h.sessions
+                .take(&token, "fakeauth", now)
+                .await
+                .expect("store"),
+            SessionTake::Missing
+        );
+    }
+}
+
+/// Regression: `start?tenant=victim-corp&return_to=…` attached the caller's provider
+/// account to any tenant, and `&connection=<id>` replaced another tenant's account. The
+/// start now needs a connect session; without one, nothing is stored and the browser is
+/// not sent to the provider.
+#[tokio::test]
+async fn start_without_a_session_is_refused_and_stores_nothing() {
+    let h = harness(AuthServerConfig::default()).await;
+    let victim = h.connect().await;
+    let before = h.stored(&victim).await;
+    let states_before = h.states.len();
+    for query in [
+        vec![("tenant", "victim-corp"), ("return_to", RETURN_TO)],
+        vec![
+            ("tenant", "tenant-1"),
+            ("connection", victim.as_str()),
+            ("return_to", RETURN_TO),
+        ],
+        vec![("tenant", "tenant-1"), ("session", "")],
+        vec![("session", "forged-or-guessed-session-token-0123456789")],
+    ] {
+        let query: Vec<(String, String)> = query
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let reply = web::oauth_route(&h.flow, "fakeauth", "start", query.clone(), None, BASE).await;
+        assert_eq!(reply.status, 401, "{query:?}: {}", reply.body);
+        assert!(
+            reply
+                .headers
+                .iter()
+                .all(|(name, _)| name != "location" && name != "set-cookie"),
+            "{query:?}: no redirect, no cookie: {:?}",
+            reply.headers
+        );
+        assert!(reply.body.contains("connect"), "{}", reply.body);
+    }
+    assert_eq!(
+        h.states.len(),
+        states_before,
+        "no pending authorization stored"
+    );
+    assert_eq!(
+        h.server.counters().authorize,
+        1,
+        "only the victim's own connect"
+    );
+    assert_eq!(h.stored(&victim).await, before);
+    assert_eq!(
+        h.connections
+            .list_for_tenant("victim-corp")
+            .await
+            .expect("list"),
+        Vec::new()
+    );
+}
+
+#[tokio::test]
+async fn a_session_works_once_for_its_provider_until_it_expires() {
+    let h = harness(AuthServerConfig::default()).await;
+    let start = |token: &str| StartRequest {
+        session: Some(token.to_owned()),
+    };
+    let token = h.mint(&session_request("fakeauth")).await;
+    h.flow
+        .start("fakeauth", &start(&token), BASE)
+        .await
+        .expect("first use");
+    let err = h
+        .flow
+        .start("fakeauth", &start(&token), BASE)
+        .await
+        .expect_err("second use");
+    assert_eq!(err.status(), 401);
+    assert!(err.to_string().contains("already used"), "{err}");
+
+    // Expired: ten minutes by default, the shortest 10 seconds.
+    let token = h.mint(&session_request("fakeauth")).await;
+    h.clock.advance(time::Duration::seconds(600));
+    let err = h
+        .flow
+        .start("fakeauth", &start(&token), BASE)
+        .await
+        .expect_err("expired");
+    assert_eq!(err.status(), 401);
+    assert!(err.to_string().contains("expired"), "{err}");
+    let short = h
+        .mint(&ConnectSessionRequest {
+            ttl_seconds: Some(10),
+            ..session_request("fakeauth")
+        })
+        .await;
+    h.clock.advance(time::Duration::seconds(9));
+    h.flow
+        .start("fakeauth", &start(&short), BASE)
+        .await
+        .expect("within its ten seconds");
+    assert_eq!(h.server.counters().authorize, 0, "start only redirects");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_with_one_session_let_exactly_one_through() {
+    let h = harness(AuthServerConfig::default()).await;
+    let token = h.mint(&session_request("fakeauth")).await;
+    let states_before = h.states.len();
+    let starts = (0..16).map(|_| {
+        let flow = h.flow.clone();
+        let request = StartRequest {
+            session: Some(token.clone()),
+        };
+        tokio::spawn(async move { flow.start("fakeauth", &request, BASE).await })
+    });
+    let mut allowed = 0;
+    for start in starts {
+        match start.await.expect("joined") {
+            Ok(_) => allowed += 1,
+            Err(err) => assert_eq!(err.status(), 401, "{err}"),
+        }
+    }
+    assert_eq!(allowed, 1);
+    assert_eq!(h.states.len(), states_before + 1);
+}
+
+#[tokio::test]
+async fn the_in_memory_session_store_keeps_a_session_for_its_provider() {
+    let store = InMemoryConnectSessionStore::default();
+    let session = ConnectSession {
+        provider: "github".into(),
+        tenant: "t".into(),
+        connection: None,
+        return_to: RETURN_TO.into(),
+        end_user: None,
+        params: Default::default(),
+        allow_account_change: false,
+        created_at: 100,
+        expires_at: 700,
+    };
+    store.put("k", &session).await.expect("put");
+    assert!(store.put("k", &session).await.is_err(), "never overwritten");
+    assert_eq!(
+        store.take("k", "slack", 200).await.expect("take"),
+        SessionTake::OtherProvider,
+        "another provider's start leaves it"
+    );
+    assert_eq!(
+        store.take("k", "github", 700).await.expect("take"),
+        SessionTake::Expired
+    );
+    assert_eq!(
+        store.take("k", "github", 699).await.expect("take"),
+        SessionTake::Taken(Box::new(session))
+    );
+    assert_eq!(
+        store.take("k", "github", 699).await.expect("take"),
+        SessionTake::Missing
+    );
+}
+
+/// The catalog entry names the account (`account_id` in the fake's token responses).
+const ACCOUNT_FIELD: &str = "account_id = \"/account_id\"\n";
+
+/// Regression: a reconnect completed with another account replaced the connection's
+/// account (`test-user` → `attacker-account`) and tokens without revoking the old grant.
+/// Now it is refused: nothing stored changes, and the new grant is revoked.
+#[tokio::test]
+async fn a_reconnect_with_another_account_is_refused_and_its_grant_revoked() {
+    let h = harness_with(AuthServerConfig::default(), ACCOUNT_FIELD).await;
+    let id = h.connect().await;
+    let before = h.stored(&id).await;
+    assert_eq!(before.account_id.as_deref(), Some("test-user"));
+
+    h.server.sign_in_as("attacker-account");
+    let query = h.authorize_as(Some(id.clone())).await;
+    let err = h
+        .flow
+        .callback("fakeauth", &query, BASE)
+        .await
+        .expect_err("another account");
+    assert_eq!(err.status(), 403);
+    assert!(matches!(err, FlowError::AccountMismatch { .. }), "{err}");
+    assert!(
+        err.public_message().contains("another fakeauth account"),
+        "{}",
+        err.public_message()
+    );
+    assert!(
+        !err.public_message().contains("test-user")
+            && !err.public_message().contains("attacker-account"),
+        "the page names no account"
+    );
+    assert_eq!(h.stored(&id).await, before, "account and tokens unchanged");
+    let grants = h.server.grants();
+    assert_eq!(grants.len(), 2);
+    assert_eq!(
+        (grants[0].account.as_str(), grants[0].revoked),
+        ("test-user", false),
+        "the connection's grant is untouched"
+    );
+    assert_eq!(
+        (grants[1].account.as_str(), grants[1].revoked),
+        ("attacker-account", true),
+        "the refused grant is revoked"
+    );
+    let token = h.vault.access_token(&id).await.expect("token");
+    assert_eq!(
+        h.api_status(&token).await,
+        200,
+        "the stored token still works"
+    );
+
+    // The same account reconnects.
+    h.server.sign_in_as("test-user");
+    let query = h.authorize_as(Some(id.clone())).await;
+    assert!(matches!(
+        h.flow.callback("fakeauth", &query, BASE).await,
+        Ok(CallbackOutcome::Connected { ref connection_id, .. }) if *connection_id == id
+    ));
+    let after = h.stored(&id).await;
+    assert_eq!(after.account_id.as_deref(), Some("test-user"));
+    assert_ne!(after.tokens, before.tokens, "new tokens stored");
+}
+
+#[tokio::test]
+async fn a_session_that_allows_an_account_change_may_bring_another_account() {
+    let h = harness_with(AuthServerConfig::default(), ACCOUNT_FIELD).await;
+    let id = h.connect().await;
+    h.server.sign_in_as("second-account");
+    let query = h
+        .authorize_with(ConnectSessionRequest {
+            connection: Some(id.clone()),
+            allow_account_change: true,
+            end_user: Some(EndUser {
+                id: "user-42".into(),
+                display_name: Some("Ada".into()),
+            }),
+            ..session_request("fakeauth")
+        })
+        .await;
+    let outcome = h
+        .flow
+        .callback("fakeauth", &query, BASE)
+        .await
+        .expect("allowed");
+    assert!(
+        matches!(outcome, CallbackOutcome::Connected { ref connection_id, .. } if *connection_id == id)
+    );
+    let stored = h.stored(&id).await;
+    assert_eq!(stored.account_id.as_deref(), Some("second-account"));
+    assert_eq!(
+        stored.end_user.as_ref().map(|u| u.id.as_str()),
+        Some("user-42")
+    );
+    assert!(h.server.grants().iter().all(|grant| !grant.revoked));
+}
+
+#[test]
+fn a_reconnect_keeps_an_account_only_when_it_can_be_compared() {
+    use super::flow::same_account;
+    assert!(same_account(Some("a"), Some("a")));
+    assert!(!same_account(Some("a"), Some("b")));
+    assert!(!same_account(Some("a"), None), "cannot confirm: refused");
+    assert!(same_account(None, Some("b")), "nothing recorded to compare");
+    assert!(same_account(None, None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -715,9 +1100,14 @@ async fn a_revoked_grant_marks_the_connection_and_announces_it() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event_type, "connection.needs_reauth");
     assert_eq!(events[0].subject.as_deref(), Some(id.as_str()));
-    assert_eq!(
-        events[0].data["reconnect_url"],
-        format!("{BASE}/oauth/fakeauth/start?tenant=tenant-1&connection={id}")
+    // Tenant and connection, never a usable link: only the product's backend can
+    // mint the session a reconnect needs.
+    assert_eq!(events[0].data["tenant"], "tenant-1");
+    assert_eq!(events[0].data["connection_id"], id.as_str());
+    let text = events[0].data.to_string();
+    assert!(
+        events[0].data.get("reconnect_url").is_none() && !text.contains("/oauth/"),
+        "{text}"
     );
     let err = h
         .vault
@@ -1075,20 +1465,13 @@ async fn an_unreachable_store_gives_a_plain_503_page_and_a_log_line_with_the_cau
     let flow = ConnectFlow::new(
         h.vault.clone(),
         Arc::new(UnreachableStates),
-        FlowSettings {
-            return_to_origins: vec!["https://app.example.com".into()],
-            default_return_to: None,
-        },
+        h.sessions.clone(),
+        flow_settings(),
     );
+    let token = h.mint(&session_request("fakeauth")).await;
     let (_guard, logs) = capture_logs();
     for (step, query) in [
-        (
-            "start",
-            vec![
-                ("tenant".to_owned(), "tenant-1".to_owned()),
-                ("return_to".to_owned(), RETURN_TO.to_owned()),
-            ],
-        ),
+        ("start", vec![("session".to_owned(), token)]),
         ("callback", vec![("state".to_owned(), "s".repeat(43))]),
     ] {
         let reply = web::oauth_route(&flow, "fakeauth", step, query, None, BASE).await;

@@ -104,8 +104,6 @@ pub struct VaultSettings {
     pub wait_for_peer: Duration,
     /// How often a waiting caller re-reads the connection.
     pub poll_interval: Duration,
-    /// Base URL of the deployed API, for reconnect links.
-    pub public_base_url: String,
     /// Refreshes in flight at once during a scheduled sweep.
     pub sweep_concurrency: usize,
 }
@@ -116,7 +114,6 @@ impl Default for VaultSettings {
             lease: Duration::from_secs(30),
             wait_for_peer: Duration::from_secs(15),
             poll_interval: Duration::from_millis(100),
-            public_base_url: String::new(),
             sweep_concurrency: 8,
         }
     }
@@ -774,20 +771,15 @@ impl TokenVault {
         self.announce(&marked, "needs_reauth", code).await
     }
 
-    /// Publishes `connection.<change>` with a reconnect link.
+    /// Publishes `connection.<change>`. It names the tenant and the connection, never a
+    /// usable link: the product's backend reconnects by minting a connect session for
+    /// that connection (`POST /v1/connect-sessions`), as only it can.
     pub(crate) async fn announce(
         &self,
         connection: &Connection,
         change: &str,
         reason: &str,
     ) -> Result<(), VaultError> {
-        let reconnect_url = format!(
-            "{}/oauth/{}/start?tenant={}&connection={}",
-            self.settings.public_base_url.trim_end_matches('/'),
-            connection.provider,
-            form_urlencoded::byte_serialize(connection.tenant.as_bytes()).collect::<String>(),
-            connection.id
-        );
         let data = serde_json::json!({
             "connection_id": connection.id,
             "tenant": connection.tenant,
@@ -795,7 +787,6 @@ impl TokenVault {
             "account_id": connection.account_id,
             "state": connection.state.as_str(),
             "reason": reason,
-            "reconnect_url": reconnect_url,
         });
         let event = CloudEvent::new(
             &connection.provider,

@@ -2,20 +2,22 @@
 //! functions translate API Gateway requests into these calls and the replies back, and
 //! tests call them directly.
 //!
-//! - `GET /oauth/{provider}/start` → 302 to the provider, with the binding cookie;
+//! - `GET /oauth/{provider}/start?session=…` → 302 to the provider, with the binding
+//!   cookie; without a usable connect session, a 401 page and nothing stored;
 //! - `GET /oauth/{provider}/callback` → 302 back to `return_to`, or a 400 page that says
 //!   what went wrong (never a secret); an infrastructure failure is a 503 page with a
 //!   fixed sentence, its cause only in the log line;
 //! - `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`
-//!   (`?force=true` deletes without revoking): JSON, behind IAM auth in the template.
+//!   (`?force=true` deletes without revoking) and `POST /v1/connect-sessions`: JSON,
+//!   behind IAM auth in the template.
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
 use super::{
-    CallbackOutcome, CallbackQuery, ConnectFlow, Connection, FlowError, StartRequest, TokenVault,
-    VaultError,
+    CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSessionRequest, ConnectSessions,
+    Connection, FlowError, StartRequest, TokenVault, VaultError,
 };
 
 /// A reply to send.
@@ -92,7 +94,8 @@ impl HttpReply {
 fn flow_error_page(provider: &str, step: &str, err: &FlowError) -> HttpReply {
     let title = match err.status() {
         404 => "Unknown provider",
-        400 => "This connection link cannot be used",
+        400 | 401 => "This connection link cannot be used",
+        403 => "This is another account",
         _ => "Connecting is unavailable right now",
     };
     if err.status() >= 500 {
@@ -121,17 +124,14 @@ pub async fn oauth_route(
 ) -> HttpReply {
     match step {
         "start" => {
-            let mut request = StartRequest::default();
-            for (key, value) in query {
-                match key.as_str() {
-                    "tenant" => request.tenant = Some(value),
-                    "return_to" => request.return_to = Some(value),
-                    "connection" => request.reconnect = Some(value),
-                    _ => {
-                        request.params.insert(key, value);
-                    }
-                }
-            }
+            // What to connect is the session's: any other parameter (`tenant`,
+            // `connection`, `return_to`) is ignored.
+            let request = StartRequest {
+                session: query
+                    .into_iter()
+                    .find(|(key, _)| key == "session")
+                    .map(|(_, value)| value),
+            };
             match flow.start(provider, &request, base_url).await {
                 Ok(redirect) => {
                     let mut reply = HttpReply::redirect(&redirect.location);
@@ -190,6 +190,7 @@ pub fn connection_view(connection: &Connection) -> serde_json::Value {
         "provider": connection.provider,
         "state": connection.state.as_str(),
         "account_id": connection.account_id,
+        "end_user": connection.end_user,
         "scopes": connection.scopes,
         "params": connection.params,
         "token": {
@@ -263,6 +264,77 @@ pub async fn connections_route(
             405,
             json!({ "error": "method_not_allowed", "message": "GET or DELETE" }),
         ),
+    }
+}
+
+/// The largest `POST /v1/connect-sessions` body read.
+const MAX_SESSION_REQUEST_BYTES: usize = 16 * 1024;
+
+/// `POST /v1/connect-sessions`: 201 with the session's token, connect URL and expiry;
+/// 400 for a request the flow would refuse (its message says why), 404 for a provider
+/// that cannot be connected, 503 for an infrastructure failure (its cause only in the
+/// log). `base_url` is the API's public base URL.
+pub async fn connect_sessions_route(
+    sessions: &ConnectSessions,
+    method: &str,
+    body: &[u8],
+    base_url: &str,
+) -> HttpReply {
+    if method != "POST" {
+        return HttpReply::json(
+            405,
+            json!({ "error": "method_not_allowed", "message": "POST" }),
+        );
+    }
+    if body.len() > MAX_SESSION_REQUEST_BYTES {
+        return HttpReply::json(
+            413,
+            json!({ "error": "too_large", "message": "the request body is over 16 KiB" }),
+        );
+    }
+    let request: ConnectSessionRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(err) => {
+            // serde's message names the field and the expected type, never the value.
+            return HttpReply::json(
+                400,
+                json!({ "error": "bad_request", "message": format!("invalid request: {err}") }),
+            );
+        }
+    };
+    match sessions.mint(&request, base_url).await {
+        Ok(minted) => {
+            let expires_at = time::OffsetDateTime::from_unix_timestamp(minted.session.expires_at)
+                .ok()
+                .map(crate::webhooks::rfc3339_millis);
+            HttpReply::json(
+                201,
+                json!({
+                    "token": minted.token.expose(),
+                    "connect_url": minted.connect_url,
+                    "expires_at": expires_at,
+                    "tenant": minted.session.tenant,
+                    "provider": minted.session.provider,
+                    "connection": minted.session.connection,
+                }),
+            )
+        }
+        Err(err) => {
+            let code = match err.status() {
+                404 => "unknown_provider",
+                503 => "unavailable",
+                _ => "bad_request",
+            };
+            if err.status() >= 500 {
+                tracing::error!(provider = %request.provider, error = %err.log_detail(), outcome = "session_unavailable", "connect session not created");
+            } else {
+                tracing::info!(provider = %request.provider, error = %err, outcome = "session_refused", "connect session refused");
+            }
+            HttpReply::json(
+                err.status(),
+                json!({ "error": code, "message": err.public_message() }),
+            )
+        }
     }
 }
 
