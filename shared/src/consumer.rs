@@ -150,6 +150,9 @@ struct Event {
     origin: Origin,
     resource: Option<String>,
     scope: Option<String>,
+    /// The provider account: with the provider and event id, the claim key (never the
+    /// URL's endpoint segment).
+    account: Option<String>,
     event_id: String,
     event_type: Option<String>,
     received_at: Option<String>,
@@ -244,7 +247,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                     let payload_hash = hex::encode(Sha256::digest(&event.body));
                     let key = IdempotencyKey::new(
                         &event.provider,
-                        event.scope.as_deref(),
+                        event.account.as_deref(),
                         &event.event_id,
                     );
                     outcome.idempotency_key = Some(key.as_str().to_owned());
@@ -351,7 +354,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .map(|(provider, id)| {
                     let scope = message
                         .attributes
-                        .get(attribute::ENDPOINT)
+                        .get(attribute::ACCOUNT)
                         .filter(|scope| !scope.is_empty());
                     IdempotencyKey::new(provider, scope.map(String::as_str), id)
                         .as_str()
@@ -622,6 +625,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             origin,
             resource: attribute(attribute::RESOURCE),
             scope: attribute(attribute::ENDPOINT),
+            account: attribute(attribute::ACCOUNT),
             event_id,
             event_type: attribute(attribute::EVENT_TYPE),
             received_at: attribute(attribute::RECEIVED_AT),

@@ -109,6 +109,39 @@ async fn an_event_delivered_twice_is_published_once() {
     assert!(h.retries.scheduled().is_empty());
 }
 
+/// Regression ("Nothing lost at the edges", point 2): the claim key is provider +
+/// account + event id, never the URL's endpoint, so one delivery posted to several
+/// endpoints publishes once; another account's event with the same id is its own.
+#[tokio::test]
+async fn the_claim_key_is_the_account_and_event_id_never_the_endpoint() {
+    let h = harness();
+    let at = |id: &str, endpoint: &str, account: &str| {
+        let mut message = message(id, "evt_1", &stripe_event("evt_1", 100), 1);
+        for (name, value) in [
+            (attribute::ENDPOINT, endpoint),
+            (attribute::ACCOUNT, account),
+        ] {
+            message.attributes.insert(name.to_owned(), value.to_owned());
+        }
+        message
+    };
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            at("m1", "eu", "acct_1"),
+            at("m2", "us", "acct_1"),
+            at("m3", "eu", "acct_2"),
+        ])
+        .await;
+    let results: Vec<_> = outcomes.iter().map(|o| o.result).collect();
+    assert_eq!(results, ["processed", "duplicate", "processed"]);
+    assert_eq!(
+        outcomes[0].idempotency_key.as_deref(),
+        Some("stripe#acct_1#evt_1")
+    );
+    assert_eq!(h.bus.events().len(), 2, "one per account");
+}
+
 #[tokio::test]
 async fn a_reused_id_with_another_payload_is_reported() {
     let h = harness();
@@ -684,13 +717,14 @@ async fn published_events_report_their_end_to_end_latency() {
             outcome.idempotency_key.as_deref(),
             outcome.attempt
         ),
-        (Some("acct_1"), Some("stripe#evt_1"), 2)
+        (Some("acct_1"), Some("stripe#acct_1#evt_1"), 2)
     );
 
-    let repeat = h
-        .consumer
-        .process(message("m2", "evt_1", &stripe_event("evt_1", 100), 1))
-        .await;
+    let mut repeat = message("m2", "evt_1", &stripe_event("evt_1", 100), 1);
+    repeat
+        .attributes
+        .insert(attribute::ACCOUNT.to_owned(), "acct_1".to_owned());
+    let repeat = h.consumer.process(repeat).await;
     assert_eq!(repeat.result, "duplicate");
     assert_eq!(repeat.end_to_end, None, "nothing published, no latency");
 }
@@ -843,11 +877,7 @@ async fn an_event_the_bus_can_never_take_fails_permanently_with_its_size() {
     );
     assert!(
         h.store
-            .get(&IdempotencyKey::new(
-                "stripe",
-                Some(&"e".repeat(300_000)),
-                "evt_1"
-            ))
+            .get(&IdempotencyKey::new("stripe", None, "evt_1"))
             .is_none(),
         "its claim is released"
     );

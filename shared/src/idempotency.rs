@@ -1,7 +1,7 @@
 //! Exactly-once processing of at-least-once deliveries.
 //!
 //! Each event is claimed under its idempotency key (provider + the provider's own event
-//! id, scoped to the connection or endpoint where ids are per account) before any side
+//! id, scoped to the provider account where the delivery names one) before any side
 //! effect, with a conditional write: the claim succeeds only if no record exists or the
 //! previous claim's lease ran out (its worker crashed). The record then moves to
 //! `completed` with a TTL. A duplicate of a completed event is acknowledged without side
@@ -23,8 +23,8 @@ use time::{Duration, OffsetDateTime};
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    /// `provider#event_id`, or `provider#scope#event_id` where the provider's ids are
-    /// unique only per account (the scope is the connection or endpoint).
+    /// `provider#event_id`, or `provider#scope#event_id` where the delivery names the
+    /// provider account (the scope; never a URL's endpoint segment).
     pub fn new(provider: &str, scope: Option<&str>, event_id: &str) -> Self {
         match scope {
             Some(scope) => IdempotencyKey(format!("{provider}#{scope}#{event_id}")),

@@ -6,6 +6,11 @@
 //! verification failure the entry is re-read at most once per refresh interval, so a
 //! rotation takes effect without a redeploy and a flood of bad requests cannot turn
 //! into a flood of Secrets Manager calls.
+//!
+//! An endpoint (`/webhooks/<provider>/<endpoint>`) exists only when configured: by a
+//! secret of its own, or by its name in the provider secret's `endpoints` list (it then
+//! verifies with the provider's secrets). Any other name is unknown, so a delivery
+//! captured at one URL cannot be posted again under made-up names.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -180,6 +185,20 @@ impl SecretSource for InMemorySecretSource {
     }
 }
 
+/// The longest endpoint name: names become part of secret names (512 characters at
+/// most) and S3 keys.
+pub const MAX_ENDPOINT_NAME_LEN: usize = 64;
+
+/// An endpoint name as URLs, secret names and S3 keys may carry it: 1 to
+/// [`MAX_ENDPOINT_NAME_LEN`] ASCII letters, digits, `-` and `_`.
+pub fn is_valid_endpoint_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ENDPOINT_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The secret name for a provider's (or one of its endpoints') webhook secrets.
 pub fn webhook_secret_name(prefix: &str, provider: &str, endpoint: Option<&str>) -> String {
     match endpoint {
@@ -200,6 +219,9 @@ struct WebhookSecretDocument {
     /// configured per deployment.
     #[serde(default)]
     jwt_claims: BTreeMap<String, String>,
+    /// In a provider's secret: the endpoint names that exist and verify with it.
+    #[serde(default)]
+    endpoints: Vec<String>,
 }
 
 /// A parsed webhook secret: the signing secrets, newest first, and the optional
@@ -209,11 +231,29 @@ pub struct WebhookSecretSet {
     pub signing_secrets: Arc<[SigningSecret]>,
     pub verify_token: Option<SigningSecret>,
     pub jwt_claims: BTreeMap<String, String>,
+    /// The endpoints a provider's secret declares (`"endpoints": ["eu", "us"]`): they
+    /// exist, and verify with this secret unless they have one of their own. Each is a
+    /// valid endpoint name ([`is_valid_endpoint_name`]).
+    pub endpoints: Arc<[String]>,
 }
 
 /// Parses the whole webhook secret document (see [`parse_webhook_secret`]).
 pub fn parse_webhook_secret_set(name: &str, text: &str) -> Result<WebhookSecretSet, SecretError> {
     let document = parse_document(name, text)?;
+    if let Some(bad) = document
+        .endpoints
+        .iter()
+        .find(|endpoint| !is_valid_endpoint_name(endpoint))
+    {
+        return Err(SecretError::Malformed {
+            name: name.to_owned(),
+            // Endpoint names are URL segments, not secrets.
+            reason: format!(
+                "`endpoints` entry {bad:?} is not an endpoint name (1 to \
+                 {MAX_ENDPOINT_NAME_LEN} letters, digits, `-` and `_`)"
+            ),
+        });
+    }
     Ok(WebhookSecretSet {
         signing_secrets: document
             .signing_secrets
@@ -227,6 +267,7 @@ pub fn parse_webhook_secret_set(name: &str, text: &str) -> Result<WebhookSecretS
             .filter(|token| !token.is_empty())
             .map(SigningSecret::new),
         jwt_claims: document.jwt_claims,
+        endpoints: document.endpoints.into(),
     })
 }
 
@@ -360,9 +401,17 @@ impl Default for CachePolicy {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    set: WebhookSecretSet,
+    /// `None`: no secret of that name (for an endpoint, none of its own).
+    set: Option<WebhookSecretSet>,
     fetched_at: OffsetDateTime,
 }
+
+/// Entries keyed by provider and endpoint (`None`: the provider's own secret).
+type Cache = HashMap<(String, Option<String>), Entry>;
+
+/// At most this many endpoint names without a secret of their own are remembered; past
+/// it they are all forgotten, so made-up names cannot grow the cache without bound.
+const MAX_ABSENT_ENDPOINTS: usize = 1024;
 
 /// The signing secrets of each provider (and endpoint), cached.
 #[derive(Debug)]
@@ -370,7 +419,7 @@ pub struct WebhookSecrets {
     source: Arc<dyn SecretSource>,
     prefix: String,
     policy: CachePolicy,
-    cache: Mutex<HashMap<(String, Option<String>), Entry>>,
+    cache: Mutex<Cache>,
 }
 
 impl WebhookSecrets {
@@ -388,7 +437,8 @@ impl WebhookSecrets {
     }
 
     /// The secrets for `provider` (and `endpoint`), from the cache while fresh. An empty
-    /// list means none are configured.
+    /// list means none are configured (an unknown endpoint included: see
+    /// [`WebhookSecrets::endpoint_exists`]).
     pub async fn get(
         &self,
         provider: &str,
@@ -399,29 +449,45 @@ impl WebhookSecrets {
     }
 
     /// The whole secret document (signing secrets and verify token), cached like
-    /// [`WebhookSecrets::get`].
+    /// [`WebhookSecrets::get`]: for an endpoint, its own secret where it has one, else
+    /// the provider's when that declares the endpoint, else an empty set.
     pub async fn get_set(
         &self,
         provider: &str,
         endpoint: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<WebhookSecretSet, SecretError> {
-        let key = (provider.to_owned(), endpoint.map(str::to_owned));
         let mut cache = self.cache.lock().await;
-        if let Some(entry) = cache.get(&key)
-            && now - entry.fetched_at < self.policy.ttl
-        {
-            return Ok(entry.set.clone());
+        let (set, _) = self
+            .resolve(&mut cache, provider, endpoint, now, self.policy.ttl)
+            .await?;
+        Ok(set.unwrap_or_default())
+    }
+
+    /// True when `endpoint` of `provider` is configured: a secret of its own exists, or
+    /// the provider's secret lists it in `endpoints`. An endpoint not found in the cache
+    /// is looked up again if what the cache holds is older than the refresh interval,
+    /// so a newly configured endpoint works within a minute while made-up names cost
+    /// one read each at most once a minute.
+    pub async fn endpoint_exists(
+        &self,
+        provider: &str,
+        endpoint: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, SecretError> {
+        let mut cache = self.cache.lock().await;
+        let endpoint = Some(endpoint);
+        let (cached, _) = self
+            .resolve(&mut cache, provider, endpoint, now, self.policy.ttl)
+            .await?;
+        if cached.is_some() {
+            return Ok(true);
         }
-        let set = self.fetch(provider, endpoint).await?;
-        cache.insert(
-            key,
-            Entry {
-                set: set.clone(),
-                fetched_at: now,
-            },
-        );
-        Ok(set)
+        let max_age = self.policy.refresh_interval.min(self.policy.ttl);
+        let (fresh, _) = self
+            .resolve(&mut cache, provider, endpoint, now, max_age)
+            .await?;
+        Ok(fresh.is_some())
     }
 
     /// Reads every webhook secret under the prefix in one go (at init, so that no
@@ -437,15 +503,18 @@ impl WebhookSecrets {
             let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };
-            let key = match rest.split_once('/') {
-                Some((provider, endpoint)) => (provider.to_owned(), Some(endpoint.to_owned())),
-                None => (rest.to_owned(), None),
+            let (provider, endpoint) = match rest.split_once('/') {
+                Some((provider, endpoint)) => (provider, Some(endpoint)),
+                None => (rest, None),
             };
-            if let Ok(set) = parse_webhook_secret_set(&name, &text) {
+            if endpoint.is_some_and(|endpoint| !is_valid_endpoint_name(endpoint)) {
+                continue;
+            }
+            if let Ok(set) = parse_level(&name, &text, endpoint) {
                 cache.insert(
-                    key,
+                    (provider.to_owned(), endpoint.map(str::to_owned)),
                     Entry {
-                        set,
+                        set: Some(set),
                         fetched_at: now,
                     },
                 );
@@ -476,52 +545,116 @@ impl WebhookSecrets {
         endpoint: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Option<Arc<[SigningSecret]>>, SecretError> {
-        let key = (provider.to_owned(), endpoint.map(str::to_owned));
         let mut cache = self.cache.lock().await;
-        if let Some(entry) = cache.get(&key)
-            && now - entry.fetched_at < self.policy.refresh_interval
-        {
+        let (before, _) = self
+            .resolve(&mut cache, provider, endpoint, now, self.policy.ttl)
+            .await?;
+        let (after, read) = self
+            .resolve(
+                &mut cache,
+                provider,
+                endpoint,
+                now,
+                self.policy.refresh_interval,
+            )
+            .await?;
+        if !read {
             return Ok(None);
         }
-        let set = self.fetch(provider, endpoint).await?;
-        let secrets = set.signing_secrets.clone();
-        let changed = cache.get(&key).is_none_or(|entry| {
-            entry.set.signing_secrets.len() != secrets.len()
-                || entry
-                    .set
-                    .signing_secrets
-                    .iter()
-                    .zip(secrets.iter())
-                    .any(|(old, new)| old.expose() != new.expose())
-        });
+        let before = before.map(|set| set.signing_secrets).unwrap_or_default();
+        let after = after.map(|set| set.signing_secrets).unwrap_or_default();
+        let changed = before.len() != after.len()
+            || before
+                .iter()
+                .zip(after.iter())
+                .any(|(old, new)| old.expose() != new.expose());
+        Ok(changed.then_some(after))
+    }
+
+    /// The set that verifies `provider`'s requests to `endpoint`: the endpoint's own
+    /// secret, else the provider's when it declares the endpoint; `None` for an
+    /// endpoint that is not configured. For no endpoint, the provider's (empty when it
+    /// has none). Entries older than `max_age` are read again; the flag says whether
+    /// anything was.
+    async fn resolve(
+        &self,
+        cache: &mut Cache,
+        provider: &str,
+        endpoint: Option<&str>,
+        now: OffsetDateTime,
+        max_age: Duration,
+    ) -> Result<(Option<WebhookSecretSet>, bool), SecretError> {
+        let Some(name) = endpoint else {
+            let (set, read) = self.entry(cache, provider, None, now, max_age).await?;
+            return Ok((Some(set.unwrap_or_default()), read));
+        };
+        let (own, read_own) = self
+            .entry(cache, provider, Some(name), now, max_age)
+            .await?;
+        if own.is_some() {
+            return Ok((own, read_own));
+        }
+        let (shared, read_shared) = self.entry(cache, provider, None, now, max_age).await?;
+        let declared = shared.filter(|set| set.endpoints.iter().any(|declared| declared == name));
+        Ok((declared, read_own || read_shared))
+    }
+
+    /// One secret, from the cache when younger than `max_age`, else read (and cached,
+    /// absence included); the flag says whether it was read.
+    async fn entry(
+        &self,
+        cache: &mut Cache,
+        provider: &str,
+        endpoint: Option<&str>,
+        now: OffsetDateTime,
+        max_age: Duration,
+    ) -> Result<(Option<WebhookSecretSet>, bool), SecretError> {
+        let key = (provider.to_owned(), endpoint.map(str::to_owned));
+        if let Some(entry) = cache.get(&key)
+            && now - entry.fetched_at < max_age
+        {
+            return Ok((entry.set.clone(), false));
+        }
+        let name = webhook_secret_name(&self.prefix, provider, endpoint);
+        let set = match self.source.secret_string(&name).await? {
+            Some(text) => Some(parse_level(&name, &text, endpoint)?),
+            None => None,
+        };
+        if endpoint.is_some() && set.is_none() {
+            let absent = cache
+                .iter()
+                .filter(|((_, endpoint), entry)| endpoint.is_some() && entry.set.is_none())
+                .count();
+            if absent >= MAX_ABSENT_ENDPOINTS {
+                cache.retain(|(_, endpoint), entry| endpoint.is_none() || entry.set.is_some());
+            }
+        }
         cache.insert(
             key,
             Entry {
-                set,
+                set: set.clone(),
                 fetched_at: now,
             },
         );
-        Ok(changed.then_some(secrets))
+        Ok((set, true))
     }
+}
 
-    /// The endpoint's own secret where one exists, else the provider's.
-    async fn fetch(
-        &self,
-        provider: &str,
-        endpoint: Option<&str>,
-    ) -> Result<WebhookSecretSet, SecretError> {
-        let mut names = Vec::with_capacity(2);
-        if endpoint.is_some() {
-            names.push(webhook_secret_name(&self.prefix, provider, endpoint));
-        }
-        names.push(webhook_secret_name(&self.prefix, provider, None));
-        for name in names {
-            if let Some(text) = self.source.secret_string(&name).await? {
-                return parse_webhook_secret_set(&name, &text);
-            }
-        }
-        Ok(WebhookSecretSet::default())
+/// Parses a provider's (`endpoint` `None`) or an endpoint's secret: only a provider's
+/// may declare `endpoints`.
+fn parse_level(
+    name: &str,
+    text: &str,
+    endpoint: Option<&str>,
+) -> Result<WebhookSecretSet, SecretError> {
+    let set = parse_webhook_secret_set(name, text)?;
+    if endpoint.is_some() && !set.endpoints.is_empty() {
+        return Err(SecretError::Malformed {
+            name: name.to_owned(),
+            reason: "`endpoints` belongs in the provider's secret, not an endpoint's".to_owned(),
+        });
     }
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -557,27 +690,158 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn endpoint_secret_wins_and_falls_back_to_the_provider() {
+    async fn endpoint_secret_wins_and_the_provider_secret_serves_only_declared_endpoints() {
         let source = Arc::new(InMemorySecretSource::default());
         source.put(
             "junction/webhooks/stripe",
-            r#"{"signing_secrets":["provider"]}"#,
+            r#"{"signing_secrets":["provider"],"endpoints":["us","eu"]}"#,
         );
         source.put(
             "junction/webhooks/stripe/eu",
             r#"{"signing_secrets":["endpoint"]}"#,
         );
+        source.put(
+            "junction/webhooks/stripe/apac",
+            r#"{"signing_secrets":["apac"]}"#,
+        );
         let secrets = cache(&source);
-        let eu = secrets
-            .get("stripe", Some("eu"), at(0))
+        let get = |endpoint| secrets.get("stripe", Some(endpoint), at(0));
+        assert_eq!(texts(&get("eu").await.expect("read")), ["endpoint"]);
+        assert_eq!(texts(&get("apac").await.expect("read")), ["apac"]);
+        assert_eq!(texts(&get("us").await.expect("read")), ["provider"]);
+        // Regression ("Nothing lost at the edges", point 2): any other name used to
+        // verify with the provider's secret.
+        assert!(get("made-up").await.expect("read").is_empty());
+        for (endpoint, exists) in [
+            ("eu", true),
+            ("apac", true),
+            ("us", true),
+            ("made-up", false),
+        ] {
+            assert_eq!(
+                secrets
+                    .endpoint_exists("stripe", endpoint, at(0))
+                    .await
+                    .expect("answered"),
+                exists,
+                "{endpoint}"
+            );
+        }
+        // A provider without a secret has no endpoints.
+        assert!(
+            !secrets
+                .endpoint_exists("github", "eu", at(0))
+                .await
+                .expect("answered")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newly_configured_endpoint_exists_within_the_refresh_interval() {
+        let source = Arc::new(InMemorySecretSource::default());
+        source.put("junction/webhooks/asana", r#"{"signing_secrets":[]}"#);
+        let secrets = cache(&source);
+        assert!(
+            !secrets
+                .endpoint_exists("asana", "p1", at(0))
+                .await
+                .expect("ok")
+        );
+        let reads = source.reads();
+        // Asked again at once: answered from the cache.
+        assert!(
+            !secrets
+                .endpoint_exists("asana", "p1", at(30))
+                .await
+                .expect("ok")
+        );
+        assert_eq!(source.reads(), reads);
+        source.put(
+            "junction/webhooks/asana",
+            r#"{"signing_secrets":[],"endpoints":["p1"]}"#,
+        );
+        assert!(
+            secrets
+                .endpoint_exists("asana", "p1", at(61))
+                .await
+                .expect("ok")
+        );
+        // So does one whose own secret was created (Asana's handshake, elsewhere).
+        source.put("junction/webhooks/asana/p2", r#"{"signing_secrets":["s"]}"#);
+        assert!(
+            secrets
+                .endpoint_exists("asana", "p2", at(62))
+                .await
+                .expect("ok")
+        );
+    }
+
+    #[tokio::test]
+    async fn declared_endpoints_are_valid_names_and_only_in_the_provider_secret() {
+        let source = Arc::new(InMemorySecretSource::default());
+        let secrets = cache(&source);
+        for (at_s, bad) in [
+            (0, r#"["../etc"]"#),
+            (400, r#"[""]"#),
+            (800, &format!(r#"["{}"]"#, "a".repeat(65))),
+        ] {
+            source.put(
+                "junction/webhooks/github",
+                format!(r#"{{"signing_secrets":["s"],"endpoints":{bad}}}"#),
+            );
+            let err = secrets
+                .get("github", None, at(at_s))
+                .await
+                .expect_err("malformed");
+            assert!(
+                matches!(&err, SecretError::Malformed { name, reason }
+                    if name == "junction/webhooks/github" && reason.contains("endpoint name")),
+                "{err}"
+            );
+        }
+        let longest = "a".repeat(MAX_ENDPOINT_NAME_LEN);
+        assert!(is_valid_endpoint_name(&longest));
+        source.put(
+            "junction/webhooks/github",
+            format!(r#"{{"signing_secrets":["s"],"endpoints":["{longest}"]}}"#),
+        );
+        assert!(
+            secrets
+                .endpoint_exists("github", &longest, at(1200))
+                .await
+                .expect("a valid name")
+        );
+        source.put(
+            "junction/webhooks/github/eu",
+            r#"{"signing_secrets":["s"],"endpoints":["x"]}"#,
+        );
+        let err = secrets
+            .get("github", Some("eu"), at(1200))
             .await
-            .expect("read");
-        assert_eq!(texts(&eu), ["endpoint"]);
-        let us = secrets
-            .get("stripe", Some("us"), at(0))
-            .await
-            .expect("read");
-        assert_eq!(texts(&us), ["provider"]);
+            .expect_err("endpoints in an endpoint's secret");
+        assert!(err.to_string().contains("provider's secret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn made_up_endpoint_names_do_not_grow_the_cache_without_bound() {
+        let source = Arc::new(InMemorySecretSource::default());
+        source.put("junction/webhooks/github", r#"{"signing_secrets":["s"]}"#);
+        let secrets = cache(&source);
+        for n in 0..MAX_ABSENT_ENDPOINTS + 10 {
+            let name = format!("probe-{n}");
+            assert!(
+                !secrets
+                    .endpoint_exists("github", &name, at(0))
+                    .await
+                    .expect("ok")
+            );
+        }
+        let cached = secrets.cache.lock().await.len();
+        assert!(cached <= MAX_ABSENT_ENDPOINTS + 1, "{cached} entries");
+        // The provider's own entry survives the purge.
+        let reads = source.reads();
+        secrets.get("github", None, at(1)).await.expect("cached");
+        assert_eq!(source.reads(), reads);
     }
 
     #[tokio::test]

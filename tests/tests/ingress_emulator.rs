@@ -597,7 +597,51 @@ async fn a_handshake_creates_a_missing_secret_and_never_changes_an_existing_one(
         }
     };
 
-    // GIVEN no secret for Asana's `projects` endpoint: the handshake installs its own.
+    // An endpoint nobody configured does not exist: its handshake creates nothing.
+    let (response, outcome) = ingress
+        .handle(request(
+            "asana",
+            Some("made-up"),
+            Some("attacker-secret"),
+            "",
+        ))
+        .await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (404, Some("unknown_endpoint"))
+    );
+    let created = client
+        .get_secret_value()
+        .secret_id("junction/webhooks/asana/made-up")
+        .send()
+        .await
+        .map_err(aws_sdk_secretsmanager::Error::from);
+    assert!(
+        matches!(
+            created,
+            Err(aws_sdk_secretsmanager::Error::ResourceNotFoundException(_))
+        ),
+        "{created:?}"
+    );
+
+    // GIVEN no secret for Asana's `projects` endpoint, which the provider's secret
+    // declares: the handshake installs its own.
+    client
+        .put_secret_value()
+        .secret_id("junction/webhooks/asana")
+        .secret_string(
+            serde_json::json!({
+                "signing_secrets": [configured_secret("asana")],
+                "endpoints": ["projects"],
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("declare the endpoint");
+    // The provider's secret was read a moment ago; a declared endpoint exists once the
+    // ingress reads it again, after at most the refresh interval (a minute).
+    stack.clock.advance(time::Duration::seconds(61));
     let (response, outcome) = ingress
         .handle(request(
             "asana",

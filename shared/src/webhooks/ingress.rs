@@ -25,7 +25,7 @@ use crate::{
     clock::Clock,
     payloads::PayloadStore,
     queue::{EventQueue, QueueMessage, attribute},
-    secrets::{FirstSecret, HandshakeSecretStore, WebhookSecrets},
+    secrets::{FirstSecret, HandshakeSecretStore, WebhookSecrets, is_valid_endpoint_name},
 };
 
 /// Limits and addresses of the ingress.
@@ -248,7 +248,7 @@ impl Ingress {
             .and_then(|provider| provider.webhook.as_ref())
             .ok_or(Stop::rejected(404, "unknown_provider"))?;
         let endpoint = request.endpoint.as_deref();
-        if endpoint.is_some_and(|endpoint| !is_valid_endpoint(endpoint)) {
+        if endpoint.is_some_and(|endpoint| !is_valid_endpoint_name(endpoint)) {
             return Err(Stop::rejected(404, "unknown_endpoint"));
         }
         let get_handshake = spec.handshake.filter(|kind| kind.is_get());
@@ -273,6 +273,19 @@ impl Ingress {
         };
 
         let now = self.clock.now();
+        // Only configured endpoints exist: a name of its own secret, or one the
+        // provider's secret declares. Otherwise one captured delivery, posted to any
+        // number of made-up names, would verify under each of them.
+        if let Some(endpoint) = endpoint {
+            let exists = self
+                .secrets
+                .endpoint_exists(&request.provider, endpoint, now)
+                .await
+                .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
+            if !exists {
+                return Err(Stop::rejected(404, "unknown_endpoint"));
+            }
+        }
         let handshake_request = HandshakeRequest {
             query: &request.raw_query,
             headers: &request.headers,
@@ -661,15 +674,6 @@ fn json_pointers(spec: &WebhookSpec) -> Vec<&str> {
 fn is_json_object(body: &[u8]) -> bool {
     body.trim_ascii_start().first() == Some(&b'{')
         && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-}
-
-/// Endpoint names become part of secret names and S3 keys: keep them plain.
-fn is_valid_endpoint(endpoint: &str) -> bool {
-    !endpoint.is_empty()
-        && endpoint.len() <= 64
-        && endpoint
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// True when SQS accepts `text` as a message body or attribute value (XML 1.0 chars:

@@ -12,7 +12,7 @@ use crate::{
     clock::FixedClock,
     payloads::InMemoryPayloadStore,
     queue::InMemoryEventQueue,
-    secrets::{CachePolicy, InMemorySecretSource},
+    secrets::{CachePolicy, InMemorySecretSource, SecretSource as _},
     webhooks::{SigningSecret, sign_into},
 };
 
@@ -190,6 +190,157 @@ async fn odd_endpoint_names_are_404() {
     let (response, _) = h.ingress.handle(request).await;
     assert_eq!(response.status, 404);
     assert!(h.queue.messages().is_empty());
+}
+
+/// `github` posted to `/webhooks/github/<endpoint>`, signed with `secret`.
+fn github_at(endpoint: &str, secret: &str, body: &[u8]) -> WebhookRequest {
+    let mut request = signed(
+        "github",
+        secret,
+        &[
+            ("x-github-event", "installation"),
+            ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            ("content-type", "application/json"),
+        ],
+        body,
+        NOW,
+    );
+    request.endpoint = Some(endpoint.to_owned());
+    request.path = format!("/webhooks/github/{endpoint}");
+    request
+}
+
+/// Regression ("Nothing lost at the edges", point 2): any endpoint name verified with
+/// the provider's secret and was deduplicated apart, so one captured GitHub delivery
+/// posted to N fresh names became N CloudEvents. Now an endpoint exists only when
+/// configured, and everything else is 404 with nothing read past the secret lookup.
+#[tokio::test]
+async fn one_delivery_posted_to_made_up_endpoint_names_is_404_every_time() {
+    let h = harness(IngressConfig::default());
+    let body = br#"{"action":"created","installation":{"id":4242}}"#;
+    assert_eq!(
+        h.ingress
+            .handle(github_at("x", SECRET, body))
+            .await
+            .0
+            .status,
+        404
+    );
+    for n in 0..20 {
+        let (response, outcome) = h
+            .ingress
+            .handle(github_at(&format!("fresh-{n}"), SECRET, body))
+            .await;
+        assert_eq!(
+            (response.status, outcome.reason),
+            (404, Some("unknown_endpoint"))
+        );
+        assert!(!outcome.is_verification_failure());
+    }
+    assert!(h.queue.messages().is_empty(), "nothing was enqueued");
+    // The provider's own URL still takes it.
+    let mut at_provider = github_at("x", SECRET, body);
+    at_provider.endpoint = None;
+    at_provider.path = "/webhooks/github".into();
+    assert_eq!(h.ingress.handle(at_provider).await.0.status, 200);
+}
+
+/// Endpoints the provider's secret declares verify with it; an endpoint with a secret
+/// of its own verifies only with that one. The messages of one delivery name the same
+/// provider, account and event id wherever it was posted: what the consumer claims.
+#[tokio::test]
+async fn configured_endpoints_exist_and_their_messages_share_the_claim_key_parts() {
+    let h = harness(IngressConfig::default());
+    h.secrets.put(
+        "junction/webhooks/github",
+        format!(r#"{{"signing_secrets":["{SECRET}"],"endpoints":["team-a","team_b"]}}"#),
+    );
+    h.secrets.put(
+        "junction/webhooks/github/own",
+        r#"{"signing_secrets":["own-secret"]}"#,
+    );
+    let body = br#"{"action":"created","installation":{"id":4242}}"#;
+    for endpoint in ["team-a", "team_b"] {
+        let (response, _) = h.ingress.handle(github_at(endpoint, SECRET, body)).await;
+        assert_eq!(response.status, 200, "{endpoint}");
+    }
+    assert_eq!(
+        h.ingress
+            .handle(github_at("own", "own-secret", body))
+            .await
+            .0
+            .status,
+        200
+    );
+    let (response, outcome) = h.ingress.handle(github_at("own", SECRET, body)).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (401, Some("signature_mismatch")),
+        "the provider's secret does not verify an endpoint with its own"
+    );
+    assert_eq!(
+        h.ingress
+            .handle(github_at("team-c", SECRET, body))
+            .await
+            .0
+            .status,
+        404
+    );
+    let messages = h.queue.messages();
+    assert_eq!(messages.len(), 3);
+    let parts = |message: &QueueMessage| {
+        [attribute::PROVIDER, attribute::ACCOUNT, attribute::EVENT_ID]
+            .map(|name| message.attributes.get(name).cloned())
+    };
+    assert_eq!(
+        parts(&messages[0]),
+        [
+            Some("github".to_owned()),
+            Some("4242".to_owned()),
+            Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".to_owned())
+        ]
+    );
+    assert!(messages.iter().all(|m| parts(m) == parts(&messages[0])));
+    let endpoints: Vec<_> = messages
+        .iter()
+        .map(|m| m.attributes.get(attribute::ENDPOINT).cloned())
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            Some("team-a".to_owned()),
+            Some("team_b".to_owned()),
+            Some("own".to_owned())
+        ]
+    );
+}
+
+/// An unconfigured endpoint cannot be claimed by a handshake either: Asana's would
+/// otherwise create a secret under any name anyone posts to.
+#[tokio::test]
+async fn a_handshake_to_an_unconfigured_endpoint_installs_nothing() {
+    let h = harness(IngressConfig::default());
+    let mut request = unsigned_request(
+        "asana",
+        "POST",
+        "",
+        &[("x-hook-secret", "attacker-secret")],
+        b"",
+    );
+    request.endpoint = Some("anything".into());
+    request.path = "/webhooks/asana/anything".into();
+    let (response, outcome) = h.ingress.handle(request).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (404, Some("unknown_endpoint"))
+    );
+    assert_eq!(
+        h.secrets
+            .secret_string("junction/webhooks/asana/anything")
+            .await
+            .expect("read"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -924,6 +1075,11 @@ async fn okta_verification_requires_the_authorization_value() {
 #[tokio::test]
 async fn asana_handshake_installs_the_first_secret_only() {
     let h = harness(IngressConfig::default());
+    // The endpoint exists before its secret does: the provider's secret declares it.
+    h.secrets.put(
+        "junction/webhooks/asana",
+        r#"{"signing_secrets":[],"endpoints":["projects"]}"#,
+    );
     let mut request = unsigned_request(
         "asana",
         "POST",
