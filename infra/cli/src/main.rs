@@ -14,7 +14,7 @@ use junction_cli::{
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
     samples::{Sample, sample},
     sdk_config,
-    webhook::{post, sign_webhook, signing_key, webhook_url},
+    webhook::{post, sign_webhook, sign_webhook_for_public_url, signing_key, webhook_url},
 };
 use shared::{
     catalog::{Catalog, EndpointRules},
@@ -104,6 +104,12 @@ struct SendWebhookArgs {
     /// The `{endpoint}` path segment, for per-endpoint secrets.
     #[arg(long = "webhook-endpoint")]
     webhook_endpoint: Option<String>,
+    /// Sign over this public base URL (the stack's `PublicBaseUrl`, such as
+    /// `https://hooks.example.com`) followed by the posted path and query, while still
+    /// posting to --api-url or --url: the URL a URL-signing provider (Twilio, Square,
+    /// HubSpot) registered, which the ingress verifies against when `PublicBaseUrl` is set.
+    #[arg(long, value_name = "BASE_URL")]
+    public_url: Option<String>,
     /// An extra header, `Name: value` (repeatable; replaces the sample's).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -316,13 +322,25 @@ async fn send_webhook(
             .retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
         delivery.headers.push((name, value.trim().to_owned()));
     }
-    let signed = sign_webhook(provider, &key, &url, &delivery, now)?;
+    let signed = match &args.public_url {
+        Some(public_base) => {
+            sign_webhook_for_public_url(provider, &key, &url, public_base, &delivery, now)?
+        }
+        None => sign_webhook(provider, &key, &url, &delivery, now)?,
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .context("building the HTTP client")?;
     let answer = post(&client, &signed).await?;
-    println!("POST {} → {}", signed.url, answer.status);
+    if signed.signed_url == signed.url {
+        println!("POST {} → {}", signed.url, answer.status);
+    } else {
+        println!(
+            "POST {} (signed over {}) → {}",
+            signed.url, signed.signed_url, answer.status
+        );
+    }
     if !answer.body.is_empty() {
         println!("{}", answer.body);
     }
@@ -330,4 +348,33 @@ async fn send_webhook(
         bail!("{} answered {}", signed.url, answer.status);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `send-webhook --public-url` reaches the signing: posted to the API URL, signed
+    /// over the public one (`junction_cli::webhook::sign_webhook_for_public_url`).
+    #[test]
+    fn send_webhook_takes_a_public_base_url_to_sign_over() {
+        let cli = Cli::try_parse_from([
+            "junction",
+            "send-webhook",
+            "twilio",
+            "--api-url",
+            "http://127.0.0.1:3000",
+            "--public-url",
+            "https://hooks.example.com",
+        ])
+        .expect("parsed");
+        let Command::SendWebhook(args) = cli.command else {
+            panic!("not send-webhook: {:?}", cli.command);
+        };
+        assert_eq!(
+            args.public_url.as_deref(),
+            Some("https://hooks.example.com")
+        );
+        assert_eq!(args.api_url.as_deref(), Some("http://127.0.0.1:3000"));
+    }
 }

@@ -10,6 +10,11 @@
 //! (Gmail's Pub/Sub push, Plaid) get a token minted by [`crate::tokens`] with the
 //! development private key the local stack seeds (and whose public half it publishes
 //! where the ingress fetches it), carrying the secret's `jwt_claims`.
+//!
+//! URL-signing providers (Twilio, Square, HubSpot) sign the URL they were registered
+//! with. Where that is not the URL posted to (a stack with `PublicBaseUrl`, reached
+//! through the local API), [`sign_webhook_for_public_url`] signs over the public URL the
+//! ingress rebuilds and posts to the other.
 
 use std::collections::BTreeMap;
 
@@ -53,6 +58,8 @@ pub enum WebhookError {
     NoSigningKey { name: String, provider: String },
     #[error("header {0} is not a valid HTTP header")]
     Header(String),
+    #[error("{what} {url} is not an absolute http(s) URL with a host (and no credentials)")]
+    Url { what: &'static str, url: String },
     #[error("could not sign: {0}")]
     Sign(#[from] SignError),
     #[error("could not mint the token: {0}")]
@@ -143,6 +150,9 @@ pub async fn signing_key(
 pub struct SignedWebhook {
     /// The URL to post to (for Twilio JSON bodies, with `bodySHA256`).
     pub url: String,
+    /// The URL the signature covers, where the provider signs one: `url`, or the public
+    /// URL of [`sign_webhook_for_public_url`].
+    pub signed_url: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
 }
@@ -153,6 +163,69 @@ pub fn sign_webhook(
     provider: &Provider,
     key: &SigningSecret,
     url: &str,
+    sample: &Sample,
+    now: OffsetDateTime,
+) -> Result<SignedWebhook, WebhookError> {
+    sign(provider, key, url, None, sample, now)
+}
+
+/// [`sign_webhook`], but the signature covers [`public_url`]`(public_base, url)`: the
+/// URL the ingress verifies a request posted to `url` against when its public base URL
+/// (the stack's `PublicBaseUrl`) is `public_base`. The request still goes to `url`.
+pub fn sign_webhook_for_public_url(
+    provider: &Provider,
+    key: &SigningSecret,
+    url: &str,
+    public_base: &str,
+    sample: &Sample,
+    now: OffsetDateTime,
+) -> Result<SignedWebhook, WebhookError> {
+    sign(provider, key, url, Some(public_base), sample, now)
+}
+
+/// The URL the ingress rebuilds for a request to `posted` when its public base URL is
+/// `public_base`: the base (without a trailing `/`) followed by the path and query the
+/// request carries (`shared::webhooks::Ingress`'s `public_url`). Both are parsed; the
+/// path and query are those `posted` is sent with.
+pub fn public_url(public_base: &str, posted: &str) -> Result<String, WebhookError> {
+    let parse = |what: &'static str, url: &str| {
+        reqwest::Url::parse(url)
+            .ok()
+            .filter(|parsed| {
+                matches!(parsed.scheme(), "http" | "https")
+                    && parsed.host_str().is_some()
+                    && parsed.username().is_empty()
+                    && parsed.password().is_none()
+            })
+            .ok_or_else(|| WebhookError::Url {
+                what,
+                url: url.to_owned(),
+            })
+    };
+    let base = parse("the public base URL", public_base)?;
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(WebhookError::Url {
+            what: "the public base URL (no query or fragment)",
+            url: public_base.to_owned(),
+        });
+    }
+    let posted = parse("the URL posted to", posted)?;
+    let query = posted
+        .query()
+        .map(|query| format!("?{query}"))
+        .unwrap_or_default();
+    Ok(format!(
+        "{}{}{query}",
+        public_base.trim_end_matches('/'),
+        posted.path()
+    ))
+}
+
+fn sign(
+    provider: &Provider,
+    key: &SigningSecret,
+    url: &str,
+    public_base: Option<&str>,
     sample: &Sample,
     now: OffsetDateTime,
 ) -> Result<SignedWebhook, WebhookError> {
@@ -180,14 +253,19 @@ pub fn sign_webhook(
         insert(&mut headers, name, &format!("{prefix}{token}"))?;
         return Ok(SignedWebhook {
             url: url.to_owned(),
+            signed_url: url.to_owned(),
             headers,
             body: sample.body.clone(),
         });
     }
     let url = url_with_body_hash(verification, url, &headers, &sample.body);
+    let signed_url = match public_base {
+        Some(base) => public_url(base, &url)?,
+        None => url.clone(),
+    };
     let request = SignedRequest {
         method: "POST",
-        url: &url,
+        url: &signed_url,
         headers: &headers,
         body: &sample.body,
     };
@@ -197,6 +275,7 @@ pub fn sign_webhook(
     }
     Ok(SignedWebhook {
         url,
+        signed_url,
         headers,
         body: signed.body.unwrap_or_else(|| sample.body.clone()),
     })
@@ -375,6 +454,73 @@ mod tests {
             verify_with(&without).is_err(),
             "signed with SHA-256, not SHA-1"
         );
+    }
+
+    /// `send-webhook --public-url`: a Twilio delivery posted to the local API but signed
+    /// over the registered public URL verifies against that URL (what the ingress
+    /// rebuilds from `PUBLIC_BASE_URL`) and not against the one it was posted to; the
+    /// body hash query of a JSON body is in both.
+    #[test]
+    fn a_delivery_can_be_signed_over_the_public_url_and_posted_elsewhere() {
+        let catalog = Catalog::embedded().expect("catalog");
+        let now = OffsetDateTime::now_utc();
+        let key = SigningSecret::new("twilio-auth-token");
+        for (provider, content_type) in [
+            ("twilio", None),
+            ("twilio", Some("application/json")),
+            ("square", None),
+            ("hubspot", None),
+        ] {
+            let spec = catalog.get(provider).expect(provider);
+            let verification = spec.verification().expect("verification");
+            let mut delivery = sample(provider, now);
+            if let Some(content_type) = content_type {
+                delivery.content_type = content_type.to_owned();
+                delivery.body = br#"{"CallSid":"CA1"}"#.to_vec();
+            }
+            let posted = webhook_url("http://127.0.0.1:3000", provider, None);
+            let signed = sign_webhook_for_public_url(
+                spec,
+                &key,
+                &posted,
+                "https://hooks.example.com/",
+                &delivery,
+                now,
+            )
+            .expect("signed");
+            assert!(signed.url.starts_with(&posted), "{}", signed.url);
+            let query = signed.url.strip_prefix(&posted).unwrap_or_default();
+            assert_eq!(
+                signed.signed_url,
+                format!("https://hooks.example.com/webhooks/{provider}{query}")
+            );
+            assert_eq!(query.is_empty(), content_type.is_none(), "{provider}");
+            let verify_over = |url: &str| {
+                let request = SignedRequest {
+                    method: "POST",
+                    url,
+                    headers: &signed.headers,
+                    body: &signed.body,
+                };
+                verify(verification, std::slice::from_ref(&key), &request, now)
+            };
+            assert_eq!(verify_over(&signed.signed_url), Ok(()), "{provider}");
+            assert!(verify_over(&signed.url).is_err(), "{provider}");
+        }
+        for bad in [
+            "hooks.example.com",
+            "ftp://hooks.example.com",
+            "https://u:p@h.example",
+        ] {
+            assert!(
+                matches!(
+                    public_url(bad, "http://127.0.0.1:3000/webhooks/twilio"),
+                    Err(WebhookError::Url { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(public_url("https://h.example?x=1", "http://127.0.0.1/webhooks/a").is_err());
     }
 
     #[test]

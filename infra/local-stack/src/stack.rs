@@ -522,6 +522,10 @@ impl LocalStack {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut functions = BTreeMap::new();
+        let public_base_url_given = config
+            .parameters
+            .iter()
+            .any(|(key, value)| key == "PublicBaseUrl" && !value.trim().is_empty());
         for (logical_id, function) in &description.functions {
             let binary = function.binary.clone().unwrap_or_default();
             let Some(executable) = executables.get(&binary).cloned() else {
@@ -545,9 +549,12 @@ impl LocalStack {
                 shared::catalog::LOOPBACK_TEST_SETTING.into(),
                 "allow".into(),
             );
-            // The template's public base URL is API Gateway's (or a custom domain);
-            // locally, callers reach the functions through this stack's API.
-            if environment.contains_key("PUBLIC_BASE_URL") {
+            // The template's public base URL is API Gateway's, or the `PublicBaseUrl`
+            // parameter. Given that parameter, the functions keep the template's value,
+            // as a deploy does (so the ingress verifies URL-signing providers against
+            // the registered URL, not the Host header); otherwise callers reach the
+            // functions through this stack's API.
+            if environment.contains_key("PUBLIC_BASE_URL") && !public_base_url_given {
                 environment.insert(
                     "PUBLIC_BASE_URL".into(),
                     format!("http://127.0.0.1:{api_port}"),
