@@ -243,14 +243,14 @@ pub fn parse_webhook_secret_set(name: &str, text: &str) -> Result<WebhookSecretS
     if let Some(bad) = document
         .endpoints
         .iter()
-        .find(|endpoint| !is_valid_endpoint_name(endpoint))
+        .position(|endpoint| !is_valid_endpoint_name(endpoint))
     {
         return Err(SecretError::Malformed {
             name: name.to_owned(),
-            // Endpoint names are URL segments, not secrets.
+            // By position: a value pasted into the wrong field may be a secret.
             reason: format!(
-                "`endpoints` entry {bad:?} is not an endpoint name (1 to \
-                 {MAX_ENDPOINT_NAME_LEN} letters, digits, `-` and `_`)"
+                "`endpoints[{bad}]` is not an endpoint name (1 to {MAX_ENDPOINT_NAME_LEN} \
+                 letters, digits, `-` and `_`)"
             ),
         });
     }
@@ -781,7 +781,7 @@ mod tests {
         let source = Arc::new(InMemorySecretSource::default());
         let secrets = cache(&source);
         for (at_s, bad) in [
-            (0, r#"["../etc"]"#),
+            (0, r#"["whsec_c2VjcmV0+/="]"#),
             (400, r#"[""]"#),
             (800, &format!(r#"["{}"]"#, "a".repeat(65))),
         ] {
@@ -793,9 +793,10 @@ mod tests {
                 .get("github", None, at(at_s))
                 .await
                 .expect_err("malformed");
+            assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
             assert!(
                 matches!(&err, SecretError::Malformed { name, reason }
-                    if name == "junction/webhooks/github" && reason.contains("endpoint name")),
+                    if name == "junction/webhooks/github" && reason.contains("endpoints[0]")),
                 "{err}"
             );
         }
