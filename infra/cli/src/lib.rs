@@ -3,11 +3,13 @@
 //! each provider does ([`webhook`], with the JWTs of Gmail push and Plaid minted by
 //! [`tokens`]), and the stack's queues, their depths and DLQ
 //! redrive ([`queues`]), the catalog overlays' validity ([`overlays`]), every
-//! connection's health ([`connections`]), and forcing a poll ([`polls`]).
+//! connection's health ([`connections`]), forcing a poll ([`polls`]), and minting a
+//! connect session through the management API ([`connect`]).
 //!
 //! Everything takes SDK clients built by [`sdk_config`], which points at the emulator
 //! when an endpoint is given and at real AWS otherwise.
 
+pub mod connect;
 pub mod connections;
 pub mod overlays;
 pub mod polls;

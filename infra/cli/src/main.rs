@@ -8,6 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use junction_cli::{
+    connect::{ApiAuth, create_session, parse_params},
     connections::{connection_statuses, connection_table},
     overlays::{overlay_statuses, overlay_table},
     polls::force_poll,
@@ -73,6 +74,9 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Mint a connect session through the management API and print its URL: send the
+    /// user there to connect an account (or, with --connection, to reconnect it).
+    Connect(ConnectArgs),
     /// Dead-letter queue: list or redrive.
     Dlq {
         #[command(subcommand)]
@@ -119,6 +123,45 @@ struct SendWebhookArgs {
     secret: Option<String>,
 }
 
+#[derive(Debug, clap::Args)]
+struct ConnectArgs {
+    /// The catalog provider to connect.
+    provider: String,
+    /// The tenant the connection belongs to.
+    #[arg(long)]
+    tenant: String,
+    /// Reconnect this connection (`conn_…`): the same provider account must sign in.
+    #[arg(long)]
+    connection: Option<String>,
+    /// With --connection: accept another provider account than the connection's.
+    #[arg(long)]
+    allow_account_change: bool,
+    /// Where the user goes afterwards (an origin in OAuthReturnToOrigins; default: the
+    /// stack's OAuthDefaultReturnTo).
+    #[arg(long = "return-to")]
+    return_to: Option<String>,
+    /// A provider URL parameter, `NAME=VALUE` (Shopify: `shop=acme.myshopify.com`).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Your product's id of the user.
+    #[arg(long)]
+    end_user_id: Option<String>,
+    /// Your product's name for the user (with --end-user-id).
+    #[arg(long)]
+    end_user_name: Option<String>,
+    /// The session's lifetime in seconds (10 to 1800; default 600).
+    #[arg(long)]
+    ttl: Option<u32>,
+    /// Base URL of the HTTP API (printed by the local stack; for a deployed stack its
+    /// ConnectSessionsUrl output).
+    #[arg(long, env = "JUNCTION_API_URL")]
+    api_url: Option<String>,
+    /// The local stack's stand-in IAM credential (it prints it); without it the request
+    /// is signed with SigV4 with your AWS credentials.
+    #[arg(long, env = "JUNCTION_LOCAL_IAM_KEY", hide_env_values = true)]
+    local_iam_key: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
     /// Show the messages of a dead-letter queue (they stay in it).
@@ -159,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
     let aws = sdk_config(endpoint, cli.region.as_deref()).await;
     match cli.command {
         Command::SendWebhook(args) => send_webhook(&aws, &cli.prefix, args).await,
+        Command::Connect(args) => connect(&aws, args).await,
         Command::Status => {
             let sqs = aws_sdk_sqs::Client::new(&aws);
             let queues = StackQueues::discover(&sqs, &cli.stack).await?;
@@ -275,6 +319,45 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn connect(aws: &aws_config::SdkConfig, args: ConnectArgs) -> anyhow::Result<()> {
+    let Some(api_url) = args.api_url.as_deref() else {
+        bail!(
+            "where to? set JUNCTION_API_URL (junction-local prints it) or pass --api-url \
+             (for a deployed stack: its ConnectSessionsUrl output)"
+        );
+    };
+    let auth = match args.local_iam_key {
+        Some(key) => ApiAuth::LocalIam(key),
+        None => ApiAuth::from_sdk_config(aws).await?,
+    };
+    let end_user = match (args.end_user_id, args.end_user_name) {
+        (Some(id), display_name) => Some(shared::oauth::EndUser { id, display_name }),
+        (None, Some(_)) => bail!("--end-user-name needs --end-user-id"),
+        (None, None) => None,
+    };
+    let request = shared::oauth::ConnectSessionRequest {
+        tenant: args.tenant,
+        provider: args.provider,
+        connection: args.connection,
+        return_to: args.return_to,
+        end_user,
+        params: parse_params(&args.params)?,
+        allow_account_change: args.allow_account_change,
+        ttl_seconds: args.ttl,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let session = create_session(&http, api_url, &auth, &request).await?;
+    // The URL alone on stdout (for scripts); when it stops working on stderr.
+    println!("{}", session.connect_url);
+    if let Some(expires_at) = &session.expires_at {
+        eprintln!("single use, until {expires_at}");
+    }
+    Ok(())
 }
 
 async fn send_webhook(

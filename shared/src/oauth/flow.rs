@@ -36,7 +36,10 @@ use super::{
     state_key,
     vault::ProviderSpec,
 };
-use crate::{catalog::CallbackSignature, crypto::SecretString};
+use crate::{
+    catalog::{CallbackSignature, UrlParameter},
+    crypto::SecretString,
+};
 
 /// How long a started authorization may take.
 const STATE_TTL_SECONDS: i64 = 600;
@@ -279,9 +282,17 @@ impl ConnectFlow {
         };
         // Checked when it was minted; checked again against today's settings.
         let return_to = checked_return_to(&self.settings, Some(&session.return_to))?;
-        let params = checked_params(&spec, &session.params)?;
+        let params = checked_params(&spec.url_parameters, &session.params)?;
         if let Some(id) = &session.connection {
-            reconnect_target(&self.vault, &spec, id, &session.tenant, provider, &params).await?;
+            reconnect_target(
+                &self.vault,
+                &spec.url_parameters,
+                id,
+                &session.tenant,
+                provider,
+                &params,
+            )
+            .await?;
         }
         let state = random_token();
         let binding = random_token();
@@ -724,11 +735,11 @@ pub(super) fn checked_return_to(
 /// The catalog's URL parameters from `given` (or their defaults), each matching its
 /// pattern, lowercased: no user input picks a host.
 pub(super) fn checked_params(
-    spec: &ProviderSpec,
+    url_parameters: &BTreeMap<String, UrlParameter>,
     given: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, FlowError> {
     let mut params = BTreeMap::new();
-    for (name, parameter) in &spec.url_parameters {
+    for (name, parameter) in url_parameters {
         let value = given
             .get(name)
             .cloned()
@@ -751,7 +762,7 @@ pub(super) fn checked_params(
 /// keep its URL parameters (the same shop, the same domain).
 pub(super) async fn reconnect_target(
     vault: &TokenVault,
-    spec: &ProviderSpec,
+    url_parameters: &BTreeMap<String, UrlParameter>,
     id: &str,
     tenant: &str,
     provider: &str,
@@ -767,7 +778,7 @@ pub(super) async fn reconnect_target(
             FlowError::BadRequest("connection not found for this tenant and provider".into())
         })?;
     for (name, value) in &existing.params {
-        if spec.url_parameters.contains_key(name) && params.get(name) != Some(value) {
+        if url_parameters.contains_key(name) && params.get(name) != Some(value) {
             return Err(FlowError::BadRequest(format!(
                 "{name} differs from the connection's"
             )));

@@ -24,9 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     TokenVault,
     connections::ConnectionStoreError,
-    flow::{
-        FlowError, FlowSettings, checked_params, checked_return_to, connectable_spec, unavailable,
-    },
+    flow::{FlowError, FlowSettings, checked_params, checked_return_to, unavailable},
     random_token, state_key,
 };
 use crate::crypto::SecretString;
@@ -345,13 +343,25 @@ impl ConnectSessions {
             }
         }
         let provider = request.provider.as_str();
-        let spec = connectable_spec(&self.vault, provider).await?;
+        let entry = self
+            .vault
+            .catalog
+            .get(provider)
+            .filter(|p| p.oauth.is_some() || p.oauth_discovery.is_some())
+            .ok_or_else(|| FlowError::UnknownProvider(provider.to_owned()))?;
+        // Only a catalog `[oauth]` section has URL parameters: a discovered provider's
+        // metadata is for `start` to fetch, not for the management API.
+        let none = BTreeMap::new();
+        let url_parameters = entry
+            .oauth
+            .as_ref()
+            .map_or(&none, |spec| &spec.url_parameters);
         let return_to = checked_return_to(&self.settings, request.return_to.as_deref())?;
-        let params = checked_params(&spec, &request.params)?;
+        let params = checked_params(url_parameters, &request.params)?;
         if let Some(id) = &request.connection {
             super::flow::reconnect_target(
                 &self.vault,
-                &spec,
+                url_parameters,
                 id,
                 &request.tenant,
                 provider,

@@ -404,9 +404,13 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
     }
     println!("  cargo run -q -p junction-cli -- send-webhook github");
     println!("  cargo run -q -p junction-cli -- status");
+    println!(
+        "  JUNCTION_LOCAL_IAM_KEY={} cargo run -q -p junction-cli -- connect <provider> --tenant acme",
+        stack.local_iam_key()
+    );
     println!();
     println!(
-        "The management API (/connections) is IAM-authorized in AWS; locally, send the header"
+        "The management API (/connections, /v1/connect-sessions) is IAM-authorized in AWS; locally, send the header"
     );
     println!(
         "  {}: {}   e.g. curl -H '{}: {}' '{}/connections?tenant=acme'",
