@@ -1,7 +1,7 @@
 //! The ingress service: one inbound webhook request in, one response and one logged
 //! outcome out. Checks run cheapest and safest first: provider known, size within the
-//! limit, signature verified on the raw bytes; only then is the body parsed (handshake,
-//! event id) and one message sent to the queue.
+//! limit, endpoint configured, signature verified on the raw bytes; only then is the
+//! body parsed (its shape, handshake, event id) and one message sent to the queue.
 
 use std::{collections::BTreeMap, sync::Arc};
 
