@@ -18,6 +18,9 @@ use shared::oauth::ConnectSessionRequest;
 /// The header the local stack checks on IAM-authorized routes (its stand-in for SigV4).
 pub const LOCAL_IAM_HEADER: &str = "x-junction-local-iam";
 
+/// The largest answer read (a session is a few hundred bytes).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// The route's path under the API's base URL.
 pub const CONNECT_SESSIONS_PATH: &str = "/v1/connect-sessions";
 
@@ -127,9 +130,13 @@ pub async fn create_session(
         .with_context(|| format!("POST {url}"))?;
     let status = response.status();
     // The answer is small; a cap keeps a misdirected URL from streaming a page.
-    let bytes = response.bytes().await.context("reading the answer")?;
-    if bytes.len() > 64 * 1024 {
-        bail!("POST {url} → {status}: an answer of {} bytes", bytes.len());
+    let mut response = response;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.context("reading the answer")? {
+        if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+            bail!("POST {url} → {status}: an answer over {MAX_ANSWER_BYTES} bytes");
+        }
+        bytes.extend_from_slice(&chunk);
     }
     if status.as_u16() != 201 {
         bail!(

@@ -389,6 +389,56 @@ mod tests {
         assert!(reply.body.contains("the callback has no state"));
     }
 
+    #[tokio::test]
+    async fn the_connect_sessions_route_answers_201_with_the_url_or_says_what_is_wrong() {
+        let h =
+            crate::oauth::tests::harness_with(fake_provider::AuthServerConfig::default(), "").await;
+        let base = "https://hub.example.com";
+        let body = br#"{"tenant":"acme","provider":"fakeauth","return_to":"https://app.example.com/done"}"#;
+        let reply = connect_sessions_route(&h.minter, "POST", body, base).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let created: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+        let token = created["token"].as_str().expect("a token");
+        assert_eq!(
+            created["connect_url"],
+            format!("{base}/oauth/fakeauth/start?session={token}")
+        );
+        assert!(created["expires_at"].is_string(), "{created}");
+        assert_eq!(created["tenant"], "acme");
+        for (method, body, status, says) in [
+            ("GET", &b""[..], 405, "POST"),
+            ("POST", &b"not json"[..], 400, "invalid request"),
+            (
+                "POST",
+                &br#"{"tenant":"acme","provider":"fakeauth","return_to":"https://app.example.com/","scope":"admin"}"#[..],
+                400,
+                "unknown field `scope`",
+            ),
+            (
+                "POST",
+                &br#"{"tenant":"acme","provider":"fakeauth","return_to":"https://evil.example.net/"}"#[..],
+                400,
+                "allow-list",
+            ),
+            (
+                "POST",
+                &br#"{"tenant":"acme","provider":"nope","return_to":"https://app.example.com/"}"#[..],
+                404,
+                "unknown_provider",
+            ),
+            ("POST", &[b' '; 16 * 1024 + 1][..], 413, "16 KiB"),
+        ] {
+            let reply = connect_sessions_route(&h.minter, method, body, base).await;
+            assert_eq!(reply.status, status, "{says}: {}", reply.body);
+            assert!(reply.body.contains(says), "{says}: {}", reply.body);
+        }
+        assert_eq!(
+            h.sessions.len(),
+            1,
+            "only the valid request stored a session"
+        );
+    }
+
     #[test]
     fn the_management_api_keeps_infrastructure_detail_in_the_log() {
         let (_guard, logs) = capture_logs();
