@@ -241,7 +241,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         for message in messages {
             let started = std::time::Instant::now();
             let mut outcome = self.blank_outcome(&message);
-            let state = match self.decode(&message).await {
+            let state = match self.decode(&message, &mut outcome).await {
                 Err(failure) => Err(failure),
                 Ok(event) => {
                     let payload_hash = hex::encode(Sha256::digest(&event.body));
@@ -591,7 +591,13 @@ impl<S: IdempotencyStore> Consumer<S> {
         }
     }
 
-    async fn decode(&self, message: &InboundMessage) -> Result<Event, Failure> {
+    /// Reads the message into an event; a failed payload read leaves its cause in
+    /// `outcome.detail`.
+    async fn decode(
+        &self,
+        message: &InboundMessage,
+        outcome: &mut ItemOutcome,
+    ) -> Result<Event, Failure> {
         let attribute = |name: &str| {
             message
                 .attributes
@@ -613,7 +619,10 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .payloads
                 .get(&message.body)
                 .await
-                .map_err(|_| Failure::Transient("payload_unavailable"))?,
+                .map_err(|err| {
+                    outcome.detail = Some(crate::telemetry::error_chain(&err));
+                    Failure::Transient("payload_unavailable")
+                })?,
             Some(_) => return Err(Failure::Permanent("unknown_body_encoding")),
         };
         let origin = match attribute(attribute::ORIGIN).as_deref() {
@@ -693,8 +702,10 @@ impl<S: IdempotencyStore> Consumer<S> {
                 };
                 match apply(self.ports.records.as_ref(), &self.priority, &write)
                     .await
-                    .map_err(|_| Failure::Transient("record_store_unavailable"))?
-                {
+                    .map_err(|err| {
+                        outcome.detail = Some(crate::telemetry::error_chain(&err));
+                        Failure::Transient("record_store_unavailable")
+                    })? {
                     ApplyOutcome::Applied(stored) | ApplyOutcome::Unchanged(stored) => {
                         (meta.change.as_str(), stored)
                     }

@@ -369,6 +369,30 @@ async fn bodies_stored_in_s3_and_base64_bodies_are_read_back() {
     assert_eq!(events[1].data["raw"]["data"]["object"]["amount_paid"], 6);
 }
 
+/// An offloaded body the bucket cannot give back: the message is retried, and its
+/// outcome says why.
+#[tokio::test]
+async fn an_unreadable_offloaded_body_is_retried_with_its_cause() {
+    let h = harness();
+    let uri = "s3://in-memory/webhooks/stripe/never-stored";
+    let mut offloaded = message("m1", "evt_8", uri, 1);
+    offloaded
+        .attributes
+        .insert(attribute::BODY_ENCODING.into(), "s3".into());
+    let outcome = h.consumer.process(offloaded).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("retry", Some("payload_unavailable"))
+    );
+    assert!(
+        outcome.detail.as_deref().is_some_and(
+            |d| d.contains("no payload at s3://in-memory/webhooks/stripe/never-stored")
+        ),
+        "{outcome:?}"
+    );
+    assert!(h.bus.events().is_empty());
+}
+
 #[tokio::test]
 async fn an_unmappable_payload_fails_permanently_with_a_specific_reason() {
     let h = harness();

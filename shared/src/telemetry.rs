@@ -386,6 +386,7 @@ pub fn consumed_line(outcome: &ItemOutcome) -> Vec<u8> {
             .flag("dead_lettered", outcome.dead_lettered),
         "retry" => line
             .text("reason", outcome.reason.unwrap_or(""))
+            .text("detail", outcome.detail.as_deref().unwrap_or(""))
             .count(
                 "retry_in_s",
                 outcome.retry_in.map(|d| d.as_secs()).unwrap_or_default(),
@@ -697,7 +698,7 @@ mod tests {
             published: 0,
             payload_mismatch: false,
             retry_in: Some(Duration::from_secs(30)),
-            detail: None,
+            detail: Some("could not publish: service error: AccessDeniedException".into()),
             version_mismatch: None,
             fetches_pending: 0,
             stale: 0,
@@ -717,6 +718,11 @@ mod tests {
         assert_eq!(line["idempotency_key"], "stripe#evt_1");
         assert_eq!(line["attempt"], 2);
         assert_eq!(line["retry_in_s"], 30);
+        // On-call sees why a retry happened, not only that it did.
+        assert_eq!(
+            line["detail"],
+            "could not publish: service error: AccessDeniedException"
+        );
         assert_eq!(line["latency_ms"], 3.0);
         assert_eq!(line["EventsRetried"], 1.0);
         assert_eq!(line["Provider"], "stripe");
