@@ -427,40 +427,28 @@ pub trait KeySetSource: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// HTTPS with a short timeout. Both clients are built on first use: only the
-/// providers that sign with JWTs (Gmail, Plaid) need one, and building a client (its
-/// trust store from the process's roots) is about a millisecond of the ingress's init.
+/// HTTPS with a short timeout and no redirects: a key set's location is part of what
+/// the catalog (or the issuer's checked metadata) vouches for, and a redirect could lead
+/// past the endpoint rules ([`crate::catalog::EndpointRules`]) to an internal host, or
+/// carry Plaid's credentials elsewhere. The client is built on first use: only the
+/// providers that sign with JWTs (Gmail, Plaid) need one, and building it (its trust
+/// store from the process's roots) is about a millisecond of the ingress's init.
 #[derive(Debug, Clone, Default)]
 pub struct HttpKeySetSource {
-    /// For key sets (JWKS).
     client: Arc<std::sync::OnceLock<Option<reqwest::Client>>>,
-    /// For credentialed key endpoints: no redirects.
-    credentialed: Arc<std::sync::OnceLock<Option<reqwest::Client>>>,
 }
 
 impl HttpKeySetSource {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
     const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-    /// Clients with a 3 s timeout (2 s to connect), built when first needed.
+    /// A client with a 3 s timeout (2 s to connect), built when first needed.
     pub fn new() -> Self {
         HttpKeySetSource::default()
     }
 
-    fn key_set_client(&self) -> Option<&reqwest::Client> {
+    fn client(&self) -> Option<&reqwest::Client> {
         self.client
-            .get_or_init(|| {
-                crate::tls::http_client_builder()
-                    .timeout(Self::TIMEOUT)
-                    .connect_timeout(Self::CONNECT_TIMEOUT)
-                    .build()
-                    .ok()
-            })
-            .as_ref()
-    }
-
-    fn credentialed_client(&self) -> Option<&reqwest::Client> {
-        self.credentialed
             .get_or_init(|| {
                 crate::tls::http_client_builder()
                     .timeout(Self::TIMEOUT)
@@ -498,7 +486,7 @@ impl KeySetSource for HttpKeySetSource {
             source,
         };
         let client = self
-            .key_set_client()
+            .client()
             .ok_or_else(|| failed("no HTTP client for key sets".into()))?;
         let response = client
             .get(url)
@@ -529,7 +517,7 @@ impl KeySetSource for HttpKeySetSource {
             source,
         };
         let client = self
-            .credentialed_client()
+            .client()
             .ok_or_else(|| failed("no HTTP client for credentialed key requests".into()))?;
         let body = serde_json::json!({
             "client_id": credentials.client_id(),

@@ -1071,7 +1071,10 @@ jwt_keys = "plaid_verification_key"
         ))
         .is_ok()
     );
-    let loopback = entry("ES256", "http://127.0.0.1:8080/webhook_verification_key/get");
+    let loopback = entry(
+        "ES256",
+        "http://127.0.0.1:8080/webhook_verification_key/get",
+    );
     assert!(
         Catalog::from_files_with_rules(
             &[("acme.toml", &loopback)],
@@ -1086,4 +1089,65 @@ jwt_keys = "plaid_verification_key"
     assert!(err.to_string().contains("jwt_keys"), "{err}");
     let err = load(entry("ES256", "http://sandbox.plaid.com/x")).expect_err("plain http");
     assert!(err.to_string().contains("jwt.jwks_url"), "{err}");
+}
+
+/// A key server that redirects is not followed, for a key set or a credentialed key: the
+/// location a redirect names never passed the endpoint rules, and Plaid's credentials
+/// would go with it.
+#[tokio::test]
+async fn a_redirecting_key_server_is_not_followed() {
+    let jwks = json!({"keys": [jwk_json_of(&es256_test_jwk(&plaid_signing(9), "k1"))]}).to_string();
+    let key = plaid_answer(9, PLAID_KID, None);
+    let endpoint = FakeKeyEndpoint::start(move |path, _| match path {
+        "/moved/certs" => (
+            302,
+            vec![("location".to_owned(), "/real/certs".to_owned())],
+            String::new(),
+        ),
+        "/moved/webhook_verification_key/get" => (
+            307,
+            vec![(
+                "location".to_owned(),
+                "/real/webhook_verification_key/get".to_owned(),
+            )],
+            String::new(),
+        ),
+        "/real/certs" => (200, Vec::new(), jwks.clone()),
+        _ => (200, Vec::new(), key.clone()),
+    })
+    .await;
+    let base = endpoint
+        .url
+        .trim_end_matches("/webhook_verification_key/get")
+        .to_owned();
+    let source = HttpKeySetSource::new();
+    assert!(source.fetch(&format!("{base}/moved/certs")).await.is_err());
+    assert!(
+        source
+            .fetch_key(
+                &format!("{base}/moved/webhook_verification_key/get"),
+                &credentials(),
+                PLAID_KID,
+            )
+            .await
+            .is_err()
+    );
+    let paths: Vec<String> = endpoint
+        .requests
+        .lock()
+        .expect("requests")
+        .iter()
+        .map(|(request_line, _, _)| {
+            request_line
+                .split(' ')
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        ["/moved/certs", "/moved/webhook_verification_key/get"],
+        "nothing followed the redirects"
+    );
 }
