@@ -535,33 +535,51 @@ impl ConnectFlow {
         };
         let connection_id = match existing {
             Some(existing) => {
-                let same_account = existing.tenant == pending.tenant
-                    && existing.provider == provider
-                    && same_account(
-                        existing.account_id.as_deref(),
-                        response.account_id.as_deref(),
+                if existing.tenant != pending.tenant || existing.provider != provider {
+                    // Checked at start; a connection id is never reused, so only a
+                    // store gone wrong gets here. Nothing of the new grant is kept.
+                    self.revoke_refused_grant(
+                        provider,
+                        &spec,
+                        &credentials,
+                        &pending.params,
+                        &response,
+                    )
+                    .await;
+                    return Err(FlowError::BadRequest(
+                        "connection not found for this tenant and provider".into(),
+                    ));
+                }
+                let account_changed = !same_account(
+                    existing.account_id.as_deref(),
+                    response.account_id.as_deref(),
+                );
+                if account_changed && !pending.allow_account_change {
+                    tracing::warn!(
+                        provider,
+                        tenant = %pending.tenant,
+                        connection = %existing.id,
+                        outcome = "reconnect_account_mismatch",
+                        "reconnect refused: another provider account; connection unchanged, new grant revoked"
                     );
-                if !same_account {
-                    if !pending.allow_account_change || existing.tenant != pending.tenant {
-                        tracing::warn!(
-                            provider,
-                            tenant = %pending.tenant,
-                            connection = %existing.id,
-                            outcome = "reconnect_account_mismatch",
-                            "reconnect refused: another provider account; connection unchanged, new grant revoked"
-                        );
-                        self.revoke_refused_grant(
-                            provider,
-                            &spec,
-                            &credentials,
-                            &pending.params,
-                            &response,
-                        )
-                        .await;
-                        return Err(FlowError::AccountMismatch {
-                            provider: provider.to_owned(),
-                        });
-                    }
+                    self.revoke_refused_grant(
+                        provider,
+                        &spec,
+                        &credentials,
+                        &pending.params,
+                        &response,
+                    )
+                    .await;
+                    return Err(FlowError::AccountMismatch {
+                        provider: provider.to_owned(),
+                    });
+                }
+                let mut next = self
+                    .vault
+                    .with_tokens(&existing, &spec, &response, None)
+                    .await
+                    .map_err(unavailable("sealing the tokens"))?;
+                if account_changed {
                     tracing::info!(
                         provider,
                         tenant = %pending.tenant,
@@ -569,12 +587,9 @@ impl ConnectFlow {
                         outcome = "reconnect_account_changed",
                         "reconnect brought another provider account, as the session allowed"
                     );
+                    // The old account's id would now describe someone else's tokens.
+                    next.account_id = response.account_id.clone();
                 }
-                let mut next = self
-                    .vault
-                    .with_tokens(&existing, &spec, &response, None)
-                    .await
-                    .map_err(unavailable("sealing the tokens"))?;
                 if pending.end_user.is_some() {
                     next.end_user = pending.end_user.clone();
                 }
