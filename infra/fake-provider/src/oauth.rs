@@ -133,8 +133,6 @@ pub struct Counters {
     pub api_throttled: usize,
 }
 
-/// A running fake authorization server. Dropping it (or [`stop`]) closes the
-/// listener; open connections finish their current request and close.
 /// The account a user signs in to unless a test says otherwise.
 pub const DEFAULT_ACCOUNT: &str = "test-user";
 
@@ -147,6 +145,8 @@ pub struct GrantSummary {
     pub revoked: bool,
 }
 
+/// A running fake authorization server. Dropping it (or [`stop`]) closes the
+/// listener; open connections finish their current request and close.
 ///
 /// [`stop`]: FakeAuthServer::stop
 #[derive(Debug)]
@@ -259,8 +259,6 @@ impl FakeAuthServer {
         self.lock().decision = decision;
     }
 
-    /// Every token call waits this long before anything else (widens races).
-    pub fn set_token_delay(&self, delay: Duration) {
     /// The account the user signs in to at the next authorization requests (default
     /// [`DEFAULT_ACCOUNT`]); token responses name it in `account_id`.
     pub fn sign_in_as(&self, account: &str) {
@@ -281,6 +279,8 @@ impl FakeAuthServer {
             .collect()
     }
 
+    /// Every token call waits this long before anything else (widens races).
+    pub fn set_token_delay(&self, delay: Duration) {
         self.lock().token_delay = delay;
     }
 
@@ -350,6 +350,8 @@ fn lock(shared: &Shared) -> MutexGuard<'_, ServerState> {
 struct ServerState {
     config: AuthServerConfig,
     decision: Decision,
+    /// Who signs in at `/authorize`.
+    account: String,
     token_delay: Duration,
     pending_failures: Option<(usize, TokenFailure)>,
     codes: HashMap<String, CodeRecord>,
@@ -359,8 +361,6 @@ struct ServerState {
     counters: Counters,
     api_script: std::collections::VecDeque<ScriptedResponse>,
     /// An undocumented limit on `/api/me`: (requests per second, tokens, last refill).
-    /// Who signs in at `/authorize`.
-    account: String,
     api_limit: Option<(f64, f64, Instant)>,
     provider_api: Option<ApiHandler>,
     provider_requests: Vec<ApiRequest>,
@@ -441,6 +441,8 @@ struct CodeRecord {
     used: bool,
     /// The grant issued from this code, revoked if the code is replayed.
     grant_id: Option<String>,
+    /// The account that signed in.
+    account: String,
 }
 
 /// One authorization: the family of tokens descending from one code.
@@ -448,12 +450,13 @@ struct CodeRecord {
 struct Grant {
     client_id: String,
     revoked: bool,
+    account: String,
+    /// Its rank among the grants issued (for [`FakeAuthServer::grants`]).
+    issued: usize,
 }
 
 #[derive(Debug)]
 struct AccessToken {
-    /// The account that signed in.
-    account: String,
     grant_id: String,
     dies_at: Instant,
     revoked: bool,
@@ -461,9 +464,6 @@ struct AccessToken {
 
 #[derive(Debug)]
 struct RefreshToken {
-    account: String,
-    /// Its rank among the grants issued (for [`FakeAuthServer::grants`]).
-    issued: usize,
     grant_id: String,
     scope: String,
     /// Replaced by a newer refresh token; presenting it again is reuse.
@@ -475,6 +475,7 @@ impl ServerState {
         ServerState {
             config,
             decision: Decision::Approve,
+            account: DEFAULT_ACCOUNT.to_owned(),
             token_delay: Duration::ZERO,
             pending_failures: None,
             codes: HashMap::new(),
@@ -486,7 +487,6 @@ impl ServerState {
             api_limit: None,
             provider_api: None,
             provider_requests: Vec::new(),
-            account: DEFAULT_ACCOUNT.to_owned(),
         }
     }
 
@@ -536,6 +536,9 @@ impl ServerState {
             "expires_in": self.config.advertised_lifetime.as_secs(),
             "scope": scope,
         });
+        if let Some(grant) = self.grants.get(grant_id) {
+            body["account_id"] = Value::String(grant.account.clone());
+        }
         if let Some(refresh_scope) = refresh_scope {
             let refresh = format!("{TOKEN_MARKER}{}", random_token());
             self.refresh_tokens.insert(
@@ -560,9 +563,6 @@ async fn authorize(State(shared): State<Shared>, RawQuery(query): RawQuery) -> R
     let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
 
     // Until client and redirect URI are known good, never redirect
-        if let Some(grant) = self.grants.get(grant_id) {
-            body["account_id"] = Value::String(grant.account.clone());
-        }
     // (RFC 6749 §4.1.2.1): an open redirector would leak the error to anyone.
     if matches!(
         params.duplicated.as_deref(),
@@ -640,6 +640,7 @@ async fn authorize(State(shared): State<Shared>, RawQuery(query): RawQuery) -> R
         expires_at: Instant::now() + CODE_LIFETIME,
         used: false,
         grant_id: None,
+        account: state.account.clone(),
     };
     state.codes.insert(code.clone(), record);
     redirect(
@@ -675,7 +676,6 @@ async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             return response;
-        account: state.account.clone(),
         }
         Some(TokenFailure::Hang(duration)) => tokio::time::sleep(duration).await,
         Some(TokenFailure::HtmlErrorPage) => {
@@ -763,11 +763,15 @@ fn exchange_code(
     let grant_id = random_token();
     record.grant_id = Some(grant_id.clone());
     let scope = record.scope.clone();
+    let account = record.account.clone();
+    let issued = state.grants.len();
     state.grants.insert(
         grant_id.clone(),
         Grant {
             client_id: client_id.to_owned(),
             revoked: false,
+            account,
+            issued,
         },
     );
     let refresh_scope = state.config.issue_refresh_token.then_some(scope.as_str());
@@ -804,15 +808,11 @@ fn refresh(state: &mut ServerState, client_id: &str, params: &Params) -> Result<
     let scope = match params.get("scope") {
         None => granted_scope.clone(),
         Some(requested) => {
-    let account = record.account.clone();
-    let issued = state.grants.len();
             let granted: Vec<&str> = granted_scope.split(' ').collect();
             if requested.split(' ').any(|s| !granted.contains(&s)) {
                 return Err(oauth_error(
                     "invalid_scope",
                     "scope exceeds the original grant",
-            account,
-            issued,
                 ));
             }
             requested.to_owned()
