@@ -13,6 +13,9 @@
 //   for the account `TEST_ACCOUNT` (default `user-1`), as a user clicking "allow" would;
 // - GET /test/counters reports what happened (token grants, refresh tokens consumed,
 //   revocations, metadata and key fetches) so tests can assert the provider's side.
+// - every token the token endpoint issues, and every PKCE verifier it is sent, is
+//   printed as one more JSON line, {"issued": {"kind": "access_token", "value": "..."}},
+//   so tests can look for it in what Junction's functions logged.
 // The process exits when its standard input closes (the test that started it ended).
 
 import { createServer } from 'node:http';
@@ -107,6 +110,16 @@ provider.use(async (ctx, next) => {
     return;
   }
   await next();
+});
+
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route !== 'token' || !ctx.body || typeof ctx.body !== 'object') return;
+  const seen = { ...ctx.body, code_verifier: ctx.oidc.params?.code_verifier };
+  for (const kind of ['access_token', 'refresh_token', 'id_token', 'code_verifier']) {
+    const value = seen[kind];
+    if (typeof value === 'string') process.stdout.write(`${JSON.stringify({ issued: { kind, value } })}\n`);
+  }
 });
 
 server.on('request', provider.callback());

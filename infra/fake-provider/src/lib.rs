@@ -9,9 +9,15 @@
 //! connect flow, refresh races, early expiry and revocation can be exercised
 //! without a real provider. It also misbehaves on request (failure injection,
 //! delays, tokens that die before their advertised lifetime).
+//!
+//! [`ledger`] keeps every secret either of them issued or was handed, so a test can
+//! look for each in what Junction's functions logged.
 
+pub mod ledger;
 pub mod oauth;
 pub mod oidc;
+
+pub use ledger::{IssuedSecret, issued_secrets};
 
 pub use oauth::{
     ApiRequest, AuthServerConfig, ClientAuth, Counters, DEFAULT_ACCOUNT, Decision, FakeAuthServer,

@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
+use crate::ledger::{self, IssuedSecret};
+
 /// How long an authorization code can be exchanged (RFC 6749 §4.1.2
 /// recommends at most 10 minutes; real providers use about a minute).
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
@@ -323,6 +325,13 @@ impl FakeAuthServer {
         self.lock().counters.clone()
     }
 
+    /// The secrets this server issued (codes, access and refresh tokens) or was handed
+    /// (its client secret, PKCE verifiers, `state` values), oldest first: what must never
+    /// appear in a client's logs. [`crate::issued_secrets`] has every server's.
+    pub fn issued_secrets(&self) -> Vec<IssuedSecret> {
+        self.lock().issued.clone()
+    }
+
     /// Stops the server (same as dropping it), e.g. to simulate an outage.
     pub fn stop(self) {
         drop(self);
@@ -364,6 +373,8 @@ struct ServerState {
     api_limit: Option<(f64, f64, Instant)>,
     provider_api: Option<ApiHandler>,
     provider_requests: Vec<ApiRequest>,
+    /// What [`FakeAuthServer::issued_secrets`] lists (also in the process-wide ledger).
+    issued: Vec<IssuedSecret>,
 }
 
 /// One authorized request to the provider API, as its handler sees it.
@@ -472,7 +483,7 @@ struct RefreshToken {
 
 impl ServerState {
     fn new(config: AuthServerConfig) -> Self {
-        ServerState {
+        let mut state = ServerState {
             config,
             decision: Decision::Approve,
             account: DEFAULT_ACCOUNT.to_owned(),
@@ -487,7 +498,19 @@ impl ServerState {
             api_limit: None,
             provider_api: None,
             provider_requests: Vec::new(),
-        }
+            issued: Vec::new(),
+        };
+        let client_secret = state.config.client_secret.clone();
+        state.note(
+            "the fake authorization server's client secret",
+            &client_secret,
+        );
+        state
+    }
+
+    /// Keeps `value` for [`FakeAuthServer::issued_secrets`] and the process-wide ledger.
+    fn note(&mut self, what: &'static str, value: &str) {
+        self.issued.extend(ledger::record(what, value));
     }
 
     fn take_failure(&mut self) -> Option<TokenFailure> {
@@ -518,6 +541,7 @@ impl ServerState {
         refresh_scope: Option<&str>,
     ) -> Response {
         let access = format!("{TOKEN_MARKER}{}", random_token());
+        self.note("an access token of the fake authorization server", &access);
         let lifetime = self
             .config
             .actual_lifetime
@@ -541,6 +565,7 @@ impl ServerState {
         }
         if let Some(refresh_scope) = refresh_scope {
             let refresh = format!("{TOKEN_MARKER}{}", random_token());
+            self.note("a refresh token of the fake authorization server", &refresh);
             self.refresh_tokens.insert(
                 refresh.clone(),
                 RefreshToken {
@@ -561,6 +586,12 @@ async fn authorize(State(shared): State<Shared>, RawQuery(query): RawQuery) -> R
     let mut state = lock(&shared);
     state.counters.authorize += 1;
     let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
+    if let Some(state_param) = params.get("state") {
+        state.note(
+            "a state value sent to the fake authorization server",
+            state_param,
+        );
+    }
 
     // Until client and redirect URI are known good, never redirect
     // (RFC 6749 §4.1.2.1): an open redirector would leak the error to anyone.
@@ -632,6 +663,10 @@ async fn authorize(State(shared): State<Shared>, RawQuery(query): RawQuery) -> R
     }
 
     let code = random_token();
+    state.note(
+        "an authorization code of the fake authorization server",
+        &code,
+    );
     let record = CodeRecord {
         client_id: state.config.client_id.clone(),
         redirect_uri: redirect_uri.to_owned(),
@@ -692,6 +727,12 @@ fn handle_token(
     body: &[u8],
 ) -> Result<Response, Refusal> {
     let params = parse_form_body(headers, body)?;
+    if let Some(verifier) = params.get("code_verifier") {
+        state.note(
+            "a PKCE verifier sent to the fake authorization server",
+            verifier,
+        );
+    }
     let client_id = authenticate_client(&state.config, headers, &params)?;
     match params.get("grant_type") {
         Some("authorization_code") => {
@@ -1272,6 +1313,94 @@ mod tests {
             Some(("my client:1".to_owned(), "s&cret".to_owned()))
         );
         assert_eq!(decode_basic("Bearer abc"), None);
+    }
+
+    /// Runs `/authorize` and `/token` (code exchange, then a rotating refresh) on the
+    /// handlers; returns the state, the code, the verifier and both token responses.
+    async fn code_flow(shared: &Shared) -> (String, String, String, Value, Value) {
+        let redirect_uri = "http://127.0.0.1:9/callback";
+        lock(shared).config.redirect_uris = vec![redirect_uri.to_owned()];
+        let (state, verifier) = (random_token(), random_token());
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("response_type", "code"),
+                ("client_id", "junction-test-client"),
+                ("redirect_uri", redirect_uri),
+                ("state", state.as_str()),
+                ("code_challenge", pkce_s256(&verifier).as_str()),
+                ("code_challenge_method", "S256"),
+            ])
+            .finish();
+        let redirect = authorize(State(shared.clone()), RawQuery(Some(query))).await;
+        let location = redirect.headers()[LOCATION]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        let (_, callback_query) = location.split_once('?').expect("a query");
+        let code = form_urlencoded::parse(callback_query.as_bytes())
+            .find(|(name, _)| name == "code")
+            .map(|(_, value)| value.into_owned())
+            .expect("a code");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let call = |form: &[(&str, &str)]| {
+            let mut body = form_urlencoded::Serializer::new(String::new());
+            body.extend_pairs(form).extend_pairs([
+                ("client_id", "junction-test-client"),
+                ("client_secret", "junction-test-secret"),
+            ]);
+            let response = handle_token(&mut lock(shared), &headers, body.finish().as_bytes())
+                .unwrap_or_else(|_| panic!("the token call {form:?} is refused"));
+            async move {
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .expect("a body");
+                serde_json::from_slice::<Value>(&bytes).expect("JSON")
+            }
+        };
+        let exchanged = call(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+        let refresh_token = exchanged["refresh_token"]
+            .as_str()
+            .expect("a refresh token");
+        let refreshed = call(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await;
+        (state, code, verifier, exchanged, refreshed)
+    }
+
+    #[tokio::test]
+    async fn every_issued_or_received_secret_is_listed_and_in_the_ledger() {
+        let shared: Shared = Arc::new(Mutex::new(ServerState::new(AuthServerConfig::default())));
+        let (state, code, verifier, exchanged, refreshed) = code_flow(&shared).await;
+        let issued = lock(&shared).issued.clone();
+        let values: Vec<&str> = issued.iter().map(|s| s.value.as_str()).collect();
+        let text =
+            |document: &Value, field: &str| document[field].as_str().expect(field).to_owned();
+        for (what, value) in [
+            ("client secret", "junction-test-secret".to_owned()),
+            ("state", state),
+            ("code", code),
+            ("verifier", verifier),
+            ("first access token", text(&exchanged, "access_token")),
+            ("first refresh token", text(&exchanged, "refresh_token")),
+            ("second access token", text(&refreshed, "access_token")),
+            ("rotated refresh token", text(&refreshed, "refresh_token")),
+        ] {
+            assert!(values.contains(&value.as_str()), "the {what} is listed");
+        }
+        let ledger = crate::issued_secrets();
+        assert!(issued.iter().all(|secret| ledger.contains(secret)));
     }
 
     #[test]

@@ -4,19 +4,26 @@
 //! refresh-token rotation and revocation are the library's.
 //!
 //! [`OidcProvider::start`] installs the pinned package (`npm ci`) the first time, starts
-//! the server and reads its issuer; dropping the value stops it.
+//! the server and reads its issuer; dropping the value stops it. The server prints every
+//! token it issues and PKCE verifier it is sent on a line of its own; those, the codes
+//! and `state` values of the authorizations played here and registered client secrets
+//! go to the [`crate::ledger`].
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncRead, BufReader, Lines},
     process::{Child, Command},
+    task::JoinHandle,
 };
+
+use crate::ledger::{self, IssuedSecret};
 
 /// A running `oidc-provider`.
 #[derive(Debug)]
@@ -24,6 +31,46 @@ pub struct OidcProvider {
     issuer: String,
     child: Child,
     http: reqwest::Client,
+    /// What [`OidcProvider::issued_secrets`] lists (also in the process-wide ledger).
+    issued: Arc<Mutex<Vec<IssuedSecret>>>,
+    /// Reads the tokens the server prints until its output ends.
+    tokens: JoinHandle<()>,
+}
+
+/// Adds `value` to `issued` and the process-wide ledger.
+fn note(issued: &Mutex<Vec<IssuedSecret>>, what: &'static str, value: &str) {
+    issued
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend(ledger::record(what, value));
+}
+
+/// What a token the server reports is, by its token-response field.
+fn token_kind(field: &str) -> &'static str {
+    match field {
+        "access_token" => "an access token of the OpenID provider",
+        "refresh_token" => "a refresh token of the OpenID provider",
+        "id_token" => "an ID token of the OpenID provider",
+        "code_verifier" => "a PKCE verifier sent to the OpenID provider",
+        _ => "a token of the OpenID provider",
+    }
+}
+
+/// Notes each `{"issued": {"kind", "value"}}` line the server prints, until its output
+/// ends; other lines are ignored.
+async fn read_issued_tokens(
+    mut lines: Lines<BufReader<impl AsyncRead + Unpin>>,
+    issued: Arc<Mutex<Vec<IssuedSecret>>>,
+) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(document) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let entry = &document["issued"];
+        if let (Some(kind), Some(value)) = (entry["kind"].as_str(), entry["value"].as_str()) {
+            note(&issued, token_kind(kind), value);
+        }
+    }
 }
 
 /// Why the provider could not be started or used.
@@ -96,11 +143,26 @@ impl OidcProvider {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|err| failed("building an HTTP client", err))?;
+        let issued = Arc::new(Mutex::new(Vec::new()));
+        let tokens = tokio::spawn(read_issued_tokens(lines, issued.clone()));
         Ok(OidcProvider {
             issuer,
             child,
             http,
+            issued,
+            tokens,
         })
+    }
+
+    /// The secrets this provider issued (access, refresh and ID tokens; codes of the
+    /// authorizations [`OidcProvider::authorize`] played) or was handed (`state` values,
+    /// PKCE verifiers, registered client secrets) so far, oldest first.
+    /// [`crate::issued_secrets`] has every provider's.
+    pub fn issued_secrets(&self) -> Vec<IssuedSecret> {
+        self.issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -133,10 +195,17 @@ impl OidcProvider {
                 .map_err(|err| failed("reading the registration", err))?;
         let field = |name: &str| body.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         match (field("client_id"), field("client_secret")) {
-            (Some(client_id), Some(client_secret)) => Ok(RegisteredClient {
-                client_id,
-                client_secret,
-            }),
+            (Some(client_id), Some(client_secret)) => {
+                note(
+                    &self.issued,
+                    "a client secret of the OpenID provider",
+                    &client_secret,
+                );
+                Ok(RegisteredClient {
+                    client_id,
+                    client_secret,
+                })
+            }
             _ => Err(failed("registering a client", format!("{status}: {body}"))),
         }
     }
@@ -204,11 +273,27 @@ impl OidcProvider {
                 .map_err(|err| failed("following the authorization", err))?
                 .to_string();
             if !next.starts_with(&self.issuer) {
+                self.note_callback(&next);
                 return Ok(next);
             }
             url = next;
         }
         Err(failed("following the authorization", "too many redirects"))
+    }
+
+    /// Notes the authorization code and `state` a callback URL carries.
+    fn note_callback(&self, callback: &str) {
+        let Ok(url) = reqwest::Url::parse(callback) else {
+            return;
+        };
+        for (name, value) in url.query_pairs() {
+            let what = match name.as_ref() {
+                "code" => "an authorization code of the OpenID provider",
+                "state" => "a state value sent to the OpenID provider",
+                _ => continue,
+            };
+            note(&self.issued, what, &value);
+        }
     }
 }
 
@@ -217,5 +302,6 @@ impl Drop for OidcProvider {
         // Closing stdin ends the server; the kill is the fallback.
         drop(self.child.stdin.take());
         let _ = self.child.start_kill();
+        self.tokens.abort();
     }
 }
