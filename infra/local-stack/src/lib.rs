@@ -8,7 +8,8 @@
 //! ([`schedule`]), all read from the stack description, never listed by hand.
 //! [`dev_secrets`] seeds development webhook secrets, and [`jwt_keys`] publishes the
 //! development keys of the JWT providers (Gmail push, Plaid) where the ingress fetches
-//! them.
+//! them. [`leaks`] keeps everything the functions write and scans it for secrets when a
+//! run ends.
 
 pub mod atomic_proxy;
 pub mod binaries;
@@ -16,6 +17,7 @@ pub mod dev_secrets;
 pub mod emulator;
 pub mod http_api;
 pub mod jwt_keys;
+pub mod leaks;
 pub mod runtime;
 pub mod schedule;
 pub mod sqs_poller;

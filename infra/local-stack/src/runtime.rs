@@ -14,6 +14,12 @@
 //!
 //! The emulator measures what the benchmarks need: init duration (process start → first
 //! `/next`), each invocation's duration and the process's peak RSS (`VmHWM`).
+//!
+//! What the processes write is echoed to ours line by line, kept in memory (the newest
+//! [`LOG_LINES_KEPT`] lines, for tests that look at recent lines) and kept in full on
+//! disk in the function's [`OutputArchive`], every byte of stdout and stderr of every
+//! process generation and every error document it posted, for the leak scan at the end
+//! of a run ([`crate::leaks`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -33,11 +39,13 @@ use axum::{
 };
 use serde::Serialize;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter},
     process::{Child, Command},
     sync::{Mutex, Notify, mpsc, oneshot, watch},
     task::JoinHandle,
 };
+
+use crate::leaks::{LeakReport, MAX_OUTPUT_BYTES, NeedleSet, OutputArchive};
 
 /// How long a process may take from start to its first `/next` before an invocation
 /// waiting for it gives up. Lambda allows 10 s; debug builds on a busy laptop get more.
@@ -141,10 +149,19 @@ struct Shared {
     /// The newest [`LOG_LINES_KEPT`] lines the function's processes wrote (stdout and
     /// stderr), for tests that check what a deployment would ship to CloudWatch Logs.
     logs: Arc<StdMutex<std::collections::VecDeque<String>>>,
+    /// Every byte every process wrote, on disk: what the leak scan reads.
+    output: Arc<OutputArchive>,
+    /// The tasks copying each process's stdout and stderr: (process, stream, task).
+    readers: StdMutex<Vec<(u64, &'static str, JoinHandle<()>)>>,
 }
 
-/// Lines of output kept per function (the oldest are dropped beyond this).
+/// Lines of output kept in memory per function (the oldest are dropped beyond this; the
+/// archive on disk keeps them all).
 pub const LOG_LINES_KEPT: usize = 100_000;
+
+/// The longest line kept in memory and echoed; the rest of a longer line is counted, and
+/// kept only in the archive.
+const MAX_LINE_KEPT: usize = 64 * 1024;
 
 fn lock<T>(mutex: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -164,6 +181,7 @@ impl FunctionRuntime {
     /// holding the returned handle is dropped (the child is killed on drop).
     pub fn start(spec: FunctionSpec, shutdown: watch::Receiver<bool>) -> (Self, JoinHandle<()>) {
         let (pending_tx, pending_rx) = mpsc::channel(QUEUE_DEPTH);
+        let spec_id = spec.logical_id.clone();
         let shared = Arc::new(Shared {
             spec,
             pending_tx,
@@ -175,6 +193,8 @@ impl FunctionRuntime {
             wake: Notify::new(),
             restart: Notify::new(),
             logs: Arc::new(StdMutex::new(std::collections::VecDeque::new())),
+            output: Arc::new(OutputArchive::new(&spec_id)),
+            readers: StdMutex::new(Vec::new()),
         });
         let task = tokio::spawn(supervise(shared.clone(), shutdown));
         (FunctionRuntime { shared }, task)
@@ -194,6 +214,38 @@ impl FunctionRuntime {
     /// [`LOG_LINES_KEPT`]): what CloudWatch Logs would receive.
     pub fn logs(&self) -> Vec<String> {
         lock(&self.shared.logs).iter().cloned().collect()
+    }
+
+    /// Waits, at most `limit`, until the output of every process so far has been read
+    /// to its end, which comes when the process has exited and its pipes closed: call it
+    /// after the stack stopped. A copy still running then is stopped and recorded, so
+    /// the leak scan reports itself incomplete instead of missing what was not read.
+    pub async fn finish_output(&self, limit: Duration) {
+        let readers = std::mem::take(&mut *lock(&self.shared.readers));
+        let deadline = tokio::time::Instant::now() + limit;
+        for (generation, stream, mut reader) in readers {
+            let problem = match tokio::time::timeout_at(deadline, &mut reader).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(err)) => {
+                    format!("copying the {stream} of process {generation} failed: {err}")
+                }
+                Err(_) => {
+                    reader.abort();
+                    format!(
+                        "the {stream} of process {generation} was still open {limit:?} after the stop"
+                    )
+                }
+            };
+            self.shared.output.problem(problem);
+        }
+    }
+
+    /// Scans everything the function's processes wrote for `needles` (blocking reads;
+    /// after [`FunctionRuntime::finish_output`]).
+    pub(crate) fn scan_output(&self, needles: &NeedleSet, report: &mut LeakReport) {
+        self.shared
+            .output
+            .scan(&self.shared.spec.logical_id, needles, report);
     }
 
     /// The running process's id, if one is running.
@@ -540,34 +592,119 @@ async fn spawn_process(
         }
     };
     lock(&shared.process).pid = child.id();
+    let mut readers = lock(&shared.readers);
+    // Copies of earlier processes that ended are done with; the others are waited for.
+    readers.retain(|(_, _, reader)| !reader.is_finished());
+    let copy = |stream: &'static str, output: Box<dyn AsyncRead + Send + Unpin>| {
+        let target = OutputCopy {
+            name: spec.logical_id.clone(),
+            generation,
+            stream,
+            kept: shared.logs.clone(),
+            archive: shared.output.clone(),
+        };
+        (generation, stream, tokio::spawn(target.run(output)))
+    };
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(prefix_lines(
-            spec.logical_id.clone(),
-            stdout,
-            shared.logs.clone(),
-        ));
+        readers.push(copy("stdout", Box::new(stdout)));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(prefix_lines(
-            spec.logical_id.clone(),
-            stderr,
-            shared.logs.clone(),
-        ));
+        readers.push(copy("stderr", Box::new(stderr)));
     }
+    drop(readers);
     Ok((child, server))
 }
 
-/// Copies a process's output to ours, each line prefixed with the function's name, and
-/// keeps it in `kept`.
-async fn prefix_lines(
+/// Where one output stream of one process goes.
+struct OutputCopy {
+    /// The function's logical id, the prefix of each echoed line.
     name: String,
-    stream: impl AsyncRead + Unpin,
+    generation: u64,
+    stream: &'static str,
     kept: Arc<StdMutex<std::collections::VecDeque<String>>>,
-) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        println!("[{name}] {line}");
-        keep_newest(&mut lock(&kept), line, LOG_LINES_KEPT);
+    archive: Arc<OutputArchive>,
+}
+
+impl OutputCopy {
+    /// Copies the stream until it ends: every byte to its file in the archive, each
+    /// line (at most [`MAX_LINE_KEPT`] bytes of it) to our output, prefixed with the
+    /// function's name, and to the kept lines. Reads bytes, not text, so output that is
+    /// not UTF-8 neither ends the copy nor escapes the archive.
+    async fn run(self, stream: impl AsyncRead + Unpin) {
+        let mut file = self
+            .archive
+            .create(self.generation, self.stream)
+            .await
+            .map(|file| BufWriter::with_capacity(64 * 1024, file));
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        let mut cut = 0usize;
+        loop {
+            let chunk = match reader.fill_buf().await {
+                Ok([]) => break,
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    self.not_kept(&format!("reading it failed: {err}"));
+                    break;
+                }
+            };
+            if let Some(open) = file.as_mut() {
+                let written = if self.archive.reserve(chunk.len()) {
+                    open.write_all(chunk).await.map_err(|err| err.to_string())
+                } else {
+                    Err(format!(
+                        "the function wrote more than {MAX_OUTPUT_BYTES} bytes"
+                    ))
+                };
+                if let Err(why) = written {
+                    self.not_kept(&why);
+                    file = None;
+                }
+            }
+            for piece in chunk.split_inclusive(|byte| *byte == b'\n') {
+                let (text, ends) = match piece.strip_suffix(b"\n") {
+                    Some(text) => (text, true),
+                    None => (piece, false),
+                };
+                let room = MAX_LINE_KEPT.saturating_sub(line.len()).min(text.len());
+                line.extend_from_slice(&text[..room]);
+                cut += text.len() - room;
+                if ends {
+                    self.emit(&mut line, &mut cut);
+                }
+            }
+            let read = chunk.len();
+            reader.consume(read);
+        }
+        if !line.is_empty() || cut > 0 {
+            self.emit(&mut line, &mut cut);
+        }
+        if let Some(mut open) = file
+            && let Err(err) = open.flush().await
+        {
+            self.not_kept(&err.to_string());
+        }
+    }
+
+    /// Echoes and keeps one line (a carriage return before its newline dropped), then
+    /// empties it.
+    fn emit(&self, line: &mut Vec<u8>, cut: &mut usize) {
+        let bytes = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        if *cut > 0 {
+            text.push_str(&format!(" [… {cut} more bytes]"));
+        }
+        println!("[{}] {text}", self.name);
+        keep_newest(&mut lock(&self.kept), text, LOG_LINES_KEPT);
+        line.clear();
+        *cut = 0;
+    }
+
+    fn not_kept(&self, why: &str) {
+        self.archive.problem(format!(
+            "the {} of process {} was not kept in full: {why}",
+            self.stream, self.generation
+        ));
     }
 }
 
@@ -687,6 +824,10 @@ async fn error(
         measurements.invocations.push(in_flight.started.elapsed());
         measurements.errors += 1;
     }
+    shared
+        .output
+        .append(generation.number, "errors", &body)
+        .await;
     let (error_type, message) = error_fields(&headers, &body);
     let _ = in_flight.done.send(Err(InvokeError::Function {
         error_type,
@@ -701,6 +842,11 @@ async fn init_error(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    generation
+        .shared
+        .output
+        .append(generation.number, "errors", &body)
+        .await;
     let (error_type, message) = error_fields(&headers, &body);
     eprintln!(
         "[{}] init error {error_type}: {message}",
@@ -732,6 +878,7 @@ fn error_fields(headers: &HeaderMap, body: &[u8]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::leaks::Needle;
 
     #[test]
     fn request_ids_look_like_uuid_v4() {
@@ -749,6 +896,119 @@ mod tests {
     fn peak_rss_of_this_process_is_read() {
         let kib = peak_rss_kib(std::process::id()).expect("Linux /proc");
         assert!(kib > 0);
+    }
+
+    /// A "function" that never asks for an invocation: each process writes its number
+    /// and a planted value on stderr, then more lines than are kept in memory, a byte
+    /// that is not UTF-8 and a line longer than is kept, each followed by another planted
+    /// value, and exits; an invocation starts the next process.
+    const LEAKY_FUNCTION: &str = r#"#!/bin/sh
+n=$(cat "$COUNTER" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$COUNTER"
+echo "starting with planted-first-line-of-process-$n" >&2
+yes "a clean line" | head -n 100010
+printf 'a byte that is not UTF-8: \377\n'
+echo "after it: planted-after-invalid-utf8"
+head -c 200000 /dev/zero | tr '\0' 'a'
+echo "planted-at-the-end-of-a-long-line"
+echo "process $n done"
+"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_byte_of_every_process_and_stream_is_scanned() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!(
+            "junction-leaky-{}",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let script = dir.join("leaky.sh");
+        std::fs::write(&script, LEAKY_FUNCTION).expect("script written");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("executable");
+        let environment = BTreeMap::from([
+            ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default()),
+            (
+                "COUNTER".to_owned(),
+                dir.join("count").display().to_string(),
+            ),
+        ]);
+        let spec = FunctionSpec {
+            logical_id: "LeakyFunction".into(),
+            name: "leaky".into(),
+            arn: "arn:aws:lambda:us-east-1:123456789012:function:leaky".into(),
+            executable: script,
+            timeout: Duration::from_secs(5),
+            memory_mb: 128,
+            environment,
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (function, task) = FunctionRuntime::start(spec, shutdown_rx);
+        let done = |n: u32| {
+            let function = function.clone();
+            async move {
+                let line = format!("process {n} done");
+                for _ in 0..600 {
+                    if function.pid().is_none() && function.logs().contains(&line) {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            }
+        };
+        assert!(done(1).await, "the first process ran and exited");
+        let invoked = function.invoke(b"{}".to_vec()).await;
+        assert!(
+            matches!(invoked, Err(InvokeError::RuntimeExited(_))),
+            "{invoked:?}"
+        );
+        assert!(done(2).await, "the invocation started a second process");
+
+        shutdown.send_replace(true);
+        task.await.expect("the supervisor ends");
+        function.finish_output(Duration::from_secs(10)).await;
+        let planted = [
+            "planted-first-line-of-process-1",
+            "planted-first-line-of-process-2",
+            "planted-after-invalid-utf8",
+            "planted-at-the-end-of-a-long-line",
+        ];
+        let logs = function.logs();
+        assert!(
+            !logs
+                .iter()
+                .any(|line| line.contains(planted[0]) || line.contains(planted[1])),
+            "the first lines are no longer kept in memory"
+        );
+        assert!(
+            logs.iter()
+                .any(|line| line.len() < 70_000 && line.ends_with(" more bytes]")),
+            "the long line is kept cut short"
+        );
+        let mut needles: Vec<Needle> = planted
+            .iter()
+            .map(|value| Needle::new(*value, *value))
+            .collect();
+        needles.push(Needle::new("a value never written", "planted-nowhere"));
+        let mut report = LeakReport::default();
+        function.scan_output(&NeedleSet::new(needles), &mut report);
+        report.leaks.sort();
+        assert_eq!(
+            report.leaks,
+            [
+                "LeakyFunction (process 1, stderr) wrote planted-first-line-of-process-1",
+                "LeakyFunction (process 1, stdout) wrote planted-after-invalid-utf8",
+                "LeakyFunction (process 1, stdout) wrote planted-at-the-end-of-a-long-line",
+                "LeakyFunction (process 2, stderr) wrote planted-first-line-of-process-2",
+                "LeakyFunction (process 2, stdout) wrote planted-after-invalid-utf8",
+                "LeakyFunction (process 2, stdout) wrote planted-at-the-end-of-a-long-line",
+            ],
+            "{report}"
+        );
+        assert!(report.incomplete.is_empty(), "{report}");
+        assert_eq!(report.files, 4, "stdout and stderr of two processes");
+        assert!(report.bytes > 2 * 1_300_000, "{report}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

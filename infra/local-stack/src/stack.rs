@@ -34,6 +34,7 @@ use crate::{
     emulator::{self, EmulatorError, Moto, StackDescription},
     http_api::{ApiResponse, IncomingRequest, RouteTable},
     jwt_keys::{self, DevelopmentKeys, JwtKeysError, KeyServer, LocalJwt},
+    leaks::{LeakReport, MIN_SECRET_LEN, Needle, NeedleSet, WatchError, Watched},
     runtime::{FunctionRuntime, FunctionSpec, FunctionSummary, InvokeError, request_id},
     schedule::{ScheduleError, ScheduleExpression},
     sqs_poller::{Mapping, MappingSpec},
@@ -260,6 +261,8 @@ pub struct LocalStack {
     tasks: Vec<JoinHandle<()>>,
     /// The HTTP API and control servers: aborted.
     servers: Vec<JoinHandle<()>>,
+    /// Values registered with [`LocalStack::watch_for_leaks`].
+    watched: Watched,
     /// Declared last so it is dropped after the tasks are aborted.
     moto: Option<Moto>,
 }
@@ -694,6 +697,7 @@ impl LocalStack {
             shutdown,
             tasks,
             servers,
+            watched: Watched::default(),
             moto,
         };
         stack.write_state(&config)?;
@@ -772,57 +776,115 @@ impl LocalStack {
         self.moto.as_ref().and_then(Moto::pid)
     }
 
-    /// Secrets and tokens that appear in what the functions logged: every secret value
-    /// stored in the emulator's Secrets Manager (the string values of each secret's JSON
-    /// whose key names a secret, key, token or password; catalog overlays excluded, they
-    /// are configuration), and every substring in `markers` (the fake provider's token
-    /// prefix). Each finding names the secret and the function, never the value.
-    pub async fn secrets_in_logs(&self, markers: &[&str]) -> Vec<String> {
-        let mut needles: Vec<(String, String)> = markers
-            .iter()
-            .map(|marker| (format!("a token marked {marker}"), (*marker).to_owned()))
-            .collect();
+    /// Makes the leak scan of [`LocalStack::stop_and_scan`] look for `value` (as written,
+    /// percent-encoded and JSON-escaped) in everything the functions write: a token, code,
+    /// verifier or signature a test created or saw that no function may log. `what` names
+    /// it in the report; the value never appears there. Values shorter than
+    /// [`crate::leaks::MIN_WATCHED_LEN`] bytes are refused: they would match by accident.
+    pub fn watch_for_leaks(&self, what: impl Into<String>, value: &str) -> Result<(), WatchError> {
+        self.watched.add(what.into(), value)
+    }
+
+    /// Stops the stack like [`LocalStack::stop`], then scans every byte every function
+    /// process wrote (stdout and stderr, every process of a function that was started
+    /// again) for every secret value stored in the emulator's Secrets Manager (each
+    /// secret's string values under keys naming a secret, key, token or password, or the
+    /// whole value when it is not JSON; catalog overlays, which are configuration,
+    /// excepted), the local IAM credential, and every watched value. The scan runs after
+    /// the processes are gone, so their last lines are in it, and against the secrets as
+    /// they are then, so one a function created is in it too.
+    pub async fn stop_and_scan(mut self) -> LeakReport {
+        self.shut_down().await;
+        for function in self.served.functions.values() {
+            function.finish_output(OUTPUT_DRAIN_LIMIT).await;
+        }
+        let mut report = LeakReport::default();
+        let mut needles = self.secret_needles(&mut report).await;
+        needles.extend(Needle::with_encodings(
+            "the local IAM credential",
+            &self.served.local_iam_key,
+        ));
+        needles.extend(self.watched.needles());
+        let needles = NeedleSet::new(needles);
+        report.needles = needles.len();
+        let functions: Vec<FunctionRuntime> = self.served.functions.values().cloned().collect();
+        let scanned = tokio::task::spawn_blocking(move || {
+            for function in &functions {
+                function.scan_output(&needles, &mut report);
+            }
+            report
+        })
+        .await;
+        let mut report = scanned.unwrap_or_else(|err| LeakReport {
+            incomplete: vec![format!("the scan did not finish: {err}")],
+            ..LeakReport::default()
+        });
+        report.leaks.sort();
+        report.leaks.dedup();
+        report
+    }
+
+    /// Every secret value in the emulator's Secrets Manager, in the forms
+    /// [`Needle::with_encodings`] makes. Secrets that cannot be listed or read make
+    /// the report incomplete; one deleted since it was listed is skipped.
+    async fn secret_needles(&self, report: &mut LeakReport) -> Vec<Needle> {
+        if self.moto.is_none() {
+            report
+                .incomplete
+                .push("Secrets Manager was not read: the stack runs against real AWS".to_owned());
+            return Vec::new();
+        }
         let client = aws_sdk_secretsmanager::Client::new(&self.sdk_config);
         let mut pages = client.list_secrets().into_paginator().send();
         let mut names = Vec::new();
-        while let Some(Ok(page)) = pages.next().await {
-            names.extend(
-                page.secret_list()
-                    .iter()
-                    .filter_map(|s| s.name().map(str::to_owned)),
-            );
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => names.extend(
+                    page.secret_list()
+                        .iter()
+                        .filter_map(|s| s.name().map(str::to_owned)),
+                ),
+                Err(err) => {
+                    report.incomplete.push(format!(
+                        "the emulator's secrets could not be listed: {}",
+                        aws_sdk_secretsmanager::Error::from(err)
+                    ));
+                    break;
+                }
+            }
         }
+        let mut needles = Vec::new();
         for name in names.iter().filter(|name| !name.contains("/catalog/")) {
-            let Ok(value) = client.get_secret_value().secret_id(name).send().await else {
-                continue;
+            let value = match client.get_secret_value().secret_id(name).send().await {
+                Ok(value) => value,
+                Err(err) => {
+                    let err = aws_sdk_secretsmanager::Error::from(err);
+                    if !matches!(
+                        err,
+                        aws_sdk_secretsmanager::Error::ResourceNotFoundException(_)
+                    ) {
+                        report
+                            .incomplete
+                            .push(format!("secret {name} could not be read: {err}"));
+                    }
+                    continue;
+                }
             };
+            let what = format!("a value of secret {name}");
+            if let Some(binary) = value.secret_binary() {
+                needles.push(Needle::new(what.clone(), binary.as_ref()));
+            }
             let text = value.secret_string().unwrap_or_default();
             let mut values = Vec::new();
             match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(json) => secret_strings(&json, false, &mut values),
                 Err(_) => values.push(text.to_owned()),
             }
-            needles.extend(
-                values
-                    .into_iter()
-                    // Short values (flags, ids like "1") would match by accident.
-                    .filter(|value| value.len() >= 8)
-                    .map(|value| (format!("a value of secret {name}"), value)),
-            );
-        }
-        let mut found = Vec::new();
-        for (id, function) in &self.served.functions {
-            for line in function.logs() {
-                for (what, needle) in &needles {
-                    if line.contains(needle.as_str()) {
-                        found.push(format!("{id} logged {what}"));
-                    }
-                }
+            for value in values.iter().filter(|value| value.len() >= MIN_SECRET_LEN) {
+                needles.extend(Needle::with_encodings(&what, value));
             }
         }
-        found.sort();
-        found.dedup();
-        found
+        needles
     }
 
     /// The stack as deployed.
@@ -898,6 +960,12 @@ impl LocalStack {
     /// Stops every function process and server and waits for them to end: each
     /// process is killed and reaped, each poller and schedule returns.
     pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    /// What [`LocalStack::stop`] does, leaving the emulator running (it stops when the
+    /// stack is dropped).
+    async fn shut_down(&mut self) {
         self.shutdown.send_replace(true);
         for server in std::mem::take(&mut self.servers) {
             server.abort();
@@ -1037,6 +1105,9 @@ async fn run_schedule(target: ScheduleTarget, mut shutdown: watch::Receiver<bool
 
 /// API Gateway HTTP API body limit.
 const MAX_API_BODY: usize = 10 * 1024 * 1024;
+
+/// How long [`LocalStack::stop_and_scan`] waits for a stopped function's output to end.
+const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 fn api_router(served: Arc<Served>) -> Router {
     Router::new()

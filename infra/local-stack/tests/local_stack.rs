@@ -9,8 +9,9 @@
 
 mod common;
 use common::{
-    eventually, pause_ingest_consumers, queue_depth, stop_and_check_processes_are_gone,
-    take_providers, unique,
+    eventually, pause_ingest_consumers, process_is_gone, queue_depth,
+    stop_and_check_processes_are_gone, stop_and_scan, take_providers, unique, watch,
+    watch_signature,
 };
 use junction_cli::tokens::TokenSigner;
 
@@ -23,11 +24,7 @@ use junction_cli::{
     samples::sample,
     webhook::{post, sign_webhook, signing_key, webhook_url},
 };
-use local_stack::{
-    emulator::repo_root,
-    jwt_keys::generate_jwk_of_size,
-    stack::{LocalStack, LocalStackConfig},
-};
+use local_stack::{emulator::repo_root, jwt_keys::generate_jwk_of_size, stack::LocalStackConfig};
 use serde_json::Value;
 use shared::{catalog::Catalog, webhooks::SigningSecret};
 use time::OffsetDateTime;
@@ -52,7 +49,7 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
     ];
     // As `junction-local up` runs it: Gmail's and Plaid's keys served locally.
     config.serve_jwt_keys = true;
-    let stack = LocalStack::start(config).await.expect("local stack starts");
+    let stack = common::start(config).await;
     assert!(
         stack.wait_ready(Duration::from_secs(60)).await,
         "functions initialize"
@@ -111,6 +108,7 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
         let url = webhook_url(stack.api_url(), &provider.id, None);
         let signed = sign_webhook(provider, &key, &url, &sample(&provider.id, now), now)
             .unwrap_or_else(|err| panic!("{}: {err}", provider.id));
+        watch_signature(provider, &signed);
         let delivery = post(&http, &signed).await.expect("posted");
         assert!(
             (200..300).contains(&delivery.status),
@@ -145,9 +143,12 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
             generate_jwk_of_size(genuine.algorithm(), genuine.key_id(), 2048).expect("another key");
         let impostor = SigningSecret::new(document.to_string());
         let url = webhook_url(stack.api_url(), id, None);
-        forged
-            .push(sign_webhook(provider, &impostor, &url, &sample(id, now), now).expect("minted"));
+        let minted =
+            sign_webhook(provider, &impostor, &url, &sample(id, now), now).expect("minted");
+        watch_signature(provider, &minted);
+        forged.push(minted);
     }
+    watch_signature(github, &forged[0]);
     for request in &forged {
         let answer = post(&http, request).await.expect("posted");
         assert_eq!(
@@ -205,6 +206,7 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
     // a configured field and an e-mail address shows none of them in the logs.
     let mut carrying = sample("github", now);
     let token = format!("ghp_{}", hex::encode(rand::random::<[u8; 16]>()));
+    watch("a credential in a webhook payload", &token);
     carrying.body = serde_json::json!({
         "action": "opened",
         "api_token": token,
@@ -217,6 +219,7 @@ async fn webhooks_signed_by_the_cli_reach_the_ingest_queue() {
         .await
         .expect("github key");
     let signed = sign_webhook(github, &key, &url, &carrying, now).expect("signed");
+    watch_signature(github, &signed);
     assert_eq!(post(&http, &signed).await.expect("posted").status, 200);
     let ingress_logs = || stack.functions()["WebhookIngressFunction"].logs();
     let logged = eventually(Duration::from_secs(10), || async {
@@ -259,7 +262,7 @@ async fn probe_stack_serves_routes_schedules_and_dead_letters_that_redrive_bring
     config.stack_name = unique("ls-probe");
     config.prefix = None;
     config.seed_secrets = false;
-    let stack = LocalStack::start(config).await.expect("local stack starts");
+    let stack = common::start(config).await;
     assert!(
         stack.wait_ready(Duration::from_secs(60)).await,
         "functions initialize"
@@ -410,4 +413,94 @@ async fn probe_stack_serves_routes_schedules_and_dead_letters_that_redrive_bring
         .expect("probe summary");
     assert!(probe.invocations >= 5, "{probe:?}");
     stop_and_check_processes_are_gone(stack).await;
+}
+
+/// The leak scan reads everything a function wrote, not only the ingress's newest lines:
+/// the probe writes a secret stored in the emulator on stderr, its process is killed
+/// (as a crashed consumer would be), and the next process writes a watched value on
+/// stdout; the scan names both, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leak_scan_finds_what_any_process_of_a_function_wrote() {
+    let root = repo_root();
+    let mut config = LocalStackConfig::new(root.clone());
+    config.template = root.join("infra/local-stack/tests/fixtures/probe.yaml");
+    config.stack_name = unique("ls-leaks");
+    config.prefix = None;
+    config.seed_secrets = false;
+    config.run_schedules = false;
+    let stack = common::start(config).await;
+    assert!(
+        stack.wait_ready(Duration::from_secs(60)).await,
+        "functions initialize"
+    );
+    let probe = &stack.functions()["ProbeFunction"];
+    let sqs = stack.sqs().clone();
+    let work_queue_url = stack.description().queues["WorkQueue"].url.clone();
+    let write = |line: String| {
+        let (sqs, url) = (sqs.clone(), work_queue_url.clone());
+        async move {
+            sqs.send_message()
+                .queue_url(&url)
+                .message_body(&line)
+                .send()
+                .await
+                .expect("sent");
+            let (_, text) = line.split_once(':').expect("stream:text");
+            let written = eventually(Duration::from_secs(30), || async {
+                probe
+                    .logs()
+                    .iter()
+                    .any(|logged| logged == text)
+                    .then_some(())
+            })
+            .await;
+            assert!(written.is_some(), "the probe wrote {text:?}");
+        }
+    };
+
+    // GIVEN a secret in the emulator's Secrets Manager and a watched value
+    let secret_name = unique("leak-probe/credentials");
+    let secret_value = format!("planted-secret-{}", hex::encode(rand::random::<[u8; 12]>()));
+    aws_sdk_secretsmanager::Client::new(stack.sdk_config())
+        .create_secret()
+        .name(&secret_name)
+        .secret_string(serde_json::json!({ "api_key": secret_value, "region": "eu" }).to_string())
+        .send()
+        .await
+        .expect("secret stored");
+    let watched = format!("planted+token/{}", hex::encode(rand::random::<[u8; 12]>()));
+    stack
+        .watch_for_leaks("a planted token", &watched)
+        .expect("watched");
+
+    // WHEN the first process writes the secret on stderr and is killed
+    write(format!("stderr:the key is {secret_value}")).await;
+    let first = probe.pid().expect("the probe runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success(), "kill -KILL {first}");
+    let gone = eventually(Duration::from_secs(10), || async {
+        (process_is_gone(first) && probe.pid().is_none()).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the first process is gone");
+    // ... and the next one writes the watched value, percent-encoded, on stdout
+    let encoded: String = form_urlencoded::byte_serialize(watched.as_bytes()).collect();
+    assert!(!encoded.contains(&watched));
+    write(format!("stdout:GET /callback?token={encoded}")).await;
+    assert_ne!(probe.pid(), Some(first), "a new process wrote it");
+
+    // THEN the scan names both, by process and stream, and nothing else
+    let report = stop_and_scan(stack).await;
+    assert_eq!(
+        report.leaks,
+        [
+            format!("ProbeFunction (process 1, stderr) wrote a value of secret {secret_name}"),
+            "ProbeFunction (process 2, stdout) wrote a planted token (percent-encoded)".to_owned(),
+        ],
+        "{report}"
+    );
+    assert!(report.incomplete.is_empty(), "{report}");
 }

@@ -14,7 +14,7 @@
 mod common;
 use common::{
     browser, first_cookie, location, pause_ingest_consumers, start_with_overlay,
-    stop_and_check_processes_are_gone, take_providers,
+    stop_and_check_processes_are_gone, take_providers, watch,
 };
 
 use std::time::Duration;
@@ -109,7 +109,9 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
         let mut mac = Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes()).expect("key");
         mac.update(format!("{timestamp}.").as_bytes());
         mac.update(body);
-        let signature = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
+        let signature = hex::encode(mac.finalize().into_bytes());
+        watch("a billing signature", &signature);
+        let signature = format!("sha512={signature}");
         http.post(format!("{api}/webhooks/billing"))
             .header("content-type", "application/json")
             .header("X-Billing-Delivery", format!("dlv_{timestamp}"))
@@ -137,7 +139,9 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
         let mut mac = Hmac::<sha2::Sha512>::new_from_slice(billing_secret.as_bytes()).expect("key");
         mac.update(format!("{now}.").as_bytes());
         mac.update(body);
-        let signature = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
+        let signature = hex::encode(mac.finalize().into_bytes());
+        watch("a billing signature", &signature);
+        let signature = format!("sha512={signature}");
         http.post(format!("{api}/webhooks/billing"))
             .header("X-Billing-Timestamp", now.to_string())
             .header("X-Billing-Signature", signature)
@@ -165,7 +169,9 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("key");
     mac.update(format!("msg_ledger_1.{now}.").as_bytes());
     mac.update(ledger_body);
-    let signature = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+    let signature = BASE64.encode(mac.finalize().into_bytes());
+    watch("a ledger signature", &signature);
+    let signature = format!("v1,{signature}");
     let ledger = http
         .post(format!("{api}/webhooks/ledger"))
         .header("content-type", "application/json")
@@ -319,6 +325,22 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
     assert_eq!(counters["revocations"], 1, "{counters}");
     assert_eq!(counters["grants_revoked"], 1, "{counters}");
 
+    // The provider reported every kind of token it issued, so the scan looks for them.
+    let issued: std::collections::BTreeSet<&str> = idp
+        .issued_secrets()
+        .iter()
+        .map(|secret| secret.what)
+        .collect();
+    for kind in [
+        "an access token of the OpenID provider",
+        "a refresh token of the OpenID provider",
+        "an ID token of the OpenID provider",
+        "a PKCE verifier sent to the OpenID provider",
+        "an authorization code of the OpenID provider",
+        "a state value sent to the OpenID provider",
+    ] {
+        assert!(issued.contains(kind), "{kind}: {issued:?}");
+    }
     stop_and_check_processes_are_gone(stack).await;
     drop(idp);
     let _ = std::fs::remove_dir_all(dir);

@@ -9,7 +9,10 @@
 //! deadline and nothing asserts on how fast anything is.
 
 mod common;
-use common::{BusObserver, eventually, queue_depth, stop_and_check_processes_are_gone, unique};
+use common::{
+    BusObserver, CheckedStack, eventually, queue_depth, stop_and_check_processes_are_gone, unique,
+    watch_signature,
+};
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -23,10 +26,7 @@ use junction_cli::{
     samples::{Sample, sample},
     webhook::{SignedWebhook, post, sign_webhook, signing_key, webhook_url},
 };
-use local_stack::{
-    emulator::repo_root,
-    stack::{LocalStack, LocalStackConfig},
-};
+use local_stack::{emulator::repo_root, stack::LocalStackConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::{catalog::Catalog, events::CloudEvent};
@@ -43,7 +43,7 @@ enum Publish {
 
 /// A running Junction stack with an observer on its bus.
 struct Pipeline {
-    stack: LocalStack,
+    stack: CheckedStack,
     prefix: String,
     catalog: &'static Catalog,
     http: reqwest::Client,
@@ -69,7 +69,7 @@ impl Pipeline {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let stack = LocalStack::start(config).await.expect("local stack starts");
+        let stack = common::start(config).await;
         assert!(
             stack.wait_ready(Duration::from_secs(60)).await,
             "functions initialize"
@@ -127,6 +127,7 @@ impl Pipeline {
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         let signed = sign_webhook(spec, &key, &url, &sample, now)
             .unwrap_or_else(|err| panic!("{provider}: {err}"));
+        watch_signature(spec, &signed);
         Delivery {
             provider: provider.to_owned(),
             event_id: provider_event_id(provider, &sample),

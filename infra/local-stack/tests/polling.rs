@@ -10,6 +10,7 @@
 mod common;
 use common::{
     BusObserver, RETURN_TO_ORIGIN, browser, eventually, first_cookie, location, start_with_overlay,
+    watch_signature,
 };
 
 use std::{
@@ -338,6 +339,7 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
         now,
     )
     .expect("signed");
+    watch_signature(&spec, &signed);
     let answer = post(&reqwest::Client::new(), &signed)
         .await
         .expect("posted");

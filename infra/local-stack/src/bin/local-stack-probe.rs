@@ -1,7 +1,8 @@
 //! A tiny function for the local stack's own tests (`tests/fixtures/probe.yaml`).
 //!
 //! - SQS batches: a record whose body contains `fail` is reported in
-//!   `batchItemFailures`; a body containing `crash` fails the whole invocation.
+//!   `batchItemFailures`; a body containing `crash` fails the whole invocation; a body
+//!   `stdout:<text>` or `stderr:<text>` writes `<text>` there (for the leak scan's test).
 //! - HTTP API events: answers 200 with the event it received as the JSON body, so the
 //!   test can check the event's shape.
 //! - Anything else (schedules): returns `{"event": <the event>, "env": {...}}` with the
@@ -24,6 +25,11 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
         let mut failures = Vec::new();
         for record in records {
             let body = record["body"].as_str().unwrap_or_default();
+            if let Some(text) = body.strip_prefix("stdout:") {
+                println!("{text}");
+            } else if let Some(text) = body.strip_prefix("stderr:") {
+                eprintln!("{text}");
+            }
             if body.contains("crash") {
                 return Err("a record asked the probe to crash".into());
             }

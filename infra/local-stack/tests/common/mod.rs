@@ -4,15 +4,21 @@
 
 use std::{
     future::Future,
+    ops::Deref,
     path::Path,
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use junction_cli::webhook::SignedWebhook;
 use local_stack::{
     emulator::repo_root,
+    leaks::{LeakReport, MIN_SECRET_LEN},
     stack::{LocalStack, LocalStackConfig},
 };
+use serde_json::Value;
+use shared::catalog::{Provider, SignatureFormat};
 
 /// `label` with a random suffix: a stack name and prefix no other test uses.
 pub fn unique(label: &str) -> String {
@@ -40,19 +46,184 @@ pub fn process_is_gone(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Checks nothing the functions logged carries a secret stored in the emulator or a
-/// token the fake provider issued, then stops the stack and checks every process it
-/// started (functions, emulator) is gone.
-pub async fn stop_and_check_processes_are_gone(stack: LocalStack) {
-    let leaked = stack.secrets_in_logs(&[fake_provider::TOKEN_MARKER]).await;
-    assert!(
-        leaked.is_empty(),
-        "secrets or tokens in the functions' logs: {leaked:?}"
-    );
+/// A running stack that a test must end with [`stop_and_check_processes_are_gone`] (or
+/// [`stop_and_scan`]): dropping one unchecked outside a panic fails the test, so no
+/// end-to-end test skips the leak scan by forgetting it. It derefs to the stack.
+pub struct CheckedStack(Option<LocalStack>);
+
+impl Deref for CheckedStack {
+    type Target = LocalStack;
+
+    fn deref(&self) -> &LocalStack {
+        self.0
+            .as_ref()
+            .expect("a CheckedStack holds its stack until it is checked")
+    }
+}
+
+impl Drop for CheckedStack {
+    fn drop(&mut self) {
+        // A failing test drops its stack while panicking: that failure is the news.
+        if self.0.take().is_some() && !std::thread::panicking() {
+            panic!(
+                "the test ended without stop_and_check_processes_are_gone: its functions' \
+                 output was never scanned for secrets"
+            );
+        }
+    }
+}
+
+/// Starts a stack from `config`, checked: every end-to-end test starts its stacks here.
+pub async fn start(config: LocalStackConfig) -> CheckedStack {
+    CheckedStack(Some(
+        LocalStack::start(config).await.expect("local stack starts"),
+    ))
+}
+
+/// Values the tests of this binary created or saw (signatures, cookies): every stack's
+/// scan looks for all of them, so a helper can register one without its stack at hand.
+static WATCHED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Makes the leak scan at the end of every test of this binary look for `value`.
+pub fn watch(what: impl Into<String>, value: &str) {
+    WATCHED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push((what.into(), value.to_owned()));
+}
+
+/// Watches the signature(s) of `signed`, read where `provider`'s catalog entry says they
+/// are: a signature in a log line lets its reader replay the delivery within the window.
+/// A `token` scheme's "signature" is the secret itself, which the scan reads from
+/// Secrets Manager.
+pub fn watch_signature(provider: &Provider, signed: &SignedWebhook) {
+    let Some(verification) = provider
+        .webhook
+        .as_ref()
+        .and_then(|webhook| webhook.verification.as_ref())
+    else {
+        return;
+    };
+    let header = |name: &str| {
+        signed
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let body: Value = serde_json::from_slice(&signed.body).unwrap_or(Value::Null);
+    let mut signatures: Vec<String> = Vec::new();
+    match &verification.signature {
+        SignatureFormat::Single {
+            header: names,
+            prefix,
+            ..
+        } => signatures.extend(names.names().iter().filter_map(|name| {
+            header(name).map(|value| {
+                value
+                    .strip_prefix(prefix.as_str())
+                    .unwrap_or(&value)
+                    .to_owned()
+            })
+        })),
+        SignatureFormat::KeyValueList {
+            header: names,
+            pair_separator,
+            key,
+            ..
+        } => {
+            for value in names.names().iter().filter_map(|name| header(name)) {
+                signatures.extend(value.split(pair_separator.as_str()).filter_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    (name.trim() == key).then(|| value.trim().to_owned())
+                }));
+            }
+        }
+        SignatureFormat::VersionedList {
+            header: names,
+            entry_separator,
+            version,
+            version_separator,
+            ..
+        } => {
+            let tag = format!("{version}{version_separator}");
+            for value in names.names().iter().filter_map(|name| header(name)) {
+                signatures.extend(
+                    value
+                        .split(entry_separator.as_str())
+                        .filter_map(|entry| entry.trim().strip_prefix(tag.as_str()))
+                        .map(str::to_owned),
+                );
+            }
+        }
+        SignatureFormat::EachHeader {
+            header: names,
+            numbered,
+            ..
+        } => {
+            for name in names.names() {
+                if *numbered {
+                    signatures.extend((1..=100).filter_map(|n| header(&format!("{name}{n}"))));
+                } else {
+                    signatures.extend(header(name));
+                }
+            }
+        }
+        SignatureFormat::JsonPointer { pointer, .. } => {
+            signatures.extend(
+                body.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            );
+        }
+        SignatureFormat::PerItem {
+            items, signature, ..
+        } => signatures.extend(
+            body.pointer(items)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item.pointer(signature).and_then(Value::as_str))
+                .map(str::to_owned),
+        ),
+        SignatureFormat::XmlElement { .. } => {}
+    }
+    for signature in signatures.iter().filter(|s| s.len() >= MIN_SECRET_LEN) {
+        watch(format!("a {} webhook signature", provider.id), signature);
+    }
+}
+
+/// Stops the stack, scans everything its functions wrote for every secret in the
+/// emulator, every value the fake providers issued or were handed, their token prefix
+/// and every value the tests watched, and checks every process the stack started
+/// (functions, emulator) is gone. Returns the scan's report.
+pub async fn stop_and_scan(mut stack: CheckedStack) -> LeakReport {
+    let stack = stack.0.take().expect("a stack not yet checked");
+    stack
+        .watch_for_leaks(
+            "a token marked as the fake provider's",
+            fake_provider::TOKEN_MARKER,
+        )
+        .expect("the marker is watched");
+    let watched = WATCHED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let issued = fake_provider::issued_secrets()
+        .into_iter()
+        .map(|secret| (secret.what.to_owned(), secret.value));
+    for (what, value) in watched.into_iter().chain(issued) {
+        // The fakes' own tests hand them short values (`state=xyz`); Junction's are long.
+        if value.len() >= MIN_SECRET_LEN {
+            stack
+                .watch_for_leaks(what.clone(), &value)
+                .unwrap_or_else(|err| panic!("{what}: {err}"));
+        }
+    }
     let mut pids: Vec<u32> = stack.functions().values().filter_map(|f| f.pid()).collect();
     pids.extend(stack.emulator_pid());
     assert!(!pids.is_empty(), "the stack started processes");
-    stack.stop().await;
+    let report = stack.stop_and_scan().await;
     for pid in pids {
         let gone = eventually(Duration::from_secs(10), || async move {
             process_is_gone(pid).then_some(())
@@ -60,6 +231,44 @@ pub async fn stop_and_check_processes_are_gone(stack: LocalStack) {
         .await;
         assert!(gone.is_some(), "process {pid} outlived the stack");
     }
+    report
+}
+
+/// Stops the stack and checks, as every end-to-end test ends: nothing any function
+/// wrote carries a secret or token ([`stop_and_scan`]), and every process is gone.
+pub async fn stop_and_check_processes_are_gone(stack: CheckedStack) {
+    let report = stop_and_scan(stack).await;
+    println!("leak scan: {report}");
+    assert!(
+        report.is_clean(),
+        "secrets or tokens in the functions' output: {report}"
+    );
+}
+
+/// Every end-to-end test file gets its stacks from [`start`] (or
+/// [`start_with_overlay`]), whose [`CheckedStack`] fails a test that ends without the
+/// leak scan; a stack started directly would escape that.
+#[test]
+fn end_to_end_tests_start_their_stacks_checked() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("the tests directory") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|ext| ext == "rs") {
+            files += 1;
+            let text = std::fs::read_to_string(&path).expect("a test file");
+            assert!(
+                !text.contains("LocalStack::start("),
+                "{} starts a LocalStack directly: use common::start",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        files >= 5,
+        "found the end-to-end test files in {}",
+        dir.display()
+    );
 }
 
 /// Visible and in-flight messages of a queue.
@@ -96,15 +305,20 @@ pub fn location(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
-/// `name=value` of the response's first `Set-Cookie` (the connect flow's binding cookie).
+/// `name=value` of the response's first `Set-Cookie` (the connect flow's binding
+/// cookie); its value is watched for leaks.
 pub fn first_cookie(response: &reqwest::Response) -> String {
-    response
+    let cookie = response
         .headers()
         .get("set-cookie")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .expect("a cookie")
-        .to_owned()
+        .to_owned();
+    if let Some((name, value)) = cookie.split_once('=') {
+        watch(format!("the value of cookie {name}"), value);
+    }
+    cookie
 }
 
 /// Pauses the ingest queue's consumers, so delivered messages stay on the queue.
@@ -170,7 +384,7 @@ pub const RETURN_TO_ORIGIN: &str = "https://app.example.com";
 pub async fn start_with_overlay(
     label: &str,
     overlay: &str,
-) -> (LocalStack, String, std::path::PathBuf) {
+) -> (CheckedStack, String, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(unique(&format!("{label}-overlay")));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("overlay.toml");
@@ -182,7 +396,7 @@ pub async fn start_with_overlay(
     config.catalog_overlay = Some(path);
     config.run_schedules = false;
     config.parameters = vec![("OAuthReturnToOrigins".into(), RETURN_TO_ORIGIN.into())];
-    let stack = LocalStack::start(config).await.expect("local stack starts");
+    let stack = start(config).await;
     assert!(
         stack.wait_ready(Duration::from_secs(90)).await,
         "functions initialize with the overlay"
