@@ -504,3 +504,182 @@ async fn the_leak_scan_finds_what_any_process_of_a_function_wrote() {
     );
     assert!(report.incomplete.is_empty(), "{report}");
 }
+
+/// Regression ("Nothing lost at the edges", point 2), end to end: one captured GitHub
+/// delivery posted to any number of made-up endpoint names used to verify under each
+/// and become as many CloudEvents. Now those names are 404, and the endpoints that are
+/// configured (here each with a secret of its own, the same value) take it, but the
+/// claim key is provider + account + event id: one CloudEvent on the bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_delivery_posted_to_many_endpoint_names_is_one_event() {
+    let prefix = unique("e2e");
+    let mut config = LocalStackConfig::new(repo_root());
+    config.stack_name = unique("ls-endpoints");
+    config.prefix = Some(prefix.clone());
+    let stack = common::start(config).await;
+    assert!(
+        stack.wait_ready(Duration::from_secs(60)).await,
+        "functions initialize"
+    );
+    let observer = common::BusObserver::subscribe(&stack).await;
+
+    // GIVEN two configured endpoints, whose own secrets hold the provider's
+    let secrets = aws_sdk_secretsmanager::Client::new(stack.sdk_config());
+    let catalog = Catalog::embedded().expect("catalog");
+    let github = catalog.get("github").expect("github");
+    let key = signing_key(&secrets, &prefix, github, None)
+        .await
+        .expect("the seeded key");
+    for endpoint in ["team-a", "team-b"] {
+        secrets
+            .create_secret()
+            .name(format!("{prefix}/webhooks/github/{endpoint}"))
+            .secret_string(serde_json::json!({ "signing_secrets": [key.expose()] }).to_string())
+            .send()
+            .await
+            .expect("endpoint secret created");
+    }
+
+    // WHEN one signed delivery is posted to them, to made-up names and to the
+    // provider's own URL
+    let now = OffsetDateTime::now_utc();
+    let delivery = sample("github", now);
+    let delivery_id = delivery
+        .headers
+        .iter()
+        .find(|(name, _)| name == "X-GitHub-Delivery")
+        .map(|(_, id)| id.clone())
+        .expect("a delivery id");
+    let signed = sign_webhook(
+        github,
+        &key,
+        &webhook_url(stack.api_url(), "github", None),
+        &delivery,
+        now,
+    )
+    .expect("signed");
+    common::watch_signature(github, &signed);
+    let http = reqwest::Client::new();
+    let post_to = |endpoint: Option<&str>| {
+        let to = junction_cli::webhook::SignedWebhook {
+            url: webhook_url(stack.api_url(), "github", endpoint),
+            ..signed.clone()
+        };
+        let http = http.clone();
+        async move { post(&http, &to).await.expect("posted") }
+    };
+    for endpoint in [Some("team-a"), Some("team-b"), None] {
+        let answer = post_to(endpoint).await;
+        assert_eq!(answer.status, 200, "{endpoint:?}: {}", answer.body);
+    }
+    for n in 0..5 {
+        let answer = post_to(Some(&format!("fresh-{n}"))).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (404, r#"{"error":"unknown_endpoint"}"#)
+        );
+    }
+
+    // THEN the bus sees exactly one CloudEvent for it, once the pipeline is at rest
+    let ingest = stack.description().queues["IngestQueue"].url.clone();
+    let dlq = stack.description().queues["IngestDeadLetterQueue"]
+        .url
+        .clone();
+    let mut events = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        observer.drain(&mut events).await;
+        let at_rest = queue_depth(stack.sqs(), &ingest).await == (0, 0)
+            && queue_depth(stack.sqs(), &dlq).await == (0, 0);
+        if !events.is_empty() && at_rest {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not at rest; published: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A late duplicate would be on the observer queue by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    observer.drain(&mut events).await;
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|event| event.providereventid.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [delivery_id.as_str()],
+        "one event for three deliveries"
+    );
+
+    stop_and_check_processes_are_gone(stack).await;
+}
+
+/// `--parameter PublicBaseUrl=https://hooks.example.com` (point 5): the functions keep
+/// it as their `PUBLIC_BASE_URL`, so the ingress verifies URL-signing providers against
+/// the registered URL, not the local API's Host header. A Twilio delivery signed over
+/// the registered URL (as `send-webhook --public-url` signs it), and one signed over it
+/// with the default port `:443` (point 4), are accepted; one signed over the local URL
+/// it was posted to is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_base_url_parameter_is_the_url_twilio_deliveries_are_verified_against() {
+    let prefix = unique("e2e");
+    let mut config = LocalStackConfig::new(repo_root());
+    config.stack_name = unique("ls-public-url");
+    config.prefix = Some(prefix.clone());
+    config.parameters = vec![("PublicBaseUrl".into(), "https://hooks.example.com".into())];
+    let stack = common::start(config).await;
+    assert!(
+        stack.wait_ready(Duration::from_secs(60)).await,
+        "functions initialize"
+    );
+    pause_ingest_consumers(&stack).await;
+
+    let secrets = aws_sdk_secretsmanager::Client::new(stack.sdk_config());
+    let twilio = Catalog::embedded()
+        .expect("catalog")
+        .get("twilio")
+        .expect("twilio");
+    let key = signing_key(&secrets, &prefix, twilio, None)
+        .await
+        .expect("the seeded key");
+    let http = reqwest::Client::new();
+    let posted = webhook_url(stack.api_url(), "twilio", None);
+    assert!(posted.starts_with("http://127.0.0.1:"), "{posted}");
+    let now = OffsetDateTime::now_utc();
+    for public_base in ["https://hooks.example.com", "https://hooks.example.com:443"] {
+        let signed = junction_cli::webhook::sign_webhook_for_public_url(
+            twilio,
+            &key,
+            &posted,
+            public_base,
+            &sample("twilio", now),
+            now,
+        )
+        .expect("signed");
+        assert_eq!(signed.signed_url, format!("{public_base}/webhooks/twilio"));
+        common::watch_signature(twilio, &signed);
+        let answer = post(&http, &signed).await.expect("posted");
+        assert_eq!(answer.status, 200, "{public_base}: {}", answer.body);
+    }
+    let local = sign_webhook(twilio, &key, &posted, &sample("twilio", now), now).expect("signed");
+    common::watch_signature(twilio, &local);
+    let answer = post(&http, &local).await.expect("posted");
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (401, r#"{"error":"signature_mismatch"}"#),
+        "the parameter wins over the Host header"
+    );
+
+    let ingest = stack.description().queues["IngestQueue"].url.clone();
+    let seen = take_providers(stack.sqs(), &ingest, 2, Duration::from_secs(60)).await;
+    assert_eq!(seen, ["twilio", "twilio"]);
+    assert_eq!(
+        queue_depth(stack.sqs(), &ingest).await,
+        (0, 0),
+        "nothing else"
+    );
+
+    stop_and_check_processes_are_gone(stack).await;
+}
