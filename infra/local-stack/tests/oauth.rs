@@ -1,16 +1,26 @@
-//! The OAuth connect flow end to end through the local stack: a browser's requests over
-//! HTTP to the real `oauth` binary (start → the authorization server on loopback →
-//! callback), the connection visible through the IAM-protected management API (the
-//! `connections` binary), and a disconnect that revokes at the provider. The provider is
-//! not built in: it comes from a catalog overlay file, as an operator would add one.
+//! The OAuth connect flow end to end through the local stack: a connect session minted
+//! through the IAM-protected management API (the `connections` binary, as `junction
+//! connect` calls it), a browser's requests over HTTP to the real `oauth` binary (start →
+//! the authorization server on loopback → callback), the connection visible through the
+//! management API, and a disconnect that revokes at the provider. The provider is not
+//! built in: it comes from a catalog overlay file, as an operator would add one.
+//!
+//! The attacks connect sessions stop are played as an attacker would: a start naming a
+//! tenant (or a connection) without a session, a session used twice or after it
+//! expired, and a reconnect completed with another provider account.
 
 mod common;
 use common::{
-    browser, first_cookie, location, start_with_overlay, stop_and_check_processes_are_gone,
+    browser, connect_url, first_cookie, location, session_for, start_with_overlay,
+    stop_and_check_processes_are_gone,
 };
 
-use fake_provider::{AuthServerConfig, FakeAuthServer};
-use local_stack::http_api::LOCAL_IAM_HEADER;
+use std::time::Duration;
+
+use fake_provider::{AuthServerConfig, FakeAuthServer, GrantSummary};
+use local_stack::{http_api::LOCAL_IAM_HEADER, stack::LocalStack};
+use serde_json::Value;
+use shared::oauth::ConnectSessionRequest;
 
 const RETURN_TO: &str = "https://app.example.com/integrations";
 
@@ -38,15 +48,10 @@ async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
         .expect("client credentials stored");
     let http = browser();
 
-    // The browser: start → provider → callback.
-    let start = http
-        .get(format!(
-            "{api}/oauth/fakeauth/start?tenant=acme&return_to={}",
-            form_urlencoded::byte_serialize(RETURN_TO.as_bytes()).collect::<String>()
-        ))
-        .send()
-        .await
-        .expect("start");
+    // The product's backend mints a connect session; the browser: start → provider →
+    // callback.
+    let start_url = connect_url(&stack, &session_for("fakeauth", "acme", RETURN_TO)).await;
+    let start = http.get(&start_url).send().await.expect("start");
     assert_eq!(start.status(), 302);
     let cookie = first_cookie(&start);
     assert!(cookie.starts_with("junction_oauth_fakeauth="));
@@ -129,6 +134,247 @@ async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
         .await
         .expect("show");
     assert_eq!(gone.status(), 404);
+
+    stop_and_check_processes_are_gone(stack).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The overlay entry of `fakeauth`, the fake server's account in `account_id`.
+fn fakeauth_overlay(server: &FakeAuthServer) -> String {
+    format!(
+        "[[provider]]\nid = \"fakeauth\"\nname = \"Fake authorization server\"\ndocs = \"https://example.com/fake\"\n\n[provider.oauth]\n{}account_id = \"/account_id\"\n",
+        server.oauth_catalog_fields()
+    )
+}
+
+/// Points the fake server at the stack's callback and stores the client credentials.
+async fn set_up_fakeauth(stack: &LocalStack, prefix: &str, server: &FakeAuthServer) {
+    server.set_redirect_uris(vec![format!("{}/oauth/fakeauth/callback", stack.api_url())]);
+    aws_sdk_secretsmanager::Client::new(stack.sdk_config())
+        .create_secret()
+        .name(format!("{prefix}/oauth/fakeauth"))
+        .secret_string(
+            r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#,
+        )
+        .send()
+        .await
+        .expect("client credentials stored");
+}
+
+/// The browser from a start URL through the provider to the callback's answer.
+async fn through_the_provider(http: &reqwest::Client, start_url: &str) -> reqwest::Response {
+    let start = http.get(start_url).send().await.expect("start");
+    assert_eq!(start.status(), 302, "start redirects to the provider");
+    let cookie = first_cookie(&start);
+    let authorize = http.get(location(&start)).send().await.expect("authorize");
+    assert_eq!(authorize.status(), 302);
+    http.get(location(&authorize))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("callback")
+}
+
+/// The connection id the callback sent the user back with.
+fn connected_id(callback: &reqwest::Response) -> String {
+    assert_eq!(callback.status(), 302, "connected");
+    url::Url::parse(&location(callback))
+        .expect("return_to")
+        .query_pairs()
+        .find(|(k, _)| k == "connection_id")
+        .map(|(_, v)| v.into_owned())
+        .expect("connection id")
+}
+
+/// The management API's view of a connection.
+async fn view(http: &reqwest::Client, stack: &LocalStack, id: &str) -> Value {
+    let shown = http
+        .get(format!("{}/connections/{id}", stack.api_url()))
+        .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+        .send()
+        .await
+        .expect("show");
+    assert_eq!(shown.status(), 200);
+    serde_json::from_str(&shown.text().await.expect("body")).expect("json")
+}
+
+/// A tenant's connections, through the management API.
+async fn listed(http: &reqwest::Client, stack: &LocalStack, tenant: &str) -> Value {
+    let listed = http
+        .get(format!("{}/connections?tenant={tenant}", stack.api_url()))
+        .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+        .send()
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str::<Value>(&listed).expect("json")["connections"].clone()
+}
+
+/// How many pending authorizations the stack's state table holds.
+async fn pending_authorizations(stack: &LocalStack) -> i32 {
+    aws_sdk_dynamodb::Client::new(stack.sdk_config())
+        .scan()
+        .table_name(&stack.description().resources["OAuthStateTable"])
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .send()
+        .await
+        .expect("scan")
+        .count()
+}
+
+/// Asserts `response` is the 401 page of a start without a usable session: no redirect
+/// to the provider, no binding cookie, and the page says `says`.
+async fn refused_start(response: reqwest::Response, says: &str) {
+    assert_eq!(response.status(), 401);
+    assert!(
+        response.headers().get("location").is_none()
+            && response.headers().get("set-cookie").is_none(),
+        "no redirect, no cookie: {:?}",
+        response.headers()
+    );
+    let page = response.text().await.expect("page");
+    assert!(page.contains(says), "{says}: {page}");
+}
+
+/// Regressions: `GET /oauth/{provider}/start?tenant=victim-corp&return_to=…` attached
+/// the caller's provider account to any tenant, and `start?tenant=…&connection=<id>`
+/// replaced a connection's account and tokens with the caller's. Tenant and connection
+/// ids are not secrets. Now a start needs a connect session the product's backend
+/// minted, used once, before it expires; a reconnect must bring back the same account.
+#[tokio::test]
+async fn connect_sessions_refuse_the_takeover_attacks() {
+    let server = FakeAuthServer::start(AuthServerConfig::default()).await;
+    let (stack, prefix, dir) =
+        start_with_overlay("oauth-attacks", &fakeauth_overlay(&server)).await;
+    set_up_fakeauth(&stack, &prefix, &server).await;
+    let api = stack.api_url().to_owned();
+    let http = browser();
+
+    // GIVEN the victim's connection, made through a session (account test-user)
+    let victim_url = connect_url(&stack, &session_for("fakeauth", "victim-corp", RETURN_TO)).await;
+    let id = connected_id(&through_the_provider(&http, &victim_url).await);
+    let before = view(&http, &stack, &id).await;
+    assert_eq!(before["account_id"], "test-user");
+    let authorizations = server.counters().authorize;
+    let pending = pending_authorizations(&stack).await;
+
+    // WHEN an attacker starts with the tenant in the query, or with the connection
+    let return_to: String = form_urlencoded::byte_serialize(RETURN_TO.as_bytes()).collect();
+    for attack in [
+        format!("{api}/oauth/fakeauth/start?tenant=victim-corp&return_to={return_to}"),
+        format!(
+            "{api}/oauth/fakeauth/start?tenant=victim-corp&connection={id}&return_to={return_to}"
+        ),
+        format!(
+            "{api}/oauth/fakeauth/start?session=guessed-{}",
+            "x".repeat(40)
+        ),
+    ] {
+        // THEN a 401 page, no redirect to the provider, nothing stored
+        refused_start(http.get(&attack).send().await.expect("start"), "connect").await;
+    }
+    assert_eq!(
+        server.counters().authorize,
+        authorizations,
+        "never sent to the provider"
+    );
+    assert_eq!(
+        pending_authorizations(&stack).await,
+        pending,
+        "no pending authorization"
+    );
+    assert_eq!(
+        listed(&http, &stack, "victim-corp")
+            .await
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "no connection added to the tenant"
+    );
+    assert_eq!(
+        view(&http, &stack, &id).await,
+        before,
+        "the connection unchanged"
+    );
+
+    // A session works once.
+    let once = connect_url(&stack, &session_for("fakeauth", "acme", RETURN_TO)).await;
+    let first = http.get(&once).send().await.expect("start");
+    assert_eq!(first.status(), 302);
+    refused_start(http.get(&once).send().await.expect("again"), "already used").await;
+
+    // A reconnect session completed with another account is refused: the connection
+    // keeps its account and tokens, and the new grant is revoked at the provider.
+    let reconnect = ConnectSessionRequest {
+        connection: Some(id.clone()),
+        ..session_for("fakeauth", "victim-corp", RETURN_TO)
+    };
+    server.sign_in_as("attacker-account");
+    let revocations = server.counters().revocations;
+    let refused = through_the_provider(&http, &connect_url(&stack, &reconnect).await).await;
+    assert_eq!(refused.status(), 403);
+    assert!(
+        refused.headers().get("location").is_none(),
+        "not sent back as connected"
+    );
+    let page = refused.text().await.expect("page");
+    assert!(page.contains("another fakeauth account"), "{page}");
+    assert!(
+        !page.contains("test-user") && !page.contains("attacker-account"),
+        "the page names no account: {page}"
+    );
+    assert_eq!(
+        view(&http, &stack, &id).await,
+        before,
+        "stored account and tokens unchanged"
+    );
+    assert_eq!(server.counters().revocations, revocations + 1);
+    let grants = server.grants();
+    let of = |account: &str| -> Vec<GrantSummary> {
+        grants
+            .iter()
+            .filter(|g| g.account == account)
+            .cloned()
+            .collect()
+    };
+    assert!(
+        of("test-user").iter().all(|grant| !grant.revoked),
+        "the victim's grant is untouched: {grants:?}"
+    );
+    assert_eq!(
+        of("attacker-account")
+            .iter()
+            .map(|g| g.revoked)
+            .collect::<Vec<_>>(),
+        [true],
+        "the refused grant is revoked: {grants:?}"
+    );
+
+    // ... unless the product's backend allowed an account change.
+    let allowed = ConnectSessionRequest {
+        allow_account_change: true,
+        ..reconnect.clone()
+    };
+    let changed = through_the_provider(&http, &connect_url(&stack, &allowed).await).await;
+    assert_eq!(connected_id(&changed), id, "the same connection");
+    assert_eq!(
+        view(&http, &stack, &id).await["account_id"],
+        "attacker-account"
+    );
+
+    // An expired session is refused (the shortest lifetime, waited out).
+    let short = connect_url(
+        &stack,
+        &ConnectSessionRequest {
+            ttl_seconds: Some(10),
+            ..session_for("fakeauth", "acme", RETURN_TO)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    refused_start(http.get(&short).send().await.expect("start"), "expired").await;
 
     stop_and_check_processes_are_gone(stack).await;
     let _ = std::fs::remove_dir_all(dir);

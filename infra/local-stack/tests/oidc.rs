@@ -13,8 +13,8 @@
 
 mod common;
 use common::{
-    browser, first_cookie, location, pause_ingest_consumers, start_with_overlay,
-    stop_and_check_processes_are_gone, take_providers, watch,
+    browser, connect_url, first_cookie, location, pause_ingest_consumers, session_for,
+    start_with_overlay, stop_and_check_processes_are_gone, take_providers, watch,
 };
 
 use std::time::Duration;
@@ -209,10 +209,8 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
         .await
         .expect("client credentials stored");
 
-    let start_url = format!(
-        "{api}/oauth/acme-sso/start?tenant=acme&return_to={}",
-        form_urlencoded::byte_serialize(RETURN_TO.as_bytes()).collect::<String>()
-    );
+    let sso_session = session_for("acme-sso", "acme", RETURN_TO);
+    let start_url = connect_url(&stack, &sso_session).await;
     let start = http.get(&start_url).send().await.expect("start");
     assert_eq!(start.status(), 302);
     let cookie = first_cookie(&start);
@@ -261,7 +259,11 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
     assert_eq!(shown["token"]["refreshable"], true);
 
     // A callback whose iss names another issuer is refused (mix-up defence).
-    let second = http.get(&start_url).send().await.expect("start");
+    let second = http
+        .get(connect_url(&stack, &sso_session).await)
+        .send()
+        .await
+        .expect("start");
     let second_cookie = first_cookie(&second);
     let second_callback = idp.authorize(&location(&second)).await.expect("authorized");
     let mut forged = url::Url::parse(&second_callback).expect("callback URL");

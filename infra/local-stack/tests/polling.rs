@@ -9,8 +9,8 @@
 
 mod common;
 use common::{
-    BusObserver, RETURN_TO_ORIGIN, browser, eventually, first_cookie, location, start_with_overlay,
-    watch_signature,
+    BusObserver, RETURN_TO_ORIGIN, browser, connect_url, eventually, first_cookie, location,
+    session_for, start_with_overlay, watch_signature,
 };
 
 use std::{
@@ -158,15 +158,12 @@ async fn connect(stack: &LocalStack, server: &FakeAuthServer, prefix: &str) -> S
         .await
         .expect("client credentials stored");
     let http = browser();
-    let start = http
-        .get(format!(
-            "{api}/oauth/linear/start?tenant=acme&return_to={}",
-            form_urlencoded::byte_serialize(format!("{RETURN_TO_ORIGIN}/connected").as_bytes())
-                .collect::<String>()
-        ))
-        .send()
-        .await
-        .expect("start");
+    let start_url = connect_url(
+        stack,
+        &session_for("linear", "acme", &format!("{RETURN_TO_ORIGIN}/connected")),
+    )
+    .await;
+    let start = http.get(start_url).send().await.expect("start");
     assert_eq!(start.status(), 302);
     let cookie = first_cookie(&start);
     let authorize = http.get(location(&start)).send().await.expect("authorize");

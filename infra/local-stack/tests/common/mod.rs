@@ -412,6 +412,48 @@ pub fn browser() -> reqwest::Client {
         .expect("client")
 }
 
+/// A connect session request for `provider` in `tenant`, back to `return_to`.
+pub fn session_for(
+    provider: &str,
+    tenant: &str,
+    return_to: &str,
+) -> shared::oauth::ConnectSessionRequest {
+    shared::oauth::ConnectSessionRequest {
+        tenant: tenant.to_owned(),
+        provider: provider.to_owned(),
+        return_to: Some(return_to.to_owned()),
+        ..shared::oauth::ConnectSessionRequest::default()
+    }
+}
+
+/// Mints a connect session as the product's backend does, `POST /v1/connect-sessions`
+/// with the stack's stand-in for IAM, through `junction connect`'s code; returns the
+/// connect URL to send the browser to. The session token is watched for leaks.
+pub async fn connect_url(
+    stack: &LocalStack,
+    request: &shared::oauth::ConnectSessionRequest,
+) -> String {
+    let session = junction_cli::connect::create_session(
+        &reqwest::Client::new(),
+        stack.api_url(),
+        &junction_cli::connect::ApiAuth::LocalIam(stack.local_iam_key().to_owned()),
+        request,
+    )
+    .await
+    .expect("a connect session");
+    watch("a connect session token", &session.token);
+    assert_eq!(
+        session.connect_url,
+        format!(
+            "{}/oauth/{}/start?session={}",
+            stack.api_url(),
+            request.provider,
+            session.token
+        )
+    );
+    session.connect_url
+}
+
 /// An SQS queue subscribed to the stack's bus with a rule on
 /// `{"source":[{"prefix":"junction/"}]}`: what a subscriber of Junction's events sees.
 pub struct BusObserver {
