@@ -129,6 +129,9 @@ struct Measurements {
     invocations: Vec<Duration>,
     errors: u64,
     timeouts: u64,
+    /// Work the function answered as failed without an invocation error: SQS records it
+    /// reported in `batchItemFailures`, HTTP requests it answered with a 5xx.
+    failed: u64,
     peak_rss_kib: Option<u64>,
 }
 
@@ -258,6 +261,13 @@ impl FunctionRuntime {
         lock(&self.shared.process).initialized
     }
 
+    /// Counts `count` records or requests the function answered as failed in a response
+    /// that was not an invocation error (partial batch failures, 5xx answers), so the
+    /// summary table shows permanent failures, not only crashes.
+    pub fn record_failed(&self, count: u64) {
+        lock(&self.shared.measurements).failed += count;
+    }
+
     /// Invokes the function synchronously (`RequestResponse`) with `payload` and returns
     /// its response payload.
     pub async fn invoke(&self, payload: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
@@ -332,6 +342,7 @@ impl FunctionRuntime {
             invocations: measurements.invocations.len(),
             errors: measurements.errors,
             timeouts: measurements.timeouts,
+            failed: measurements.failed,
             p50_ms: percentile(0.5),
             p95_ms: percentile(0.95),
             max_ms: sorted.last().copied().map(millis),
@@ -355,6 +366,9 @@ pub struct FunctionSummary {
     /// Invocations answered with `/error`.
     pub errors: u64,
     pub timeouts: u64,
+    /// Records or requests the function answered as failed ([`FunctionRuntime::record_failed`]).
+    #[serde(default)]
+    pub failed: u64,
     /// Invocation duration percentiles (pickup by `/next` → `/response` or `/error`).
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
@@ -367,12 +381,13 @@ pub struct FunctionSummary {
 pub fn summary_table(summaries: &[FunctionSummary]) -> String {
     let ms = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     let mut out = format!(
-        "{:<32} {:>6} {:>10} {:>7} {:>6} {:>8} {:>8} {:>8} {:>10}\n",
+        "{:<32} {:>6} {:>10} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>10}\n",
         "function",
         "starts",
         "init ms",
         "invokes",
         "errors",
+        "failed",
         "p50 ms",
         "p95 ms",
         "max ms",
@@ -384,12 +399,13 @@ pub fn summary_table(summaries: &[FunctionSummary]) -> String {
             |kib| format!("{:.1} MiB", kib as f64 / 1024.0),
         );
         out.push_str(&format!(
-            "{:<32} {:>6} {:>10} {:>7} {:>6} {:>8} {:>8} {:>8} {:>10}\n",
+            "{:<32} {:>6} {:>10} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>10}\n",
             s.function,
             s.starts,
             ms(s.first_init_ms),
             s.invocations,
             s.errors + s.timeouts,
+            s.failed,
             ms(s.p50_ms),
             ms(s.p95_ms),
             ms(s.max_ms),

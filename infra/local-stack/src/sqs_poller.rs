@@ -216,7 +216,10 @@ impl Mapping {
         {
             Ok(payload) if self.spec.report_batch_item_failures => {
                 match batch_item_failures(&payload, &ids) {
-                    Some(failed) => failed,
+                    Some(failed) => {
+                        self.function.record_failed(failed.len() as u64);
+                        failed
+                    }
                     None => {
                         eprintln!(
                             "[local-stack] {}: unusable batchItemFailures response; the whole batch is retried",

@@ -1171,7 +1171,13 @@ async fn handle_api_request(
             match served.functions.get(&matched.route.function) {
                 None => ApiResponse::internal_error(),
                 Some(function) => match function.invoke(event.to_string().into_bytes()).await {
-                    Ok(payload) => ApiResponse::from_payload(&payload),
+                    Ok(payload) => {
+                        let response = ApiResponse::from_payload(&payload);
+                        if response.status >= 500 {
+                            function.record_failed(1);
+                        }
+                        response
+                    }
                     Err(InvokeError::Timeout(_)) => ApiResponse::service_unavailable(),
                     Err(err) => {
                         eprintln!("[api] {method} {raw_path}: {err}");

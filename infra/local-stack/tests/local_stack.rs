@@ -412,6 +412,18 @@ async fn probe_stack_serves_routes_schedules_and_dead_letters_that_redrive_bring
         .find(|s| s.function == "ProbeFunction")
         .expect("probe summary");
     assert!(probe.invocations >= 5, "{probe:?}");
+    // Regression: the table said 0 errors after thousands of permanent failures. The
+    // failing record was reported failed on each of its receives before the DLQ.
+    assert!(probe.failed >= 2, "{probe:?}");
+    let table = local_stack::runtime::summary_table(&summary);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("ProbeFunction"))
+        .expect("a row for the probe");
+    assert!(
+        row.split_whitespace().nth(5) == Some(probe.failed.to_string().as_str()),
+        "{table}"
+    );
     stop_and_check_processes_are_gone(stack).await;
 }
 
