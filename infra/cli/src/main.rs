@@ -308,10 +308,12 @@ async fn main() -> anyhow::Result<()> {
                             sources.join(", ")
                         ),
                         None => println!(
-                            "moved {} message(s) from {} to {} (each re-sent, then deleted)",
+                            "moved {} message(s) from {} to {} (each re-sent, then deleted); {} sent after the redrive started left in {}",
                             report.moved,
                             dlq.name,
-                            sources.join(", ")
+                            sources.join(", "),
+                            report.left,
+                            dlq.name
                         ),
                     }
                     Ok(())

@@ -12,7 +12,10 @@
 //! the message is reported, because it is then in both queues (consumers deduplicate on
 //! the provider's event id, so a second delivery is harmless, but it is said out loud).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
@@ -395,6 +398,10 @@ pub enum RedriveMethod {
 pub struct RedriveReport {
     pub method: RedriveMethod,
     pub moved: usize,
+    /// Copy method: messages left in the DLQ because they were sent after the redrive
+    /// started (among them copies this redrive sent that failed again), so a message that
+    /// keeps failing is moved once, not forever.
+    pub left: usize,
     /// For a move task, its handle.
     pub task_handle: Option<String>,
 }
@@ -418,14 +425,31 @@ pub async fn redrive(
         return move_task(sqs, dlq).await;
     }
     let limit = max.unwrap_or(usize::MAX);
+    // As StartMessageMoveTask does, move what was in the DLQ when the redrive started,
+    // each message at most once, then stop. A copy this redrive sends is a new message
+    // (sent now); if it fails again it reaches the DLQ with that later SentTimestamp and
+    // stays there, instead of going round until someone kills the command.
+    let started_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut left_receipts: Vec<String> = Vec::new();
     let mut moved = 0;
     let mut undeleted = Vec::new();
-    while moved < limit {
+    'receiving: while moved < limit {
         let messages = receive(sqs, &dlq.url, limit - moved, REDRIVE_VISIBILITY_SECONDS).await?;
-        if messages.is_empty() {
+        let fresh: Vec<&Message> = messages
+            .iter()
+            .filter(|m| seen.insert(m.message_id.clone().unwrap_or_default()))
+            .collect();
+        if fresh.is_empty() {
             break;
         }
-        for (index, message) in messages.iter().enumerate() {
+        for (index, message) in fresh.iter().enumerate() {
+            let sent_ms = system_attribute(message, MessageSystemAttributeName::SentTimestamp)
+                .and_then(|ms| ms.parse::<i128>().ok());
+            if sent_ms.is_none_or(|sent| sent >= started_ms) {
+                left_receipts.extend(message.receipt_handle.clone());
+                continue;
+            }
             // Real SQS records where a dead letter came from; prefer that queue.
             let source = system_attribute(
                 message,
@@ -435,9 +459,10 @@ pub async fn redrive(
             .unwrap_or(default_source);
             let message_id = message.message_id.clone().unwrap_or_default();
             if let Err(source_err) = resend(sqs, source, message).await {
-                let unsent: Vec<String> = messages[index..]
+                let unsent: Vec<String> = fresh[index..]
                     .iter()
                     .filter_map(|m| m.receipt_handle.clone())
+                    .chain(left_receipts.drain(..))
                     .collect();
                 release(sqs, &dlq.url, &unsent).await;
                 return Err(QueueError::SendFailed {
@@ -450,14 +475,25 @@ pub async fn redrive(
                 undeleted.push(message_id);
             }
             moved += 1;
+            if moved >= limit {
+                left_receipts.extend(
+                    fresh[index + 1..]
+                        .iter()
+                        .filter_map(|m| m.receipt_handle.clone()),
+                );
+                break 'receiving;
+            }
         }
     }
+    let left = left_receipts.len();
+    release(sqs, &dlq.url, &left_receipts).await;
     if !undeleted.is_empty() {
         return Err(QueueError::NotDeleted { moved, undeleted });
     }
     Ok(RedriveReport {
         method: RedriveMethod::Copy,
         moved,
+        left,
         task_handle: None,
     })
 }
@@ -539,6 +575,7 @@ async fn move_task(sqs: &aws_sdk_sqs::Client, dlq: &Queue) -> Result<RedriveRepo
             return Ok(RedriveReport {
                 method: RedriveMethod::MoveTask,
                 moved,
+                left: 0,
                 task_handle: Some(handle),
             });
         }
@@ -547,6 +584,7 @@ async fn move_task(sqs: &aws_sdk_sqs::Client, dlq: &Queue) -> Result<RedriveRepo
     Ok(RedriveReport {
         method: RedriveMethod::MoveTask,
         moved: 0,
+        left: 0,
         task_handle: Some(handle),
     })
 }
