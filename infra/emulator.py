@@ -179,7 +179,15 @@ def _schedules(cfn):
     return schedules
 
 
-def _event_source_mappings(cfn):
+def _event_source_mappings(cfn, parameters):
+    """The SQS mappings, their numbers resolved: the translator leaves a property that
+    names a stack parameter (`{"Ref": "IngestBatchSize"}`) as the reference."""
+
+    def number(value, default):
+        if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
+            value = parameters[value["Ref"]]
+        return default if value is None else int(value)
+
     mappings = []
     for resource in cfn["Resources"].values():
         if resource["Type"] != "AWS::Lambda::EventSourceMapping":
@@ -188,17 +196,20 @@ def _event_source_mappings(cfn):
         mappings.append({
             "function": props["FunctionName"].get("Ref"),
             "queue": props["EventSourceArn"]["Fn::GetAtt"][0],
-            "batch_size": props.get("BatchSize", 10),
-            "maximum_batching_window_seconds": props.get("MaximumBatchingWindowInSeconds", 0),
+            "batch_size": number(props.get("BatchSize"), 10),
+            "maximum_batching_window_seconds": number(props.get("MaximumBatchingWindowInSeconds"), 0),
             "report_batch_item_failures": "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
             "enabled": props.get("Enabled", True) is not False,
-            "maximum_concurrency": props.get("ScalingConfig", {}).get("MaximumConcurrency"),
+            "maximum_concurrency": number(props.get("ScalingConfig", {}).get("MaximumConcurrency"), None),
         })
     return mappings
 
 
 def describe(client, stack_name, cfn):
     stack = client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    # The stack's parameter values: the template's defaults, then what it was created with.
+    parameters = {k: v.get("Default") for k, v in (cfn.get("Parameters") or {}).items()}
+    parameters.update({p["ParameterKey"]: p.get("ParameterValue") for p in stack.get("Parameters", [])})
     # The emulator lists some resources (bucket policies, alarms) without ids: skip those.
     resources = [r for r in client("cloudformation").describe_stack_resources(StackName=stack_name)["StackResources"]
                  if "LogicalResourceId" in r and "PhysicalResourceId" in r]
@@ -252,7 +263,7 @@ def describe(client, stack_name, cfn):
         "queues": queues,
         "routes": _routes(cfn),
         "schedules": _schedules(cfn),
-        "event_source_mappings": _event_source_mappings(cfn),
+        "event_source_mappings": _event_source_mappings(cfn, parameters),
         "served_locally": sorted({r["Type"] for r in cfn["Resources"].values() if _served_locally(r)}),
     }
 
