@@ -32,8 +32,8 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     /// A required SQS queue URL (`https://sqs.{region}.amazonaws.com/{account}/{name}`):
-    /// an absolute http(s) URL with a host and a path, as the queue's endpoint is read
-    /// from it.
+    /// an absolute http(s) URL with a host and a path, so that a queue name or ARN
+    /// given by mistake fails the start rather than every send.
     pub fn queue_url(&self, key: &'static str) -> Result<String, ConfigError> {
         let text = self.required(key)?.trim().to_owned();
         let invalid = |reason: &str| ConfigError::Invalid {
@@ -108,13 +108,8 @@ pub async fn load_aws_config() -> aws_config::SdkConfig {
     if let Some(region) = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()) {
         loader = loader.region(aws_config::Region::new(region));
     }
-    // The trust roots every client shares, read once (`tls`).
-    match crate::tls::aws_http_client() {
-        Some(client) => loader.http_client(client),
-        None => loader,
-    }
-    .load()
-    .await
+    // The SDK's default HTTPS client and trust (`tls` says why nothing is pinned).
+    loader.load().await
 }
 
 /// The provider catalog: the built-in one, with the operator's overlay applied when

@@ -6,7 +6,6 @@
 //! `RecordStore`, `EventBus`, `Clock`) so the logic is tested without AWS and the
 //! adapters are tested against the emulator.
 
-pub mod aws_json;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -25,9 +24,7 @@ pub mod records;
 pub mod redact;
 pub mod response_body;
 pub mod retry;
-pub mod runtime_api;
 pub mod secrets;
-pub mod sigv4;
 pub mod telemetry;
 pub mod tls;
 pub mod webhooks;

@@ -1,14 +1,9 @@
 //! The `EventQueue` port: where verified webhooks go. The SQS adapter is what runs in
 //! Lambda; the in-memory one serves unit tests and benchmarks.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
-
-use crate::aws_json::{AwsJsonClient, AwsJsonError, SQS};
 
 /// Message attribute names set by the ingress and read by the consumers.
 pub mod attribute {
@@ -90,29 +85,40 @@ pub trait EventQueue: Send + Sync + std::fmt::Debug {
 /// SQS's longest message delay (15 minutes).
 pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
-/// Amazon SQS, through the JSON protocol directly ([`crate::aws_json`]): `SendMessage`
-/// is the webhook ingress's one AWS call per delivery, and the SDK's per-call machinery
-/// was a third of the ingress's CPU (BENCHMARKS.md).
+/// Amazon SQS through the SDK: `SendMessage` with string attributes (and a delay for the
+/// poll scheduler). The SDK brings what an AWS call needs and Junction should not keep
+/// itself: credentials and session tokens, clock-skew correction, the standard retry
+/// policy with its quota, endpoint rules (FIPS, dual-stack) and the `AWS_ENDPOINT_URL*`
+/// settings.
 #[derive(Debug, Clone)]
 pub struct SqsEventQueue {
-    client: Arc<AwsJsonClient>,
+    client: aws_sdk_sqs::Client,
     queue_url: String,
 }
 
+/// An SQS client cannot be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SqsConfigError {
+    /// The SDK would fail every call later; the start fails instead, naming the setting.
+    #[error("SQS client: no AWS region configured (AWS_REGION)")]
+    NoRegion,
+}
+
 impl SqsEventQueue {
-    /// A queue client from shared AWS configuration: its credentials, region, timeouts
-    /// and retry settings, and `AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL` when set
-    /// (else the queue URL's own endpoint, `https://sqs.{region}.amazonaws.com`). Fails
-    /// on a queue URL that is not one, without a region, or with FIPS or dual-stack
-    /// endpoints asked for (see [`crate::aws_json`]).
+    /// A queue client from shared AWS configuration: its credentials, region, timeouts,
+    /// retry settings and endpoint (`AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL` when
+    /// set, else the region's SQS endpoint). The queue URL goes in each request as it
+    /// is; it does not choose the endpoint.
     pub fn from_config(
         aws: &aws_config::SdkConfig,
         queue_url: impl Into<String>,
-    ) -> Result<Self, AwsJsonError> {
-        let queue_url = queue_url.into();
+    ) -> Result<Self, SqsConfigError> {
+        if aws.region().is_none() {
+            return Err(SqsConfigError::NoRegion);
+        }
         Ok(SqsEventQueue {
-            client: Arc::new(AwsJsonClient::from_config(aws, SQS, &queue_url)?),
-            queue_url,
+            client: aws_sdk_sqs::Client::new(aws),
+            queue_url: queue_url.into(),
         })
     }
 
@@ -120,49 +126,24 @@ impl SqsEventQueue {
     /// queue's ARN), so that at cold start the TLS handshake happens in init rather
     /// than in the first delivery's `SendMessage`.
     pub async fn warm_up(&self) -> Result<(), QueueError> {
-        let input = serde_json::json!({
-            "QueueUrl": self.queue_url,
-            "AttributeNames": ["QueueArn"],
-        });
         self.client
-            .call("GetQueueAttributes", input.to_string().into_bytes())
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
             .await
             .map(|_| ())
-            .map_err(|err| QueueError(Box::new(err)))
+            .map_err(sqs_error)
     }
 }
 
-/// `SendMessage`'s input, serialized straight from the message.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct SendMessageInput<'a> {
-    queue_url: &'a str,
-    message_body: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delay_seconds: Option<u64>,
-    #[serde(serialize_with = "string_attributes")]
-    message_attributes: &'a BTreeMap<String, String>,
-}
-
-fn string_attributes<S: serde::Serializer>(
-    attributes: &&BTreeMap<String, String>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Value<'a> {
-        data_type: &'static str,
-        string_value: &'a str,
-    }
-    serializer.collect_map(attributes.iter().map(|(name, value)| {
-        (
-            name,
-            Value {
-                data_type: "String",
-                string_value: value,
-            },
-        )
-    }))
+/// An SDK failure as a [`QueueError`], keeping the service's error code and message in
+/// the chain (`QueueDoesNotExist: …`), which the ingress's outcome `cause` shows.
+fn sqs_error<E>(err: E) -> QueueError
+where
+    aws_sdk_sqs::Error: From<E>,
+{
+    QueueError(Box::new(aws_sdk_sqs::Error::from(err)))
 }
 
 #[async_trait]
@@ -172,18 +153,24 @@ impl EventQueue for SqsEventQueue {
         message: QueueMessage,
         delay: std::time::Duration,
     ) -> Result<(), QueueError> {
-        let input = SendMessageInput {
-            queue_url: &self.queue_url,
-            message_body: &message.body,
-            delay_seconds: (!delay.is_zero()).then(|| delay.min(MAX_DELAY).as_secs()),
-            message_attributes: &message.attributes,
-        };
-        let body = serde_json::to_vec(&input).map_err(|err| QueueError(Box::new(err)))?;
-        self.client
-            .call("SendMessage", body)
-            .await
-            .map(|_| ())
-            .map_err(|err| QueueError(Box::new(err)))
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(message.body);
+        if !delay.is_zero() {
+            // At most 900: fits.
+            request = request.delay_seconds(delay.min(MAX_DELAY).as_secs() as i32);
+        }
+        for (name, value) in message.attributes {
+            let value = aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|err| QueueError(Box::new(err)))?;
+            request = request.message_attributes(name, value);
+        }
+        request.send().await.map(|_| ()).map_err(sqs_error)
     }
 }
 
@@ -253,10 +240,7 @@ pub trait RetryScheduler: Send + Sync + std::fmt::Debug {
     ) -> Result<(), QueueError>;
 }
 
-/// SQS `ChangeMessageVisibility` on the queue the consumer reads, through the SDK: it
-/// is off the hot path, and the consumer's other AWS calls are the SDK's anyway
-/// ([`crate::aws_json`] here added reqwest's client stack to the consumer: 180 KB more
-/// zip, 0.4 MiB more RSS, measured).
+/// SQS `ChangeMessageVisibility` on the queue the consumer reads, through the SDK.
 #[derive(Debug, Clone)]
 pub struct SqsRetryScheduler {
     client: aws_sdk_sqs::Client,
@@ -291,7 +275,7 @@ impl RetryScheduler for SqsRetryScheduler {
             .send()
             .await
             .map(|_| ())
-            .map_err(|err| QueueError(Box::new(aws_sdk_sqs::Error::from(err))))
+            .map_err(sqs_error)
     }
 }
 

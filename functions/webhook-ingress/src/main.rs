@@ -3,19 +3,22 @@
 //! 2.0). Verifies, answers handshakes, enqueues; the logic is
 //! `shared::webhooks::Ingress`, this binary only wires it to Lambda.
 
-use std::{sync::Arc, time::Instant};
+mod event;
 
+use std::{convert::Infallible, sync::Arc, time::Instant};
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_runtime::{LambdaEvent, service_fn};
 use shared::{
     clock::{Clock, SystemClock},
     config::{WebhookIngressSettings, load_aws_config, load_catalog, process_env},
     payloads::S3PayloadStore,
     queue::SqsEventQueue,
-    runtime_api,
+    redact::Redactor,
     secrets::{SecretsManagerSource, WebhookSecrets},
     telemetry,
     webhooks::{
         Ingress,
-        http_api::{HttpApiRequest, HttpApiResponse},
         jwt::{HttpKeySetSource, KeySetCache},
     },
 };
@@ -23,7 +26,7 @@ use shared::{
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let settings = WebhookIngressSettings::from_env(&process_env())?;
     // `AWS_ENDPOINT_URL` (set by the local stack) points every client at the emulator.
@@ -65,37 +68,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let payload_log = &settings
         .payload_log
         .map(|redactor| redactor.with_signature_fields(catalog));
-    // The Runtime API loop is `shared::runtime_api`'s rather than lambda_runtime's: a
-    // tenth less CPU per delivery (BENCHMARKS.md).
-    runtime_api::run(move |event: HttpApiRequest, _| async move {
-        let started = Instant::now();
-        let request = match event.into_webhook_request() {
-            Ok(request) => request,
-            Err(err) => {
-                tracing::warn!(error = %err, "request refused before verification");
-                return Ok(HttpApiResponse::text(400, "malformed request body"));
-            }
-        };
-        // Only when the operator turned payload logging on: a copy of the body is kept,
-        // and parsed and redacted only once the delivery verified and was accepted.
-        let copy = payload_log.as_ref().map(|_| {
-            let content_type = request
-                .headers
-                .get("content-type")
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned);
-            (content_type, request.body.clone())
-        });
-        let (response, outcome) = ingress.handle(request).await;
-        telemetry::record_webhook(&outcome, started.elapsed());
-        if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
-            && outcome.result == "accepted"
-        {
-            let payload = redactor.payload(content_type.as_deref(), &body);
-            telemetry::record_payload(&outcome, &payload);
+    lambda_runtime::run(service_fn(
+        move |invocation: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            Ok::<_, Infallible>(handle(invocation.payload, ingress, payload_log.as_ref()).await)
+        },
+    ))
+    .await
+}
+
+/// One webhook: the event read, the ingress's answer, its outcome recorded (and the
+/// redacted payload, when the operator turned payload logging on).
+async fn handle(
+    event: ApiGatewayV2httpRequest,
+    ingress: &Ingress,
+    payload_log: Option<&Redactor>,
+) -> ApiGatewayV2httpResponse {
+    let started = Instant::now();
+    let request = match event::webhook_request(event) {
+        Ok(request) => request,
+        Err(err) => {
+            tracing::warn!(error = %err, "request refused before verification");
+            return event::text_response(400, "malformed request body");
         }
-        Ok(HttpApiResponse::from(response))
-    })
-    .await?;
-    Ok(())
+    };
+    // Only when payload logging is on: a copy of the body is kept, and parsed and
+    // redacted only once the delivery verified and was accepted.
+    let copy = payload_log.map(|_| {
+        let content_type = request
+            .headers
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        (content_type, request.body.clone())
+    });
+    let (response, outcome) = ingress.handle(request).await;
+    telemetry::record_webhook(&outcome, started.elapsed());
+    if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
+        && outcome.result == "accepted"
+    {
+        let payload = redactor.payload(content_type.as_deref(), &body);
+        telemetry::record_payload(&outcome, &payload);
+    }
+    event::http_response(response)
 }

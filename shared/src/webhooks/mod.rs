@@ -7,7 +7,6 @@
 use std::fmt;
 
 mod handshake;
-pub mod http_api;
 mod ingress;
 mod json_pointers;
 pub mod jwt;
