@@ -533,6 +533,171 @@ async fn init_prefetches_every_signing_secret_and_opens_the_queue_connection() {
         .expect("GetQueueAttributes");
 }
 
+/// `SendMessage` through the SDK: the body byte for byte, every attribute as a `String`
+/// attribute with its value, and a delay (cut to SQS's 15 minutes) that keeps the
+/// message from being received.
+#[tokio::test]
+async fn send_message_carries_the_body_and_every_attribute_to_the_queue() {
+    use shared::queue::{EventQueue, QueueMessage};
+    let stack = stack(IngressConfig::default()).await;
+    let queue = SqsEventQueue::from_config(&stack.aws, &stack.queue_url).expect("queue client");
+    let attributes: BTreeMap<String, String> = [
+        (attribute::PROVIDER, "github"),
+        (attribute::ENDPOINT, "acme"),
+        (attribute::EVENT_ID, "d-1"),
+        (attribute::EVENT_ID_SOURCE, "header"),
+        (attribute::RECEIVED_AT, "2026-01-02T03:04:05.678Z"),
+        (
+            attribute::HEADERS,
+            r#"{"x-github-event":"push","x-note":"caf\u00e9 \"q\""}"#,
+        ),
+        (attribute::BODY_ENCODING, "utf8"),
+        (attribute::ACCOUNT, "Ünïcode & <markup>"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect();
+    let body = "{\"emoji\":\"🦀\",\"quote\":\"\\\"\",\"newline\":\"a\\nb\"}\n\ttrailing";
+    queue
+        .send(QueueMessage {
+            body: body.to_owned(),
+            attributes: attributes.clone(),
+        })
+        .await
+        .expect("SendMessage");
+    let messages = drain(&stack).await;
+    assert_eq!(messages, [(body.to_owned(), attributes.clone())]);
+
+    let sqs = aws_sdk_sqs::Client::new(&stack.aws);
+    let received = sqs
+        .receive_message()
+        .queue_url(&stack.queue_url)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive");
+    assert!(received.messages.unwrap_or_default().is_empty());
+    queue
+        .send_delayed(
+            QueueMessage {
+                body: "later".to_owned(),
+                attributes,
+            },
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .expect("SendMessage with a delay");
+    assert!(drain(&stack).await.is_empty(), "delayed, not yet visible");
+    let counts = sqs
+        .get_queue_attributes()
+        .queue_url(&stack.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    assert_eq!(
+        counts
+            .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .map(String::as_str),
+        Some("1")
+    );
+}
+
+/// A queue URL names a queue, not the endpoint: with the emulator configured as the
+/// endpoint, the production form of the URL (another region and account than the
+/// emulator's, on a host this machine cannot reach) and the legacy `queue.amazonaws.com`
+/// form reach the queue of that name through the configured endpoint.
+#[tokio::test]
+async fn a_queue_url_of_another_region_and_account_goes_to_the_configured_endpoint() {
+    use shared::queue::{EventQueue, QueueMessage};
+    let stack = stack(IngressConfig::default()).await;
+    assert!(
+        stack.queue_url.starts_with("http://127.0.0.1:"),
+        "{}",
+        stack.queue_url
+    );
+    for (n, url) in [
+        "https://sqs.ap-southeast-2.amazonaws.com/210987654321/ingest",
+        "https://eu-central-1.queue.amazonaws.com/111122223333/ingest",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let queue = SqsEventQueue::from_config(&stack.aws, url).expect("queue client");
+        queue.warm_up().await.expect("GetQueueAttributes");
+        queue
+            .send(QueueMessage {
+                body: format!("via {url}"),
+                attributes: BTreeMap::from([(attribute::EVENT_ID.to_owned(), n.to_string())]),
+            })
+            .await
+            .expect("SendMessage");
+    }
+    let mut bodies: Vec<String> = drain(&stack)
+        .await
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [
+            "via https://eu-central-1.queue.amazonaws.com/111122223333/ingest",
+            "via https://sqs.ap-southeast-2.amazonaws.com/210987654321/ingest",
+        ]
+    );
+}
+
+/// An SQS error is a 503 (the provider retries) whose logged outcome names the
+/// service's error code, so on-call sees why without reproducing it.
+#[tokio::test]
+async fn an_sqs_error_code_reaches_the_outcome_cause() {
+    let stack = stack(IngressConfig::default()).await;
+    let missing = stack.queue_url.replace("/ingest", "/no-such-queue");
+    let ingress = Ingress::new(
+        Catalog::embedded().expect("catalog"),
+        WebhookSecrets::new(
+            Arc::new(SecretsManagerSource::from_config(&stack.aws)),
+            "junction",
+            CachePolicy::default(),
+        ),
+        Arc::new(SqsEventQueue::from_config(&stack.aws, &missing).expect("queue client")),
+        Arc::new(S3PayloadStore::from_config(&stack.aws, BUCKET)),
+        stack.clock.clone(),
+        IngressConfig::default(),
+    );
+    let request = delivery(
+        "github",
+        SECRET,
+        b"{}",
+        &[("x-github-delivery", "no-queue-1")],
+        stack.clock.now(),
+    );
+    let (response, outcome) = ingress.handle(request).await;
+    assert_eq!(
+        (response.status, outcome.reason),
+        (503, Some("enqueue_failed"))
+    );
+    let cause = outcome.cause.expect("a cause");
+    assert!(cause.contains("QueueDoesNotExist"), "{cause}");
+    assert!(
+        !response.body.contains("QueueDoesNotExist"),
+        "{}",
+        response.body
+    );
+}
+
+/// Without a region every SQS call would fail; the client is refused at start instead.
+#[tokio::test]
+async fn a_queue_client_without_a_region_is_refused_at_start() {
+    let aws = aws_config::SdkConfig::builder().build();
+    let err = SqsEventQueue::from_config(&aws, "https://sqs.eu-west-1.amazonaws.com/1/q")
+        .expect_err("no region");
+    assert!(err.to_string().contains("AWS_REGION"), "{err}");
+}
+
 /// Asana's and Notion's unsigned handshakes through the Secrets Manager adapter the
 /// Lambda uses (`HandshakeSecretStore`): a name without a secret gets the delivered one;
 /// an existing secret, configured or an empty list, is refused with 403 and left exactly
