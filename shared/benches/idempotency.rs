@@ -15,13 +15,22 @@
 //! The paths that write start from an empty store each time (criterion's batched
 //! setup, not timed), so the map does not grow over the run.
 //!
+//! - `dynamo_claim_cpu/batch_of_10`: the DynamoDB adapter claiming a batch of 10 new
+//!   keys against a stub endpoint on loopback (another thread answers every call with
+//!   `{}`), measured in the calling thread's CPU time (`/proc/thread-self/schedstat`),
+//!   not wall time: what the consumer's Lambda pays in CPU for its batch claim (SDK
+//!   request building, signing, serialization, HTTP), without the stub's own work or
+//!   the wait for the answers. The cost model in BENCHMARKS.md adds it to the
+//!   consumer's measured CPU.
+//!
 //! `cargo bench -p shared --bench idempotency`.
 
-use std::hint::black_box;
+use std::{hint::black_box, time::Duration};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use shared::idempotency::{
-    Claim, ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyPolicy, InMemoryIdempotencyStore,
+    Claim, ClaimOutcome, DynamoIdempotencyStore, Idempotency, IdempotencyKey, IdempotencyPolicy,
+    InMemoryIdempotencyStore,
 };
 use time::OffsetDateTime;
 
@@ -119,5 +128,98 @@ fn state_machine(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, state_machine);
+/// A loopback endpoint answering every request `200 {}` (a successful `PutItem`,
+/// `TransactWriteItems` or `BatchWriteItem` with nothing returned), on a thread of its
+/// own so its work is not counted in the caller's CPU time.
+fn stub_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let address = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("stub runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let app = axum::Router::new().fallback(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/x-amz-json-1.0",
+                    )],
+                    "{}",
+                )
+            });
+            axum::serve(listener, app).await.expect("stub serves");
+        });
+    });
+    format!("http://{address}")
+}
+
+/// This thread's time on CPU so far (`/proc/thread-self/schedstat`, first field, ns).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let nanos = stat
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse::<u64>().ok())
+        .expect("on-CPU nanoseconds");
+    Duration::from_nanos(nanos)
+}
+
+fn dynamo_claim_cpu(c: &mut Criterion) {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDBENCH", "bench", None, None, "bench"))
+        .endpoint_url(stub_endpoint())
+        .build();
+    let machine = Idempotency::new(
+        DynamoIdempotencyStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency"),
+        IdempotencyPolicy::default(),
+    );
+    let mut round = 0u64;
+    let mut batch = move || {
+        round += 1;
+        (0..10)
+            .map(|n| {
+                let key = IdempotencyKey::new("github", None, &format!("delivery-{round}-{n}"));
+                (key, HASH.to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    // Connections opened and credentials resolved before the measurement.
+    runtime.block_on(async {
+        let outcomes = machine.claim_all(&batch(), at(0)).await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| matches!(outcome, Ok(ClaimOutcome::Claimed(_)))),
+            "the stub answers: {outcomes:?}"
+        );
+    });
+    let mut group = c.benchmark_group("dynamo_claim_cpu");
+    group.throughput(Throughput::Elements(10));
+    group.bench_function("batch_of_10", |b| {
+        b.iter_custom(|iterations| {
+            let batches: Vec<_> = (0..iterations).map(|_| batch()).collect();
+            let started = thread_cpu();
+            runtime.block_on(async {
+                for batch in &batches {
+                    black_box(machine.claim_all(batch, at(0)).await);
+                }
+            });
+            thread_cpu() - started
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, state_machine, dynamo_claim_cpu);
 criterion_main!(benches);

@@ -224,8 +224,8 @@ impl<S: IdempotencyStore> Consumer<S> {
     /// Processes a batch; the messages whose outcome [`ItemOutcome::keeps_message`] must
     /// be reported as batch item failures.
     ///
-    /// The messages are decoded and claimed together (one `TransactWriteItems` for a
-    /// batch of 10), each claimed message's records applied in turn; then the events of
+    /// The messages are decoded and claimed together (one conditional `PutItem` per
+    /// message, sent at once), each claimed message's records applied in turn; then the events of
     /// every claimed message are published together (one `PutEvents` for a batch of 10
     /// messages with one event each) and the claims completed together (one
     /// `BatchWriteItem`). A message whose events did not all reach the bus is released
@@ -405,9 +405,10 @@ impl<S: IdempotencyStore> Consumer<S> {
     }
 
     /// Decodes and claims the message, applies its records and builds its events.
-    /// Claims the batch's decoded events together (one store request for a batch of 10
-    /// messages), then applies the records and builds the events of each claimed one in
-    /// turn. A claim whose records fail is released so that its retry can claim at once.
+    /// Claims the batch's decoded events together (each claim on its own: a failed one
+    /// retries only its message), then applies the records and builds the events of
+    /// each claimed one in turn. A claim whose records fail is released so that its
+    /// retry can claim at once.
     async fn claim_and_apply(
         &self,
         items: &mut [Item],
@@ -418,16 +419,15 @@ impl<S: IdempotencyStore> Consumer<S> {
             return;
         }
         let now = self.ports.clock.now();
-        let Ok(claims) = self.idempotency.claim_all(keys, now).await else {
-            for (index, _) in &decoded {
-                items[*index].state = Err(Failure::Transient("idempotency_store_unavailable"));
-            }
-            return;
-        };
+        let claims = self.idempotency.claim_all(keys, now).await;
         for ((index, event), claim) in decoded.into_iter().zip(claims) {
             let item = &mut items[index];
             item.state = match claim {
-                ClaimOutcome::Claimed(claim) => {
+                Err(err) => {
+                    item.outcome.detail = Some(error_chain(&err));
+                    Err(Failure::Transient("idempotency_store_unavailable"))
+                }
+                Ok(ClaimOutcome::Claimed(claim)) => {
                     match self
                         .apply_records_and_build_events(&event, &mut item.outcome)
                         .await
@@ -444,10 +444,10 @@ impl<S: IdempotencyStore> Consumer<S> {
                         }
                     }
                 }
-                ClaimOutcome::AlreadyCompleted { same_payload } => {
+                Ok(ClaimOutcome::AlreadyCompleted { same_payload }) => {
                     Ok(State::Duplicate { same_payload })
                 }
-                ClaimOutcome::InProgressElsewhere { lease_expires_at } => {
+                Ok(ClaimOutcome::InProgressElsewhere { lease_expires_at }) => {
                     let left = (lease_expires_at - now).max(time::Duration::ZERO);
                     Err(Failure::ClaimedElsewhere(left.unsigned_abs()))
                 }

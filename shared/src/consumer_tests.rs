@@ -237,6 +237,98 @@ async fn a_batch_is_published_in_one_call_and_completed_together() {
     }
 }
 
+/// An in-memory store whose claims of one key fail (a throttled or timed-out write).
+#[derive(Debug)]
+struct FailingClaims {
+    store: InMemoryIdempotencyStore,
+    key: IdempotencyKey,
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for FailingClaims {
+    async fn try_claim(
+        &self,
+        key: &IdempotencyKey,
+        token: &str,
+        payload_hash: &str,
+        now: time::OffsetDateTime,
+        lease_expires_at: time::OffsetDateTime,
+    ) -> Result<Option<crate::idempotency::StoredRecord>, crate::idempotency::StoreError> {
+        if *key == self.key {
+            return Err(crate::idempotency::StoreError(
+                "ProvisionedThroughputExceededException".into(),
+            ));
+        }
+        self.store
+            .try_claim(key, token, payload_hash, now, lease_expires_at)
+            .await
+    }
+
+    async fn complete(
+        &self,
+        key: &IdempotencyKey,
+        token: &str,
+        expires_at: time::OffsetDateTime,
+    ) -> Result<bool, crate::idempotency::StoreError> {
+        self.store.complete(key, token, expires_at).await
+    }
+
+    async fn release(
+        &self,
+        key: &IdempotencyKey,
+        token: &str,
+    ) -> Result<(), crate::idempotency::StoreError> {
+        self.store.release(key, token).await
+    }
+}
+
+/// Each claim of a batch is on its own: one that the store fails retries its message
+/// alone (with the store's error as its detail) and the others go through.
+#[tokio::test]
+async fn a_store_failure_fails_only_its_own_claim() {
+    let bus = Arc::new(InMemoryEventBus::default());
+    let consumer = Consumer::new(
+        crate::catalog::Catalog::embedded().expect("catalog"),
+        Idempotency::new(
+            FailingClaims {
+                store: InMemoryIdempotencyStore::default(),
+                key: IdempotencyKey::new("stripe", None, "evt_f1"),
+            },
+            IdempotencyPolicy::default(),
+        ),
+        Ports {
+            records: Arc::new(InMemoryRecordStore::default()),
+            bus: bus.clone(),
+            payloads: Arc::new(InMemoryPayloadStore::default()),
+            retries: Arc::new(InMemoryRetryScheduler::default()),
+            clock: Arc::new(FixedClock::at_unix(1_700_000_000)),
+        },
+        BACKOFF,
+    );
+    let batch = (0..3)
+        .map(|n| {
+            let id = format!("evt_f{n}");
+            message(&format!("m{n}"), &id, &stripe_event(&id, n), 1)
+        })
+        .collect();
+    let outcomes = consumer.process_batch(batch).await;
+    let results: Vec<_> = outcomes.iter().map(|o| (o.result, o.reason)).collect();
+    assert_eq!(
+        results,
+        [
+            ("processed", None),
+            ("retry", Some("idempotency_store_unavailable")),
+            ("processed", None)
+        ]
+    );
+    let detail = outcomes[1].detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("ProvisionedThroughputExceededException"),
+        "{detail}"
+    );
+    assert_eq!(bus.events().len(), 2);
+}
+
 #[tokio::test]
 async fn a_rejected_event_retries_only_its_own_message() {
     let h = harness();
@@ -542,6 +634,8 @@ mod crashes {
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Step {
+        /// Half of a batch's claims written, the rest not yet.
+        MidClaim,
         AfterClaim,
         AfterRecordWrite,
         AfterPublish,
@@ -581,6 +675,23 @@ mod crashes {
         ) -> Result<Option<StoredRecord>, StoreError> {
             self.store
                 .try_claim(key, token, payload_hash, now, lease_expires_at)
+                .await
+        }
+
+        async fn try_claim_all(
+            &self,
+            requests: &[crate::idempotency::ClaimRequest],
+            now: time::OffsetDateTime,
+            lease_expires_at: time::OffsetDateTime,
+        ) -> Vec<Result<Option<StoredRecord>, StoreError>> {
+            if self.step == Step::MidClaim && self.armed.load(Ordering::SeqCst) {
+                // The first half of the claims land, then the process dies.
+                let half = &requests[..requests.len() / 2];
+                let _ = self.store.try_claim_all(half, now, lease_expires_at).await;
+                self.hang_if(Step::MidClaim).await;
+            }
+            self.store
+                .try_claim_all(requests, now, lease_expires_at)
                 .await
         }
 
@@ -634,7 +745,7 @@ mod crashes {
         }
     }
 
-    async fn crash_then_redeliver(step: Step) {
+    fn crashing(step: Step) -> (Arc<Crashing>, Arc<FixedClock>, Consumer<Arc<Crashing>>) {
         let crashing = Arc::new(Crashing {
             step,
             armed: AtomicBool::new(true),
@@ -656,6 +767,65 @@ mod crashes {
             },
             BACKOFF,
         );
+        (crashing, clock, consumer)
+    }
+
+    /// Without a transaction, a crash can leave some of a batch's claims written and
+    /// the others not. Each written one is an orphan until its lease ends, as after a
+    /// crash right after the claim: SQS redelivers the whole batch after its
+    /// visibility timeout, and each event is processed once.
+    #[tokio::test]
+    async fn a_crash_in_the_middle_of_a_batch_claim_is_recovered_on_redelivery() {
+        let (crashing, clock, consumer) = crashing(Step::MidClaim);
+        let batch: Vec<InboundMessage> = (1..=4)
+            .map(|n| {
+                let body = linear_issue("title", "2024-05-01T10:00:02.000Z")
+                    .replace("iss-1", &format!("iss-{n}"));
+                linear(&format!("d{n}"), &body)
+            })
+            .collect();
+        tokio::select! {
+            outcomes = consumer.process_batch(batch.clone()) => panic!("not cut off: {outcomes:?}"),
+            () = crashing.reached.notified() => {}
+        }
+        let in_progress = (1..=4)
+            .filter(|n| {
+                crashing
+                    .store
+                    .get(&IdempotencyKey::new("linear", None, &format!("d{n}")))
+                    .is_some_and(|record| !record.completed)
+            })
+            .count();
+        assert_eq!(in_progress, 2, "half of the claims landed");
+
+        crashing.armed.store(false, Ordering::SeqCst);
+        clock.advance(time::Duration::seconds(180));
+        let redelivered: Vec<InboundMessage> = batch
+            .into_iter()
+            .map(|mut message| {
+                message.receive_count = 2;
+                message
+            })
+            .collect();
+        let outcomes = consumer.process_batch(redelivered).await;
+        assert!(
+            outcomes.iter().all(|o| o.result == "processed"),
+            "{outcomes:?}"
+        );
+        let events = crashing.bus.events();
+        let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!((events.len(), ids.len()), (4, 4), "one effect per event");
+        for n in 1..=4 {
+            let key = IdempotencyKey::new("linear", None, &format!("d{n}"));
+            assert!(
+                crashing.store.get(&key).is_some_and(|r| r.completed),
+                "{key:?}"
+            );
+        }
+    }
+
+    async fn crash_then_redeliver(step: Step) {
+        let (crashing, clock, consumer) = crashing(step);
         let delivery = linear("d1", &linear_issue("title", "2024-05-01T10:00:02.000Z"));
         // The processing future is dropped exactly at the crash step.
         tokio::select! {

@@ -11,6 +11,50 @@
 //!
 //! The algorithm lives here once ([`Idempotency`]); stores implement three conditional
 //! operations ([`IdempotencyStore`]): DynamoDB in Lambda, memory in unit tests.
+//!
+//! # The properties, and the test that guards each
+//!
+//! - **One live claim per key.** The claim is one conditional write per key; two
+//!   workers racing for a key cannot both win. [`check_store_contract`] (run on both
+//!   stores: `in_memory_store_meets_the_contract` here,
+//!   `dynamodb_store_meets_the_idempotency_contract` in `tests/tests/consumer_emulator.rs`);
+//!   under concurrency, `thirty_two_concurrent_copies_of_one_event_have_one_effect`,
+//!   `concurrent_duplicates_become_exactly_one_cloudevent_each` and
+//!   `overlapping_batches_claim_each_key_once` (same file; the emulator's DynamoDB
+//!   requests go one at a time through its proxy, as moto's conditional writes are not
+//!   atomic: docs/local-stack.md).
+//! - **A crash at any step is recovered on redelivery**, exactly once: the lease
+//!   (60 s) ends before SQS shows the message again (the visibility timeout), a
+//!   claim is completed only after its events are on the bus, and the message is
+//!   deleted only after that. `consumer_tests.rs` `crashes`: a crash after the claim,
+//!   after the record write, after the publish, before the delete, and in the middle
+//!   of a batch's claims (`a_crash_in_the_middle_of_a_batch_claim_is_recovered_on_redelivery`).
+//! - **A lost claim cannot complete** (its token no longer owns the record), **a
+//!   completed record is never claimed again** while it lives, **a reused id with
+//!   other bytes is reported**, **a released claim can be taken at once**:
+//!   [`check_store_contract`], and the consumer's tests
+//!   `an_event_delivered_twice_is_published_once`,
+//!   `a_reused_id_with_another_payload_is_reported`,
+//!   `a_failed_publish_releases_the_claim_so_the_retry_processes_it`.
+//! - **Each claim of a batch has its own outcome**, a store failure included: the
+//!   batch part of [`check_store_contract`] (new keys, a completed one, one held
+//!   elsewhere, one whose lease ran out) and `a_store_failure_fails_only_its_own_claim`.
+//! - **One write unit per claim**: the item holds the payload's hash, never the
+//!   payload, and a key over [`MAX_KEY_BYTES`] is stored as its digest, so every item
+//!   stays under DynamoDB's 1 KB write unit (`a_claim_item_is_one_write_unit`);
+//!   `aws_calls_per_event_counted_at_the_endpoint` counts the calls.
+//!
+//! # Why a batch is claimed without a transaction
+//!
+//! The consumer claims its batch with one conditional `PutItem` per message, sent
+//! concurrently, where it used a `TransactWriteItems`. DynamoDB bills a transactional
+//! write 2 units per item and a conditional `PutItem` 1. The transaction's one property,
+//! all claims or none, is one nothing relied on: each message's fate depends only on
+//! its own key's record (when some claims' conditions failed, the transaction was
+//! cancelled and the rest sent again without them, so the claims never succeeded or
+//! failed together anyway), and crash safety is per key: a crash after a committed
+//! transaction left every claim of the batch orphaned until its lease ended, which is
+//! what a crash between two puts leaves for the puts that landed, key by key.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -22,13 +66,32 @@ use time::{Duration, OffsetDateTime};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 
+/// The longest key stored as it is; a longer one is stored as `provider#sha256:<hex>`
+/// of the whole key. The ingress lets an event id and an account be up to 1,024 bytes
+/// each: keys that long would make the record over DynamoDB's 1 KB write unit (a
+/// claim costing 2 or 3 units) or over its 2,048-byte partition key limit (a claim
+/// refused on every receive). No provider's ids come near it.
+pub const MAX_KEY_BYTES: usize = 512;
+
 impl IdempotencyKey {
     /// `provider#event_id`, or `provider#scope#event_id` where the delivery names the
-    /// provider account (the scope; never a URL's endpoint segment).
+    /// provider account (the scope; never a URL's endpoint segment); over
+    /// [`MAX_KEY_BYTES`], its digest.
     pub fn new(provider: &str, scope: Option<&str>, event_id: &str) -> Self {
-        match scope {
-            Some(scope) => IdempotencyKey(format!("{provider}#{scope}#{event_id}")),
-            None => IdempotencyKey(format!("{provider}#{event_id}")),
+        let key = match scope {
+            Some(scope) => format!("{provider}#{scope}#{event_id}"),
+            None => format!("{provider}#{event_id}"),
+        };
+        if key.len() <= MAX_KEY_BYTES {
+            return IdempotencyKey(key);
+        }
+        use sha2::Digest as _;
+        let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+        // Catalog names are short; a name that is not stays out of the key.
+        if provider.len() <= 64 {
+            IdempotencyKey(format!("{provider}#sha256:{digest}"))
+        } else {
+            IdempotencyKey(format!("sha256:{digest}"))
         }
     }
 
@@ -97,14 +160,15 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<StoredRecord>, StoreError>;
 
     /// [`IdempotencyStore::try_claim`] for several keys at once (distinct keys, one
-    /// token each), in as few requests as the store allows: the consumer claims a whole
-    /// batch together. One result per request, in order. The default claims one by one.
+    /// token each): the consumer claims a whole batch together. Each claim is on its own
+    /// (no claim's result depends on another's), so each has its own result, a store
+    /// failure included; one per request, in order. The default claims one by one.
     async fn try_claim_all(
         &self,
         requests: &[ClaimRequest],
         now: OffsetDateTime,
         lease_expires_at: OffsetDateTime,
-    ) -> Result<Vec<Option<StoredRecord>>, StoreError> {
+    ) -> Vec<Result<Option<StoredRecord>, StoreError>> {
         let mut found = Vec::with_capacity(requests.len());
         for request in requests {
             found.push(
@@ -115,10 +179,10 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
                     now,
                     lease_expires_at,
                 )
-                .await?,
+                .await,
             );
         }
-        Ok(found)
+        found
     }
 
     /// Marks the record `completed` (expiring at `expires_at`) if `token` still owns it.
@@ -174,7 +238,7 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<T> {
         requests: &[ClaimRequest],
         now: OffsetDateTime,
         lease_expires_at: OffsetDateTime,
-    ) -> Result<Vec<Option<StoredRecord>>, StoreError> {
+    ) -> Vec<Result<Option<StoredRecord>, StoreError>> {
         (**self)
             .try_claim_all(requests, now, lease_expires_at)
             .await
@@ -254,13 +318,13 @@ impl<S: IdempotencyStore> Idempotency<S> {
         Ok(outcome_of(request, existing))
     }
 
-    /// Claims several events at once (`(key, payload_hash)`, distinct keys), in as few
-    /// store requests as it allows; one outcome per event, in order.
+    /// Claims several events at once (`(key, payload_hash)`, distinct keys); one outcome
+    /// per event, in order, each on its own (a store failure fails only its claim).
     pub async fn claim_all(
         &self,
         events: &[(IdempotencyKey, String)],
         now: OffsetDateTime,
-    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+    ) -> Vec<Result<ClaimOutcome, StoreError>> {
         let requests: Vec<ClaimRequest> = events
             .iter()
             .map(|(key, payload_hash)| ClaimRequest {
@@ -272,12 +336,12 @@ impl<S: IdempotencyStore> Idempotency<S> {
         let found = self
             .store
             .try_claim_all(&requests, now, now + self.policy.lease)
-            .await?;
-        Ok(requests
+            .await;
+        requests
             .into_iter()
             .zip(found)
-            .map(|(request, existing)| outcome_of(request, existing))
-            .collect())
+            .map(|(request, existing)| existing.map(|existing| outcome_of(request, existing)))
+            .collect()
     }
 
     /// Records that the claimed event's effects are done. Returns false if the claim
@@ -366,110 +430,70 @@ impl DynamoIdempotencyStore {
         Ok(output.item.as_ref().map(stored_record))
     }
 
-    /// Claims `pending` (indices into `requests`, at most [`TRANSACT_LIMIT`]) in
-    /// `TransactWriteItems` calls: one when nothing is in the way. A transaction is all or
-    /// nothing, so when some claims' conditions fail (duplicates, live leases elsewhere)
-    /// DynamoDB cancels it, names those claims and returns their records; the others are
-    /// sent again without them. Claims still unsettled after a few rounds (transaction
-    /// conflicts with a concurrent batch) are made one by one.
-    async fn transact_claims(
+    /// One claim: a conditional `PutItem` (one write unit: the item is under 1 KB,
+    /// `a_claim_item_is_one_write_unit`). When the condition fails, DynamoDB returns the
+    /// record in the way (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), read at the
+    /// moment the condition was evaluated, so no second read is needed; were it
+    /// missing, the record is read. A record gone by then (completed and expired, or
+    /// released) is claimed again, a few times at most.
+    async fn claim_one(
         &self,
-        requests: &[ClaimRequest],
-        mut pending: Vec<usize>,
+        request: &ClaimRequest,
         now: OffsetDateTime,
         lease_expires_at: OffsetDateTime,
-        found: &mut [Option<StoredRecord>],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<StoredRecord>, StoreError> {
         use aws_sdk_dynamodb::{
-            operation::transact_write_items::TransactWriteItemsError,
-            types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem},
+            operation::put_item::PutItemError, types::ReturnValuesOnConditionCheckFailure,
         };
-        for _round in 0..TRANSACT_ROUNDS {
-            if pending.len() < 2 {
-                break;
-            }
-            let mut actions = Vec::with_capacity(pending.len());
-            for &index in &pending {
-                let request = &requests[index];
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(claim_item(request, lease_expires_at)))
-                    .condition_expression(CLAIM_CONDITION)
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_values(
-                        ":in_progress",
-                        AttributeValue::S("in_progress".into()),
-                    )
-                    .expression_attribute_values(":now", number(now))
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    )
-                    .build()
-                    .map_err(|err| StoreError(Box::new(err)))?;
-                actions.push(TransactWriteItem::builder().put(put).build());
-            }
+        for _attempt in 0..CLAIM_ATTEMPTS {
             let result = self
                 .client
-                .transact_write_items()
-                .set_transact_items(Some(actions))
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(claim_item(request, lease_expires_at)))
+                .condition_expression(CLAIM_CONDITION)
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(
+                    ":in_progress",
+                    AttributeValue::S("in_progress".into()),
+                )
+                .expression_attribute_values(":now", number(now))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await;
-            let cancelled = match result {
-                Ok(_) => {
-                    pending.clear();
-                    break;
-                }
+            let failed = match result {
+                Ok(_) => return Ok(None),
                 Err(err) => match err.into_service_error() {
-                    TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled,
+                    PutItemError::ConditionalCheckFailedException(failed) => failed,
                     other => {
                         return Err(StoreError(Box::new(aws_sdk_dynamodb::Error::from(other))));
                     }
                 },
             };
-            let reasons = cancelled.cancellation_reasons();
-            let mut again = Vec::with_capacity(pending.len());
-            for (position, &index) in pending.iter().enumerate() {
-                let reason = reasons.get(position);
-                if reason.and_then(|reason| reason.code()) != Some("ConditionalCheckFailed") {
-                    // Not in the way ("None"), or a conflict with another transaction.
-                    again.push(index);
-                    continue;
-                }
-                let existing = match reason.and_then(|reason| reason.item()) {
-                    Some(item) => Some(stored_record(item)),
-                    None => self.read(&requests[index].key).await?,
-                };
-                match existing {
-                    Some(record) => found[index] = Some(record),
-                    // Completed and expired meanwhile: claim again.
-                    None => again.push(index),
-                }
+            let existing = match failed.item() {
+                Some(item) => Some(stored_record(item)),
+                None => self.read(&request.key).await?,
+            };
+            if existing.is_some() {
+                return Ok(existing);
             }
-            pending = again;
         }
-        for index in pending {
-            let request = &requests[index];
-            found[index] = self
-                .try_claim(
-                    &request.key,
-                    &request.token,
-                    &request.payload_hash,
-                    now,
-                    lease_expires_at,
-                )
-                .await?;
-        }
-        Ok(())
+        Err(StoreError(
+            format!("claim still contended after {CLAIM_ATTEMPTS} attempts").into(),
+        ))
     }
 }
 
 /// What a claim overwrites: no record, or an `in_progress` one whose lease ran out.
 const CLAIM_CONDITION: &str =
     "attribute_not_exists(pk) OR (#status = :in_progress AND lease_expires_at <= :now)";
-/// `TransactWriteItems`' limit of actions per call.
-const TRANSACT_LIMIT: usize = 100;
-/// Transactions tried for one chunk of claims before the rest are claimed one by one.
-const TRANSACT_ROUNDS: usize = 3;
+/// Writes of one claim whose record vanished between its failed condition and the read.
+const CLAIM_ATTEMPTS: usize = 3;
+/// A batch's claims in flight at once: the SQS event source's default batch is 10 (a
+/// batching window allows more, claimed 10 at a time).
+const CLAIM_CONCURRENCY: usize = 10;
 
 /// The `in_progress` record a claim writes.
 fn claim_item(
@@ -543,53 +567,46 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             token: token.to_owned(),
             payload_hash: payload_hash.to_owned(),
         };
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(claim_item(&request, lease_expires_at)))
-            .condition_expression(CLAIM_CONDITION)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":in_progress", AttributeValue::S("in_progress".into()))
-            .expression_attribute_values(":now", number(now))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(None),
-            Err(err) if is_condition_failure(&err) => match self.read(key).await? {
-                Some(existing) => Ok(Some(existing)),
-                // Completed and expired between the write and the read: claim again.
-                None => {
-                    Box::pin(self.try_claim(key, token, payload_hash, now, lease_expires_at)).await
-                }
-            },
-            Err(err) => Err(StoreError(Box::new(aws_sdk_dynamodb::Error::from(err)))),
-        }
+        self.claim_one(&request, now, lease_expires_at).await
     }
 
-    /// `TransactWriteItems`, up to 100 claims a call (see `transact_claims`); a single
-    /// claim is one `PutItem` (a transactional write costs two write units).
+    /// One conditional `PutItem` per claim ([`DynamoIdempotencyStore::claim_one`]), up to
+    /// [`CLAIM_CONCURRENCY`] in flight at once, so a batch waits about one round trip.
     async fn try_claim_all(
         &self,
         requests: &[ClaimRequest],
         now: OffsetDateTime,
         lease_expires_at: OffsetDateTime,
-    ) -> Result<Vec<Option<StoredRecord>>, StoreError> {
-        let mut found: Vec<Option<StoredRecord>> = vec![None; requests.len()];
-        // A transaction may not touch one item twice.
-        let distinct: std::collections::HashSet<&IdempotencyKey> =
-            requests.iter().map(|request| &request.key).collect();
-        if distinct.len() < requests.len() {
-            return Err(StoreError(
-                "a batch of claims names one key twice".to_owned().into(),
-            ));
+    ) -> Vec<Result<Option<StoredRecord>, StoreError>> {
+        if let [request] = requests {
+            return vec![self.claim_one(request, now, lease_expires_at).await];
         }
-        let indices: Vec<usize> = (0..requests.len()).collect();
-        for chunk in indices.chunks(TRANSACT_LIMIT) {
-            self.transact_claims(requests, chunk.to_vec(), now, lease_expires_at, &mut found)
-                .await?;
+        let mut found: Vec<Option<Result<Option<StoredRecord>, StoreError>>> =
+            requests.iter().map(|_| None).collect();
+        let mut running = tokio::task::JoinSet::new();
+        let mut next = 0;
+        loop {
+            while next < requests.len() && running.len() < CLAIM_CONCURRENCY {
+                let (store, request, index) = (self.clone(), requests[next].clone(), next);
+                running.spawn(async move {
+                    (
+                        index,
+                        store.claim_one(&request, now, lease_expires_at).await,
+                    )
+                });
+                next += 1;
+            }
+            match running.join_next().await {
+                Some(Ok((index, result))) => found[index] = Some(result),
+                // A task that panicked leaves its slot empty (failed below).
+                Some(Err(_)) => {}
+                None => break,
+            }
         }
-        Ok(found)
+        found
+            .into_iter()
+            .map(|slot| slot.unwrap_or_else(|| Err(StoreError("claim task failed".into()))))
+            .collect()
     }
 
     async fn complete(
@@ -867,11 +884,17 @@ pub async fn check_store_contract<S: IdempotencyStore>(store: S, key_prefix: &st
         ClaimOutcome::Claimed(_)
     ));
 
-    // A batch claims together (more than one store request's worth): new keys, a
-    // completed one and one held elsewhere, each with its own outcome.
+    // A batch claims together (more than the store's claims in flight at once): new
+    // keys, a completed one, one held elsewhere and one whose holder crashed (its lease
+    // ran out), each with its own outcome.
     let held = IdempotencyKey::new(key_prefix, None, "held");
     assert!(matches!(
         claim_ok(&idempotency, &held, "h", at(0)).await,
+        ClaimOutcome::Claimed(_)
+    ));
+    let abandoned = IdempotencyKey::new(key_prefix, None, "abandoned");
+    assert!(matches!(
+        claim_ok(&idempotency, &abandoned, "ha", at(-100)).await,
         ClaimOutcome::Claimed(_)
     ));
     let mut batch: Vec<(IdempotencyKey, String)> = (0..120)
@@ -882,17 +905,25 @@ pub async fn check_store_contract<S: IdempotencyStore>(store: S, key_prefix: &st
         .collect();
     batch.insert(7, (key.clone(), "h1".to_owned()));
     batch.insert(110, (held.clone(), "h".to_owned()));
-    let outcomes = match idempotency.claim_all(&batch, at(1)).await {
-        Ok(outcomes) => outcomes,
-        Err(err) => panic!("claim_all: {err}"),
-    };
+    batch.insert(50, (abandoned.clone(), "ha".to_owned()));
+    let outcomes: Vec<ClaimOutcome> = idempotency
+        .claim_all(&batch, at(1))
+        .await
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|err| panic!("claim_all: {err}")))
+        .collect();
     assert_eq!(outcomes.len(), batch.len());
+    assert!(
+        matches!(&outcomes[50], ClaimOutcome::Claimed(claim) if claim.key == abandoned),
+        "an expired lease is taken over in a batch: {:?}",
+        outcomes[50]
+    );
     assert_eq!(
         outcomes[7],
         ClaimOutcome::AlreadyCompleted { same_payload: true }
     );
     assert!(matches!(
-        outcomes[110],
+        outcomes[111],
         ClaimOutcome::InProgressElsewhere { .. }
     ));
     let mut claims = Vec::new();
@@ -905,13 +936,17 @@ pub async fn check_store_contract<S: IdempotencyStore>(store: S, key_prefix: &st
             other => assert!(key == &held || key.as_str().ends_with("evt-1"), "{other:?}"),
         }
     }
-    assert_eq!(claims.len(), 120, "every new key is claimed");
+    assert_eq!(
+        claims.len(),
+        121,
+        "every new key is claimed, and the abandoned one"
+    );
     if let Err(err) = idempotency.complete_all(&claims, at(1)).await {
         panic!("complete_all: {err}");
     }
     for claim in &claims {
         assert_eq!(
-            claim_ok(&idempotency, &claim.key, "hb", at(2)).await,
+            claim_ok(&idempotency, &claim.key, &claim.payload_hash, at(2)).await,
             ClaimOutcome::AlreadyCompleted { same_payload: true },
             "{:?}",
             claim.key
@@ -938,6 +973,127 @@ mod tests {
     #[tokio::test]
     async fn in_memory_store_meets_the_contract() {
         check_store_contract(InMemoryIdempotencyStore::default(), "test").await;
+    }
+
+    /// DynamoDB's item size (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html):
+    /// each attribute's name plus its value, a string by its UTF-8 bytes, a number by
+    /// about one byte per two digits plus one (counted here as one per digit plus one,
+    /// an upper bound).
+    fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+        item.iter()
+            .map(|(name, value)| {
+                name.len()
+                    + match value {
+                        AttributeValue::S(text) => text.len(),
+                        AttributeValue::N(digits) => digits.len() + 1,
+                        other => panic!("unexpected attribute {other:?}"),
+                    }
+            })
+            .sum()
+    }
+
+    /// A write costs one unit per started KB of the item: a claim and its completion
+    /// stay under 1 KB for the longest key stored as it is.
+    #[test]
+    fn a_claim_item_is_one_write_unit() {
+        let longest = IdempotencyKey::new("stripe", None, &"e".repeat(MAX_KEY_BYTES - 7));
+        assert_eq!(longest.as_str().len(), MAX_KEY_BYTES);
+        let request = ClaimRequest {
+            key: longest,
+            token: random_token(),
+            payload_hash: hex::encode([0u8; 32]),
+        };
+        let lease = OffsetDateTime::from_unix_timestamp(4_000_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let claim = claim_item(&request, lease);
+        assert!(item_size(&claim) < 1024, "{}", item_size(&claim));
+        let completed = completed_item(
+            &Claim {
+                key: request.key.clone(),
+                token: request.token.clone(),
+                payload_hash: request.payload_hash.clone(),
+            },
+            lease,
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        let put = completed.put_request().unwrap_or_else(|| panic!("a put"));
+        assert!(item_size(put.item()) < 1024, "{}", item_size(put.item()));
+    }
+
+    /// Regression: an event id and an account of up to 1,024 bytes each (what the
+    /// ingress lets through) made a key over DynamoDB's 2,048-byte partition key limit,
+    /// refused on every receive, and an item over 1 KB, 2 or 3 write units a claim.
+    #[test]
+    fn a_key_over_the_limit_is_stored_as_its_digest() {
+        let (account, id) = ("a".repeat(1024), "i".repeat(1024));
+        let long = IdempotencyKey::new("hubspot", Some(&account), &id);
+        assert!(long.as_str().len() <= MAX_KEY_BYTES);
+        assert!(long.as_str().starts_with("hubspot#sha256:"), "{long:?}");
+        assert_eq!(long, IdempotencyKey::new("hubspot", Some(&account), &id));
+        assert_ne!(
+            long,
+            IdempotencyKey::new("hubspot", Some(&account), &format!("{id}2")),
+            "distinct ids, distinct digests"
+        );
+        assert_ne!(
+            long,
+            IdempotencyKey::new("hubspot", Some(&format!("{account}2")), &id),
+            "the scope is part of what is hashed"
+        );
+    }
+
+    /// A store that fails the claim of one key.
+    #[derive(Debug)]
+    struct FailingFor(InMemoryIdempotencyStore, &'static str);
+
+    #[async_trait]
+    impl IdempotencyStore for FailingFor {
+        async fn try_claim(
+            &self,
+            key: &IdempotencyKey,
+            token: &str,
+            payload_hash: &str,
+            now: OffsetDateTime,
+            lease_expires_at: OffsetDateTime,
+        ) -> Result<Option<StoredRecord>, StoreError> {
+            if key.as_str().ends_with(self.1) {
+                return Err(StoreError("throttled".into()));
+            }
+            self.0
+                .try_claim(key, token, payload_hash, now, lease_expires_at)
+                .await
+        }
+
+        async fn complete(
+            &self,
+            key: &IdempotencyKey,
+            token: &str,
+            expires_at: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            self.0.complete(key, token, expires_at).await
+        }
+
+        async fn release(&self, key: &IdempotencyKey, token: &str) -> Result<(), StoreError> {
+            self.0.release(key, token).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_claim_in_a_batch_fails_only_itself() {
+        let idempotency = Idempotency::new(
+            FailingFor(InMemoryIdempotencyStore::default(), "#b"),
+            IdempotencyPolicy::default(),
+        );
+        let batch: Vec<(IdempotencyKey, String)> = ["a", "b", "c"]
+            .into_iter()
+            .map(|id| (IdempotencyKey::new("p", None, id), "h".to_owned()))
+            .collect();
+        let outcomes = idempotency
+            .claim_all(&batch, OffsetDateTime::UNIX_EPOCH)
+            .await;
+        assert!(matches!(outcomes[0], Ok(ClaimOutcome::Claimed(_))));
+        assert!(outcomes[1].is_err());
+        assert!(matches!(outcomes[2], Ok(ClaimOutcome::Claimed(_))));
     }
 
     #[test]
