@@ -151,10 +151,7 @@ async fn overlays_naming_internal_or_smuggled_hosts_fail_init_and_status() {
             let err = load_catalog(&aws, &env(name, loopback))
                 .await
                 .expect_err("a hostile endpoint fails init");
-            assert!(
-                err.to_string().contains("oauth.token_url"),
-                "{name}: {err}"
-            );
+            assert!(err.to_string().contains("oauth.token_url"), "{name}: {err}");
         }
     }
     assert!(
@@ -174,8 +171,8 @@ async fn overlays_naming_internal_or_smuggled_hosts_fail_init_and_status() {
             .expect("listed");
         let table = overlay_table(&statuses);
         for status in &statuses {
-            let valid = status.name == "acme/catalog/local"
-                && rules == EndpointRules::LoopbackHttpForTests;
+            let valid =
+                status.name == "acme/catalog/local" && rules == EndpointRules::LoopbackHttpForTests;
             match &status.result {
                 Ok(_) => assert!(valid, "{table}"),
                 Err(err) => {

@@ -67,8 +67,7 @@ async fn a_redrive_of_messages_that_keep_failing_moves_each_once_and_stops() {
         .queue_name("redrivestack-work")
         .attributes(
             QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
-                .to_string(),
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1}).to_string(),
         )
         .send()
         .await
@@ -117,5 +116,8 @@ async fn a_redrive_of_messages_that_keep_failing_moves_each_once_and_stops() {
         }
         total
     };
-    assert_eq!(settled, 3, "three messages in all: nothing lost, nothing duplicated");
+    assert_eq!(
+        settled, 3,
+        "three messages in all: nothing lost, nothing duplicated"
+    );
 }

@@ -32,8 +32,8 @@ use crate::{
     catalog::{ApiSpec, Catalog, ErrorRule, FailureClass, RateLimitScope},
     clock::Clock,
     oauth::{AccessToken, TokenVault, VaultError},
-    telemetry,
     response_body::{API_RESPONSE_CAP, BodyError, read_capped},
+    telemetry,
 };
 
 /// Connect timeout and total timeout of every provider API call.
