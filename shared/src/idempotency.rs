@@ -570,8 +570,8 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         self.claim_one(&request, now, lease_expires_at).await
     }
 
-    /// One conditional `PutItem` per claim ([`DynamoIdempotencyStore::claim_one`]), up to
-    /// [`CLAIM_CONCURRENCY`] in flight at once, so a batch waits about one round trip.
+    /// One conditional `PutItem` per claim (`claim_one`), up to
+    /// 10 (`CLAIM_CONCURRENCY`) in flight at once, so a batch waits about one round trip.
     async fn try_claim_all(
         &self,
         requests: &[ClaimRequest],
