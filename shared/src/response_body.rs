@@ -56,39 +56,46 @@ pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<
     Ok(body.freeze())
 }
 
+/// A loopback server for tests of readers of bodies from outside.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A loopback server that answers one request with `head` then `body_len` bytes of
-    /// `x`, written in 64 KiB pieces (so an uncapped reader would take them all).
-    async fn serve_once(head: String, body_len: usize) -> String {
+    /// Serves every connection with `head`, then `body_len` bytes of `x` written in
+    /// 64 KiB pieces (never held in memory whole, so an uncapped reader would take them
+    /// all); returns `http://127.0.0.1:<port>`.
+    pub(crate) async fn stream_answer(head: &'static str, body_len: usize) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
         tokio::spawn(async move {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let mut request = [0u8; 4096];
-            let _ = socket.read(&mut request).await;
-            if socket.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            let piece = vec![b'x'; 64 * 1024];
-            let mut left = body_len;
-            while left > 0 {
-                let n = left.min(piece.len());
-                if socket.write_all(&piece[..n]).await.is_err() {
-                    return;
-                }
-                left -= n;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 8192];
+                    let _ = socket.read(&mut request).await;
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let piece = vec![b'x'; 64 * 1024];
+                    let mut left = body_len;
+                    while left > 0 {
+                        let n = left.min(piece.len());
+                        if socket.write_all(&piece[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
             }
         });
-        format!("http://{address}/")
+        format!("http://{address}")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::stream_answer, *};
 
     async fn get(url: &str) -> reqwest::Response {
         reqwest::Client::new().get(url).send().await.expect("send")
@@ -96,22 +103,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_within_the_cap_is_read_whole() {
-        let url = serve_once(
-            "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n".to_owned(),
-            1000,
-        )
-        .await;
+        let url = stream_answer("HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", 1000).await;
         let body = read_capped(get(&url).await, 1000).await.expect("read");
         assert_eq!(body.len(), 1000);
     }
 
     #[tokio::test]
     async fn a_declared_length_over_the_cap_is_refused_before_reading() {
-        let url = serve_once(
-            "HTTP/1.1 200 OK\r\ncontent-length: 300000000\r\n\r\n".to_owned(),
-            0,
-        )
-        .await;
+        let url = stream_answer("HTTP/1.1 200 OK\r\ncontent-length: 300000000\r\n\r\n", 0).await;
         let err = read_capped(get(&url).await, TOKEN_RESPONSE_CAP)
             .await
             .expect_err("refused");
@@ -121,9 +120,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_undeclared_stream_is_cut_off_past_the_cap() {
-        // 300 MB promised by a chunked body with no length: the reader stops at the cap.
-        let url = serve_once(
-            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned(),
+        // 300 MB promised by a body with no length: the reader stops at the cap.
+        let url = stream_answer(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
             300 * 1024 * 1024,
         )
         .await;

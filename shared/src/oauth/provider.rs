@@ -557,37 +557,6 @@ mod tests {
             .expect("oauth spec")
     }
 
-    /// A loopback server answering every request with `head` and then `body_len` bytes,
-    /// streamed in 64 KiB pieces without being held in memory.
-    async fn answer_with(head: &'static str, body_len: usize) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut request = [0u8; 8192];
-                    let _ = socket.read(&mut request).await;
-                    if socket.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let piece = vec![b'x'; 64 * 1024];
-                    let mut left = body_len;
-                    while left > 0 {
-                        let n = left.min(piece.len());
-                        if socket.write_all(&piece[..n]).await.is_err() {
-                            return;
-                        }
-                        left -= n;
-                    }
-                });
-            }
-        });
-        format!("http://{address}")
-    }
-
     fn credentials() -> ClientCredentials {
         ClientCredentials {
             client_id: "cid".to_owned(),
@@ -607,7 +576,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 314572800\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
         ] {
-            let base = answer_with(head, 300 * 1024 * 1024).await;
+            let base = crate::response_body::testing::stream_answer(head, 300 * 1024 * 1024).await;
             let mut spec = spec("github");
             spec.token_url = format!("{base}/token");
             let refused = local_client()
@@ -629,7 +598,11 @@ mod tests {
     /// anything (the refresh token never leaves).
     #[tokio::test]
     async fn the_public_rules_send_nothing_to_loopback() {
-        let base = answer_with("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", 2).await;
+        let base = crate::response_body::testing::stream_answer(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+            2,
+        )
+        .await;
         let mut spec = spec("github");
         spec.token_url = format!("{base}/token");
         let refused = ProviderClient::new()
@@ -668,7 +641,7 @@ mod tests {
             ("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", false),
         ];
         for (head, revoked) in cases {
-            let base = answer_with(head, 0).await;
+            let base = crate::response_body::testing::stream_answer(head, 0).await;
             let mut spec = spec("github");
             spec.revocation = Revocation::Rfc7009 {
                 url: format!("{base}/revoke"),
