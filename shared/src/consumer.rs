@@ -23,6 +23,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{
     catalog::Catalog,
     clock::Clock,
+    dead_letters::{DeadLetterNote, DeadLetterNotes},
     events::{ClaimCheckError, CloudEvent, EventBus, Refusal, claim_check},
     idempotency::{Claim, ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore},
     normalize::{Normalized, RawEvent, normalize},
@@ -142,6 +143,9 @@ pub struct Consumer<S> {
     backoff: Backoff,
     priority: FieldPriority,
     max_receive_count: u32,
+    /// Where the reason of a message's last failed receive is noted, for
+    /// `junction dlq list` (none: not noted).
+    dead_letter_notes: Option<Arc<dyn DeadLetterNotes>>,
 }
 
 /// The message, decoded.
@@ -204,7 +208,15 @@ impl<S: IdempotencyStore> Consumer<S> {
             backoff,
             priority: FieldPriority::default(),
             max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
+            dead_letter_notes: None,
         }
+    }
+
+    /// Notes why each message failed on its last receive, keyed by its message id, so
+    /// the dead-letter queue's listing can show it (SQS cannot add it to the message).
+    pub fn with_dead_letter_notes(mut self, notes: Arc<dyn DeadLetterNotes>) -> Self {
+        self.dead_letter_notes = Some(notes);
+        self
     }
 
     /// The queue's `maxReceiveCount` (the template's `IngestMaxReceiveCount`), so the
@@ -395,6 +407,9 @@ impl<S: IdempotencyStore> Consumer<S> {
         outcome.reason = Some(reason);
         outcome.retry_in = Some(delay);
         outcome.dead_lettered = message.receive_count >= self.max_receive_count;
+        if outcome.dead_lettered {
+            self.note_dead_letter(&outcome).await;
+        }
         // If this fails the message keeps the queue's visibility timeout: still retried.
         let _ = self
             .ports
@@ -402,6 +417,27 @@ impl<S: IdempotencyStore> Consumer<S> {
             .retry_after(&message.receipt_handle, delay)
             .await;
         outcome
+    }
+
+    /// Notes why the message goes to the dead-letter queue: one write per dead letter.
+    /// A failed write is logged and changes nothing else (the listing then shows `-`).
+    async fn note_dead_letter(&self, outcome: &ItemOutcome) {
+        let (Some(notes), Some(reason)) = (&self.dead_letter_notes, outcome.reason) else {
+            return;
+        };
+        let note = DeadLetterNote::new(
+            reason,
+            outcome.detail.as_deref(),
+            outcome.attempt,
+            self.ports.clock.now(),
+        );
+        if let Err(err) = notes.record(&outcome.message_id, &note).await {
+            tracing::warn!(
+                message_id = %outcome.message_id,
+                error = %error_chain(&err),
+                "dead-letter note not recorded"
+            );
+        }
     }
 
     /// Decodes and claims the message, applies its records and builds its events.

@@ -943,6 +943,81 @@ async fn the_last_receive_of_a_failing_message_counts_as_a_dead_letter() {
     assert!(outcome.keeps_message());
 }
 
+/// A note store that always fails.
+#[derive(Debug)]
+struct BrokenNotes;
+
+#[async_trait::async_trait]
+impl crate::dead_letters::DeadLetterNotes for BrokenNotes {
+    async fn record(
+        &self,
+        _: &str,
+        _: &crate::dead_letters::DeadLetterNote,
+    ) -> Result<(), crate::dead_letters::NoteError> {
+        Err(crate::dead_letters::NoteError("table unavailable".into()))
+    }
+
+    async fn read(
+        &self,
+        _: &[String],
+    ) -> Result<HashMap<String, crate::dead_letters::DeadLetterNote>, crate::dead_letters::NoteError>
+    {
+        Err(crate::dead_letters::NoteError("table unavailable".into()))
+    }
+}
+
+fn rot13_message(id: &str, receive_count: u32) -> InboundMessage {
+    let mut broken = message(id, "evt_1", "{}", receive_count);
+    broken
+        .attributes
+        .insert(attribute::BODY_ENCODING.to_owned(), "rot13".to_owned());
+    broken
+}
+
+#[tokio::test]
+async fn the_last_receive_of_a_failing_message_notes_its_reason_for_the_dlq_listing() {
+    use crate::dead_letters::{DeadLetterNote, DeadLetterNotes, InMemoryDeadLetterNotes};
+    let notes = Arc::new(InMemoryDeadLetterNotes::default());
+    let consumer = harness()
+        .consumer
+        .with_max_receive_count(3)
+        .with_dead_letter_notes(notes.clone());
+    let ids = vec!["m1".to_owned()];
+
+    // GIVEN a message that cannot be processed, WHEN it fails before its last receive
+    let early = consumer.process(rot13_message("m1", 2)).await;
+    // THEN nothing is noted: SQS delivers it again.
+    assert_eq!((early.result, early.dead_lettered), ("failed", false));
+    assert!(notes.read(&ids).await.expect("read").is_empty());
+
+    // WHEN it fails on its last receive THEN its reason is noted under its message id.
+    let last = consumer.process(rot13_message("m1", 3)).await;
+    assert!(last.dead_lettered);
+    let noted = notes.read(&ids).await.expect("read");
+    let expected = DeadLetterNote::new(
+        last.reason.expect("a failure has a reason"),
+        last.detail.as_deref(),
+        3,
+        OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
+    );
+    assert_eq!(noted.get("m1"), Some(&expected));
+}
+
+#[tokio::test]
+async fn a_failed_dead_letter_note_leaves_the_outcome_unchanged() {
+    let plain = harness().consumer.with_max_receive_count(3);
+    let broken_notes = harness()
+        .consumer
+        .with_max_receive_count(3)
+        .with_dead_letter_notes(Arc::new(BrokenNotes));
+    let mut without = plain.process(rot13_message("m1", 3)).await;
+    let mut with = broken_notes.process(rot13_message("m1", 3)).await;
+    without.latency = Duration::ZERO;
+    with.latency = Duration::ZERO;
+    assert!(with.dead_lettered && with.keeps_message());
+    assert_eq!(with, without);
+}
+
 /// A Stripe Event object of exactly `size` bytes, padded in the invoice's description.
 fn stripe_event_of_size(id: &str, size: usize) -> String {
     let event = |description: &str| {

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod crypto;
+pub mod dead_letters;
 mod dynamo;
 pub mod events;
 pub mod idempotency;
