@@ -10,6 +10,7 @@ use shared::{
     clock::SystemClock,
     config::{EventConsumerSettings, load_aws_config, load_catalog, process_env},
     consumer::{Consumer, InboundMessage, Ports},
+    dead_letters::DynamoDeadLetterNotes,
     events::EventBridgeBus,
     idempotency::{DynamoIdempotencyStore, Idempotency},
     payloads::S3PayloadStore,
@@ -28,7 +29,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let consumer = Consumer::new(
         load_catalog(&aws, &process_env()).await?,
         Idempotency::new(
-            DynamoIdempotencyStore::from_config(&aws, settings.idempotency_table),
+            DynamoIdempotencyStore::from_config(&aws, settings.idempotency_table.clone()),
             settings.idempotency,
         ),
         Ports {
@@ -41,7 +42,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         settings.backoff,
     )
     .with_field_priority(settings.field_priority)
-    .with_max_receive_count(settings.max_receive_count);
+    .with_max_receive_count(settings.max_receive_count)
+    // The last failure's reason, for `junction dlq list`: on the idempotency table (the
+    // role's PutItem on it).
+    .with_dead_letter_notes(Arc::new(DynamoDeadLetterNotes::from_config(
+        &aws,
+        settings.idempotency_table,
+    )));
     let consumer = &consumer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let messages = event.payload.records.into_iter().map(inbound).collect();
