@@ -9,16 +9,17 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use junction_cli::{
     connect::{ApiAuth, create_session, parse_params},
-    connections::{connection_statuses, connection_table},
+    connections::{connection_statuses, connection_table, stack_table},
     overlays::{overlay_statuses, overlay_table},
     polls::force_poll,
-    queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
+    queues::{RedriveMethod, StackQueues, list_dead_letters, redrive, with_reasons},
     samples::{Sample, sample},
     sdk_config,
     webhook::{post, sign_webhook, sign_webhook_for_public_url, signing_key, webhook_url},
 };
 use shared::{
     catalog::{Catalog, EndpointRules},
+    dead_letters::DynamoDeadLetterNotes,
     webhooks::SigningSecret,
 };
 use time::OffsetDateTime;
@@ -246,11 +247,30 @@ async fn main() -> anyhow::Result<()> {
             match command {
                 DlqCommand::List { queue, max } => {
                     let dlq = queues.dead_letter_queue(Some(&queue))?;
-                    let letters = list_dead_letters(&sqs, dlq, max).await?;
+                    let mut letters = list_dead_letters(&sqs, dlq, max).await?;
+                    // The consumer notes why it gave up on each ingest message, keyed by
+                    // message id, in the idempotency table (poll jobs have no notes).
+                    if !letters.is_empty() && dlq.name.ends_with("-ingest-dlq") {
+                        let noted = async {
+                            let table = stack_table(
+                                &aws_sdk_dynamodb::Client::new(&aws),
+                                &cli.stack,
+                                "IdempotencyTable",
+                            )
+                            .await?;
+                            let notes = DynamoDeadLetterNotes::from_config(&aws, table);
+                            with_reasons(&mut letters, &notes)
+                                .await
+                                .context("reading the dead-letter notes")
+                        };
+                        if let Err(err) = noted.await {
+                            eprintln!("reasons unavailable: {err:#}");
+                        }
+                    }
                     println!("{}: {} message(s)", dlq.name, letters.len());
                     if !letters.is_empty() {
                         println!(
-                            "{:<38} {:>8} {:<24} {:<20} first error",
+                            "{:<38} {:>8} {:<24} {:<20} last failure",
                             "message id", "receives", "sent", "provider/event"
                         );
                     }
@@ -279,7 +299,11 @@ async fn main() -> anyhow::Result<()> {
                             letter.receive_count,
                             sent,
                             origin,
-                            letter.first_error.as_deref().unwrap_or("-")
+                            letter
+                                .reason
+                                .as_deref()
+                                .or(letter.first_error.as_deref())
+                                .unwrap_or("-")
                         );
                     }
                     Ok(())

@@ -17,6 +17,8 @@ use std::{
     time::Duration,
 };
 
+use shared::dead_letters::{DeadLetterNotes, NoteError};
+
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
     QueueAttributeName,
@@ -290,6 +292,30 @@ pub struct DeadLetter {
     pub provider: Option<String>,
     pub event_id: Option<String>,
     pub body_bytes: usize,
+    /// Why the consumer gave up on it (its last receive's reason code, and the cause
+    /// when known), from the note it left under the message id
+    /// ([`with_reasons`]); `None` when there is no note (dead-lettered before notes
+    /// existed, or the note's write failed).
+    pub reason: Option<String>,
+}
+
+/// Fills each letter's [`DeadLetter::reason`] from the notes the consumer left
+/// (`shared::dead_letters`), read in one batch.
+pub async fn with_reasons(
+    letters: &mut [DeadLetter],
+    notes: &dyn DeadLetterNotes,
+) -> Result<(), NoteError> {
+    let ids: Vec<String> = letters.iter().map(|l| l.message_id.clone()).collect();
+    let found = notes.read(&ids).await?;
+    for letter in letters {
+        letter.reason = found
+            .get(&letter.message_id)
+            .map(|note| match &note.detail {
+                Some(detail) => format!("{}: {detail}", note.reason),
+                None => note.reason.clone(),
+            });
+    }
+    Ok(())
 }
 
 const ERROR_ATTRIBUTES: [&str; 4] = ["first_error", "error", "ErrorMessage", "ErrorCode"];
@@ -325,6 +351,7 @@ impl DeadLetter {
             provider: string_attribute(message, "provider"),
             event_id: string_attribute(message, "event_id"),
             body_bytes: message.body.as_ref().map_or(0, String::len),
+            reason: None,
         }
     }
 }
@@ -587,4 +614,53 @@ async fn move_task(sqs: &aws_sdk_sqs::Client, dlq: &Queue) -> Result<RedriveRepo
         left: 0,
         task_handle: Some(handle),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::dead_letters::{DeadLetterNote, InMemoryDeadLetterNotes};
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    fn letter(id: &str) -> DeadLetter {
+        DeadLetter {
+            message_id: id.to_owned(),
+            receive_count: 5,
+            sent_at_ms: None,
+            first_error: None,
+            provider: Some("stripe".to_owned()),
+            event_id: Some("evt_1".to_owned()),
+            body_bytes: 10,
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listed_letter_shows_the_reason_its_note_gives_and_none_without_one() {
+        let notes = InMemoryDeadLetterNotes::default();
+        let at = OffsetDateTime::UNIX_EPOCH;
+        notes
+            .record(
+                "m1",
+                &DeadLetterNote::new("unmappable", Some("missing field `id`"), 5, at),
+            )
+            .await
+            .expect("noted");
+        notes
+            .record("m2", &DeadLetterNote::new("invalid_json", None, 5, at))
+            .await
+            .expect("noted");
+        let mut letters = vec![letter("m1"), letter("m2"), letter("m3")];
+        with_reasons(&mut letters, &notes).await.expect("read");
+        let reasons: Vec<Option<&str>> = letters.iter().map(|l| l.reason.as_deref()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                Some("unmappable: missing field `id`"),
+                Some("invalid_json"),
+                None
+            ]
+        );
+    }
 }
