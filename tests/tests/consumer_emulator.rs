@@ -38,6 +38,55 @@ async fn dynamodb_store_meets_the_idempotency_contract() {
     .await;
 }
 
+#[tokio::test]
+async fn dynamodb_dead_letter_notes_read_back_and_expire_with_the_dlq() {
+    use shared::dead_letters::{
+        DeadLetterNote, DeadLetterNotes, DynamoDeadLetterNotes, KEY_PREFIX,
+    };
+    let (_moto, aws) = emulator().await;
+    create_table(&aws, "idempotency", "pk").await;
+    let notes = DynamoDeadLetterNotes::from_config(&aws, "idempotency");
+    let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+    let note = DeadLetterNote::new("unmappable", Some("missing field `id`"), 5, at);
+    notes.record("m-1", &note).await.expect("noted");
+    notes
+        .record("m-2", &DeadLetterNote::new("invalid_json", None, 5, at))
+        .await
+        .expect("noted");
+
+    // Read among 150 ids (two BatchGetItem requests), most without a note.
+    let mut ids: Vec<String> = (0..148).map(|n| format!("none-{n}")).collect();
+    ids.push("m-2".to_owned());
+    ids.push("m-1".to_owned());
+    let found = notes.read(&ids).await.expect("read");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found.get("m-1"), Some(&note));
+    assert_eq!(
+        found
+            .get("m-2")
+            .map(|n| (n.reason.as_str(), n.detail.clone())),
+        Some(("invalid_json", None))
+    );
+
+    // The item expires with the DLQ's 14-day retention, through the table's TTL.
+    let item = aws_sdk_dynamodb::Client::new(&aws)
+        .get_item()
+        .table_name("idempotency")
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{KEY_PREFIX}m-1")),
+        )
+        .send()
+        .await
+        .expect("read")
+        .item
+        .expect("the note's item");
+    assert_eq!(
+        item.get("expires_at").and_then(|v| v.as_n().ok()).cloned(),
+        Some((1_700_000_000 + 14 * 86_400).to_string())
+    );
+}
+
 /// The payload bucket of [`dynamo_consumer`]; created by the tests that use it.
 const PAYLOAD_BUCKET: &str = "payloads";
 
