@@ -111,3 +111,126 @@ async fn handle(
     }
     event::http_response(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lambda_events::{
+        encodings::Body,
+        http::{HeaderMap, HeaderValue},
+    };
+    use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+    use shared::{
+        catalog::Catalog,
+        clock::FixedClock,
+        payloads::InMemoryPayloadStore,
+        queue::InMemoryEventQueue,
+        secrets::{CachePolicy, InMemorySecretSource},
+        webhooks::{IngressConfig, SigningSecret, sign_into},
+    };
+
+    use super::*;
+
+    const SECRET: &str = "ingress-main-test-secret";
+
+    fn ingress(queue: Arc<InMemoryEventQueue>, clock: Arc<FixedClock>) -> Ingress {
+        let secrets = Arc::new(InMemorySecretSource::default());
+        secrets.put(
+            "junction/webhooks/github",
+            format!(r#"{{"signing_secrets":["{SECRET}"]}}"#),
+        );
+        Ingress::new(
+            Catalog::embedded().expect("catalog"),
+            WebhookSecrets::new(secrets, "junction", CachePolicy::default()),
+            queue,
+            Arc::new(InMemoryPayloadStore::default()),
+            clock,
+            IngressConfig::default(),
+        )
+    }
+
+    /// A GitHub delivery as API Gateway hands it over: headers as one object, the body
+    /// in base64 (as for any binary media type).
+    fn event(headers: serde_json::Value, body_base64: &str) -> ApiGatewayV2httpRequest {
+        serde_json::from_value(serde_json::json!({
+            "version": "2.0",
+            "rawPath": "/webhooks/github",
+            "rawQueryString": "",
+            "headers": headers,
+            "requestContext": {"http": {"method": "POST", "path": "/webhooks/github"}},
+            "pathParameters": {"provider": "github"},
+            "body": body_base64,
+            "isBase64Encoded": true,
+        }))
+        .expect("event")
+    }
+
+    fn text(response: &ApiGatewayV2httpResponse) -> &str {
+        match &response.body {
+            Some(Body::Text(text)) => text,
+            other => panic!("a text body, not {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signed_delivery_in_the_http_api_event_is_enqueued_byte_for_byte() {
+        let queue = Arc::new(InMemoryEventQueue::default());
+        let clock = Arc::new(FixedClock::at_unix(1_700_000_000));
+        let ingress = ingress(queue.clone(), clock.clone());
+        let body = br#"{"zen":"Design for failure.","hook_id":1}"#;
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("hooks.example.com"));
+        headers.insert("x-github-delivery", HeaderValue::from_static("d-42"));
+        let spec = Catalog::embedded()
+            .expect("catalog")
+            .get("github")
+            .and_then(|provider| provider.verification())
+            .expect("github verifies");
+        sign_into(
+            spec,
+            &SigningSecret::new(SECRET),
+            "POST",
+            "https://hooks.example.com/webhooks/github",
+            &mut headers,
+            body,
+            clock.now(),
+        )
+        .expect("signed");
+        let headers: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(name, value)| {
+                let value = value.to_str().expect("ASCII header");
+                (name.as_str().to_owned(), value.into())
+            })
+            .collect();
+        let response = handle(event(headers.into(), &BASE64.encode(body)), &ingress, None).await;
+        assert_eq!(response.status_code, 200, "{}", text(&response));
+        let messages = queue.messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].body.as_bytes(), body);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_decode_is_answered_400_and_nothing_is_enqueued() {
+        let queue = Arc::new(InMemoryEventQueue::default());
+        let ingress = ingress(queue.clone(), Arc::new(FixedClock::at_unix(1_700_000_000)));
+        let response = handle(
+            event(
+                serde_json::json!({"x-github-delivery": "d-43"}),
+                "not base64!",
+            ),
+            &ingress,
+            None,
+        )
+        .await;
+        assert_eq!(response.status_code, 400);
+        assert_eq!(text(&response), "malformed request body");
+        assert_eq!(
+            response
+                .headers
+                .get("content-type")
+                .and_then(|value| value.to_str().ok()),
+            Some("text/plain; charset=utf-8")
+        );
+        assert!(queue.messages().is_empty());
+    }
+}
