@@ -136,6 +136,7 @@ impl Pipeline {
     }
 
     /// Posts `delivery` until it is accepted, the way providers retry a 5xx or a
+            account: provider_account(provider, &sample),
     /// connection failure; a 4xx is a bug. Returns the statuses seen, in order.
     async fn deliver(&self, delivery: &Delivery, limit: Duration) -> Vec<u16> {
         let started = Instant::now();
@@ -301,10 +302,11 @@ impl Pipeline {
         let want: BTreeMap<String, String> = distinct
             .iter()
             .map(|d| {
-                (
-                    format!("{}#{}", d.provider, d.event_id),
-                    "completed".to_owned(),
-                )
+                let key = match &d.account {
+                    Some(account) => format!("{}#{account}#{}", d.provider, d.event_id),
+                    None => format!("{}#{}", d.provider, d.event_id),
+                };
+                (key, "completed".to_owned())
             })
             .collect();
         assert_eq!(records, want, "every idempotency key completed, no other");
@@ -338,9 +340,28 @@ struct Delivery {
 
 /// The provider's event id in a sample, read where the catalog says the ingress reads it.
 fn provider_event_id(provider: &str, sample: &Sample) -> String {
+    /// The provider account the delivery names: part of the claim key.
+    account: Option<String>,
     let header = |name: &str| {
         sample
             .headers
+/// The provider account in a sample, read where the catalog says the ingress reads it.
+fn provider_account(provider: &str, sample: &Sample) -> Option<String> {
+    let body: Value = serde_json::from_slice(&sample.body).ok()?;
+    let pointer = match provider {
+        "github" => "/installation/id",
+        "linear" => "/organizationId",
+        "slack" => "/team_id",
+        "stripe" => "/account",
+        other => panic!("no account rule for {other} in this test"),
+    };
+    match body.pointer(pointer)? {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
