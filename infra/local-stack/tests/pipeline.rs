@@ -22,14 +22,19 @@ use std::{
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use junction_cli::{
-    queues::{RedriveMethod, StackQueues, redrive},
+    connections::stack_table,
+    queues::{RedriveMethod, StackQueues, list_dead_letters, redrive, with_reasons},
     samples::{Sample, sample},
     webhook::{SignedWebhook, post, sign_webhook, signing_key, webhook_url},
 };
 use local_stack::{emulator::repo_root, stack::LocalStackConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use shared::{catalog::Catalog, events::CloudEvent};
+use shared::{
+    catalog::Catalog,
+    dead_letters::{DynamoDeadLetterNotes, KEY_PREFIX},
+    events::CloudEvent,
+};
 use time::OffsetDateTime;
 
 /// What the bus may see of one event.
@@ -494,7 +499,45 @@ async fn a_poison_message_reaches_the_dlq_intact_and_comes_back_with_redrive() {
     let mut published = Vec::new();
     pipeline.drain_observed(&mut published).await;
     assert!(published.is_empty(), "{published:?}");
-    assert_eq!(pipeline.idempotency_records().await, BTreeMap::new());
+    let mut records = pipeline.idempotency_records().await;
+    records.retain(|key, _| !key.starts_with(KEY_PREFIX));
+    assert_eq!(records, BTreeMap::new());
+
+    // AND the CLI's listing shows the reason the consumer logged for its last receive,
+    // from the note the consumer left in the stack's idempotency table
+    let stack_name = pipeline.stack.description().stack_name.clone();
+    let queues = StackQueues::discover(&sqs, &stack_name)
+        .await
+        .expect("queues");
+    let dlq = queues
+        .dead_letter_queue(Some("ingest-dlq"))
+        .expect("the ingest DLQ");
+    let mut letters = list_dead_letters(&sqs, dlq, 10).await.expect("listed");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let table = stack_table(&pipeline.dynamodb, &stack_name, "IdempotencyTable")
+        .await
+        .expect("the CLI finds the idempotency table");
+    assert_eq!(table, pipeline.idempotency_table);
+    with_reasons(
+        &mut letters,
+        &DynamoDeadLetterNotes::new(pipeline.dynamodb.clone(), table),
+    )
+    .await
+    .expect("notes read");
+    let logged_reason = pipeline.stack.functions()["EventConsumerFunction"]
+        .logs()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(&line[line.find('{')?..]).ok())
+        .find(|line| {
+            line["message_id"] == letters[0].message_id.as_str() && line["dead_lettered"] == true
+        })
+        .and_then(|line| line["reason"].as_str().map(str::to_owned))
+        .expect("the consumer logged the last receive's failure");
+    let shown = letters[0].reason.clone().expect("a reason is shown");
+    assert!(
+        shown == logged_reason || shown.starts_with(&format!("{logged_reason}: ")),
+        "shown {shown:?}, logged {logged_reason:?}"
+    );
 
     // WHEN the operator pauses the consumer and redrives with the CLI's code
     pipeline.set_consumer_enabled(false).await;
