@@ -136,12 +136,12 @@ impl Pipeline {
         Delivery {
             provider: provider.to_owned(),
             event_id: provider_event_id(provider, &sample),
+            account: provider_account(provider, &sample),
             signed,
         }
     }
 
     /// Posts `delivery` until it is accepted, the way providers retry a 5xx or a
-            account: provider_account(provider, &sample),
     /// connection failure; a 4xx is a bug. Returns the statuses seen, in order.
     async fn deliver(&self, delivery: &Delivery, limit: Duration) -> Vec<u16> {
         let started = Instant::now();
@@ -340,16 +340,11 @@ impl Pipeline {
 struct Delivery {
     provider: String,
     event_id: String,
+    /// The provider account the delivery names: part of the claim key.
+    account: Option<String>,
     signed: SignedWebhook,
 }
 
-/// The provider's event id in a sample, read where the catalog says the ingress reads it.
-fn provider_event_id(provider: &str, sample: &Sample) -> String {
-    /// The provider account the delivery names: part of the claim key.
-    account: Option<String>,
-    let header = |name: &str| {
-        sample
-            .headers
 /// The provider account in a sample, read where the catalog says the ingress reads it.
 fn provider_account(provider: &str, sample: &Sample) -> Option<String> {
     let body: Value = serde_json::from_slice(&sample.body).ok()?;
@@ -367,6 +362,11 @@ fn provider_account(provider: &str, sample: &Sample) -> Option<String> {
     }
 }
 
+/// The provider's event id in a sample, read where the catalog says the ingress reads it.
+fn provider_event_id(provider: &str, sample: &Sample) -> String {
+    let header = |name: &str| {
+        sample
+            .headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
