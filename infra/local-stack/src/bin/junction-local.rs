@@ -405,7 +405,7 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
     println!("  cargo run -q -p junction-cli -- send-webhook github");
     println!("  cargo run -q -p junction-cli -- status");
     println!(
-        "  JUNCTION_LOCAL_IAM_KEY={} cargo run -q -p junction-cli -- connect <provider> --tenant acme",
+        "  JUNCTION_LOCAL_IAM_KEY={} cargo run -q -p junction-cli -- connect <provider> --tenant acme --return-to https://app.example.com/integrations",
         stack.local_iam_key()
     );
     println!();
