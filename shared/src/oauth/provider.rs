@@ -568,6 +568,20 @@ mod tests {
         ProviderClient::new().with_endpoint_rules(EndpointRules::LoopbackHttpForTests)
     }
 
+    /// A refresh of GitHub's spec with its token endpoint at `base`/token.
+    async fn refresh_at(client: &ProviderClient, base: &str) -> Result<TokenResponse, TokenError> {
+        let mut spec = spec("github");
+        spec.token_url = format!("{base}/token");
+        client
+            .refresh(
+                &spec,
+                &credentials(),
+                &BTreeMap::new(),
+                &SecretString::new("rt".to_owned()),
+            )
+            .await
+    }
+
     /// The review's reproducer: a token endpoint answering 300 MB (it took the refresher
     /// to 331 MiB). The read stops at the cap, whether the length is declared or not.
     #[tokio::test]
@@ -577,16 +591,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
         ] {
             let base = crate::response_body::testing::stream_answer(head, 300 * 1024 * 1024).await;
-            let mut spec = spec("github");
-            spec.token_url = format!("{base}/token");
-            let refused = local_client()
-                .refresh(
-                    &spec,
-                    &credentials(),
-                    &BTreeMap::new(),
-                    &SecretString::new("rt".to_owned()),
-                )
-                .await;
+            let refused = refresh_at(&local_client(), &base).await;
             assert!(
                 matches!(&refused, Err(TokenError::Rejected(reason)) if reason.contains("cap")),
                 "{refused:?}"
@@ -603,16 +608,7 @@ mod tests {
             2,
         )
         .await;
-        let mut spec = spec("github");
-        spec.token_url = format!("{base}/token");
-        let refused = ProviderClient::new()
-            .refresh(
-                &spec,
-                &credentials(),
-                &BTreeMap::new(),
-                &SecretString::new("rt".to_owned()),
-            )
-            .await;
+        let refused = refresh_at(&ProviderClient::new(), &base).await;
         assert!(
             matches!(&refused, Err(TokenError::Rejected(reason)) if reason.contains("https")),
             "{refused:?}"
