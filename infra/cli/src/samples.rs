@@ -52,8 +52,23 @@ fn json_sample(headers: Vec<(&str, String)>, body: serde_json::Value) -> Sample 
 }
 
 /// The sample delivery of `provider` at `now`; a generic JSON event for providers
-/// without a dedicated sample.
+/// without a dedicated sample. Where a delivery states its API version, the sample
+/// states the one the built-in catalog pins (see [`sample_at_version`]).
 pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
+    let pinned = shared::catalog::Catalog::embedded()
+        .ok()
+        .and_then(|catalog| catalog.get(provider))
+        .and_then(|entry| entry.api_version.as_deref());
+    sample_at_version(provider, pinned, now)
+}
+
+/// [`sample`] stating `api_version` where the provider's deliveries state theirs
+/// (Stripe's `api_version`, Shopify's `X-Shopify-API-Version`, Twilio's `ApiVersion`):
+/// the version the stack's catalog entry pins, so the consumer sees no mismatch. A
+/// provider pins its version in the endpoint's settings, so a real delivery states the
+/// pinned one too. Without a pinned version, the provider's current one.
+pub fn sample_at_version(provider: &str, api_version: Option<&str>, now: OffsetDateTime) -> Sample {
+    let version = |current: &str| api_version.unwrap_or(current).to_owned();
     let seconds = now.unix_timestamp();
     let millis = seconds * 1000 + i64::from(now.millisecond());
     match provider {
@@ -91,7 +106,7 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
             json!({
                 "id": format!("evt_{}", &hex::encode(rand::random::<[u8; 12]>())),
                 "object": "event",
-                "api_version": "2026-07-29.dahlia",
+                "api_version": version("2026-07-29.dahlia"),
                 "created": seconds,
                 "type": "payment_intent.succeeded",
                 "livemode": false,
@@ -136,7 +151,7 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
             vec![
                 ("X-Shopify-Topic", "orders/create".into()),
                 ("X-Shopify-Shop-Domain", "junction-dev.myshopify.com".into()),
-                ("X-Shopify-API-Version", "2024-07".into()),
+                ("X-Shopify-API-Version", version("2026-07")),
                 ("X-Shopify-Webhook-Id", uuid()),
                 ("X-Shopify-Triggered-At", rfc3339(now)),
                 ("X-Shopify-Event-Id", uuid()),
@@ -264,7 +279,7 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
                 .append_pair("MessageSid", &message_sid)
                 .append_pair("AccountSid", &sid("AC"))
                 .append_pair("From", "+14155552671")
-                .append_pair("ApiVersion", "2010-04-01")
+                .append_pair("ApiVersion", &version("2010-04-01"))
                 .finish();
             Sample {
                 content_type: "application/x-www-form-urlencoded".into(),
@@ -559,10 +574,63 @@ mod tests {
                 event_id: Some("sample-event-id"),
                 headers: &headers,
                 body: &sample.body,
-                pinned_api_version: None,
+                pinned_api_version: provider.api_version.as_deref(),
             };
             let normalized = shared::normalize::normalize(&raw);
-            assert!(normalized.is_ok(), "{}: {normalized:?}", provider.id);
+            let Ok(normalized) = normalized else {
+                panic!("{}: {normalized:?}", provider.id);
+            };
+            // A sample states the version the catalog pins, or none.
+            assert_eq!(
+                normalized.version_mismatch, None,
+                "{}: the sample states another API version than the catalog pins",
+                provider.id
+            );
+        }
+    }
+
+    /// The Shopify sample said 2024-07 while the catalog pinned 2026-07: every sample
+    /// that states a version states the pinned one, and another pin is followed.
+    #[test]
+    fn samples_state_the_api_version_the_catalog_pins() {
+        let now = OffsetDateTime::now_utc();
+        let catalog = shared::catalog::Catalog::embedded().expect("catalog");
+        let stated = |provider: &str, sample: &Sample| -> Option<String> {
+            let headers: std::collections::BTreeMap<String, String> = sample
+                .headers
+                .iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+                .chain([("content-type".to_owned(), sample.content_type.clone())])
+                .collect();
+            let raw = shared::normalize::RawEvent {
+                provider,
+                resource: None,
+                event_type: None,
+                event_id: Some("sample-event-id"),
+                headers: &headers,
+                body: &sample.body,
+                pinned_api_version: None,
+            };
+            shared::normalize::normalize(&raw)
+                .expect("normalized")
+                .received_api_version
+        };
+        for provider in ["stripe", "shopify", "twilio"] {
+            let pinned = catalog
+                .get(provider)
+                .and_then(|entry| entry.api_version.clone());
+            assert!(pinned.is_some(), "{provider} pins a version");
+            assert_eq!(
+                stated(provider, &sample(provider, now)),
+                pinned,
+                "{provider}"
+            );
+            let other = sample_at_version(provider, Some("2099-01"), now);
+            assert_eq!(
+                stated(provider, &other).as_deref(),
+                Some("2099-01"),
+                "{provider}"
+            );
         }
     }
 }
