@@ -16,6 +16,19 @@ pub async fn stack_table(
     stack: &str,
     logical_id: &str,
 ) -> anyhow::Result<String> {
+    match find_stack_table(client, stack, logical_id).await? {
+        Some(table) => Ok(table),
+        None => bail!("no table named {stack}-{logical_id}-… (is the stack name right?)"),
+    }
+}
+
+/// [`stack_table`], or `None` when the stack has no such table (`status` reports it
+/// missing and goes on).
+pub async fn find_stack_table(
+    client: &aws_sdk_dynamodb::Client,
+    stack: &str,
+    logical_id: &str,
+) -> anyhow::Result<Option<String>> {
     let prefix = format!("{stack}-{logical_id}-");
     let mut pages = client.list_tables().into_paginator().send();
     let mut found = Vec::new();
@@ -29,8 +42,8 @@ pub async fn stack_table(
         );
     }
     match found.as_slice() {
-        [table] => Ok(table.clone()),
-        [] => bail!("no table named {prefix}… (is the stack name right?)"),
+        [table] => Ok(Some(table.clone())),
+        [] => Ok(None),
         many => bail!("several tables match {prefix}…: {many:?}"),
     }
 }
@@ -46,6 +59,14 @@ pub async fn connection_statuses(
         "ConnectionsTable",
     )
     .await?;
+    connections_in(aws, table).await
+}
+
+/// Every connection in the connections table `table`, oldest first.
+pub async fn connections_in(
+    aws: &aws_config::SdkConfig,
+    table: String,
+) -> anyhow::Result<Vec<Connection>> {
     DynamoConnectionStore::from_config(aws, table)
         .list_all(LIMIT)
         .await

@@ -3,18 +3,25 @@
 //! each provider does ([`webhook`], with the JWTs of Gmail push and Plaid minted by
 //! [`tokens`]), and the stack's queues, their depths and DLQ
 //! redrive ([`queues`]), the catalog overlays' validity ([`overlays`]), every
-//! connection's health ([`connections`]), forcing a poll ([`polls`]), and minting a
-//! connect session through the management API ([`connect`]).
+//! connection's health ([`connections`]), forcing a poll ([`polls`]), minting a
+//! connect session through the management API ([`connect`]), the events on the bus
+//! ([`events`]), the catalog the stack runs with, overlay included
+//! ([`stack_catalog`]), the resources the template gives a stack ([`stack`]), and a
+//! standard output a closed pipe ends quietly ([`output`]).
 //!
 //! Everything takes SDK clients built by [`sdk_config`], which points at the emulator
 //! when an endpoint is given and at real AWS otherwise.
 
 pub mod connect;
 pub mod connections;
+pub mod events;
+pub mod output;
 pub mod overlays;
 pub mod polls;
 pub mod queues;
 pub mod samples;
+pub mod stack;
+pub mod stack_catalog;
 pub mod tokens;
 pub mod webhook;
 

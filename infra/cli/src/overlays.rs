@@ -5,6 +5,8 @@
 use anyhow::Context as _;
 use shared::catalog::{Catalog, EndpointRules};
 
+use crate::stack_catalog::{overlay_ids, overlay_secret_names, read_overlay_secret};
+
 /// One overlay secret and what validating it found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayStatus {
@@ -27,39 +29,10 @@ pub async fn overlay_statuses(
     let base = Catalog::embedded()
         .context("the built-in catalog")?
         .with_endpoint_rules(rules);
-    let wanted = format!("{prefix}/catalog/");
-    let mut names = Vec::new();
-    let mut pages = client
-        .list_secrets()
-        .filters(
-            aws_sdk_secretsmanager::types::Filter::builder()
-                .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
-                .values(&wanted)
-                .build(),
-        )
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.context("listing catalog overlay secrets")?;
-        names.extend(
-            page.secret_list()
-                .iter()
-                .filter_map(|secret| secret.name().map(str::to_owned))
-                // The name filter is a prefix match on words; keep exact prefixes only.
-                .filter(|name| name.starts_with(&wanted)),
-        );
-    }
-    names.sort();
+    let names = overlay_secret_names(client, prefix).await?;
     let mut statuses = Vec::new();
     for name in names {
-        let text = client
-            .get_secret_value()
-            .secret_id(&name)
-            .send()
-            .await
-            .with_context(|| format!("reading {name}"))?
-            .secret_string
-            .unwrap_or_default();
+        let text = read_overlay_secret(client, &name).await?;
         let result = match base.with_overlay(&name, &text) {
             Ok(_) => Ok(overlay_ids(&text)),
             Err(err) => Err(err.to_string()),
@@ -67,22 +40,6 @@ pub async fn overlay_statuses(
         statuses.push(OverlayStatus { name, result });
     }
     Ok(statuses)
-}
-
-/// The `id`s of an overlay document's `[[provider]]` entries.
-fn overlay_ids(text: &str) -> Vec<String> {
-    text.parse::<toml::Table>()
-        .ok()
-        .and_then(|table| table.get("provider").and_then(|p| p.as_array()).cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|entry| {
-            entry
-                .get("id")
-                .and_then(|id| id.as_str())
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 /// The lines `junction status` prints for the overlays.

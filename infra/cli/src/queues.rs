@@ -19,6 +19,8 @@ use std::{
 
 use shared::dead_letters::{DeadLetterNotes, NoteError};
 
+use crate::stack::NamedResource;
+
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
     QueueAttributeName,
@@ -159,6 +161,9 @@ impl StackQueues {
                 break;
             }
         }
+        // The queue `junction events` subscribes to the bus is the CLI's, not the stack's.
+        let tap = crate::events::tap_queue_name(stack_name);
+        urls.retain(|url| url.rsplit('/').next() != Some(tap.as_str()));
         if urls.is_empty() {
             return Err(QueueError::NoQueues { prefix });
         }
@@ -242,8 +247,44 @@ impl StackQueues {
         }
     }
 
+    /// The queues the stack should have and lacks: those of `expected` (the template's,
+    /// [`crate::stack::expected_queues`]) not found, and dead-letter queues a found
+    /// queue's redrive policy targets that are gone (its failing messages have nowhere to
+    /// go).
+    pub fn missing(&self, stack: &str, expected: &[NamedResource]) -> Vec<MissingQueue> {
+        let mut missing: Vec<MissingQueue> = expected
+            .iter()
+            .map(|resource| (resource.name_in(stack), resource))
+            .filter(|(name, _)| !self.queues.iter().any(|q| q.name == *name))
+            .map(|(name, resource)| MissingQueue {
+                name,
+                why: format!("the template's {}", resource.logical_id),
+            })
+            .collect();
+        for queue in &self.queues {
+            let Some((arn, _)) = &queue.redrive else {
+                continue;
+            };
+            if self.queues.iter().any(|q| q.arn == *arn) {
+                continue;
+            }
+            let name = arn.rsplit(':').next().unwrap_or(arn).to_owned();
+            let why = format!("the dead-letter queue of {}", queue.name);
+            match missing.iter_mut().find(|m| m.name == name) {
+                Some(known) => known.why = format!("{}, {why}", known.why),
+                None => missing.push(MissingQueue { name, why }),
+            }
+        }
+        missing
+    }
+
     /// A fixed-width table of every queue's depth.
     pub fn status_table(&self) -> String {
+        self.status_table_with_missing(&[])
+    }
+
+    /// [`StackQueues::status_table`] with a `MISSING` row for each of `missing`.
+    pub fn status_table_with_missing(&self, missing: &[MissingQueue]) -> String {
         let mut out = format!(
             "{:<44} {:>8} {:>9} {:>8}  {}\n",
             "queue", "visible", "in flight", "delayed", "role"
@@ -274,8 +315,23 @@ impl StackQueues {
                 queue.delayed()
             ));
         }
+        for queue in missing {
+            out.push_str(&format!(
+                "{:<44} {:>8} {:>9} {:>8}  MISSING ({})\n",
+                queue.name, "-", "-", "-", queue.why
+            ));
+        }
         out
     }
+}
+
+/// A queue [`StackQueues::missing`] did not find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingQueue {
+    pub name: String,
+    /// Why the stack should have it: `the template's PollDeadLetterQueue`, `the
+    /// dead-letter queue of junction-poll`.
+    pub why: String,
 }
 
 /// A message seen in a dead-letter queue.
@@ -662,5 +718,50 @@ mod tests {
                 None
             ]
         );
+    }
+
+    fn queue(name: &str, redrive_to: Option<&str>) -> Queue {
+        let arn = |name: &str| format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+        Queue {
+            name: name.to_owned(),
+            url: format!("https://sqs.us-east-1.amazonaws.com/123456789012/{name}"),
+            arn: arn(name),
+            attributes: BTreeMap::new(),
+            redrive: redrive_to.map(|dlq| (arn(dlq), 5)),
+        }
+    }
+
+    /// `status` used to leave a missing queue out of its table without a word.
+    #[test]
+    fn a_missing_queue_gets_a_row_and_a_reason() {
+        let queues = StackQueues {
+            queues: vec![
+                queue("s-ingest", Some("s-ingest-dlq")),
+                queue("s-ingest-dlq", None),
+                queue("s-poll", Some("s-poll-dlq")),
+            ],
+        };
+        let expected = crate::stack::expected_queues();
+        let missing = queues.missing("s", &expected);
+        assert_eq!(
+            missing,
+            [MissingQueue {
+                name: "s-poll-dlq".into(),
+                why: "the template's PollDeadLetterQueue, the dead-letter queue of s-poll".into(),
+            }]
+        );
+        let table = queues.status_table_with_missing(&missing);
+        let last = table.lines().last().unwrap_or_default();
+        assert!(last.starts_with("s-poll-dlq "), "{table}");
+        assert!(
+            last.contains("MISSING (the template's PollDeadLetterQueue"),
+            "{table}"
+        );
+
+        let complete = StackQueues {
+            queues: [queues.queues.clone(), vec![queue("s-poll-dlq", None)]].concat(),
+        };
+        assert_eq!(complete.missing("s", &expected), []);
+        assert!(!complete.status_table().contains("MISSING"));
     }
 }
