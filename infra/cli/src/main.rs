@@ -3,24 +3,30 @@
 //! Points at the AWS emulator when `--endpoint` / `AWS_ENDPOINT_URL` is set (the local
 //! stack prints the exports), and at real AWS otherwise.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use junction_cli::{
     connect::{ApiAuth, create_session, parse_params},
-    connections::{connection_statuses, connection_table, stack_table},
+    connections::{connection_table, connections_in, find_stack_table, stack_table},
+    events::{self, Reading},
+    output::Output,
     overlays::{overlay_statuses, overlay_table},
     polls::force_poll,
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive, with_reasons},
-    samples::{Sample, sample},
+    samples::{Sample, sample_at_version},
     sdk_config,
+    stack::expected_queues,
+    stack_catalog::{OverlaySource, StackCatalog, stack_catalog},
     webhook::{post, sign_webhook, sign_webhook_for_public_url, signing_key, webhook_url},
 };
 use shared::{
-    catalog::{Catalog, EndpointRules},
-    dead_letters::DynamoDeadLetterNotes,
-    webhooks::SigningSecret,
+    catalog::EndpointRules, dead_letters::DynamoDeadLetterNotes, webhooks::SigningSecret,
 };
 use time::OffsetDateTime;
 
@@ -85,8 +91,27 @@ enum Command {
     },
     /// Depth of each queue and dead-letter queue of the stack, whether each catalog
     /// overlay (`<prefix>/catalog/*`) is valid, and every connection's state, token and
-    /// last successful sync.
+    /// last successful sync. Exits non-zero when a queue or table of the stack is
+    /// missing or an overlay is invalid.
     Status,
+    /// Show the CloudEvents the stack publishes on its event bus. The first run
+    /// subscribes a queue of the CLI's own to the bus (rule `junction-cli-events`, queue
+    /// `junction-cli-events-<stack>`); events published from then on wait there until
+    /// shown.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EventsArgs {
+    /// Keep showing events as they come, until Ctrl-C.
+    #[arg(long, conflicts_with = "unsubscribe")]
+    follow: bool,
+    /// Seconds to wait for the first event.
+    #[arg(long, default_value_t = 10)]
+    wait: u64,
+    /// Remove the rule and the queue (and any events still waiting).
+    #[arg(long)]
+    unsubscribe: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,6 +147,20 @@ struct SendWebhookArgs {
     /// or `{"key": <private JWK>, "claims": {"aud": …, "email": …}}`).
     #[arg(long, env = "JUNCTION_SIGNING_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// The catalog overlay the stack runs with, as a file (what `infra/dev
+    /// --catalog-overlay` was given, which reads the same variable). Default: the
+    /// stack's overlay secret under `<prefix>/catalog/` that defines the provider.
+    #[arg(long, env = "JUNCTION_CATALOG_OVERLAY", value_name = "FILE")]
+    catalog_overlay: Option<PathBuf>,
+    /// The catalog overlay the stack runs with, as the secret its `CatalogOverlaySecret`
+    /// parameter names.
+    #[arg(
+        long,
+        env = "JUNCTION_CATALOG_OVERLAY_SECRET",
+        value_name = "NAME",
+        conflicts_with = "catalog_overlay"
+    )]
+    catalog_overlay_secret: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -196,35 +235,36 @@ enum Method {
     Copy,
 }
 
+/// Errors are printed as their chain of causes (`{:#}`), never with `Debug`: returning
+/// an `anyhow::Error` from `main` would print a backtrace under `RUST_BACKTRACE`, which
+/// says nothing a user can act on.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut out = Output::stdout();
+    match run(cli, &mut out).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("junction: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, out: &mut Output<std::io::Stdout>) -> anyhow::Result<ExitCode> {
     let endpoint = cli.endpoint.as_deref().filter(|e| !e.is_empty());
     let aws = sdk_config(endpoint, cli.region.as_deref()).await;
+    // An --endpoint is the local stack's emulator: its functions call loopback providers
+    // over http, and overlays are checked as they check them.
+    let rules = match endpoint {
+        Some(_) => EndpointRules::LoopbackHttpForTests,
+        None => EndpointRules::Public,
+    };
     match cli.command {
-        Command::SendWebhook(args) => send_webhook(&aws, &cli.prefix, args).await,
-        Command::Connect(args) => connect(&aws, args).await,
-        Command::Status => {
-            let sqs = aws_sdk_sqs::Client::new(&aws);
-            let queues = StackQueues::discover(&sqs, &cli.stack).await?;
-            print!("{}", queues.status_table());
-            let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-            // An --endpoint is the local stack's emulator: its functions call loopback
-            // providers over http, and the overlays are checked as they check them.
-            let rules = match endpoint {
-                Some(_) => EndpointRules::LoopbackHttpForTests,
-                None => EndpointRules::Public,
-            };
-            let overlays = overlay_statuses(&secrets, &cli.prefix, rules).await?;
-            print!("{}", overlay_table(&overlays));
-            let connections = connection_statuses(&aws, &cli.stack).await?;
-            let now = OffsetDateTime::now_utc().unix_timestamp();
-            print!("{}", connection_table(&connections, now));
-            if overlays.iter().any(|o| o.result.is_err()) {
-                bail!("a catalog overlay is invalid: functions using it fail at init");
-            }
-            Ok(())
-        }
+        Command::SendWebhook(args) => send_webhook(&aws, &cli.prefix, rules, args, out).await,
+        Command::Connect(args) => connect(&aws, args, out).await,
+        Command::Status => status(&aws, &cli.stack, &cli.prefix, rules, out).await,
+        Command::Events(args) => watch_events(&aws, &cli.stack, args, out).await,
         Command::Poll {
             connection,
             model,
@@ -234,12 +274,12 @@ async fn main() -> anyhow::Result<()> {
             let forced =
                 force_poll(&aws, &cli.stack, &connection, model.as_deref(), full, now).await?;
             for job in &forced {
-                println!("{}: {}", job.job, job.result);
+                out.line(&format!("{}: {}", job.job, job.result))?;
             }
             if forced.iter().any(|job| job.result == "no such job") {
                 bail!("no sync job for some of those models");
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command } => {
             let sqs = aws_sdk_sqs::Client::new(&aws);
@@ -267,12 +307,12 @@ async fn main() -> anyhow::Result<()> {
                             eprintln!("reasons unavailable: {err:#}");
                         }
                     }
-                    println!("{}: {} message(s)", dlq.name, letters.len());
+                    out.line(&format!("{}: {} message(s)", dlq.name, letters.len()))?;
                     if !letters.is_empty() {
-                        println!(
+                        out.line(&format!(
                             "{:<38} {:>8} {:<24} {:<20} last failure",
                             "message id", "receives", "sent", "provider/event"
-                        );
+                        ))?;
                     }
                     for letter in letters {
                         let sent = letter
@@ -293,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
                             (Some(provider), None) => provider.clone(),
                             _ => format!("{} bytes", letter.body_bytes),
                         };
-                        println!(
+                        out.line(&format!(
                             "{:<38} {:>8} {:<24} {:<20} {}",
                             letter.message_id,
                             letter.receive_count,
@@ -304,9 +344,9 @@ async fn main() -> anyhow::Result<()> {
                                 .as_deref()
                                 .or(letter.first_error.as_deref())
                                 .unwrap_or("-")
-                        );
+                        ))?;
                     }
-                    Ok(())
+                    Ok(ExitCode::SUCCESS)
                 }
                 DlqCommand::Redrive { queue, max, method } => {
                     let dlq = queues.dead_letter_queue(Some(&queue))?;
@@ -325,29 +365,162 @@ async fn main() -> anyhow::Result<()> {
                         .map(|q| q.name.as_str())
                         .collect();
                     match report.task_handle {
-                        Some(handle) => println!(
+                        Some(handle) => out.line(&format!(
                             "moved {} message(s) from {} to {} (StartMessageMoveTask {handle})",
                             report.moved,
                             dlq.name,
                             sources.join(", ")
-                        ),
-                        None => println!(
+                        ))?,
+                        None => out.line(&format!(
                             "moved {} message(s) from {} to {} (each re-sent, then deleted); {} sent after the redrive started left in {}",
                             report.moved,
                             dlq.name,
                             sources.join(", "),
                             report.left,
                             dlq.name
-                        ),
+                        ))?,
                     }
-                    Ok(())
+                    Ok(ExitCode::SUCCESS)
                 }
             }
         }
     }
 }
 
-async fn connect(aws: &aws_config::SdkConfig, args: ConnectArgs) -> anyhow::Result<()> {
+/// `junction status`: every section it can read, each missing resource said on stderr
+/// (and as a `MISSING` row), and a non-zero exit when anything is missing or invalid.
+async fn status(
+    aws: &aws_config::SdkConfig,
+    stack: &str,
+    prefix: &str,
+    rules: EndpointRules,
+    out: &mut Output<std::io::Stdout>,
+) -> anyhow::Result<ExitCode> {
+    let mut problems: Vec<String> = Vec::new();
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let queues = StackQueues::discover(&sqs, stack).await?;
+    let missing = queues.missing(stack, &expected_queues());
+    out.print(&queues.status_table_with_missing(&missing))?;
+    problems.extend(
+        missing
+            .iter()
+            .map(|queue| format!("the stack has no queue {} ({})", queue.name, queue.why)),
+    );
+
+    let secrets = aws_sdk_secretsmanager::Client::new(aws);
+    let overlays = overlay_statuses(&secrets, prefix, rules).await?;
+    out.print(&overlay_table(&overlays))?;
+    problems.extend(
+        overlays
+            .iter()
+            .filter(|overlay| overlay.result.is_err())
+            .map(|overlay| {
+                format!(
+                    "the catalog overlay {} is invalid: functions using it fail at init",
+                    overlay.name
+                )
+            }),
+    );
+
+    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+    match find_stack_table(&dynamodb, stack, "ConnectionsTable").await? {
+        Some(table) => {
+            let connections = connections_in(aws, table).await?;
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            out.print(&connection_table(&connections, now))?;
+        }
+        None => {
+            out.line(&format!(
+                "connections: MISSING (no table {stack}-ConnectionsTable-…)"
+            ))?;
+            problems.push(format!(
+                "the stack has no connections table ({stack}-ConnectionsTable-…)"
+            ));
+        }
+    }
+
+    for problem in &problems {
+        eprintln!("warning: {problem}");
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `junction events`: subscribes on first use, then shows what arrives.
+async fn watch_events(
+    aws: &aws_config::SdkConfig,
+    stack: &str,
+    args: EventsArgs,
+    out: &mut Output<std::io::Stdout>,
+) -> anyhow::Result<ExitCode> {
+    let bus = aws_sdk_eventbridge::Client::new(aws);
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    if args.unsubscribe {
+        events::unsubscribe(&bus, &sqs, stack).await?;
+        eprintln!(
+            "removed the rule {} and the queue {}",
+            events::RULE,
+            events::tap_queue_name(stack)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tap = events::subscribe(&bus, &sqs, stack).await?;
+    if tap.created {
+        eprintln!(
+            "subscribed to the bus {}: rule {} → queue {}. Events published from now on wait \
+             there until `junction events` shows them (`--unsubscribe` removes both).",
+            tap.bus,
+            events::RULE,
+            tap.queue_name
+        );
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let reading = Reading {
+        deadline: Instant::now() + Duration::from_secs(args.wait),
+        follow: args.follow,
+    };
+    let mut shown_total = 0;
+    let mut seen = 0;
+    while let Some(wait) = reading.next_wait(seen, Instant::now()) {
+        let received = events::receive(&sqs, &tap, wait).await?;
+        seen = received.len();
+        let mut shown = Vec::new();
+        for event in received {
+            let text =
+                serde_json::to_string_pretty(&event.cloud_event).context("formatting an event")?;
+            out.line(&text)?;
+            if out.is_closed() {
+                break;
+            }
+            shown.push(event);
+        }
+        events::acknowledge(&sqs, &tap, &shown).await?;
+        shown_total += shown.len();
+        if out.is_closed() {
+            break;
+        }
+    }
+    if shown_total == 0 {
+        eprintln!(
+            "no events on {} in {} s (since the last `junction events`)",
+            tap.bus, args.wait
+        );
+    } else {
+        eprintln!("{shown_total} event(s) from {}", tap.bus);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connect(
+    aws: &aws_config::SdkConfig,
+    args: ConnectArgs,
+    out: &mut Output<std::io::Stdout>,
+) -> anyhow::Result<ExitCode> {
     let Some(api_url) = args.api_url.as_deref() else {
         bail!(
             "where to? set JUNCTION_API_URL (junction-local prints it) or pass --api-url \
@@ -379,22 +552,64 @@ async fn connect(aws: &aws_config::SdkConfig, args: ConnectArgs) -> anyhow::Resu
         .context("building the HTTP client")?;
     let session = create_session(&http, api_url, &auth, &request).await?;
     // The URL alone on stdout (for scripts); when it stops working on stderr.
-    println!("{}", session.connect_url);
+    out.line(&session.connect_url)?;
     if let Some(expires_at) = &session.expires_at {
         eprintln!("single use, until {expires_at}");
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn send_webhook(
     aws: &aws_config::SdkConfig,
     prefix: &str,
+    rules: EndpointRules,
     args: SendWebhookArgs,
-) -> anyhow::Result<()> {
-    let catalog = Catalog::embedded()?;
-    let provider = catalog
-        .get(&args.provider)
-        .with_context(|| format!("provider {} is not in the catalog", args.provider))?;
+    out: &mut Output<std::io::Stdout>,
+) -> anyhow::Result<ExitCode> {
+    let secrets = aws_sdk_secretsmanager::Client::new(aws);
+    let source = match (&args.catalog_overlay, &args.catalog_overlay_secret) {
+        (Some(path), _) => OverlaySource::File(path.clone()),
+        (None, Some(name)) => OverlaySource::Secret(name.clone()),
+        (None, None) => OverlaySource::Stack {
+            prefix: prefix.to_owned(),
+        },
+    };
+    let loaded = stack_catalog(&secrets, &source, rules, &args.provider).await;
+    let stack = match (loaded, &source) {
+        (Ok(stack), _) => stack,
+        // Without access to the stack's secrets (a deployed stack, `--secret` and
+        // `--url`, no credentials), a built-in provider is still signed as built in.
+        (Err(err), OverlaySource::Stack { .. })
+            if shared::catalog::Catalog::embedded()
+                .is_ok_and(|catalog| catalog.get(&args.provider).is_some()) =>
+        {
+            eprintln!(
+                "junction: the stack's catalog overlays are unreadable ({:#}); signing {} \
+                 as the built-in catalog defines it",
+                anyhow::Error::new(err),
+                args.provider
+            );
+            StackCatalog::built_in(rules)?
+        }
+        (Err(err), _) => return Err(err.into()),
+    };
+    let provider = stack.catalog.get(&args.provider).with_context(|| match &source {
+        OverlaySource::Stack { prefix } => format!(
+            "provider {} is not in the catalog, nor in a catalog overlay under {prefix}/catalog/",
+            args.provider
+        ),
+        _ => format!(
+            "provider {} is in neither the built-in catalog nor the overlay {}",
+            args.provider,
+            stack.overlay.as_deref().unwrap_or_default()
+        ),
+    })?;
+    if let Some(overlay) = stack.overlay_defining(&args.provider) {
+        eprintln!(
+            "{}: as the catalog overlay {overlay} defines it",
+            provider.id
+        );
+    }
     let endpoint = args.webhook_endpoint.as_deref();
     let url = match (&args.url, &args.api_url) {
         (Some(url), _) => url.clone(),
@@ -406,13 +621,11 @@ async fn send_webhook(
     };
     let key = match args.secret {
         Some(secret) => SigningSecret::new(secret),
-        None => {
-            let client = aws_sdk_secretsmanager::Client::new(aws);
-            signing_key(&client, prefix, provider, endpoint).await?
-        }
+        None => signing_key(&secrets, prefix, provider, endpoint).await?,
     };
     let now = OffsetDateTime::now_utc();
-    let mut delivery: Sample = sample(&provider.id, now);
+    let mut delivery: Sample =
+        sample_at_version(&provider.id, provider.api_version.as_deref(), now);
     if let Some(path) = &args.file {
         delivery.body =
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -443,20 +656,20 @@ async fn send_webhook(
         .context("building the HTTP client")?;
     let answer = post(&client, &signed).await?;
     if signed.signed_url == signed.url {
-        println!("POST {} → {}", signed.url, answer.status);
+        out.line(&format!("POST {} → {}", signed.url, answer.status))?;
     } else {
-        println!(
+        out.line(&format!(
             "POST {} (signed over {}) → {}",
             signed.url, signed.signed_url, answer.status
-        );
+        ))?;
     }
     if !answer.body.is_empty() {
-        println!("{}", answer.body);
+        out.line(&answer.body)?;
     }
     if !(200..300).contains(&answer.status) {
         bail!("{} answered {}", signed.url, answer.status);
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
