@@ -1,8 +1,10 @@
-//! The Lambda Runtime API emulator and the function processes it feeds.
+//! The Lambda Runtime API emulator and the function processes it feeds: the one the
+//! local stack runs its functions under, and the one `junction-bench` measures them
+//! (and the Node.js and Python references) with.
 //!
-//! Each function of the stack runs as one real process of its cargo binary, started
-//! with `AWS_LAMBDA_RUNTIME_API` pointing at a small server here that speaks the
-//! [Runtime API](https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html):
+//! Each function runs as one real process (its cargo binary, or an interpreter and
+//! a script) started with `AWS_LAMBDA_RUNTIME_API` pointing at a small server here that
+//! speaks the [Runtime API](https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html):
 //! `GET /2018-06-01/runtime/invocation/next`, `POST …/{id}/response`, `POST …/{id}/error`
 //! and `POST /2018-06-01/runtime/init/error`. Like one Lambda execution environment, a
 //! process handles one invocation at a time; callers queue behind each other.
@@ -12,10 +14,23 @@
 //! invocation. A process that exits is started again on the next invocation (Lambda
 //! starts a new environment the same way); a timed-out invocation kills its process.
 //!
-//! The emulator measures what the benchmarks need: init duration (process start → first
-//! `/next`), each invocation's duration and the process's peak RSS (`VmHWM`).
+//! The emulator measures what the benchmarks need:
 //!
-//! What the processes write is echoed to ours line by line, kept in memory (the newest
+//! - **init**: from spawning the process to its first `/next`, and the CPU time it used
+//!   until then ([`FunctionRuntime::wait_initialized`]);
+//! - **invocation**: from handing the event to the waiting `/next` to its `/response`
+//!   (or `/error`); its CPU time runs from the hand-over to the process's next `/next`,
+//!   so work done after the response (log flushing, the runtime's own bookkeeping) is
+//!   counted too ([`FunctionRuntime::invoke_measured`]);
+//! - **peak RSS**: `VmHWM` of `/proc/<pid>/status`, sampled while the process runs and
+//!   when it stops.
+//!
+//! CPU time is the sum of `/proc/<pid>/task/*/schedstat`'s on-CPU nanoseconds (user and
+//! kernel) over the process's threads. The listeners set `TCP_NODELAY`, so small
+//! responses are not held back by Nagle's algorithm against the runtime's delayed ACKs.
+//!
+//! What the processes write is echoed to ours line by line (unless the spec says not
+//! to: the bench prints its report there), kept in memory (the newest
 //! [`LOG_LINES_KEPT`] lines, for tests that look at recent lines) and kept in full on
 //! disk in the function's [`OutputArchive`], every byte of stdout and stderr of every
 //! process generation and every error document it posted, for the leak scan at the end
@@ -36,6 +51,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
+    serve::ListenerExt as _,
 };
 use serde::Serialize;
 use tokio::{
@@ -63,15 +79,22 @@ pub struct FunctionSpec {
     pub name: String,
     /// The ARN passed as `Lambda-Runtime-Invoked-Function-Arn`.
     pub arn: String,
-    /// The built binary.
+    /// The built binary (or the interpreter of a script runtime).
     pub executable: PathBuf,
+    /// Arguments after the executable: none for a Lambda `bootstrap`; the handler
+    /// script for the bench's Node.js and Python references.
+    pub args: Vec<String>,
     /// The function's configured timeout.
     pub timeout: Duration,
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (not enforced locally).
     pub memory_mb: u64,
     /// The full environment of the process except `AWS_LAMBDA_RUNTIME_API`, which is
     /// set per process: the stack's variables, the Lambda ones and the AWS endpoint ones.
+    /// Nothing else is inherited.
     pub environment: BTreeMap<String, String>,
+    /// Whether each line the processes write is echoed to our stdout, prefixed with the
+    /// logical id (the local stack's console). The output is kept either way.
+    pub echo: bool,
 }
 
 /// Why an invocation did not produce a response payload.
@@ -96,6 +119,34 @@ pub enum InvokeError {
     ShuttingDown,
 }
 
+/// A process's init, as [`FunctionRuntime::wait_initialized`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Init {
+    /// Process start → its first `/next`.
+    pub duration: Duration,
+    /// The CPU time the process used until then.
+    pub cpu: Duration,
+}
+
+/// One invocation, as [`FunctionRuntime::invoke_measured`] reports it.
+#[derive(Debug, Clone)]
+pub struct MeasuredInvocation {
+    /// The response payload, or the error the function posted
+    /// ([`InvokeError::Function`]).
+    pub answer: Result<Vec<u8>, InvokeError>,
+    /// Hand-over of the event → the response (or error) posted.
+    pub duration: Duration,
+    /// The CPU time the process used from the hand-over to its next `/next`.
+    pub cpu: Duration,
+}
+
+/// What the runtime posted for an invocation, and how long after the hand-over.
+#[derive(Debug)]
+struct Answered {
+    answer: Result<Vec<u8>, InvokeError>,
+    duration: Duration,
+}
+
 /// One invocation waiting for, or held by, the runtime.
 #[derive(Debug)]
 struct Invocation {
@@ -104,13 +155,24 @@ struct Invocation {
     /// Signalled when the runtime picks the invocation up; closed means the caller
     /// gave up and the invocation must be skipped.
     picked: oneshot::Sender<()>,
-    done: oneshot::Sender<Result<Vec<u8>, InvokeError>>,
+    done: oneshot::Sender<Answered>,
+    /// Given the invocation's CPU time when the process asks for its next invocation.
+    settled: oneshot::Sender<Duration>,
 }
 
 #[derive(Debug)]
 struct InFlight {
-    done: oneshot::Sender<Result<Vec<u8>, InvokeError>>,
+    done: oneshot::Sender<Answered>,
+    settled: oneshot::Sender<Duration>,
     started: Instant,
+    cpu_at_pickup: Duration,
+}
+
+/// An answered invocation whose CPU time ends at the process's next `/next`.
+#[derive(Debug)]
+struct Settling {
+    settled: oneshot::Sender<Duration>,
+    cpu_at_pickup: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -118,8 +180,12 @@ struct ProcessInfo {
     generation: u64,
     pid: Option<u32>,
     spawned_at: Option<Instant>,
-    initialized: bool,
+    /// Set at the process's first `/next`.
+    init: Option<Init>,
     init_error: Option<String>,
+    /// The process of `generation` exited (or could not start); cleared by the next.
+    ended: bool,
+    settling: Option<Settling>,
 }
 
 /// What the emulator measured for one function.
@@ -147,6 +213,8 @@ struct Shared {
     measurements: StdMutex<Measurements>,
     /// An invocation arrived: start the process if it is not running.
     wake: Notify,
+    /// The process initialized, reported an init error, or ended.
+    changed: Notify,
     /// Stop the current process (after a timeout); the next invocation starts another.
     restart: Notify,
     /// The newest [`LOG_LINES_KEPT`] lines the function's processes wrote (stdout and
@@ -194,6 +262,7 @@ impl FunctionRuntime {
             process: StdMutex::new(ProcessInfo::default()),
             measurements: StdMutex::new(Measurements::default()),
             wake: Notify::new(),
+            changed: Notify::new(),
             restart: Notify::new(),
             logs: Arc::new(StdMutex::new(std::collections::VecDeque::new())),
             output: Arc::new(OutputArchive::new(&spec_id)),
@@ -258,7 +327,39 @@ impl FunctionRuntime {
 
     /// True once the current process has asked for its first invocation.
     pub fn is_ready(&self) -> bool {
-        lock(&self.shared.process).initialized
+        lock(&self.shared.process).init.is_some()
+    }
+
+    /// Waits, at most `limit`, until the current process asks for its first invocation
+    /// and returns its [`Init`]: the cold start the bench measures. Fails when the
+    /// process reports an init error, exits or cannot start first.
+    pub async fn wait_initialized(&self, limit: Duration) -> Result<Init, InvokeError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Registered before the state is read, so a change in between is not missed.
+            let changed = self.shared.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let process = lock(&self.shared.process);
+                if let Some(init) = process.init {
+                    return Ok(init);
+                }
+                if let Some(error) = &process.init_error {
+                    return Err(InvokeError::RuntimeExited(error.clone()));
+                }
+                if process.ended {
+                    return Err(InvokeError::RuntimeExited(
+                        "the process exited before its first /next".into(),
+                    ));
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(InvokeError::RuntimeExited(format!(
+                    "no /next within {limit:?} of the start"
+                )));
+            }
+        }
     }
 
     /// Counts `count` records or requests the function answered as failed in a response
@@ -269,17 +370,60 @@ impl FunctionRuntime {
     }
 
     /// Invokes the function synchronously (`RequestResponse`) with `payload` and returns
-    /// its response payload.
+    /// its response payload as soon as the function posts it.
     pub async fn invoke(&self, payload: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
+        let _turn = self.shared.turn.lock().await;
+        let (answered, _settled) = self.call(payload).await?;
+        answered.answer
+    }
+
+    /// Invokes the function like [`FunctionRuntime::invoke`], then waits for the process
+    /// to ask for its next invocation, so the invocation's CPU time is complete (and so
+    /// is whatever it did after answering, such as its AWS calls) when this returns.
+    pub async fn invoke_measured(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<MeasuredInvocation, InvokeError> {
         let shared = &self.shared;
         let _turn = shared.turn.lock().await;
+        let (answered, settled) = self.call(payload).await?;
+        let cpu = match tokio::time::timeout(shared.spec.timeout, settled).await {
+            Ok(Ok(cpu)) => cpu,
+            Ok(Err(_)) => {
+                return Err(InvokeError::RuntimeExited(
+                    "the process exited after answering, before its next /next".into(),
+                ));
+            }
+            Err(_) => {
+                shared.restart.notify_one();
+                return Err(InvokeError::RuntimeExited(format!(
+                    "no /next within {:?} of the answer",
+                    shared.spec.timeout
+                )));
+            }
+        };
+        Ok(MeasuredInvocation {
+            answer: answered.answer,
+            duration: answered.duration,
+            cpu,
+        })
+    }
+
+    /// Queues one invocation and waits for its answer; the caller holds the turn.
+    async fn call(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<(Answered, oneshot::Receiver<Duration>), InvokeError> {
+        let shared = &self.shared;
         let (picked_tx, picked_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
+        let (settled_tx, settled_rx) = oneshot::channel();
         let invocation = Invocation {
             request_id: request_id(),
             payload,
             picked: picked_tx,
             done: done_tx,
+            settled: settled_tx,
         };
         shared
             .pending_tx
@@ -304,7 +448,7 @@ impl FunctionRuntime {
             }
         }
         match tokio::time::timeout(shared.spec.timeout, done_rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(answered)) => Ok((answered, settled_rx)),
             Ok(Err(_)) => Err(InvokeError::RuntimeExited(
                 "the process exited during the invocation".into(),
             )),
@@ -454,6 +598,20 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// On-CPU time of every thread of `pid` so far (user and kernel), from
+/// `/proc/<pid>/task/*/schedstat`; zero when the process is gone.
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
 /// Per-process state of a Runtime API listener.
 #[derive(Debug, Clone)]
 struct Generation {
@@ -473,6 +631,12 @@ async fn supervise(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             Ok(started) => started,
             Err(err) => {
                 eprintln!("[{name}] could not start: {err}");
+                {
+                    let mut process = lock(&shared.process);
+                    process.init_error = Some(format!("could not start: {err}"));
+                    process.ended = true;
+                }
+                shared.changed.notify_waiters();
                 fail_pending(&shared).await;
                 if !wait_for_work(&shared, &mut shutdown).await {
                     break;
@@ -500,8 +664,11 @@ async fn supervise(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let was_initialized = {
             let mut process = lock(&shared.process);
             process.pid = None;
-            std::mem::replace(&mut process.initialized, false)
+            process.ended = true;
+            process.settling = None;
+            process.init.take().is_some()
         };
+        shared.changed.notify_waiters();
         // Whatever the dead process held fails now, like a crashed Lambda environment.
         lock(&shared.in_flight).clear();
         match outcome {
@@ -568,6 +735,9 @@ async fn spawn_process(
 ) -> std::io::Result<(Child, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route(
@@ -586,6 +756,7 @@ async fn spawn_process(
     let spec = &shared.spec;
     let mut command = Command::new(&spec.executable);
     command
+        .args(&spec.args)
         .env_clear()
         .envs(&spec.environment)
         .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
@@ -593,27 +764,34 @@ async fn spawn_process(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    {
+    // The process's state is replaced in the same critical section as the spawn, so its
+    // first `/next` always finds its own generation, start time and pid.
+    let spawned = {
         let mut process = lock(&shared.process);
-        process.generation = generation;
-        process.spawned_at = Some(Instant::now());
-        process.initialized = false;
-        process.init_error = None;
-    }
-    let mut child = match command.spawn() {
+        let spawned_at = Instant::now();
+        let spawned = command.spawn();
+        *process = ProcessInfo {
+            generation,
+            pid: spawned.as_ref().ok().and_then(Child::id),
+            spawned_at: Some(spawned_at),
+            ..ProcessInfo::default()
+        };
+        spawned
+    };
+    let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
             server.abort();
             return Err(err);
         }
     };
-    lock(&shared.process).pid = child.id();
     let mut readers = lock(&shared.readers);
     // Copies of earlier processes that ended are done with; the others are waited for.
     readers.retain(|(_, _, reader)| !reader.is_finished());
     let copy = |stream: &'static str, output: Box<dyn AsyncRead + Send + Unpin>| {
         let target = OutputCopy {
             name: spec.logical_id.clone(),
+            echo: spec.echo,
             generation,
             stream,
             kept: shared.logs.clone(),
@@ -635,6 +813,8 @@ async fn spawn_process(
 struct OutputCopy {
     /// The function's logical id, the prefix of each echoed line.
     name: String,
+    /// Whether lines are echoed to our stdout ([`FunctionSpec::echo`]).
+    echo: bool,
     generation: u64,
     stream: &'static str,
     kept: Arc<StdMutex<std::collections::VecDeque<String>>>,
@@ -710,7 +890,9 @@ impl OutputCopy {
         if *cut > 0 {
             text.push_str(&format!(" [… {cut} more bytes]"));
         }
-        println!("[{}] {text}", self.name);
+        if self.echo {
+            println!("[{}] {text}", self.name);
+        }
         keep_newest(&mut lock(&self.kept), text, LOG_LINES_KEPT);
         line.clear();
         *cut = 0;
@@ -736,17 +918,51 @@ pub(crate) fn keep_newest(
     kept.push_back(line);
 }
 
+/// The process of `generation` is waiting in `/next`: the end of its init the first
+/// time, and of the previous invocation's CPU time after that.
+fn arrived_at_next(generation: &Generation) {
+    let shared = &generation.shared;
+    let arrived = Instant::now();
+    let mut process = lock(&shared.process);
+    if process.generation != generation.number {
+        return;
+    }
+    let cpu = process.pid.map(cpu_time).unwrap_or_default();
+    if process.init.is_none() {
+        let duration = process
+            .spawned_at
+            .map(|spawned_at| arrived.saturating_duration_since(spawned_at))
+            .unwrap_or_default();
+        process.init = Some(Init { duration, cpu });
+        lock(&shared.measurements).init.push(duration);
+        drop(process);
+        shared.changed.notify_waiters();
+    } else if let Some(settling) = process.settling.take() {
+        let _ = settling
+            .settled
+            .send(cpu.saturating_sub(settling.cpu_at_pickup));
+    }
+}
+
+/// Keeps the CPU reading taken at an answered invocation's hand-over until the process
+/// asks for its next one.
+fn settle_at_next(
+    generation: &Generation,
+    settled: oneshot::Sender<Duration>,
+    cpu_at_pickup: Duration,
+) {
+    let mut process = lock(&generation.shared.process);
+    if process.generation == generation.number {
+        process.settling = Some(Settling {
+            settled,
+            cpu_at_pickup,
+        });
+    }
+}
+
 async fn next(State(generation): State<Generation>) -> Response {
     let shared = &generation.shared;
-    {
-        let mut process = lock(&shared.process);
-        if process.generation == generation.number && !process.initialized {
-            process.initialized = true;
-            if let Some(spawned_at) = process.spawned_at {
-                lock(&shared.measurements).init.push(spawned_at.elapsed());
-            }
-        }
-    }
+    arrived_at_next(&generation);
     loop {
         let received = shared.pending_rx.lock().await.recv().await;
         let Some(invocation) = received else {
@@ -761,11 +977,15 @@ async fn next(State(generation): State<Generation>) -> Response {
             .and_then(|deadline| deadline.duration_since(UNIX_EPOCH).ok())
             .unwrap_or_default()
             .as_millis();
+        let pid = lock(&shared.process).pid;
+        let cpu_at_pickup = pid.map(cpu_time).unwrap_or_default();
         lock(&shared.in_flight).insert(
             invocation.request_id.clone(),
             InFlight {
                 done: invocation.done,
+                settled: invocation.settled,
                 started: Instant::now(),
+                cpu_at_pickup,
             },
         );
         let _ = invocation.picked.send(());
@@ -818,10 +1038,13 @@ async fn response(
     let Some(in_flight) = lock(&shared.in_flight).remove(&id) else {
         return unknown_request(&id);
     };
-    lock(&shared.measurements)
-        .invocations
-        .push(in_flight.started.elapsed());
-    let _ = in_flight.done.send(Ok(body.to_vec()));
+    let duration = in_flight.started.elapsed();
+    lock(&shared.measurements).invocations.push(duration);
+    settle_at_next(&generation, in_flight.settled, in_flight.cpu_at_pickup);
+    let _ = in_flight.done.send(Answered {
+        answer: Ok(body.to_vec()),
+        duration,
+    });
     accepted()
 }
 
@@ -835,21 +1058,26 @@ async fn error(
     let Some(in_flight) = lock(&shared.in_flight).remove(&id) else {
         return unknown_request(&id);
     };
+    let duration = in_flight.started.elapsed();
     {
         let mut measurements = lock(&shared.measurements);
-        measurements.invocations.push(in_flight.started.elapsed());
+        measurements.invocations.push(duration);
         measurements.errors += 1;
     }
+    settle_at_next(&generation, in_flight.settled, in_flight.cpu_at_pickup);
     shared
         .output
         .append(generation.number, "errors", &body)
         .await;
     let (error_type, message) = error_fields(&headers, &body);
-    let _ = in_flight.done.send(Err(InvokeError::Function {
-        error_type,
-        message,
-        payload: body.to_vec(),
-    }));
+    let _ = in_flight.done.send(Answered {
+        answer: Err(InvokeError::Function {
+            error_type,
+            message,
+            payload: body.to_vec(),
+        }),
+        duration,
+    });
     accepted()
 }
 
@@ -868,7 +1096,13 @@ async fn init_error(
         "[{}] init error {error_type}: {message}",
         generation.shared.spec.logical_id
     );
-    lock(&generation.shared.process).init_error = Some(format!("{error_type}: {message}"));
+    {
+        let mut process = lock(&generation.shared.process);
+        if process.generation == generation.number {
+            process.init_error = Some(format!("{error_type}: {message}"));
+        }
+    }
+    generation.shared.changed.notify_waiters();
     accepted()
 }
 
@@ -914,6 +1148,25 @@ mod tests {
         assert!(kib > 0);
     }
 
+    #[test]
+    fn cpu_time_of_this_process_grows_with_its_work() {
+        let pid = std::process::id();
+        let before = cpu_time(pid);
+        assert!(before > Duration::ZERO, "Linux /proc");
+        let started = Instant::now();
+        let mut spins = 0u64;
+        while cpu_time(pid) < before + Duration::from_millis(20) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no CPU time counted after {spins} spins"
+            );
+            for _ in 0..100_000 {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+        }
+        assert_eq!(cpu_time(u32::MAX), Duration::ZERO, "no such process");
+    }
+
     /// A "function" that never asks for an invocation: each process writes its number
     /// and a planted value on stderr, then more lines than are kept in memory, a byte
     /// that is not UTF-8 and a line longer than is kept, each followed by another planted
@@ -953,9 +1206,11 @@ echo "process $n done"
             name: "leaky".into(),
             arn: "arn:aws:lambda:us-east-1:123456789012:function:leaky".into(),
             executable: script,
+            args: Vec::new(),
             timeout: Duration::from_secs(5),
             memory_mb: 128,
             environment,
+            echo: false,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (function, task) = FunctionRuntime::start(spec, shutdown_rx);

@@ -574,9 +574,11 @@ impl LocalStack {
                     )
                 }),
                 executable,
+                args: Vec::new(),
                 timeout: Duration::from_secs(function.timeout.max(1)),
                 memory_mb: function.memory,
                 environment,
+                echo: true,
             };
             let (runtime, task) = FunctionRuntime::start(spec, shutdown_rx.clone());
             tasks.push(task);

@@ -3,10 +3,14 @@
 //! - SQS batches: a record whose body contains `fail` is reported in
 //!   `batchItemFailures`; a body containing `crash` fails the whole invocation; a body
 //!   `stdout:<text>` or `stderr:<text>` writes `<text>` there (for the leak scan's test).
+//!   For the Runtime API emulator's tests, a body `sleep:<ms>` waits that long first
+//!   (past the function's timeout) and a body `exit` ends the process mid-invocation.
 //! - HTTP API events: answers 200 with the event it received as the JSON body, so the
 //!   test can check the event's shape.
-//! - Anything else (schedules): returns `{"event": <the event>, "env": {...}}` with the
-//!   `PROBE_*` variables, so the test sees both the payload and the resolved environment.
+//! - Anything else (schedules): returns `{"event": <the event>, "env": {...}, "context":
+//!   {...}}` with the `PROBE_*` and `AWS_LAMBDA_*` variables and the invocation's context
+//!   as the runtime read it from the emulator's headers, so the tests see the payload,
+//!   the resolved environment and what the emulator sent.
 
 use lambda_http::{
     Error, LambdaEvent,
@@ -25,6 +29,13 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
         let mut failures = Vec::new();
         for record in records {
             let body = record["body"].as_str().unwrap_or_default();
+            if let Some(millis) = body.strip_prefix("sleep:") {
+                let millis = millis.parse().unwrap_or_default();
+                tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+            }
+            if body == "exit" {
+                std::process::exit(3);
+            }
             if let Some(text) = body.strip_prefix("stdout:") {
                 println!("{text}");
             } else if let Some(text) = body.strip_prefix("stderr:") {
@@ -51,5 +62,12 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
         .filter(|(name, _)| name.starts_with("PROBE_") || name.starts_with("AWS_LAMBDA_"))
         .map(|(name, value)| (name, Value::String(value)))
         .collect();
-    Ok(json!({ "event": payload, "env": env }))
+    let context = &event.context;
+    let context = json!({
+        "request_id": context.request_id,
+        "deadline_ms": context.deadline,
+        "invoked_function_arn": context.invoked_function_arn,
+        "trace_id": context.xray_trace_id,
+    });
+    Ok(json!({ "event": payload, "env": env, "context": context }))
 }
