@@ -15,11 +15,11 @@ use junction_cli::{
     connect::{ApiAuth, create_session, parse_params},
     connections::{connection_table, connections_in, find_stack_table, stack_table},
     events::{self, Reading},
-    output::Output,
+    output::{Output, causes},
     overlays::{overlay_statuses, overlay_table},
     polls::force_poll,
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive, with_reasons},
-    samples::{Sample, sample_at_version},
+    samples::{Sample, sample_for},
     sdk_config,
     stack::expected_queues,
     stack_catalog::{OverlaySource, StackCatalog, stack_catalog},
@@ -235,7 +235,7 @@ enum Method {
     Copy,
 }
 
-/// Errors are printed as their chain of causes (`{:#}`), never with `Debug`: returning
+/// Errors are printed as their chain of causes ([`causes`]), never with `Debug`: returning
 /// an `anyhow::Error` from `main` would print a backtrace under `RUST_BACKTRACE`, which
 /// says nothing a user can act on.
 #[tokio::main]
@@ -245,7 +245,7 @@ async fn main() -> ExitCode {
     match run(cli, &mut out).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("junction: {err:#}");
+            eprintln!("junction: {}", causes(err.chain()));
             ExitCode::FAILURE
         }
     }
@@ -304,7 +304,7 @@ async fn run(cli: Cli, out: &mut Output<std::io::Stdout>) -> anyhow::Result<Exit
                                 .context("reading the dead-letter notes")
                         };
                         if let Err(err) = noted.await {
-                            eprintln!("reasons unavailable: {err:#}");
+                            eprintln!("reasons unavailable: {}", causes(err.chain()));
                         }
                     }
                     out.line(&format!("{}: {} message(s)", dlq.name, letters.len()))?;
@@ -583,10 +583,11 @@ async fn send_webhook(
             if shared::catalog::Catalog::embedded()
                 .is_ok_and(|catalog| catalog.get(&args.provider).is_some()) =>
         {
+            let err = anyhow::Error::new(err);
             eprintln!(
-                "junction: the stack's catalog overlays are unreadable ({:#}); signing {} \
+                "junction: the stack's catalog overlays are unreadable ({}); signing {} \
                  as the built-in catalog defines it",
-                anyhow::Error::new(err),
+                causes(err.chain()),
                 args.provider
             );
             StackCatalog::built_in(rules)?
@@ -624,8 +625,7 @@ async fn send_webhook(
         None => signing_key(&secrets, prefix, provider, endpoint).await?,
     };
     let now = OffsetDateTime::now_utc();
-    let mut delivery: Sample =
-        sample_at_version(&provider.id, provider.api_version.as_deref(), now);
+    let mut delivery: Sample = sample_for(provider, now);
     if let Some(path) = &args.file {
         delivery.body =
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

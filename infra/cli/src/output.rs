@@ -6,7 +6,28 @@
 //! the command finishes as it would have: its exit status still says whether the stack
 //! is healthy. Any other write error is returned.
 
-use std::io::{self, Write};
+use std::{
+    error::Error,
+    io::{self, Write},
+};
+
+/// An error and its causes, `: `-separated, for a person (anyhow's `{:#}`), without
+/// repeating a cause whose text an outer message already quotes: many errors put their
+/// source in their own message, and the AWS SDK's wrap theirs more than once.
+pub fn causes<'a>(chain: impl IntoIterator<Item = &'a (dyn Error + 'static)>) -> String {
+    let mut text = String::new();
+    for cause in chain {
+        let message = cause.to_string();
+        if message.is_empty() || text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
 
 /// A writer whose broken pipe ends the output, not the program.
 #[derive(Debug)]
@@ -100,6 +121,27 @@ mod tests {
         assert!(out.is_closed());
         out.line("more").expect("nothing is written any more");
         assert_eq!(out.writer.written, b"queue\nj");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not sign: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("a signed header is missing")]
+    struct Inner;
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let err = anyhow::Error::new(Outer(Inner)).context("sending billing");
+        assert_eq!(
+            format!("{err:#}"),
+            "sending billing: could not sign: a signed header is missing: a signed header is missing"
+        );
+        assert_eq!(
+            causes(err.chain()),
+            "sending billing: could not sign: a signed header is missing"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! deduplicated away and replay windows pass.
 
 use serde_json::json;
+use shared::catalog::Provider;
 use time::OffsetDateTime;
 
 /// A delivery before signing.
@@ -68,10 +69,38 @@ pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
 /// provider pins its version in the endpoint's settings, so a real delivery states the
 /// pinned one too. Without a pinned version, the provider's current one.
 pub fn sample_at_version(provider: &str, api_version: Option<&str>, now: OffsetDateTime) -> Sample {
+    dedicated(provider, api_version, now).unwrap_or_else(|| generic(now))
+}
+
+/// The sample for a catalog entry, overlay entries included: its own, else, for an entry
+/// that copies another provider's verification (`verification_from`, an in-house sender
+/// that adopted a well-known scheme), that provider's sample, which carries the headers
+/// the copied scheme signs (Standard Webhooks' `webhook-id`); else a generic JSON event.
+pub fn sample_for(provider: &Provider, now: OffsetDateTime) -> Sample {
+    let version = provider.api_version.as_deref();
+    let copied = provider
+        .webhook
+        .as_ref()
+        .and_then(|webhook| webhook.verification_from.as_deref());
+    dedicated(&provider.id, version, now)
+        .or_else(|| copied.and_then(|from| dedicated(from, version, now)))
+        .unwrap_or_else(|| generic(now))
+}
+
+/// A JSON event for providers without a sample of their own.
+fn generic(now: OffsetDateTime) -> Sample {
+    json_sample(
+        vec![],
+        json!({ "id": uuid(), "type": "junction.sample", "created_at": rfc3339(now) }),
+    )
+}
+
+/// The provider's own sample, if it has one.
+fn dedicated(provider: &str, api_version: Option<&str>, now: OffsetDateTime) -> Option<Sample> {
     let version = |current: &str| api_version.unwrap_or(current).to_owned();
     let seconds = now.unix_timestamp();
     let millis = seconds * 1000 + i64::from(now.millisecond());
-    match provider {
+    Some(match provider {
         "github" => json_sample(
             vec![
                 ("X-GitHub-Event", "issues".into()),
@@ -525,11 +554,8 @@ pub fn sample_at_version(provider: &str, api_version: Option<&str>, now: OffsetD
                 "data": { "events": [{ "uuid": uuid(), "eventType": "user.session.start", "published": rfc3339(now) }] },
             }),
         ),
-        _ => json_sample(
-            vec![],
-            json!({ "id": uuid(), "type": "junction.sample", "created_at": rfc3339(now) }),
-        ),
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -587,6 +613,51 @@ mod tests {
                 provider.id
             );
         }
+    }
+
+    /// An overlay's in-house sender that names another provider's scheme gets that
+    /// provider's sample, with the headers the scheme signs; one with a scheme of its own
+    /// gets the generic event.
+    #[test]
+    fn an_entry_copying_a_scheme_gets_the_sample_of_its_source() {
+        let now = OffsetDateTime::now_utc();
+        let overlay = r#"[[provider]]
+id = "ledger"
+name = "In-house ledger service"
+docs = "https://wiki.example.com/ledger"
+[provider.webhook]
+verification_from = "standard-webhooks"
+event_id = { header = "webhook-id" }
+
+[[provider]]
+id = "billing"
+name = "In-house billing service"
+docs = "https://wiki.example.com/billing"
+[provider.webhook]
+[provider.webhook.verification]
+scheme = "hmac-sha512"
+signature = { format = "single", header = "X-Billing-Signature", encoding = "hex" }
+signed = ["body"]
+replay_window = "none"
+"#;
+        let catalog = shared::catalog::Catalog::embedded()
+            .expect("catalog")
+            .with_overlay("overlay", overlay)
+            .expect("valid");
+        let ledger = sample_for(catalog.get("ledger").expect("ledger"), now);
+        assert!(
+            ledger.headers.iter().any(|(name, _)| name == "webhook-id"),
+            "{ledger:?}"
+        );
+        let billing = sample_for(catalog.get("billing").expect("billing"), now);
+        assert!(billing.headers.is_empty(), "{billing:?}");
+        let github = sample_for(catalog.get("github").expect("github"), now);
+        assert!(
+            github
+                .headers
+                .iter()
+                .any(|(name, _)| name == "X-GitHub-Event")
+        );
     }
 
     /// The Shopify sample said 2024-07 while the catalog pinned 2026-07: every sample
