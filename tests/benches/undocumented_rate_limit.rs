@@ -14,19 +14,17 @@ use std::{
 };
 
 use fake_provider::{AuthServerConfig, FakeAuthServer};
-use shared::{
-    catalog::Catalog,
-    clock::SystemClock,
-    crypto::InMemoryKeyService,
-    events::InMemoryEventBus,
-    oauth::{
-        CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSessionRequest, ConnectSessions,
-        FlowSettings, InMemoryConnectSessionStore, InMemoryConnectionStore, InMemoryStateStore,
-        ProviderClient, SecretCredentials, StartRequest, TokenVault, VaultSettings,
-    },
-    outbound::{Call, InMemorySharedState, OutboundClient},
-    secrets::InMemorySecretSource,
+use junction_aws::clock::SystemClock;
+use junction_aws::crypto::InMemoryKeyService;
+use junction_aws::events::InMemoryEventBus;
+use junction_aws::secrets::InMemorySecretSource;
+use junction_catalog::Catalog;
+use junction_oauth::{
+    CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSessionRequest, ConnectSessions,
+    FlowSettings, InMemoryConnectSessionStore, InMemoryConnectionStore, InMemoryStateStore,
+    ProviderClient, SecretCredentials, StartRequest, TokenVault, VaultSettings,
 };
+use junction_outbound::{Call, InMemorySharedState, OutboundClient};
 
 const BASE: &str = "https://hub.example.com";
 const DOCUMENTED: f64 = 1_000.0;
@@ -103,7 +101,7 @@ async fn main() {
     let catalog: &'static Catalog = Box::leak(Box::new(
         Catalog::from_files_with_rules(
             &[("fakeauth.toml", entry.as_str())],
-            shared::catalog::EndpointRules::LoopbackHttpForTests,
+            junction_catalog::EndpointRules::LoopbackHttpForTests,
         )
         .expect("catalog"),
     ));

@@ -15,7 +15,7 @@ pub async fn emulator() -> (Moto, aws_config::SdkConfig) {
         .sdk_config()
         .await
         .into_builder()
-        .timeout_config(shared::config::aws_timeouts())
+        .timeout_config(junction_aws::config::aws_timeouts())
         .build();
     (moto, aws)
 }

@@ -1,12 +1,10 @@
 //! Catalog overlays in Secrets Manager (the emulator's): what every function does at
-//! init (`shared::config::load_catalog`) and what `junction status` shows for them.
+//! init (`junction_aws::config::load_catalog`) and what `junction status` shows for them.
 
+use junction_aws::config::{ConfigError, Env, load_catalog};
+use junction_catalog::{EndpointRules, LOOPBACK_TEST_SETTING};
 use junction_cli::overlays::{overlay_statuses, overlay_table};
 use junction_tests::emulator;
-use shared::{
-    catalog::{EndpointRules, LOOPBACK_TEST_SETTING},
-    config::{ConfigError, Env, load_catalog},
-};
 
 const GOOD: &str = r#"[[provider]]
 id = "inhouse"

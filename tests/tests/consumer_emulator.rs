@@ -5,20 +5,20 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use junction_tests::{create_table, emulator};
-use shared::{
-    clock::SystemClock,
-    consumer::{Consumer, InboundMessage, Ports},
-    events::{CloudEvent, EventBridgeBus},
-    idempotency::{
-        ClaimOutcome, DynamoIdempotencyStore, Idempotency, IdempotencyKey, IdempotencyPolicy,
-        check_store_contract,
-    },
-    payloads::S3PayloadStore,
-    queue::{SqsRetryScheduler, attribute},
-    records::{DynamoRecordStore, check_store_contract as check_record_contract},
-    retry::Backoff,
+use junction_aws::clock::SystemClock;
+use junction_aws::events::{CloudEvent, EventBridgeBus};
+use junction_aws::payloads::S3PayloadStore;
+use junction_aws::queue::{SqsRetryScheduler, attribute};
+use junction_aws::retry::Backoff;
+use junction_pipeline::consumer::{Consumer, InboundMessage, Ports};
+use junction_pipeline::idempotency::{
+    ClaimOutcome, DynamoIdempotencyStore, Idempotency, IdempotencyKey, IdempotencyPolicy,
+    check_store_contract,
 };
+use junction_pipeline::records::{
+    DynamoRecordStore, check_store_contract as check_record_contract,
+};
+use junction_tests::{create_table, emulator};
 
 #[tokio::test]
 async fn dynamodb_record_store_meets_the_conflict_rules() {
@@ -40,7 +40,7 @@ async fn dynamodb_store_meets_the_idempotency_contract() {
 
 #[tokio::test]
 async fn dynamodb_dead_letter_notes_read_back_and_expire_with_the_dlq() {
-    use shared::dead_letters::{
+    use junction_pipeline::dead_letters::{
         DeadLetterNote, DeadLetterNotes, DynamoDeadLetterNotes, KEY_PREFIX,
     };
     let (_moto, aws) = emulator().await;
@@ -93,11 +93,11 @@ const PAYLOAD_BUCKET: &str = "payloads";
 /// A consumer on the emulator's `idempotency` and `records` tables.
 fn dynamo_consumer(
     aws: &aws_config::SdkConfig,
-    bus: Arc<dyn shared::events::EventBus>,
-    retries: Arc<dyn shared::queue::RetryScheduler>,
+    bus: Arc<dyn junction_aws::events::EventBus>,
+    retries: Arc<dyn junction_aws::queue::RetryScheduler>,
 ) -> Consumer<DynamoIdempotencyStore> {
     Consumer::new(
-        shared::catalog::Catalog::embedded().expect("catalog"),
+        junction_catalog::Catalog::embedded().expect("catalog"),
         Idempotency::new(
             DynamoIdempotencyStore::from_config(aws, "idempotency"),
             IdempotencyPolicy::default(),
@@ -125,12 +125,12 @@ async fn thirty_two_concurrent_copies_of_one_event_have_one_effect() {
     let (_moto, aws) = emulator().await;
     create_table(&aws, "idempotency", "pk").await;
     create_table(&aws, "records", "pk").await;
-    let bus = Arc::new(shared::events::InMemoryEventBus::default());
+    let bus = Arc::new(junction_aws::events::InMemoryEventBus::default());
     // Retries are driven by the test: the in-memory scheduler just records them.
     let consumer = Arc::new(dynamo_consumer(
         &aws,
         bus.clone(),
-        Arc::new(shared::queue::InMemoryRetryScheduler::default()),
+        Arc::new(junction_aws::queue::InMemoryRetryScheduler::default()),
     ));
     let copies: Vec<_> = (0..32)
         .map(|copy| {
@@ -351,7 +351,7 @@ async fn aws_calls_per_event_counted_at_the_endpoint() {
     let consumer = dynamo_consumer(
         &counted,
         Arc::new(EventBridgeBus::from_config(&counted, "junction-events")),
-        Arc::new(shared::queue::InMemoryRetryScheduler::default()),
+        Arc::new(junction_aws::queue::InMemoryRetryScheduler::default()),
     );
     const N: usize = 20;
     let per_event = |counts: &BTreeMap<String, usize>| {
@@ -518,7 +518,7 @@ fn linear_issue(n: usize) -> InboundMessage {
 /// error naming SQS's code.
 #[tokio::test]
 async fn a_scheduled_retry_brings_the_message_back_after_the_delay() {
-    use shared::queue::RetryScheduler;
+    use junction_aws::queue::RetryScheduler;
     let (_moto, aws) = emulator().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let queue_url = sqs
@@ -702,7 +702,7 @@ async fn events_over_the_bus_limit_reach_the_subscriber_by_claim_check() {
     let consumer = dynamo_consumer(
         &aws,
         Arc::new(EventBridgeBus::from_config(&aws, "junction-events")),
-        Arc::new(shared::queue::InMemoryRetryScheduler::default()),
+        Arc::new(junction_aws::queue::InMemoryRetryScheduler::default()),
     );
 
     // Three events of ~100 KB each (over 256 KB together), and one of 5 MiB whose body
@@ -716,7 +716,7 @@ async fn events_over_the_bus_limit_reach_the_subscriber_by_claim_check() {
         .collect();
     let big_body = sized_stripe_event("evt_big", 5_242_880);
     let payloads = S3PayloadStore::from_config(&aws, PAYLOAD_BUCKET);
-    let uri = shared::payloads::PayloadStore::put(
+    let uri = junction_aws::payloads::PayloadStore::put(
         &payloads,
         "webhooks/stripe/2024-01-02/big",
         big_body.as_bytes(),
@@ -776,7 +776,7 @@ async fn events_over_the_bus_limit_reach_the_subscriber_by_claim_check() {
 /// its size and publishes the rest of the call.
 #[tokio::test]
 async fn the_bus_adapter_refuses_an_oversized_event_with_its_size() {
-    use shared::events::{EventBus, PUT_EVENTS_MAX_BYTES, Refusal};
+    use junction_aws::events::{EventBus, PUT_EVENTS_MAX_BYTES, Refusal};
     let (_moto, aws) = emulator().await;
     let observed = observed_bus(&aws).await;
     let bus = EventBridgeBus::from_config(&aws, "junction-events");

@@ -7,8 +7,8 @@
 
 use aws_sdk_eventbridge::{error::ProvideErrorMetadata as _, types::PutEventsRequestEntry};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use junction_aws::events::{PUT_EVENTS_MAX_BYTES, put_events_entry_size};
 use junction_tests::emulator;
-use shared::events::{PUT_EVENTS_MAX_BYTES, put_events_entry_size};
 
 /// An entry whose size as EventBridge counts it is exactly `size` bytes.
 fn entry(bus: &str, size: usize) -> PutEventsRequestEntry {

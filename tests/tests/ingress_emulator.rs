@@ -5,19 +5,17 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use junction_aws::clock::{Clock, FixedClock};
+use junction_aws::payloads::S3PayloadStore;
+use junction_aws::queue::{SqsEventQueue, attribute};
+use junction_aws::secrets::{CachePolicy, SecretsManagerSource, WebhookSecrets};
+use junction_catalog::Catalog;
 use junction_tests::emulator;
-use local_stack::emulator::Moto;
-use shared::{
-    catalog::Catalog,
-    clock::{Clock, FixedClock},
-    payloads::S3PayloadStore,
-    queue::{SqsEventQueue, attribute},
-    secrets::{CachePolicy, SecretsManagerSource, WebhookSecrets},
-    webhooks::{
-        Ingress, IngressConfig, SigningSecret, WebhookRequest, ed25519_public_key, sign_into,
-        url_with_body_hash,
-    },
+use junction_webhooks::{
+    Ingress, IngressConfig, SigningSecret, WebhookRequest, ed25519_public_key, sign_into,
+    url_with_body_hash,
 };
+use local_stack::emulator::Moto;
 
 const SECRET: &str = "integration-secret";
 const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -36,7 +34,7 @@ struct Stack {
 fn configured_secret(provider: &str) -> String {
     match provider {
         "standard-webhooks" => STANDARD_SECRET.to_owned(),
-        "discord" => ed25519_public_key(shared::catalog::SecretEncoding::Hex, &DISCORD_SEED),
+        "discord" => ed25519_public_key(junction_catalog::SecretEncoding::Hex, &DISCORD_SEED),
         _ => SECRET.to_owned(),
     }
 }
@@ -538,7 +536,7 @@ async fn init_prefetches_every_signing_secret_and_opens_the_queue_connection() {
 /// message from being received.
 #[tokio::test]
 async fn send_message_carries_the_body_and_every_attribute_to_the_queue() {
-    use shared::queue::{EventQueue, QueueMessage};
+    use junction_aws::queue::{EventQueue, QueueMessage};
     let stack = stack(IngressConfig::default()).await;
     let queue = SqsEventQueue::from_config(&stack.aws, &stack.queue_url).expect("queue client");
     let attributes: BTreeMap<String, String> = [
@@ -611,7 +609,7 @@ async fn send_message_carries_the_body_and_every_attribute_to_the_queue() {
 /// form reach the queue of that name through the configured endpoint.
 #[tokio::test]
 async fn a_queue_url_of_another_region_and_account_goes_to_the_configured_endpoint() {
-    use shared::queue::{EventQueue, QueueMessage};
+    use junction_aws::queue::{EventQueue, QueueMessage};
     let stack = stack(IngressConfig::default()).await;
     assert!(
         stack.queue_url.starts_with("http://127.0.0.1:"),

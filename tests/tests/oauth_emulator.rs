@@ -12,22 +12,20 @@ use std::{sync::Arc, time::Duration};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use fake_provider::{AuthServerConfig, FakeAuthServer};
-use local_stack::emulator::{Moto, StackDescription, deploy, repo_root};
-use shared::{
-    catalog::Catalog,
-    clock::FixedClock,
-    crypto::{KmsKeyService, check_key_service_contract},
-    events::EventBridgeBus,
-    oauth::{
-        BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSession,
-        ConnectSessionRequest, ConnectSessionStore, ConnectSessions, ConnectionStore,
-        DynamoConnectSessionStore, DynamoConnectionStore, DynamoStateStore, FlowSettings,
-        LifetimeObservation, OBSERVATION_WINDOW_SECONDS, PendingAuthorization, ProviderClient,
-        RefreshReport, SecretCredentials, SessionTake, StartRequest, StateStore, TokenVault,
-        VaultError, VaultSettings, check_connection_store_contract,
-    },
-    secrets::SecretsManagerSource,
+use junction_aws::clock::FixedClock;
+use junction_aws::crypto::{KmsKeyService, check_key_service_contract};
+use junction_aws::events::EventBridgeBus;
+use junction_aws::secrets::SecretsManagerSource;
+use junction_catalog::Catalog;
+use junction_oauth::{
+    BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSession, ConnectSessionRequest,
+    ConnectSessionStore, ConnectSessions, ConnectionStore, DynamoConnectSessionStore,
+    DynamoConnectionStore, DynamoStateStore, FlowSettings, LifetimeObservation,
+    OBSERVATION_WINDOW_SECONDS, PendingAuthorization, ProviderClient, RefreshReport,
+    SecretCredentials, SessionTake, StartRequest, StateStore, TokenVault, VaultError,
+    VaultSettings, check_connection_store_contract,
 };
+use local_stack::emulator::{Moto, StackDescription, deploy, repo_root};
 
 const BASE: &str = "https://hub.example.com";
 const RETURN_TO: &str = "https://app.example.com/done";
@@ -51,7 +49,7 @@ async fn deployed() -> Deployed {
         .sdk_config()
         .await
         .into_builder()
-        .timeout_config(shared::config::aws_timeouts())
+        .timeout_config(junction_aws::config::aws_timeouts())
         .build();
     Deployed {
         _moto: moto,
@@ -241,7 +239,7 @@ async fn lifetime_observations_carry_the_table_s_ttl_attribute() {
         Some(&(1_800_000_500 + OBSERVATION_WINDOW_SECONDS).to_string()),
         "a week after the newest observation"
     );
-    let connection = shared::oauth::sample_connection("conn_ttl", "tenant-ttl", 1_000);
+    let connection = junction_oauth::sample_connection("conn_ttl", "tenant-ttl", 1_000);
     store.insert(&connection).await.expect("insert");
     let stored = dynamo
         .get_item()
@@ -266,7 +264,7 @@ fn fake_catalog(server: &FakeAuthServer) -> &'static Catalog {
     Box::leak(Box::new(
         Catalog::from_files_with_rules(
             &[("fakeauth.toml", text.as_str())],
-            shared::catalog::EndpointRules::LoopbackHttpForTests,
+            junction_catalog::EndpointRules::LoopbackHttpForTests,
         )
         .expect("catalog"),
     ))
@@ -477,7 +475,7 @@ impl Hub {
     }
 
     fn now(&self) -> i64 {
-        use shared::clock::Clock as _;
+        use junction_aws::clock::Clock as _;
         self.clock.now().unix_timestamp()
     }
 }

@@ -8,17 +8,15 @@
 use std::sync::Arc;
 
 use fake_provider::{AuthServerConfig, FakeAuthServer};
-use shared::{
-    catalog::{Catalog, EndpointRules},
-    clock::FixedClock,
-    crypto::InMemoryKeyService,
-    events::InMemoryEventBus,
-    oauth::{
-        ConnectFlow, ConnectSessionRequest, ConnectSessions, FlowSettings,
-        InMemoryConnectSessionStore, InMemoryConnectionStore, InMemoryStateStore, ProviderClient,
-        SecretCredentials, TokenVault, VaultSettings, web,
-    },
-    secrets::InMemorySecretSource,
+use junction_aws::clock::FixedClock;
+use junction_aws::crypto::InMemoryKeyService;
+use junction_aws::events::InMemoryEventBus;
+use junction_aws::secrets::InMemorySecretSource;
+use junction_catalog::{Catalog, EndpointRules};
+use junction_oauth::{
+    ConnectFlow, ConnectSessionRequest, ConnectSessions, FlowSettings, InMemoryConnectSessionStore,
+    InMemoryConnectionStore, InMemoryStateStore, ProviderClient, SecretCredentials, TokenVault,
+    VaultSettings, web,
 };
 
 const BASE: &str = "https://hub.example.com";

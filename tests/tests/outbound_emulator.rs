@@ -4,11 +4,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use junction_tests::{create_table, emulator};
-use shared::{
-    clock::FixedClock,
-    outbound::{Admission, CircuitBreaker, DynamoSharedState, Limit, RateLimiter, SharedState},
+use junction_aws::clock::FixedClock;
+use junction_outbound::{
+    Admission, CircuitBreaker, DynamoSharedState, Limit, RateLimiter, SharedState,
 };
+use junction_tests::{create_table, emulator};
 
 const TABLE: &str = "outbound-state";
 

@@ -6,8 +6,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType,
 };
+use junction_polling::jobs::DUE_INDEX;
+use junction_polling::{DynamoSyncJobStore, check_job_store_contract};
 use junction_tests::emulator;
-use shared::polling::{DynamoSyncJobStore, check_job_store_contract, jobs::DUE_INDEX};
 
 fn attribute(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
     AttributeDefinition::builder()

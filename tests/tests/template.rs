@@ -15,13 +15,11 @@ use std::{
     sync::OnceLock,
 };
 
+use junction_aws::crypto::EncryptionContext;
+use junction_aws::secrets::webhook_secret_name;
+use junction_catalog::{Catalog, Handshake};
 use local_stack::emulator::{Moto, deploy, ensure_venv, repo_root};
 use serde_json::Value;
-use shared::{
-    catalog::{Catalog, Handshake},
-    crypto::EncryptionContext,
-    secrets::webhook_secret_name,
-};
 
 #[test]
 fn template_creates_a_complete_stack_with_the_redrive_policy() {
@@ -585,7 +583,7 @@ fn the_oauth_function_can_seal_tokens_but_never_open_them() {
 
 #[test]
 fn the_key_policy_names_each_function_role_and_the_account_only_administers() {
-    // What each function that holds the key's id does with it (shared::oauth):
+    // What each function that holds the key's id does with it (junction_oauth):
     // `with_tokens` seals (GenerateDataKey), `tokens` opens (Decrypt).
     let needs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::from([
         ("OAuthFunction", BTreeSet::from(["kms:GenerateDataKey"])),

@@ -1,16 +1,15 @@
 //! connections: the management API (`GET /connections?tenant=…`, `GET /connections/{id}`,
 //! `DELETE /connections/{id}`, `POST /v1/connect-sessions`), behind IAM authorization in
 //! the template: no unauthenticated caller reaches it, so only the product's backend
-//! can mint the connect sessions `start` requires. The logic is `shared::oauth::web`.
+//! can mint the connect sessions `start` requires. The logic is `junction_oauth::web`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use junction_aws::config::{load_aws_config, load_catalog, process_env};
+use junction_oauth::settings::{ConnectSessionSettings, OAuthSettings};
+use junction_oauth::{ConnectSessions, DynamoConnectSessionStore, FlowSettings, aws_vault, web};
+use junction_telemetry as telemetry;
 use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
-use shared::{
-    config::{ConnectSessionSettings, OAuthSettings, load_aws_config, load_catalog, process_env},
-    oauth::{ConnectSessions, DynamoConnectSessionStore, FlowSettings, aws_vault, web},
-    telemetry,
-};
 
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).

@@ -1,23 +1,22 @@
 //! event-consumer: the ingest queue's Lambda (SQS event source with
-//! `ReportBatchItemFailures`). The logic is `shared::consumer::Consumer`; this binary
+//! `ReportBatchItemFailures`). The logic is `junction_pipeline::consumer::Consumer`; this binary
 //! wires it to Lambda and maps outcomes to batch item failures.
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use junction_aws::clock::SystemClock;
+use junction_aws::config::{load_aws_config, load_catalog, process_env};
+use junction_aws::events::EventBridgeBus;
+use junction_aws::payloads::S3PayloadStore;
+use junction_aws::queue::SqsRetryScheduler;
+use junction_pipeline::consumer::{Consumer, InboundMessage, Ports};
+use junction_pipeline::dead_letters::DynamoDeadLetterNotes;
+use junction_pipeline::idempotency::{DynamoIdempotencyStore, Idempotency};
+use junction_pipeline::records::DynamoRecordStore;
+use junction_pipeline::settings::EventConsumerSettings;
+use junction_telemetry as telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
-use shared::{
-    clock::SystemClock,
-    config::{EventConsumerSettings, load_aws_config, load_catalog, process_env},
-    consumer::{Consumer, InboundMessage, Ports},
-    dead_letters::DynamoDeadLetterNotes,
-    events::EventBridgeBus,
-    idempotency::{DynamoIdempotencyStore, Idempotency},
-    payloads::S3PayloadStore,
-    queue::SqsRetryScheduler,
-    records::DynamoRecordStore,
-    telemetry,
-};
 
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
@@ -53,7 +52,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let messages = event.payload.records.into_iter().map(inbound).collect();
         let outcomes = consumer.process_batch(messages).await;
-        telemetry::record_consumed(&outcomes);
+        junction_pipeline::log::record_consumed(&outcomes);
         let mut response = SqsBatchResponse::default();
         for outcome in &outcomes {
             if outcome.keeps_message() {

@@ -1,20 +1,19 @@
 //! oauth: `GET /oauth/{provider}/start?session=…` and `GET /oauth/{provider}/callback`
 //! behind API Gateway (HTTP API, payload format 2.0), without IAM by design (the user's
 //! browser calls them): `start` needs a connect session the product's backend minted
-//! through the IAM-authorized management API. The logic is `shared::oauth`; this binary
+//! through the IAM-authorized management API. The logic is `junction_oauth`; this binary
 //! wires it to Lambda.
 
 use std::sync::Arc;
 
-use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
-use shared::{
-    config::{ConnectFlowSettings, OAuthSettings, load_aws_config, load_catalog, process_env},
-    oauth::{
-        ConnectFlow, DynamoConnectSessionStore, DynamoStateStore, FlowSettings, aws_vault, web,
-    },
-    polling::DynamoSyncJobStore,
-    telemetry,
+use junction_aws::config::{load_aws_config, load_catalog, process_env};
+use junction_oauth::settings::{ConnectFlowSettings, OAuthSettings};
+use junction_oauth::{
+    ConnectFlow, DynamoConnectSessionStore, DynamoStateStore, FlowSettings, aws_vault, web,
 };
+use junction_polling::{DynamoSyncJobStore, SyncJobSetup};
+use junction_telemetry as telemetry;
+use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
 
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
@@ -41,9 +40,12 @@ async fn main() -> Result<(), lambda_http::Error> {
             default_return_to: flow_settings.default_return_to,
         },
     )
-    .with_sync_jobs(Arc::new(DynamoSyncJobStore::from_config(
-        &aws,
-        flow_settings.sync_jobs_table,
+    .with_setup(Arc::new(SyncJobSetup::new(
+        Arc::new(DynamoSyncJobStore::from_config(
+            &aws,
+            flow_settings.sync_jobs_table,
+        )),
+        catalog,
     )));
     let (flow, public_base_url) = (&flow, settings.public_base_url.as_deref());
     lambda_http::run(service_fn(move |request: Request| async move {

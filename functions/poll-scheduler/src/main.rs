@@ -1,19 +1,18 @@
 //! poll-scheduler: runs on an EventBridge Scheduler schedule (every minute) and hands
 //! every due sync job to the poll queue, spread over a jitter window, announcing
 //! `connection.stale` for jobs that have not succeeded for too long. The logic is
-//! `shared::polling::PollScheduler`.
+//! `junction_polling::PollScheduler`.
 
 use std::sync::Arc;
 
+use junction_aws::clock::SystemClock;
+use junction_aws::config::{load_aws_config, process_env};
+use junction_aws::events::EventBridgeBus;
+use junction_aws::queue::SqsEventQueue;
+use junction_polling::settings::{PollSchedulerSettings, PollingSettings};
+use junction_polling::{DynamoSyncJobStore, PollScheduler};
+use junction_telemetry as telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
-use shared::{
-    clock::SystemClock,
-    config::{PollSchedulerSettings, PollingSettings, load_aws_config, process_env},
-    events::EventBridgeBus,
-    polling::{DynamoSyncJobStore, PollScheduler},
-    queue::SqsEventQueue,
-    telemetry,
-};
 
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).

@@ -2,7 +2,7 @@
 //! `ReportBatchItemFailures`, batch size 1). Each message names a sync job; the job runs
 //! from its stored cursor, page by page, into the ingest queue, until it catches up or
 //! the invocation's time runs short (then it goes back on the poll queue). The logic is
-//! `shared::polling::PollRunner`.
+//! `junction_polling::PollRunner`.
 
 use std::{
     sync::Arc,
@@ -10,19 +10,16 @@ use std::{
 };
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use junction_aws::clock::SystemClock;
+use junction_aws::config::{load_aws_config, load_catalog, process_env};
+use junction_aws::queue::SqsEventQueue;
+use junction_oauth::aws_vault;
+use junction_oauth::settings::OAuthSettings;
+use junction_outbound::{DynamoSharedState, OutboundClient};
+use junction_polling::settings::{PollWorkerSettings, PollingSettings};
+use junction_polling::{DynamoSyncJobStore, PollRunError, PollRunner, PollWorker};
+use junction_telemetry as telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
-use shared::{
-    clock::SystemClock,
-    config::{
-        OAuthSettings, PollWorkerSettings, PollingSettings, load_aws_config, load_catalog,
-        process_env,
-    },
-    oauth::aws_vault,
-    outbound::{DynamoSharedState, OutboundClient},
-    polling::{DynamoSyncJobStore, PollRunError, PollRunner, PollWorker},
-    queue::SqsEventQueue,
-    telemetry,
-};
 
 /// Kept back from the Lambda deadline: the cursor write and the lease release after the
 /// last page.

@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
+use junction_aws::config::{load_aws_config, load_catalog, process_env};
+use junction_oauth::aws_vault;
+use junction_oauth::settings::OAuthSettings;
+use junction_telemetry as telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
-use shared::{
-    config::{OAuthSettings, load_aws_config, load_catalog, process_env},
-    oauth::aws_vault,
-    telemetry,
-};
 
 /// Refresh what expires before the next run (every 5 minutes) plus a margin.
 const LOOK_AHEAD: Duration = Duration::from_secs(10 * 60);

@@ -8,7 +8,7 @@ use aws_lambda_events::{
     http::{HeaderMap, HeaderName, HeaderValue, header},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
-use shared::webhooks::{WebhookRequest, WebhookResponse};
+use junction_webhooks::{WebhookRequest, WebhookResponse};
 
 /// The event's body is flagged base64 but does not decode: the request is answered 400
 /// before anything else (no signature can be checked over it).

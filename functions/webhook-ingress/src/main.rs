@@ -1,27 +1,24 @@
 //! webhook-ingress: `POST /webhooks/{provider}[/{endpoint}]` (and `GET` for the
 //! providers whose handshake is a `GET`) behind API Gateway (HTTP API, payload format
 //! 2.0). Verifies, answers handshakes, enqueues; the logic is
-//! `shared::webhooks::Ingress`, this binary only wires it to Lambda.
+//! `junction_webhooks::Ingress`, this binary only wires it to Lambda.
 
 mod event;
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use junction_aws::clock::{Clock, SystemClock};
+use junction_aws::config::{load_aws_config, load_catalog, process_env};
+use junction_aws::payloads::S3PayloadStore;
+use junction_aws::queue::SqsEventQueue;
+use junction_aws::secrets::{SecretsManagerSource, WebhookSecrets};
+use junction_telemetry as telemetry;
+use junction_telemetry::redact::Redactor;
+use junction_webhooks::Ingress;
+use junction_webhooks::jwt::{HttpKeySetSource, KeySetCache};
+use junction_webhooks::settings::WebhookIngressSettings;
 use lambda_runtime::{LambdaEvent, service_fn};
-use shared::{
-    clock::{Clock, SystemClock},
-    config::{WebhookIngressSettings, load_aws_config, load_catalog, process_env},
-    payloads::S3PayloadStore,
-    queue::SqsEventQueue,
-    redact::Redactor,
-    secrets::{SecretsManagerSource, WebhookSecrets},
-    telemetry,
-    webhooks::{
-        Ingress,
-        jwt::{HttpKeySetSource, KeySetCache},
-    },
-};
 
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
@@ -67,7 +64,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ingress = &ingress;
     let payload_log = &settings
         .payload_log
-        .map(|redactor| redactor.with_signature_fields(catalog));
+        .map(|redactor| redactor.with_fields(junction_webhooks::log::signature_fields(catalog)));
     lambda_runtime::run(service_fn(
         move |invocation: LambdaEvent<ApiGatewayV2httpRequest>| async move {
             Ok::<_, Infallible>(handle(invocation.payload, ingress, payload_log.as_ref()).await)
@@ -102,12 +99,12 @@ async fn handle(
         (content_type, request.body.clone())
     });
     let (response, outcome) = ingress.handle(request).await;
-    telemetry::record_webhook(&outcome, started.elapsed());
+    junction_webhooks::log::record_webhook(&outcome, started.elapsed());
     if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
         && outcome.result == "accepted"
     {
         let payload = redactor.payload(content_type.as_deref(), &body);
-        telemetry::record_payload(&outcome, &payload);
+        junction_webhooks::log::record_payload(&outcome, &payload);
     }
     event::http_response(response)
 }
@@ -119,14 +116,12 @@ mod tests {
         http::{HeaderMap, HeaderValue},
     };
     use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
-    use shared::{
-        catalog::Catalog,
-        clock::FixedClock,
-        payloads::InMemoryPayloadStore,
-        queue::InMemoryEventQueue,
-        secrets::{CachePolicy, InMemorySecretSource},
-        webhooks::{IngressConfig, SigningSecret, sign_into},
-    };
+    use junction_aws::clock::FixedClock;
+    use junction_aws::payloads::InMemoryPayloadStore;
+    use junction_aws::queue::InMemoryEventQueue;
+    use junction_aws::secrets::{CachePolicy, InMemorySecretSource};
+    use junction_catalog::Catalog;
+    use junction_webhooks::{IngressConfig, SigningSecret, sign_into};
 
     use super::*;
 

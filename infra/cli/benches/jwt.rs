@@ -12,14 +12,12 @@
 use std::{collections::BTreeMap, hint::black_box};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use junction_catalog::{Catalog, JwtRule};
 use junction_cli::tokens::{
     TokenSigner,
     test_keys::{es256_keys, rs256_keys},
 };
-use shared::{
-    catalog::{Catalog, JwtRule},
-    webhooks::jwt::{JwkSet, verify_jwt},
-};
+use junction_webhooks::jwt::{JwkSet, verify_jwt};
 use time::OffsetDateTime;
 
 const SIZES: [(usize, &str); 2] = [(1024, "1KiB"), (64 * 1024, "64KiB")];

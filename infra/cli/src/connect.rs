@@ -12,8 +12,8 @@ use aws_sigv4::{
     http_request::{SignableBody, SignableRequest, SigningSettings, sign},
     sign::v4,
 };
+use junction_oauth::ConnectSessionRequest;
 use serde::Deserialize;
-use shared::oauth::ConnectSessionRequest;
 
 /// The header the local stack checks on IAM-authorized routes (its stand-in for SigV4).
 pub const LOCAL_IAM_HEADER: &str = "x-junction-local-iam";

@@ -4,7 +4,7 @@
 //! management API (`GET /connections/{id}`); this is the operator's one-glance view.
 
 use anyhow::{Context as _, bail};
-use shared::oauth::{Connection, ConnectionState, ConnectionStore, DynamoConnectionStore};
+use junction_oauth::{Connection, ConnectionState, ConnectionStore, DynamoConnectionStore};
 
 /// At most this many connections are listed.
 pub const LIMIT: usize = 1_000;
@@ -146,7 +146,7 @@ fn span(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::oauth::sample_connection;
+    use junction_oauth::sample_connection;
 
     #[test]
     fn ages_read_like_a_person_would_say_them() {

@@ -25,9 +25,9 @@ use junction_cli::{
     stack_catalog::{OverlaySource, StackCatalog, stack_catalog},
     webhook::{post, sign_webhook, sign_webhook_for_public_url, signing_key, webhook_url},
 };
-use shared::{
-    catalog::EndpointRules, dead_letters::DynamoDeadLetterNotes, webhooks::SigningSecret,
-};
+use junction_catalog::EndpointRules;
+use junction_pipeline::dead_letters::DynamoDeadLetterNotes;
+use junction_webhooks::SigningSecret;
 use time::OffsetDateTime;
 
 #[derive(Debug, Parser)]
@@ -532,11 +532,11 @@ async fn connect(
         None => ApiAuth::from_sdk_config(aws).await?,
     };
     let end_user = match (args.end_user_id, args.end_user_name) {
-        (Some(id), display_name) => Some(shared::oauth::EndUser { id, display_name }),
+        (Some(id), display_name) => Some(junction_oauth::EndUser { id, display_name }),
         (None, Some(_)) => bail!("--end-user-name needs --end-user-id"),
         (None, None) => None,
     };
-    let request = shared::oauth::ConnectSessionRequest {
+    let request = junction_oauth::ConnectSessionRequest {
         tenant: args.tenant,
         provider: args.provider,
         connection: args.connection,
@@ -580,7 +580,7 @@ async fn send_webhook(
         // Without access to the stack's secrets (a deployed stack, `--secret` and
         // `--url`, no credentials), a built-in provider is still signed as built in.
         (Err(err), OverlaySource::Stack { .. })
-            if shared::catalog::Catalog::embedded()
+            if junction_catalog::Catalog::embedded()
                 .is_ok_and(|catalog| catalog.get(&args.provider).is_some()) =>
         {
             let err = anyhow::Error::new(err);

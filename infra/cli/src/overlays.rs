@@ -3,7 +3,7 @@
 //! an operator sees the provider and field at fault before (or after) a deploy fails.
 
 use anyhow::Context as _;
-use shared::catalog::{Catalog, EndpointRules};
+use junction_catalog::{Catalog, EndpointRules};
 
 use crate::stack_catalog::{overlay_ids, overlay_secret_names, read_overlay_secret};
 

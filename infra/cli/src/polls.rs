@@ -8,11 +8,9 @@
 //! publishes only those that differ from what it holds (`AlreadyCurrentRecords`).
 
 use anyhow::{Context as _, bail};
-use shared::{
-    catalog::Catalog,
-    oauth::{ConnectionStore, DynamoConnectionStore},
-    polling::{DynamoSyncJobStore, SyncJobStore, job_key},
-};
+use junction_catalog::Catalog;
+use junction_oauth::{ConnectionStore, DynamoConnectionStore};
+use junction_polling::{DynamoSyncJobStore, SyncJobStore, job_key};
 
 use crate::connections::stack_table;
 

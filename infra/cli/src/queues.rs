@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use shared::dead_letters::{DeadLetterNotes, NoteError};
+use junction_pipeline::dead_letters::{DeadLetterNotes, NoteError};
 
 use crate::stack::NamedResource;
 
@@ -356,7 +356,7 @@ pub struct DeadLetter {
 }
 
 /// Fills each letter's [`DeadLetter::reason`] from the notes the consumer left
-/// (`shared::dead_letters`), read in one batch.
+/// (`junction_pipeline::dead_letters`), read in one batch.
 pub async fn with_reasons(
     letters: &mut [DeadLetter],
     notes: &dyn DeadLetterNotes,
@@ -674,7 +674,7 @@ async fn move_task(sqs: &aws_sdk_sqs::Client, dlq: &Queue) -> Result<RedriveRepo
 
 #[cfg(test)]
 mod tests {
-    use shared::dead_letters::{DeadLetterNote, InMemoryDeadLetterNotes};
+    use junction_pipeline::dead_letters::{DeadLetterNote, InMemoryDeadLetterNotes};
     use time::OffsetDateTime;
 
     use super::*;

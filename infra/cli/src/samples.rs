@@ -4,7 +4,7 @@
 //! deduplicated away and replay windows pass.
 
 use serde_json::json;
-use shared::catalog::Provider;
+use junction_catalog::Provider;
 use time::OffsetDateTime;
 
 /// A delivery before signing.
@@ -56,7 +56,7 @@ fn json_sample(headers: Vec<(&str, String)>, body: serde_json::Value) -> Sample 
 /// without a dedicated sample. Where a delivery states its API version, the sample
 /// states the one the built-in catalog pins (see [`sample_at_version`]).
 pub fn sample(provider: &str, now: OffsetDateTime) -> Sample {
-    let pinned = shared::catalog::Catalog::embedded()
+    let pinned = junction_catalog::Catalog::embedded()
         .ok()
         .and_then(|catalog| catalog.get(provider))
         .and_then(|entry| entry.api_version.as_deref());
@@ -584,7 +584,7 @@ mod tests {
     #[test]
     fn every_catalog_sample_normalizes() {
         let now = OffsetDateTime::now_utc();
-        let catalog = shared::catalog::Catalog::embedded().expect("catalog");
+        let catalog = junction_catalog::Catalog::embedded().expect("catalog");
         for provider in catalog.providers().filter(|p| p.webhook.is_some()) {
             let sample = sample(&provider.id, now);
             let mut headers: std::collections::BTreeMap<String, String> = sample
@@ -593,7 +593,7 @@ mod tests {
                 .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
                 .collect();
             headers.insert("content-type".into(), sample.content_type.clone());
-            let raw = shared::normalize::RawEvent {
+            let raw = junction_pipeline::normalize::RawEvent {
                 provider: &provider.id,
                 resource: None,
                 event_type: None,
@@ -602,7 +602,7 @@ mod tests {
                 body: &sample.body,
                 pinned_api_version: provider.api_version.as_deref(),
             };
-            let normalized = shared::normalize::normalize(&raw);
+            let normalized = junction_pipeline::normalize::normalize(&raw);
             let Ok(normalized) = normalized else {
                 panic!("{}: {normalized:?}", provider.id);
             };
@@ -640,7 +640,7 @@ signature = { format = "single", header = "X-Billing-Signature", encoding = "hex
 signed = ["body"]
 replay_window = "none"
 "#;
-        let catalog = shared::catalog::Catalog::embedded()
+        let catalog = junction_catalog::Catalog::embedded()
             .expect("catalog")
             .with_overlay("overlay", overlay)
             .expect("valid");
@@ -665,7 +665,7 @@ replay_window = "none"
     #[test]
     fn samples_state_the_api_version_the_catalog_pins() {
         let now = OffsetDateTime::now_utc();
-        let catalog = shared::catalog::Catalog::embedded().expect("catalog");
+        let catalog = junction_catalog::Catalog::embedded().expect("catalog");
         let stated = |provider: &str, sample: &Sample| -> Option<String> {
             let headers: std::collections::BTreeMap<String, String> = sample
                 .headers
@@ -673,7 +673,7 @@ replay_window = "none"
                 .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
                 .chain([("content-type".to_owned(), sample.content_type.clone())])
                 .collect();
-            let raw = shared::normalize::RawEvent {
+            let raw = junction_pipeline::normalize::RawEvent {
                 provider,
                 resource: None,
                 event_type: None,
@@ -682,7 +682,7 @@ replay_window = "none"
                 body: &sample.body,
                 pinned_api_version: None,
             };
-            shared::normalize::normalize(&raw)
+            junction_pipeline::normalize::normalize(&raw)
                 .expect("normalized")
                 .received_api_version
         };

@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shared::catalog::{Catalog, CatalogError, EndpointRules};
+use junction_catalog::{Catalog, CatalogError, EndpointRules};
 
 /// Where the overlay comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

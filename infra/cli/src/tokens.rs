@@ -15,10 +15,10 @@
 use std::collections::BTreeMap;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL};
+use junction_catalog::{JwtAlgorithm, JwtRule};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use shared::catalog::{JwtAlgorithm, JwtRule};
 use time::OffsetDateTime;
 
 /// How long a minted token is valid when the rule needs an `exp` (Google's push tokens
@@ -311,8 +311,8 @@ impl TokenSigner {
 /// makes them.
 pub mod test_keys {
     use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL};
+    use junction_webhooks::jwt::Jwk;
     use serde_json::json;
-    use shared::webhooks::jwt::Jwk;
 
     /// A P-256 private JWK and its public half (what the local stack seeds and serves).
     pub fn es256_keys(kid: &str) -> (String, Jwk) {
@@ -373,13 +373,9 @@ pub mod test_keys {
 
 #[cfg(test)]
 mod tests {
-    use shared::{
-        catalog::{Catalog, Provider},
-        webhooks::{
-            VerifyError,
-            jwt::{JwkSet, verify_jwt},
-        },
-    };
+    use junction_catalog::{Catalog, Provider};
+    use junction_webhooks::VerifyError;
+    use junction_webhooks::jwt::{JwkSet, verify_jwt};
 
     use super::{test_keys::*, *};
 

@@ -1,6 +1,6 @@
 //! Signing and sending a webhook exactly as the provider would.
 //!
-//! The signature comes from `shared::webhooks::sign`, driven by the same catalog entry
+//! The signature comes from `junction_webhooks::sign`, driven by the same catalog entry
 //! the ingress verifies with, so what verifies here verifies in Lambda. The key is the
 //! configured secret read from Secrets Manager (`<prefix>/webhooks/<provider>`), or, for
 //! asymmetric providers (Ed25519, ECDSA P-256) whose configured secret is the provider's
@@ -19,12 +19,12 @@
 use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
-use shared::{
-    catalog::{Provider, Scheme, SignatureFormat},
-    secrets::webhook_secret_name,
-    webhooks::{SignError, SignedRequest, SigningSecret, sign_request, url_with_body_hash},
+use junction_aws::secrets::webhook_secret_name;
+use junction_catalog::{Provider, Scheme, SignatureFormat};
+use junction_webhooks::{
+    SignError, SignedRequest, SigningSecret, sign_request, url_with_body_hash,
 };
+use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::{
@@ -185,7 +185,7 @@ pub fn sign_webhook_for_public_url(
 
 /// The URL the ingress rebuilds for a request to `posted` when its public base URL is
 /// `public_base`: the base (without a trailing `/`) followed by the path and query the
-/// request carries (`shared::webhooks::Ingress`'s `public_url`). Both are parsed; the
+/// request carries (`junction_webhooks::Ingress`'s `public_url`). Both are parsed; the
 /// path and query are those `posted` is sent with.
 pub fn public_url(public_base: &str, posted: &str) -> Result<String, WebhookError> {
     let parse = |what: &'static str, url: &str| {
@@ -327,13 +327,9 @@ pub fn webhook_url(api_base: &str, provider: &str, endpoint: Option<&str>) -> St
 
 #[cfg(test)]
 mod tests {
-    use shared::{
-        catalog::{Catalog, JwtAlgorithm},
-        webhooks::{
-            jwt::{JwkSet, verify_jwt},
-            verify,
-        },
-    };
+    use junction_catalog::{Catalog, JwtAlgorithm};
+    use junction_webhooks::jwt::{JwkSet, verify_jwt};
+    use junction_webhooks::verify;
 
     use super::*;
     use crate::{
@@ -390,7 +386,7 @@ mod tests {
                 continue;
             }
             let (key, configured) =
-                shared::webhooks::development_keys(verification, &[7u8; 32]).expect("valid key");
+                junction_webhooks::development_keys(verification, &[7u8; 32]).expect("valid key");
             let url = webhook_url("http://127.0.0.1:3000", &provider.id, None);
             let signed = sign_webhook(
                 provider,

@@ -16,12 +16,10 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_secretsmanager::types::Tag;
+use junction_aws::secrets::webhook_secret_name;
+use junction_catalog::{Catalog, JwtKeys, Provider, Scheme};
+use junction_webhooks::development_keys;
 use serde_json::json;
-use shared::{
-    catalog::{Catalog, JwtKeys, Provider, Scheme},
-    secrets::webhook_secret_name,
-    webhooks::development_keys,
-};
 
 use crate::jwt_keys::{LocalJwt, development_claim};
 
@@ -204,7 +202,7 @@ pub async fn seed(
 
 #[cfg(test)]
 mod tests {
-    use shared::webhooks::{SignedRequest, SigningSecret, sign, verify};
+    use junction_webhooks::{SignedRequest, SigningSecret, sign, verify};
 
     use super::*;
 
@@ -243,7 +241,7 @@ mod tests {
                 http::HeaderValue::from_static("application/json"),
             );
             for part in &verification.signed {
-                if let shared::catalog::SignedPart::Header(names) = part
+                if let junction_catalog::SignedPart::Header(names) = part
                     && let Ok(name) = http::HeaderName::try_from(names.names()[0].as_str())
                 {
                     headers.insert(name, http::HeaderValue::from_static("1"));
@@ -254,7 +252,7 @@ mod tests {
                 now.unix_timestamp() * 1000
             );
             let body = body.as_bytes();
-            let url = shared::webhooks::url_with_body_hash(
+            let url = junction_webhooks::url_with_body_hash(
                 verification,
                 "http://127.0.0.1:3000/webhooks/x",
                 &headers,

@@ -23,6 +23,7 @@ use std::{
     path::{Path, PathBuf},
     sync::Arc,
 };
+use subtle::ConstantTimeEq as _;
 
 use axum::{
     Router,
@@ -33,13 +34,12 @@ use axum::{
     serve::ListenerExt as _,
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL};
+use junction_aws::secrets::{SecretSource, webhook_secret_name};
+use junction_catalog::{Catalog, CatalogError, JwtAlgorithm, JwtKeys, Provider, Scheme};
+use junction_webhooks::SigningSecret;
+use junction_webhooks::jwt::ApiCredentials;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::{
-    catalog::{Catalog, CatalogError, JwtAlgorithm, JwtKeys, Provider, Scheme},
-    secrets::{SecretSource, webhook_secret_name},
-    webhooks::{SigningSecret, jwt::ApiCredentials},
-};
 use tokio::task::JoinHandle;
 
 /// Why the development keys or the overlay could not be made.
@@ -261,7 +261,7 @@ fn url_path(url: &str) -> &str {
 
 /// Builds the overlay: for every built-in provider of the `jwt` scheme that `user` (the
 /// overlay the developer passed, `(name, text)`) does not replace, a copy of its catalog
-/// file (`<root>/shared/catalog/<id>.toml`, the source the function binaries embed)
+/// file (`<root>/shared/catalog/providers/<id>.toml`, the source the function binaries embed)
 /// whose `jwt.jwks_url` is the key server's `<base_url>/<id><path of the provider's
 /// URL>`. A user entry with the same id wins: it was written on purpose (a Plaid Sandbox
 /// URL, say), so it is left alone and reported in `overridden`. The result is validated
@@ -273,7 +273,7 @@ pub fn local_overlay(
 ) -> Result<LocalOverlay, JwtKeysError> {
     // The served key endpoints are on loopback: checked as the local functions check.
     let embedded = Catalog::embedded()?
-        .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests);
+        .with_endpoint_rules(junction_catalog::EndpointRules::LoopbackHttpForTests);
     let mut user_ids = BTreeSet::new();
     if let Some((name, text)) = user {
         embedded.with_overlay(name, text)?;
@@ -308,7 +308,7 @@ pub fn local_overlay(
             reason,
         };
         let path = root
-            .join("shared/catalog")
+            .join("shared/catalog/providers")
             .join(format!("{}.toml", provider.id));
         let text = std::fs::read_to_string(&path).map_err(|source| JwtKeysError::ReadEntry {
             path: path.clone(),
@@ -591,14 +591,13 @@ fn plaid_key(document: &SecretDocument, headers: &HeaderMap, body: &[u8]) -> Res
             ),
         );
     };
-    let presented = SigningSecret::new(secret);
     let known = document
         .signing_secrets
         .iter()
         .filter_map(|configured| ApiCredentials::parse(&SigningSecret::new(configured.clone())))
         .any(|credentials| {
             credentials.client_id() == client_id
-                && SigningSecret::new(credentials.secret()) == presented
+                && bool::from(credentials.secret().as_bytes().ct_eq(secret.as_bytes()))
         });
     if !known {
         return plaid_error(
@@ -632,11 +631,9 @@ fn plaid_key(document: &SecretDocument, headers: &HeaderMap, body: &[u8]) -> Res
 
 #[cfg(test)]
 mod tests {
+    use junction_aws::secrets::InMemorySecretSource;
     use junction_cli::tokens::TokenSigner;
-    use shared::{
-        secrets::InMemorySecretSource,
-        webhooks::jwt::{HttpKeySetSource, KeySetCache, verify_jwt},
-    };
+    use junction_webhooks::jwt::{HttpKeySetSource, KeySetCache, verify_jwt};
     use time::OffsetDateTime;
 
     use super::*;
@@ -658,7 +655,7 @@ mod tests {
         );
         let catalog = Catalog::embedded()
             .expect("catalog")
-            .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
+            .with_endpoint_rules(junction_catalog::EndpointRules::LoopbackHttpForTests)
             .with_overlay("o", &overlay.text)
             .expect("valid");
         let url = |id: &str| {
@@ -688,9 +685,10 @@ mod tests {
     /// is still pointed at the key server.
     #[test]
     fn a_user_entry_for_a_jwt_provider_wins() {
-        let plaid = std::fs::read_to_string(repo_root().join("shared/catalog/plaid.toml"))
-            .expect("plaid.toml")
-            .replace("https://production.plaid.com", "https://sandbox.plaid.com");
+        let plaid =
+            std::fs::read_to_string(repo_root().join("shared/catalog/providers/plaid.toml"))
+                .expect("plaid.toml")
+                .replace("https://production.plaid.com", "https://sandbox.plaid.com");
         let user = format!(
             "# mine\n[[provider]]\nid = \"billing\"\nname = \"Billing\"\ndocs = \"https://wiki.example.com\"\n[provider.webhook]\nverification_from = \"standard-webhooks\"\n\n{}",
             to_overlay_entry(&plaid)
@@ -702,7 +700,7 @@ mod tests {
         assert_eq!(overlay.served.keys().collect::<Vec<_>>(), ["gmail"]);
         let catalog = Catalog::embedded()
             .expect("catalog")
-            .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
+            .with_endpoint_rules(junction_catalog::EndpointRules::LoopbackHttpForTests)
             .with_overlay("o", &overlay.text)
             .expect("valid");
         assert!(catalog.get("billing").is_some());
@@ -720,7 +718,7 @@ mod tests {
             .expect("overlay");
         let catalog = Catalog::embedded()
             .expect("catalog")
-            .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
+            .with_endpoint_rules(junction_catalog::EndpointRules::LoopbackHttpForTests)
             .with_overlay("o", &overlay.text)
             .expect("valid");
         assert!(catalog.get("billing").is_some());
@@ -772,7 +770,7 @@ mod tests {
         let catalog: &'static Catalog = Box::leak(Box::new(
             Catalog::embedded()
                 .expect("catalog")
-                .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
+                .with_endpoint_rules(junction_catalog::EndpointRules::LoopbackHttpForTests)
                 .with_overlay("o", &overlay.text)
                 .expect("valid"),
         ));
@@ -831,7 +829,7 @@ mod tests {
             .expect("minted");
         assert_eq!(
             verify_jwt(rule, &forged, body, &set, &created.jwt_claims, now),
-            Err(shared::webhooks::VerifyError::SignatureMismatch)
+            Err(junction_webhooks::VerifyError::SignatureMismatch)
         );
 
         // Plaid: the credentialed key endpoint.
@@ -851,7 +849,7 @@ mod tests {
             .await
             .expect("fetched the key");
         assert!(!fetched.expired);
-        let set = shared::webhooks::jwt::JwkSet {
+        let set = junction_webhooks::jwt::JwkSet {
             keys: vec![fetched.key.clone()],
         };
         assert_eq!(
@@ -863,7 +861,7 @@ mod tests {
             .expect("minted");
         assert_eq!(
             verify_jwt(rule, &forged, body, &set, &BTreeMap::new(), now),
-            Err(shared::webhooks::VerifyError::SignatureMismatch)
+            Err(junction_webhooks::VerifyError::SignatureMismatch)
         );
 
         // Plaid's errors, as its API answers them.

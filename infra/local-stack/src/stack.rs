@@ -23,8 +23,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use junction_catalog::EndpointRules;
 use serde::{Deserialize, Serialize};
-use shared::catalog::EndpointRules;
 use time::OffsetDateTime;
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -125,7 +125,7 @@ pub enum LocalStackError {
     #[error(transparent)]
     Seed(#[from] SeedError),
     #[error("the provider catalog is invalid: {0}")]
-    Catalog(#[from] shared::catalog::CatalogError),
+    Catalog(#[from] junction_catalog::CatalogError),
     #[error("development JWT keys: {0}")]
     JwtKeys(#[from] JwtKeysError),
     #[error("could not listen on 127.0.0.1:{port}: {source}")]
@@ -475,7 +475,7 @@ impl LocalStack {
                 Some(prefix) => {
                     // Overlay providers get development secrets like built-in ones.
                     // Checked as the functions check it: they run with loopback allowed.
-                    let embedded = shared::catalog::Catalog::embedded()?
+                    let embedded = junction_catalog::Catalog::embedded()?
                         .with_endpoint_rules(EndpointRules::LoopbackHttpForTests);
                     let catalog = match &overlay {
                         Some((name, text)) => embedded.with_overlay(name, text)?,
@@ -549,7 +549,7 @@ impl LocalStack {
             // The local stack's providers (the fake provider, the OpenID provider) listen
             // on loopback over http; a deploy never sets this.
             environment.insert(
-                shared::catalog::LOOPBACK_TEST_SETTING.into(),
+                junction_catalog::LOOPBACK_TEST_SETTING.into(),
                 "allow".into(),
             );
             // The template's public base URL is API Gateway's, or the `PublicBaseUrl`
@@ -680,7 +680,7 @@ impl LocalStack {
         if let (Some(server), Some(local), Some(prefix)) =
             (key_server, local_jwt, config.prefix.clone())
         {
-            let secrets = Arc::new(shared::secrets::SecretsManagerSource::from_config(
+            let secrets = Arc::new(junction_aws::secrets::SecretsManagerSource::from_config(
                 &sdk_config,
             ));
             servers.push(server.serve(secrets, prefix, local.served));

@@ -19,14 +19,15 @@ use std::{collections::BTreeSet, time::Duration};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use junction_catalog::Catalog;
 use junction_cli::{
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive},
     samples::sample,
     webhook::{post, sign_webhook, signing_key, webhook_url},
 };
+use junction_webhooks::SigningSecret;
 use local_stack::{emulator::repo_root, jwt_keys::generate_jwk_of_size, stack::LocalStackConfig};
 use serde_json::Value;
-use shared::{catalog::Catalog, webhooks::SigningSecret};
 use time::OffsetDateTime;
 
 async fn json_body(response: reqwest::Response) -> Value {

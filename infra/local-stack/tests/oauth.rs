@@ -18,9 +18,9 @@ use common::{
 use std::time::Duration;
 
 use fake_provider::{AuthServerConfig, FakeAuthServer, GrantSummary};
+use junction_oauth::ConnectSessionRequest;
 use local_stack::{http_api::LOCAL_IAM_HEADER, stack::LocalStack};
 use serde_json::Value;
-use shared::oauth::ConnectSessionRequest;
 
 const RETURN_TO: &str = "https://app.example.com/integrations";
 

@@ -21,20 +21,18 @@ use std::{
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::MessageAttributeValue;
+use junction_aws::events::CloudEvent;
+use junction_catalog::Catalog;
 use junction_cli::{
     connections::stack_table,
     queues::{RedriveMethod, StackQueues, list_dead_letters, redrive, with_reasons},
     samples::{Sample, sample},
     webhook::{SignedWebhook, post, sign_webhook, signing_key, webhook_url},
 };
+use junction_pipeline::dead_letters::{DynamoDeadLetterNotes, KEY_PREFIX};
 use local_stack::{emulator::repo_root, stack::LocalStackConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use shared::{
-    catalog::Catalog,
-    dead_letters::{DynamoDeadLetterNotes, KEY_PREFIX},
-    events::CloudEvent,
-};
 use time::OffsetDateTime;
 
 /// What the bus may see of one event.
@@ -613,8 +611,8 @@ async fn a_5_mib_stripe_event_reaches_the_bus_by_claim_check() {
     assert_eq!(dataref, format!("s3://{bucket}/events/{}.json", event.id));
     // ... which a subscriber reads back: the normalized event with the whole payload
     let payloads =
-        shared::payloads::S3PayloadStore::from_config(pipeline.stack.sdk_config(), bucket);
-    let stored = shared::payloads::PayloadStore::get(&payloads, &dataref)
+        junction_aws::payloads::S3PayloadStore::from_config(pipeline.stack.sdk_config(), bucket);
+    let stored = junction_aws::payloads::PayloadStore::get(&payloads, &dataref)
         .await
         .expect("the subscriber reads the data");
     assert_eq!(event.datasize, Some(stored.len() as u64));

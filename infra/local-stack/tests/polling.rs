@@ -19,19 +19,17 @@ use std::{
 };
 
 use fake_provider::{ApiRequest, AuthServerConfig, FakeAuthServer, ScriptedResponse};
+use junction_aws::events::CloudEvent;
+use junction_catalog::Catalog;
 use junction_cli::{
     connections::{connection_statuses, connection_table},
     polls::force_poll,
     samples::Sample,
     webhook::{post, sign_webhook, signing_key, webhook_url},
 };
+use junction_polling::{DynamoSyncJobStore, SyncJobStore};
 use local_stack::{http_api::LOCAL_IAM_HEADER, stack::LocalStack};
 use serde_json::{Value, json};
-use shared::{
-    catalog::Catalog,
-    events::CloudEvent,
-    polling::{DynamoSyncJobStore, SyncJobStore},
-};
 use time::OffsetDateTime;
 
 /// Issues per page the fake answers (fewer than asked for, as a server may).
@@ -111,8 +109,10 @@ fn issue(number: usize, updated_at: &str) -> Value {
 /// minute.
 fn overlay(server: &FakeAuthServer) -> String {
     let builtin = Catalog::embedded().expect("catalog");
-    let mut entry: toml::Table =
-        toml::from_str(include_str!("../../../shared/catalog/linear.toml")).expect("linear.toml");
+    let mut entry: toml::Table = toml::from_str(include_str!(
+        "../../../shared/catalog/providers/linear.toml"
+    ))
+    .expect("linear.toml");
     let oauth: toml::Table = toml::from_str(&server.oauth_catalog_fields()).expect("oauth");
     entry.insert("oauth".into(), toml::Value::Table(oauth));
     let api = entry
@@ -300,7 +300,7 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
     let now = OffsetDateTime::now_utc();
     let spec = Catalog::embedded()
         .expect("catalog")
-        .with_endpoint_rules(shared::catalog::EndpointRules::LoopbackHttpForTests)
+        .with_endpoint_rules(junction_catalog::EndpointRules::LoopbackHttpForTests)
         .with_overlay("test", &overlay(&server))
         .expect("overlay")
         .get("linear")

@@ -11,6 +11,7 @@ use std::{
 };
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use junction_catalog::{Provider, SignatureFormat};
 use junction_cli::webhook::SignedWebhook;
 use local_stack::{
     emulator::repo_root,
@@ -18,7 +19,6 @@ use local_stack::{
     stack::{LocalStack, LocalStackConfig},
 };
 use serde_json::Value;
-use shared::catalog::{Provider, SignatureFormat};
 
 /// `label` with a random suffix: a stack name and prefix no other test uses.
 pub fn unique(label: &str) -> String {
@@ -417,12 +417,12 @@ pub fn session_for(
     provider: &str,
     tenant: &str,
     return_to: &str,
-) -> shared::oauth::ConnectSessionRequest {
-    shared::oauth::ConnectSessionRequest {
+) -> junction_oauth::ConnectSessionRequest {
+    junction_oauth::ConnectSessionRequest {
         tenant: tenant.to_owned(),
         provider: provider.to_owned(),
         return_to: Some(return_to.to_owned()),
-        ..shared::oauth::ConnectSessionRequest::default()
+        ..junction_oauth::ConnectSessionRequest::default()
     }
 }
 
@@ -431,7 +431,7 @@ pub fn session_for(
 /// connect URL to send the browser to. The session token is watched for leaks.
 pub async fn connect_url(
     stack: &LocalStack,
-    request: &shared::oauth::ConnectSessionRequest,
+    request: &junction_oauth::ConnectSessionRequest,
 ) -> String {
     let session = junction_cli::connect::create_session(
         &reqwest::Client::new(),
@@ -515,7 +515,7 @@ impl BusObserver {
     }
 
     /// Receives and deletes what the observer queue holds now, as CloudEvents.
-    pub async fn drain(&self, into: &mut Vec<shared::events::CloudEvent>) -> usize {
+    pub async fn drain(&self, into: &mut Vec<junction_aws::events::CloudEvent>) -> usize {
         let output = self
             .sqs
             .receive_message()
@@ -535,7 +535,7 @@ impl BusObserver {
                 serde_json::Value::String(text) => serde_json::from_str(text).expect("JSON detail"),
                 other => other.clone(),
             };
-            let event: shared::events::CloudEvent = serde_json::from_value(detail)
+            let event: junction_aws::events::CloudEvent = serde_json::from_value(detail)
                 .unwrap_or_else(|err| panic!("detail is not a CloudEvent ({err}): {envelope}"));
             assert_eq!(
                 envelope["source"], event.source,

@@ -1,0 +1,119 @@
+//! The `[api]` section of a catalog entry: how the provider's API answers, as data, for
+//! the outbound client ([`junction_outbound`]).
+
+use serde::Deserialize;
+
+/// How Junction reads the provider's API responses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSpec {
+    /// Where the API lives, joined with each poller's paths. `{name}` placeholders are
+    /// filled from the connection's stored token-response values (Salesforce
+    /// `{instance_url}`), so a per-account host needs no code. An overlay can point a
+    /// built-in provider elsewhere (a sandbox, a regional host) by replacing its entry.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The rate Junction allows itself (the documented limit, or below it); 429s lower
+    /// it further at run time.
+    pub rate_limit: RateLimitSpec,
+    /// Responses that are errors whatever their status (Slack's `200 {"ok": false}`,
+    /// GraphQL `errors`), tried in order; the first match decides.
+    #[serde(default)]
+    pub error_rules: Vec<ErrorRule>,
+}
+
+/// A client-side rate limit.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Sustained requests per second.
+    pub requests_per_second: f64,
+    /// Requests allowed at once after a quiet period.
+    pub burst: u32,
+    /// Whether the provider limits per app (`provider`) or per connected account
+    /// (`connection`).
+    pub scope: RateLimitScope,
+}
+
+/// What a provider's limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitScope {
+    Provider,
+    Connection,
+}
+
+/// "When the JSON body has one of `values` at `pointer`, the call failed with `class`."
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRule {
+    /// A JSON pointer into the response body (`/ok`, `/errors/0/extensions/code`).
+    pub pointer: String,
+    /// The values there that mean this failure (`[false]`, `["RATELIMITED"]`).
+    pub values: Vec<serde_json::Value>,
+    /// What the failure is.
+    pub class: FailureClass,
+    /// A JSON pointer to the provider's error code, for logs and metrics.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// What a failed call means for retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Slow down: retried after the provider's wait (or backoff).
+    RateLimited,
+    /// The token was refused: refreshed once by the vault, then permanent.
+    Unauthorized,
+    /// Retried with backoff.
+    Transient,
+    /// Not retried.
+    Permanent,
+}
+
+impl ApiSpec {
+    /// Checks what the types cannot; returns `(field, message)` for the first fault.
+    pub(crate) fn check(&self, rules: super::EndpointRules) -> Result<(), (String, String)> {
+        let rate = self.rate_limit.requests_per_second;
+        if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+            return Err((
+                "api.rate_limit.requests_per_second".into(),
+                "must be above 0 and at most 10000".into(),
+            ));
+        }
+        if let Some(base) = &self.base_url {
+            // A base that starts with a placeholder (Salesforce's `{instance_url}`) is an
+            // origin the provider returns; it is checked once filled, at each call.
+            if !base.starts_with('{')
+                && let Err(err) = rules.check(&super::endpoint::template_probe(base))
+            {
+                return Err((
+                    "api.base_url".into(),
+                    format!("{err} (or start with a {{placeholder}} filled from the connection)"),
+                ));
+            }
+            if base.ends_with('/') {
+                return Err(("api.base_url".into(), "must not end with /".into()));
+            }
+        }
+        if self.rate_limit.burst == 0 {
+            return Err(("api.rate_limit.burst".into(), "must be at least 1".into()));
+        }
+        for (index, rule) in self.error_rules.iter().enumerate() {
+            let field = |name: &str| format!("api.error_rules[{index}].{name}");
+            for (name, pointer) in [
+                ("pointer", Some(&rule.pointer)),
+                ("code", rule.code.as_ref()),
+            ] {
+                if pointer.is_some_and(|p| !p.starts_with('/')) {
+                    return Err((field(name), "must be a JSON pointer starting with /".into()));
+                }
+            }
+            if rule.values.is_empty() {
+                return Err((field("values"), "list at least one value".into()));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,925 @@
+//! Connections: one per (tenant, provider account), with its sealed tokens and health.
+//!
+//! Every change is an optimistic replace conditional on the record's `version`, so
+//! concurrent writers (the refresher, the poll worker recording a sync, a disconnect)
+//! never lose each other's updates; the refresh lease is a field set the same way, so
+//! exactly one caller refreshes a connection at a time.
+//!
+//! The store also keeps, per provider, the *lifetime observations* the vault learns a
+//! provider's real token lifetime from (one per connection, its latest, for
+//! [`OBSERVATION_WINDOW_SECONDS`]); the rule that turns them into a lifetime is the
+//! vault's.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+use junction_aws::crypto::{Sealed, sealed_from_text, sealed_to_text};
+
+/// A connection store failure (transient: retry later), with its cause.
+#[derive(Debug, thiserror::Error)]
+#[error("connection store unavailable")]
+pub struct ConnectionStoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A stored connection that could not be read back (a corrupt item): its id and why.
+/// Reported on its own so one such item does not stop a sweep over the others.
+#[derive(Debug, thiserror::Error)]
+#[error("connection {id} could not be read")]
+pub struct UnreadableConnection {
+    pub id: String,
+    #[source]
+    pub source: ConnectionStoreError,
+}
+
+/// How long a lifetime observation counts (seven days): a learned lifetime that no new
+/// observation confirms lapses, and DynamoDB's TTL deletes a provider's observations
+/// that long after the newest.
+pub const OBSERVATION_WINDOW_SECONDS: i64 = 7 * 24 * 3600;
+
+/// At most this many observations are kept per provider (the newest): the record stays
+/// one small item however many connections report.
+const MAX_OBSERVATIONS: usize = 64;
+
+/// One connection's sighting of a token rejected before its stated lifetime, recorded
+/// only once the refresh that followed succeeded (the grant was alive).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifetimeObservation {
+    /// The connection that saw it: each connection counts once, with its latest.
+    pub connection: String,
+    /// How old the rejected token was, in seconds.
+    pub seconds: u64,
+    /// When it was rejected (Unix seconds).
+    pub at: i64,
+}
+
+/// A provider's observations after recording `new`: the connection's earlier one
+/// replaced, none older than [`OBSERVATION_WINDOW_SECONDS`] before the newest, at most
+/// [`MAX_OBSERVATIONS`] (the newest). What every store keeps.
+pub(crate) fn merge_observation(
+    mut observations: Vec<LifetimeObservation>,
+    new: LifetimeObservation,
+) -> Vec<LifetimeObservation> {
+    observations.retain(|o| o.connection != new.connection);
+    observations.push(new);
+    let newest = observations.iter().map(|o| o.at).max().unwrap_or_default();
+    observations.retain(|o| o.at > newest.saturating_sub(OBSERVATION_WINDOW_SECONDS));
+    observations.sort_by_key(|o| std::cmp::Reverse(o.at));
+    observations.truncate(MAX_OBSERVATIONS);
+    observations
+}
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// Tokens work (or will after a refresh).
+    Active,
+    /// The grant is gone (revoked, password changed, refresh token expired): the user
+    /// must connect again.
+    NeedsReauth,
+}
+
+impl ConnectionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Active => "active",
+            ConnectionState::NeedsReauth => "needs_reauth",
+        }
+    }
+}
+
+/// Who holds the right to refresh, until when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub until: i64,
+}
+
+/// One connected account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: String,
+    pub tenant: String,
+    pub provider: String,
+    pub state: ConnectionState,
+    /// Scopes granted (as the token response stated them, else as requested).
+    pub scopes: Vec<String>,
+    /// The provider's id of the connected account, where the catalog says where it is.
+    pub account_id: Option<String>,
+    /// The product's user who connected it, as the connect session named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<super::session::EndUser>,
+    /// URL parameters (`shop`, `tenant`, `login_domain`) and kept response values
+    /// (`instance_url`).
+    pub params: BTreeMap<String, String>,
+    /// The sealed [`super::TokenSet`]; `None` once disconnected.
+    #[serde(skip)]
+    pub tokens: Option<Sealed>,
+    /// Incremented whenever new tokens are stored.
+    pub token_generation: u64,
+    /// When the current access token was issued (Unix seconds).
+    pub token_issued_at: Option<i64>,
+    /// The lifetime the provider stated (or the catalog's default), in seconds; `None`:
+    /// the token does not expire.
+    pub stated_lifetime: Option<u64>,
+    /// Whether a refresh token is stored.
+    pub refreshable: bool,
+    /// When the refresher should renew the token (Unix seconds), if ever.
+    pub refresh_at: Option<i64>,
+    /// The refresh lease, while somebody refreshes.
+    pub lease: Option<Lease>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Last time a sync with the provider succeeded (Unix seconds).
+    pub last_successful_sync: Option<i64>,
+    /// The last error (a code and a short reason, never a token), and when.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    /// The optimistic-concurrency token: every write increments it.
+    #[serde(skip)]
+    pub version: u64,
+}
+
+/// Storage of connections and of each provider's lifetime observations.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new connection (fails if the id exists).
+    async fn insert(&self, connection: &Connection) -> Result<(), ConnectionStoreError>;
+
+    async fn get(&self, id: &str) -> Result<Option<Connection>, ConnectionStoreError>;
+
+    /// Writes `next` (its `version` must be `expected + 1`) if the stored version is
+    /// still `expected`. False when another writer got there first.
+    async fn replace(&self, next: &Connection, expected: u64)
+    -> Result<bool, ConnectionStoreError>;
+
+    async fn delete(&self, id: &str) -> Result<(), ConnectionStoreError>;
+
+    /// A tenant's connections, oldest first.
+    async fn list_for_tenant(&self, tenant: &str) -> Result<Vec<Connection>, ConnectionStoreError>;
+
+    /// Every connection (at most `limit`), for an operator's overview (`junction
+    /// status`): a scan, never on a request path.
+    async fn list_all(&self, limit: usize) -> Result<Vec<Connection>, ConnectionStoreError>;
+
+    /// Active connections whose `refresh_at` is at or before `before` (at most
+    /// `limit`, the earliest first where the store can order them). An item that cannot
+    /// be read is an `Err` of its own, not a failure of the whole read.
+    async fn due_for_refresh(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<Result<Connection, UnreadableConnection>>, ConnectionStoreError>;
+
+    /// The provider's lifetime observations as kept by
+    /// [`ConnectionStore::record_lifetime`] (at most one per connection; possibly
+    /// older than the window: the reader filters by its own clock).
+    async fn lifetime_observations(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<LifetimeObservation>, ConnectionStoreError>;
+
+    /// Adds `observation` to the provider's as [`merge_observation`] does. Concurrent
+    /// recorders must not lose each other's observations.
+    async fn record_lifetime(
+        &self,
+        provider: &str,
+        observation: LifetimeObservation,
+    ) -> Result<(), ConnectionStoreError>;
+}
+
+/// DynamoDB: item `id` (key), `version`, `tenant` + `created_at` (index `by-tenant`),
+/// `state` + `refresh_at` (index `by-refresh`, present only while a refresh is due
+/// some day), `tokens` (sealed, base64), `doc` (the rest, JSON). A provider's lifetime
+/// observations are one item `id = lifetime#<provider>` with `version`, `doc` (JSON
+/// `{"observations": [...]}`) and `expires_at` (the table's TTL attribute: the newest
+/// observation's time plus the window); it has none of the indexes' attributes, so
+/// listings and sweeps never see it.
+#[derive(Debug, Clone)]
+pub struct DynamoConnectionStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoConnectionStore {
+    pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        DynamoConnectionStore {
+            client: aws_sdk_dynamodb::Client::new(aws),
+            table: table.into(),
+        }
+    }
+
+    fn item(
+        connection: &Connection,
+    ) -> Result<HashMap<String, AttributeValue>, ConnectionStoreError> {
+        let doc =
+            serde_json::to_string(connection).map_err(|err| ConnectionStoreError(Box::new(err)))?;
+        let mut item = HashMap::from([
+            ("id".to_owned(), AttributeValue::S(connection.id.clone())),
+            (
+                "version".to_owned(),
+                AttributeValue::N(connection.version.to_string()),
+            ),
+            (
+                "tenant".to_owned(),
+                AttributeValue::S(connection.tenant.clone()),
+            ),
+            (
+                "created_at".to_owned(),
+                AttributeValue::N(connection.created_at.to_string()),
+            ),
+            (
+                "state".to_owned(),
+                AttributeValue::S(connection.state.as_str().to_owned()),
+            ),
+            ("doc".to_owned(), AttributeValue::S(doc)),
+        ]);
+        if let Some(tokens) = &connection.tokens {
+            item.insert(
+                "tokens".to_owned(),
+                AttributeValue::S(sealed_to_text(tokens)),
+            );
+        }
+        if let Some(at) = connection.refresh_at {
+            item.insert("refresh_at".to_owned(), AttributeValue::N(at.to_string()));
+        }
+        Ok(item)
+    }
+
+    fn connection(
+        item: &HashMap<String, AttributeValue>,
+    ) -> Result<Connection, ConnectionStoreError> {
+        let text = item
+            .get("doc")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| ConnectionStoreError("connection item without doc".into()))?;
+        let mut connection: Connection =
+            serde_json::from_str(text).map_err(|err| ConnectionStoreError(Box::new(err)))?;
+        connection.version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_default();
+        connection.tokens = match item.get("tokens").and_then(|v| v.as_s().ok()) {
+            Some(text) => {
+                Some(sealed_from_text(text).map_err(|err| ConnectionStoreError(Box::new(err)))?)
+            }
+            None => None,
+        };
+        Ok(connection)
+    }
+
+    /// The items of an index query, at most `limit`, not yet read as connections.
+    async fn query(
+        &self,
+        index: &str,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: &[(&str, AttributeValue)],
+        limit: Option<usize>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, ConnectionStoreError> {
+        let mut connections = Vec::new();
+        let mut start = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(condition)
+                .set_exclusive_start_key(start.take());
+            for (name, attribute) in names {
+                request = request.expression_attribute_names(*name, *attribute);
+            }
+            for (name, value) in values {
+                request = request.expression_attribute_values(*name, value.clone());
+            }
+            let output = request.send().await.map_err(dynamo_error)?;
+            connections.extend(output.items().iter().cloned());
+            if limit.is_some_and(|limit| connections.len() >= limit) {
+                connections.truncate(limit.unwrap_or(usize::MAX));
+                return Ok(connections);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(connections),
+            }
+        }
+    }
+}
+
+fn dynamo_error<E: std::fmt::Debug + std::fmt::Display>(
+    err: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> ConnectionStoreError
+where
+    aws_sdk_dynamodb::Error:
+        From<aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+{
+    ConnectionStoreError(Box::new(aws_sdk_dynamodb::Error::from(err)))
+}
+
+/// The key of a provider's lifetime observations.
+fn lifetime_key(provider: &str) -> AttributeValue {
+    AttributeValue::S(format!("lifetime#{provider}"))
+}
+
+/// The observations document of a `lifetime#` item.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ObservationsDoc {
+    observations: Vec<LifetimeObservation>,
+}
+
+impl DynamoConnectionStore {
+    /// A provider's observations and the item's version (`None`: no item, or one from
+    /// before observations, whose single shortest lifetime is deliberately dropped).
+    async fn read_observations(
+        &self,
+        provider: &str,
+        consistent: bool,
+    ) -> Result<(Option<u64>, Vec<LifetimeObservation>), ConnectionStoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", lifetime_key(provider))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        let Some(item) = output.item else {
+            return Ok((None, Vec::new()));
+        };
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok());
+        let observations = match item.get("doc").and_then(|v| v.as_s().ok()) {
+            Some(text) => {
+                serde_json::from_str::<ObservationsDoc>(text)
+                    .map_err(|err| ConnectionStoreError(Box::new(err)))?
+                    .observations
+            }
+            None => Vec::new(),
+        };
+        Ok((version, observations))
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for DynamoConnectionStore {
+    async fn insert(&self, connection: &Connection) -> Result<(), ConnectionStoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::item(connection)?))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(dynamo_error)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Connection>, ConnectionStoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        output.item.as_ref().map(Self::connection).transpose()
+    }
+
+    async fn replace(
+        &self,
+        next: &Connection,
+        expected: u64,
+    ) -> Result<bool, ConnectionStoreError> {
+        junction_aws::dynamo::put_if(
+            &self.client,
+            &self.table,
+            Self::item(next)?,
+            junction_aws::dynamo::PutCondition::Version(expected),
+        )
+        .await
+        .map_err(|err| ConnectionStoreError(Box::new(err)))
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ConnectionStoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(id.to_owned()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(dynamo_error)
+    }
+
+    async fn list_for_tenant(&self, tenant: &str) -> Result<Vec<Connection>, ConnectionStoreError> {
+        self.query(
+            "by-tenant",
+            "tenant = :tenant",
+            &[],
+            &[(":tenant", AttributeValue::S(tenant.to_owned()))],
+            None,
+        )
+        .await?
+        .iter()
+        .map(Self::connection)
+        .collect()
+    }
+
+    async fn list_all(&self, limit: usize) -> Result<Vec<Connection>, ConnectionStoreError> {
+        // The by-tenant index (projection ALL) holds connections only: learned
+        // lifetimes have no tenant.
+        let mut connections = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .index_name("by-tenant")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(dynamo_error)?;
+            for item in output.items() {
+                connections.push(Self::connection(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() && connections.len() < limit => start = Some(key),
+                _ => break,
+            }
+        }
+        connections.sort_by_key(|c| c.created_at);
+        connections.truncate(limit);
+        Ok(connections)
+    }
+
+    async fn due_for_refresh(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<Result<Connection, UnreadableConnection>>, ConnectionStoreError> {
+        let items = self
+            .query(
+                "by-refresh",
+                "#state = :active AND refresh_at <= :before",
+                &[("#state", "state")],
+                &[
+                    (":active", AttributeValue::S("active".into())),
+                    (":before", AttributeValue::N(before.to_string())),
+                ],
+                Some(limit),
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .map(|item| {
+                Self::connection(item).map_err(|source| UnreadableConnection {
+                    id: item
+                        .get("id")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                    source,
+                })
+            })
+            .collect())
+    }
+
+    async fn lifetime_observations(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<LifetimeObservation>, ConnectionStoreError> {
+        Ok(self.read_observations(provider, false).await?.1)
+    }
+
+    async fn record_lifetime(
+        &self,
+        provider: &str,
+        observation: LifetimeObservation,
+    ) -> Result<(), ConnectionStoreError> {
+        // Read, merge, put conditional on the version read: a concurrent recorder makes
+        // the put fail, and the merge is redone on what it wrote.
+        for _ in 0..8 {
+            let (version, observations) = self.read_observations(provider, true).await?;
+            let observations = merge_observation(observations, observation.clone());
+            let newest = observations.iter().map(|o| o.at).max().unwrap_or_default();
+            let doc = serde_json::to_string(&ObservationsDoc { observations })
+                .map_err(|err| ConnectionStoreError(Box::new(err)))?;
+            let next = version.unwrap_or_default() + 1;
+            let request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("id", lifetime_key(provider))
+                .item("version", AttributeValue::N(next.to_string()))
+                .item("doc", AttributeValue::S(doc))
+                .item(
+                    "expires_at",
+                    AttributeValue::N(
+                        newest
+                            .saturating_add(OBSERVATION_WINDOW_SECONDS)
+                            .to_string(),
+                    ),
+                )
+                .expression_attribute_names("#version", "version");
+            let request = match version {
+                Some(expected) => request
+                    .condition_expression("#version = :expected")
+                    .expression_attribute_values(
+                        ":expected",
+                        AttributeValue::N(expected.to_string()),
+                    ),
+                None => request.condition_expression("attribute_not_exists(#version)"),
+            };
+            match request.send().await {
+                Ok(_) => return Ok(()),
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(err) => return Err(dynamo_error(err)),
+            }
+        }
+        Err(ConnectionStoreError(
+            format!("lifetime observations of {provider} kept changing under concurrent writers")
+                .into(),
+        ))
+    }
+}
+
+/// Connections in memory, with the same conditions.
+#[derive(Debug, Default)]
+pub struct InMemoryConnectionStore {
+    connections: Mutex<BTreeMap<String, Connection>>,
+    observations: Mutex<HashMap<String, Vec<LifetimeObservation>>>,
+    /// Outage injection: `(replaces to let through first, replaces to fail then)`.
+    failing_replaces: Mutex<(usize, usize)>,
+}
+
+impl InMemoryConnectionStore {
+    /// Lets `skip` replaces through, then fails the next `count` as if the store were
+    /// unreachable.
+    pub fn fail_replaces(&self, skip: usize, count: usize) {
+        *self
+            .failing_replaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (skip, count);
+    }
+
+    /// Injected failures not yet used.
+    pub fn injected_failures_left(&self) -> usize {
+        self.failing_replaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for InMemoryConnectionStore {
+    async fn insert(&self, connection: &Connection) -> Result<(), ConnectionStoreError> {
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if connections.contains_key(&connection.id) {
+            return Err(ConnectionStoreError("connection id exists".into()));
+        }
+        connections.insert(connection.id.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Connection>, ConnectionStoreError> {
+        Ok(self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned())
+    }
+
+    async fn replace(
+        &self,
+        next: &Connection,
+        expected: u64,
+    ) -> Result<bool, ConnectionStoreError> {
+        {
+            let mut failing = self
+                .failing_replaces
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if failing.0 > 0 {
+                failing.0 -= 1;
+            } else if failing.1 > 0 {
+                failing.1 -= 1;
+                return Err(ConnectionStoreError("injected outage".into()));
+            }
+        }
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        match connections.get(&next.id) {
+            Some(stored) if stored.version == expected => {
+                connections.insert(next.id.clone(), next.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ConnectionStoreError> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        Ok(())
+    }
+
+    async fn list_for_tenant(&self, tenant: &str) -> Result<Vec<Connection>, ConnectionStoreError> {
+        let mut list: Vec<Connection> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|c| c.tenant == tenant)
+            .cloned()
+            .collect();
+        list.sort_by_key(|c| c.created_at);
+        Ok(list)
+    }
+
+    async fn list_all(&self, limit: usize) -> Result<Vec<Connection>, ConnectionStoreError> {
+        let mut list: Vec<Connection> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        list.sort_by_key(|c| c.created_at);
+        list.truncate(limit);
+        Ok(list)
+    }
+
+    async fn due_for_refresh(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<Result<Connection, UnreadableConnection>>, ConnectionStoreError> {
+        let mut due: Vec<Connection> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|c| {
+                c.state == ConnectionState::Active && c.refresh_at.is_some_and(|at| at <= before)
+            })
+            .cloned()
+            .collect();
+        due.sort_by_key(|c| c.refresh_at);
+        due.truncate(limit);
+        Ok(due.into_iter().map(Ok).collect())
+    }
+
+    async fn lifetime_observations(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<LifetimeObservation>, ConnectionStoreError> {
+        Ok(self
+            .observations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(provider)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn record_lifetime(
+        &self,
+        provider: &str,
+        observation: LifetimeObservation,
+    ) -> Result<(), ConnectionStoreError> {
+        let mut all = self.observations.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = all.remove(provider).unwrap_or_default();
+        all.insert(provider.to_owned(), merge_observation(kept, observation));
+        Ok(())
+    }
+}
+
+/// A connection for store tests.
+pub fn sample_connection(id: &str, tenant: &str, created_at: i64) -> Connection {
+    Connection {
+        id: id.to_owned(),
+        tenant: tenant.to_owned(),
+        provider: "github".to_owned(),
+        state: ConnectionState::Active,
+        scopes: vec!["repo".into()],
+        account_id: None,
+        end_user: None,
+        params: BTreeMap::new(),
+        tokens: Some(Sealed {
+            ciphertext: vec![1, 2, 3],
+            nonce: vec![0; 12],
+            encrypted_key: vec![4, 5],
+        }),
+        token_generation: 1,
+        token_issued_at: Some(created_at),
+        stated_lifetime: Some(3_600),
+        refreshable: true,
+        refresh_at: Some(created_at + 3_300),
+        lease: None,
+        created_at,
+        updated_at: created_at,
+        last_successful_sync: None,
+        last_error: None,
+        last_error_at: None,
+        version: 1,
+    }
+}
+
+/// What every adapter must do (run against DynamoDB on the emulator too).
+pub async fn check_connection_store_contract(store: &dyn ConnectionStore) {
+    let first = sample_connection("conn_contract_1", "tenant-contract", 1_000);
+    store.insert(&first).await.expect("insert");
+    assert!(store.insert(&first).await.is_err(), "ids are unique");
+    let mut second = sample_connection("conn_contract_2", "tenant-contract", 2_000);
+    second.refresh_at = Some(9_999_999);
+    store.insert(&second).await.expect("insert");
+    let read = store
+        .get("conn_contract_1")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        read, first,
+        "a round trip keeps every field, sealed tokens included"
+    );
+    let mut next = read.clone();
+    next.version += 1;
+    next.last_error = Some("rate_limited".into());
+    assert!(store.replace(&next, read.version).await.expect("replace"));
+    assert!(
+        !store.replace(&next, read.version).await.expect("replace"),
+        "a stale version loses"
+    );
+    let listed = store
+        .list_for_tenant("tenant-contract")
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["conn_contract_1", "conn_contract_2"]
+    );
+    let seen = |connection: &str, seconds: u64, at: i64| LifetimeObservation {
+        connection: connection.to_owned(),
+        seconds,
+        at,
+    };
+    store
+        .record_lifetime("gitlab", seen("conn_a", 7_200, 10_000))
+        .await
+        .expect("record");
+    let all = store.list_all(100).await.expect("list all");
+    let mine: Vec<&Connection> = all
+        .iter()
+        .filter(|c| c.tenant == "tenant-contract")
+        .collect();
+    assert_eq!(
+        mine.len(),
+        2,
+        "every connection, and nothing but connections"
+    );
+    assert!(all.iter().all(|c| !c.id.starts_with("lifetime#")));
+    assert_eq!(
+        mine.iter()
+            .find(|c| c.id == "conn_contract_1")
+            .map(|c| c.last_error.as_deref()),
+        Some(Some("rate_limited")),
+        "whole connections"
+    );
+    assert_eq!(store.list_all(1).await.expect("list one").len(), 1);
+    let due: Vec<Connection> = store
+        .due_for_refresh(5_000, 10)
+        .await
+        .expect("due")
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every due connection reads");
+    assert!(due.iter().any(|c| c.id == "conn_contract_1"));
+    assert!(!due.iter().any(|c| c.id == "conn_contract_2"));
+
+    // Lifetime observations: one per connection (its latest), per provider.
+    for (connection, seconds) in [("conn_a", 2_820), ("conn_b", 2_900), ("conn_c", 3_000)] {
+        store
+            .record_lifetime("github", seen(connection, seconds, 20_000))
+            .await
+            .expect("record");
+    }
+    store
+        .record_lifetime("github", seen("conn_a", 2_700, 20_100))
+        .await
+        .expect("record");
+    let sorted = |mut list: Vec<LifetimeObservation>| {
+        list.sort_by(|a, b| a.connection.cmp(&b.connection));
+        list
+    };
+    assert_eq!(
+        sorted(store.lifetime_observations("github").await.expect("read")),
+        [
+            seen("conn_a", 2_700, 20_100),
+            seen("conn_b", 2_900, 20_000),
+            seen("conn_c", 3_000, 20_000),
+        ],
+        "a connection's newer observation replaces its older one"
+    );
+    assert_eq!(
+        store.lifetime_observations("gitlab").await.expect("read"),
+        [seen("conn_a", 7_200, 10_000)],
+        "each provider has its own"
+    );
+    assert!(
+        store
+            .lifetime_observations("asana")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    store
+        .record_lifetime(
+            "github",
+            seen("conn_d", 3_100, 20_000 + OBSERVATION_WINDOW_SECONDS),
+        )
+        .await
+        .expect("record");
+    assert_eq!(
+        sorted(store.lifetime_observations("github").await.expect("read")),
+        [
+            seen("conn_a", 2_700, 20_100),
+            seen("conn_d", 3_100, 20_000 + OBSERVATION_WINDOW_SECONDS),
+        ],
+        "observations a window older than the newest are dropped"
+    );
+    assert!(
+        store
+            .list_all(100)
+            .await
+            .expect("list all")
+            .iter()
+            .all(|c| !c.id.starts_with("lifetime#")),
+        "observations are not connections"
+    );
+    let (w, x, y, z) = tokio::join!(
+        store.record_lifetime("hubspot", seen("conn_w", 1_000, 30_000)),
+        store.record_lifetime("hubspot", seen("conn_x", 1_000, 30_000)),
+        store.record_lifetime("hubspot", seen("conn_y", 1_000, 30_000)),
+        store.record_lifetime("hubspot", seen("conn_z", 1_000, 30_000)),
+    );
+    for recorded in [w, x, y, z] {
+        recorded.expect("record");
+    }
+    assert_eq!(
+        store
+            .lifetime_observations("hubspot")
+            .await
+            .expect("read")
+            .len(),
+        4,
+        "concurrent recorders do not lose each other's observations"
+    );
+    store.delete("conn_contract_1").await.expect("delete");
+    assert!(store.get("conn_contract_1").await.expect("get").is_none());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_memory_store_meets_the_contract() {
+        check_connection_store_contract(&InMemoryConnectionStore::default()).await;
+    }
+
+    #[test]
+    fn a_provider_keeps_at_most_its_newest_observations() {
+        let mut kept = Vec::new();
+        for n in 0..(MAX_OBSERVATIONS as i64 + 10) {
+            kept = merge_observation(
+                kept,
+                LifetimeObservation {
+                    connection: format!("conn_{n}"),
+                    seconds: 2_820,
+                    at: 1_000 + n,
+                },
+            );
+        }
+        assert_eq!(kept.len(), MAX_OBSERVATIONS);
+        assert!(kept.iter().all(|o| o.at >= 1_010), "the oldest dropped");
+    }
+}

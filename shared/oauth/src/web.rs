@@ -1,0 +1,451 @@
+//! The HTTP side of the OAuth and management routes, independent of Lambda: the
+//! functions translate API Gateway requests into these calls and the replies back, and
+//! tests call them directly.
+//!
+//! - `GET /oauth/{provider}/start?session=…` → 302 to the provider, with the binding
+//!   cookie; without a usable connect session, a 401 page and nothing stored;
+//! - `GET /oauth/{provider}/callback` → 302 back to `return_to`, or a 400 page that says
+//!   what went wrong (never a secret); an infrastructure failure is a 503 page with a
+//!   fixed sentence, its cause only in the log line;
+//! - `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`
+//!   (`?force=true` deletes without revoking) and `POST /v1/connect-sessions`: JSON,
+//!   behind IAM auth in the template.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{
+    CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSessionRequest, ConnectSessions,
+    Connection, FlowError, StartRequest, TokenVault, VaultError,
+};
+
+/// A reply to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// As an `http` response (what `lambda_http` sends).
+    pub fn into_http(self) -> http::Response<String> {
+        let mut response = http::Response::new(self.body);
+        *response.status_mut() = http::StatusCode::from_u16(self.status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::try_from(name),
+                http::HeaderValue::try_from(value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
+    }
+
+    fn redirect(location: &str) -> Self {
+        HttpReply {
+            status: 302,
+            headers: vec![
+                ("location".into(), location.to_owned()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: String::new(),
+        }
+    }
+
+    fn page(status: u16, title: &str, message: &str) -> Self {
+        let escape = |text: &str| {
+            text.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        HttpReply {
+            status,
+            headers: vec![
+                ("content-type".into(), "text/html; charset=utf-8".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title></head><body><h1>{0}</h1><p>{1}</p></body></html>\n",
+                escape(title),
+                escape(message)
+            ),
+        }
+    }
+
+    fn json(status: u16, body: serde_json::Value) -> Self {
+        HttpReply {
+            status,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: body.to_string(),
+        }
+    }
+}
+
+/// The page for a refused or failed OAuth step, and its log line: the page says what a
+/// user can act on, the log line has the cause (SDK and transport text included).
+fn flow_error_page(provider: &str, step: &str, err: &FlowError) -> HttpReply {
+    let title = match err.status() {
+        404 => "Unknown provider",
+        400 | 401 => "This connection link cannot be used",
+        403 => "This is another account",
+        _ => "Connecting is unavailable right now",
+    };
+    if err.status() >= 500 {
+        tracing::error!(provider, step, status = err.status(), error = %err.log_detail(), outcome = "oauth_unavailable", "OAuth step failed");
+    } else {
+        tracing::info!(provider, step, status = err.status(), error = %err, outcome = "oauth_refused", "OAuth request refused");
+    }
+    HttpReply::page(err.status(), title, &err.public_message())
+}
+
+/// A query string's decoded pairs, in order.
+pub fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `GET /oauth/{provider}/start` or `/callback`.
+pub async fn oauth_route(
+    flow: &ConnectFlow,
+    provider: &str,
+    step: &str,
+    query: Vec<(String, String)>,
+    cookie_header: Option<&str>,
+    base_url: &str,
+) -> HttpReply {
+    match step {
+        "start" => {
+            // What to connect is the session's: any other parameter (`tenant`,
+            // `connection`, `return_to`) is ignored.
+            let request = StartRequest {
+                session: query
+                    .into_iter()
+                    .find(|(key, _)| key == "session")
+                    .map(|(_, value)| value),
+            };
+            match flow.start(provider, &request, base_url).await {
+                Ok(redirect) => {
+                    let mut reply = HttpReply::redirect(&redirect.location);
+                    reply
+                        .headers
+                        .push(("set-cookie".into(), redirect.set_cookie));
+                    reply
+                }
+                Err(err) => flow_error_page(provider, step, &err),
+            }
+        }
+        "callback" => {
+            let name = ConnectFlow::binding_cookie_name(provider);
+            let binding_cookie = cookie_header.and_then(|header| {
+                header.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    (key == name).then(|| value.to_owned())
+                })
+            });
+            let callback = CallbackQuery {
+                pairs: query,
+                binding_cookie,
+            };
+            match flow.callback(provider, &callback, base_url).await {
+                Ok(CallbackOutcome::Connected { location, .. })
+                | Ok(CallbackOutcome::Failed { location, .. }) => {
+                    let mut reply = HttpReply::redirect(&location);
+                    reply.headers.push((
+                        "set-cookie".into(),
+                        format!(
+                            "{name}=; Path=/oauth/{provider}/callback; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+                        ),
+                    ));
+                    reply
+                }
+                Err(err) => flow_error_page(provider, step, &err),
+            }
+        }
+        _ => HttpReply::page(404, "Not found", "no such OAuth route"),
+    }
+}
+
+/// What the management API shows of a connection: never tokens.
+pub fn connection_view(connection: &Connection) -> serde_json::Value {
+    let expires_at = connection
+        .token_issued_at
+        .zip(connection.stated_lifetime)
+        .map(|(issued, lifetime)| issued + i64::try_from(lifetime).unwrap_or(i64::MAX / 2));
+    let time = |at: Option<i64>| {
+        at.and_then(|at| time::OffsetDateTime::from_unix_timestamp(at).ok())
+            .map(junction_aws::clock::rfc3339_millis)
+    };
+    json!({
+        "id": connection.id,
+        "tenant": connection.tenant,
+        "provider": connection.provider,
+        "state": connection.state.as_str(),
+        "account_id": connection.account_id,
+        "end_user": connection.end_user,
+        "scopes": connection.scopes,
+        "params": connection.params,
+        "token": {
+            "connected": connection.tokens.is_some(),
+            "refreshable": connection.refreshable,
+            "issued_at": time(connection.token_issued_at),
+            "expires_at": time(expires_at),
+            "refresh_at": time(connection.refresh_at),
+        },
+        "last_successful_sync": time(connection.last_successful_sync),
+        "last_error": connection.last_error,
+        "last_error_at": time(connection.last_error_at),
+        "created_at": time(Some(connection.created_at)),
+    })
+}
+
+/// The management API's answer for a vault error. An infrastructure failure's text
+/// (SDK and transport detail) goes to the log line, not to the caller.
+fn vault_error(err: &VaultError) -> HttpReply {
+    let (status, code) = match err {
+        VaultError::NotFound(_) => (404, "not_found"),
+        VaultError::NeedsReauth(_) => (409, "needs_reauth"),
+        VaultError::Unavailable(_) | VaultError::Unreachable(_) => (503, "unavailable"),
+        VaultError::Rejected(_) => (502, "provider_refused"),
+    };
+    let message = if status == 503 {
+        tracing::error!(error = %err, outcome = "management_unavailable", "management API request failed");
+        "temporarily unavailable; try again".to_owned()
+    } else {
+        err.to_string()
+    };
+    HttpReply::json(status, json!({ "error": code, "message": message }))
+}
+
+/// `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`.
+pub async fn connections_route(
+    vault: &TokenVault,
+    method: &str,
+    id: Option<&str>,
+    query: &BTreeMap<String, String>,
+) -> HttpReply {
+    match (method, id) {
+        ("GET", None) => {
+            let Some(tenant) = query.get("tenant").filter(|t| !t.is_empty()) else {
+                return HttpReply::json(
+                    400,
+                    json!({ "error": "bad_request", "message": "tenant is required" }),
+                );
+            };
+            match vault.connections.list_for_tenant(tenant).await {
+                Ok(list) => HttpReply::json(
+                    200,
+                    json!({ "connections": list.iter().map(connection_view).collect::<Vec<_>>() }),
+                ),
+                Err(err) => vault_error(&VaultError::Unavailable(super::error_chain(&err))),
+            }
+        }
+        ("GET", Some(id)) => match vault.connections.get(id).await {
+            Ok(Some(connection)) => HttpReply::json(200, connection_view(&connection)),
+            Ok(None) => vault_error(&VaultError::NotFound(id.to_owned())),
+            Err(err) => vault_error(&VaultError::Unavailable(super::error_chain(&err))),
+        },
+        ("DELETE", Some(id)) => {
+            let force = query.get("force").is_some_and(|v| v == "true");
+            match vault.disconnect(id, force).await {
+                Ok(()) => HttpReply::json(200, json!({ "deleted": id, "revoked": !force })),
+                Err(err) => vault_error(&err),
+            }
+        }
+        _ => HttpReply::json(
+            405,
+            json!({ "error": "method_not_allowed", "message": "GET or DELETE" }),
+        ),
+    }
+}
+
+/// The largest `POST /v1/connect-sessions` body read.
+const MAX_SESSION_REQUEST_BYTES: usize = 16 * 1024;
+
+/// `POST /v1/connect-sessions`: 201 with the session's token, connect URL and expiry;
+/// 400 for a request the flow would refuse (its message says why), 404 for a provider
+/// that cannot be connected, 503 for an infrastructure failure (its cause only in the
+/// log). `base_url` is the API's public base URL.
+pub async fn connect_sessions_route(
+    sessions: &ConnectSessions,
+    method: &str,
+    body: &[u8],
+    base_url: &str,
+) -> HttpReply {
+    if method != "POST" {
+        return HttpReply::json(
+            405,
+            json!({ "error": "method_not_allowed", "message": "POST" }),
+        );
+    }
+    if body.len() > MAX_SESSION_REQUEST_BYTES {
+        return HttpReply::json(
+            413,
+            json!({ "error": "too_large", "message": "the request body is over 16 KiB" }),
+        );
+    }
+    let request: ConnectSessionRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(err) => {
+            // serde's message names the field and the expected type, never the value.
+            return HttpReply::json(
+                400,
+                json!({ "error": "bad_request", "message": format!("invalid request: {err}") }),
+            );
+        }
+    };
+    match sessions.mint(&request, base_url).await {
+        Ok(minted) => {
+            let expires_at = time::OffsetDateTime::from_unix_timestamp(minted.session.expires_at)
+                .ok()
+                .map(junction_aws::clock::rfc3339_millis);
+            HttpReply::json(
+                201,
+                json!({
+                    "token": minted.token.expose(),
+                    "connect_url": minted.connect_url,
+                    "expires_at": expires_at,
+                    "tenant": minted.session.tenant,
+                    "provider": minted.session.provider,
+                    "connection": minted.session.connection,
+                }),
+            )
+        }
+        Err(err) => {
+            let code = match err.status() {
+                404 => "unknown_provider",
+                503 => "unavailable",
+                _ => "bad_request",
+            };
+            if err.status() >= 500 {
+                tracing::error!(provider = %request.provider, error = %err.log_detail(), outcome = "session_unavailable", "connect session not created");
+            } else {
+                tracing::info!(provider = %request.provider, error = %err, outcome = "session_refused", "connect session refused");
+            }
+            HttpReply::json(
+                err.status(),
+                json!({ "error": code, "message": err.public_message() }),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{capture_logs, captured};
+
+    const SDK_TEXT: &str = "dispatch failure: io error: error trying to connect: tcp connect error: Connection refused (os error 111) at dynamodb.eu-west-1.amazonaws.com";
+
+    #[test]
+    fn an_unavailable_page_shows_a_fixed_sentence_and_logs_the_cause() {
+        let (_guard, logs) = capture_logs();
+        let err = FlowError::Unavailable {
+            step: "storing the pending authorization",
+            source: SDK_TEXT.into(),
+        };
+        let reply = flow_error_page("fakeauth", "start", &err);
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply.body.contains("temporarily unavailable"),
+            "{}",
+            reply.body
+        );
+        for detail in [
+            "dispatch failure",
+            "amazonaws",
+            "os error",
+            "storing the pending",
+        ] {
+            assert!(
+                !reply.body.contains(detail),
+                "{detail} shown: {}",
+                reply.body
+            );
+        }
+        let logs = captured(&logs);
+        assert!(
+            logs.contains("storing the pending authorization") && logs.contains(SDK_TEXT),
+            "the log line has the step and the cause: {logs}"
+        );
+    }
+
+    #[test]
+    fn a_refused_request_page_says_what_is_wrong() {
+        let reply = flow_error_page(
+            "fakeauth",
+            "callback",
+            &FlowError::BadRequest("the callback has no state".into()),
+        );
+        assert_eq!(reply.status, 400);
+        assert!(reply.body.contains("the callback has no state"));
+    }
+
+    #[tokio::test]
+    async fn the_connect_sessions_route_answers_201_with_the_url_or_says_what_is_wrong() {
+        let h = crate::testing::harness_with(fake_provider::AuthServerConfig::default(), "").await;
+        let base = "https://hub.example.com";
+        let body = br#"{"tenant":"acme","provider":"fakeauth","return_to":"https://app.example.com/done"}"#;
+        let reply = connect_sessions_route(&h.minter, "POST", body, base).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let created: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+        let token = created["token"].as_str().expect("a token");
+        assert_eq!(
+            created["connect_url"],
+            format!("{base}/oauth/fakeauth/start?session={token}")
+        );
+        assert!(created["expires_at"].is_string(), "{created}");
+        assert_eq!(created["tenant"], "acme");
+        for (method, body, status, says) in [
+            ("GET", &b""[..], 405, "POST"),
+            ("POST", &b"not json"[..], 400, "invalid request"),
+            (
+                "POST",
+                &br#"{"tenant":"acme","provider":"fakeauth","return_to":"https://app.example.com/","scope":"admin"}"#[..],
+                400,
+                "unknown field `scope`",
+            ),
+            (
+                "POST",
+                &br#"{"tenant":"acme","provider":"fakeauth","return_to":"https://evil.example.net/"}"#[..],
+                400,
+                "allow-list",
+            ),
+            (
+                "POST",
+                &br#"{"tenant":"acme","provider":"nope","return_to":"https://app.example.com/"}"#[..],
+                404,
+                "unknown_provider",
+            ),
+            ("POST", &[b' '; 16 * 1024 + 1][..], 413, "16 KiB"),
+        ] {
+            let reply = connect_sessions_route(&h.minter, method, body, base).await;
+            assert_eq!(reply.status, status, "{says}: {}", reply.body);
+            assert!(reply.body.contains(says), "{says}: {}", reply.body);
+        }
+        assert_eq!(
+            h.sessions.len(),
+            1,
+            "only the valid request stored a session"
+        );
+    }
+
+    #[test]
+    fn the_management_api_keeps_infrastructure_detail_in_the_log() {
+        let (_guard, logs) = capture_logs();
+        let reply = vault_error(&VaultError::Unavailable(SDK_TEXT.into()));
+        assert_eq!(reply.status, 503);
+        assert!(!reply.body.contains("dispatch failure"), "{}", reply.body);
+        assert!(captured(&logs).contains(SDK_TEXT));
+        let reply = vault_error(&VaultError::NeedsReauth("invalid_grant".into()));
+        assert!(reply.body.contains("invalid_grant"), "{}", reply.body);
+    }
+}

@@ -1,0 +1,389 @@
+//! The one way Junction calls a provider's API. Every call goes through, in order:
+//!
+//! 1. the provider's circuit breaker (open: the job is requeued until it may probe);
+//! 2. the shared token bucket (per provider or per connection, from the catalog's
+//!    `[api] rate_limit`): the caller waits its turn, or is requeued when the wait does
+//!    not fit in the invocation;
+//! 3. the token vault: the connection's access token, refreshed once on a 401;
+//! 4. a connect timeout (2 s) and a total timeout (10 s);
+//! 5. the response's rate-limit headers (a spent quota pauses every instance) and the
+//!    catalog's error-body rules (a "200 OK" carrying an error is that error);
+//! 6. the retry policy: transient failures and 429s retried with full-jitter backoff
+//!    or the provider's own wait, at most 5 attempts, requeued instead of sleeping past
+//!    the invocation's deadline.
+//!
+//! Each attempt logs one line (provider, connection, operation, status, latency,
+//! attempt, outcome; never the URL, a header or a token) and prints its metrics.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use http::HeaderMap;
+
+use super::{
+    RateLimitHeaders,
+    limiter::{Admission, CircuitBreaker, Limit, RateLimiter},
+    policy::{CallFailure, Decision, RetryPolicy, classify_response},
+    shared_state::SharedState,
+};
+use junction_aws::clock::Clock;
+use junction_aws::response_body::{API_RESPONSE_CAP, BodyError, read_capped};
+use junction_catalog::{ApiSpec, Catalog, ErrorRule, FailureClass, RateLimitScope};
+use junction_oauth::{AccessToken, TokenVault, VaultError};
+
+/// Connect timeout and total timeout of every provider API call.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A successful response, read whole.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Why a call did not produce a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Try again later, from the queue: the breaker is open, the rate limit or the
+    /// provider's wait does not fit in this invocation.
+    #[error("requeue after {after:?}: {reason}")]
+    Requeue { after: Duration, reason: String },
+    /// The call failed for good (permanent, or retries spent).
+    #[error("{}: {}", .0.code, class_name(.0.class))]
+    Failed(CallFailure),
+    /// The connection needs its user to reconnect.
+    #[error("connection needs reauthorization: {0}")]
+    NeedsReauth(String),
+    /// Junction's own dependencies (store, vault) are unavailable: retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn class_name(class: FailureClass) -> &'static str {
+    match class {
+        FailureClass::RateLimited => "rate_limited",
+        FailureClass::Unauthorized => "unauthorized",
+        FailureClass::Transient => "transient",
+        FailureClass::Permanent => "permanent",
+    }
+}
+
+/// One logical call: which provider and connection, what for (logged), and when the
+/// invocation must be done.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub provider: &'a str,
+    pub connection: &'a str,
+    /// A name for logs (`history.list`, `deals.search`); never a URL.
+    pub operation: &'a str,
+    /// When the invocation ends (Lambda's deadline minus a margin).
+    pub deadline: Instant,
+    /// Statuses that are answers rather than failures for this call (Asana's events
+    /// answer a first or expired sync token with `412` and the fresh token in the body);
+    /// usually empty.
+    pub accept: &'a [u16],
+}
+
+/// What one attempt came to, before the stack reacts to it.
+enum Attempt {
+    Succeeded(ApiResponse),
+    /// `answer`: the status and headers, when the provider answered at all.
+    Failed {
+        failure: CallFailure,
+        answer: Option<(u16, HeaderMap)>,
+    },
+}
+
+/// The client stack; built once per process.
+#[derive(Debug, Clone)]
+pub struct OutboundClient {
+    http: reqwest::Client,
+    vault: TokenVault,
+    catalog: &'static Catalog,
+    limiter: RateLimiter,
+    breaker: CircuitBreaker,
+    policy: RetryPolicy,
+    call_timeout: Duration,
+}
+
+/// No redirects: a token must not follow a response to another host.
+fn http_client(timeout: Duration) -> reqwest::Client {
+    junction_aws::tls::http_client_builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .user_agent("junction/1")
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+impl OutboundClient {
+    pub fn new(
+        catalog: &'static Catalog,
+        vault: TokenVault,
+        state: Arc<dyn SharedState>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        OutboundClient {
+            http: http_client(CALL_TIMEOUT),
+            call_timeout: CALL_TIMEOUT,
+            vault,
+            catalog,
+            limiter: RateLimiter::new(state.clone(), clock.clone()),
+            breaker: CircuitBreaker::new(state, clock),
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// The retry policy (tests shorten the backoff).
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Another total timeout per call (tests make slow answers time out quickly).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.http = http_client(timeout);
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The HTTP client requests are built with (it carries the timeouts).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn api(&self, provider: &str) -> Result<&'static ApiSpec, CallError> {
+        self.catalog
+            .get(provider)
+            .and_then(|p| p.api.as_ref())
+            .ok_or_else(|| {
+                CallError::Unavailable(format!("provider {provider} has no [api] section"))
+            })
+    }
+
+    /// Sends the request `build` makes (with the connection's token) through the stack;
+    /// `build` is called once per attempt.
+    pub async fn send<F>(&self, call: Call<'_>, build: F) -> Result<ApiResponse, CallError>
+    where
+        F: Fn(&reqwest::Client, &AccessToken) -> reqwest::RequestBuilder,
+    {
+        let api = self.api(call.provider)?;
+        let limit = Limit {
+            rate: api.rate_limit.requests_per_second,
+            burst: api.rate_limit.burst,
+        };
+        let bucket = match api.rate_limit.scope {
+            RateLimitScope::Provider => format!("bucket#{}", call.provider),
+            RateLimitScope::Connection => format!("bucket#{}#{}", call.provider, call.connection),
+        };
+        let breaker = format!("breaker#{}", call.provider);
+        let unavailable = |err: super::StateError| CallError::Unavailable(err.to_string());
+        let mut rng = rand::rngs::OsRng;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Admission::Open { retry_in } =
+                self.breaker.admit(&breaker).await.map_err(unavailable)?
+            {
+                return Err(CallError::Requeue {
+                    after: retry_in,
+                    reason: "circuit open".into(),
+                });
+            }
+            let wait = self
+                .limiter
+                .acquire(&bucket, limit)
+                .await
+                .map_err(unavailable)?;
+            let time_left = call.deadline.saturating_duration_since(Instant::now());
+            if wait + self.call_timeout > time_left {
+                return Err(CallError::Requeue {
+                    after: wait,
+                    reason: "rate limit".into(),
+                });
+            }
+            tokio::time::sleep(wait).await;
+
+            let started = Instant::now();
+            let (failure, headers) = match self.attempt(call, &api.error_rules, &build).await? {
+                Attempt::Succeeded(response) => {
+                    self.log(call, attempt, Some(response.status), started, None);
+                    self.breaker
+                        .succeeded(&breaker)
+                        .await
+                        .map_err(unavailable)?;
+                    let limits =
+                        RateLimitHeaders::parse(&response.headers, time::OffsetDateTime::now_utc());
+                    if let (Some(0), Some(reset)) = (limits.remaining, limits.reset_after) {
+                        self.limiter
+                            .pause(&bucket, limit, reset)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    return Ok(response);
+                }
+                Attempt::Failed { failure, answer } => (failure, answer),
+            };
+            let status = headers.as_ref().map(|(status, _)| *status);
+            self.log(call, attempt, status, started, Some(&failure));
+            let provider_wait = headers
+                .as_ref()
+                .map(|(_, headers)| {
+                    RateLimitHeaders::parse(headers, time::OffsetDateTime::now_utc())
+                })
+                .and_then(|limits| limits.wait());
+            let time_left = call.deadline.saturating_duration_since(Instant::now());
+            let decision = self.policy.decide(
+                failure.class,
+                attempt,
+                provider_wait,
+                time_left,
+                self.call_timeout,
+                &mut rng,
+            );
+            match failure.class {
+                // Every instance slows down and holds back: for the provider's wait,
+                // else for this retry's backoff (the provider's window must refill).
+                FailureClass::RateLimited => {
+                    let hold = match decision {
+                        Decision::Retry(wait) | Decision::Requeue(wait) => Some(wait),
+                        Decision::GiveUp => provider_wait,
+                    };
+                    self.limiter
+                        .throttled(&bucket, limit, hold)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                FailureClass::Transient => {
+                    self.breaker.failed(&breaker).await.map_err(unavailable)?;
+                }
+                FailureClass::Unauthorized | FailureClass::Permanent => {}
+            }
+            match decision {
+                // After a 429 the bucket makes the next acquire wait; no double wait.
+                Decision::Retry(wait) => {
+                    if failure.class != FailureClass::RateLimited {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Decision::Requeue(after) => {
+                    return Err(CallError::Requeue {
+                        after,
+                        reason: failure.code,
+                    });
+                }
+                Decision::GiveUp => return Err(CallError::Failed(failure)),
+            }
+        }
+    }
+
+    /// Sends one attempt (with the connection's token) and classifies what came back;
+    /// `Err` for what ends the call at once (reauthorization, a missing connection,
+    /// Junction's own dependencies down).
+    async fn attempt<F>(
+        &self,
+        call: Call<'_>,
+        rules: &[ErrorRule],
+        build: &F,
+    ) -> Result<Attempt, CallError>
+    where
+        F: Fn(&reqwest::Client, &AccessToken) -> reqwest::RequestBuilder,
+    {
+        let permanent = |code: String| {
+            CallError::Failed(CallFailure {
+                class: FailureClass::Permanent,
+                code,
+            })
+        };
+        let response = match self
+            .vault
+            .send_authorized(call.connection, |token| build(&self.http, token))
+            .await
+        {
+            Ok(response) => response,
+            Err(VaultError::Unreachable(kind)) => {
+                return Ok(Attempt::Failed {
+                    failure: CallFailure {
+                        class: FailureClass::Transient,
+                        code: kind.into(),
+                    },
+                    answer: None,
+                });
+            }
+            Err(VaultError::NeedsReauth(reason)) => return Err(CallError::NeedsReauth(reason)),
+            Err(VaultError::NotFound(id)) => {
+                return Err(permanent(format!("connection {id} not found")));
+            }
+            Err(VaultError::Rejected(reason)) => return Err(permanent(reason)),
+            Err(VaultError::Unavailable(reason)) => return Err(CallError::Unavailable(reason)),
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let classified = match read_capped(response, API_RESPONSE_CAP).await {
+            Ok(body) if call.accept.contains(&status) => Ok(body),
+            Ok(body) => classify_response(rules, status, &body).map(|()| body),
+            // The same page will be as large next time: not retried.
+            Err(BodyError::TooLarge { cap }) => Err(CallFailure {
+                class: FailureClass::Permanent,
+                code: format!("response_too_large: over {cap} bytes"),
+            }),
+            Err(BodyError::Interrupted(cause)) => {
+                tracing::warn!(
+                    provider = %call.provider,
+                    operation = %call.operation,
+                    error = %cause.without_url(),
+                    "provider response broke off mid-body"
+                );
+                Err(CallFailure {
+                    class: FailureClass::Transient,
+                    code: "body_interrupted".into(),
+                })
+            }
+        };
+        Ok(match classified {
+            Ok(body) => Attempt::Succeeded(ApiResponse {
+                status,
+                headers,
+                body: body.to_vec(),
+            }),
+            Err(failure) => Attempt::Failed {
+                failure,
+                answer: Some((status, headers)),
+            },
+        })
+    }
+
+    fn log(
+        &self,
+        call: Call<'_>,
+        attempt: u32,
+        status: Option<u16>,
+        started: Instant,
+        failure: Option<&CallFailure>,
+    ) {
+        let latency = started.elapsed();
+        let class = failure.map(|f| class_name(f.class));
+        tracing::info!(
+            provider = call.provider,
+            connection = call.connection,
+            operation = call.operation,
+            status,
+            latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            attempt,
+            outcome = class.unwrap_or("ok"),
+            error = failure.map(|f| f.code.as_str()),
+            "provider call"
+        );
+        crate::log::record_outbound_call(call.provider, class, latency);
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -1,0 +1,20 @@
+//! The outbound side: how Junction behaves towards providers' APIs. Built so far: the
+//! rate-limit headers every provider convention uses ([`limits`]), the retry policy
+//! with the catalog's error-body rules ([`policy`]), and the token bucket and circuit
+//! breaker every instance shares through DynamoDB ([`limiter`] over [`shared_state`]).
+//! The client stack that applies them to every call (with redacted call logs and
+//! metrics) is issue 7's remaining work.
+
+pub mod client;
+pub mod limiter;
+pub mod limits;
+pub mod log;
+pub mod policy;
+pub mod shared_state;
+
+pub use client::{ApiResponse, Call, CallError, OutboundClient};
+pub use limiter::{Admission, CircuitBreaker, Limit, RateLimiter};
+pub use shared_state::{DynamoSharedState, InMemorySharedState, SharedState, StateError};
+
+pub use limits::RateLimitHeaders;
+pub use policy::{CallFailure, Decision, RetryPolicy, class_of_status, classify_response};

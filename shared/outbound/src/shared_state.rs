@@ -1,0 +1,212 @@
+//! State every Lambda instance shares about a provider: its token bucket and its circuit
+//! breaker. One small JSON document per key, replaced with a conditional write on its
+//! version, so concurrent instances never lose each other's updates (the loser re-reads
+//! and re-applies).
+
+use std::{collections::HashMap, sync::Mutex};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use junction_aws::dynamo::{PutCondition, put_if};
+
+/// The store is unavailable (retry later; callers fail open or closed as they decide).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("outbound state store unavailable: {0}")]
+pub struct StateError(pub String);
+
+/// A stored document and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub doc: String,
+    pub version: u64,
+}
+
+/// Versioned documents by key.
+#[async_trait]
+pub trait SharedState: Send + Sync + std::fmt::Debug {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError>;
+
+    /// Writes `doc` as version `expected + 1` (`expected` `None`: the key must not
+    /// exist). `false` when another writer got there first. `expires_at` (unix seconds)
+    /// lets the table's TTL sweep idle keys.
+    async fn put(
+        &self,
+        key: &str,
+        doc: &str,
+        expected: Option<u64>,
+        expires_at: i64,
+    ) -> Result<bool, StateError>;
+}
+
+/// In memory, for unit tests.
+#[derive(Debug, Default)]
+pub struct InMemorySharedState {
+    docs: Mutex<HashMap<String, Versioned>>,
+}
+
+#[async_trait]
+impl SharedState for InMemorySharedState {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        Ok(self
+            .docs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key)
+            .cloned())
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        doc: &str,
+        expected: Option<u64>,
+        _expires_at: i64,
+    ) -> Result<bool, StateError> {
+        let mut docs = self
+            .docs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = docs.get(key).map(|v| v.version);
+        if current != expected {
+            return Ok(false);
+        }
+        docs.insert(
+            key.to_owned(),
+            Versioned {
+                doc: doc.to_owned(),
+                version: expected.unwrap_or(0) + 1,
+            },
+        );
+        Ok(true)
+    }
+}
+
+/// DynamoDB: item `key` (partition key), `doc`, `version`, `expires_at` (TTL).
+#[derive(Debug, Clone)]
+pub struct DynamoSharedState {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoSharedState {
+    pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        DynamoSharedState {
+            client: aws_sdk_dynamodb::Client::new(aws),
+            table: table.into(),
+        }
+    }
+}
+
+/// Keeps the whole chain: an SDK error's own text is only "service error".
+fn unavailable(err: impl std::error::Error + 'static) -> StateError {
+    StateError(junction_telemetry::error_chain(&err))
+}
+
+#[async_trait]
+impl SharedState for DynamoSharedState {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("key", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| unavailable(aws_sdk_dynamodb::Error::from(err)))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let doc = item
+            .get("doc")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| StateError("item without doc".into()))?;
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| StateError("item without version".into()))?;
+        Ok(Some(Versioned { doc, version }))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        doc: &str,
+        expected: Option<u64>,
+        expires_at: i64,
+    ) -> Result<bool, StateError> {
+        let item = [
+            ("key".to_owned(), AttributeValue::S(key.to_owned())),
+            ("doc".to_owned(), AttributeValue::S(doc.to_owned())),
+            (
+                "version".to_owned(),
+                AttributeValue::N((expected.unwrap_or(0) + 1).to_string()),
+            ),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N(expires_at.to_string()),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let condition = match expected {
+            None => PutCondition::New {
+                key_attribute: "key",
+            },
+            Some(version) => PutCondition::Version(version),
+        };
+        put_if(&self.client, &self.table, item, condition)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// Reads `key`, applies `change` to its decoded state (default when absent) and writes
+/// it back conditionally, retrying on conflicts; returns what `change` returned for
+/// the state that was written.
+pub(crate) async fn update<S, R>(
+    store: &dyn SharedState,
+    key: &str,
+    expires_at: i64,
+    change: impl Fn(&mut S) -> R,
+) -> Result<R, StateError>
+where
+    S: serde::Serialize + serde::de::DeserializeOwned + Default,
+{
+    for _ in 0..20 {
+        let current = store.get(key).await?;
+        let mut state: S = match &current {
+            Some(stored) => serde_json::from_str(&stored.doc).unwrap_or_default(),
+            None => S::default(),
+        };
+        let result = change(&mut state);
+        let doc = serde_json::to_string(&state).map_err(unavailable)?;
+        if store
+            .put(key, &doc, current.map(|c| c.version), expires_at)
+            .await?
+        {
+            return Ok(result);
+        }
+    }
+    Err(StateError(format!("{key}: too much contention")))
+}
+
+/// Reads `key`'s decoded state (default when absent).
+pub(crate) async fn read<S>(
+    store: &dyn SharedState,
+    key: &str,
+) -> Result<(S, Option<u64>), StateError>
+where
+    S: serde::de::DeserializeOwned + Default,
+{
+    Ok(match store.get(key).await? {
+        Some(stored) => (
+            serde_json::from_str(&stored.doc).unwrap_or_default(),
+            Some(stored.version),
+        ),
+        None => (S::default(), None),
+    })
+}

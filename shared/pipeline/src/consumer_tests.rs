@@ -1,0 +1,1150 @@
+//! Consumer tests with in-memory ports.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+use super::*;
+use crate::idempotency::{IdempotencyPolicy, InMemoryIdempotencyStore};
+use crate::records::InMemoryRecordStore;
+use junction_aws::clock::FixedClock;
+use junction_aws::events::InMemoryEventBus;
+use junction_aws::payloads::InMemoryPayloadStore;
+use junction_aws::queue::InMemoryRetryScheduler;
+
+struct Harness {
+    consumer: Consumer<Arc<InMemoryIdempotencyStore>>,
+    records: Arc<InMemoryRecordStore>,
+    store: Arc<InMemoryIdempotencyStore>,
+    bus: Arc<InMemoryEventBus>,
+    payloads: Arc<InMemoryPayloadStore>,
+    retries: Arc<InMemoryRetryScheduler>,
+}
+
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(5),
+    cap: Duration::from_secs(900),
+};
+
+fn harness() -> Harness {
+    let store = Arc::new(InMemoryIdempotencyStore::default());
+    let records = Arc::new(InMemoryRecordStore::default());
+    let bus = Arc::new(InMemoryEventBus::default());
+    let payloads = Arc::new(InMemoryPayloadStore::default());
+    let retries = Arc::new(InMemoryRetryScheduler::default());
+    let consumer = Consumer::new(
+        junction_catalog::Catalog::embedded().expect("catalog"),
+        Idempotency::new(store.clone(), IdempotencyPolicy::default()),
+        Ports {
+            records: records.clone(),
+            bus: bus.clone(),
+            payloads: payloads.clone(),
+            retries: retries.clone(),
+            clock: Arc::new(FixedClock::at_unix(1_700_000_000)),
+        },
+        BACKOFF,
+    );
+    Harness {
+        consumer,
+        records,
+        store,
+        bus,
+        payloads,
+        retries,
+    }
+}
+
+/// A Stripe Event object (https://docs.stripe.com/api/events/object), trimmed.
+fn stripe_event(id: &str, amount: u32) -> String {
+    format!(
+        r#"{{"id":"{id}","object":"event","type":"invoice.paid","created":1700000000,"data":{{"object":{{"id":"in_1","amount_paid":{amount}}}}}}}"#
+    )
+}
+
+fn message(id: &str, event_id: &str, body: &str, receive_count: u32) -> InboundMessage {
+    let attributes = [
+        (attribute::PROVIDER, "stripe"),
+        (attribute::EVENT_ID, event_id),
+        (attribute::EVENT_TYPE, "invoice.paid"),
+        (attribute::BODY_ENCODING, "utf8"),
+        (attribute::RECEIVED_AT, "2023-11-14T22:13:20.000Z"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    InboundMessage {
+        message_id: id.into(),
+        receipt_handle: format!("rh-{id}"),
+        body: body.into(),
+        attributes,
+        receive_count,
+    }
+}
+
+#[tokio::test]
+async fn an_event_delivered_twice_is_published_once() {
+    let h = harness();
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            message("m1", "evt_1", &stripe_event("evt_1", 100), 1),
+            message("m2", "evt_1", &stripe_event("evt_1", 100), 1),
+        ])
+        .await;
+    assert_eq!(outcomes[0].result, "processed");
+    assert_eq!(outcomes[1].result, "duplicate");
+    assert!(!outcomes[1].payload_mismatch);
+    assert!(outcomes.iter().all(|o| !o.keeps_message()));
+    let events = h.bus.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].source, "junction/stripe");
+    assert_eq!(events[0].providereventid, "evt_1");
+    assert_eq!(events[0].event_type, "provider_event.occurred");
+    assert_eq!(events[0].time, "2023-11-14T22:13:20Z", "Stripe's `created`");
+    assert_eq!(events[0].data["item"], "provider_event");
+    assert_eq!(events[0].data["mapping_version"], 1);
+    assert_eq!(events[0].data["raw"]["data"]["object"]["amount_paid"], 100);
+    assert!(h.retries.scheduled().is_empty());
+}
+
+/// Regression ("Nothing lost at the edges", point 2): the claim key is provider +
+/// account + event id, never the URL's endpoint, so one delivery posted to several
+/// endpoints publishes once; another account's event with the same id is its own.
+#[tokio::test]
+async fn the_claim_key_is_the_account_and_event_id_never_the_endpoint() {
+    let h = harness();
+    let at = |id: &str, endpoint: &str, account: &str| {
+        let mut message = message(id, "evt_1", &stripe_event("evt_1", 100), 1);
+        for (name, value) in [
+            (attribute::ENDPOINT, endpoint),
+            (attribute::ACCOUNT, account),
+        ] {
+            message.attributes.insert(name.to_owned(), value.to_owned());
+        }
+        message
+    };
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            at("m1", "eu", "acct_1"),
+            at("m2", "us", "acct_1"),
+            at("m3", "eu", "acct_2"),
+        ])
+        .await;
+    let results: Vec<_> = outcomes.iter().map(|o| o.result).collect();
+    assert_eq!(results, ["processed", "duplicate", "processed"]);
+    assert_eq!(
+        outcomes[0].idempotency_key.as_deref(),
+        Some("stripe#acct_1#evt_1")
+    );
+    assert_eq!(h.bus.events().len(), 2, "one per account");
+}
+
+#[tokio::test]
+async fn a_reused_id_with_another_payload_is_reported() {
+    let h = harness();
+    h.consumer
+        .process(message("m1", "evt_1", &stripe_event("evt_1", 1), 1))
+        .await;
+    let outcome = h
+        .consumer
+        .process(message("m2", "evt_1", &stripe_event("evt_1", 2), 1))
+        .await;
+    assert_eq!(outcome.result, "duplicate");
+    assert!(outcome.payload_mismatch);
+    assert_eq!(h.bus.events().len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_in_progress_elsewhere_is_retried_later_not_acknowledged() {
+    let h = harness();
+    let key = IdempotencyKey::new("stripe", None, "evt_9");
+    let other = Idempotency::new(h.store.clone(), IdempotencyPolicy::default());
+    let now = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+    assert!(matches!(
+        other.claim(&key, "x", now).await,
+        Ok(ClaimOutcome::Claimed(_))
+    ));
+    let outcome = h.consumer.process(message("m1", "evt_9", "{}", 3)).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("retry", Some("in_progress_elsewhere"))
+    );
+    assert!(outcome.keeps_message());
+    let scheduled = h.retries.scheduled();
+    assert_eq!(scheduled.len(), 1);
+    assert_eq!(scheduled[0].0, "rh-m1");
+    // Not before the other claim's 60 s lease ends, whatever the backoff drew.
+    assert!(scheduled[0].1 >= Duration::from_secs(61), "{scheduled:?}");
+    assert!(scheduled[0].1 <= BACKOFF.ceiling(3).max(Duration::from_secs(61)));
+    assert!(h.bus.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_publish_releases_the_claim_so_the_retry_processes_it() {
+    let h = harness();
+    h.bus.set_failing(true);
+    let outcome = h
+        .consumer
+        .process(message("m1", "evt_2", &stripe_event("evt_2", 1), 1))
+        .await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("retry", Some("publish_failed"))
+    );
+    let detail = outcome.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("could not be reached") && detail.contains("in-memory bus set to fail"),
+        "the cause, with the call's error: {detail}"
+    );
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_2"))
+            .is_none(),
+        "claim released"
+    );
+    h.bus.set_failing(false);
+    let outcome = h
+        .consumer
+        .process(message("m1", "evt_2", &stripe_event("evt_2", 1), 2))
+        .await;
+    assert_eq!(outcome.result, "processed");
+    assert_eq!(h.bus.events().len(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_is_published_in_one_call_and_completed_together() {
+    let h = harness();
+    let batch = (0..10)
+        .map(|n| {
+            let id = format!("evt_b{n}");
+            message(&format!("m{n}"), &id, &stripe_event(&id, n), 1)
+        })
+        .collect();
+    let outcomes = h.consumer.process_batch(batch).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.result == "processed" && o.published == 1)
+    );
+    assert_eq!(h.bus.calls(), 1, "one publish for the batch");
+    assert_eq!(h.bus.events().len(), 10);
+    for n in 0..10 {
+        let key = IdempotencyKey::new("stripe", None, &format!("evt_b{n}"));
+        assert!(h.store.get(&key).is_some_and(|r| r.completed), "{key:?}");
+    }
+}
+
+/// An in-memory store whose claims of one key fail (a throttled or timed-out write).
+#[derive(Debug)]
+struct FailingClaims {
+    store: InMemoryIdempotencyStore,
+    key: IdempotencyKey,
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for FailingClaims {
+    async fn try_claim(
+        &self,
+        key: &IdempotencyKey,
+        token: &str,
+        payload_hash: &str,
+        now: time::OffsetDateTime,
+        lease_expires_at: time::OffsetDateTime,
+    ) -> Result<Option<crate::idempotency::StoredRecord>, crate::idempotency::StoreError> {
+        if *key == self.key {
+            return Err(crate::idempotency::StoreError(
+                "ProvisionedThroughputExceededException".into(),
+            ));
+        }
+        self.store
+            .try_claim(key, token, payload_hash, now, lease_expires_at)
+            .await
+    }
+
+    async fn complete(
+        &self,
+        key: &IdempotencyKey,
+        token: &str,
+        expires_at: time::OffsetDateTime,
+    ) -> Result<bool, crate::idempotency::StoreError> {
+        self.store.complete(key, token, expires_at).await
+    }
+
+    async fn release(
+        &self,
+        key: &IdempotencyKey,
+        token: &str,
+    ) -> Result<(), crate::idempotency::StoreError> {
+        self.store.release(key, token).await
+    }
+}
+
+/// Each claim of a batch is on its own: one that the store fails retries its message
+/// alone (with the store's error as its detail) and the others go through.
+#[tokio::test]
+async fn a_store_failure_fails_only_its_own_claim() {
+    let bus = Arc::new(InMemoryEventBus::default());
+    let consumer = Consumer::new(
+        junction_catalog::Catalog::embedded().expect("catalog"),
+        Idempotency::new(
+            FailingClaims {
+                store: InMemoryIdempotencyStore::default(),
+                key: IdempotencyKey::new("stripe", None, "evt_f1"),
+            },
+            IdempotencyPolicy::default(),
+        ),
+        Ports {
+            records: Arc::new(InMemoryRecordStore::default()),
+            bus: bus.clone(),
+            payloads: Arc::new(InMemoryPayloadStore::default()),
+            retries: Arc::new(InMemoryRetryScheduler::default()),
+            clock: Arc::new(FixedClock::at_unix(1_700_000_000)),
+        },
+        BACKOFF,
+    );
+    let batch = (0..3)
+        .map(|n| {
+            let id = format!("evt_f{n}");
+            message(&format!("m{n}"), &id, &stripe_event(&id, n), 1)
+        })
+        .collect();
+    let outcomes = consumer.process_batch(batch).await;
+    let results: Vec<_> = outcomes.iter().map(|o| (o.result, o.reason)).collect();
+    assert_eq!(
+        results,
+        [
+            ("processed", None),
+            ("retry", Some("idempotency_store_unavailable")),
+            ("processed", None)
+        ]
+    );
+    let detail = outcomes[1].detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("ProvisionedThroughputExceededException"),
+        "{detail}"
+    );
+    assert_eq!(bus.events().len(), 2);
+}
+
+#[tokio::test]
+async fn a_rejected_event_retries_only_its_own_message() {
+    let h = harness();
+    h.bus.reject_provider_event(Some("evt_r2"));
+    let batch = (1..=3)
+        .map(|n| {
+            let id = format!("evt_r{n}");
+            message(&format!("m{n}"), &id, &stripe_event(&id, n), 1)
+        })
+        .collect();
+    let outcomes = h.consumer.process_batch(batch).await;
+    let results: Vec<_> = outcomes.iter().map(|o| (o.result, o.reason)).collect();
+    assert_eq!(
+        results,
+        [
+            ("processed", None),
+            ("retry", Some("publish_failed")),
+            ("processed", None)
+        ]
+    );
+    assert_eq!(outcomes[1].published, 0);
+    assert!(
+        outcomes[1]
+            .detail
+            .as_deref()
+            .is_some_and(|detail| detail.contains("InternalFailure")),
+        "EventBridge's error code: {:?}",
+        outcomes[1].detail
+    );
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_r2"))
+            .is_none(),
+        "the rejected message's claim is released"
+    );
+    assert_eq!(h.retries.scheduled().len(), 1);
+    assert_eq!(h.retries.scheduled()[0].0, "rh-m2");
+
+    h.bus.reject_provider_event(None);
+    let retried = h
+        .consumer
+        .process(message("m2", "evt_r2", &stripe_event("evt_r2", 2), 2))
+        .await;
+    assert_eq!(retried.result, "processed");
+    assert_eq!(h.bus.events().len(), 3);
+}
+
+#[tokio::test]
+async fn a_copy_in_the_same_batch_follows_the_first_copy() {
+    let h = harness();
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            message("m1", "evt_c", &stripe_event("evt_c", 1), 1),
+            message("m2", "evt_c", &stripe_event("evt_c", 2), 1),
+        ])
+        .await;
+    assert_eq!(outcomes[1].result, "duplicate");
+    assert!(
+        outcomes[1].payload_mismatch,
+        "another payload under the same id"
+    );
+
+    h.bus.set_failing(true);
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            message("m3", "evt_d", &stripe_event("evt_d", 1), 1),
+            message("m4", "evt_d", &stripe_event("evt_d", 1), 1),
+        ])
+        .await;
+    let results: Vec<_> = outcomes.iter().map(|o| (o.result, o.reason)).collect();
+    assert_eq!(
+        results,
+        [
+            ("retry", Some("publish_failed")),
+            ("retry", Some("copy_in_batch_failed"))
+        ],
+        "neither is acknowledged while the event is unpublished"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_message_fails_permanently_and_becomes_visible_at_once() {
+    let h = harness();
+    let mut bad = message("m1", "evt_3", "{}", 1);
+    bad.attributes.remove(attribute::EVENT_ID);
+    let outcome = h.consumer.process(bad).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("failed", Some("missing_event_id"))
+    );
+    assert_eq!(
+        h.retries.scheduled(),
+        vec![("rh-m1".to_owned(), Duration::ZERO)]
+    );
+    let mut bad = message("m2", "evt_4", "not base64!", 1);
+    bad.attributes
+        .insert(attribute::BODY_ENCODING.into(), "base64".into());
+    assert_eq!(
+        h.consumer.process(bad).await.reason,
+        Some("malformed_base64_body")
+    );
+}
+
+#[tokio::test]
+async fn bodies_stored_in_s3_and_base64_bodies_are_read_back() {
+    let h = harness();
+    let uri = h
+        .payloads
+        .put("webhooks/stripe/k", stripe_event("evt_5", 5).as_bytes())
+        .await
+        .expect("put");
+    let mut offloaded = message("m1", "evt_5", &uri, 1);
+    offloaded
+        .attributes
+        .insert(attribute::BODY_ENCODING.into(), "s3".into());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(stripe_event("evt_6", 6));
+    let mut binary = message("m2", "evt_6", &encoded, 1);
+    binary
+        .attributes
+        .insert(attribute::BODY_ENCODING.into(), "base64".into());
+    let outcomes = h.consumer.process_batch(vec![offloaded, binary]).await;
+    assert!(
+        outcomes.iter().all(|o| o.result == "processed"),
+        "{outcomes:?}"
+    );
+    let events = h.bus.events();
+    assert_eq!(events[0].data["raw"]["data"]["object"]["amount_paid"], 5);
+    assert_eq!(events[1].data["raw"]["data"]["object"]["amount_paid"], 6);
+}
+
+/// An offloaded body the bucket cannot give back: the message is retried, and its
+/// outcome says why.
+#[tokio::test]
+async fn an_unreadable_offloaded_body_is_retried_with_its_cause() {
+    let h = harness();
+    let uri = "s3://in-memory/webhooks/stripe/never-stored";
+    let mut offloaded = message("m1", "evt_8", uri, 1);
+    offloaded
+        .attributes
+        .insert(attribute::BODY_ENCODING.into(), "s3".into());
+    let outcome = h.consumer.process(offloaded).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("retry", Some("payload_unavailable"))
+    );
+    assert!(
+        outcome.detail.as_deref().is_some_and(
+            |d| d.contains("no payload at s3://in-memory/webhooks/stripe/never-stored")
+        ),
+        "{outcome:?}"
+    );
+    assert!(h.bus.events().is_empty());
+}
+
+#[tokio::test]
+async fn an_unmappable_payload_fails_permanently_with_a_specific_reason() {
+    let h = harness();
+    let outcome = h
+        .consumer
+        .process(message("m1", "evt_7", r#"{"object":"event"}"#, 1))
+        .await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("failed", Some("unmappable_payload"))
+    );
+    assert_eq!(
+        outcome.detail.as_deref(),
+        Some("stripe.event: required field `id` is missing")
+    );
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_7"))
+            .is_none(),
+        "claim released for the redrive"
+    );
+    assert!(h.bus.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_linear_issue_becomes_a_work_item_event() {
+    let h = harness();
+    // Linear's webhook payload (https://linear.app/developers/webhooks), trimmed.
+    let body = r#"{"action":"update","type":"Issue","createdAt":"2024-05-01T10:00:00.000Z","webhookTimestamp":1714557600000,
+        "data":{"id":"9cfb482a-81e3-4154-b5b9-2c805e70a02d","identifier":"ENG-42","title":"Fix login","priority":2,
+        "createdAt":"2024-04-30T09:00:00.000Z","updatedAt":"2024-05-01T10:00:00.000Z","state":{"id":"s1","name":"In Progress","type":"started"},
+        "team":{"id":"t1","key":"ENG","name":"Engineering"}}}"#;
+    let mut linear = message("m1", "delivery-1", body, 1);
+    linear
+        .attributes
+        .insert(attribute::PROVIDER.into(), "linear".into());
+    let outcome = h.consumer.process(linear).await;
+    assert_eq!(outcome.result, "processed", "{outcome:?}");
+    let events = h.bus.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "work_item.updated");
+    assert_eq!(events[0].source, "junction/linear");
+    assert_eq!(events[0].time, "2024-05-01T10:00:00Z");
+    assert_eq!(events[0].data["id"], "9cfb482a-81e3-4154-b5b9-2c805e70a02d");
+}
+
+fn linear_issue(title: &str, updated_at: &str) -> String {
+    format!(
+        r#"{{"action":"update","type":"Issue","webhookTimestamp":1714557600000,"data":{{"id":"iss-1","identifier":"ENG-1","title":"{title}","priority":2,"createdAt":"2024-04-30T09:00:00.000Z","updatedAt":"{updated_at}","state":{{"id":"s1","name":"Todo","type":"unstarted"}},"team":{{"id":"t1","key":"ENG","name":"Engineering"}}}}}}"#
+    )
+}
+
+fn linear(id: &str, body: &str) -> InboundMessage {
+    let mut message = message(id, id, body, 1);
+    message
+        .attributes
+        .insert(attribute::PROVIDER.into(), "linear".into());
+    message
+}
+
+#[tokio::test]
+async fn out_of_order_updates_keep_the_newest_and_conflicts_are_announced() {
+    let h = harness();
+    let newer = h
+        .consumer
+        .process(linear(
+            "d1",
+            &linear_issue("second", "2024-05-01T10:00:02.000Z"),
+        ))
+        .await;
+    let older = h
+        .consumer
+        .process(linear(
+            "d2",
+            &linear_issue("first", "2024-05-01T10:00:01.000Z"),
+        ))
+        .await;
+    assert_eq!((newer.result, older.result), ("processed", "processed"));
+    assert_eq!(older.stale, 1, "the late, older update is dropped");
+    let rival = h
+        .consumer
+        .process(linear(
+            "d3",
+            &linear_issue("rival", "2024-05-01T10:00:02.000Z"),
+        ))
+        .await;
+    assert_eq!(rival.conflicts, 1);
+    let events = h.bus.events();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["work_item.updated", "work_item.conflict"]);
+    assert_eq!(events[0].data["title"], "second");
+    assert_eq!(events[1].data["incoming"]["title"], "rival");
+    assert_eq!(events[1].data["stored"]["title"], "second");
+    assert_eq!(h.records.conflicts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_polled_field_with_priority_stands_against_a_newer_webhook() {
+    let mut h = harness();
+    h.consumer = h.consumer.with_field_priority(
+        crate::records::FieldPriority::parse("work_item.title=poll>webhook").expect("rule"),
+    );
+    let mut polled = linear(
+        "p1",
+        &linear_issue("from the API", "2024-05-01T10:00:01.000Z"),
+    );
+    polled
+        .attributes
+        .insert(attribute::ORIGIN.into(), "poll".into());
+    let pushed = linear(
+        "w1",
+        &linear_issue("from a webhook", "2024-05-01T10:00:02.000Z"),
+    );
+    assert_eq!(h.consumer.process(polled).await.result, "processed");
+    assert_eq!(h.consumer.process(pushed).await.result, "processed");
+    let events = h.bus.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1].data["title"], "from the API",
+        "poll outranks webhook"
+    );
+    assert_eq!(events[1].data["source_timestamp"], "2024-05-01T10:00:02Z");
+    let mut unknown = linear("x1", &linear_issue("x", "2024-05-01T10:00:03.000Z"));
+    unknown
+        .attributes
+        .insert(attribute::ORIGIN.into(), "carrier-pigeon".into());
+    let outcome = h.consumer.process(unknown).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("failed", Some("unknown_origin"))
+    );
+}
+
+/// Crash injection: a port that never answers at one step, so the processing future is
+/// dropped there (as when a Lambda dies), leaving whatever was written behind.
+mod crashes {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::idempotency::{IdempotencyStore, StoreError, StoredRecord};
+    use crate::records::{RecordStore, StoredVersion};
+    use junction_aws::events::{EventBus, PublishError};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Step {
+        /// Half of a batch's claims written, the rest not yet.
+        MidClaim,
+        AfterClaim,
+        AfterRecordWrite,
+        AfterPublish,
+        BeforeDelete,
+    }
+
+    /// Wraps the in-memory ports; hangs at `step` while `armed`.
+    #[derive(Debug)]
+    struct Crashing {
+        step: Step,
+        armed: AtomicBool,
+        /// Signalled when the processing reaches the crash step.
+        reached: tokio::sync::Notify,
+        store: Arc<InMemoryIdempotencyStore>,
+        records: Arc<InMemoryRecordStore>,
+        bus: Arc<InMemoryEventBus>,
+    }
+
+    impl Crashing {
+        async fn hang_if(&self, step: Step) {
+            if self.step == step && self.armed.load(Ordering::SeqCst) {
+                self.reached.notify_one();
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    #[async_trait]
+    impl IdempotencyStore for Crashing {
+        async fn try_claim(
+            &self,
+            key: &IdempotencyKey,
+            token: &str,
+            payload_hash: &str,
+            now: time::OffsetDateTime,
+            lease_expires_at: time::OffsetDateTime,
+        ) -> Result<Option<StoredRecord>, StoreError> {
+            self.store
+                .try_claim(key, token, payload_hash, now, lease_expires_at)
+                .await
+        }
+
+        async fn try_claim_all(
+            &self,
+            requests: &[crate::idempotency::ClaimRequest],
+            now: time::OffsetDateTime,
+            lease_expires_at: time::OffsetDateTime,
+        ) -> Vec<Result<Option<StoredRecord>, StoreError>> {
+            if self.step == Step::MidClaim && self.armed.load(Ordering::SeqCst) {
+                // The first half of the claims land, then the process dies.
+                let half = &requests[..requests.len() / 2];
+                let _ = self.store.try_claim_all(half, now, lease_expires_at).await;
+                self.hang_if(Step::MidClaim).await;
+            }
+            self.store
+                .try_claim_all(requests, now, lease_expires_at)
+                .await
+        }
+
+        async fn complete(
+            &self,
+            key: &IdempotencyKey,
+            token: &str,
+            expires_at: time::OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            self.hang_if(Step::AfterPublish).await;
+            let done = self.store.complete(key, token, expires_at).await;
+            self.hang_if(Step::BeforeDelete).await;
+            done
+        }
+
+        async fn release(&self, key: &IdempotencyKey, token: &str) -> Result<(), StoreError> {
+            self.store.release(key, token).await
+        }
+    }
+
+    #[async_trait]
+    impl RecordStore for Crashing {
+        async fn read(&self, key: &str) -> Result<Option<StoredVersion>, StoreError> {
+            self.hang_if(Step::AfterClaim).await;
+            self.records.read(key).await
+        }
+
+        async fn write_if(
+            &self,
+            key: &str,
+            expected: Option<&StoredVersion>,
+            next: &StoredVersion,
+        ) -> Result<bool, StoreError> {
+            self.records.write_if(key, expected, next).await
+        }
+
+        async fn store_conflict(
+            &self,
+            key: &str,
+            incoming: &StoredVersion,
+        ) -> Result<(), StoreError> {
+            self.records.store_conflict(key, incoming).await
+        }
+    }
+
+    #[async_trait]
+    impl EventBus for Crashing {
+        async fn publish(&self, events: &[CloudEvent]) -> Result<(), PublishError> {
+            self.hang_if(Step::AfterRecordWrite).await;
+            self.bus.publish(events).await
+        }
+    }
+
+    fn crashing(step: Step) -> (Arc<Crashing>, Arc<FixedClock>, Consumer<Arc<Crashing>>) {
+        let crashing = Arc::new(Crashing {
+            step,
+            armed: AtomicBool::new(true),
+            reached: tokio::sync::Notify::new(),
+            store: Arc::new(InMemoryIdempotencyStore::default()),
+            records: Arc::new(InMemoryRecordStore::default()),
+            bus: Arc::new(InMemoryEventBus::default()),
+        });
+        let clock = Arc::new(FixedClock::at_unix(1_700_000_000));
+        let consumer = Consumer::new(
+            junction_catalog::Catalog::embedded().expect("catalog"),
+            Idempotency::new(crashing.clone(), IdempotencyPolicy::default()),
+            Ports {
+                records: crashing.clone(),
+                bus: crashing.clone(),
+                payloads: Arc::new(InMemoryPayloadStore::default()),
+                retries: Arc::new(InMemoryRetryScheduler::default()),
+                clock: clock.clone(),
+            },
+            BACKOFF,
+        );
+        (crashing, clock, consumer)
+    }
+
+    /// Without a transaction, a crash can leave some of a batch's claims written and
+    /// the others not. Each written one is an orphan until its lease ends, as after a
+    /// crash right after the claim: SQS redelivers the whole batch after its
+    /// visibility timeout, and each event is processed once.
+    #[tokio::test]
+    async fn a_crash_in_the_middle_of_a_batch_claim_is_recovered_on_redelivery() {
+        let (crashing, clock, consumer) = crashing(Step::MidClaim);
+        let batch: Vec<InboundMessage> = (1..=4)
+            .map(|n| {
+                let body = linear_issue("title", "2024-05-01T10:00:02.000Z")
+                    .replace("iss-1", &format!("iss-{n}"));
+                linear(&format!("d{n}"), &body)
+            })
+            .collect();
+        tokio::select! {
+            outcomes = consumer.process_batch(batch.clone()) => panic!("not cut off: {outcomes:?}"),
+            () = crashing.reached.notified() => {}
+        }
+        let in_progress = (1..=4)
+            .filter(|n| {
+                crashing
+                    .store
+                    .get(&IdempotencyKey::new("linear", None, &format!("d{n}")))
+                    .is_some_and(|record| !record.completed)
+            })
+            .count();
+        assert_eq!(in_progress, 2, "half of the claims landed");
+
+        crashing.armed.store(false, Ordering::SeqCst);
+        clock.advance(time::Duration::seconds(180));
+        let redelivered: Vec<InboundMessage> = batch
+            .into_iter()
+            .map(|mut message| {
+                message.receive_count = 2;
+                message
+            })
+            .collect();
+        let outcomes = consumer.process_batch(redelivered).await;
+        assert!(
+            outcomes.iter().all(|o| o.result == "processed"),
+            "{outcomes:?}"
+        );
+        let events = crashing.bus.events();
+        let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!((events.len(), ids.len()), (4, 4), "one effect per event");
+        for n in 1..=4 {
+            let key = IdempotencyKey::new("linear", None, &format!("d{n}"));
+            assert!(
+                crashing.store.get(&key).is_some_and(|r| r.completed),
+                "{key:?}"
+            );
+        }
+    }
+
+    async fn crash_then_redeliver(step: Step) {
+        let (crashing, clock, consumer) = crashing(step);
+        let delivery = linear("d1", &linear_issue("title", "2024-05-01T10:00:02.000Z"));
+        // The processing future is dropped exactly at the crash step.
+        tokio::select! {
+            outcome = consumer.process(delivery.clone()) => panic!("{step:?}: not cut off: {outcome:?}"),
+            () = crashing.reached.notified() => {}
+        }
+
+        // SQS redelivers after the visibility timeout, by which time the lease has run out.
+        crashing.armed.store(false, Ordering::SeqCst);
+        clock.advance(time::Duration::seconds(180));
+        let mut redelivered = delivery;
+        redelivered.receive_count = 2;
+        let outcome = consumer.process(redelivered).await;
+        let expected = if step == Step::BeforeDelete {
+            "duplicate"
+        } else {
+            "processed"
+        };
+        assert_eq!(outcome.result, expected, "{step:?}: {outcome:?}");
+
+        let key = RecordWrite::key("linear", None, "work_item", "iss-1");
+        let stored = crashing
+            .records
+            .read(&key)
+            .await
+            .expect("read")
+            .expect("one record");
+        assert_eq!(stored.record["title"], "title", "{step:?}");
+        let events = crashing.bus.events();
+        let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{step:?}: one effect, under one stable event id"
+        );
+        assert!(!events.is_empty(), "{step:?}: the change was published");
+        let claim = crashing
+            .store
+            .get(&IdempotencyKey::new("linear", None, "d1"))
+            .expect("record");
+        assert!(claim.completed, "{step:?}: nothing left in progress");
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_the_claim_is_recovered_on_redelivery() {
+        crash_then_redeliver(Step::AfterClaim).await;
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_the_record_write_is_recovered_on_redelivery() {
+        crash_then_redeliver(Step::AfterRecordWrite).await;
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_the_publish_is_recovered_on_redelivery() {
+        crash_then_redeliver(Step::AfterPublish).await;
+    }
+
+    #[tokio::test]
+    async fn a_crash_before_the_delete_is_acknowledged_on_redelivery() {
+        crash_then_redeliver(Step::BeforeDelete).await;
+    }
+}
+
+#[tokio::test]
+async fn published_events_report_their_end_to_end_latency() {
+    let h = harness();
+    let mut late = message("m1", "evt_1", &stripe_event("evt_1", 100), 1);
+    late.attributes.insert(
+        attribute::RECEIVED_AT.to_owned(),
+        "2023-11-14T22:13:17.500Z".to_owned(),
+    );
+    late.attributes
+        .insert(attribute::ACCOUNT.to_owned(), "acct_1".to_owned());
+    late.receive_count = 2;
+    let outcome = h.consumer.process(late).await;
+    assert_eq!(outcome.result, "processed");
+    assert_eq!(outcome.end_to_end, Some(Duration::from_millis(2_500)));
+    // What its log line carries besides.
+    assert_eq!(
+        (
+            outcome.connection.as_deref(),
+            outcome.idempotency_key.as_deref(),
+            outcome.attempt
+        ),
+        (Some("acct_1"), Some("stripe#acct_1#evt_1"), 2)
+    );
+
+    let mut repeat = message("m2", "evt_1", &stripe_event("evt_1", 100), 1);
+    repeat
+        .attributes
+        .insert(attribute::ACCOUNT.to_owned(), "acct_1".to_owned());
+    let repeat = h.consumer.process(repeat).await;
+    assert_eq!(repeat.result, "duplicate");
+    assert_eq!(repeat.end_to_end, None, "nothing published, no latency");
+}
+
+#[tokio::test]
+async fn the_last_receive_of_a_failing_message_counts_as_a_dead_letter() {
+    let h = harness();
+    let consumer = h.consumer.with_max_receive_count(3);
+    let mut broken = message("m1", "evt_1", "{}", 2);
+    broken
+        .attributes
+        .insert(attribute::BODY_ENCODING.to_owned(), "rot13".to_owned());
+    let outcome = consumer.process(broken.clone()).await;
+    assert_eq!(
+        (outcome.result, outcome.dead_lettered),
+        ("failed", false),
+        "receive 2 of 3: SQS delivers it again"
+    );
+    broken.receive_count = 3;
+    let outcome = consumer.process(broken).await;
+    assert_eq!((outcome.result, outcome.dead_lettered), ("failed", true));
+    assert!(outcome.keeps_message());
+}
+
+/// A note store that always fails.
+#[derive(Debug)]
+struct BrokenNotes;
+
+#[async_trait::async_trait]
+impl crate::dead_letters::DeadLetterNotes for BrokenNotes {
+    async fn record(
+        &self,
+        _: &str,
+        _: &crate::dead_letters::DeadLetterNote,
+    ) -> Result<(), crate::dead_letters::NoteError> {
+        Err(crate::dead_letters::NoteError("table unavailable".into()))
+    }
+
+    async fn read(
+        &self,
+        _: &[String],
+    ) -> Result<HashMap<String, crate::dead_letters::DeadLetterNote>, crate::dead_letters::NoteError>
+    {
+        Err(crate::dead_letters::NoteError("table unavailable".into()))
+    }
+}
+
+fn rot13_message(id: &str, receive_count: u32) -> InboundMessage {
+    let mut broken = message(id, "evt_1", "{}", receive_count);
+    broken
+        .attributes
+        .insert(attribute::BODY_ENCODING.to_owned(), "rot13".to_owned());
+    broken
+}
+
+#[tokio::test]
+async fn the_last_receive_of_a_failing_message_notes_its_reason_for_the_dlq_listing() {
+    use crate::dead_letters::{DeadLetterNote, DeadLetterNotes, InMemoryDeadLetterNotes};
+    let notes = Arc::new(InMemoryDeadLetterNotes::default());
+    let consumer = harness()
+        .consumer
+        .with_max_receive_count(3)
+        .with_dead_letter_notes(notes.clone());
+    let ids = vec!["m1".to_owned()];
+
+    // GIVEN a message that cannot be processed, WHEN it fails before its last receive
+    let early = consumer.process(rot13_message("m1", 2)).await;
+    // THEN nothing is noted: SQS delivers it again.
+    assert_eq!((early.result, early.dead_lettered), ("failed", false));
+    assert!(notes.read(&ids).await.expect("read").is_empty());
+
+    // WHEN it fails on its last receive THEN its reason is noted under its message id.
+    let last = consumer.process(rot13_message("m1", 3)).await;
+    assert!(last.dead_lettered);
+    let noted = notes.read(&ids).await.expect("read");
+    let expected = DeadLetterNote::new(
+        last.reason.expect("a failure has a reason"),
+        last.detail.as_deref(),
+        3,
+        OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
+    );
+    assert_eq!(noted.get("m1"), Some(&expected));
+}
+
+#[tokio::test]
+async fn a_failed_dead_letter_note_leaves_the_outcome_unchanged() {
+    let plain = harness().consumer.with_max_receive_count(3);
+    let broken_notes = harness()
+        .consumer
+        .with_max_receive_count(3)
+        .with_dead_letter_notes(Arc::new(BrokenNotes));
+    let mut without = plain.process(rot13_message("m1", 3)).await;
+    let mut with = broken_notes.process(rot13_message("m1", 3)).await;
+    without.latency = Duration::ZERO;
+    with.latency = Duration::ZERO;
+    assert!(with.dead_lettered && with.keeps_message());
+    assert_eq!(with, without);
+}
+
+/// A Stripe Event object of exactly `size` bytes, padded in the invoice's description.
+fn stripe_event_of_size(id: &str, size: usize) -> String {
+    let event = |description: &str| {
+        format!(
+            r#"{{"id":"{id}","object":"event","type":"invoice.paid","created":1700000000,"data":{{"object":{{"id":"in_1","amount_paid":1,"description":"{description}"}}}}}}"#
+        )
+    };
+    let padding = "x".repeat(size - event("").len());
+    event(&padding)
+}
+
+/// Regression: a correctly signed Stripe event of 5,242,880 bytes (the ingress's
+/// documented limit) was answered 200, then failed `publish_failed` on every receive
+/// and stayed in the DLQ: EventBridge refuses a `PutEvents` entry over 256 KB. Its data
+/// now travels by claim check.
+#[tokio::test]
+async fn regression_a_5_mib_stripe_event_is_published_by_claim_check() {
+    let h = harness();
+    let body = stripe_event_of_size("evt_big", 5_242_880);
+    assert_eq!(body.len(), 5_242_880);
+    // As the ingress enqueues it: the body in the payload bucket, the message points at it.
+    let uri = h
+        .payloads
+        .put("webhooks/stripe/2023-11-14/big", body.as_bytes())
+        .await
+        .expect("put");
+    let mut delivery = message("m1", "evt_big", &uri, 1);
+    delivery
+        .attributes
+        .insert(attribute::BODY_ENCODING.into(), "s3".into());
+
+    let outcome = h.consumer.process(delivery.clone()).await;
+    assert_eq!(
+        (outcome.result, outcome.reason, outcome.published),
+        ("processed", None, 1),
+        "{outcome:?}"
+    );
+    let events = h.bus.events();
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event.event_type, "provider_event.occurred");
+    assert!(event.data.is_null(), "no inline data");
+    let key = format!("events/{}.json", event.id);
+    assert_eq!(
+        event.dataref.as_deref(),
+        Some(format!("s3://in-memory/{key}").as_str())
+    );
+    let stored = h
+        .payloads
+        .get(&key)
+        .expect("the data is in the payload bucket");
+    assert_eq!(event.datasize, Some(stored.len() as u64));
+    let data: serde_json::Value = serde_json::from_slice(&stored).expect("JSON data");
+    assert_eq!(data["item"], "provider_event");
+    assert_eq!(data["mapping_version"], 1);
+    let raw: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(data["raw"], raw, "the whole event reaches the subscriber");
+    let (_, size) = event.entry().expect("entry");
+    assert!(size <= junction_aws::events::PUT_EVENTS_MAX_BYTES, "{size}");
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_big"))
+            .is_some_and(|record| record.completed)
+    );
+
+    // A redelivery is acknowledged as a duplicate: nothing published twice.
+    delivery.receive_count = 2;
+    assert_eq!(h.consumer.process(delivery).await.result, "duplicate");
+    assert_eq!(h.bus.events().len(), 1);
+}
+
+#[tokio::test]
+async fn a_claim_check_the_bucket_refuses_retries_only_its_message() {
+    let h = harness();
+    let big = message(
+        "m1",
+        "evt_big",
+        &stripe_event_of_size("evt_big", 300_000),
+        1,
+    );
+    let small = message("m2", "evt_small", &stripe_event("evt_small", 1), 1);
+    h.payloads.set_failing(true);
+    let outcomes = h.consumer.process_batch(vec![big.clone(), small]).await;
+    let results: Vec<_> = outcomes.iter().map(|o| (o.result, o.reason)).collect();
+    assert_eq!(
+        results,
+        [
+            ("retry", Some("payload_store_unavailable")),
+            ("processed", None)
+        ]
+    );
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_big"))
+            .is_none(),
+        "its claim is released"
+    );
+    assert_eq!(h.bus.events().len(), 1, "only the small one");
+
+    h.payloads.set_failing(false);
+    let retried = h.consumer.process(big).await;
+    assert_eq!(retried.result, "processed", "{retried:?}");
+    assert!(h.bus.events()[1].dataref.is_some());
+}
+
+#[tokio::test]
+async fn an_event_the_bus_can_never_take_fails_permanently_with_its_size() {
+    let h = harness();
+    // A subject (the endpoint) over the limit on its own: no claim check makes it fit.
+    let mut oversized = message("m1", "evt_1", &stripe_event("evt_1", 1), 1);
+    oversized
+        .attributes
+        .insert(attribute::ENDPOINT.into(), "e".repeat(300_000));
+    let outcome = h.consumer.process(oversized).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        ("failed", Some("event_too_large")),
+        "{outcome:?}"
+    );
+    let detail = outcome.detail.expect("the cause is logged");
+    assert!(
+        detail.contains("provider_event.occurred")
+            && detail.contains("bytes")
+            && detail.contains("262144"),
+        "{detail}"
+    );
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", None, "evt_1"))
+            .is_none(),
+        "its claim is released"
+    );
+    assert!(h.bus.events().is_empty());
+}

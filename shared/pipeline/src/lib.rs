@@ -1,0 +1,12 @@
+//! The queue consumer and what it stands on: exactly-once claims (`idempotency`),
+//! normalization into common models (`normalize`), the record store and its conflict
+//! rules (`records`), the consumer itself (`consumer`), its log lines (`log`) and the
+//! dead-letter notes an operator reads (`dead_letters`).
+
+pub mod consumer;
+pub mod dead_letters;
+pub mod idempotency;
+pub mod log;
+pub mod normalize;
+pub mod records;
+pub mod settings;

@@ -1,0 +1,408 @@
+//! Sync jobs: one per connection and model (`conn_…` + `deals`), holding the cursor the
+//! next poll starts from, when it is due, and who is running it. Every change is a
+//! conditional replace on the job's version, so two workers that overlap can never both
+//! advance the cursor: the one whose lease was lost fails its write and stops.
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use junction_oauth::{ConnectionSetup, ConnectionSetupError};
+use serde::{Deserialize, Serialize};
+
+use junction_aws::dynamo::{PutCondition, put_if};
+
+/// A store failure (transient: retry later).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sync job store unavailable: {0}")]
+pub struct JobStoreError(pub String);
+
+/// Who runs a job, until when (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLease {
+    pub owner: String,
+    pub until: i64,
+}
+
+/// One connection's sync of one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncJob {
+    pub connection: String,
+    pub provider: String,
+    /// The model the poller fetches (`deals`, `issues`, `history`).
+    pub model: String,
+    /// Where the next page starts; `None` before the first sync.
+    pub cursor: Option<String>,
+    /// When the next run is due (unix seconds).
+    pub due_at: i64,
+    /// Seconds between runs.
+    pub interval_seconds: u32,
+    pub lease: Option<JobLease>,
+    /// Records sent over the job's life (reports).
+    pub records_sent: u64,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub version: u64,
+    /// When the job was created (unix seconds): how long a job that never succeeded
+    /// has been waiting. 0 for jobs stored before the field existed.
+    #[serde(default)]
+    pub created_at: i64,
+    /// When the scheduler announced `connection.stale` for this job; cleared by the
+    /// next successful run, so each stale spell is announced once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<i64>,
+}
+
+impl SyncJob {
+    /// The job's storage key.
+    pub fn key(&self) -> String {
+        job_key(&self.connection, &self.model)
+    }
+}
+
+/// `<connection>#<model>`.
+pub fn job_key(connection: &str, model: &str) -> String {
+    format!("{connection}#{model}")
+}
+
+/// Where sync jobs live.
+#[async_trait]
+pub trait SyncJobStore: Send + Sync + std::fmt::Debug {
+    async fn get(&self, key: &str) -> Result<Option<SyncJob>, JobStoreError>;
+    /// Stores a new job; `false` if one exists.
+    async fn insert(&self, job: &SyncJob) -> Result<bool, JobStoreError>;
+    /// Replaces the job if its stored version is `expected`; `false` otherwise.
+    async fn replace(&self, job: &SyncJob, expected: u64) -> Result<bool, JobStoreError>;
+    /// Jobs due at or before `before`, earliest first, at most `limit`.
+    async fn due(&self, before: i64, limit: usize) -> Result<Vec<SyncJob>, JobStoreError>;
+    /// Deletes the job (its connection is gone); absent is fine.
+    async fn remove(&self, key: &str) -> Result<(), JobStoreError>;
+}
+
+/// In memory, for unit tests.
+#[derive(Debug, Default)]
+pub struct InMemorySyncJobStore {
+    jobs: Mutex<BTreeMap<String, SyncJob>>,
+}
+
+impl InMemorySyncJobStore {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SyncJob>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl SyncJobStore for InMemorySyncJobStore {
+    async fn get(&self, key: &str) -> Result<Option<SyncJob>, JobStoreError> {
+        Ok(self.jobs().get(key).cloned())
+    }
+
+    async fn insert(&self, job: &SyncJob) -> Result<bool, JobStoreError> {
+        let mut jobs = self.jobs();
+        if jobs.contains_key(&job.key()) {
+            return Ok(false);
+        }
+        jobs.insert(job.key(), job.clone());
+        Ok(true)
+    }
+
+    async fn replace(&self, job: &SyncJob, expected: u64) -> Result<bool, JobStoreError> {
+        let mut jobs = self.jobs();
+        match jobs.get(&job.key()) {
+            Some(current) if current.version == expected => {
+                jobs.insert(job.key(), job.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn due(&self, before: i64, limit: usize) -> Result<Vec<SyncJob>, JobStoreError> {
+        let mut due: Vec<SyncJob> = self
+            .jobs()
+            .values()
+            .filter(|job| job.due_at <= before)
+            .cloned()
+            .collect();
+        due.sort_by_key(|job| job.due_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), JobStoreError> {
+        self.jobs().remove(key);
+        Ok(())
+    }
+}
+
+/// DynamoDB: key `pk` (`<connection>#<model>`), `doc` (JSON), `version`, and `due`
+/// (constant `"job"`) + `due_at` for the `by-due` index.
+#[derive(Debug, Clone)]
+pub struct DynamoSyncJobStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// The due-time index of the sync job table.
+pub const DUE_INDEX: &str = "by-due";
+
+impl DynamoSyncJobStore {
+    pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        DynamoSyncJobStore {
+            client: aws_sdk_dynamodb::Client::new(aws),
+            table: table.into(),
+        }
+    }
+
+    fn item(
+        job: &SyncJob,
+    ) -> Result<std::collections::HashMap<String, AttributeValue>, JobStoreError> {
+        let doc = serde_json::to_string(job).map_err(|err| JobStoreError(err.to_string()))?;
+        Ok([
+            ("pk".to_owned(), AttributeValue::S(job.key())),
+            ("doc".to_owned(), AttributeValue::S(doc)),
+            (
+                "version".to_owned(),
+                AttributeValue::N(job.version.to_string()),
+            ),
+            ("due".to_owned(), AttributeValue::S("job".to_owned())),
+            (
+                "due_at".to_owned(),
+                AttributeValue::N(job.due_at.to_string()),
+            ),
+        ]
+        .into_iter()
+        .collect())
+    }
+
+    fn parse(
+        item: &std::collections::HashMap<String, AttributeValue>,
+    ) -> Result<SyncJob, JobStoreError> {
+        let doc = item
+            .get("doc")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| JobStoreError("item without doc".into()))?;
+        serde_json::from_str(doc).map_err(|err| JobStoreError(err.to_string()))
+    }
+}
+
+/// Keeps the whole chain: an SDK error's own text is only "service error".
+fn store_error(err: impl std::error::Error + 'static) -> JobStoreError {
+    JobStoreError(junction_telemetry::error_chain(&err))
+}
+
+#[async_trait]
+impl SyncJobStore for DynamoSyncJobStore {
+    async fn get(&self, key: &str) -> Result<Option<SyncJob>, JobStoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| store_error(aws_sdk_dynamodb::Error::from(err)))?;
+        output.item.as_ref().map(Self::parse).transpose()
+    }
+
+    async fn insert(&self, job: &SyncJob) -> Result<bool, JobStoreError> {
+        put_if(
+            &self.client,
+            &self.table,
+            Self::item(job)?,
+            PutCondition::New {
+                key_attribute: "pk",
+            },
+        )
+        .await
+        .map_err(store_error)
+    }
+
+    async fn replace(&self, job: &SyncJob, expected: u64) -> Result<bool, JobStoreError> {
+        put_if(
+            &self.client,
+            &self.table,
+            Self::item(job)?,
+            PutCondition::Version(expected),
+        )
+        .await
+        .map_err(store_error)
+    }
+
+    async fn due(&self, before: i64, limit: usize) -> Result<Vec<SyncJob>, JobStoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due = :job AND due_at <= :before")
+            .expression_attribute_values(":job", AttributeValue::S("job".to_owned()))
+            .expression_attribute_values(":before", AttributeValue::N(before.to_string()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|err| store_error(aws_sdk_dynamodb::Error::from(err)))?;
+        output.items().iter().map(Self::parse).collect()
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), JobStoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .send()
+            .await
+            .map_err(|err| store_error(aws_sdk_dynamodb::Error::from(err)))?;
+        Ok(())
+    }
+}
+
+/// Creates the sync jobs of a new connection: one per model the catalog's `[polling]`
+/// lists for its provider, due now (the first run is the initial sync). Existing jobs
+/// are kept (a reconnect resumes from the stored cursor). Returns how many were created.
+pub async fn ensure_jobs(
+    store: &dyn SyncJobStore,
+    catalog: &junction_catalog::Catalog,
+    provider: &str,
+    connection: &str,
+    now: i64,
+) -> Result<usize, JobStoreError> {
+    let Some(polling) = catalog.get(provider).and_then(|p| p.polling.as_ref()) else {
+        return Ok(0);
+    };
+    let mut created = 0;
+    for model in &polling.models {
+        let job = SyncJob {
+            connection: connection.to_owned(),
+            provider: provider.to_owned(),
+            model: model.name.clone(),
+            cursor: None,
+            due_at: now,
+            interval_seconds: model.interval_seconds,
+            lease: None,
+            records_sent: 0,
+            last_success_at: None,
+            last_error: None,
+            version: 1,
+            created_at: now,
+            stale_since: None,
+        };
+        if store.insert(&job).await? {
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
+/// The connect flow's [`ConnectionSetup`]: creates a new connection's sync jobs
+/// ([`ensure_jobs`]) before the callback answers "connected".
+#[derive(Debug, Clone)]
+pub struct SyncJobSetup {
+    store: std::sync::Arc<dyn SyncJobStore>,
+    catalog: &'static junction_catalog::Catalog,
+}
+
+impl SyncJobSetup {
+    pub fn new(
+        store: std::sync::Arc<dyn SyncJobStore>,
+        catalog: &'static junction_catalog::Catalog,
+    ) -> Self {
+        SyncJobSetup { store, catalog }
+    }
+}
+
+#[async_trait]
+impl ConnectionSetup for SyncJobSetup {
+    async fn prepare(
+        &self,
+        provider: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> Result<(), ConnectionSetupError> {
+        ensure_jobs(
+            self.store.as_ref(),
+            self.catalog,
+            provider,
+            connection_id,
+            now,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|err| ConnectionSetupError(Box::new(err)))
+    }
+}
+
+/// A job for tests and contracts.
+pub fn sample_job(connection: &str, model: &str, due_at: i64) -> SyncJob {
+    SyncJob {
+        connection: connection.to_owned(),
+        provider: "linear".to_owned(),
+        model: model.to_owned(),
+        cursor: None,
+        due_at,
+        interval_seconds: 900,
+        lease: None,
+        records_sent: 0,
+        last_success_at: None,
+        last_error: None,
+        version: 1,
+        created_at: due_at,
+        stale_since: None,
+    }
+}
+
+/// What every adapter must do (run against DynamoDB on the emulator too).
+pub async fn check_job_store_contract(store: &dyn SyncJobStore) {
+    let job = sample_job("conn_a", "issues", 100);
+    assert!(store.insert(&job).await.expect("insert"), "new job stored");
+    assert!(
+        !store.insert(&job).await.expect("insert"),
+        "no second job for the same key"
+    );
+    assert_eq!(store.get(&job.key()).await.expect("get"), Some(job.clone()));
+    let mut advanced = job.clone();
+    advanced.cursor = Some("page-2".into());
+    advanced.version = 2;
+    assert!(store.replace(&advanced, 1).await.expect("replace"));
+    let mut stale = job.clone();
+    stale.cursor = Some("page-1-again".into());
+    stale.version = 2;
+    assert!(
+        !store.replace(&stale, 1).await.expect("replace"),
+        "a stale writer loses"
+    );
+    assert_eq!(
+        store
+            .get(&job.key())
+            .await
+            .expect("get")
+            .and_then(|j| j.cursor),
+        Some("page-2".into())
+    );
+    store
+        .insert(&sample_job("conn_b", "issues", 50))
+        .await
+        .expect("insert");
+    store
+        .insert(&sample_job("conn_c", "issues", 500))
+        .await
+        .expect("insert");
+    let due: Vec<String> = store
+        .due(100, 10)
+        .await
+        .expect("due")
+        .iter()
+        .map(|j| j.connection.clone())
+        .collect();
+    assert_eq!(due, ["conn_b", "conn_a"], "due ones, earliest first");
+    assert_eq!(store.get("conn_z#issues").await.expect("get"), None);
+    store.remove(&job.key()).await.expect("remove");
+    assert_eq!(store.get(&job.key()).await.expect("get"), None, "removed");
+    store
+        .remove(&job.key())
+        .await
+        .expect("removing twice is fine");
+}
