@@ -1,7 +1,11 @@
 //! Builds the function binaries the stack names (`Metadata.BuildProperties.Binary`).
 //!
 //! One `cargo build --bin a --bin b` in the workspace, reading each executable's path
-//! from cargo's JSON messages rather than guessing the target directory.
+//! from cargo's JSON messages rather than guessing the target directory. A debug build
+//! names `--workspace`, so cargo resolves the libraries' features for every member, as
+//! `cargo test --workspace` does: the two share one build of each library (the
+//! `tests` crate names what only tests would otherwise enable). A release build is per
+//! package, as `sam build` builds what Lambda runs.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -51,9 +55,10 @@ pub async fn build(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if profile == Profile::Release {
-        command.arg("--release");
-    }
+    match profile {
+        Profile::Release => command.arg("--release"),
+        Profile::Debug => command.arg("--workspace"),
+    };
     for binary in binaries {
         command.arg("--bin").arg(binary);
     }
