@@ -12,8 +12,8 @@ use junction_aws::secrets::{CachePolicy, SecretsManagerSource, WebhookSecrets};
 use junction_catalog::Catalog;
 use junction_tests::emulator;
 use junction_webhooks::{
-    Ingress, IngressConfig, SigningSecret, WebhookRequest, ed25519_public_key, sign_into,
-    url_with_body_hash,
+    Ingress, IngressConfig, SigningSecret, WebhookReason, WebhookRequest, WebhookResult,
+    ed25519_public_key, sign_into, url_with_body_hash,
 };
 use local_stack::emulator::Moto;
 
@@ -334,18 +334,18 @@ async fn valid_requests_land_once_each_and_invalid_ones_never() {
     unsigned.headers.remove("x-shopify-hmac-sha256");
     let mut unknown = delivery("github", SECRET, b"{}", &[], now);
     unknown.provider = "not-a-provider".into();
-    let invalid: Vec<(WebhookRequest, u16, &str)> = vec![
-        (tampered, 401, "signature_mismatch"),
+    let invalid: Vec<(WebhookRequest, u16, WebhookReason)> = vec![
+        (tampered, 401, WebhookReason::SignatureMismatch),
         (
             delivery("github", "wrong-secret", b"{}", &[], now),
             401,
-            "signature_mismatch",
+            WebhookReason::SignatureMismatch,
         ),
-        (unsigned, 401, "missing_signature"),
+        (unsigned, 401, WebhookReason::MissingSignature),
         (
             delivery("stripe", SECRET, br#"{"id":"evt_old"}"#, &[], stale),
             401,
-            "stale_timestamp",
+            WebhookReason::StaleTimestamp,
         ),
         (
             delivery(
@@ -356,14 +356,14 @@ async fn valid_requests_land_once_each_and_invalid_ones_never() {
                 now + time::Duration::seconds(400),
             ),
             401,
-            "future_timestamp",
+            WebhookReason::FutureTimestamp,
         ),
         (
             delivery("github", SECRET, &vec![b'x'; 5 * 1024 * 1024 + 1], &[], now),
             413,
-            "body_too_large",
+            WebhookReason::BodyTooLarge,
         ),
-        (unknown, 404, "unknown_provider"),
+        (unknown, 404, WebhookReason::UnknownProvider),
     ];
     for (request, status, reason) in invalid {
         let (response, outcome) = stack.ingress.handle(request).await;
@@ -499,7 +499,7 @@ async fn an_emulator_outage_is_a_5xx_so_the_provider_retries() {
     let (response, outcome) = result;
     assert_eq!(
         (response.status, outcome.reason),
-        (503, Some("enqueue_failed"))
+        (503, Some(WebhookReason::EnqueueFailed))
     );
 }
 
@@ -676,7 +676,7 @@ async fn an_sqs_error_code_reaches_the_outcome_cause() {
     let (response, outcome) = ingress.handle(request).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (503, Some("enqueue_failed"))
+        (503, Some(WebhookReason::EnqueueFailed))
     );
     let cause = outcome.cause.expect("a cause");
     assert!(cause.contains("QueueDoesNotExist"), "{cause}");
@@ -771,7 +771,7 @@ async fn a_handshake_creates_a_missing_secret_and_never_changes_an_existing_one(
         .await;
     assert_eq!(
         (response.status, outcome.reason),
-        (404, Some("unknown_endpoint"))
+        (404, Some(WebhookReason::UnknownEndpoint))
     );
     let created = client
         .get_secret_value()
@@ -813,7 +813,10 @@ async fn a_handshake_creates_a_missing_secret_and_never_changes_an_existing_one(
             "",
         ))
         .await;
-    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    assert_eq!(
+        (response.status, outcome.result),
+        (200, WebhookResult::Handshake)
+    );
     assert_eq!(
         response.headers,
         [("x-hook-secret", "first-hook-secret".to_owned())]
@@ -838,7 +841,7 @@ async fn a_handshake_creates_a_missing_secret_and_never_changes_an_existing_one(
         .await;
     assert_eq!(
         (response.status, outcome.reason),
-        (403, Some("secret_already_configured"))
+        (403, Some(WebhookReason::SecretAlreadyConfigured))
     );
     assert_eq!(
         stored("junction/webhooks/asana/projects").await,

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use junction_pipeline::{consumer::ItemOutcome, log::consumed_lines};
-use junction_webhooks::{Outcome, log::webhook_line};
+use junction_webhooks::{Outcome, WebhookResult, log::webhook_line};
 
 /// A GitHub delivery as the ingress logs it by default.
 fn github_delivery() -> Outcome {
     Outcome {
         provider: "github".into(),
         endpoint: None,
-        result: "accepted",
+        result: WebhookResult::Accepted,
         reason: None,
         status: 200,
         // GitHub's X-GitHub-Delivery is a GUID; the longest common event type.

@@ -15,9 +15,9 @@ use junction_aws::queue::SqsEventQueue;
 use junction_aws::secrets::{SecretsManagerSource, WebhookSecrets};
 use junction_telemetry as telemetry;
 use junction_telemetry::redact::Redactor;
-use junction_webhooks::Ingress;
 use junction_webhooks::jwt::{HttpKeySetSource, KeySetCache};
 use junction_webhooks::settings::WebhookIngressSettings;
+use junction_webhooks::{Ingress, WebhookResult};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
@@ -101,7 +101,7 @@ async fn handle(
     let (response, outcome) = ingress.handle(request).await;
     junction_webhooks::log::record_webhook(&outcome, started.elapsed());
     if let (Some(redactor), Some((content_type, body))) = (payload_log, copy)
-        && outcome.result == "accepted"
+        && outcome.result == WebhookResult::Accepted
     {
         let payload = redactor.payload(content_type.as_deref(), &body);
         junction_webhooks::log::record_payload(&outcome, &payload);

@@ -88,16 +88,164 @@ impl From<HandshakeReply> for WebhookResponse {
     }
 }
 
+/// What the ingress did with a request: callers match variants, not text;
+/// [`WebhookResult::as_str`] is the log line's `result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookResult {
+    /// Verified and enqueued.
+    Accepted,
+    /// A handshake or challenge answered; nothing enqueued.
+    Handshake,
+    /// Refused as the sender's fault (4xx).
+    Rejected,
+    /// Our fault (a dependency or the configuration): 5xx, so the provider retries.
+    Failed,
+}
+
+impl WebhookResult {
+    /// The code the log line carries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Accepted => "accepted",
+            WebhookResult::Handshake => "handshake",
+            WebhookResult::Rejected => "rejected",
+            WebhookResult::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for WebhookResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request was rejected or failed: a closed set, so callers match variants, not
+/// text. [`WebhookReason::as_str`] is all a provider or a log line sees of it: the code
+/// in the response body (`{"error":"…"}`) and the line's `reason`, no detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookReason {
+    // Rejected: the sender's fault.
+    UnknownProvider,
+    UnknownEndpoint,
+    MethodNotAllowed,
+    BodyTooLarge,
+    /// The catalog lists the provider without a way to verify it.
+    UnverifiableProvider,
+    NotAHandshake,
+    MalformedHandshake,
+    /// A verified body that is not the JSON object every delivery is.
+    NotAJsonObject,
+    VerifyTokenMismatch,
+    /// A handshake tried to install a secret over a configured one.
+    SecretAlreadyConfigured,
+    // Rejected by verification ([`VerifyError`]).
+    MissingSignature,
+    MalformedSignature,
+    MissingSignedHeader,
+    MissingTimestamp,
+    MalformedTimestamp,
+    StaleTimestamp,
+    FutureTimestamp,
+    MissingBodyHash,
+    BodyHashMismatch,
+    SignatureMismatch,
+    UnexpectedHeader,
+    MalformedBody,
+    ClaimMismatch,
+    ExpiredKey,
+    // Failed: ours to fix or wait out.
+    SecretUnavailable,
+    SecretNotConfigured,
+    SecretUnusable,
+    KeySourceNotConfigured,
+    KeyFetchFailed,
+    HandshakeStoreNotConfigured,
+    SecretStoreFailed,
+    PayloadStoreFailed,
+    EnqueueFailed,
+}
+
+impl WebhookReason {
+    /// The stable, non-secret code responses, logs and metrics carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookReason::UnknownProvider => "unknown_provider",
+            WebhookReason::UnknownEndpoint => "unknown_endpoint",
+            WebhookReason::MethodNotAllowed => "method_not_allowed",
+            WebhookReason::BodyTooLarge => "body_too_large",
+            WebhookReason::UnverifiableProvider => "unverifiable_provider",
+            WebhookReason::NotAHandshake => "not_a_handshake",
+            WebhookReason::MalformedHandshake => "malformed_handshake",
+            WebhookReason::NotAJsonObject => "not_a_json_object",
+            WebhookReason::VerifyTokenMismatch => "verify_token_mismatch",
+            WebhookReason::SecretAlreadyConfigured => "secret_already_configured",
+            WebhookReason::MissingSignature => "missing_signature",
+            WebhookReason::MalformedSignature => "malformed_signature",
+            WebhookReason::MissingSignedHeader => "missing_signed_header",
+            WebhookReason::MissingTimestamp => "missing_timestamp",
+            WebhookReason::MalformedTimestamp => "malformed_timestamp",
+            WebhookReason::StaleTimestamp => "stale_timestamp",
+            WebhookReason::FutureTimestamp => "future_timestamp",
+            WebhookReason::MissingBodyHash => "missing_body_hash",
+            WebhookReason::BodyHashMismatch => "body_hash_mismatch",
+            WebhookReason::SignatureMismatch => "signature_mismatch",
+            WebhookReason::UnexpectedHeader => "unexpected_header",
+            WebhookReason::MalformedBody => "malformed_body",
+            WebhookReason::ClaimMismatch => "claim_mismatch",
+            WebhookReason::ExpiredKey => "expired_key",
+            WebhookReason::SecretUnavailable => "secret_unavailable",
+            WebhookReason::SecretNotConfigured => "secret_not_configured",
+            WebhookReason::SecretUnusable => "secret_unusable",
+            WebhookReason::KeySourceNotConfigured => "key_source_not_configured",
+            WebhookReason::KeyFetchFailed => "key_fetch_failed",
+            WebhookReason::HandshakeStoreNotConfigured => "handshake_store_not_configured",
+            WebhookReason::SecretStoreFailed => "secret_store_failed",
+            WebhookReason::PayloadStoreFailed => "payload_store_failed",
+            WebhookReason::EnqueueFailed => "enqueue_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for WebhookReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Exhaustive, so a new verification failure needs a reason here; its code is
+/// [`VerifyError::reason`]'s (a test holds them equal).
+impl From<VerifyError> for WebhookReason {
+    fn from(err: VerifyError) -> Self {
+        match err {
+            VerifyError::MissingSignature => WebhookReason::MissingSignature,
+            VerifyError::MalformedSignature => WebhookReason::MalformedSignature,
+            VerifyError::MissingSignedHeader => WebhookReason::MissingSignedHeader,
+            VerifyError::MissingTimestamp => WebhookReason::MissingTimestamp,
+            VerifyError::MalformedTimestamp => WebhookReason::MalformedTimestamp,
+            VerifyError::StaleTimestamp => WebhookReason::StaleTimestamp,
+            VerifyError::FutureTimestamp => WebhookReason::FutureTimestamp,
+            VerifyError::MissingBodyHash => WebhookReason::MissingBodyHash,
+            VerifyError::BodyHashMismatch => WebhookReason::BodyHashMismatch,
+            VerifyError::SignatureMismatch => WebhookReason::SignatureMismatch,
+            VerifyError::UnexpectedHeader => WebhookReason::UnexpectedHeader,
+            VerifyError::MalformedBody => WebhookReason::MalformedBody,
+            VerifyError::ClaimMismatch => WebhookReason::ClaimMismatch,
+            VerifyError::ExpiredKey => WebhookReason::ExpiredKey,
+            VerifyError::NoUsableSecret => WebhookReason::SecretUnusable,
+        }
+    }
+}
+
 /// What happened to one request: logged as one line and counted in metrics. Holds no
 /// secret, signature or body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub provider: String,
     pub endpoint: Option<String>,
-    /// `accepted`, `handshake`, `rejected` or `failed`.
-    pub result: &'static str,
-    /// A reason code for anything but `accepted`.
-    pub reason: Option<&'static str>,
+    pub result: WebhookResult,
+    /// Why, for anything but [`WebhookResult::Accepted`] and [`WebhookResult::Handshake`].
+    pub reason: Option<WebhookReason>,
     pub status: u16,
     pub event_id: Option<String>,
     pub event_type: Option<String>,
@@ -134,33 +282,33 @@ pub struct Ingress {
 /// A short-circuit: status, reason and result kind.
 struct Stop {
     status: u16,
-    result: &'static str,
-    reason: &'static str,
+    result: WebhookResult,
+    reason: WebhookReason,
     /// The failed dependency's error chain, for the log line.
     cause: Option<String>,
 }
 
 impl Stop {
-    fn rejected(status: u16, reason: &'static str) -> Self {
+    fn rejected(status: u16, reason: impl Into<WebhookReason>) -> Self {
         Stop {
             status,
-            result: "rejected",
-            reason,
+            result: WebhookResult::Rejected,
+            reason: reason.into(),
             cause: None,
         }
     }
 
-    fn failed(reason: &'static str) -> Self {
+    fn failed(reason: impl Into<WebhookReason>) -> Self {
         Stop {
             status: 503,
-            result: "failed",
-            reason,
+            result: WebhookResult::Failed,
+            reason: reason.into(),
             cause: None,
         }
     }
 
     /// A dependency failed: `reason` is the code the provider sees, `err` goes to the log.
-    fn failed_because(reason: &'static str, err: &(dyn std::error::Error + 'static)) -> Self {
+    fn failed_because(reason: WebhookReason, err: &(dyn std::error::Error + 'static)) -> Self {
         Stop {
             cause: Some(junction_telemetry::error_chain(err)),
             ..Stop::failed(reason)
@@ -208,7 +356,7 @@ impl Ingress {
         let mut outcome = Outcome {
             provider: request.provider.clone(),
             endpoint: request.endpoint.clone(),
-            result: "accepted",
+            result: WebhookResult::Accepted,
             reason: None,
             status: 200,
             event_id: None,
@@ -228,7 +376,7 @@ impl Ingress {
                     status: stop.status,
                     content_type: Some("application/json".to_owned()),
                     headers: Vec::new(),
-                    body: format!(r#"{{"error":"{}"}}"#, stop.reason),
+                    body: format!(r#"{{"error":"{}"}}"#, stop.reason.as_str()),
                 }
             }
         };
@@ -245,16 +393,16 @@ impl Ingress {
             .catalog
             .get(&request.provider)
             .and_then(|provider| provider.webhook.as_ref())
-            .ok_or(Stop::rejected(404, "unknown_provider"))?;
+            .ok_or(Stop::rejected(404, WebhookReason::UnknownProvider))?;
         let endpoint = request.endpoint.as_deref();
         if endpoint.is_some_and(|endpoint| !is_valid_endpoint_name(endpoint)) {
-            return Err(Stop::rejected(404, "unknown_endpoint"));
+            return Err(Stop::rejected(404, WebhookReason::UnknownEndpoint));
         }
         let get_handshake = spec.handshake.filter(|kind| kind.is_get());
         let allowed =
             request.method == "POST" || (request.method == "GET" && get_handshake.is_some());
         if !allowed {
-            return Err(Stop::rejected(405, "method_not_allowed"));
+            return Err(Stop::rejected(405, WebhookReason::MethodNotAllowed));
         }
         let declared_length = request
             .headers
@@ -264,11 +412,11 @@ impl Ingress {
         if request.body.len() > self.config.max_body_bytes
             || declared_length.is_some_and(|length| length > self.config.max_body_bytes)
         {
-            return Err(Stop::rejected(413, "body_too_large"));
+            return Err(Stop::rejected(413, WebhookReason::BodyTooLarge));
         }
         let Some(verification) = &spec.verification else {
             // Listed but impossible to authenticate: refused, never enqueued.
-            return Err(Stop::rejected(401, "unverifiable_provider"));
+            return Err(Stop::rejected(401, WebhookReason::UnverifiableProvider));
         };
 
         let now = self.clock.now();
@@ -280,9 +428,9 @@ impl Ingress {
                 .secrets
                 .endpoint_exists(&request.provider, endpoint, now)
                 .await
-                .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
+                .map_err(|err| Stop::failed_because(WebhookReason::SecretUnavailable, &err))?;
             if !exists {
-                return Err(Stop::rejected(404, "unknown_endpoint"));
+                return Err(Stop::rejected(404, WebhookReason::UnknownEndpoint));
             }
         }
         let handshake_request = HandshakeRequest {
@@ -293,11 +441,11 @@ impl Ingress {
         if let Some(kind) = spec.handshake
             && let Some(handshake) = unsigned_handshake(kind, &request.method, &handshake_request)
         {
-            outcome.result = "handshake";
+            outcome.result = WebhookResult::Handshake;
             return self.unsigned(handshake, request, now).await;
         }
         if request.method == "GET" && get_handshake.is_some_and(|kind| kind.before_verification()) {
-            return Err(Stop::rejected(400, "not_a_handshake"));
+            return Err(Stop::rejected(400, WebhookReason::NotAHandshake));
         }
 
         let url = self.public_url(request);
@@ -324,23 +472,23 @@ impl Ingress {
         {
             // A valid signature over something no delivery is: a handshake's answer
             // (X's CRC signs any token), replayed as a delivery.
-            return Err(Stop::rejected(401, "not_a_json_object"));
+            return Err(Stop::rejected(401, WebhookReason::NotAJsonObject));
         }
         if let Some(kind) = spec.handshake
             && let Some(reply) = answer_handshake(kind, &handshake_request, secret.as_ref())
         {
-            outcome.result = "handshake";
+            outcome.result = WebhookResult::Handshake;
             return Ok(reply.into());
         }
         if request.method != "POST" {
-            return Err(Stop::rejected(400, "not_a_handshake"));
+            return Err(Stop::rejected(400, WebhookReason::NotAHandshake));
         }
 
         let message = self.message(spec, request, now, outcome).await?;
         self.queue
             .send(message)
             .await
-            .map_err(|err| Stop::failed_because("enqueue_failed", &err))?;
+            .map_err(|err| Stop::failed_because(WebhookReason::EnqueueFailed, &err))?;
         Ok(match &spec.ack {
             Some(ack) => WebhookResponse {
                 status: ack.status,
@@ -372,25 +520,25 @@ impl Ingress {
             .secrets
             .get(&request.provider, endpoint, now)
             .await
-            .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
+            .map_err(|err| Stop::failed_because(WebhookReason::SecretUnavailable, &err))?;
         if secrets.is_empty() {
-            return Err(Stop::failed("secret_not_configured"));
+            return Err(Stop::failed(WebhookReason::SecretNotConfigured));
         }
         let first = match verify_matching(verification, &secrets, signed, now) {
             Ok(index) => {
                 return secrets
                     .get(index)
                     .cloned()
-                    .ok_or(Stop::failed("secret_unavailable"));
+                    .ok_or(Stop::failed(WebhookReason::SecretUnavailable));
             }
             Err(first @ (VerifyError::SignatureMismatch | VerifyError::NoUsableSecret)) => first,
-            Err(err) => return Err(Stop::rejected(401, err.reason())),
+            Err(err) => return Err(Stop::rejected(401, err)),
         };
         let refreshed = self
             .secrets
             .refresh_after_failure(&request.provider, endpoint, now)
             .await
-            .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
+            .map_err(|err| Stop::failed_because(WebhookReason::SecretUnavailable, &err))?;
         let retried = match &refreshed {
             Some(secrets) => verify_matching(verification, secrets, signed, now),
             None => Err(first),
@@ -401,11 +549,11 @@ impl Ingress {
                 secrets
                     .get(index)
                     .cloned()
-                    .ok_or(Stop::failed("secret_unavailable"))
+                    .ok_or(Stop::failed(WebhookReason::SecretUnavailable))
             }
-            (Ok(_), None) => Err(Stop::failed("secret_unavailable")),
-            (Err(err), _) if err.is_configuration_error() => Err(Stop::failed(err.reason())),
-            (Err(err), _) => Err(Stop::rejected(401, err.reason())),
+            (Ok(_), None) => Err(Stop::failed(WebhookReason::SecretUnavailable)),
+            (Err(err), _) if err.is_configuration_error() => Err(Stop::failed(err)),
+            (Err(err), _) => Err(Stop::rejected(401, err)),
         }
     }
 
@@ -420,42 +568,39 @@ impl Ingress {
         let (Some(rule), SignatureFormat::Single { header, prefix, .. }) =
             (&verification.jwt, &verification.signature)
         else {
-            return Err(Stop::failed("secret_unusable"));
+            return Err(Stop::failed(WebhookReason::SecretUnusable));
         };
         let raw = header
             .names()
             .iter()
             .find_map(|name| request.headers.get(name.as_str()))
-            .ok_or(Stop::rejected(401, VerifyError::MissingSignature.reason()))?;
+            .ok_or(Stop::rejected(401, VerifyError::MissingSignature))?;
         let token = raw
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix(prefix.as_str()))
-            .ok_or(Stop::rejected(
-                401,
-                VerifyError::MalformedSignature.reason(),
-            ))?;
+            .ok_or(Stop::rejected(401, VerifyError::MalformedSignature))?;
         let set = self
             .secrets
             .get_set(&request.provider, request.endpoint.as_deref(), now)
             .await
-            .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
+            .map_err(|err| Stop::failed_because(WebhookReason::SecretUnavailable, &err))?;
         let key_sets = self
             .key_sets
             .as_ref()
-            .ok_or(Stop::failed("key_source_not_configured"))?;
+            .ok_or(Stop::failed(WebhookReason::KeySourceNotConfigured))?;
         let refused = |err: VerifyError| {
             if err.is_configuration_error() {
-                Stop::failed(err.reason())
+                Stop::failed(err)
             } else {
-                Stop::rejected(401, err.reason())
+                Stop::rejected(401, err)
             }
         };
         let keys = match verification.jwt_keys {
             JwtKeys::JwkSet => key_sets
                 .keys_for(&rule.jwks_url, jwt_kid(token).as_deref(), now)
                 .await
-                .map_err(|err| Stop::failed_because("key_fetch_failed", &err))?,
+                .map_err(|err| Stop::failed_because(WebhookReason::KeyFetchFailed, &err))?,
             JwtKeys::PlaidVerificationKey => {
                 // The key is fetched with our API credentials for a `kid` the request
                 // chose: only for a token that would verify if its signature does.
@@ -467,11 +612,11 @@ impl Ingress {
                     .signing_secrets
                     .iter()
                     .find_map(ApiCredentials::parse)
-                    .ok_or(Stop::failed("secret_not_configured"))?;
+                    .ok_or(Stop::failed(WebhookReason::SecretNotConfigured))?;
                 let fetched = key_sets
                     .key_by_id(&rule.jwks_url, &credentials, &kid, now)
                     .await
-                    .map_err(|err| Stop::failed_because("key_fetch_failed", &err))?;
+                    .map_err(|err| Stop::failed_because(WebhookReason::KeyFetchFailed, &err))?;
                 if fetched.expired {
                     return Err(refused(VerifyError::ExpiredKey));
                 }
@@ -494,7 +639,9 @@ impl Ingress {
         let endpoint = request.endpoint.as_deref();
         match handshake {
             UnsignedHandshake::Reply(reply) => Ok(reply.into()),
-            UnsignedHandshake::Malformed => Err(Stop::rejected(400, "malformed_handshake")),
+            UnsignedHandshake::Malformed => {
+                Err(Stop::rejected(400, WebhookReason::MalformedHandshake))
+            }
             UnsignedHandshake::CheckVerifyToken {
                 presented,
                 challenge,
@@ -503,10 +650,10 @@ impl Ingress {
                     .secrets
                     .get_set(&request.provider, endpoint, now)
                     .await
-                    .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
+                    .map_err(|err| Stop::failed_because(WebhookReason::SecretUnavailable, &err))?;
                 let reply = meta_reply(&presented, challenge, set.verify_token.as_ref());
                 if reply.status == 403 {
-                    return Err(Stop::rejected(403, "verify_token_mismatch"));
+                    return Err(Stop::rejected(403, WebhookReason::VerifyTokenMismatch));
                 }
                 Ok(reply.into())
             }
@@ -515,29 +662,29 @@ impl Ingress {
                     .secrets
                     .get(&request.provider, endpoint, now)
                     .await
-                    .map_err(|err| Stop::failed_because("secret_unavailable", &err))?;
+                    .map_err(|err| Stop::failed_because(WebhookReason::SecretUnavailable, &err))?;
                 let secret = secrets
                     .first()
-                    .ok_or(Stop::failed("secret_not_configured"))?;
+                    .ok_or(Stop::failed(WebhookReason::SecretNotConfigured))?;
                 twitter_crc_reply(&token, secret)
                     .map(Into::into)
-                    .ok_or(Stop::failed("secret_unusable"))
+                    .ok_or(Stop::failed(WebhookReason::SecretUnusable))
             }
             UnsignedHandshake::StoreSecret { secret, reply } => {
                 let store = self
                     .handshake_store
                     .as_ref()
-                    .ok_or(Stop::failed("handshake_store_not_configured"))?;
+                    .ok_or(Stop::failed(WebhookReason::HandshakeStoreNotConfigured))?;
                 let name = self.secrets.secret_name(&request.provider, endpoint);
                 let stored = store
                     .store_first_secret(&name, &secret)
                     .await
-                    .map_err(|err| Stop::failed_because("secret_store_failed", &err))?;
+                    .map_err(|err| Stop::failed_because(WebhookReason::SecretStoreFailed, &err))?;
                 self.secrets.invalidate(&request.provider, endpoint).await;
                 match stored {
                     FirstSecret::Stored => Ok(reply.into()),
                     FirstSecret::AlreadyConfigured => {
-                        Err(Stop::rejected(403, "secret_already_configured"))
+                        Err(Stop::rejected(403, WebhookReason::SecretAlreadyConfigured))
                     }
                 }
             }
@@ -644,7 +791,7 @@ impl Ingress {
                 .payloads
                 .put(&key, &request.body)
                 .await
-                .map_err(|err| Stop::failed_because("payload_store_failed", &err))?;
+                .map_err(|err| Stop::failed_because(WebhookReason::PayloadStoreFailed, &err))?;
             message.body = location;
             message
                 .attributes

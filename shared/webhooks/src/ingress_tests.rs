@@ -132,7 +132,7 @@ async fn verified_webhook_becomes_exactly_one_message_with_its_attributes() {
     let body = br#"{"ref":"refs/heads/main"}"#;
     let (response, outcome) = h.ingress.handle(github(body)).await;
     assert_eq!(response.status, 200);
-    assert_eq!(outcome.result, "accepted");
+    assert_eq!(outcome.result, WebhookResult::Accepted);
     let messages = h.queue.messages();
     assert_eq!(messages.len(), 1);
     let message = &messages[0];
@@ -173,7 +173,7 @@ async fn unknown_provider_is_404_and_nothing_is_read_or_enqueued() {
     let (response, outcome) = h.ingress.handle(request).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (404, Some("unknown_provider"))
+        (404, Some(WebhookReason::UnknownProvider))
     );
     assert_eq!(response.body, r#"{"error":"unknown_provider"}"#);
     assert_eq!(h.secrets.reads(), 0);
@@ -231,7 +231,7 @@ async fn one_delivery_posted_to_made_up_endpoint_names_is_404_every_time() {
             .await;
         assert_eq!(
             (response.status, outcome.reason),
-            (404, Some("unknown_endpoint"))
+            (404, Some(WebhookReason::UnknownEndpoint))
         );
         assert!(!outcome.is_verification_failure());
     }
@@ -273,7 +273,7 @@ async fn configured_endpoints_exist_and_their_messages_share_the_claim_key_parts
     let (response, outcome) = h.ingress.handle(github_at("own", SECRET, body)).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("signature_mismatch")),
+        (401, Some(WebhookReason::SignatureMismatch)),
         "the provider's secret does not verify an endpoint with its own"
     );
     assert_eq!(
@@ -330,7 +330,7 @@ async fn a_handshake_to_an_unconfigured_endpoint_installs_nothing() {
     let (response, outcome) = h.ingress.handle(request).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (404, Some("unknown_endpoint"))
+        (404, Some(WebhookReason::UnknownEndpoint))
     );
     assert_eq!(
         h.secrets
@@ -359,7 +359,7 @@ async fn oversized_body_is_413_before_any_signature_work() {
     let (response, outcome) = h.ingress.handle(github(&[b'a'; 17])).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (413, Some("body_too_large"))
+        (413, Some(WebhookReason::BodyTooLarge))
     );
     assert_eq!(
         h.secrets.reads(),
@@ -392,7 +392,7 @@ async fn bad_signature_is_401_with_a_reason_code_only() {
     let (response, outcome) = h.ingress.handle(request).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("missing_signature"))
+        (401, Some(WebhookReason::MissingSignature))
     );
 }
 
@@ -409,7 +409,7 @@ async fn stale_timestamp_is_401() {
     let (response, outcome) = h.ingress.handle(request).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("stale_timestamp"))
+        (401, Some(WebhookReason::StaleTimestamp))
     );
     assert!(h.queue.messages().is_empty());
 }
@@ -427,7 +427,7 @@ async fn provider_without_a_configured_secret_is_503_so_the_provider_retries() {
     let (response, outcome) = h.ingress.handle(request).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (503, Some("secret_not_configured"))
+        (503, Some(WebhookReason::SecretNotConfigured))
     );
 }
 
@@ -438,7 +438,7 @@ async fn queue_failure_is_503_so_the_provider_retries() {
     let (response, outcome) = h.ingress.handle(github(b"{}")).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (503, Some("enqueue_failed"))
+        (503, Some(WebhookReason::EnqueueFailed))
     );
     // On-call sees why (an SQS AccessDenied, say); the provider sees only the code.
     assert_eq!(
@@ -458,7 +458,7 @@ async fn slack_url_verification_is_answered_and_not_enqueued() {
         .await;
     assert_eq!(
         (response.status, response.body.as_str(), outcome.result),
-        (200, "c-123", "handshake")
+        (200, "c-123", WebhookResult::Handshake)
     );
     assert!(h.queue.messages().is_empty());
     // An unsigned challenge is not answered.
@@ -719,7 +719,10 @@ async fn zoom_url_validation_is_answered_with_the_verifying_secret_and_not_enque
         NOW,
     );
     let (response, outcome) = h.ingress.handle(request).await;
-    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    assert_eq!(
+        (response.status, outcome.result),
+        (200, WebhookResult::Handshake)
+    );
     let mut mac =
         <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(SECRET.as_bytes()).expect("key");
     hmac::Mac::update(&mut mac, b"qgg8vlvZRS6UYooatFL8Aw");
@@ -768,7 +771,10 @@ async fn twitter_crc_is_signed_with_the_consumer_secret() {
             b"",
         ))
         .await;
-    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    assert_eq!(
+        (response.status, outcome.result),
+        (200, WebhookResult::Handshake)
+    );
     let mut mac =
         <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(SECRET.as_bytes()).expect("key");
     hmac::Mac::update(&mut mac, b"abc123");
@@ -800,7 +806,10 @@ async fn a_crc_answer_posted_back_as_a_delivery_is_refused_and_nothing_is_enqueu
                 b"",
             ))
             .await;
-        assert_eq!((response.status, outcome.result), (200, "handshake"));
+        assert_eq!(
+            (response.status, outcome.result),
+            (200, WebhookResult::Handshake)
+        );
         let answer: serde_json::Value = serde_json::from_str(&response.body).expect("JSON");
         let signature = answer["response_token"]
             .as_str()
@@ -822,7 +831,7 @@ async fn a_crc_answer_posted_back_as_a_delivery_is_refused_and_nothing_is_enqueu
         let (response, outcome) = h.ingress.handle(request).await;
         assert_eq!(
             (response.status, outcome.reason),
-            (401, Some("not_a_json_object")),
+            (401, Some(WebhookReason::NotAJsonObject)),
             "{token}"
         );
         assert!(outcome.is_verification_failure());
@@ -841,7 +850,7 @@ async fn a_crc_answer_posted_back_as_a_delivery_is_refused_and_nothing_is_enqueu
             .await;
         assert_eq!(
             (response.status, outcome.reason),
-            (401, Some("not_a_json_object")),
+            (401, Some(WebhookReason::NotAJsonObject)),
             "{}",
             String::from_utf8_lossy(body)
         );
@@ -871,7 +880,7 @@ async fn zoom_url_validation_macs_only_token_shaped_plain_tokens() {
         NOW,
     );
     let (response, outcome) = h.ingress.handle(request).await;
-    assert_ne!(outcome.result, "handshake");
+    assert_ne!(outcome.result, WebhookResult::Handshake);
     assert!(
         !response.body.contains("encryptedToken"),
         "{}",
@@ -907,7 +916,7 @@ async fn meta_challenge_uses_the_verify_token_from_the_secret() {
         .await;
     assert_eq!(
         (response.status, outcome.reason),
-        (403, Some("verify_token_mismatch"))
+        (403, Some(WebhookReason::VerifyTokenMismatch))
     );
     assert!(!response.body.contains("1158201444"));
     assert!(
@@ -952,7 +961,10 @@ async fn graph_validation_and_notifications_with_their_acks() {
         body.as_bytes(),
     );
     let (response, outcome) = h.ingress.handle(request).await;
-    assert_eq!((response.status, outcome.result), (202, "accepted"));
+    assert_eq!(
+        (response.status, outcome.result),
+        (202, WebhookResult::Accepted)
+    );
     assert_eq!(
         h.queue.messages()[0]
             .attributes
@@ -1034,7 +1046,7 @@ async fn xero_intent_to_receive_is_200_empty_when_signed_and_401_when_not() {
         .await;
     assert_eq!(
         (response.status, response.body.as_str(), outcome.result),
-        (200, "", "handshake")
+        (200, "", WebhookResult::Handshake)
     );
     let (response, _) = h
         .ingress
@@ -1058,7 +1070,10 @@ async fn okta_verification_requires_the_authorization_value() {
         .ingress
         .handle(unsigned_request("okta", "GET", "", &with_auth, b""))
         .await;
-    assert_eq!((response.status, outcome.result), (200, "handshake"));
+    assert_eq!(
+        (response.status, outcome.result),
+        (200, WebhookResult::Handshake)
+    );
     assert_eq!(
         response.body,
         r#"{"verification":"X4uL2Lwlg8pdwmxLmpUxlWRa"}"#
@@ -1097,7 +1112,7 @@ async fn asana_handshake_installs_the_first_secret_only() {
             body: String::new(),
         }
     );
-    assert_eq!(outcome.result, "handshake");
+    assert_eq!(outcome.result, WebhookResult::Handshake);
     assert!(h.queue.messages().is_empty());
     // The stored secret now verifies deliveries to that endpoint at once.
     let mut delivery = signed("asana", "first-hook-secret", &[], br#"{"events":[]}"#, NOW);
@@ -1111,7 +1126,7 @@ async fn asana_handshake_installs_the_first_secret_only() {
     let (response, outcome) = h.ingress.handle(again).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (403, Some("secret_already_configured"))
+        (403, Some(WebhookReason::SecretAlreadyConfigured))
     );
     let mut forged = signed("asana", "attacker-secret", &[], br#"{"events":[]}"#, NOW);
     forged.endpoint = Some("projects".into());
@@ -1138,7 +1153,11 @@ async fn twitch_challenge_is_answered_after_verification() {
         .await;
     assert_eq!(
         (response.status, response.body.as_str(), outcome.result),
-        (200, "pogchamp-kappa-360noscope-vohiyo", "handshake")
+        (
+            200,
+            "pogchamp-kappa-360noscope-vohiyo",
+            WebhookResult::Handshake
+        )
     );
     assert_eq!(response.content_type.as_deref(), Some("text/plain"));
     assert!(h.queue.messages().is_empty(), "a challenge is not enqueued");
@@ -1159,7 +1178,7 @@ async fn dropbox_challenge_is_echoed_with_nosniff_and_a_post_is_a_delivery() {
         .await;
     assert_eq!(
         (response.status, response.body.as_str(), outcome.result),
-        (200, "7Zu2xRzVm2bM", "handshake")
+        (200, "7Zu2xRzVm2bM", WebhookResult::Handshake)
     );
     assert_eq!(response.content_type.as_deref(), Some("text/plain"));
     assert_eq!(
@@ -1192,7 +1211,7 @@ async fn notion_verification_token_becomes_the_secret_and_is_not_enqueued() {
         .await;
     assert_eq!(
         (response.status, response.body.as_str(), outcome.result),
-        (200, "", "handshake")
+        (200, "", WebhookResult::Handshake)
     );
     assert!(h.queue.messages().is_empty());
     assert!(
@@ -1235,7 +1254,7 @@ async fn an_unverifiable_entry_is_refused_not_accepted() {
         .await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("unverifiable_provider"))
+        (401, Some(WebhookReason::UnverifiableProvider))
     );
     assert!(queue.messages().is_empty());
 }
@@ -1255,7 +1274,7 @@ async fn a_handshake_that_installs_a_secret_needs_a_store() {
     let (response, outcome) = ingress.handle(request).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (503, Some("handshake_store_not_configured"))
+        (503, Some(WebhookReason::HandshakeStoreNotConfigured))
     );
 }
 
@@ -1298,18 +1317,18 @@ async fn gmail_push_is_verified_with_googles_cached_keys_and_configured_claims()
     let (response, outcome) = ingress(None).handle(request(Some("Bearer a.b.c"))).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (503, Some("key_source_not_configured"))
+        (503, Some(WebhookReason::KeySourceNotConfigured))
     );
     let with_keys = ingress(Some(Arc::new(KeySetCache::new(keys.clone()))));
     let (response, outcome) = with_keys.handle(request(None)).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("missing_signature"))
+        (401, Some(WebhookReason::MissingSignature))
     );
     let (response, outcome) = with_keys.handle(request(Some("Basic a.b.c"))).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("malformed_signature"))
+        (401, Some(WebhookReason::MalformedSignature))
     );
     // A well-formed token under a kid Google does not publish.
     let header = BASE64URL_NO_PAD.encode(r#"{"alg":"RS256","kid":"gone"}"#);
@@ -1318,7 +1337,7 @@ async fn gmail_push_is_verified_with_googles_cached_keys_and_configured_claims()
     let (response, outcome) = with_keys.handle(request(Some(&token))).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("signature_mismatch"))
+        (401, Some(WebhookReason::SignatureMismatch))
     );
     assert!(h.queue.messages().is_empty());
     assert_eq!(
@@ -1498,18 +1517,21 @@ jwt_keys = "plaid_verification_key"
     let (response, outcome) = ingress.handle(without_credentials).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (503, Some("secret_not_configured"))
+        (503, Some(WebhookReason::SecretNotConfigured))
     );
     let ingress_calls = || calls.load(std::sync::atomic::Ordering::SeqCst);
     // Refused before any call: no header, a stale token, a token for another body.
-    assert_eq!(send(None, body).await, (401, Some("missing_signature")));
+    assert_eq!(
+        send(None, body).await,
+        (401, Some(WebhookReason::MissingSignature))
+    );
     assert_eq!(
         send(Some(token(9, "new", NOW - 301, body)), body).await,
-        (401, Some("stale_timestamp"))
+        (401, Some(WebhookReason::StaleTimestamp))
     );
     assert_eq!(
         send(Some(token(9, "new", NOW, body)), b"{}").await,
-        (401, Some("body_hash_mismatch"))
+        (401, Some(WebhookReason::BodyHashMismatch))
     );
     assert_eq!(
         ingress_calls(),
@@ -1544,21 +1566,21 @@ jwt_keys = "plaid_verification_key"
     // Signed with a key that is not the one published under the kid: a forgery.
     assert_eq!(
         send(Some(token(8, "new", NOW, body)), body).await,
-        (401, Some("signature_mismatch"))
+        (401, Some(WebhookReason::SignatureMismatch))
     );
     // A key Plaid has expired verifies nothing.
     assert_eq!(
         send(Some(token(7, "retired", NOW, body)), body).await,
-        (401, Some("expired_key"))
+        (401, Some(WebhookReason::ExpiredKey))
     );
     // A kid Plaid does not know: the provider must retry later, and we ask once.
     assert_eq!(
         send(Some(token(9, "made-up", NOW, body)), body).await,
-        (503, Some("key_fetch_failed"))
+        (503, Some(WebhookReason::KeyFetchFailed))
     );
     assert_eq!(
         send(Some(token(9, "made-up", NOW, body)), body).await,
-        (503, Some("key_fetch_failed"))
+        (503, Some(WebhookReason::KeyFetchFailed))
     );
     assert_eq!(ingress_calls(), 4);
     assert_eq!(queue.messages().len(), 3);
@@ -1601,7 +1623,10 @@ async fn the_message_carries_the_account_from_form_xml_and_json_bodies() {
         NOW,
     );
     let (response, outcome) = h.ingress.handle(twilio).await;
-    assert_eq!((response.status, outcome.result), (200, "accepted"));
+    assert_eq!(
+        (response.status, outcome.result),
+        (200, WebhookResult::Accepted)
+    );
     assert_eq!(
         account(&h).as_deref(),
         Some("AC0123456789abcdef0123456789abcdef")
@@ -1712,14 +1737,14 @@ async fn discord_ping_is_answered_pong_and_a_bad_signature_is_401() {
             body: r#"{"type":1}"#.to_owned(),
         }
     );
-    assert_eq!(outcome.result, "handshake");
+    assert_eq!(outcome.result, WebhookResult::Handshake);
     assert!(h.queue.messages().is_empty(), "a PING is not enqueued");
 
     let impostor = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
     let (response, outcome) = h.ingress.handle(request(&impostor)).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("signature_mismatch"))
+        (401, Some(WebhookReason::SignatureMismatch))
     );
     assert_eq!(response.body, r#"{"error":"signature_mismatch"}"#);
     let mut unsigned = request(&application);
@@ -1727,7 +1752,7 @@ async fn discord_ping_is_answered_pong_and_a_bad_signature_is_401() {
     let (response, outcome) = h.ingress.handle(unsigned).await;
     assert_eq!(
         (response.status, outcome.reason),
-        (401, Some("missing_signature"))
+        (401, Some(WebhookReason::MissingSignature))
     );
     assert!(h.queue.messages().is_empty());
 }
@@ -1881,7 +1906,7 @@ async fn every_windowed_provider_refuses_a_delivery_without_its_timestamp() {
         let (response, outcome) = h.ingress.handle(without).await;
         assert_eq!(
             (response.status, outcome.reason),
-            (401, Some("missing_timestamp")),
+            (401, Some(WebhookReason::MissingTimestamp)),
             "{id}"
         );
         assert_eq!(response.body, r#"{"error":"missing_timestamp"}"#, "{id}");
@@ -1906,5 +1931,29 @@ async fn every_windowed_provider_refuses_a_delivery_without_its_timestamp() {
             checked.iter().any(|c| c == id),
             "{id} was checked: {checked:?}"
         );
+    }
+}
+
+/// Responses, log lines and alarms keep the codes `VerifyError::reason` gives.
+#[test]
+fn a_verification_failure_keeps_its_reason_code() {
+    for err in [
+        VerifyError::MissingSignature,
+        VerifyError::MalformedSignature,
+        VerifyError::MissingSignedHeader,
+        VerifyError::MissingTimestamp,
+        VerifyError::MalformedTimestamp,
+        VerifyError::StaleTimestamp,
+        VerifyError::FutureTimestamp,
+        VerifyError::MissingBodyHash,
+        VerifyError::BodyHashMismatch,
+        VerifyError::SignatureMismatch,
+        VerifyError::UnexpectedHeader,
+        VerifyError::MalformedBody,
+        VerifyError::ClaimMismatch,
+        VerifyError::ExpiredKey,
+        VerifyError::NoUsableSecret,
+    ] {
+        assert_eq!(WebhookReason::from(err).as_str(), err.reason(), "{err:?}");
     }
 }

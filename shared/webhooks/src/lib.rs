@@ -16,7 +16,9 @@ pub use handshake::{
     HandshakeReply, HandshakeRequest, UnsignedHandshake, answer_handshake, meta_reply,
     twitter_crc_reply, unsigned_handshake,
 };
-pub use ingress::{Ingress, IngressConfig, Outcome, WebhookRequest, WebhookResponse};
+pub use ingress::{
+    Ingress, IngressConfig, Outcome, WebhookReason, WebhookRequest, WebhookResponse, WebhookResult,
+};
 pub use verify::{
     SignError, Signed, SignedRequest, VerifyError, development_keys, ecdsa_p256_public_key,
     ed25519_public_key, sign, sign_into, sign_request, url_with_body_hash, verify, verify_matching,

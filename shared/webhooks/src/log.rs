@@ -7,7 +7,7 @@ use junction_telemetry::{Metric, OutcomeLine, write_lines};
 
 use junction_catalog::{Catalog, SignatureFormat};
 
-use crate::Outcome;
+use crate::{Outcome, WebhookReason, WebhookResult};
 
 /// One webhook request's outcome line, with its metrics (none for an unknown provider).
 ///
@@ -24,7 +24,7 @@ use crate::Outcome;
 pub fn webhook_line(outcome: &Outcome, latency: Duration) -> Vec<u8> {
     let latency_ms = latency.as_secs_f64() * 1000.0;
     let verification_failure = outcome.is_verification_failure();
-    let accepted = outcome.result == "accepted";
+    let accepted = outcome.result == WebhookResult::Accepted;
     let line = if verification_failure {
         OutcomeLine::new("WARN", "webhook rejected").flag("security", true)
     } else if outcome.status >= 500 {
@@ -32,12 +32,12 @@ pub fn webhook_line(outcome: &Outcome, latency: Duration) -> Vec<u8> {
     } else {
         OutcomeLine::new("INFO", "webhook handled")
     };
-    let mut line = line.text("result", outcome.result);
+    let mut line = line.text("result", outcome.result.as_str());
     if let Some(endpoint) = &outcome.endpoint {
         line = line.text("endpoint", endpoint);
     }
     if let Some(reason) = outcome.reason {
-        line = line.text("reason", reason);
+        line = line.text("reason", reason.as_str());
     }
     line = line.count("status", u64::from(outcome.status));
     if let Some(cause) = &outcome.cause {
@@ -63,7 +63,7 @@ pub fn webhook_line(outcome: &Outcome, latency: Duration) -> Vec<u8> {
         line = line.count("body_bytes", outcome.body_bytes as u64);
     }
     // Unknown providers are not a dimension: anyone can make up a path segment.
-    if outcome.reason == Some("unknown_provider") {
+    if outcome.reason == Some(WebhookReason::UnknownProvider) {
         return line
             .text("Provider", &outcome.provider)
             .number("latency_ms", latency_ms)
@@ -128,7 +128,11 @@ mod tests {
 
     use super::*;
 
-    fn webhook_outcome(status: u16, result: &'static str, reason: Option<&'static str>) -> Outcome {
+    fn webhook_outcome(
+        status: u16,
+        result: WebhookResult,
+        reason: Option<WebhookReason>,
+    ) -> Outcome {
         Outcome {
             provider: "github".into(),
             endpoint: None,
@@ -146,7 +150,11 @@ mod tests {
 
     #[test]
     fn a_failed_webhook_line_carries_its_cause() {
-        let mut outcome = webhook_outcome(503, "failed", Some("enqueue_failed"));
+        let mut outcome = webhook_outcome(
+            503,
+            WebhookResult::Failed,
+            Some(WebhookReason::EnqueueFailed),
+        );
         outcome.cause = Some("AccessDenied: not authorized".into());
         let line = parse(&webhook_line(&outcome, Duration::from_millis(3)));
         assert_eq!(line["cause"], "AccessDenied: not authorized");
@@ -163,7 +171,7 @@ mod tests {
     fn a_webhook_outcome_is_one_line_with_its_log_fields_and_its_metrics() {
         let before = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
         let line = parse(&webhook_line(
-            &webhook_outcome(200, "accepted", None),
+            &webhook_outcome(200, WebhookResult::Accepted, None),
             Duration::from_micros(1500),
         ));
         assert_eq!(line["level"], "INFO");
@@ -212,7 +220,7 @@ mod tests {
             "counts of nothing are not written"
         );
 
-        let mut offloaded = webhook_outcome(200, "accepted", None);
+        let mut offloaded = webhook_outcome(200, WebhookResult::Accepted, None);
         offloaded.offloaded = true;
         offloaded.endpoint = Some("eu".into());
         let line = parse(&webhook_line(&offloaded, Duration::ZERO));
@@ -229,7 +237,7 @@ mod tests {
     /// A GitHub delivery as the ingress logs it by default: what a webhook costs in
     /// CloudWatch Logs (issue: at most 600 bytes, the EMF kept).
     fn github_delivery() -> Outcome {
-        let mut outcome = webhook_outcome(200, "accepted", None);
+        let mut outcome = webhook_outcome(200, WebhookResult::Accepted, None);
         // GitHub's X-GitHub-Delivery is a GUID; the longest common event type.
         outcome.event_id = Some("8595292d-e125-4c74-a76d-2e2c600c63b4".into());
         outcome.event_type = Some("pull_request_review_comment".into());
@@ -256,7 +264,11 @@ mod tests {
     #[test]
     fn a_signature_failure_is_a_security_warning_and_an_unknown_provider_no_metric() {
         let rejected = parse(&webhook_line(
-            &webhook_outcome(401, "rejected", Some("signature_mismatch")),
+            &webhook_outcome(
+                401,
+                WebhookResult::Rejected,
+                Some(WebhookReason::SignatureMismatch),
+            ),
             Duration::ZERO,
         ));
         assert_eq!(rejected["level"], "WARN");
@@ -268,7 +280,11 @@ mod tests {
         assert!(rejected.get("WebhooksAccepted").is_none());
 
         let failed = parse(&webhook_line(
-            &webhook_outcome(503, "failed", Some("enqueue_failed")),
+            &webhook_outcome(
+                503,
+                WebhookResult::Failed,
+                Some(WebhookReason::EnqueueFailed),
+            ),
             Duration::ZERO,
         ));
         assert_eq!(
@@ -276,7 +292,11 @@ mod tests {
             (&serde_json::json!("ERROR"), &serde_json::json!(1))
         );
 
-        let mut unknown = webhook_outcome(404, "rejected", Some("unknown_provider"));
+        let mut unknown = webhook_outcome(
+            404,
+            WebhookResult::Rejected,
+            Some(WebhookReason::UnknownProvider),
+        );
         unknown.provider = "made-up".into();
         let unknown = parse(&webhook_line(&unknown, Duration::from_micros(250)));
         assert_eq!(unknown["status"], 404);
