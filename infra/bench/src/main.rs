@@ -1,15 +1,17 @@
 //! `junction-bench`: Junction's functions side by side with Node.js and Python
-//! references, under the same Lambda Runtime API emulator, in one run.
+//! references, under the same Lambda Runtime API emulator, in one run: the local stack's
+//! ([`local_stack::runtime`]), which measures init, each invocation's CPU time and the
+//! peak RSS.
 //!
 //! Run it through `infra/bench/run` (the README's bench command), which builds the
-//! functions with `cargo lambda build --release` and installs the references first.
+//! functions with `cargo lambda build --release` and installs the references into
+//! `target/bench-reference/` first.
 //! Steps: a correctness pass (the release binaries through the local stack and the
 //! emulator), then the timing runs against a stub AWS endpoint on loopback, variants
 //! interleaved: cold starts round-robin, then warm invocations round-robin.
 
 mod correctness;
 mod events;
-mod process;
 mod report;
 mod stub;
 
@@ -21,13 +23,17 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use local_stack::runtime::{FunctionRuntime, FunctionSpec, Init, InvokeError, MeasuredInvocation};
 use serde_json::Value;
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    process::{Answer, Launch, MeasuredProcess},
     report::{Percentiles, Run, VariantFigures, per_event},
     stub::{CallCounts, SentMessage, StubAws, calls_between},
 };
+
+/// How long init or one invocation may take before the run gives up on the process.
+const LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +58,10 @@ struct Args {
     /// Save this run as the baseline.
     #[arg(long)]
     save_baseline: bool,
+    /// Where `infra/bench/reference/install` staged the Node.js and Python references
+    /// with their packages (outside the source tree, so a run leaves it clean).
+    #[arg(long, default_value = "target/bench-reference")]
+    references: PathBuf,
     /// Skip the correctness pass against the emulator (the Rust functions' environments
     /// then come from a previous run's `environments.json`).
     #[arg(long)]
@@ -66,7 +76,8 @@ struct Args {
 struct Variant {
     function: &'static str,
     runtime: &'static str,
-    launch: Launch,
+    /// How the emulator runs it (the logical id is `<runtime>-<function>`).
+    spec: FunctionSpec,
     /// Files of its deployment package (zipped as `sam deploy` would).
     package: Vec<PathBuf>,
 }
@@ -111,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
     let secret_document = serde_json::json!({ "signing_secrets": [GITHUB_SECRET] }).to_string();
     let stub = StubAws::start(BTreeMap::from([(SECRET_ID.to_owned(), secret_document)])).await?;
     let variants = variants(
-        &root,
+        &root.join(&args.references),
         &executables,
         &environments,
         &stub.endpoint(),
@@ -232,7 +243,7 @@ fn built_functions(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
 }
 
 fn variants(
-    root: &Path,
+    references: &Path,
     executables: &BTreeMap<String, PathBuf>,
     environments: &BTreeMap<String, BTreeMap<String, String>>,
     endpoint: &str,
@@ -252,7 +263,7 @@ fn variants(
             endpoint,
         )?);
         if !junction_only {
-            variants.extend(reference_variants(root, function, endpoint)?);
+            variants.extend(reference_variants(references, function, endpoint)?);
         }
     }
     // The template's other functions (`cargo lambda build` may have left other
@@ -292,26 +303,56 @@ fn junction_variant(
     Ok(Variant {
         function,
         runtime: "junction",
-        launch: Launch {
-            program: executable.clone(),
-            args: Vec::new(),
+        spec: spec(
+            "junction",
+            function,
+            executable.clone(),
+            Vec::new(),
             environment,
-        },
+        ),
         package: vec![executable.clone()],
     })
 }
 
+/// How the emulator runs `runtime`'s `function`: the whole environment given, output
+/// kept for failure reports but not echoed (stdout carries the report).
+fn spec(
+    runtime: &str,
+    function: &str,
+    executable: PathBuf,
+    args: Vec<String>,
+    environment: BTreeMap<String, String>,
+) -> FunctionSpec {
+    let name = format!("{runtime}-{function}");
+    FunctionSpec {
+        logical_id: name.clone(),
+        arn: format!(
+            "arn:aws:lambda:us-east-1:{}:function:{name}",
+            local_stack::ACCOUNT_ID
+        ),
+        name,
+        executable,
+        args,
+        timeout: LIMIT,
+        memory_mb: 128,
+        environment,
+        echo: false,
+    }
+}
+
 fn reference_variants(
-    root: &Path,
+    references: &Path,
     function: &'static str,
     endpoint: &str,
 ) -> anyhow::Result<Vec<Variant>> {
-    let reference = root.join("infra/bench/reference");
-    let node = reference.join("node");
-    let python = reference.join("python");
+    let node = references.join("node");
+    let python = references.join("python");
     let python_bin = python.join(".venv/bin/python");
     if !python_bin.is_file() || !node.join("node_modules").is_dir() {
-        bail!("the references are not installed: run infra/bench/reference/install");
+        bail!(
+            "the references are not installed in {}: run infra/bench/reference/install",
+            references.display()
+        );
     }
     let environment = |name: &str| -> BTreeMap<String, String> {
         let mut environment: BTreeMap<String, String> = [
@@ -353,40 +394,46 @@ fn reference_variants(
         Variant {
             function,
             runtime: "node",
-            launch: Launch {
-                program: node_program,
-                args: vec![
+            spec: spec(
+                "node",
+                function,
+                node_program,
+                vec![
                     node.join("bootstrap.mjs").display().to_string(),
                     function.into(),
                 ],
-                environment: environment(&format!("node-{function}")),
-            },
+                environment(&format!("node-{function}")),
+            ),
             package: files(&node, &["bootstrap.mjs", &format!("{function}.mjs")]),
         },
         Variant {
             function,
             runtime: "python",
-            launch: Launch {
-                program: python_bin.clone(),
-                args: vec![
+            spec: spec(
+                "python",
+                function,
+                python_bin.clone(),
+                vec![
                     python.join("bootstrap.py").display().to_string(),
                     function.into(),
                 ],
-                environment: environment(&format!("python-{function}")),
-            },
+                environment(&format!("python-{function}")),
+            ),
             package: files(&python, &["bootstrap.py", &format!("{function}.py")]),
         },
         Variant {
             function,
             runtime: "python-powertools",
-            launch: Launch {
-                program: python_bin,
-                args: vec![
+            spec: spec(
+                "python-powertools",
+                function,
+                python_bin,
+                vec![
                     python.join("bootstrap.py").display().to_string(),
                     format!("powertools_{function}"),
                 ],
-                environment: environment(&format!("powertools-{function}")),
-            },
+                environment(&format!("powertools-{function}")),
+            ),
             package: files(
                 &python,
                 &["bootstrap.py", &format!("powertools_{function}.py")],
@@ -423,11 +470,11 @@ fn events_per_invocation(function: &str) -> usize {
 }
 
 /// Whether the answer is what the function answers for a valid event.
-fn succeeded(function: &str, answer: &Answer) -> bool {
-    if !answer.ok {
+fn succeeded(function: &str, answer: &Result<Vec<u8>, InvokeError>) -> bool {
+    let Ok(payload) = answer else {
         return false;
-    }
-    let Ok(payload) = serde_json::from_slice::<Value>(&answer.payload) else {
+    };
+    let Ok(payload) = serde_json::from_slice::<Value>(payload) else {
         return false;
     };
     match function {
@@ -467,21 +514,20 @@ async fn measure(
     for round in 0..cold {
         for (variant, samples) in group.iter().zip(samples.iter_mut()) {
             let before = stub.calls();
-            let mut process = MeasuredProcess::start(&name(variant), &variant.launch).await?;
-            samples.init.push(process.init);
-            samples.init_cpu.push(process.init_cpu);
+            let (process, init) = Process::start(variant).await?;
+            samples.init.push(init.duration);
+            samples.init_cpu.push(init.cpu);
             sequence += 1;
-            let (answer, invocation) = process
+            let invocation = process
                 .invoke(event(variant.function, sequence, messages))
                 .await?;
-            record_answer(variant, &answer, samples, &process).await;
+            record_answer(variant, &invocation, samples, &process);
             samples.first.push(invocation.duration);
-            samples.peak_rss_kib = samples.peak_rss_kib.max(process.peak_rss_kib());
             for (operation, count) in calls_between(&before, &stub.calls()) {
                 *samples.calls_cold.entry(operation).or_default() += count;
             }
             keep_messages(variant, stub, messages);
-            process.stop().await;
+            samples.peak_rss_kib = samples.peak_rss_kib.max(process.stop().await);
         }
         if round == 0 {
             eprintln!("    first round of cold starts done");
@@ -490,7 +536,7 @@ async fn measure(
     // Warm invocations, round-robin over one process per variant.
     let mut processes = Vec::new();
     for variant in group {
-        let mut process = MeasuredProcess::start(&name(variant), &variant.launch).await?;
+        let (process, _) = Process::start(variant).await?;
         sequence += 1;
         process
             .invoke(event(variant.function, sequence, messages))
@@ -499,34 +545,30 @@ async fn measure(
         processes.push(process);
     }
     for _ in 0..warm {
-        for ((variant, samples), process) in group
-            .iter()
-            .zip(samples.iter_mut())
-            .zip(processes.iter_mut())
+        for ((variant, samples), process) in
+            group.iter().zip(samples.iter_mut()).zip(processes.iter())
         {
             sequence += 1;
             let payload = event(variant.function, sequence, messages);
             let before = stub.calls();
-            let (answer, invocation) = process.invoke(payload).await?;
+            let invocation = process.invoke(payload).await?;
             for (operation, count) in calls_between(&before, &stub.calls()) {
                 *samples.calls_warm.entry(operation).or_default() += count;
             }
-            record_answer(variant, &answer, samples, process).await;
+            record_answer(variant, &invocation, samples, process);
             samples.warm.push(invocation.duration);
             samples.warm_cpu.push(invocation.cpu);
             keep_messages(variant, stub, messages);
         }
     }
     for ((process, samples), variant) in processes.into_iter().zip(samples.iter_mut()).zip(group) {
-        samples.peak_rss_kib = samples.peak_rss_kib.max(process.peak_rss_kib());
+        samples.peak_rss_kib = samples.peak_rss_kib.max(process.stop().await);
         if let Some(failure) = &samples.first_failure {
             eprintln!(
                 "    {}: {} failed invocations; the first: {failure}",
-                name(variant),
-                samples.failures
+                variant.spec.logical_id, samples.failures
             );
         }
-        process.stop().await;
     }
     Ok(group
         .iter()
@@ -558,11 +600,10 @@ async fn measure_init_only(group: &[&Variant], cold: usize) -> anyhow::Result<Ve
     let mut samples: Vec<Samples> = group.iter().map(|_| Samples::default()).collect();
     for _ in 0..cold {
         for (variant, samples) in group.iter().zip(samples.iter_mut()) {
-            let process = MeasuredProcess::start(&name(variant), &variant.launch).await?;
-            samples.init.push(process.init);
-            samples.init_cpu.push(process.init_cpu);
-            samples.peak_rss_kib = samples.peak_rss_kib.max(process.peak_rss_kib());
-            process.stop().await;
+            let (process, init) = Process::start(variant).await?;
+            samples.init.push(init.duration);
+            samples.init_cpu.push(init.cpu);
+            samples.peak_rss_kib = samples.peak_rss_kib.max(process.stop().await);
         }
     }
     Ok(group
@@ -580,22 +621,96 @@ async fn measure_init_only(group: &[&Variant], cold: usize) -> anyhow::Result<Ve
         .collect())
 }
 
-async fn record_answer(
+fn record_answer(
     variant: &Variant,
-    answer: &Answer,
+    invocation: &MeasuredInvocation,
     samples: &mut Samples,
-    process: &MeasuredProcess,
+    process: &Process,
 ) {
-    if !succeeded(variant.function, answer) {
+    if !succeeded(variant.function, &invocation.answer) {
         samples.failures += 1;
         if samples.first_failure.is_none() {
-            samples.first_failure = Some(format!(
-                "{} (output: {})",
-                String::from_utf8_lossy(&answer.payload),
-                process.tail().await
-            ));
+            let answer = match &invocation.answer {
+                Ok(payload) | Err(InvokeError::Function { payload, .. }) => {
+                    String::from_utf8_lossy(payload).into_owned()
+                }
+                Err(err) => err.to_string(),
+            };
+            samples.first_failure = Some(format!("{answer} (output: {})", process.tail()));
         }
     }
+}
+
+/// One process of a variant under the emulator: a function runtime of its own, started
+/// for a cold start or a warm run and stopped after it (or when dropped: the runtime
+/// stops its process when the shutdown sender goes).
+#[derive(Debug)]
+struct Process {
+    function: FunctionRuntime,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Process {
+    /// Starts the variant's process and waits for its first `/next`, the end of init.
+    async fn start(variant: &Variant) -> anyhow::Result<(Process, Init)> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (function, task) = FunctionRuntime::start(variant.spec.clone(), shutdown_rx);
+        let process = Process {
+            function,
+            shutdown,
+            task,
+        };
+        match process.function.wait_initialized(LIMIT).await {
+            Ok(init) => Ok((process, init)),
+            Err(err) => {
+                let function = process.stop_runtime().await;
+                function.finish_output(Duration::from_secs(5)).await;
+                bail!(
+                    "{} did not initialize: {err}; its last output: {}",
+                    variant.spec.logical_id,
+                    tail(&function)
+                )
+            }
+        }
+    }
+
+    /// Runs one invocation; it ends when the process asks for the next one.
+    async fn invoke(&self, payload: Vec<u8>) -> anyhow::Result<MeasuredInvocation> {
+        self.function
+            .invoke_measured(payload)
+            .await
+            .with_context(|| {
+                format!(
+                    "{} failed its invocation; its last output: {}",
+                    self.function.logical_id(),
+                    self.tail()
+                )
+            })
+    }
+
+    /// The last lines the process wrote (for failure reports).
+    fn tail(&self) -> String {
+        tail(&self.function)
+    }
+
+    /// Stops the process; its peak RSS in KiB (`VmHWM`, read as it stopped).
+    async fn stop(self) -> u64 {
+        let function = self.stop_runtime().await;
+        function.summary().peak_rss_kib.unwrap_or(0)
+    }
+
+    async fn stop_runtime(self) -> FunctionRuntime {
+        self.shutdown.send_replace(true);
+        let _ = self.task.await;
+        self.function
+    }
+}
+
+/// The last 40 lines `function`'s processes wrote.
+fn tail(function: &FunctionRuntime) -> String {
+    let logs = function.logs();
+    logs[logs.len().saturating_sub(40)..].join("\n")
 }
 
 /// Keeps what Junction's ingress enqueued: the consumer runs replay it.
@@ -604,10 +719,6 @@ fn keep_messages(variant: &Variant, stub: &StubAws, messages: &mut Vec<SentMessa
     if variant.function == "ingress" && variant.runtime == "junction" && messages.len() < 1000 {
         messages.extend(sent);
     }
-}
-
-fn name(variant: &Variant) -> String {
-    format!("{}-{}", variant.runtime, variant.function)
 }
 
 /// The unpacked size of the package and its zip as `sam deploy` uploads it (Python's
