@@ -18,6 +18,7 @@ use std::{
 use junction_aws::crypto::EncryptionContext;
 use junction_aws::secrets::webhook_secret_name;
 use junction_catalog::{Catalog, Handshake};
+use junction_oauth::web::ManagementRoute;
 use local_stack::emulator::{Moto, deploy, ensure_venv, repo_root};
 use serde_json::Value;
 
@@ -109,7 +110,9 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
             ("WebhookIngressFunction", None)
         } else if route.path.starts_with("/oauth/") {
             ("OAuthFunction", None)
-        } else if route.path.starts_with("/connections") || route.path.starts_with("/v1/") {
+        } else if route.path.starts_with("/v1/tenants/{tenant}/") {
+            // Every management route is under its tenant, so that an IAM policy on
+            // `…/v1/tenants/<tenant>/*` scopes a backend to one tenant.
             ("ConnectionsFunction", Some("AWS_IAM"))
         } else {
             panic!("unexpected route {route:?}");
@@ -120,14 +123,20 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
             auth,
             "only the management API is IAM-authorized, and all of it is: {route:?}"
         );
+        if function == "ConnectionsFunction" {
+            assert!(
+                ManagementRoute::from_route_key(&route.path).is_some(),
+                "the connections function dispatches on its route key: {route:?}"
+            );
+        }
     }
     for (method, path) in [
         ("GET", "/oauth/{provider}/start"),
         ("GET", "/oauth/{provider}/callback"),
-        ("GET", "/connections"),
-        ("GET", "/connections/{id}"),
-        ("DELETE", "/connections/{id}"),
-        ("POST", "/v1/connect-sessions"),
+        ("POST", "/v1/tenants/{tenant}/connect-sessions"),
+        ("GET", "/v1/tenants/{tenant}/connections"),
+        ("GET", "/v1/tenants/{tenant}/connections/{id}"),
+        ("DELETE", "/v1/tenants/{tenant}/connections/{id}"),
     ] {
         assert!(
             routes.contains(&(method.into(), path.into())),

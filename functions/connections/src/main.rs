@@ -1,13 +1,16 @@
-//! connections: the management API (`GET /connections?tenant=…`, `GET /connections/{id}`,
-//! `DELETE /connections/{id}`, `POST /v1/connect-sessions`), behind IAM authorization in
-//! the template: no unauthenticated caller reaches it, so only the product's backend
-//! can mint the connect sessions `start` requires. The logic is `junction_oauth::web`.
+//! connections: the management API under `/v1/tenants/{tenant}/` (`POST
+//! …/connect-sessions`, `GET …/connections`, `GET` and `DELETE …/connections/{id}`),
+//! behind IAM authorization in the template: no unauthenticated caller reaches it, so
+//! only the product's backend can mint the connect sessions `start` requires, and a
+//! policy on the path can limit a backend to one tenant. The logic is
+//! `junction_oauth::web`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use junction_aws::config::{load_aws_config, load_catalog, process_env};
 use junction_oauth::settings::{ConnectSessionSettings, OAuthSettings};
-use junction_oauth::{ConnectSessions, DynamoConnectSessionStore, FlowSettings, aws_vault, web};
+use junction_oauth::web::{self, HttpReply, ManagementRoute};
+use junction_oauth::{ConnectSessions, DynamoConnectSessionStore, FlowSettings, aws_vault};
 use junction_telemetry as telemetry;
 use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
 
@@ -36,33 +39,57 @@ async fn main() -> Result<(), lambda_http::Error> {
         (&vault, &sessions, settings.public_base_url.as_deref());
     lambda_http::run(service_fn(move |request: Request| async move {
         let id = request.path_parameters().first("id").map(str::to_owned);
-        let reply = if request.raw_http_path() == "/v1/connect-sessions" {
-            // The connect URL is on the API's public address: the configured base URL,
-            // else the domain API Gateway received this request on.
-            let base_url = match (public_base_url, request.request_context_ref()) {
-                (Some(base), _) => base.to_owned(),
-                (None, Some(RequestContext::ApiGatewayV2(context))) => format!(
-                    "https://{}",
-                    context.domain_name.clone().unwrap_or_default()
-                ),
-                (None, _) => String::new(),
-            };
-            web::connect_sessions_route(
-                sessions,
-                request.method().as_str(),
-                request.body().as_ref(),
-                &base_url,
-            )
-            .await
-        } else {
-            let query: BTreeMap<String, String> = web::parse_query(request.uri().query())
-                .into_iter()
-                .collect();
-            web::connections_route(vault, request.method().as_str(), id.as_deref(), &query).await
+        let tenant = request
+            .path_parameters()
+            .first("tenant")
+            .unwrap_or_default()
+            .to_owned();
+        let (route, domain) = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => (
+                context
+                    .route_key
+                    .as_deref()
+                    .and_then(ManagementRoute::from_route_key),
+                context.domain_name.clone(),
+            ),
+            _ => (None, None),
+        };
+        let method = request.method().as_str();
+        let reply = match route {
+            Some(ManagementRoute::ConnectSessions) => {
+                // The connect URL is on the API's public address: the configured base
+                // URL, else the domain API Gateway received this request on.
+                let base_url = match (public_base_url, domain) {
+                    (Some(base), _) => base.to_owned(),
+                    (None, Some(domain)) => format!("https://{domain}"),
+                    (None, None) => String::new(),
+                };
+                web::connect_sessions_route(
+                    sessions,
+                    &tenant,
+                    method,
+                    request.body().as_ref(),
+                    &base_url,
+                )
+                .await
+            }
+            Some(ManagementRoute::Connections | ManagementRoute::Connection) => {
+                let query: BTreeMap<String, String> = web::parse_query(request.uri().query())
+                    .into_iter()
+                    .collect();
+                web::connections_route(vault, &tenant, method, id.as_deref(), &query).await
+            }
+            // Only the template's routes reach this function.
+            None => HttpReply {
+                status: 404,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: r#"{"error":"not_found","message":"no such route"}"#.into(),
+            },
         };
         tracing::info!(
-            method = request.method().as_str(),
+            method,
             path = request.raw_http_path(),
+            tenant = %tenant,
             connection = id.as_deref().unwrap_or(""),
             status = reply.status,
             "management API request"

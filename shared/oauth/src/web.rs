@@ -7,9 +7,11 @@
 //! - `GET /oauth/{provider}/callback` → 302 back to `return_to`, or a 400 page that says
 //!   what went wrong (never a secret); an infrastructure failure is a 503 page with a
 //!   fixed sentence, its cause only in the log line;
-//! - `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`
-//!   (`?force=true` deletes without revoking) and `POST /v1/connect-sessions`: JSON,
-//!   behind IAM auth in the template.
+//! - the management API, JSON behind IAM auth in the template, every route under
+//!   `/v1/tenants/{tenant}` so that an IAM policy can grant a backend one tenant:
+//!   `POST …/connect-sessions`, `GET …/connections`, `GET …/connections/{id}` and
+//!   `DELETE …/connections/{id}` (`?force=true` deletes without revoking). Another
+//!   tenant's connection answers exactly as a nonexistent one.
 
 use std::collections::BTreeMap;
 
@@ -225,57 +227,142 @@ fn vault_error(err: &VaultError) -> HttpReply {
     HttpReply::json(status, json!({ "error": code, "message": message }))
 }
 
-/// `GET /connections?tenant=…`, `GET /connections/{id}`, `DELETE /connections/{id}`.
+/// The management API's routes, the paths of the template's `ConnectionsFunction`
+/// events. The tenant is a path segment so that an IAM policy can grant a backend
+/// `execute-api:Invoke` on one tenant's routes (`…/*/*/v1/tenants/<tenant>/*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagementRoute {
+    /// `POST /v1/tenants/{tenant}/connect-sessions`.
+    ConnectSessions,
+    /// `GET /v1/tenants/{tenant}/connections`.
+    Connections,
+    /// `GET` and `DELETE /v1/tenants/{tenant}/connections/{id}`.
+    Connection,
+}
+
+impl ManagementRoute {
+    pub const ALL: [ManagementRoute; 3] = [
+        ManagementRoute::ConnectSessions,
+        ManagementRoute::Connections,
+        ManagementRoute::Connection,
+    ];
+
+    /// The route's path, as the template and API Gateway's route keys spell it.
+    pub fn path(self) -> &'static str {
+        match self {
+            ManagementRoute::ConnectSessions => "/v1/tenants/{tenant}/connect-sessions",
+            ManagementRoute::Connections => "/v1/tenants/{tenant}/connections",
+            ManagementRoute::Connection => "/v1/tenants/{tenant}/connections/{id}",
+        }
+    }
+
+    /// The route an API Gateway route key (`GET /v1/tenants/{tenant}/connections`)
+    /// names, whatever its method.
+    pub fn from_route_key(route_key: &str) -> Option<ManagementRoute> {
+        let path = route_key
+            .split_once(' ')
+            .map_or(route_key, |(_, path)| path);
+        ManagementRoute::ALL
+            .into_iter()
+            .find(|route| route.path() == path)
+    }
+}
+
+/// The `{tenant}` of a management path, or the 400 that refuses it. A tenant id is 1-128
+/// characters of letters, digits and `-_.:@`, as connect sessions require, and not `.`
+/// or `..` (clients resolve those segments away: no path could name such a tenant).
+fn path_tenant(tenant: &str) -> Result<&str, HttpReply> {
+    if super::flow::valid_tenant(tenant) && tenant != "." && tenant != ".." {
+        Ok(tenant)
+    } else {
+        Err(HttpReply::json(
+            400,
+            json!({
+                "error": "bad_request",
+                "message": "the tenant in the path must be 1-128 characters of letters, digits and -_.:@",
+            }),
+        ))
+    }
+}
+
+/// The connection `id` if it belongs to `tenant`. Another tenant's connection is
+/// `NotFound`, the same answer (status, body, and the one read it took) as an id that
+/// does not exist: a tenant-scoped caller learns nothing about other tenants' ids.
+async fn tenant_connection(
+    vault: &TokenVault,
+    tenant: &str,
+    id: &str,
+) -> Result<Connection, VaultError> {
+    match vault.connections.get(id).await {
+        Ok(Some(connection)) if connection.tenant == tenant => Ok(connection),
+        Ok(_) => Err(VaultError::NotFound(id.to_owned())),
+        Err(err) => Err(VaultError::Unavailable(super::error_chain(&err))),
+    }
+}
+
+/// `GET /v1/tenants/{tenant}/connections` (`id` absent), `GET` and `DELETE
+/// /v1/tenants/{tenant}/connections/{id}`: only `tenant`'s connections are listed,
+/// shown or deleted.
 pub async fn connections_route(
     vault: &TokenVault,
+    tenant: &str,
     method: &str,
     id: Option<&str>,
     query: &BTreeMap<String, String>,
 ) -> HttpReply {
+    let tenant = match path_tenant(tenant) {
+        Ok(tenant) => tenant,
+        Err(reply) => return reply,
+    };
     match (method, id) {
-        ("GET", None) => {
-            let Some(tenant) = query.get("tenant").filter(|t| !t.is_empty()) else {
-                return HttpReply::json(
-                    400,
-                    json!({ "error": "bad_request", "message": "tenant is required" }),
-                );
-            };
-            match vault.connections.list_for_tenant(tenant).await {
-                Ok(list) => HttpReply::json(
-                    200,
-                    json!({ "connections": list.iter().map(connection_view).collect::<Vec<_>>() }),
-                ),
-                Err(err) => vault_error(&VaultError::Unavailable(super::error_chain(&err))),
-            }
-        }
-        ("GET", Some(id)) => match vault.connections.get(id).await {
-            Ok(Some(connection)) => HttpReply::json(200, connection_view(&connection)),
-            Ok(None) => vault_error(&VaultError::NotFound(id.to_owned())),
+        ("GET", None) => match vault.connections.list_for_tenant(tenant).await {
+            Ok(list) => HttpReply::json(
+                200,
+                json!({ "connections": list.iter().map(connection_view).collect::<Vec<_>>() }),
+            ),
             Err(err) => vault_error(&VaultError::Unavailable(super::error_chain(&err))),
         },
+        ("GET", Some(id)) => match tenant_connection(vault, tenant, id).await {
+            Ok(connection) => HttpReply::json(200, connection_view(&connection)),
+            Err(err) => vault_error(&err),
+        },
         ("DELETE", Some(id)) => {
+            // The tenant check reads the connection once more than `disconnect` alone;
+            // a connection's tenant never changes, so the check cannot go stale.
+            if let Err(err) = tenant_connection(vault, tenant, id).await {
+                return vault_error(&err);
+            }
             let force = query.get("force").is_some_and(|v| v == "true");
             match vault.disconnect(id, force).await {
                 Ok(()) => HttpReply::json(200, json!({ "deleted": id, "revoked": !force })),
                 Err(err) => vault_error(&err),
             }
         }
-        _ => HttpReply::json(
+        (_, None) => HttpReply::json(
+            405,
+            json!({ "error": "method_not_allowed", "message": "GET" }),
+        ),
+        (_, Some(_)) => HttpReply::json(
             405,
             json!({ "error": "method_not_allowed", "message": "GET or DELETE" }),
         ),
     }
 }
 
-/// The largest `POST /v1/connect-sessions` body read.
+/// The largest `POST /v1/tenants/{tenant}/connect-sessions` body read.
 const MAX_SESSION_REQUEST_BYTES: usize = 16 * 1024;
 
-/// `POST /v1/connect-sessions`: 201 with the session's token, connect URL and expiry;
-/// 400 for a request the flow would refuse (its message says why), 404 for a provider
-/// that cannot be connected, 503 for an infrastructure failure (its cause only in the
-/// log). `base_url` is the API's public base URL.
+/// `POST /v1/tenants/{tenant}/connect-sessions`: 201 with the session's token, connect
+/// URL and expiry; 400 for a request the flow would refuse (its message says why), 404
+/// for a provider that cannot be connected, 503 for an infrastructure failure (its
+/// cause only in the log). `base_url` is the API's public base URL.
+///
+/// The session is for the path's tenant, the one IAM authorized. The body may leave
+/// `tenant` out; one that names another tenant is refused with 400 `tenant_mismatch`
+/// (a request that contradicts itself, not one to guess about) and nothing is stored.
 pub async fn connect_sessions_route(
     sessions: &ConnectSessions,
+    tenant: &str,
     method: &str,
     body: &[u8],
     base_url: &str,
@@ -292,16 +379,47 @@ pub async fn connect_sessions_route(
             json!({ "error": "too_large", "message": "the request body is over 16 KiB" }),
         );
     }
-    let request: ConnectSessionRequest = match serde_json::from_slice(body) {
-        Ok(request) => request,
-        Err(err) => {
-            // serde's message names the field and the expected type, never the value.
+    let tenant = match path_tenant(tenant) {
+        Ok(tenant) => tenant,
+        Err(reply) => return reply,
+    };
+    // serde's messages name the field and the expected type, never the value.
+    let invalid = |err: serde_json::Error| {
+        HttpReply::json(
+            400,
+            json!({ "error": "bad_request", "message": format!("invalid request: {err}") }),
+        )
+    };
+    let mut fields = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(_) => {
             return HttpReply::json(
                 400,
-                json!({ "error": "bad_request", "message": format!("invalid request: {err}") }),
+                json!({ "error": "bad_request", "message": "invalid request: expected a JSON object" }),
             );
         }
+        Err(err) => return invalid(err),
     };
+    match fields.get("tenant") {
+        None => {
+            fields.insert("tenant".into(), tenant.into());
+        }
+        Some(serde_json::Value::String(named)) if named == tenant => {}
+        Some(_) => {
+            return HttpReply::json(
+                400,
+                json!({
+                    "error": "tenant_mismatch",
+                    "message": "the body's tenant is not the path's: the session is for the tenant in /v1/tenants/{tenant}/; leave tenant out of the body",
+                }),
+            );
+        }
+    }
+    let request: ConnectSessionRequest =
+        match serde_json::from_value(serde_json::Value::Object(fields)) {
+            Ok(request) => request,
+            Err(err) => return invalid(err),
+        };
     match sessions.mint(&request, base_url).await {
         Ok(minted) => {
             let expires_at = time::OffsetDateTime::from_unix_timestamp(minted.session.expires_at)
@@ -394,7 +512,7 @@ mod tests {
         let h = crate::testing::harness_with(fake_provider::AuthServerConfig::default(), "").await;
         let base = "https://hub.example.com";
         let body = br#"{"tenant":"acme","provider":"fakeauth","return_to":"https://app.example.com/done"}"#;
-        let reply = connect_sessions_route(&h.minter, "POST", body, base).await;
+        let reply = connect_sessions_route(&h.minter, "acme", "POST", body, base).await;
         assert_eq!(reply.status, 201, "{}", reply.body);
         let created: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
         let token = created["token"].as_str().expect("a token");
@@ -426,8 +544,9 @@ mod tests {
                 "unknown_provider",
             ),
             ("POST", &[b' '; 16 * 1024 + 1][..], 413, "16 KiB"),
+            ("POST", &b"[]"[..], 400, "a JSON object"),
         ] {
-            let reply = connect_sessions_route(&h.minter, method, body, base).await;
+            let reply = connect_sessions_route(&h.minter, "acme", method, body, base).await;
             assert_eq!(reply.status, status, "{says}: {}", reply.body);
             assert!(reply.body.contains(says), "{says}: {}", reply.body);
         }
@@ -436,6 +555,112 @@ mod tests {
             1,
             "only the valid request stored a session"
         );
+    }
+
+    #[tokio::test]
+    async fn a_session_is_for_the_path_tenant_and_a_body_naming_another_is_refused() {
+        let h = crate::testing::harness_with(fake_provider::AuthServerConfig::default(), "").await;
+        let base = "https://hub.example.com";
+        // GIVEN a body without a tenant, THEN the session is the path's tenant's
+        let body = br#"{"provider":"fakeauth","return_to":"https://app.example.com/done"}"#;
+        let reply = connect_sessions_route(&h.minter, "acme", "POST", body, base).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let created: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+        assert_eq!(created["tenant"], "acme");
+        // GIVEN a body naming another tenant (or not a string), THEN 400, nothing stored
+        for tenant in [r#""beta""#, r#""""#, "null", "7"] {
+            let body = format!(
+                r#"{{"tenant":{tenant},"provider":"fakeauth","return_to":"https://app.example.com/done"}}"#
+            );
+            let reply =
+                connect_sessions_route(&h.minter, "acme", "POST", body.as_bytes(), base).await;
+            assert_eq!(reply.status, 400, "{tenant}: {}", reply.body);
+            assert!(reply.body.contains("tenant_mismatch"), "{}", reply.body);
+        }
+        // GIVEN a path tenant no session could have, THEN 400
+        for tenant in ["", ".", "..", "a/b", "acme%2Fbeta", &"x".repeat(129)] {
+            let reply = connect_sessions_route(&h.minter, tenant, "POST", body, base).await;
+            assert_eq!(reply.status, 400, "{tenant}: {}", reply.body);
+        }
+        assert_eq!(
+            h.sessions.len(),
+            1,
+            "only the first request stored a session"
+        );
+    }
+
+    /// The reply for `id` with the id itself replaced: what a caller can compare.
+    fn without_id(reply: &HttpReply, id: &str) -> HttpReply {
+        HttpReply {
+            body: reply.body.replace(id, "<id>"),
+            ..reply.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn another_tenants_connection_answers_like_a_nonexistent_one() {
+        let h = crate::testing::harness_with(fake_provider::AuthServerConfig::default(), "").await;
+        // GIVEN a connection of tenant-1 (the harness's sessions are for tenant-1)
+        let id = h.connect().await;
+        let none = BTreeMap::new();
+        let own = connections_route(&h.vault, "tenant-1", "GET", Some(&id), &none).await;
+        assert_eq!(own.status, 200, "{}", own.body);
+        let missing = "conn_does_not_exist";
+        for method in ["GET", "DELETE"] {
+            // WHEN another tenant's path names it
+            let other = connections_route(&h.vault, "tenant-2", method, Some(&id), &none).await;
+            let nonexistent =
+                connections_route(&h.vault, "tenant-2", method, Some(missing), &none).await;
+            // THEN the answer is a nonexistent id's, byte for byte but for the id
+            assert_eq!(other.status, 404, "{method}: {}", other.body);
+            assert_eq!(
+                without_id(&other, &id),
+                without_id(&nonexistent, missing),
+                "{method}"
+            );
+        }
+        let listed = connections_route(&h.vault, "tenant-2", "GET", None, &none).await;
+        assert_eq!(listed.body, r#"{"connections":[]}"#);
+        assert_eq!(
+            h.server.counters().revocations,
+            0,
+            "nothing revoked through another tenant's path"
+        );
+        assert_eq!(h.stored(&id).await.tenant, "tenant-1", "still stored");
+        let listed = connections_route(&h.vault, "tenant-1", "GET", None, &none).await;
+        let listed: serde_json::Value = serde_json::from_str(&listed.body).expect("JSON");
+        assert_eq!(listed["connections"][0]["id"], id.as_str());
+
+        // The tenant's own path deletes it.
+        let deleted = connections_route(&h.vault, "tenant-1", "DELETE", Some(&id), &none).await;
+        assert_eq!(deleted.status, 200, "{}", deleted.body);
+        assert_eq!(h.server.counters().revocations, 1);
+        let gone = connections_route(&h.vault, "tenant-1", "GET", Some(&id), &none).await;
+        assert_eq!(gone.status, 404);
+        let refused = connections_route(&h.vault, "a/b", "GET", None, &none).await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+    }
+
+    #[test]
+    fn route_keys_name_the_management_routes() {
+        for (key, route) in [
+            (
+                "POST /v1/tenants/{tenant}/connect-sessions",
+                Some(ManagementRoute::ConnectSessions),
+            ),
+            (
+                "GET /v1/tenants/{tenant}/connections",
+                Some(ManagementRoute::Connections),
+            ),
+            (
+                "DELETE /v1/tenants/{tenant}/connections/{id}",
+                Some(ManagementRoute::Connection),
+            ),
+            ("GET /connections/{id}", None),
+            ("POST /v1/connect-sessions", None),
+        ] {
+            assert_eq!(ManagementRoute::from_route_key(key), route, "{key}");
+        }
     }
 
     #[test]
