@@ -1,6 +1,6 @@
 //! `junction connect`: mints a connect session through the management API
-//! (`POST /v1/connect-sessions`), as the product's backend does, and returns the URL to
-//! send a user to. The route is IAM-authorized: against a deployed stack the request is
+//! (`POST /v1/tenants/{tenant}/connect-sessions`), as the product's backend does, and
+//! returns the URL to send a user to. The route is IAM-authorized: against a deployed stack the request is
 //! signed with SigV4 (`execute-api`) with your AWS credentials; against the local stack
 //! it carries the stack's stand-in credential in [`LOCAL_IAM_HEADER`].
 
@@ -21,8 +21,9 @@ pub const LOCAL_IAM_HEADER: &str = "x-junction-local-iam";
 /// The largest answer read (a session is a few hundred bytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// The route's path under the API's base URL.
-pub const CONNECT_SESSIONS_PATH: &str = "/v1/connect-sessions";
+/// Where the management API's tenants are under the API's base URL (the stack's
+/// `ManagementApiUrl` output ends here).
+pub const TENANTS_PATH: &str = "/v1/tenants";
 
 /// How a management API request proves it may be made.
 #[derive(Clone)]
@@ -83,30 +84,46 @@ impl std::fmt::Display for CreatedSession {
     }
 }
 
-/// The connect-sessions URL for `api_url`: the API's base URL (`JUNCTION_API_URL`), or
-/// the route's own URL (the stack's `ConnectSessionsUrl` output).
-pub fn sessions_url(api_url: &str) -> anyhow::Result<reqwest::Url> {
-    let base = api_url.trim_end_matches('/');
-    let text = if base.ends_with(CONNECT_SESSIONS_PATH) {
-        base.to_owned()
-    } else {
-        format!("{base}{CONNECT_SESSIONS_PATH}")
-    };
-    let url = reqwest::Url::parse(&text).with_context(|| format!("{api_url} is not a URL"))?;
+/// The management API's URL of `tenant`'s `resource` (`connect-sessions`,
+/// `connections`, `connections/<id>`) under `api_url`: the API's base URL
+/// (`JUNCTION_API_URL`), or the stack's `ManagementApiUrl` output (`<base>/v1/tenants/`).
+/// The tenant is one path segment, escaped as one.
+pub fn tenant_url(api_url: &str, tenant: &str, resource: &[&str]) -> anyhow::Result<reqwest::Url> {
+    // `url` drops a `.` or `..` segment (it would name the parent path, not a tenant).
+    if tenant.is_empty() || tenant == "." || tenant == ".." {
+        bail!("--tenant {tenant:?}: a tenant id must be a path segment, not empty, . or ..");
+    }
+    let mut url =
+        reqwest::Url::parse(api_url).with_context(|| format!("{api_url} is not a URL"))?;
     if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
         bail!("{api_url} is not an http(s) URL");
     }
+    let base = url.path().trim_end_matches('/');
+    let base = base.strip_suffix(TENANTS_PATH).unwrap_or(base).to_owned();
+    url.set_path(&base);
+    url.set_query(None);
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("{api_url} cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(["v1", "tenants", tenant])
+        .extend(resource);
     Ok(url)
 }
 
-/// `POST /v1/connect-sessions` with `request`; the session, or the API's refusal.
+/// The connect-sessions URL of `tenant` under `api_url` (see [`tenant_url`]).
+pub fn sessions_url(api_url: &str, tenant: &str) -> anyhow::Result<reqwest::Url> {
+    tenant_url(api_url, tenant, &["connect-sessions"])
+}
+
+/// `POST /v1/tenants/{tenant}/connect-sessions` for `request.tenant`; the session, or
+/// the API's refusal.
 pub async fn create_session(
     http: &reqwest::Client,
     api_url: &str,
     auth: &ApiAuth,
     request: &ConnectSessionRequest,
 ) -> anyhow::Result<CreatedSession> {
-    let url = sessions_url(api_url)?;
+    let url = sessions_url(api_url, &request.tenant)?;
     let body = serde_json::to_vec(request).context("encoding the request")?;
     let mut builder = http
         .post(url.clone())
@@ -209,31 +226,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sessions_url_is_under_the_api_or_the_route_itself() {
-        for (given, expected) in [
+    fn the_sessions_url_is_under_the_tenant_of_the_api_or_of_the_management_url() {
+        for (given, tenant, expected) in [
             (
                 "http://127.0.0.1:3000",
-                "http://127.0.0.1:3000/v1/connect-sessions",
+                "acme",
+                "http://127.0.0.1:3000/v1/tenants/acme/connect-sessions",
             ),
             (
                 "https://abc.execute-api.eu-west-1.amazonaws.com/",
-                "https://abc.execute-api.eu-west-1.amazonaws.com/v1/connect-sessions",
+                "acme",
+                "https://abc.execute-api.eu-west-1.amazonaws.com/v1/tenants/acme/connect-sessions",
             ),
             (
-                "https://abc.execute-api.eu-west-1.amazonaws.com/v1/connect-sessions",
-                "https://abc.execute-api.eu-west-1.amazonaws.com/v1/connect-sessions",
+                "https://abc.execute-api.eu-west-1.amazonaws.com/v1/tenants/",
+                "acme",
+                "https://abc.execute-api.eu-west-1.amazonaws.com/v1/tenants/acme/connect-sessions",
+            ),
+            (
+                "https://hub.example.com/junction/v1/tenants",
+                "org:1@eu",
+                "https://hub.example.com/junction/v1/tenants/org:1@eu/connect-sessions",
+            ),
+            (
+                "http://127.0.0.1:3000",
+                "a/b",
+                "http://127.0.0.1:3000/v1/tenants/a%2Fb/connect-sessions",
             ),
         ] {
-            assert_eq!(sessions_url(given).expect(given).as_str(), expected);
+            assert_eq!(sessions_url(given, tenant).expect(given).as_str(), expected);
         }
         for bad in ["127.0.0.1:3000", "ftp://example.com", "not a url"] {
-            assert!(sessions_url(bad).is_err(), "{bad}");
+            assert!(sessions_url(bad, "acme").is_err(), "{bad}");
         }
+        for tenant in ["", ".", ".."] {
+            assert!(
+                sessions_url("http://127.0.0.1:3000", tenant).is_err(),
+                "{tenant:?}"
+            );
+        }
+        assert_eq!(
+            tenant_url("http://127.0.0.1:3000", "acme", &["connections", "conn_1"])
+                .expect("url")
+                .as_str(),
+            "http://127.0.0.1:3000/v1/tenants/acme/connections/conn_1"
+        );
     }
 
     #[test]
     fn a_signed_request_names_execute_api_and_carries_the_session_token() {
-        let url = sessions_url("https://abc.execute-api.eu-west-1.amazonaws.com").expect("url");
+        let url =
+            sessions_url("https://abc.execute-api.eu-west-1.amazonaws.com", "acme").expect("url");
         let credentials = Credentials::new(
             "AKIDEXAMPLE",
             "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",

@@ -1,7 +1,8 @@
 //! Connections as `junction status` shows them: one line per connected account with its
 //! state, its token's state, when it last synced successfully ("2 minutes ago") and its
 //! last error, read from the stack's connections table. The same facts are in the
-//! management API (`GET /connections/{id}`); this is the operator's one-glance view.
+//! management API (`GET /v1/tenants/{tenant}/connections/{id}`); this is the operator's
+//! one-glance view.
 
 use anyhow::{Context as _, bail};
 use junction_oauth::{Connection, ConnectionState, ConnectionStore, DynamoConnectionStore};

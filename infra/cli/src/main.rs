@@ -193,7 +193,7 @@ struct ConnectArgs {
     #[arg(long)]
     ttl: Option<u32>,
     /// Base URL of the HTTP API (printed by the local stack; for a deployed stack its
-    /// ConnectSessionsUrl output).
+    /// ManagementApiUrl output, or the API's URL).
     #[arg(long, env = "JUNCTION_API_URL")]
     api_url: Option<String>,
     /// The local stack's stand-in IAM credential (it prints it); without it the request
@@ -524,7 +524,7 @@ async fn connect(
     let Some(api_url) = args.api_url.as_deref() else {
         bail!(
             "where to? set JUNCTION_API_URL (junction-local prints it) or pass --api-url \
-             (for a deployed stack: its ConnectSessionsUrl output)"
+             (for a deployed stack: its ManagementApiUrl output)"
         );
     };
     let auth = match args.local_iam_key {

@@ -91,7 +91,7 @@ async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
     );
 
     // The management API: IAM-protected (locally, the stack's credential).
-    let show = format!("{api}/connections/{id}");
+    let show = format!("{api}/v1/tenants/acme/connections/{id}");
     let anonymous = http.get(&show).send().await.expect("anonymous");
     assert_eq!(anonymous.status(), 403, "no unauthenticated access");
     let shown = http
@@ -108,7 +108,7 @@ async fn a_user_connects_an_overlay_provider_and_an_operator_disconnects_it() {
     assert_eq!(view["token"]["refreshable"], true);
     assert!(view.get("access_token").is_none() && !view.to_string().contains("refresh_token\""));
     let listed = http
-        .get(format!("{api}/connections?tenant=acme"))
+        .get(format!("{api}/v1/tenants/acme/connections"))
         .header(LOCAL_IAM_HEADER, stack.local_iam_key())
         .send()
         .await
@@ -186,10 +186,13 @@ fn connected_id(callback: &reqwest::Response) -> String {
         .expect("connection id")
 }
 
-/// The management API's view of a connection.
-async fn view(http: &reqwest::Client, stack: &LocalStack, id: &str) -> Value {
+/// The management API's view of `tenant`'s connection `id`.
+async fn view(http: &reqwest::Client, stack: &LocalStack, tenant: &str, id: &str) -> Value {
     let shown = http
-        .get(format!("{}/connections/{id}", stack.api_url()))
+        .get(format!(
+            "{}/v1/tenants/{tenant}/connections/{id}",
+            stack.api_url()
+        ))
         .header(LOCAL_IAM_HEADER, stack.local_iam_key())
         .send()
         .await
@@ -201,7 +204,10 @@ async fn view(http: &reqwest::Client, stack: &LocalStack, id: &str) -> Value {
 /// A tenant's connections, through the management API.
 async fn listed(http: &reqwest::Client, stack: &LocalStack, tenant: &str) -> Value {
     let listed = http
-        .get(format!("{}/connections?tenant={tenant}", stack.api_url()))
+        .get(format!(
+            "{}/v1/tenants/{tenant}/connections",
+            stack.api_url()
+        ))
         .header(LOCAL_IAM_HEADER, stack.local_iam_key())
         .send()
         .await
@@ -255,7 +261,7 @@ async fn connect_sessions_refuse_the_takeover_attacks() {
     // GIVEN the victim's connection, made through a session (account test-user)
     let victim_url = connect_url(&stack, &session_for("fakeauth", "victim-corp", RETURN_TO)).await;
     let id = connected_id(&through_the_provider(&http, &victim_url).await);
-    let before = view(&http, &stack, &id).await;
+    let before = view(&http, &stack, "victim-corp", &id).await;
     assert_eq!(before["account_id"], "test-user");
     let authorizations = server.counters().authorize;
     let pending = pending_authorizations(&stack).await;
@@ -294,7 +300,7 @@ async fn connect_sessions_refuse_the_takeover_attacks() {
         "no connection added to the tenant"
     );
     assert_eq!(
-        view(&http, &stack, &id).await,
+        view(&http, &stack, "victim-corp", &id).await,
         before,
         "the connection unchanged"
     );
@@ -326,7 +332,7 @@ async fn connect_sessions_refuse_the_takeover_attacks() {
         "the page names no account: {page}"
     );
     assert_eq!(
-        view(&http, &stack, &id).await,
+        view(&http, &stack, "victim-corp", &id).await,
         before,
         "stored account and tokens unchanged"
     );
@@ -360,7 +366,7 @@ async fn connect_sessions_refuse_the_takeover_attacks() {
     let changed = through_the_provider(&http, &connect_url(&stack, &allowed).await).await;
     assert_eq!(connected_id(&changed), id, "the same connection");
     assert_eq!(
-        view(&http, &stack, &id).await["account_id"],
+        view(&http, &stack, "victim-corp", &id).await["account_id"],
         "attacker-account"
     );
 

@@ -80,7 +80,10 @@ async fn signing_secret(stack: &LocalStack, prefix: &str, provider: &str) -> Str
 
 async fn view(http: &reqwest::Client, stack: &LocalStack, id: &str) -> Value {
     let text = http
-        .get(format!("{}/connections/{id}", stack.api_url()))
+        .get(format!(
+            "{}/v1/tenants/acme/connections/{id}",
+            stack.api_url()
+        ))
         .header(LOCAL_IAM_HEADER, stack.local_iam_key())
         .send()
         .await
@@ -317,7 +320,7 @@ async fn providers_defined_only_in_an_overlay_connect_and_verify() {
     assert_eq!(view(&http, &stack, &id).await["state"], "active");
 
     let deleted = http
-        .delete(format!("{api}/connections/{id}"))
+        .delete(format!("{api}/v1/tenants/acme/connections/{id}"))
         .header(LOCAL_IAM_HEADER, stack.local_iam_key())
         .send()
         .await

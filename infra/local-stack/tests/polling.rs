@@ -410,7 +410,10 @@ async fn a_connected_account_is_polled_into_events_and_reconciliation_repeats_no
 
     // Disconnecting: the next run removes the job.
     let deleted = reqwest::Client::new()
-        .delete(format!("{}/connections/{connection}", stack.api_url()))
+        .delete(format!(
+            "{}/v1/tenants/acme/connections/{connection}",
+            stack.api_url()
+        ))
         .header(LOCAL_IAM_HEADER, stack.local_iam_key())
         .send()
         .await

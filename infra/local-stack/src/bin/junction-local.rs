@@ -410,10 +410,10 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
     );
     println!();
     println!(
-        "The management API (/connections, /v1/connect-sessions) is IAM-authorized in AWS; locally, send the header"
+        "The management API (/v1/tenants/<tenant>/…) is IAM-authorized in AWS; locally, send the header"
     );
     println!(
-        "  {}: {}   e.g. curl -H '{}: {}' '{}/connections?tenant=acme'",
+        "  {}: {}   e.g. curl -H '{}: {}' '{}/v1/tenants/acme/connections'",
         local_stack::http_api::LOCAL_IAM_HEADER,
         stack.local_iam_key(),
         local_stack::http_api::LOCAL_IAM_HEADER,

@@ -426,9 +426,10 @@ pub fn session_for(
     }
 }
 
-/// Mints a connect session as the product's backend does, `POST /v1/connect-sessions`
-/// with the stack's stand-in for IAM, through `junction connect`'s code; returns the
-/// connect URL to send the browser to. The session token is watched for leaks.
+/// Mints a connect session as the product's backend does, `POST
+/// /v1/tenants/{tenant}/connect-sessions` with the stack's stand-in for IAM, through
+/// `junction connect`'s code; returns the connect URL to send the browser to. The
+/// session token is watched for leaks.
 pub async fn connect_url(
     stack: &LocalStack,
     request: &junction_oauth::ConnectSessionRequest,
