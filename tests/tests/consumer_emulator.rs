@@ -10,7 +10,7 @@ use junction_aws::events::{CloudEvent, EventBridgeBus};
 use junction_aws::payloads::S3PayloadStore;
 use junction_aws::queue::{SqsRetryScheduler, attribute};
 use junction_aws::retry::Backoff;
-use junction_pipeline::consumer::{Consumer, InboundMessage, Ports};
+use junction_pipeline::consumer::{Consumer, InboundMessage, ItemReason, ItemResult, Ports};
 use junction_pipeline::idempotency::{
     ClaimOutcome, DynamoIdempotencyStore, Idempotency, IdempotencyKey, IdempotencyPolicy,
     check_store_contract,
@@ -143,14 +143,18 @@ async fn thirty_two_concurrent_copies_of_one_event_have_one_effect() {
         results.push(copy.await.expect("task").result);
     }
     assert_eq!(
-        results.iter().filter(|r| **r == "processed").count(),
+        results
+            .iter()
+            .filter(|r| **r == ItemResult::Processed)
+            .count(),
         1,
         "{results:?}"
     );
     assert!(
-        results
-            .iter()
-            .all(|r| matches!(*r, "processed" | "retry" | "duplicate")),
+        results.iter().all(|r| matches!(
+            *r,
+            ItemResult::Processed | ItemResult::Retry | ItemResult::Duplicate
+        )),
         "the losers are retried later (batch item failures) or, once the winner completed, acknowledged: {results:?}"
     );
     assert_eq!(bus.events().len(), 1, "one effect");
@@ -219,7 +223,7 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
     for _ in 0..WORKERS {
         let (queue, consumer) = (queue.clone(), consumer.clone());
         workers.push(tokio::spawn(async move {
-            let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
+            let mut tally: BTreeMap<ItemResult, usize> = BTreeMap::new();
             loop {
                 let Some(next) = queue.lock().await.pop() else {
                     return tally;
@@ -227,7 +231,11 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
                 let outcome = consumer.process(next.clone()).await;
                 *tally.entry(outcome.result).or_default() += 1;
                 if outcome.keeps_message() {
-                    assert_eq!(outcome.reason, Some("in_progress_elsewhere"), "{outcome:?}");
+                    assert_eq!(
+                        outcome.reason,
+                        Some(ItemReason::InProgressElsewhere),
+                        "{outcome:?}"
+                    );
                     let mut again = next;
                     again.receive_count += 1;
                     assert!(
@@ -239,15 +247,19 @@ async fn concurrent_duplicates_become_exactly_one_cloudevent_each() {
             }
         }));
     }
-    let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut tally: BTreeMap<ItemResult, usize> = BTreeMap::new();
     for worker in workers {
         for (result, count) in worker.await.expect("worker") {
             *tally.entry(result).or_default() += count;
         }
     }
-    assert_eq!(tally.get("processed"), Some(&EVENTS), "{tally:?}");
     assert_eq!(
-        tally.get("duplicate"),
+        tally.get(&ItemResult::Processed),
+        Some(&EVENTS),
+        "{tally:?}"
+    );
+    assert_eq!(
+        tally.get(&ItemResult::Duplicate),
         Some(&(EVENTS * (COPIES - 1))),
         "{tally:?}"
     );
@@ -363,12 +375,12 @@ async fn aws_calls_per_event_counted_at_the_endpoint() {
     };
     for n in 0..N {
         let outcome = consumer.process(message(n, 0)).await;
-        assert_eq!(outcome.result, "processed", "{outcome:?}");
+        assert_eq!(outcome.result, ItemResult::Processed, "{outcome:?}");
     }
     let passthrough = counter.take();
     for n in 0..N {
         let outcome = consumer.process(linear_issue(n)).await;
-        assert_eq!(outcome.result, "processed", "{outcome:?}");
+        assert_eq!(outcome.result, ItemResult::Processed, "{outcome:?}");
     }
     let records = counter.take();
     println!(
@@ -397,7 +409,7 @@ async fn aws_calls_per_event_counted_at_the_endpoint() {
         let messages = (0..10).map(|n| message(100 + batch * 10 + n, 0)).collect();
         let outcomes = consumer.process_batch(messages).await;
         assert!(
-            outcomes.iter().all(|o| o.result == "processed"),
+            outcomes.iter().all(|o| o.result == ItemResult::Processed),
             "{outcomes:?}"
         );
     }
@@ -424,10 +436,14 @@ async fn aws_calls_per_event_counted_at_the_endpoint() {
     messages.push(message(100, 1)); // completed in the first batch above
     messages.push(message(200, 1)); // a copy of this batch's first message
     let outcomes = consumer.process_batch(messages).await;
-    let results: Vec<&str> = outcomes.iter().map(|o| o.result).collect();
+    let results: Vec<ItemResult> = outcomes.iter().map(|o| o.result).collect();
     assert_eq!(
         results,
-        [["processed"; 8].as_slice(), &["duplicate", "duplicate"]].concat(),
+        [
+            [ItemResult::Processed; 8].as_slice(),
+            &[ItemResult::Duplicate, ItemResult::Duplicate]
+        ]
+        .concat(),
         "{outcomes:?}"
     );
     let retried = counter.take();
@@ -735,7 +751,7 @@ async fn events_over_the_bus_limit_reach_the_subscriber_by_claim_check() {
     assert!(
         outcomes
             .iter()
-            .all(|o| o.result == "processed" && o.published == 1),
+            .all(|o| o.result == ItemResult::Processed && o.published == 1),
         "{outcomes:?}"
     );
 

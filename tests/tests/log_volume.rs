@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use junction_pipeline::{consumer::ItemOutcome, log::consumed_lines};
+use junction_pipeline::{
+    consumer::{ItemOutcome, ItemResult},
+    log::consumed_lines,
+};
 use junction_webhooks::{Outcome, WebhookResult, log::webhook_line};
 
 /// A GitHub delivery as the ingress logs it by default.
@@ -24,7 +27,7 @@ fn github_delivery() -> Outcome {
     }
 }
 
-fn consumed(result: &'static str, event_id: &str) -> ItemOutcome {
+fn consumed(result: ItemResult, event_id: &str) -> ItemOutcome {
     ItemOutcome {
         message_id: format!("m-{event_id}"),
         provider: Some("stripe".into()),
@@ -58,7 +61,10 @@ fn a_webhook_costs_at_most_600_bytes_of_log_lines() {
     let ingress = webhook_line(&github_delivery(), Duration::from_micros(412_345));
     let batch: Vec<ItemOutcome> = (0..10)
         .map(|n| {
-            let mut outcome = consumed("processed", "8595292d-e125-4c74-a76d-2e2c600c63b4");
+            let mut outcome = consumed(
+                ItemResult::Processed,
+                "8595292d-e125-4c74-a76d-2e2c600c63b4",
+            );
             outcome.provider = Some("github".into());
             outcome.event_id = Some(format!("8595292d-e125-4c74-a76d-2e2c600c63b{n}"));
             outcome.published = 1;

@@ -13,7 +13,7 @@ use junction_aws::payloads::InMemoryPayloadStore;
 use junction_aws::queue::{InMemoryRetryScheduler, attribute};
 use junction_aws::retry::Backoff;
 use junction_catalog::Catalog;
-use junction_pipeline::consumer::{Consumer, InboundMessage, Ports};
+use junction_pipeline::consumer::{Consumer, InboundMessage, ItemResult, Ports};
 use junction_pipeline::idempotency::{Idempotency, IdempotencyPolicy, InMemoryIdempotencyStore};
 use junction_pipeline::records::InMemoryRecordStore;
 
@@ -79,7 +79,7 @@ fn throughput(c: &mut Criterion) {
             || (consumer(), messages()),
             |(consumer, messages)| {
                 let outcomes = runtime.block_on(consumer.process_batch(messages));
-                assert!(outcomes.iter().all(|o| o.result == "processed"));
+                assert!(outcomes.iter().all(|o| o.result == ItemResult::Processed));
                 black_box(outcomes)
             },
             BatchSize::LargeInput,

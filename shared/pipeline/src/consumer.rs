@@ -48,16 +48,104 @@ pub struct InboundMessage {
     pub receive_count: u32,
 }
 
+/// What the consumer did with a message: callers match variants, not text;
+/// [`ItemResult::as_str`] is the log line's `result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ItemResult {
+    /// Its events are on the bus and its claim completed.
+    Processed,
+    /// Completed before (or earlier in the batch): acknowledged with no side effect.
+    Duplicate,
+    /// Left on the queue for a later receive.
+    Retry,
+    /// Cannot succeed as it is: left on the queue for the redrive policy's DLQ.
+    Failed,
+}
+
+impl ItemResult {
+    /// The code the log lines carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemResult::Processed => "processed",
+            ItemResult::Duplicate => "duplicate",
+            ItemResult::Retry => "retry",
+            ItemResult::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ItemResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a message is retried or failed: a closed set, so callers match variants, not
+/// text. [`ItemReason::as_str`] is the code in the log line and the dead-letter note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemReason {
+    // Retried: a dependency, or another claim, stands in the way for now.
+    /// Another worker holds the event's claim until its lease ends.
+    InProgressElsewhere,
+    IdempotencyStoreUnavailable,
+    /// The large body the message points at could not be read.
+    PayloadUnavailable,
+    /// An event's data too large for the bus could not be stored.
+    PayloadStoreUnavailable,
+    RecordStoreUnavailable,
+    PublishFailed,
+    /// A copy of an event earlier in the batch, which failed: retried with it.
+    CopyInBatchFailed,
+    // Failed: the same bytes will fail again.
+    MissingProvider,
+    MissingEventId,
+    MalformedBase64Body,
+    UnknownBodyEncoding,
+    UnknownOrigin,
+    UnmappablePayload,
+    UnserializableRecord,
+    /// An event the bus refuses for its size even with its data in the payload bucket.
+    EventTooLarge,
+}
+
+impl ItemReason {
+    /// The code the log lines and dead-letter notes carry (never a payload value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemReason::InProgressElsewhere => "in_progress_elsewhere",
+            ItemReason::IdempotencyStoreUnavailable => "idempotency_store_unavailable",
+            ItemReason::PayloadUnavailable => "payload_unavailable",
+            ItemReason::PayloadStoreUnavailable => "payload_store_unavailable",
+            ItemReason::RecordStoreUnavailable => "record_store_unavailable",
+            ItemReason::PublishFailed => "publish_failed",
+            ItemReason::CopyInBatchFailed => "copy_in_batch_failed",
+            ItemReason::MissingProvider => "missing_provider",
+            ItemReason::MissingEventId => "missing_event_id",
+            ItemReason::MalformedBase64Body => "malformed_base64_body",
+            ItemReason::UnknownBodyEncoding => "unknown_body_encoding",
+            ItemReason::UnknownOrigin => "unknown_origin",
+            ItemReason::UnmappablePayload => "unmappable_payload",
+            ItemReason::UnserializableRecord => "unserializable_record",
+            ItemReason::EventTooLarge => "event_too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for ItemReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened to one message: logged as one line and counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemOutcome {
     pub message_id: String,
     pub provider: Option<String>,
     pub event_id: Option<String>,
-    /// `processed`, `duplicate`, `retry` or `failed`.
-    pub result: &'static str,
-    /// Why, for anything but `processed`.
-    pub reason: Option<&'static str>,
+    pub result: ItemResult,
+    /// Why, for a retry or a failure.
+    pub reason: Option<ItemReason>,
     /// Events published for this message.
     pub published: usize,
     /// The provider reused an event id for a different payload.
@@ -101,7 +189,7 @@ pub struct ItemOutcome {
 impl ItemOutcome {
     /// Whether the message must stay on the queue (reported as a batch item failure).
     pub fn keeps_message(&self) -> bool {
-        matches!(self.result, "retry" | "failed")
+        matches!(self.result, ItemResult::Retry | ItemResult::Failed)
     }
 }
 
@@ -110,7 +198,7 @@ impl ItemOutcome {
 enum Failure {
     /// Worth retrying later (infrastructure).
     #[error("transient: {0}")]
-    Transient(&'static str),
+    Transient(ItemReason),
     /// Another claim holds the event until its lease ends: retrying earlier is futile.
     /// The claim may be an orphan: after a claim write timed out, the store can still
     /// apply it (found with the emulator paused mid-write), and nobody owns it then.
@@ -118,7 +206,7 @@ enum Failure {
     ClaimedElsewhere(Duration),
     /// Retrying the same bytes cannot succeed; ends in the DLQ for an operator.
     #[error("permanent: {0}")]
-    Permanent(&'static str),
+    Permanent(ItemReason),
 }
 
 /// The consumer's adapters besides the idempotency store.
@@ -298,7 +386,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                     }),
                     // Held by another worker: so is the copy, retried as late.
                     Err(failure @ Failure::ClaimedElsewhere(_)) => Err(*failure),
-                    _ => Err(Failure::Transient("copy_in_batch_failed")),
+                    _ => Err(Failure::Transient(ItemReason::CopyInBatchFailed)),
                 },
                 Ok(State::Duplicate { same_payload }) => Ok(State::Duplicate {
                     same_payload: *same_payload,
@@ -308,7 +396,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             };
             let item = &mut items[index];
             if let Ok(State::Duplicate { same_payload }) = state {
-                item.outcome.result = "duplicate";
+                item.outcome.result = ItemResult::Duplicate;
                 item.outcome.payload_mismatch = !same_payload;
             }
             item.outcome.latency = item.started.elapsed();
@@ -336,7 +424,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             message_id: message.message_id.clone(),
             provider: message.attributes.get(attribute::PROVIDER).cloned(),
             event_id: message.attributes.get(attribute::EVENT_ID).cloned(),
-            result: "processed",
+            result: ItemResult::Processed,
             reason: None,
             published: 0,
             payload_mismatch: false,
@@ -386,7 +474,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                 let delay = self
                     .backoff
                     .delay(message.receive_count, &mut rand::thread_rng());
-                ("retry", reason, delay)
+                (ItemResult::Retry, reason, delay)
             }
             Failure::ClaimedElsewhere(lease_left) => {
                 let backoff = self
@@ -396,9 +484,9 @@ impl<S: IdempotencyStore> Consumer<S> {
                 // crashed or orphaned claim cannot use up the receives and send a
                 // valid event to the dead-letter queue.
                 let delay = backoff.max(lease_left + Duration::from_secs(1));
-                ("retry", "in_progress_elsewhere", delay)
+                (ItemResult::Retry, ItemReason::InProgressElsewhere, delay)
             }
-            Failure::Permanent(reason) => ("failed", reason, Duration::ZERO),
+            Failure::Permanent(reason) => (ItemResult::Failed, reason, Duration::ZERO),
         };
         outcome.result = result;
         outcome.reason = Some(reason);
@@ -423,7 +511,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             return;
         };
         let note = DeadLetterNote::new(
-            reason,
+            reason.as_str(),
             outcome.detail.as_deref(),
             outcome.attempt,
             self.ports.clock.now(),
@@ -458,7 +546,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             item.state = match claim {
                 Err(err) => {
                     item.outcome.detail = Some(error_chain(&err));
-                    Err(Failure::Transient("idempotency_store_unavailable"))
+                    Err(Failure::Transient(ItemReason::IdempotencyStoreUnavailable))
                 }
                 Ok(ClaimOutcome::Claimed(claim)) => {
                     match self
@@ -511,10 +599,10 @@ impl<S: IdempotencyStore> Consumer<S> {
                     Err(err) => {
                         let failure = match err {
                             ClaimCheckError::Unserializable { .. } => {
-                                Failure::Permanent("unserializable_record")
+                                Failure::Permanent(ItemReason::UnserializableRecord)
                             }
                             ClaimCheckError::Store { .. } => {
-                                Failure::Transient("payload_store_unavailable")
+                                Failure::Transient(ItemReason::PayloadStoreUnavailable)
                             }
                         };
                         failures.push((index, failure, Some(err.to_string())));
@@ -564,10 +652,10 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .or(refusals.first())
             {
                 let failure = match refusal {
-                    Refusal::TooLarge { .. } => Failure::Permanent("event_too_large"),
-                    Refusal::Unserializable => Failure::Permanent("unserializable_record"),
+                    Refusal::TooLarge { .. } => Failure::Permanent(ItemReason::EventTooLarge),
+                    Refusal::Unserializable => Failure::Permanent(ItemReason::UnserializableRecord),
                     Refusal::Rejected { .. } | Refusal::Unavailable => {
-                        Failure::Transient("publish_failed")
+                        Failure::Transient(ItemReason::PublishFailed)
                     }
                 };
                 let mut detail =
@@ -605,7 +693,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             failures.extend(published.into_iter().map(|index| {
                 (
                     index,
-                    Failure::Transient("idempotency_store_unavailable"),
+                    Failure::Transient(ItemReason::IdempotencyStoreUnavailable),
                     None,
                 )
             }));
@@ -638,15 +726,15 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .filter(|v| !v.is_empty())
                 .cloned()
         };
-        let provider =
-            attribute(attribute::PROVIDER).ok_or(Failure::Permanent("missing_provider"))?;
+        let provider = attribute(attribute::PROVIDER)
+            .ok_or(Failure::Permanent(ItemReason::MissingProvider))?;
         let event_id =
-            attribute(attribute::EVENT_ID).ok_or(Failure::Permanent("missing_event_id"))?;
+            attribute(attribute::EVENT_ID).ok_or(Failure::Permanent(ItemReason::MissingEventId))?;
         let body = match attribute(attribute::BODY_ENCODING).as_deref() {
             Some("utf8") | None => message.body.clone().into_bytes(),
             Some("base64") => BASE64
                 .decode(&message.body)
-                .map_err(|_| Failure::Permanent("malformed_base64_body"))?,
+                .map_err(|_| Failure::Permanent(ItemReason::MalformedBase64Body))?,
             Some("s3") => self
                 .ports
                 .payloads
@@ -654,13 +742,15 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .await
                 .map_err(|err| {
                     outcome.detail = Some(junction_telemetry::error_chain(&err));
-                    Failure::Transient("payload_unavailable")
+                    Failure::Transient(ItemReason::PayloadUnavailable)
                 })?,
-            Some(_) => return Err(Failure::Permanent("unknown_body_encoding")),
+            Some(_) => return Err(Failure::Permanent(ItemReason::UnknownBodyEncoding)),
         };
         let origin = match attribute(attribute::ORIGIN).as_deref() {
             None => Origin::Webhook,
-            Some(name) => Origin::from_name(name).ok_or(Failure::Permanent("unknown_origin"))?,
+            Some(name) => {
+                Origin::from_name(name).ok_or(Failure::Permanent(ItemReason::UnknownOrigin))?
+            }
         };
         Ok(Event {
             provider,
@@ -701,7 +791,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         })
         .map_err(|err| {
             outcome.detail = Some(err.to_string());
-            Failure::Permanent("unmappable_payload")
+            Failure::Permanent(ItemReason::UnmappablePayload)
         })?;
         outcome.version_mismatch = normalization
             .version_mismatch
@@ -720,7 +810,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                 .or_else(|| event.received_at.clone())
                 .unwrap_or_else(|| rfc3339_millis(self.ports.clock.now()));
             let record = serde_json::to_value(item)
-                .map_err(|_| Failure::Permanent("unserializable_record"))?;
+                .map_err(|_| Failure::Permanent(ItemReason::UnserializableRecord))?;
             let (change, data) = if matches!(item, Normalized::ProviderEvent(_)) {
                 (meta.change.as_str(), record)
             } else {
@@ -737,7 +827,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                     .await
                     .map_err(|err| {
                         outcome.detail = Some(junction_telemetry::error_chain(&err));
-                        Failure::Transient("record_store_unavailable")
+                        Failure::Transient(ItemReason::RecordStoreUnavailable)
                     })? {
                     ApplyOutcome::Applied(stored) | ApplyOutcome::Unchanged(stored) => {
                         (meta.change.as_str(), stored)

@@ -91,8 +91,8 @@ async fn an_event_delivered_twice_is_published_once() {
             message("m2", "evt_1", &stripe_event("evt_1", 100), 1),
         ])
         .await;
-    assert_eq!(outcomes[0].result, "processed");
-    assert_eq!(outcomes[1].result, "duplicate");
+    assert_eq!(outcomes[0].result, ItemResult::Processed);
+    assert_eq!(outcomes[1].result, ItemResult::Duplicate);
     assert!(!outcomes[1].payload_mismatch);
     assert!(outcomes.iter().all(|o| !o.keeps_message()));
     let events = h.bus.events();
@@ -132,7 +132,14 @@ async fn the_claim_key_is_the_account_and_event_id_never_the_endpoint() {
         ])
         .await;
     let results: Vec<_> = outcomes.iter().map(|o| o.result).collect();
-    assert_eq!(results, ["processed", "duplicate", "processed"]);
+    assert_eq!(
+        results,
+        [
+            ItemResult::Processed,
+            ItemResult::Duplicate,
+            ItemResult::Processed
+        ]
+    );
     assert_eq!(
         outcomes[0].idempotency_key.as_deref(),
         Some("stripe#acct_1#evt_1")
@@ -150,7 +157,7 @@ async fn a_reused_id_with_another_payload_is_reported() {
         .consumer
         .process(message("m2", "evt_1", &stripe_event("evt_1", 2), 1))
         .await;
-    assert_eq!(outcome.result, "duplicate");
+    assert_eq!(outcome.result, ItemResult::Duplicate);
     assert!(outcome.payload_mismatch);
     assert_eq!(h.bus.events().len(), 1);
 }
@@ -168,7 +175,7 @@ async fn an_event_in_progress_elsewhere_is_retried_later_not_acknowledged() {
     let outcome = h.consumer.process(message("m1", "evt_9", "{}", 3)).await;
     assert_eq!(
         (outcome.result, outcome.reason),
-        ("retry", Some("in_progress_elsewhere"))
+        (ItemResult::Retry, Some(ItemReason::InProgressElsewhere))
     );
     assert!(outcome.keeps_message());
     let scheduled = h.retries.scheduled();
@@ -190,7 +197,7 @@ async fn a_failed_publish_releases_the_claim_so_the_retry_processes_it() {
         .await;
     assert_eq!(
         (outcome.result, outcome.reason),
-        ("retry", Some("publish_failed"))
+        (ItemResult::Retry, Some(ItemReason::PublishFailed))
     );
     let detail = outcome.detail.as_deref().unwrap_or_default();
     assert!(
@@ -208,7 +215,7 @@ async fn a_failed_publish_releases_the_claim_so_the_retry_processes_it() {
         .consumer
         .process(message("m1", "evt_2", &stripe_event("evt_2", 1), 2))
         .await;
-    assert_eq!(outcome.result, "processed");
+    assert_eq!(outcome.result, ItemResult::Processed);
     assert_eq!(h.bus.events().len(), 1);
 }
 
@@ -225,7 +232,7 @@ async fn a_batch_is_published_in_one_call_and_completed_together() {
     assert!(
         outcomes
             .iter()
-            .all(|o| o.result == "processed" && o.published == 1)
+            .all(|o| o.result == ItemResult::Processed && o.published == 1)
     );
     assert_eq!(h.bus.calls(), 1, "one publish for the batch");
     assert_eq!(h.bus.events().len(), 10);
@@ -314,9 +321,12 @@ async fn a_store_failure_fails_only_its_own_claim() {
     assert_eq!(
         results,
         [
-            ("processed", None),
-            ("retry", Some("idempotency_store_unavailable")),
-            ("processed", None)
+            (ItemResult::Processed, None),
+            (
+                ItemResult::Retry,
+                Some(ItemReason::IdempotencyStoreUnavailable)
+            ),
+            (ItemResult::Processed, None)
         ]
     );
     let detail = outcomes[1].detail.as_deref().unwrap_or_default();
@@ -342,9 +352,9 @@ async fn a_rejected_event_retries_only_its_own_message() {
     assert_eq!(
         results,
         [
-            ("processed", None),
-            ("retry", Some("publish_failed")),
-            ("processed", None)
+            (ItemResult::Processed, None),
+            (ItemResult::Retry, Some(ItemReason::PublishFailed)),
+            (ItemResult::Processed, None)
         ]
     );
     assert_eq!(outcomes[1].published, 0);
@@ -370,7 +380,7 @@ async fn a_rejected_event_retries_only_its_own_message() {
         .consumer
         .process(message("m2", "evt_r2", &stripe_event("evt_r2", 2), 2))
         .await;
-    assert_eq!(retried.result, "processed");
+    assert_eq!(retried.result, ItemResult::Processed);
     assert_eq!(h.bus.events().len(), 3);
 }
 
@@ -384,7 +394,7 @@ async fn a_copy_in_the_same_batch_follows_the_first_copy() {
             message("m2", "evt_c", &stripe_event("evt_c", 2), 1),
         ])
         .await;
-    assert_eq!(outcomes[1].result, "duplicate");
+    assert_eq!(outcomes[1].result, ItemResult::Duplicate);
     assert!(
         outcomes[1].payload_mismatch,
         "another payload under the same id"
@@ -402,8 +412,8 @@ async fn a_copy_in_the_same_batch_follows_the_first_copy() {
     assert_eq!(
         results,
         [
-            ("retry", Some("publish_failed")),
-            ("retry", Some("copy_in_batch_failed"))
+            (ItemResult::Retry, Some(ItemReason::PublishFailed)),
+            (ItemResult::Retry, Some(ItemReason::CopyInBatchFailed))
         ],
         "neither is acknowledged while the event is unpublished"
     );
@@ -417,7 +427,7 @@ async fn a_malformed_message_fails_permanently_and_becomes_visible_at_once() {
     let outcome = h.consumer.process(bad).await;
     assert_eq!(
         (outcome.result, outcome.reason),
-        ("failed", Some("missing_event_id"))
+        (ItemResult::Failed, Some(ItemReason::MissingEventId))
     );
     assert_eq!(
         h.retries.scheduled(),
@@ -428,7 +438,7 @@ async fn a_malformed_message_fails_permanently_and_becomes_visible_at_once() {
         .insert(attribute::BODY_ENCODING.into(), "base64".into());
     assert_eq!(
         h.consumer.process(bad).await.reason,
-        Some("malformed_base64_body")
+        Some(ItemReason::MalformedBase64Body)
     );
 }
 
@@ -451,7 +461,7 @@ async fn bodies_stored_in_s3_and_base64_bodies_are_read_back() {
         .insert(attribute::BODY_ENCODING.into(), "base64".into());
     let outcomes = h.consumer.process_batch(vec![offloaded, binary]).await;
     assert!(
-        outcomes.iter().all(|o| o.result == "processed"),
+        outcomes.iter().all(|o| o.result == ItemResult::Processed),
         "{outcomes:?}"
     );
     let events = h.bus.events();
@@ -472,7 +482,7 @@ async fn an_unreadable_offloaded_body_is_retried_with_its_cause() {
     let outcome = h.consumer.process(offloaded).await;
     assert_eq!(
         (outcome.result, outcome.reason),
-        ("retry", Some("payload_unavailable"))
+        (ItemResult::Retry, Some(ItemReason::PayloadUnavailable))
     );
     assert!(
         outcome.detail.as_deref().is_some_and(
@@ -492,7 +502,7 @@ async fn an_unmappable_payload_fails_permanently_with_a_specific_reason() {
         .await;
     assert_eq!(
         (outcome.result, outcome.reason),
-        ("failed", Some("unmappable_payload"))
+        (ItemResult::Failed, Some(ItemReason::UnmappablePayload))
     );
     assert_eq!(
         outcome.detail.as_deref(),
@@ -520,7 +530,7 @@ async fn a_linear_issue_becomes_a_work_item_event() {
         .attributes
         .insert(attribute::PROVIDER.into(), "linear".into());
     let outcome = h.consumer.process(linear).await;
-    assert_eq!(outcome.result, "processed", "{outcome:?}");
+    assert_eq!(outcome.result, ItemResult::Processed, "{outcome:?}");
     let events = h.bus.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event_type, "work_item.updated");
@@ -560,7 +570,10 @@ async fn out_of_order_updates_keep_the_newest_and_conflicts_are_announced() {
             &linear_issue("first", "2024-05-01T10:00:01.000Z"),
         ))
         .await;
-    assert_eq!((newer.result, older.result), ("processed", "processed"));
+    assert_eq!(
+        (newer.result, older.result),
+        (ItemResult::Processed, ItemResult::Processed)
+    );
     assert_eq!(older.stale, 1, "the late, older update is dropped");
     let rival = h
         .consumer
@@ -596,8 +609,14 @@ async fn a_polled_field_with_priority_stands_against_a_newer_webhook() {
         "w1",
         &linear_issue("from a webhook", "2024-05-01T10:00:02.000Z"),
     );
-    assert_eq!(h.consumer.process(polled).await.result, "processed");
-    assert_eq!(h.consumer.process(pushed).await.result, "processed");
+    assert_eq!(
+        h.consumer.process(polled).await.result,
+        ItemResult::Processed
+    );
+    assert_eq!(
+        h.consumer.process(pushed).await.result,
+        ItemResult::Processed
+    );
     let events = h.bus.events();
     assert_eq!(events.len(), 2);
     assert_eq!(
@@ -612,7 +631,7 @@ async fn a_polled_field_with_priority_stands_against_a_newer_webhook() {
     let outcome = h.consumer.process(unknown).await;
     assert_eq!(
         (outcome.result, outcome.reason),
-        ("failed", Some("unknown_origin"))
+        (ItemResult::Failed, Some(ItemReason::UnknownOrigin))
     );
 }
 
@@ -805,7 +824,7 @@ mod crashes {
             .collect();
         let outcomes = consumer.process_batch(redelivered).await;
         assert!(
-            outcomes.iter().all(|o| o.result == "processed"),
+            outcomes.iter().all(|o| o.result == ItemResult::Processed),
             "{outcomes:?}"
         );
         let events = crashing.bus.events();
@@ -836,9 +855,9 @@ mod crashes {
         redelivered.receive_count = 2;
         let outcome = consumer.process(redelivered).await;
         let expected = if step == Step::BeforeDelete {
-            "duplicate"
+            ItemResult::Duplicate
         } else {
-            "processed"
+            ItemResult::Processed
         };
         assert_eq!(outcome.result, expected, "{step:?}: {outcome:?}");
 
@@ -898,7 +917,7 @@ async fn published_events_report_their_end_to_end_latency() {
         .insert(attribute::ACCOUNT.to_owned(), "acct_1".to_owned());
     late.receive_count = 2;
     let outcome = h.consumer.process(late).await;
-    assert_eq!(outcome.result, "processed");
+    assert_eq!(outcome.result, ItemResult::Processed);
     assert_eq!(outcome.end_to_end, Some(Duration::from_millis(2_500)));
     // What its log line carries besides.
     assert_eq!(
@@ -915,7 +934,7 @@ async fn published_events_report_their_end_to_end_latency() {
         .attributes
         .insert(attribute::ACCOUNT.to_owned(), "acct_1".to_owned());
     let repeat = h.consumer.process(repeat).await;
-    assert_eq!(repeat.result, "duplicate");
+    assert_eq!(repeat.result, ItemResult::Duplicate);
     assert_eq!(repeat.end_to_end, None, "nothing published, no latency");
 }
 
@@ -930,12 +949,15 @@ async fn the_last_receive_of_a_failing_message_counts_as_a_dead_letter() {
     let outcome = consumer.process(broken.clone()).await;
     assert_eq!(
         (outcome.result, outcome.dead_lettered),
-        ("failed", false),
+        (ItemResult::Failed, false),
         "receive 2 of 3: SQS delivers it again"
     );
     broken.receive_count = 3;
     let outcome = consumer.process(broken).await;
-    assert_eq!((outcome.result, outcome.dead_lettered), ("failed", true));
+    assert_eq!(
+        (outcome.result, outcome.dead_lettered),
+        (ItemResult::Failed, true)
+    );
     assert!(outcome.keeps_message());
 }
 
@@ -983,7 +1005,10 @@ async fn the_last_receive_of_a_failing_message_notes_its_reason_for_the_dlq_list
     // GIVEN a message that cannot be processed, WHEN it fails before its last receive
     let early = consumer.process(rot13_message("m1", 2)).await;
     // THEN nothing is noted: SQS delivers it again.
-    assert_eq!((early.result, early.dead_lettered), ("failed", false));
+    assert_eq!(
+        (early.result, early.dead_lettered),
+        (ItemResult::Failed, false)
+    );
     assert!(notes.read(&ids).await.expect("read").is_empty());
 
     // WHEN it fails on its last receive THEN its reason is noted under its message id.
@@ -991,7 +1016,7 @@ async fn the_last_receive_of_a_failing_message_notes_its_reason_for_the_dlq_list
     assert!(last.dead_lettered);
     let noted = notes.read(&ids).await.expect("read");
     let expected = DeadLetterNote::new(
-        last.reason.expect("a failure has a reason"),
+        last.reason.expect("a failure has a reason").as_str(),
         last.detail.as_deref(),
         3,
         OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
@@ -1048,7 +1073,7 @@ async fn regression_a_5_mib_stripe_event_is_published_by_claim_check() {
     let outcome = h.consumer.process(delivery.clone()).await;
     assert_eq!(
         (outcome.result, outcome.reason, outcome.published),
-        ("processed", None, 1),
+        (ItemResult::Processed, None, 1),
         "{outcome:?}"
     );
     let events = h.bus.events();
@@ -1081,7 +1106,10 @@ async fn regression_a_5_mib_stripe_event_is_published_by_claim_check() {
 
     // A redelivery is acknowledged as a duplicate: nothing published twice.
     delivery.receive_count = 2;
-    assert_eq!(h.consumer.process(delivery).await.result, "duplicate");
+    assert_eq!(
+        h.consumer.process(delivery).await.result,
+        ItemResult::Duplicate
+    );
     assert_eq!(h.bus.events().len(), 1);
 }
 
@@ -1101,8 +1129,8 @@ async fn a_claim_check_the_bucket_refuses_retries_only_its_message() {
     assert_eq!(
         results,
         [
-            ("retry", Some("payload_store_unavailable")),
-            ("processed", None)
+            (ItemResult::Retry, Some(ItemReason::PayloadStoreUnavailable)),
+            (ItemResult::Processed, None)
         ]
     );
     assert!(
@@ -1115,7 +1143,7 @@ async fn a_claim_check_the_bucket_refuses_retries_only_its_message() {
 
     h.payloads.set_failing(false);
     let retried = h.consumer.process(big).await;
-    assert_eq!(retried.result, "processed", "{retried:?}");
+    assert_eq!(retried.result, ItemResult::Processed, "{retried:?}");
     assert!(h.bus.events()[1].dataref.is_some());
 }
 
@@ -1130,7 +1158,7 @@ async fn an_event_the_bus_can_never_take_fails_permanently_with_its_size() {
     let outcome = h.consumer.process(oversized).await;
     assert_eq!(
         (outcome.result, outcome.reason),
-        ("failed", Some("event_too_large")),
+        (ItemResult::Failed, Some(ItemReason::EventTooLarge)),
         "{outcome:?}"
     );
     let detail = outcome.detail.expect("the cause is logged");

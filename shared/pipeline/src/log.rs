@@ -4,7 +4,7 @@
 
 use junction_telemetry::{EMF_MAX_VALUES, Metric, OutcomeLine, write_lines};
 
-use crate::consumer::ItemOutcome;
+use crate::consumer::{ItemOutcome, ItemReason, ItemResult};
 
 /// Logs a consumer batch's outcomes with their metrics, in one write: for each provider
 /// in the batch, one `events consumed` line naming the events processed and those
@@ -67,15 +67,16 @@ pub fn consumed_lines(outcomes: &[ItemOutcome], every_message: bool) -> Vec<u8> 
 /// One line for a batch of 10 rather than a line of metrics per message: about a tenth
 /// of the bytes CloudWatch Logs bills (`a_webhook_costs_at_most_600_bytes_of_log_lines`).
 pub fn consumed_metrics_line(provider: &str, outcomes: &[&ItemOutcome]) -> Vec<u8> {
-    let ids = |result: &'static str| {
+    let ids = |result: ItemResult| {
         outcomes
             .iter()
             .filter(move |outcome| outcome.result == result)
             .map(|outcome| outcome.event_id.as_deref().unwrap_or(&outcome.message_id))
     };
-    let mut line = OutcomeLine::new("INFO", "events consumed").texts("processed", ids("processed"));
-    if ids("duplicate").next().is_some() {
-        line = line.texts("duplicate", ids("duplicate"));
+    let mut line =
+        OutcomeLine::new("INFO", "events consumed").texts("processed", ids(ItemResult::Processed));
+    if ids(ItemResult::Duplicate).next().is_some() {
+        line = line.texts("duplicate", ids(ItemResult::Duplicate));
     }
     let count = |counted: fn(&ItemOutcome) -> bool| {
         outcomes.iter().filter(|outcome| counted(outcome)).count() as f64
@@ -89,16 +90,24 @@ pub fn consumed_metrics_line(provider: &str, outcomes: &[&ItemOutcome]) -> Vec<u
     let mut metrics = vec![
         Metric::one(
             "EventsProcessed",
-            count(|o| o.result == "processed"),
+            count(|o| o.result == ItemResult::Processed),
             "Count",
         ),
         Metric::one(
             "EventsDuplicate",
-            count(|o| o.result == "duplicate"),
+            count(|o| o.result == ItemResult::Duplicate),
             "Count",
         ),
-        Metric::one("EventsRetried", count(|o| o.result == "retry"), "Count"),
-        Metric::one("EventsFailed", count(|o| o.result == "failed"), "Count"),
+        Metric::one(
+            "EventsRetried",
+            count(|o| o.result == ItemResult::Retry),
+            "Count",
+        ),
+        Metric::one(
+            "EventsFailed",
+            count(|o| o.result == ItemResult::Failed),
+            "Count",
+        ),
     ];
     let rare = [
         ("EventsPublished", sum(|o| o.published)),
@@ -158,9 +167,9 @@ fn warn_consumed(outcome: &ItemOutcome) {
 /// what was published and the record counts, and `end_to_end_ms`.
 pub fn consumed_line(outcome: &ItemOutcome) -> Vec<u8> {
     let line = match outcome.result {
-        "failed" => OutcomeLine::new("ERROR", "event failed permanently"),
-        "retry" => OutcomeLine::new("WARN", "event will be retried"),
-        _ => OutcomeLine::new("INFO", "event consumed"),
+        ItemResult::Failed => OutcomeLine::new("ERROR", "event failed permanently"),
+        ItemResult::Retry => OutcomeLine::new("WARN", "event will be retried"),
+        ItemResult::Processed | ItemResult::Duplicate => OutcomeLine::new("INFO", "event consumed"),
     };
     let mut line = line.text("Provider", outcome.provider.as_deref().unwrap_or("unknown"));
     if let Some(connection) = outcome.connection.as_deref().filter(|c| !c.is_empty()) {
@@ -173,23 +182,24 @@ pub fn consumed_line(outcome: &ItemOutcome) -> Vec<u8> {
             outcome.idempotency_key.as_deref().unwrap_or(""),
         )
         .text("message_id", &outcome.message_id)
-        .text("result", outcome.result)
+        .text("result", outcome.result.as_str())
         .count("attempt", u64::from(outcome.attempt))
         .number("latency_ms", outcome.latency.as_secs_f64() * 1000.0);
+    let reason = outcome.reason.map(ItemReason::as_str).unwrap_or("");
     line = match outcome.result {
-        "failed" => line
-            .text("reason", outcome.reason.unwrap_or(""))
+        ItemResult::Failed => line
+            .text("reason", reason)
             .text("detail", outcome.detail.as_deref().unwrap_or(""))
             .flag("dead_lettered", outcome.dead_lettered),
-        "retry" => line
-            .text("reason", outcome.reason.unwrap_or(""))
+        ItemResult::Retry => line
+            .text("reason", reason)
             .text("detail", outcome.detail.as_deref().unwrap_or(""))
             .count(
                 "retry_in_s",
                 outcome.retry_in.map(|d| d.as_secs()).unwrap_or_default(),
             )
             .flag("dead_lettered", outcome.dead_lettered),
-        _ => {
+        ItemResult::Processed | ItemResult::Duplicate => {
             let line = line
                 .count("published", outcome.published as u64)
                 .count("stale", outcome.stale as u64)
@@ -210,7 +220,7 @@ mod tests {
 
     use super::*;
 
-    fn consumed(result: &'static str, event_id: &str) -> ItemOutcome {
+    fn consumed(result: ItemResult, event_id: &str) -> ItemOutcome {
         ItemOutcome {
             message_id: format!("m-{event_id}"),
             provider: Some("stripe".into()),
@@ -246,9 +256,9 @@ mod tests {
 
     #[test]
     fn a_consumed_message_line_carries_connection_key_attempt_and_metrics() {
-        let mut outcome = consumed("retry", "evt_1");
+        let mut outcome = consumed(ItemResult::Retry, "evt_1");
         outcome.message_id = "m-1".into();
-        outcome.reason = Some("bus_unavailable");
+        outcome.reason = Some(ItemReason::PublishFailed);
         outcome.retry_in = Some(Duration::from_secs(30));
         outcome.detail = Some("could not publish: service error: AccessDeniedException".into());
         outcome.connection = Some("conn-1".into());
@@ -284,16 +294,16 @@ mod tests {
     fn a_batch_is_one_metrics_line_per_provider_listing_its_events() {
         let mut outcomes: Vec<ItemOutcome> = (0..8)
             .map(|n| {
-                let mut outcome = consumed("processed", &format!("evt_{n}"));
+                let mut outcome = consumed(ItemResult::Processed, &format!("evt_{n}"));
                 outcome.published = 1;
                 outcome.end_to_end = Some(Duration::from_micros(40_000 + n * 1_400));
                 outcome
             })
             .collect();
-        outcomes.push(consumed("duplicate", "evt_dup"));
-        let mut github = consumed("failed", "delivery-1");
+        outcomes.push(consumed(ItemResult::Duplicate, "evt_dup"));
+        let mut github = consumed(ItemResult::Failed, "delivery-1");
         github.provider = Some("github".into());
-        github.reason = Some("unmappable_payload");
+        github.reason = Some(ItemReason::UnmappablePayload);
         github.dead_lettered = true;
         outcomes.push(github);
 
@@ -381,7 +391,12 @@ mod tests {
     #[test]
     fn every_consumer_metrics_line_has_the_success_rate_metrics() {
         let template = include_str!("../../../template.yaml");
-        for result in ["processed", "duplicate", "retry", "failed"] {
+        for result in [
+            ItemResult::Processed,
+            ItemResult::Duplicate,
+            ItemResult::Retry,
+            ItemResult::Failed,
+        ] {
             let line = &lines(&consumed_lines(&[consumed(result, "evt_1")], false))[0];
             let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
                 .as_array()
