@@ -51,8 +51,8 @@ pub use state::{
     BoundTake, DynamoStateStore, InMemoryStateStore, PendingAuthorization, StateStore,
 };
 pub use vault::{
-    AccessToken, PROVIDER_FAILURE_LIMIT, RefreshReport, TokenSet, TokenVault, VaultError,
-    VaultSettings,
+    AccessToken, PROVIDER_FAILURE_LIMIT, RefreshReport, TokenSet, TokenVault, UnreachableReason,
+    VaultError, VaultSettings,
 };
 
 /// An error and its causes, `outer: cause: root cause`, for a log line: SDK errors say

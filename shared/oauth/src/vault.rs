@@ -87,10 +87,37 @@ pub enum VaultError {
     /// configuration): an operator must look.
     #[error("provider refused: {0}")]
     Rejected(String),
-    /// The provider's API did not answer (`timeout`, `connect`, `transport`): the
-    /// outbound client retries it as a transient failure.
+    /// The provider's API did not answer: the outbound client retries it as a
+    /// transient failure.
     #[error("provider API unreachable ({0})")]
-    Unreachable(&'static str),
+    Unreachable(UnreachableReason),
+}
+
+/// How a provider API call failed to get an answer, by kind only (a URL may carry
+/// identifiers): a closed set, so callers match variants, not text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnreachableReason {
+    Timeout,
+    Connect,
+    /// Anything else between sending and a whole response.
+    Transport,
+}
+
+impl UnreachableReason {
+    /// The code the outbound client's log line and failure carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnreachableReason::Timeout => "timeout",
+            UnreachableReason::Connect => "connect",
+            UnreachableReason::Transport => "transport",
+        }
+    }
+}
+
+impl std::fmt::Display for UnreachableReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Tunables.
@@ -232,11 +259,11 @@ fn unix(at: OffsetDateTime) -> i64 {
 /// A failed API call, by kind only (a URL may carry identifiers).
 fn unreachable(err: reqwest::Error) -> VaultError {
     VaultError::Unreachable(if err.is_timeout() {
-        "timeout"
+        UnreachableReason::Timeout
     } else if err.is_connect() {
-        "connect"
+        UnreachableReason::Connect
     } else {
-        "transport"
+        UnreachableReason::Transport
     })
 }
 

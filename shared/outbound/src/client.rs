@@ -63,6 +63,7 @@ pub enum CallError {
     Unavailable(String),
 }
 
+/// The class's name in log lines and errors (the catalog's spelling of it).
 fn class_name(class: FailureClass) -> &'static str {
     match class {
         FailureClass::RateLimited => "rate_limited",
@@ -311,7 +312,7 @@ impl OutboundClient {
                 return Ok(Attempt::Failed {
                     failure: CallFailure {
                         class: FailureClass::Transient,
-                        code: kind.into(),
+                        code: kind.as_str().into(),
                     },
                     answer: None,
                 });
@@ -368,7 +369,7 @@ impl OutboundClient {
         failure: Option<&CallFailure>,
     ) {
         let latency = started.elapsed();
-        let class = failure.map(|f| class_name(f.class));
+        let class = failure.map(|f| f.class);
         tracing::info!(
             provider = call.provider,
             connection = call.connection,
@@ -376,7 +377,7 @@ impl OutboundClient {
             status,
             latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             attempt,
-            outcome = class.unwrap_or("ok"),
+            outcome = class.map_or("ok", class_name),
             error = failure.map(|f| f.code.as_str()),
             "provider call"
         );
