@@ -18,8 +18,8 @@ use time::OffsetDateTime;
 use crate::emulator::Route;
 
 /// The header carrying the local stack's stand-in for IAM (SigV4) authorization on
-/// routes the template protects with `AWS_IAM`; its value is printed by `infra/dev`.
-pub const LOCAL_IAM_HEADER: &str = "x-junction-local-iam";
+/// routes the template protects with `AWS_IAM` ([`crate::iam`]).
+pub use crate::iam::LOCAL_IAM_HEADER;
 
 /// One route, compiled for matching.
 #[derive(Debug, Clone)]
@@ -30,8 +30,9 @@ pub struct CompiledRoute {
     pub method: String,
     /// The function's logical id.
     pub function: String,
-    /// Behind IAM authorization in the template: locally, the caller must present the
-    /// stack's local credential ([`LOCAL_IAM_HEADER`]).
+    /// Behind IAM authorization in the template: locally, the caller must present a
+    /// local credential ([`LOCAL_IAM_HEADER`]) whose policy allows the request
+    /// ([`crate::iam`]).
     pub iam: bool,
     segments: Vec<Segment>,
     is_default: bool,
@@ -285,7 +286,7 @@ pub fn build_event(
         "requestContext".into(),
         json!({
             "accountId": crate::ACCOUNT_ID,
-            "apiId": "local",
+            "apiId": crate::iam::API_ID,
             "domainName": host,
             "domainPrefix": host.split(['.', ':']).next().unwrap_or_default(),
             "http": {
@@ -297,7 +298,7 @@ pub fn build_event(
             },
             "requestId": request_id,
             "routeKey": matched.route.route_key,
-            "stage": "$default",
+            "stage": crate::iam::STAGE,
             "time": format_request_time(now),
             "timeEpoch": time_epoch,
         }),

@@ -9,13 +9,14 @@
 //! [`dev_secrets`] seeds development webhook secrets, and [`jwt_keys`] publishes the
 //! development keys of the JWT providers (Gmail push, Plaid) where the ingress fetches
 //! them. [`leaks`] keeps everything the functions write and scans it for secrets when a
-//! run ends.
+//! run ends. [`iam`] stands in for IAM on the routes the template protects with it.
 
 pub mod atomic_proxy;
 pub mod binaries;
 pub mod dev_secrets;
 pub mod emulator;
 pub mod http_api;
+pub mod iam;
 pub mod jwt_keys;
 pub mod leaks;
 pub mod runtime;

@@ -33,6 +33,7 @@ use crate::{
     dev_secrets::{self, SeedError, SeededSecret},
     emulator::{self, EmulatorError, Moto, StackDescription},
     http_api::{ApiResponse, IncomingRequest, RouteTable},
+    iam::{Decision, ExecuteApiPolicy, LocalIam},
     jwt_keys::{self, DevelopmentKeys, JwtKeysError, KeyServer, LocalJwt},
     leaks::{LeakReport, MIN_SECRET_LEN, Needle, NeedleSet, WatchError, Watched},
     runtime::{FunctionRuntime, FunctionSpec, FunctionSummary, InvokeError, request_id},
@@ -239,8 +240,8 @@ struct Served {
     schedules: BTreeMap<String, ScheduleTarget>,
     mappings: Vec<Mapping>,
     api_port: u16,
-    /// The local credential IAM-authorized routes require.
-    local_iam_key: String,
+    /// The local credentials IAM-authorized routes require, and their policies.
+    iam: LocalIam,
 }
 
 /// A running local stack.
@@ -302,19 +303,19 @@ async fn store_overlay(
     Ok(())
 }
 
-/// A random credential for the IAM-authorized routes of this run.
-fn local_iam_key() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl LocalStack {
     /// The value of the [`crate::http_api::LOCAL_IAM_HEADER`] header that IAM-authorized
-    /// routes (the management API) require locally, in place of a SigV4 signature.
+    /// routes (the management API) require locally, in place of a SigV4 signature: the
+    /// stack's own credential, which may call every route.
     pub fn local_iam_key(&self) -> &str {
-        &self.served.local_iam_key
+        self.served.iam.stack_key()
+    }
+
+    /// The stand-in for IAM: the region its resource ARNs name, its credentials. A key
+    /// it issues ([`LocalIam::issue`]) is limited by its policy as an IAM principal's
+    /// would be, and scanned for in the functions' output like the stack's.
+    pub fn iam(&self) -> &LocalIam {
+        &self.served.iam
     }
 
     /// Starts everything; returns once every function process has been started (not
@@ -671,7 +672,7 @@ impl LocalStack {
             schedules,
             mappings,
             api_port,
-            local_iam_key: local_iam_key(),
+            iam: LocalIam::new(region.clone()),
         });
         let mut servers = vec![
             serve(api_listener, api_router(served.clone())),
@@ -802,10 +803,9 @@ impl LocalStack {
         }
         let mut report = LeakReport::default();
         let mut needles = self.secret_needles(&mut report).await;
-        needles.extend(Needle::with_encodings(
-            "the local IAM credential",
-            &self.served.local_iam_key,
-        ));
+        for key in self.served.iam.keys() {
+            needles.extend(Needle::with_encodings("a local IAM credential", &key));
+        }
         needles.extend(self.watched.needles());
         let needles = NeedleSet::new(needles);
         report.needles = needles.len();
@@ -1133,16 +1133,29 @@ async fn handle_api_request(
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or_default();
     let request_id = request_id();
-    let authorized = |iam: bool| {
-        !iam || parts
-            .headers
-            .get(crate::http_api::LOCAL_IAM_HEADER)
-            .is_some_and(|value| value.as_bytes() == served.local_iam_key.as_bytes())
+    let matched = served.routes.find(method, raw_path);
+    let decision = match &matched {
+        Some(matched) if matched.route.iam => {
+            let presented = parts
+                .headers
+                .get(crate::http_api::LOCAL_IAM_HEADER)
+                .map(HeaderValue::as_bytes);
+            served.iam.decide(presented, method, raw_path)
+        }
+        _ => Decision::Allowed,
     };
-    let api_response = match served.routes.find(method, raw_path) {
+    let api_response = match matched {
         None => ApiResponse::not_found(),
-        // API Gateway answers an unsigned request to an IAM route with 403 Forbidden.
-        Some(matched) if !authorized(matched.route.iam) => ApiResponse::forbidden(),
+        // API Gateway answers an unsigned request to an IAM route, or one its
+        // principal's policies do not allow, with 403 Forbidden.
+        Some(_) if decision != Decision::Allowed => {
+            if let Decision::Denied { resource } = &decision {
+                println!(
+                    "[api] {method} {raw_path}: the credential's policy does not allow {resource}"
+                );
+            }
+            ApiResponse::forbidden()
+        }
         Some(matched) => {
             let headers: Vec<(String, String)> = parts
                 .headers
@@ -1220,6 +1233,7 @@ fn control_router(served: Arc<Served>) -> Router {
         .route("/summary", get(control_summary))
         .route("/schedules", get(control_schedules))
         .route("/schedules/{name}/fire", post(control_fire))
+        .route("/iam/credentials", post(control_issue_credential))
         .route(
             "/mappings/{function}/{queue}/{action}",
             post(control_mapping),
@@ -1261,6 +1275,42 @@ async fn control_schedules(State(served): State<Arc<Served>>) -> Response {
         })
         .collect();
     axum::Json(schedules).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct CredentialQuery {
+    tenant: Option<String>,
+}
+
+/// Issues a local credential (what `junction-local credential` asks for): limited to one
+/// tenant's management routes with `?tenant=<id>`, else by the IAM policy document in
+/// the body. 201 `{"header", "key", "policy"}`, or 400 saying why the policy is refused.
+async fn control_issue_credential(
+    State(served): State<Arc<Served>>,
+    Query(query): Query<CredentialQuery>,
+    body: Bytes,
+) -> Response {
+    let policy = match &query.tenant {
+        Some(tenant) => crate::iam::tenant_policy(served.iam.region(), tenant),
+        None => ExecuteApiPolicy::parse(&String::from_utf8_lossy(&body)),
+    };
+    match policy {
+        Ok(policy) => {
+            let document = policy.document();
+            let key = served.iam.issue(policy);
+            println!("[local-stack] IAM credential issued for {document}");
+            (
+                StatusCode::CREATED,
+                axum::Json(serde_json::json!({
+                    "header": crate::iam::LOCAL_IAM_HEADER,
+                    "key": key,
+                    "policy": document,
+                })),
+            )
+                .into_response()
+        }
+        Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
+    }
 }
 
 async fn control_fire(State(served): State<Arc<Served>>, Path(name): Path<String>) -> Response {

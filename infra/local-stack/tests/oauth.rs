@@ -7,7 +7,9 @@
 //!
 //! The attacks connect sessions stop are played as an attacker would: a start naming a
 //! tenant (or a connection) without a session, a session used twice or after it
-//! expired, and a reconnect completed with another provider account.
+//! expired, and a reconnect completed with another provider account. So is the reach
+//! of a backend's credential: one limited to a tenant's paths by its IAM policy reads
+//! that tenant's connections only, and a path's tenant hides other tenants' ids.
 
 mod common;
 use common::{
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use fake_provider::{AuthServerConfig, FakeAuthServer, GrantSummary};
 use junction_oauth::ConnectSessionRequest;
-use local_stack::{http_api::LOCAL_IAM_HEADER, stack::LocalStack};
+use local_stack::{http_api::LOCAL_IAM_HEADER, runtime::FunctionSummary, stack::LocalStack};
 use serde_json::Value;
 
 const RETURN_TO: &str = "https://app.example.com/integrations";
@@ -381,6 +383,231 @@ async fn connect_sessions_refuse_the_takeover_attacks() {
     .await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     refused_start(http.get(&short).send().await.expect("start"), "expired").await;
+
+    stop_and_check_processes_are_gone(stack).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// How many requests the management API's function has answered.
+fn management_invocations(stack: &LocalStack) -> usize {
+    stack
+        .summary()
+        .iter()
+        .find(|summary: &&FunctionSummary| summary.function == "ConnectionsFunction")
+        .map_or(0, |summary| summary.invocations)
+}
+
+/// `method` `path` on the stack's API with the local credential `key`: status and body.
+async fn call(stack: &LocalStack, method: reqwest::Method, path: &str, key: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .request(method, format!("{}{path}", stack.api_url()))
+        .header(LOCAL_IAM_HEADER, key)
+        .send()
+        .await
+        .expect("the API answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Issue 24: every management route is under `/v1/tenants/{tenant}/`, so an IAM policy
+/// can limit a product's backend to one tenant. A credential whose policy is the
+/// README's example for `acme` reads acme's connection (200) and is refused beta's at
+/// the IAM layer (403, the function never called); with the stack's unscoped
+/// credential, beta's connection id under acme's path answers 404, exactly as an id
+/// that does not exist.
+#[tokio::test]
+async fn a_tenant_scoped_credential_reads_only_its_own_tenants_connections() {
+    let server = FakeAuthServer::start(AuthServerConfig::default()).await;
+    let (stack, prefix, dir) =
+        start_with_overlay("oauth-tenants", &fakeauth_overlay(&server)).await;
+    set_up_fakeauth(&stack, &prefix, &server).await;
+    let http = browser();
+    let unscoped = stack.local_iam_key().to_owned();
+
+    // GIVEN a connection in tenant acme and one in tenant beta
+    let acme_url = connect_url(&stack, &session_for("fakeauth", "acme", RETURN_TO)).await;
+    let acme = connected_id(&through_the_provider(&http, &acme_url).await);
+    let beta_url = connect_url(&stack, &session_for("fakeauth", "beta", RETURN_TO)).await;
+    let beta = connected_id(&through_the_provider(&http, &beta_url).await);
+
+    // AND a credential whose policy is the README's example for acme, on the local API,
+    // issued through the control API as `junction-local credential --policy` does
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": "execute-api:Invoke",
+            "Resource": format!(
+                "arn:aws:execute-api:{}:{}:local/*/*/v1/tenants/acme/*",
+                stack.iam().region(),
+                local_stack::ACCOUNT_ID
+            ),
+        }],
+    });
+    let issued = reqwest::Client::new()
+        .post(format!("{}/iam/credentials", stack.control_url()))
+        .body(policy.to_string())
+        .send()
+        .await
+        .expect("the control API answers");
+    assert_eq!(issued.status(), 201);
+    let issued: Value = serde_json::from_str(&issued.text().await.expect("body")).expect("json");
+    let scoped = issued["key"].as_str().expect("a key").to_owned();
+    assert_ne!(scoped, unscoped);
+
+    // THEN it reads and lists its own tenant's connections, and mints its sessions
+    let (status, body) = call(
+        &stack,
+        reqwest::Method::GET,
+        &format!("/v1/tenants/acme/connections/{acme}"),
+        &scoped,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["id"],
+        acme.as_str()
+    );
+    let (status, body) = call(
+        &stack,
+        reqwest::Method::GET,
+        "/v1/tenants/acme/connections",
+        &scoped,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let scoped_auth = junction_cli::connect::ApiAuth::LocalIam(scoped.clone());
+    let session = junction_cli::connect::create_session(
+        &reqwest::Client::new(),
+        stack.api_url(),
+        &scoped_auth,
+        &session_for("fakeauth", "acme", RETURN_TO),
+    )
+    .await
+    .expect("a session for its own tenant");
+    common::watch("a connect session token", &session.token);
+
+    // AND every route of another tenant is refused before the function runs
+    let invocations = management_invocations(&stack);
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("/v1/tenants/beta/connections/{beta}"),
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/tenants/beta/connections".to_owned(),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/tenants/beta/connections/{beta}"),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/tenants/beta/connect-sessions".to_owned(),
+        ),
+        // A tenant whose id starts like acme's is another tenant.
+        (
+            reqwest::Method::GET,
+            "/v1/tenants/acme2/connections".to_owned(),
+        ),
+        // An escaped slash does not move a request under acme's prefix.
+        (
+            reqwest::Method::GET,
+            "/v1/tenants/acme%2F..%2Fbeta/connections".to_owned(),
+        ),
+    ] {
+        let (status, body) = call(&stack, method.clone(), &path, &scoped).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (403, r#"{"message":"Forbidden"}"#),
+            "{method} {path}"
+        );
+    }
+    let refused = junction_cli::connect::create_session(
+        &reqwest::Client::new(),
+        stack.api_url(),
+        &scoped_auth,
+        &session_for("fakeauth", "beta", RETURN_TO),
+    )
+    .await
+    .expect_err("no session for another tenant");
+    assert!(refused.to_string().contains("403"), "{refused:#}");
+    assert_eq!(
+        management_invocations(&stack),
+        invocations,
+        "refused at the IAM layer: the function never ran"
+    );
+
+    // WHEN the unscoped credential asks for beta's connection under acme's path
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let (status, other) = call(
+            &stack,
+            method.clone(),
+            &format!("/v1/tenants/acme/connections/{beta}"),
+            &unscoped,
+        )
+        .await;
+        let missing = "conn_nonexistent";
+        let (_, nonexistent) = call(
+            &stack,
+            method.clone(),
+            &format!("/v1/tenants/acme/connections/{missing}"),
+            &unscoped,
+        )
+        .await;
+        // THEN 404, the answer an id that does not exist gets
+        assert_eq!(status, 404, "{method}: {other}");
+        assert_eq!(
+            other.replace(&beta, "<id>"),
+            nonexistent.replace(missing, "<id>"),
+            "{method}: no oracle"
+        );
+    }
+    // AND beta's connection is untouched (the DELETE revoked and deleted nothing)
+    assert_eq!(server.counters().revocations, 0);
+    let (status, body) = call(
+        &stack,
+        reqwest::Method::GET,
+        &format!("/v1/tenants/beta/connections/{beta}"),
+        &unscoped,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["state"],
+        "active"
+    );
+    let (status, body) = call(
+        &stack,
+        reqwest::Method::GET,
+        "/v1/tenants/acme/connections",
+        &unscoped,
+    )
+    .await;
+    let listed: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed["connections"]
+            .as_array()
+            .map(|list| list.iter().map(|c| c["id"].clone()).collect::<Vec<_>>()),
+        Some(vec![Value::from(acme.as_str())]),
+        "acme's list has acme's connection only"
+    );
+
+    // The unscoped paths are gone (v1, before any release).
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/connections/{acme}")),
+        (reqwest::Method::GET, "/connections".to_owned()),
+        (reqwest::Method::POST, "/v1/connect-sessions".to_owned()),
+    ] {
+        let (status, body) = call(&stack, method.clone(), &path, &unscoped).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (404, r#"{"message":"Not Found"}"#),
+            "{method} {path}"
+        );
+    }
 
     stop_and_check_processes_are_gone(stack).await;
     let _ = std::fs::remove_dir_all(dir);

@@ -49,6 +49,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Issue a credential for the running stack's IAM-authorized routes, limited as an
+    /// IAM principal's policy would be: to one tenant's management routes (--tenant), or
+    /// to what an IAM policy document allows (--policy). Prints the key alone on stdout
+    /// (`export JUNCTION_LOCAL_IAM_KEY=$(infra/junction-local credential --tenant acme)`).
+    Credential {
+        /// Grant `execute-api:Invoke` on `…/*/*/v1/tenants/<TENANT>/*` only.
+        #[arg(long, required_unless_present = "policy", conflicts_with = "policy")]
+        tenant: Option<String>,
+        /// An IAM policy document (JSON: Allow/Deny statements with Action and Resource),
+        /// e.g. the README's example with the local API's ARN.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
     /// Enable or disable an SQS event source mapping of the running stack.
     Mapping {
         #[arg(value_parser = ["enable", "disable"])]
@@ -133,6 +146,49 @@ async fn main() -> anyhow::Result<()> {
                     serde_json::from_str(&body).context("reading the summary")?;
                 print!("{}", summary_table(&summaries));
             }
+            Ok(())
+        }
+        Command::Credential { tenant, policy } => {
+            let state = read_state(&root, &cli.stack_name)?;
+            let mut url = reqwest::Url::parse(&format!("{}/iam/credentials", state.control_url))
+                .context("the control URL")?;
+            let body = match (&tenant, &policy) {
+                (Some(tenant), _) => {
+                    url.query_pairs_mut().append_pair("tenant", tenant);
+                    String::new()
+                }
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                (None, None) => bail!("--tenant or --policy"),
+            };
+            let response = reqwest::Client::new()
+                .post(url.clone())
+                .timeout(Duration::from_secs(30))
+                .body(body)
+                .send()
+                .await
+                .with_context(|| {
+                    format!("calling the local stack at {url}; is `up` still running?")
+                })?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!(
+                    "the stack refused the credential ({status}): {}",
+                    text.trim()
+                );
+            }
+            let issued: serde_json::Value =
+                serde_json::from_str(&text).context("reading the issued credential")?;
+            let (Some(header), Some(key)) = (issued["header"].as_str(), issued["key"].as_str())
+            else {
+                bail!("the control API answered without a key: {text}");
+            };
+            println!("{key}");
+            eprintln!("allowed by: {}", issued["policy"]);
+            eprintln!(
+                "send it as {header}: <key>, or set JUNCTION_LOCAL_IAM_KEY for infra/junction connect; outside the policy the API answers 403"
+            );
             Ok(())
         }
         Command::Mapping {
@@ -252,7 +308,7 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
         None => println!("  AWS            real AWS (your credentials), stack deployed by sam"),
     }
     println!(
-        "  Control        {}  (GET /summary, POST /schedules/<name>/fire)",
+        "  Control        {}  (GET /summary, POST /schedules/<name>/fire, POST /iam/credentials)",
         stack.control_url()
     );
     println!();
@@ -420,6 +476,10 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
         stack.local_iam_key(),
         stack.api_url()
     );
+    println!(
+        "That credential may call every route. One limited to a tenant, as an IAM policy on /v1/tenants/acme/* would be (403 elsewhere):"
+    );
+    println!("  infra/junction-local credential --tenant acme      (or --policy policy.json)");
     println!();
     println!("Ctrl-C stops every process; the measurements table is printed on exit.");
 }
