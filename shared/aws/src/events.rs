@@ -1,7 +1,8 @@
 //! Events out: CloudEvents 1.0 (JSON) on the EventBridge bus, the stream the product
 //! team consumes. The event id is derived from the provider, the provider's event id
 //! and the record, so a redelivered event publishes the same id and downstream
-//! consumers can deduplicate too.
+//! consumers can deduplicate too. An event that belongs to a tenant's connection carries
+//! the extension attributes `tenant` and `connection` ([`CloudEvent::stamped`]).
 //!
 //! EventBridge refuses a `PutEvents` request over 256 KB, so an event whose entry would
 //! be larger travels by claim check ([`claim_check`]): its `data` goes to the payload
@@ -36,6 +37,14 @@ pub struct CloudEvent {
     pub datacontenttype: String,
     /// The provider's own event id (extension attribute).
     pub providereventid: String,
+    /// The tenant whose connection the event belongs to (extension attribute): set on a
+    /// delivery whose provider account a connection connected, or on a record polled
+    /// through a connection ([`CloudEvent::stamped`]); absent on an unmatched delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// That connection's id (extension attribute), with `tenant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// Claim check (the CloudEvents `dataref` extension): `s3://<bucket>/events/<id>.json`,
     /// the JSON of `data`, set instead of `data` when the event would not fit the bus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,10 +89,29 @@ impl CloudEvent {
             time,
             datacontenttype: "application/json".into(),
             providereventid: provider_event_id.to_owned(),
+            tenant: None,
+            connection: None,
             dataref: None,
             datasize: None,
             data,
         }
+    }
+
+    /// The event as published for one tenant's connection: `tenant` and `connection`
+    /// set, and an id of its own, `hex(sha256(id ␀ tenant))` truncated to 32 hex
+    /// characters. When several tenants connected the same provider account, each gets
+    /// its copy of the event under an id no other tenant's copy has; a redelivery
+    /// stamps the same ids again, so subscribers still deduplicate on `id`.
+    pub fn stamped(mut self, tenant: &str, connection: &str) -> Self {
+        let mut digest = Sha256::new();
+        for part in [self.id.as_str(), tenant] {
+            digest.update(part.as_bytes());
+            digest.update([0]);
+        }
+        self.id = hex::encode(digest.finalize())[..32].to_owned();
+        self.tenant = Some(tenant.to_owned());
+        self.connection = Some(connection.to_owned());
+        self
     }
 
     /// The event's `PutEvents` entry as [`EventBridgeBus`] sends it (Source, DetailType,
@@ -719,6 +747,69 @@ mod tests {
             "the log line names the size: {message}"
         );
         assert_eq!(bus.events(), [fits], "the other one is published");
+    }
+
+    #[test]
+    fn a_stamped_event_names_its_tenant_and_connection_under_an_id_per_tenant() {
+        let event = event_with_data(serde_json::json!({"mapping_version": 1}));
+        let unstamped = serde_json::to_value(&event).expect("json");
+        assert!(
+            unstamped.get("tenant").is_none() && unstamped.get("connection").is_none(),
+            "an unmatched event has neither: {unstamped}"
+        );
+
+        let acme = event.clone().stamped("acme", "conn_1");
+        let json = serde_json::to_value(&acme).expect("json");
+        assert_eq!(json["tenant"], "acme");
+        assert_eq!(json["connection"], "conn_1");
+        assert_eq!(acme.id.len(), 32);
+        assert_ne!(acme.id, event.id);
+        assert_eq!(
+            acme,
+            event.clone().stamped("acme", "conn_1"),
+            "a redelivery stamps the same id"
+        );
+        let beta = event.clone().stamped("beta", "conn_2");
+        assert_ne!(acme.id, beta.id, "each tenant's copy has its own id");
+        assert_eq!(
+            event.clone().stamped("acme", "conn_3").id,
+            acme.id,
+            "the id follows the tenant, not which of its connections matched"
+        );
+        let parsed: CloudEvent = serde_json::from_value(json).expect("a CloudEvent");
+        assert_eq!(parsed, acme);
+    }
+
+    /// CloudEvents 1.0, "Attribute Naming Convention": names MUST be lowercase ASCII
+    /// letters or digits and SHOULD NOT exceed 20 characters. Checked on the JSON, so
+    /// an extension added later is checked too.
+    #[test]
+    fn every_attribute_name_is_a_valid_cloudevents_name() {
+        let mut event =
+            event_with_data(serde_json::json!({"mapping_version": 1})).stamped("acme", "conn_1");
+        event.subject = Some("eu".into());
+        event.dataref = Some("s3://b/events/x.json".into());
+        event.datasize = Some(1);
+        let json = serde_json::to_value(&event).expect("json");
+        let names: Vec<&String> = json.as_object().expect("object").keys().collect();
+        for name in &names {
+            assert!(
+                (1..=20).contains(&name.len())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+                "{name} is not a CloudEvents attribute name"
+            );
+        }
+        for extension in [
+            "providereventid",
+            "tenant",
+            "connection",
+            "dataref",
+            "datasize",
+        ] {
+            assert!(names.iter().any(|name| *name == extension), "{extension}");
+        }
     }
 
     #[test]
