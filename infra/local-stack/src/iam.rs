@@ -399,6 +399,35 @@ mod tests {
         .expect("a policy")
     }
 
+    /// The README's example policy, as a user would paste it: it must parse and grant
+    /// acme's routes on that API only.
+    #[test]
+    fn the_readmes_example_policy_grants_one_tenant() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .expect("the README");
+        let section = readme
+            .split_once("## Your product's backend")
+            .map(|(_, rest)| rest)
+            .expect("the README's section on the backend");
+        let document = section
+            .split_once("```json\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .map(|(json, _)| json)
+            .expect("a JSON block");
+        let policy = ExecuteApiPolicy::parse(document).expect("the README's policy parses");
+        let api = "arn:aws:execute-api:eu-west-1:123456789012:a1b2c3d4e5/$default";
+        assert!(policy.allows(&format!("{api}/GET/v1/tenants/acme/connections/conn_1")));
+        assert!(policy.allows(&format!("{api}/POST/v1/tenants/acme/connect-sessions")));
+        for refused in [
+            format!("{api}/GET/v1/tenants/beta/connections"),
+            format!("{api}/GET/v1/tenants/acme2/connections"),
+            "arn:aws:execute-api:eu-west-1:123456789012:other/$default/GET/v1/tenants/acme/connections".to_owned(),
+        ] {
+            assert!(!policy.allows(&refused), "{refused}");
+        }
+    }
+
     #[test]
     fn wildcards_match_as_in_iam() {
         for (pattern, text, matches) in [
