@@ -1,8 +1,10 @@
 //! The queue consumer and what it stands on: exactly-once claims (`idempotency`),
 //! normalization into common models (`normalize`), the record store and its conflict
-//! rules (`records`), the consumer itself (`consumer`), its log lines (`log`) and the
-//! dead-letter notes an operator reads (`dead_letters`).
+//! rules (`records`), whose a delivery is (`accounts`), the consumer itself
+//! (`consumer`), its log lines (`log`) and the dead-letter notes an operator reads
+//! (`dead_letters`).
 
+pub mod accounts;
 pub mod consumer;
 pub mod dead_letters;
 pub mod idempotency;
