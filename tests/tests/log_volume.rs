@@ -46,6 +46,8 @@ fn consumed(result: ItemResult, event_id: &str) -> ItemOutcome {
         end_to_end: None,
         dead_lettered: false,
         connection: None,
+        owners: Vec::new(),
+        unmatched: false,
         idempotency_key: Some(format!("stripe#{event_id}")),
         attempt: 1,
         latency: Duration::from_millis(3),

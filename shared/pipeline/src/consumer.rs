@@ -1,10 +1,12 @@
 //! The event consumer: one SQS batch from the ingest queue in, batch item failures out.
 //!
 //! Per message: read the ingress's attributes and the raw body (from S3 when it was too
-//! large), claim the idempotency key, normalize the event, apply each record to the
-//! record store under the conflict rules (`records`), publish the CloudEvents (one too
-//! large for the bus by claim check: its data in the payload bucket), mark the key
-//! completed, and only then let the message be deleted (by not reporting it). Any
+//! large), claim the idempotency key, find whose the delivery is (`accounts`: the
+//! connections of its provider account, or of the connection a record was polled
+//! through), normalize the event, apply each record to the record store under the
+//! conflict rules (`records`), publish the CloudEvents (one per tenant that owns the
+//! delivery, stamped with its `tenant` and `connection`; one too large for the bus by
+//! claim check: its data in the payload bucket), mark the key completed, and only then let the message be deleted (by not reporting it). Any
 //! failure releases the claim and reports the item failed; transient failures get a
 //! visibility timeout from exponential backoff with full jitter, permanent ones
 //! become visible at once so the redrive policy moves them to the DLQ after
@@ -20,6 +22,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use sha2::{Digest, Sha256};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
+use crate::accounts::{AccountIndex, Owner, owners};
 use crate::dead_letters::{DeadLetterNote, DeadLetterNotes};
 use crate::idempotency::{Claim, ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore};
 use crate::normalize::{Normalized, RawEvent, normalize};
@@ -96,6 +99,9 @@ pub enum ItemReason {
     PublishFailed,
     /// A copy of an event earlier in the batch, which failed: retried with it.
     CopyInBatchFailed,
+    /// Whose the delivery is could not be read: retried rather than published without
+    /// the tenant it belongs to.
+    AccountIndexUnavailable,
     // Failed: the same bytes will fail again.
     MissingProvider,
     MissingEventId,
@@ -119,6 +125,7 @@ impl ItemReason {
             ItemReason::RecordStoreUnavailable => "record_store_unavailable",
             ItemReason::PublishFailed => "publish_failed",
             ItemReason::CopyInBatchFailed => "copy_in_batch_failed",
+            ItemReason::AccountIndexUnavailable => "account_index_unavailable",
             ItemReason::MissingProvider => "missing_provider",
             ItemReason::MissingEventId => "missing_event_id",
             ItemReason::MalformedBase64Body => "malformed_base64_body",
@@ -178,6 +185,13 @@ pub struct ItemOutcome {
     /// The connection (polled records) or provider account (webhooks) the event
     /// belongs to, when the message names one.
     pub connection: Option<String>,
+    /// Whom its events were published for: each tenant that owns the delivery, with the
+    /// connection its events carry ([`owners`]). Empty when none does.
+    pub owners: Vec<Owner>,
+    /// Its events were published without `tenant` and `connection`: no connection
+    /// matched its provider account (or it names none). Counted as
+    /// `UnmatchedDeliveries`; never set when the consumer has no account index.
+    pub unmatched: bool,
     /// The event's idempotency key, once the message decoded.
     pub idempotency_key: Option<String>,
     /// Which receive of the message this was (SQS's `ApproximateReceiveCount`).
@@ -231,6 +245,8 @@ pub struct Consumer<S> {
     /// Where the reason of a message's last failed receive is noted, for
     /// `junction dlq list` (none: not noted).
     dead_letter_notes: Option<Arc<dyn DeadLetterNotes>>,
+    /// Whose a delivery is (none: events are published unstamped, nothing is counted).
+    accounts: Option<Arc<dyn AccountIndex>>,
 }
 
 /// The message, decoded.
@@ -242,12 +258,66 @@ struct Event {
     /// The provider account: with the provider and event id, the claim key (never the
     /// URL's endpoint segment).
     account: Option<String>,
+    /// The connection a polled record was fetched through (the poll worker's
+    /// `connection` attribute; the ingress never sets it).
+    connection: Option<String>,
     event_id: String,
     event_type: Option<String>,
     received_at: Option<String>,
     /// The forwarded request headers (lowercase names).
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
+}
+
+/// Whose a decoded event is, before its claim.
+enum Owners {
+    /// No account index: published unstamped, not counted.
+    NotLookedUp,
+    /// Its owners ([`owners`]); none: an unmatched delivery.
+    Found(Vec<Owner>),
+    /// The index could not be read: the cause, for the outcome's detail.
+    Unavailable(String),
+}
+
+/// What identifies whose a message is: the connection a record was polled through, or
+/// the provider account a webhook names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lookup {
+    Connection(String),
+    Account { provider: String, account: String },
+}
+
+impl Lookup {
+    /// None: the message names neither, so nothing can match it.
+    fn of(event: &Event) -> Option<Lookup> {
+        match (&event.connection, &event.account) {
+            (Some(connection), _) => Some(Lookup::Connection(connection.clone())),
+            (None, Some(account)) => Some(Lookup::Account {
+                provider: event.provider.clone(),
+                account: account.clone(),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// The owners, or the index's error chain.
+    async fn run(&self, accounts: &dyn AccountIndex) -> Result<Vec<Owner>, String> {
+        let found = match self {
+            Lookup::Connection(connection) => accounts.tenant_of(connection).await.map(|tenant| {
+                tenant
+                    .map(|tenant| Owner {
+                        tenant,
+                        connection: connection.clone(),
+                    })
+                    .into_iter()
+                    .collect()
+            }),
+            Lookup::Account { provider, account } => {
+                accounts.connections_of(provider, account).await.map(owners)
+            }
+        };
+        found.map_err(|err| error_chain(&err))
+    }
 }
 
 /// A message on its way through [`Consumer::process_batch`].
@@ -294,7 +364,16 @@ impl<S: IdempotencyStore> Consumer<S> {
             priority: FieldPriority::default(),
             max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
             dead_letter_notes: None,
+            accounts: None,
         }
+    }
+
+    /// Stamps each event with the `tenant` and `connection` it belongs to, found in
+    /// `accounts` (wrap it in [`crate::accounts::CachedAccountIndex`]); events that no
+    /// connection owns are published without them and counted as unmatched.
+    pub fn with_account_index(mut self, accounts: Arc<dyn AccountIndex>) -> Self {
+        self.accounts = Some(accounts);
+        self
     }
 
     /// Notes why each message failed on its last receive, keyed by its message id, so
@@ -366,7 +445,9 @@ impl<S: IdempotencyStore> Consumer<S> {
                 state,
             });
         }
-        self.claim_and_apply(&mut items, to_claim, &keys).await;
+        let owners = self.resolve_owners(&to_claim).await;
+        self.claim_and_apply(&mut items, to_claim, owners, &keys)
+            .await;
         self.publish_and_complete(&mut items).await;
         let mut outcomes = Vec::with_capacity(items.len());
         for index in 0..items.len() {
@@ -437,6 +518,8 @@ impl<S: IdempotencyStore> Consumer<S> {
             conflicts: 0,
             end_to_end: None,
             dead_lettered: false,
+            owners: Vec::new(),
+            unmatched: false,
             connection: message
                 .attributes
                 .get(attribute::CONNECTION)
@@ -534,6 +617,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         &self,
         items: &mut [Item],
         decoded: Vec<(usize, Event)>,
+        owners: Vec<Owners>,
         keys: &[(IdempotencyKey, String)],
     ) {
         if decoded.is_empty() {
@@ -541,7 +625,7 @@ impl<S: IdempotencyStore> Consumer<S> {
         }
         let now = self.ports.clock.now();
         let claims = self.idempotency.claim_all(keys, now).await;
-        for ((index, event), claim) in decoded.into_iter().zip(claims) {
+        for (((index, event), claim), owners) in decoded.into_iter().zip(claims).zip(owners) {
             let item = &mut items[index];
             item.state = match claim {
                 Err(err) => {
@@ -549,10 +633,25 @@ impl<S: IdempotencyStore> Consumer<S> {
                     Err(Failure::Transient(ItemReason::IdempotencyStoreUnavailable))
                 }
                 Ok(ClaimOutcome::Claimed(claim)) => {
-                    match self
-                        .apply_records_and_build_events(&event, &mut item.outcome)
-                        .await
-                    {
+                    let built = match owners {
+                        Owners::Unavailable(detail) => {
+                            item.outcome.detail = Some(detail);
+                            Err(Failure::Transient(ItemReason::AccountIndexUnavailable))
+                        }
+                        Owners::NotLookedUp => {
+                            self.apply_records_and_build_events(&event, None, &mut item.outcome)
+                                .await
+                        }
+                        Owners::Found(owners) => {
+                            self.apply_records_and_build_events(
+                                &event,
+                                Some(owners),
+                                &mut item.outcome,
+                            )
+                            .await
+                        }
+                    };
+                    match built {
                         Ok(events) => Ok(State::Claimed(Ready {
                             claim,
                             events,
@@ -758,6 +857,7 @@ impl<S: IdempotencyStore> Consumer<S> {
             resource: attribute(attribute::RESOURCE),
             scope: attribute(attribute::ENDPOINT),
             account: attribute(attribute::ACCOUNT),
+            connection: attribute(attribute::CONNECTION),
             event_id,
             event_type: attribute(attribute::EVENT_TYPE),
             received_at: attribute(attribute::RECEIVED_AT),
@@ -771,9 +871,13 @@ impl<S: IdempotencyStore> Consumer<S> {
     /// Normalizes the event and makes one CloudEvent per record or provider event, in
     /// payload order. The record key includes the item's position, so two items about
     /// the same record in one delivery (HubSpot batches) keep distinct, stable ids.
+    ///
+    /// Each event is published once per owner, stamped ([`CloudEvent::stamped`]), or
+    /// once unstamped when there is none; `owners` is `None` without an account index.
     async fn apply_records_and_build_events(
         &self,
         event: &Event,
+        owners: Option<Vec<Owner>>,
         outcome: &mut ItemOutcome,
     ) -> Result<Vec<CloudEvent>, Failure> {
         let pinned = self
@@ -849,7 +953,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                     }
                 }
             };
-            events.push(CloudEvent::new(
+            let built = CloudEvent::new(
                 &event.provider,
                 &event.event_id,
                 &format!("{position}:{model}:{}", meta.id),
@@ -857,9 +961,71 @@ impl<S: IdempotencyStore> Consumer<S> {
                 event.scope.clone(),
                 time,
                 data,
-            ));
+            );
+            match owners.as_deref() {
+                Some(owners) if !owners.is_empty() => events.extend(
+                    owners
+                        .iter()
+                        .map(|owner| built.clone().stamped(&owner.tenant, &owner.connection)),
+                ),
+                _ => events.push(built),
+            }
+        }
+        if let Some(owners) = owners {
+            outcome.unmatched = owners.is_empty();
+            outcome.owners = owners;
         }
         Ok(events)
+    }
+
+    /// Whose each decoded event is, looked up together before the claims: one lookup per
+    /// distinct account or connection of the batch, all at once (a cache in front
+    /// answers most of them), in the order of `decoded`.
+    async fn resolve_owners(&self, decoded: &[(usize, Event)]) -> Vec<Owners> {
+        let Some(accounts) = &self.accounts else {
+            return decoded.iter().map(|_| Owners::NotLookedUp).collect();
+        };
+        let wanted: Vec<Option<Lookup>> =
+            decoded.iter().map(|(_, event)| Lookup::of(event)).collect();
+        let mut distinct: Vec<Lookup> = Vec::new();
+        for lookup in wanted.iter().flatten() {
+            if !distinct.contains(lookup) {
+                distinct.push(lookup.clone());
+            }
+        }
+        let mut answers: Vec<Option<Result<Vec<Owner>, String>>> = vec![None; distinct.len()];
+        if let [lookup] = distinct.as_slice() {
+            answers[0] = Some(lookup.run(accounts.as_ref()).await);
+        } else {
+            let mut running = tokio::task::JoinSet::new();
+            for (at, lookup) in distinct.iter().cloned().enumerate() {
+                let accounts = accounts.clone();
+                running.spawn(async move { (at, lookup.run(accounts.as_ref()).await) });
+            }
+            while let Some(joined) = running.join_next().await {
+                // A task that panicked leaves its answer empty (unavailable below).
+                if let Ok((at, answer)) = joined {
+                    answers[at] = Some(answer);
+                }
+            }
+        }
+        wanted
+            .into_iter()
+            .map(|lookup| {
+                let Some(lookup) = lookup else {
+                    return Owners::Found(Vec::new());
+                };
+                let at = distinct
+                    .iter()
+                    .position(|known| *known == lookup)
+                    .unwrap_or_else(|| unreachable!("every lookup is among the distinct ones"));
+                match answers[at].clone() {
+                    Some(Ok(owners)) => Owners::Found(owners),
+                    Some(Err(detail)) => Owners::Unavailable(detail),
+                    None => Owners::Unavailable("account lookup task failed".into()),
+                }
+            })
+            .collect()
     }
 }
 

@@ -1176,3 +1176,248 @@ async fn an_event_the_bus_can_never_take_fails_permanently_with_its_size() {
     );
     assert!(h.bus.events().is_empty());
 }
+
+/// The harness with an account index: `acme` connected Stripe account `acct_1`
+/// (`conn_a`), and polled through `conn_p`, a connection without a provider account.
+fn owned_harness() -> (Harness, Arc<crate::accounts::InMemoryAccountIndex>) {
+    use crate::accounts::{AccountConnection, InMemoryAccountIndex};
+    let mut h = harness();
+    let index = Arc::new(InMemoryAccountIndex::default());
+    let connection = |tenant: &str, id: &str, created_at| AccountConnection {
+        tenant: tenant.into(),
+        connection: id.into(),
+        created_at,
+    };
+    index.connect(
+        connection("acme", "conn_a", 100),
+        Some(("stripe", "acct_1")),
+    );
+    index.connect(connection("acme", "conn_p", 100), None);
+    h.consumer = h.consumer.with_account_index(index.clone());
+    (h, index)
+}
+
+fn for_account(id: &str, event_id: &str, account: &str) -> InboundMessage {
+    let mut message = message(id, event_id, &stripe_event(event_id, 100), 1);
+    message
+        .attributes
+        .insert(attribute::ACCOUNT.into(), account.into());
+    message
+}
+
+fn owner(tenant: &str, connection: &str) -> crate::accounts::Owner {
+    crate::accounts::Owner {
+        tenant: tenant.into(),
+        connection: connection.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_for_a_connected_account_is_stamped_with_its_tenant_and_connection() {
+    let (h, _) = owned_harness();
+    let outcome = h
+        .consumer
+        .process(for_account("m1", "evt_1", "acct_1"))
+        .await;
+    assert_eq!(outcome.result, ItemResult::Processed);
+    assert_eq!(outcome.owners, [owner("acme", "conn_a")]);
+    assert!(!outcome.unmatched);
+    let events = h.bus.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].tenant.as_deref(), Some("acme"));
+    assert_eq!(events[0].connection.as_deref(), Some("conn_a"));
+    let unstamped = CloudEvent::stable_id("stripe", "evt_1", "0:provider_event:evt_1");
+    assert_eq!(
+        events[0].id,
+        CloudEvent::new(
+            "stripe",
+            "evt_1",
+            "0:provider_event:evt_1",
+            String::new(),
+            None,
+            String::new(),
+            serde_json::Value::Null,
+        )
+        .stamped("acme", "conn_a")
+        .id,
+        "the stamped id derives from the unstamped one ({unstamped}) and the tenant"
+    );
+}
+
+#[tokio::test]
+async fn an_unmatched_delivery_is_published_without_tenant_and_counted() {
+    let (h, index) = owned_harness();
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            for_account("m1", "evt_1", "acct_other"),
+            // Names no account at all: nothing can match it, and nothing is looked up.
+            message("m2", "evt_2", &stripe_event("evt_2", 100), 1),
+        ])
+        .await;
+    for outcome in &outcomes {
+        assert_eq!(outcome.result, ItemResult::Processed);
+        assert!(outcome.unmatched, "{outcome:?}");
+        assert!(outcome.owners.is_empty());
+    }
+    assert_eq!(index.lookups(), 1, "only the account is looked up");
+    let events = h.bus.events();
+    assert_eq!(events.len(), 2);
+    for event in &events {
+        assert_eq!((&event.tenant, &event.connection), (&None, &None));
+        let json = serde_json::to_value(event).expect("json");
+        assert!(json.get("tenant").is_none() && json.get("connection").is_none());
+    }
+    assert_eq!(
+        events[0].id,
+        CloudEvent::stable_id("stripe", "evt_1", "0:provider_event:evt_1"),
+        "an unmatched event keeps the id it always had"
+    );
+    let metrics = crate::log::consumed_lines(&outcomes, false);
+    let line: serde_json::Value =
+        serde_json::from_slice(metrics.split(|b| *b == b'\n').next().expect("line")).expect("json");
+    assert_eq!(line["UnmatchedDeliveries"], 2);
+}
+
+#[tokio::test]
+async fn every_tenant_that_connected_the_account_gets_its_own_copy() {
+    use crate::accounts::AccountConnection;
+    let (h, index) = owned_harness();
+    for (tenant, id, created_at) in [("beta", "conn_b", 300), ("acme", "conn_a2", 200)] {
+        index.connect(
+            AccountConnection {
+                tenant: tenant.into(),
+                connection: id.into(),
+                created_at,
+            },
+            Some(("stripe", "acct_1")),
+        );
+    }
+    let outcome = h
+        .consumer
+        .process(for_account("m1", "evt_1", "acct_1"))
+        .await;
+    assert_eq!(
+        outcome.owners,
+        [owner("acme", "conn_a2"), owner("beta", "conn_b")],
+        "one per tenant, with its latest connection"
+    );
+    assert_eq!(outcome.published, 2);
+    let events = h.bus.events();
+    let stamps: Vec<(Option<&str>, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.tenant.as_deref(), e.connection.as_deref()))
+        .collect();
+    assert_eq!(
+        stamps,
+        [
+            (Some("acme"), Some("conn_a2")),
+            (Some("beta"), Some("conn_b"))
+        ]
+    );
+    assert_ne!(events[0].id, events[1].id);
+    assert_eq!(events[0].data, events[1].data, "the same event, twice");
+}
+
+#[tokio::test]
+async fn a_polled_record_is_stamped_with_the_connection_it_was_fetched_through() {
+    let (h, index) = owned_harness();
+    let polled = |id: &str, connection: &str, updated_at: &str| {
+        let mut message = linear(id, &linear_issue("polled", updated_at));
+        for (name, value) in [
+            (attribute::ORIGIN, "poll"),
+            (attribute::RESOURCE, "issue"),
+            (attribute::CONNECTION, connection),
+        ] {
+            message.attributes.insert(name.into(), value.into());
+        }
+        message
+    };
+    let linear_record = |title: &str| {
+        serde_json::json!({"id": "iss-1", "identifier": "ENG-1", "title": title, "priority": 2,
+            "createdAt": "2024-04-30T09:00:00.000Z", "updatedAt": "2024-05-01T10:00:01.000Z",
+            "state": {"id": "s1", "name": "Todo", "type": "unstarted"},
+            "team": {"id": "t1", "key": "ENG", "name": "Engineering"}})
+        .to_string()
+    };
+    let mut first = polled("p1", "conn_p", "2024-05-01T10:00:01.000Z");
+    first.body = linear_record("polled");
+    let outcome = h.consumer.process(first).await;
+    assert_eq!(outcome.result, ItemResult::Processed, "{outcome:?}");
+    assert_eq!(outcome.owners, [owner("acme", "conn_p")]);
+    let events = h.bus.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].tenant.as_deref(), events[0].connection.as_deref()),
+        (Some("acme"), Some("conn_p"))
+    );
+
+    // A connection deleted since the poll: nobody to stamp, counted as unmatched.
+    index.disconnect("conn_p");
+    let mut gone = polled("p2", "conn_p", "2024-05-01T10:00:02.000Z");
+    gone.body = linear_record("polled again").replace("10:00:01", "10:00:02");
+    let outcome = h.consumer.process(gone).await;
+    assert_eq!(outcome.result, ItemResult::Processed, "{outcome:?}");
+    assert!(outcome.unmatched);
+    assert_eq!(h.bus.events()[1].tenant, None);
+}
+
+#[tokio::test]
+async fn an_unreadable_index_retries_the_message_instead_of_publishing_it_unstamped() {
+    let (h, index) = owned_harness();
+    index.set_failing(true);
+    let outcome = h
+        .consumer
+        .process(for_account("m1", "evt_1", "acct_1"))
+        .await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        (ItemResult::Retry, Some(ItemReason::AccountIndexUnavailable))
+    );
+    assert!(
+        outcome
+            .detail
+            .as_deref()
+            .is_some_and(|detail| detail.contains("set to fail")),
+        "{outcome:?}"
+    );
+    assert!(!outcome.unmatched);
+    assert!(h.bus.events().is_empty());
+    assert!(
+        h.store
+            .get(&IdempotencyKey::new("stripe", Some("acct_1"), "evt_1"))
+            .is_none(),
+        "claim released"
+    );
+    index.set_failing(false);
+    let outcome = h
+        .consumer
+        .process(for_account("m1", "evt_1", "acct_1"))
+        .await;
+    assert_eq!(outcome.result, ItemResult::Processed);
+    assert_eq!(h.bus.events()[0].tenant.as_deref(), Some("acme"));
+}
+
+#[tokio::test]
+async fn a_batch_looks_up_each_account_once_and_all_at_once() {
+    let (h, index) = owned_harness();
+    let batch = (0..10)
+        .map(|n| {
+            let account = if n % 2 == 0 { "acct_1" } else { "acct_2" };
+            for_account(&format!("m{n}"), &format!("evt_{n}"), account)
+        })
+        .collect();
+    let outcomes = h.consumer.process_batch(batch).await;
+    assert!(outcomes.iter().all(|o| o.result == ItemResult::Processed));
+    assert_eq!(index.lookups(), 2, "one lookup per distinct account");
+    let stamped = h.bus.events().iter().filter(|e| e.tenant.is_some()).count();
+    assert_eq!(stamped, 5);
+    assert_eq!(outcomes.iter().filter(|o| o.unmatched).count(), 5);
+    // A duplicate is acknowledged without being counted again.
+    let again = h
+        .consumer
+        .process(for_account("m0", "evt_0", "acct_1"))
+        .await;
+    assert_eq!(again.result, ItemResult::Duplicate);
+    assert!(!again.unmatched && again.owners.is_empty());
+}

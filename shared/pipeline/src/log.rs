@@ -59,6 +59,8 @@ pub fn consumed_lines(outcomes: &[ItemOutcome], every_message: bool) -> Vec<u8> 
 /// has no value for a period a metric has no sample in); then, only when they count
 /// something, `EventsPublished`, `PayloadMismatches`, `ApiVersionMismatches`,
 /// `FetchesPending`, `StaleUpdates`, `AlreadyCurrentRecords`, `RecordConflicts`,
+/// `UnmatchedDeliveries` (processed messages no connection owns: their events went out
+/// without `tenant` and `connection`),
 /// `DeadLettered` (the last receive of a failing message: SQS moves it to the DLQ) and
 /// `EndToEndLatency` (ms from receipt to the bus, one value per message that published
 /// something, in EMF's array form so the percentiles stay per message; whole
@@ -120,6 +122,10 @@ pub fn consumed_metrics_line(provider: &str, outcomes: &[&ItemOutcome]) -> Vec<u
         ("StaleUpdates", sum(|o| o.stale)),
         ("AlreadyCurrentRecords", sum(|o| o.already_current)),
         ("RecordConflicts", sum(|o| o.conflicts)),
+        (
+            "UnmatchedDeliveries",
+            count(|o| o.unmatched && o.result == ItemResult::Processed),
+        ),
         ("DeadLettered", count(|o| o.dead_lettered)),
     ];
     metrics.extend(
@@ -162,7 +168,7 @@ fn warn_consumed(outcome: &ItemOutcome) {
 
 /// One consumed message's own line (its metrics are in its batch's
 /// [`consumed_metrics_line`]): `Provider`, `connection` (when the message names one),
-/// `event_id`, `idempotency_key`, `message_id`, `result`, `attempt`, `latency_ms`; for a
+/// `tenants` (whom its events were published for, when any), `event_id`, `idempotency_key`, `message_id`, `result`, `attempt`, `latency_ms`; for a
 /// retry or a failure `reason`, `detail`, `dead_lettered` (and `retry_in_s`); otherwise
 /// what was published and the record counts, and `end_to_end_ms`.
 pub fn consumed_line(outcome: &ItemOutcome) -> Vec<u8> {
@@ -174,6 +180,12 @@ pub fn consumed_line(outcome: &ItemOutcome) -> Vec<u8> {
     let mut line = line.text("Provider", outcome.provider.as_deref().unwrap_or("unknown"));
     if let Some(connection) = outcome.connection.as_deref().filter(|c| !c.is_empty()) {
         line = line.text("connection", connection);
+    }
+    if !outcome.owners.is_empty() {
+        line = line.texts(
+            "tenants",
+            outcome.owners.iter().map(|owner| owner.tenant.as_str()),
+        );
     }
     line = line
         .text("event_id", outcome.event_id.as_deref().unwrap_or(""))
@@ -239,6 +251,8 @@ mod tests {
             end_to_end: None,
             dead_lettered: false,
             connection: None,
+            owners: Vec::new(),
+            unmatched: false,
             idempotency_key: Some(format!("stripe#{event_id}")),
             attempt: 1,
             latency: Duration::from_millis(3),
@@ -368,6 +382,58 @@ mod tests {
         assert_eq!(every.len(), 2 + outcomes.len());
         assert_eq!(every[2]["message"], "event consumed");
         assert_eq!(every[2]["end_to_end_ms"], 40.0);
+    }
+
+    #[test]
+    fn unmatched_deliveries_are_counted_per_provider_and_owners_named_per_message() {
+        let mut matched = consumed(ItemResult::Processed, "evt_1");
+        matched.published = 2;
+        matched.owners = vec![
+            crate::accounts::Owner {
+                tenant: "acme".into(),
+                connection: "conn_1".into(),
+            },
+            crate::accounts::Owner {
+                tenant: "beta".into(),
+                connection: "conn_2".into(),
+            },
+        ];
+        let mut unmatched = consumed(ItemResult::Processed, "evt_2");
+        unmatched.unmatched = true;
+        let mut retried = consumed(ItemResult::Retry, "evt_3");
+        retried.unmatched = true;
+        let mut github = consumed(ItemResult::Processed, "delivery-1");
+        github.provider = Some("github".into());
+        github.unmatched = true;
+
+        let written = lines(&consumed_lines(
+            &[matched.clone(), unmatched, retried, github],
+            true,
+        ));
+        let (stripe, gh) = (&written[0], &written[1]);
+        assert_eq!(
+            stripe["UnmatchedDeliveries"], 1,
+            "processed messages only: a retry is counted when it is processed"
+        );
+        assert_eq!(
+            (&gh["Provider"], &gh["UnmatchedDeliveries"]),
+            (&serde_json::json!("github"), &serde_json::json!(1))
+        );
+        let names: Vec<&str> = stripe["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .filter_map(|m| m["Name"].as_str())
+            .collect();
+        assert!(names.contains(&"UnmatchedDeliveries"), "{names:?}");
+        assert_eq!(written[2]["tenants"], serde_json::json!(["acme", "beta"]));
+        assert!(written[3].get("tenants").is_none(), "{}", written[3]);
+
+        let all_matched = lines(&consumed_lines(&[matched], false));
+        assert!(
+            all_matched[0].get("UnmatchedDeliveries").is_none(),
+            "a count of nothing is not written"
+        );
     }
 
     #[test]
