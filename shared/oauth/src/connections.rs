@@ -25,7 +25,7 @@ use junction_aws::crypto::Sealed;
 
 mod dynamo;
 
-pub use dynamo::DynamoConnectionStore;
+pub use dynamo::{DynamoConnectionStore, PROVIDER_ACCOUNT_ATTRIBUTE};
 
 /// A connection store failure (transient: retry later), with its cause.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,17 @@ pub struct Connection {
     /// The optimistic-concurrency token: every write increments it.
     #[serde(skip)]
     pub version: u64,
+}
+
+impl Connection {
+    /// The provider account this connection stands for, as the provider's webhooks name
+    /// it: what the account index keys it under, so that the consumer stamps its events
+    /// with this connection and its tenant. `None`: nothing to index (the catalog names
+    /// no account for the provider). The index entry goes with the connection: written
+    /// with every store of it, gone when it is deleted.
+    pub fn provider_account(&self) -> Option<super::provider_account::ProviderAccount> {
+        super::provider_account::of(self)
+    }
 }
 
 /// Storage of connections and of each provider's lifetime observations.

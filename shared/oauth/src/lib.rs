@@ -15,6 +15,7 @@ pub mod discovery;
 mod flow;
 pub mod log;
 mod provider;
+mod provider_account;
 pub mod session;
 pub mod settings;
 mod state;
@@ -33,7 +34,8 @@ use sha2::{Digest, Sha256};
 pub use connections::{
     Connection, ConnectionState, ConnectionStore, ConnectionStoreError, DynamoConnectionStore,
     InMemoryConnectionStore, Lease, LifetimeObservation, OBSERVATION_WINDOW_SECONDS,
-    UnreadableConnection, check_connection_store_contract, sample_connection,
+    PROVIDER_ACCOUNT_ATTRIBUTE, UnreadableConnection, check_connection_store_contract,
+    sample_connection,
 };
 pub use flow::{
     CallbackOutcome, CallbackQuery, ConnectFlow, ConnectionSetup, ConnectionSetupError, FlowError,
@@ -43,6 +45,7 @@ pub use provider::{
     ClientCredentials, CredentialsError, OAuthCredentials, ProviderClient, SecretCredentials,
     TokenError, TokenResponse,
 };
+pub use provider_account::ProviderAccount;
 pub use session::{
     ConnectSession, ConnectSessionRequest, ConnectSessionStore, ConnectSessions,
     DynamoConnectSessionStore, EndUser, InMemoryConnectSessionStore, MintedSession, SessionTake,

@@ -1,5 +1,5 @@
-//! The DynamoDB adapter of [`ConnectionStore`]: connections as items with two indexes
-//! (by tenant, by refresh time), each change a `PutItem` conditional on the stored
+//! The DynamoDB adapter of [`ConnectionStore`]: connections as items with three indexes
+//! (by tenant, by refresh time, by provider account), each change a `PutItem` conditional on the stored
 //! version, a provider's lifetime observations as one more versioned item. The vault
 //! and the flows over it know nothing of it; it meets the same contract as the
 //! in-memory store ([`super::check_connection_store_contract`], run on the emulator in
@@ -18,9 +18,17 @@ use super::{
     OBSERVATION_WINDOW_SECONDS, UnreadableConnection, merge_observation,
 };
 
+/// The attribute holding a connection's `<provider>#<account>`
+/// ([`Connection::provider_account`]), the key of the table's `by-provider-account`
+/// index; `junction_pipeline::accounts::PROVIDER_ACCOUNT_ATTRIBUTE` reads it.
+pub const PROVIDER_ACCOUNT_ATTRIBUTE: &str = "provider_account";
+
 /// DynamoDB: item `id` (key), `version`, `tenant` + `created_at` (index `by-tenant`),
 /// `state` + `refresh_at` (index `by-refresh`, present only while a refresh is due
-/// some day), `tokens` (sealed, base64), `doc` (the rest, JSON). A provider's lifetime
+/// some day), [`PROVIDER_ACCOUNT_ATTRIBUTE`] + `created_at` (index
+/// `by-provider-account`, projecting `tenant` only: the account index the event
+/// consumer reads, present only on a connection with a provider account),
+/// `tokens` (sealed, base64), `doc` (the rest, JSON). A provider's lifetime
 /// observations are one item `id = lifetime#<provider>` with `version`, `doc` (JSON
 /// `{"observations": [...]}`) and `expires_at` (the table's TTL attribute: the newest
 /// observation's time plus the window); it has none of the indexes' attributes, so
@@ -72,6 +80,14 @@ impl DynamoConnectionStore {
         }
         if let Some(at) = connection.refresh_at {
             item.insert("refresh_at".to_owned(), AttributeValue::N(at.to_string()));
+        }
+        // Every write is a whole item: a changed account moves the index entry, and
+        // deleting the connection removes it.
+        if let Some(account) = connection.provider_account() {
+            item.insert(
+                PROVIDER_ACCOUNT_ATTRIBUTE.to_owned(),
+                AttributeValue::S(account.key()),
+            );
         }
         Ok(item)
     }
