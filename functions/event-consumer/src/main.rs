@@ -10,6 +10,7 @@ use junction_aws::config::{load_aws_config, load_catalog, process_env};
 use junction_aws::events::EventBridgeBus;
 use junction_aws::payloads::S3PayloadStore;
 use junction_aws::queue::SqsRetryScheduler;
+use junction_pipeline::accounts::{CachedAccountIndex, DynamoAccountIndex};
 use junction_pipeline::consumer::{Consumer, InboundMessage, Ports};
 use junction_pipeline::dead_letters::DynamoDeadLetterNotes;
 use junction_pipeline::idempotency::{DynamoIdempotencyStore, Idempotency};
@@ -24,7 +25,11 @@ use lambda_runtime::{LambdaEvent, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let settings = EventConsumerSettings::from_env(&process_env())?;
+    // The connections table, read through its provider-account index only (and a
+    // connection's tenant): whose each delivery is.
+    let connections_table = process_env().required("CONNECTIONS_TABLE")?;
     let aws = load_aws_config().await;
+    let clock = Arc::new(SystemClock);
     let consumer = Consumer::new(
         load_catalog(&aws, &process_env()).await?,
         Idempotency::new(
@@ -36,11 +41,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             bus: Arc::new(EventBridgeBus::from_config(&aws, settings.event_bus)),
             payloads: Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
             retries: Arc::new(SqsRetryScheduler::from_config(&aws, settings.queue_url)),
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
         },
         settings.backoff,
     )
     .with_field_priority(settings.field_priority)
+    // Cached per warm container, briefly (accounts::FOUND_TTL, MISSING_TTL).
+    .with_account_index(Arc::new(CachedAccountIndex::new(
+        Arc::new(DynamoAccountIndex::from_config(&aws, connections_table)),
+        clock,
+    )))
     .with_max_receive_count(settings.max_receive_count)
     // The last failure's reason, for `junction dlq list`: on the idempotency table (the
     // role's PutItem on it).
