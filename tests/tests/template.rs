@@ -934,3 +934,107 @@ fn the_http_api_logs_each_request_to_a_retained_group_without_query_strings() {
         "no query string in access logs (OAuth callbacks carry code and state): {format}"
     );
 }
+
+/// Issue 24, part 4: the account index is the connections table's `by-provider-account`
+/// index, keyed by the attribute the connection store writes and the consumer's adapter
+/// reads, projecting the keys and the tenant only; the consumer finds it in its
+/// environment, and may query that index and read a connection's `id` and `tenant`,
+/// nothing else of the table (its tokens above all).
+#[test]
+fn the_consumer_reads_the_account_index_and_a_connection_s_tenant_and_nothing_else_of_it() {
+    use junction_pipeline::accounts::{PROVIDER_ACCOUNT_ATTRIBUTE, PROVIDER_ACCOUNT_INDEX};
+    assert_eq!(
+        junction_oauth::PROVIDER_ACCOUNT_ATTRIBUTE,
+        PROVIDER_ACCOUNT_ATTRIBUTE,
+        "the writer's and the reader's attribute"
+    );
+    let table = &resource("ConnectionsTable")["Properties"];
+    let index = table["GlobalSecondaryIndexes"]
+        .as_array()
+        .expect("indexes")
+        .iter()
+        .find(|index| index["IndexName"] == PROVIDER_ACCOUNT_INDEX)
+        .expect("the account index");
+    assert_eq!(
+        index["KeySchema"],
+        serde_json::json!([
+            { "AttributeName": PROVIDER_ACCOUNT_ATTRIBUTE, "KeyType": "HASH" },
+            { "AttributeName": "created_at", "KeyType": "RANGE" },
+        ])
+    );
+    assert_eq!(
+        index["Projection"],
+        serde_json::json!({ "ProjectionType": "INCLUDE", "NonKeyAttributes": ["tenant"] }),
+        "keys and tenant: no tokens, no connection document"
+    );
+    assert!(
+        table["AttributeDefinitions"]
+            .as_array()
+            .expect("attributes")
+            .contains(&serde_json::json!({
+                "AttributeName": PROVIDER_ACCOUNT_ATTRIBUTE,
+                "AttributeType": "S"
+            }))
+    );
+    assert_eq!(
+        resource("EventConsumerFunction")["Properties"]["Environment"]["Variables"]["CONNECTIONS_TABLE"],
+        serde_json::json!({ "Ref": "ConnectionsTable" })
+    );
+
+    let consumer = role_of("EventConsumerFunction");
+    let index_arn = serde_json::json!({
+        "Fn::Sub": format!("${{ConnectionsTable.Arn}}/index/{PROVIDER_ACCOUNT_INDEX}")
+    });
+    let table_arn = serde_json::json!({ "Fn::GetAtt": ["ConnectionsTable", "Arn"] });
+    let mut granted = BTreeSet::new();
+    for (holder, statement) in identity_statements() {
+        let resources = one_or_many(&statement["Resource"]);
+        let on_connections = resources.iter().any(|resource| {
+            *resource == &Value::String("*".into())
+                || resource.to_string().contains("ConnectionsTable")
+        });
+        if holder != consumer || !on_connections {
+            continue;
+        }
+        for action in [
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:Query",
+            "dynamodb:Scan",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:PartiQLSelect",
+        ] {
+            if !allows(statement, action) {
+                continue;
+            }
+            granted.insert(action);
+            match action {
+                "dynamodb:Query" => assert_eq!(
+                    resources,
+                    [&index_arn],
+                    "the consumer queries the account index only: {statement}"
+                ),
+                "dynamodb:GetItem" => {
+                    assert_eq!(resources, [&table_arn], "{statement}");
+                    assert_eq!(
+                        statement["Condition"],
+                        serde_json::json!({
+                            "ForAllValues:StringEquals": { "dynamodb:Attributes": ["id", "tenant"] },
+                            "StringEqualsIfExists": { "dynamodb:Select": "SPECIFIC_ATTRIBUTES" },
+                        }),
+                        "a connection's id and tenant, no other attribute: {statement}"
+                    );
+                }
+                other => panic!("the consumer may not {other} the connections: {statement}"),
+            }
+        }
+    }
+    assert_eq!(
+        granted,
+        BTreeSet::from(["dynamodb:GetItem", "dynamodb:Query"]),
+        "what the consumer's account index calls"
+    );
+}
