@@ -116,9 +116,20 @@ struct UpArgs {
     no_jwt_keys: bool,
 }
 
+/// Errors are printed as their chain of causes, never with a backtrace (`anyhow`'s
+/// `Debug`, which `RUST_BACKTRACE` turns on, is for bugs, not for a user's mistake).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("junction-local: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let root = repo_root();
     match cli.command {
         Command::Up(args) => up(root, cli.stack_name, args).await,
