@@ -20,6 +20,38 @@ pub struct ApiSpec {
     /// GraphQL `errors`), tried in order; the first match decides.
     #[serde(default)]
     pub error_rules: Vec<ErrorRule>,
+    /// One cheap authenticated call ("who am I") that proves a connection works:
+    /// what `POST …/connections/{id}/test` sends. `None`: the provider cannot be tested.
+    #[serde(default)]
+    pub test_request: Option<TestRequest>,
+}
+
+/// A request relative to the API base, with no body: the connection test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// `GET` or `POST` (Slack's Web API methods take a body-less `POST`).
+    pub method: TestMethod,
+    /// The path after `base_url`, starting with `/` (GitHub `/user`).
+    pub path: String,
+}
+
+/// The methods a connection test may use: neither changes anything at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TestMethod {
+    #[serde(rename = "GET")]
+    Get,
+    #[serde(rename = "POST")]
+    Post,
+}
+
+impl TestMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestMethod::Get => "GET",
+            TestMethod::Post => "POST",
+        }
+    }
 }
 
 /// A client-side rate limit.
@@ -97,6 +129,26 @@ impl ApiSpec {
                 return Err(("api.base_url".into(), "must not end with /".into()));
             }
         }
+        if let Some(test) = &self.test_request {
+            if self.base_url.is_none() {
+                return Err(("api.test_request".into(), "needs api.base_url".into()));
+            }
+            // A path, never a URL of its own: the token goes to the API base's host only.
+            let path = &test.path;
+            if !path.starts_with('/')
+                || path.starts_with("//")
+                || path.contains("://")
+                || path.split(['/', '?']).any(|segment| segment == "..")
+                || path
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '#' || c == '\\')
+            {
+                return Err((
+                    "api.test_request.path".into(),
+                    "must be a path starting with / (no host, no .., no #)".into(),
+                ));
+            }
+        }
         if self.rate_limit.burst == 0 {
             return Err(("api.rate_limit.burst".into(), "must be at least 1".into()));
         }
@@ -115,5 +167,40 @@ impl ApiSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(test: &str) -> ApiSpec {
+        toml::from_str(&format!(
+            "base_url = \"https://api.example.com\"\nrate_limit = {{ requests_per_second = 1.0, burst = 1, scope = \"provider\" }}\n{test}"
+        ))
+        .expect("spec")
+    }
+
+    #[test]
+    fn a_test_request_is_a_path_on_the_api_base() {
+        let ok = spec(r#"test_request = { method = "GET", path = "/user" }"#);
+        assert_eq!(ok.check(super::super::EndpointRules::default()), Ok(()));
+        for path in [
+            "user",
+            "//evil.example",
+            "https://evil.example/",
+            "/a/../b",
+            "/a#b",
+        ] {
+            let bad = spec(&format!(
+                r#"test_request = {{ method = "GET", path = "{path}" }}"#
+            ));
+            assert_eq!(
+                bad.check(super::super::EndpointRules::default())
+                    .map_err(|(field, _)| field),
+                Err("api.test_request.path".to_owned()),
+                "{path}"
+            );
+        }
     }
 }
