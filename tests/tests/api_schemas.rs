@@ -23,7 +23,9 @@ use junction_aws::clock::FixedClock;
 use junction_aws::crypto::InMemoryKeyService;
 use junction_aws::events::InMemoryEventBus;
 use junction_aws::secrets::InMemorySecretSource;
-use junction_oauth::testing::{BASE, RETURN_TO, fake_catalog, flow_settings, harness};
+use junction_oauth::testing::{
+    BASE, RETURN_TO, fake_catalog, flow_settings, harness, harness_with,
+};
 use junction_oauth::web::{self, HttpReply, ManagementRoute};
 use junction_oauth::{
     ConnectSession, ConnectSessionStore, ConnectSessions, Connection, ConnectionState,
@@ -31,6 +33,7 @@ use junction_oauth::{
     SecretCredentials, SessionTake, TokenVault, UnreadableConnection, VaultSettings,
     sample_connection,
 };
+use junction_outbound::{InMemorySharedState, OutboundClient, connection_test};
 use local_stack::emulator::ensure_venv;
 use schema_support::{OPENAPI, Schemas, check, file_uri, read_yaml, repo};
 use serde_json::{Value, json};
@@ -207,6 +210,19 @@ impl ConnectSessionStore for DownSessions {
 struct Api {
     vault: TokenVault,
     sessions: ConnectSessions,
+    /// The outbound client the connection test calls the provider through.
+    client: OutboundClient,
+}
+
+/// The outbound client over `vault`, as `functions/connections` builds it (in-memory
+/// shared state).
+fn outbound(vault: &TokenVault) -> OutboundClient {
+    OutboundClient::new(
+        vault.catalog(),
+        vault.clone(),
+        Arc::new(InMemorySharedState::default()),
+        Arc::new(junction_aws::clock::SystemClock),
+    )
 }
 
 /// One request: the route (method and path template, as API Gateway's route key names
@@ -247,6 +263,17 @@ impl Api {
                     request.method,
                     request.id,
                     &query,
+                )
+                .await
+            }
+            Some(ManagementRoute::ConnectionTest) => {
+                connection_test::connection_test_route(
+                    &self.client,
+                    &self.vault,
+                    request.tenant,
+                    request.method,
+                    request.id.unwrap_or_default(),
+                    std::time::Instant::now() + std::time::Duration::from_secs(12),
                 )
                 .await
             }
@@ -302,6 +329,15 @@ fn request_schema(openapi: &Value, method: &str, route: &str) -> String {
 const SESSIONS: &str = "/v1/tenants/{tenant}/connect-sessions";
 const LIST: &str = "/v1/tenants/{tenant}/connections";
 const ONE: &str = "/v1/tenants/{tenant}/connections/{id}";
+const TEST: &str = "/v1/tenants/{tenant}/connections/{id}/test";
+
+/// A provider API with a connection test (`GET /me` on the fake provider's API).
+const TESTABLE_API: &str = r#"
+[api]
+base_url = "{provider_api}"
+rate_limit = { requests_per_second = 100.0, burst = 20, scope = "connection" }
+test_request = { method = "GET", path = "/me" }
+"#;
 
 #[tokio::test]
 async fn every_response_matches_the_documented_schema_for_its_status() {
@@ -325,6 +361,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
     stranded.last_successful_sync = Some(1_790_000_100);
     stranded.last_error = Some("needs_reauth: invalid_grant".into());
     stranded.last_error_at = Some(1_790_000_200);
+    stranded.last_verified_at = Some(1_790_000_050);
     stranded.stated_lifetime = None;
     stranded.refresh_at = None;
     h.connections.insert(&stranded).await.expect("inserted");
@@ -332,6 +369,43 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
     let api = Api {
         vault: h.vault.clone(),
         sessions: ConnectSessions::new(h.vault.clone(), h.sessions.clone(), flow_settings()),
+        client: outbound(&h.vault),
+    };
+    // AND a provider with a connection test, its connection, and one in need of a
+    // reconnect; the provider refuses the first test call for good (a 400).
+    let testable = harness_with(fake_provider::AuthServerConfig::default(), TESTABLE_API).await;
+    testable
+        .server
+        .serve_provider_api(|_| fake_provider::ScriptedResponse {
+            status: 200,
+            body: r#"{"id":"test-user"}"#.into(),
+            ..fake_provider::ScriptedResponse::default()
+        });
+    testable
+        .server
+        .script_api([fake_provider::ScriptedResponse {
+            status: 400,
+            body: r#"{"message":"nope"}"#.into(),
+            ..fake_provider::ScriptedResponse::default()
+        }]);
+    let tested = testable.connect().await;
+    let mut lapsed = sample_connection("conn_lapsed", "tenant-1", 1_790_000_000);
+    lapsed.provider = "fakeauth".into();
+    lapsed.state = ConnectionState::NeedsReauth;
+    lapsed.last_error = Some("needs_reauth: invalid_grant".into());
+    testable
+        .connections
+        .insert(&lapsed)
+        .await
+        .expect("inserted");
+    let testable_api = Api {
+        vault: testable.vault.clone(),
+        sessions: ConnectSessions::new(
+            testable.vault.clone(),
+            testable.sessions.clone(),
+            flow_settings(),
+        ),
+        client: outbound(&testable.vault),
     };
     // AND the same API with its tables unreachable.
     let down_vault = TokenVault::new(
@@ -348,6 +422,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         VaultSettings::default(),
     );
     let down_api = Api {
+        client: outbound(&down_vault),
         vault: down_vault,
         sessions: ConnectSessions::new(h.vault.clone(), Arc::new(DownSessions), flow_settings()),
     };
@@ -383,6 +458,14 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         tenant,
         id: Some(id),
         query,
+        body: Vec::new(),
+    };
+    let test = |tenant, id| Request {
+        method: "POST",
+        route: TEST,
+        tenant,
+        id: Some(id),
+        query: &[],
         body: Vec::new(),
     };
     let minimal = json!({ "provider": "fakeauth", "return_to": RETURN_TO });
@@ -526,6 +609,43 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
             404,
         ),
         ("a bad tenant", &api, delete("a/b", &connected, &[]), 400),
+        (
+            "the provider refuses the test call",
+            &testable_api,
+            test("tenant-1", &tested),
+            502,
+        ),
+        (
+            "a working connection",
+            &testable_api,
+            test("tenant-1", &tested),
+            200,
+        ),
+        (
+            "a connection that needs a reconnect",
+            &testable_api,
+            test("tenant-1", "conn_lapsed"),
+            409,
+        ),
+        (
+            "a provider without a test request",
+            &api,
+            test("tenant-1", "conn_stranded"),
+            422,
+        ),
+        (
+            "another tenant's connection",
+            &testable_api,
+            test("tenant-2", &tested),
+            404,
+        ),
+        ("a bad tenant", &testable_api, test("a b", &tested), 400),
+        (
+            "the connections table down",
+            &down_api,
+            test("tenant-1", &tested),
+            503,
+        ),
         (
             "the connections table down",
             &down_api,

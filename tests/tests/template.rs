@@ -137,6 +137,7 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         ("GET", "/v1/tenants/{tenant}/connections"),
         ("GET", "/v1/tenants/{tenant}/connections/{id}"),
         ("DELETE", "/v1/tenants/{tenant}/connections/{id}"),
+        ("POST", "/v1/tenants/{tenant}/connections/{id}/test"),
     ] {
         assert!(
             routes.contains(&(method.into(), path.into())),
@@ -596,7 +597,12 @@ fn the_key_policy_names_each_function_role_and_the_account_only_administers() {
     // `with_tokens` seals (GenerateDataKey), `tokens` opens (Decrypt).
     let needs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::from([
         ("OAuthFunction", BTreeSet::from(["kms:GenerateDataKey"])),
-        ("ConnectionsFunction", BTreeSet::from(["kms:Decrypt"])),
+        // The management API opens tokens to revoke and to test a connection, and
+        // seals the new ones when the test's 401 refreshes.
+        (
+            "ConnectionsFunction",
+            BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey"]),
+        ),
         (
             "TokenRefresherFunction",
             BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey"]),

@@ -1,18 +1,30 @@
 //! connections: the management API under `/v1/tenants/{tenant}/` (`POST
-//! …/connect-sessions`, `GET …/connections`, `GET` and `DELETE …/connections/{id}`),
+//! …/connect-sessions`, `GET …/connections`, `GET` and `DELETE …/connections/{id}`,
+//! `POST …/connections/{id}/test`),
 //! behind IAM authorization in the template: no unauthenticated caller reaches it, so
 //! only the product's backend can mint the connect sessions `start` requires, and a
 //! policy on the path can limit a backend to one tenant. The logic is
-//! `junction_oauth::web`.
+//! `junction_oauth::web`, and for the connection test (a provider call through the
+//! outbound client) `junction_outbound::connection_test`.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use junction_aws::clock::SystemClock;
 use junction_aws::config::{load_aws_config, load_catalog, process_env};
 use junction_oauth::settings::{ConnectSessionSettings, OAuthSettings};
 use junction_oauth::web::{self, HttpReply, ManagementRoute};
 use junction_oauth::{ConnectSessions, DynamoConnectSessionStore, FlowSettings, aws_vault};
+use junction_outbound::{DynamoSharedState, OutboundClient, connection_test};
 use junction_telemetry as telemetry;
 use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
+
+/// How long a connection test may take: the template's `Timeout` (15 s) less a margin
+/// to store its outcome and answer.
+const TEST_BUDGET: Duration = Duration::from_secs(12);
 
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
@@ -23,7 +35,19 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = OAuthSettings::from_env(&env)?;
     let session_settings = ConnectSessionSettings::from_env(&env)?;
     let aws = load_aws_config().await;
-    let vault = aws_vault(&aws, load_catalog(&aws, &env).await?, &settings);
+    let catalog = load_catalog(&aws, &env).await?;
+    let vault = aws_vault(&aws, catalog, &settings);
+    // The connection test's provider call shares the rate-limit buckets and circuit
+    // breakers of every other outbound call.
+    let client = OutboundClient::new(
+        catalog,
+        vault.clone(),
+        Arc::new(DynamoSharedState::from_config(
+            &aws,
+            env.required("OUTBOUND_STATE_TABLE")?,
+        )),
+        Arc::new(SystemClock),
+    );
     let sessions = ConnectSessions::new(
         vault.clone(),
         Arc::new(DynamoConnectSessionStore::from_config(
@@ -35,8 +59,12 @@ async fn main() -> Result<(), lambda_http::Error> {
             default_return_to: session_settings.default_return_to,
         },
     );
-    let (vault, sessions, public_base_url) =
-        (&vault, &sessions, settings.public_base_url.as_deref());
+    let (vault, sessions, client, public_base_url) = (
+        &vault,
+        &sessions,
+        &client,
+        settings.public_base_url.as_deref(),
+    );
     lambda_http::run(service_fn(move |request: Request| async move {
         let id = request.path_parameters().first("id").map(str::to_owned);
         let tenant = request
@@ -78,6 +106,17 @@ async fn main() -> Result<(), lambda_http::Error> {
                     .into_iter()
                     .collect();
                 web::connections_route(vault, &tenant, method, id.as_deref(), &query).await
+            }
+            Some(ManagementRoute::ConnectionTest) => {
+                connection_test::connection_test_route(
+                    client,
+                    vault,
+                    &tenant,
+                    method,
+                    id.as_deref().unwrap_or_default(),
+                    Instant::now() + TEST_BUDGET,
+                )
+                .await
             }
             // Only the template's routes reach this function.
             None => HttpReply {

@@ -146,6 +146,10 @@ pub struct Connection {
     /// The last error (a code and a short reason, never a token), and when.
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
+    /// Last time a connection test (`POST …/connections/{id}/test`) succeeded (Unix
+    /// seconds). Absent in records stored before tests existed.
+    #[serde(default)]
+    pub last_verified_at: Option<i64>,
     /// The optimistic-concurrency token: every write increments it.
     #[serde(skip)]
     pub version: u64,
@@ -391,6 +395,7 @@ pub fn sample_connection(id: &str, tenant: &str, created_at: i64) -> Connection 
         last_successful_sync: None,
         last_error: None,
         last_error_at: None,
+        last_verified_at: None,
         version: 1,
     }
 }
@@ -415,7 +420,13 @@ pub async fn check_connection_store_contract(store: &dyn ConnectionStore) {
     let mut next = read.clone();
     next.version += 1;
     next.last_error = Some("rate_limited".into());
+    next.last_verified_at = Some(1_500);
     assert!(store.replace(&next, read.version).await.expect("replace"));
+    assert_eq!(
+        store.get("conn_contract_1").await.expect("get"),
+        Some(next.clone()),
+        "a replace keeps every field, the last test's time included"
+    );
     assert!(
         !store.replace(&next, read.version).await.expect("replace"),
         "a stale version loses"

@@ -646,6 +646,7 @@ impl ConnectFlow {
                     last_successful_sync: None,
                     last_error: None,
                     last_error_at: None,
+                    last_verified_at: None,
                     version: 0,
                 };
                 let connection = self

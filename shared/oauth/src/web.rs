@@ -11,7 +11,10 @@
 //!   `/v1/tenants/{tenant}` so that an IAM policy can grant a backend one tenant:
 //!   `POST …/connect-sessions`, `GET …/connections`, `GET …/connections/{id}` and
 //!   `DELETE …/connections/{id}` (`?force=true` deletes without revoking). Another
-//!   tenant's connection answers exactly as a nonexistent one.
+//!   tenant's connection answers exactly as a nonexistent one. `POST
+//!   …/connections/{id}/test` is dispatched here too; its provider call needs the
+//!   outbound client, which depends on this crate, so it runs in
+//!   `junction_outbound::connection_test` and uses [`tenant_connection_or_reply`].
 
 use std::collections::BTreeMap;
 
@@ -79,7 +82,8 @@ impl HttpReply {
         }
     }
 
-    fn json(status: u16, body: serde_json::Value) -> Self {
+    /// A JSON reply, never cached: what every management route answers.
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
         HttpReply {
             status,
             headers: vec![
@@ -205,6 +209,7 @@ pub fn connection_view(connection: &Connection) -> serde_json::Value {
         "last_successful_sync": time(connection.last_successful_sync),
         "last_error": connection.last_error,
         "last_error_at": time(connection.last_error_at),
+        "last_verified_at": time(connection.last_verified_at),
         "created_at": time(Some(connection.created_at)),
     })
 }
@@ -238,13 +243,16 @@ pub enum ManagementRoute {
     Connections,
     /// `GET` and `DELETE /v1/tenants/{tenant}/connections/{id}`.
     Connection,
+    /// `POST /v1/tenants/{tenant}/connections/{id}/test`.
+    ConnectionTest,
 }
 
 impl ManagementRoute {
-    pub const ALL: [ManagementRoute; 3] = [
+    pub const ALL: [ManagementRoute; 4] = [
         ManagementRoute::ConnectSessions,
         ManagementRoute::Connections,
         ManagementRoute::Connection,
+        ManagementRoute::ConnectionTest,
     ];
 
     /// The route's path, as the template and API Gateway's route keys spell it.
@@ -253,6 +261,7 @@ impl ManagementRoute {
             ManagementRoute::ConnectSessions => "/v1/tenants/{tenant}/connect-sessions",
             ManagementRoute::Connections => "/v1/tenants/{tenant}/connections",
             ManagementRoute::Connection => "/v1/tenants/{tenant}/connections/{id}",
+            ManagementRoute::ConnectionTest => "/v1/tenants/{tenant}/connections/{id}/test",
         }
     }
 
@@ -298,6 +307,83 @@ async fn tenant_connection(
         Ok(_) => Err(VaultError::NotFound(id.to_owned())),
         Err(err) => Err(VaultError::Unavailable(super::error_chain(&err))),
     }
+}
+
+/// The connection `id` if the path's `tenant` is valid and owns it, else the reply that
+/// says why not: 400 for a tenant no path could name, 404 for another tenant's
+/// connection exactly as for a nonexistent one, 503 when the store is unavailable.
+/// For routes that live outside this crate (the connection test).
+pub async fn tenant_connection_or_reply(
+    vault: &TokenVault,
+    tenant: &str,
+    id: &str,
+) -> Result<Connection, HttpReply> {
+    let tenant = path_tenant(tenant)?;
+    tenant_connection(vault, tenant, id)
+        .await
+        .map_err(|err| vault_error(&err))
+}
+
+/// The management API's answer for a vault error (503 with its cause only in the log).
+pub fn vault_error_reply(err: &VaultError) -> HttpReply {
+    vault_error(err)
+}
+
+/// What a connection test (`POST …/connections/{id}/test`) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestOutcome {
+    /// The provider answered the test call: the connection works.
+    Verified,
+    /// It did not; a short reason (a code, never the provider's body).
+    Failed(String),
+}
+
+/// How often a conflicting write of a test's outcome is retried (the refresher or a
+/// poll worker updated the connection meanwhile).
+const RECORD_ATTEMPTS: usize = 3;
+
+/// Records a connection test's outcome on connection `id`, through the store port with
+/// an optimistic replace: `last_verified_at` (and no `last_error`: the connection works
+/// now), or `last_error` and `last_error_at`. The stored connection.
+pub async fn record_connection_test(
+    vault: &TokenVault,
+    id: &str,
+    outcome: &TestOutcome,
+) -> Result<Connection, VaultError> {
+    let unavailable =
+        |err: super::ConnectionStoreError| VaultError::Unavailable(super::error_chain(&err));
+    for _ in 0..RECORD_ATTEMPTS {
+        let current = vault
+            .connections
+            .get(id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| VaultError::NotFound(id.to_owned()))?;
+        let now = vault.clock.now().unix_timestamp();
+        let mut next = current.clone();
+        match outcome {
+            TestOutcome::Verified => {
+                next.last_verified_at = Some(now);
+                next.last_error = None;
+            }
+            TestOutcome::Failed(reason) => {
+                next.last_error = Some(format!("connection_test: {reason}"));
+                next.last_error_at = Some(now);
+            }
+        }
+        next.version = current.version + 1;
+        if vault
+            .connections
+            .replace(&next, current.version)
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(next);
+        }
+    }
+    Err(VaultError::Unavailable(format!(
+        "connection {id} kept changing while its test's outcome was stored"
+    )))
 }
 
 /// `GET /v1/tenants/{tenant}/connections` (`id` absent), `GET` and `DELETE
@@ -655,6 +741,10 @@ mod tests {
             (
                 "DELETE /v1/tenants/{tenant}/connections/{id}",
                 Some(ManagementRoute::Connection),
+            ),
+            (
+                "POST /v1/tenants/{tenant}/connections/{id}/test",
+                Some(ManagementRoute::ConnectionTest),
             ),
             ("GET /connections/{id}", None),
             ("POST /v1/connect-sessions", None),

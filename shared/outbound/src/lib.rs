@@ -6,6 +6,7 @@
 //! metrics) is issue 7's remaining work.
 
 pub mod client;
+pub mod connection_test;
 pub mod limiter;
 pub mod limits;
 pub mod log;
