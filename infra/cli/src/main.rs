@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use junction_catalog::EndpointRules;
 use junction_cli::{
     connect::{ApiAuth, create_session, parse_params},
     connections::{connection_table, connections_in, find_stack_table, stack_table},
@@ -25,7 +26,6 @@ use junction_cli::{
     stack_catalog::{OverlaySource, StackCatalog, stack_catalog},
     webhook::{post, sign_webhook, sign_webhook_for_public_url, signing_key, webhook_url},
 };
-use junction_catalog::EndpointRules;
 use junction_pipeline::dead_letters::DynamoDeadLetterNotes;
 use junction_webhooks::SigningSecret;
 use time::OffsetDateTime;

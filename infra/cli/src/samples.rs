@@ -3,8 +3,8 @@
 //! examples, trimmed; ids and timestamps are fresh on every call so deliveries are not
 //! deduplicated away and replay windows pass.
 
-use serde_json::json;
 use junction_catalog::Provider;
+use serde_json::json;
 use time::OffsetDateTime;
 
 /// A delivery before signing.
