@@ -469,10 +469,10 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
             stack.api_url()
         );
     }
-    println!("  cargo run -q -p junction-cli -- send-webhook github");
-    println!("  cargo run -q -p junction-cli -- status");
+    println!("  infra/junction send-webhook github");
+    println!("  infra/junction status");
     println!(
-        "  JUNCTION_LOCAL_IAM_KEY={} cargo run -q -p junction-cli -- connect <provider> --tenant acme --return-to https://app.example.com/integrations",
+        "  JUNCTION_LOCAL_IAM_KEY={} infra/junction connect <provider> --tenant acme --return-to https://app.example.com/integrations",
         stack.local_iam_key()
     );
     println!();
