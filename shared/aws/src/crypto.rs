@@ -201,26 +201,72 @@ fn aes_open(
         .map_err(|_| CryptoError::Mismatch)
 }
 
-/// A secret string (token, client secret): wiped on drop, never printed, serialized as
-/// its value only where it is about to be sealed or sent.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(Zeroizing<String>);
+/// A secret string (token, client secret, PKCE verifier): a [`secrecy::SecretString`],
+/// wiped on drop, printed as `[redacted]`, and neither comparable with `==` nor
+/// serializable. The two records that must store one (the sealed token set, a pending
+/// authorization) opt in field by field with [`stored`].
+#[derive(Clone)]
+pub struct SecretString(secrecy::SecretString);
 
 impl SecretString {
     pub fn new(value: impl Into<String>) -> Self {
-        SecretString(Zeroizing::new(value.into()))
+        SecretString(secrecy::SecretString::from(value.into()))
     }
 
     /// The value, for the one place that must send it.
     pub fn expose(&self) -> &str {
-        &self.0
+        use secrecy::ExposeSecret as _;
+        self.0.expose_secret()
     }
 }
 
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// `#[serde(with = "stored")]` for a [`SecretString`] field of a record that is stored
+/// (sealed, or in a server-side table): the one deliberate way a secret is serialized.
+pub mod stored {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use super::SecretString;
+
+    pub fn serialize<S: Serializer>(
+        secret: &SecretString,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(secret.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SecretString, D::Error> {
+        String::deserialize(deserializer).map(SecretString::new)
+    }
+
+    /// The same for an `Option<SecretString>` field.
+    pub mod option {
+        use serde::{Deserialize as _, Deserializer, Serializer};
+
+        use super::SecretString;
+
+        pub fn serialize<S: Serializer>(
+            secret: &Option<SecretString>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match secret {
+                Some(secret) => serializer.serialize_some(secret.expose()),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<SecretString>, D::Error> {
+            Option::<String>::deserialize(deserializer).map(|value| value.map(SecretString::new))
+        }
     }
 }
 
@@ -443,6 +489,32 @@ mod tests {
         let keys = InMemoryKeyService::default();
         check_key_service_contract(&keys).await;
         assert_eq!(keys.calls().0, 2);
+    }
+
+    /// A record opts in to storing a secret field by field; the value round-trips.
+    #[test]
+    fn a_stored_field_round_trips_and_a_missing_option_is_none() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Record {
+            #[serde(with = "stored")]
+            token: SecretString,
+            #[serde(with = "stored::option", default)]
+            refresh: Option<SecretString>,
+        }
+        let text = serde_json::to_string(&Record {
+            token: SecretString::new("at-1"),
+            refresh: Some(SecretString::new("rt-1")),
+        })
+        .expect("json");
+        assert_eq!(text, r#"{"token":"at-1","refresh":"rt-1"}"#);
+        let back: Record = serde_json::from_str(&text).expect("back");
+        assert_eq!(back.token.expose(), "at-1");
+        assert_eq!(
+            back.refresh.as_ref().map(SecretString::expose),
+            Some("rt-1")
+        );
+        let without: Record = serde_json::from_str(r#"{"token":"at-2"}"#).expect("back");
+        assert!(without.refresh.is_none());
     }
 
     #[test]

@@ -20,8 +20,9 @@ mod dynamo;
 
 pub use dynamo::DynamoStateStore;
 
-/// What the callback needs to finish what the start began.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the callback needs to finish what the start began. Not comparable: it holds
+/// the PKCE verifier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingAuthorization {
     pub provider: String,
     pub tenant: String,
@@ -30,7 +31,9 @@ pub struct PendingAuthorization {
     /// The exact redirect URI sent to the authorize endpoint (the token call repeats it).
     pub redirect_uri: String,
     pub scopes: Vec<String>,
-    /// The PKCE verifier, where the provider takes PKCE.
+    /// The PKCE verifier, where the provider takes PKCE: stored with the state (a
+    /// server-side item that expires with it), the one place it is serialized.
+    #[serde(with = "junction_aws::crypto::stored::option", default)]
     pub pkce_verifier: Option<SecretString>,
     /// Validated URL parameters (`shop`, `tenant`, `login_domain`).
     pub params: BTreeMap<String, String>,
@@ -53,7 +56,7 @@ pub struct PendingAuthorization {
 }
 
 /// What [`StateStore::take_bound`] found.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum BoundTake {
     /// Removed and returned: the binding matched.
     Taken(Box<PendingAuthorization>),

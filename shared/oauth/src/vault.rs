@@ -55,10 +55,13 @@ use junction_aws::crypto::{CryptoError, EncryptionContext, KeyService, SecretStr
 use junction_aws::events::{CloudEvent, EventBus};
 use junction_catalog::{Catalog, OAuthSpec};
 
-/// What is sealed: the tokens, never stored in the clear.
+/// What is sealed: the tokens, never stored in the clear. The only record whose
+/// serialization exposes them, into the plaintext the data key encrypts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenSet {
+    #[serde(with = "junction_aws::crypto::stored")]
     pub access_token: SecretString,
+    #[serde(with = "junction_aws::crypto::stored::option", default)]
     pub refresh_token: Option<SecretString>,
 }
 
