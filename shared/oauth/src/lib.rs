@@ -58,23 +58,8 @@ pub use vault::{
     VaultError, VaultSettings,
 };
 
-/// An error and its causes, `outer: cause: root cause`, for a log line: SDK errors say
-/// what failed at the top (`dispatch failure`) and why only in their sources. Only for
-/// logs and operator-facing errors, never for a page a user sees.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some errors repeat their source's text in their own.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// An error and its causes, for a log line (never for a page a user sees).
+pub(crate) use junction_telemetry::error_chain;
 
 /// 256 random bits, base64url: OAuth `state` values and connection ids.
 pub fn random_token() -> String {
