@@ -47,3 +47,71 @@ pub async fn create_table(aws: &aws_config::SdkConfig, name: &str, key: &str) {
         .await
         .expect("create table");
 }
+
+/// Connects an account of `tenant` at `provider` the way a user's browser does: a connect
+/// session, `start`, the authorization server's redirect over HTTP (`http` must not
+/// follow redirects), then the callback with the browser-binding cookie. The new
+/// connection's id.
+pub async fn connect_through(
+    flow: &junction_oauth::ConnectFlow,
+    sessions: &junction_oauth::ConnectSessions,
+    http: &reqwest::Client,
+    provider: &str,
+    tenant: &str,
+    return_to: &str,
+    base: &str,
+) -> String {
+    use junction_oauth::{CallbackOutcome, CallbackQuery, ConnectSessionRequest, StartRequest};
+    let minted = sessions
+        .mint(
+            &ConnectSessionRequest {
+                tenant: tenant.into(),
+                provider: provider.into(),
+                return_to: Some(return_to.into()),
+                ..ConnectSessionRequest::default()
+            },
+            base,
+        )
+        .await
+        .expect("session");
+    let start = flow
+        .start(
+            provider,
+            &StartRequest {
+                session: Some(minted.token.expose().to_owned()),
+            },
+            base,
+        )
+        .await
+        .expect("start");
+    let response = http.get(&start.location).send().await.expect("authorize");
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("redirect to the callback")
+        .to_owned();
+    let pairs = url::Url::parse(&location)
+        .expect("url")
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let cookie = start
+        .set_cookie
+        .split(';')
+        .next()
+        .and_then(|p| p.split_once('='))
+        .map(|(_, v)| v.to_owned());
+    let query = CallbackQuery {
+        pairs,
+        binding_cookie: cookie,
+    };
+    match flow
+        .callback(provider, &query, base)
+        .await
+        .expect("callback")
+    {
+        CallbackOutcome::Connected { connection_id, .. } => connection_id,
+        other => panic!("{other:?}"),
+    }
+}

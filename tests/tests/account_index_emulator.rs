@@ -20,9 +20,8 @@ use junction_aws::retry::Backoff;
 use junction_aws::secrets::SecretsManagerSource;
 use junction_oauth::testing::{BASE, RETURN_TO, fake_catalog, flow_settings};
 use junction_oauth::{
-    CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSessionRequest, ConnectSessions,
-    DynamoConnectSessionStore, DynamoConnectionStore, DynamoStateStore, ProviderClient,
-    SecretCredentials, StartRequest, TokenVault, VaultSettings,
+    ConnectFlow, ConnectSessions, DynamoConnectSessionStore, DynamoConnectionStore,
+    DynamoStateStore, ProviderClient, SecretCredentials, TokenVault, VaultSettings,
 };
 use junction_pipeline::accounts::{
     AccountIndex, DynamoAccountIndex, PROVIDER_ACCOUNT_ATTRIBUTE, PROVIDER_ACCOUNT_INDEX,
@@ -136,66 +135,16 @@ impl Connector {
     /// A connect session for `tenant` → start → the authorization server → callback: the
     /// new connection's id.
     async fn connect(&self, tenant: &str) -> String {
-        let minted = self
-            .sessions
-            .mint(
-                &ConnectSessionRequest {
-                    tenant: tenant.into(),
-                    provider: "fakeauth".into(),
-                    return_to: Some(RETURN_TO.into()),
-                    ..ConnectSessionRequest::default()
-                },
-                BASE,
-            )
-            .await
-            .expect("session");
-        let start = self
-            .flow
-            .start(
-                "fakeauth",
-                &StartRequest {
-                    session: Some(minted.token.expose().to_owned()),
-                },
-                BASE,
-            )
-            .await
-            .expect("start");
-        let response = self
-            .http
-            .get(&start.location)
-            .send()
-            .await
-            .expect("authorize");
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .expect("redirect to the callback")
-            .to_owned();
-        let pairs = url::Url::parse(&location)
-            .expect("url")
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let cookie = start
-            .set_cookie
-            .split(';')
-            .next()
-            .and_then(|p| p.split_once('='))
-            .map(|(_, v)| v.to_owned());
-        let query = CallbackQuery {
-            pairs,
-            binding_cookie: cookie,
-        };
-        match self
-            .flow
-            .callback("fakeauth", &query, BASE)
-            .await
-            .expect("callback")
-        {
-            CallbackOutcome::Connected { connection_id, .. } => connection_id,
-            other => panic!("{other:?}"),
-        }
+        junction_tests::connect_through(
+            &self.flow,
+            &self.sessions,
+            &self.http,
+            "fakeauth",
+            tenant,
+            RETURN_TO,
+            BASE,
+        )
+        .await
     }
 }
 

@@ -18,11 +18,10 @@ use junction_aws::events::EventBridgeBus;
 use junction_aws::secrets::SecretsManagerSource;
 use junction_catalog::Catalog;
 use junction_oauth::{
-    BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSession, ConnectSessionRequest,
-    ConnectSessionStore, ConnectSessions, ConnectionStore, DynamoConnectSessionStore,
-    DynamoConnectionStore, DynamoStateStore, FlowSettings, LifetimeObservation,
-    OBSERVATION_WINDOW_SECONDS, PendingAuthorization, ProviderClient, RefreshReport,
-    SecretCredentials, SessionTake, StartRequest, StateStore, TokenVault, VaultError,
+    BoundTake, ConnectFlow, ConnectSession, ConnectSessionStore, ConnectSessions, ConnectionStore,
+    DynamoConnectSessionStore, DynamoConnectionStore, DynamoStateStore, FlowSettings,
+    LifetimeObservation, OBSERVATION_WINDOW_SECONDS, PendingAuthorization, ProviderClient,
+    RefreshReport, SecretCredentials, SessionTake, StateStore, TokenVault, VaultError,
     VaultSettings, check_connection_store_contract,
 };
 use local_stack::emulator::{Moto, StackDescription, deploy, repo_root};
@@ -355,68 +354,20 @@ async fn hub(d: &Deployed) -> Hub {
 impl Hub {
     /// A connect session → start → the authorization server over HTTP → callback.
     async fn connect(&self, tenant: &str) -> String {
-        let minted = self
-            .sessions
-            .mint(
-                &ConnectSessionRequest {
-                    tenant: tenant.into(),
-                    provider: "fakeauth".into(),
-                    return_to: Some(RETURN_TO.into()),
-                    ..ConnectSessionRequest::default()
-                },
-                BASE,
-            )
-            .await
-            .expect("session");
-        let start = self
-            .flow
-            .start(
-                "fakeauth",
-                &StartRequest {
-                    session: Some(minted.token.expose().to_owned()),
-                },
-                BASE,
-            )
-            .await
-            .expect("start");
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        let response = http.get(&start.location).send().await.expect("authorize");
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .expect("redirect to the callback")
-            .to_owned();
-        let pairs = url::Url::parse(&location)
-            .expect("url")
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let cookie = start
-            .set_cookie
-            .split(';')
-            .next()
-            .and_then(|p| p.split_once('='))
-            .map(|(_, v)| v.to_owned());
-        match self
-            .flow
-            .callback(
-                "fakeauth",
-                &CallbackQuery {
-                    pairs,
-                    binding_cookie: cookie,
-                },
-                BASE,
-            )
-            .await
-            .expect("callback")
-        {
-            CallbackOutcome::Connected { connection_id, .. } => connection_id,
-            other => panic!("{other:?}"),
-        }
+        junction_tests::connect_through(
+            &self.flow,
+            &self.sessions,
+            &http,
+            "fakeauth",
+            tenant,
+            RETURN_TO,
+            BASE,
+        )
+        .await
     }
 }
 
