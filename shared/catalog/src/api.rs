@@ -24,6 +24,12 @@ pub struct ApiSpec {
     /// what `POST …/connections/{id}/test` sends. `None`: the provider cannot be tested.
     #[serde(default)]
     pub test_request: Option<TestRequest>,
+    /// The request header the provider reads an idempotency key from (Stripe
+    /// `Idempotency-Key`): a proxied write's `idempotency_key` is passed on in it, and the
+    /// provider deduplicates, so Junction may retry the write. `None`: Junction keeps
+    /// keys itself and answers repeats from its own record.
+    #[serde(default)]
+    pub idempotency_header: Option<String>,
 }
 
 /// A request relative to the API base, with no body: the connection test.
@@ -149,6 +155,26 @@ impl ApiSpec {
                 ));
             }
         }
+        if let Some(header) = &self.idempotency_header {
+            let reserved = [
+                "authorization",
+                "cookie",
+                "host",
+                "content-length",
+                "content-type",
+            ];
+            if header.is_empty()
+                || !header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || reserved.contains(&header.to_ascii_lowercase().as_str())
+            {
+                return Err((
+                    "api.idempotency_header".into(),
+                    "must be a header name of letters, digits and - (not one Junction sets)".into(),
+                ));
+            }
+        }
         if self.rate_limit.burst == 0 {
             return Err(("api.rate_limit.burst".into(), "must be at least 1".into()));
         }
@@ -200,6 +226,21 @@ mod tests {
                     .map_err(|(field, _)| field),
                 Err("api.test_request.path".to_owned()),
                 "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_idempotency_header_is_a_plain_header_name() {
+        let ok = spec(r#"idempotency_header = "Idempotency-Key""#);
+        assert_eq!(ok.check(super::super::EndpointRules::default()), Ok(()));
+        for header in ["", "Idempotency Key", "X-Key:Host", "Authorization"] {
+            let bad = spec(&format!(r#"idempotency_header = "{header}""#));
+            assert_eq!(
+                bad.check(super::super::EndpointRules::default())
+                    .map_err(|(field, _)| field),
+                Err("api.idempotency_header".to_owned()),
+                "{header}"
             );
         }
     }

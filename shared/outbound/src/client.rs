@@ -89,13 +89,24 @@ pub struct Call<'a> {
     pub accept: &'a [u16],
 }
 
+/// The provider's last answer to a call made with [`OutboundClient::send_answered`]:
+/// the response, and what it means when it is a failure (a permanent status, an
+/// error-body rule's match, or a transient one whose retries are spent or do not fit).
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub response: ApiResponse,
+    pub failure: Option<CallFailure>,
+}
+
 /// What one attempt came to, before the stack reacts to it.
 enum Attempt {
     Succeeded(ApiResponse),
-    /// `answer`: the status and headers, when the provider answered at all.
+    /// `answer`: the status and headers, when the provider answered at all; `body`
+    /// when it was read whole.
     Failed {
         failure: CallFailure,
         answer: Option<(u16, HeaderMap)>,
+        body: Option<Vec<u8>>,
     },
 }
 
@@ -109,6 +120,8 @@ pub struct OutboundClient {
     breaker: CircuitBreaker,
     policy: RetryPolicy,
     call_timeout: Duration,
+    /// The largest response body read; a larger one is a permanent failure.
+    body_cap: usize,
 }
 
 /// No redirects: a token must not follow a response to another host.
@@ -133,6 +146,7 @@ impl OutboundClient {
         OutboundClient {
             http: http_client(CALL_TIMEOUT),
             call_timeout: CALL_TIMEOUT,
+            body_cap: API_RESPONSE_CAP,
             vault,
             catalog,
             limiter: RateLimiter::new(state.clone(), clock.clone()),
@@ -154,6 +168,17 @@ impl OutboundClient {
         self
     }
 
+    /// Another cap on response bodies (the proxy's answer must fit Lambda's response).
+    pub fn with_body_cap(mut self, cap: usize) -> Self {
+        self.body_cap = cap;
+        self
+    }
+
+    /// The retry policy in use.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
     /// The HTTP client requests are built with (it carries the timeouts).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
@@ -171,6 +196,29 @@ impl OutboundClient {
     /// Sends the request `build` makes (with the connection's token) through the stack;
     /// `build` is called once per attempt.
     pub async fn send<F>(&self, call: Call<'_>, build: F) -> Result<ApiResponse, CallError>
+    where
+        F: Fn(&reqwest::Client, &AccessToken) -> reqwest::RequestBuilder,
+    {
+        self.run(call, build, false)
+            .await
+            .map(|answered| answered.response)
+    }
+
+    /// As [`OutboundClient::send`], but a failure the provider answered with a body (a
+    /// 404, a 400 naming the bad field, a 503 whose retries are spent or whose wait does
+    /// not fit) is returned as the provider's answer, with its classification, rather
+    /// than as an error: what the proxy hands back to its caller. A 401 after the one
+    /// refresh is still [`CallError::Failed`] (the connection, not the request, is at
+    /// fault), and failures without an answer (timeouts, the breaker, the bucket) are
+    /// still errors.
+    pub async fn send_answered<F>(&self, call: Call<'_>, build: F) -> Result<Answered, CallError>
+    where
+        F: Fn(&reqwest::Client, &AccessToken) -> reqwest::RequestBuilder,
+    {
+        self.run(call, build, true).await
+    }
+
+    async fn run<F>(&self, call: Call<'_>, build: F, answers: bool) -> Result<Answered, CallError>
     where
         F: Fn(&reqwest::Client, &AccessToken) -> reqwest::RequestBuilder,
     {
@@ -227,15 +275,22 @@ impl OutboundClient {
                             .await
                             .map_err(unavailable)?;
                     }
-                    return Ok(response);
+                    return Ok(Answered {
+                        response,
+                        failure: None,
+                    });
                 }
-                Attempt::Failed { failure, answer } => (failure, answer),
+                Attempt::Failed {
+                    failure,
+                    answer,
+                    body,
+                } => (failure, answer.zip(body)),
             };
-            let status = headers.as_ref().map(|(status, _)| *status);
+            let status = headers.as_ref().map(|((status, _), _)| *status);
             self.log(call, attempt, status, started, Some(&failure));
             let provider_wait = headers
                 .as_ref()
-                .map(|(_, headers)| {
+                .map(|((_, headers), _)| {
                     RateLimitHeaders::parse(headers, time::OffsetDateTime::now_utc())
                 })
                 .and_then(|limits| limits.wait());
@@ -265,6 +320,21 @@ impl OutboundClient {
                     self.breaker.failed(&breaker).await.map_err(unavailable)?;
                 }
                 FailureClass::Unauthorized | FailureClass::Permanent => {}
+            }
+            // The caller wants the provider's answer rather than a requeue or an error.
+            if answers
+                && failure.class != FailureClass::Unauthorized
+                && !matches!(decision, Decision::Retry(_))
+                && let Some(((status, headers), body)) = headers
+            {
+                return Ok(Answered {
+                    response: ApiResponse {
+                        status,
+                        headers,
+                        body,
+                    },
+                    failure: Some(failure),
+                });
             }
             match decision {
                 // After a 429 the bucket makes the next acquire wait; no double wait.
@@ -315,6 +385,7 @@ impl OutboundClient {
                         code: kind.as_str().into(),
                     },
                     answer: None,
+                    body: None,
                 });
             }
             Err(VaultError::NeedsReauth(reason)) => return Err(CallError::NeedsReauth(reason)),
@@ -326,9 +397,12 @@ impl OutboundClient {
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let classified = match read_capped(response, API_RESPONSE_CAP).await {
+        let mut kept = None;
+        let classified = match read_capped(response, self.body_cap).await {
             Ok(body) if call.accept.contains(&status) => Ok(body),
-            Ok(body) => classify_response(rules, status, &body).map(|()| body),
+            Ok(body) => classify_response(rules, status, &body)
+                .map(|()| body.clone())
+                .inspect_err(|_| kept = Some(body.to_vec())),
             // The same page will be as large next time: not retried.
             Err(BodyError::TooLarge { cap }) => Err(CallFailure {
                 class: FailureClass::Permanent,
@@ -356,6 +430,7 @@ impl OutboundClient {
             Err(failure) => Attempt::Failed {
                 failure,
                 answer: Some((status, headers)),
+                body: kept,
             },
         })
     }

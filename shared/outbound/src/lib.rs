@@ -7,13 +7,14 @@
 
 pub mod client;
 pub mod connection_test;
+pub mod idempotency;
 pub mod limiter;
 pub mod limits;
 pub mod log;
 pub mod policy;
 pub mod shared_state;
 
-pub use client::{ApiResponse, Call, CallError, OutboundClient};
+pub use client::{Answered, ApiResponse, Call, CallError, OutboundClient};
 pub use limiter::{Admission, CircuitBreaker, Limit, RateLimiter};
 pub use shared_state::{DynamoSharedState, InMemorySharedState, SharedState, StateError};
 
