@@ -554,6 +554,73 @@ fn dedicated(provider: &str, api_version: Option<&str>, now: OffsetDateTime) -> 
                 "data": { "events": [{ "uuid": uuid(), "eventType": "user.session.start", "published": rfc3339(now) }] },
             }),
         ),
+        // getsentry/sentry `AppPlatformEvent`: headers and the
+        // {action, installation, data, actor} body.
+        "sentry" => json_sample(
+            vec![
+                ("Request-ID", hex::encode(rand::random::<[u8; 16]>())),
+                ("Sentry-Hook-Resource", "issue".to_owned()),
+                ("Sentry-Hook-Timestamp", seconds.to_string()),
+            ],
+            json!({
+                "action": "created",
+                "installation": { "uuid": uuid() },
+                "data": { "issue": { "id": digits(10), "title": "TypeError: x is undefined", "status": "unresolved" } },
+                "actor": { "type": "application", "id": "sentry", "name": "Sentry" },
+            }),
+        ),
+        // The HTTP Webhook destination's default body, {"event": …, "person": …}.
+        "posthog" => json_sample(
+            vec![],
+            json!({
+                "event": { "uuid": uuid(), "event": "$pageview", "distinct_id": uuid(), "timestamp": rfc3339(now), "properties": { "$current_url": "https://example.com/" } },
+                "person": { "id": uuid(), "properties": { "email": "user@example.com" } },
+            }),
+        ),
+        // An Airtable notification: base, webhook and timestamp only.
+        "airtable" => json_sample(
+            vec![],
+            json!({
+                "base": { "id": format!("app{}", &hex::encode(rand::random::<[u8; 7]>())[..14]) },
+                "webhook": { "id": format!("ach{}", &hex::encode(rand::random::<[u8; 7]>())[..14]) },
+                "timestamp": rfc3339(now),
+            }),
+        ),
+        // docs.crisp.chat references/web-hooks/v1, "Delivery".
+        "crisp" => json_sample(
+            vec![("X-Crisp-Request-Timestamp", millis.to_string())],
+            json!({
+                "website_id": uuid(),
+                "event": "message:send",
+                "data": { "session_id": format!("session_{}", uuid()), "type": "text", "from": "user", "content": "Hello", "fingerprint": rand::random::<u32>() },
+                "timestamp": millis,
+            }),
+        ),
+        // Pipedrive webhooks v2: {meta, data, previous}.
+        "pipedrive" => json_sample(
+            vec![],
+            json!({
+                "meta": { "id": uuid(), "action": "change", "entity": "deal", "entity_id": digits(4), "company_id": 12345, "version": "2.0", "timestamp": rfc3339(now) },
+                "data": { "id": 1, "title": "Sample deal", "status": "open", "value": 1000, "currency": "EUR" },
+                "previous": { "value": 900 },
+            }),
+        ),
+        // picqer/exact-php-client tests/WebhookTest.php's Content, with a fresh key; the
+        // HashCode is spliced in when signing.
+        "exact-online" => json_sample(
+            vec![],
+            json!({
+                "Content": { "Topic": "Items", "ClientId": uuid(), "Division": 1234567, "Action": "Update", "Key": uuid() },
+            }),
+        ),
+        // A Telegram Update (core.telegram.org/bots/api#update).
+        "telegram" => json_sample(
+            vec![],
+            json!({
+                "update_id": rand::random::<u32>(),
+                "message": { "message_id": rand::random::<u16>(), "date": seconds, "chat": { "id": 1111, "type": "private" }, "from": { "id": 1111, "is_bot": false, "first_name": "Sample" }, "text": "hello" },
+            }),
+        ),
         _ => return None,
     })
 }

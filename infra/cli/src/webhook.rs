@@ -417,6 +417,93 @@ mod tests {
         assert_eq!(jwt_providers, ["gmail", "plaid"]);
     }
 
+    /// Issue 29: `send-webhook` signs the new providers as they send: Sentry's and
+    /// Crisp's HMACs in their headers, Airtable's MAC with the base64 secret, Exact
+    /// Online's HashCode spliced into the body, Telegram's and PostHog's tokens, and
+    /// Pipedrive's HTTP Basic credentials; each verifies with the configured secret.
+    #[test]
+    fn the_issue_29_providers_are_signed_as_they_send() {
+        let catalog = Catalog::embedded().expect("catalog");
+        let now = OffsetDateTime::now_utc();
+        for (provider, secret, header, starts) in [
+            (
+                "sentry",
+                "sentry-client-secret",
+                Some("sentry-hook-signature"),
+                "",
+            ),
+            ("crisp", "crisp-secret", Some("x-crisp-signature"), ""),
+            (
+                "airtable",
+                "c2VjcmV0LWJ5dGVzLWZyb20tYWlydGFibGU=",
+                Some("x-airtable-content-mac"),
+                "hmac-sha256=",
+            ),
+            ("exact-online", "webhook-secret", None, ""),
+            (
+                "telegram",
+                "telegram_secret-token",
+                Some("x-telegram-bot-api-secret-token"),
+                "telegram_secret-token",
+            ),
+            (
+                "posthog",
+                "ph-token",
+                Some("authorization"),
+                "Bearer ph-token",
+            ),
+            (
+                "pipedrive",
+                "junction:pass word",
+                Some("authorization"),
+                "Basic anVuY3Rpb246cGFzcyB3b3Jk",
+            ),
+        ] {
+            let spec = catalog.get(provider).expect(provider);
+            let verification = spec.verification().expect("verification");
+            let key = SigningSecret::new(secret);
+            let url = webhook_url("http://127.0.0.1:3000", provider, None);
+            let delivery = sample(provider, now);
+            let signed = sign_webhook(spec, &key, &url, &delivery, now).expect("signed");
+            match header {
+                Some(name) => {
+                    let value = signed
+                        .headers
+                        .get(name)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_else(|| panic!("{provider}: no {name}"));
+                    assert!(value.starts_with(starts), "{provider}: {value}");
+                    assert_eq!(signed.body, delivery.body, "{provider}");
+                }
+                None => {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&signed.body).expect("json");
+                    let code = body["HashCode"].as_str().expect("a HashCode");
+                    assert!(
+                        code.len() == 64 && !code.bytes().any(|b| b.is_ascii_lowercase()),
+                        "{code}"
+                    );
+                    assert!(
+                        signed
+                            .body
+                            .starts_with(&delivery.body[..delivery.body.len() - 1])
+                    );
+                }
+            }
+            let request = SignedRequest {
+                method: "POST",
+                url: &signed.url,
+                headers: &signed.headers,
+                body: &signed.body,
+            };
+            assert_eq!(
+                verify(verification, std::slice::from_ref(&key), &request, now),
+                Ok(()),
+                "{provider}"
+            );
+        }
+    }
+
     /// `send-webhook twilio --header 'X-Twilio-Webhooks-Signature-Settings:
     /// key=…,algorithm=HMAC_SHA256' --secret <SharedKey secret>` signs as a Twilio
     /// SharedKey setting does: HMAC-SHA256 over the same bytes.

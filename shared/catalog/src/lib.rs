@@ -555,6 +555,15 @@ pub enum Scheme {
     /// `X-Gitlab-Token`, Microsoft Graph `clientState`), compared in constant time.
     /// `signed` must be empty and `coverage` must be `none`.
     Token,
+    /// HTTP Basic authentication (RFC 7617) on the delivery: the provider sends
+    /// `Authorization: Basic base64(user:password)` with credentials the operator chose
+    /// when registering the webhook (Pipedrive's `http_auth_user` and
+    /// `http_auth_password`). The configured secret is `user:password`; the decoded
+    /// credentials are compared with it in constant time. Like [`Scheme::Token`] it
+    /// signs nothing: `signed` must be empty, `coverage` must be `none`, and the
+    /// signature must be a `single` header with the prefix `Basic ` and `base64`
+    /// encoding.
+    BasicAuth,
 }
 
 /// How a configured secret string becomes key bytes.
@@ -576,6 +585,10 @@ pub enum SecretEncoding {
 pub enum SignatureEncoding {
     Hex,
     Base64,
+    /// Uppercase hex, and only uppercase (Exact Online's `HashCode`, which its clients
+    /// compare with `strtoupper(hash_hmac(…))`); lowercase is refused as [`Self::Hex`]
+    /// refuses uppercase.
+    HexUpper,
     /// The value's bytes as sent (shared tokens).
     Text,
 }
@@ -678,6 +691,11 @@ pub enum SignedPart {
     /// A string or number in the JSON body (relative to the item for `per_item`
     /// signatures); a missing value counts as empty (Adyen's rule).
     JsonPointer(String),
+    /// The exact bytes of the value of a top-level member of the JSON body, as received
+    /// (Exact Online signs its `Content` object as sent, between `{"Content":` and
+    /// `,"HashCode":`). The body must be a JSON object with exactly one member of that
+    /// name; anything else fails closed. Names the member, not a pointer.
+    JsonRawMember(String),
     /// The raw value of a parameter of a `key_value_list` signature header (Hook0's
     /// `h`, the space-separated names of the signed headers); it may be empty, but a
     /// header without it fails closed.
@@ -823,6 +841,10 @@ impl Handshake {
 }
 
 const ID_ALPHABET: &str = "lowercase letters, digits and '-'";
+
+/// The prefix of an `Authorization` header carrying HTTP Basic credentials, as the
+/// `basic-auth` scheme's signature format must name it (RFC 7617 §2).
+pub const BASIC_AUTH_PREFIX: &str = "Basic ";
 
 impl Provider {
     /// How its webhooks are verified, when it receives webhooks and they are verifiable.
@@ -1058,11 +1080,11 @@ impl Verification {
                 "Plaid's verification keys are ES256 keys of the jwt scheme",
             );
         }
-        if matches!(self.scheme, Scheme::Token | Scheme::Jwt) {
+        if matches!(self.scheme, Scheme::Token | Scheme::Jwt | Scheme::BasicAuth) {
             if !self.signed.is_empty() {
                 return err(
                     "signed",
-                    "the token and jwt schemes sign nothing: leave it empty",
+                    "the token, basic-auth and jwt schemes sign nothing: leave it empty",
                 );
             }
             if matches!(self.scheme, Scheme::Jwt)
@@ -1072,6 +1094,18 @@ impl Verification {
             }
         } else if self.signed.is_empty() {
             return err("signed", "must list at least one part");
+        }
+        if self.scheme == Scheme::BasicAuth
+            && !matches!(
+                &self.signature,
+                SignatureFormat::Single { prefix, encoding: SignatureEncoding::Base64, .. }
+                    if prefix == BASIC_AUTH_PREFIX
+            )
+        {
+            return err(
+                "signature",
+                "basic-auth reads one header: `single` with prefix \"Basic \" and encoding \"base64\"",
+            );
         }
         if matches!(self.signature, SignatureFormat::XmlElement { .. })
             && self.scheme != Scheme::Token
@@ -1225,14 +1259,46 @@ impl Verification {
                 "`text` is for the token and jwt schemes, which need it",
             );
         }
+        let mut raw_members = Vec::new();
         for (index, part) in self.signed.iter().enumerate() {
-            if let SignedPart::JsonPointer(pointer) = part
-                && !is_pointer(pointer)
+            match part {
+                SignedPart::JsonPointer(pointer) if !is_pointer(pointer) => {
+                    return Err((
+                        format!("signed[{index}]"),
+                        "must be a JSON pointer such as `/a/b`".into(),
+                    ));
+                }
+                SignedPart::JsonRawMember(name) => {
+                    if name.is_empty() || name.contains(['"', '\\']) {
+                        return Err((
+                            format!("signed[{index}]"),
+                            "must name a top-level member (no quote or backslash)".into(),
+                        ));
+                    }
+                    raw_members.push(name.as_str());
+                }
+                _ => {}
+            }
+        }
+        // A raw member is sliced from the body as sent; a signature in the body beside it
+        // is spliced into the same top-level object when signing, so it must be a
+        // top-level member too and not the signed one.
+        if !raw_members.is_empty() {
+            if let SignatureFormat::JsonPointer { pointer, .. } = &self.signature
+                && (pointer.matches('/').count() != 1
+                    || raw_members.contains(&&pointer[1..])
+                    || pointer.contains('~'))
             {
-                return Err((
-                    format!("signed[{index}]"),
-                    "must be a JSON pointer such as `/a/b`".into(),
-                ));
+                return err(
+                    "signature.pointer",
+                    "beside `json_raw_member`, the signature is another top-level member (`/Name`)",
+                );
+            }
+            if matches!(self.signature, SignatureFormat::PerItem { .. }) {
+                return err(
+                    "signed",
+                    "`json_raw_member` reads the top-level object, not per-item elements",
+                );
             }
         }
         Ok(())
@@ -1297,7 +1363,7 @@ impl Verification {
     /// is not covered.
     fn validate_coverage(&self) -> Result<(), (String, String)> {
         let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
-        let actual = if self.scheme == Scheme::Token {
+        let actual = if matches!(self.scheme, Scheme::Token | Scheme::BasicAuth) {
             Coverage::None
         } else if let Some(rule) = &self.jwt {
             if rule.body_hash_claim.is_some() {
@@ -1319,7 +1385,7 @@ impl Verification {
                         "the signed parts leave some of the body unauthenticated: `partial`"
                     }
                     Coverage::None => {
-                        "the token scheme (or a JWT without a body hash) authenticates no byte of the body: `none`"
+                        "the token and basic-auth schemes (or a JWT without a body hash) authenticate no byte of the body: `none`"
                     }
                 },
             );
@@ -1424,6 +1490,130 @@ replay_window = "none"
             let webhook = provider.webhook.as_ref().expect("a webhook spec");
             assert!(webhook.verification.is_some(), "{id} is verified");
         }
+    }
+
+    /// Issue 29, part 1: the providers the requirements name have entries, each with
+    /// what its provider really offers: a signature, a shared token, or HTTP Basic
+    /// credentials; and the OAuth entries they ask for.
+    #[test]
+    fn the_issue_29_providers_have_entries() {
+        let catalog = Catalog::embedded().expect("catalog");
+        for (id, scheme) in [
+            ("posthog", Scheme::Token),
+            ("sentry", Scheme::HmacSha256),
+            ("airtable", Scheme::HmacSha256),
+            ("crisp", Scheme::HmacSha256),
+            ("pipedrive", Scheme::BasicAuth),
+            ("exact-online", Scheme::HmacSha256),
+            ("telegram", Scheme::Token),
+        ] {
+            let provider = catalog.get(id).unwrap_or_else(|| panic!("{id} missing"));
+            let verification = provider.verification().expect("verified");
+            assert_eq!(verification.scheme, scheme, "{id}");
+            let api = provider.api.as_ref().expect("an [api] section");
+            assert!(api.base_url.is_some(), "{id}: an API base");
+        }
+        for id in [
+            "xero",
+            "intuit",
+            "notion",
+            "intercom",
+            "pipedrive",
+            "airtable",
+            "exact-online",
+        ] {
+            let provider = catalog.get(id).unwrap_or_else(|| panic!("{id} missing"));
+            assert!(provider.oauth.is_some(), "{id}: an [oauth] section");
+        }
+        assert!(
+            catalog
+                .get("airtable")
+                .and_then(|p| p.oauth.as_ref())
+                .is_some_and(|o| o.pkce)
+        );
+    }
+
+    #[test]
+    fn basic_auth_reads_one_basic_authorization_header_and_signs_nothing() {
+        let entry = |signature: &str, signed: &str| {
+            webhook_file(&format!(
+                "[webhook.verification]\nscheme = \"basic-auth\"\nsignature = {signature}\nsigned = {signed}\ncoverage = \"none\"\ncoverage_note = \"Basic credentials prove the sender; the body is not signed.\"\nreplay_window = \"none\"\n"
+            ))
+        };
+        let good = r#"{ format = "single", header = "Authorization", prefix = "Basic ", encoding = "base64" }"#;
+        Catalog::from_files(&[("acme.toml", &entry(good, "[]"))]).expect("valid");
+        for (signature, signed, field) in [
+            (good, r#"["body"]"#, "webhook.verification.signed"),
+            (
+                &good.replace("\"Basic \"", "\"Bearer \"") as &str,
+                "[]",
+                "webhook.verification.signature",
+            ),
+            (
+                &good.replace("base64", "text") as &str,
+                "[]",
+                "webhook.verification.signature",
+            ),
+            (
+                r#"{ format = "each_header", header = "Authorization", encoding = "base64" }"#,
+                "[]",
+                "webhook.verification.signature",
+            ),
+        ] {
+            let err = Catalog::from_files(&[("acme.toml", &entry(signature, signed))])
+                .expect_err(signature);
+            assert!(
+                matches!(&err, CatalogError::Invalid { field: f, .. } if f.starts_with(field)),
+                "{signature} {signed}: {err}"
+            );
+        }
+        // Basic credentials authenticate no byte of the body: `none`, with the reason.
+        let body = entry(good, "[]").replace("coverage = \"none\"\n", "");
+        assert!(Catalog::from_files(&[("acme.toml", &body)]).is_err());
+    }
+
+    #[test]
+    fn a_raw_member_sits_beside_a_top_level_in_body_signature() {
+        let entry = |pointer: &str, member: &str| {
+            webhook_file(&format!(
+                "[webhook.verification]\nscheme = \"hmac-sha256\"\nsignature = {{ format = \"json_pointer\", pointer = \"{pointer}\", encoding = \"hex_upper\" }}\nsigned = [{{ json_raw_member = \"{member}\" }}]\ncoverage = \"partial\"\ncoverage_note = \"Only the Content member is signed, as sent.\"\nreplay_window = \"none\"\n"
+            ))
+        };
+        let catalog =
+            Catalog::from_files(&[("acme.toml", &entry("/HashCode", "Content"))]).expect("valid");
+        let verification = catalog.get("acme").and_then(Provider::verification);
+        assert!(verification.is_some_and(|v| matches!(
+            v.signature,
+            SignatureFormat::JsonPointer {
+                encoding: SignatureEncoding::HexUpper,
+                ..
+            }
+        )));
+        for (pointer, member, field) in [
+            (
+                "/Meta/HashCode",
+                "Content",
+                "webhook.verification.signature.pointer",
+            ),
+            (
+                "/Content",
+                "Content",
+                "webhook.verification.signature.pointer",
+            ),
+            ("/HashCode", "", "webhook.verification.signed[0]"),
+            ("/HashCode", "Con\\\"tent", "webhook.verification.signed[0]"),
+        ] {
+            let err =
+                Catalog::from_files(&[("acme.toml", &entry(pointer, member))]).expect_err(pointer);
+            assert!(
+                matches!(&err, CatalogError::Invalid { field: f, .. } if f == field),
+                "{pointer} {member}: {err}"
+            );
+        }
+        // A raw member alone does not cover the body: claiming `body` is refused.
+        let claimed =
+            entry("/HashCode", "Content").replace("coverage = \"partial\"", "coverage = \"body\"");
+        assert!(Catalog::from_files(&[("acme.toml", &claimed)]).is_err());
     }
 
     /// Issue "Nothing lost at the edges", point 3: X's CRC answers sign any token, so

@@ -9,6 +9,7 @@ mod ingress;
 mod json_pointers;
 pub mod jwt;
 pub mod log;
+mod raw_json;
 pub mod settings;
 mod verify;
 

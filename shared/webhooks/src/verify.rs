@@ -583,6 +583,12 @@ fn decode_signature(encoding: SignatureEncoding, text: &str) -> Option<Vec<u8>> 
         // uppercase variant is not what was sent, so it is not accepted either.
         SignatureEncoding::Hex if text.bytes().any(|b| b.is_ascii_uppercase()) => return None,
         SignatureEncoding::Hex => hex::decode(text).ok()?,
+        // Exact Online's uppercase hex, compared as text by its clients: lowercase is
+        // not what was sent.
+        SignatureEncoding::HexUpper if text.bytes().any(|b| b.is_ascii_lowercase()) => {
+            return None;
+        }
+        SignatureEncoding::HexUpper => hex::decode(text).ok()?,
         SignatureEncoding::Base64 => BASE64.decode(text).ok()?,
         SignatureEncoding::Text => text.as_bytes().to_vec(),
     };
@@ -728,6 +734,10 @@ fn resolve_parts<'a>(
                     let json = json.ok_or(VerifyError::MalformedBody)?;
                     Cow::Owned(json_text(json, pointer)?.into_bytes())
                 }
+                SignedPart::JsonRawMember(name) => Cow::Borrowed(
+                    super::raw_json::member_value(request.body, name)
+                        .ok_or(VerifyError::MalformedBody)?,
+                ),
                 SignedPart::SignatureParam(name) => Cow::Owned(param(name)?.as_bytes().to_vec()),
                 SignedPart::HeadersNamedIn {
                     param: name,
@@ -855,7 +865,9 @@ fn symmetric_tag(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Option<Vec
             feed(pieces, key, &mut |bytes| digest.update(bytes));
             Some(digest.finalize().to_vec())
         }
-        Scheme::Ed25519 | Scheme::EcdsaP256 | Scheme::Token | Scheme::Jwt => None,
+        Scheme::Ed25519 | Scheme::EcdsaP256 | Scheme::Token | Scheme::BasicAuth | Scheme::Jwt => {
+            None
+        }
     }
 }
 
@@ -877,7 +889,9 @@ fn matches_any(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>], candidates: &[V
             .any(|c| bool::from(tag.as_slice().ct_eq(c)));
     }
     match scheme {
-        Scheme::Token => candidates.iter().any(|c| bool::from(key.ct_eq(c))),
+        // The shared secret itself, or HTTP Basic's decoded `user:password`: the whole
+        // value is compared in constant time (only its length can show).
+        Scheme::Token | Scheme::BasicAuth => candidates.iter().any(|c| bool::from(key.ct_eq(c))),
         Scheme::Ed25519 => {
             let Ok(key) = <[u8; 32]>::try_from(key) else {
                 return false;
@@ -992,6 +1006,20 @@ pub fn sign_request(
             let pieces =
                 resolve_parts(spec, request, None, Some(&json), &[]).map_err(SignError::Request)?;
             let value = encode_signature(*encoding, &tag_for(spec.scheme, &key, &pieces)?);
+            // A member signed as sent (Exact Online's `Content`) must keep its bytes: the
+            // signature is spliced into the body rather than the body re-serialized.
+            if spec
+                .signed
+                .iter()
+                .any(|part| matches!(part, SignedPart::JsonRawMember(_)))
+            {
+                let body = super::raw_json::with_string_member(request.body, &pointer[1..], &value)
+                    .ok_or(SignError::Body)?;
+                return Ok(Signed {
+                    headers: Vec::new(),
+                    body: Some(body),
+                });
+            }
             if is_form(request.headers) {
                 // A form field: the body is the form again, with the signature set.
                 let name = pointer.trim_start_matches('/');
@@ -1164,7 +1192,7 @@ fn tag_for(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Result<Vec<u8>, 
         return Ok(tag);
     }
     match scheme {
-        Scheme::Token => Ok(key.to_vec()),
+        Scheme::Token | Scheme::BasicAuth => Ok(key.to_vec()),
         Scheme::Ed25519 => {
             use ed25519_dalek::Signer as _;
             let seed = <[u8; 32]>::try_from(key).map_err(|_| SignError::UnusableKey)?;
@@ -1189,6 +1217,7 @@ fn tag_for(scheme: Scheme, key: &[u8], pieces: &[Piece<'_>]) -> Result<Vec<u8>, 
 fn encode_signature(encoding: SignatureEncoding, tag: &[u8]) -> String {
     match encoding {
         SignatureEncoding::Hex => hex::encode(tag),
+        SignatureEncoding::HexUpper => hex::encode_upper(tag),
         SignatureEncoding::Base64 => BASE64.encode(tag),
         SignatureEncoding::Text => String::from_utf8_lossy(tag).into_owned(),
     }
@@ -1307,6 +1336,11 @@ pub fn development_keys(spec: &Verification, random: &[u8; 32]) -> Option<(Strin
         }
         // Tokens are minted by the provider (Google) with keys only it holds.
         Scheme::Jwt => None,
+        // HTTP Basic credentials are `user:password`; the password is random.
+        Scheme::BasicAuth => {
+            let credentials = format!("junction:{}", encode(random));
+            Some((credentials.clone(), credentials))
+        }
         Scheme::HmacSha256
         | Scheme::HmacSha1
         | Scheme::HmacSha512

@@ -1479,6 +1479,16 @@ fn keys(spec: &Verification) -> (String, String, String) {
                 HEX_KEY.to_owned(),
                 HEX_KEY.replace('4', "5"),
             ),
+            // HTTP Basic credentials are `user:password`.
+            (junction_catalog::SecretEncoding::Utf8, _)
+                if spec.scheme == junction_catalog::Scheme::BasicAuth =>
+            {
+                (
+                    "junction:s3cr3t-for-tests".to_owned(),
+                    "junction:s3cr3t-for-tests".to_owned(),
+                    "junction:not-the-secret".to_owned(),
+                )
+            }
             (junction_catalog::SecretEncoding::Utf8, _) => (
                 "s3cr3t-for-tests".to_owned(),
                 "s3cr3t-for-tests".to_owned(),
@@ -1497,13 +1507,22 @@ fn sample_body(spec: &Verification) -> Vec<u8> {
     };
     let fill = |target: &mut serde_json::Value| {
         for (index, part) in spec.signed.iter().enumerate() {
-            if let SignedPart::JsonPointer(pointer) = part {
-                let value = if Some(pointer) == timestamp_pointer.as_ref() {
-                    serde_json::Value::from(NOW.to_string())
-                } else {
-                    serde_json::Value::from(format!("value-{index}"))
-                };
-                set_pointer(target, pointer, value).expect("object");
+            match part {
+                SignedPart::JsonPointer(pointer) => {
+                    let value = if Some(pointer) == timestamp_pointer.as_ref() {
+                        serde_json::Value::from(NOW.to_string())
+                    } else {
+                        serde_json::Value::from(format!("value-{index}"))
+                    };
+                    set_pointer(target, pointer, value).expect("object");
+                }
+                // A member signed as sent: an object, as Exact Online's `Content` is.
+                SignedPart::JsonRawMember(name) => {
+                    let value =
+                        serde_json::json!({ "Topic": format!("value-{index}"), "Key": "k-1" });
+                    set_pointer(target, &format!("/{name}"), value).expect("object");
+                }
+                _ => {}
             }
         }
     };
@@ -1798,7 +1817,11 @@ fn coverage_marks_are_accurate() {
         );
         let signed_field = spec.signed.iter().enumerate().find_map(|(index, part)| {
             let value = format!("\"value-{index}\"");
-            (matches!(part, SignedPart::JsonPointer(_)) && text.contains(&value)).then_some(value)
+            (matches!(
+                part,
+                SignedPart::JsonPointer(_) | SignedPart::JsonRawMember(_)
+            ) && text.contains(&value))
+            .then_some(value)
         });
         assert_eq!(
             signed_field.is_some(),
@@ -2878,4 +2901,285 @@ proptest! {
         };
         prop_assert_eq!(result, expected);
     }
+}
+
+// --- Sentry, Airtable, Crisp, Exact Online, Telegram, PostHog, Pipedrive ------------
+
+/// A POST with these headers and body.
+fn request_for<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> SignedRequest<'a> {
+    SignedRequest {
+        method: "POST",
+        url: "https://hooks.example.com/webhooks/x",
+        headers,
+        body,
+    }
+}
+
+fn verify_provider(
+    provider: &str,
+    secret_list: &[&str],
+    header_pairs: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), VerifyError> {
+    let map = headers(header_pairs);
+    verify(
+        spec(provider),
+        &secrets(secret_list),
+        &request_for(&map, body),
+        unix(NOW),
+    )
+}
+
+/// Sentry publishes no vector; the expected signature follows getsentry/sentry
+/// `SentryApp.build_signature`: `hmac.new(key=client_secret.encode("utf-8"),
+/// msg=body.encode("utf-8"), digestmod=sha256).hexdigest()`, computed here with the
+/// `hmac` crate directly, over a body shaped as `AppPlatformEvent.body` writes it.
+#[test]
+fn sentry_signature_per_the_source_formula() {
+    let secret = "3f1c1a6c0bd5b5c2d1d6e0f6a8b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9";
+    let body = br#"{"action": "created", "installation": {"uuid": "a8e5d37a-696c-4c54-adb5-b3f28d64c7de"}, "data": {"issue": {"id": "1170820242"}}, "actor": {"type": "application", "id": "sentry", "name": "Sentry"}}"#;
+    let expected = hmac_sha256_hex(secret.as_bytes(), body);
+    let with = |signature: &str, body: &[u8]| {
+        verify_provider(
+            "sentry",
+            &[secret],
+            &[
+                ("Sentry-Hook-Signature", signature),
+                ("Sentry-Hook-Resource", "issue"),
+                ("Sentry-Hook-Timestamp", "1700000000"),
+                ("Request-ID", "c4b2f7e1e0f54e0a9d3c2b1a09876543"),
+            ],
+            body,
+        )
+    };
+    assert_eq!(with(&expected, body), Ok(()));
+    // Sentry sends a bare digest: no `sha256=` prefix, lowercase only.
+    assert!(with(&format!("sha256={expected}"), body).is_err());
+    assert!(with(&expected.to_ascii_uppercase(), body).is_err());
+    let mut tampered = body.to_vec();
+    tampered[12] = b'd';
+    assert_eq!(
+        with(&expected, &tampered),
+        Err(VerifyError::SignatureMismatch)
+    );
+}
+
+/// Airtable publishes no vector; the expected MAC follows the webhooks overview's
+/// recipe: the key is `macSecretBase64` base64-decoded, the message the body, the header
+/// `hmac-sha256=` and the hex digest. Keyed with the undecoded string, it must fail.
+#[test]
+fn airtable_mac_is_keyed_with_the_decoded_secret() {
+    let mac_secret_base64 = "c2VjcmV0LWJ5dGVzLWZyb20tYWlydGFibGUtMDEyMzQ1Njc4OQ==";
+    let key = BASE64.decode(mac_secret_base64).expect("base64");
+    let body = br#"{"base":{"id":"appABC123"},"webhook":{"id":"achXYZ789"},"timestamp":"2023-11-14T22:13:20.000Z"}"#;
+    let expected = format!("hmac-sha256={}", hmac_sha256_hex(&key, body));
+    let with = |header: &str| {
+        verify_provider(
+            "airtable",
+            &[mac_secret_base64],
+            &[("X-Airtable-Content-MAC", header)],
+            body,
+        )
+    };
+    assert_eq!(with(&expected), Ok(()));
+    let undecoded = format!(
+        "hmac-sha256={}",
+        hmac_sha256_hex(mac_secret_base64.as_bytes(), body)
+    );
+    assert_eq!(with(&undecoded), Err(VerifyError::SignatureMismatch));
+    assert_eq!(
+        with(&expected.replace("hmac-sha256=", "")),
+        Err(VerifyError::MalformedSignature)
+    );
+}
+
+/// Crisp publishes no vector; the expected signature follows crisp-im/node-crisp-api
+/// `__verifySignature`: hex HMAC-SHA256 of `"[" + timestamp + ";" + body + "]"` keyed
+/// with the secret, timestamp from X-Crisp-Request-Timestamp.
+#[test]
+fn crisp_signature_per_the_sdk_formula() {
+    let secret = "crisp-hooks-secret";
+    let timestamp = "1700000000123";
+    let body = br#"{"website_id":"42286ab3-b29a-4fde-8538-da0ae501d825","event":"message:send","data":{"type":"text","content":"Hello"},"timestamp":1700000000120}"#;
+    let mut message = format!("[{timestamp};").into_bytes();
+    message.extend_from_slice(body);
+    message.push(b']');
+    let expected = hmac_sha256_hex(secret.as_bytes(), &message);
+    let with = |pairs: &[(&str, &str)]| verify_provider("crisp", &[secret], pairs, body);
+    assert_eq!(
+        with(&[
+            ("X-Crisp-Signature", &expected),
+            ("X-Crisp-Request-Timestamp", timestamp)
+        ]),
+        Ok(())
+    );
+    // The timestamp is signed: another one, or none, fails.
+    assert_eq!(
+        with(&[
+            ("X-Crisp-Signature", &expected),
+            ("X-Crisp-Request-Timestamp", "1700000000124")
+        ]),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        with(&[("X-Crisp-Signature", &expected)]),
+        Err(VerifyError::MissingSignedHeader)
+    );
+    // Without the brackets, as a naive `timestamp;body` would sign, it fails.
+    let unbracketed = hmac_sha256_hex(
+        secret.as_bytes(),
+        &[format!("{timestamp};").as_bytes(), body].concat(),
+    );
+    assert_eq!(
+        with(&[
+            ("X-Crisp-Signature", &unbracketed),
+            ("X-Crisp-Request-Timestamp", timestamp)
+        ]),
+        Err(VerifyError::SignatureMismatch)
+    );
+}
+
+/// The test of picqer/exact-php-client `tests/WebhookTest.php`: secret `webhook-secret`,
+/// its `CONTENT`, and a request `{"Content":` + CONTENT + `,"HashCode":"` + HashCode +
+/// `"}` whose HashCode is `strtoupper(hash_hmac('sha256', CONTENT, SECRET))`, computed
+/// here with the `hmac` crate and uppercased; another secret's HashCode is refused, and
+/// so is `{"Content":{}}`.
+#[test]
+fn exact_online_hash_code_per_the_client_test() {
+    const SECRET: &str = "webhook-secret";
+    const CONTENT: &str = r#"{"Topic":"Items","ClientId":"00000000-0000-0000-0000-000000000000","Division":1234567890,"Action":"Update","Key":"00000000-0000-0000-0000-000000000001"}"#;
+    let request = |hash_code: &str| format!(r#"{{"Content":{CONTENT},"HashCode":"{hash_code}"}}"#);
+    let hash_code = hmac_sha256_hex(SECRET.as_bytes(), CONTENT.as_bytes()).to_ascii_uppercase();
+    let check = |body: &str| verify_provider("exact-online", &[SECRET], &[], body.as_bytes());
+    assert_eq!(check(&request(&hash_code)), Ok(()));
+    let other = hmac_sha256_hex(b"other-secret", CONTENT.as_bytes()).to_ascii_uppercase();
+    assert_eq!(check(&request(&other)), Err(VerifyError::SignatureMismatch));
+    assert_eq!(
+        check(r#"{"Content":{}}"#),
+        Err(VerifyError::MissingSignature)
+    );
+    // The client compares the uppercase text: the lowercase digest is not what was sent.
+    assert_eq!(
+        check(&request(&hash_code.to_ascii_lowercase())),
+        Err(VerifyError::MalformedSignature)
+    );
+    // The bytes as sent are signed: the same Content re-serialized with a space, or its
+    // keys in another order, is another message.
+    let spaced = request(&hash_code).replacen(r#""Topic":"Items""#, r#""Topic": "Items""#, 1);
+    assert_eq!(check(&spaced), Err(VerifyError::SignatureMismatch));
+    let spaced_content = CONTENT.replacen(r#""Topic":"Items""#, r#""Topic": "Items""#, 1);
+    let spaced_code =
+        hmac_sha256_hex(SECRET.as_bytes(), spaced_content.as_bytes()).to_ascii_uppercase();
+    assert_eq!(
+        check(&format!(
+            r#"{{"Content":{spaced_content},"HashCode":"{spaced_code}"}}"#
+        )),
+        Ok(()),
+        "whitespace inside Content is signed as it arrives"
+    );
+    // Two Content members: which one was signed is ambiguous.
+    let doubled =
+        format!(r#"{{"Content":{CONTENT},"Content":{CONTENT},"HashCode":"{hash_code}"}}"#);
+    assert_eq!(check(&doubled), Err(VerifyError::MalformedBody));
+    // Signing splices the HashCode into the body as sent: the client test's request.
+    let unsigned = format!(r#"{{"Content":{CONTENT}}}"#);
+    let map = HeaderMap::new();
+    let signed = sign_request(
+        spec("exact-online"),
+        &SigningSecret::new(SECRET),
+        &request_for(&map, unsigned.as_bytes()),
+        unix(NOW),
+    )
+    .expect("signed");
+    assert_eq!(signed.body, Some(request(&hash_code).into_bytes()));
+}
+
+/// setWebhook's `secret_token` comes back verbatim in X-Telegram-Bot-Api-Secret-Token
+/// (core.telegram.org/bots/api#setwebhook); nothing else authenticates an update.
+#[test]
+fn telegram_secret_token_is_compared_whole() {
+    let token = "Junction_secret-token_0123456789";
+    let body = br#"{"update_id":10000,"message":{"message_id":1,"date":1700000000,"chat":{"id":1111,"type":"private"},"text":"hi"}}"#;
+    let with = |pairs: &[(&str, &str)]| verify_provider("telegram", &[token], pairs, body);
+    assert_eq!(with(&[("X-Telegram-Bot-Api-Secret-Token", token)]), Ok(()));
+    assert_eq!(
+        with(&[("X-Telegram-Bot-Api-Secret-Token", &token[..token.len() - 1])]),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        with(&[("X-Telegram-Bot-Api-Secret-Token", &format!("{token}0"))]),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(with(&[]), Err(VerifyError::MissingSignature));
+    // The body is not covered: any update with the token verifies (coverage "none").
+    assert_eq!(
+        verify_provider(
+            "telegram",
+            &[token],
+            &[("X-Telegram-Bot-Api-Secret-Token", token)],
+            br#"{"update_id":10001}"#
+        ),
+        Ok(())
+    );
+}
+
+/// PostHog's webhook destination signs nothing; the entry checks the bearer token the
+/// operator puts in the destination's headers, prefix and all.
+#[test]
+fn posthog_bearer_token_from_the_destination_headers() {
+    let secret = "ph-destination-token-7f3a";
+    let body = br#"{"event":{"uuid":"0190f6a4-0000-7000-8000-000000000001","event":"$pageview"},"person":{}}"#;
+    let with =
+        |value: &str| verify_provider("posthog", &[secret], &[("Authorization", value)], body);
+    assert_eq!(with(&format!("Bearer {secret}")), Ok(()));
+    assert_eq!(with("Bearer wrong"), Err(VerifyError::SignatureMismatch));
+    assert_eq!(with(secret), Err(VerifyError::MalformedSignature));
+    assert_eq!(
+        verify_provider("posthog", &[secret], &[], body),
+        Err(VerifyError::MissingSignature)
+    );
+}
+
+/// RFC 7617 §2's example: user-id "Aladdin", password "open sesame", sent as
+/// `Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==`. Pipedrive's webhook basic auth
+/// is configured as `Aladdin:open sesame`; signing produces exactly that header.
+#[test]
+fn pipedrive_basic_auth_matches_rfc_7617() {
+    let configured = "Aladdin:open sesame";
+    let header = "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==";
+    let body = br#"{"meta":{"id":"3a0d5c9e-0000-4000-8000-000000000001","entity":"deal","action":"change","company_id":12345},"data":{"id":1},"previous":null}"#;
+    let with = |secret: &str, value: &str| {
+        verify_provider("pipedrive", &[secret], &[("Authorization", value)], body)
+    };
+    assert_eq!(with(configured, header), Ok(()));
+    assert_eq!(
+        with("Aladdin:open sesame!", header),
+        Err(VerifyError::SignatureMismatch)
+    );
+    assert_eq!(
+        with("Aladdin", header),
+        Err(VerifyError::SignatureMismatch),
+        "the user alone is not the credentials"
+    );
+    // Not base64, or another scheme, carries no credentials.
+    assert_eq!(
+        with(configured, "Basic Aladdin:open sesame"),
+        Err(VerifyError::MalformedSignature)
+    );
+    assert_eq!(
+        with(configured, "Bearer QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+        Err(VerifyError::MalformedSignature)
+    );
+    let map = HeaderMap::new();
+    let signed = sign(
+        spec("pipedrive"),
+        &SigningSecret::new(configured),
+        &request_for(&map, body),
+        unix(NOW),
+    )
+    .expect("signed");
+    assert_eq!(
+        signed,
+        vec![("Authorization".to_owned(), header.to_owned())]
+    );
 }
