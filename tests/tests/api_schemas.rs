@@ -8,7 +8,9 @@
 //! - the connections function's handler logic (`junction_oauth::web`, dispatched on the
 //!   route key as `functions/connections` does) answers each documented status with a
 //!   body that validates against the document's schema for it, and every documented
-//!   status is answered by some request here, but those only API Gateway gives.
+//!   status is answered by some request here, but those only API Gateway gives. The
+//!   proxy's 200 stands for the provider's answer (any status, its own body): checked
+//!   here with a JSON one.
 
 mod schema_support;
 
@@ -22,6 +24,7 @@ use async_trait::async_trait;
 use junction_aws::clock::FixedClock;
 use junction_aws::crypto::InMemoryKeyService;
 use junction_aws::events::InMemoryEventBus;
+use junction_aws::queue::InMemoryEventQueue;
 use junction_aws::secrets::InMemorySecretSource;
 use junction_oauth::testing::{
     BASE, RETURN_TO, fake_catalog, flow_settings, harness, harness_with,
@@ -33,7 +36,9 @@ use junction_oauth::{
     SecretCredentials, SessionTake, TokenVault, UnreadableConnection, VaultSettings,
     sample_connection,
 };
-use junction_outbound::{InMemorySharedState, OutboundClient, connection_test};
+use junction_outbound::idempotency::InMemoryIdempotencyStore;
+use junction_outbound::proxy::{PROXY_RESPONSE_CAP, Proxy};
+use junction_outbound::{InMemorySharedState, OutboundClient, actions, connection_test, proxy};
 use local_stack::emulator::ensure_venv;
 use schema_support::{OPENAPI, Schemas, check, file_uri, read_yaml, repo};
 use serde_json::{Value, json};
@@ -210,8 +215,23 @@ impl ConnectSessionStore for DownSessions {
 struct Api {
     vault: TokenVault,
     sessions: ConnectSessions,
-    /// The outbound client the connection test calls the provider through.
+    /// The outbound client the connection test and the proxy call the provider through.
     client: OutboundClient,
+    /// The proxy's idempotency record and the actions queue.
+    store: InMemoryIdempotencyStore,
+    queue: InMemoryEventQueue,
+}
+
+impl Api {
+    fn new(vault: TokenVault, sessions: ConnectSessions) -> Api {
+        Api {
+            client: outbound(&vault),
+            vault,
+            sessions,
+            store: InMemoryIdempotencyStore::default(),
+            queue: InMemoryEventQueue::default(),
+        }
+    }
 }
 
 /// The outbound client over `vault`, as `functions/connections` builds it (in-memory
@@ -223,6 +243,7 @@ fn outbound(vault: &TokenVault) -> OutboundClient {
         Arc::new(InMemorySharedState::default()),
         Arc::new(junction_aws::clock::SystemClock),
     )
+    .with_body_cap(PROXY_RESPONSE_CAP)
 }
 
 /// One request: the route (method and path template, as API Gateway's route key names
@@ -274,6 +295,39 @@ impl Api {
                     request.method,
                     request.id.unwrap_or_default(),
                     std::time::Instant::now() + std::time::Duration::from_secs(12),
+                )
+                .await
+            }
+            Some(ManagementRoute::ConnectionProxy) => {
+                let reply = proxy::proxy_route(
+                    Proxy {
+                        client: &self.client,
+                        vault: &self.vault,
+                        store: &self.store,
+                        clock: &junction_aws::clock::SystemClock,
+                    },
+                    request.tenant,
+                    request.method,
+                    request.id.unwrap_or_default(),
+                    &request.body,
+                    std::time::Instant::now() + std::time::Duration::from_secs(25),
+                )
+                .await;
+                HttpReply {
+                    status: reply.status,
+                    headers: reply.headers,
+                    body: String::from_utf8(reply.body).expect("a UTF-8 body here"),
+                }
+            }
+            Some(ManagementRoute::ConnectionActions) => {
+                actions::actions_route(
+                    &self.vault,
+                    &self.queue,
+                    &junction_aws::clock::SystemClock,
+                    request.tenant,
+                    request.method,
+                    request.id.unwrap_or_default(),
+                    &request.body,
                 )
                 .await
             }
@@ -330,6 +384,8 @@ const SESSIONS: &str = "/v1/tenants/{tenant}/connect-sessions";
 const LIST: &str = "/v1/tenants/{tenant}/connections";
 const ONE: &str = "/v1/tenants/{tenant}/connections/{id}";
 const TEST: &str = "/v1/tenants/{tenant}/connections/{id}/test";
+const PROXY: &str = "/v1/tenants/{tenant}/connections/{id}/proxy";
+const ACTIONS: &str = "/v1/tenants/{tenant}/connections/{id}/actions";
 
 /// A provider API with a connection test (`GET /me` on the fake provider's API).
 const TESTABLE_API: &str = r#"
@@ -366,28 +422,29 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
     stranded.refresh_at = None;
     h.connections.insert(&stranded).await.expect("inserted");
 
-    let api = Api {
-        vault: h.vault.clone(),
-        sessions: ConnectSessions::new(h.vault.clone(), h.sessions.clone(), flow_settings()),
-        client: outbound(&h.vault),
-    };
+    let api = Api::new(
+        h.vault.clone(),
+        ConnectSessions::new(h.vault.clone(), h.sessions.clone(), flow_settings()),
+    );
     // AND a provider with a connection test, its connection, and one in need of a
     // reconnect; the provider refuses the first test call for good (a 400).
     let testable = harness_with(fake_provider::AuthServerConfig::default(), TESTABLE_API).await;
-    testable
-        .server
-        .serve_provider_api(|_| fake_provider::ScriptedResponse {
-            status: 200,
-            body: r#"{"id":"test-user"}"#.into(),
-            ..fake_provider::ScriptedResponse::default()
-        });
-    testable
-        .server
-        .script_api([fake_provider::ScriptedResponse {
+    testable.server.serve_provider_api(|_| {
+        fake_provider::ScriptedResponse::json(&json!({ "id": "test-user" }))
+    });
+    // Then a proxied call's answer over the proxy's cap.
+    testable.server.script_api([
+        fake_provider::ScriptedResponse {
             status: 400,
             body: r#"{"message":"nope"}"#.into(),
             ..fake_provider::ScriptedResponse::default()
-        }]);
+        },
+        fake_provider::ScriptedResponse {
+            status: 200,
+            body: "x".repeat(PROXY_RESPONSE_CAP + 1),
+            ..fake_provider::ScriptedResponse::default()
+        },
+    ]);
     let tested = testable.connect().await;
     let mut lapsed = sample_connection("conn_lapsed", "tenant-1", 1_790_000_000);
     lapsed.provider = "fakeauth".into();
@@ -398,15 +455,14 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         .insert(&lapsed)
         .await
         .expect("inserted");
-    let testable_api = Api {
-        vault: testable.vault.clone(),
-        sessions: ConnectSessions::new(
+    let testable_api = Api::new(
+        testable.vault.clone(),
+        ConnectSessions::new(
             testable.vault.clone(),
             testable.sessions.clone(),
             flow_settings(),
         ),
-        client: outbound(&testable.vault),
-    };
+    );
     // AND the same API with its tables unreachable.
     let down_vault = TokenVault::new(
         fake_catalog(&h.server, ""),
@@ -421,11 +477,10 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         Arc::new(FixedClock::at_unix(1_800_000_000)),
         VaultSettings::default(),
     );
-    let down_api = Api {
-        client: outbound(&down_vault),
-        vault: down_vault,
-        sessions: ConnectSessions::new(h.vault.clone(), Arc::new(DownSessions), flow_settings()),
-    };
+    let down_api = Api::new(
+        down_vault,
+        ConnectSessions::new(h.vault.clone(), Arc::new(DownSessions), flow_settings()),
+    );
 
     let session = |body: Value| body.to_string().into_bytes();
     let post = |tenant, body| Request {
@@ -468,6 +523,32 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         query: &[],
         body: Vec::new(),
     };
+    let send = |route, tenant, id, body: &Value| Request {
+        method: "POST",
+        route,
+        tenant,
+        id: Some(id),
+        query: &[],
+        body: body.to_string().into_bytes(),
+    };
+    let too_large = |route, id| Request {
+        method: "POST",
+        route,
+        tenant: "tenant-1",
+        id: Some(id),
+        query: &[],
+        body: vec![b' '; 5 * 1024 * 1024 + 1],
+    };
+    let get_me =
+        json!({ "method": "GET", "path": "/me", "headers": { "accept": "application/json" } });
+    let write = json!({
+        "method": "POST",
+        "path": "/tasks",
+        "query": { "expand": ["owner", "tags"] },
+        "body": { "title": "Ship" },
+        "idempotency_key": "order-42",
+    });
+    let traversal = json!({ "method": "GET", "path": "/a/%2e%2e/admin" });
     let minimal = json!({ "provider": "fakeauth", "return_to": RETURN_TO });
     let reconnect = json!({
         "tenant": "tenant-1",
@@ -616,10 +697,89 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
             502,
         ),
         (
+            "an answer over the cap",
+            &testable_api,
+            send(PROXY, "tenant-1", &tested, &get_me),
+            502,
+        ),
+        (
             "a working connection",
             &testable_api,
             test("tenant-1", &tested),
             200,
+        ),
+        (
+            "the provider's answer",
+            &testable_api,
+            send(PROXY, "tenant-1", &tested, &get_me),
+            200,
+        ),
+        (
+            "an encoded traversal",
+            &testable_api,
+            send(PROXY, "tenant-1", &tested, &traversal),
+            400,
+        ),
+        (
+            "another tenant's connection",
+            &testable_api,
+            send(PROXY, "tenant-2", &tested, &get_me),
+            404,
+        ),
+        (
+            "a connection that needs a reconnect",
+            &testable_api,
+            send(PROXY, "tenant-1", "conn_lapsed", &get_me),
+            409,
+        ),
+        ("over 5 MiB", &testable_api, too_large(PROXY, &tested), 413),
+        (
+            "a provider without an API base",
+            &api,
+            send(PROXY, "tenant-1", "conn_stranded", &get_me),
+            422,
+        ),
+        (
+            "the connections table down",
+            &down_api,
+            send(PROXY, "tenant-1", &tested, &get_me),
+            503,
+        ),
+        (
+            "a queued write",
+            &testable_api,
+            send(ACTIONS, "tenant-1", &tested, &write),
+            202,
+        ),
+        (
+            "an encoded traversal",
+            &testable_api,
+            send(ACTIONS, "tenant-1", &tested, &traversal),
+            400,
+        ),
+        (
+            "another tenant's connection",
+            &testable_api,
+            send(ACTIONS, "tenant-2", &tested, &write),
+            404,
+        ),
+        (
+            "over 5 MiB",
+            &testable_api,
+            too_large(ACTIONS, &tested),
+            413,
+        ),
+        (
+            "a provider without an API base",
+            &api,
+            send(ACTIONS, "tenant-1", "conn_stranded", &write),
+            422,
+        ),
+        (
+            "the connections table down",
+            &down_api,
+            send(ACTIONS, "tenant-1", &tested, &write),
+            503,
         ),
         (
             "a connection that needs a reconnect",
@@ -714,6 +874,18 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         check(
             &request_body,
             &json!({ "provider": "fakeauth", "scope": "admin" })
+        )
+        .is_err(),
+        "the document refuses the unknown field the API refuses"
+    );
+    let proxy_body = schemas.validator(&request_schema(openapi, "POST", PROXY));
+    for body in [&get_me, &write, &traversal] {
+        check(&proxy_body, body).unwrap_or_else(|errors| panic!("{body}:\n{errors}"));
+    }
+    assert!(
+        check(
+            &proxy_body,
+            &json!({ "method": "GET", "path": "/me", "url": "x" })
         )
         .is_err(),
         "the document refuses the unknown field the API refuses"

@@ -225,11 +225,56 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         .expect("number");
     assert!(poll_visibility >= 6 * worker.timeout);
 
+    // Actions: queued by the management API, run by the action runner with backoff
+    // across receives; the DLQ only past the runner's own attempts.
+    let actions = &stack.queues["ActionsQueue"];
+    let actions_dlq = &stack.queues["ActionsDeadLetterQueue"];
+    let actions_redrive: serde_json::Value =
+        serde_json::from_str(&actions.attributes["RedrivePolicy"]).expect("a redrive policy");
+    assert_eq!(
+        actions_redrive["deadLetterTargetArn"],
+        actions_dlq.arn.clone().expect("actions dlq arn").as_str()
+    );
+    assert!(
+        actions_redrive["maxReceiveCount"].as_u64()
+            > Some(u64::from(junction_outbound::actions::MAX_ACTION_ATTEMPTS)),
+        "the runner fails an action itself before the DLQ takes it"
+    );
+    let runner = &stack.functions["ActionRunnerFunction"];
+    assert_eq!(runner.binary.as_deref(), Some("action-runner"));
+    let runner_env = runner.environment_strings();
+    assert_eq!(runner_env["ACTIONS_QUEUE_URL"], actions.url);
+    assert_eq!(
+        runner_env["PROXY_IDEMPOTENCY_TABLE"],
+        stack.resources["ProxyIdempotencyTable"]
+    );
+    assert_eq!(runner_env["EVENT_BUS_NAME"], stack.outputs["EventBusName"]);
+    let runner_mapping = stack
+        .event_source_mappings
+        .iter()
+        .find(|m| m.function.as_deref() == Some("ActionRunnerFunction"))
+        .expect("the runner reads the actions queue");
+    assert_eq!(runner_mapping.queue, "ActionsQueue");
+    assert!(runner_mapping.report_batch_item_failures);
+    let actions_visibility: u64 = actions.attributes["VisibilityTimeout"]
+        .parse()
+        .expect("number");
+    assert!(actions_visibility >= 6 * runner.timeout);
+    assert_eq!(management_env["ACTIONS_QUEUE_URL"], actions.url);
+    assert_eq!(
+        management_env["PROXY_IDEMPOTENCY_TABLE"],
+        stack.resources["ProxyIdempotencyTable"]
+    );
+
     // Health alarms, all notifying the alarm topic, and the dashboard showing them.
     let topic = &stack.resources["AlarmTopic"];
     for (name, metric) in [
         ("ingest-dlq-not-empty", "ApproximateNumberOfMessagesVisible"),
         ("poll-dlq-not-empty", "ApproximateNumberOfMessagesVisible"),
+        (
+            "actions-dlq-not-empty",
+            "ApproximateNumberOfMessagesVisible",
+        ),
         ("end-to-end-latency-p95", "EndToEndLatency"),
         ("signature-failures", "SignatureFailures"),
         ("token-refresh-failures", "TokenRefreshFailures"),
@@ -609,6 +654,11 @@ fn the_key_policy_names_each_function_role_and_the_account_only_administers() {
         ),
         (
             "PollWorkerFunction",
+            BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey"]),
+        ),
+        // The action runner sends actions with a connection's token, refreshed on a 401.
+        (
+            "ActionRunnerFunction",
             BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey"]),
         ),
     ]);

@@ -1,11 +1,11 @@
 //! connections: the management API under `/v1/tenants/{tenant}/` (`POST
 //! …/connect-sessions`, `GET …/connections`, `GET` and `DELETE …/connections/{id}`,
-//! `POST …/connections/{id}/test`),
+//! `POST …/connections/{id}/test`, `…/proxy` and `…/actions`),
 //! behind IAM authorization in the template: no unauthenticated caller reaches it, so
 //! only the product's backend can mint the connect sessions `start` requires, and a
 //! policy on the path can limit a backend to one tenant. The logic is
-//! `junction_oauth::web`, and for the connection test (a provider call through the
-//! outbound client) `junction_outbound::connection_test`.
+//! `junction_oauth::web`, and for the routes that call a provider through the outbound
+//! client `junction_outbound` (`connection_test`, `proxy`, `actions`).
 
 use std::{
     collections::BTreeMap,
@@ -15,16 +15,23 @@ use std::{
 
 use junction_aws::clock::SystemClock;
 use junction_aws::config::{load_aws_config, load_catalog, process_env};
+use junction_aws::queue::SqsEventQueue;
 use junction_oauth::settings::{ConnectSessionSettings, OAuthSettings};
 use junction_oauth::web::{self, HttpReply, ManagementRoute};
 use junction_oauth::{ConnectSessions, DynamoConnectSessionStore, FlowSettings, aws_vault};
-use junction_outbound::{DynamoSharedState, OutboundClient, connection_test};
+use junction_outbound::idempotency::DynamoIdempotencyStore;
+use junction_outbound::proxy::{PROXY_RESPONSE_CAP, Proxy};
+use junction_outbound::{DynamoSharedState, OutboundClient, actions, connection_test, proxy};
 use junction_telemetry as telemetry;
 use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
 
 /// How long a connection test may take: the template's `Timeout` (15 s) less a margin
 /// to store its outcome and answer.
 const TEST_BUDGET: Duration = Duration::from_secs(12);
+
+/// How long a proxied request may take, retries included: the template's `Timeout`
+/// (29 s, under API Gateway's 30 s) less a margin to record its outcome and answer.
+const PROXY_BUDGET: Duration = Duration::from_secs(25);
 
 // One invocation at a time: a single-threaded runtime spares the worker threads, their
 // wake-ups and their stacks (measured in infra/bench).
@@ -47,7 +54,12 @@ async fn main() -> Result<(), lambda_http::Error> {
             env.required("OUTBOUND_STATE_TABLE")?,
         )),
         Arc::new(SystemClock),
-    );
+    )
+    .with_body_cap(PROXY_RESPONSE_CAP);
+    let idempotency =
+        DynamoIdempotencyStore::from_config(&aws, env.required("PROXY_IDEMPOTENCY_TABLE")?);
+    let actions_queue = SqsEventQueue::from_config(&aws, env.required("ACTIONS_QUEUE_URL")?)?;
+    let clock = SystemClock;
     let sessions = ConnectSessions::new(
         vault.clone(),
         Arc::new(DynamoConnectSessionStore::from_config(
@@ -65,6 +77,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         &client,
         settings.public_base_url.as_deref(),
     );
+    let (idempotency, actions_queue, clock) = (&idempotency, &actions_queue, &clock);
     lambda_http::run(service_fn(move |request: Request| async move {
         let id = request.path_parameters().first("id").map(str::to_owned);
         let tenant = request
@@ -115,6 +128,44 @@ async fn main() -> Result<(), lambda_http::Error> {
                     method,
                     id.as_deref().unwrap_or_default(),
                     Instant::now() + TEST_BUDGET,
+                )
+                .await
+            }
+            Some(ManagementRoute::ConnectionProxy) => {
+                let reply = proxy::proxy_route(
+                    Proxy {
+                        client,
+                        vault,
+                        store: idempotency,
+                        clock,
+                    },
+                    &tenant,
+                    method,
+                    id.as_deref().unwrap_or_default(),
+                    request.body().as_ref(),
+                    Instant::now() + PROXY_BUDGET,
+                )
+                .await;
+                tracing::info!(
+                    method,
+                    path = request.raw_http_path(),
+                    tenant = %tenant,
+                    connection = id.as_deref().unwrap_or(""),
+                    status = reply.status,
+                    "management API request"
+                );
+                // The provider's bytes as they came (sent base64-encoded).
+                return Ok(reply.into_http().map(Body::from));
+            }
+            Some(ManagementRoute::ConnectionActions) => {
+                actions::actions_route(
+                    vault,
+                    actions_queue,
+                    clock,
+                    &tenant,
+                    method,
+                    id.as_deref().unwrap_or_default(),
+                    request.body().as_ref(),
                 )
                 .await
             }

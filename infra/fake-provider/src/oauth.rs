@@ -385,10 +385,20 @@ pub struct ApiRequest {
     pub path: String,
     /// Query parameters, decoded, in order (repeats kept).
     pub query: Vec<(String, String)>,
+    /// The request's headers, lowercase names, in order (`authorization` included).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl ApiRequest {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// The first value of query parameter `name`.
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query
@@ -936,6 +946,15 @@ async fn provider_api(
             .to_owned(),
         query: form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect(),
+        headers: headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: body.to_vec(),
     };

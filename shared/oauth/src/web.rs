@@ -12,9 +12,10 @@
 //!   `POST …/connect-sessions`, `GET …/connections`, `GET …/connections/{id}` and
 //!   `DELETE …/connections/{id}` (`?force=true` deletes without revoking). Another
 //!   tenant's connection answers exactly as a nonexistent one. `POST
-//!   …/connections/{id}/test` is dispatched here too; its provider call needs the
-//!   outbound client, which depends on this crate, so it runs in
-//!   `junction_outbound::connection_test` and uses [`tenant_connection_or_reply`].
+//!   …/connections/{id}/test`, `…/proxy` and `…/actions` are dispatched here too; their
+//!   provider calls need the outbound client, which depends on this crate, so they run
+//!   in `junction_outbound` (`connection_test`, `proxy`, `actions`) and use
+//!   [`tenant_connection_or_reply`].
 
 use std::collections::BTreeMap;
 
@@ -245,14 +246,20 @@ pub enum ManagementRoute {
     Connection,
     /// `POST /v1/tenants/{tenant}/connections/{id}/test`.
     ConnectionTest,
+    /// `POST /v1/tenants/{tenant}/connections/{id}/proxy`.
+    ConnectionProxy,
+    /// `POST /v1/tenants/{tenant}/connections/{id}/actions`.
+    ConnectionActions,
 }
 
 impl ManagementRoute {
-    pub const ALL: [ManagementRoute; 4] = [
+    pub const ALL: [ManagementRoute; 6] = [
         ManagementRoute::ConnectSessions,
         ManagementRoute::Connections,
         ManagementRoute::Connection,
         ManagementRoute::ConnectionTest,
+        ManagementRoute::ConnectionProxy,
+        ManagementRoute::ConnectionActions,
     ];
 
     /// The route's path, as the template and API Gateway's route keys spell it.
@@ -262,6 +269,8 @@ impl ManagementRoute {
             ManagementRoute::Connections => "/v1/tenants/{tenant}/connections",
             ManagementRoute::Connection => "/v1/tenants/{tenant}/connections/{id}",
             ManagementRoute::ConnectionTest => "/v1/tenants/{tenant}/connections/{id}/test",
+            ManagementRoute::ConnectionProxy => "/v1/tenants/{tenant}/connections/{id}/proxy",
+            ManagementRoute::ConnectionActions => "/v1/tenants/{tenant}/connections/{id}/actions",
         }
     }
 

@@ -176,7 +176,11 @@ fn short(code: &str) -> String {
 /// The provider API's base URL for this connection: the catalog's `base_url` with each
 /// `{name}` filled from the connection's kept values (Salesforce `{instance_url}`),
 /// checked as an endpoint a token may be sent to.
-fn base_url(catalog: &Catalog, provider: &str, connection: &Connection) -> Result<String, String> {
+pub(crate) fn base_url(
+    catalog: &Catalog,
+    provider: &str,
+    connection: &Connection,
+) -> Result<String, String> {
     let template = catalog
         .get(provider)
         .and_then(|p| p.api.as_ref())

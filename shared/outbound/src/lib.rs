@@ -5,6 +5,7 @@
 //! The client stack that applies them to every call (with redacted call logs and
 //! metrics) is issue 7's remaining work.
 
+pub mod actions;
 pub mod client;
 pub mod connection_test;
 pub mod idempotency;
@@ -12,6 +13,7 @@ pub mod limiter;
 pub mod limits;
 pub mod log;
 pub mod policy;
+pub mod proxy;
 pub mod shared_state;
 
 pub use client::{Answered, ApiResponse, Call, CallError, OutboundClient};
