@@ -9,7 +9,8 @@
 //! a webhook of an account two tenants connected, stamped with `tenant` and
 //! `connection` by the consumer's account index), the OAuth vault
 //! (`connection.needs_reauth`, `connection.deleted`) and the poll scheduler
-//! (`connection.stale`). Every type seen must have a schema, and every schema's type
+//! (`connection.stale`), and the action runner (`action.succeeded`, `action.failed`,
+//! over the fake provider's API). Every type seen must have a schema, and every schema's type
 //! must have been seen: a schema for an event nothing publishes is a lie too.
 
 mod schema_support;
@@ -27,7 +28,10 @@ use junction_aws::payloads::{InMemoryPayloadStore, PayloadStore};
 use junction_aws::queue::{InMemoryEventQueue, InMemoryRetryScheduler, attribute};
 use junction_aws::retry::Backoff;
 use junction_catalog::Catalog;
-use junction_oauth::testing::harness;
+use junction_oauth::testing::{harness, harness_with};
+use junction_outbound::actions::{ActionRunner, actions_route};
+use junction_outbound::idempotency::InMemoryIdempotencyStore as InMemoryKeyStore;
+use junction_outbound::{InMemorySharedState, OutboundClient};
 use junction_pipeline::accounts::{AccountConnection, InMemoryAccountIndex};
 use junction_pipeline::consumer::{Consumer, InboundMessage, ItemResult, Ports};
 use junction_pipeline::idempotency::{Idempotency, IdempotencyPolicy, InMemoryIdempotencyStore};
@@ -543,6 +547,100 @@ async fn every_published_event_matches_its_schemas_and_every_schema_is_published
     for event in &stale {
         checker
             .check("poll scheduler", event, None, &mut checked)
+            .await;
+    }
+
+    // The action runner: a queued write the provider accepts, one it refuses for good
+    // (with its answer), and one whose retries are spent.
+    let actions = harness_with(
+        fake_provider::AuthServerConfig::default(),
+        "[api]\nbase_url = \"{provider_api}\"\nrate_limit = { requests_per_second = 100.0, burst = 20, scope = \"connection\" }\n",
+    )
+    .await;
+    actions.server.serve_provider_api(|request| {
+        fake_provider::ScriptedResponse::with_status(
+            201,
+            &serde_json::json!({ "id": "task_1", "path": request.path }),
+        )
+    });
+    let connection = actions.connect().await;
+    let bus = Arc::new(InMemoryEventBus::default());
+    let runner = ActionRunner {
+        client: OutboundClient::new(
+            actions.vault.catalog(),
+            actions.vault.clone(),
+            Arc::new(InMemorySharedState::default()),
+            Arc::new(junction_aws::clock::SystemClock),
+        )
+        .with_policy(junction_outbound::RetryPolicy {
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(2),
+            },
+            max_attempts: 1,
+        }),
+        vault: actions.vault.clone(),
+        store: Arc::new(InMemoryKeyStore::default()),
+        clock: actions.clock.clone(),
+        bus: bus.clone(),
+        retries: Arc::new(InMemoryRetryScheduler::default()),
+    };
+    let queue = InMemoryEventQueue::default();
+    actions.server.script_api([
+        fake_provider::ScriptedResponse::json(&serde_json::json!({})),
+        fake_provider::ScriptedResponse::with_status(
+            422,
+            &serde_json::json!({ "error": "title is required" }),
+        ),
+        fake_provider::ScriptedResponse::with_status(503, &serde_json::json!({})),
+    ]);
+    for (request, receive) in [
+        (
+            serde_json::json!({ "method": "POST", "path": "/tasks", "body": { "title": "Ship" } }),
+            1,
+        ),
+        (
+            serde_json::json!({ "method": "POST", "path": "/tasks", "body": { "title": "" } }),
+            1,
+        ),
+        (
+            serde_json::json!({ "method": "GET", "path": "/report", "query": { "q": "x" } }),
+            junction_outbound::actions::MAX_ACTION_ATTEMPTS,
+        ),
+    ] {
+        let reply = actions_route(
+            &actions.vault,
+            &queue,
+            actions.clock.as_ref(),
+            "tenant-1",
+            "POST",
+            &connection,
+            request.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let message = queue.messages().pop().expect("queued");
+        runner
+            .handle(
+                &message.body,
+                receive,
+                "receipt",
+                std::time::Instant::now() + Duration::from_secs(30),
+            )
+            .await
+            .expect("finished");
+    }
+    let announced = bus.events();
+    assert_eq!(
+        announced
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["action.succeeded", "action.failed", "action.failed"]
+    );
+    for event in &announced {
+        checker
+            .check("action runner", event, None, &mut checked)
             .await;
     }
 
