@@ -694,7 +694,9 @@ pub enum SignedPart {
     /// The exact bytes of the value of a top-level member of the JSON body, as received
     /// (Exact Online signs its `Content` object as sent, between `{"Content":` and
     /// `,"HashCode":`). The body must be a JSON object with exactly one member of that
-    /// name; anything else fails closed. Names the member, not a pointer.
+    /// name, and no top-level members but the raw members and an in-body signature, so
+    /// every value but the signature's is signed; anything else fails closed. Names the
+    /// member, not a pointer.
     JsonRawMember(String),
     /// The raw value of a parameter of a `key_value_list` signature header (Hook0's
     /// `h`, the space-separated names of the signed headers); it may be empty, but a
@@ -1357,6 +1359,9 @@ impl Verification {
             || (has(|part| matches!(part, SignedPart::SortedFormParams))
                 && has(|part| matches!(part, SignedPart::Url))
                 && self.body_hash_query_param.is_some())
+            // A body of raw members and the in-body signature only (the verifier refuses
+            // any other member): every value but the signature's is signed as sent.
+            || has(|part| matches!(part, SignedPart::JsonRawMember(_)))
     }
 
     /// `coverage` must tell the truth about the signed parts, and say why when the body
@@ -1576,7 +1581,7 @@ replay_window = "none"
     fn a_raw_member_sits_beside_a_top_level_in_body_signature() {
         let entry = |pointer: &str, member: &str| {
             webhook_file(&format!(
-                "[webhook.verification]\nscheme = \"hmac-sha256\"\nsignature = {{ format = \"json_pointer\", pointer = \"{pointer}\", encoding = \"hex_upper\" }}\nsigned = [{{ json_raw_member = \"{member}\" }}]\ncoverage = \"partial\"\ncoverage_note = \"Only the Content member is signed, as sent.\"\nreplay_window = \"none\"\n"
+                "[webhook.verification]\nscheme = \"hmac-sha256\"\nsignature = {{ format = \"json_pointer\", pointer = \"{pointer}\", encoding = \"hex_upper\" }}\nsigned = [{{ json_raw_member = \"{member}\" }}]\nreplay_window = \"none\"\n"
             ))
         };
         let catalog =
@@ -1610,9 +1615,12 @@ replay_window = "none"
                 "{pointer} {member}: {err}"
             );
         }
-        // A raw member alone does not cover the body: claiming `body` is refused.
-        let claimed =
-            entry("/HashCode", "Content").replace("coverage = \"partial\"", "coverage = \"body\"");
+        // The verifier admits no member beside the raw members and the signature, so
+        // the body is covered: claiming `partial` is refused.
+        let claimed = entry("/HashCode", "Content").replace(
+            "replay_window",
+            "coverage = \"partial\"\ncoverage_note = \"Only the Content member is signed.\"\nreplay_window",
+        );
         assert!(Catalog::from_files(&[("acme.toml", &claimed)]).is_err());
     }
 

@@ -72,6 +72,18 @@ pub(crate) fn member_value<'b>(body: &'b [u8], name: &str) -> Option<&'b [u8]> {
     Some(&body[member.value.clone()])
 }
 
+/// Whether every top-level member of the JSON object `body` is one of `names` (each
+/// written without escapes); `false` when `body` is not one JSON object.
+pub(crate) fn only_members(body: &[u8], names: &[&str]) -> bool {
+    top_level_members(body).is_some_and(|(members, _)| {
+        members.iter().all(|member| {
+            names
+                .iter()
+                .any(|name| &body[member.key.clone()] == name.as_bytes())
+        })
+    })
+}
+
 /// `body` with the top-level member `name` set to the JSON string `value`: its value
 /// replaced where the member exists, else the member added last. Every other byte is
 /// kept, so a raw member signed beside it still verifies. `None` when the body is not a
@@ -210,6 +222,23 @@ mod tests {
             None
         );
         assert_eq!(top_level_members(b" {} ").map(|(m, _)| m.len()), Some(0));
+    }
+
+    #[test]
+    fn only_the_named_members_may_be_present() {
+        let body = br#"{"Content":{"a":1},"HashCode":"F0"}"#;
+        assert!(only_members(body, &["Content", "HashCode"]));
+        assert!(!only_members(body, &["Content"]));
+        assert!(!only_members(
+            br#"{"Content":{"a":1},"HashCode":"F0","Extra":1}"#,
+            &["Content", "HashCode"]
+        ));
+        // An escaped spelling is another key here: refused, never read as "Content".
+        assert!(!only_members(
+            br#"{"\u0043ontent":{"a":1},"HashCode":"F0"}"#,
+            &["Content", "HashCode"]
+        ));
+        assert!(!only_members(b"[]", &["Content"]));
     }
 
     #[test]

@@ -146,6 +146,7 @@ pub fn verify_matching(
     {
         check_body_hash(param, request)?;
     }
+    check_raw_members(spec, request.body)?;
     let json = parse_json_if(spec.signed.iter().any(is_json_part), request)?;
     // Box's SDKs also accept a signature over the body with its non-ASCII characters
     // escaped (see [`box_escaped_body`]), Twilio's over the URL with its port written
@@ -312,6 +313,30 @@ pub(crate) fn box_escaped_body(body: &[u8]) -> Option<Vec<u8>> {
         }
     }
     Some(out.into_bytes())
+}
+
+/// Where members are signed as sent (`json_raw_member`), the body may hold only those
+/// members and the in-body signature: a member beside them would be unsigned input.
+fn check_raw_members(spec: &Verification, body: &[u8]) -> Result<(), VerifyError> {
+    let mut names: Vec<&str> = spec
+        .signed
+        .iter()
+        .filter_map(|part| match part {
+            SignedPart::JsonRawMember(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    if let SignatureFormat::JsonPointer { pointer, .. } = &spec.signature {
+        names.push(&pointer[1..]);
+    }
+    if super::raw_json::only_members(body, &names) {
+        Ok(())
+    } else {
+        Err(VerifyError::MalformedBody)
+    }
 }
 
 fn is_json_part(part: &SignedPart) -> bool {

@@ -1501,6 +1501,14 @@ fn keys(spec: &Verification) -> (String, String, String) {
 /// An unsigned body with every field the spec signs or reads.
 fn sample_body(spec: &Verification) -> Vec<u8> {
     let mut json = serde_json::json!({"id": "evt_1", "type": "thing.created", "data": {"n": 1}});
+    // Where members are signed as sent, the body holds only them (and the signature).
+    if spec
+        .signed
+        .iter()
+        .any(|part| matches!(part, SignedPart::JsonRawMember(_)))
+    {
+        json = serde_json::json!({});
+    }
     let timestamp_pointer = match spec.timestamp.as_ref().map(|rule| &rule.from) {
         Some(TimestampSource::JsonPointer(pointer)) => Some(pointer.clone()),
         _ => None,
@@ -3077,6 +3085,12 @@ fn exact_online_hash_code_per_the_client_test() {
         Ok(()),
         "whitespace inside Content is signed as it arrives"
     );
+    // A member beside Content and HashCode would be unsigned input: refused, as the
+    // client's anchored pattern refuses it.
+    let extra = request(&hash_code).replacen(r#"{"Content""#, r#"{"Extra":1,"Content""#, 1);
+    assert_eq!(check(&extra), Err(VerifyError::MalformedBody));
+    let trailing = format!(r#"{{"Content":{CONTENT},"HashCode":"{hash_code}","Extra":1}}"#);
+    assert_eq!(check(&trailing), Err(VerifyError::MalformedBody));
     // Two Content members: which one was signed is ambiguous.
     let doubled =
         format!(r#"{{"Content":{CONTENT},"Content":{CONTENT},"HashCode":"{hash_code}"}}"#);
