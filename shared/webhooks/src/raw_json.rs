@@ -183,7 +183,59 @@ fn value_end(body: &[u8], start: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
     use super::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9 {}\\[\\],:\"\\\\\\u{e9}]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c\"{}]{0,3}", inner, 0..5)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever the members hold, and however the object is laid out (compact or
+        /// pretty), each member's bytes are exactly its value as serialized there, and
+        /// setting a string member keeps every other member's bytes.
+        #[test]
+        fn members_are_found_byte_exactly(
+            members in prop::collection::btree_map("[A-Za-z]{1,6}", json_value(), 1..5),
+            pretty in any::<bool>(),
+        ) {
+            let object = Value::Object(members.clone().into_iter().collect());
+            let body = if pretty {
+                serde_json::to_vec_pretty(&object)
+            } else {
+                serde_json::to_vec(&object)
+            }
+            .expect("json");
+            for (name, value) in &members {
+                let bytes = member_value(&body, name).expect("found");
+                let reparsed: Value = serde_json::from_slice(bytes).expect("one value");
+                prop_assert_eq!(&reparsed, value);
+                if !pretty {
+                    let compact = serde_json::to_vec(value).expect("json");
+                    prop_assert_eq!(bytes, compact.as_slice());
+                }
+            }
+            let signed = with_string_member(&body, "Sig", "AB").expect("object");
+            for name in members.keys() {
+                prop_assert_eq!(member_value(&signed, name), member_value(&body, name));
+            }
+            prop_assert_eq!(member_value(&signed, "Sig"), Some(&br#""AB""#[..]));
+        }
+    }
 
     #[test]
     fn members_are_the_bytes_as_sent() {
