@@ -559,7 +559,8 @@ pub enum Scheme {
     /// `Authorization: Basic base64(user:password)` with credentials the operator chose
     /// when registering the webhook (Pipedrive's `http_auth_user` and
     /// `http_auth_password`). The configured secret is `user:password`; the decoded
-    /// credentials are compared with it in constant time. Like [`Scheme::Token`] it
+    /// credentials are compared with it in constant time. The scheme name `Basic` is
+    /// matched ignoring case, as HTTP authentication schemes are (RFC 7617 §2). Like [`Scheme::Token`] it
     /// signs nothing: `signed` must be empty, `coverage` must be `none`, and the
     /// signature must be a `single` header with the prefix `Basic ` and `base64`
     /// encoding.

@@ -133,7 +133,7 @@ pub fn verify_matching(
         return verify_per_item(spec, secrets, request, (items, signature, *encoding));
     }
     let scheme = request_scheme(spec, request.headers)?;
-    let signatures = parse_signatures(&spec.signature, request)?;
+    let signatures = parse_signatures(&spec.signature, spec.scheme, request)?;
     let timestamp = match &spec.timestamp {
         Some(rule) => read_timestamp(rule, &signatures.params, request.headers)?,
         None => None,
@@ -455,6 +455,7 @@ fn header_value<'h>(headers: &'h HeaderMap, names: &HeaderNames) -> Option<&'h [
 
 fn parse_signatures<'h>(
     format: &SignatureFormat,
+    scheme: Scheme,
     request: &SignedRequest<'h>,
 ) -> Result<Signatures<'h>, VerifyError> {
     let headers = request.headers;
@@ -471,7 +472,16 @@ fn parse_signatures<'h>(
             encoding,
         } => {
             let raw = text(header_value(headers, header).ok_or(VerifyError::MissingSignature)?)?;
-            if let Some(value) = raw.strip_prefix(prefix.as_str()) {
+            // HTTP authentication scheme names are case-insensitive (RFC 7617 §2, RFC 9110
+            // §11.1): `basic` is `Basic`. Every other prefix is matched byte for byte.
+            let value = if scheme == Scheme::BasicAuth {
+                raw.get(..prefix.len())
+                    .filter(|head| head.eq_ignore_ascii_case(prefix))
+                    .and_then(|_| raw.get(prefix.len()..))
+            } else {
+                raw.strip_prefix(prefix.as_str())
+            };
+            if let Some(value) = value {
                 signatures.push(*encoding, value);
             }
         }

@@ -2057,6 +2057,10 @@ proptest! {
         let mut bytes = value.into_bytes();
         let at = position.index(bytes.len());
         prop_assume!(bytes[at] != replacement);
+        // HTTP Basic's scheme name is case-insensitive: `basic` is the same header.
+        prop_assume!(!(spec(sample.provider).scheme == junction_catalog::Scheme::BasicAuth
+            && at < "Basic".len()
+            && bytes[at].eq_ignore_ascii_case(&replacement)));
         bytes[at] = replacement;
         let changed = String::from_utf8(bytes).expect("ascii");
         let pairs = sample.with_header(&name, Some(&changed));
@@ -3174,6 +3178,19 @@ fn pipedrive_basic_auth_matches_rfc_7617() {
         with("Aladdin", header),
         Err(VerifyError::SignatureMismatch),
         "the user alone is not the credentials"
+    );
+    // The scheme name is case-insensitive (RFC 7617 §2); the credentials are not.
+    assert_eq!(
+        with(configured, "basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+        Ok(())
+    );
+    assert_eq!(
+        with(configured, "BASIC QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+        Ok(())
+    );
+    assert_eq!(
+        with(configured, "Basic qwxhzGRpbjpvcGVuIHNlc2FtZQ=="),
+        Err(VerifyError::SignatureMismatch)
     );
     // Not base64, or another scheme, carries no credentials.
     assert_eq!(
