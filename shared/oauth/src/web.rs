@@ -345,6 +345,10 @@ pub enum TestOutcome {
     Verified,
     /// It did not; a short reason (a code, never the provider's body).
     Failed(String),
+    /// The provider refused the token even after one refresh: the grant works for
+    /// nothing, so the connection needs its user to reconnect, as when a refresh token is
+    /// refused (`connection.needs_reauth` is announced once, when it changes state).
+    NeedsReauth(String),
 }
 
 /// How often a conflicting write of a test's outcome is retried (the refresher or a
@@ -379,6 +383,14 @@ pub async fn record_connection_test(
                 next.last_error = Some(format!("connection_test: {reason}"));
                 next.last_error_at = Some(now);
             }
+            TestOutcome::NeedsReauth(code) => {
+                next.state = super::ConnectionState::NeedsReauth;
+                next.lease = None;
+                next.refresh_at = None;
+                next.last_error = Some(format!("needs_reauth: {code}"));
+                next.last_error_at = Some(now);
+                next.updated_at = now;
+            }
         }
         next.version = current.version + 1;
         if vault
@@ -387,6 +399,12 @@ pub async fn record_connection_test(
             .await
             .map_err(unavailable)?
         {
+            if let TestOutcome::NeedsReauth(code) = outcome
+                && current.state != super::ConnectionState::NeedsReauth
+            {
+                tracing::warn!(provider = %next.provider, connection = %next.id, tenant = %next.tenant, reason = %code, outcome = "needs_reauth", "connection needs the user to reconnect");
+                vault.announce(&next, "needs_reauth", code).await?;
+            }
             return Ok(next);
         }
     }

@@ -109,9 +109,19 @@ pub async fn connection_test_route(
             json!({ "error": "needs_reauth", "message": short(&reason) }),
         ),
         Err(CallError::Failed(failure)) if failure.class == FailureClass::Unauthorized => {
-            // Refused again after the one refresh: the token works for nothing.
-            let reason = format!("needs_reauth: {}", short(&failure.code));
-            failed(vault, &connection, 409, "needs_reauth", &reason).await
+            // Refused again after the one refresh: the token works for nothing, and the
+            // connection needs its user to reconnect, as when its refresh token is refused.
+            let code = short(&failure.code);
+            tracing::info!(provider, connection = id, error = %code, outcome = "connection_test_failed", "connection test failed");
+            match web::record_connection_test(vault, id, &TestOutcome::NeedsReauth(code.clone()))
+                .await
+            {
+                Ok(_) => HttpReply::json(
+                    409,
+                    json!({ "error": "needs_reauth", "message": format!("needs_reauth: {code}") }),
+                ),
+                Err(err) => web::vault_error_reply(&err),
+            }
         }
         Err(CallError::Failed(failure)) => {
             let reason = short(&failure.code);

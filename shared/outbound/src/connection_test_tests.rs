@@ -185,13 +185,37 @@ async fn a_token_refused_after_its_refresh_answers_needs_reauth() {
         1,
         "one refresh only"
     );
+    // The connection needs its user to reconnect, as when a refresh token is refused:
+    // marked so, and announced once.
     let stored = setup.harness.stored(&setup.connection).await;
-    assert!(
-        stored
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("connection_test: needs_reauth")),
-        "{stored:?}"
+    assert_eq!(stored.state, junction_oauth::ConnectionState::NeedsReauth);
+    assert_eq!(stored.last_error.as_deref(), Some("needs_reauth: http_401"));
+    assert_eq!(stored.refresh_at, None);
+    let announced: Vec<_> = setup
+        .harness
+        .bus
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == "connection.needs_reauth")
+        .collect();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert_eq!(announced[0].data["reason"], "http_401");
+    assert_eq!(announced[0].data["tenant"], "tenant-1");
+    // A second test finds the grant gone without calling the provider again.
+    let calls = setup.provider_calls();
+    let again = setup.test("tenant-1", &setup.connection).await;
+    assert_eq!(again.status, 409);
+    assert_eq!(setup.provider_calls(), calls);
+    assert_eq!(
+        setup
+            .harness
+            .bus
+            .events()
+            .iter()
+            .filter(|e| e.event_type == "connection.needs_reauth")
+            .count(),
+        1,
+        "announced once"
     );
 }
 
