@@ -421,6 +421,15 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
     stranded.stated_lifetime = None;
     stranded.refresh_at = None;
     h.connections.insert(&stranded).await.expect("inserted");
+    // AND another such connection, for a forced delete.
+    h.connections
+        .insert(&sample_connection(
+            "conn_abandoned",
+            "tenant-1",
+            1_790_000_000,
+        ))
+        .await
+        .expect("inserted");
 
     let api = Api::new(
         h.vault.clone(),
@@ -680,6 +689,12 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
             "forced",
             &api,
             delete("tenant-1", &second, &[("force", "true")]),
+            200,
+        ),
+        (
+            "forced, though its provider lost its OAuth section",
+            &api,
+            delete("tenant-1", "conn_abandoned", &[("force", "true")]),
             200,
         ),
         ("revoked", &api, delete("tenant-1", &connected, &[]), 200),
