@@ -36,7 +36,7 @@ use junction_oauth::{
     SecretCredentials, SessionTake, TokenVault, UnreadableConnection, VaultSettings,
     sample_connection,
 };
-use junction_outbound::idempotency::InMemoryIdempotencyStore;
+use junction_outbound::idempotency::InMemoryProxyIdempotencyStore;
 use junction_outbound::proxy::{PROXY_RESPONSE_CAP, Proxy};
 use junction_outbound::{InMemorySharedState, OutboundClient, actions, connection_test, proxy};
 use local_stack::emulator::ensure_venv;
@@ -218,7 +218,7 @@ struct Api {
     /// The outbound client the connection test and the proxy call the provider through.
     client: OutboundClient,
     /// The proxy's idempotency record and the actions queue.
-    store: InMemoryIdempotencyStore,
+    store: InMemoryProxyIdempotencyStore,
     queue: InMemoryEventQueue,
 }
 
@@ -228,7 +228,7 @@ impl Api {
             client: outbound(&vault),
             vault,
             sessions,
-            store: InMemoryIdempotencyStore::default(),
+            store: InMemoryProxyIdempotencyStore::default(),
             queue: InMemoryEventQueue::default(),
         }
     }

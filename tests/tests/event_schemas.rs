@@ -30,7 +30,7 @@ use junction_aws::retry::Backoff;
 use junction_catalog::Catalog;
 use junction_oauth::testing::{harness, harness_with};
 use junction_outbound::actions::{ActionRunner, actions_route};
-use junction_outbound::idempotency::InMemoryIdempotencyStore as InMemoryKeyStore;
+use junction_outbound::idempotency::InMemoryProxyIdempotencyStore;
 use junction_outbound::{InMemorySharedState, OutboundClient};
 use junction_pipeline::accounts::{AccountConnection, InMemoryAccountIndex};
 use junction_pipeline::consumer::{Consumer, InboundMessage, ItemResult, Ports};
@@ -580,7 +580,7 @@ async fn every_published_event_matches_its_schemas_and_every_schema_is_published
             max_attempts: 1,
         }),
         vault: actions.vault.clone(),
-        store: Arc::new(InMemoryKeyStore::default()),
+        store: Arc::new(InMemoryProxyIdempotencyStore::default()),
         clock: actions.clock.clone(),
         bus: bus.clone(),
         retries: Arc::new(InMemoryRetryScheduler::default()),

@@ -5,8 +5,8 @@
 //! exactly one starts.
 
 use junction_outbound::idempotency::{
-    Begin, DynamoIdempotencyStore, IDEMPOTENCY_TTL_SECONDS, IN_FLIGHT_LEASE_SECONDS,
-    IdempotencyStore, InMemoryIdempotencyStore, KeptAnswer,
+    Begin, DynamoProxyIdempotencyStore, IDEMPOTENCY_TTL_SECONDS, IN_FLIGHT_LEASE_SECONDS,
+    InMemoryProxyIdempotencyStore, KeptAnswer, ProxyIdempotencyStore,
 };
 use junction_tests::{create_table, emulator};
 
@@ -24,7 +24,7 @@ fn answer() -> KeptAnswer {
 }
 
 /// The contract, for any store.
-async fn contract(store: &dyn IdempotencyStore) {
+async fn contract(store: &dyn ProxyIdempotencyStore) {
     let now = 1_800_000_000;
     assert_eq!(store.begin("c#k", "h1", now).await, Ok(Begin::Started));
     assert_eq!(store.begin("c#k", "h1", now + 1).await, Ok(Begin::InFlight));
@@ -73,19 +73,19 @@ async fn contract(store: &dyn IdempotencyStore) {
 
 #[tokio::test]
 async fn the_in_memory_store_keeps_the_contract() {
-    contract(&InMemoryIdempotencyStore::default()).await;
+    contract(&InMemoryProxyIdempotencyStore::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dynamodb_store_keeps_the_contract_and_one_concurrent_claim_wins() {
     let (_moto, aws) = emulator().await;
     create_table(&aws, TABLE, "key").await;
-    let store = DynamoIdempotencyStore::from_config(&aws, TABLE);
+    let store = DynamoProxyIdempotencyStore::from_config(&aws, TABLE);
     contract(&store).await;
 
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let store = DynamoIdempotencyStore::from_config(&aws, TABLE);
+        let store = DynamoProxyIdempotencyStore::from_config(&aws, TABLE);
         tasks.push(tokio::spawn(async move {
             store.begin("c#race", "h1", 1_800_000_000).await
         }));

@@ -19,7 +19,7 @@ use junction_aws::queue::SqsRetryScheduler;
 use junction_oauth::aws_vault;
 use junction_oauth::settings::OAuthSettings;
 use junction_outbound::actions::{ActionError, ActionRunner};
-use junction_outbound::idempotency::DynamoIdempotencyStore;
+use junction_outbound::idempotency::DynamoProxyIdempotencyStore;
 use junction_outbound::{DynamoSharedState, OutboundClient};
 use junction_telemetry as telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -50,7 +50,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let runner = ActionRunner {
         client,
         vault,
-        store: Arc::new(DynamoIdempotencyStore::from_config(
+        store: Arc::new(DynamoProxyIdempotencyStore::from_config(
             &aws,
             env.required("PROXY_IDEMPOTENCY_TABLE")?,
         )),

@@ -19,7 +19,7 @@ use junction_aws::queue::SqsEventQueue;
 use junction_oauth::settings::{ConnectSessionSettings, OAuthSettings};
 use junction_oauth::web::{self, HttpReply, ManagementRoute};
 use junction_oauth::{ConnectSessions, DynamoConnectSessionStore, FlowSettings, aws_vault};
-use junction_outbound::idempotency::DynamoIdempotencyStore;
+use junction_outbound::idempotency::DynamoProxyIdempotencyStore;
 use junction_outbound::proxy::{PROXY_RESPONSE_CAP, Proxy};
 use junction_outbound::{DynamoSharedState, OutboundClient, actions, connection_test, proxy};
 use junction_telemetry as telemetry;
@@ -57,7 +57,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     )
     .with_body_cap(PROXY_RESPONSE_CAP);
     let idempotency =
-        DynamoIdempotencyStore::from_config(&aws, env.required("PROXY_IDEMPOTENCY_TABLE")?);
+        DynamoProxyIdempotencyStore::from_config(&aws, env.required("PROXY_IDEMPOTENCY_TABLE")?);
     let actions_queue = SqsEventQueue::from_config(&aws, env.required("ACTIONS_QUEUE_URL")?)?;
     let clock = SystemClock;
     let sessions = ConnectSessions::new(

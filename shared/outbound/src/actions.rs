@@ -23,7 +23,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::idempotency::IdempotencyStore;
+use super::idempotency::ProxyIdempotencyStore;
 use super::proxy::{self, Outcome, Proxy, ProxyAnswer, ProxyRequest};
 use super::{CallFailure, OutboundClient, RateLimitHeaders};
 use junction_aws::clock::{Clock, rfc3339_millis};
@@ -178,7 +178,7 @@ pub enum Finished {
 pub struct ActionRunner {
     pub client: OutboundClient,
     pub vault: TokenVault,
-    pub store: Arc<dyn IdempotencyStore>,
+    pub store: Arc<dyn ProxyIdempotencyStore>,
     pub clock: Arc<dyn Clock>,
     pub bus: Arc<dyn EventBus>,
     pub retries: Arc<dyn RetryScheduler>,

@@ -8,7 +8,7 @@ use fake_provider::{AuthServerConfig, ScriptedResponse};
 use rand::{SeedableRng, rngs::StdRng};
 
 use super::*;
-use crate::idempotency::InMemoryIdempotencyStore;
+use crate::idempotency::InMemoryProxyIdempotencyStore;
 use crate::{InMemorySharedState, RetryPolicy};
 use junction_aws::clock::SystemClock;
 use junction_aws::events::InMemoryEventBus;
@@ -66,7 +66,7 @@ async fn setup() -> Setup {
     let runner = ActionRunner {
         client,
         vault: harness.vault.clone(),
-        store: Arc::new(InMemoryIdempotencyStore::default()),
+        store: Arc::new(InMemoryProxyIdempotencyStore::default()),
         clock: harness.clock.clone(),
         bus: bus.clone(),
         retries: retries.clone(),

@@ -5,7 +5,7 @@
 //! the record; the same key with another request is refused; a repeat while the first is
 //! still running is told so.
 //!
-//! The store is a port ([`IdempotencyStore`]): DynamoDB ([`DynamoIdempotencyStore`],
+//! The store is a port ([`ProxyIdempotencyStore`]): DynamoDB ([`DynamoProxyIdempotencyStore`],
 //! the only code here that knows the SDK) and memory.
 
 use std::{collections::HashMap, sync::Mutex};
@@ -42,7 +42,7 @@ pub struct KeptAnswer {
     pub body: Option<Vec<u8>>,
 }
 
-/// What [`IdempotencyStore::begin`] found.
+/// What [`ProxyIdempotencyStore::begin`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// The key is this request's now: send it, then `complete` or `release`.
@@ -57,7 +57,7 @@ pub enum Begin {
 
 /// Keys and their requests' answers.
 #[async_trait]
-pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
+pub trait ProxyIdempotencyStore: Send + Sync + std::fmt::Debug {
     /// Claims `key` for the request whose hash is `hash`, at unix time `now`.
     async fn begin(&self, key: &str, hash: &str, now: i64) -> Result<Begin, IdempotencyError>;
 
@@ -106,11 +106,11 @@ struct Record {
 
 /// In memory, for unit tests.
 #[derive(Debug, Default)]
-pub struct InMemoryIdempotencyStore {
+pub struct InMemoryProxyIdempotencyStore {
     records: Mutex<HashMap<String, Record>>,
 }
 
-impl InMemoryIdempotencyStore {
+impl InMemoryProxyIdempotencyStore {
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
         self.records
             .lock()
@@ -133,7 +133,7 @@ fn judge(record: Option<&Record>, hash: &str, now: i64) -> Option<Begin> {
 }
 
 #[async_trait]
-impl IdempotencyStore for InMemoryIdempotencyStore {
+impl ProxyIdempotencyStore for InMemoryProxyIdempotencyStore {
     async fn begin(&self, key: &str, hash: &str, now: i64) -> Result<Begin, IdempotencyError> {
         let mut records = self.records();
         if let Some(found) = judge(records.get(key), hash, now) {
@@ -190,14 +190,14 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
 /// once answered `status`, `headers` (a JSON list of pairs) and `body` (binary, absent
 /// when not kept). DynamoDB's TTL deletes late, so `expires_at` is also checked.
 #[derive(Debug, Clone)]
-pub struct DynamoIdempotencyStore {
+pub struct DynamoProxyIdempotencyStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
 }
 
-impl DynamoIdempotencyStore {
+impl DynamoProxyIdempotencyStore {
     pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        DynamoIdempotencyStore {
+        DynamoProxyIdempotencyStore {
             client: aws_sdk_dynamodb::Client::new(aws),
             table: table.into(),
         }
@@ -266,7 +266,7 @@ where
 }
 
 #[async_trait]
-impl IdempotencyStore for DynamoIdempotencyStore {
+impl ProxyIdempotencyStore for DynamoProxyIdempotencyStore {
     async fn begin(&self, key: &str, hash: &str, now: i64) -> Result<Begin, IdempotencyError> {
         // A record deleted between the failed put and the read: claim again.
         for _ in 0..3 {
@@ -383,7 +383,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_runs_once_and_replays_its_answer_for_a_day() {
-        let store = InMemoryIdempotencyStore::default();
+        let store = InMemoryProxyIdempotencyStore::default();
         assert_eq!(store.begin("c#k", "h1", 1000).await, Ok(Begin::Started));
         assert_eq!(store.begin("c#k", "h1", 1001).await, Ok(Begin::InFlight));
         assert_eq!(store.begin("c#k", "h2", 1001).await, Ok(Begin::Mismatch));
@@ -402,7 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_released_or_abandoned_key_runs_again() {
-        let store = InMemoryIdempotencyStore::default();
+        let store = InMemoryProxyIdempotencyStore::default();
         assert_eq!(store.begin("c#k", "h1", 1000).await, Ok(Begin::Started));
         store.release("c#k", "h1").await.expect("released");
         assert_eq!(store.begin("c#k", "h1", 1001).await, Ok(Begin::Started));

@@ -18,7 +18,7 @@
 //! Retries: a `GET`, `HEAD` or `OPTIONS` is retried like any call; a write only when
 //! the provider takes the caller's idempotency key itself (the catalog's `[api]
 //! idempotency_header`, passed on). For other providers a write with an
-//! `idempotency_key` is recorded in Junction's [`IdempotencyStore`]: a repeat within
+//! `idempotency_key` is recorded in Junction's [`ProxyIdempotencyStore`]: a repeat within
 //! 24 hours is answered from the record, the same key with another request is refused
 //! (422), a repeat while the first still runs is told so (409).
 
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::idempotency::{
-    Begin, IdempotencyStore, KEPT_BODY_CAP, KeptAnswer, record_key, request_hash, valid_key,
+    Begin, KEPT_BODY_CAP, KeptAnswer, ProxyIdempotencyStore, record_key, request_hash, valid_key,
 };
 use super::{Call, CallError, CallFailure, OutboundClient, RetryPolicy};
 use junction_aws::clock::Clock;
@@ -453,7 +453,7 @@ pub enum Outcome {
 pub struct Proxy<'a> {
     pub client: &'a OutboundClient,
     pub vault: &'a TokenVault,
-    pub store: &'a dyn IdempotencyStore,
+    pub store: &'a dyn ProxyIdempotencyStore,
     pub clock: &'a dyn Clock,
 }
 

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use fake_provider::{AuthServerConfig, ScriptedResponse};
 
 use super::*;
-use crate::idempotency::InMemoryIdempotencyStore;
+use crate::idempotency::InMemoryProxyIdempotencyStore;
 use crate::{InMemorySharedState, RetryPolicy};
 use junction_aws::clock::SystemClock;
 use junction_aws::retry::Backoff;
@@ -29,7 +29,7 @@ fn api(native: bool) -> String {
 struct Setup {
     harness: Harness,
     client: OutboundClient,
-    store: InMemoryIdempotencyStore,
+    store: InMemoryProxyIdempotencyStore,
     connection: String,
 }
 
@@ -68,7 +68,7 @@ async fn setup_with(native: bool) -> Setup {
     Setup {
         harness,
         client,
-        store: InMemoryIdempotencyStore::default(),
+        store: InMemoryProxyIdempotencyStore::default(),
         connection,
     }
 }
