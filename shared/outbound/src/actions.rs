@@ -197,6 +197,18 @@ impl ActionRunner {
     ) -> Result<Finished, ActionError> {
         let action: Action =
             serde_json::from_str(body).map_err(|err| ActionError::BadMessage(err.to_string()))?;
+        // A batch's last actions may find the invocation nearly over: they go back on the
+        // queue at once rather than start a call that cannot finish.
+        if deadline.saturating_duration_since(Instant::now()) < self.client.call_timeout() {
+            self.retries
+                .retry_after(receipt, Duration::ZERO)
+                .await
+                .map_err(|err| ActionError::Unavailable(junction_telemetry::error_chain(&err)))?;
+            return Err(ActionError::Retry {
+                after: Duration::ZERO,
+                reason: "no time left in this invocation".into(),
+            });
+        }
         let provider = action.provider.as_str();
         let verdict = self.run(&action, deadline).await;
         let verdict = match verdict {

@@ -293,6 +293,29 @@ async fn the_route_refuses_what_the_proxy_would_and_hides_other_tenants() {
     );
 }
 
+#[tokio::test]
+async fn an_action_that_cannot_finish_in_the_invocation_goes_back_at_once() {
+    let setup = setup().await;
+    let body = setup
+        .accept(json!({"method": "GET", "path": "/report"}))
+        .await;
+    let late = setup
+        .runner
+        .handle(
+            &body,
+            1,
+            "receipt-late",
+            Instant::now() + Duration::from_millis(100),
+        )
+        .await;
+    assert!(matches!(late, Err(ActionError::Retry { .. })), "{late:?}");
+    assert_eq!(
+        setup.retries.scheduled(),
+        [("receipt-late".to_owned(), Duration::ZERO)]
+    );
+    assert_eq!(setup.provider_calls(), 0, "nothing started");
+}
+
 #[test]
 fn the_backoff_grows_with_full_jitter_up_to_its_cap() {
     let mut rng = StdRng::seed_from_u64(7);

@@ -174,6 +174,11 @@ impl OutboundClient {
         self
     }
 
+    /// The longest one attempt can take.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
     /// The retry policy in use.
     pub fn policy(&self) -> RetryPolicy {
         self.policy
