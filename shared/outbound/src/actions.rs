@@ -7,7 +7,9 @@
 //!
 //! Every action is idempotent: its key is the caller's `idempotency_key`, else the
 //! action's own id, so a write runs once however often its message is received (a
-//! provider that takes keys deduplicates; for the others Junction's record does).
+//! provider that takes keys deduplicates; for the others Junction's record does). A
+//! caller's key also names the action ([`keyed_action_id`]): queuing the same key again
+//! answers the same action id.
 //!
 //! Retries go across invocations: a transient failure (a 5xx, a 429, a timeout, the
 //! breaker open) makes the message visible again after a backoff (exponential with full
@@ -68,6 +70,14 @@ pub fn new_action_id() -> String {
     format!("act_{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
+/// The id of the action a caller's `idempotency_key` names on `connection`: the same
+/// key always names the same action, so queuing it again is a repeat, not a second
+/// action (its events have the same ids, its write runs once).
+pub fn keyed_action_id(connection: &str, key: &str) -> String {
+    let hash = super::idempotency::request_hash([connection.as_bytes(), key.as_bytes()]);
+    format!("act_{}", &hash[..32])
+}
+
 /// `POST /v1/tenants/{tenant}/connections/{id}/actions`: 202 `{action_id, status:
 /// "queued"}`; 400 for a request the proxy would refuse (the reason named), 404 for
 /// another tenant's connection as for a missing one, 413, 422 `not_proxyable`, 503 when
@@ -104,7 +114,10 @@ pub async fn actions_route(
         Ok(found) => found,
         Err((status, code, reason)) => return error(status, code, &reason),
     };
-    let action_id = new_action_id();
+    let action_id = match &request.idempotency_key {
+        Some(key) => keyed_action_id(&connection.id, key),
+        None => new_action_id(),
+    };
     request
         .idempotency_key
         .get_or_insert_with(|| action_id.clone());

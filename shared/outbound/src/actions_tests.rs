@@ -294,6 +294,23 @@ async fn the_route_refuses_what_the_proxy_would_and_hides_other_tenants() {
 }
 
 #[tokio::test]
+async fn an_action_queued_twice_under_one_key_is_one_action_and_one_effect() {
+    let setup = setup().await;
+    let request = json!({"method": "POST", "path": "/tasks", "body": {"title": "Once"}, "idempotency_key": "task-7"});
+    let first = setup.accept(request.clone()).await;
+    let second = setup.accept(request).await;
+    let id = |body: &str| serde_json::from_str::<Action>(body).expect("an action").id;
+    assert_eq!(id(&first), id(&second), "the same action");
+    assert_eq!(id(&first), keyed_action_id(&setup.connection, "task-7"));
+    setup.run(&first, 1).await.expect("ran");
+    setup.run(&second, 1).await.expect("ran");
+    assert_eq!(setup.provider_calls(), 1, "one effect");
+    let events = setup.bus.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].id, events[1].id, "one event, announced twice");
+}
+
+#[tokio::test]
 async fn an_action_that_cannot_finish_in_the_invocation_goes_back_at_once() {
     let setup = setup().await;
     let body = setup
