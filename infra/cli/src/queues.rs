@@ -736,6 +736,8 @@ mod tests {
     fn a_missing_queue_gets_a_row_and_a_reason() {
         let queues = StackQueues {
             queues: vec![
+                queue("s-actions", Some("s-actions-dlq")),
+                queue("s-actions-dlq", None),
                 queue("s-ingest", Some("s-ingest-dlq")),
                 queue("s-ingest-dlq", None),
                 queue("s-poll", Some("s-poll-dlq")),

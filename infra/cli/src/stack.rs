@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_template_names_four_queues_and_a_bus() {
+    fn the_template_names_six_queues_and_a_bus() {
         let queues: Vec<(String, String)> = expected_queues()
             .into_iter()
             .map(|q| (q.logical_id, q.suffix))
@@ -115,6 +115,8 @@ mod tests {
         assert_eq!(
             sorted,
             [
+                ("ActionsDeadLetterQueue".into(), "actions-dlq".into()),
+                ("ActionsQueue".into(), "actions".into()),
                 ("IngestDeadLetterQueue".into(), "ingest-dlq".into()),
                 ("IngestQueue".into(), "ingest".into()),
                 ("PollDeadLetterQueue".into(), "poll-dlq".into()),
