@@ -36,6 +36,9 @@ use junction_oauth::{
     SecretCredentials, SessionTake, TokenVault, UnreadableConnection, VaultSettings,
     sample_connection,
 };
+use junction_outbound::actions::{
+    ActionStatus, ActionStatusStore, InMemoryActionStatusStore, StatusError,
+};
 use junction_outbound::idempotency::InMemoryProxyIdempotencyStore;
 use junction_outbound::proxy::{PROXY_RESPONSE_CAP, Proxy};
 use junction_outbound::{InMemorySharedState, OutboundClient, actions, connection_test, proxy};
@@ -220,6 +223,7 @@ struct Api {
     /// The proxy's idempotency record and the actions queue.
     store: InMemoryProxyIdempotencyStore,
     queue: InMemoryEventQueue,
+    statuses: Arc<dyn ActionStatusStore>,
 }
 
 impl Api {
@@ -230,7 +234,22 @@ impl Api {
             sessions,
             store: InMemoryProxyIdempotencyStore::default(),
             queue: InMemoryEventQueue::default(),
+            statuses: Arc::new(InMemoryActionStatusStore::default()),
         }
+    }
+}
+
+/// An action status table that cannot be reached.
+#[derive(Debug)]
+struct DownStatuses;
+
+#[async_trait]
+impl ActionStatusStore for DownStatuses {
+    async fn record(&self, _: &ActionStatus) -> Result<(), StatusError> {
+        Err(StatusError("unreachable".into()))
+    }
+    async fn get(&self, _: &str) -> Result<Option<ActionStatus>, StatusError> {
+        Err(StatusError("unreachable".into()))
     }
 }
 
@@ -255,6 +274,8 @@ struct Request<'a> {
     id: Option<&'a str>,
     query: &'a [(&'a str, &'a str)],
     body: Vec<u8>,
+    /// The `{action}` of `…/actions/{action}`.
+    action: &'a str,
 }
 
 impl Api {
@@ -321,13 +342,26 @@ impl Api {
             }
             Some(ManagementRoute::ConnectionActions) => {
                 actions::actions_route(
-                    &self.vault,
-                    &self.queue,
-                    &junction_aws::clock::SystemClock,
+                    actions::ActionPorts {
+                        vault: &self.vault,
+                        queue: &self.queue,
+                        statuses: self.statuses.as_ref(),
+                        clock: &junction_aws::clock::SystemClock,
+                    },
                     request.tenant,
                     request.method,
                     request.id.unwrap_or_default(),
                     &request.body,
+                )
+                .await
+            }
+            Some(ManagementRoute::ConnectionAction) => {
+                actions::action_status_route(
+                    self.statuses.as_ref(),
+                    request.tenant,
+                    request.method,
+                    request.id.unwrap_or_default(),
+                    request.action,
                 )
                 .await
             }
@@ -386,6 +420,7 @@ const ONE: &str = "/v1/tenants/{tenant}/connections/{id}";
 const TEST: &str = "/v1/tenants/{tenant}/connections/{id}/test";
 const PROXY: &str = "/v1/tenants/{tenant}/connections/{id}/proxy";
 const ACTIONS: &str = "/v1/tenants/{tenant}/connections/{id}/actions";
+const ACTION: &str = "/v1/tenants/{tenant}/connections/{id}/actions/{action}";
 
 /// A provider API with a connection test (`GET /me` on the fake provider's API).
 const TESTABLE_API: &str = r#"
@@ -486,10 +521,11 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         Arc::new(FixedClock::at_unix(1_800_000_000)),
         VaultSettings::default(),
     );
-    let down_api = Api::new(
+    let mut down_api = Api::new(
         down_vault,
         ConnectSessions::new(h.vault.clone(), Arc::new(DownSessions), flow_settings()),
     );
+    down_api.statuses = Arc::new(DownStatuses);
 
     let session = |body: Value| body.to_string().into_bytes();
     let post = |tenant, body| Request {
@@ -499,6 +535,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         id: None,
         query: &[],
         body,
+        action: "",
     };
     let list = |tenant| Request {
         method: "GET",
@@ -507,6 +544,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         id: None,
         query: &[],
         body: Vec::new(),
+        action: "",
     };
     let show = |tenant, id| Request {
         method: "GET",
@@ -515,6 +553,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         id: Some(id),
         query: &[],
         body: Vec::new(),
+        action: "",
     };
     let delete = |tenant, id, query| Request {
         method: "DELETE",
@@ -523,6 +562,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         id: Some(id),
         query,
         body: Vec::new(),
+        action: "",
     };
     let test = |tenant, id| Request {
         method: "POST",
@@ -531,6 +571,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         id: Some(id),
         query: &[],
         body: Vec::new(),
+        action: "",
     };
     let send = |route, tenant, id, body: &Value| Request {
         method: "POST",
@@ -539,6 +580,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         id: Some(id),
         query: &[],
         body: body.to_string().into_bytes(),
+        action: "",
     };
     let too_large = |route, id| Request {
         method: "POST",
@@ -547,6 +589,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         id: Some(id),
         query: &[],
         body: vec![b' '; 5 * 1024 * 1024 + 1],
+        action: "",
     };
     let get_me =
         json!({ "method": "GET", "path": "/me", "headers": { "accept": "application/json" } });
@@ -558,6 +601,17 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         "idempotency_key": "order-42",
     });
     let traversal = json!({ "method": "GET", "path": "/a/%2e%2e/admin" });
+    // The queued write's id: its key names it.
+    let queued = actions::keyed_action_id(&tested, "order-42");
+    let status = |tenant, action| Request {
+        method: "GET",
+        route: ACTION,
+        tenant,
+        id: Some(tested.as_str()),
+        query: &[],
+        body: Vec::new(),
+        action,
+    };
     let minimal = json!({ "provider": "fakeauth", "return_to": RETURN_TO });
     let reconnect = json!({
         "tenant": "tenant-1",
@@ -794,6 +848,25 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
             "the connections table down",
             &down_api,
             send(ACTIONS, "tenant-1", &tested, &write),
+            503,
+        ),
+        (
+            "a queued action",
+            &testable_api,
+            status("tenant-1", &queued),
+            200,
+        ),
+        (
+            "another tenant's action",
+            &testable_api,
+            status("tenant-2", &queued),
+            404,
+        ),
+        ("a bad tenant", &testable_api, status("a b", &queued), 400),
+        (
+            "the status table down",
+            &down_api,
+            status("tenant-1", &queued),
             503,
         ),
         (

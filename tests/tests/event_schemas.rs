@@ -29,7 +29,7 @@ use junction_aws::queue::{InMemoryEventQueue, InMemoryRetryScheduler, attribute}
 use junction_aws::retry::Backoff;
 use junction_catalog::Catalog;
 use junction_oauth::testing::{harness, harness_with};
-use junction_outbound::actions::{ActionRunner, actions_route};
+use junction_outbound::actions::{ActionRunner, InMemoryActionStatusStore, actions_route};
 use junction_outbound::idempotency::InMemoryProxyIdempotencyStore;
 use junction_outbound::{InMemorySharedState, OutboundClient};
 use junction_pipeline::accounts::{AccountConnection, InMemoryAccountIndex};
@@ -584,6 +584,7 @@ async fn every_published_event_matches_its_schemas_and_every_schema_is_published
         clock: actions.clock.clone(),
         bus: bus.clone(),
         retries: Arc::new(InMemoryRetryScheduler::default()),
+        statuses: Arc::new(InMemoryActionStatusStore::default()),
     };
     let queue = InMemoryEventQueue::default();
     actions.server.script_api([
@@ -609,9 +610,12 @@ async fn every_published_event_matches_its_schemas_and_every_schema_is_published
         ),
     ] {
         let reply = actions_route(
-            &actions.vault,
-            &queue,
-            actions.clock.as_ref(),
+            junction_outbound::actions::ActionPorts {
+                vault: &actions.vault,
+                queue: &queue,
+                statuses: runner.statuses.as_ref(),
+                clock: actions.clock.as_ref(),
+            },
             "tenant-1",
             "POST",
             &connection,

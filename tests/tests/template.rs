@@ -265,6 +265,12 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         management_env["PROXY_IDEMPOTENCY_TABLE"],
         stack.resources["ProxyIdempotencyTable"]
     );
+    for env in [&management_env, &runner_env] {
+        assert_eq!(
+            env["ACTION_STATUS_TABLE"],
+            stack.resources["ActionStatusTable"]
+        );
+    }
 
     // Health alarms, all notifying the alarm topic, and the dashboard showing them.
     let topic = &stack.resources["AlarmTopic"];

@@ -18,7 +18,7 @@ use junction_aws::events::EventBridgeBus;
 use junction_aws::queue::SqsRetryScheduler;
 use junction_oauth::aws_vault;
 use junction_oauth::settings::OAuthSettings;
-use junction_outbound::actions::{ActionError, ActionRunner};
+use junction_outbound::actions::{ActionError, ActionRunner, DynamoActionStatusStore};
 use junction_outbound::idempotency::DynamoProxyIdempotencyStore;
 use junction_outbound::{DynamoSharedState, OutboundClient};
 use junction_telemetry as telemetry;
@@ -59,6 +59,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         retries: Arc::new(SqsRetryScheduler::from_config(
             &aws,
             env.required("ACTIONS_QUEUE_URL")?,
+        )),
+        statuses: Arc::new(DynamoActionStatusStore::from_config(
+            &aws,
+            env.required("ACTION_STATUS_TABLE")?,
         )),
     };
     let runner = &runner;

@@ -1,6 +1,7 @@
 //! connections: the management API under `/v1/tenants/{tenant}/` (`POST
 //! …/connect-sessions`, `GET …/connections`, `GET` and `DELETE …/connections/{id}`,
-//! `POST …/connections/{id}/test`, `…/proxy` and `…/actions`),
+//! `POST …/connections/{id}/test`, `…/proxy` and `…/actions`, `GET
+//! …/actions/{action}`),
 //! behind IAM authorization in the template: no unauthenticated caller reaches it, so
 //! only the product's backend can mint the connect sessions `start` requires, and a
 //! policy on the path can limit a backend to one tenant. The logic is
@@ -19,6 +20,7 @@ use junction_aws::queue::SqsEventQueue;
 use junction_oauth::settings::{ConnectSessionSettings, OAuthSettings};
 use junction_oauth::web::{self, HttpReply, ManagementRoute};
 use junction_oauth::{ConnectSessions, DynamoConnectSessionStore, FlowSettings, aws_vault};
+use junction_outbound::actions::DynamoActionStatusStore;
 use junction_outbound::idempotency::DynamoProxyIdempotencyStore;
 use junction_outbound::proxy::{PROXY_RESPONSE_CAP, Proxy};
 use junction_outbound::{DynamoSharedState, OutboundClient, actions, connection_test, proxy};
@@ -59,6 +61,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let idempotency =
         DynamoProxyIdempotencyStore::from_config(&aws, env.required("PROXY_IDEMPOTENCY_TABLE")?);
     let actions_queue = SqsEventQueue::from_config(&aws, env.required("ACTIONS_QUEUE_URL")?)?;
+    let statuses = DynamoActionStatusStore::from_config(&aws, env.required("ACTION_STATUS_TABLE")?);
     let clock = SystemClock;
     let sessions = ConnectSessions::new(
         vault.clone(),
@@ -77,7 +80,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         &client,
         settings.public_base_url.as_deref(),
     );
-    let (idempotency, actions_queue, clock) = (&idempotency, &actions_queue, &clock);
+    let (idempotency, actions_queue, statuses, clock) =
+        (&idempotency, &actions_queue, &statuses, &clock);
     lambda_http::run(service_fn(move |request: Request| async move {
         let id = request.path_parameters().first("id").map(str::to_owned);
         let tenant = request
@@ -159,13 +163,31 @@ async fn main() -> Result<(), lambda_http::Error> {
             }
             Some(ManagementRoute::ConnectionActions) => {
                 actions::actions_route(
-                    vault,
-                    actions_queue,
-                    clock,
+                    actions::ActionPorts {
+                        vault,
+                        queue: actions_queue,
+                        statuses,
+                        clock,
+                    },
                     &tenant,
                     method,
                     id.as_deref().unwrap_or_default(),
                     request.body().as_ref(),
+                )
+                .await
+            }
+            Some(ManagementRoute::ConnectionAction) => {
+                let action = request
+                    .path_parameters()
+                    .first("action")
+                    .unwrap_or_default()
+                    .to_owned();
+                actions::action_status_route(
+                    statuses,
+                    &tenant,
+                    method,
+                    id.as_deref().unwrap_or_default(),
+                    &action,
                 )
                 .await
             }

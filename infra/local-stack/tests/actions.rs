@@ -9,7 +9,7 @@
 //! with another body is 422; a rejected token is refreshed exactly once. The actions: one
 //! that succeeds, one the provider refuses for good, and one answered 503 first and
 //! retried by the runner after its backoff, each announced on the bus with the action
-//! id, the tenant and the connection.
+//! id, the tenant and the connection, and shown by `GET …/actions/{action}`.
 
 mod common;
 use common::{
@@ -278,6 +278,27 @@ async fn proxy_and_actions_through_a_connection() {
     assert_eq!(retried.event_type, "action.succeeded");
     assert_eq!(retried.data["attempts"], 2, "after one 503 and its backoff");
     assert_eq!(flaky.load(Ordering::SeqCst), 2);
+
+    // Where each action stands, through the management API.
+    for (action, state, attempts) in [
+        (&queued[0], "succeeded", 1),
+        (&queued[1], "failed", 1),
+        (&queued[2], "succeeded", 2),
+    ] {
+        let shown = reqwest::Client::new()
+            .get(format!(
+                "{}/v1/tenants/acme/connections/{id}/actions/{action}",
+                stack.api_url()
+            ))
+            .header(LOCAL_IAM_HEADER, stack.local_iam_key())
+            .send()
+            .await
+            .expect("action status");
+        assert_eq!(shown.status(), 200);
+        let shown: Value = shown.json().await.expect("JSON");
+        assert_eq!(shown["state"], state, "{shown}");
+        assert_eq!(shown["attempts"], attempts, "{shown}");
+    }
 
     stop_and_check_processes_are_gone(stack).await;
     let _ = std::fs::remove_dir_all(dir);

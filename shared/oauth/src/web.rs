@@ -250,16 +250,19 @@ pub enum ManagementRoute {
     ConnectionProxy,
     /// `POST /v1/tenants/{tenant}/connections/{id}/actions`.
     ConnectionActions,
+    /// `GET /v1/tenants/{tenant}/connections/{id}/actions/{action}`.
+    ConnectionAction,
 }
 
 impl ManagementRoute {
-    pub const ALL: [ManagementRoute; 6] = [
+    pub const ALL: [ManagementRoute; 7] = [
         ManagementRoute::ConnectSessions,
         ManagementRoute::Connections,
         ManagementRoute::Connection,
         ManagementRoute::ConnectionTest,
         ManagementRoute::ConnectionProxy,
         ManagementRoute::ConnectionActions,
+        ManagementRoute::ConnectionAction,
     ];
 
     /// The route's path, as the template and API Gateway's route keys spell it.
@@ -271,6 +274,9 @@ impl ManagementRoute {
             ManagementRoute::ConnectionTest => "/v1/tenants/{tenant}/connections/{id}/test",
             ManagementRoute::ConnectionProxy => "/v1/tenants/{tenant}/connections/{id}/proxy",
             ManagementRoute::ConnectionActions => "/v1/tenants/{tenant}/connections/{id}/actions",
+            ManagementRoute::ConnectionAction => {
+                "/v1/tenants/{tenant}/connections/{id}/actions/{action}"
+            }
         }
     }
 
@@ -301,6 +307,12 @@ fn path_tenant(tenant: &str) -> Result<&str, HttpReply> {
             }),
         ))
     }
+}
+
+/// `Ok` for a tenant a path can name, else the 400 that refuses it: for routes outside
+/// this crate that check the tenant without reading a connection (an action's status).
+pub fn check_path_tenant(tenant: &str) -> Result<(), HttpReply> {
+    path_tenant(tenant).map(|_| ())
 }
 
 /// The connection `id` if it belongs to `tenant`. Another tenant's connection is

@@ -78,19 +78,33 @@ pub fn keyed_action_id(connection: &str, key: &str) -> String {
     format!("act_{}", &hash[..32])
 }
 
+/// What queuing an action takes: the connections, the actions queue, the statuses and
+/// the clock.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionPorts<'a> {
+    pub vault: &'a TokenVault,
+    pub queue: &'a dyn EventQueue,
+    pub statuses: &'a dyn ActionStatusStore,
+    pub clock: &'a dyn Clock,
+}
+
 /// `POST /v1/tenants/{tenant}/connections/{id}/actions`: 202 `{action_id, status:
 /// "queued"}`; 400 for a request the proxy would refuse (the reason named), 404 for
 /// another tenant's connection as for a missing one, 413, 422 `not_proxyable`, 503 when
 /// the queue or the connections table is unavailable.
 pub async fn actions_route(
-    vault: &TokenVault,
-    queue: &dyn EventQueue,
-    clock: &dyn Clock,
+    ports: ActionPorts<'_>,
     tenant: &str,
     method: &str,
     id: &str,
     body: &[u8],
 ) -> HttpReply {
+    let ActionPorts {
+        vault,
+        queue,
+        statuses,
+        clock,
+    } = ports;
     let error = |status: u16, code: &str, message: &str| {
         HttpReply::json(status, json!({ "error": code, "message": message }))
     };
@@ -156,11 +170,304 @@ pub async fn actions_route(
     match queue.send(message).await {
         Ok(()) => {
             tracing::info!(provider = %connection.provider, connection = %connection.id, action = %action_id, outcome = "action_queued", "action queued");
+            // The action is queued either way; without its status the events still tell.
+            let queued = ActionStatus {
+                id: action_id.clone(),
+                tenant: action.tenant.clone(),
+                connection: action.connection.clone(),
+                state: ActionState::Queued,
+                attempts: 0,
+                reason: None,
+                status: None,
+                accepted_at: action.accepted_at.clone(),
+                updated_at: clock.now().unix_timestamp(),
+            };
+            if let Err(err) = statuses.record(&queued).await {
+                tracing::warn!(action = %action_id, error = %err, "action status not recorded");
+            }
             HttpReply::json(202, json!({ "action_id": action_id, "status": "queued" }))
         }
         Err(err) => {
             tracing::error!(action = %action_id, error = %junction_telemetry::error_chain(&err), outcome = "management_unavailable", "action not queued");
             error(503, "unavailable", "temporarily unavailable; try again")
+        }
+    }
+}
+
+/// How long an action's status is kept after its last change (the table's TTL): longer
+/// than an action can take (8 attempts, the longest waits 15 minutes or a provider's 12
+/// hours).
+pub const STATUS_TTL_SECONDS: i64 = 7 * 24 * 60 * 60;
+
+/// Where an action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    Queued,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Queued => "queued",
+            ActionState::Retrying => "retrying",
+            ActionState::Succeeded => "succeeded",
+            ActionState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ActionState> {
+        match text {
+            "queued" => Some(ActionState::Queued),
+            "retrying" => Some(ActionState::Retrying),
+            "succeeded" => Some(ActionState::Succeeded),
+            "failed" => Some(ActionState::Failed),
+            _ => None,
+        }
+    }
+
+    /// Succeeded and failed are final: nothing later replaces them.
+    pub fn is_final(self) -> bool {
+        matches!(self, ActionState::Succeeded | ActionState::Failed)
+    }
+}
+
+/// What `GET …/actions/{action}` shows: never the provider's body (the event has it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionStatus {
+    pub id: String,
+    pub tenant: String,
+    pub connection: String,
+    pub state: ActionState,
+    /// Receives so far (0 while queued).
+    pub attempts: u32,
+    /// Why it failed, or why it is being retried.
+    pub reason: Option<String>,
+    /// The provider's status when its answer decided.
+    pub status: Option<u16>,
+    /// RFC 3339, as the action carries it.
+    pub accepted_at: String,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// The store is unavailable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("action status store unavailable: {0}")]
+pub struct StatusError(pub String);
+
+/// Actions' statuses by id.
+#[async_trait::async_trait]
+pub trait ActionStatusStore: Send + Sync + std::fmt::Debug {
+    /// Writes `status`, unless the stored one is final and this one is not (a late or
+    /// repeated receive never turns a finished action back into a running one).
+    async fn record(&self, status: &ActionStatus) -> Result<(), StatusError>;
+
+    async fn get(&self, id: &str) -> Result<Option<ActionStatus>, StatusError>;
+}
+
+/// In memory, for unit tests.
+#[derive(Debug, Default)]
+pub struct InMemoryActionStatusStore {
+    statuses: std::sync::Mutex<std::collections::HashMap<String, ActionStatus>>,
+}
+
+#[async_trait::async_trait]
+impl ActionStatusStore for InMemoryActionStatusStore {
+    async fn record(&self, status: &ActionStatus) -> Result<(), StatusError> {
+        let mut statuses = self
+            .statuses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keep = statuses
+            .get(&status.id)
+            .is_some_and(|stored| stored.state.is_final() && !status.state.is_final());
+        if !keep {
+            statuses.insert(status.id.clone(), status.clone());
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ActionStatus>, StatusError> {
+        Ok(self
+            .statuses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(id)
+            .cloned())
+    }
+}
+
+/// DynamoDB: item `id` (partition key), `tenant`, `connection`, `state`, `attempts`,
+/// `reason`, `status`, `accepted_at`, `updated_at`, `expires_at` (TTL).
+#[derive(Debug, Clone)]
+pub struct DynamoActionStatusStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoActionStatusStore {
+    pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        DynamoActionStatusStore {
+            client: aws_sdk_dynamodb::Client::new(aws),
+            table: table.into(),
+        }
+    }
+}
+
+fn status_error<E>(err: E) -> StatusError
+where
+    aws_sdk_dynamodb::Error: From<E>,
+{
+    StatusError(junction_telemetry::error_chain(
+        &aws_sdk_dynamodb::Error::from(err),
+    ))
+}
+
+#[async_trait::async_trait]
+impl ActionStatusStore for DynamoActionStatusStore {
+    async fn record(&self, status: &ActionStatus) -> Result<(), StatusError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", V::S(status.id.clone()))
+            .item("tenant", V::S(status.tenant.clone()))
+            .item("connection", V::S(status.connection.clone()))
+            .item("state", V::S(status.state.as_str().to_owned()))
+            .item("attempts", V::N(status.attempts.to_string()))
+            .item("accepted_at", V::S(status.accepted_at.clone()))
+            .item("updated_at", V::N(status.updated_at.to_string()))
+            .item(
+                "expires_at",
+                V::N((status.updated_at + STATUS_TTL_SECONDS).to_string()),
+            );
+        if let Some(reason) = &status.reason {
+            put = put.item("reason", V::S(reason.clone()));
+        }
+        if let Some(code) = status.status {
+            put = put.item("status", V::N(code.to_string()));
+        }
+        if !status.state.is_final() {
+            put = put
+                .condition_expression(
+                    "attribute_not_exists(#state) OR #state IN (:queued, :retrying)",
+                )
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":queued", V::S("queued".into()))
+                .expression_attribute_values(":retrying", V::S("retrying".into()));
+        }
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(status_error(err)),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ActionStatus>, StatusError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                "id",
+                aws_sdk_dynamodb::types::AttributeValue::S(id.to_owned()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(status_error)?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let number = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        let state = text("state")
+            .as_deref()
+            .and_then(ActionState::parse)
+            .ok_or_else(|| StatusError(format!("{id}: an item without a known state")))?;
+        Ok(Some(ActionStatus {
+            id: id.to_owned(),
+            tenant: text("tenant").unwrap_or_default(),
+            connection: text("connection").unwrap_or_default(),
+            state,
+            attempts: number("attempts")
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or_default(),
+            reason: text("reason"),
+            status: number("status").and_then(|n| u16::try_from(n).ok()),
+            accepted_at: text("accepted_at").unwrap_or_default(),
+            updated_at: number("updated_at").unwrap_or_default(),
+        }))
+    }
+}
+
+/// The status's JSON, as the route shows it.
+pub fn status_view(status: &ActionStatus) -> serde_json::Value {
+    let time = |at: i64| {
+        time::OffsetDateTime::from_unix_timestamp(at)
+            .ok()
+            .map(rfc3339_millis)
+    };
+    json!({
+        "action_id": status.id,
+        "connection_id": status.connection,
+        "state": status.state.as_str(),
+        "attempts": status.attempts,
+        "reason": status.reason,
+        "status": status.status,
+        "accepted_at": status.accepted_at,
+        "updated_at": time(status.updated_at),
+    })
+}
+
+/// `GET /v1/tenants/{tenant}/connections/{id}/actions/{action}`: 200 with the status;
+/// 404 for an action of another tenant or connection as for a missing (or expired) one;
+/// 400 for a bad tenant; 503 when the store is unavailable.
+pub async fn action_status_route(
+    store: &dyn ActionStatusStore,
+    tenant: &str,
+    method: &str,
+    id: &str,
+    action: &str,
+) -> HttpReply {
+    if method != "GET" {
+        return HttpReply::json(
+            405,
+            json!({ "error": "method_not_allowed", "message": "GET" }),
+        );
+    }
+    if let Err(reply) = web::check_path_tenant(tenant) {
+        return reply;
+    }
+    match store.get(action).await {
+        Ok(Some(status)) if status.tenant == tenant && status.connection == id => {
+            HttpReply::json(200, status_view(&status))
+        }
+        Ok(_) => HttpReply::json(
+            404,
+            json!({ "error": "not_found", "message": format!("no action {action} on connection {id}") }),
+        ),
+        Err(err) => {
+            tracing::error!(error = %err, outcome = "management_unavailable", "action status not read");
+            HttpReply::json(
+                503,
+                json!({ "error": "unavailable", "message": "temporarily unavailable; try again" }),
+            )
         }
     }
 }
@@ -195,6 +502,7 @@ pub struct ActionRunner {
     pub clock: Arc<dyn Clock>,
     pub bus: Arc<dyn EventBus>,
     pub retries: Arc<dyn RetryScheduler>,
+    pub statuses: Arc<dyn ActionStatusStore>,
 }
 
 impl ActionRunner {
@@ -240,6 +548,14 @@ impl ActionRunner {
                         ActionError::Unavailable(junction_telemetry::error_chain(&err))
                     })?;
                 tracing::info!(action = %action.id, connection = %action.connection, attempt = receive_count, retry_in_s = after.as_secs(), error = %reason, outcome = "action_retry", "action will be retried");
+                self.record_status(
+                    &action,
+                    ActionState::Retrying,
+                    receive_count,
+                    Some(&reason),
+                    None,
+                )
+                .await;
                 return Err(ActionError::Retry { after, reason });
             }
             other => other,
@@ -281,7 +597,46 @@ impl ActionRunner {
             .await
             .map_err(|err| ActionError::Unavailable(err.to_string()))?;
         tracing::info!(provider = %provider, action = %action.id, connection = %action.connection, attempt = receive_count, outcome = event_type, "action finished");
+        let (state, reason, status) = match &verdict {
+            Verdict::Succeeded(answer) => (ActionState::Succeeded, None, Some(answer.status)),
+            Verdict::Failed(failure) => (
+                ActionState::Failed,
+                Some(failure.reason.as_str()),
+                failure.answer.as_ref().map(|answer| answer.status),
+            ),
+            Verdict::Retry { .. } => unreachable!("handled above"),
+        };
+        self.record_status(&action, state, receive_count, reason, status)
+            .await;
         Ok(finished)
+    }
+
+    /// Records where `action` stands; a failure is logged only (the events tell too).
+    async fn record_status(
+        &self,
+        action: &Action,
+        state: ActionState,
+        attempts: u32,
+        reason: Option<&str>,
+        status: Option<u16>,
+    ) {
+        let recorded = self
+            .statuses
+            .record(&ActionStatus {
+                id: action.id.clone(),
+                tenant: action.tenant.clone(),
+                connection: action.connection.clone(),
+                state,
+                attempts,
+                reason: reason.map(str::to_owned),
+                status,
+                accepted_at: action.accepted_at.clone(),
+                updated_at: self.clock.now().unix_timestamp(),
+            })
+            .await;
+        if let Err(err) = recorded {
+            tracing::warn!(action = %action.id, error = %err, "action status not recorded");
+        }
     }
 
     /// Runs the action once: what came of it.

@@ -46,6 +46,7 @@ struct Setup {
     queue: InMemoryEventQueue,
     bus: Arc<InMemoryEventBus>,
     retries: Arc<InMemoryRetryScheduler>,
+    statuses: Arc<InMemoryActionStatusStore>,
     connection: String,
 }
 
@@ -63,6 +64,7 @@ async fn setup() -> Setup {
     let client = client(&harness);
     let bus = Arc::new(InMemoryEventBus::default());
     let retries = Arc::new(InMemoryRetryScheduler::default());
+    let statuses = Arc::new(InMemoryActionStatusStore::default());
     let runner = ActionRunner {
         client,
         vault: harness.vault.clone(),
@@ -70,6 +72,7 @@ async fn setup() -> Setup {
         clock: harness.clock.clone(),
         bus: bus.clone(),
         retries: retries.clone(),
+        statuses: statuses.clone(),
     };
     Setup {
         harness,
@@ -77,6 +80,7 @@ async fn setup() -> Setup {
         queue: InMemoryEventQueue::default(),
         bus,
         retries,
+        statuses,
         connection,
     }
 }
@@ -84,9 +88,12 @@ async fn setup() -> Setup {
 impl Setup {
     async fn accept_as(&self, tenant: &str, request: serde_json::Value) -> HttpReply {
         actions_route(
-            &self.harness.vault,
-            &self.queue,
-            self.harness.clock.as_ref(),
+            ActionPorts {
+                vault: &self.harness.vault,
+                queue: &self.queue,
+                statuses: self.statuses.as_ref(),
+                clock: self.harness.clock.as_ref(),
+            },
             tenant,
             "POST",
             &self.connection,
@@ -117,6 +124,24 @@ impl Setup {
                 Instant::now() + Duration::from_secs(5),
             )
             .await
+    }
+
+    /// `GET …/actions/{action}` as `tenant` on this connection.
+    async fn status_as(&self, tenant: &str, action: &str) -> HttpReply {
+        action_status_route(
+            self.statuses.as_ref(),
+            tenant,
+            "GET",
+            &self.connection,
+            action,
+        )
+        .await
+    }
+
+    async fn state(&self, action: &str) -> serde_json::Value {
+        let reply = self.status_as("tenant-1", action).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        serde_json::from_str(&reply.body).expect("JSON")
     }
 
     fn provider_calls(&self) -> usize {
@@ -159,10 +184,34 @@ async fn an_action_is_queued_run_once_and_announced_with_its_tenant_and_connecti
         "its own id is its idempotency key"
     );
 
+    let queued = setup.state(&action_id).await;
+    assert_eq!(
+        (queued["state"].as_str(), queued["attempts"].as_u64()),
+        (Some("queued"), Some(0))
+    );
     assert_eq!(
         setup.run(&message.body, 1).await.expect("ran"),
         Finished::Succeeded { status: 201 }
     );
+    let done = setup.state(&action_id).await;
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["status"], 201);
+    assert_eq!(done["attempts"], 1);
+    // Another tenant, another connection, or no such action: 404 alike.
+    assert_eq!(setup.status_as("tenant-2", &action_id).await.status, 404);
+    assert_eq!(
+        action_status_route(
+            setup.statuses.as_ref(),
+            "tenant-1",
+            "GET",
+            "conn_other",
+            &action_id
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(setup.status_as("tenant-1", "act_missing").await.status, 404);
     // Received again (the runner died before deleting it): no second effect.
     assert_eq!(
         setup.run(&message.body, 2).await.expect("ran"),
@@ -197,6 +246,10 @@ async fn a_transient_failure_is_retried_later_with_backoff_or_the_providers_wait
         setup.run(&body, 1).await,
         Err(ActionError::Retry { .. })
     ));
+    let id = serde_json::from_str::<Action>(&body).expect("action").id;
+    let retrying = setup.state(&id).await;
+    assert_eq!(retrying["state"], "retrying");
+    assert_eq!(retrying["reason"], "http_503");
     // A 429 asking for 7 seconds, longer than this receive has left: that wait.
     setup
         .harness
@@ -247,6 +300,13 @@ async fn a_permanent_failure_or_spent_retries_fail_the_action() {
     assert_eq!(event.event_type, "action.failed");
     assert_eq!(event.data["reason"], "http_422");
     assert_eq!(event.data["response"]["status"], 422);
+    let failed = setup
+        .state(event.data["action_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(
+        (failed["state"].as_str(), failed["status"].as_u64()),
+        (Some("failed"), Some(422))
+    );
     assert_eq!(event.data["response"]["body"]["error"], "title is required");
 
     let body = setup
