@@ -1,184 +1,116 @@
-//! The byte ranges of a JSON object's top-level members, exactly as they were sent.
+//! The top-level members of a JSON object, each value's bytes exactly as they were sent.
 //!
 //! A provider that signs part of its body as text (Exact Online's `HashCode` is an HMAC
 //! of the `Content` member's bytes, from `{"Content":` to `,"HashCode":`) must be
 //! verified over those bytes, never over a re-serialization: a parser that normalizes
-//! whitespace, key order or number formats would change them. This scanner finds the
-//! members without interpreting them; each value it returns is checked to be one
-//! well-formed JSON value, so a malformed body fails closed.
+//! whitespace, key order or number formats would change them. serde_json parses the
+//! body, so anything but one well-formed object (whitespace around it allowed) fails
+//! closed, and lends each key and value as a [`RawValue`], a slice of the body.
+//!
+//! Keys are compared as written, escapes not decoded: `"\u0043ontent"` is not `Content`
+//! but another key, which no name matches (catalog names hold no quote or backslash), so
+//! it is neither read as the signed member nor allowed beside it.
 
+use std::fmt;
 use std::ops::Range;
 
-use serde::de::IgnoredAny;
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
-/// A top-level member: where its key (with its quotes) and its value sit in the body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Member {
-    /// The key's bytes between its quotes, as sent (escapes are not decoded).
-    pub(crate) key: Range<usize>,
-    /// The value's bytes, without surrounding whitespace.
-    pub(crate) value: Range<usize>,
+/// A top-level member: its key between its quotes, as written, and its value as sent.
+type Member<'b> = (&'b str, &'b RawValue);
+
+/// The members of the top-level object in order, duplicates kept: serde_json's maps
+/// keep one of two same-named members, and which of them was signed is ambiguous.
+struct Members<'b>(Vec<Member<'b>>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(MembersVisitor)
+    }
 }
 
-/// The members of the top-level object of `body`, and the offset of its closing `}`;
-/// `None` when `body` is not one JSON object (trailing whitespace allowed).
-pub(crate) fn top_level_members(body: &[u8]) -> Option<(Vec<Member>, usize)> {
-    let mut at = skip_whitespace(body, 0);
-    if body.get(at) != Some(&b'{') {
-        return None;
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Members<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
     }
-    at = skip_whitespace(body, at + 1);
-    let mut members = Vec::new();
-    if body.get(at) == Some(&b'}') {
-        return only_whitespace_after(body, at).then_some((members, at));
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        // A key read raw is the string literal as written, so its escapes stay undecoded.
+        while let Some((key, value)) = map.next_entry::<&RawValue, &RawValue>()? {
+            let key = key
+                .get()
+                .strip_prefix('"')
+                .and_then(|k| k.strip_suffix('"'));
+            members.push((
+                key.ok_or_else(|| A::Error::custom("key not a string"))?,
+                value,
+            ));
+        }
+        Ok(Members(members))
     }
-    loop {
-        if body.get(at) != Some(&b'"') {
-            return None;
-        }
-        let key_end = string_end(body, at)?;
-        let key = at + 1..key_end - 1;
-        at = skip_whitespace(body, key_end);
-        if body.get(at) != Some(&b':') {
-            return None;
-        }
-        let start = skip_whitespace(body, at + 1);
-        let end = value_end(body, start)?;
-        serde_json::from_slice::<IgnoredAny>(&body[start..end]).ok()?;
-        members.push(Member {
-            key,
-            value: start..end,
-        });
-        at = skip_whitespace(body, end);
-        match body.get(at) {
-            Some(b',') => at = skip_whitespace(body, at + 1),
-            Some(b'}') => return only_whitespace_after(body, at).then_some((members, at)),
-            _ => return None,
-        }
-    }
+}
+
+/// The members of the top-level object of `body`; `None` when `body` is not one JSON
+/// object.
+fn members(body: &[u8]) -> Option<Vec<Member<'_>>> {
+    serde_json::from_slice(body)
+        .ok()
+        .map(|Members(members)| members)
 }
 
 /// The bytes of the value of the one top-level member named `name` (its key written
 /// without escapes); `None` when the body is not an object, or has none or several.
 pub(crate) fn member_value<'b>(body: &'b [u8], name: &str) -> Option<&'b [u8]> {
-    let (members, _) = top_level_members(body)?;
-    let mut named = members
-        .iter()
-        .filter(|member| &body[member.key.clone()] == name.as_bytes());
-    let member = named.next()?;
-    if named.next().is_some() {
-        return None;
-    }
-    Some(&body[member.value.clone()])
+    let members = members(body)?;
+    let mut named = members.iter().filter(|(key, _)| *key == name);
+    let (_, value) = named.next()?;
+    named.next().is_none().then_some(value.get().as_bytes())
 }
 
 /// Whether every top-level member of the JSON object `body` is one of `names` (each
 /// written without escapes); `false` when `body` is not one JSON object.
 pub(crate) fn only_members(body: &[u8], names: &[&str]) -> bool {
-    top_level_members(body).is_some_and(|(members, _)| {
-        members.iter().all(|member| {
-            names
-                .iter()
-                .any(|name| &body[member.key.clone()] == name.as_bytes())
-        })
-    })
+    members(body).is_some_and(|members| members.iter().all(|(key, _)| names.contains(key)))
 }
 
-/// `body` with the top-level member `name` set to the JSON string `value`: its value
-/// replaced where the member exists, else the member added last. Every other byte is
-/// kept, so a raw member signed beside it still verifies. `None` when the body is not a
-/// JSON object.
+/// `body` with the top-level member `name` set to the JSON string `value`: the first
+/// such member's value replaced, else the member added last. Every other byte is kept,
+/// so a raw member signed beside it still verifies. `None` when the body is not a JSON
+/// object.
 pub(crate) fn with_string_member(body: &[u8], name: &str, value: &str) -> Option<Vec<u8>> {
-    let (members, close) = top_level_members(body)?;
+    let members = members(body)?;
     let encoded = serde_json::to_string(value).ok()?;
-    let existing = members
-        .iter()
-        .find(|member| &body[member.key.clone()] == name.as_bytes());
-    let mut out = Vec::with_capacity(body.len() + name.len() + encoded.len() + 4);
-    match existing {
-        Some(member) => {
-            out.extend_from_slice(&body[..member.value.start]);
-            out.extend_from_slice(encoded.as_bytes());
-            out.extend_from_slice(&body[member.value.end..]);
-        }
+    let (replaced, insert) = match members.iter().find(|(key, _)| *key == name) {
+        Some((_, old)) => (range_in(body, old.get())?, encoded),
         None => {
+            // The closing brace: serde_json admitted only whitespace after it.
+            let close = body.trim_ascii_end().len() - 1;
+            let comma = if members.is_empty() { "" } else { "," };
             let key = serde_json::to_string(name).ok()?;
-            out.extend_from_slice(&body[..close]);
-            if !members.is_empty() {
-                out.push(b',');
-            }
-            out.extend_from_slice(key.as_bytes());
-            out.push(b':');
-            out.extend_from_slice(encoded.as_bytes());
-            out.extend_from_slice(&body[close..]);
+            (close..close, format!("{comma}{key}:{encoded}"))
         }
-    }
-    Some(out)
+    };
+    Some(
+        [
+            &body[..replaced.start],
+            insert.as_bytes(),
+            &body[replaced.end..],
+        ]
+        .concat(),
+    )
 }
 
-fn skip_whitespace(body: &[u8], mut at: usize) -> usize {
-    while body
-        .get(at)
-        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        at += 1;
-    }
-    at
-}
-
-fn only_whitespace_after(body: &[u8], close: usize) -> bool {
-    skip_whitespace(body, close + 1) == body.len()
-}
-
-/// The offset just past the string starting with the quote at `start`.
-fn string_end(body: &[u8], start: usize) -> Option<usize> {
-    let mut at = start + 1;
-    loop {
-        match body.get(at)? {
-            b'"' => return Some(at + 1),
-            b'\\' => at += 2,
-            _ => at += 1,
-        }
-    }
-}
-
-/// The offset just past the value starting at `start`: a string, an object or array
-/// (brackets counted outside strings), or a scalar up to the next delimiter.
-fn value_end(body: &[u8], start: usize) -> Option<usize> {
-    match body.get(start)? {
-        b'"' => string_end(body, start),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut at = start;
-            loop {
-                match body.get(at)? {
-                    b'"' => {
-                        at = string_end(body, at)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(at + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                at += 1;
-            }
-        }
-        _ => {
-            let mut at = start;
-            while body
-                .get(at)
-                .is_some_and(|b| !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-            {
-                at += 1;
-            }
-            (at > start).then_some(at)
-        }
-    }
+/// Where `part`, a slice of `body` lent by serde_json, sits in it.
+fn range_in(body: &[u8], part: &str) -> Option<Range<usize>> {
+    let start = part.as_ptr().addr().checked_sub(body.as_ptr().addr())?;
+    let end = start + part.len();
+    (end <= body.len()).then_some(start..end)
 }
 
 #[cfg(test)]
@@ -273,7 +205,7 @@ mod tests {
             member_value(br#"{"Content":{"a":1},"Content":{"a":2}}"#, "Content"),
             None
         );
-        assert_eq!(top_level_members(b" {} ").map(|(m, _)| m.len()), Some(0));
+        assert_eq!(members(b" {} ").map(|m| m.len()), Some(0));
     }
 
     #[test]
