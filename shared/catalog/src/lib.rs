@@ -76,7 +76,11 @@ impl Catalog {
     pub fn embedded() -> Result<&'static Catalog, CatalogError> {
         static CATALOG: OnceLock<Result<Catalog, CatalogError>> = OnceLock::new();
         CATALOG
-            .get_or_init(|| Catalog::from_files(embedded::FILES))
+            .get_or_init(|| {
+                Catalog::parse(embedded::FILES, EndpointRules::Public, |text| {
+                    serde_json::from_str(text).map_err(|err| err.to_string())
+                })
+            })
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -93,12 +97,24 @@ impl Catalog {
         files: &[(&str, &str)],
         endpoints: EndpointRules,
     ) -> Result<Catalog, CatalogError> {
+        Catalog::parse(files, endpoints, |text| {
+            toml::from_str(text).map_err(|err| err.to_string())
+        })
+    }
+
+    /// Parses each file with `parse` (TOML, or the JSON the build made of the embedded
+    /// files), then checks the whole.
+    fn parse(
+        files: &[(&str, &str)],
+        endpoints: EndpointRules,
+        parse: impl Fn(&str) -> Result<Provider, String>,
+    ) -> Result<Catalog, CatalogError> {
         let mut parsed: Vec<(String, Provider)> = Vec::new();
         let mut origin: BTreeMap<String, String> = BTreeMap::new();
         for (file, text) in files {
-            let provider: Provider = toml::from_str(text).map_err(|err| CatalogError::Parse {
+            let provider = parse(text).map_err(|detail| CatalogError::Parse {
                 file: (*file).to_owned(),
-                detail: err.to_string().trim_end().to_owned(),
+                detail: detail.trim_end().to_owned(),
             })?;
             if let Some(first_file) = origin.get(&provider.id) {
                 return Err(CatalogError::Duplicate {
@@ -1446,6 +1462,43 @@ replay_window = "none"
     /// Issue #10: every webhook provider of the signature reference has an entry (some
     /// providers have one per mode: GitLab token and signing token, HubSpot v1/v2/v3,
     /// Adyen standard and platform, Discord interactions and webhook events).
+    /// The build embeds the provider files as JSON; read as TOML from the repository
+    /// they make the same catalog, field for field.
+    #[test]
+    fn the_embedded_json_is_the_providers_toml() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("providers");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .expect("providers dir")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .map(|path| {
+                let name = path
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
+                (name, std::fs::read_to_string(&path).expect("readable"))
+            })
+            .collect();
+        files.sort();
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(name, text)| (name.as_str(), text.as_str()))
+            .collect();
+        let from_toml = Catalog::from_files(&files).expect("the TOML validates");
+        let embedded = Catalog::embedded().expect("the embedded catalog validates");
+        assert_eq!(embedded.providers().count(), files.len());
+        for provider in from_toml.providers() {
+            let twin = embedded.get(&provider.id).expect("embedded");
+            assert_eq!(
+                format!("{twin:?}"),
+                format!("{provider:?}"),
+                "{}",
+                provider.id
+            );
+        }
+    }
+
     #[test]
     fn embedded_catalog_covers_the_signature_reference() {
         let catalog = Catalog::embedded().expect("the embedded catalog must validate");
