@@ -9,7 +9,8 @@
 //! with another body is 422; a rejected token is refreshed exactly once. The actions: one
 //! that succeeds, one the provider refuses for good, and one answered 503 first and
 //! retried by the runner after its backoff, each announced on the bus with the action
-//! id, the tenant and the connection, and shown by `GET …/actions/{action}`.
+//! id, the tenant and the connection, and shown by `GET …/actions/{action}`; and a
+//! dead-lettered action brought back by `junction dlq redrive`, run once.
 
 mod common;
 use common::{
@@ -26,6 +27,7 @@ use std::{
 };
 
 use fake_provider::{AuthServerConfig, FakeAuthServer, ScriptedResponse};
+use junction_cli::queues::{RedriveMethod, StackQueues, redrive};
 use local_stack::{http_api::LOCAL_IAM_HEADER, stack::LocalStack};
 use serde_json::{Value, json};
 
@@ -299,6 +301,101 @@ async fn proxy_and_actions_through_a_connection() {
         assert_eq!(shown["state"], state, "{shown}");
         assert_eq!(shown["attempts"], attempts, "{shown}");
     }
+
+    // An action in the DLQ (its runner could not announce it ten times: the bus down),
+    // brought back with `junction dlq redrive`: it runs and is announced; a write that
+    // already reached the provider is answered from its record, not sent again.
+    let sqs = stack.sqs().clone();
+    let stack_name = stack.description().stack_name.clone();
+    stack
+        .set_mapping_enabled("ActionRunnerFunction", "ActionsQueue", false)
+        .await
+        .expect("mapping paused");
+    let keyed = json!({
+        "method": "POST",
+        "path": "/tasks",
+        "body": { "title": "Redriven" },
+        "idempotency_key": "task-redriven",
+    });
+    let accepted = post(&stack, "actions", &id, &keyed).await;
+    assert_eq!(accepted.status, 202);
+    let redriven_id = accepted.json()["action_id"]
+        .as_str()
+        .expect("an action id")
+        .to_owned();
+    let queues = StackQueues::discover(&sqs, &stack_name)
+        .await
+        .expect("queues");
+    let source = queues
+        .queues
+        .iter()
+        .find(|q| q.name == format!("{stack_name}-actions"))
+        .expect("the actions queue")
+        .url
+        .clone();
+    let dlq = queues
+        .dead_letter_queue(Some("actions-dlq"))
+        .expect("the actions DLQ");
+    let message = sqs
+        .receive_message()
+        .queue_url(&source)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .expect("received")
+        .messages
+        .unwrap_or_default()
+        .pop()
+        .expect("the queued action");
+    sqs.send_message()
+        .queue_url(&dlq.url)
+        .message_body(message.body.clone().expect("a body"))
+        .send()
+        .await
+        .expect("dead-lettered");
+    sqs.delete_message()
+        .queue_url(&source)
+        .receipt_handle(message.receipt_handle.clone().expect("a receipt"))
+        .send()
+        .await
+        .expect("deleted");
+    let posts_before = posts();
+    // The same write queued again under its key is the same action: it runs once.
+    let again = post(&stack, "actions", &id, &keyed).await;
+    assert_eq!(again.json()["action_id"], redriven_id.as_str());
+    stack
+        .set_mapping_enabled("ActionRunnerFunction", "ActionsQueue", true)
+        .await
+        .expect("mapping resumed");
+    let report = redrive(&sqs, &queues, dlq, None, RedriveMethod::Copy)
+        .await
+        .expect("redriven");
+    assert_eq!(report.moved, 1);
+    let mut later = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(60)
+        && later
+            .iter()
+            .filter(|e: &&junction_aws::events::CloudEvent| {
+                e.data["action_id"] == redriven_id.as_str()
+            })
+            .count()
+            < 2
+    {
+        observer.drain(&mut later).await;
+    }
+    let announced: Vec<_> = later
+        .iter()
+        .filter(|e| e.data["action_id"] == redriven_id.as_str())
+        .collect();
+    assert_eq!(
+        announced.len(),
+        2,
+        "the queued copy and the redriven one: {later:?}"
+    );
+    assert!(announced.iter().all(|e| e.event_type == "action.succeeded"));
+    assert_eq!(announced[0].id, announced[1].id, "one event, deduplicable");
+    assert_eq!(posts(), posts_before + 1, "one effect at the provider");
 
     stop_and_check_processes_are_gone(stack).await;
     let _ = std::fs::remove_dir_all(dir);
