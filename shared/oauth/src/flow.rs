@@ -497,10 +497,15 @@ impl ConnectFlow {
         {
             Ok(response) => response,
             Err(err) => {
-                tracing::warn!(provider, tenant = %pending.tenant, error = %err, outcome = "exchange_failed", "code exchange failed");
+                tracing::warn!(provider, tenant = %pending.tenant, error = %super::error_chain(&err), outcome = "exchange_failed", "code exchange failed");
+                // The page shows a code: the provider's, or a fixed one for a failure
+                // whose detail (transport, the answer's size, the endpoint) is ours.
                 return match err {
-                    TokenError::Transient(_) => fail("provider_unavailable"),
+                    TokenError::Unreachable { .. } | TokenError::Transient(_) => {
+                        fail("provider_unavailable")
+                    }
                     TokenError::Reauth(code) | TokenError::Rejected(code) => fail(&code),
+                    TokenError::TooLarge(_) | TokenError::Endpoint(_) => fail("server_error"),
                 };
             }
         };
@@ -706,7 +711,7 @@ impl ConnectFlow {
             )
             .await
         {
-            tracing::warn!(provider, error = %err, outcome = "revoke_failed", "revoking the refused grant failed");
+            tracing::warn!(provider, error = %super::error_chain(&err), outcome = "revoke_failed", "revoking the refused grant failed");
         }
     }
 }

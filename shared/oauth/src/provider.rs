@@ -18,6 +18,8 @@ use junction_aws::response_body::{BodyError, TOKEN_RESPONSE_CAP, read_capped};
 use junction_aws::secrets::SecretSource;
 use junction_catalog::{ClientAuth, EndpointRules, OAuthSpec, Revocation, TokenRequestFormat};
 
+use crate::vault::UnreachableReason;
+
 /// The client's credentials for one provider (`<prefix>/oauth/<provider>`).
 #[derive(Debug, Clone)]
 pub struct ClientCredentials {
@@ -117,19 +119,48 @@ pub struct TokenResponse {
     pub id_token: Option<SecretString>,
 }
 
-/// A token-endpoint failure, classified.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A token-endpoint failure, classified. The text a variant carries is the provider's
+/// (an OAuth `error` code, the status it answered); a failure of ours or of the
+/// transport keeps its cause as the source, for the log line.
+#[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// Try again later; tokens untouched (timeout, 429, 5xx, `temporarily_unavailable`).
+    /// No whole answer (timeout, connection refused, the body broken off): transient,
+    /// tokens untouched. The source is the transport error, its URL removed.
+    #[error("token endpoint unreachable ({reason})")]
+    Unreachable {
+        reason: UnreachableReason,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Try again later; tokens untouched (429, 5xx, `temporarily_unavailable`): the
+    /// status or the provider's code.
     #[error("transient token endpoint failure: {0}")]
     Transient(String),
     /// The grant is gone (`invalid_grant` or a catalog re-auth code): reconnect.
     #[error("grant no longer valid: {0}")]
     Reauth(String),
     /// The provider refused the request for another reason (`invalid_client`, a bad
-    /// redirect URI): a configuration problem, not the user's.
+    /// redirect URI), or answered no token response: a configuration problem, not the
+    /// user's. The provider's code, or what it answered.
     #[error("token endpoint refused the request: {0}")]
     Rejected(String),
+    /// The answer was larger than a token response can be: refused unread.
+    #[error("token endpoint answer refused")]
+    TooLarge(#[source] BodyError),
+    /// The endpoint could not be filled in from the connection's parameters, or the URL
+    /// it became is not one the rules allow: nothing was sent.
+    #[error("token endpoint not usable")]
+    Endpoint(#[source] FillError),
+}
+
+impl TokenError {
+    /// Whether the same call may succeed later (tokens untouched meanwhile).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TokenError::Unreachable { .. } | TokenError::Transient(_)
+        )
+    }
 }
 
 /// The HTTP side of OAuth.
@@ -385,15 +416,13 @@ fn encode_form(pairs: &[(&str, String)]) -> String {
     serializer.finish()
 }
 
+/// A transport failure, by kind, keeping the error (without its URL: a URL may carry
+/// identifiers) as the cause.
 fn transport_error(err: reqwest::Error) -> TokenError {
-    let kind = if err.is_timeout() {
-        "timeout"
-    } else if err.is_connect() {
-        "unreachable"
-    } else {
-        "transport"
-    };
-    TokenError::Transient(kind.to_owned())
+    TokenError::Unreachable {
+        reason: UnreachableReason::of(&err),
+        source: err.without_url(),
+    }
 }
 
 /// Reads a token-endpoint or revocation answer, at most [`TOKEN_RESPONSE_CAP`] bytes.
@@ -401,14 +430,14 @@ async fn read_token_response(response: reqwest::Response) -> Result<bytes::Bytes
     read_capped(response, TOKEN_RESPONSE_CAP)
         .await
         .map_err(|err| match err {
-            BodyError::TooLarge { .. } => TokenError::Rejected(err.to_string()),
+            BodyError::TooLarge { .. } => TokenError::TooLarge(err),
             BodyError::Interrupted(cause) => transport_error(cause),
         })
 }
 
 /// Why a URL template could not be filled in.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FillError {
+pub enum FillError {
     #[error("missing URL parameter {0}")]
     Missing(String),
     #[error("the filled-in endpoint {0}")]
@@ -417,7 +446,7 @@ pub(crate) enum FillError {
 
 impl From<FillError> for TokenError {
     fn from(err: FillError) -> Self {
-        TokenError::Rejected(err.to_string())
+        TokenError::Endpoint(err)
     }
 }
 
@@ -580,6 +609,53 @@ mod tests {
             .await
     }
 
+    /// A loopback address nothing listens on: the port of a listener just closed.
+    fn closed_loopback() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// A token endpoint that cannot be reached is a transient failure whose cause (the
+    /// transport error down to the refused connection) survives into the log line's
+    /// chain, without the URL.
+    #[tokio::test]
+    async fn an_unreachable_token_endpoint_keeps_the_transport_error_as_its_cause() {
+        let base = closed_loopback();
+        let err = refresh_at(&local_client(), &base)
+            .await
+            .expect_err("nothing listens");
+        assert!(err.is_transient(), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                TokenError::Unreachable {
+                    reason: UnreachableReason::Connect,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        let mut refused = None;
+        while let Some(current) = cause {
+            if let Some(io) = current.downcast_ref::<std::io::Error>() {
+                refused = Some(io);
+            }
+            cause = current.source();
+        }
+        let refused = refused.expect("an io error in the chain");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        let chain = junction_telemetry::error_chain(&err);
+        assert!(
+            chain.starts_with("token endpoint unreachable (connect): "),
+            "{chain}"
+        );
+        assert!(chain.contains(&refused.to_string()), "{chain}");
+        assert!(!chain.contains(&base), "no URL in the chain: {chain}");
+    }
+
     /// The review's reproducer: a token endpoint answering 300 MB (it took the refresher
     /// to 331 MiB). The read stops at the cap, whether the length is declared or not.
     #[tokio::test]
@@ -592,7 +668,10 @@ mod tests {
                 junction_aws::response_body::testing::stream_answer(head, 300 * 1024 * 1024).await;
             let refused = refresh_at(&local_client(), &base).await;
             assert!(
-                matches!(&refused, Err(TokenError::Rejected(reason)) if reason.contains("cap")),
+                matches!(
+                    &refused,
+                    Err(TokenError::TooLarge(BodyError::TooLarge { .. }))
+                ),
                 "{refused:?}"
             );
         }
@@ -609,7 +688,7 @@ mod tests {
         .await;
         let refused = refresh_at(&ProviderClient::new(), &base).await;
         assert!(
-            matches!(&refused, Err(TokenError::Rejected(reason)) if reason.contains("https")),
+            matches!(&refused, Err(err @ TokenError::Endpoint(_)) if junction_telemetry::error_chain(err).contains("https")),
             "{refused:?}"
         );
     }
@@ -658,25 +737,26 @@ mod tests {
     #[test]
     fn errors_are_classified_whatever_the_status() {
         let github = spec("github");
-        assert_eq!(
-            classify(&github, 200, br#"{"error":"bad_refresh_token"}"#).err(),
-            Some(TokenError::Reauth("bad_refresh_token".into())),
+        assert!(
+            matches!(
+                classify(&github, 200, br#"{"error":"bad_refresh_token"}"#),
+                Err(TokenError::Reauth(code)) if code == "bad_refresh_token"
+            ),
             "GitHub answers errors with 200"
         );
         let slack = spec("slack");
-        assert_eq!(
+        assert!(matches!(
             classify(
                 &slack,
                 200,
                 br#"{"ok":false,"error":"invalid_refresh_token"}"#
-            )
-            .err(),
-            Some(TokenError::Reauth("invalid_refresh_token".into()))
-        );
-        assert_eq!(
-            classify(&slack, 400, br#"{"error":"invalid_grant"}"#).err(),
-            Some(TokenError::Reauth("invalid_grant".into()))
-        );
+            ),
+            Err(TokenError::Reauth(code)) if code == "invalid_refresh_token"
+        ));
+        assert!(matches!(
+            classify(&slack, 400, br#"{"error":"invalid_grant"}"#),
+            Err(TokenError::Reauth(code)) if code == "invalid_grant"
+        ));
         assert!(matches!(
             classify(&github, 503, b"<html>down</html>"),
             Err(TokenError::Transient(_))
@@ -689,10 +769,10 @@ mod tests {
             classify(&github, 400, br#"{"error":"temporarily_unavailable"}"#),
             Err(TokenError::Transient(_))
         ));
-        assert_eq!(
-            classify(&github, 401, br#"{"error":"invalid_client"}"#).err(),
-            Some(TokenError::Rejected("invalid_client".into()))
-        );
+        assert!(matches!(
+            classify(&github, 401, br#"{"error":"invalid_client"}"#),
+            Err(TokenError::Rejected(code)) if code == "invalid_client"
+        ));
         assert!(matches!(
             classify(&github, 200, br#"{"token_type":"bearer"}"#),
             Err(TokenError::Rejected(_))

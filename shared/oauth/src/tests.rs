@@ -857,7 +857,7 @@ async fn transient_token_endpoint_failures_leave_the_tokens_alone() {
         h.server.fail_next_token_calls(1, failure.clone());
         let err = h.vault.access_token(&id).await.expect_err("transient");
         assert!(
-            matches!(err, VaultError::Unavailable(_)),
+            matches!(err, VaultError::Unavailable { .. }),
             "{failure:?}: {err}"
         );
         let after = h.stored(&id).await;
@@ -1213,4 +1213,165 @@ async fn an_unreachable_store_gives_a_plain_503_page_and_a_log_line_with_the_cau
         2,
         "{logs}"
     );
+}
+
+/// What an AWS SDK error looks like to `Display`: "service error", the real cause
+/// (the service's code and message) only in `source()`.
+#[derive(Debug, thiserror::Error)]
+#[error("service error")]
+struct ServiceError(#[source] std::io::Error);
+
+const SERVICE_CAUSE: &str = "AccessDeniedException: not authorized to perform dynamodb:GetItem";
+
+fn service_error() -> ConnectionStoreError {
+    ConnectionStoreError(Box::new(ServiceError(std::io::Error::other(SERVICE_CAUSE))))
+}
+
+/// A connection store whose every call fails as DynamoDB does when access is denied.
+#[derive(Debug)]
+struct DeniedConnections;
+
+#[async_trait::async_trait]
+impl ConnectionStore for DeniedConnections {
+    async fn insert(&self, _connection: &Connection) -> Result<(), ConnectionStoreError> {
+        Err(service_error())
+    }
+
+    async fn get(&self, _id: &str) -> Result<Option<Connection>, ConnectionStoreError> {
+        Err(service_error())
+    }
+
+    async fn replace(
+        &self,
+        _next: &Connection,
+        _expected: u64,
+    ) -> Result<bool, ConnectionStoreError> {
+        Err(service_error())
+    }
+
+    async fn delete(&self, _id: &str) -> Result<(), ConnectionStoreError> {
+        Err(service_error())
+    }
+
+    async fn list_for_tenant(
+        &self,
+        _tenant: &str,
+    ) -> Result<Vec<Connection>, ConnectionStoreError> {
+        Err(service_error())
+    }
+
+    async fn list_all(&self, _limit: usize) -> Result<Vec<Connection>, ConnectionStoreError> {
+        Err(service_error())
+    }
+
+    async fn due_for_refresh(
+        &self,
+        _before: i64,
+        _limit: usize,
+    ) -> Result<Vec<Result<Connection, UnreadableConnection>>, ConnectionStoreError> {
+        Err(service_error())
+    }
+
+    async fn lifetime_observations(
+        &self,
+        _provider: &str,
+    ) -> Result<Vec<LifetimeObservation>, ConnectionStoreError> {
+        Err(service_error())
+    }
+
+    async fn record_lifetime(
+        &self,
+        _provider: &str,
+        _observation: LifetimeObservation,
+    ) -> Result<(), ConnectionStoreError> {
+        Err(service_error())
+    }
+}
+
+/// A store failure is `Unavailable` naming the step, with the store's error as its
+/// source: the service's own message, which an SDK error's `Display` leaves out,
+/// reaches the log line's chain; the management API answers its fixed 503.
+#[tokio::test]
+async fn a_failing_store_keeps_its_cause_in_the_error_chain() {
+    let h = harness(AuthServerConfig::default()).await;
+    let vault = TokenVault {
+        connections: Arc::new(DeniedConnections),
+        ..h.vault.clone()
+    };
+    let (_guard, logs) = capture_logs();
+    for err in [
+        vault.access_token("conn-1").await.expect_err("store down"),
+        vault
+            .refresh_due(Duration::from_secs(600), Duration::from_secs(60))
+            .await
+            .expect_err("store down"),
+    ] {
+        assert!(
+            matches!(
+                err,
+                VaultError::Unavailable {
+                    step: "the connection store",
+                    source: Some(_)
+                }
+            ),
+            "{err:?}"
+        );
+        let chain = error_chain(&err);
+        assert_eq!(
+            chain,
+            format!(
+                "temporarily unavailable: the connection store: connection store unavailable: service error: {SERVICE_CAUSE}"
+            )
+        );
+        let reply = web::vault_error_reply(&err);
+        assert_eq!(reply.status, 503);
+        assert!(!reply.body.contains("AccessDenied"), "{}", reply.body);
+    }
+    assert!(
+        captured(&logs).contains(SERVICE_CAUSE),
+        "logged with its cause"
+    );
+}
+
+/// A provider API call that cannot connect is `Unreachable` by kind, the transport
+/// error (without its URL) its source.
+#[tokio::test]
+async fn an_unreachable_provider_api_keeps_the_transport_error_as_its_cause() {
+    let h = harness(AuthServerConfig::default()).await;
+    let id = h.connect().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed = format!("http://{}/v1/me", listener.local_addr().expect("address"));
+    drop(listener);
+    let err = h
+        .vault
+        .send_authorized(&id, |token| {
+            h.http.get(&closed).bearer_auth(token.value.expose())
+        })
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        matches!(
+            err,
+            VaultError::Unreachable {
+                reason: UnreachableReason::Connect,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let chain = error_chain(&err);
+    assert!(
+        chain.starts_with("provider API unreachable (connect): "),
+        "{chain}"
+    );
+    let mut cause = std::error::Error::source(&err);
+    let mut found = false;
+    while let Some(current) = cause {
+        found |= current
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        cause = current.source();
+    }
+    assert!(found, "the refused connection is in the chain: {chain}");
+    assert!(!chain.contains(&closed), "no URL in the chain: {chain}");
 }

@@ -41,8 +41,8 @@ use zeroize::Zeroizing;
 
 use super::{
     connections::{
-        Connection, ConnectionState, ConnectionStore, Lease, LifetimeObservation,
-        OBSERVATION_WINDOW_SECONDS,
+        Connection, ConnectionState, ConnectionStore, ConnectionStoreError, Lease,
+        LifetimeObservation, OBSERVATION_WINDOW_SECONDS,
     },
     discovery::{Discovery, DiscoveryError},
     error_chain,
@@ -82,18 +82,51 @@ pub enum VaultError {
     NotFound(String),
     #[error("connection needs the user to reconnect: {0}")]
     NeedsReauth(String),
-    /// Retry later (token endpoint, store or key service unavailable; a peer's refresh
-    /// still running).
-    #[error("temporarily unavailable: {0}")]
-    Unavailable(String),
+    /// Retry later: `step` names what was unavailable (the connection store, the key
+    /// service, the token endpoint, the event bus; a peer's refresh still running). The
+    /// cause, when there is one, is the source: SDK or transport text, for the log line
+    /// ([`crate::web`] answers a fixed message).
+    #[error("temporarily unavailable: {step}")]
+    Unavailable {
+        step: &'static str,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The provider refused for a reason that retrying won't fix (client credentials,
     /// configuration): an operator must look.
     #[error("provider refused: {0}")]
     Rejected(String),
     /// The provider's API did not answer: the outbound client retries it as a
-    /// transient failure.
-    #[error("provider API unreachable ({0})")]
-    Unreachable(UnreachableReason),
+    /// transient failure. The source is the transport error, its URL removed.
+    #[error("provider API unreachable ({reason})")]
+    Unreachable {
+        reason: UnreachableReason,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl VaultError {
+    /// Retry later: `step` was unavailable because of `source`.
+    pub fn unavailable(
+        step: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        VaultError::Unavailable {
+            step,
+            source: Some(source.into()),
+        }
+    }
+
+    /// Retry later: `step` is not done yet, and nothing failed (a peer still working).
+    pub fn busy(step: &'static str) -> Self {
+        VaultError::Unavailable { step, source: None }
+    }
+
+    /// A connection store failure: retry later.
+    pub fn store(source: ConnectionStoreError) -> Self {
+        VaultError::unavailable("the connection store", source)
+    }
 }
 
 /// How a provider API call failed to get an answer, by kind only (a URL may carry
@@ -107,6 +140,17 @@ pub enum UnreachableReason {
 }
 
 impl UnreachableReason {
+    /// The kind of a failed HTTP call.
+    pub fn of(err: &reqwest::Error) -> Self {
+        if err.is_timeout() {
+            UnreachableReason::Timeout
+        } else if err.is_connect() {
+            UnreachableReason::Connect
+        } else {
+            UnreachableReason::Transport
+        }
+    }
+
     /// The code the outbound client's log line and failure carry.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -170,6 +214,7 @@ struct ProviderTally {
     in_a_row: usize,
     failed: usize,
     skipped: usize,
+    /// The last failure and its causes, for the run's summary line.
     last_error: String,
 }
 
@@ -259,21 +304,13 @@ fn unix(at: OffsetDateTime) -> i64 {
     at.unix_timestamp()
 }
 
-/// A failed API call, by kind only (a URL may carry identifiers).
+/// A failed API call: its kind, and the transport error without its URL (a URL may
+/// carry identifiers) as the cause.
 fn unreachable(err: reqwest::Error) -> VaultError {
-    VaultError::Unreachable(if err.is_timeout() {
-        UnreachableReason::Timeout
-    } else if err.is_connect() {
-        UnreachableReason::Connect
-    } else {
-        UnreachableReason::Transport
-    })
-}
-
-/// A store failure as the vault reports it: retry later, the causes kept in the text
-/// (for the log line; no secret is in a store error).
-fn store_unavailable(err: impl std::error::Error + 'static) -> VaultError {
-    VaultError::Unavailable(error_chain(&err))
+    VaultError::Unreachable {
+        reason: UnreachableReason::of(&err),
+        source: err.without_url(),
+    }
 }
 
 fn crypto_error(err: CryptoError) -> VaultError {
@@ -281,7 +318,21 @@ fn crypto_error(err: CryptoError) -> VaultError {
         CryptoError::Mismatch => {
             VaultError::Rejected("sealed tokens do not open under this connection's context".into())
         }
-        other => VaultError::Unavailable(error_chain(&other)),
+        other => VaultError::unavailable("the key service", other),
+    }
+}
+
+/// What a failed token-endpoint call leaves on the connection record (`last_error`,
+/// which the management API shows): the class and the provider's code or the kind of
+/// failure, never transport or SDK text.
+fn token_error_note(err: &TokenError) -> String {
+    match err {
+        TokenError::Unreachable { reason, .. } => format!("refresh_transient: {reason}"),
+        TokenError::Transient(code) => format!("refresh_transient: {code}"),
+        TokenError::Reauth(code) => format!("needs_reauth: {code}"),
+        TokenError::Rejected(code) => format!("refresh_rejected: {code}"),
+        TokenError::TooLarge(_) => "refresh_rejected: token_response_too_large".to_owned(),
+        TokenError::Endpoint(_) => "refresh_rejected: token_endpoint_not_usable".to_owned(),
     }
 }
 
@@ -350,7 +401,9 @@ impl TokenVault {
             .await
             .map(ProviderSpec::Discovered)
             .map_err(|err| match err {
-                DiscoveryError::Unavailable { .. } => VaultError::Unavailable(error_chain(&err)),
+                DiscoveryError::Unavailable { .. } => {
+                    VaultError::unavailable("the provider's metadata", err)
+                }
                 DiscoveryError::Invalid { .. } => VaultError::Rejected(error_chain(&err)),
             })
     }
@@ -365,7 +418,7 @@ impl TokenVault {
         self.connections
             .get(id)
             .await
-            .map_err(store_unavailable)?
+            .map_err(VaultError::store)?
             .ok_or_else(|| VaultError::NotFound(id.to_owned()))
     }
 
@@ -385,7 +438,8 @@ impl TokenVault {
             refresh_token: response.refresh_token.clone().or(previous_refresh),
         };
         let plaintext = Zeroizing::new(
-            serde_json::to_vec(&tokens).map_err(|err| VaultError::Unavailable(err.to_string()))?,
+            serde_json::to_vec(&tokens)
+                .map_err(|err| VaultError::unavailable("serializing the tokens", err))?,
         );
         let context = EncryptionContext::for_connection(&base.tenant, &base.provider, &base.id);
         let sealed = seal(self.keys.as_ref(), &context, &plaintext)
@@ -591,13 +645,13 @@ impl TokenVault {
                     .connections
                     .replace(&next, connection.version)
                     .await
-                    .map_err(store_unavailable)?
+                    .map_err(VaultError::store)?
                 {
                     break next;
                 }
             } else if started.elapsed() > self.settings.wait_for_peer {
-                return Err(VaultError::Unavailable(
-                    "another refresh of this connection is still running".into(),
+                return Err(VaultError::busy(
+                    "another refresh of this connection is still running",
                 ));
             } else {
                 tokio::time::sleep(self.settings.poll_interval).await;
@@ -632,7 +686,7 @@ impl TokenVault {
             Err(err) => {
                 self.release(&leased, Some("client_credentials_unavailable"))
                     .await;
-                return Err(VaultError::Unavailable(error_chain(&err)));
+                return Err(VaultError::unavailable("the client credentials", err));
             }
         };
         let result = self
@@ -646,17 +700,21 @@ impl TokenVault {
                 self.store_refreshed(&leased, &spec, &response, Some(refresh_token))
                     .await
             }
-            Err(TokenError::Transient(reason)) => {
+            Err(err @ (TokenError::Unreachable { .. } | TokenError::Transient(_))) => {
                 record_token_refresh(provider, RefreshOutcome::TransientFailure);
-                self.release(&leased, Some(&format!("refresh_transient: {reason}")))
-                    .await;
-                Err(VaultError::Unavailable(reason))
+                self.release(&leased, Some(&token_error_note(&err))).await;
+                Err(VaultError::unavailable("the token endpoint", err))
             }
             Err(TokenError::Rejected(code)) => {
                 record_token_refresh(provider, RefreshOutcome::Rejected);
                 self.release(&leased, Some(&format!("refresh_rejected: {code}")))
                     .await;
                 Err(VaultError::Rejected(code))
+            }
+            Err(err @ (TokenError::TooLarge(_) | TokenError::Endpoint(_))) => {
+                record_token_refresh(provider, RefreshOutcome::Rejected);
+                self.release(&leased, Some(&token_error_note(&err))).await;
+                Err(VaultError::Rejected(error_chain(&err)))
             }
             Err(TokenError::Reauth(code)) => {
                 let current = self.load(&leased.id).await?;
@@ -683,7 +741,7 @@ impl TokenVault {
     ) -> Result<AccessToken, VaultError> {
         let mut base = leased.clone();
         let mut delay = Duration::from_millis(100);
-        let mut last_error = String::new();
+        let mut last_error = None;
         for attempt in 1..=5 {
             // Sealing (the key service) and the write are both retried: the token call
             // already happened, and a rotated refresh token lives only in `response`.
@@ -696,7 +754,7 @@ impl TokenVault {
                     .replace(&next, base.version)
                     .await
                     .map(|stored| stored.then_some(next))
-                    .map_err(store_unavailable),
+                    .map_err(VaultError::store),
                 Err(err) => Err(err),
             };
             match written {
@@ -718,16 +776,16 @@ impl TokenVault {
                             continue;
                         }
                         Ok(None) => return Err(VaultError::NotFound(base.id.clone())),
-                        Err(err) => last_error = error_chain(&err),
+                        Err(err) => last_error = Some(VaultError::store(err)),
                     }
                 }
-                Err(err) => last_error = err.to_string(),
+                Err(err) => last_error = Some(err),
             }
             tracing::error!(
                 provider = %leased.provider,
                 connection = %leased.id,
                 attempt,
-                error = %last_error,
+                error = %last_error.as_ref().map(|err| error_chain(err)).unwrap_or_default(),
                 "refreshed tokens not stored yet; retrying"
             );
             tokio::time::sleep(delay).await;
@@ -739,9 +797,10 @@ impl TokenVault {
                 base = current;
             }
         }
-        Err(VaultError::Unavailable(format!(
-            "refreshed tokens could not be stored: {last_error}"
-        )))
+        Err(match last_error {
+            Some(err) => VaultError::unavailable("storing the refreshed tokens", err),
+            None => VaultError::busy("storing the refreshed tokens: the connection kept changing"),
+        })
     }
 
     /// Drops the lease (when it is still ours), noting an error if there is one.
@@ -774,7 +833,7 @@ impl TokenVault {
                 .connections
                 .replace(&next, current.version)
                 .await
-                .map_err(store_unavailable)?
+                .map_err(VaultError::store)?
             {
                 return Ok(next);
             }
@@ -833,7 +892,7 @@ impl TokenVault {
         self.bus
             .publish(std::slice::from_ref(&event))
             .await
-            .map_err(|err| VaultError::Unavailable(error_chain(&err)))
+            .map_err(|err| VaultError::unavailable("the event bus", err))
     }
 
     /// Refreshes every active connection whose token is due within `ahead` (the
@@ -856,7 +915,7 @@ impl TokenVault {
             .connections
             .due_for_refresh(before, SWEEP_READ_LIMIT)
             .await
-            .map_err(store_unavailable)?;
+            .map_err(VaultError::store)?;
         let mut report = RefreshReport {
             due: due.len(),
             ..RefreshReport::default()
@@ -924,9 +983,10 @@ impl TokenVault {
                 // aborts) or a cancelled task.
                 Err(join_error) => (
                     join_error.id(),
-                    Err(VaultError::Unavailable(format!(
-                        "the refresh task ended abnormally: {join_error}"
-                    ))),
+                    Err(VaultError::unavailable(
+                        "the refresh task ended abnormally",
+                        join_error,
+                    )),
                 ),
             };
             let (id, provider) = started_tasks.remove(&task).unwrap_or_default();
@@ -945,14 +1005,14 @@ impl TokenVault {
                     tracing::warn!(
                         provider = %provider,
                         connection = %id,
-                        error = %err,
+                        error = %error_chain(&err),
                         outcome = "refresh_failed",
                         "scheduled refresh failed"
                     );
                     report.failed += 1;
                     tally.failed += 1;
                     tally.in_a_row += 1;
-                    tally.last_error = err.to_string();
+                    tally.last_error = error_chain(&err);
                 }
             }
         }
@@ -980,7 +1040,7 @@ impl TokenVault {
                 .credentials
                 .credentials(&connection.provider)
                 .await
-                .map_err(|err| VaultError::Unavailable(error_chain(&err)))?;
+                .map_err(|err| VaultError::unavailable("the client credentials", err))?;
             self.client
                 .revoke(
                     &spec,
@@ -992,16 +1052,21 @@ impl TokenVault {
                 )
                 .await
                 .map_err(|err| match err {
-                    TokenError::Transient(reason) => VaultError::Unavailable(reason),
+                    TokenError::Unreachable { .. } | TokenError::Transient(_) => {
+                        VaultError::unavailable("revoking the grant at the provider", err)
+                    }
                     TokenError::Reauth(code) | TokenError::Rejected(code) => {
                         VaultError::Rejected(code)
+                    }
+                    TokenError::TooLarge(_) | TokenError::Endpoint(_) => {
+                        VaultError::Rejected(error_chain(&err))
                     }
                 })?;
         }
         self.connections
             .delete(id)
             .await
-            .map_err(store_unavailable)?;
+            .map_err(VaultError::store)?;
         let mut gone = connection;
         gone.tokens = None;
         tracing::info!(

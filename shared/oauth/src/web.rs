@@ -221,11 +221,11 @@ fn vault_error(err: &VaultError) -> HttpReply {
     let (status, code) = match err {
         VaultError::NotFound(_) => (404, "not_found"),
         VaultError::NeedsReauth(_) => (409, "needs_reauth"),
-        VaultError::Unavailable(_) | VaultError::Unreachable(_) => (503, "unavailable"),
+        VaultError::Unavailable { .. } | VaultError::Unreachable { .. } => (503, "unavailable"),
         VaultError::Rejected(_) => (502, "provider_refused"),
     };
     let message = if status == 503 {
-        tracing::error!(error = %err, outcome = "management_unavailable", "management API request failed");
+        tracing::error!(error = %super::error_chain(err), outcome = "management_unavailable", "management API request failed");
         "temporarily unavailable; try again".to_owned()
     } else {
         err.to_string()
@@ -326,7 +326,7 @@ async fn tenant_connection(
     match vault.connections.get(id).await {
         Ok(Some(connection)) if connection.tenant == tenant => Ok(connection),
         Ok(_) => Err(VaultError::NotFound(id.to_owned())),
-        Err(err) => Err(VaultError::Unavailable(super::error_chain(&err))),
+        Err(err) => Err(VaultError::store(err)),
     }
 }
 
@@ -375,8 +375,7 @@ pub async fn record_connection_test(
     id: &str,
     outcome: &TestOutcome,
 ) -> Result<Connection, VaultError> {
-    let unavailable =
-        |err: super::ConnectionStoreError| VaultError::Unavailable(super::error_chain(&err));
+    let unavailable = VaultError::store;
     for _ in 0..RECORD_ATTEMPTS {
         let current = vault
             .connections
@@ -420,9 +419,9 @@ pub async fn record_connection_test(
             return Ok(next);
         }
     }
-    Err(VaultError::Unavailable(format!(
-        "connection {id} kept changing while its test's outcome was stored"
-    )))
+    Err(VaultError::busy(
+        "storing the test's outcome: the connection kept changing",
+    ))
 }
 
 /// `GET /v1/tenants/{tenant}/connections` (`id` absent), `GET` and `DELETE
@@ -445,7 +444,7 @@ pub async fn connections_route(
                 200,
                 json!({ "connections": list.iter().map(connection_view).collect::<Vec<_>>() }),
             ),
-            Err(err) => vault_error(&VaultError::Unavailable(super::error_chain(&err))),
+            Err(err) => vault_error(&VaultError::store(err)),
         },
         ("GET", Some(id)) => match tenant_connection(vault, tenant, id).await {
             Ok(connection) => HttpReply::json(200, connection_view(&connection)),
@@ -492,7 +491,7 @@ async fn delete_without_revoking(
         .connections
         .delete(&connection.id)
         .await
-        .map_err(|err| VaultError::Unavailable(super::error_chain(&err)))?;
+        .map_err(VaultError::store)?;
     connection.tokens = None;
     tracing::info!(
         provider = %connection.provider,
@@ -828,7 +827,7 @@ mod tests {
     #[test]
     fn the_management_api_keeps_infrastructure_detail_in_the_log() {
         let (_guard, logs) = capture_logs();
-        let reply = vault_error(&VaultError::Unavailable(SDK_TEXT.into()));
+        let reply = vault_error(&VaultError::unavailable("the connection store", SDK_TEXT));
         assert_eq!(reply.status, 503);
         assert!(!reply.body.contains("dispatch failure"), "{}", reply.body);
         assert!(captured(&logs).contains(SDK_TEXT));

@@ -383,7 +383,7 @@ impl OutboundClient {
             .await
         {
             Ok(response) => response,
-            Err(VaultError::Unreachable(kind)) => {
+            Err(VaultError::Unreachable { reason: kind, .. }) => {
                 return Ok(Attempt::Failed {
                     failure: CallFailure {
                         class: FailureClass::Transient,
@@ -398,7 +398,11 @@ impl OutboundClient {
                 return Err(permanent(format!("connection {id} not found")));
             }
             Err(VaultError::Rejected(reason)) => return Err(permanent(reason)),
-            Err(VaultError::Unavailable(reason)) => return Err(CallError::Unavailable(reason)),
+            Err(err @ VaultError::Unavailable { .. }) => {
+                return Err(CallError::Unavailable(junction_telemetry::error_chain(
+                    &err,
+                )));
+            }
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();

@@ -213,7 +213,7 @@ impl PollWorker {
                 if let Some(vault) = &self.vault
                     && let Err(err) = vault.record_sync(&job.connection, None).await
                 {
-                    tracing::warn!(connection = %job.connection, error = %err, "sync not noted on the connection");
+                    tracing::warn!(connection = %job.connection, error = %junction_telemetry::error_chain(&err), "sync not noted on the connection");
                 }
                 return Ok(RunOutcome::Done { pages, records });
             }
@@ -230,7 +230,12 @@ impl PollWorker {
         let connection = match vault.connection(&job.connection).await {
             Ok(connection) => connection,
             Err(VaultError::NotFound(_)) => return Err(Stop::Removed),
-            Err(err) => return Err(Stop::Requeue(format!("vault: {err}"))),
+            Err(err) => {
+                return Err(Stop::Requeue(format!(
+                    "vault: {}",
+                    junction_telemetry::error_chain(&err)
+                )));
+            }
         };
         if connection.state == ConnectionState::NeedsReauth {
             return Err(Stop::Failed(
@@ -270,7 +275,7 @@ impl PollWorker {
         if let Some(vault) = &self.vault
             && let Err(err) = vault.record_sync(&job.connection, Some(&error)).await
         {
-            tracing::warn!(connection = %job.connection, error = %err, "sync error not noted on the connection");
+            tracing::warn!(connection = %job.connection, error = %junction_telemetry::error_chain(&err), "sync error not noted on the connection");
         }
         Ok(RunOutcome::Failed { error })
     }
