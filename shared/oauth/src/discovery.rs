@@ -29,7 +29,9 @@ use junction_catalog::{
     Revocation, TokenRequestFormat,
 };
 use junction_webhooks::VerifyError;
-use junction_webhooks::jwt::{HttpKeySetSource, KeySetCache, jwt_kid, verify_jwt};
+use junction_webhooks::jwt::{HttpKeySetSource, KeySetCache, KeySetError, jwt_kid, verify_jwt};
+
+use crate::vault::UnreachableReason;
 
 /// The metadata members Junction reads; others are ignored.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,19 +58,31 @@ pub struct IssuerMetadata {
     pub authorization_response_iss_parameter_supported: bool,
 }
 
-/// Why a discovered provider cannot be used right now.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a discovered provider cannot be used right now. `reason` says where and what
+/// (the document's URL and its status, or what is wrong with it); an error that caused
+/// it is the source (the transport's without its URL, the JSON parser's).
+#[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     /// The metadata could not be fetched (timeout, unreachable, 5xx): retry later.
     #[error("the metadata of {issuer} could not be fetched: {reason}")]
-    Unavailable { issuer: String, reason: String },
+    Unavailable {
+        issuer: String,
+        reason: String,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
     /// The metadata is there but unusable: an operator must look.
     #[error("the metadata of {issuer} is unusable: {reason}")]
-    Invalid { issuer: String, reason: String },
+    Invalid {
+        issuer: String,
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 /// Why an ID token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum IdTokenError {
     #[error("the token response has no id_token")]
     Missing,
@@ -80,8 +94,8 @@ pub enum IdTokenError {
     AuthorizedParty,
     #[error("the ID token has no subject")]
     Subject,
-    #[error("the issuer's keys could not be fetched: {0}")]
-    KeysUnavailable(String),
+    #[error("the issuer's keys could not be fetched")]
+    KeysUnavailable(#[source] KeySetError),
 }
 
 /// The metadata document locations for `issuer`, most likely first: OpenID Connect
@@ -347,7 +361,7 @@ impl Discovery {
             }
             Err(err) => match specs.get(&entry.issuer) {
                 Some(stale) => {
-                    tracing::warn!(issuer = %entry.issuer, error = %err, "issuer metadata refetch failed; using the cached metadata");
+                    tracing::warn!(issuer = %entry.issuer, error = %super::error_chain(&err), "issuer metadata refetch failed; using the cached metadata");
                     Ok(stale.spec.clone())
                 }
                 None => Err(err),
@@ -356,13 +370,23 @@ impl Discovery {
     }
 
     async fn fetch(&self, entry: &DiscoverySpec) -> Result<(OAuthSpec, Duration), DiscoveryError> {
-        let unavailable = |reason: String| DiscoveryError::Unavailable {
-            issuer: entry.issuer.clone(),
-            reason,
-        };
+        let unavailable =
+            |reason: String, source: Option<reqwest::Error>| DiscoveryError::Unavailable {
+                issuer: entry.issuer.clone(),
+                reason,
+                source: source.map(reqwest::Error::without_url),
+            };
         let invalid = |reason: String| DiscoveryError::Invalid {
             issuer: entry.issuer.clone(),
             reason,
+            source: None,
+        };
+        let invalid_because = |reason: String, source: Box<dyn std::error::Error + Send + Sync>| {
+            DiscoveryError::Invalid {
+                issuer: entry.issuer.clone(),
+                reason,
+                source: Some(source),
+            }
         };
         let mut last = None;
         for url in metadata_urls(&entry.issuer, entry.is_openid()) {
@@ -373,11 +397,13 @@ impl Discovery {
                 .send()
                 .await
                 .map_err(|err| {
-                    unavailable(if err.is_timeout() {
-                        format!("{url} timed out")
-                    } else {
-                        format!("{url} unreachable")
-                    })
+                    let reason = match UnreachableReason::of(&err) {
+                        UnreachableReason::Timeout => format!("{url} timed out"),
+                        UnreachableReason::Connect | UnreachableReason::Transport => {
+                            format!("{url} unreachable")
+                        }
+                    };
+                    unavailable(reason, Some(err))
                 })?;
             let status = response.status().as_u16();
             if status == 404 {
@@ -385,7 +411,7 @@ impl Discovery {
                 continue;
             }
             if status == 429 || status >= 500 {
-                return Err(unavailable(format!("{url} answered {status}")));
+                return Err(unavailable(format!("{url} answered {status}"), None));
             }
             if !(200..300).contains(&status) {
                 return Err(invalid(format!("{url} answered {status}")));
@@ -404,13 +430,16 @@ impl Discovery {
             let body = read_capped(response, METADATA_CAP)
                 .await
                 .map_err(|err| match err {
-                    BodyError::TooLarge { .. } => invalid(format!("{url}: {err}")),
+                    BodyError::TooLarge { .. } => {
+                        invalid_because(format!("{url} is too large"), Box::new(err))
+                    }
                     BodyError::Interrupted(cause) => {
-                        unavailable(format!("{url} broke off: {}", cause.without_url()))
+                        unavailable(format!("{url} broke off"), Some(cause))
                     }
                 })?;
-            let metadata: IssuerMetadata = serde_json::from_slice(&body)
-                .map_err(|err| invalid(format!("{url} is not issuer metadata: {err}")))?;
+            let metadata: IssuerMetadata = serde_json::from_slice(&body).map_err(|err| {
+                invalid_because(format!("{url} is not issuer metadata"), Box::new(err))
+            })?;
             let spec = resolve(entry, &metadata, self.rules).map_err(invalid)?;
             return Ok((spec, ttl));
         }
@@ -431,7 +460,7 @@ impl Discovery {
             .keys
             .keys_for(&rule.jwks_uri, kid.as_deref(), now)
             .await
-            .map_err(|err| IdTokenError::KeysUnavailable(err.to_string()))?;
+            .map_err(IdTokenError::KeysUnavailable)?;
         check_id_token(rule, token, &keys, client_id, nonce, now)
     }
 }

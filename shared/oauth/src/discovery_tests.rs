@@ -262,14 +262,13 @@ fn check(
 fn a_valid_id_token_yields_its_subject() {
     let minter = minter();
     let header = json!({ "alg": "ES256", "kid": "k1" });
-    assert_eq!(
-        check(&minter, header.clone(), claims()),
-        Ok("user-42".to_owned())
+    assert!(
+        matches!(check(&minter, header.clone(), claims()), Ok(subject) if subject == "user-42")
     );
     let mut several = claims();
     several["aud"] = json!(["other-api", "junction-client"]);
     several["azp"] = json!("junction-client");
-    assert_eq!(check(&minter, header, several), Ok("user-42".to_owned()));
+    assert!(matches!(check(&minter, header, several), Ok(subject) if subject == "user-42"));
 }
 
 #[test]
@@ -285,35 +284,39 @@ fn every_id_token_rule_is_enforced() {
         }
         check(&minter, header.clone(), claims)
     };
-    let invalid = |err: VerifyError| Err(IdTokenError::Invalid(err));
-    assert_eq!(
+    assert!(matches!(
         with("iss", json!("https://evil.example.com")),
-        invalid(VerifyError::ClaimMismatch)
-    );
-    assert_eq!(
+        Err(IdTokenError::Invalid(VerifyError::ClaimMismatch))
+    ));
+    assert!(matches!(
         with("aud", json!("another-client")),
-        invalid(VerifyError::ClaimMismatch)
-    );
-    assert_eq!(
+        Err(IdTokenError::Invalid(VerifyError::ClaimMismatch))
+    ));
+    assert!(matches!(
         with("nonce", json!("replayed")),
-        invalid(VerifyError::ClaimMismatch)
-    );
-    assert_eq!(
+        Err(IdTokenError::Invalid(VerifyError::ClaimMismatch))
+    ));
+    assert!(matches!(
         with("nonce", json!(null)),
-        invalid(VerifyError::ClaimMismatch)
-    );
-    assert_eq!(
+        Err(IdTokenError::Invalid(VerifyError::ClaimMismatch))
+    ));
+    assert!(matches!(
         with("exp", json!(NOW - 120)),
-        invalid(VerifyError::StaleTimestamp)
-    );
-    assert_eq!(
+        Err(IdTokenError::Invalid(VerifyError::StaleTimestamp))
+    ));
+    assert!(matches!(
         with("exp", json!(null)),
-        invalid(VerifyError::MissingTimestamp)
-    );
-    assert_eq!(with("sub", json!(null)), Err(IdTokenError::Subject));
-    assert_eq!(
-        with("aud", json!(["other-api", "junction-client"])),
-        Err(IdTokenError::AuthorizedParty),
+        Err(IdTokenError::Invalid(VerifyError::MissingTimestamp))
+    ));
+    assert!(matches!(
+        with("sub", json!(null)),
+        Err(IdTokenError::Subject)
+    ));
+    assert!(
+        matches!(
+            with("aud", json!(["other-api", "junction-client"])),
+            Err(IdTokenError::AuthorizedParty)
+        ),
         "several audiences without azp"
     );
 
@@ -324,7 +327,7 @@ fn every_id_token_rule_is_enforced() {
     bytes[0] ^= 1;
     let tampered = format!("{signed}.{}", BASE64URL.encode(bytes));
     let now = OffsetDateTime::from_unix_timestamp(NOW).expect("time");
-    assert_eq!(
+    assert!(matches!(
         check_id_token(
             &rule(),
             &tampered,
@@ -333,20 +336,22 @@ fn every_id_token_rule_is_enforced() {
             "n-0S6_WzA2Mj",
             now
         ),
-        invalid(VerifyError::SignatureMismatch)
-    );
-    assert_eq!(
+        Err(IdTokenError::Invalid(VerifyError::SignatureMismatch))
+    ));
+    assert!(matches!(
         check(
             &minter,
             json!({ "alg": "ES256", "kid": "unknown" }),
             claims()
         ),
-        invalid(VerifyError::SignatureMismatch)
-    );
+        Err(IdTokenError::Invalid(VerifyError::SignatureMismatch))
+    ));
     for alg in ["none", "HS256", "EdDSA"] {
-        assert_eq!(
-            check(&minter, json!({ "alg": alg, "kid": "k1" }), claims()),
-            Err(IdTokenError::Algorithm),
+        assert!(
+            matches!(
+                check(&minter, json!({ "alg": alg, "kid": "k1" }), claims()),
+                Err(IdTokenError::Algorithm)
+            ),
             "{alg}"
         );
     }
@@ -354,16 +359,122 @@ fn every_id_token_rule_is_enforced() {
         algorithms: vec![JwtAlgorithm::RS256],
         ..rule()
     };
-    assert_eq!(
-        check_id_token(
-            &rs256_only,
+    assert!(
+        matches!(
+            check_id_token(
+                &rs256_only,
+                &token,
+                &minter.keys,
+                "junction-client",
+                "n-0S6_WzA2Mj",
+                now
+            ),
+            Err(IdTokenError::Algorithm)
+        ),
+        "an alg the issuer does not publish"
+    );
+}
+
+/// Whether `err`'s chain holds an [`std::io::Error`] of `kind`.
+fn has_io_cause(err: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if current
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == kind)
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
+/// Metadata that cannot be fetched is `Unavailable` with the transport error (its URL
+/// removed) as the cause; metadata that is not JSON is `Invalid` with the parser's.
+#[tokio::test]
+async fn a_metadata_failure_keeps_its_cause() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed = format!("http://{}", listener.local_addr().expect("address"));
+    drop(listener);
+    let discovery = Discovery::new(EndpointRules::LoopbackHttpForTests);
+    let err = discovery
+        .spec(&DiscoverySpec {
+            issuer: closed.clone(),
+            ..entry(&[])
+        })
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        matches!(
+            err,
+            DiscoveryError::Unavailable {
+                source: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        has_io_cause(&err, std::io::ErrorKind::ConnectionRefused),
+        "{}",
+        crate::error_chain(&err)
+    );
+
+    let not_json = junction_aws::response_body::testing::stream_answer(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 3\r\n\r\n",
+        3,
+    )
+    .await;
+    let err = discovery
+        .spec(&DiscoverySpec {
+            issuer: not_json,
+            ..entry(&[])
+        })
+        .await
+        .expect_err("xxx is not metadata");
+    let DiscoveryError::Invalid {
+        source: Some(source),
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert!(source.is::<serde_json::Error>(), "{source:?}");
+    assert!(
+        crate::error_chain(&err).ends_with(&source.to_string()),
+        "{}",
+        crate::error_chain(&err)
+    );
+}
+
+/// An issuer whose keys cannot be fetched refuses the ID token as `KeysUnavailable`,
+/// the key set's fetch error (and what caused it) its source.
+#[tokio::test]
+async fn unreachable_keys_keep_their_cause() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed = format!("http://{}/jwks", listener.local_addr().expect("address"));
+    drop(listener);
+    let minter = minter();
+    let token = minter.token(json!({ "alg": "ES256", "kid": "k1" }), claims());
+    let rule = OpenIdRule {
+        jwks_uri: closed,
+        ..rule()
+    };
+    let err = Discovery::new(EndpointRules::LoopbackHttpForTests)
+        .validate_id_token(
+            &rule,
             &token,
-            &minter.keys,
             "junction-client",
             "n-0S6_WzA2Mj",
-            now
-        ),
-        Err(IdTokenError::Algorithm),
-        "an alg the issuer does not publish"
+            OffsetDateTime::from_unix_timestamp(NOW).expect("time"),
+        )
+        .await
+        .expect_err("no keys");
+    assert!(matches!(err, IdTokenError::KeysUnavailable(_)), "{err:?}");
+    assert!(
+        has_io_cause(&err, std::io::ErrorKind::ConnectionRefused),
+        "{}",
+        crate::error_chain(&err)
     );
 }
