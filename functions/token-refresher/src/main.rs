@@ -36,7 +36,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default()
                 .saturating_sub(FINISH_MARGIN);
-            let report = vault.refresh_due(LOOK_AHEAD, budget).await?;
+            // A failed sweep (the connection store unreadable) fails the invocation,
+            // which Lambda reports by the error's message only: the cause is logged.
+            let report = vault
+                .refresh_due(LOOK_AHEAD, budget)
+                .await
+                .inspect_err(|err| {
+                    tracing::error!(
+                        error = %telemetry::error_chain(err),
+                        outcome = "refresh_run_failed",
+                        "scheduled token refresh"
+                    );
+                })?;
             tracing::info!(
                 due = report.due,
                 refreshed = report.refreshed,
