@@ -1,6 +1,6 @@
 //! The connect flow and the vault against a real authorization server on loopback, through
 //! the [`crate::testing`] harness. The same flows run against the emulator's DynamoDB and
-//! KMS in `tests/tests/oauth_emulator.rs`.
+//! KMS in `tests/tests/integration/oauth_emulator.rs`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -919,6 +919,32 @@ async fn disconnect_revokes_at_the_provider_and_deletes_the_connection() {
         h.vault.access_token(&id).await,
         Err(VaultError::NotFound(_))
     ));
+}
+
+/// Forced, a disconnect reads nothing of the provider's entry: a connection whose
+/// provider is gone from the catalog (or lost its OAuth section) is still deleted.
+#[tokio::test]
+async fn a_forced_disconnect_needs_no_catalog_entry() {
+    let h = harness(AuthServerConfig::default()).await;
+    let id = h.connect().await;
+    let mut stored = h.stored(&id).await;
+    stored.provider = "retired-provider".into();
+    h.connections.delete(&id).await.expect("delete");
+    h.connections.insert(&stored).await.expect("insert");
+    assert!(
+        h.vault.disconnect(&id, false).await.is_err(),
+        "revoking needs the provider's entry"
+    );
+    h.vault
+        .disconnect(&id, true)
+        .await
+        .expect("forced disconnect");
+    assert!(h.connections.get(&id).await.expect("store").is_none());
+    assert_eq!(h.server.counters().revocations, 0, "nothing was revoked");
+    assert_eq!(
+        h.bus.events().last().map(|e| e.event_type.as_str()),
+        Some("connection.deleted")
+    );
 }
 
 #[tokio::test]

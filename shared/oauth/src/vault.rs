@@ -1033,8 +1033,10 @@ impl TokenVault {
     /// connection (the caller retries); `force` deletes without revoking.
     pub async fn disconnect(&self, id: &str, force: bool) -> Result<(), VaultError> {
         let connection = self.load(id).await?;
-        let spec = self.spec(&connection.provider).await?;
+        // Forced, nothing of the provider's entry is needed: a connection whose provider
+        // lost its OAuth section (an overlay, a release) can still be deleted.
         if !force && connection.tokens.is_some() {
+            let spec = self.spec(&connection.provider).await?;
             let tokens = self.tokens(&connection).await?;
             let credentials = self
                 .credentials
