@@ -1,5 +1,5 @@
-//! Cross-function tests live in `tests/tests/`: each starts its own AWS emulator on a
-//! free loopback port and stops it when it ends. Run them with the README's test
+//! Cross-function tests live in `tests/tests/integration/` (one test binary): each
+//! starts its own AWS emulator on a free loopback port and stops it when it ends. Run them with the README's test
 //! command (`infra/test`), which first installs the emulator into the project venv.
 
 pub mod call_counter;

@@ -1,6 +1,6 @@
 //! Discovery: metadata locations, metadata → spec, and ID token validation with tokens
 //! minted here (ES256, a throwaway key). The end-to-end test against a real OpenID
-//! provider (panva's `oidc-provider`) is `infra/local-stack/tests/oidc.rs`.
+//! provider (panva's `oidc-provider`) is `infra/local-stack/tests/stack/oidc.rs`.
 
 use p256::ecdsa::signature::Signer as _;
 use serde_json::json;

@@ -19,7 +19,7 @@
 //! - **One live claim per key.** The claim is one conditional write per key; two
 //!   workers racing for a key cannot both win. [`check_store_contract`] (run on both
 //!   stores: `in_memory_store_meets_the_contract` here,
-//!   `dynamodb_store_meets_the_idempotency_contract` in `tests/tests/consumer_emulator.rs`);
+//!   `dynamodb_store_meets_the_idempotency_contract` in `tests/tests/integration/consumer_emulator.rs`);
 //!   under concurrency, `thirty_two_concurrent_copies_of_one_event_have_one_effect`,
 //!   `concurrent_duplicates_become_exactly_one_cloudevent_each` and
 //!   `overlapping_batches_claim_each_key_once` (same file; the emulator's DynamoDB

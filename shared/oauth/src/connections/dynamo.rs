@@ -3,7 +3,7 @@
 //! version, a provider's lifetime observations as one more versioned item. The vault
 //! and the flows over it know nothing of it; it meets the same contract as the
 //! in-memory store ([`super::check_connection_store_contract`], run on the emulator in
-//! `tests/tests/oauth_emulator.rs`).
+//! `tests/tests/integration/oauth_emulator.rs`).
 
 use std::collections::HashMap;
 

@@ -3,7 +3,7 @@
 //! of it and nothing more (template.yaml): a `Query` of the `by-provider-account` index,
 //! which projects only the keys and `tenant`, and a `GetItem` that asks for `id` and
 //! `tenant` alone. Never the tokens, never the rest of a connection. Checked against the
-//! writer on the emulator in `tests/tests/account_index_emulator.rs`.
+//! writer on the emulator in `tests/tests/integration/account_index_emulator.rs`.
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //! `PutItem`, `UpdateItem` and `DeleteItem`, a batch's completions as `BatchWriteItem`.
 //! The claim algorithm ([`super::Idempotency`]) knows nothing of it; it meets the same
 //! contract as the in-memory store ([`super::check_store_contract`], run on the emulator
-//! in `tests/tests/consumer_emulator.rs`).
+//! in `tests/tests/integration/consumer_emulator.rs`).
 
 use std::collections::HashMap;
 

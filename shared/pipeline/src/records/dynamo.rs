@@ -2,7 +2,7 @@
 //! conditional on the stored record's text. The conflict rules ([`super::apply`]) know
 //! nothing of it; it meets the same contract as the in-memory store
 //! ([`super::check_store_contract`], run on the emulator in
-//! `tests/tests/consumer_emulator.rs`).
+//! `tests/tests/integration/consumer_emulator.rs`).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -3,7 +3,7 @@
 //! ([`junction_aws::dynamo::put_if`]). The scheduler and the worker over it know nothing
 //! of it; it meets the same contract as the in-memory store
 //! ([`super::check_job_store_contract`], run on the emulator in
-//! `tests/tests/polling_emulator.rs`).
+//! `tests/tests/integration/polling_emulator.rs`).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;

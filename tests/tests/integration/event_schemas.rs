@@ -13,7 +13,7 @@
 //! over the fake provider's API). Every type seen must have a schema, and every schema's type
 //! must have been seen: a schema for an event nothing publishes is a lie too.
 
-mod schema_support;
+use crate::schema_support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -11,7 +11,7 @@
 //! Signatures are computed here from the providers' rules, independently of Junction's
 //! signing code.
 
-mod common;
+use crate::common;
 use common::{
     browser, connect_url, first_cookie, location, pause_ingest_consumers, session_for,
     start_with_overlay, stop_and_check_processes_are_gone, take_providers, watch,

@@ -24,7 +24,12 @@ use tokio::net::TcpListener;
 fn https_clients_trust_the_platform_roots_and_nothing_else() {
     let fixtures = fixtures();
     let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "child_process_check", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "tls_trust::child_process_check",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD, "1")
         .env("SSL_CERT_FILE", fixtures.join("trusted-ca.pem"))
         .env_remove("SSL_CERT_DIR")

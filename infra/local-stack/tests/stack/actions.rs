@@ -12,7 +12,7 @@
 //! id, the tenant and the connection, and shown by `GET …/actions/{action}`; and a
 //! dead-lettered action brought back by `junction dlq redrive`, run once.
 
-mod common;
+use crate::common;
 use common::{
     BusObserver, browser, connect_url, first_cookie, location, session_for, start_with_overlay,
     stop_and_check_processes_are_gone,

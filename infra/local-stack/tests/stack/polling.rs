@@ -7,7 +7,7 @@
 //! reconciliation poll fetches it again and publishes nothing twice, while a change the
 //! webhook missed is caught. A disconnect removes the job.
 
-mod common;
+use crate::common;
 use common::{
     BusObserver, RETURN_TO_ORIGIN, browser, connect_url, eventually, first_cookie, location,
     session_for, start_with_overlay, watch_signature,
@@ -110,7 +110,7 @@ fn issue(number: usize, updated_at: &str) -> Value {
 fn overlay(server: &FakeAuthServer) -> String {
     let builtin = Catalog::embedded().expect("catalog");
     let mut entry: toml::Table = toml::from_str(include_str!(
-        "../../../shared/catalog/providers/linear.toml"
+        "../../../../shared/catalog/providers/linear.toml"
     ))
     .expect("linear.toml");
     let oauth: toml::Table = toml::from_str(&server.oauth_catalog_fields()).expect("oauth");

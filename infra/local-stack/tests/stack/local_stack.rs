@@ -7,7 +7,7 @@
 //! starts is stopped when its `LocalStack` is stopped or dropped, pass or fail; the
 //! tests check the processes are gone.
 
-mod common;
+use crate::common;
 use common::{
     eventually, pause_ingest_consumers, process_is_gone, queue_depth,
     stop_and_check_processes_are_gone, stop_and_scan, take_providers, unique, watch,

@@ -8,7 +8,7 @@
 //! moto handles ~15 SQS messages/s, so message counts are small; every wait polls with a
 //! deadline and nothing asserts on how fast anything is.
 
-mod common;
+use crate::common;
 use common::{
     BusObserver, CheckedStack, eventually, queue_depth, stop_and_check_processes_are_gone, unique,
     watch_signature,

@@ -12,7 +12,7 @@
 //!   proxy's 200 stands for the provider's answer (any status, its own body): checked
 //!   here with a JSON one.
 
-mod schema_support;
+use crate::schema_support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -11,7 +11,7 @@
 //! of a backend's credential: one limited to a tenant's paths by its IAM policy reads
 //! that tenant's connections only, and a path's tenant hides other tenants' ids.
 
-mod common;
+use crate::common;
 use common::{
     browser, connect_url, first_cookie, location, session_for, start_with_overlay,
     stop_and_check_processes_are_gone,
