@@ -905,16 +905,18 @@ async fn rotated_refresh_tokens_survive_a_store_outage_after_the_token_call() {
 async fn disconnect_revokes_at_the_provider_and_deletes_the_connection() {
     let h = harness(AuthServerConfig::default()).await;
     let id = h.connect().await;
+    let tenant = h.stored(&id).await.tenant;
     let token = h.vault.access_token(&id).await.expect("token");
     h.vault.disconnect(&id, false).await.expect("disconnect");
     assert_eq!(h.server.counters().revocations, 1);
     assert_eq!(h.api_status(&token).await, 401, "revoked at the provider");
     assert!(h.connections.get(&id).await.expect("store").is_none());
     let events = h.bus.events();
-    assert_eq!(
-        events.last().map(|e| e.event_type.as_str()),
-        Some("connection.deleted")
-    );
+    let deleted = events.last().expect("an event");
+    assert_eq!(deleted.event_type, "connection.deleted");
+    // Named as every event about a connection is: tenant and connection attributes.
+    assert_eq!(deleted.tenant.as_deref(), Some(tenant.as_str()));
+    assert_eq!(deleted.connection.as_deref(), Some(id.as_str()));
     assert!(matches!(
         h.vault.access_token(&id).await,
         Err(VaultError::NotFound(_))

@@ -888,7 +888,10 @@ impl TokenVault {
             Some(connection.id.clone()),
             junction_aws::clock::rfc3339_millis(self.clock.now()),
             data,
-        );
+        )
+        // Like every event about a connection, it names its tenant and connection as
+        // extension attributes, so a subscriber filters all of one tenant's events alike.
+        .stamped(&connection.tenant, &connection.id);
         self.bus
             .publish(std::slice::from_ref(&event))
             .await
