@@ -256,21 +256,13 @@ pub fn check_path(path: &str) -> Result<(), String> {
 
 /// `%XX` decoded; `None` for a `%` without two hex digits.
 fn percent_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
+    // A `%` not followed by two hex digits is refused (the crate would keep it as it is).
+    let malformed = text.match_indices('%').any(|(at, _)| {
+        !text
+            .get(at + 1..at + 3)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    (!malformed).then(|| percent_encoding::percent_decode_str(text).collect())
 }
 
 /// Checks `request` against the connection's API base `base` and the provider's

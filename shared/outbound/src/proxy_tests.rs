@@ -387,6 +387,9 @@ async fn attacks_on_the_path_and_headers_are_refused_before_anything_is_sent() {
         ("/x#frag", "a #"),
         ("/x y", "whitespace"),
         ("/x%zz", "two hex digits"),
+        // A sign is not a hex digit (`u8::from_str_radix` would read `+1` as 1).
+        ("/x%+1", "two hex digits"),
+        ("/x%2", "two hex digits"),
     ];
     for (path, reason) in paths {
         let reply = setup.send(json!({"method": "GET", "path": path})).await;
