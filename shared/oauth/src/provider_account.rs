@@ -137,6 +137,50 @@ mod tests {
         assert_eq!(key(&connection("slack", Some(""), &[])), None);
     }
 
+    /// HubSpot: the token endpoint's `hub_id` (a number) is read as the same text the
+    /// ingress reads from a webhook's `portalId` (`62515`, junction-webhooks'
+    /// ingress tests), so a HubSpot connection is indexed as its webhooks name it.
+    #[tokio::test]
+    async fn a_hubspot_connection_is_keyed_by_the_hub_id_of_its_token_response() {
+        use std::collections::BTreeMap;
+
+        use crate::provider::{ClientCredentials, ProviderClient};
+        use junction_aws::crypto::SecretString;
+        use junction_catalog::EndpointRules;
+
+        // HubSpot's documented token response (changelog "additional details returned
+        // when generating OAuth access tokens").
+        const HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 150\r\n\r\n{\"token_type\":\"bearer\",\"refresh_token\":\"na1-ab12\",\"hub_id\":62515,\"scopes\":[\"oauth\"],\"access_token\":\"AAA1234-TOKEN\",\"expires_in\":1800,\"user_id\":123456}";
+        let base = junction_aws::response_body::testing::stream_answer(HEAD, 0).await;
+        let mut spec = junction_catalog::Catalog::embedded()
+            .expect("catalog")
+            .get("hubspot")
+            .and_then(|provider| provider.oauth.clone())
+            .expect("HubSpot's OAuth spec");
+        spec.token_url = format!("{base}/token");
+        let response = ProviderClient::new()
+            .with_endpoint_rules(EndpointRules::LoopbackHttpForTests)
+            .exchange_code(
+                &spec,
+                &ClientCredentials {
+                    client_id: "client".into(),
+                    client_secret: SecretString::new("secret".to_owned()),
+                },
+                &BTreeMap::new(),
+                "code",
+                "https://junction.example/oauth/hubspot/callback",
+                None,
+            )
+            .await
+            .expect("token response");
+        assert_eq!(response.account_id.as_deref(), Some("62515"));
+        assert_eq!(
+            key(&connection("hubspot", response.account_id.as_deref(), &[])).as_deref(),
+            Some("hubspot#62515"),
+            "HubSpot: the hub id, as webhooks' portalId names it"
+        );
+    }
+
     #[tokio::test]
     async fn a_connect_stores_the_account_the_token_response_names() {
         let h = harness_with(Default::default(), "account_id = \"/account_id\"\n").await;

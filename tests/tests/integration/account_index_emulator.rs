@@ -20,8 +20,9 @@ use junction_aws::retry::Backoff;
 use junction_aws::secrets::SecretsManagerSource;
 use junction_oauth::testing::{BASE, RETURN_TO, fake_catalog, flow_settings};
 use junction_oauth::{
-    ConnectFlow, ConnectSessions, DynamoConnectSessionStore, DynamoConnectionStore,
-    DynamoStateStore, ProviderClient, SecretCredentials, TokenVault, VaultSettings,
+    ConnectFlow, ConnectSessions, ConnectionStore, DynamoConnectSessionStore,
+    DynamoConnectionStore, DynamoStateStore, ProviderClient, SecretCredentials, TokenVault,
+    VaultSettings, sample_connection,
 };
 use junction_pipeline::accounts::{
     AccountIndex, DynamoAccountIndex, PROVIDER_ACCOUNT_ATTRIBUTE, PROVIDER_ACCOUNT_INDEX,
@@ -394,4 +395,64 @@ async fn events_for_a_connected_account_name_its_tenant_and_connection() {
     assert_eq!(outcome.published, 1);
     let events = observed(&d, &url, 1).await;
     assert_eq!(events[0]["tenant"], "beta");
+}
+
+/// HubSpot: a connection stored with the hub id its token response named (`hub_id`
+/// 62515, read as `62515`: junction-oauth's provider_account tests) is indexed as
+/// `hubspot#62515`, and a webhook naming that portal (`portalId` 62515, which the ingress
+/// reads as `62515`: junction-webhooks' ingress tests) is stamped with its tenant and
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_delivery_names_the_tenant_that_connected_its_portal() {
+    let d = deployed().await;
+    let store = DynamoConnectionStore::from_config(&d.aws, d.resource("ConnectionsTable"));
+    let mut connection = sample_connection("conn_hubspot", "acme", 1_800_000_000);
+    connection.provider = "hubspot".into();
+    connection.account_id = Some("62515".into());
+    store.insert(&connection).await.expect("stored");
+
+    let url = observe_bus(&d).await;
+    let body = r#"[{"eventId":4001,"subscriptionId":2415867,"portalId":62515,"appId":1160452,"occurredAt":1800000000000,"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeFlag":"CREATED","changeSource":"CRM"}]"#;
+    let delivery = |event_id: &str, account: &str| {
+        let attributes = [
+            (attribute::PROVIDER, "hubspot"),
+            (attribute::EVENT_ID, event_id),
+            (attribute::ACCOUNT, account),
+            (attribute::BODY_ENCODING, "utf8"),
+            (attribute::RECEIVED_AT, "2026-12-07T10:00:00.000Z"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+        InboundMessage {
+            message_id: format!("m-{event_id}"),
+            receipt_handle: format!("rh-{event_id}"),
+            body: body.replace("62515", account),
+            attributes,
+            receive_count: 1,
+        }
+    };
+    let outcomes = consumer(&d)
+        .process_batch(vec![
+            delivery("hs-matched", "62515"),
+            delivery("hs-unmatched", "99999"),
+        ])
+        .await;
+    assert!(
+        outcomes.iter().all(|o| o.result == ItemResult::Processed),
+        "{outcomes:?}"
+    );
+    assert!(
+        !outcomes[0].unmatched && outcomes[1].unmatched,
+        "{outcomes:?}"
+    );
+    let events = observed(&d, &url, 2).await;
+    let stamps: Vec<(Option<&str>, Option<&str>)> = events
+        .iter()
+        .map(|e| (e["tenant"].as_str(), e["connection"].as_str()))
+        .collect();
+    assert!(
+        stamps.contains(&(Some("acme"), Some("conn_hubspot"))) && stamps.contains(&(None, None)),
+        "{events:?}"
+    );
 }
