@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
-use junction_oauth::{ConnectionSetup, ConnectionSetupError};
+use junction_oauth::{ConnectionSetup, ConnectionSetupError, ConnectionStore};
 use serde::{Deserialize, Serialize};
 
 mod dynamo;
@@ -32,6 +32,11 @@ pub struct JobLease {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncJob {
     pub connection: String,
+    /// The tenant that owns the connection, so the job's own events (`connection.stale`)
+    /// name it as the connection's other events do. `None` for jobs stored before the
+    /// field existed, until their connection is set up again (a reconnect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     pub provider: String,
     /// The model the poller fetches (`deals`, `issues`, `history`).
     pub model: String,
@@ -142,13 +147,15 @@ impl SyncJobStore for InMemorySyncJobStore {
 }
 
 /// Creates the sync jobs of a new connection: one per model the catalog's `[polling]`
-/// lists for its provider, due now (the first run is the initial sync). Existing jobs
-/// are kept (a reconnect resumes from the stored cursor). Returns how many were created.
+/// lists for its provider, due now (the first run is the initial sync), naming
+/// `tenant`. Existing jobs are kept (a reconnect resumes from the stored cursor); one
+/// stored before jobs named their tenant is given it. Returns how many were created.
 pub async fn ensure_jobs(
     store: &dyn SyncJobStore,
     catalog: &junction_catalog::Catalog,
     provider: &str,
     connection: &str,
+    tenant: Option<&str>,
     now: i64,
 ) -> Result<usize, JobStoreError> {
     let Some(polling) = catalog.get(provider).and_then(|p| p.polling.as_ref()) else {
@@ -158,6 +165,7 @@ pub async fn ensure_jobs(
     for model in &polling.models {
         let job = SyncJob {
             connection: connection.to_owned(),
+            tenant: tenant.map(str::to_owned),
             provider: provider.to_owned(),
             model: model.name.clone(),
             cursor: None,
@@ -173,9 +181,38 @@ pub async fn ensure_jobs(
         };
         if store.insert(&job).await? {
             created += 1;
+        } else if let Some(tenant) = tenant {
+            name_tenant(store, &job.key(), tenant).await?;
         }
     }
     Ok(created)
+}
+
+/// Gives an existing job without a tenant its tenant. A job whose write races with a
+/// worker's is left for the next setup: the tenant only names its events.
+async fn name_tenant(
+    store: &dyn SyncJobStore,
+    key: &str,
+    tenant: &str,
+) -> Result<(), JobStoreError> {
+    let Some(existing) = store.get(key).await? else {
+        return Ok(());
+    };
+    if existing.tenant.is_some() {
+        return Ok(());
+    }
+    let next = SyncJob {
+        tenant: Some(tenant.to_owned()),
+        version: existing.version + 1,
+        ..existing.clone()
+    };
+    if !store.replace(&next, existing.version).await? {
+        tracing::info!(
+            job = key,
+            "job changed meanwhile; its tenant is named at the next setup"
+        );
+    }
+    Ok(())
 }
 
 /// The connect flow's [`ConnectionSetup`]: creates a new connection's sync jobs
@@ -184,6 +221,9 @@ pub async fn ensure_jobs(
 pub struct SyncJobSetup {
     store: std::sync::Arc<dyn SyncJobStore>,
     catalog: &'static junction_catalog::Catalog,
+    /// Where the connection's tenant is read, for the jobs to name it; `None` creates
+    /// jobs without a tenant (their `connection.stale` is then not stamped).
+    connections: Option<std::sync::Arc<dyn ConnectionStore>>,
 }
 
 impl SyncJobSetup {
@@ -191,7 +231,19 @@ impl SyncJobSetup {
         store: std::sync::Arc<dyn SyncJobStore>,
         catalog: &'static junction_catalog::Catalog,
     ) -> Self {
-        SyncJobSetup { store, catalog }
+        SyncJobSetup {
+            store,
+            catalog,
+            connections: None,
+        }
+    }
+
+    /// Reads each new connection's tenant from `connections` (one consistent read at
+    /// connect), so its jobs and their `connection.stale` events name it. The connect
+    /// flow's port passes only the provider and the connection id.
+    pub fn with_connections(mut self, connections: std::sync::Arc<dyn ConnectionStore>) -> Self {
+        self.connections = Some(connections);
+        self
     }
 }
 
@@ -203,11 +255,20 @@ impl ConnectionSetup for SyncJobSetup {
         connection_id: &str,
         now: i64,
     ) -> Result<(), ConnectionSetupError> {
+        let tenant = match &self.connections {
+            Some(connections) => connections
+                .get(connection_id)
+                .await
+                .map_err(|err| ConnectionSetupError(Box::new(err)))?
+                .map(|connection| connection.tenant),
+            None => None,
+        };
         ensure_jobs(
             self.store.as_ref(),
             self.catalog,
             provider,
             connection_id,
+            tenant.as_deref(),
             now,
         )
         .await
@@ -220,6 +281,7 @@ impl ConnectionSetup for SyncJobSetup {
 pub fn sample_job(connection: &str, model: &str, due_at: i64) -> SyncJob {
     SyncJob {
         connection: connection.to_owned(),
+        tenant: None,
         provider: "linear".to_owned(),
         model: model.to_owned(),
         cursor: None,
@@ -239,6 +301,15 @@ pub fn sample_job(connection: &str, model: &str, due_at: i64) -> SyncJob {
 pub async fn check_job_store_contract(store: &dyn SyncJobStore) {
     let job = sample_job("conn_a", "issues", 100);
     assert!(store.insert(&job).await.expect("insert"), "new job stored");
+    let mut named = sample_job("conn_named", "issues", 10_000);
+    named.tenant = Some("acme".into());
+    assert!(store.insert(&named).await.expect("insert"));
+    assert_eq!(
+        store.get(&named.key()).await.expect("get"),
+        Some(named.clone()),
+        "the tenant is kept"
+    );
+    store.remove(&named.key()).await.expect("remove");
     assert!(
         !store.insert(&job).await.expect("insert"),
         "no second job for the same key"
@@ -286,4 +357,107 @@ pub async fn check_job_store_contract(store: &dyn SyncJobStore) {
         .remove(&job.key())
         .await
         .expect("removing twice is fine");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use junction_oauth::{InMemoryConnectionStore, sample_connection};
+
+    use super::*;
+
+    fn catalog() -> &'static junction_catalog::Catalog {
+        junction_catalog::Catalog::embedded().expect("catalog")
+    }
+
+    #[test]
+    fn a_job_stored_before_jobs_named_their_tenant_is_still_read() {
+        let mut job = sample_job("conn_old", "issues", 100);
+        let mut document = serde_json::to_value(&job).expect("JSON");
+        assert!(
+            document.get("tenant").is_none(),
+            "no tenant, no attribute: {document}"
+        );
+        document.as_object_mut().expect("object").remove("tenant");
+        let read: SyncJob = serde_json::from_value(document).expect("an old job parses");
+        assert_eq!(read, job);
+        job.tenant = Some("acme".into());
+        let round: SyncJob =
+            serde_json::from_str(&serde_json::to_string(&job).expect("JSON")).expect("parse");
+        assert_eq!(round.tenant.as_deref(), Some("acme"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_s_jobs_name_its_tenant() {
+        let jobs = Arc::new(InMemorySyncJobStore::default());
+        let connections = Arc::new(InMemoryConnectionStore::default());
+        let mut connection = sample_connection("conn_1", "acme", 1_000);
+        connection.provider = "linear".into();
+        connections.insert(&connection).await.expect("stored");
+        let setup = SyncJobSetup::new(jobs.clone(), catalog()).with_connections(connections);
+        setup
+            .prepare("linear", "conn_1", 1_000)
+            .await
+            .expect("set up");
+        let created: Vec<SyncJob> = jobs.due(i64::MAX, 10).await.expect("due");
+        assert!(!created.is_empty(), "Linear polls");
+        assert!(
+            created
+                .iter()
+                .all(|job| job.tenant.as_deref() == Some("acme") && job.connection == "conn_1"),
+            "{created:?}"
+        );
+
+        // Without a connection store (or a connection gone meanwhile): no tenant.
+        SyncJobSetup::new(jobs.clone(), catalog())
+            .prepare("linear", "conn_2", 1_000)
+            .await
+            .expect("set up");
+        let unnamed = jobs.due(i64::MAX, 10).await.expect("due");
+        assert!(
+            unnamed
+                .iter()
+                .filter(|job| job.connection == "conn_2")
+                .all(|job| job.tenant.is_none())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_names_the_tenant_of_a_job_stored_without_one() {
+        let jobs = InMemorySyncJobStore::default();
+        let provider = "linear";
+        ensure_jobs(&jobs, catalog(), provider, "conn_1", None, 1_000)
+            .await
+            .expect("created");
+        let before = jobs.due(i64::MAX, 10).await.expect("due");
+        assert!(before.iter().all(|job| job.tenant.is_none()));
+        let created = ensure_jobs(&jobs, catalog(), provider, "conn_1", Some("acme"), 2_000)
+            .await
+            .expect("set up again");
+        assert_eq!(created, 0, "the jobs are kept");
+        for job in jobs.due(i64::MAX, 10).await.expect("due") {
+            let old = before
+                .iter()
+                .find(|b| b.key() == job.key())
+                .expect("same job");
+            assert_eq!(job.tenant.as_deref(), Some("acme"));
+            assert_eq!(
+                (job.cursor.clone(), job.due_at, job.version),
+                (old.cursor.clone(), old.due_at, old.version + 1),
+                "the cursor and due time are kept"
+            );
+        }
+        // A tenant already named is not rewritten.
+        ensure_jobs(&jobs, catalog(), provider, "conn_1", Some("other"), 3_000)
+            .await
+            .expect("set up again");
+        assert!(
+            jobs.due(i64::MAX, 10)
+                .await
+                .expect("due")
+                .iter()
+                .all(|job| job.tenant.as_deref() == Some("acme"))
+        );
+    }
 }

@@ -203,6 +203,12 @@ impl PollScheduler {
             at(now).unwrap_or_default(),
             data,
         );
+        // Named like the connection's other events; a job stored before jobs named
+        // their tenant goes out unstamped.
+        let event = match &job.tenant {
+            Some(tenant) => event.stamped(tenant, &job.connection),
+            None => event,
+        };
         match bus.publish(std::slice::from_ref(&event)).await {
             Ok(()) => {
                 tracing::warn!(
@@ -319,6 +325,7 @@ mod tests {
         let mut healthy = sample_job("conn_ok", "issues", NOW - 5);
         healthy.last_success_at = Some(NOW - 2_700);
         let mut stale = sample_job("conn_stale", "issues", NOW - 5);
+        stale.tenant = Some("acme".into());
         stale.last_success_at = Some(NOW - 2_701);
         stale.last_error = Some("http_503".into());
         let mut never = sample_job("conn_new", "issues", NOW - 5);
@@ -362,6 +369,34 @@ mod tests {
             .expect("stale event");
         assert_eq!(event.event_type, "connection.stale");
         assert_eq!(event.source, "junction/linear");
+        assert_eq!(
+            (event.tenant.as_deref(), event.connection.as_deref()),
+            (Some("acme"), Some("conn_stale")),
+            "stamped with the job's tenant and connection"
+        );
+        let unstamped = junction_aws::events::CloudEvent::new(
+            "linear",
+            &format!("conn_stale#issues:stale:{}", NOW - 2_701),
+            "conn_stale#issues",
+            "connection.stale".to_owned(),
+            None,
+            String::new(),
+            serde_json::Value::Null,
+        );
+        assert_eq!(
+            event.id,
+            unstamped.stamped("acme", "conn_stale").id,
+            "the stamped id, stable across ticks"
+        );
+        let old = events
+            .iter()
+            .find(|e| e.subject.as_deref() == Some("conn_new"))
+            .expect("stale event");
+        assert_eq!(
+            (old.tenant.as_deref(), old.connection.as_deref()),
+            (None, None),
+            "a job stored before jobs named their tenant: unstamped"
+        );
         assert_eq!(event.data["model"], "issues");
         assert_eq!(event.data["expected_interval_seconds"], 900);
         assert_eq!(event.data["last_error"], "http_503");
