@@ -14,6 +14,7 @@ use junction_pipeline::accounts::{CachedAccountIndex, DynamoAccountIndex};
 use junction_pipeline::consumer::{Consumer, InboundMessage, Ports};
 use junction_pipeline::dead_letters::DynamoDeadLetterNotes;
 use junction_pipeline::idempotency::{DynamoIdempotencyStore, Idempotency};
+use junction_pipeline::last_events::DynamoLastEvents;
 use junction_pipeline::records::DynamoRecordStore;
 use junction_pipeline::settings::EventConsumerSettings;
 use junction_telemetry as telemetry;
@@ -26,7 +27,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let settings = EventConsumerSettings::from_env(&process_env())?;
     // The connections table, read through its provider-account index only (and a
-    // connection's tenant): whose each delivery is.
+    // connection's tenant): whose each delivery is; and written only to record when a
+    // connection last heard from its provider (`last_event_at`).
     let connections_table = process_env().required("CONNECTIONS_TABLE")?;
     let aws = load_aws_config().await;
     let clock = Arc::new(SystemClock);
@@ -48,8 +50,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .with_field_priority(settings.field_priority)
     // Cached per warm container, briefly (accounts::FOUND_TTL, MISSING_TTL).
     .with_account_index(Arc::new(CachedAccountIndex::new(
-        Arc::new(DynamoAccountIndex::from_config(&aws, connections_table)),
+        Arc::new(DynamoAccountIndex::from_config(
+            &aws,
+            connections_table.clone(),
+        )),
         clock,
+    )))
+    // At most one conditional write per connection per batch, none within a minute of
+    // this container's last (the cost: junction_pipeline::last_events).
+    .with_last_events(Arc::new(DynamoLastEvents::from_config(
+        &aws,
+        connections_table,
     )))
     .with_max_receive_count(settings.max_receive_count)
     // The last failure's reason, for `junction dlq list`: on the idempotency table (the

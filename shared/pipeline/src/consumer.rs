@@ -6,7 +6,10 @@
 //! through), normalize the event, apply each record to the record store under the
 //! conflict rules (`records`), publish the CloudEvents (one per tenant that owns the
 //! delivery, stamped with its `tenant` and `connection`; one too large for the bus by
-//! claim check: its data in the payload bucket), mark the key completed, and only then let the message be deleted (by not reporting it). Any
+//! claim check: its data in the payload bucket), mark the key completed, and only then
+//! let the message be deleted (by not reporting it); after the batch, record on each
+//! connection its webhook deliveries were attributed to when it last heard from its
+//! provider (`last_events`, bookkeeping that never fails a delivery). Any
 //! failure releases the claim and reports the item failed; transient failures get a
 //! visibility timeout from exponential backoff with full jitter, permanent ones
 //! become visible at once so the redrive policy moves them to the DLQ after
@@ -25,6 +28,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::accounts::{AccountIndex, Owner, owners};
 use crate::dead_letters::{DeadLetterNote, DeadLetterNotes};
 use crate::idempotency::{Claim, ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore};
+use crate::last_events::{LastEventRecorder, LastEvents};
 use crate::normalize::{Normalized, RawEvent, normalize};
 use crate::records::{ApplyOutcome, FieldPriority, Origin, RecordStore, RecordWrite, apply};
 use junction_aws::clock::{Clock, rfc3339_millis};
@@ -247,6 +251,8 @@ pub struct Consumer<S> {
     dead_letter_notes: Option<Arc<dyn DeadLetterNotes>>,
     /// Whose a delivery is (none: events are published unstamped, nothing is counted).
     accounts: Option<Arc<dyn AccountIndex>>,
+    /// Where each connection's last webhook delivery is recorded (none: not recorded).
+    last_events: Option<LastEventRecorder>,
 }
 
 /// The message, decoded.
@@ -326,6 +332,9 @@ struct Item {
     outcome: ItemOutcome,
     started: std::time::Instant,
     state: Result<State, Failure>,
+    /// For a webhook delivery, when it arrived (Unix seconds): its connections'
+    /// `last_event_at` once processed.
+    webhook_at: Option<i64>,
 }
 
 /// Where a message stands in its batch.
@@ -365,7 +374,18 @@ impl<S: IdempotencyStore> Consumer<S> {
             max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
             dead_letter_notes: None,
             accounts: None,
+            last_events: None,
         }
+    }
+
+    /// Records on each connection a processed webhook delivery was attributed to (its
+    /// owners, so only with an account index) when the delivery arrived: at most one
+    /// write per connection per batch, none when this container wrote a time within
+    /// [`crate::last_events::SKIP_WITHIN`] (the cost is in [`crate::last_events`]).
+    /// Polled records do not count: a poll records its own last successful sync.
+    pub fn with_last_events(mut self, store: Arc<dyn LastEvents>) -> Self {
+        self.last_events = Some(LastEventRecorder::new(store));
+        self
     }
 
     /// Stamps each event with the `tenant` and `connection` it belongs to, found in
@@ -417,9 +437,11 @@ impl<S: IdempotencyStore> Consumer<S> {
         for message in messages {
             let started = std::time::Instant::now();
             let mut outcome = self.blank_outcome(&message);
+            let mut webhook_at = None;
             let state = match self.decode(&message, &mut outcome).await {
                 Err(failure) => Err(failure),
                 Ok(event) => {
+                    webhook_at = self.webhook_time(&event);
                     let payload_hash = hex::encode(Sha256::digest(&event.body));
                     let key = IdempotencyKey::new(
                         &event.provider,
@@ -443,6 +465,7 @@ impl<S: IdempotencyStore> Consumer<S> {
                 outcome,
                 started,
                 state,
+                webhook_at,
             });
         }
         let owners = self.resolve_owners(&to_claim).await;
@@ -489,7 +512,46 @@ impl<S: IdempotencyStore> Consumer<S> {
                 }
             });
         }
+        self.record_last_events(&items, &outcomes).await;
         outcomes
+    }
+
+    /// When a webhook delivery arrived (the ingress's `received_at`, else now), in Unix
+    /// seconds; `None` for a polled record. Never later than now: the stored time only
+    /// moves forward, so a time from a skewed clock would hide later deliveries.
+    fn webhook_time(&self, event: &Event) -> Option<i64> {
+        if event.origin != Origin::Webhook {
+            return None;
+        }
+        let now = self.ports.clock.now();
+        let at = event
+            .received_at
+            .as_deref()
+            .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+            .map_or(now, |at| at.min(now));
+        Some(at.unix_timestamp())
+    }
+
+    /// Records `last_event_at` on the connections of the batch's processed webhook
+    /// deliveries ([`Consumer::with_last_events`]); failures are logged there.
+    async fn record_last_events(&self, items: &[Item], outcomes: &[ItemOutcome]) {
+        let Some(recorder) = &self.last_events else {
+            return;
+        };
+        let seen: Vec<(String, i64)> = items
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, outcome)| outcome.result == ItemResult::Processed)
+            .filter_map(|(item, outcome)| item.webhook_at.map(|at| (at, &outcome.owners)))
+            .flat_map(|(at, owners)| {
+                owners
+                    .iter()
+                    .map(move |owner| (owner.connection.clone(), at))
+            })
+            .collect();
+        if !seen.is_empty() {
+            recorder.record_batch(&seen).await;
+        }
     }
 
     /// Processes one message and schedules its retry when it fails.

@@ -1421,3 +1421,147 @@ async fn a_batch_looks_up_each_account_once_and_all_at_once() {
     assert_eq!(again.result, ItemResult::Duplicate);
     assert!(!again.unmatched && again.owners.is_empty());
 }
+
+/// The owned harness recording last events in memory, where `conn_a` and `conn_p`
+/// exist.
+fn last_event_harness() -> (
+    Harness,
+    Arc<crate::accounts::InMemoryAccountIndex>,
+    Arc<crate::last_events::InMemoryLastEvents>,
+) {
+    let (mut h, index) = owned_harness();
+    let last_events = Arc::new(crate::last_events::InMemoryLastEvents::default());
+    last_events.connect("conn_a");
+    last_events.connect("conn_p");
+    h.consumer = h.consumer.with_last_events(last_events.clone());
+    (h, index, last_events)
+}
+
+fn received_at(mut message: InboundMessage, at: &str) -> InboundMessage {
+    message
+        .attributes
+        .insert(attribute::RECEIVED_AT.into(), at.into());
+    message
+}
+
+#[tokio::test]
+async fn a_processed_webhook_records_when_it_arrived_on_its_connection_once_per_batch() {
+    let (h, _, last_events) = last_event_harness();
+    let outcomes = h
+        .consumer
+        .process_batch(vec![
+            received_at(
+                for_account("m1", "evt_1", "acct_1"),
+                "2023-11-14T22:13:00.000Z",
+            ),
+            received_at(
+                for_account("m2", "evt_2", "acct_1"),
+                "2023-11-14T22:13:10.500Z",
+            ),
+            // Nobody's: nothing to record.
+            for_account("m3", "evt_3", "acct_other"),
+        ])
+        .await;
+    assert!(outcomes.iter().all(|o| o.result == ItemResult::Processed));
+    assert_eq!(
+        last_events.writes(),
+        1,
+        "one write for the batch's connection"
+    );
+    assert_eq!(
+        last_events.last_event_at("conn_a"),
+        Some(1_699_999_990),
+        "the latest arrival of the batch (2023-11-14T22:13:10Z)"
+    );
+}
+
+#[tokio::test]
+async fn a_time_ahead_of_the_consumer_s_clock_is_recorded_as_now() {
+    let (h, _, last_events) = last_event_harness();
+    h.consumer
+        .process(received_at(
+            for_account("m1", "evt_1", "acct_1"),
+            "2030-01-01T00:00:00.000Z",
+        ))
+        .await;
+    assert_eq!(
+        last_events.last_event_at("conn_a"),
+        Some(1_700_000_000),
+        "a skewed time would hold back every later delivery"
+    );
+}
+
+#[tokio::test]
+async fn failed_duplicate_and_polled_messages_record_nothing() {
+    let (h, _, last_events) = last_event_harness();
+    h.bus.set_failing(true);
+    let outcome = h
+        .consumer
+        .process(for_account("m1", "evt_1", "acct_1"))
+        .await;
+    assert_eq!(outcome.result, ItemResult::Retry);
+    assert_eq!(last_events.writes(), 0, "not processed: nothing recorded");
+    h.bus.set_failing(false);
+    h.consumer
+        .process(for_account("m1", "evt_1", "acct_1"))
+        .await;
+    assert_eq!(last_events.writes(), 1);
+    let duplicate = h
+        .consumer
+        .process(received_at(
+            for_account("m2", "evt_1", "acct_1"),
+            "2023-11-14T22:13:20.000Z",
+        ))
+        .await;
+    assert_eq!(duplicate.result, ItemResult::Duplicate);
+    assert_eq!(last_events.writes(), 1, "a duplicate is not a new delivery");
+
+    // A polled record is the API's object itself, not a webhook envelope.
+    let record = serde_json::json!({"id": "iss-1", "identifier": "ENG-1", "title": "polled",
+        "priority": 2, "createdAt": "2024-04-30T09:00:00.000Z",
+        "updatedAt": "2024-05-01T10:00:01.000Z",
+        "state": {"id": "s1", "name": "Todo", "type": "unstarted"},
+        "team": {"id": "t1", "key": "ENG", "name": "Engineering"}});
+    let mut polled = linear("p1", &record.to_string());
+    for (name, value) in [
+        (attribute::ORIGIN, "poll"),
+        (attribute::RESOURCE, "issue"),
+        (attribute::CONNECTION, "conn_p"),
+    ] {
+        polled.attributes.insert(name.into(), value.into());
+    }
+    let outcome = h.consumer.process(polled).await;
+    assert_eq!(outcome.owners, [owner("acme", "conn_p")], "{outcome:?}");
+    assert_eq!(
+        last_events.last_event_at("conn_p"),
+        None,
+        "a polled record is a sync, not an event"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_last_event_store_never_fails_the_delivery() {
+    let (h, _, last_events) = last_event_harness();
+    last_events.set_failing(true);
+    let outcome = h
+        .consumer
+        .process(for_account("m1", "evt_1", "acct_1"))
+        .await;
+    assert_eq!(outcome.result, ItemResult::Processed);
+    assert!(!outcome.keeps_message());
+    assert_eq!(h.bus.events().len(), 1);
+    assert_eq!(last_events.writes(), 1, "it was tried");
+}
+
+#[tokio::test]
+async fn a_deleted_connection_gets_no_last_event() {
+    let (h, _, last_events) = last_event_harness();
+    // Deleted after the account index answered (its cache can be a minute behind).
+    last_events.disconnect("conn_a");
+    let outcome = h
+        .consumer
+        .process(for_account("m1", "evt_1", "acct_1"))
+        .await;
+    assert_eq!(outcome.result, ItemResult::Processed);
+    assert_eq!(last_events.last_event_at("conn_a"), None);
+}

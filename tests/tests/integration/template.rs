@@ -1090,13 +1090,30 @@ fn the_consumer_reads_the_account_index_and_a_connection_s_tenant_and_nothing_el
                         "a connection's id and tenant, no other attribute: {statement}"
                     );
                 }
+                // Issue 28, point 2: `last_event_at`, and nothing returned (no token).
+                "dynamodb:UpdateItem" => {
+                    assert_eq!(resources, [&table_arn], "{statement}");
+                    assert_eq!(
+                        statement["Condition"],
+                        serde_json::json!({
+                            "ForAllValues:StringEquals": {
+                                "dynamodb:Attributes": [
+                                    "id",
+                                    junction_pipeline::last_events::LAST_EVENT_AT_ATTRIBUTE
+                                ]
+                            },
+                            "StringEqualsIfExists": { "dynamodb:ReturnValues": "NONE" },
+                        }),
+                        "a connection's last event time, no other attribute: {statement}"
+                    );
+                }
                 other => panic!("the consumer may not {other} the connections: {statement}"),
             }
         }
     }
     assert_eq!(
         granted,
-        BTreeSet::from(["dynamodb:GetItem", "dynamodb:Query"]),
-        "what the consumer's account index calls"
+        BTreeSet::from(["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+        "what the consumer's account index and last events call"
     );
 }
