@@ -9,7 +9,8 @@ use std::sync::Arc;
 use junction_aws::config::{load_aws_config, load_catalog, process_env};
 use junction_oauth::settings::{ConnectFlowSettings, OAuthSettings};
 use junction_oauth::{
-    ConnectFlow, DynamoConnectSessionStore, DynamoStateStore, FlowSettings, aws_vault, web,
+    ConnectFlow, DynamoConnectSessionStore, DynamoConnectionStore, DynamoStateStore, FlowSettings,
+    aws_vault, web,
 };
 use junction_polling::{DynamoSyncJobStore, SyncJobSetup};
 use junction_telemetry as telemetry;
@@ -40,13 +41,21 @@ async fn main() -> Result<(), lambda_http::Error> {
             default_return_to: flow_settings.default_return_to,
         },
     )
-    .with_setup(Arc::new(SyncJobSetup::new(
-        Arc::new(DynamoSyncJobStore::from_config(
+    // The sync jobs record their connection's tenant (read from the connection the
+    // flow has just stored), so `connection.stale` names it.
+    .with_setup(Arc::new(
+        SyncJobSetup::new(
+            Arc::new(DynamoSyncJobStore::from_config(
+                &aws,
+                flow_settings.sync_jobs_table,
+            )),
+            catalog,
+        )
+        .with_connections(Arc::new(DynamoConnectionStore::from_config(
             &aws,
-            flow_settings.sync_jobs_table,
-        )),
-        catalog,
-    )));
+            settings.connections_table.clone(),
+        ))),
+    ));
     let (flow, public_base_url) = (&flow, settings.public_base_url.as_deref());
     lambda_http::run(service_fn(move |request: Request| async move {
         let provider = request
