@@ -1,6 +1,8 @@
 //! Connections as `junction status` shows them: one line per connected account with its
-//! state, its token's state, when it last synced successfully ("2 minutes ago") and its
-//! last error, read from the stack's connections table. The same facts are in the
+//! state, its token's state, when it last synced successfully ("2 minutes ago"), when a
+//! webhook delivery for it last arrived (a connection fed only by webhooks never syncs,
+//! so this is where its silence shows) and its last error, read from the stack's
+//! connections table. The same facts are in the
 //! management API (`GET /v1/tenants/{tenant}/connections/{id}`); this is the operator's
 //! one-glance view.
 
@@ -81,8 +83,8 @@ pub fn connection_table(connections: &[Connection], now: i64) -> String {
         return out;
     }
     out.push_str(&format!(
-        "{:<28} {:<16} {:<12} {:<13} {:<20} {:<22} last error\n",
-        "id", "tenant", "provider", "state", "token", "last successful sync"
+        "{:<28} {:<16} {:<12} {:<13} {:<22} {:<22} {:<22} last error\n",
+        "id", "tenant", "provider", "state", "token", "last successful sync", "last event"
     ));
     for connection in connections {
         let state = match connection.state {
@@ -94,16 +96,16 @@ pub fn connection_table(connections: &[Connection], now: i64) -> String {
             (Some(error), None) => error.clone(),
             (None, _) => "-".to_owned(),
         };
+        let when = |at: Option<i64>| at.map_or_else(|| "never".to_owned(), |at| ago(now, at));
         out.push_str(&format!(
-            "{:<28} {:<16} {:<12} {:<13} {:<20} {:<22} {error}\n",
+            "{:<28} {:<16} {:<12} {:<13} {:<22} {:<22} {:<22} {error}\n",
             connection.id,
             connection.tenant,
             connection.provider,
             state,
             token_state(connection, now),
-            connection
-                .last_successful_sync
-                .map_or_else(|| "never".to_owned(), |at| ago(now, at)),
+            when(connection.last_successful_sync),
+            when(connection.last_event_at),
         ));
     }
     out
@@ -160,10 +162,11 @@ mod tests {
     }
 
     #[test]
-    fn the_table_shows_sync_age_token_state_and_errors() {
+    fn the_table_shows_sync_age_last_event_token_state_and_errors() {
         let now = 1_800_000_000;
         let mut healthy = sample_connection("conn_ok", "acme", now - 86_400);
         healthy.last_successful_sync = Some(now - 120);
+        healthy.last_event_at = Some(now - 3 * 86_400);
         healthy.token_issued_at = Some(now - 600);
         healthy.stated_lifetime = Some(3_600);
         let mut broken = sample_connection("conn_broken", "acme", now - 86_400);
@@ -175,6 +178,31 @@ mod tests {
         let table = connection_table(&[healthy, broken], now);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines[0], "connections: 2");
+        let columns = |line: &str| -> Vec<String> {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let header = columns(lines[1]);
+        let sync = header.iter().position(|c| c == "last successful sync");
+        let event = header.iter().position(|c| c == "last event");
+        assert_eq!(
+            event,
+            sync.map(|sync| sync + 1),
+            "the last event beside the last sync: {table}"
+        );
+        let (sync, event) = (sync.unwrap_or_default(), event.unwrap_or_default());
+        let healthy_cells = columns(lines[2]);
+        assert_eq!(healthy_cells[sync], "2 minutes ago", "{table}");
+        assert_eq!(healthy_cells[event], "3 days ago", "{table}");
+        let broken_cells = columns(lines[3]);
+        assert_eq!(
+            (broken_cells[sync].as_str(), broken_cells[event].as_str()),
+            ("never", "never"),
+            "{table}"
+        );
         assert!(lines[2].starts_with("conn_ok"), "{table}");
         assert!(lines[2].contains("2 minutes ago"), "{table}");
         assert!(lines[2].contains("expires in 50 minutes"), "{table}");

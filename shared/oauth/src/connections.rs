@@ -150,6 +150,14 @@ pub struct Connection {
     /// seconds). Absent in records stored before tests existed.
     #[serde(default)]
     pub last_verified_at: Option<i64>,
+    /// When a webhook delivery attributed to this connection last arrived (Unix
+    /// seconds), as the event consumer records it (`junction_pipeline::last_events`,
+    /// with a conditional update of this one attribute, never through this store). The
+    /// store reads it and writes back what it read, so a replace keeps it; an update
+    /// that lands between a replace's read and its write is undone by that write, and
+    /// the next delivery sets it again.
+    #[serde(skip)]
+    pub last_event_at: Option<i64>,
     /// The optimistic-concurrency token: every write increments it.
     #[serde(skip)]
     pub version: u64,
@@ -396,6 +404,7 @@ pub fn sample_connection(id: &str, tenant: &str, created_at: i64) -> Connection 
         last_error: None,
         last_error_at: None,
         last_verified_at: None,
+        last_event_at: None,
         version: 1,
     }
 }
@@ -421,11 +430,12 @@ pub async fn check_connection_store_contract(store: &dyn ConnectionStore) {
     next.version += 1;
     next.last_error = Some("rate_limited".into());
     next.last_verified_at = Some(1_500);
+    next.last_event_at = Some(1_600);
     assert!(store.replace(&next, read.version).await.expect("replace"));
     assert_eq!(
         store.get("conn_contract_1").await.expect("get"),
         Some(next.clone()),
-        "a replace keeps every field, the last test's time included"
+        "a replace keeps every field, the last test's and the last event's times included"
     );
     assert!(
         !store.replace(&next, read.version).await.expect("replace"),

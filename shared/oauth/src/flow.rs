@@ -652,6 +652,7 @@ impl ConnectFlow {
                     last_error: None,
                     last_error_at: None,
                     last_verified_at: None,
+                    last_event_at: None,
                     version: 0,
                 };
                 let connection = self

@@ -208,6 +208,7 @@ pub fn connection_view(connection: &Connection) -> serde_json::Value {
             "refresh_at": time(connection.refresh_at),
         },
         "last_successful_sync": time(connection.last_successful_sync),
+        "last_event_at": time(connection.last_event_at),
         "last_error": connection.last_error,
         "last_error_at": time(connection.last_error_at),
         "last_verified_at": time(connection.last_verified_at),
@@ -619,6 +620,22 @@ mod tests {
     use crate::tests::{capture_logs, captured};
 
     const SDK_TEXT: &str = "dispatch failure: io error: error trying to connect: tcp connect error: Connection refused (os error 111) at dynamodb.eu-west-1.amazonaws.com";
+
+    #[test]
+    fn the_view_shows_the_last_event_beside_the_last_sync() {
+        let mut connection = crate::sample_connection("conn_1", "acme", 1_790_000_000);
+        let shown = connection_view(&connection);
+        assert_eq!(
+            (&shown["last_successful_sync"], &shown["last_event_at"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null),
+            "null until a webhook arrives"
+        );
+        connection.last_event_at = Some(1_790_000_123);
+        assert_eq!(
+            connection_view(&connection)["last_event_at"],
+            "2026-09-21T14:15:23.000Z"
+        );
+    }
 
     #[test]
     fn an_unavailable_page_shows_a_fixed_sentence_and_logs_the_cause() {

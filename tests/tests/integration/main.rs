@@ -12,6 +12,7 @@ mod dlq_redrive_emulator;
 mod emulator_limits;
 mod event_schemas;
 mod ingress_emulator;
+mod last_event_emulator;
 mod log_volume;
 mod oauth_emulator;
 mod oauth_never_decrypts;

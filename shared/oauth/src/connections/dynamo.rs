@@ -23,12 +23,18 @@ use super::{
 /// index; `junction_pipeline::accounts::PROVIDER_ACCOUNT_ATTRIBUTE` reads it.
 pub const PROVIDER_ACCOUNT_ATTRIBUTE: &str = "provider_account";
 
+/// The attribute holding [`Connection::last_event_at`], a number the event consumer
+/// sets on its own (`junction_pipeline::last_events::LAST_EVENT_AT_ATTRIBUTE`): outside
+/// `doc`, so that a conditional update can compare and set it.
+const LAST_EVENT_AT_ATTRIBUTE: &str = "last_event_at";
+
 /// DynamoDB: item `id` (key), `version`, `tenant` + `created_at` (index `by-tenant`),
 /// `state` + `refresh_at` (index `by-refresh`, present only while a refresh is due
 /// some day), [`PROVIDER_ACCOUNT_ATTRIBUTE`] + `created_at` (index
 /// `by-provider-account`, projecting `tenant` only: the account index the event
 /// consumer reads, present only on a connection with a provider account),
-/// `tokens` (sealed, base64), `doc` (the rest, JSON). A provider's lifetime
+/// `tokens` (sealed, base64), [`LAST_EVENT_AT_ATTRIBUTE`] (when the event consumer set
+/// it), `doc` (the rest, JSON). A provider's lifetime
 /// observations are one item `id = lifetime#<provider>` with `version`, `doc` (JSON
 /// `{"observations": [...]}`) and `expires_at` (the table's TTL attribute: the newest
 /// observation's time plus the window); it has none of the indexes' attributes, so
@@ -81,6 +87,14 @@ impl DynamoConnectionStore {
         if let Some(at) = connection.refresh_at {
             item.insert("refresh_at".to_owned(), AttributeValue::N(at.to_string()));
         }
+        // A replace is a whole item: it writes back the time it read, or the consumer's
+        // record of it would be lost with every refresh and sync.
+        if let Some(at) = connection.last_event_at {
+            item.insert(
+                LAST_EVENT_AT_ATTRIBUTE.to_owned(),
+                AttributeValue::N(at.to_string()),
+            );
+        }
         // Every write is a whole item: a changed account moves the index entry, and
         // deleting the connection removes it.
         if let Some(account) = connection.provider_account() {
@@ -106,6 +120,10 @@ impl DynamoConnectionStore {
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok())
             .unwrap_or_default();
+        connection.last_event_at = item
+            .get(LAST_EVENT_AT_ATTRIBUTE)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok());
         connection.tokens = match item.get("tokens").and_then(|v| v.as_s().ok()) {
             Some(text) => {
                 Some(sealed_from_text(text).map_err(|err| ConnectionStoreError(Box::new(err)))?)
