@@ -17,9 +17,10 @@
 //! by the item's size (one write unit per started KB; a connection item with its sealed
 //! tokens is about 1-2 KB), and a changed attribute is written again to every index that
 //! projects it: the connections table's `by-tenant` and `by-refresh` indexes project
-//! everything. So a write costs about 2 units on the table and 2 on each of those two
-//! indexes, 6 in all, and a write whose condition fails (an older time, or a deleted
-//! connection) only the table's 2. Without [`SKIP_WITHIN`] that would be up to 6 M
+//! everything (the item is in `by-refresh` while a token refresh is scheduled, so for
+//! most OAuth connections). So a write costs about 2 units on the table and 2 on each of
+//! those two indexes, 6 in all (4 without a scheduled refresh), and a write whose
+//! condition fails (an older time, or a deleted connection) only the table's 2. Without [`SKIP_WITHIN`] that would be up to 6 M
 //! write units, $3.75 per million webhooks at $0.625 per million units, almost as much
 //! as the rest of the pipeline (docs/cost.md). With it, a connection costs at most one
 //! write a minute per warm consumer container however busy it is: per million
