@@ -595,7 +595,7 @@ impl ActionRunner {
         self.bus
             .publish(&[event])
             .await
-            .map_err(|err| ActionError::Unavailable(err.to_string()))?;
+            .map_err(|err| ActionError::Unavailable(junction_telemetry::error_chain(&err)))?;
         tracing::info!(provider = %provider, action = %action.id, connection = %action.connection, attempt = receive_count, outcome = event_type, "action finished");
         let (state, reason, status) = match &verdict {
             Verdict::Succeeded(answer) => (ActionState::Succeeded, None, Some(answer.status)),
@@ -736,12 +736,17 @@ fn verdict_of(outcome: Outcome) -> Verdict {
         Outcome::Failed(failure) => failed(failure.code),
         Outcome::RetryLater { after, reason } => Verdict::Retry {
             after: Some(after),
-            reason,
+            reason: reason.to_string(),
         },
-        Outcome::Unavailable(reason) => Verdict::Retry {
-            after: None,
-            reason: format!("unavailable: {reason}"),
-        },
+        // The cause is logged here; the action's reason, which its status and its
+        // `action.failed` show the product, is a fixed code, never a store's text.
+        Outcome::Unavailable(cause) => {
+            tracing::warn!(error = %cause, outcome = "action_store_unavailable", "junction's stores unavailable; the action will be retried");
+            Verdict::Retry {
+                after: None,
+                reason: "junction_unavailable".into(),
+            }
+        }
     }
 }
 

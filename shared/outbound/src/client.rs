@@ -51,7 +51,10 @@ pub enum CallError {
     /// Try again later, from the queue: the breaker is open, the rate limit or the
     /// provider's wait does not fit in this invocation.
     #[error("requeue after {after:?}: {reason}")]
-    Requeue { after: Duration, reason: String },
+    Requeue {
+        after: Duration,
+        reason: RequeueReason,
+    },
     /// The call failed for good (permanent, or retries spent).
     #[error("{}: {}", .0.code, class_name(.0.class))]
     Failed(CallFailure),
@@ -61,6 +64,28 @@ pub enum CallError {
     /// Junction's own dependencies (store, vault) are unavailable: retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Why a call goes back on the queue rather than waiting here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequeueReason {
+    /// The provider's circuit breaker is open.
+    CircuitOpen,
+    /// The rate limit's wait does not fit in what is left of the invocation.
+    RateLimit,
+    /// The provider failed transiently or asked to wait longer than is left: its
+    /// failure code (`http_429`, a catalog error code).
+    Provider(String),
+}
+
+impl std::fmt::Display for RequeueReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequeueReason::CircuitOpen => f.write_str("circuit open"),
+            RequeueReason::RateLimit => f.write_str("rate limit"),
+            RequeueReason::Provider(code) => f.write_str(code),
+        }
+    }
 }
 
 /// The class's name in log lines and errors (the catalog's spelling of it).
@@ -237,7 +262,9 @@ impl OutboundClient {
             RateLimitScope::Connection => format!("bucket#{}#{}", call.provider, call.connection),
         };
         let breaker = format!("breaker#{}", call.provider);
-        let unavailable = |err: super::StateError| CallError::Unavailable(err.to_string());
+        // The whole chain: a DynamoDB error's own text is only "service error".
+        let unavailable =
+            |err: super::StateError| CallError::Unavailable(junction_telemetry::error_chain(&err));
         let mut rng = rand::rngs::OsRng;
         let mut attempt = 0;
         loop {
@@ -247,7 +274,7 @@ impl OutboundClient {
             {
                 return Err(CallError::Requeue {
                     after: retry_in,
-                    reason: "circuit open".into(),
+                    reason: RequeueReason::CircuitOpen,
                 });
             }
             let wait = self
@@ -259,7 +286,7 @@ impl OutboundClient {
             if wait + self.call_timeout > time_left {
                 return Err(CallError::Requeue {
                     after: wait,
-                    reason: "rate limit".into(),
+                    reason: RequeueReason::RateLimit,
                 });
             }
             tokio::time::sleep(wait).await;
@@ -351,7 +378,7 @@ impl OutboundClient {
                 Decision::Requeue(after) => {
                     return Err(CallError::Requeue {
                         after,
-                        reason: failure.code,
+                        reason: RequeueReason::Provider(failure.code),
                     });
                 }
                 Decision::GiveUp => return Err(CallError::Failed(failure)),

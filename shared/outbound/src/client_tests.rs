@@ -135,7 +135,7 @@ async fn a_429_waits_for_retry_after_and_a_long_wait_is_requeued() {
         requeued.map(|r| r.status),
         Err(CallError::Requeue {
             after: Duration::from_secs(120),
-            reason: "http_429".into()
+            reason: RequeueReason::Provider("http_429".into())
         }),
         "a wait past the deadline goes back on the queue"
     );
@@ -197,7 +197,7 @@ async fn the_breaker_opens_after_five_failures_and_stops_calls() {
     assert_eq!(setup.api_calls(), 5);
     let refused = setup.call(Duration::from_secs(60)).await;
     assert!(
-        matches!(&refused, Err(CallError::Requeue { reason, .. }) if reason == "circuit open"),
+        matches!(&refused, Err(CallError::Requeue { reason, .. }) if *reason == RequeueReason::CircuitOpen),
         "{refused:?}"
     );
     assert_eq!(setup.api_calls(), 5, "an open breaker sends nothing");

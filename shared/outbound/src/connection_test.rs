@@ -128,8 +128,14 @@ pub async fn connection_test_route(
             failed(vault, &connection, 502, "provider_error", &reason).await
         }
         Err(CallError::Requeue { after, reason }) => {
-            let mut reply =
-                failed(vault, &connection, 502, "provider_error", &short(&reason)).await;
+            let mut reply = failed(
+                vault,
+                &connection,
+                502,
+                "provider_error",
+                &short(&reason.to_string()),
+            )
+            .await;
             if reply.status == 502 {
                 reply
                     .headers

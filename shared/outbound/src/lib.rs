@@ -16,7 +16,7 @@ pub mod policy;
 pub mod proxy;
 pub mod shared_state;
 
-pub use client::{Answered, ApiResponse, Call, CallError, OutboundClient};
+pub use client::{Answered, ApiResponse, Call, CallError, OutboundClient, RequeueReason};
 pub use limiter::{Admission, CircuitBreaker, Limit, RateLimiter};
 pub use shared_state::{DynamoSharedState, InMemorySharedState, SharedState, StateError};
 

@@ -31,7 +31,7 @@ use serde_json::json;
 use super::idempotency::{
     Begin, KEPT_BODY_CAP, KeptAnswer, ProxyIdempotencyStore, record_key, request_hash, valid_key,
 };
-use super::{Call, CallError, CallFailure, OutboundClient, RetryPolicy};
+use super::{Call, CallError, CallFailure, OutboundClient, RequeueReason, RetryPolicy};
 use junction_aws::clock::Clock;
 use junction_catalog::{ApiSpec, FailureClass};
 use junction_oauth::web::{self, HttpReply};
@@ -434,7 +434,10 @@ pub enum Outcome {
     /// The call failed without an answer to pass on (a timeout, a body over the cap).
     Failed(CallFailure),
     /// Nothing was sent, or the provider asked to wait: try again after `after`.
-    RetryLater { after: Duration, reason: String },
+    RetryLater {
+        after: Duration,
+        reason: RequeueReason,
+    },
     /// Junction's own stores are unavailable.
     Unavailable(String),
 }
@@ -471,7 +474,7 @@ impl Proxy<'_> {
                 Ok(Begin::Replay(kept)) => return Outcome::Answered(replayed(kept)),
                 Ok(Begin::InFlight) => return Outcome::InFlight,
                 Ok(Begin::Mismatch) => return Outcome::KeyMismatch,
-                Err(err) => return Outcome::Unavailable(err.to_string()),
+                Err(err) => return Outcome::Unavailable(junction_telemetry::error_chain(&err)),
             }
         }
         let outcome = self.send(connection, prepared, operation, deadline).await;
@@ -711,7 +714,7 @@ pub fn reply_for(outcome: Outcome) -> BinaryReply {
         Outcome::NeedsReauth(reason) => error(409, "needs_reauth", &short(&reason)),
         Outcome::Failed(failure) => error(502, "provider_error", &short(&failure.code)),
         Outcome::RetryLater { after, reason } => {
-            let mut reply = error(502, "provider_unavailable", &short(&reason));
+            let mut reply = error(502, "provider_unavailable", &short(&reason.to_string()));
             reply
                 .headers
                 .push(("retry-after".into(), after.as_secs().max(1).to_string()));

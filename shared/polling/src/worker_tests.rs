@@ -309,7 +309,7 @@ async fn a_provider_wait_keeps_the_cursor_and_moves_the_due_time() {
         .expect("lock")
         .push(CallError::Requeue {
             after: Duration::from_secs(120),
-            reason: "http_429".into(),
+            reason: junction_outbound::RequeueReason::Provider("http_429".into()),
         });
     let outcome = setup
         .worker
