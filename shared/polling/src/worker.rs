@@ -230,11 +230,16 @@ impl PollWorker {
         let connection = match vault.connection(&job.connection).await {
             Ok(connection) => connection,
             Err(VaultError::NotFound(_)) => return Err(Stop::Removed),
+            // The job's last error reaches the product (`connection.stale`): a fixed
+            // code there, the store's own words only in the log.
             Err(err) => {
-                return Err(Stop::Requeue(format!(
-                    "vault: {}",
-                    junction_telemetry::error_chain(&err)
-                )));
+                tracing::warn!(
+                    job = %job.key(), connection = %job.connection,
+                    error = %junction_telemetry::error_chain(&err),
+                    outcome = "poll_requeued",
+                    "the connection could not be read; the job is requeued"
+                );
+                return Err(Stop::Requeue("connection_unavailable".into()));
             }
         };
         if connection.state == ConnectionState::NeedsReauth {
