@@ -3,12 +3,6 @@
 
 use std::str::FromStr;
 
-use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
-};
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-
 /// A configuration value is missing or invalid.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -121,39 +115,10 @@ pub async fn load_aws_config() -> aws_config::SdkConfig {
         loader = loader.region(aws_config::Region::new(region));
     }
     // The SDK's HTTPS client on the process's one root store (`tls` says why).
-    let config = loader
+    loader
         .http_client(crate::tls::aws_http_client())
         .load()
-        .await;
-    match config.http_client() {
-        Some(client) => config
-            .into_builder()
-            .http_client(SharedHttpClient::new(OneConnector(client)))
-            .build(),
-        None => config,
-    }
-}
-
-/// The SDK's default HTTPS client, whose connector (TLS configuration and root store)
-/// is built on first use only. The default client builds one for every service client
-/// at construction (`validate_base_client_config`), each parsing every root
-/// certificate of the system's store: most of a cold start with several clients
-/// (infra/bench). Connectors are still cached per timeout settings by the client.
-#[derive(Debug)]
-struct OneConnector(SharedHttpClient);
-
-impl HttpClient for OneConnector {
-    fn http_connector(
-        &self,
-        settings: &HttpConnectorSettings,
-        components: &RuntimeComponents,
-    ) -> SharedHttpConnector {
-        self.0.http_connector(settings, components)
-    }
-
-    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
-        self.0.connector_metadata()
-    }
+        .await
 }
 
 /// The provider catalog: the built-in one, with the operator's overlay applied when

@@ -20,7 +20,11 @@
 use std::sync::{Arc, LazyLock};
 
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use base64::Engine as _;
 use rustls::pki_types::CertificateDer;
 
@@ -94,7 +98,9 @@ pub fn aws_http_client() -> SharedHttpClient {
     let builder = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
     match TlsContext::builder().with_trust_store(trust).build() {
-        Ok(context) => builder.tls_context(context).build_https(),
+        Ok(context) => {
+            SharedHttpClient::new(OneConnector(builder.tls_context(context).build_https()))
+        }
         Err(err) => {
             tracing::warn!(
                 error = %err,
@@ -102,6 +108,27 @@ pub fn aws_http_client() -> SharedHttpClient {
             );
             builder.build_https()
         }
+    }
+}
+
+/// The SDK's HTTPS client, whose connector (TLS configuration and root store) is built
+/// on first use only. The SDK's client builds one for every service client at
+/// construction (`validate_base_client_config`), each parsing every root certificate
+/// again: 2 ms of the ingress's cold start with its three clients (infra/bench). Connectors are still cached per timeout settings by the client.
+#[derive(Debug)]
+struct OneConnector(SharedHttpClient);
+
+impl HttpClient for OneConnector {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
     }
 }
 
