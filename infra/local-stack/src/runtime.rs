@@ -1168,13 +1168,15 @@ mod tests {
     }
 
     /// A "function" that never asks for an invocation: each process writes its number
-    /// and a planted value on stderr, then more lines than are kept in memory, a byte
-    /// that is not UTF-8 and a line longer than is kept, each followed by another planted
-    /// value, and exits; an invocation starts the next process.
+    /// and a planted value on stderr, then, on the same stream (the two pipes are read
+    /// apart, so only a stream's own lines come after its first), more lines than are
+    /// kept in memory; then on stdout a byte that is not UTF-8 and a line longer than is
+    /// kept, each followed by another planted value, and exits; an invocation starts the
+    /// next process.
     const LEAKY_FUNCTION: &str = r#"#!/bin/sh
 n=$(cat "$COUNTER" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$COUNTER"
 echo "starting with planted-first-line-of-process-$n" >&2
-yes "a clean line" | head -n 100010
+yes "a clean line" | head -n 100010 >&2
 printf 'a byte that is not UTF-8: \377\n'
 echo "after it: planted-after-invalid-utf8"
 head -c 200000 /dev/zero | tr '\0' 'a'
