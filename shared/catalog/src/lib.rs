@@ -27,6 +27,7 @@ mod polling;
 
 pub use api::{ApiSpec, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
 pub use endpoint::{EndpointError, EndpointRules, LOOPBACK_TEST_SETTING, is_internal_address};
+pub use oauth::{AccountPagination, AccountRequest};
 pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
     TokenRequestFormat, UrlParameter, placeholders,
@@ -255,6 +256,12 @@ pub struct Provider {
     /// What is polled for each connection (needs `[api]` with a `base_url`).
     #[serde(default)]
     pub polling: Option<PollingSpec>,
+    /// How a connect learns the connection's provider account when the token response
+    /// does not name it: one authenticated request with the fresh access token (Gmail's
+    /// profile, GitHub's installations the user can access). Needs `[oauth]` or
+    /// `[oauth_discovery]`.
+    #[serde(default)]
+    pub account_request: Option<AccountRequest>,
 }
 
 /// How to verify, acknowledge and identify one provider's webhook deliveries.
@@ -318,14 +325,89 @@ pub enum BodyShape {
     JsonObject,
 }
 
-/// A value read from the request after verification.
+/// A value read from the request after verification: `{ header = … }` or
+/// `{ json_pointer = … }`, optionally with a decoding step (`decode = "base64_json"`,
+/// `decoded_pointer = …`: the value found is base64 of a JSON document, and the field is
+/// at `decoded_pointer` inside it, as in a Pub/Sub push's `message.data`) and
+/// `lowercase = true` (for identifiers compared without case, such as email addresses).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum FieldSource {
+#[serde(try_from = "FieldSourceTable")]
+pub struct FieldSource {
+    /// Where the value is in the request.
+    pub location: FieldLocation,
+    /// A JSON document encoded in that value, and the field read from it.
+    pub decoded: Option<DecodedField>,
+    /// The value is lowercased (ASCII and Unicode) before use.
+    pub lowercase: bool,
+}
+
+/// Where a [`FieldSource`] is in the request.
+#[derive(Debug, Clone)]
+pub enum FieldLocation {
     /// The first of these headers present.
     Header(HeaderNames),
     /// A JSON pointer (RFC 6901) into the body; strings and numbers are accepted.
     JsonPointer(String),
+}
+
+/// The field read from a JSON document carried encoded in a request value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedField {
+    /// How the document is encoded.
+    pub encoding: FieldEncoding,
+    /// A JSON pointer into the decoded document; strings and numbers are accepted.
+    pub pointer: String,
+}
+
+/// How a JSON document is encoded inside a request value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldEncoding {
+    /// Base64 (RFC 4648 §4, padded or not; Pub/Sub push `message.data`) of a JSON document.
+    Base64Json,
+}
+
+/// [`FieldSource`] as written in a catalog file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldSourceTable {
+    #[serde(default)]
+    header: Option<HeaderNames>,
+    #[serde(default)]
+    json_pointer: Option<String>,
+    #[serde(default)]
+    decode: Option<FieldEncoding>,
+    #[serde(default)]
+    decoded_pointer: Option<String>,
+    #[serde(default)]
+    lowercase: bool,
+}
+
+impl TryFrom<FieldSourceTable> for FieldSource {
+    type Error = String;
+
+    fn try_from(table: FieldSourceTable) -> Result<Self, String> {
+        let location = match (table.header, table.json_pointer) {
+            (Some(names), None) => FieldLocation::Header(names),
+            (None, Some(pointer)) => FieldLocation::JsonPointer(pointer),
+            _ => return Err("exactly one of `header` and `json_pointer` is required".to_owned()),
+        };
+        let decoded = match (table.decode, table.decoded_pointer) {
+            (Some(encoding), Some(pointer)) if pointer.starts_with('/') => {
+                Some(DecodedField { encoding, pointer })
+            }
+            (Some(_), Some(_)) => {
+                return Err("`decoded_pointer` must be a JSON pointer starting with /".to_owned());
+            }
+            (None, None) => None,
+            _ => return Err("`decode` and `decoded_pointer` go together".to_owned()),
+        };
+        Ok(FieldSource {
+            location,
+            decoded,
+            lowercase: table.lowercase,
+        })
+    }
 }
 
 /// One header name, or alternatives tried in order (Standard Webhooks' `webhook-id`
@@ -944,6 +1026,15 @@ impl Provider {
         }
         if let Some(api) = &self.api {
             api.check(endpoints)
+                .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        if let Some(request) = &self.account_request {
+            request
+                .check(
+                    endpoints,
+                    self.oauth.as_ref(),
+                    self.oauth_discovery.as_ref(),
+                )
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(polling) = &self.polling {

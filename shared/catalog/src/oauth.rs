@@ -328,10 +328,274 @@ impl OAuthSpec {
     }
 }
 
+/// The request a connect makes, with the fresh access token, to learn the connection's
+/// provider account where the token response does not name it (`[account_request]` of a
+/// catalog entry). Either the response is the account's own (`account` points at it:
+/// Gmail's profile `emailAddress`), or it lists the accounts the user can access (`list`
+/// points at an array, `account` into each element: GitHub's installations), and the
+/// account is the one the callback's `chosen_by` parameter names if it is in the list,
+/// else (with no such parameter) the one the connection already had if still listed,
+/// else the only one listed; otherwise none. A callback parameter is never recorded
+/// unless the list, fetched with the user's own token, contains it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRequest {
+    /// `GET` this https URL, `Authorization: Bearer <access token>`. No placeholders.
+    pub url: String,
+    /// Extra request headers (`Accept`, an API version); never `Authorization` or `Cookie`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON pointer to the account: in the response, or in each element of `list`.
+    /// Strings and numbers are accepted (a number as its decimal text).
+    pub account: String,
+    /// JSON pointer to an array of the accounts the user can access.
+    #[serde(default)]
+    pub list: Option<String>,
+    /// The callback query parameter naming the account the user chose (GitHub's
+    /// `installation_id`); needs `list`.
+    #[serde(default)]
+    pub chosen_by: Option<String>,
+    /// How further pages of `list` are found.
+    #[serde(default)]
+    pub pagination: AccountPagination,
+    /// The account is lowercased on the way in (email addresses), as the webhook side's
+    /// `account` must be too, so the two compare without case.
+    #[serde(default)]
+    pub lowercase: bool,
+}
+
+/// How an [`AccountRequest`]'s list continues on further pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountPagination {
+    /// One page only.
+    #[default]
+    None,
+    /// RFC 8288 `Link` response header, `rel="next"` (GitHub), followed only on the
+    /// first page's origin.
+    LinkHeader,
+}
+
+impl AccountRequest {
+    /// Checks what the types cannot; returns `(field, message)` for the first fault.
+    pub(crate) fn check(
+        &self,
+        rules: EndpointRules,
+        oauth: Option<&OAuthSpec>,
+        discovery: Option<&DiscoverySpec>,
+    ) -> Result<(), (String, String)> {
+        let field = |name: &str| format!("account_request.{name}");
+        if oauth.is_none() && discovery.is_none() {
+            return Err((
+                field("url"),
+                "needs [oauth] or [oauth_discovery]: it is made at connect".to_owned(),
+            ));
+        }
+        if oauth.is_some_and(|oauth| oauth.account_id.is_some()) {
+            return Err((
+                field("url"),
+                "the token response already names the account (oauth.account_id): one source only"
+                    .to_owned(),
+            ));
+        }
+        if discovery.is_some_and(DiscoverySpec::is_openid) {
+            return Err((
+                field("url"),
+                "an OpenID provider's account is the ID token's sub: one source only".to_owned(),
+            ));
+        }
+        if let Err(err) = rules.check(&self.url) {
+            return Err((field("url"), err.to_string()));
+        }
+        if placeholders(&self.url).next().is_some() {
+            return Err((field("url"), "takes no placeholders".to_owned()));
+        }
+        for (name, pointer) in [
+            ("account", Some(&self.account)),
+            ("list", self.list.as_ref()),
+        ] {
+            if let Some(pointer) = pointer
+                && !pointer.starts_with('/')
+            {
+                return Err((
+                    field(name),
+                    "must be a JSON pointer starting with /".to_owned(),
+                ));
+            }
+        }
+        if self.list.is_none()
+            && (self.chosen_by.is_some() || self.pagination != AccountPagination::None)
+        {
+            return Err((
+                field("list"),
+                "chosen_by and pagination choose among a list: list is required".to_owned(),
+            ));
+        }
+        if self.chosen_by.as_deref().is_some_and(str::is_empty) {
+            return Err((field("chosen_by"), "must name a query parameter".to_owned()));
+        }
+        for (name, value) in &self.headers {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Err((field("headers"), format!("{name:?} is not a header name")));
+            }
+            if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie") {
+                return Err((
+                    field("headers"),
+                    format!("{name} is set by Junction, never by the catalog"),
+                ));
+            }
+            if !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+                return Err((
+                    field("headers"),
+                    format!("the value of {name} is not printable ASCII"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `{name}` placeholders of a URL template.
 pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
     template
         .split('{')
         .skip(1)
         .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Catalog, CatalogError, FieldEncoding, FieldLocation};
+
+    const ENTRY: &str = r#"id = "acme"
+name = "Acme"
+docs = "https://acme.example.com/docs"
+
+[oauth]
+authorize_url = "https://acme.example.com/authorize"
+token_url = "https://acme.example.com/token"
+pkce = true
+client_auth = "client_secret_post"
+lifetime_margin_seconds = 300
+refresh_token_rotation = false
+revocation = { style = "none", reason = "none offered" }
+
+[account_request]
+url = "https://api.acme.example.com/user/installations?per_page=100"
+headers = { Accept = "application/json" }
+list = "/installations"
+account = "/id"
+chosen_by = "installation_id"
+pagination = "link_header"
+"#;
+
+    fn field_of(text: &str) -> Option<String> {
+        match Catalog::from_files(&[("acme.toml", text)]) {
+            Ok(_) => None,
+            Err(CatalogError::Invalid { field, .. }) => Some(field),
+            Err(other) => Some(other.to_string()),
+        }
+    }
+
+    #[test]
+    fn an_account_request_is_checked_and_its_faults_named() {
+        let catalog = Catalog::from_files(&[("acme.toml", ENTRY)]).expect("valid");
+        let request = catalog
+            .get("acme")
+            .and_then(|p| p.account_request.as_ref())
+            .expect("account request");
+        assert_eq!(request.chosen_by.as_deref(), Some("installation_id"));
+        assert_eq!(request.pagination, super::AccountPagination::LinkHeader);
+        for (broken, field) in [
+            (
+                ENTRY.replace("https://api.acme", "http://api.acme"),
+                "account_request.url",
+            ),
+            (
+                ENTRY.replace("/user/installations", "/{user}/installations"),
+                "account_request.url",
+            ),
+            (
+                ENTRY.replace("account = \"/id\"", "account = \"id\""),
+                "account_request.account",
+            ),
+            (
+                ENTRY.replace("list = \"/installations\"\n", ""),
+                "account_request.list",
+            ),
+            (
+                ENTRY.replace("Accept = ", "Authorization = "),
+                "account_request.headers",
+            ),
+            (
+                ENTRY.replace(
+                    "revocation = {",
+                    "account_id = \"/account\"\nrevocation = {",
+                ),
+                "account_request.url",
+            ),
+        ] {
+            assert_eq!(field_of(&broken).as_deref(), Some(field), "{broken}");
+        }
+        let without_oauth = ENTRY
+            .split("[oauth]")
+            .next()
+            .map(|head| {
+                format!(
+                    "{head}{}",
+                    &ENTRY[ENTRY.find("[account_request]").unwrap_or(0)..]
+                )
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            field_of(&without_oauth).as_deref(),
+            Some("account_request.url")
+        );
+    }
+
+    #[test]
+    fn a_field_source_may_decode_base64_json_and_lowercase() {
+        let webhook = r#"
+[webhook]
+unverifiable = "This test entry has no signature to check, so nothing can verify its deliveries."
+event_id = { header = "X-Id" }
+account = { json_pointer = "/message/data", decode = "base64_json", decoded_pointer = "/emailAddress", lowercase = true }
+"#;
+        let text = format!("{}{webhook}", &ENTRY[..ENTRY.find("[oauth]").unwrap_or(0)]);
+        let catalog = Catalog::from_files(&[("acme.toml", text.as_str())]).expect("valid");
+        let spec = catalog
+            .get("acme")
+            .and_then(|p| p.webhook.as_ref())
+            .expect("webhook");
+        let account = spec.account.as_ref().expect("account");
+        assert!(matches!(&account.location, FieldLocation::JsonPointer(p) if p == "/message/data"));
+        let decoded = account.decoded.as_ref().expect("decoded");
+        assert_eq!(decoded.encoding, FieldEncoding::Base64Json);
+        assert_eq!(decoded.pointer, "/emailAddress");
+        assert!(account.lowercase);
+        let id = spec.event_id.as_ref().expect("event id");
+        assert!(matches!(&id.location, FieldLocation::Header(_)) && !id.lowercase);
+        for broken in [
+            webhook.replace(", decoded_pointer = \"/emailAddress\"", ""),
+            webhook.replace("\"/emailAddress\"", "\"emailAddress\""),
+            webhook.replace(
+                "json_pointer = \"/message/data\"",
+                "header = \"X-A\", json_pointer = \"/a\"",
+            ),
+            webhook.replace("base64_json", "rot13"),
+        ] {
+            let text = format!("{}{broken}", &ENTRY[..ENTRY.find("[oauth]").unwrap_or(0)]);
+            assert!(
+                matches!(
+                    Catalog::from_files(&[("acme.toml", text.as_str())]),
+                    Err(CatalogError::Parse { .. })
+                ),
+                "{broken}"
+            );
+        }
+    }
 }

@@ -24,7 +24,8 @@ use junction_aws::secrets::{
     FirstSecret, HandshakeSecretStore, WebhookSecrets, is_valid_endpoint_name,
 };
 use junction_catalog::{
-    BodyShape, Catalog, FieldSource, JwtKeys, Scheme, SignatureFormat, Verification, WebhookSpec,
+    BodyShape, Catalog, DecodedField, FieldEncoding, FieldLocation, FieldSource, JwtKeys, Scheme,
+    SignatureFormat, Verification, WebhookSpec,
 };
 
 /// Limits and addresses of the ingress.
@@ -727,22 +728,27 @@ impl Ingress {
             super::verify::body_values(&request.headers, &request.body, &pointers)
         };
         let read = |source: &FieldSource| -> Option<String> {
-            let value = match source {
-                FieldSource::Header(names) => names
+            let value = match &source.location {
+                FieldLocation::Header(names) => names
                     .names()
                     .iter()
                     .find_map(|name| request.headers.get(name.as_str()))
                     .and_then(|value| value.to_str().ok())
                     .map(str::to_owned),
-                FieldSource::JsonPointer(pointer) => {
+                FieldLocation::JsonPointer(pointer) => {
                     let position = pointers.iter().position(|p| p == pointer)?;
-                    match json.get(position)?.as_ref()? {
-                        serde_json::Value::String(text) => Some(text.clone()),
-                        serde_json::Value::Number(number) => Some(number.to_string()),
-                        _ => None,
+                    let found = json.get(position)?.as_ref()?;
+                    match &source.decoded {
+                        None => scalar_text(found),
+                        Some(decoded) => decoded_field(found, decoded),
                     }
                 }
             }?;
+            let value = if source.lowercase {
+                value.to_lowercase()
+            } else {
+                value
+            };
             (!value.is_empty() && value.len() <= 1024 && is_sqs_text(&value)).then_some(value)
         };
         let (event_id, event_id_source) = match spec
@@ -750,8 +756,10 @@ impl Ingress {
             .as_ref()
             .and_then(|source| read(source).map(|id| (id, source)))
         {
-            Some((id, FieldSource::Header(_))) => (id, "header"),
-            Some((id, FieldSource::JsonPointer(_))) => (id, "json"),
+            Some((id, source)) => match source.location {
+                FieldLocation::Header(_) => (id, "header"),
+                FieldLocation::JsonPointer(_) => (id, "json"),
+            },
             None => (hex::encode(Sha256::digest(&request.body)), "body_sha256"),
         };
         let event_type = spec.event_type.as_ref().and_then(read);
@@ -809,11 +817,49 @@ fn json_pointers(spec: &WebhookSpec) -> Vec<&str> {
     [&spec.event_id, &spec.event_type, &spec.account]
         .into_iter()
         .flatten()
-        .filter_map(|source| match source {
-            FieldSource::JsonPointer(pointer) => Some(pointer.as_str()),
-            FieldSource::Header(_) => None,
+        .filter_map(|source| match &source.location {
+            FieldLocation::JsonPointer(pointer) => Some(pointer.as_str()),
+            FieldLocation::Header(_) => None,
         })
         .collect()
+}
+
+/// A string as it is, a number as its decimal text; nothing else is a field's value.
+fn scalar_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// The longest encoded value decoded (Gmail's push data is under 100 bytes): a larger
+/// one is not read, so a delivery cannot make the ingress decode megabytes twice.
+const MAX_ENCODED_FIELD_BYTES: usize = 16 * 1024;
+
+/// Base64 as Pub/Sub writes it (standard alphabet), padded or not.
+const BASE64_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// The field at `decoded.pointer` of the JSON document `encoded` carries (a Pub/Sub
+/// push's `message.data`); `None` when it is not a string of that encoding, not JSON,
+/// or has no such field. Read after verification, like every other field: the signature
+/// was checked on the raw bytes, untouched by this.
+fn decoded_field(encoded: &serde_json::Value, decoded: &DecodedField) -> Option<String> {
+    let serde_json::Value::String(text) = encoded else {
+        return None;
+    };
+    if text.len() > MAX_ENCODED_FIELD_BYTES {
+        return None;
+    }
+    let document = match decoded.encoding {
+        FieldEncoding::Base64Json => BASE64_ANY_PADDING.decode(text.trim()).ok()?,
+    };
+    let values = super::json_pointers::values_at(&document, &[decoded.pointer.as_str()])?;
+    scalar_text(&values.into_iter().next()??)
 }
 
 /// A JSON object, well-formed to its end (`{…}` after optional whitespace).
