@@ -10,7 +10,7 @@
 use anyhow::{Context as _, bail};
 use junction_catalog::Catalog;
 use junction_oauth::{ConnectionStore, DynamoConnectionStore};
-use junction_polling::{DynamoSyncJobStore, SyncJobStore, job_key};
+use junction_polling::{DynamoSyncJobStore, job_key, jobs};
 
 use crate::connections::stack_table;
 
@@ -24,7 +24,8 @@ pub struct Forced {
 }
 
 /// Makes the connection's jobs (the catalog's polled models of its provider, or just
-/// `model`) due now; `full` also clears their cursors.
+/// `model`) due now; `full` also clears their cursors. Each job goes through
+/// `junction_polling::jobs::force_poll`, as the silence detector's reconciliation polls do.
 pub async fn force_poll(
     aws: &aws_config::SdkConfig,
     stack: &str,
@@ -63,33 +64,10 @@ pub async fn force_poll(
     let mut forced = Vec::new();
     for model in models {
         let key = job_key(connection, &model);
-        let result = loop {
-            let Some(job) = jobs.get(&key).await.context("reading the sync job")? else {
-                break "no such job";
-            };
-            if job.lease.as_ref().is_some_and(|lease| lease.until > now) {
-                break "running";
-            }
-            let mut next = job.clone();
-            next.due_at = now;
-            next.version = job.version + 1;
-            if full {
-                next.cursor = None;
-            }
-            // A conditional write: if the scheduler or a worker moved the job meanwhile,
-            // read it again.
-            if jobs
-                .replace(&next, job.version)
-                .await
-                .context("updating the sync job")?
-            {
-                break if full {
-                    "due now, from scratch"
-                } else {
-                    "due now"
-                };
-            }
-        };
+        let result = jobs::force_poll(&jobs, &key, now, full)
+            .await
+            .context("updating the sync job")?
+            .as_str();
         forced.push(Forced { job: key, result });
     }
     Ok(forced)

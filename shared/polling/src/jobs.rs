@@ -215,6 +215,70 @@ async fn name_tenant(
     Ok(())
 }
 
+/// What [`force_poll`] did to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forced {
+    /// The job is due now: the next scheduler tick (within a minute) hands it out.
+    DueNow,
+    /// Due now with its cursor cleared: it syncs from scratch.
+    DueNowFromScratch,
+    /// A worker holds its lease: it is running, so it was left alone.
+    Running,
+    /// The connection has no such job.
+    NoSuchJob,
+}
+
+impl Forced {
+    /// How `junction poll` and the logs say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forced::DueNow => "due now",
+            Forced::DueNowFromScratch => "due now, from scratch",
+            Forced::Running => "running",
+            Forced::NoSuchJob => "no such job",
+        }
+    }
+
+    /// Whether the job was made due (a reconciliation poll follows).
+    pub fn is_due(self) -> bool {
+        matches!(self, Forced::DueNow | Forced::DueNowFromScratch)
+    }
+}
+
+/// Makes job `key` due at `now` (a reconciliation poll: `junction poll`, a detected
+/// silence); `full` also clears its cursor. A job a worker holds (its lease runs past
+/// `now`) is left alone: it is already polling, and a replace would take its lease.
+/// Each change is a versioned replace; when the scheduler or a worker moved the job
+/// between the read and the write, it is read again.
+pub async fn force_poll(
+    store: &dyn SyncJobStore,
+    key: &str,
+    now: i64,
+    full: bool,
+) -> Result<Forced, JobStoreError> {
+    loop {
+        let Some(job) = store.get(key).await? else {
+            return Ok(Forced::NoSuchJob);
+        };
+        if job.lease.as_ref().is_some_and(|lease| lease.until > now) {
+            return Ok(Forced::Running);
+        }
+        let mut next = job.clone();
+        next.due_at = now;
+        next.version = job.version + 1;
+        if full {
+            next.cursor = None;
+        }
+        if store.replace(&next, job.version).await? {
+            return Ok(if full {
+                Forced::DueNowFromScratch
+            } else {
+                Forced::DueNow
+            });
+        }
+    }
+}
+
 /// The connect flow's [`ConnectionSetup`]: creates a new connection's sync jobs
 /// ([`ensure_jobs`]) before the callback answers "connected".
 #[derive(Debug, Clone)]
@@ -369,6 +433,111 @@ mod tests {
 
     fn catalog() -> &'static junction_catalog::Catalog {
         junction_catalog::Catalog::embedded().expect("catalog")
+    }
+
+    #[tokio::test]
+    async fn a_forced_poll_makes_the_job_due_now_and_leaves_a_running_one_alone() {
+        let jobs = InMemorySyncJobStore::default();
+        let mut job = sample_job("conn_1", "issues", 5_000);
+        job.cursor = Some("page-7".into());
+        jobs.insert(&job).await.expect("insert");
+        assert_eq!(
+            force_poll(&jobs, &job.key(), 1_000, false).await.ok(),
+            Some(Forced::DueNow)
+        );
+        let forced = jobs.get(&job.key()).await.expect("get").expect("job");
+        assert_eq!(
+            (forced.due_at, forced.version, forced.cursor.as_deref()),
+            (1_000, 2, Some("page-7")),
+            "due now, from its cursor"
+        );
+
+        assert_eq!(
+            force_poll(&jobs, &job.key(), 1_100, true).await.ok(),
+            Some(Forced::DueNowFromScratch)
+        );
+        let full = jobs.get(&job.key()).await.expect("get").expect("job");
+        assert_eq!((full.due_at, full.cursor.as_deref()), (1_100, None));
+
+        let mut leased = full.clone();
+        leased.lease = Some(JobLease {
+            owner: "worker".into(),
+            until: 2_000,
+        });
+        leased.due_at = 9_000;
+        leased.version += 1;
+        assert!(jobs.replace(&leased, full.version).await.expect("lease"));
+        assert_eq!(
+            force_poll(&jobs, &job.key(), 1_500, false).await.ok(),
+            Some(Forced::Running)
+        );
+        assert_eq!(
+            jobs.get(&job.key()).await.expect("get").map(|j| j.due_at),
+            Some(9_000),
+            "a running job is not touched"
+        );
+        assert_eq!(
+            force_poll(&jobs, &job.key(), 2_001, false).await.ok(),
+            Some(Forced::DueNow),
+            "a lease that ran out does not hold it"
+        );
+        assert_eq!(
+            force_poll(&jobs, "conn_none#issues", 1_000, false)
+                .await
+                .ok(),
+            Some(Forced::NoSuchJob)
+        );
+    }
+
+    /// A store whose first replace loses to a concurrent writer, as when the scheduler
+    /// moves the job between the read and the write.
+    #[derive(Debug, Default)]
+    struct Contended {
+        inner: InMemorySyncJobStore,
+        lost: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl SyncJobStore for Contended {
+        async fn get(&self, key: &str) -> Result<Option<SyncJob>, JobStoreError> {
+            self.inner.get(key).await
+        }
+        async fn insert(&self, job: &SyncJob) -> Result<bool, JobStoreError> {
+            self.inner.insert(job).await
+        }
+        async fn replace(&self, job: &SyncJob, expected: u64) -> Result<bool, JobStoreError> {
+            if !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let mut moved = job.clone();
+                moved.due_at = 7_777;
+                moved.cursor = Some("moved".into());
+                assert!(self.inner.replace(&moved, expected).await?);
+                return Ok(false);
+            }
+            self.inner.replace(job, expected).await
+        }
+        async fn due(&self, before: i64, limit: usize) -> Result<Vec<SyncJob>, JobStoreError> {
+            self.inner.due(before, limit).await
+        }
+        async fn remove(&self, key: &str) -> Result<(), JobStoreError> {
+            self.inner.remove(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_forced_poll_that_loses_a_race_reads_the_job_again() {
+        let jobs = Contended::default();
+        let job = sample_job("conn_1", "issues", 5_000);
+        jobs.insert(&job).await.expect("insert");
+        assert_eq!(
+            force_poll(&jobs, &job.key(), 1_000, false).await.ok(),
+            Some(Forced::DueNow)
+        );
+        let forced = jobs.get(&job.key()).await.expect("get").expect("job");
+        assert_eq!(
+            (forced.due_at, forced.cursor.as_deref(), forced.version),
+            (1_000, Some("moved"), 3),
+            "the concurrent write is kept, and the job is due now"
+        );
     }
 
     #[test]
