@@ -7,7 +7,9 @@
 //! one-glance view.
 
 use anyhow::{Context as _, bail};
-use junction_oauth::{Connection, ConnectionState, ConnectionStore, DynamoConnectionStore};
+use junction_oauth::{
+    Connection, ConnectionState, ConnectionStore, DynamoConnectionStore, with_last_events,
+};
 
 /// At most this many connections are listed.
 pub const LIMIT: usize = 1_000;
@@ -70,10 +72,11 @@ pub async fn connections_in(
     aws: &aws_config::SdkConfig,
     table: String,
 ) -> anyhow::Result<Vec<Connection>> {
-    DynamoConnectionStore::from_config(aws, table)
-        .list_all(LIMIT)
+    let store = DynamoConnectionStore::from_config(aws, table);
+    let connections = store.list_all(LIMIT).await.context("reading connections")?;
+    with_last_events(&store, connections)
         .await
-        .context("reading connections")
+        .context("reading the connections' last webhook events")
 }
 
 /// The connections as a table; `now` in unix seconds.

@@ -151,11 +151,11 @@ pub struct Connection {
     #[serde(default)]
     pub last_verified_at: Option<i64>,
     /// When a webhook delivery attributed to this connection last arrived (Unix
-    /// seconds), as the event consumer records it (`junction_pipeline::last_events`,
-    /// with a conditional update of this one attribute, never through this store). The
-    /// store reads it and writes back what it read, so a replace keeps it; an update
-    /// that lands between a replace's read and its write is undone by that write, and
-    /// the next delivery sets it again.
+    /// seconds). The event consumer records it apart from the connection
+    /// (`junction_pipeline::last_events`: a small item of its own, so a busy connection
+    /// costs one write unit, not a rewrite of this item and its indexes); `get` and the
+    /// listings leave it `None`, and only the views that show it read it, with
+    /// [`with_last_events`].
     #[serde(skip)]
     pub last_event_at: Option<i64>,
     /// The optimistic-concurrency token: every write increments it.
@@ -220,18 +220,58 @@ pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
         provider: &str,
         observation: LifetimeObservation,
     ) -> Result<(), ConnectionStoreError>;
+
+    /// When a webhook delivery was last attributed to each of `ids`, as the event
+    /// consumer records it; a connection without one is absent from the map.
+    async fn last_events(&self, ids: &[&str])
+    -> Result<HashMap<String, i64>, ConnectionStoreError>;
+}
+
+/// `connections` with their [`Connection::last_event_at`] read from `store`: for the
+/// views that show it (the management API, `junction status`), one batched read.
+pub async fn with_last_events(
+    store: &dyn ConnectionStore,
+    mut connections: Vec<Connection>,
+) -> Result<Vec<Connection>, ConnectionStoreError> {
+    if connections.is_empty() {
+        return Ok(connections);
+    }
+    let ids: Vec<&str> = connections.iter().map(|c| c.id.as_str()).collect();
+    let times = store.last_events(&ids).await?;
+    for connection in &mut connections {
+        connection.last_event_at = times.get(&connection.id).copied();
+    }
+    Ok(connections)
 }
 
 /// Connections in memory, with the same conditions.
 #[derive(Debug, Default)]
 pub struct InMemoryConnectionStore {
     connections: Mutex<BTreeMap<String, Connection>>,
+    /// What the event consumer would have recorded ([`Self::record_last_event`]).
+    last_events: Mutex<HashMap<String, i64>>,
     observations: Mutex<HashMap<String, Vec<LifetimeObservation>>>,
     /// Outage injection: `(replaces to let through first, replaces to fail then)`.
     failing_replaces: Mutex<(usize, usize)>,
 }
 
 impl InMemoryConnectionStore {
+    /// Records a webhook delivery's time for connection `id`, as the event consumer
+    /// does in DynamoDB (forward only; nothing for a connection that does not exist).
+    pub fn record_last_event(&self, id: &str, at: i64) {
+        if !self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+        {
+            return;
+        }
+        let mut times = self.last_events.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = times.entry(id.to_owned()).or_insert(at);
+        *stored = (*stored).max(at);
+    }
+
     /// Lets `skip` replaces through, then fails the next `count` as if the store were
     /// unreachable.
     pub fn fail_replaces(&self, skip: usize, count: usize) {
@@ -302,7 +342,22 @@ impl ConnectionStore for InMemoryConnectionStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        self.last_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         Ok(())
+    }
+
+    async fn last_events(
+        &self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, i64>, ConnectionStoreError> {
+        let times = self.last_events.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ids
+            .iter()
+            .filter_map(|id| times.get(*id).map(|at| ((*id).to_owned(), *at)))
+            .collect())
     }
 
     async fn list_for_tenant(&self, tenant: &str) -> Result<Vec<Connection>, ConnectionStoreError> {
@@ -430,12 +485,19 @@ pub async fn check_connection_store_contract(store: &dyn ConnectionStore) {
     next.version += 1;
     next.last_error = Some("rate_limited".into());
     next.last_verified_at = Some(1_500);
-    next.last_event_at = Some(1_600);
     assert!(store.replace(&next, read.version).await.expect("replace"));
     assert_eq!(
         store.get("conn_contract_1").await.expect("get"),
         Some(next.clone()),
-        "a replace keeps every field, the last test's and the last event's times included"
+        "a replace keeps every field, the last test's time included"
+    );
+    assert_eq!(
+        store
+            .last_events(&["conn_contract_1", "conn_contract_2", "conn_none"])
+            .await
+            .expect("last events"),
+        HashMap::new(),
+        "no delivery recorded, no time"
     );
     assert!(
         !store.replace(&next, read.version).await.expect("replace"),

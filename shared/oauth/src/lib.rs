@@ -35,7 +35,7 @@ pub use connections::{
     Connection, ConnectionState, ConnectionStore, ConnectionStoreError, DynamoConnectionStore,
     InMemoryConnectionStore, Lease, LifetimeObservation, OBSERVATION_WINDOW_SECONDS,
     PROVIDER_ACCOUNT_ATTRIBUTE, UnreadableConnection, check_connection_store_contract,
-    sample_connection,
+    sample_connection, with_last_events,
 };
 pub use flow::{
     CallbackOutcome, CallbackQuery, ConnectFlow, ConnectionSetup, ConnectionSetupError, FlowError,

@@ -1314,6 +1314,13 @@ impl ConnectionStore for DeniedConnections {
     ) -> Result<(), ConnectionStoreError> {
         Err(service_error())
     }
+
+    async fn last_events(
+        &self,
+        _ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, ConnectionStoreError> {
+        Err(service_error())
+    }
 }
 
 /// A store failure is `Unavailable` naming the step, with the store's error as its

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::{
     CallbackOutcome, CallbackQuery, ConnectFlow, ConnectSessionRequest, ConnectSessions,
-    Connection, FlowError, StartRequest, TokenVault, VaultError,
+    Connection, FlowError, StartRequest, TokenVault, VaultError, with_last_events,
 };
 
 /// A reply to send.
@@ -440,15 +440,26 @@ pub async fn connections_route(
         Err(reply) => return reply,
     };
     match (method, id) {
-        ("GET", None) => match vault.connections.list_for_tenant(tenant).await {
-            Ok(list) => HttpReply::json(
-                200,
-                json!({ "connections": list.iter().map(connection_view).collect::<Vec<_>>() }),
-            ),
-            Err(err) => vault_error(&VaultError::store(err)),
-        },
+        ("GET", None) => {
+            let listed = match vault.connections.list_for_tenant(tenant).await {
+                Ok(list) => with_last_events(vault.connections.as_ref(), list).await,
+                Err(err) => Err(err),
+            };
+            match listed {
+                Ok(list) => HttpReply::json(
+                    200,
+                    json!({ "connections": list.iter().map(connection_view).collect::<Vec<_>>() }),
+                ),
+                Err(err) => vault_error(&VaultError::store(err)),
+            }
+        }
         ("GET", Some(id)) => match tenant_connection(vault, tenant, id).await {
-            Ok(connection) => HttpReply::json(200, connection_view(&connection)),
+            Ok(connection) => {
+                match with_last_events(vault.connections.as_ref(), vec![connection]).await {
+                    Ok(shown) => HttpReply::json(200, connection_view(&shown[0])),
+                    Err(err) => vault_error(&VaultError::store(err)),
+                }
+            }
             Err(err) => vault_error(&err),
         },
         ("DELETE", Some(id)) => {

@@ -1,5 +1,5 @@
-//! When each connection last heard from its provider by webhook: `last_event_at` on the
-//! connection, which `junction status` and the management API show beside the last
+//! When each connection last heard from its provider by webhook: its `last_event_at`,
+//! which `junction status` and the management API show beside the last
 //! successful sync (a connection fed only by webhooks never syncs, so without it its
 //! silence would be invisible).
 //!
@@ -13,23 +13,18 @@
 //!
 //! # Cost
 //!
-//! Each write is one conditional `UpdateItem` of the connection item. DynamoDB bills it
-//! by the item's size (one write unit per started KB; a connection item with its sealed
-//! tokens is about 1-2 KB), and a changed attribute is written again to every index that
-//! projects it: the connections table's `by-tenant` and `by-refresh` indexes project
-//! everything (the item is in `by-refresh` while a token refresh is scheduled, so for
-//! most OAuth connections). So a write costs about 2 units on the table and 2 on each of
-//! those two indexes, 6 in all (4 without a scheduled refresh), and a write whose
-//! condition fails (an older time, or a deleted connection) only the table's 2. Without [`SKIP_WITHIN`] that would be up to 6 M
-//! write units, $3.75 per million webhooks at $0.625 per million units, almost as much
-//! as the rest of the pipeline (docs/cost.md). With it, a connection costs at most one
-//! write a minute per warm consumer container however busy it is: per million
-//! webhooks, 6 units times the number of (connection, container, minute) triples that
-//! saw a webhook, between nothing for a few hot accounts and the full $3.75 when every
-//! webhook of a connection arrives more than a minute after the one before. Skipping
-//! with a read first would cost a read per webhook instead (DynamoDB bills the whole
-//! item read whatever the projection), so the skip uses only what this container
-//! already wrote; a value stored by another container is caught by the condition.
+//! Each write is one conditional `UpdateItem` of a small item of its own (module
+//! `dynamo`): no index projects it and it is far under a kilobyte, so it costs one write
+//! unit whether it moves the time or its condition refuses it, $0.625 per million
+//! writes. The connection item itself (1-2 KB with its sealed tokens, copied into the
+//! `by-tenant` and `by-refresh` indexes) would cost up to six units a write; the first
+//! version wrote there, up to $3.75 per million webhooks (docs/cost.md). With
+//! [`SKIP_WITHIN`], a connection costs at most one write a minute per warm consumer
+//! container however busy it is, so per million webhooks between nothing (a few hot
+//! accounts) and $0.625 (every webhook of a connection more than a minute after the one
+//! before). Skipping with a read first would cost a read per webhook instead, so the
+//! skip uses only what this container already wrote; a value stored by another container
+//! is caught by the condition.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -45,7 +40,9 @@ use junction_telemetry::error_chain;
 
 mod dynamo;
 
-pub use dynamo::{DynamoLastEvents, LAST_EVENT_AT_ATTRIBUTE};
+pub use dynamo::{
+    DELETED_AT_ATTRIBUTE, DynamoLastEvents, LAST_EVENT_AT_ATTRIBUTE, LAST_EVENT_KEY_PREFIX,
+};
 
 /// A connection whose stored `last_event_at` this container knows to be at most this
 /// many seconds older than a new event's is not written: the time shown is then at most
@@ -77,38 +74,40 @@ pub struct LastEventsError(#[source] pub Box<dyn std::error::Error + Send + Sync
 #[async_trait]
 pub trait LastEvents: Send + Sync + std::fmt::Debug {
     /// Sets connection `id`'s `last_event_at` to `at` (Unix seconds) only if it is later
-    /// than the stored one (or none is stored) and the connection exists. Must be one
-    /// conditional write: concurrent writers never move it back, and a deleted
-    /// connection is never recreated.
+    /// than the stored one (or none is stored) and the connection was not deleted. Must
+    /// be one conditional write: concurrent writers never move it back, and a deleted
+    /// connection's time is never brought back.
     async fn record(&self, id: &str, at: i64) -> Result<Recorded, LastEventsError>;
 }
 
-/// The connections in memory, for tests: which exist, their `last_event_at`, an
+/// The last event times in memory, for tests: each connection's time, the deleted
+/// connections (which refuse a write, like the DynamoDB adapter's tombstone), an
 /// injectable outage and a count of the writes that reached it.
 #[derive(Debug, Default)]
 pub struct InMemoryLastEvents {
-    /// Existing connections and their time, if any.
-    connections: Mutex<BTreeMap<String, Option<i64>>>,
+    /// Connections and their time, if any; `Err(())` once deleted.
+    connections: Mutex<BTreeMap<String, Result<Option<i64>, ()>>>,
     failing: AtomicBool,
     writes: AtomicUsize,
 }
 
 impl InMemoryLastEvents {
-    /// A connection that exists, with no event recorded yet.
+    /// A new connection, with no event recorded yet (a write needs none: the first
+    /// one creates the entry, as DynamoDB's update creates the item).
     pub fn connect(&self, id: &str) {
         self.connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(id.to_owned())
-            .or_insert(None);
+            .or_insert(Ok(None));
     }
 
-    /// Deletes a connection.
+    /// Deletes a connection: its time is gone and later writes are refused.
     pub fn disconnect(&self, id: &str) {
         self.connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+            .insert(id.to_owned(), Err(()));
     }
 
     /// The stored time of connection `id` (`None`: none, or no such connection).
@@ -117,8 +116,7 @@ impl InMemoryLastEvents {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .copied()
-            .flatten()
+            .and_then(|stored| stored.ok().flatten())
     }
 
     /// Fails every write from now on (or no longer).
@@ -140,8 +138,8 @@ impl LastEvents for InMemoryLastEvents {
             return Err(LastEventsError("in-memory last events set to fail".into()));
         }
         let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        match connections.get_mut(id) {
-            Some(stored) if stored.is_none_or(|stored| stored < at) => {
+        match connections.entry(id.to_owned()).or_insert(Ok(None)) {
+            Ok(stored) if stored.is_none_or(|stored| stored < at) => {
                 *stored = Some(at);
                 Ok(Recorded::Moved)
             }
@@ -255,7 +253,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_in_memory_store_moves_only_forward_and_only_on_existing_connections() {
+    async fn the_in_memory_store_moves_only_forward_and_never_for_a_deleted_connection() {
         let store = InMemoryLastEvents::default();
         store.connect("conn_a");
         assert_eq!(
@@ -271,11 +269,16 @@ mod tests {
             Some(Recorded::Unchanged)
         );
         assert_eq!(store.last_event_at("conn_a"), Some(1_000));
+        store.disconnect("conn_a");
         assert_eq!(
-            store.record("conn_gone", 1_000).await.ok(),
+            store.record("conn_a", 2_000).await.ok(),
             Some(Recorded::Unchanged)
         );
-        assert_eq!(store.last_event_at("conn_gone"), None, "never created");
+        assert_eq!(
+            store.last_event_at("conn_a"),
+            None,
+            "gone, and not brought back"
+        );
     }
 
     #[tokio::test]

@@ -198,6 +198,13 @@ impl ConnectionStore for DownConnections {
     ) -> Result<(), ConnectionStoreError> {
         Err(down())
     }
+
+    async fn last_events(
+        &self,
+        _: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, ConnectionStoreError> {
+        Err(down())
+    }
 }
 
 /// A connect session store that is down.

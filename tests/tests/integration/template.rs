@@ -1090,21 +1090,29 @@ fn the_consumer_reads_the_account_index_and_a_connection_s_tenant_and_nothing_el
                         "a connection's id and tenant, no other attribute: {statement}"
                     );
                 }
-                // Issue 28, point 2: `last_event_at`, and nothing returned (no token).
+                // Issue 28, point 2: the last-event items only, their time, and nothing
+                // returned (no token).
                 "dynamodb:UpdateItem" => {
+                    use junction_pipeline::last_events::{
+                        DELETED_AT_ATTRIBUTE, LAST_EVENT_AT_ATTRIBUTE, LAST_EVENT_KEY_PREFIX,
+                    };
                     assert_eq!(resources, [&table_arn], "{statement}");
                     assert_eq!(
                         statement["Condition"],
                         serde_json::json!({
+                            "ForAllValues:StringLike": {
+                                "dynamodb:LeadingKeys": [format!("{LAST_EVENT_KEY_PREFIX}*")]
+                            },
                             "ForAllValues:StringEquals": {
                                 "dynamodb:Attributes": [
                                     "id",
-                                    junction_pipeline::last_events::LAST_EVENT_AT_ATTRIBUTE
+                                    LAST_EVENT_AT_ATTRIBUTE,
+                                    DELETED_AT_ATTRIBUTE
                                 ]
                             },
                             "StringEqualsIfExists": { "dynamodb:ReturnValues": "NONE" },
                         }),
-                        "a connection's last event time, no other attribute: {statement}"
+                        "a connection's last event item, no other item or attribute: {statement}"
                     );
                 }
                 other => panic!("the consumer may not {other} the connections: {statement}"),

@@ -23,22 +23,33 @@ use super::{
 /// index; `junction_pipeline::accounts::PROVIDER_ACCOUNT_ATTRIBUTE` reads it.
 pub const PROVIDER_ACCOUNT_ATTRIBUTE: &str = "provider_account";
 
-/// The attribute holding [`Connection::last_event_at`], a number the event consumer
-/// sets on its own (`junction_pipeline::last_events::LAST_EVENT_AT_ATTRIBUTE`): outside
-/// `doc`, so that a conditional update can compare and set it.
+/// A connection's last-event item: `id` = this prefix + the connection id, holding
+/// [`LAST_EVENT_AT_ATTRIBUTE`] (what [`Connection::last_event_at`] shows), which the
+/// event consumer writes on its own (`junction_pipeline::last_events`, the same names).
+/// A disconnect replaces it with a tombstone ([`DELETED_AT_ATTRIBUTE`], expiring after
+/// [`TOMBSTONE_SECONDS`]) so that a delivery attributed just before cannot bring it back.
+const LAST_EVENT_KEY_PREFIX: &str = "last-event#";
 const LAST_EVENT_AT_ATTRIBUTE: &str = "last_event_at";
+const DELETED_AT_ATTRIBUTE: &str = "deleted_at";
+
+/// How long a deleted connection's tombstone refuses the consumer's late writes: far
+/// longer than the account index's cache (a minute) plus a delivery's processing.
+const TOMBSTONE_SECONDS: i64 = 86_400;
+
+/// BatchGetItem's limit on keys per request.
+const BATCH_GET_KEYS: usize = 100;
 
 /// DynamoDB: item `id` (key), `version`, `tenant` + `created_at` (index `by-tenant`),
 /// `state` + `refresh_at` (index `by-refresh`, present only while a refresh is due
 /// some day), [`PROVIDER_ACCOUNT_ATTRIBUTE`] + `created_at` (index
 /// `by-provider-account`, projecting `tenant` only: the account index the event
 /// consumer reads, present only on a connection with a provider account),
-/// `tokens` (sealed, base64), [`LAST_EVENT_AT_ATTRIBUTE`] (when the event consumer set
-/// it), `doc` (the rest, JSON). A provider's lifetime
+/// `tokens` (sealed, base64), `doc` (the rest, JSON). A provider's lifetime
 /// observations are one item `id = lifetime#<provider>` with `version`, `doc` (JSON
 /// `{"observations": [...]}`) and `expires_at` (the table's TTL attribute: the newest
-/// observation's time plus the window); it has none of the indexes' attributes, so
-/// listings and sweeps never see it.
+/// observation's time plus the window). A connection's last webhook delivery time is
+/// one item `id = last-event#<connection>` ([`LAST_EVENT_KEY_PREFIX`]). Neither has
+/// any of the indexes' attributes, so listings and sweeps never see them.
 #[derive(Debug, Clone)]
 pub struct DynamoConnectionStore {
     client: aws_sdk_dynamodb::Client,
@@ -87,14 +98,6 @@ impl DynamoConnectionStore {
         if let Some(at) = connection.refresh_at {
             item.insert("refresh_at".to_owned(), AttributeValue::N(at.to_string()));
         }
-        // A replace is a whole item: it writes back the time it read, or the consumer's
-        // record of it would be lost with every refresh and sync.
-        if let Some(at) = connection.last_event_at {
-            item.insert(
-                LAST_EVENT_AT_ATTRIBUTE.to_owned(),
-                AttributeValue::N(at.to_string()),
-            );
-        }
         // Every write is a whole item: a changed account moves the index entry, and
         // deleting the connection removes it.
         if let Some(account) = connection.provider_account() {
@@ -120,10 +123,6 @@ impl DynamoConnectionStore {
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok())
             .unwrap_or_default();
-        connection.last_event_at = item
-            .get(LAST_EVENT_AT_ATTRIBUTE)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok());
         connection.tokens = match item.get("tokens").and_then(|v| v.as_s().ok()) {
             Some(text) => {
                 Some(sealed_from_text(text).map_err(|err| ConnectionStoreError(Box::new(err)))?)
@@ -272,14 +271,114 @@ impl ConnectionStore for DynamoConnectionStore {
     }
 
     async fn delete(&self, id: &str) -> Result<(), ConnectionStoreError> {
-        self.client
-            .delete_item()
+        // One transaction: a tombstone without the delete would refuse a live
+        // connection's times, a delete without it would let a late one come back.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
             .table_name(&self.table)
             .key("id", AttributeValue::S(id.to_owned()))
+            .build()
+            .map_err(|err| ConnectionStoreError(Box::new(err)))?;
+        let tombstone = aws_sdk_dynamodb::types::Put::builder()
+            .table_name(&self.table)
+            .item(
+                "id",
+                AttributeValue::S(format!("{LAST_EVENT_KEY_PREFIX}{id}")),
+            )
+            .item(DELETED_AT_ATTRIBUTE, AttributeValue::N(now.to_string()))
+            .item(
+                "expires_at",
+                AttributeValue::N((now + TOMBSTONE_SECONDS).to_string()),
+            )
+            .build()
+            .map_err(|err| ConnectionStoreError(Box::new(err)))?;
+        self.client
+            .transact_write_items()
+            .transact_items(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .delete(delete)
+                    .build(),
+            )
+            .transact_items(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .put(tombstone)
+                    .build(),
+            )
             .send()
             .await
             .map(|_| ())
             .map_err(dynamo_error)
+    }
+
+    async fn last_events(
+        &self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, i64>, ConnectionStoreError> {
+        let mut times = HashMap::new();
+        for chunk in ids.chunks(BATCH_GET_KEYS) {
+            let keys = chunk
+                .iter()
+                .map(|id| {
+                    HashMap::from([(
+                        "id".to_owned(),
+                        AttributeValue::S(format!("{LAST_EVENT_KEY_PREFIX}{id}")),
+                    )])
+                })
+                .collect::<Vec<_>>();
+            let mut request = Some(
+                aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .projection_expression("id, #at")
+                    .expression_attribute_names("#at", LAST_EVENT_AT_ATTRIBUTE)
+                    .build()
+                    .map_err(|err| ConnectionStoreError(Box::new(err)))?,
+            );
+            // Unprocessed keys (throttling) are asked again, a bounded number of times.
+            for attempt in 0..5u32 {
+                let Some(keys) = request.take() else { break };
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .map_err(dynamo_error)?;
+                for item in output
+                    .responses
+                    .as_ref()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    let id = item
+                        .get("id")
+                        .and_then(|v| v.as_s().ok())
+                        .and_then(|key| key.strip_prefix(LAST_EVENT_KEY_PREFIX));
+                    let at = item
+                        .get(LAST_EVENT_AT_ATTRIBUTE)
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|n| n.parse().ok());
+                    if let (Some(id), Some(at)) = (id, at) {
+                        times.insert(id.to_owned(), at);
+                    }
+                }
+                request = output
+                    .unprocessed_keys
+                    .and_then(|mut left| left.remove(&self.table))
+                    .filter(|left| !left.keys.is_empty());
+            }
+            if request.is_some() {
+                return Err(ConnectionStoreError(
+                    "last event times still unprocessed after five tries".into(),
+                ));
+            }
+        }
+        Ok(times)
     }
 
     async fn list_for_tenant(&self, tenant: &str) -> Result<Vec<Connection>, ConnectionStoreError> {
