@@ -285,6 +285,8 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         ("signature-failures", "SignatureFailures"),
         ("token-refresh-failures", "TokenRefreshFailures"),
         ("ingest-oldest-message-age", "ApproximateAgeOfOldestMessage"),
+        ("outbound-latency-p95", "OutboundLatency"),
+        ("api-version-mismatches", "ApiVersionMismatches"),
     ] {
         let alarm = &stack.alarms[&format!("junction-test-{name}")];
         assert_eq!(alarm.metric.as_deref(), Some(metric), "{name}");
@@ -296,6 +298,25 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
         (Some(99.0), Some("LessThanThreshold"))
     );
     assert_eq!(success.expressions.len(), 1);
+    // Issue 28, point 4: more than 10 failed calls a minute to any one provider (a
+    // Metrics Insights query, one contributor per provider), p95 latency over 5 s.
+    let errors = &stack.alarms["junction-test-outbound-errors-per-provider"];
+    assert_eq!(
+        errors.expressions,
+        ["SELECT SUM(OutboundErrors) FROM SCHEMA(Junction, Provider) GROUP BY Provider"]
+    );
+    assert_eq!(
+        (errors.threshold, errors.comparison.as_deref()),
+        (Some(10.0), Some("GreaterThanThreshold"))
+    );
+    assert_eq!(errors.actions, std::slice::from_ref(topic));
+    let latency = &stack.alarms["junction-test-outbound-latency-p95"];
+    assert_eq!(latency.threshold, Some(5_000.0));
+    let mismatches = &stack.alarms["junction-test-api-version-mismatches"];
+    assert_eq!(
+        (mismatches.threshold, mismatches.comparison.as_deref()),
+        (Some(0.0), Some("GreaterThanThreshold"))
+    );
     assert!(
         !stack.resources.contains_key("AlarmEmailSubscription"),
         "no e-mail subscription without an AlarmEmail"
