@@ -24,6 +24,7 @@ mod api;
 mod endpoint;
 mod oauth;
 mod polling;
+mod subscription;
 
 pub use api::{ApiSpec, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
 pub use endpoint::{EndpointError, EndpointRules, LOOPBACK_TEST_SETTING, is_internal_address};
@@ -33,6 +34,10 @@ pub use oauth::{
     TokenRequestFormat, UrlParameter, placeholders,
 };
 pub use polling::{MIN_INTERVAL_SECONDS, POLLERS, PollModel, PollingSpec};
+pub use subscription::{
+    ExpiryFormat, ExpirySource, LifecycleAction, LifecycleSpec, SUBSCRIPTION_PLACEHOLDERS,
+    SubscriptionMethod, SubscriptionRequest, SubscriptionSpec,
+};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/catalog_files.rs"));
@@ -262,6 +267,11 @@ pub struct Provider {
     /// `[oauth_discovery]`.
     #[serde(default)]
     pub account_request: Option<AccountRequest>,
+    /// A push subscription Junction creates per connection and renews before it
+    /// expires (Gmail `users.watch`, Graph `/subscriptions`). Needs `[api]` with a
+    /// `base_url` and `[oauth]` or `[oauth_discovery]`.
+    #[serde(default)]
+    pub subscription: Option<SubscriptionSpec>,
 }
 
 /// How to verify, acknowledge and identify one provider's webhook deliveries.
@@ -1036,6 +1046,19 @@ impl Provider {
                     self.oauth_discovery.as_ref(),
                 )
                 .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        if let Some(subscription) = &self.subscription {
+            let base_url = self.api.as_ref().and_then(|api| api.base_url.as_deref());
+            subscription
+                .check(base_url.is_some_and(|url| placeholders(url).next().is_none()))
+                .map_err(|(field, message)| invalid(&field, message))?;
+            if self.oauth.is_none() && self.oauth_discovery.is_none() {
+                return Err(invalid(
+                    "subscription",
+                    "needs [oauth] or [oauth_discovery]: it is made with a connection's token"
+                        .to_owned(),
+                ));
+            }
         }
         if let Some(polling) = &self.polling {
             polling
