@@ -23,6 +23,7 @@ use serde::Deserialize;
 mod api;
 mod endpoint;
 mod oauth;
+mod pagination;
 mod polling;
 mod subscription;
 
@@ -33,6 +34,7 @@ pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
     TokenRequestFormat, UrlParameter, placeholders,
 };
+pub use pagination::{MAX_PAGE_SIZE, PaginationSpec};
 pub use polling::{MIN_INTERVAL_SECONDS, POLLERS, PollModel, PollingSpec};
 pub use subscription::{
     ExpiryFormat, ExpirySource, LifecycleAction, LifecycleSpec, SUBSCRIPTION_PLACEHOLDERS,
@@ -261,6 +263,10 @@ pub struct Provider {
     /// What is polled for each connection (needs `[api]` with a `base_url`).
     #[serde(default)]
     pub polling: Option<PollingSpec>,
+    /// How the provider's list endpoints continue on the next page (cursor, offset,
+    /// `Link` header, page token): read by the pollers and the proxy's `paginate`.
+    #[serde(default)]
+    pub pagination: Option<PaginationSpec>,
     /// How a connect learns the connection's provider account when the token response
     /// does not name it: one authenticated request with the fresh access token (Gmail's
     /// profile, GitHub's installations the user can access). Needs `[oauth]` or
@@ -1045,6 +1051,11 @@ impl Provider {
                     self.oauth.as_ref(),
                     self.oauth_discovery.as_ref(),
                 )
+                .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        if let Some(pagination) = &self.pagination {
+            pagination
+                .check()
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(subscription) = &self.subscription {
