@@ -14,7 +14,10 @@
 //! with the connection id (or with the provider's error). A reconnect must bring back
 //! the connection's provider account (the ID token's `sub`, or the catalog's account
 //! field): another account is refused, the stored tokens stay, and the new grant is
-//! revoked, unless the session allowed an account change.
+//! revoked, unless the session allowed an account change. Where the token response names
+//! no account, the catalog's `[account_request]` asks the provider with the fresh token
+//! (`super::provider_account`); its failure connects without an account rather than not
+//! at all.
 //!
 //! A [`FlowError`] is what the user's browser is told: its message is safe to show.
 //! An infrastructure failure keeps its cause as the error's source, for the log line
@@ -31,6 +34,7 @@ use super::{
     discovery::IdTokenError,
     new_connection_id, pkce_pair,
     provider::{TokenError, fill, shopify_callback_hmac_ok},
+    provider_account::{AccountLookup, LookedUp},
     random_token,
     session::{ConnectSessionStore, SessionTake, session_key},
     state_key,
@@ -165,6 +169,8 @@ pub struct ConnectFlow {
     settings: FlowSettings,
     /// What a new connection needs before the user hears it is connected (its sync jobs).
     setup: Option<Arc<dyn ConnectionSetup>>,
+    /// The catalog's `[account_request]`, made with the fresh access token.
+    accounts: AccountLookup,
 }
 
 /// Work a new connection needs before the callback answers "connected", such as the
@@ -218,6 +224,7 @@ impl ConnectFlow {
             sessions,
             settings,
             setup: None,
+            accounts: AccountLookup::new(),
         }
     }
 
@@ -555,6 +562,21 @@ impl ConnectFlow {
                 .map_err(unavailable("reading the connection to reconnect"))?,
             None => None,
         };
+        let account = self
+            .account(
+                provider,
+                &pending.tenant,
+                query,
+                &response,
+                existing.as_ref(),
+            )
+            .await;
+        match &account {
+            AccountDecision::FromToken => {}
+            AccountDecision::Own(own) => response.account_id = Some(own.clone()),
+            AccountDecision::Chosen(chosen) => response.account_id = chosen.clone(),
+            AccountDecision::Failed => response.account_id = None,
+        }
         let connection_id = match existing {
             Some(existing) => {
                 if existing.tenant != pending.tenant || existing.provider != provider {
@@ -572,10 +594,16 @@ impl ConnectFlow {
                         "connection not found for this tenant and provider".into(),
                     ));
                 }
-                let account_changed = !same_account(
-                    existing.account_id.as_deref(),
-                    response.account_id.as_deref(),
-                );
+                // An account chosen among those the user can access is where events
+                // come from, not who signed in: the new choice replaces the old. One the
+                // lookup could not learn is not compared: the connection keeps its own.
+                let account_changed = match &account {
+                    AccountDecision::FromToken | AccountDecision::Own(_) => !same_account(
+                        existing.account_id.as_deref(),
+                        response.account_id.as_deref(),
+                    ),
+                    AccountDecision::Chosen(_) | AccountDecision::Failed => false,
+                };
                 if account_changed && !pending.allow_account_change {
                     tracing::warn!(
                         provider,
@@ -611,6 +639,9 @@ impl ConnectFlow {
                     );
                     // The old account's id would now describe someone else's tokens.
                     next.account_id = response.account_id.clone();
+                }
+                if let AccountDecision::Chosen(chosen) = &account {
+                    next.account_id = chosen.clone();
                 }
                 if pending.end_user.is_some() {
                     next.end_user = pending.end_user.clone();
@@ -687,7 +718,84 @@ impl ConnectFlow {
     }
 }
 
+/// What the callback records as the connection's provider account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AccountDecision {
+    /// The provider has no `[account_request]`: the token response's account (or the ID
+    /// token's subject), as the catalog's `account_id` says.
+    FromToken,
+    /// The token's own account (Gmail's address): compared on a reconnect.
+    Own(String),
+    /// The account chosen among those the user can access (GitHub's installation), or
+    /// none: recorded as is, on a reconnect too.
+    Chosen(Option<String>),
+    /// The request failed: a new connection has no account, a reconnect keeps its own.
+    Failed,
+}
+
 impl ConnectFlow {
+    /// The connection's account from the catalog's `[account_request]`, asked with the
+    /// fresh access token. A failure does not fail the connect: the user granted access
+    /// and the tokens work; only the matching of webhooks to this connection waits for
+    /// a reconnect. It is logged with its cause.
+    async fn account(
+        &self,
+        provider: &str,
+        tenant: &str,
+        query: &CallbackQuery,
+        response: &super::TokenResponse,
+        existing: Option<&Connection>,
+    ) -> AccountDecision {
+        let Some(request) = self
+            .vault
+            .catalog
+            .get(provider)
+            .and_then(|entry| entry.account_request.as_ref())
+        else {
+            return AccountDecision::FromToken;
+        };
+        let chosen = request
+            .chosen_by
+            .as_deref()
+            .and_then(|name| query.get(name))
+            .filter(|value| !value.is_empty());
+        let stored = existing.and_then(|connection| connection.account_id.as_deref());
+        match self
+            .accounts
+            .look_up(
+                request,
+                self.vault.catalog.endpoint_rules(),
+                &response.access_token,
+                chosen,
+                stored,
+            )
+            .await
+        {
+            Ok(LookedUp::Own(account)) => AccountDecision::Own(account),
+            Ok(LookedUp::Chosen(Ok(account))) => AccountDecision::Chosen(Some(account)),
+            Ok(LookedUp::Chosen(Err(reason))) => {
+                tracing::warn!(
+                    provider,
+                    tenant,
+                    outcome = reason.code(),
+                    chosen_given = chosen.is_some(),
+                    "no provider account recorded: the callback named none the user can access, or several are possible; webhooks stay unmatched"
+                );
+                AccountDecision::Chosen(None)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    provider,
+                    tenant,
+                    error = %super::error_chain(&err),
+                    outcome = "account_lookup_failed",
+                    "the account request failed: connected without a provider account (a reconnect keeps its own); webhooks stay unmatched until a reconnect"
+                );
+                AccountDecision::Failed
+            }
+        }
+    }
+
     /// Ends a grant the callback refused (an invalid ID token, another account on a
     /// reconnect) rather than leave it behind at the provider; a failure is logged, the
     /// refusal stands.

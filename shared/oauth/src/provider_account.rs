@@ -11,8 +11,22 @@
 //! exceptions. Every source is one the connect verified: the token response and the ID
 //! token come from the provider, and a shop is the host the tokens were exchanged with;
 //! nothing the user's browser could change is indexed.
+//!
+//! Where the token response names no account, the catalog's `[account_request]` says how
+//! the connect asks the provider with the fresh access token ([`AccountLookup`]): Gmail's
+//! profile names the mailbox; GitHub lists the App installations the user can access,
+//! among which the callback's `installation_id` (which the browser could change) counts
+//! only if listed.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
 
 use super::connections::Connection;
+use junction_aws::crypto::SecretString;
+use junction_aws::response_body::{BodyError, read_capped};
+use junction_catalog::{AccountPagination, AccountRequest, EndpointError, EndpointRules};
 
 /// A provider account as the index keys it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +96,308 @@ pub(crate) fn of(connection: &Connection) -> Option<ProviderAccount> {
         provider: provider.to_owned(),
         account: account.to_owned(),
     })
+}
+
+/// The connect's account request: one client, built once, with a short connect and total
+/// timeout per request, no redirects (the token must not follow one), and a deadline on
+/// the whole lookup (every page).
+#[derive(Debug, Clone)]
+pub(crate) struct AccountLookup {
+    http: reqwest::Client,
+}
+
+/// A request's connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A request's total timeout (one page).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole lookup, every page: the user is waiting on the callback.
+pub(crate) const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
+/// Pages read at most (GitHub: 100 installations a page).
+const MAX_PAGES: usize = 10;
+/// One page's body at most. A GitHub installation is about 2 KB of JSON, so 100 are
+/// about 200 KB; Gmail's profile is under 200 bytes.
+pub(crate) const ACCOUNT_RESPONSE_CAP: usize = 1024 * 1024;
+/// The longest account kept (the index key is `<provider>#<account>`).
+const MAX_ACCOUNT_CHARS: usize = 512;
+
+/// Why the account request did not answer with an account list or an account; the
+/// connection is stored without one (a reconnect keeps the one it had) and this is
+/// logged. Never carries the token; transport errors have their URL removed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AccountLookupError {
+    /// The catalog's URL, or a next page's, is not one Junction calls.
+    #[error("the account request's URL is refused")]
+    Endpoint(#[source] EndpointError),
+    /// A next page on another origin than the first: the token is not sent there.
+    #[error("the account list's next page is on another origin")]
+    ForeignNextPage,
+    /// No whole answer (timeout, connection refused, broken off).
+    #[error("the account request failed in transit")]
+    Unreachable(#[source] reqwest::Error),
+    /// The lookup as a whole ran past [`LOOKUP_DEADLINE`].
+    #[error("the account lookup took longer than {0:?}")]
+    TimedOut(Duration),
+    /// The provider answered with a status other than 2xx (GitHub: 403 for an OAuth App's
+    /// token, 401 for a revoked one).
+    #[error("the account request answered HTTP {0}")]
+    Status(u16),
+    /// The answer is over [`ACCOUNT_RESPONSE_CAP`] or broke off.
+    #[error("the account request's answer could not be read")]
+    Body(#[source] BodyError),
+    /// The answer is not JSON.
+    #[error("the account request's answer is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    /// The answer has no usable value at the catalog's pointer (a string or a number, not
+    /// empty, at most 512 characters).
+    #[error("the account request's answer has no account at {0}")]
+    NoAccount(String),
+    /// The list goes on past [`MAX_PAGES`] pages.
+    #[error("the account list goes on past {0} pages")]
+    TooManyPages(usize),
+}
+
+/// What the account request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LookedUp {
+    /// The token's own account (a response without `list`): the connection's identity,
+    /// compared on a reconnect like an account the token response names.
+    Own(String),
+    /// One of the accounts the user can access, chosen (or [`NotChosen`]): where the
+    /// connection's events come from, not who the user is, so a reconnect records the
+    /// new choice instead of comparing it.
+    Chosen(Result<String, NotChosen>),
+}
+
+/// Why no account was chosen from the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotChosen {
+    /// The callback named an account the user's token cannot access (spoofed, or not
+    /// the user's): it is not recorded, and no other is.
+    Inaccessible,
+    /// The callback named none and the list has none, or several (none the connection
+    /// already had): which one is meant is unknown.
+    Ambiguous { listed: usize },
+}
+
+impl NotChosen {
+    /// For the log line.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            NotChosen::Inaccessible => "account_not_accessible",
+            NotChosen::Ambiguous { .. } => "account_ambiguous",
+        }
+    }
+}
+
+impl Default for AccountLookup {
+    fn default() -> Self {
+        AccountLookup::new()
+    }
+}
+
+impl AccountLookup {
+    pub(crate) fn new() -> Self {
+        let http = junction_aws::tls::http_client_builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .user_agent("junction-oauth/1")
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        AccountLookup { http }
+    }
+
+    /// Asks the provider for the account, within [`LOOKUP_DEADLINE`]. `chosen` is the
+    /// callback's `chosen_by` parameter, `stored` the account of the connection being
+    /// reconnected.
+    pub(crate) async fn look_up(
+        &self,
+        request: &AccountRequest,
+        rules: EndpointRules,
+        token: &SecretString,
+        chosen: Option<&str>,
+        stored: Option<&str>,
+    ) -> Result<LookedUp, AccountLookupError> {
+        tokio::time::timeout(
+            LOOKUP_DEADLINE,
+            self.look_up_now(request, rules, token, chosen, stored),
+        )
+        .await
+        .map_err(|_| AccountLookupError::TimedOut(LOOKUP_DEADLINE))?
+    }
+
+    async fn look_up_now(
+        &self,
+        request: &AccountRequest,
+        rules: EndpointRules,
+        token: &SecretString,
+        chosen: Option<&str>,
+        stored: Option<&str>,
+    ) -> Result<LookedUp, AccountLookupError> {
+        let first = rules
+            .check(&request.url)
+            .map_err(AccountLookupError::Endpoint)?;
+        let normalize = |text: String| {
+            if request.lowercase {
+                text.to_lowercase()
+            } else {
+                text
+            }
+        };
+        let Some(list) = &request.list else {
+            let (body, _) = self.get(request, &first, token).await?;
+            return body
+                .pointer(&request.account)
+                .and_then(account_text)
+                .map(|account| LookedUp::Own(normalize(account)))
+                .ok_or_else(|| AccountLookupError::NoAccount(request.account.clone()));
+        };
+        let chosen = chosen.map(|value| normalize(value.to_owned()));
+        let mut listed: Vec<String> = Vec::new();
+        let mut url = first.clone();
+        for _ in 0..MAX_PAGES {
+            let (body, next) = self.get(request, &url, token).await?;
+            let items = body
+                .pointer(list)
+                .and_then(Value::as_array)
+                .ok_or_else(|| AccountLookupError::NoAccount(list.clone()))?;
+            listed.extend(
+                items
+                    .iter()
+                    .filter_map(|item| item.pointer(&request.account).and_then(account_text))
+                    .map(normalize),
+            );
+            // Found what is looked for: later pages cannot change the answer.
+            let wanted = chosen.as_deref().or(stored);
+            if wanted.is_some_and(|wanted| listed.iter().any(|account| account == wanted)) {
+                return Ok(LookedUp::Chosen(choose(&listed, chosen.as_deref(), stored)));
+            }
+            let next = match (request.pagination, next) {
+                (AccountPagination::LinkHeader, Some(next)) => next,
+                _ => return Ok(LookedUp::Chosen(choose(&listed, chosen.as_deref(), stored))),
+            };
+            let next = first
+                .join(&next)
+                .map_err(|err| AccountLookupError::Endpoint(EndpointError::NotAUrl(err)))?;
+            if next.origin() != first.origin() {
+                return Err(AccountLookupError::ForeignNextPage);
+            }
+            url = rules
+                .check(next.as_str())
+                .map_err(AccountLookupError::Endpoint)?;
+        }
+        Err(AccountLookupError::TooManyPages(MAX_PAGES))
+    }
+
+    /// One authenticated `GET`: the JSON body and the `Link` header's `rel="next"`.
+    async fn get(
+        &self,
+        request: &AccountRequest,
+        url: &Url,
+        token: &SecretString,
+    ) -> Result<(Value, Option<String>), AccountLookupError> {
+        let mut call = self.http.get(url.clone()).bearer_auth(token.expose());
+        if !request
+            .headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("accept"))
+        {
+            call = call.header(http::header::ACCEPT, "application/json");
+        }
+        for (name, value) in &request.headers {
+            call = call.header(name.as_str(), value.as_str());
+        }
+        let response = call
+            .send()
+            .await
+            .map_err(|err| AccountLookupError::Unreachable(err.without_url()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(AccountLookupError::Status(status.as_u16()));
+        }
+        let next = response
+            .headers()
+            .get_all(http::header::LINK)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .find_map(next_link)
+            .map(str::to_owned);
+        let body = read_capped(response, ACCOUNT_RESPONSE_CAP)
+            .await
+            .map_err(AccountLookupError::Body)?;
+        let body = serde_json::from_slice(&body).map_err(AccountLookupError::NotJson)?;
+        Ok((body, next))
+    }
+}
+
+/// An account as the webhooks name it: a string as is, a number as its decimal text
+/// (GitHub's installation id, as the ingress reads `installation.id`).
+fn account_text(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        _ => return None,
+    };
+    (!text.is_empty() && text.chars().count() <= MAX_ACCOUNT_CHARS).then_some(text)
+}
+
+/// The rule for a list of accounts the user can access: the callback's choice if listed
+/// (never one that is not); without a choice, the connection's own account if still
+/// listed, else the only one listed.
+pub(crate) fn choose(
+    listed: &[String],
+    chosen: Option<&str>,
+    stored: Option<&str>,
+) -> Result<String, NotChosen> {
+    let is_listed = |account: &str| listed.iter().any(|listed| listed == account);
+    if let Some(chosen) = chosen {
+        return if is_listed(chosen) {
+            Ok(chosen.to_owned())
+        } else {
+            Err(NotChosen::Inaccessible)
+        };
+    }
+    if let Some(stored) = stored.filter(|stored| is_listed(stored)) {
+        return Ok(stored.to_owned());
+    }
+    let mut distinct = listed.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    match distinct.as_slice() {
+        [only] => Ok(only.clone()),
+        _ => Err(NotChosen::Ambiguous {
+            listed: distinct.len(),
+        }),
+    }
+}
+
+/// The target of the `rel="next"` link of one `Link` header value (RFC 8288 §3: `<uri>`
+/// then `;`-separated parameters; `rel` may list several relation types).
+fn next_link(header: &str) -> Option<&str> {
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let end = after.find('>')?;
+        let target = &after[..end];
+        let tail = &after[end + 1..];
+        let params = &tail[..tail.find('<').unwrap_or(tail.len())];
+        let is_next = params.split([';', ',']).any(|param| {
+            param.split_once('=').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("rel")
+                    && value
+                        .trim()
+                        .trim_matches('"')
+                        .split_ascii_whitespace()
+                        .any(|relation| relation.eq_ignore_ascii_case("next"))
+            })
+        });
+        if is_next {
+            return Some(target);
+        }
+        rest = tail;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -193,5 +509,372 @@ mod tests {
                 account: fake_provider::DEFAULT_ACCOUNT.into(),
             })
         );
+    }
+
+    /// The rule for a list: the callback's choice only if listed; else the connection's
+    /// own if still listed; else the only one.
+    #[test]
+    fn an_account_is_chosen_only_among_those_the_user_can_access() {
+        let listed = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            choose(&listed(&["1", "2"]), Some("2"), None),
+            Ok("2".into())
+        );
+        assert_eq!(
+            choose(&listed(&["1", "2"]), Some("3"), None),
+            Err(NotChosen::Inaccessible),
+            "a spoofed choice is never recorded"
+        );
+        assert_eq!(
+            choose(&listed(&["1"]), Some("3"), None),
+            Err(NotChosen::Inaccessible),
+            "nor replaced by the only one listed"
+        );
+        assert_eq!(choose(&listed(&["1"]), None, None), Ok("1".into()));
+        assert_eq!(
+            choose(&listed(&["1", "2"]), None, None),
+            Err(NotChosen::Ambiguous { listed: 2 })
+        );
+        assert_eq!(
+            choose(&listed(&[]), None, None),
+            Err(NotChosen::Ambiguous { listed: 0 })
+        );
+        assert_eq!(
+            choose(&listed(&["1", "2"]), None, Some("2")),
+            Ok("2".into())
+        );
+        assert_eq!(
+            choose(&listed(&["1"]), None, Some("9")),
+            Ok("1".into()),
+            "the stored one is gone: the only one"
+        );
+    }
+
+    #[test]
+    fn the_next_page_is_the_link_header_s_rel_next() {
+        // GitHub's example (docs.github.com, "Using pagination in the REST API").
+        let github = r#"<https://api.github.com/repositories/1300192/issues?page=2>; rel="prev", <https://api.github.com/repositories/1300192/issues?page=4>; rel="next", <https://api.github.com/repositories/1300192/issues?page=515>; rel="last", <https://api.github.com/repositories/1300192/issues?page=1>; rel="first""#;
+        assert_eq!(
+            next_link(github),
+            Some("https://api.github.com/repositories/1300192/issues?page=4")
+        );
+        assert_eq!(
+            next_link(r#"<https://a.example/x?page=2>; rel=next"#),
+            Some("https://a.example/x?page=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://a.example/p>; rel="prev next""#),
+            Some("https://a.example/p"),
+            "several relation types"
+        );
+        assert_eq!(next_link(r#"<https://a.example/l>; rel="last""#), None);
+        assert_eq!(next_link(r#"<https://a.example/n>; title="next""#), None);
+        assert_eq!(next_link("garbage"), None);
+    }
+
+    use std::sync::{Arc, Mutex};
+
+    use fake_provider::{ApiRequest, AuthServerConfig, ScriptedResponse};
+    use serde_json::json;
+
+    use crate::testing::BASE;
+    use crate::{CallbackOutcome, CallbackQuery, FlowError};
+
+    /// A GitHub-like entry: the installations the user can access, two a page, with
+    /// `installation_id` on the callback choosing one.
+    const INSTALLATIONS: &str = "\n[account_request]\nurl = \"{provider_api}/user/installations?per_page=2\"\nheaders = { Accept = \"application/vnd.github+json\" }\nlist = \"/installations\"\naccount = \"/id\"\nchosen_by = \"installation_id\"\npagination = \"link_header\"\n";
+
+    /// A Gmail-like entry: the profile's address, lowercased.
+    const PROFILE: &str = "\n[account_request]\nurl = \"{provider_api}/gmail/v1/users/me/profile\"\naccount = \"/emailAddress\"\nlowercase = true\n";
+
+    /// Serves `/user/installations` as GitHub does: `{"total_count","installations"}`,
+    /// `per_page` a page, a `link` header to the next page while there is one.
+    fn serve_installations(h: &crate::testing::Harness, ids: Vec<u64>) {
+        let base = h.server.provider_api_base();
+        h.server.serve_provider_api(move |request: &ApiRequest| {
+            assert_eq!(request.path, "/user/installations");
+            assert_eq!(request.header("accept"), Some("application/vnd.github+json"));
+            let per_page: usize = request
+                .query_param("per_page")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(30);
+            let page: usize = request
+                .query_param("page")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let items: Vec<_> = ids
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|id| json!({"id": id, "account": {"login": format!("org-{id}")}, "app_id": 1}))
+                .collect();
+            let mut response = ScriptedResponse::json(&json!({"total_count": ids.len(), "installations": items}));
+            if page * per_page < ids.len() {
+                response.headers.push((
+                    "link".into(),
+                    format!(
+                        "<{base}/user/installations?per_page={per_page}&page={}>; rel=\"next\", <{base}/user/installations?per_page={per_page}&page=9>; rel=\"last\"",
+                        page + 1
+                    ),
+                ));
+            }
+            response
+        });
+    }
+
+    /// The callback query, with `installation_id` added as GitHub adds it.
+    fn with_installation(mut query: CallbackQuery, id: &str) -> CallbackQuery {
+        query.pairs.push(("installation_id".into(), id.into()));
+        query.pairs.push(("setup_action".into(), "install".into()));
+        query
+    }
+
+    async fn connected(h: &crate::testing::Harness, query: &CallbackQuery) -> Connection {
+        match h.flow.callback("fakeauth", query, BASE).await {
+            Ok(CallbackOutcome::Connected { connection_id, .. }) => h.stored(&connection_id).await,
+            other => panic!("not connected: {other:?}"),
+        }
+    }
+
+    fn installation_requests(h: &crate::testing::Harness) -> Vec<Option<String>> {
+        h.server
+            .provider_requests()
+            .iter()
+            .map(|request| request.query_param("page").map(str::to_owned))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_github_connect_records_the_installation_the_user_can_access() {
+        let h = harness_with(AuthServerConfig::default(), INSTALLATIONS).await;
+        serve_installations(&h, vec![101, 202, 303]);
+        let query = with_installation(h.authorize().await, "303");
+        let stored = connected(&h, &query).await;
+        assert_eq!(
+            stored.provider_account(),
+            Some(ProviderAccount {
+                provider: "fakeauth".into(),
+                account: "303".into()
+            })
+        );
+        assert_eq!(
+            installation_requests(&h),
+            [None, Some("2".to_owned())],
+            "the second page, found by its link header"
+        );
+        let request = &h.server.provider_requests()[0];
+        assert!(
+            request
+                .header("authorization")
+                .is_some_and(|value| value.starts_with("Bearer ")),
+            "the user's token"
+        );
+    }
+
+    /// The attack: a callback URL edited to name an installation the user cannot access
+    /// (someone else's organization) must not attach that installation's webhooks to
+    /// this tenant. The connect succeeds (the grant is the user's own) without an account.
+    #[tokio::test]
+    async fn a_spoofed_installation_id_is_not_recorded() {
+        let h = harness_with(AuthServerConfig::default(), INSTALLATIONS).await;
+        serve_installations(&h, vec![101]);
+        let query = with_installation(h.authorize().await, "999999");
+        let stored = connected(&h, &query).await;
+        assert_eq!(stored.account_id, None);
+        assert_eq!(stored.provider_account(), None, "not indexed");
+    }
+
+    #[tokio::test]
+    async fn without_an_installation_id_only_a_single_installation_is_recorded() {
+        let h = harness_with(AuthServerConfig::default(), INSTALLATIONS).await;
+        serve_installations(&h, vec![101]);
+        let one = connected(&h, &h.authorize().await).await;
+        assert_eq!(one.account_id.as_deref(), Some("101"));
+
+        serve_installations(&h, vec![101, 202, 303]);
+        let several = connected(&h, &h.authorize().await).await;
+        assert_eq!(several.account_id, None, "which one is meant is unknown");
+        serve_installations(&h, vec![]);
+        let none = connected(&h, &h.authorize().await).await;
+        assert_eq!(none.account_id, None);
+    }
+
+    /// A reconnect records the installation chosen now (the user's, so a new choice
+    /// replaces the old), keeps the one it had when none is named and it is still
+    /// accessible, and keeps it when the lookup fails.
+    #[tokio::test]
+    async fn a_github_reconnect_records_the_installation_chosen_now() {
+        let h = harness_with(AuthServerConfig::default(), INSTALLATIONS).await;
+        serve_installations(&h, vec![101, 202, 303]);
+        let id = match h
+            .flow
+            .callback(
+                "fakeauth",
+                &with_installation(h.authorize().await, "101"),
+                BASE,
+            )
+            .await
+        {
+            Ok(CallbackOutcome::Connected { connection_id, .. }) => connection_id,
+            other => panic!("{other:?}"),
+        };
+        let reconnect = h.authorize_as(Some(id.clone())).await;
+        h.flow
+            .callback("fakeauth", &reconnect, BASE)
+            .await
+            .expect("kept");
+        assert_eq!(h.stored(&id).await.account_id.as_deref(), Some("101"));
+
+        let reconnect = with_installation(h.authorize_as(Some(id.clone())).await, "303");
+        h.flow
+            .callback("fakeauth", &reconnect, BASE)
+            .await
+            .expect("chosen");
+        assert_eq!(h.stored(&id).await.account_id.as_deref(), Some("303"));
+        assert!(h.server.grants().iter().all(|grant| !grant.revoked));
+
+        h.server.serve_provider_api(|_| {
+            ScriptedResponse::with_status(503, &json!({"message": "unavailable"}))
+        });
+        let reconnect = h.authorize_as(Some(id.clone())).await;
+        h.flow
+            .callback("fakeauth", &reconnect, BASE)
+            .await
+            .expect("connected");
+        assert_eq!(
+            h.stored(&id).await.account_id.as_deref(),
+            Some("303"),
+            "a failed lookup keeps the account"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gmail_connect_records_the_profile_s_address_lowercased() {
+        let h = harness_with(AuthServerConfig::default(), PROFILE).await;
+        let address = Arc::new(Mutex::new("Ada.Lovelace@Example.com".to_owned()));
+        let served = address.clone();
+        h.server.serve_provider_api(move |request| {
+            assert_eq!(request.path, "/gmail/v1/users/me/profile");
+            let address = served.lock().map(|a| a.clone()).unwrap_or_default();
+            ScriptedResponse::json(&json!({"emailAddress": address, "messagesTotal": 12, "threadsTotal": 7, "historyId": "4321"}))
+        });
+        let id = h.connect().await;
+        let stored = h.stored(&id).await;
+        assert_eq!(
+            stored
+                .provider_account()
+                .map(|account| account.key())
+                .as_deref(),
+            Some("fakeauth#ada.lovelace@example.com")
+        );
+
+        // A reconnect to another mailbox is another account: refused, nothing changed.
+        if let Ok(mut a) = address.lock() {
+            *a = "someone.else@example.com".into();
+        }
+        let query = h.authorize_as(Some(id.clone())).await;
+        let err = h
+            .flow
+            .callback("fakeauth", &query, BASE)
+            .await
+            .expect_err("another mailbox");
+        assert!(matches!(err, FlowError::AccountMismatch { .. }), "{err}");
+        assert_eq!(h.stored(&id).await, stored);
+
+        // The same mailbox, spelled with other capitals, is the same account.
+        if let Ok(mut a) = address.lock() {
+            *a = "ADA.LOVELACE@example.com".into();
+        }
+        let query = h.authorize_as(Some(id.clone())).await;
+        h.flow
+            .callback("fakeauth", &query, BASE)
+            .await
+            .expect("same mailbox");
+        assert_eq!(
+            h.stored(&id).await.account_id.as_deref(),
+            Some("ada.lovelace@example.com")
+        );
+    }
+
+    /// A failed lookup does not lose the connection: it is stored, without an account
+    /// (logged), for every kind of failure.
+    #[tokio::test]
+    async fn a_failed_account_lookup_connects_without_an_account() {
+        let h = harness_with(AuthServerConfig::default(), PROFILE).await;
+        for answer in [
+            ScriptedResponse::with_status(403, &json!({"message": "Resource not accessible"})),
+            ScriptedResponse::json(&json!({"messagesTotal": 1})),
+            ScriptedResponse {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: "not json".into(),
+                delay: Duration::ZERO,
+            },
+            ScriptedResponse::json(&json!({"emailAddress": "x".repeat(ACCOUNT_RESPONSE_CAP)})),
+        ] {
+            h.server.serve_provider_api(move |_| answer.clone());
+            let id = h.connect().await;
+            let stored = h.stored(&id).await;
+            assert_eq!(stored.account_id, None);
+            assert!(stored.tokens.is_some(), "connected");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lookup_s_errors_are_typed_and_a_next_page_stays_on_its_origin() {
+        let h = harness_with(AuthServerConfig::default(), INSTALLATIONS).await;
+        let request = h
+            .vault
+            .catalog
+            .get("fakeauth")
+            .and_then(|entry| entry.account_request.clone())
+            .expect("account request");
+        let id = h.connect().await;
+        let token = h.vault.access_token(&id).await.expect("token").value;
+        let lookup = AccountLookup::new();
+        let rules = EndpointRules::LoopbackHttpForTests;
+        h.server.serve_provider_api(|_| {
+            let mut response =
+                ScriptedResponse::json(&json!({"installations": [{"id": 1}, {"id": 2}]}));
+            response.headers.push((
+                "link".into(),
+                "<https://elsewhere.example/user/installations?page=2>; rel=\"next\"".into(),
+            ));
+            response
+        });
+        assert!(matches!(
+            lookup
+                .look_up(&request, rules, &token, Some("3"), None)
+                .await,
+            Err(AccountLookupError::ForeignNextPage)
+        ));
+        assert_eq!(
+            lookup
+                .look_up(&request, rules, &token, Some("2"), None)
+                .await
+                .ok(),
+            Some(LookedUp::Chosen(Ok("2".into()))),
+            "found on the first page: no second page asked for"
+        );
+        h.server
+            .serve_provider_api(|_| ScriptedResponse::with_status(401, &json!({})));
+        assert!(matches!(
+            lookup.look_up(&request, rules, &token, None, None).await,
+            Err(AccountLookupError::Status(401))
+        ));
+        assert!(matches!(
+            lookup
+                .look_up(&request, EndpointRules::Public, &token, None, None)
+                .await,
+            Err(AccountLookupError::Endpoint(_))
+        ));
+        h.server.serve_provider_api(|_| ScriptedResponse {
+            delay: REQUEST_TIMEOUT + Duration::from_secs(1),
+            ..ScriptedResponse::json(&json!({}))
+        });
+        assert!(matches!(
+            lookup.look_up(&request, rules, &token, None, None).await,
+            Err(AccountLookupError::Unreachable(_))
+        ));
     }
 }
