@@ -53,6 +53,7 @@ pub use session::{
 pub use state::{
     BoundTake, DynamoStateStore, InMemoryStateStore, PendingAuthorization, StateStore,
 };
+pub use vault::{ConnectionTeardown, ConnectionTeardownError};
 pub use vault::{
     AccessToken, PROVIDER_FAILURE_LIMIT, RefreshReport, TokenSet, TokenVault, UnreachableReason,
     VaultError, VaultSettings,

@@ -298,7 +298,24 @@ pub struct TokenVault {
     /// Issuer metadata and keys of `[oauth_discovery]` providers, cached; built on
     /// first use, so functions without such providers build no HTTP clients for it.
     pub(crate) discovery: Arc<std::sync::OnceLock<Discovery>>,
+    /// What `disconnect` undoes at the provider while the tokens still exist (the
+    /// connection's push subscription), before revoking them.
+    pub(crate) teardown: Option<Arc<dyn ConnectionTeardown>>,
 }
+
+/// Work a disconnect does at the provider with the connection's tokens before they are
+/// revoked and deleted, such as deleting its push subscription
+/// (`junction_subscriptions`). A port, so the vault does not depend on what is torn
+/// down. Something already gone at the provider is done, not a failure.
+#[async_trait::async_trait]
+pub trait ConnectionTeardown: Send + Sync + std::fmt::Debug {
+    async fn teardown(&self, connection: &Connection) -> Result<(), ConnectionTeardownError>;
+}
+
+/// A [`ConnectionTeardown`] failed (retry later); the cause is kept.
+#[derive(Debug, thiserror::Error)]
+#[error("tearing the connection down at the provider failed")]
+pub struct ConnectionTeardownError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 fn unix(at: OffsetDateTime) -> i64 {
     at.unix_timestamp()
@@ -376,7 +393,14 @@ impl TokenVault {
             clock,
             settings,
             discovery: Arc::new(std::sync::OnceLock::new()),
+            teardown: None,
         }
+    }
+
+    /// Runs `teardown` at each disconnect, before revocation.
+    pub fn with_teardown(mut self, teardown: Arc<dyn ConnectionTeardown>) -> Self {
+        self.teardown = Some(teardown);
+        self
     }
 
     /// Discovery of `[oauth_discovery]` providers (built on first use).
@@ -1036,6 +1060,22 @@ impl TokenVault {
     /// connection (the caller retries); `force` deletes without revoking.
     pub async fn disconnect(&self, id: &str, force: bool) -> Result<(), VaultError> {
         let connection = self.load(id).await?;
+        // While the tokens exist. A forced disconnect goes on without it: the provider
+        // ends what is left at its own expiry.
+        if let Some(teardown) = &self.teardown
+            && let Err(err) = teardown.teardown(&connection).await
+        {
+            if !force {
+                return Err(VaultError::unavailable("tearing the connection down", err));
+            }
+            tracing::warn!(
+                provider = %connection.provider,
+                connection = %connection.id,
+                error = %error_chain(&err),
+                outcome = "teardown_failed",
+                "forced disconnect goes on without the teardown"
+            );
+        }
         // Forced, nothing of the provider's entry is needed: a connection whose provider
         // lost its OAuth section (an overlay, a release) can still be deleted.
         if !force && connection.tokens.is_some() {
