@@ -53,11 +53,11 @@ pub use session::{
 pub use state::{
     BoundTake, DynamoStateStore, InMemoryStateStore, PendingAuthorization, StateStore,
 };
-pub use vault::{ConnectionTeardown, ConnectionTeardownError};
 pub use vault::{
     AccessToken, PROVIDER_FAILURE_LIMIT, RefreshReport, TokenSet, TokenVault, UnreachableReason,
     VaultError, VaultSettings,
 };
+pub use vault::{ConnectionTeardown, ConnectionTeardownError};
 
 /// An error and its causes, for a log line (never for a page a user sees).
 pub(crate) use junction_telemetry::error_chain;
