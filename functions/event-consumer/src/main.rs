@@ -13,6 +13,7 @@ use junction_aws::queue::SqsRetryScheduler;
 use junction_pipeline::accounts::{CachedAccountIndex, DynamoAccountIndex};
 use junction_pipeline::consumer::{Consumer, InboundMessage, Ports};
 use junction_pipeline::dead_letters::DynamoDeadLetterNotes;
+use junction_pipeline::drift::{DriftDetector, DynamoShapeStore, Sampling};
 use junction_pipeline::idempotency::{DynamoIdempotencyStore, Idempotency};
 use junction_pipeline::last_events::DynamoLastEvents;
 use junction_pipeline::records::DynamoRecordStore;
@@ -30,8 +31,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // connection's tenant): whose each delivery is; and written only to record when a
     // connection last heard from its provider (`last_event_at`).
     let connections_table = process_env().required("CONNECTIONS_TABLE")?;
+    // Known payload shapes (schema drift): one payload in SCHEMA_SAMPLE_EVERY is compared.
+    let shapes_table = process_env().required("SCHEMA_SHAPES_TABLE")?;
+    let sampling = Sampling {
+        every: process_env().parse_or("SCHEMA_SAMPLE_EVERY", 1)?,
+    };
     let aws = load_aws_config().await;
     let clock = Arc::new(SystemClock);
+    let bus = Arc::new(EventBridgeBus::from_config(&aws, settings.event_bus));
     let consumer = Consumer::new(
         load_catalog(&aws, &process_env()).await?,
         Idempotency::new(
@@ -40,7 +47,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         ),
         Ports {
             records: Arc::new(DynamoRecordStore::from_config(&aws, settings.records_table)),
-            bus: Arc::new(EventBridgeBus::from_config(&aws, settings.event_bus)),
+            bus: bus.clone(),
             payloads: Arc::new(S3PayloadStore::from_config(&aws, settings.payload_bucket)),
             retries: Arc::new(SqsRetryScheduler::from_config(&aws, settings.queue_url)),
             clock: clock.clone(),
@@ -48,6 +55,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         settings.backoff,
     )
     .with_field_priority(settings.field_priority)
+    // A read per shape per warm container, a write per new shape (docs/cost.md).
+    .with_drift(Arc::new(
+        DriftDetector::new(
+            Arc::new(DynamoShapeStore::from_config(&aws, shapes_table)),
+            bus,
+            clock.clone(),
+        )
+        .with_sampling(sampling),
+    ))
     // Cached per warm container, briefly (accounts::FOUND_TTL, MISSING_TTL).
     .with_account_index(Arc::new(CachedAccountIndex::new(
         Arc::new(DynamoAccountIndex::from_config(

@@ -27,6 +27,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::accounts::{AccountIndex, Owner, owners};
 use crate::dead_letters::{DeadLetterNote, DeadLetterNotes};
+use crate::drift::{DriftDetector, ShapeKey};
 use crate::idempotency::{Claim, ClaimOutcome, Idempotency, IdempotencyKey, IdempotencyStore};
 use crate::last_events::{LastEventRecorder, LastEvents};
 use crate::normalize::{Normalized, RawEvent, normalize};
@@ -253,6 +254,8 @@ pub struct Consumer<S> {
     accounts: Option<Arc<dyn AccountIndex>>,
     /// Where each connection's last webhook delivery is recorded (none: not recorded).
     last_events: Option<LastEventRecorder>,
+    /// Compares each mapped payload's shape with the known ones (none: not compared).
+    drift: Option<Arc<DriftDetector>>,
 }
 
 /// The message, decoded.
@@ -375,7 +378,16 @@ impl<S: IdempotencyStore> Consumer<S> {
             dead_letter_notes: None,
             accounts: None,
             last_events: None,
+            drift: None,
         }
+    }
+
+    /// Fingerprints the payloads it maps (sampled; every mapping failure) and announces
+    /// a new shape once (`provider.schema_changed`); a mapping failure's detail names
+    /// the diff of its shape against the last known one ([`crate::drift`]).
+    pub fn with_drift(mut self, drift: Arc<DriftDetector>) -> Self {
+        self.drift = Some(drift);
+        self
     }
 
     /// Records on each connection a processed webhook delivery was attributed to (its
@@ -954,9 +966,17 @@ impl<S: IdempotencyStore> Consumer<S> {
             headers: &event.headers,
             body: &event.body,
             pinned_api_version: pinned,
-        })
-        .map_err(|err| {
-            outcome.detail = Some(err.to_string());
+        });
+        let drift = self
+            .observe_drift(event, pinned, normalization.is_err())
+            .await;
+        let normalization = normalization.map_err(|err| {
+            outcome.detail = Some(match drift.and_then(|seen| seen.diff) {
+                Some(diff) if !diff.is_empty() => {
+                    format!("{err}; the payload's shape differs from the last known one: {diff}")
+                }
+                _ => err.to_string(),
+            });
             Failure::Permanent(ItemReason::UnmappablePayload)
         })?;
         outcome.version_mismatch = normalization
@@ -1038,6 +1058,28 @@ impl<S: IdempotencyStore> Consumer<S> {
             outcome.owners = owners;
         }
         Ok(events)
+    }
+
+    /// The payload's shape against the known ones, when it is sampled or its mapping
+    /// failed (with the drift detector; never fails the delivery).
+    async fn observe_drift(
+        &self,
+        event: &Event,
+        pinned: Option<&str>,
+        failed: bool,
+    ) -> Option<crate::drift::Observation> {
+        let drift = self
+            .drift
+            .as_ref()
+            .filter(|drift| failed || drift.sampled())?;
+        let key = ShapeKey::for_event(
+            &event.provider,
+            event.resource.as_deref(),
+            event.event_type.as_deref(),
+        );
+        drift
+            .observe_body(&key, &event.event_id, &event.body, pinned)
+            .await
     }
 
     /// Whose each decoded event is, looked up together before the claims: one lookup per

@@ -1565,3 +1565,173 @@ async fn a_deleted_connection_gets_no_last_event() {
     assert_eq!(outcome.result, ItemResult::Processed);
     assert_eq!(last_events.last_event_at("conn_a"), None);
 }
+
+/// A harness whose consumer compares payload shapes, with the detector's clock (moved
+/// between sightings so each new shape is the latest).
+fn drift_harness() -> (
+    Harness,
+    Arc<crate::drift::InMemoryShapeStore>,
+    Arc<FixedClock>,
+) {
+    let mut h = harness();
+    let shapes = Arc::new(crate::drift::InMemoryShapeStore::default());
+    let clock = Arc::new(FixedClock::at_unix(1_700_000_000));
+    let detector = crate::drift::DriftDetector::new(shapes.clone(), h.bus.clone(), clock.clone());
+    h.consumer = h.consumer.with_drift(Arc::new(detector));
+    (h, shapes, clock)
+}
+
+fn schema_changes(bus: &InMemoryEventBus) -> Vec<CloudEvent> {
+    bus.events()
+        .into_iter()
+        .filter(|event| event.event_type == crate::drift::SCHEMA_CHANGED)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_evolving_schema_is_announced_once_per_new_shape_with_its_diff() {
+    let (h, shapes, clock) = drift_harness();
+    for n in 0..3 {
+        let id = format!("evt_{n}");
+        let outcome = h
+            .consumer
+            .process(message(&id, &id, &stripe_event(&id, 100 + n), 1))
+            .await;
+        assert_eq!(outcome.result, ItemResult::Processed);
+    }
+    assert!(
+        schema_changes(&h.bus).is_empty(),
+        "an unchanged schema says nothing"
+    );
+    clock.advance(time::Duration::minutes(5));
+    // The provider drops `object`, sends `amount_paid` as text and adds `livemode`.
+    let evolved = |id: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"invoice.paid","created":1700000000,"livemode":false,"data":{{"object":{{"id":"in_1","amount_paid":"100"}}}}}}"#
+        )
+    };
+    for id in ["evt_10", "evt_11"] {
+        let outcome = h.consumer.process(message(id, id, &evolved(id), 1)).await;
+        assert_eq!(outcome.result, ItemResult::Processed, "{outcome:?}");
+    }
+    let announced = schema_changes(&h.bus);
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    let data = &announced[0].data;
+    assert_eq!(announced[0].source, "junction/stripe");
+    assert_eq!(announced[0].providereventid, "evt_10");
+    assert_eq!(data["event_type"], "invoice.paid");
+    assert_eq!(
+        data["added"],
+        serde_json::json!([{"path": "$.livemode", "type": "boolean"}])
+    );
+    assert_eq!(
+        data["removed"],
+        serde_json::json!([{"path": "$.object", "type": "string"}])
+    );
+    assert_eq!(
+        data["changed"],
+        serde_json::json!([{"path": "$.data.object.amount_paid", "from": "number", "to": "string"}])
+    );
+    let key = crate::drift::ShapeKey::for_event("stripe", None, Some("invoice.paid"));
+    assert_eq!(shapes.shapes(&key).len(), 2);
+    // Both deliveries were still published as events.
+    assert_eq!(h.bus.events().len(), 6);
+}
+
+#[tokio::test]
+async fn a_mapping_failure_names_the_diff_against_the_last_known_shape() {
+    let (h, _, clock) = drift_harness();
+    let outcome = h
+        .consumer
+        .process(linear(
+            "d1",
+            &linear_issue("Fix login", "2024-05-01T10:00:00.000Z"),
+        ))
+        .await;
+    assert_eq!(outcome.result, ItemResult::Processed, "{outcome:?}");
+    clock.advance(time::Duration::minutes(5));
+    // Linear renames the issue id: the adapter cannot map it.
+    let renamed = linear_issue("Fix login", "2024-05-02T10:00:00.000Z")
+        .replace(r#""id":"iss-1""#, r#""issueId":"iss-1""#);
+    let outcome = h.consumer.process(linear("d2", &renamed)).await;
+    assert_eq!(
+        (outcome.result, outcome.reason),
+        (ItemResult::Failed, Some(ItemReason::UnmappablePayload))
+    );
+    let detail = outcome.detail.unwrap_or_default();
+    assert!(detail.starts_with("linear.webhook"), "{detail}");
+    assert!(
+        detail.contains(
+            "the payload's shape differs from the last known one: added $.data.issueId (string); removed $.data.id (string)"
+        ),
+        "{detail}"
+    );
+    // The new shape is announced even though its delivery failed.
+    let announced = schema_changes(&h.bus);
+    assert_eq!(announced.len(), 1);
+    assert_eq!(
+        announced[0].data["removed"],
+        serde_json::json!([{"path": "$.data.id", "type": "string"}])
+    );
+    // A second failure of the same shape still names the diff, without a second event.
+    let outcome = h
+        .consumer
+        .process(linear("d3", &renamed.replace("d2", "d3")))
+        .await;
+    assert!(
+        outcome
+            .detail
+            .unwrap_or_default()
+            .contains("removed $.data.id")
+    );
+    assert_eq!(schema_changes(&h.bus).len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_shape_store_never_fails_the_delivery() {
+    #[derive(Debug)]
+    struct Broken;
+    #[async_trait::async_trait]
+    impl crate::drift::ShapeStore for Broken {
+        async fn get(
+            &self,
+            _: &crate::drift::ShapeKey,
+            _: &crate::drift::Fingerprint,
+        ) -> Result<Option<crate::drift::KnownShape>, crate::drift::ShapeStoreError> {
+            Err(crate::drift::ShapeStoreError("down".into()))
+        }
+        async fn latest(
+            &self,
+            _: &crate::drift::ShapeKey,
+        ) -> Result<Option<crate::drift::KnownShape>, crate::drift::ShapeStoreError> {
+            Err(crate::drift::ShapeStoreError("down".into()))
+        }
+        async fn record(
+            &self,
+            _: &crate::drift::ShapeKey,
+            _: &crate::drift::KnownShape,
+        ) -> Result<bool, crate::drift::ShapeStoreError> {
+            Err(crate::drift::ShapeStoreError("down".into()))
+        }
+        async fn forget(
+            &self,
+            _: &crate::drift::ShapeKey,
+            _: &crate::drift::Fingerprint,
+        ) -> Result<(), crate::drift::ShapeStoreError> {
+            Err(crate::drift::ShapeStoreError("down".into()))
+        }
+    }
+    let mut h = harness();
+    let detector = crate::drift::DriftDetector::new(
+        Arc::new(Broken),
+        h.bus.clone(),
+        Arc::new(FixedClock::at_unix(1_700_000_000)),
+    );
+    h.consumer = h.consumer.with_drift(Arc::new(detector));
+    let outcome = h
+        .consumer
+        .process(message("m1", "evt_1", &stripe_event("evt_1", 1), 1))
+        .await;
+    assert_eq!(outcome.result, ItemResult::Processed);
+    assert_eq!(h.bus.events().len(), 1);
+}

@@ -19,6 +19,7 @@ mod oauth_never_decrypts;
 mod outbound_emulator;
 mod polling_emulator;
 mod proxy_idempotency_emulator;
+mod schema_drift_emulator;
 mod schema_support;
 mod template;
 mod tls_trust;
