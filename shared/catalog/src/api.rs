@@ -60,8 +60,10 @@ impl TestMethod {
     }
 }
 
-/// A client-side rate limit.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// A client-side rate limit: a pacing rate with its burst, and any budgets over longer
+/// windows the provider also enforces (HubSpot's 100 per 10 seconds, Exact Online's 60 a
+/// minute and 5,000 a day). A request goes out only when every one of them allows it.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// Sustained requests per second.
@@ -71,6 +73,64 @@ pub struct RateLimitSpec {
     /// Whether the provider limits per app (`provider`) or per connected account
     /// (`connection`).
     pub scope: RateLimitScope,
+    /// Budgets over windows (`{ requests = 60, per = "minute" }`); none for the many
+    /// providers that state only a rate. Optional, so the single-rate form stays valid.
+    #[serde(default)]
+    pub windows: Vec<RateWindow>,
+}
+
+/// "At most `requests` in any `per`", counted per app or per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateWindow {
+    pub requests: u64,
+    pub per: WindowLength,
+    /// Defaults to the rate limit's own scope.
+    #[serde(default)]
+    pub scope: Option<RateLimitScope>,
+}
+
+/// A window's length: a named unit, or a number of seconds (HubSpot's 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum WindowLength {
+    Seconds(u32),
+    Unit(WindowUnit),
+}
+
+/// The units providers state their budgets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowUnit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl WindowLength {
+    /// The window in seconds.
+    pub fn seconds(self) -> u32 {
+        match self {
+            WindowLength::Seconds(seconds) => seconds,
+            WindowLength::Unit(WindowUnit::Second) => 1,
+            WindowLength::Unit(WindowUnit::Minute) => 60,
+            WindowLength::Unit(WindowUnit::Hour) => 3_600,
+            WindowLength::Unit(WindowUnit::Day) => 86_400,
+        }
+    }
+}
+
+impl RateWindow {
+    /// The window in seconds.
+    pub fn seconds(&self) -> u32 {
+        self.per.seconds()
+    }
+
+    /// Whom the window counts: its own scope, else the rate limit's.
+    pub fn scope_or(&self, default: RateLimitScope) -> RateLimitScope {
+        self.scope.unwrap_or(default)
+    }
 }
 
 /// What a provider's limit applies to.
@@ -178,6 +238,22 @@ impl ApiSpec {
         if self.rate_limit.burst == 0 {
             return Err(("api.rate_limit.burst".into(), "must be at least 1".into()));
         }
+        for (index, window) in self.rate_limit.windows.iter().enumerate() {
+            let seconds = window.seconds();
+            // Up to a week: a longer budget is a billing plan, not a rate limit.
+            if !(1..=604_800).contains(&seconds) {
+                return Err((
+                    format!("api.rate_limit.windows[{index}].per"),
+                    "must be second, minute, hour, day or 1 to 604800 seconds".into(),
+                ));
+            }
+            if window.requests == 0 {
+                return Err((
+                    format!("api.rate_limit.windows[{index}].requests"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
         for (index, rule) in self.error_rules.iter().enumerate() {
             let field = |name: &str| format!("api.error_rules[{index}].{name}");
             for (name, pointer) in [
@@ -228,6 +304,67 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn windows_are_optional_and_read_in_units_or_seconds() {
+        let single = spec("");
+        assert!(single.rate_limit.windows.is_empty(), "the single-rate form");
+        let windowed: ApiSpec = toml::from_str(
+            r#"rate_limit = { requests_per_second = 1.0, burst = 10, scope = "connection", windows = [
+  { requests = 60, per = "minute" },
+  { requests = 5000, per = "day", scope = "provider" },
+  { requests = 100, per = 10 },
+] }"#,
+        )
+        .expect("spec");
+        let read: Vec<(u64, u32, RateLimitScope)> = windowed
+            .rate_limit
+            .windows
+            .iter()
+            .map(|w| {
+                (
+                    w.requests,
+                    w.seconds(),
+                    w.scope_or(windowed.rate_limit.scope),
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (60, 60, RateLimitScope::Connection),
+                (5000, 86_400, RateLimitScope::Provider),
+                (100, 10, RateLimitScope::Connection),
+            ]
+        );
+        assert_eq!(
+            windowed.check(super::super::EndpointRules::default()),
+            Ok(())
+        );
+        for (window, field) in [
+            ("{ requests = 0, per = \"minute\" }", "requests"),
+            ("{ requests = 5, per = 0 }", "per"),
+            ("{ requests = 5, per = 2000000 }", "per"),
+        ] {
+            let bad: ApiSpec = toml::from_str(&format!(
+                "rate_limit = {{ requests_per_second = 1.0, burst = 1, scope = \"provider\", windows = [{window}] }}"
+            ))
+            .expect("spec");
+            assert_eq!(
+                bad.check(super::super::EndpointRules::default())
+                    .map_err(|(field, _)| field),
+                Err(format!("api.rate_limit.windows[0].{field}")),
+                "{window}"
+            );
+        }
+        assert!(
+            toml::from_str::<ApiSpec>(
+                r#"rate_limit = { requests_per_second = 1.0, burst = 1, scope = "provider", windows = [{ requests = 5, per = "fortnight" }] }"#
+            )
+            .is_err(),
+            "an unknown unit"
+        );
     }
 
     #[test]
