@@ -21,6 +21,7 @@ use std::{collections::BTreeMap, fmt, sync::OnceLock};
 use serde::Deserialize;
 
 mod api;
+mod contract;
 mod endpoint;
 mod oauth;
 mod pagination;
@@ -28,6 +29,7 @@ mod polling;
 mod subscription;
 
 pub use api::{ApiSpec, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
+pub use contract::{CONTRACT_READS, ContractRead, ContractStep, contract_reads, version_dir};
 pub use endpoint::{EndpointError, EndpointRules, LOOPBACK_TEST_SETTING, is_internal_address};
 pub use oauth::{AccountPagination, AccountRequest};
 pub use oauth::{
