@@ -1,12 +1,14 @@
 //! The one way Junction calls a provider's API. Every call goes through, in order:
 //!
 //! 1. the provider's circuit breaker (open: the job is requeued until it may probe);
-//! 2. the shared token bucket (per provider or per connection, from the catalog's
-//!    `[api] rate_limit`): the caller waits its turn, or is requeued when the wait does
-//!    not fit in the invocation;
+//! 2. the shared rate limit (per provider or per connection, from the catalog's
+//!    `[api] rate_limit`: a pace and budgets over windows, each counted per app or per
+//!    connection): the caller waits its turn, or is requeued when the wait does not fit
+//!    in the invocation (booking nothing);
 //! 3. the token vault: the connection's access token, refreshed once on a 401;
 //! 4. a connect timeout (2 s) and a total timeout (10 s);
-//! 5. the response's rate-limit headers (a spent quota pauses every instance) and the
+//! 5. the response's rate-limit headers (a spent quota pauses every instance, a nearly
+//!    spent one is spread over the time to its reset) and the
 //!    catalog's error-body rules (a "200 OK" carrying an error is that error);
 //! 6. the retry policy: transient failures and 429s retried with full-jitter backoff
 //!    or the provider's own wait, at most 5 attempts, requeued instead of sleeping past
@@ -24,13 +26,13 @@ use http::HeaderMap;
 
 use super::{
     RateLimitHeaders,
-    limiter::{Admission, CircuitBreaker, Limit, RateLimiter},
+    limiter::{Acquired, Admission, CircuitBreaker, Limit, RateLimiter, Window},
     policy::{CallFailure, Decision, RetryPolicy, classify_response},
     shared_state::SharedState,
 };
 use junction_aws::clock::Clock;
 use junction_aws::response_body::{API_RESPONSE_CAP, BodyError, read_capped};
-use junction_catalog::{ApiSpec, Catalog, ErrorRule, FailureClass, RateLimitScope};
+use junction_catalog::{ApiSpec, Catalog, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
 use junction_oauth::{AccessToken, TokenVault, VaultError};
 
 /// Connect timeout and total timeout of every provider API call.
@@ -86,6 +88,43 @@ impl std::fmt::Display for RequeueReason {
             RequeueReason::Provider(code) => f.write_str(code),
         }
     }
+}
+
+/// The rate-limit keys of one call with what each counts: first the key of the
+/// catalog's scope (the pace, and the windows of that scope), then, when some windows
+/// count the other scope, that scope's key with those windows only.
+fn buckets(spec: &RateLimitSpec, provider: &str, connection: &str) -> Vec<(String, Limit)> {
+    let key = |scope| match scope {
+        RateLimitScope::Provider => format!("bucket#{provider}"),
+        RateLimitScope::Connection => format!("bucket#{provider}#{connection}"),
+    };
+    let windows = |scope| -> Vec<Window> {
+        spec.windows
+            .iter()
+            .filter(|w| w.scope_or(spec.scope) == scope)
+            .map(|w| Window {
+                requests: w.requests,
+                seconds: w.seconds(),
+            })
+            .collect()
+    };
+    let mut buckets = vec![(
+        key(spec.scope),
+        Limit {
+            rate: spec.requests_per_second,
+            burst: spec.burst,
+            windows: windows(spec.scope),
+        },
+    )];
+    let other = match spec.scope {
+        RateLimitScope::Provider => RateLimitScope::Connection,
+        RateLimitScope::Connection => RateLimitScope::Provider,
+    };
+    let other_windows = windows(other);
+    if !other_windows.is_empty() {
+        buckets.push((key(other), Limit::windows_only(other_windows)));
+    }
+    buckets
 }
 
 /// The class's name in log lines and errors (the catalog's spelling of it).
@@ -253,14 +292,10 @@ impl OutboundClient {
         F: Fn(&reqwest::Client, &AccessToken) -> reqwest::RequestBuilder,
     {
         let api = self.api(call.provider)?;
-        let limit = Limit {
-            rate: api.rate_limit.requests_per_second,
-            burst: api.rate_limit.burst,
-        };
-        let bucket = match api.rate_limit.scope {
-            RateLimitScope::Provider => format!("bucket#{}", call.provider),
-            RateLimitScope::Connection => format!("bucket#{}#{}", call.provider, call.connection),
-        };
+        let buckets = buckets(&api.rate_limit, call.provider, call.connection);
+        // The first key holds the pace, which 429s and the provider's headers adjust.
+        let (bucket, limit) = (&buckets[0].0, &buckets[0].1);
+        let keys: Vec<(&str, &Limit)> = buckets.iter().map(|(k, l)| (k.as_str(), l)).collect();
         let breaker = format!("breaker#{}", call.provider);
         // The whole chain: a DynamoDB error's own text is only "service error".
         let unavailable =
@@ -277,19 +312,23 @@ impl OutboundClient {
                     reason: RequeueReason::CircuitOpen,
                 });
             }
-            let wait = self
-                .limiter
-                .acquire(&bucket, limit)
-                .await
-                .map_err(unavailable)?;
             let time_left = call.deadline.saturating_duration_since(Instant::now());
-            if wait + self.call_timeout > time_left {
-                return Err(CallError::Requeue {
-                    after: wait,
-                    reason: RequeueReason::RateLimit,
-                });
+            // A wait that does not fit is refused without booking the time, so a
+            // requeued job does not spend the provider's budget.
+            match self
+                .limiter
+                .acquire_within(&keys, time_left.saturating_sub(self.call_timeout))
+                .await
+                .map_err(unavailable)?
+            {
+                Acquired::Wait(wait) => tokio::time::sleep(wait).await,
+                Acquired::Refused { retry_in } => {
+                    return Err(CallError::Requeue {
+                        after: retry_in,
+                        reason: RequeueReason::RateLimit,
+                    });
+                }
             }
-            tokio::time::sleep(wait).await;
 
             let started = Instant::now();
             let (failure, headers) = match self.attempt(call, &api.error_rules, &build).await? {
@@ -301,9 +340,9 @@ impl OutboundClient {
                         .map_err(unavailable)?;
                     let limits =
                         RateLimitHeaders::parse(&response.headers, time::OffsetDateTime::now_utc());
-                    if let (Some(0), Some(reset)) = (limits.remaining, limits.reset_after) {
+                    if let (Some(remaining), Some(reset)) = (limits.remaining, limits.reset_after) {
                         self.limiter
-                            .pause(&bucket, limit, reset)
+                            .observe(bucket, limit, remaining, limits.limit, reset)
                             .await
                             .map_err(unavailable)?;
                     }
@@ -344,7 +383,7 @@ impl OutboundClient {
                         Decision::GiveUp => provider_wait,
                     };
                     self.limiter
-                        .throttled(&bucket, limit, hold)
+                        .throttled(bucket, limit, hold)
                         .await
                         .map_err(unavailable)?;
                 }

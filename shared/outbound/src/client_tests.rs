@@ -250,3 +250,73 @@ async fn a_response_over_the_cap_fails_without_retries() {
     );
     assert_eq!(setup.api_calls(), 1);
 }
+
+/// A `Remaining` nearing zero paces every later call over the time to the reset, before
+/// the quota is spent: 20 of 1,000 left for 10 s is 2 a second, not the catalog's 100.
+#[tokio::test]
+async fn a_nearly_spent_quota_paces_the_next_calls() {
+    let setup = setup().await;
+    setup.harness.server.script_api([ScriptedResponse {
+        status: 200,
+        headers: vec![
+            ("X-RateLimit-Limit".into(), "1000".into()),
+            ("X-RateLimit-Remaining".into(), "20".into()),
+            ("X-RateLimit-Reset".into(), "10".into()),
+        ],
+        body: "{}".into(),
+        ..ScriptedResponse::default()
+    }]);
+    setup.call(Duration::from_secs(5)).await.expect("answered");
+    // The deadline leaves no room to wait: a call that would have to is requeued.
+    let within = setup.client.call_timeout() + Duration::from_millis(20);
+    setup.call(within).await.expect("within the burst");
+    let paced = setup.call(within).await;
+    assert!(
+        matches!(paced, Err(CallError::Requeue { after, reason: RequeueReason::RateLimit })
+            if after >= Duration::from_millis(200) && after <= Duration::from_millis(500)),
+        "spaced about 500 ms apart: {paced:?}"
+    );
+    assert_eq!(setup.api_calls(), 2, "the paced call was not sent");
+}
+
+#[test]
+fn windows_of_the_other_scope_are_counted_on_their_own_key() {
+    let spec: RateLimitSpec = serde_json::from_str(
+        r#"{"requests_per_second": 4.0, "burst": 4, "scope": "connection", "windows": [
+            {"requests": 100, "per": 10},
+            {"requests": 250000, "per": "day", "scope": "provider"}
+        ]}"#,
+    )
+    .expect("spec");
+    let split = buckets(&spec, "hubspot", "c1");
+    assert_eq!(
+        split,
+        [
+            (
+                "bucket#hubspot#c1".to_owned(),
+                Limit {
+                    rate: 4.0,
+                    burst: 4,
+                    windows: vec![Window {
+                        requests: 100,
+                        seconds: 10
+                    }],
+                }
+            ),
+            (
+                "bucket#hubspot".to_owned(),
+                Limit::windows_only(vec![Window {
+                    requests: 250_000,
+                    seconds: 86_400
+                }])
+            ),
+        ]
+    );
+    let single: RateLimitSpec =
+        serde_json::from_str(r#"{"requests_per_second": 1.0, "burst": 1, "scope": "provider"}"#)
+            .expect("spec");
+    assert_eq!(
+        buckets(&single, "telegram", "c1"),
+        [("bucket#telegram".to_owned(), Limit::rate(1.0, 1))]
+    );
+}

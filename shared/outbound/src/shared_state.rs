@@ -46,6 +46,18 @@ pub trait SharedState: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct InMemorySharedState {
     docs: Mutex<HashMap<String, Versioned>>,
+    expiries: Mutex<HashMap<String, i64>>,
+}
+
+impl InMemorySharedState {
+    /// When `key` was last told to expire (unix seconds): what the table's TTL would see.
+    pub fn expires_at(&self, key: &str) -> Option<i64> {
+        self.expiries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key)
+            .copied()
+    }
 }
 
 #[async_trait]
@@ -64,7 +76,7 @@ impl SharedState for InMemorySharedState {
         key: &str,
         doc: &str,
         expected: Option<u64>,
-        _expires_at: i64,
+        expires_at: i64,
     ) -> Result<bool, StateError> {
         let mut docs = self
             .docs
@@ -81,6 +93,10 @@ impl SharedState for InMemorySharedState {
                 version: expected.unwrap_or(0) + 1,
             },
         );
+        self.expiries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key.to_owned(), expires_at);
         Ok(true)
     }
 }
@@ -102,19 +118,49 @@ pub(crate) async fn update<S, R>(
 where
     S: serde::Serialize + serde::de::DeserializeOwned + Default,
 {
+    update_with(store, key, |state: &mut S| Change {
+        result: change(state),
+        write: true,
+        expires_at,
+    })
+    .await
+}
+
+/// What a change decided: its result, whether the state must be written at all (a
+/// refused request or an unchanged pace costs no write) and until when it is kept.
+pub(crate) struct Change<R> {
+    pub result: R,
+    pub write: bool,
+    /// Unix seconds for the table's TTL: state that must outlive a day of quiet (a
+    /// learned rate ceiling) says so here.
+    pub expires_at: i64,
+}
+
+/// [`update`] where the change also decides whether to write and the expiry.
+pub(crate) async fn update_with<S, R>(
+    store: &dyn SharedState,
+    key: &str,
+    change: impl Fn(&mut S) -> Change<R>,
+) -> Result<R, StateError>
+where
+    S: serde::Serialize + serde::de::DeserializeOwned + Default,
+{
     for _ in 0..20 {
         let current = store.get(key).await?;
         let mut state: S = match &current {
             Some(stored) => serde_json::from_str(&stored.doc).unwrap_or_default(),
             None => S::default(),
         };
-        let result = change(&mut state);
+        let changed = change(&mut state);
+        if !changed.write {
+            return Ok(changed.result);
+        }
         let doc = serde_json::to_string(&state).map_err(unavailable)?;
         if store
-            .put(key, &doc, current.map(|c| c.version), expires_at)
+            .put(key, &doc, current.map(|c| c.version), changed.expires_at)
             .await?
         {
-            return Ok(result);
+            return Ok(changed.result);
         }
     }
     Err(StateError(format!("{key}: too much contention")))
