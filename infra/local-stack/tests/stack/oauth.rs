@@ -10,6 +10,10 @@
 //! expired, and a reconnect completed with another provider account. So is the reach
 //! of a backend's credential: one limited to a tenant's paths by its IAM policy reads
 //! that tenant's connections only, and a path's tenant hides other tenants' ids.
+//!
+//! GitHub and Gmail connections record the account their account request verified, and
+//! their deliveries are stamped with the tenant and connection; a spoofed
+//! `installation_id` records nothing (issue 24, part 4).
 
 use crate::common;
 use common::{
@@ -608,6 +612,319 @@ async fn a_tenant_scoped_credential_reads_only_its_own_tenants_connections() {
             "{method} {path}"
         );
     }
+
+    stop_and_check_processes_are_gone(stack).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 24, part 4, through the real binaries: a GitHub connect records the App
+/// installation the user can access (the callback's `installation_id`, checked against
+/// `GET /user/installations` with the user's token), a Gmail connect the profile's
+/// mailbox, lowercased; a GitHub delivery for that installation reaches the bus stamped
+/// with the tenant and connection, and a Gmail push for that mailbox (its address inside
+/// base64 `message.data`, in other capitals) is matched to its connection, whose
+/// `last_event_at` it sets (a push publishes no event until the fetch stage exists). A
+/// callback whose `installation_id` was edited to someone else's installation records
+/// nothing: that installation's deliveries go out unstamped.
+///
+/// The overlay replaces `github` and `gmail` so their OAuth endpoints and account
+/// requests are the loopback server's; Gmail's push is verified like GitHub's (an HMAC
+/// of the body) because a Google-signed token cannot be made here, and keeps the built-in
+/// entry's `account` line, copied from gmail.toml.
+#[tokio::test]
+async fn github_and_gmail_deliveries_are_stamped_with_the_tenant_that_connected_them() {
+    use common::BusObserver;
+    use junction_cli::{
+        samples::Sample,
+        webhook::{post, sign_webhook, webhook_url},
+    };
+
+    const INSTALLATION: u64 = 79_929_171;
+    const OTHERS_INSTALLATION: u64 = 424_242;
+
+    let server = FakeAuthServer::start(AuthServerConfig::default()).await;
+    server.serve_provider_api(|request| match request.path.as_str() {
+        "/user/installations" => fake_provider::ScriptedResponse::json(&serde_json::json!({
+            "total_count": 2,
+            "installations": [
+                {"id": INSTALLATION, "account": {"login": "acme-org"}},
+                {"id": 5, "account": {"login": "ada"}}
+            ]
+        })),
+        _ => fake_provider::ScriptedResponse::json(&serde_json::json!({
+            "emailAddress": "Ada.Lovelace@Example.com",
+            "messagesTotal": 10,
+            "threadsTotal": 4,
+            "historyId": "1234"
+        })),
+    });
+    let gmail_toml = std::fs::read_to_string(
+        local_stack::emulator::repo_root().join("shared/catalog/providers/gmail.toml"),
+    )
+    .expect("gmail.toml");
+    let gmail_account = gmail_toml
+        .lines()
+        .find(|line| line.starts_with("account = "))
+        .expect("gmail's [webhook] account");
+    let oauth = server.oauth_catalog_fields();
+    let api_base = server.provider_api_base();
+    let overlay = format!(
+        r#"[[provider]]
+id = "github"
+name = "GitHub (loopback)"
+docs = "https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries"
+[provider.webhook]
+event_id = {{ header = "X-GitHub-Delivery" }}
+event_type = {{ header = "X-GitHub-Event" }}
+account = {{ json_pointer = "/installation/id" }}
+forward_headers = ["X-GitHub-Event", "X-GitHub-Delivery"]
+[provider.webhook.verification]
+scheme = "hmac-sha256"
+signature = {{ format = "single", header = "X-Hub-Signature-256", prefix = "sha256=", encoding = "hex" }}
+signed = ["body"]
+replay_window = "none"
+[provider.oauth]
+{oauth}
+[provider.account_request]
+url = "{api_base}/user/installations?per_page=100"
+headers = {{ Accept = "application/vnd.github+json" }}
+list = "/installations"
+account = "/id"
+chosen_by = "installation_id"
+pagination = "link_header"
+
+[[provider]]
+id = "gmail"
+name = "Gmail (loopback)"
+docs = "https://developers.google.com/workspace/gmail/api/guides/push"
+[provider.webhook]
+verification_from = "github"
+event_id = {{ json_pointer = "/message/messageId" }}
+{gmail_account}
+[provider.oauth]
+{oauth}
+[provider.account_request]
+url = "{api_base}/gmail/v1/users/me/profile"
+account = "/emailAddress"
+lowercase = true
+"#
+    );
+    let (stack, prefix, dir) = start_with_overlay("accounts", &overlay).await;
+    let api = stack.api_url().to_owned();
+    server.set_redirect_uris(vec![
+        format!("{api}/oauth/github/callback"),
+        format!("{api}/oauth/gmail/callback"),
+    ]);
+    let secrets = aws_sdk_secretsmanager::Client::new(stack.sdk_config());
+    let put = |name: String, value: String| {
+        let secrets = secrets.clone();
+        async move {
+            if secrets
+                .create_secret()
+                .name(&name)
+                .secret_string(&value)
+                .send()
+                .await
+                .is_err()
+            {
+                secrets
+                    .put_secret_value()
+                    .secret_id(&name)
+                    .secret_string(&value)
+                    .send()
+                    .await
+                    .expect("secret stored");
+            }
+        }
+    };
+    for provider in ["github", "gmail"] {
+        put(
+            format!("{prefix}/oauth/{provider}"),
+            r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#
+                .to_owned(),
+        )
+        .await;
+    }
+    let http = browser();
+
+    // A browser connects, with `extra` appended to the callback URL.
+    let connect = |provider: &'static str, tenant: &'static str, extra: String| {
+        let (http, stack, api) = (&http, &stack, api.clone());
+        async move {
+            let start_url = connect_url(stack, &session_for(provider, tenant, RETURN_TO)).await;
+            let start = http.get(&start_url).send().await.expect("start");
+            assert_eq!(start.status(), 302);
+            let cookie = first_cookie(&start);
+            let authorize = http.get(location(&start)).send().await.expect("authorize");
+            let callback_url = format!("{}{extra}", location(&authorize));
+            assert!(callback_url.starts_with(&format!("{api}/oauth/{provider}/callback?")));
+            let callback = http
+                .get(&callback_url)
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .expect("callback");
+            assert_eq!(callback.status(), 302);
+            url::Url::parse(&location(&callback))
+                .expect("return_to")
+                .query_pairs()
+                .find(|(k, _)| k == "connection_id")
+                .map(|(_, v)| v.into_owned())
+                .expect("connected")
+        }
+    };
+    let github = connect(
+        "github",
+        "acme",
+        format!("&installation_id={INSTALLATION}&setup_action=install"),
+    )
+    .await;
+    let spoofed = connect(
+        "github",
+        "mallory",
+        format!("&installation_id={OTHERS_INSTALLATION}&setup_action=install"),
+    )
+    .await;
+    let gmail = connect("gmail", "acme", String::new()).await;
+    let show = |tenant: &'static str, id: String| {
+        let (http, api, key) = (&http, api.clone(), stack.local_iam_key().to_owned());
+        async move {
+            let shown = http
+                .get(format!("{api}/v1/tenants/{tenant}/connections/{id}"))
+                .header(LOCAL_IAM_HEADER, key)
+                .send()
+                .await
+                .expect("show");
+            assert_eq!(shown.status(), 200);
+            serde_json::from_str::<Value>(&shown.text().await.expect("body")).expect("json")
+        }
+    };
+    assert_eq!(
+        show("acme", github.clone()).await["account_id"],
+        INSTALLATION.to_string()
+    );
+    assert_eq!(
+        show("mallory", spoofed.clone()).await["account_id"],
+        Value::Null,
+        "a spoofed installation_id is not recorded"
+    );
+    assert_eq!(
+        show("acme", gmail.clone()).await["account_id"],
+        "ada.lovelace@example.com"
+    );
+
+    let observer = BusObserver::subscribe(&stack).await;
+    let catalog = junction_catalog::Catalog::embedded().expect("catalog");
+    let github_spec = catalog.get("github").expect("github");
+    let github_key = junction_cli::webhook::signing_key(&secrets, &prefix, github_spec, None)
+        .await
+        .expect("github's seeded secret");
+    let now = time::OffsetDateTime::now_utc();
+    let issue = |installation: u64, delivery: &str| Sample {
+        content_type: "application/json".into(),
+        headers: vec![
+            ("X-GitHub-Event".into(), "issues".into()),
+            ("X-GitHub-Delivery".into(), delivery.into()),
+        ],
+        body: serde_json::json!({
+            "action": "opened",
+            "issue": {"id": 1, "number": 7, "title": "Broken build"},
+            "repository": {"id": 1296269, "full_name": "acme-org/app"},
+            "installation": {"id": installation}
+        })
+        .to_string()
+        .into_bytes(),
+    };
+    let client = reqwest::Client::new();
+    for sample in [
+        issue(INSTALLATION, "gh-matched"),
+        issue(OTHERS_INSTALLATION, "gh-spoofed"),
+    ] {
+        let signed = sign_webhook(
+            github_spec,
+            &github_key,
+            &webhook_url(&api, "github", None),
+            &sample,
+            now,
+        )
+        .expect("signed");
+        assert_eq!(post(&client, &signed).await.expect("posted").status, 200);
+    }
+    // Pub/Sub's base64 of {"emailAddress":"ADA.LOVELACE@example.com","historyId":"1234"}.
+    let push = Sample {
+        content_type: "application/json".into(),
+        headers: Vec::new(),
+        body: serde_json::json!({
+            "message": {
+                "data": "eyJlbWFpbEFkZHJlc3MiOiJBREEuTE9WRUxBQ0VAZXhhbXBsZS5jb20iLCJoaXN0b3J5SWQiOiIxMjM0In0=",
+                "messageId": "gm-matched",
+                "publishTime": "2026-12-07T10:00:00.000Z"
+            },
+            "subscription": "projects/acme/subscriptions/gmail-push"
+        })
+        .to_string()
+        .into_bytes(),
+    };
+    // The stand-in Gmail entry's own secret, as the stack seeded it for the overlay.
+    let overlaid = junction_catalog::Catalog::embedded()
+        .expect("catalog")
+        .with_endpoint_rules(junction_catalog::EndpointRules::LoopbackHttpForTests)
+        .with_overlay("test", &overlay)
+        .expect("overlay");
+    let gmail_spec = overlaid.get("gmail").expect("gmail");
+    let gmail_key = junction_cli::webhook::signing_key(&secrets, &prefix, gmail_spec, None)
+        .await
+        .expect("the stand-in's seeded secret");
+    let signed = sign_webhook(
+        gmail_spec,
+        &gmail_key,
+        &webhook_url(&api, "gmail", None),
+        &push,
+        now,
+    )
+    .expect("signed");
+    assert_eq!(post(&client, &signed).await.expect("posted").status, 200);
+
+    let mut events = Vec::new();
+    let started = std::time::Instant::now();
+    while events.len() < 2 && started.elapsed() < Duration::from_secs(60) {
+        observer.drain(&mut events).await;
+    }
+    let mut stamps: Vec<(String, Option<String>, Option<String>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.providereventid.clone(),
+                e.tenant.clone(),
+                e.connection.clone(),
+            )
+        })
+        .collect();
+    stamps.sort();
+    assert_eq!(
+        stamps,
+        [
+            (
+                "gh-matched".to_owned(),
+                Some("acme".to_owned()),
+                Some(github.clone())
+            ),
+            ("gh-spoofed".to_owned(), None, None),
+        ]
+    );
+    let last_event = common::eventually(Duration::from_secs(30), || {
+        let show = &show;
+        let gmail = gmail.clone();
+        async move {
+            let view = show("acme", gmail).await;
+            (!view["last_event_at"].is_null()).then_some(view["last_event_at"].clone())
+        }
+    })
+    .await;
+    assert!(
+        last_event.is_some(),
+        "the Gmail push was matched to its connection"
+    );
 
     stop_and_check_processes_are_gone(stack).await;
     let _ = std::fs::remove_dir_all(dir);
