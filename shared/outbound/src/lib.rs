@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod limiter;
 pub mod limits;
 pub mod log;
+pub mod pagination;
 pub mod policy;
 pub mod proxy;
 pub mod shared_state;

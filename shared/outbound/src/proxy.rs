@@ -21,6 +21,11 @@
 //! `idempotency_key` is recorded in Junction's [`ProxyIdempotencyStore`]: a repeat within
 //! 24 hours is answered from the record, the same key with another request is refused
 //! (422), a repeat while the first still runs is told so (409).
+//!
+//! Pages: a `GET` with `"paginate": {"max_pages": N}` (1 to [`MAX_PAGINATE_PAGES`])
+//! follows the catalog's `[pagination]` scheme through [`crate::pagination::Listing`]
+//! (a next link on another host refused, a repeated cursor stopped) and answers one
+//! JSON document with the pages' items concatenated ([`paginated_route`]).
 
 use std::time::{Duration, Instant};
 
@@ -31,9 +36,10 @@ use serde_json::json;
 use super::idempotency::{
     Begin, KEPT_BODY_CAP, KeptAnswer, ProxyIdempotencyStore, record_key, request_hash, valid_key,
 };
+use super::pagination::{self, Listing, Step};
 use super::{Call, CallError, CallFailure, OutboundClient, RequeueReason, RetryPolicy};
 use junction_aws::clock::Clock;
-use junction_catalog::{ApiSpec, FailureClass};
+use junction_catalog::{ApiSpec, FailureClass, PaginationSpec};
 use junction_oauth::web::{self, HttpReply};
 use junction_oauth::{Connection, TokenVault};
 
@@ -99,6 +105,21 @@ pub const SOURCE_HEADER: &str = "junction-source";
 pub const REPLAY_HEADER: &str = "junction-idempotent-replay";
 /// On a replay whose body was too large to keep: `omitted`.
 pub const REPLAY_BODY_HEADER: &str = "junction-replay-body";
+/// [`SOURCE_HEADER`]'s value on a `paginate` answer: Junction's JSON envelope around
+/// the provider's pages.
+pub const SOURCE_PAGES: &str = "pages";
+
+/// The most pages one `paginate` request follows: each page is a provider call inside
+/// one Lambda invocation, and all of them share [`PROXY_RESPONSE_CAP`].
+pub const MAX_PAGINATE_PAGES: u32 = 20;
+
+/// A read request's ask to follow the provider's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paginate {
+    /// How many pages at most (1 to [`MAX_PAGINATE_PAGES`]).
+    pub max_pages: u32,
+}
 
 /// A query parameter's value: one, or several (`?id=1&id=2`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +147,9 @@ pub struct ProxyRequest {
     pub body: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Follow the provider's pages (a `GET` only; the proxy route, not actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paginate: Option<Paginate>,
 }
 
 /// Why a proxy request is refused before anything is sent: each names its reason.
@@ -771,6 +795,13 @@ pub async fn proxy_route(
         Ok(found) => found,
         Err((status, code, reason)) => return error(status, code, &reason),
     };
+    let scheme = match request.paginate {
+        None => None,
+        Some(paginate) => match paginable(proxy.vault, &connection.provider, &request, paginate) {
+            Ok(scheme) => Some((scheme, paginate)),
+            Err(reply) => return reply,
+        },
+    };
     let prepared = match prepare(api, &base, &request) {
         Ok(prepared) => prepared,
         Err(refusal) => {
@@ -778,8 +809,170 @@ pub async fn proxy_route(
             return error(400, refusal.code(), &refusal.to_string());
         }
     };
+    if let Some((scheme, paginate)) = scheme {
+        return paginated_route(
+            proxy,
+            &connection,
+            scheme,
+            &base,
+            &prepared,
+            paginate,
+            deadline,
+        )
+        .await;
+    }
     let outcome = proxy.run(&connection, &prepared, "proxy", deadline).await;
     reply_for(outcome)
+}
+
+/// The provider's `[pagination]` when `request` may follow it; else the answer: 422
+/// `not_paginable` for a method other than `GET` or a provider without a declared
+/// scheme, 400 `invalid_paginate` for a page count out of range.
+fn paginable(
+    vault: &TokenVault,
+    provider: &str,
+    request: &ProxyRequest,
+    paginate: Paginate,
+) -> Result<&'static PaginationSpec, BinaryReply> {
+    if !request.method.eq_ignore_ascii_case("GET") {
+        return Err(error(
+            422,
+            "not_paginable",
+            "paginate follows the pages of a GET (a read) only",
+        ));
+    }
+    if paginate.max_pages == 0 || paginate.max_pages > MAX_PAGINATE_PAGES {
+        return Err(error(
+            400,
+            "invalid_paginate",
+            &format!("paginate.max_pages must be 1 to {MAX_PAGINATE_PAGES}"),
+        ));
+    }
+    vault
+        .catalog()
+        .get(provider)
+        .and_then(|p| p.pagination.as_ref())
+        .ok_or_else(|| {
+            error(
+                422,
+                "not_paginable",
+                &format!("the catalog declares no [pagination] for {provider}"),
+            )
+        })
+}
+
+/// Follows the pages of `prepared` (a checked `GET`) by `scheme`, at most
+/// `paginate.max_pages`, and answers `200` with `{"pages": <count>, "complete":
+/// <bool>, "items": [...]}` where the scheme names the items (each page's items in
+/// order), else `"bodies": [<each page's JSON body>]`; an incomplete listing (the page
+/// limit) adds `"next": {"path", "query"}`, a request that continues it. A page the
+/// provider refuses is answered as the plain proxy would (its status and body); a body
+/// that is not JSON, a next link off the API base, a repeated cursor or pages over
+/// [`PROXY_RESPONSE_CAP`] in all are a 502.
+#[allow(clippy::too_many_arguments)]
+async fn paginated_route(
+    proxy: Proxy<'_>,
+    connection: &Connection,
+    scheme: &PaginationSpec,
+    base: &str,
+    prepared: &Prepared,
+    paginate: Paginate,
+    deadline: Instant,
+) -> BinaryReply {
+    let refuse = |code: &str, message: &str| {
+        tracing::warn!(provider = %connection.provider, connection = %connection.id, error = %message, outcome = "proxy_pagination_failed", "proxy pagination stopped");
+        error(502, code, message)
+    };
+    let Ok(mut listing) = Listing::new(scheme, base, paginate.max_pages as usize) else {
+        return refuse("provider_error", "the API base does not parse");
+    };
+    let Ok(first) = url::Url::parse(&prepared.url) else {
+        return refuse("provider_error", "the request URL does not parse");
+    };
+    let mut url = listing.first(first);
+    let (mut collected, mut size) = (Vec::new(), 0usize);
+    let (complete, next) = loop {
+        let page = Prepared {
+            url: url.to_string(),
+            ..prepared.clone()
+        };
+        let answer = match proxy.send(connection, &page, "proxy", deadline).await {
+            Outcome::Answered(answer) if answer.failure.is_none() => answer,
+            other => return reply_for(other),
+        };
+        let body = answer.body.unwrap_or_default();
+        size += body.len();
+        if size > PROXY_RESPONSE_CAP {
+            return refuse(
+                "response_too_large",
+                &format!("the pages are over {PROXY_RESPONSE_CAP} bytes in all; ask for fewer"),
+            );
+        }
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return refuse("provider_error", "a page's body is not JSON");
+        };
+        let links: Vec<&str> = answer
+            .headers
+            .iter()
+            .filter(|(name, _)| name == "link")
+            .map(|(_, value)| value.as_str())
+            .collect();
+        let link = (!links.is_empty()).then(|| links.join(", "));
+        let step = listing.next(&url, link.as_deref(), &value);
+        match pagination::items(scheme, &value) {
+            Ok(Some(items)) => collected.extend(items.iter().cloned()),
+            Ok(None) => collected.push(value),
+            Err(err) => return refuse("pagination_error", &err.to_string()),
+        }
+        match step {
+            Ok(Step::Next(next)) => url = next,
+            Ok(Step::Done) => break (true, None),
+            Ok(Step::Limit(next)) => break (false, Some(next)),
+            Err(err) => return refuse("pagination_error", &err.to_string()),
+        }
+    };
+    let list = if scheme.items().is_some() {
+        "items"
+    } else {
+        "bodies"
+    };
+    let mut document = json!({ "pages": listing.pages(), "complete": complete, list: collected });
+    if let Some(next) = next.and_then(|next| continuation(base, &next)) {
+        document["next"] = next;
+    }
+    BinaryReply {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            (SOURCE_HEADER.into(), SOURCE_PAGES.into()),
+        ],
+        body: document.to_string().into_bytes(),
+    }
+}
+
+/// A next-page URL as a proxy request's `path` (relative to `base`) and `query`.
+fn continuation(base: &str, next: &url::Url) -> Option<serde_json::Value> {
+    let base_path = url::Url::parse(base)
+        .ok()?
+        .path()
+        .trim_end_matches('/')
+        .to_owned();
+    let path = next.path().strip_prefix(&base_path)?;
+    let mut query = std::collections::BTreeMap::<String, QueryValue>::new();
+    for (name, value) in next.query_pairs() {
+        let value = value.into_owned();
+        match query.remove(name.as_ref()) {
+            None => query.insert(name.into_owned(), QueryValue::One(value)),
+            Some(QueryValue::One(first)) => {
+                query.insert(name.into_owned(), QueryValue::Many(vec![first, value]))
+            }
+            Some(QueryValue::Many(mut values)) => {
+                values.push(value);
+                query.insert(name.into_owned(), QueryValue::Many(values))
+            }
+        };
+    }
+    Some(json!({ "path": path, "query": query }))
 }
 
 #[cfg(test)]

@@ -461,3 +461,210 @@ fn the_response_cap_fits_lambdas_response_in_base64() {
     let base64 = PROXY_RESPONSE_CAP.div_ceil(3) * 4;
     assert!(base64 + 64 * 1024 < 6 * 1024 * 1024, "{base64}");
 }
+
+/// A connection to the fake provider whose catalog entry declares `pagination` (a
+/// `[pagination]` section, TOML), its API answering with `handler`.
+async fn paginated_setup(
+    pagination: &str,
+    handler: impl Fn(&fake_provider::ApiRequest, &str) -> ScriptedResponse + Send + Sync + 'static,
+) -> Setup {
+    let harness = harness_with(
+        AuthServerConfig::default(),
+        &format!("{}\n{pagination}", api(false)),
+    )
+    .await;
+    let base = harness.server.provider_api_base();
+    harness
+        .server
+        .serve_provider_api(move |request| handler(request, &base));
+    let connection = harness.connect().await;
+    let client = OutboundClient::new(
+        harness.vault.catalog(),
+        harness.vault.clone(),
+        Arc::new(InMemorySharedState::default()),
+        Arc::new(SystemClock),
+    )
+    .with_call_timeout(Duration::from_millis(500))
+    .with_body_cap(PROXY_RESPONSE_CAP);
+    Setup {
+        harness,
+        client,
+        store: InMemoryProxyIdempotencyStore::default(),
+        connection,
+    }
+}
+
+const CURSOR_PAGES: &str = "[pagination]\nstyle = \"cursor\"\nitems = \"/data\"\nnext_cursor = \"/next\"\ncursor_param = \"cursor\"\nlimit_param = \"limit\"\npage_size = 2\n";
+
+/// Three pages of a cursor listing: `[1, 2]` → `c2` → `[3, 4]` → `c3` → `[5]`.
+fn cursor_pages(request: &fake_provider::ApiRequest, _base: &str) -> ScriptedResponse {
+    let (data, next) = match request.query_param("cursor") {
+        None => (json!([1, 2]), json!("c2")),
+        Some("c2") => (json!([3, 4]), json!("c3")),
+        Some("c3") => (json!([5]), json!(null)),
+        Some(_) => return scripted(400, r#"{"error":"invalid_cursor"}"#),
+    };
+    scripted(200, &json!({ "data": data, "next": next }).to_string())
+}
+
+#[tokio::test]
+async fn paginate_follows_three_cursor_pages_and_concatenates_their_items() {
+    let setup = paginated_setup(CURSOR_PAGES, cursor_pages).await;
+    let reply = setup
+        .send(json!({
+            "method": "GET",
+            "path": "/v1/records",
+            "query": { "status": "open" },
+            "paginate": { "max_pages": 10 }
+        }))
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(header(&reply, SOURCE_HEADER), Some(SOURCE_PAGES));
+    assert_eq!(
+        body(&reply),
+        json!({ "pages": 3, "complete": true, "items": [1, 2, 3, 4, 5] })
+    );
+    let requests = setup.harness.server.provider_requests();
+    assert_eq!(requests.len(), 3);
+    let cursors: Vec<Option<&str>> = requests.iter().map(|r| r.query_param("cursor")).collect();
+    assert_eq!(cursors, vec![None, Some("c2"), Some("c3")]);
+    for request in &requests {
+        // The caller's query, the scheme's page size and Junction's token on every page.
+        assert_eq!(request.query_param("status"), Some("open"));
+        assert_eq!(request.query_param("limit"), Some("2"));
+        assert!(
+            request
+                .header("authorization")
+                .is_some_and(|h| h.starts_with("Bearer "))
+        );
+        assert_eq!(request.path, "/v1/records");
+    }
+}
+
+const LINK_PAGES: &str = "[pagination]\nstyle = \"link_header\"\nitems = \"\"\n";
+
+/// Three pages linked by `Link: <…?page=N>; rel="next"` (absolute URLs on the base).
+fn link_pages(request: &fake_provider::ApiRequest, base: &str) -> ScriptedResponse {
+    let page: u32 = request
+        .query_param("page")
+        .and_then(|page| page.parse().ok())
+        .unwrap_or(1);
+    let mut response = scripted(200, &json!([format!("item-{page}")]).to_string());
+    if page < 3 {
+        response.headers.push((
+            "link".into(),
+            format!(
+                "<{base}/v1/records?page=1>; rel=\"first\", <{base}/v1/records?page={}>; rel=\"next\"",
+                page + 1
+            ),
+        ));
+    }
+    response
+}
+
+#[tokio::test]
+async fn paginate_follows_link_headers_and_stops_at_max_pages_with_a_continuation() {
+    let setup = paginated_setup(LINK_PAGES, link_pages).await;
+    let all = setup
+        .send(json!({ "method": "GET", "path": "/v1/records", "paginate": { "max_pages": 3 } }))
+        .await;
+    assert_eq!(
+        body(&all),
+        json!({ "pages": 3, "complete": true, "items": ["item-1", "item-2", "item-3"] })
+    );
+    let two = setup
+        .send(json!({ "method": "GET", "path": "/v1/records", "paginate": { "max_pages": 2 } }))
+        .await;
+    assert_eq!(
+        body(&two),
+        json!({
+            "pages": 2,
+            "complete": false,
+            "items": ["item-1", "item-2"],
+            "next": { "path": "/v1/records", "query": { "page": "3" } }
+        })
+    );
+    assert_eq!(setup.provider_calls(), 5);
+}
+
+#[tokio::test]
+async fn paginate_refuses_a_link_to_another_host_and_sends_nothing_there() {
+    let setup = paginated_setup(LINK_PAGES, |_, _| {
+        let mut response = scripted(200, "[1]");
+        response.headers.push((
+            "link".into(),
+            "<http://127.0.0.2:9/steal?page=2>; rel=\"next\"".into(),
+        ));
+        response
+    })
+    .await;
+    let reply = setup
+        .send(json!({ "method": "GET", "path": "/v1/records", "paginate": { "max_pages": 5 } }))
+        .await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(body(&reply)["error"], "pagination_error");
+    assert_eq!(setup.provider_calls(), 1);
+}
+
+#[tokio::test]
+async fn paginate_stops_on_a_repeated_cursor() {
+    let setup = paginated_setup(CURSOR_PAGES, |_, _| {
+        scripted(200, r#"{"data": [1], "next": "same"}"#)
+    })
+    .await;
+    let reply = setup
+        .send(json!({ "method": "GET", "path": "/v1/records", "paginate": { "max_pages": 20 } }))
+        .await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(body(&reply)["error"], "pagination_error");
+    assert_eq!(
+        setup.provider_calls(),
+        2,
+        "the second page repeats the cursor it was sent"
+    );
+}
+
+#[tokio::test]
+async fn paginate_is_refused_for_writes_for_providers_without_a_scheme_and_out_of_range() {
+    let paged = paginated_setup(CURSOR_PAGES, cursor_pages).await;
+    let write = paged
+        .send(json!({ "method": "POST", "path": "/v1/records", "body": {}, "paginate": { "max_pages": 2 } }))
+        .await;
+    assert_eq!(write.status, 422);
+    assert_eq!(body(&write)["error"], "not_paginable");
+    for pages in [0, MAX_PAGINATE_PAGES + 1] {
+        let reply = paged
+            .send(json!({ "method": "GET", "path": "/v1/records", "paginate": { "max_pages": pages } }))
+            .await;
+        assert_eq!(reply.status, 400, "{pages}");
+        assert_eq!(body(&reply)["error"], "invalid_paginate");
+    }
+    let unpaged = setup().await;
+    let reply = unpaged
+        .send(json!({ "method": "GET", "path": "/v1/records", "paginate": { "max_pages": 2 } }))
+        .await;
+    assert_eq!(reply.status, 422);
+    assert_eq!(body(&reply)["error"], "not_paginable");
+    assert_eq!(paged.provider_calls() + unpaged.provider_calls(), 0);
+}
+
+#[tokio::test]
+async fn paginate_passes_a_refused_page_through() {
+    let setup = paginated_setup(CURSOR_PAGES, |request, _| {
+        match request.query_param("cursor") {
+            None => scripted(200, r#"{"data": [1], "next": "c2"}"#),
+            Some(_) => scripted(404, r#"{"error": "gone"}"#),
+        }
+    })
+    .await;
+    let reply = setup
+        .send(json!({ "method": "GET", "path": "/v1/records", "paginate": { "max_pages": 5 } }))
+        .await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(header(&reply, SOURCE_HEADER), Some("provider"));
+}
