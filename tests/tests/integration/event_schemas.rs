@@ -9,8 +9,9 @@
 //! a webhook of an account two tenants connected, stamped with `tenant` and
 //! `connection` by the consumer's account index), the OAuth vault
 //! (`connection.needs_reauth`, `connection.deleted`) and the poll scheduler
-//! (`connection.stale`), and the action runner (`action.succeeded`, `action.failed`,
-//! over the fake provider's API). Every type seen must have a schema, and every schema's type
+//! (`connection.stale`), the action runner (`action.succeeded`, `action.failed`,
+//! over the fake provider's API), and the silence detector (`provider.silent`,
+//! `connection.silent`). Every type seen must have a schema, and every schema's type
 //! must have been seen: a schema for an event nothing publishes is a lie too.
 
 use crate::schema_support;
@@ -645,6 +646,13 @@ async fn every_published_event_matches_its_schemas_and_every_schema_is_published
     for event in &announced {
         checker
             .check("action runner", event, None, &mut checked)
+            .await;
+    }
+
+    // The silence detector: a provider and a connection gone quiet.
+    for event in crate::silence_events::published().await {
+        checker
+            .check("silence detector", &event, None, &mut checked)
             .await;
     }
 

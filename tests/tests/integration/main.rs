@@ -21,5 +21,8 @@ mod polling_emulator;
 mod proxy_idempotency_emulator;
 mod schema_drift_emulator;
 mod schema_support;
+mod silence_emulator;
+mod silence_events;
+mod silence_template;
 mod template;
 mod tls_trust;

@@ -16,7 +16,11 @@
 //!   its last-event item), half a read unit per 4 KB, eventually consistent
 //!   (docs/cost.md).
 //! - A connection's tenant, provider and state: a `GetItem` projected to those, once when
-//!   the detector first sees it and again before it announces its silence.
+//!   the detector first sees it and again before it announces its silence. The
+//!   connection store (`junction_oauth`) writes `id`, `tenant` and `state` as attributes
+//!   but the provider only inside `doc` (the connection's JSON without its sealed
+//!   tokens), so `doc` is read too, and a top-level `provider`, when the store writes
+//!   one, is preferred.
 //!
 //! Checked on the emulator in `tests/tests/integration/silence_emulator.rs`.
 
@@ -86,6 +90,14 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
 
 fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
     item.get(name).and_then(|value| value.as_s().ok()).cloned()
+}
+
+/// The provider named in a connection item's `doc` (the connection's JSON, without its
+/// sealed tokens, which are an attribute of their own): the connection store writes no
+/// top-level `provider` attribute.
+fn provider_in_doc(item: &HashMap<String, AttributeValue>) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_str(&text(item, "doc")?).ok()?;
+    doc.get("provider")?.as_str().map(str::to_owned)
 }
 
 fn watch_of(item: &HashMap<String, AttributeValue>) -> ConnectionWatch {
@@ -242,7 +254,7 @@ impl SilenceStore for DynamoSilenceStore {
             .get_item()
             .table_name(&self.table)
             .key("id", AttributeValue::S(connection.to_owned()))
-            .projection_expression("id, tenant, provider, #state")
+            .projection_expression("id, tenant, provider, #state, doc")
             .expression_attribute_names("#state", "state")
             .send()
             .await
@@ -252,7 +264,7 @@ impl SilenceStore for DynamoSilenceStore {
         Ok(output.item.and_then(|item| {
             Some(Owner {
                 tenant: text(&item, "tenant")?,
-                provider: text(&item, "provider")?,
+                provider: text(&item, "provider").or_else(|| provider_in_doc(&item))?,
                 state: text(&item, "state").unwrap_or_default(),
             })
         }))
@@ -338,6 +350,17 @@ impl SilenceStore for DynamoSilenceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_provider_is_read_from_the_attribute_or_else_the_doc() {
+        let mut item = HashMap::from([(
+            "doc".to_owned(),
+            AttributeValue::S(r#"{"id":"conn_1","provider":"linear"}"#.into()),
+        )]);
+        assert_eq!(provider_in_doc(&item).as_deref(), Some("linear"));
+        item.insert("doc".into(), AttributeValue::S("not json".into()));
+        assert_eq!(provider_in_doc(&item), None);
+    }
 
     #[test]
     fn an_update_sets_what_is_present_and_removes_what_is_not() {
