@@ -24,6 +24,7 @@ mod api;
 mod contract;
 mod endpoint;
 mod oauth;
+mod oauth1;
 mod pagination;
 mod polling;
 mod subscription;
@@ -36,6 +37,7 @@ pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
     TokenRequestFormat, UrlParameter, placeholders,
 };
+pub use oauth1::{ApiAuth, OAuth1Revocation, OAuth1Spec, SignatureMethod};
 pub use pagination::{MAX_PAGE_SIZE, PaginationSpec};
 pub use polling::{MIN_INTERVAL_SECONDS, POLLERS, PollModel, PollingSpec};
 pub use subscription::{
@@ -259,6 +261,9 @@ pub struct Provider {
     /// metadata: its issuer alone (instead of `[oauth]`).
     #[serde(default)]
     pub oauth_discovery: Option<DiscoverySpec>,
+    /// How accounts are connected with OAuth 1.0a (instead of `[oauth]`).
+    #[serde(default)]
+    pub oauth1: Option<OAuth1Spec>,
     /// How the provider's API answers (error rules for the outbound client).
     #[serde(default)]
     pub api: Option<ApiSpec>,
@@ -1039,6 +1044,17 @@ impl Provider {
         }
         if let Some(oauth) = &self.oauth {
             oauth
+                .check(endpoints)
+                .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        if let Some(oauth1) = &self.oauth1 {
+            if self.oauth.is_some() || self.oauth_discovery.is_some() {
+                return Err(invalid(
+                    "oauth1",
+                    "give one of [oauth], [oauth_discovery] and [oauth1]".to_owned(),
+                ));
+            }
+            oauth1
                 .check(endpoints)
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
