@@ -182,6 +182,8 @@ pub struct OutboundClient {
     catalog: &'static Catalog,
     limiter: RateLimiter,
     breaker: CircuitBreaker,
+    /// The limiter's clock: when a request was booked, for its 429.
+    clock: Arc<dyn Clock>,
     policy: RetryPolicy,
     call_timeout: Duration,
     /// The largest response body read; a larger one is a permanent failure.
@@ -214,7 +216,8 @@ impl OutboundClient {
             vault,
             catalog,
             limiter: RateLimiter::new(state.clone(), clock.clone()),
-            breaker: CircuitBreaker::new(state, clock),
+            breaker: CircuitBreaker::new(state, clock.clone()),
+            clock,
             policy: RetryPolicy::default(),
         }
     }
@@ -313,6 +316,7 @@ impl OutboundClient {
                 });
             }
             let time_left = call.deadline.saturating_duration_since(Instant::now());
+            let booked = self.clock.now();
             // A wait that does not fit is refused without booking the time, so a
             // requeued job does not spend the provider's budget.
             match self
@@ -383,7 +387,7 @@ impl OutboundClient {
                         Decision::GiveUp => provider_wait,
                     };
                     self.limiter
-                        .throttled(bucket, limit, hold)
+                        .throttled_after(bucket, limit, hold, booked)
                         .await
                         .map_err(unavailable)?;
                 }

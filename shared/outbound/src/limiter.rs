@@ -26,8 +26,9 @@
 //! instance for that long.
 //!
 //! **A 429 the catalog did not predict** reveals a lower limit: the rate drops to half the
-//! rate that drew it (at most once a second, so the 429s of requests already in flight
-//! count once; never below 1/64 of the catalog's rate), climbs back linearly within a
+//! rate that drew it (never below 1/64 of the catalog's rate; the 429 of a request
+//! booked before the last decrease, or within a second of it, does not lower it again:
+//! it was scheduled at the old rate), climbs back linearly within a
 //! minute to 90 % of the rate that failed, and stays there: the rate known to fail is
 //! trusted 10 % more for each quiet hour, so the ceiling rises slowly (one probe, and at
 //! worst one 429, about every hour of traffic) and is forgotten only once it has grown
@@ -490,25 +491,42 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// The provider answered 429: lowers the rate to half the one that drew it and,
-    /// when it said how long to wait, holds every instance back for that long. Returns
-    /// the new rate.
+    /// The provider answered 429 to a request booked just now: see
+    /// [`RateLimiter::throttled_after`].
     pub async fn throttled(
         &self,
         key: &str,
         limit: &Limit,
         wait: Option<Duration>,
     ) -> Result<f64, StateError> {
+        self.throttled_after(key, limit, wait, self.clock.now())
+            .await
+    }
+
+    /// The provider answered 429 to a request booked at `booked`: lowers the rate to
+    /// half the one that drew it and, when the provider said how long to wait, holds
+    /// every instance back for that long. Returns the new rate.
+    ///
+    /// A request booked before the last decrease was scheduled at the old rate (the
+    /// bookings of every worker reach seconds ahead): its 429 says nothing about the new
+    /// rate and does not lower it again, or one burst would drive the rate far below
+    /// the provider's limit. Nor does any 429 within a second of the last decrease.
+    pub async fn throttled_after(
+        &self,
+        key: &str,
+        limit: &Limit,
+        wait: Option<Duration>,
+        booked: time::OffsetDateTime,
+    ) -> Result<f64, StateError> {
+        let booked_ms = i64::try_from(booked.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         update_with(self.store.as_ref(), key, |bucket: &mut Bucket| {
             let now = self.now();
             bucket.tidy(limit, now);
             let current = bucket.ceiling_rate(limit, now);
-            // Requests already in flight when the first 429 came were sent at the old
-            // rate: their 429s must not lower the rate again and again.
-            let in_flight = bucket
+            let stale = bucket
                 .ceiling
-                .is_some_and(|c| now - c.at_ms < DECREASE_INTERVAL_MS);
-            if !in_flight {
+                .is_some_and(|c| booked_ms < c.at_ms || now - c.at_ms < DECREASE_INTERVAL_MS);
+            if !stale {
                 bucket.ceiling = Some(Ceiling {
                     rate: (current / 2.0).max(limit.rate * MIN_RATE_FRACTION),
                     failed: current,
@@ -847,6 +865,34 @@ mod tests {
         }
         let floor = limiter.effective_rate("p", &LIMIT).await.expect("rate");
         assert!(close(floor, 2.0 / 64.0), "never below 1/64: {floor}");
+    }
+
+    #[tokio::test]
+    async fn a_429_to_a_request_booked_before_the_last_decrease_does_not_lower_again() {
+        let (clock, store) = setup();
+        let limiter = RateLimiter::new(store, clock.clone());
+        let booked_early = clock.now();
+        clock.advance(time::Duration::seconds(1));
+        let lowered = limiter
+            .throttled("p", &LIMIT, None)
+            .await
+            .expect("throttled");
+        assert!(close(lowered, 1.0), "{lowered}");
+        clock.advance(time::Duration::seconds(3));
+        let rate = limiter.effective_rate("p", &LIMIT).await.expect("rate");
+        let late = limiter
+            .throttled_after("p", &LIMIT, None, booked_early)
+            .await
+            .expect("throttled");
+        assert!(
+            close(late, rate),
+            "booked at the old rate: no second decrease ({rate} -> {late})"
+        );
+        let fresh = limiter
+            .throttled_after("p", &LIMIT, None, clock.now())
+            .await
+            .expect("throttled");
+        assert!(close(fresh, rate / 2.0), "booked since: {rate} -> {fresh}");
     }
 
     #[tokio::test]
