@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{Api, PollTarget, unexpected};
+use super::{Api, Paging, PollTarget, unexpected};
 use crate::{Page, PolledRecord, Poller};
 use junction_aws::clock::{Clock, SystemClock};
 use junction_outbound::{CallError, CallFailure};
@@ -143,16 +143,13 @@ impl Cursor {
     }
 }
 
-/// `data` and `next_page.offset` of an Asana list answer.
-fn list(answer: &Value) -> Result<(Vec<Value>, Option<String>), CallError> {
+/// `data` and the next page's offset (`next_page.offset`, by the catalog's
+/// `[pagination]`) of an Asana list answer to a request that carried `sent`.
+fn list(answer: &Value, sent: Option<&str>) -> Result<(Vec<Value>, Option<String>), CallError> {
     let Some(Value::Array(data)) = answer.get("data") else {
         return Err(unexpected("no data in the list answer"));
     };
-    let next = answer
-        .pointer("/next_page/offset")
-        .and_then(Value::as_str)
-        .filter(|offset| !offset.is_empty())
-        .map(str::to_owned);
+    let next = Paging::of("asana")?.next(sent, answer)?;
     Ok((data.clone(), next))
 }
 
@@ -189,13 +186,13 @@ impl Poller for AsanaTasks {
         let Some(workspaces) = cursor.workspaces.clone() else {
             let mut query = vec![("limit", LIMIT)];
             if let Some(offset) = &cursor.listing {
-                query.push(("offset", offset));
+                query.push((Paging::of("asana")?.param()?, offset));
             }
             let answer = self
                 .api
                 .get(target, "list_workspaces", "/workspaces", &query)
                 .await?;
-            let (data, next) = list(&answer)?;
+            let (data, next) = list(&answer, cursor.listing.as_deref())?;
             cursor.found.extend(gids(&data));
             cursor.listing = next;
             if cursor.listing.is_none() {
@@ -214,13 +211,13 @@ impl Poller for AsanaTasks {
                 ("opt_fields", "gid"),
             ];
             if let Some(offset) = &cursor.listing {
-                query.push(("offset", offset));
+                query.push((Paging::of("asana")?.param()?, offset));
             }
             let answer = self
                 .api
                 .get(target, "list_projects", "/projects", &query)
                 .await?;
-            let (data, next) = list(&answer)?;
+            let (data, next) = list(&answer, cursor.listing.as_deref())?;
             cursor
                 .projects
                 .get_or_insert_with(Vec::new)
@@ -256,7 +253,7 @@ impl Poller for AsanaTasks {
             query.push(("modified_since", since.as_str()));
         }
         if let Some(offset) = &cursor.offset {
-            query.push(("offset", offset.as_str()));
+            query.push((Paging::of("asana")?.param()?, offset.as_str()));
         }
         let answer = match self.api.get(target, "list_tasks", "/tasks", &query).await {
             Ok(answer) => answer,
@@ -267,7 +264,7 @@ impl Poller for AsanaTasks {
             }
             Err(err) => return Err(err),
         };
-        let (data, next) = list(&answer)?;
+        let (data, next) = list(&answer, cursor.offset.as_deref())?;
         let mut records = Vec::with_capacity(data.len());
         for task in data {
             let gid = task

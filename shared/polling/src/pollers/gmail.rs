@@ -68,7 +68,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use super::{Api, PollTarget, unexpected};
+use super::{Api, Paging, PollTarget, unexpected};
 use crate::{Page, PolledRecord, Poller};
 use junction_outbound::CallError;
 
@@ -189,8 +189,6 @@ struct Profile {
 struct ThreadList {
     #[serde(default)]
     threads: Vec<ThreadRef>,
-    #[serde(default)]
-    next_page_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,8 +201,6 @@ struct ThreadRef {
 struct HistoryList {
     #[serde(default)]
     history: Vec<HistoryRecord>,
-    #[serde(default)]
-    next_page_token: Option<String>,
     #[serde(default)]
     history_id: Option<HistoryId>,
 }
@@ -354,13 +350,15 @@ impl GmailHistory {
         if cursor.pending.is_empty() && (first || cursor.page.is_some()) {
             let per_page = THREADS_PER_PAGE.to_string();
             let mut query = vec![("maxResults", per_page.as_str())];
+            let paging = Paging::of("gmail")?;
             if let Some(token) = cursor.page.as_deref() {
-                query.push(("pageToken", token));
+                query.push((paging.param()?, token));
             }
             let response = self
                 .api
                 .get(target, "threads.list", THREADS, &query)
                 .await?;
+            let next_page = paging.next(cursor.page.as_deref(), &response)?;
             let list: ThreadList = read(response, "threads.list body")?;
             cursor.pending = list
                 .threads
@@ -370,7 +368,7 @@ impl GmailHistory {
                     at: None,
                 })
                 .collect();
-            cursor.page = non_empty(list.next_page_token);
+            cursor.page = next_page;
             listed = true;
         }
         let fetched = self.fetch(target, &mut cursor.pending).await?;
@@ -407,8 +405,9 @@ impl GmailHistory {
                 ("maxResults", HISTORY_RECORDS_PER_PAGE),
             ];
             query.extend(HISTORY_TYPES.iter().map(|kind| ("historyTypes", *kind)));
+            let paging = Paging::of("gmail")?;
             if let Some(token) = cursor.page.as_deref() {
-                query.push(("pageToken", token));
+                query.push((paging.param()?, token));
             }
             let response = match self.api.get(target, "history.list", HISTORY, &query).await {
                 Ok(response) => response,
@@ -422,6 +421,7 @@ impl GmailHistory {
                 }
                 Err(err) => return Err(err),
             };
+            let next_page = paging.next(cursor.page.as_deref(), &response)?;
             let list: HistoryList = read(response, "history.list body")?;
             // The newest record of this page: the watermark when Gmail leaves out its own.
             let last_record = list
@@ -430,7 +430,7 @@ impl GmailHistory {
                 .and_then(|record| record.id.clone())
                 .and_then(HistoryId::into_text);
             cursor.pending = changed_threads(list.history, &cursor.start);
-            match non_empty(list.next_page_token) {
+            match next_page {
                 Some(token) => cursor.page = Some(token),
                 None => {
                     cursor.page = None;

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{Api, PollTarget, unexpected, watermark::Watermark};
+use super::{Api, Paging, PollTarget, unexpected, watermark::Watermark};
 use crate::{Page, PolledRecord, Poller};
 use junction_aws::clock::{Clock, SystemClock};
 use junction_outbound::CallError;
@@ -140,15 +140,6 @@ fn rfc3339(at: OffsetDateTime) -> Result<String, CallError> {
         .map_err(|_| unexpected("a time does not format"))
 }
 
-/// `paging.next.after`, if another page follows.
-fn next_after(answer: &Value) -> Option<String> {
-    match answer.pointer("/paging/next/after") {
-        Some(Value::String(after)) if !after.is_empty() => Some(after.clone()),
-        Some(Value::Number(after)) => Some(after.to_string()),
-        _ => None,
-    }
-}
-
 impl HubspotDeals {
     async fn search_page(
         &self,
@@ -173,13 +164,16 @@ impl HubspotDeals {
             body["after"] = json!(after);
         }
         let answer = self.api.post(target, "search_deals", SEARCH, &body).await?;
+        // The search takes the list's `after` in its body; its answer pages the same way
+        // (`paging.next.after`, the catalog's scheme).
+        let next_after = Paging::of("hubspot")?.next(cursor.search.page.as_deref(), &answer)?;
         let Some(Value::Array(results)) = answer.get("results").cloned() else {
             return Err(unexpected("no results in the search answer"));
         };
         let search = &mut cursor.search;
         let records = search.admit(results, "/id", "/properties/hs_lastmodifieddate", instant)?;
 
-        if let Some(after) = next_after(&answer) {
+        if let Some(after) = next_after {
             let offset: u64 = after
                 .parse()
                 .map_err(|_| unexpected("paging.next.after is not an integer"))?;
@@ -255,13 +249,15 @@ impl HubspotDeals {
             ("limit", limit.as_str()),
             ("properties", properties.as_str()),
         ];
+        let paging = Paging::of("hubspot")?;
         if let Some(after) = &sweep.after {
-            query.push(("after", after.as_str()));
+            query.push((paging.param()?, after.as_str()));
         }
         let answer = self
             .api
             .get(target, "list_archived_deals", LIST, &query)
             .await?;
+        let next_after = paging.next(sweep.after.as_deref(), &answer)?;
         let Some(Value::Array(results)) = answer.get("results").cloned() else {
             return Err(unexpected("no results in the archived list"));
         };
@@ -279,7 +275,7 @@ impl HubspotDeals {
                 body: deal,
             });
         }
-        match next_after(&answer) {
+        match next_after {
             Some(after) => {
                 cursor.archived = Some(ArchivedSweep {
                     since: sweep.since,

@@ -13,6 +13,17 @@
 //! | `slack-history` | `conversations.list` + `conversations.history` | per-pass `oldest` watermark | `channel.is_archived` |
 //!
 //! Each poller's module documents its requests and responses with their sources.
+//!
+//! Pages: where the provider's lists page generically, the poller reads the next
+//! continuation through the catalog's `[pagination]` scheme ([`Paging`], backed by
+//! `junction_outbound::pagination`, which refuses a repeated cursor): Slack
+//! (`response_metadata.next_cursor`), Gmail (`nextPageToken`), HubSpot
+//! (`paging.next.after`, also for the search's `POST` body) and Asana
+//! (`next_page.offset`). Each keeps its continuation in its own stored cursor, one page
+//! per call, so the page limit is the worker's invocation budget. Salesforce
+//! (`nextRecordsUrl`, a path on the connection's instance, checked there) and Linear
+//! (GraphQL `pageInfo` inside each query's own connection field) page in their own
+//! code: neither is a query parameter scheme of the whole API.
 
 use std::{sync::Arc, time::Instant};
 
@@ -99,6 +110,51 @@ pub(crate) fn unexpected(what: &str) -> CallError {
         class: FailureClass::Permanent,
         code: format!("unexpected_response: {what}"),
     })
+}
+
+/// How a poller's provider continues a list: the catalog's `[pagination]` scheme of
+/// `provider` (each poller is one provider's, so its entry is read by id from the
+/// embedded catalog). The poller keeps the continuation in its own stored cursor, one
+/// page per call; [`Paging::next`] reads it from an answer by the scheme, refusing a
+/// repeat of the one just sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paging {
+    scheme: &'static junction_catalog::PaginationSpec,
+}
+
+impl Paging {
+    /// The scheme of `provider`; a permanent failure if the catalog declares none.
+    pub(crate) fn of(provider: &str) -> Result<Self, CallError> {
+        Catalog::embedded()
+            .ok()
+            .and_then(|catalog| catalog.get(provider))
+            .and_then(|entry| entry.pagination.as_ref())
+            .map(|scheme| Paging { scheme })
+            .ok_or_else(|| unexpected("the catalog declares no [pagination] for the poller"))
+    }
+
+    /// The query parameter the continuation is sent in (`cursor`, `pageToken`, …).
+    pub(crate) fn param(&self) -> Result<&'static str, CallError> {
+        junction_outbound::pagination::continuation_param(self.scheme)
+            .ok_or_else(|| unexpected("the poller needs a body-read pagination scheme"))
+    }
+
+    /// The continuation `body` gives after the request that carried `sent`; `None`:
+    /// the listing is done.
+    pub(crate) fn next(
+        &self,
+        sent: Option<&str>,
+        body: &Value,
+    ) -> Result<Option<String>, CallError> {
+        junction_outbound::pagination::next_continuation(self.scheme, sent, None, body).map_err(
+            |err| {
+                CallError::Failed(CallFailure {
+                    class: FailureClass::Permanent,
+                    code: format!("pagination: {err}"),
+                })
+            },
+        )
+    }
 }
 
 impl Api {
@@ -230,6 +286,15 @@ mod tests {
             );
         }
         assert!(build("no-such-poller", bench.api.client.clone()).is_none());
+    }
+
+    #[test]
+    fn every_paging_pollers_provider_declares_a_body_read_scheme() {
+        for provider in ["slack", "gmail", "hubspot", "asana"] {
+            let paging = Paging::of(provider).expect(provider);
+            assert!(paging.param().is_ok(), "{provider}");
+        }
+        assert!(Paging::of("fakeauth").is_err());
     }
 
     #[test]

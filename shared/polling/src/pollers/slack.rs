@@ -63,7 +63,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Api, PollTarget, unexpected};
+use super::{Api, Paging, PollTarget, unexpected};
 use crate::{Page, PolledRecord, Poller};
 use junction_aws::clock::{Clock, SystemClock};
 use junction_outbound::CallError;
@@ -149,14 +149,9 @@ impl Cursor {
 struct ChannelList {
     #[serde(default)]
     channels: Vec<Value>,
-    #[serde(default)]
-    response_metadata: Option<ResponseMetadata>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ResponseMetadata {
-    #[serde(default)]
-    next_cursor: Option<String>,
+    /// The next page's cursor, read by the catalog's `[pagination]` scheme.
+    #[serde(skip)]
+    next_page: Option<String>,
 }
 
 /// What `conversations.history` said about a conversation.
@@ -189,14 +184,19 @@ impl SlackHistory {
             ("exclude_archived", "false"),
             ("limit", limit.as_str()),
         ];
+        let paging = Paging::of("slack")?;
         if let Some(cursor) = cursor {
-            query.push(("cursor", cursor));
+            query.push((paging.param()?, cursor));
         }
         let response = self
             .api
             .get(target, "conversations.list", LIST, &query)
             .await?;
-        serde_json::from_value(response).map_err(|_| unexpected("conversations.list body"))
+        let next = paging.next(cursor, &response)?;
+        let mut list: ChannelList =
+            serde_json::from_value(response).map_err(|_| unexpected("conversations.list body"))?;
+        list.next_page = next;
+        Ok(list)
     }
 
     /// The newest message of `channel` after `oldest` (or at all).
@@ -360,10 +360,7 @@ impl Poller for SlackHistory {
             progressed = true;
         }
 
-        let next_page = list
-            .response_metadata
-            .and_then(|metadata| metadata.next_cursor)
-            .filter(|next| !next.is_empty());
+        let next_page = list.next_page;
         let next = if !finished {
             cursor
         } else if let Some(next_page) = next_page {
