@@ -608,6 +608,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         "idempotency_key": "order-42",
     });
     let traversal = json!({ "method": "GET", "path": "/a/%2e%2e/admin" });
+    let paginated = json!({ "method": "GET", "path": "/me", "paginate": { "max_pages": 3 } });
     // The queued write's id: its key names it.
     let queued = actions::keyed_action_id(&tested, "order-42");
     let status = |tenant, action| Request {
@@ -816,6 +817,12 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
             422,
         ),
         (
+            "paginate for a provider without [pagination]",
+            &testable_api,
+            send(PROXY, "tenant-1", &tested, &paginated),
+            422,
+        ),
+        (
             "the connections table down",
             &down_api,
             send(PROXY, "tenant-1", &tested, &get_me),
@@ -974,7 +981,7 @@ async fn every_response_matches_the_documented_schema_for_its_status() {
         "the document refuses the unknown field the API refuses"
     );
     let proxy_body = schemas.validator(&request_schema(openapi, "POST", PROXY));
-    for body in [&get_me, &write, &traversal] {
+    for body in [&get_me, &write, &traversal, &paginated] {
         check(&proxy_body, body).unwrap_or_else(|errors| panic!("{body}:\n{errors}"));
     }
     assert!(
