@@ -505,6 +505,17 @@ pub struct SilenceDetector {
     settings: SilenceSettings,
 }
 
+/// What became of a connection's silence announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announcement {
+    /// On the bus.
+    Announced,
+    /// Not judged: the connection is not active, or gone.
+    NotJudged,
+    /// The connection or the bus could not be reached: tried again next run.
+    Failed,
+}
+
 /// Unix seconds as RFC 3339 (empty if out of range).
 fn timestamp(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
@@ -645,14 +656,13 @@ impl SilenceDetector {
                     },
                     None,
                 ) => {
-                    if self
-                        .announce_provider(
-                            now, end, provider, *current, *baseline, *weeks, tracked, report,
-                        )
-                        .await
-                    {
-                        report.silent_providers += 1;
-                    }
+                    // Counted even when the event did not go out (it is tried again
+                    // next run): the alarm must not depend on the bus.
+                    self.announce_provider(
+                        now, end, provider, *current, *baseline, *weeks, tracked, report,
+                    )
+                    .await;
+                    report.silent_providers += 1;
                 }
                 (ProviderVerdict::Silent { .. }, Some(_)) => report.silent_providers += 1,
                 // Without a baseline to decide, an episode lasts until anything arrives.
@@ -681,7 +691,8 @@ impl SilenceDetector {
     }
 
     /// Announces a provider's silence and forces a poll of its connections that have
-    /// sync jobs; whether the episode was recorded (else it is tried again next run).
+    /// sync jobs, then records the episode (an event that did not go out is not
+    /// recorded, so it is tried again next run).
     #[allow(clippy::too_many_arguments)]
     async fn announce_provider(
         &self,
@@ -693,7 +704,7 @@ impl SilenceDetector {
         weeks: usize,
         tracked: &Tracked,
         report: &mut RunReport,
-    ) -> bool {
+    ) {
         // Its connections that webhooks fed: those with a last-event item, whose
         // provider the detector already keeps (no extra read). Connections that never
         // received a webhook keep their usual polling schedule.
@@ -731,7 +742,7 @@ impl SilenceDetector {
         if let Err(err) = self.bus.publish(std::slice::from_ref(&event)).await {
             report.failures += 1;
             tracing::warn!(provider = %provider, error = %error_chain(&err), outcome = "silence_not_announced", "provider.silent not published; tried again next run");
-            return false;
+            return;
         }
         report.providers_announced += 1;
         tracing::warn!(provider = %provider, received_last_hour = current, baseline_hourly = baseline, outcome = "provider_silent", "webhooks from the provider dropped below their normal rate");
@@ -743,7 +754,6 @@ impl SilenceDetector {
             report.failures += 1;
             tracing::warn!(provider = %provider, error = %error_chain(&err), outcome = "silence_check_failed", "provider silence not recorded; it may be announced again");
         }
-        true
     }
 
     async fn check_connection(
@@ -767,16 +777,21 @@ impl SilenceDetector {
         if let Some((since, length)) = verdict.ended {
             tracing::info!(connection = %connection.id, announced_at = since, silent_for = length, outcome = "connection_silence_ended", "webhooks for the connection arrive again");
         }
-        if verdict.newly_silent
-            && !self
+        let mut unannounced = false;
+        if verdict.newly_silent {
+            let announced = self
                 .announce_connection(now, connection, &verdict, report)
-                .await
-        {
-            // Not announced: not recorded, so the next run tries again.
-            next.silent_since = connection.watch.silent_since;
-            next.silent_last_event_at = connection.watch.silent_last_event_at;
+                .await;
+            if announced != Announcement::Announced {
+                // Not recorded, so the next run judges it again.
+                next.silent_since = connection.watch.silent_since;
+                next.silent_last_event_at = connection.watch.silent_last_event_at;
+                // A silence the bus did not take still counts (the alarm must not
+                // depend on the bus); one not judged (not active, gone) does not.
+                unannounced = announced == Announcement::Failed;
+            }
         }
-        if next.silent_since.is_some() {
+        if next.silent_since.is_some() || unannounced {
             report.silent_connections += 1;
         }
         if next != *stored {
@@ -790,24 +805,23 @@ impl SilenceDetector {
         }
     }
 
-    /// Announces a connection's silence after forcing its reconciliation poll; whether
-    /// the event is on the bus.
+    /// Announces a connection's silence after forcing its reconciliation poll.
     async fn announce_connection(
         &self,
         now: i64,
         connection: &TrackedConnection,
         verdict: &ConnectionVerdict,
         report: &mut RunReport,
-    ) -> bool {
+    ) -> Announcement {
         // Read again: a connection that needs reauthorization or was deleted meanwhile
         // is silent for a reason the product already knows.
         let owner = match self.store.owner(&connection.id).await {
             Ok(Some(owner)) if owner.state == "active" => owner,
-            Ok(_) => return false,
+            Ok(_) => return Announcement::NotJudged,
             Err(err) => {
                 report.failures += 1;
                 tracing::warn!(connection = %connection.id, error = %error_chain(&err), outcome = "silence_check_failed", "connection not read");
-                return false;
+                return Announcement::Failed;
             }
         };
         let forced = self
@@ -835,11 +849,11 @@ impl SilenceDetector {
         if let Err(err) = self.bus.publish(std::slice::from_ref(&event)).await {
             report.failures += 1;
             tracing::warn!(connection = %connection.id, error = %error_chain(&err), outcome = "silence_not_announced", "connection.silent not published; tried again next run");
-            return false;
+            return Announcement::Failed;
         }
         report.connections_announced += 1;
         tracing::warn!(connection = %connection.id, provider = %owner.provider, tenant = %owner.tenant, silent_for = verdict.silent_for, threshold = verdict.threshold, outcome = "connection_silent", "no webhook for the connection for longer than its rhythm allows");
-        true
+        Announcement::Announced
     }
 }
 

@@ -337,7 +337,8 @@ async fn an_announcement_that_fails_is_tried_again_next_run() {
             report.silent_providers,
             report.failures
         ),
-        (0, 0, 1)
+        (0, 1, 1),
+        "counted (the alarm does not depend on the bus), not recorded"
     );
     assert_eq!(
         w.store.provider("stripe"),
@@ -648,4 +649,38 @@ fn the_run_s_metrics_are_one_emf_line() {
     );
     assert_eq!(line["SilentProviders"], 2);
     assert_eq!(line["SilentConnections"], 5);
+}
+
+#[tokio::test]
+async fn a_connection_silence_the_bus_refused_counts_and_is_announced_next_run() {
+    let w = world();
+    w.store.connect("conn_1", "acme", "slack");
+    w.store.record_event("conn_1", MONDAY);
+    w.detector.run(MONDAY).await.expect("run");
+    w.bus.set_failing(true);
+    let report = w.detector.run(MONDAY + 8 * DAY).await.expect("run");
+    assert_eq!(
+        (
+            report.silent_connections,
+            report.connections_announced,
+            report.failures
+        ),
+        (1, 0, 1),
+        "the alarm does not depend on the bus"
+    );
+    assert_eq!(
+        w.store.watch("conn_1").and_then(|watch| watch.silent_since),
+        None,
+        "not recorded as announced"
+    );
+    w.bus.set_failing(false);
+    let report = w
+        .detector
+        .run(MONDAY + 8 * DAY + 15 * MINUTE)
+        .await
+        .expect("run");
+    assert_eq!(
+        (report.silent_connections, report.connections_announced),
+        (1, 1)
+    );
 }
