@@ -363,12 +363,16 @@ impl OutboundClient {
             };
             let status = headers.as_ref().map(|((status, _), _)| *status);
             self.log(call, attempt, status, started, Some(&failure));
-            let provider_wait = headers
-                .as_ref()
-                .map(|((_, headers), _)| {
-                    RateLimitHeaders::parse(headers, time::OffsetDateTime::now_utc())
-                })
-                .and_then(|limits| limits.wait());
+            let limits = headers.as_ref().map(|((_, headers), _)| {
+                RateLimitHeaders::parse(headers, time::OffsetDateTime::now_utc())
+            });
+            let provider_wait = limits.and_then(|limits| limits.wait());
+            // The provider says which window is spent and when it resets: a documented
+            // quota ran out, which teaches nothing about an undocumented limit.
+            let quota_spent = limits.and_then(|limits| match limits.remaining {
+                Some(0) => limits.reset_after,
+                _ => None,
+            });
             let time_left = call.deadline.saturating_duration_since(Instant::now());
             let decision = self.policy.decide(
                 failure.class,
@@ -386,10 +390,19 @@ impl OutboundClient {
                         Decision::Retry(wait) | Decision::Requeue(wait) => Some(wait),
                         Decision::GiveUp => provider_wait,
                     };
-                    self.limiter
-                        .throttled_after(bucket, limit, hold, booked)
-                        .await
-                        .map_err(unavailable)?;
+                    match quota_spent {
+                        Some(reset) => self
+                            .limiter
+                            .pause(bucket, limit, hold.unwrap_or(reset).max(reset))
+                            .await
+                            .map_err(unavailable)?,
+                        None => {
+                            self.limiter
+                                .throttled_after(bucket, limit, hold, booked)
+                                .await
+                                .map_err(unavailable)?;
+                        }
+                    }
                 }
                 FailureClass::Transient => {
                     self.breaker.failed(&breaker).await.map_err(unavailable)?;

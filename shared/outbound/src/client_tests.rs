@@ -320,3 +320,47 @@ fn windows_of_the_other_scope_are_counted_on_their_own_key() {
         [("bucket#telegram".to_owned(), Limit::rate(1.0, 1))]
     );
 }
+
+/// A 429 that says its window is spent (`Remaining: 0` and a reset) is a documented
+/// quota running out: every caller waits for the reset, and the rate is not lowered.
+#[tokio::test]
+async fn a_429_for_a_spent_quota_holds_until_the_reset_without_lowering_the_rate() {
+    let setup = setup().await;
+    setup.harness.server.script_api([ScriptedResponse {
+        status: 429,
+        headers: vec![
+            ("X-RateLimit-Limit".into(), "1000".into()),
+            ("X-RateLimit-Remaining".into(), "0".into()),
+            ("X-RateLimit-Reset".into(), "120".into()),
+        ],
+        ..ScriptedResponse::default()
+    }]);
+    let requeued = setup.call(Duration::from_secs(30)).await;
+    assert!(
+        matches!(requeued, Err(CallError::Requeue { after, .. }) if after >= Duration::from_secs(119)),
+        "{requeued:?}"
+    );
+    let api = setup
+        .client
+        .catalog
+        .get("fakeauth")
+        .and_then(|p| p.api.as_ref())
+        .expect("api");
+    let (key, limit) = &buckets(&api.rate_limit, "fakeauth", &setup.connection)[0];
+    assert_eq!(
+        setup
+            .client
+            .limiter
+            .effective_rate(key, limit)
+            .await
+            .expect("rate"),
+        100.0,
+        "not lowered"
+    );
+    let held = setup.call(Duration::from_secs(30)).await;
+    assert!(
+        matches!(held, Err(CallError::Requeue { after, reason: RequeueReason::RateLimit }) if after >= Duration::from_secs(100)),
+        "every caller waits for the reset: {held:?}"
+    );
+    assert_eq!(setup.api_calls(), 1);
+}
