@@ -290,8 +290,19 @@ fn percent_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Checks `request` against the connection's API base `base` and the provider's
-/// `api`; the request to send, or why not.
+/// `api`; the request to send, or why not. A request with `paginate` is refused here:
+/// one request is sent (an action), and only the proxy route follows pages.
 pub fn prepare(api: &ApiSpec, base: &str, request: &ProxyRequest) -> Result<Prepared, Refusal> {
+    if request.paginate.is_some() {
+        return Err(Refusal::Method(
+            "paginate is for the proxy's GET; an action sends one request".into(),
+        ));
+    }
+    prepare_one(api, base, request)
+}
+
+/// [`prepare`] without the `paginate` refusal: the proxy route checks it first.
+fn prepare_one(api: &ApiSpec, base: &str, request: &ProxyRequest) -> Result<Prepared, Refusal> {
     let method = match request.method.to_ascii_uppercase().as_str() {
         "GET" => reqwest::Method::GET,
         "HEAD" => reqwest::Method::HEAD,
@@ -802,7 +813,7 @@ pub async fn proxy_route(
             Err(reply) => return reply,
         },
     };
-    let prepared = match prepare(api, &base, &request) {
+    let prepared = match prepare_one(api, &base, &request) {
         Ok(prepared) => prepared,
         Err(refusal) => {
             tracing::info!(provider = %connection.provider, connection = %connection.id, error = %refusal, outcome = "proxy_refused", "proxy request refused");
@@ -869,7 +880,6 @@ fn paginable(
 /// provider refuses is answered as the plain proxy would (its status and body); a body
 /// that is not JSON, a next link off the API base, a repeated cursor or pages over
 /// [`PROXY_RESPONSE_CAP`] in all are a 502.
-#[allow(clippy::too_many_arguments)]
 async fn paginated_route(
     proxy: Proxy<'_>,
     connection: &Connection,

@@ -668,3 +668,20 @@ async fn paginate_passes_a_refused_page_through() {
     assert_eq!(reply.status, 404);
     assert_eq!(header(&reply, SOURCE_HEADER), Some("provider"));
 }
+
+#[test]
+fn an_action_with_paginate_is_refused_it_sends_one_request() {
+    let catalog = junction_catalog::Catalog::embedded().expect("catalog");
+    let api = catalog
+        .get("slack")
+        .and_then(|slack| slack.api.as_ref())
+        .expect("slack's [api]");
+    let request: ProxyRequest = serde_json::from_value(
+        json!({ "method": "GET", "path": "/users.list", "paginate": { "max_pages": 2 } }),
+    )
+    .expect("request");
+    assert!(matches!(
+        prepare(api, "https://slack.com/api", &request),
+        Err(Refusal::Method(_))
+    ));
+}
