@@ -89,6 +89,11 @@ fn gmail_follows_next_page_token_in_page_token() {
         next_continuation(spec, None, None, &page),
         Ok(Some("09876543210987654321".into()))
     );
+    // A poller holds only the token it sent: the same one back is a loop.
+    assert_eq!(
+        next_continuation(spec, Some("09876543210987654321"), None, &page),
+        Err(PaginationError::Repeated)
+    );
 }
 
 #[test]

@@ -594,11 +594,13 @@ async fn paginate_follows_link_headers_and_stops_at_max_pages_with_a_continuatio
 
 #[tokio::test]
 async fn paginate_refuses_a_link_to_another_host_and_sends_nothing_there() {
-    let setup = paginated_setup(LINK_PAGES, |_, _| {
+    // The same server and path under another host name: followed, it would be answered.
+    let setup = paginated_setup(LINK_PAGES, |_, base| {
         let mut response = scripted(200, "[1]");
+        let elsewhere = base.replace("127.0.0.1", "localhost");
         response.headers.push((
             "link".into(),
-            "<http://127.0.0.2:9/steal?page=2>; rel=\"next\"".into(),
+            format!("<{elsewhere}/v1/records?page=2>; rel=\"next\""),
         ));
         response
     })
