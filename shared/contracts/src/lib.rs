@@ -13,4 +13,6 @@
 //! A schema is a path → type shape ([`junction_pipeline::drift::Shape`]), the same one the
 //! consumer's passive drift check fingerprints, so both report the same diff.
 
+pub mod aws;
+pub mod check;
 pub mod recorded;

@@ -656,6 +656,11 @@ async fn every_published_event_matches_its_schemas_and_every_schema_is_published
             .await;
     }
 
+    // Schema drift and the contract check (issue 30): contract_check.rs.
+    for (origin, event) in crate::contract_check::published().await {
+        checker.check(&origin, &event, None, &mut checked).await;
+    }
+
     assert!(
         checked.failures.is_empty(),
         "{} events do not match their schemas:\n\n{}",

@@ -8,6 +8,7 @@ mod action_status_emulator;
 mod api_schemas;
 mod catalog_overlay_emulator;
 mod consumer_emulator;
+mod contract_check;
 mod dlq_redrive_emulator;
 mod emulator_limits;
 mod event_schemas;

@@ -688,6 +688,12 @@ fn the_key_policy_names_each_function_role_and_the_account_only_administers() {
             "ActionRunnerFunction",
             BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey"]),
         ),
+        // The contract check reads sandbox connections' APIs with their tokens, refreshed
+        // on a 401.
+        (
+            "ContractCheckFunction",
+            BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey"]),
+        ),
     ]);
     let functions = resources_of_type("AWS::Lambda::Function");
     let holders: BTreeSet<&str> = functions
