@@ -298,6 +298,26 @@ mod tests {
     }
 
     #[test]
+    fn paging_reads_the_next_continuation_and_refuses_a_repeat_as_permanent() {
+        let asana = Paging::of("asana").expect("asana");
+        assert_eq!(asana.param().ok(), Some("offset"));
+        let page = serde_json::json!({"data": [{"gid": "1"}], "next_page": {"offset": "b", "path": "/tasks?offset=b"}});
+        assert_eq!(
+            asana.next(Some("a"), &page).ok(),
+            Some(Some("b".to_owned()))
+        );
+        let last = serde_json::json!({"data": [], "next_page": null});
+        assert_eq!(asana.next(Some("b"), &last).ok(), Some(None));
+        match asana.next(Some("b"), &page) {
+            Err(CallError::Failed(failure)) => {
+                assert_eq!(failure.class, FailureClass::Permanent);
+                assert!(failure.code.starts_with("pagination:"), "{}", failure.code);
+            }
+            other => panic!("a repeated offset must fail: {other:?}"),
+        }
+    }
+
+    #[test]
     fn base_urls_are_filled_from_the_connection_and_must_be_https() {
         let catalog = Catalog::from_files(&[(
             "sf.toml",
