@@ -44,7 +44,7 @@ use junction_aws::crypto::SecretString;
 use junction_catalog::{CallbackSignature, UrlParameter};
 
 /// How long a started authorization may take.
-const STATE_TTL_SECONDS: i64 = 600;
+pub(crate) const STATE_TTL_SECONDS: i64 = 600;
 
 /// A start request, from the query string: only the connect session's token counts
 /// (what to connect is the session's, as the product's backend asked for it).
@@ -69,7 +69,7 @@ pub struct CallbackQuery {
 }
 
 impl CallbackQuery {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(key, _)| key == name)
@@ -163,12 +163,12 @@ pub struct FlowSettings {
 /// Start and callback, over the vault's ports.
 #[derive(Debug, Clone)]
 pub struct ConnectFlow {
-    vault: TokenVault,
-    states: Arc<dyn StateStore>,
-    sessions: Arc<dyn ConnectSessionStore>,
-    settings: FlowSettings,
+    pub(crate) vault: TokenVault,
+    pub(crate) states: Arc<dyn StateStore>,
+    pub(crate) sessions: Arc<dyn ConnectSessionStore>,
+    pub(crate) settings: FlowSettings,
     /// What a new connection needs before the user hears it is connected (its sync jobs).
-    setup: Option<Arc<dyn ConnectionSetup>>,
+    pub(crate) setup: Option<Arc<dyn ConnectionSetup>>,
     /// The catalog's `[account_request]`, made with the fresh access token.
     accounts: AccountLookup,
 }
@@ -342,6 +342,7 @@ impl ConnectFlow {
             nonce: nonce.clone(),
             allow_account_change: session.allow_account_change,
             end_user: session.end_user.clone(),
+            oauth1: None,
         };
         self.states
             .put(&state_key(&state), &pending)
@@ -929,7 +930,7 @@ pub(super) async fn reconnect_target(
     Ok(existing)
 }
 
-fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
     match Url::parse(base) {
         Ok(mut url) => {
             url.query_pairs_mut().extend_pairs(pairs);

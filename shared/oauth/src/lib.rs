@@ -14,6 +14,7 @@ mod connections;
 pub mod discovery;
 mod flow;
 pub mod log;
+pub mod oauth1;
 mod provider;
 mod provider_account;
 pub mod session;

@@ -53,6 +53,10 @@ pub struct PendingAuthorization {
     /// The product's user the connect session named.
     #[serde(default)]
     pub end_user: Option<super::session::EndUser>,
+    /// OAuth 1.0a: the temporary credentials the callback's `oauth_token` must match,
+    /// the secret sealed under this state's own encryption context.
+    #[serde(default)]
+    pub oauth1: Option<super::oauth1::TemporaryCredentials>,
 }
 
 /// What [`StateStore::take_bound`] found.

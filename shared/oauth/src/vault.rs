@@ -63,6 +63,14 @@ pub struct TokenSet {
     pub access_token: SecretString,
     #[serde(with = "junction_aws::crypto::stored::option", default)]
     pub refresh_token: Option<SecretString>,
+    /// OAuth 1.0a: the token secret that signs with the access token (RFC 5849 §2.3);
+    /// absent for OAuth 2.0 tokens, whose sealed documents stay as they were.
+    #[serde(
+        with = "junction_aws::crypto::stored::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token_secret: Option<SecretString>,
 }
 
 /// An access token handed to the outbound path.
@@ -460,6 +468,7 @@ impl TokenVault {
         let tokens = TokenSet {
             access_token: response.access_token.clone(),
             refresh_token: response.refresh_token.clone().or(previous_refresh),
+            token_secret: None,
         };
         let plaintext = Zeroizing::new(
             serde_json::to_vec(&tokens)
@@ -1076,9 +1085,17 @@ impl TokenVault {
                 "forced disconnect goes on without the teardown"
             );
         }
+        // OAuth 1.0a grants end as their `[oauth1]` section says (`crate::oauth1`).
+        let oauth1 = self
+            .catalog
+            .get(&connection.provider)
+            .and_then(|p| p.oauth1.as_ref());
+        if !force && connection.tokens.is_some() && oauth1.is_some() {
+            self.revoke_oauth1(&connection).await?;
+        }
         // Forced, nothing of the provider's entry is needed: a connection whose provider
         // lost its OAuth section (an overlay, a release) can still be deleted.
-        if !force && connection.tokens.is_some() {
+        if !force && connection.tokens.is_some() && oauth1.is_none() {
             let spec = self.spec(&connection.provider).await?;
             let tokens = self.tokens(&connection).await?;
             let credentials = self

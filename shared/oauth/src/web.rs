@@ -129,6 +129,12 @@ pub async fn oauth_route(
     cookie_header: Option<&str>,
     base_url: &str,
 ) -> HttpReply {
+    // A provider with `[oauth1]` connects with the OAuth 1.0a legs (`crate::oauth1`).
+    let oauth1 = flow
+        .vault
+        .catalog
+        .get(provider)
+        .is_some_and(|p| p.oauth1.is_some());
     match step {
         "start" => {
             // What to connect is the session's: any other parameter (`tenant`,
@@ -139,7 +145,12 @@ pub async fn oauth_route(
                     .find(|(key, _)| key == "session")
                     .map(|(_, value)| value),
             };
-            match flow.start(provider, &request, base_url).await {
+            let started = if oauth1 {
+                flow.start_oauth1(provider, &request, base_url).await
+            } else {
+                flow.start(provider, &request, base_url).await
+            };
+            match started {
                 Ok(redirect) => {
                     let mut reply = HttpReply::redirect(&redirect.location);
                     reply
@@ -162,7 +173,12 @@ pub async fn oauth_route(
                 pairs: query,
                 binding_cookie,
             };
-            match flow.callback(provider, &callback, base_url).await {
+            let called_back = if oauth1 {
+                flow.callback_oauth1(provider, &callback, base_url).await
+            } else {
+                flow.callback(provider, &callback, base_url).await
+            };
+            match called_back {
                 Ok(CallbackOutcome::Connected { location, .. })
                 | Ok(CallbackOutcome::Failed { location, .. }) => {
                     let mut reply = HttpReply::redirect(&location);

@@ -96,6 +96,7 @@ async fn dynamodb_connection_and_state_stores_meet_their_contracts() {
         nonce: None,
         allow_account_change: false,
         end_user: None,
+        oauth1: None,
     };
     states.put("state-hash", &pending).await.expect("put");
     // A pending authorization holds the PKCE verifier, so it is not comparable with ==:

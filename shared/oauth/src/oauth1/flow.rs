@@ -1,0 +1,472 @@
+//! The OAuth 1.0a legs of the connect flow: `start` (connect session → temporary
+//! credentials → the authorize URL) and the callback (state → `oauth_token` and
+//! `oauth_verifier` → token credentials → a sealed connection). The parent module says
+//! what is shared with OAuth 2.0 and what differs.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::{OAuth1Error, ProtocolParams, TemporaryCredentials, credentials_request, token_pair};
+use crate::flow::{
+    STATE_TTL_SECONDS, checked_params, checked_return_to, reconnect_target, same_account,
+    unavailable, with_query,
+};
+use crate::session::{SessionTake, session_key};
+use crate::vault::TokenSet;
+use crate::{
+    BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, Connection, ConnectionState, FlowError,
+    PendingAuthorization, StartRedirect, StartRequest, TokenVault, VaultError, new_connection_id,
+    random_token, state_key,
+};
+use junction_aws::crypto::{EncryptionContext, SecretString, open, seal};
+use junction_catalog::OAuth1Spec;
+
+/// The encryption context of a pending authorization's temporary secret: its provider,
+/// tenant and state key, so a sealed secret opens for that state only.
+fn pending_context(tenant: &str, provider: &str, state_key: &str) -> EncryptionContext {
+    EncryptionContext::for_connection(tenant, provider, &format!("pending:{state_key}"))
+}
+
+fn crypto_unavailable(
+    step: &'static str,
+) -> impl FnOnce(junction_aws::crypto::CryptoError) -> FlowError {
+    move |err| FlowError::Unavailable {
+        step,
+        source: Box::new(err),
+    }
+}
+
+impl ConnectFlow {
+    /// `GET /oauth/{provider}/start?session=…` for a provider with `[oauth1]`. The
+    /// connect session is consumed before the provider is asked for temporary
+    /// credentials, so no one without a session makes Junction call the provider; if
+    /// that call fails, the user starts again from the application.
+    pub async fn start_oauth1(
+        &self,
+        provider: &str,
+        request: &StartRequest,
+        base_url: &str,
+    ) -> Result<StartRedirect, FlowError> {
+        let Some(token) = request.session.as_deref().filter(|t| !t.is_empty()) else {
+            return Err(FlowError::Unauthorized(
+                "This link has no connect session. Connections are started from the \
+                 application: go back to it and connect again."
+                    .into(),
+            ));
+        };
+        let spec = oauth1_spec(&self.vault, provider)?;
+        let consumer = self
+            .vault
+            .consumer_keys(provider)
+            .await
+            .map_err(unavailable("reading the client credentials"))?;
+        let now = self.vault.clock.now().unix_timestamp();
+        let session = match self
+            .sessions
+            .take(&session_key(token), provider, now)
+            .await
+            .map_err(unavailable("consuming the connect session"))?
+        {
+            SessionTake::Taken(session) => *session,
+            refused => {
+                let (outcome, message) = match refused {
+                    SessionTake::Expired => (
+                        "session_expired",
+                        "This connect link has expired. Go back to the application and connect again.",
+                    ),
+                    SessionTake::OtherProvider => (
+                        "session_other_provider",
+                        "This connect link was made for another provider.",
+                    ),
+                    _ => (
+                        "session_unknown",
+                        "This connect link is unknown or was already used. Go back to the application and connect again.",
+                    ),
+                };
+                tracing::warn!(
+                    provider,
+                    outcome,
+                    "start refused: no usable connect session"
+                );
+                return Err(FlowError::Unauthorized(message.into()));
+            }
+        };
+        let return_to = checked_return_to(&self.settings, Some(&session.return_to))?;
+        // `[oauth1]` declares no URL parameters: any the session carries are refused.
+        let no_parameters = BTreeMap::new();
+        let params = checked_params(&no_parameters, &session.params)?;
+        if let Some(id) = &session.connection {
+            reconnect_target(
+                &self.vault,
+                &no_parameters,
+                id,
+                &session.tenant,
+                provider,
+                &params,
+            )
+            .await?;
+        }
+        let state = random_token();
+        let binding = random_token();
+        let redirect_uri = Self::redirect_uri(base_url, provider);
+        // RFC 5849 §2.2: the provider appends `oauth_token` and `oauth_verifier` to this
+        // URL, keeping its query: Junction's own `state` comes back with them.
+        let callback = with_query(&redirect_uri, &[("state", &state)]);
+        let answer = credentials_request(
+            &spec.request_token_url,
+            &consumer,
+            &ProtocolParams {
+                callback: Some(&callback),
+                verifier: None,
+            },
+        )
+        .await;
+        let pairs = match answer {
+            Ok(pairs) => pairs,
+            Err(err) => {
+                tracing::warn!(provider, tenant = %session.tenant, error = %crate::error_chain(&err), outcome = "request_token_failed", "temporary credentials refused or unavailable");
+                return Err(FlowError::Unavailable {
+                    step: "asking the provider to start the authorization",
+                    source: Box::new(err),
+                });
+            }
+        };
+        // §2.1: "MUST be present and set to true": a provider that did not take the
+        // callback would send the user elsewhere.
+        if !pairs
+            .iter()
+            .any(|(name, value)| name == "oauth_callback_confirmed" && value == "true")
+        {
+            return Err(FlowError::Unavailable {
+                step: "asking the provider to start the authorization",
+                source: Box::new(OAuth1Error::Malformed(
+                    "oauth_callback_confirmed is not true",
+                )),
+            });
+        }
+        let (temporary, secret) = token_pair(&pairs).map_err(|err| FlowError::Unavailable {
+            step: "asking the provider to start the authorization",
+            source: Box::new(err),
+        })?;
+        let key = state_key(&state);
+        let sealed_secret = seal(
+            self.vault.keys.as_ref(),
+            &pending_context(&session.tenant, provider, &key),
+            secret.expose().as_bytes(),
+        )
+        .await
+        .map_err(crypto_unavailable("sealing the temporary credentials"))?;
+        let pending = PendingAuthorization {
+            provider: provider.to_owned(),
+            tenant: session.tenant.clone(),
+            return_to,
+            redirect_uri,
+            scopes: Vec::new(),
+            pkce_verifier: None,
+            params,
+            reconnect: session.connection.clone(),
+            browser_binding: hex::encode(Sha256::digest(binding.as_bytes())),
+            expires_at: now + STATE_TTL_SECONDS,
+            nonce: None,
+            allow_account_change: session.allow_account_change,
+            end_user: session.end_user.clone(),
+            oauth1: Some(TemporaryCredentials {
+                token: temporary.clone(),
+                sealed_secret,
+            }),
+        };
+        self.states
+            .put(&key, &pending)
+            .await
+            .map_err(unavailable("storing the pending authorization"))?;
+        let mut url = Url::parse(&spec.authorize_url)
+            .map_err(unavailable("the catalog's authorize_url is not a URL"))?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("oauth_token", &temporary);
+            for (name, value) in &spec.authorize_params {
+                query.append_pair(name, value);
+            }
+        }
+        let set_cookie = format!(
+            "{}={binding}; Path=/oauth/{provider}/callback; Max-Age={STATE_TTL_SECONDS}; HttpOnly; Secure; SameSite=Lax",
+            Self::binding_cookie_name(provider)
+        );
+        Ok(StartRedirect {
+            location: url.to_string(),
+            set_cookie,
+        })
+    }
+
+    /// `GET /oauth/{provider}/callback?state=…&oauth_token=…&oauth_verifier=…` for a
+    /// provider with `[oauth1]`.
+    pub async fn callback_oauth1(
+        &self,
+        provider: &str,
+        query: &CallbackQuery,
+        base_url: &str,
+    ) -> Result<CallbackOutcome, FlowError> {
+        let spec = oauth1_spec(&self.vault, provider)?;
+        let state = query
+            .get("state")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| FlowError::BadRequest("the callback has no state".into()))?;
+        let binding = hex::encode(Sha256::digest(
+            query
+                .binding_cookie
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        ));
+        let key = state_key(state);
+        let pending = match self
+            .states
+            .take_bound(&key, &binding)
+            .await
+            .map_err(unavailable("consuming the pending authorization"))?
+        {
+            BoundTake::Taken(pending) => *pending,
+            BoundTake::OtherBrowser => {
+                tracing::warn!(
+                    provider,
+                    outcome = "callback_other_browser",
+                    "callback without the binding cookie of the browser that started it; state left in place"
+                );
+                return Err(FlowError::BadRequest(
+                    "this connection was started in another browser: start again here".into(),
+                ));
+            }
+            BoundTake::Missing => {
+                return Err(FlowError::BadRequest(
+                    "unknown or already used state: start the connection again".into(),
+                ));
+            }
+        };
+        if pending.redirect_uri != Self::redirect_uri(base_url, provider) {
+            return Err(FlowError::BadRequest(
+                "this callback arrived at another address than the one the provider was given"
+                    .into(),
+            ));
+        }
+        if pending.provider != provider {
+            return Err(FlowError::BadRequest(
+                "this state was issued for another provider".into(),
+            ));
+        }
+        if self.vault.clock.now().unix_timestamp() > pending.expires_at {
+            return Err(FlowError::BadRequest(
+                "this connection attempt expired: start again".into(),
+            ));
+        }
+        let Some(temporary) = &pending.oauth1 else {
+            return Err(FlowError::BadRequest(
+                "this state was not issued for an OAuth 1.0a connection".into(),
+            ));
+        };
+        let fail = |code: &str| {
+            Ok(CallbackOutcome::Failed {
+                location: with_query(&pending.return_to, &[("status", "error"), ("error", code)]),
+                error: code.to_owned(),
+            })
+        };
+        // X/Twitter sends `denied=<token>` when the user cancels; RFC 5849 names no error.
+        if query.get("denied").is_some() {
+            tracing::info!(provider, tenant = %pending.tenant, outcome = "authorization_refused", "the user denied the authorization");
+            return fail("access_denied");
+        }
+        let Some(returned) = query.get("oauth_token").filter(|t| !t.is_empty()) else {
+            return Err(FlowError::BadRequest(
+                "the callback has no oauth_token".into(),
+            ));
+        };
+        let token_matches: bool =
+            subtle::ConstantTimeEq::ct_eq(returned.as_bytes(), temporary.token.as_bytes()).into();
+        if !token_matches {
+            tracing::warn!(provider, tenant = %pending.tenant, outcome = "oauth_token_mismatch", "the callback's oauth_token is not the one this state was started with");
+            return Err(FlowError::BadRequest(
+                "the callback's oauth_token does not belong to this connection attempt: start again"
+                    .into(),
+            ));
+        }
+        let Some(verifier) = query.get("oauth_verifier").filter(|v| !v.is_empty()) else {
+            return Err(FlowError::BadRequest(
+                "the callback has no oauth_verifier".into(),
+            ));
+        };
+        let secret = open(
+            self.vault.keys.as_ref(),
+            &pending_context(&pending.tenant, provider, &key),
+            &temporary.sealed_secret,
+        )
+        .await
+        .map_err(crypto_unavailable("opening the temporary credentials"))?;
+        let secret = SecretString::new(
+            String::from_utf8(secret.to_vec())
+                .map_err(unavailable("the temporary credentials are not text"))?,
+        );
+        let mut keys = self
+            .vault
+            .consumer_keys(provider)
+            .await
+            .map_err(unavailable("reading the client credentials"))?;
+        keys.token = Some((temporary.token.clone(), secret));
+        let pairs = match credentials_request(
+            &spec.access_token_url,
+            &keys,
+            &ProtocolParams {
+                callback: None,
+                verifier: Some(verifier),
+            },
+        )
+        .await
+        .and_then(|pairs| token_pair(&pairs).map(|pair| (pair, pairs)))
+        {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::warn!(provider, tenant = %pending.tenant, error = %crate::error_chain(&err), outcome = "exchange_failed", transient = err.is_transient(), "token credentials refused or unavailable");
+                return fail(err.code());
+            }
+        };
+        let ((access_token, token_secret), _answer) = pairs;
+        let tokens = TokenSet {
+            access_token: SecretString::new(access_token),
+            refresh_token: None,
+            token_secret: Some(token_secret),
+        };
+        let now = self.vault.clock.now().unix_timestamp();
+        let existing = match &pending.reconnect {
+            Some(id) => self
+                .vault
+                .connections
+                .get(id)
+                .await
+                .map_err(unavailable("reading the connection to reconnect"))?,
+            None => None,
+        };
+        let connection_id = match existing {
+            Some(existing) => {
+                if existing.tenant != pending.tenant || existing.provider != provider {
+                    return Err(FlowError::BadRequest(
+                        "connection not found for this tenant and provider".into(),
+                    ));
+                }
+                // The reconnect rule of OAuth 2.0: the token answer names no account for
+                // the catalog's OAuth 1.0a providers, so there is nothing to compare and
+                // the connection keeps its own; one that recorded an account needs it back.
+                if !same_account(existing.account_id.as_deref(), None)
+                    && !pending.allow_account_change
+                {
+                    return Err(FlowError::AccountMismatch {
+                        provider: provider.to_owned(),
+                    });
+                }
+                let mut next = sealed(&self.vault, &existing, &tokens, now).await?;
+                if pending.end_user.is_some() {
+                    next.end_user = pending.end_user.clone();
+                }
+                if !self
+                    .vault
+                    .connections
+                    .replace(&next, existing.version)
+                    .await
+                    .map_err(unavailable("storing the connection"))?
+                {
+                    return Err(FlowError::Unavailable {
+                        step: "storing the connection",
+                        source: "another writer changed the connection meanwhile".into(),
+                    });
+                }
+                next.id
+            }
+            None => {
+                let base = Connection {
+                    id: new_connection_id(),
+                    tenant: pending.tenant.clone(),
+                    provider: provider.to_owned(),
+                    state: ConnectionState::Active,
+                    scopes: Vec::new(),
+                    account_id: None,
+                    end_user: pending.end_user.clone(),
+                    params: pending.params.clone(),
+                    tokens: None,
+                    token_generation: 0,
+                    token_issued_at: None,
+                    stated_lifetime: None,
+                    refreshable: false,
+                    refresh_at: None,
+                    lease: None,
+                    created_at: now,
+                    updated_at: now,
+                    last_successful_sync: None,
+                    last_error: None,
+                    last_error_at: None,
+                    last_verified_at: None,
+                    last_event_at: None,
+                    version: 0,
+                };
+                let connection = sealed(&self.vault, &base, &tokens, now).await?;
+                self.vault
+                    .connections
+                    .insert(&connection)
+                    .await
+                    .map_err(unavailable("storing the connection"))?;
+                connection.id
+            }
+        };
+        if let Some(setup) = &self.setup {
+            setup
+                .prepare(provider, &connection_id, now)
+                .await
+                .map_err(unavailable("preparing the connection"))?;
+        }
+        tracing::info!(provider, tenant = %pending.tenant, connection = %connection_id, outcome = "connected", "connection stored");
+        Ok(CallbackOutcome::Connected {
+            location: with_query(
+                &pending.return_to,
+                &[("status", "connected"), ("connection_id", &connection_id)],
+            ),
+            connection_id,
+        })
+    }
+}
+
+/// The provider's `[oauth1]` section (404 otherwise).
+fn oauth1_spec(vault: &TokenVault, provider: &str) -> Result<&'static OAuth1Spec, FlowError> {
+    vault
+        .oauth1_spec(provider)
+        .map_err(|_| FlowError::UnknownProvider(provider.to_owned()))
+}
+
+/// `base` with `tokens` sealed under its own context (the vault's envelope and context,
+/// as for OAuth 2.0 tokens): active, a new token generation, nothing to refresh.
+async fn sealed(
+    vault: &TokenVault,
+    base: &Connection,
+    tokens: &TokenSet,
+    now: i64,
+) -> Result<Connection, FlowError> {
+    let plaintext = zeroize::Zeroizing::new(
+        serde_json::to_vec(tokens).map_err(unavailable("serializing the tokens"))?,
+    );
+    let context = EncryptionContext::for_connection(&base.tenant, &base.provider, &base.id);
+    let sealed = seal(vault.keys.as_ref(), &context, &plaintext)
+        .await
+        .map_err(|err| {
+            unavailable("sealing the tokens")(VaultError::unavailable("the key service", err))
+        })?;
+    let mut next = base.clone();
+    next.state = ConnectionState::Active;
+    next.tokens = Some(sealed);
+    next.token_generation += 1;
+    next.token_issued_at = Some(now);
+    next.stated_lifetime = None;
+    next.refreshable = false;
+    next.refresh_at = None;
+    next.lease = None;
+    next.last_error = None;
+    next.updated_at = now;
+    next.version = base.version + 1;
+    Ok(next)
+}
