@@ -467,3 +467,30 @@ proptest! {
         prop_assert!(matches!(next, Err(PaginationError::ForeignLink(_))));
     }
 }
+
+#[test]
+fn every_catalog_scheme_has_its_provider_test_here() {
+    let tested = [
+        "slack",
+        "gmail",
+        "hubspot",
+        "asana",
+        "github",
+        "stripe",
+        "shopify",
+        "pipedrive",
+    ];
+    let declared: Vec<&str> = Catalog::embedded()
+        .expect("catalog")
+        .providers()
+        .filter(|provider| provider.pagination.is_some())
+        .map(|provider| provider.id.as_str())
+        .collect();
+    for id in &declared {
+        assert!(
+            tested.contains(id),
+            "{id} declares [pagination]: add a test of its documented response here"
+        );
+    }
+    assert_eq!(declared.len(), tested.len(), "{declared:?}");
+}
