@@ -9,8 +9,8 @@
 //!
 //! - Start asks the provider for temporary credentials (§2.1: a signed `POST` with
 //!   `oauth_callback` = Junction's callback URL carrying its own `state`), keeps them in
-//!   the pending authorization (the secret sealed under that state's own context, never
-//!   in a URL), and sends the user to the authorize URL with `oauth_token`.
+//!   the pending authorization (server-side, as the PKCE verifier is kept; never in a
+//!   URL), and sends the user to the authorize URL with `oauth_token`.
 //! - The callback takes the state, checks that `oauth_token` is the one it was started
 //!   with (in constant time) and that there is an `oauth_verifier`, and asks for token
 //!   credentials (§2.3: signed with the temporary secret, carrying the verifier). The
@@ -32,18 +32,23 @@ use std::{sync::OnceLock, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use junction_aws::crypto::{Sealed, SecretString};
+use junction_aws::crypto::SecretString;
 use junction_catalog::{ApiAuth, OAuth1Revocation, OAuth1Spec};
 
 use crate::{Connection, TokenVault, VaultError};
 pub use sign::{ProtocolParams, SigningKeys, authorization_header, authorization_header_at};
 
 /// The temporary credentials of a started authorization (RFC 5849 §2.1), kept with its
-/// pending state: the token to compare with the callback's, the secret sealed.
+/// pending state: the token to compare with the callback's, and the secret, stored as
+/// the PKCE verifier is (in the server-side state item that expires with it, never in a
+/// URL or a cookie, redacted in logs). It is not KMS-sealed: the OAuth function may
+/// only generate data keys for connections (`conn_*` contexts), never decrypt, and the
+/// secret alone signs nothing without the consumer secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TemporaryCredentials {
     pub token: String,
-    pub sealed_secret: Sealed,
+    #[serde(with = "junction_aws::crypto::stored")]
+    pub secret: SecretString,
 }
 
 /// A provider's answer to a credentials request that Junction cannot use, or no answer.

@@ -53,8 +53,8 @@ pub struct PendingAuthorization {
     /// The product's user the connect session named.
     #[serde(default)]
     pub end_user: Option<super::session::EndUser>,
-    /// OAuth 1.0a: the temporary credentials the callback's `oauth_token` must match,
-    /// the secret sealed under this state's own encryption context.
+    /// OAuth 1.0a: the temporary credentials the callback's `oauth_token` must match and
+    /// whose secret signs the token-credentials request (stored as the PKCE verifier is).
     #[serde(default)]
     pub oauth1: Option<super::oauth1::TemporaryCredentials>,
 }

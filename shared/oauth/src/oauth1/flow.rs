@@ -20,23 +20,8 @@ use crate::{
     PendingAuthorization, StartRedirect, StartRequest, TokenVault, VaultError, new_connection_id,
     random_token, state_key,
 };
-use junction_aws::crypto::{EncryptionContext, SecretString, open, seal};
+use junction_aws::crypto::{EncryptionContext, SecretString, seal};
 use junction_catalog::OAuth1Spec;
-
-/// The encryption context of a pending authorization's temporary secret: its provider,
-/// tenant and state key, so a sealed secret opens for that state only.
-fn pending_context(tenant: &str, provider: &str, state_key: &str) -> EncryptionContext {
-    EncryptionContext::for_connection(tenant, provider, &format!("pending:{state_key}"))
-}
-
-fn crypto_unavailable(
-    step: &'static str,
-) -> impl FnOnce(junction_aws::crypto::CryptoError) -> FlowError {
-    move |err| FlowError::Unavailable {
-        step,
-        source: Box::new(err),
-    }
-}
 
 impl ConnectFlow {
     /// `GET /oauth/{provider}/start?session=…` for a provider with `[oauth1]`. The
@@ -151,13 +136,6 @@ impl ConnectFlow {
             source: Box::new(err),
         })?;
         let key = state_key(&state);
-        let sealed_secret = seal(
-            self.vault.keys.as_ref(),
-            &pending_context(&session.tenant, provider, &key),
-            secret.expose().as_bytes(),
-        )
-        .await
-        .map_err(crypto_unavailable("sealing the temporary credentials"))?;
         let pending = PendingAuthorization {
             provider: provider.to_owned(),
             tenant: session.tenant.clone(),
@@ -174,7 +152,7 @@ impl ConnectFlow {
             end_user: session.end_user.clone(),
             oauth1: Some(TemporaryCredentials {
                 token: temporary.clone(),
-                sealed_secret,
+                secret,
             }),
         };
         self.states
@@ -295,23 +273,12 @@ impl ConnectFlow {
                 "the callback has no oauth_verifier".into(),
             ));
         };
-        let secret = open(
-            self.vault.keys.as_ref(),
-            &pending_context(&pending.tenant, provider, &key),
-            &temporary.sealed_secret,
-        )
-        .await
-        .map_err(crypto_unavailable("opening the temporary credentials"))?;
-        let secret = SecretString::new(
-            String::from_utf8(secret.to_vec())
-                .map_err(unavailable("the temporary credentials are not text"))?,
-        );
         let mut keys = self
             .vault
             .consumer_keys(provider)
             .await
             .map_err(unavailable("reading the client credentials"))?;
-        keys.token = Some((temporary.token.clone(), secret));
+        keys.token = Some((temporary.token.clone(), temporary.secret.clone()));
         let pairs = match credentials_request(
             &spec.access_token_url,
             &keys,

@@ -418,7 +418,7 @@ async fn a_start_without_a_usable_session_is_refused_and_asks_the_provider_nothi
 }
 
 #[tokio::test]
-async fn the_temporary_secret_is_sealed_in_the_pending_state() {
+async fn the_temporary_secret_stays_server_side_and_out_of_logs() {
     let h = harness("{ style = \"signed\" }").await;
     let token = h.session(None).await;
     let started = h.start(Some(&token)).await;
@@ -426,8 +426,11 @@ async fn the_temporary_secret_is_sealed_in_the_pending_state() {
         .expect("oauth_token")
         .to_owned();
     assert_eq!(h.states.len(), 1);
-    // The fake's temporary secrets are "temp-secret-<n>&=": never in a stored document.
-    let document = format!("{:?}", h.states);
-    assert!(document.contains(&temporary));
-    assert!(!document.contains("temp-secret-"), "{document}");
+    // The fake's temporary secrets are "temp-secret-<n>&=": not in the redirect, not in
+    // the cookie, redacted when the pending state is printed.
+    assert!(!location(&started).contains("temp-secret-"));
+    assert!(!cookie(&started).contains("temp-secret-"));
+    let printed = format!("{:?}", h.states);
+    assert!(printed.contains(&temporary));
+    assert!(!printed.contains("temp-secret-"), "{printed}");
 }
