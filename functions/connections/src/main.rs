@@ -24,6 +24,7 @@ use junction_outbound::actions::DynamoActionStatusStore;
 use junction_outbound::idempotency::DynamoProxyIdempotencyStore;
 use junction_outbound::proxy::{PROXY_RESPONSE_CAP, Proxy};
 use junction_outbound::{DynamoSharedState, OutboundClient, actions, connection_test, proxy};
+use junction_subscriptions::{SubscriptionSettings, aws_manager};
 use junction_telemetry as telemetry;
 use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
 
@@ -58,6 +59,17 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(SystemClock),
     )
     .with_body_cap(PROXY_RESPONSE_CAP);
+    // A disconnect deletes the connection's push subscription at the provider first,
+    // while its tokens still exist.
+    let subscriptions = aws_manager(
+        &aws,
+        vault.clone(),
+        env.required("OUTBOUND_STATE_TABLE")?,
+        None,
+        settings.event_bus.clone(),
+        SubscriptionSettings::from_env(&env, catalog)?,
+    );
+    let vault = vault.with_teardown(Arc::new(subscriptions));
     let idempotency =
         DynamoProxyIdempotencyStore::from_config(&aws, env.required("PROXY_IDEMPOTENCY_TABLE")?);
     let actions_queue = SqsEventQueue::from_config(&aws, env.required("ACTIONS_QUEUE_URL")?)?;

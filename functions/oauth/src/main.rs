@@ -13,6 +13,9 @@ use junction_oauth::{
     aws_vault, web,
 };
 use junction_polling::{DynamoSyncJobStore, SyncJobSetup};
+use junction_subscriptions::{
+    ConnectionSetups, DynamoSubscriptionStore, SubscriptionScheduler, SubscriptionSettings,
+};
 use junction_telemetry as telemetry;
 use lambda_http::{Body, Request, RequestExt, Response, request::RequestContext, service_fn};
 
@@ -42,20 +45,39 @@ async fn main() -> Result<(), lambda_http::Error> {
         },
     )
     // The sync jobs record their connection's tenant (read from the connection the
-    // flow has just stored), so `connection.stale` names it.
-    .with_setup(Arc::new(
-        SyncJobSetup::new(
-            Arc::new(DynamoSyncJobStore::from_config(
+    // flow has just stored), so `connection.stale` names it. The push subscription is
+    // scheduled, not created: this function never opens a token, so the refresher's
+    // next run (within 5 minutes) creates it.
+    .with_setup(Arc::new(ConnectionSetups(vec![
+        Arc::new(
+            SyncJobSetup::new(
+                Arc::new(DynamoSyncJobStore::from_config(
+                    &aws,
+                    flow_settings.sync_jobs_table,
+                )),
+                catalog,
+            )
+            .with_connections(Arc::new(DynamoConnectionStore::from_config(
                 &aws,
-                flow_settings.sync_jobs_table,
-            )),
-            catalog,
-        )
-        .with_connections(Arc::new(DynamoConnectionStore::from_config(
-            &aws,
-            settings.connections_table.clone(),
-        ))),
-    ));
+                settings.connections_table.clone(),
+            ))),
+        ) as Arc<dyn junction_oauth::ConnectionSetup>,
+        Arc::new({
+            let subscription_settings = SubscriptionSettings::from_env(&env, catalog)?;
+            SubscriptionScheduler {
+                catalog,
+                store: Arc::new(DynamoSubscriptionStore::from_config(
+                    &aws,
+                    subscription_settings.table.clone(),
+                )),
+                connections: Arc::new(DynamoConnectionStore::from_config(
+                    &aws,
+                    settings.connections_table.clone(),
+                )),
+                settings: subscription_settings,
+            }
+        }),
+    ])));
     let (flow, public_base_url) = (&flow, settings.public_base_url.as_deref());
     lambda_http::run(service_fn(move |request: Request| async move {
         let provider = request

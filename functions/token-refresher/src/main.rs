@@ -1,13 +1,15 @@
 //! token-refresher: runs on an EventBridge Scheduler schedule and refreshes every
 //! active connection whose token is due within the look-ahead, one refresh at a time per
 //! connection (the vault's lease), each isolated from the others' failures. The logic is
-//! `TokenVault::refresh_due`.
+//! `TokenVault::refresh_due`. Then, with what is left of the run, it creates and renews
+//! the providers' push subscriptions that are due (`SubscriptionManager::renew_due`).
 
 use std::time::Duration;
 
 use junction_aws::config::{load_aws_config, load_catalog, process_env};
 use junction_oauth::aws_vault;
 use junction_oauth::settings::OAuthSettings;
+use junction_subscriptions::{SubscriptionSettings, aws_manager};
 use junction_telemetry as telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
 
@@ -24,10 +26,20 @@ const FINISH_MARGIN: Duration = Duration::from_secs(40);
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
-    let settings = OAuthSettings::from_env(&process_env())?;
+    let env = process_env();
+    let settings = OAuthSettings::from_env(&env)?;
     let aws = load_aws_config().await;
-    let vault = aws_vault(&aws, load_catalog(&aws, &process_env()).await?, &settings);
-    let vault = &vault;
+    let catalog = load_catalog(&aws, &env).await?;
+    let vault = aws_vault(&aws, catalog, &settings);
+    let subscriptions = aws_manager(
+        &aws,
+        vault.clone(),
+        env.required("OUTBOUND_STATE_TABLE")?,
+        Some(env.required("SYNC_JOBS_TABLE")?),
+        settings.event_bus.clone(),
+        SubscriptionSettings::from_env(&env, catalog)?,
+    );
+    let (vault, subscriptions) = (&vault, &subscriptions);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let budget = event
@@ -58,7 +70,46 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 outcome = "refresh_run",
                 "scheduled token refresh"
             );
+            // Subscriptions after tokens: a renewal needs a live token. Their own
+            // failures are recorded per subscription; only the store failing is logged
+            // here, and it does not undo the refreshes.
+            let deadline = std::time::Instant::now()
+                + event
+                    .context
+                    .deadline()
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .saturating_sub(FINISH_MARGIN);
+            let renewals = subscriptions
+                .renew_due(deadline)
+                .await
+                .inspect_err(|err| {
+                    tracing::error!(
+                        error = %telemetry::error_chain(err),
+                        outcome = "subscription_run_failed",
+                        "scheduled subscription renewal"
+                    );
+                })
+                .unwrap_or_default();
+            tracing::info!(
+                due = renewals.due,
+                renewed = renewals.renewed,
+                created = renewals.created,
+                failed = renewals.failed,
+                expired = renewals.expired,
+                deferred = renewals.deferred,
+                outcome = "subscription_run",
+                "scheduled subscription renewal"
+            );
             Ok::<_, lambda_runtime::Error>(serde_json::json!({
+                "subscriptions": {
+                    "due": renewals.due,
+                    "renewed": renewals.renewed,
+                    "created": renewals.created,
+                    "failed": renewals.failed,
+                    "expired": renewals.expired,
+                    "deferred": renewals.deferred,
+                },
                 "due": report.due,
                 "refreshed": report.refreshed,
                 "needs_reauth": report.needs_reauth,

@@ -1058,6 +1058,98 @@ impl ConnectionTeardown for SubscriptionManager {
     }
 }
 
+/// The connect flow's setup in a function that never opens tokens (the oauth one):
+/// records the connection's subscription as pending, due now, for the next renewal
+/// run to create; the run is every 5 minutes. Push a stack turned off (no topic) gets
+/// no record; an existing live subscription (a reconnect) is kept.
+#[derive(Debug, Clone)]
+pub struct SubscriptionScheduler {
+    pub catalog: &'static Catalog,
+    pub store: Arc<dyn SubscriptionStore>,
+    /// Where the connection's tenant is read (no token is opened).
+    pub connections: Arc<dyn junction_oauth::ConnectionStore>,
+    pub settings: SubscriptionSettings,
+}
+
+impl SubscriptionScheduler {
+    /// Schedules the create; what it did.
+    pub async fn schedule(
+        &self,
+        provider: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> Result<Outcome, SubscriptionError> {
+        let Some(spec) = self
+            .catalog
+            .get(provider)
+            .and_then(|p| p.subscription.as_ref())
+        else {
+            return Ok(Outcome::Skipped("no_subscription"));
+        };
+        if spec.uses("topic") && !self.settings.topics.contains_key(provider) {
+            return Ok(Outcome::Skipped("push_off"));
+        }
+        let existing = self.store.get(connection_id).await?;
+        if let Some(record) = &existing
+            && record.state == SubscriptionState::Active
+            && record.expires_at.is_some_and(|at| at > now)
+        {
+            return Ok(Outcome::Skipped("already_active"));
+        }
+        let tenant = self
+            .connections
+            .get(connection_id)
+            .await
+            .map_err(|err| {
+                SubscriptionError::Connection(VaultError::unavailable("the connection store", err))
+            })?
+            .map(|c| c.tenant)
+            .unwrap_or_default();
+        let expected = existing.as_ref().map(|r| r.version);
+        let mut record = existing.unwrap_or_else(|| Subscription {
+            connection: connection_id.to_owned(),
+            provider: provider.to_owned(),
+            tenant: tenant.clone(),
+            subscription_id: None,
+            expires_at: None,
+            renew_at: None,
+            state: SubscriptionState::Pending,
+            failures: 0,
+            last_error: None,
+            reconciled_expiry: None,
+            version: 0,
+        });
+        record.renew_at = Some(now);
+        if record.expires_at.is_none() {
+            record.state = SubscriptionState::Pending;
+        }
+        record.version = expected.map_or(1, |v| v + 1);
+        self.store.put(&record, expected).await?;
+        tracing::info!(
+            provider,
+            connection = connection_id,
+            outcome = "subscription_scheduled",
+            "subscription to be created by the next renewal run"
+        );
+        Ok(Outcome::Skipped("scheduled"))
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionSetup for SubscriptionScheduler {
+    async fn prepare(
+        &self,
+        provider: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> Result<(), ConnectionSetupError> {
+        self.schedule(provider, connection_id, now)
+            .await
+            .map(|_| ())
+            .map_err(|err| ConnectionSetupError(Box::new(err)))
+    }
+}
+
 /// Several [`ConnectionSetup`]s run in order (the sync jobs, then the subscription);
 /// the first failure stops the connect.
 #[derive(Debug, Default)]

@@ -845,3 +845,40 @@ fn lifecycle_notifications_pass_the_graph_verification_and_forgeries_do_not() {
         assert!(check(&missing).is_err(), "{event}: no clientState");
     }
 }
+
+/// The oauth function never opens a token: its setup records the subscription as
+/// pending, and the next renewal run (the refresher, which may) creates it.
+#[tokio::test]
+async fn a_connect_without_token_access_schedules_the_create_for_the_next_run() {
+    let s = setup(subscription_section(GRAPH), false).await;
+    let scheduler = SubscriptionScheduler {
+        catalog: s.h.vault.catalog(),
+        store: s.store.clone(),
+        connections: s.h.connections.clone(),
+        settings: s.manager.ports().settings,
+    };
+    let flow =
+        s.h.flow
+            .clone()
+            .with_setup(Arc::new(ConnectionSetups(vec![Arc::new(scheduler)])));
+    let query = s.h.authorize().await;
+    let connection = match flow
+        .callback("fakeauth", &query, BASE)
+        .await
+        .expect("callback")
+    {
+        junction_oauth::CallbackOutcome::Connected { connection_id, .. } => connection_id,
+        other => panic!("not connected: {other:?}"),
+    };
+    assert!(s.requests().is_empty(), "nothing sent at connect");
+    let record = s.record(&connection).await;
+    assert_eq!(record.state, SubscriptionState::Pending);
+    assert_eq!(record.renew_at, Some(s.now()), "due at once");
+    assert_eq!(record.tenant, "tenant-1");
+
+    let report = s.sweep().await;
+    assert_eq!(report.created, 1, "{report:?}");
+    let record = s.record(&connection).await;
+    assert_eq!(record.state, SubscriptionState::Active);
+    assert!(record.subscription_id.is_some());
+}

@@ -48,6 +48,9 @@ pub struct Subscription {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionState {
+    /// Recorded at connect, to be created by the next renewal run (the oauth function
+    /// never opens a token, so it cannot make the create itself).
+    Pending,
     /// Created (or renewed) and not expired.
     Active,
     /// The last attempt failed; the sweep retries at `renew_at`.
@@ -57,6 +60,7 @@ pub enum SubscriptionState {
 impl SubscriptionState {
     pub fn as_str(self) -> &'static str {
         match self {
+            SubscriptionState::Pending => "pending",
             SubscriptionState::Active => "active",
             SubscriptionState::Failing => "failing",
         }

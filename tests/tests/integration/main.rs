@@ -25,5 +25,6 @@ mod schema_support;
 mod silence_emulator;
 mod silence_events;
 mod silence_template;
+mod subscriptions_emulator;
 mod template;
 mod tls_trust;

@@ -688,6 +688,12 @@ fn the_key_policy_names_each_function_role_and_the_account_only_administers() {
             "ActionRunnerFunction",
             BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey"]),
         ),
+        // The subscription manager answers Graph's lifecycle notifications with the
+        // connection's token, refreshed on a 401.
+        (
+            "SubscriptionManagerFunction",
+            BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey"]),
+        ),
         // The contract check reads sandbox connections' APIs with their tokens, refreshed
         // on a 401.
         (

@@ -1,0 +1,221 @@
+//! Managed push subscriptions (issue 28, point 1) on the emulator and in the template:
+//! the DynamoDB store meets the in-memory store's contract on the table `template.yaml`
+//! creates (the sparse `by-renewal` index, `by-subscription`), and the template gives
+//! each function that gains work exactly the access it needs: the oauth function
+//! schedules (no token is opened there), the connections function deletes, the
+//! refresher renews, and the subscription manager answers Graph's lifecycle
+//! notifications from a rule on Junction's bus.
+
+use junction_subscriptions::{
+    DynamoSubscriptionStore, RENEWAL_INDEX, SUBSCRIPTION_INDEX, check_subscription_store_contract,
+};
+use local_stack::emulator::{Moto, deploy, repo_root};
+use serde_json::Value;
+
+use crate::schema_support::read_yaml;
+
+#[tokio::test]
+async fn the_dynamodb_store_meets_the_contract_on_the_stacks_table() {
+    let moto =
+        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
+    let endpoint = moto.endpoint().to_owned();
+    let stack = tokio::task::spawn_blocking(move || {
+        deploy(&repo_root(), &endpoint, "junction-subscriptions", &[])
+            .expect("the template deploys")
+    })
+    .await
+    .expect("deploy");
+    let aws = moto
+        .sdk_config()
+        .await
+        .into_builder()
+        .timeout_config(junction_aws::config::aws_timeouts())
+        .build();
+    let store =
+        DynamoSubscriptionStore::from_config(&aws, stack.resources["SubscriptionsTable"].clone());
+    check_subscription_store_contract(&store).await;
+}
+
+fn template() -> Value {
+    read_yaml("template.yaml")
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_owned))
+            .collect(),
+        Value::String(text) => vec![text.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn statement(template: &Value, function: &str, sid: &str) -> Value {
+    template["Resources"][function]["Properties"]["Policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .flat_map(|policy| policy["Statement"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["Sid"] == sid)
+        .unwrap_or_else(|| panic!("{function}: statement {sid}"))
+}
+
+/// The actions of every statement of `function` on the subscriptions table.
+fn table_actions(template: &Value, function: &str) -> Vec<String> {
+    let mut actions: Vec<String> = template["Resources"][function]["Properties"]["Policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .flat_map(|policy| policy["Statement"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["Resource"].to_string().contains("SubscriptionsTable"))
+        .flat_map(|s| strings(&s["Action"]))
+        .collect();
+    actions.sort();
+    actions
+}
+
+fn env(template: &Value, function: &str, key: &str) -> Value {
+    template["Resources"][function]["Properties"]["Environment"]["Variables"][key].clone()
+}
+
+#[test]
+fn the_table_has_a_sparse_renewal_index_and_a_subscription_index() {
+    let template = template();
+    let table = &template["Resources"]["SubscriptionsTable"]["Properties"];
+    assert_eq!(table["KeySchema"][0]["AttributeName"], "connection");
+    let indexes = table["GlobalSecondaryIndexes"].as_array().expect("indexes");
+    let index = |name: &str| {
+        indexes
+            .iter()
+            .find(|i| i["IndexName"] == name)
+            .unwrap_or_else(|| panic!("index {name}"))
+            .clone()
+    };
+    let renewal = index(RENEWAL_INDEX);
+    assert_eq!(renewal["KeySchema"][0]["AttributeName"], "renewal");
+    assert_eq!(renewal["KeySchema"][1]["AttributeName"], "renew_at");
+    let by_id = index(SUBSCRIPTION_INDEX);
+    assert_eq!(by_id["KeySchema"][0]["AttributeName"], "subscription_key");
+    assert_eq!(by_id["Projection"]["ProjectionType"], "KEYS_ONLY");
+    assert_eq!(table["SSESpecification"]["SSEEnabled"], true);
+}
+
+#[test]
+fn the_gmail_topic_is_a_parameter_that_defaults_to_off() {
+    let template = template();
+    let parameter = &template["Parameters"]["GmailPushTopic"];
+    assert_eq!(parameter["Default"], "", "empty: Gmail push off");
+    for function in [
+        "OAuthFunction",
+        "TokenRefresherFunction",
+        "SubscriptionManagerFunction",
+    ] {
+        assert_eq!(
+            env(&template, function, "SUBSCRIPTION_TOPIC_GMAIL"),
+            "GmailPushTopic",
+            "{function}"
+        );
+    }
+    assert_eq!(
+        junction_subscriptions::settings::topic_key("gmail"),
+        "SUBSCRIPTION_TOPIC_GMAIL"
+    );
+}
+
+#[test]
+fn each_function_gets_only_the_subscription_access_its_work_needs() {
+    let template = template();
+    // The oauth function schedules: a read and a conditional put, no token opened.
+    assert_eq!(
+        table_actions(&template, "OAuthFunction"),
+        ["dynamodb:GetItem", "dynamodb:PutItem"]
+    );
+    assert!(env(&template, "OAuthFunction", "OUTBOUND_STATE_TABLE").is_null());
+    // The connections function deletes at disconnect.
+    assert_eq!(
+        table_actions(&template, "ConnectionsFunction"),
+        ["dynamodb:DeleteItem", "dynamodb:GetItem"]
+    );
+    // The refresher renews what is due, through the renewal index only.
+    let renew = statement(&template, "TokenRefresherFunction", "RenewSubscriptions");
+    assert_eq!(
+        strings(&renew["Action"]).len(),
+        4,
+        "get, put, delete, query: {renew}"
+    );
+    assert!(renew["Resource"].to_string().contains("/index/by-renewal"));
+    // The subscription manager finds notifications' subscriptions by id.
+    let keep = statement(
+        &template,
+        "SubscriptionManagerFunction",
+        "KeepSubscriptions",
+    );
+    assert!(
+        keep["Resource"]
+            .to_string()
+            .contains("/index/by-subscription")
+    );
+    assert!(!strings(&keep["Action"]).contains(&"dynamodb:DeleteItem".to_owned()));
+    // Both renewing functions read only the webhook secrets (clientState) besides the
+    // OAuth and catalog ones, and force sync jobs due.
+    for function in ["TokenRefresherFunction", "SubscriptionManagerFunction"] {
+        let secrets = statement(&template, function, "ReadWebhookSecretsForClientState");
+        assert!(
+            secrets["Resource"].to_string().contains("/webhooks/*"),
+            "{function}"
+        );
+        let jobs = statement(&template, function, "ForceReconciliationPolls");
+        assert_eq!(
+            strings(&jobs["Action"]),
+            ["dynamodb:GetItem", "dynamodb:PutItem"],
+            "{function}"
+        );
+        assert!(
+            env(&template, function, "WEBHOOK_BASE_URL")
+                .to_string()
+                .contains("/webhooks/"),
+            "{function}"
+        );
+    }
+}
+
+#[test]
+fn graph_lifecycle_events_reach_the_subscription_manager_by_a_rule_on_the_bus() {
+    let template = template();
+    let function = &template["Resources"]["SubscriptionManagerFunction"];
+    assert_eq!(
+        function["Metadata"]["BuildProperties"]["Binary"],
+        "subscription-manager"
+    );
+    let rule = &function["Properties"]["Events"]["GraphLifecycleNotifications"];
+    assert_eq!(rule["Type"], "EventBridgeRule");
+    assert!(
+        rule["Properties"]["EventBusName"]
+            .to_string()
+            .contains("EventBus")
+    );
+    let pattern = &rule["Properties"]["Pattern"];
+    assert_eq!(strings(&pattern["source"]), ["junction/microsoft"]);
+    // The consumer publishes the verified body as data.raw; only lifecycle bodies
+    // carry lifecycleEvent (catalog: microsoft.toml [subscription.lifecycle]).
+    assert_eq!(
+        pattern["detail"]["data"]["raw"]["value"]["lifecycleEvent"][0]["exists"],
+        true
+    );
+    let catalog = junction_catalog::Catalog::embedded().expect("catalog");
+    let lifecycle = catalog
+        .get("microsoft")
+        .and_then(|p| p.subscription.as_ref())
+        .and_then(|s| s.lifecycle.as_ref())
+        .expect("lifecycle");
+    assert_eq!(
+        (lifecycle.items.as_str(), lifecycle.event.as_str()),
+        ("/value", "/lifecycleEvent"),
+        "the rule's pattern follows the catalog's pointers"
+    );
+    assert_eq!(
+        template["Resources"]["SubscriptionManagerLogGroup"]["Properties"]["RetentionInDays"],
+        30
+    );
+}
