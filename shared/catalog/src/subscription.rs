@@ -318,7 +318,12 @@ renew_before_seconds = 600
     #[test]
     fn a_complete_section_parses_and_names_its_placeholders() {
         let catalog = parse(VALID).expect("valid");
-        let spec = catalog.get("acme").unwrap().subscription.as_ref().unwrap();
+        let spec = catalog
+            .get("acme")
+            .expect("present")
+            .subscription
+            .as_ref()
+            .expect("present");
         assert!(spec.uses("webhook_url"));
         assert!(spec.uses("subscription_id"));
         assert!(!spec.uses("client_state"));
@@ -373,7 +378,12 @@ renew_before_seconds = 600
     #[test]
     fn gmail_and_graph_declare_their_subscriptions() {
         let catalog = Catalog::embedded().expect("embedded catalog");
-        let gmail = catalog.get("gmail").unwrap().subscription.as_ref().unwrap();
+        let gmail = catalog
+            .get("gmail")
+            .expect("present")
+            .subscription
+            .as_ref()
+            .expect("present");
         assert!(gmail.create.uses("topic"));
         assert!(gmail.renew.is_none() && gmail.id.is_none());
         assert_eq!(gmail.expiry.format, ExpiryFormat::UnixMillis);
@@ -382,14 +392,14 @@ renew_before_seconds = 600
 
         let graph = catalog
             .get("microsoft")
-            .unwrap()
+            .expect("present")
             .subscription
             .as_ref()
-            .unwrap();
+            .expect("present");
         assert!(graph.create.uses("client_state") && graph.create.uses("webhook_url"));
         // Under the 10,080-minute maximum of Outlook message subscriptions.
-        assert!(graph.lifetime_seconds.unwrap() < 10_080 * 60);
-        let lifecycle = graph.lifecycle.as_ref().unwrap();
+        assert!(graph.lifetime_seconds.expect("present") < 10_080 * 60);
+        let lifecycle = graph.lifecycle.as_ref().expect("present");
         assert_eq!(
             lifecycle.actions.get("reauthorizationRequired"),
             Some(&LifecycleAction::Reauthorize)
