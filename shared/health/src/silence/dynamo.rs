@@ -194,6 +194,8 @@ impl SilenceStore for DynamoSilenceStore {
                 .client
                 .scan()
                 .table_name(&self.table)
+                // Named, as the role's condition on dynamodb:Select expects.
+                .select(aws_sdk_dynamodb::types::Select::SpecificAttributes)
                 .projection_expression(projection.join(", "))
                 .filter_expression("begins_with(#p0, :last_event) OR begins_with(#p0, :silence)")
                 .set_expression_attribute_names(Some(names.clone()))
