@@ -99,6 +99,75 @@ enum Command {
     /// `junction-cli-events-<stack>`); events published from then on wait there until
     /// shown.
     Events(EventsArgs),
+    /// Check each sandbox connection's contract requests (through the management API's
+    /// proxy) against the recorded schemas and print a table; without a sandbox
+    /// connection (or --api-url), check the recorded fixtures. Exits non-zero when a
+    /// contract is broken.
+    ContractTest(ContractTestArgs),
+}
+
+mod contract_test;
+
+#[derive(Debug, clap::Args)]
+struct ContractTestArgs {
+    /// Only this provider's contracts.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Base URL of the HTTP API (the local stack prints it; a deployed stack's
+    /// ManagementApiUrl output). Without it, the recorded fixtures are checked.
+    #[arg(long, env = "JUNCTION_API_URL")]
+    api_url: Option<String>,
+    /// The local stack's stand-in IAM credential; without it requests are signed with
+    /// SigV4 with your AWS credentials.
+    #[arg(long, env = "JUNCTION_LOCAL_IAM_KEY", hide_env_values = true)]
+    local_iam_key: Option<String>,
+}
+
+/// `junction contract-test`: see [`contract_test`].
+async fn run_contract_test(
+    aws: &aws_config::SdkConfig,
+    stack: &str,
+    args: ContractTestArgs,
+    out: &mut Output<std::io::Stdout>,
+) -> anyhow::Result<ExitCode> {
+    let catalog = junction_catalog::Catalog::embedded()?;
+    let (sandboxes, client) = match args.api_url {
+        Some(api_url) => {
+            let table = stack_table(
+                &aws_sdk_dynamodb::Client::new(aws),
+                stack,
+                "ConnectionsTable",
+            )
+            .await?;
+            let auth = match args.local_iam_key {
+                Some(key) => ApiAuth::LocalIam(key),
+                None => ApiAuth::from_sdk_config(aws).await?,
+            };
+            (
+                Some(junction_contracts::aws::DynamoSandboxConnections::from_config(aws, table)),
+                Some(contract_test::ProxyContractClient {
+                    http: reqwest::Client::new(),
+                    api_url,
+                    auth,
+                }),
+            )
+        }
+        None => (None, None),
+    };
+    let sandboxes = sandboxes
+        .as_ref()
+        .map(|s| s as &dyn junction_contracts::check::SandboxConnections);
+    let (results, live) =
+        contract_test::contract_test(catalog, sandboxes, client, args.provider.as_deref()).await?;
+    if !live {
+        out.line("no sandbox connection checked: comparing the recorded fixtures with the recorded schemas")?;
+    }
+    out.print(&contract_test::table(&results))?;
+    Ok(if results.iter().any(|c| c.verdict.is_failure()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -265,6 +334,7 @@ async fn run(cli: Cli, out: &mut Output<std::io::Stdout>) -> anyhow::Result<Exit
         Command::Connect(args) => connect(&aws, args, out).await,
         Command::Status => status(&aws, &cli.stack, &cli.prefix, rules, out).await,
         Command::Events(args) => watch_events(&aws, &cli.stack, args, out).await,
+        Command::ContractTest(args) => run_contract_test(&aws, &cli.stack, args, out).await,
         Command::Poll {
             connection,
             model,
