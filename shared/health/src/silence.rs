@@ -66,6 +66,10 @@ pub const LEARNING_SECONDS: i64 = 7 * 24 * HOUR;
 /// A learned longest gap older than this is replaced by the next completed gap, so a
 /// connection that became busier is not judged by a quiet spell of long ago.
 pub const GAP_DECAY_SECONDS: i64 = 28 * 24 * HOUR;
+/// Connections read for the first time in one run (a `GetItem` each, one after the
+/// other: about 5-10 ms): a first run after the deploy over many connections stays
+/// well within the function's timeout, and the others are met by the next runs.
+pub const FIRST_SIGHTS_PER_RUN: usize = 2_000;
 /// The metric name of the hourly receipts (the ingress's EMF metric).
 pub const RECEIPT_METRIC: &str = "WebhooksReceived";
 
@@ -554,11 +558,18 @@ impl SilenceDetector {
             .iter()
             .map(|connection| connection.watch.clone())
             .collect();
-        // Connections seen for the first time: their provider and tenant, once.
+        // Connections seen for the first time: their provider and tenant, once; at most
+        // FIRST_SIGHTS_PER_RUN a run (one read each), so a first run over many
+        // connections ends in time and the rest are met at the next runs.
+        let mut first_sights = 0;
         for connection in &mut tracked.connections {
             if connection.watch.tracked_since.is_some() {
                 continue;
             }
+            if first_sights == FIRST_SIGHTS_PER_RUN {
+                break;
+            }
+            first_sights += 1;
             match self.store.owner(&connection.id).await {
                 Ok(Some(owner)) => {
                     connection.watch.tracked_since = Some(now);

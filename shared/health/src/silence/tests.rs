@@ -684,3 +684,21 @@ async fn a_connection_silence_the_bus_refused_counts_and_is_announced_next_run()
         (1, 1)
     );
 }
+
+#[tokio::test]
+async fn a_first_run_over_many_connections_reads_a_bounded_number_of_them() {
+    let w = world();
+    for n in 0..FIRST_SIGHTS_PER_RUN + 5 {
+        let id = format!("conn_{n:05}");
+        w.store.connect(&id, "acme", "slack");
+        w.store.record_event(&id, MONDAY);
+    }
+    let report = w.detector.run(MONDAY).await.expect("run");
+    assert_eq!(report.connections_checked, FIRST_SIGHTS_PER_RUN);
+    let report = w.detector.run(MONDAY + 15 * MINUTE).await.expect("run");
+    assert_eq!(
+        report.connections_checked,
+        FIRST_SIGHTS_PER_RUN + 5,
+        "the rest at the next run"
+    );
+}
