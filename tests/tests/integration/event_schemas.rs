@@ -656,6 +656,13 @@ async fn every_published_event_matches_its_schemas_and_every_schema_is_published
             .await;
     }
 
+    // Managed push subscriptions (issue 28, point 1): subscriptions_emulator.rs.
+    for event in crate::subscriptions_emulator::published().await {
+        checker
+            .check("subscription manager", &event, None, &mut checked)
+            .await;
+    }
+
     // Schema drift and the contract check (issue 30): contract_check.rs.
     for (origin, event) in crate::contract_check::published().await {
         checker.check(&origin, &event, None, &mut checked).await;

@@ -219,3 +219,91 @@ fn graph_lifecycle_events_reach_the_subscription_manager_by_a_rule_on_the_bus() 
         30
     );
 }
+
+/// `connection.subscription_failed` as the manager publishes it, for the event schema
+/// check (`event_schemas`): a Graph create on a connection whose provider has no webhook
+/// secret to send as `clientState` (no request goes out), then a renewal the provider
+/// refuses after the subscription has expired.
+pub async fn published() -> Vec<junction_aws::events::CloudEvent> {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use junction_aws::clock::Clock;
+    use junction_aws::secrets::InMemorySecretSource;
+    use junction_subscriptions::{
+        InMemorySubscriptionStore, Outcome, SubscriptionManager, SubscriptionPorts,
+        SubscriptionSettings, SubscriptionStore,
+    };
+
+    let graph = include_str!("../../../shared/catalog/providers/microsoft.toml");
+    let section = graph
+        .split_once("\n[subscription]\n")
+        .map(|(_, rest)| rest)
+        .expect("microsoft.toml has [subscription]");
+    let extra = format!(
+        "[api]\nbase_url = \"{{provider_api}}\"\nrate_limit = {{ requests_per_second = 100.0, burst = 20, scope = \"connection\" }}\n\n[subscription]\n{section}"
+    );
+    let h =
+        junction_oauth::testing::harness_with(fake_provider::AuthServerConfig::default(), &extra)
+            .await;
+    let connection = h.connect().await;
+    let store = Arc::new(InMemorySubscriptionStore::default());
+    let manager = SubscriptionManager::new(SubscriptionPorts {
+        catalog: h.vault.catalog(),
+        client: junction_outbound::OutboundClient::new(
+            h.vault.catalog(),
+            h.vault.clone(),
+            Arc::new(junction_outbound::InMemorySharedState::default()),
+            h.clock.clone(),
+        ),
+        vault: h.vault.clone(),
+        store: store.clone(),
+        secrets: Arc::new(InMemorySecretSource::default()),
+        jobs: None,
+        bus: h.bus.clone(),
+        clock: h.clock.clone(),
+        settings: SubscriptionSettings {
+            webhook_base_url: Some("https://hub.example.com/webhooks/".to_owned()),
+            secret_prefix: "junction".to_owned(),
+            table: "subscriptions".to_owned(),
+            ..SubscriptionSettings::default()
+        },
+    });
+    let now = h.clock.now().unix_timestamp();
+    let deadline = || Instant::now() + Duration::from_secs(5);
+    let outcome = manager
+        .ensure("fakeauth", &connection, now, deadline())
+        .await
+        .expect("ensure");
+    assert_eq!(outcome, Outcome::Failed("no_webhook_secret".into()));
+
+    // A subscription that expired while its renewals failed.
+    let mut record = store
+        .get(&connection)
+        .await
+        .expect("store")
+        .expect("record");
+    let expected = record.version;
+    record.subscription_id = Some("7f105c7d-2dc5-4530-97cd-4e7a00000001".to_owned());
+    record.expires_at = Some(now - 60);
+    record.renew_at = Some(now);
+    record.version += 1;
+    assert!(store.put(&record, Some(expected)).await.expect("store"));
+    h.server.serve_provider_api(|_| {
+        fake_provider::ScriptedResponse::with_status(
+            403,
+            &serde_json::json!({"error": {"code": "Forbidden"}}),
+        )
+    });
+    manager.renew_due(deadline()).await.expect("sweep");
+
+    let events: Vec<_> = h
+        .bus
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == "connection.subscription_failed")
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].data["expired"], true);
+    events
+}
