@@ -159,6 +159,63 @@ mod tests {
         assert!(spec.check(EndpointRules::Public).is_ok());
     }
 
+    /// The built-in Trello entry, as its file cites Trello's documentation.
+    #[test]
+    fn trello_connects_with_oauth1_and_authenticates_with_key_and_token() {
+        let catalog = crate::Catalog::embedded().expect("catalog");
+        let trello = catalog
+            .get("trello")
+            .and_then(|p| p.oauth1.as_ref())
+            .expect("trello's [oauth1]");
+        assert_eq!(
+            trello.request_token_url,
+            "https://trello.com/1/OAuthGetRequestToken"
+        );
+        assert_eq!(
+            trello.authorize_url,
+            "https://trello.com/1/OAuthAuthorizeToken"
+        );
+        assert_eq!(
+            trello.access_token_url,
+            "https://trello.com/1/OAuthGetAccessToken"
+        );
+        assert_eq!(trello.signature_method, SignatureMethod::HmacSha1);
+        assert_eq!(
+            trello
+                .authorize_params
+                .get("expiration")
+                .map(String::as_str),
+            Some("never")
+        );
+        assert_eq!(
+            trello.api_auth,
+            ApiAuth::KeyAndToken {
+                key_param: "key".into(),
+                token_param: "token".into()
+            }
+        );
+        assert_eq!(
+            trello.revocation,
+            OAuth1Revocation::DeleteToken {
+                url: "https://api.trello.com/1/tokens/{token}".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_provider_gives_one_way_to_connect() {
+        let both = "id = \"both\"\nname = \"Both\"\ndocs = \"https://p.example/docs\"\n\
+             [oauth_discovery]\nissuer = \"https://p.example\"\nscopes = [\"openid\"]\n\
+             [oauth1]\nrequest_token_url = \"https://p.example/r\"\n\
+             authorize_url = \"https://p.example/a\"\naccess_token_url = \"https://p.example/t\"\n\
+             signature_method = \"HMAC-SHA1\"\napi_auth = { style = \"signed\" }\n\
+             revocation = { style = \"none\", reason = \"none\" }\n";
+        let err =
+            crate::Catalog::from_files_with_rules(&[("both.toml", both)], EndpointRules::Public)
+                .expect_err("two ways to connect");
+        assert!(err.to_string().contains("oauth1"), "{err}");
+    }
+
     #[test]
     fn an_unknown_signature_method_or_field_is_refused() {
         let plaintext = toml::from_str::<OAuth1Spec>(
