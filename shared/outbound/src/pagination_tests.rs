@@ -143,8 +143,15 @@ fn asana_follows_next_page_offset_until_null() {
 
 #[test]
 fn stripe_continues_after_the_last_object_while_has_more() {
+    // The platform's API and a connected account's (the proxy's) page alike.
+    for provider in ["stripe", "stripe-connect"] {
+        stripe_pages(provider);
+    }
+}
+
+fn stripe_pages(provider: &str) {
     // docs.stripe.com/api/pagination: {object: "list", url, has_more, data}.
-    let spec = scheme("stripe");
+    let spec = scheme(provider);
     let base = url("https://api.stripe.com");
     let first = first_request(spec, url("https://api.stripe.com/v1/customers"));
     assert_eq!(query(&first, "limit").as_deref(), Some("100"));
@@ -479,6 +486,7 @@ fn every_catalog_scheme_has_its_provider_test_here() {
         "stripe",
         "shopify",
         "pipedrive",
+        "stripe-connect",
     ];
     let declared: Vec<&str> = Catalog::embedded()
         .expect("catalog")
