@@ -96,7 +96,11 @@ async fn dynamodb_connection_and_state_stores_meet_their_contracts() {
         nonce: None,
         allow_account_change: false,
         end_user: None,
-        oauth1: None,
+        // An OAuth 1.0a attempt's temporary credentials round-trip with the state.
+        oauth1: Some(junction_oauth::oauth1::TemporaryCredentials {
+            token: "temporary-token".into(),
+            secret: SecretString::new("temporary-secret-kept-with-the-state"),
+        }),
     };
     states.put("state-hash", &pending).await.expect("put");
     // A pending authorization holds the PKCE verifier, so it is not comparable with ==:
