@@ -27,8 +27,9 @@
 //!
 //! **A 429 the catalog did not predict** reveals a lower limit: the rate drops to half the
 //! rate that drew it (never below 1/64 of the catalog's rate; the 429 of a request
-//! booked before the last decrease, or within a second of it, does not lower it again:
-//! it was scheduled at the old rate), climbs back linearly within a
+//! booked before the last decrease, or sent until a second after the last such
+//! request, does not lower it again: it belongs to the old rate), climbs back linearly
+//! within a
 //! minute to 90 % of the rate that failed, and stays there: the rate known to fail is
 //! trusted 10 % more for each quiet hour, so the ceiling rises slowly (one probe, and at
 //! worst one 429, about every hour of traffic) and is forgotten only once it has grown
@@ -50,7 +51,8 @@ use junction_aws::clock::Clock;
 
 /// Idle state expires after a day (the table's TTL), or after its longest window.
 const STATE_TTL_SECONDS: i64 = 86_400;
-/// At most one decrease per second: the 429s of requests already in flight count once.
+/// After a decrease, 429s count for the old rate until a second after the last request
+/// booked at it has gone out (the provider's window drains).
 const DECREASE_INTERVAL_MS: i64 = 1_000;
 /// The lowest rate a 429 can set, as a fraction of the configured one.
 const MIN_RATE_FRACTION: f64 = 1.0 / 64.0;
@@ -145,6 +147,10 @@ struct Ceiling {
     failed: f64,
     /// When (unix ms).
     at_ms: i64,
+    /// Until when 429s still belong to the old rate: the last request booked at it
+    /// goes out then, and the provider's window needs a moment to drain (unix ms).
+    #[serde(default)]
+    settled_ms: i64,
 }
 
 impl Ceiling {
@@ -510,7 +516,9 @@ impl RateLimiter {
     /// A request booked before the last decrease was scheduled at the old rate (the
     /// bookings of every worker reach seconds ahead): its 429 says nothing about the new
     /// rate and does not lower it again, or one burst would drive the rate far below
-    /// the provider's limit. Nor does any 429 within a second of the last decrease.
+    /// the provider's limit. Nor does a 429 until a second after the last of those
+    /// bookings has gone out: a request booked since is sent right behind them, into a
+    /// provider window they filled.
     pub async fn throttled_after(
         &self,
         key: &str,
@@ -525,12 +533,13 @@ impl RateLimiter {
             let current = bucket.ceiling_rate(limit, now);
             let stale = bucket
                 .ceiling
-                .is_some_and(|c| booked_ms < c.at_ms || now - c.at_ms < DECREASE_INTERVAL_MS);
+                .is_some_and(|c| booked_ms < c.at_ms || now < c.settled_ms);
             if !stale {
                 bucket.ceiling = Some(Ceiling {
                     rate: (current / 2.0).max(limit.rate * MIN_RATE_FRACTION),
                     failed: current,
                     at_ms: now,
+                    settled_ms: now.max(bucket.last_grant_ms) + DECREASE_INTERVAL_MS,
                 });
             }
             bucket.throttles += 1;
@@ -893,6 +902,42 @@ mod tests {
             .await
             .expect("throttled");
         assert!(close(fresh, rate / 2.0), "booked since: {rate} -> {fresh}");
+    }
+
+    #[tokio::test]
+    async fn a_429_sent_behind_the_old_rates_bookings_does_not_lower_again() {
+        let (clock, store) = setup();
+        let limiter = RateLimiter::new(store, clock.clone());
+        for _ in 0..6 {
+            limiter.acquire("p", &LIMIT).await.expect("acquired");
+        }
+        // Booked up to 2 s ahead at 2/s; then a 429.
+        let lowered = limiter
+            .throttled("p", &LIMIT, None)
+            .await
+            .expect("throttled");
+        assert!(close(lowered, 1.0), "{lowered}");
+        let booked_since = clock.now();
+        clock.advance(time::Duration::milliseconds(2_500));
+        let rate = limiter.effective_rate("p", &LIMIT).await.expect("rate");
+        let behind = limiter
+            .throttled_after("p", &LIMIT, None, booked_since)
+            .await
+            .expect("throttled");
+        assert!(
+            close(behind, rate),
+            "sent right behind the old bookings: no second decrease ({rate} -> {behind})"
+        );
+        clock.advance(time::Duration::seconds(1));
+        let rate = limiter.effective_rate("p", &LIMIT).await.expect("rate");
+        let fresh = limiter
+            .throttled_after("p", &LIMIT, None, booked_since)
+            .await
+            .expect("throttled");
+        assert!(
+            close(fresh, rate / 2.0),
+            "a second after the last: {rate} -> {fresh}"
+        );
     }
 
     #[tokio::test]
