@@ -26,8 +26,9 @@ use crate::schema_support::{Schemas, check, file_uri, repo};
 const STACK: &str = "junction-silence";
 
 /// Puts `hourly` (oldest first, the last one the hour ending at `end`) as `provider`'s
-/// `WebhooksReceived`, one datapoint a minute into each hour, as the ingress's EMF
-/// lines would have.
+/// `WebhooksReceived`, one datapoint half-way through each hour, as the ingress's EMF
+/// lines would have: a later run whose window ends a 5-minute step further still finds
+/// each in the same hour.
 async fn put_receipts(aws: &aws_config::SdkConfig, provider: &str, end: i64, hourly: &[f64]) {
     let cloudwatch = aws_sdk_cloudwatch::Client::new(aws);
     let start = end - HOUR * hourly.len() as i64;
@@ -44,7 +45,7 @@ async fn put_receipts(aws: &aws_config::SdkConfig, provider: &str, end: i64, hou
                         .value(provider)
                         .build(),
                 )
-                .timestamp(DateTime::from_secs(start + HOUR * index as i64 + 60))
+                .timestamp(DateTime::from_secs(start + HOUR * index as i64 + HOUR / 2))
                 .value(*count)
                 .unit(StandardUnit::Count)
                 .build()

@@ -245,6 +245,16 @@ fn both_alarms_watch_what_they_say_and_each_is_on_the_dashboard() {
         watched,
         BTreeSet::from(["SilentConnections", "SilentProviders"])
     );
+    for metric in metrics.iter().filter(|m| m["MetricStat"].is_object()) {
+        assert_eq!(
+            (
+                &metric["MetricStat"]["Stat"],
+                &metric["MetricStat"]["Period"]
+            ),
+            (&Value::from("Maximum"), &Value::from(1800)),
+            "each period holds at least one 15-minute run"
+        );
+    }
     let expression: Vec<&Value> = metrics.iter().filter(|m| m["ReturnData"] == true).collect();
     assert_eq!(expression.len(), 1);
     assert_eq!(
