@@ -28,6 +28,11 @@ pub struct OAuth1Spec {
     /// RFC 5849 §2.3: token credentials are requested here (`POST`, signed with the
     /// temporary token's secret, carrying `oauth_verifier`).
     pub access_token_url: String,
+    /// The token-credentials answer's parameter that names the provider account (X's
+    /// `user_id`): recorded on the connection, and a reconnect must bring it back.
+    /// Absent where the answer names none (Trello).
+    #[serde(default)]
+    pub account_param: Option<String>,
     /// How requests to the three endpoints (and signed API requests) are signed.
     pub signature_method: SignatureMethod,
     /// How the connection's API requests are authenticated.

@@ -252,11 +252,20 @@ impl TokenVault {
     /// a refusal (401, 403: the credentials or the catalog are wrong) keeps it too, for
     /// an operator (a forced disconnect deletes without revoking).
     pub(crate) async fn revoke_oauth1(&self, connection: &Connection) -> Result<(), VaultError> {
-        let spec = self.oauth1_spec(&connection.provider)?;
+        let grant = self.oauth1_grant(&connection.id).await?;
+        self.revoke_oauth1_grant(&connection.provider, &grant).await
+    }
+
+    /// Ends `grant` at `provider` (a connection's, or one the callback refused).
+    pub(crate) async fn revoke_oauth1_grant(
+        &self,
+        provider: &str,
+        grant: &OAuth1Grant,
+    ) -> Result<(), VaultError> {
+        let spec = self.oauth1_spec(provider)?;
         let OAuth1Revocation::DeleteToken { url } = &spec.revocation else {
             return Ok(());
         };
-        let grant = self.oauth1_grant(&connection.id).await?;
         let token = grant
             .keys
             .token

@@ -38,6 +38,8 @@ struct Ledger {
     rejected: Vec<String>,
     revoked: Vec<String>,
     api_calls: u64,
+    /// Who the user signs in as (the `user_id` of the token answer).
+    account: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -250,7 +252,15 @@ async fn access(
     let access = format!("access-{}", ledger.counter);
     let secret = format!("access secret/{}", ledger.counter);
     ledger.access.insert(access.clone(), secret.clone());
-    form(&[("oauth_token", &access), ("oauth_token_secret", &secret)])
+    let account = ledger
+        .account
+        .clone()
+        .unwrap_or_else(|| "user-1".to_owned());
+    form(&[
+        ("oauth_token", &access),
+        ("oauth_token_secret", &secret),
+        ("user_id", &account),
+    ])
 }
 
 async fn signed_api(
@@ -350,10 +360,16 @@ impl FakeOAuth1 {
             "id = \"{id}\"\nname = \"Fake OAuth 1.0a\"\ndocs = \"https://example.com/fake\"\n\n\
              [oauth1]\nrequest_token_url = \"{base}/initiate\"\nauthorize_url = \"{base}/authorize\"\n\
              access_token_url = \"{base}/token\"\nsignature_method = \"HMAC-SHA1\"\n\
+             account_param = \"user_id\"\n\
              api_auth = {api_auth}\n\
              revocation = {{ style = \"delete_token\", url = \"{base}/tokens/{{token}}\" }}\n\
              [oauth1.authorize_params]\nname = \"Junction tests\"\nscope = \"read\"\n"
         )
+    }
+
+    /// The account the next authorizations sign in as.
+    pub fn sign_in_as(&self, account: &str) {
+        self.ledger().account = Some(account.to_owned());
     }
 
     pub fn access_tokens(&self) -> Vec<String> {

@@ -296,7 +296,13 @@ impl ConnectFlow {
                 return fail(err.code());
             }
         };
-        let ((access_token, token_secret), _answer) = pairs;
+        let ((access_token, token_secret), answer) = pairs;
+        let account = spec.account_param.as_deref().and_then(|name| {
+            answer
+                .iter()
+                .find(|(key, value)| key == name && !value.is_empty())
+                .map(|(_, value)| value.clone())
+        });
         let tokens = TokenSet {
             access_token: SecretString::new(access_token),
             refresh_token: None,
@@ -319,17 +325,36 @@ impl ConnectFlow {
                         "connection not found for this tenant and provider".into(),
                     ));
                 }
-                // The reconnect rule of OAuth 2.0: the token answer names no account for
-                // the catalog's OAuth 1.0a providers, so there is nothing to compare and
-                // the connection keeps its own; one that recorded an account needs it back.
-                if !same_account(existing.account_id.as_deref(), None)
-                    && !pending.allow_account_change
-                {
+                // The reconnect rule of OAuth 2.0: a connection that recorded an account
+                // needs it back (the catalog's `account_param`), unless the session
+                // allowed a change; a refused grant is ended at the provider.
+                let changed = !same_account(existing.account_id.as_deref(), account.as_deref());
+                if changed && !pending.allow_account_change {
+                    tracing::warn!(provider, tenant = %pending.tenant, connection = %existing.id, outcome = "reconnect_account_mismatch", "reconnect refused: another provider account; connection unchanged, new grant revoked");
+                    let mut refused = keys.clone();
+                    refused.token = Some((
+                        tokens.access_token.expose().to_owned(),
+                        tokens
+                            .token_secret
+                            .clone()
+                            .unwrap_or_else(|| SecretString::new("")),
+                    ));
+                    let grant = super::OAuth1Grant {
+                        keys: refused,
+                        api_auth: spec.api_auth.clone(),
+                        params: existing.params.clone(),
+                    };
+                    if let Err(err) = self.vault.revoke_oauth1_grant(provider, &grant).await {
+                        tracing::warn!(provider, error = %crate::error_chain(&err), outcome = "revoke_failed", "revoking the refused grant failed");
+                    }
                     return Err(FlowError::AccountMismatch {
                         provider: provider.to_owned(),
                     });
                 }
                 let mut next = sealed(&self.vault, &existing, &tokens, now).await?;
+                if changed {
+                    next.account_id = account.clone();
+                }
                 if pending.end_user.is_some() {
                     next.end_user = pending.end_user.clone();
                 }
@@ -354,7 +379,7 @@ impl ConnectFlow {
                     provider: provider.to_owned(),
                     state: ConnectionState::Active,
                     scopes: Vec::new(),
-                    account_id: None,
+                    account_id: account.clone(),
                     end_user: pending.end_user.clone(),
                     params: pending.params.clone(),
                     tokens: None,

@@ -106,17 +106,15 @@ struct Authorized {
 
 impl Harness {
     async fn session(&self, reconnect: Option<String>) -> String {
-        let minted = self
-            .minter
-            .mint(
-                &ConnectSessionRequest {
-                    connection: reconnect,
-                    ..session_request(PROVIDER)
-                },
-                BASE,
-            )
-            .await
-            .expect("minted");
+        self.session_for(ConnectSessionRequest {
+            connection: reconnect,
+            ..session_request(PROVIDER)
+        })
+        .await
+    }
+
+    async fn session_for(&self, request: ConnectSessionRequest) -> String {
+        let minted = self.minter.mint(&request, BASE).await.expect("minted");
         minted.token.expose().to_owned()
     }
 
@@ -131,7 +129,11 @@ impl Harness {
     /// approves), up to the redirect to Junction's callback.
     async fn authorize(&self, reconnect: Option<String>) -> Authorized {
         let token = self.session(reconnect).await;
-        let started = self.start(Some(&token)).await;
+        self.authorize_with(&token).await
+    }
+
+    async fn authorize_with(&self, token: &str) -> Authorized {
+        let started = self.start(Some(token)).await;
         assert_eq!(started.status, 302, "{}", started.body);
         let authorize = location(&started).to_owned();
         assert!(authorize.starts_with(&format!("{}/authorize?", self.fake.base())));
@@ -433,4 +435,49 @@ async fn the_temporary_secret_stays_server_side_and_out_of_logs() {
     let printed = format!("{:?}", h.states);
     assert!(printed.contains(&temporary));
     assert!(!printed.contains("temp-secret-"), "{printed}");
+}
+
+#[tokio::test]
+async fn a_reconnect_with_another_account_is_refused_and_its_grant_revoked() {
+    let h = harness("{ style = \"signed\" }").await;
+    let id = h
+        .connected(&h.callback(&h.authorize(None).await).await)
+        .await;
+    let before = h.connections.get(&id).await.expect("get").expect("stored");
+    assert_eq!(
+        before.account_id.as_deref(),
+        Some("user-1"),
+        "the answer's user_id"
+    );
+    let kept = h.fake.access_tokens();
+
+    h.fake.sign_in_as("user-2");
+    let other = h.authorize(Some(id.clone())).await;
+    let refused = h.callback(&other).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let after = h.connections.get(&id).await.expect("get").expect("stored");
+    assert_eq!(after.account_id.as_deref(), Some("user-1"));
+    assert_eq!(
+        after.token_generation, before.token_generation,
+        "tokens unchanged"
+    );
+    assert_eq!(
+        h.fake.access_tokens(),
+        kept,
+        "the refused grant was revoked"
+    );
+    assert_eq!(h.fake.revoked().len(), 1);
+
+    // A session that allows an account change may bring another one.
+    let token = h
+        .session_for(ConnectSessionRequest {
+            connection: Some(id.clone()),
+            allow_account_change: true,
+            ..session_request(PROVIDER)
+        })
+        .await;
+    let allowed = h.authorize_with(&token).await;
+    assert_eq!(h.connected(&h.callback(&allowed).await).await, id);
+    let changed = h.connections.get(&id).await.expect("get").expect("stored");
+    assert_eq!(changed.account_id.as_deref(), Some("user-2"));
 }
