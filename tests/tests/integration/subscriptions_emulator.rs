@@ -307,3 +307,42 @@ pub async fn published() -> Vec<junction_aws::events::CloudEvent> {
     assert_eq!(events[1].data["expired"], true);
     events
 }
+
+/// What the rule matches is what the consumer publishes for a Graph lifecycle delivery:
+/// microsoft.toml's `event_type` (`/value/0/changeType`) finds nothing in it, so the
+/// delivery passes through as `provider_event.occurred` with the body as `data.raw`,
+/// where `value[].lifecycleEvent` is.
+#[test]
+fn a_graph_lifecycle_delivery_is_published_with_its_body_as_raw() {
+    use std::collections::BTreeMap;
+
+    use junction_pipeline::normalize::{Normalized, RawEvent, normalize};
+
+    let body = serde_json::json!({"value": [{
+        "subscriptionId": "7f105c7d-2dc5-4530-97cd-4e7a00000001",
+        "subscriptionExpirationDateTime": "2027-01-20T08:00:00.0000000Z",
+        "tenantId": "bb8775a4-4d8c-42cf-a1d4-4d58c2bb668f",
+        "clientState": "secret",
+        "lifecycleEvent": "missed",
+    }]})
+    .to_string();
+    let headers = BTreeMap::new();
+    let normalization = normalize(&RawEvent {
+        provider: "microsoft",
+        resource: None,
+        event_type: None,
+        event_id: Some("sha256-of-the-body"),
+        headers: &headers,
+        body: body.as_bytes(),
+        pinned_api_version: Some("v1.0"),
+    })
+    .expect("normalized");
+    let [item] = normalization.items.as_slice() else {
+        panic!("one item: {:?}", normalization.items);
+    };
+    assert!(matches!(item, Normalized::ProviderEvent(_)));
+    assert_eq!(item.model().as_str(), "provider_event");
+    assert_eq!(item.meta().change.as_str(), "occurred");
+    let data = serde_json::to_value(item).expect("data");
+    assert_eq!(data["raw"]["value"][0]["lifecycleEvent"], "missed");
+}
