@@ -79,7 +79,7 @@ impl ConnectFlow {
             }
         };
         let return_to = checked_return_to(&self.settings, Some(&session.return_to))?;
-        // `[oauth1]` declares no URL parameters: any the session carries are refused.
+        // `[oauth1]` declares no URL parameters: any the session carries are dropped.
         let no_parameters = BTreeMap::new();
         let params = checked_params(&no_parameters, &session.params)?;
         if let Some(id) = &session.connection {
