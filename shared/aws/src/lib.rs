@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod link_header;
 pub mod response_body;
 pub mod retry;
 pub mod tls;

@@ -25,6 +25,7 @@ use url::Url;
 
 use super::connections::Connection;
 use junction_aws::crypto::SecretString;
+use junction_aws::link_header::{LinkHeaderError, next_link};
 use junction_aws::response_body::{BodyError, read_capped};
 use junction_catalog::{AccountPagination, AccountRequest, EndpointError, EndpointRules};
 
@@ -141,6 +142,10 @@ pub(crate) enum AccountLookupError {
     /// token, 401 for a revoked one).
     #[error("the account request answered HTTP {0}")]
     Status(u16),
+    /// The answer's `Link` header is not one (RFC 8288): which page comes next is
+    /// unknown, and a partial list could choose the wrong installation.
+    #[error("the account list's Link header is unreadable")]
+    Link(#[source] LinkHeaderError),
     /// The answer is over [`ACCOUNT_RESPONSE_CAP`] or broke off.
     #[error("the account request's answer could not be read")]
     Body(#[source] BodyError),
@@ -316,13 +321,14 @@ impl AccountLookup {
         if !status.is_success() {
             return Err(AccountLookupError::Status(status.as_u16()));
         }
-        let next = response
+        // Several Link fields are one list (RFC 9110 §5.3).
+        let links: Vec<&str> = response
             .headers()
             .get_all(http::header::LINK)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .find_map(next_link)
-            .map(str::to_owned);
+            .collect();
+        let next = next_link(&links.join(", ")).map_err(AccountLookupError::Link)?;
         let body = read_capped(response, ACCOUNT_RESPONSE_CAP)
             .await
             .map_err(AccountLookupError::Body)?;
@@ -370,34 +376,6 @@ pub(crate) fn choose(
             listed: distinct.len(),
         }),
     }
-}
-
-/// The target of the `rel="next"` link of one `Link` header value (RFC 8288 §3: `<uri>`
-/// then `;`-separated parameters; `rel` may list several relation types).
-fn next_link(header: &str) -> Option<&str> {
-    let mut rest = header;
-    while let Some(start) = rest.find('<') {
-        let after = &rest[start + 1..];
-        let end = after.find('>')?;
-        let target = &after[..end];
-        let tail = &after[end + 1..];
-        let params = &tail[..tail.find('<').unwrap_or(tail.len())];
-        let is_next = params.split([';', ',']).any(|param| {
-            param.split_once('=').is_some_and(|(name, value)| {
-                name.trim().eq_ignore_ascii_case("rel")
-                    && value
-                        .trim()
-                        .trim_matches('"')
-                        .split_ascii_whitespace()
-                        .any(|relation| relation.eq_ignore_ascii_case("next"))
-            })
-        });
-        if is_next {
-            return Some(target);
-        }
-        rest = tail;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -548,28 +526,6 @@ mod tests {
             Ok("1".into()),
             "the stored one is gone: the only one"
         );
-    }
-
-    #[test]
-    fn the_next_page_is_the_link_header_s_rel_next() {
-        // GitHub's example (docs.github.com, "Using pagination in the REST API").
-        let github = r#"<https://api.github.com/repositories/1300192/issues?page=2>; rel="prev", <https://api.github.com/repositories/1300192/issues?page=4>; rel="next", <https://api.github.com/repositories/1300192/issues?page=515>; rel="last", <https://api.github.com/repositories/1300192/issues?page=1>; rel="first""#;
-        assert_eq!(
-            next_link(github),
-            Some("https://api.github.com/repositories/1300192/issues?page=4")
-        );
-        assert_eq!(
-            next_link(r#"<https://a.example/x?page=2>; rel=next"#),
-            Some("https://a.example/x?page=2")
-        );
-        assert_eq!(
-            next_link(r#"<https://a.example/p>; rel="prev next""#),
-            Some("https://a.example/p"),
-            "several relation types"
-        );
-        assert_eq!(next_link(r#"<https://a.example/l>; rel="last""#), None);
-        assert_eq!(next_link(r#"<https://a.example/n>; title="next""#), None);
-        assert_eq!(next_link("garbage"), None);
     }
 
     use std::sync::{Arc, Mutex};

@@ -9,19 +9,15 @@
 //! - a cursor (or next URL) equal to one already sent stops the listing with
 //!   [`PaginationError::Repeated`] instead of looping;
 //! - a [`Listing`] stops after its page limit;
-//! - the `Link` header is parsed strictly ([`parse_link_header`]): a malformed value
-//!   is an error, never a guess.
-//!
-//! The `Link` parser is our own (RFC 8288 §3, about 100 lines): the crates.io parser
-//! (`parse_link_header` 0.4) strips every quote, angle bracket and space before
-//! splitting on `,` and `;`, so a target holding a comma splits, `rel="prev next"`
-//! becomes the relation `prevnext`, and a query member without `=` is an error; it also
-//! pulls in `regex` and `lazy_static`. The property tests below check ours.
+//! - the `Link` header is parsed strictly (`junction_aws::link_header`, shared with the
+//!   connect's account lookup): a malformed value is an error, never a guess. Its
+//!   property tests are here, with the providers' headers.
 //!
 //! This module does no I/O: the pollers and the proxy send the requests.
 
 use std::collections::BTreeSet;
 
+pub use junction_aws::link_header::{Link, LinkHeaderError, next_link, parse_link_header};
 use junction_catalog::PaginationSpec;
 use serde_json::Value;
 use url::Url;
@@ -33,8 +29,8 @@ pub enum PaginationError {
     #[error("the next page's link leaves the provider's API base: {0}")]
     ForeignLink(String),
     /// The `Link` header does not parse (RFC 8288 §3).
-    #[error("the Link header is malformed: {0}")]
-    BadLink(String),
+    #[error("the next page's Link header is unreadable")]
+    BadLink(#[source] LinkHeaderError),
     /// The body does not have the shape the scheme names.
     #[error("the response does not page as the catalog says: {0}")]
     Shape(String),
@@ -45,132 +41,6 @@ pub enum PaginationError {
     /// The scheme needs what the caller cannot give (a header to a body-only reader).
     #[error("the pagination scheme needs {0}")]
     Unsupported(&'static str),
-}
-
-/// One relation-typed link of a `Link` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    /// The target as written (a URI reference, resolved by the caller).
-    pub target: String,
-    /// The `rel` parameter's relation types, lowercased (RFC 8288 §2.1.1: compared
-    /// case-insensitively); empty without `rel`.
-    pub rels: Vec<String>,
-}
-
-fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
-}
-
-/// Parses a `Link` header value (RFC 8288 §3): `#link-value`, each `"<" URI-Reference
-/// ">" *( OWS ";" OWS link-param )`, a param `token BWS [ "=" BWS ( token /
-/// quoted-string ) ]`. Only the first `rel` of a link counts (§3.3). Empty list
-/// elements are allowed (RFC 9110 §5.6.1).
-pub fn parse_link_header(header: &str) -> Result<Vec<Link>, PaginationError> {
-    let bad = |what: &str| PaginationError::BadLink(what.to_owned());
-    let mut links = Vec::new();
-    let mut chars = header.chars().peekable();
-    let skip_ows = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
-        while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
-    };
-    loop {
-        skip_ows(&mut chars);
-        match chars.next() {
-            None => break,
-            Some(',') => continue,
-            Some('<') => {}
-            Some(_) => return Err(bad("a link must start with <")),
-        }
-        let mut target = String::new();
-        loop {
-            match chars.next() {
-                Some('>') => break,
-                Some(c) if c.is_ascii_graphic() && c != '<' => target.push(c),
-                Some(_) => return Err(bad("the target holds a space, control or non-ASCII")),
-                None => return Err(bad("a target without its closing >")),
-            }
-        }
-        let mut rels: Option<Vec<String>> = None;
-        loop {
-            skip_ows(&mut chars);
-            match chars.next() {
-                None | Some(',') => break,
-                Some(';') => {}
-                Some(_) => return Err(bad("after a target or parameter: ; , or the end")),
-            }
-            skip_ows(&mut chars);
-            let mut name = String::new();
-            while let Some(c) = chars.next_if(|c| is_tchar(*c)) {
-                name.push(c.to_ascii_lowercase());
-            }
-            if name.is_empty() {
-                return Err(bad("a parameter without a name"));
-            }
-            skip_ows(&mut chars);
-            let mut value = String::new();
-            if chars.next_if_eq(&'=').is_some() {
-                skip_ows(&mut chars);
-                if chars.next_if_eq(&'"').is_some() {
-                    loop {
-                        match chars.next() {
-                            Some('"') => break,
-                            Some('\\') => match chars.next() {
-                                Some(c) if c == '\t' || c == ' ' || c.is_ascii_graphic() => {
-                                    value.push(c)
-                                }
-                                _ => return Err(bad("a bad escape in a quoted string")),
-                            },
-                            Some(c) if c == '\t' || c == ' ' || c.is_ascii_graphic() => {
-                                value.push(c)
-                            }
-                            Some(_) => {
-                                return Err(bad("a control or non-ASCII in a quoted string"));
-                            }
-                            None => return Err(bad("an unterminated quoted string")),
-                        }
-                    }
-                } else {
-                    while let Some(c) = chars.next_if(|c| is_tchar(*c)) {
-                        value.push(c);
-                    }
-                    if value.is_empty() {
-                        return Err(bad("a parameter with = and no value"));
-                    }
-                }
-            }
-            if name == "rel" && rels.is_none() {
-                rels = Some(
-                    value
-                        .split_ascii_whitespace()
-                        .map(str::to_ascii_lowercase)
-                        .collect(),
-                );
-            }
-        }
-        links.push(Link {
-            target,
-            rels: rels.unwrap_or_default(),
-        });
-    }
-    Ok(links)
-}
-
-/// The target of the one `rel="next"` link; `None` without one; an error for a
-/// malformed header or two different next links (which to follow would be a guess).
-pub fn next_link(header: &str) -> Result<Option<String>, PaginationError> {
-    let mut next = None;
-    for link in parse_link_header(header)? {
-        if link.rels.iter().any(|rel| rel == "next") {
-            match &next {
-                Some(seen) if *seen != link.target => {
-                    return Err(PaginationError::BadLink(
-                        "two different rel=\"next\" links".into(),
-                    ));
-                }
-                _ => next = Some(link.target),
-            }
-        }
-    }
-    Ok(next)
 }
 
 /// Resolves a next-page link against the request it answered and checks it stays on
@@ -355,7 +225,12 @@ pub fn next_request(
     body: &Value,
 ) -> Result<Option<Url>, PaginationError> {
     let next = match continuation_param(spec) {
-        None => match link.map(next_link).transpose()?.flatten() {
+        None => match link
+            .map(junction_aws::link_header::next_link)
+            .transpose()
+            .map_err(PaginationError::BadLink)?
+            .flatten()
+        {
             None => return Ok(None),
             Some(target) => resolve_next(base, request, &target)?,
         },
