@@ -12,7 +12,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -114,9 +114,6 @@ pub struct SubscriptionPorts {
 #[derive(Debug, Clone)]
 pub struct SubscriptionManager {
     ports: SubscriptionPorts,
-    /// The webhook base learned from the request being served, where the settings
-    /// name none (the oauth function cannot be told its own API's address).
-    learned_base: Arc<Mutex<Option<String>>>,
 }
 
 /// The values a request's placeholders are filled with.
@@ -129,25 +126,13 @@ struct Values {
 
 impl SubscriptionManager {
     pub fn new(ports: SubscriptionPorts) -> Self {
-        SubscriptionManager {
-            ports,
-            learned_base: Arc::new(Mutex::new(None)),
-        }
+        SubscriptionManager { ports }
     }
 
     /// The ports it was built with (tests build a variant).
     #[cfg(test)]
     pub(crate) fn ports(&self) -> SubscriptionPorts {
         self.ports.clone()
-    }
-
-    /// Notes the webhook base (`https://<domain>/webhooks/`) of the request being served;
-    /// used only where the settings name none.
-    pub fn learn_webhook_base(&self, base: &str) {
-        *self
-            .learned_base
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(base.to_owned());
     }
 
     fn spec(&self, provider: &str) -> Option<&'static SubscriptionSpec> {
@@ -698,12 +683,7 @@ impl SubscriptionManager {
         let mut values = Values::default();
         let provider = record.provider.as_str();
         if request.uses("webhook_url") {
-            let base = self.ports.settings.webhook_base_url.clone().or_else(|| {
-                self.learned_base
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone()
-            });
+            let base = self.ports.settings.webhook_base_url.clone();
             let Some(base) = base else {
                 return Err("webhook_url_unknown".into());
             };

@@ -9,8 +9,10 @@ use junction_catalog::Catalog;
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionSettings {
     /// The webhook routes' base (`https://<api>/webhooks/`): `{webhook_url}` is it plus
-    /// the provider id. Key `WEBHOOK_BASE_URL`; a function without it (the oauth one,
-    /// which API Gateway routes to and so cannot name the API) learns it per request.
+    /// the provider id. Key `WEBHOOK_BASE_URL`; without it a create fails with
+    /// `webhook_url_unknown` (the functions API Gateway routes to cannot name the API
+    /// without a dependency cycle, so only the refresher and the subscription manager
+    /// create).
     pub webhook_base_url: Option<String>,
     /// Push topics by provider (`{topic}`, Gmail's Pub/Sub topic): key
     /// `SUBSCRIPTION_TOPIC_<PROVIDER>` (`SUBSCRIPTION_TOPIC_GMAIL`, the GmailPushTopic
