@@ -196,7 +196,13 @@ fn write_emf_members(
         }
         let _ = serde_json::to_writer(&mut *line, name);
     }
-    line.extend_from_slice(b"],[]],\"Metrics\":[");
+    // The set of the given dimensions and the aggregate without any; without dimensions
+    // the two are one set, written once (twice, CloudWatch would count every value twice).
+    if dimensions.is_empty() {
+        line.extend_from_slice(b"]],\"Metrics\":[");
+    } else {
+        line.extend_from_slice(b"],[]],\"Metrics\":[");
+    }
     for (index, metric) in metrics.iter().enumerate() {
         if index > 0 {
             line.push(b',');
@@ -401,6 +407,19 @@ mod tests {
             line.contains(r#""SignatureFailures":1}"#),
             "a count as a whole number: {line}"
         );
+    }
+
+    /// Without dimensions there is one set, the aggregate: two empty sets would publish
+    /// every value twice (a sum alarm would see double).
+    #[test]
+    fn a_document_without_dimensions_publishes_each_value_once() {
+        let line = emf_line(1_700_000_000_000, &[], &[("SilentProviders", 1.0, "Count")]);
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(
+            value["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([[]])
+        );
+        assert_eq!(value["SilentProviders"], 1.0);
     }
 
     /// An SDK error says "service error" at the top; the chain carries the code.
