@@ -2,7 +2,9 @@
 //! `template.yaml` creates: the DynamoDB shape store keeps one item per shape, records a
 //! shape once (the conditional write decides who announces it), finds the latest shape
 //! of a provider's event type, forgets one whose announcement failed; and two consumers'
-//! detectors over it announce an evolving schema once per new shape.
+//! detectors over it announce an evolving schema once per new shape. Also the contract
+//! check's listing of sandbox connections (issue 30, point 1) over the stack's
+//! connections table.
 
 use std::sync::Arc;
 
@@ -18,6 +20,8 @@ use time::OffsetDateTime;
 struct Table {
     _moto: Moto,
     store: Arc<DynamoShapeStore>,
+    aws: aws_config::SdkConfig,
+    connections: String,
 }
 
 async fn shapes_table() -> Table {
@@ -41,6 +45,8 @@ async fn shapes_table() -> Table {
             &aws,
             stack.resources["SchemaShapesTable"].clone(),
         )),
+        connections: stack.resources["ConnectionsTable"].clone(),
+        aws,
     }
 }
 
@@ -159,5 +165,53 @@ async fn two_consumers_announce_an_evolving_schema_once_per_new_shape() {
     assert_eq!(
         data["changed"],
         json!([{"path": "$.properties.amount", "from": "string", "to": "number"}])
+    );
+}
+
+#[tokio::test]
+async fn the_contract_check_lists_only_the_connections_marked_sandbox() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use junction_contracts::aws::DynamoSandboxConnections;
+    use junction_contracts::check::{SandboxConnection, SandboxConnections};
+
+    let table = shapes_table().await;
+    let client = aws_sdk_dynamodb::Client::new(&table.aws);
+    // Connection items as the connection store writes them (id, tenant, doc), one marked
+    // as a sandbox by its connect session, one not, and a last-event item without a doc.
+    let items = [
+        (
+            "conn_00000000000000000000000000000001",
+            Some(
+                r#"{"id":"conn_00000000000000000000000000000001","tenant":"acme","provider":"hubspot","sandbox":true}"#,
+            ),
+        ),
+        (
+            "conn_00000000000000000000000000000002",
+            Some(
+                r#"{"id":"conn_00000000000000000000000000000002","tenant":"acme","provider":"hubspot"}"#,
+            ),
+        ),
+        ("last-event#conn_00000000000000000000000000000001", None),
+    ];
+    for (id, doc) in items {
+        let mut put = client
+            .put_item()
+            .table_name(&table.connections)
+            .item("id", AttributeValue::S(id.into()))
+            .item("tenant", AttributeValue::S("acme".into()))
+            .item("created_at", AttributeValue::N("1".into()));
+        if let Some(doc) = doc {
+            put = put.item("doc", AttributeValue::S(doc.into()));
+        }
+        put.send().await.expect("put");
+    }
+    let sandboxes = DynamoSandboxConnections::from_config(&table.aws, table.connections.clone());
+    assert_eq!(
+        sandboxes.list().await.expect("listed"),
+        [SandboxConnection {
+            id: "conn_00000000000000000000000000000001".into(),
+            tenant: "acme".into(),
+            provider: "hubspot".into(),
+        }]
     );
 }
