@@ -485,7 +485,9 @@ impl Ingress {
             return Err(Stop::rejected(400, WebhookReason::NotAHandshake));
         }
 
-        let message = self.message(spec, request, now, outcome).await?;
+        let message = self
+            .message(spec, verification, request, now, outcome)
+            .await?;
         self.queue
             .send(message)
             .await
@@ -717,15 +719,21 @@ impl Ingress {
     async fn message(
         &self,
         spec: &WebhookSpec,
+        verification: &Verification,
         request: &WebhookRequest,
         now: OffsetDateTime,
         outcome: &mut Outcome,
     ) -> Result<QueueMessage, Stop> {
         let pointers = json_pointers(spec);
+        // A shared secret carried in the body (Graph's clientState) stops here: nothing
+        // downstream verifies again, and the queue, the payload store, the DLQs, the
+        // payload log and every bus subscriber would otherwise all hold it.
+        let stripped = without_body_secret(verification, &request.body);
+        let request_body: &[u8] = stripped.as_deref().unwrap_or(&request.body);
         let json = if pointers.is_empty() {
             Vec::new()
         } else {
-            super::verify::body_values(&request.headers, &request.body, &pointers)
+            super::verify::body_values(&request.headers, request_body, &pointers)
         };
         let read = |source: &FieldSource| -> Option<String> {
             let value = match &source.location {
@@ -760,7 +768,7 @@ impl Ingress {
                 FieldLocation::Header(_) => (id, "header"),
                 FieldLocation::JsonPointer(_) => (id, "json"),
             },
-            None => (hex::encode(Sha256::digest(&request.body)), "body_sha256"),
+            None => (hex::encode(Sha256::digest(request_body)), "body_sha256"),
         };
         let event_type = spec.event_type.as_ref().and_then(read);
         let account = spec.account.as_ref().and_then(read);
@@ -787,9 +795,9 @@ impl Ingress {
             forwarded_headers(spec, &request.headers),
         );
 
-        let (body, encoding) = match std::str::from_utf8(&request.body) {
+        let (body, encoding) = match std::str::from_utf8(request_body) {
             Ok(text) if is_sqs_text(text) => (text.to_owned(), "utf8"),
-            _ => (BASE64.encode(&request.body), "base64"),
+            _ => (BASE64.encode(request_body), "base64"),
         };
         attributes.insert(attribute::BODY_ENCODING.to_owned(), encoding.to_owned());
         let mut message = QueueMessage { body, attributes };
@@ -797,7 +805,7 @@ impl Ingress {
             let key = payload_key(request, &event_id, now);
             let location = self
                 .payloads
-                .put(&key, &request.body)
+                .put(&key, request_body)
                 .await
                 .map_err(|err| Stop::failed_because(WebhookReason::PayloadStoreFailed, &err))?;
             message.body = location;
@@ -810,6 +818,46 @@ impl Ingress {
         outcome.event_type = event_type;
         Ok(message)
     }
+}
+
+/// The body without the shared secret a `token` scheme reads from it (a JSON pointer, or
+/// one per item: Graph's `value[i].clientState`); `None` when the scheme keeps no secret
+/// in the body (a MAC in the body, Mailgun's or Adyen's, proves but reveals nothing, so
+/// it stays) or the body is not JSON. The rest is re-serialized: its members may change
+/// order, which JSON objects do not give meaning to.
+fn without_body_secret(verification: &Verification, body: &[u8]) -> Option<Vec<u8>> {
+    if verification.scheme != Scheme::Token {
+        return None;
+    }
+    let mut json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let removed = match &verification.signature {
+        SignatureFormat::JsonPointer { pointer, .. } => remove_at(&mut json, pointer),
+        SignatureFormat::PerItem {
+            items, signature, ..
+        } => json
+            .pointer_mut(items)
+            .and_then(serde_json::Value::as_array_mut)
+            .map(|items| {
+                items
+                    .iter_mut()
+                    .map(|item| remove_at(item, signature))
+                    .fold(false, |any, removed| any | removed)
+            })
+            .unwrap_or(false),
+        _ => false,
+    };
+    removed.then(|| serde_json::to_vec(&json).ok()).flatten()
+}
+
+/// Removes the member a JSON pointer names; whether there was one.
+fn remove_at(json: &mut serde_json::Value, pointer: &str) -> bool {
+    let Some((parent, member)) = pointer.rsplit_once('/') else {
+        return false;
+    };
+    let member = member.replace("~1", "/").replace("~0", "~");
+    json.pointer_mut(parent)
+        .and_then(serde_json::Value::as_object_mut)
+        .is_some_and(|object| object.remove(&member).is_some())
 }
 
 /// The JSON pointers the spec reads from the body (event id, type, account).

@@ -972,6 +972,18 @@ async fn graph_validation_and_notifications_with_their_acks() {
             .map(String::as_str),
         Some("t-1")
     );
+    // The shared secret stays at the door: the enqueued body has every item without its
+    // clientState, and the rest as sent.
+    let enqueued: serde_json::Value =
+        serde_json::from_str(&h.queue.messages()[0].body).expect("JSON body");
+    assert_eq!(
+        enqueued,
+        serde_json::json!({"value": [
+            {"tenantId": "t-1", "changeType": "created"},
+            {"tenantId": "t-1"},
+        ]})
+    );
+    assert!(!h.queue.messages()[0].body.contains(SECRET));
     // One item with another clientState spoils the delivery.
     let mixed = body.replacen(SECRET, "forged", 1);
     let request = unsigned_request("microsoft", "POST", "", &[], mixed.as_bytes());
