@@ -481,17 +481,14 @@ pub async fn connections_route(
         ("DELETE", Some(id)) => {
             // The tenant check reads the connection once more than `disconnect` alone;
             // a connection's tenant never changes, so the check cannot go stale.
-            let connection = match tenant_connection(vault, tenant, id).await {
-                Ok(connection) => connection,
-                Err(err) => return vault_error(&err),
-            };
+            if let Err(err) = tenant_connection(vault, tenant, id).await {
+                return vault_error(&err);
+            }
+            // `force=true`: deleted without revoking the grant (the way out when
+            // revocation cannot work: the provider lost its OAuth section, or refuses);
+            // its push subscription is still torn down while the tokens exist.
             let force = query.get("force").is_some_and(|v| v == "true");
-            let deleted = if force {
-                delete_without_revoking(vault, connection).await
-            } else {
-                vault.disconnect(id, false).await
-            };
-            match deleted {
+            match vault.disconnect(id, force).await {
                 Ok(()) => HttpReply::json(200, json!({ "deleted": id, "revoked": !force })),
                 Err(err) => vault_error(&err),
             }
@@ -505,33 +502,6 @@ pub async fn connections_route(
             json!({ "error": "method_not_allowed", "message": "GET or DELETE" }),
         ),
     }
-}
-
-/// `DELETE …?force=true`: the connection deleted without revoking its grant, and
-/// `connection.deleted` announced. Nothing of the provider's catalog entry is read, so
-/// a connection whose provider lost its OAuth section (or its whole entry) can still be
-/// deleted: `force` is the way out when revocation cannot work.
-async fn delete_without_revoking(
-    vault: &TokenVault,
-    mut connection: Connection,
-) -> Result<(), VaultError> {
-    vault
-        .connections
-        .delete(&connection.id)
-        .await
-        .map_err(VaultError::store)?;
-    connection.tokens = None;
-    tracing::info!(
-        provider = %connection.provider,
-        connection = %connection.id,
-        tenant = %connection.tenant,
-        outcome = "deleted",
-        revoked = false,
-        "connection deleted"
-    );
-    vault
-        .announce(&connection, "deleted", "deleted_without_revocation")
-        .await
 }
 
 /// The largest `POST /v1/tenants/{tenant}/connect-sessions` body read.
