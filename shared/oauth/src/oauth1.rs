@@ -219,6 +219,14 @@ impl TokenVault {
     /// [`TokenVault::access_token`] refuses it.
     pub async fn oauth1_grant(&self, id: &str) -> Result<OAuth1Grant, VaultError> {
         let connection = self.connection(id).await?;
+        self.oauth1_grant_of(connection).await
+    }
+
+    /// [`TokenVault::oauth1_grant`] of a connection already read.
+    pub(crate) async fn oauth1_grant_of(
+        &self,
+        connection: Connection,
+    ) -> Result<OAuth1Grant, VaultError> {
         if connection.state == crate::ConnectionState::NeedsReauth {
             return Err(VaultError::NeedsReauth(
                 connection.last_error.unwrap_or_default(),
@@ -236,6 +244,64 @@ impl TokenVault {
             api_auth: spec.api_auth.clone(),
             params: connection.params,
         })
+    }
+
+    /// Sends an API request of an OAuth 1.0a connection, authenticated as its catalog
+    /// entry says: `build` is the callers' OAuth 2.0 builder (the outbound client's, the
+    /// proxy's, the pollers'), given a placeholder bearer token whose header is removed,
+    /// then the request is signed (or gains the key and token parameters) as sent. There
+    /// is no refresh: a 401 is the caller's to classify (OAuth 1.0a tokens do not expire;
+    /// a revoked one needs a reconnect).
+    pub(crate) async fn send_oauth1<F>(
+        &self,
+        connection: Connection,
+        build: F,
+    ) -> Result<reqwest::Response, VaultError>
+    where
+        F: Fn(&crate::AccessToken) -> reqwest::RequestBuilder,
+    {
+        let grant = self.oauth1_grant_of(connection).await?;
+        let placeholder = crate::AccessToken {
+            value: SecretString::new(String::new()),
+            generation: 0,
+            params: grant.params.clone(),
+        };
+        let (client, request) = build(&placeholder).build_split();
+        let mut request = request.map_err(|err| VaultError::Unreachable {
+            reason: crate::vault::UnreachableReason::of(&err),
+            source: err.without_url(),
+        })?;
+        request.headers_mut().remove(reqwest::header::AUTHORIZATION);
+        let form: Vec<(String, String)> = match (
+            request.headers().get(reqwest::header::CONTENT_TYPE),
+            request.body().and_then(reqwest::Body::as_bytes),
+        ) {
+            (Some(kind), Some(body))
+                if kind
+                    .as_bytes()
+                    .starts_with(b"application/x-www-form-urlencoded") =>
+            {
+                url::form_urlencoded::parse(body).into_owned().collect()
+            }
+            _ => Vec::new(),
+        };
+        let method = request.method().as_str().to_owned();
+        if let Some(header) = grant.authenticate(&method, request.url_mut(), &form) {
+            let value = reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
+                VaultError::Rejected("the OAuth 1.0a header is not a header value".into())
+            })?;
+            request
+                .headers_mut()
+                .insert(reqwest::header::AUTHORIZATION, value);
+        }
+        client
+            .execute(request)
+            .await
+            .map_err(|err| VaultError::Unreachable {
+                reason: crate::vault::UnreachableReason::of(&err),
+                // The URL may carry the token (Trello's key and token parameters).
+                source: err.without_url(),
+            })
     }
 
     pub(crate) fn oauth1_spec(&self, provider: &str) -> Result<&'static OAuth1Spec, VaultError> {

@@ -573,6 +573,11 @@ impl TokenVault {
     /// A usable access token, refreshed first if it is due.
     pub async fn access_token(&self, id: &str) -> Result<AccessToken, VaultError> {
         let connection = self.load(id).await?;
+        self.access_token_of(connection).await
+    }
+
+    /// [`TokenVault::access_token`] of a connection already read.
+    async fn access_token_of(&self, connection: Connection) -> Result<AccessToken, VaultError> {
         if connection.state == ConnectionState::NeedsReauth {
             return Err(VaultError::NeedsReauth(
                 connection.last_error.unwrap_or_default(),
@@ -1162,7 +1167,16 @@ impl TokenVault {
     where
         F: Fn(&AccessToken) -> reqwest::RequestBuilder,
     {
-        let token = self.access_token(id).await?;
+        let connection = self.load(id).await?;
+        // OAuth 1.0a connections sign each request instead (`crate::oauth1`).
+        if self
+            .catalog
+            .get(&connection.provider)
+            .is_some_and(|provider| provider.oauth1.is_some())
+        {
+            return self.send_oauth1(connection, build).await;
+        }
+        let token = self.access_token_of(connection).await?;
         let response = build(&token).send().await.map_err(unreachable)?;
         if response.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(response);

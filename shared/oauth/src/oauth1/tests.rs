@@ -262,6 +262,19 @@ async fn start_authorize_callback_stores_sealed_tokens_that_sign_and_disconnect_
     assert_eq!(status, 200, "{:?}", h.fake.rejected());
     assert_eq!(h.fake.api_calls(), 1);
 
+    // Through the vault, as the outbound client sends every API request: the callers'
+    // OAuth 2.0 builder (a bearer token) is signed instead, and the fake accepts it.
+    let api = format!("{}/api/me?fields=id,name", h.fake.base());
+    let response = h
+        .vault
+        .send_authorized(&id, |token| {
+            h.http.get(api.as_str()).bearer_auth(token.value.expose())
+        })
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "{:?}", h.fake.rejected());
+    assert_eq!(h.fake.api_calls(), 2);
+
     // Disconnect ends the grant at the provider and deletes the connection.
     h.vault.disconnect(&id, false).await.expect("disconnect");
     assert_eq!(h.fake.revoked(), access);
