@@ -245,6 +245,10 @@ struct ConnectArgs {
     /// With --connection: accept another provider account than the connection's.
     #[arg(long)]
     allow_account_change: bool,
+    /// The account is the provider's sandbox: the nightly contract check runs against
+    /// the connection (`junction contract-test` too).
+    #[arg(long)]
+    sandbox: bool,
     /// Where the user goes afterwards (an origin in OAuthReturnToOrigins; default: the
     /// stack's OAuthDefaultReturnTo).
     #[arg(long = "return-to")]
@@ -614,6 +618,7 @@ async fn connect(
         end_user,
         params: parse_params(&args.params)?,
         allow_account_change: args.allow_account_change,
+        sandbox: args.sandbox,
         ttl_seconds: args.ttl,
     };
     let http = reqwest::Client::builder()

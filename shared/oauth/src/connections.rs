@@ -158,6 +158,11 @@ pub struct Connection {
     /// [`with_last_events`].
     #[serde(skip)]
     pub last_event_at: Option<i64>,
+    /// The account is the provider's sandbox, as the connect session said: the nightly
+    /// contract check runs against it (`junction_contracts` finds it by this member of
+    /// the stored document). A reconnect keeps it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox: bool,
     /// The optimistic-concurrency token: every write increments it.
     #[serde(skip)]
     pub version: u64,
@@ -460,6 +465,7 @@ pub fn sample_connection(id: &str, tenant: &str, created_at: i64) -> Connection 
         last_error_at: None,
         last_verified_at: None,
         last_event_at: None,
+        sandbox: false,
         version: 1,
     }
 }

@@ -341,6 +341,7 @@ impl ConnectFlow {
             expires_at: now + STATE_TTL_SECONDS,
             nonce: nonce.clone(),
             allow_account_change: session.allow_account_change,
+            sandbox: session.sandbox,
             end_user: session.end_user.clone(),
             oauth1: None,
         };
@@ -685,6 +686,7 @@ impl ConnectFlow {
                     last_error_at: None,
                     last_verified_at: None,
                     last_event_at: None,
+                    sandbox: pending.sandbox,
                     version: 0,
                 };
                 let connection = self

@@ -72,6 +72,10 @@ pub struct ConnectSessionRequest {
     /// A reconnect may bring back another provider account than the connection's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_account_change: bool,
+    /// The account is the provider's sandbox (a test account): the nightly contract
+    /// check runs against the connection (docs/contracts.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox: bool,
     /// The session's lifetime, 10 to 1,800 seconds (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u32>,
@@ -90,6 +94,9 @@ pub struct ConnectSession {
     /// Validated URL parameters.
     pub params: BTreeMap<String, String>,
     pub allow_account_change: bool,
+    /// The connection will be marked a sandbox ([`ConnectSessionRequest::sandbox`]).
+    #[serde(default)]
+    pub sandbox: bool,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds after which `start` refuses it.
@@ -281,6 +288,7 @@ impl ConnectSessions {
             end_user: request.end_user.clone(),
             params,
             allow_account_change: request.allow_account_change,
+            sandbox: request.sandbox,
             created_at: now,
             expires_at: now + i64::from(ttl),
         };

@@ -50,6 +50,9 @@ pub struct PendingAuthorization {
     /// The connect session allowed a reconnect to bring back another provider account.
     #[serde(default)]
     pub allow_account_change: bool,
+    /// The connect session marked the connection a sandbox.
+    #[serde(default)]
+    pub sandbox: bool,
     /// The product's user the connect session named.
     #[serde(default)]
     pub end_user: Option<super::session::EndUser>,

@@ -391,6 +391,7 @@ async fn the_in_memory_session_store_keeps_a_session_for_its_provider() {
         end_user: None,
         params: Default::default(),
         allow_account_change: false,
+        sandbox: false,
         created_at: 100,
         expires_at: 700,
     };
@@ -510,6 +511,43 @@ async fn a_session_that_allows_an_account_change_may_bring_another_account() {
         Some("user-42")
     );
     assert!(h.server.grants().iter().all(|grant| !grant.revoked));
+}
+
+/// Issue 30: a connection made from a session marked `sandbox` is marked too, in the
+/// stored document the contract check scans for; a reconnect keeps the mark.
+#[tokio::test]
+async fn a_sandbox_session_marks_its_connection_and_a_reconnect_keeps_the_mark() {
+    let h = harness(AuthServerConfig::default()).await;
+    let query = h
+        .authorize_with(ConnectSessionRequest {
+            sandbox: true,
+            ..session_request("fakeauth")
+        })
+        .await;
+    let Ok(CallbackOutcome::Connected { connection_id, .. }) =
+        h.flow.callback("fakeauth", &query, BASE).await
+    else {
+        panic!("connected");
+    };
+    let stored = h.stored(&connection_id).await;
+    assert!(stored.sandbox);
+    assert!(
+        serde_json::to_string(&stored)
+            .expect("doc")
+            .contains(r#""sandbox":true"#)
+    );
+    let query = h.authorize_as(Some(connection_id.clone())).await;
+    assert!(h.flow.callback("fakeauth", &query, BASE).await.is_ok());
+    assert!(h.stored(&connection_id).await.sandbox, "kept");
+    // A connection from an ordinary session is not one, and its document says nothing.
+    let other = h.connect().await;
+    let stored = h.stored(&other).await;
+    assert!(!stored.sandbox);
+    assert!(
+        !serde_json::to_string(&stored)
+            .expect("doc")
+            .contains("sandbox")
+    );
 }
 
 #[test]

@@ -95,6 +95,7 @@ async fn dynamodb_connection_and_state_stores_meet_their_contracts() {
         expires_at: 2_000_000_000,
         nonce: None,
         allow_account_change: false,
+        sandbox: true,
         end_user: None,
         // An OAuth 1.0a attempt's temporary credentials round-trip with the state.
         oauth1: Some(junction_oauth::oauth1::TemporaryCredentials {
@@ -166,6 +167,7 @@ async fn a_connect_session_is_taken_once_for_its_provider_before_it_expires() {
         end_user: None,
         params: Default::default(),
         allow_account_change: false,
+        sandbox: true,
         created_at: 1_800_000_000,
         expires_at: 1_800_000_600,
     };

@@ -149,6 +149,7 @@ impl ConnectFlow {
             expires_at: now + STATE_TTL_SECONDS,
             nonce: None,
             allow_account_change: session.allow_account_change,
+            sandbox: session.sandbox,
             end_user: session.end_user.clone(),
             oauth1: Some(TemporaryCredentials {
                 token: temporary.clone(),
@@ -396,6 +397,7 @@ impl ConnectFlow {
                     last_error_at: None,
                     last_verified_at: None,
                     last_event_at: None,
+                    sandbox: pending.sandbox,
                     version: 0,
                 };
                 let connection = sealed(&self.vault, &base, &tokens, now).await?;
