@@ -36,7 +36,7 @@ use super::{
     provider::{TokenError, fill, shopify_callback_hmac_ok},
     provider_account::{AccountLookup, LookedUp},
     random_token,
-    session::{ConnectSessionStore, SessionTake, session_key},
+    session::{ConnectSession, ConnectSessionStore, SessionTake, session_key},
     state_key,
     vault::ProviderSpec,
 };
@@ -210,6 +210,47 @@ pub(super) fn valid_tenant(tenant: &str) -> bool {
 }
 
 impl ConnectFlow {
+    /// Consumes the connect session `token` names for `provider` (once: a second take
+    /// finds nothing). A refusal is a 401 page saying why (expired, made for another
+    /// provider, unknown or already used), logged; a store failure is `Unavailable`.
+    pub(crate) async fn take_session(
+        &self,
+        token: &str,
+        provider: &str,
+        now: i64,
+    ) -> Result<ConnectSession, FlowError> {
+        match self
+            .sessions
+            .take(&session_key(token), provider, now)
+            .await
+            .map_err(unavailable("consuming the connect session"))?
+        {
+            SessionTake::Taken(session) => Ok(*session),
+            refused => {
+                let (outcome, message) = match refused {
+                    SessionTake::Expired => (
+                        "session_expired",
+                        "This connect link has expired. Go back to the application and connect again.",
+                    ),
+                    SessionTake::OtherProvider => (
+                        "session_other_provider",
+                        "This connect link was made for another provider.",
+                    ),
+                    _ => (
+                        "session_unknown",
+                        "This connect link is unknown or was already used. Go back to the application and connect again.",
+                    ),
+                };
+                tracing::warn!(
+                    provider,
+                    outcome,
+                    "start refused: no usable connect session"
+                );
+                Err(FlowError::Unauthorized(message.into()))
+            }
+        }
+    }
+
     /// The flow over the vault, pending authorizations (`states`) and the connect
     /// sessions `start` consumes.
     pub fn new(
@@ -274,36 +315,7 @@ impl ConnectFlow {
             .await
             .map_err(unavailable("reading the client credentials"))?;
         let now = self.vault.clock.now().unix_timestamp();
-        let session = match self
-            .sessions
-            .take(&session_key(token), provider, now)
-            .await
-            .map_err(unavailable("consuming the connect session"))?
-        {
-            SessionTake::Taken(session) => *session,
-            refused => {
-                let (outcome, message) = match refused {
-                    SessionTake::Expired => (
-                        "session_expired",
-                        "This connect link has expired. Go back to the application and connect again.",
-                    ),
-                    SessionTake::OtherProvider => (
-                        "session_other_provider",
-                        "This connect link was made for another provider.",
-                    ),
-                    _ => (
-                        "session_unknown",
-                        "This connect link is unknown or was already used. Go back to the application and connect again.",
-                    ),
-                };
-                tracing::warn!(
-                    provider,
-                    outcome,
-                    "start refused: no usable connect session"
-                );
-                return Err(FlowError::Unauthorized(message.into()));
-            }
-        };
+        let session = self.take_session(token, provider, now).await?;
         // Checked when it was minted; checked again against today's settings.
         let return_to = checked_return_to(&self.settings, Some(&session.return_to))?;
         let params = checked_params(&spec.url_parameters, &session.params)?;

@@ -13,7 +13,6 @@ use crate::flow::{
     STATE_TTL_SECONDS, checked_params, checked_return_to, reconnect_target, same_account,
     unavailable, with_query,
 };
-use crate::session::{SessionTake, session_key};
 use crate::vault::TokenSet;
 use crate::{
     BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, Connection, ConnectionState, FlowError,
@@ -48,36 +47,7 @@ impl ConnectFlow {
             .await
             .map_err(unavailable("reading the client credentials"))?;
         let now = self.vault.clock.now().unix_timestamp();
-        let session = match self
-            .sessions
-            .take(&session_key(token), provider, now)
-            .await
-            .map_err(unavailable("consuming the connect session"))?
-        {
-            SessionTake::Taken(session) => *session,
-            refused => {
-                let (outcome, message) = match refused {
-                    SessionTake::Expired => (
-                        "session_expired",
-                        "This connect link has expired. Go back to the application and connect again.",
-                    ),
-                    SessionTake::OtherProvider => (
-                        "session_other_provider",
-                        "This connect link was made for another provider.",
-                    ),
-                    _ => (
-                        "session_unknown",
-                        "This connect link is unknown or was already used. Go back to the application and connect again.",
-                    ),
-                };
-                tracing::warn!(
-                    provider,
-                    outcome,
-                    "start refused: no usable connect session"
-                );
-                return Err(FlowError::Unauthorized(message.into()));
-            }
-        };
+        let session = self.take_session(token, provider, now).await?;
         let return_to = checked_return_to(&self.settings, Some(&session.return_to))?;
         // `[oauth1]` declares no URL parameters: any the session carries are dropped.
         let no_parameters = BTreeMap::new();
