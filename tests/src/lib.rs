@@ -115,3 +115,42 @@ pub async fn connect_through(
         other => panic!("{other:?}"),
     }
 }
+
+/// The events on an SQS queue subscribed to the bus (each EventBridge envelope's
+/// `detail`, a CloudEvent as JSON), deleted as they are read, until `enough` says the
+/// number read is enough or `wait` has passed. Tests count what arrived themselves.
+pub async fn bus_events(
+    aws: &aws_config::SdkConfig,
+    url: &str,
+    wait: std::time::Duration,
+    enough: impl Fn(usize) -> bool,
+) -> Vec<serde_json::Value> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let deadline = std::time::Instant::now() + wait;
+    let mut events = Vec::new();
+    while !enough(events.len()) && std::time::Instant::now() < deadline {
+        let batch = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        for message in batch {
+            let envelope: serde_json::Value =
+                serde_json::from_str(message.body().unwrap_or_default())
+                    .expect("an EventBridge envelope");
+            events.push(envelope["detail"].clone());
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(message.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    events
+}

@@ -198,32 +198,8 @@ async fn observe_bus(d: &Deployed) -> String {
 /// The next `count` CloudEvents on the observed queue (the EventBridge events' `detail`,
 /// as JSON), in the order of their provider event ids and tenants.
 async fn observed(d: &Deployed, url: &str, count: usize) -> Vec<serde_json::Value> {
-    let sqs = aws_sdk_sqs::Client::new(&d.aws);
-    let mut found = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while found.len() < count && std::time::Instant::now() < deadline {
-        let batch = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive")
-            .messages
-            .unwrap_or_default();
-        for message in batch {
-            let envelope: serde_json::Value =
-                serde_json::from_str(message.body().unwrap_or_default()).expect("envelope");
-            found.push(envelope["detail"].clone());
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(message.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
+    let mut found =
+        junction_tests::bus_events(&d.aws, url, Duration::from_secs(30), |n| n >= count).await;
     assert_eq!(found.len(), count, "{found:?}");
     found.sort_by_key(|event| {
         (

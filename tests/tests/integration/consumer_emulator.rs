@@ -651,38 +651,17 @@ async fn observed_bus(aws: &aws_config::SdkConfig) -> String {
 
 /// Receives `count` CloudEvents from the observed queue (or fails after a minute).
 async fn observe(aws: &aws_config::SdkConfig, url: &str, count: usize) -> Vec<CloudEvent> {
-    let sqs = aws_sdk_sqs::Client::new(aws);
-    let mut events = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while events.len() < count {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {count} events observed",
-            events.len()
-        );
-        let batch = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive")
-            .messages
-            .unwrap_or_default();
-        for m in batch {
-            let envelope: serde_json::Value =
-                serde_json::from_str(m.body().unwrap_or_default()).expect("eventbridge envelope");
-            events.push(serde_json::from_value(envelope["detail"].clone()).expect("a CloudEvent"));
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
+    let events =
+        junction_tests::bus_events(aws, url, Duration::from_secs(60), |n| n >= count).await;
+    assert!(
+        events.len() >= count,
+        "{} of {count} events observed",
+        events.len()
+    );
     events
+        .into_iter()
+        .map(|event| serde_json::from_value(event).expect("a CloudEvent"))
+        .collect()
 }
 
 /// A Stripe event of exactly `size` bytes (padded in the invoice's description).

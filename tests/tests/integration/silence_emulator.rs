@@ -101,33 +101,11 @@ async fn subscriber(aws: &aws_config::SdkConfig, bus: &str) -> String {
 
 /// The CloudEvents the subscriber received within `wait`.
 async fn received(aws: &aws_config::SdkConfig, url: &str, wait: Duration) -> Vec<CloudEvent> {
-    let sqs = aws_sdk_sqs::Client::new(aws);
-    let deadline = std::time::Instant::now() + wait;
-    let mut events = Vec::new();
-    while std::time::Instant::now() < deadline {
-        let batch = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive")
-            .messages
-            .unwrap_or_default();
-        for message in batch {
-            let envelope: serde_json::Value =
-                serde_json::from_str(message.body().unwrap_or_default()).expect("an envelope");
-            events.push(serde_json::from_value(envelope["detail"].clone()).expect("a CloudEvent"));
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(message.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
-    events
+    junction_tests::bus_events(aws, url, wait, |_| false)
+        .await
+        .into_iter()
+        .map(|event| serde_json::from_value(event).expect("a CloudEvent"))
+        .collect()
 }
 
 #[tokio::test]
