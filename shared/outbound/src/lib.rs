@@ -1,9 +1,10 @@
-//! The outbound side: how Junction behaves towards providers' APIs. Built so far: the
-//! rate-limit headers every provider convention uses ([`limits`]), the retry policy
-//! with the catalog's error-body rules ([`policy`]), and the token bucket and circuit
-//! breaker every instance shares through DynamoDB ([`limiter`] over [`shared_state`]).
-//! The client stack that applies them to every call (with redacted call logs and
-//! metrics) is issue 7's remaining work.
+//! The outbound side: how Junction behaves towards providers' APIs: the rate-limit
+//! headers every provider convention uses ([`limits`]), the retry policy with the
+//! catalog's error-body rules ([`policy`]), the rate limit (a pace plus the catalog's
+//! windows, with a ceiling learned from 429s) and the circuit breaker every instance
+//! shares through DynamoDB ([`limiter`] over [`shared_state`]), and the client that
+//! applies them to every call with its logs and metrics ([`client`]); the proxy,
+//! actions, connection tests and pagination are built on it.
 
 pub mod actions;
 pub mod client;
