@@ -34,7 +34,7 @@ pub use contract::{CONTRACT_READS, ContractRead, ContractStep, contract_reads, v
 pub use endpoint::{EndpointError, EndpointRules, LOOPBACK_TEST_SETTING, is_internal_address};
 pub use oauth::{AccountPagination, AccountRequest};
 pub use oauth::{
-    CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation,
+    CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation, RevokedToken,
     TokenRequestFormat, UrlParameter, placeholders,
 };
 pub use oauth1::{ApiAuth, OAuth1Revocation, OAuth1Spec, SignatureMethod};

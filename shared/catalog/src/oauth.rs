@@ -230,6 +230,17 @@ pub enum CallbackSignature {
     ShopifyHmac,
 }
 
+/// Which token a [`Revocation::JsonToken`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokedToken {
+    /// The refresh token when there is one (revoking it ends the grant), else the
+    /// access token.
+    Refresh,
+    /// The access token.
+    Access,
+}
+
 /// How a connection is revoked at the provider.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "style", rename_all = "snake_case", deny_unknown_fields)]
@@ -247,6 +258,15 @@ pub enum Revocation {
     StripeDeauthorize { url: String },
     /// Shopify: `DELETE url` with `X-Shopify-Access-Token`: uninstalls the app.
     ShopifyUninstall { url: String },
+    /// `POST url` with HTTP Basic client credentials and the JSON body `{"token": …}`
+    /// (Intuit, Notion), plus any `headers` the endpoint requires (Notion's
+    /// `Notion-Version`); `token` says which token is sent.
+    JsonToken {
+        url: String,
+        token: RevokedToken,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+    },
     /// The provider offers no revocation endpoint: tokens are deleted locally only.
     None { reason: String },
 }
@@ -259,7 +279,8 @@ impl Revocation {
             | Revocation::GithubGrant { url }
             | Revocation::SlackAuthRevoke { url }
             | Revocation::StripeDeauthorize { url }
-            | Revocation::ShopifyUninstall { url } => Some(url),
+            | Revocation::ShopifyUninstall { url }
+            | Revocation::JsonToken { url, .. } => Some(url),
             Revocation::None { .. } => None,
         }
     }

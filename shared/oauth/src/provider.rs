@@ -16,7 +16,9 @@ use tokio::sync::Mutex;
 use junction_aws::crypto::SecretString;
 use junction_aws::response_body::{BodyError, TOKEN_RESPONSE_CAP, read_capped};
 use junction_aws::secrets::SecretSource;
-use junction_catalog::{ClientAuth, EndpointRules, OAuthSpec, Revocation, TokenRequestFormat};
+use junction_catalog::{
+    ClientAuth, EndpointRules, OAuthSpec, Revocation, RevokedToken, TokenRequestFormat,
+};
 
 use crate::vault::UnreachableReason;
 
@@ -366,6 +368,28 @@ impl ProviderClient {
                 self.http
                     .delete(&url)
                     .header("X-Shopify-Access-Token", access_token.expose())
+            }
+            Revocation::JsonToken {
+                url,
+                token,
+                headers,
+            } => {
+                let url = fill(url, params, &credentials.client_id, self.rules)?;
+                let token = match (token, refresh_token) {
+                    (RevokedToken::Refresh, Some(refresh)) => refresh,
+                    _ => access_token,
+                };
+                let body = serde_json::json!({ "token": token.expose() });
+                let mut request = self
+                    .http
+                    .post(&url)
+                    .header(http::header::AUTHORIZATION, basic(credentials))
+                    .header(http::header::ACCEPT, "application/json")
+                    .header(http::header::CONTENT_TYPE, "application/json");
+                for (name, value) in headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+                request.body(body.to_string())
             }
         };
         let response = request.send().await.map_err(transport_error)?;
@@ -731,6 +755,88 @@ mod tests {
                 )
                 .await;
             assert_eq!(outcome.is_ok(), revoked, "{head}: {outcome:?}");
+        }
+    }
+
+    /// Intuit's and Notion's revocation: a JSON body with the chosen token, HTTP Basic
+    /// client credentials and the catalog's extra headers, as the built-in entries say.
+    #[tokio::test]
+    async fn a_json_token_revocation_sends_the_chosen_token_as_json_with_basic_auth() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let catalog = junction_catalog::Catalog::embedded().expect("catalog");
+        for (provider, sent, header) in [
+            ("intuit", "rt", None),
+            ("notion", "at", Some(("notion-version", "2025-09-03"))),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let base = format!("http://{}", listener.local_addr().expect("addr"));
+            let captured = tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.expect("accept");
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 4096];
+                // Headers, then the body its content-length announces.
+                loop {
+                    let read = socket.read(&mut buffer).await.expect("read");
+                    request.extend_from_slice(&buffer[..read]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|line| {
+                                line.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|n| n.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length || read == 0 {
+                            break;
+                        }
+                    }
+                }
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await
+                    .expect("answer");
+                String::from_utf8(request).expect("text")
+            });
+            let mut spec = catalog
+                .get(provider)
+                .and_then(|p| p.oauth.clone())
+                .expect("an [oauth] section");
+            let Revocation::JsonToken { url, .. } = &mut spec.revocation else {
+                panic!("{provider} revokes with a JSON token");
+            };
+            *url = format!("{base}/revoke");
+            local_client()
+                .revoke(
+                    &spec,
+                    &credentials(),
+                    &BTreeMap::new(),
+                    &SecretString::new("at".to_owned()),
+                    Some(&SecretString::new("rt".to_owned())),
+                    None,
+                )
+                .await
+                .expect("revoked");
+            let request = captured.await.expect("captured");
+            let lower = request.to_ascii_lowercase();
+            assert!(request.starts_with("POST /revoke "), "{request}");
+            assert!(lower.contains("authorization: basic "), "{request}");
+            assert!(
+                lower.contains("content-type: application/json"),
+                "{request}"
+            );
+            if let Some((name, value)) = header {
+                assert!(lower.contains(&format!("{name}: {value}")), "{request}");
+            }
+            let body = &request[request.find("\r\n\r\n").expect("body") + 4..];
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(body).expect("JSON"),
+                serde_json::json!({ "token": sent }),
+                "{provider}"
+            );
         }
     }
 
