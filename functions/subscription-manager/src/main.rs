@@ -1,7 +1,7 @@
 //! subscription-manager: the target of an EventBridge rule on Junction's own bus that
 //! matches the events the consumer publishes for a provider's lifecycle notifications
-//! (Microsoft Graph: `provider_event.*` from `junction/microsoft` whose raw body holds a
-//! `lifecycleEvent`). The delivery was verified by the ingress (each item's
+//! (Microsoft Graph: `provider_event.occurred` from `junction/microsoft`, a delivery
+//! without a `changeType`; items without a `lifecycleEvent` are skipped). The delivery was verified by the ingress (each item's
 //! `clientState`) before it reached the bus. Each notification is handled as the
 //! catalog's `[subscription.lifecycle]` says: reauthorize, recreate, or force a
 //! reconciliation poll (`SubscriptionManager::handle_lifecycle`).

@@ -197,11 +197,11 @@ fn graph_lifecycle_events_reach_the_subscription_manager_by_a_rule_on_the_bus() 
     );
     let pattern = &rule["Properties"]["Pattern"];
     assert_eq!(strings(&pattern["source"]), ["junction/microsoft"]);
-    // The consumer publishes the verified body as data.raw; only lifecycle bodies
-    // carry lifecycleEvent (catalog: microsoft.toml [subscription.lifecycle]).
+    // Only lifecycle bodies lack a changeType, so only they are published as
+    // provider_event.occurred (a_graph_lifecycle_delivery_is_published_with_its_body_as_raw).
     assert_eq!(
-        pattern["detail"]["data"]["raw"]["value"]["lifecycleEvent"][0]["exists"],
-        true
+        strings(&pattern["detail"]["type"]),
+        ["provider_event.occurred"]
     );
     let catalog = junction_catalog::Catalog::embedded().expect("catalog");
     let lifecycle = catalog
@@ -345,4 +345,31 @@ fn a_graph_lifecycle_delivery_is_published_with_its_body_as_raw() {
     assert_eq!(item.meta().change.as_str(), "occurred");
     let data = serde_json::to_value(item).expect("data");
     assert_eq!(data["raw"]["value"][0]["lifecycleEvent"], "missed");
+
+    // A change notification names its changeType (the ingress reads it as the event
+    // type): created, updated or deleted, never occurred, so the rule leaves it alone.
+    for change in ["created", "updated", "deleted"] {
+        let body = serde_json::json!({"value": [{
+            "subscriptionId": "7f105c7d-2dc5-4530-97cd-4e7a00000001",
+            "changeType": change,
+            "resource": "Users/u-1/Messages/m-1",
+            "tenantId": "bb8775a4-4d8c-42cf-a1d4-4d58c2bb668f",
+        }]})
+        .to_string();
+        let normalization = normalize(&RawEvent {
+            provider: "microsoft",
+            resource: None,
+            event_type: Some(change),
+            event_id: Some("sha256-of-the-body"),
+            headers: &headers,
+            body: body.as_bytes(),
+            pinned_api_version: Some("v1.0"),
+        })
+        .expect("normalized");
+        assert_eq!(
+            normalization.items[0].meta().change.as_str(),
+            change,
+            "not occurred"
+        );
+    }
 }
