@@ -251,6 +251,72 @@ impl ConnectFlow {
         }
     }
 
+    /// Consumes the pending authorization a callback's `state` names, in the browser
+    /// that started it (the binding cookie), and checks it was issued for this provider
+    /// and callback address and has not expired. Every refusal is a 400 page saying why;
+    /// a store failure is `Unavailable`.
+    pub(crate) async fn take_pending(
+        &self,
+        provider: &str,
+        query: &CallbackQuery,
+        base_url: &str,
+    ) -> Result<PendingAuthorization, FlowError> {
+        let state = query
+            .get("state")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| FlowError::BadRequest("the callback has no state".into()))?;
+        // The binding is checked by the same conditional delete that consumes the state:
+        // a callback from another browser (a stolen callback URL) is refused and leaves
+        // the state for the browser that started the attempt.
+        let binding = hex::encode(Sha256::digest(
+            query
+                .binding_cookie
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        ));
+        let pending = match self
+            .states
+            .take_bound(&state_key(state), &binding)
+            .await
+            .map_err(unavailable("consuming the pending authorization"))?
+        {
+            BoundTake::Taken(pending) => *pending,
+            BoundTake::OtherBrowser => {
+                tracing::warn!(
+                    provider,
+                    outcome = "callback_other_browser",
+                    "callback without the binding cookie of the browser that started it; state left in place"
+                );
+                return Err(FlowError::BadRequest(
+                    "this connection was started in another browser: start again here".into(),
+                ));
+            }
+            BoundTake::Missing => {
+                return Err(FlowError::BadRequest(
+                    "unknown or already used state: start the connection again".into(),
+                ));
+            }
+        };
+        if pending.redirect_uri != Self::redirect_uri(base_url, provider) {
+            return Err(FlowError::BadRequest(
+                "this callback arrived at another address than the one the provider was given"
+                    .into(),
+            ));
+        }
+        if pending.provider != provider {
+            return Err(FlowError::BadRequest(
+                "this state was issued for another provider".into(),
+            ));
+        }
+        if self.vault.clock.now().unix_timestamp() > pending.expires_at {
+            return Err(FlowError::BadRequest(
+                "this connection attempt expired: start again".into(),
+            ));
+        }
+        Ok(pending)
+    }
+
     /// The flow over the vault, pending authorizations (`states`) and the connect
     /// sessions `start` consumes.
     pub fn new(
@@ -410,59 +476,7 @@ impl ConnectFlow {
         base_url: &str,
     ) -> Result<CallbackOutcome, FlowError> {
         let spec = connectable_spec(&self.vault, provider).await?;
-        let state = query
-            .get("state")
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| FlowError::BadRequest("the callback has no state".into()))?;
-        // The binding is checked by the same conditional delete that consumes the state:
-        // a callback from another browser (a stolen callback URL) is refused and leaves
-        // the state for the browser that started the attempt.
-        let binding = hex::encode(Sha256::digest(
-            query
-                .binding_cookie
-                .as_deref()
-                .unwrap_or_default()
-                .as_bytes(),
-        ));
-        let pending = match self
-            .states
-            .take_bound(&state_key(state), &binding)
-            .await
-            .map_err(unavailable("consuming the pending authorization"))?
-        {
-            BoundTake::Taken(pending) => *pending,
-            BoundTake::OtherBrowser => {
-                tracing::warn!(
-                    provider,
-                    outcome = "callback_other_browser",
-                    "callback without the binding cookie of the browser that started it; state left in place"
-                );
-                return Err(FlowError::BadRequest(
-                    "this connection was started in another browser: start again here".into(),
-                ));
-            }
-            BoundTake::Missing => {
-                return Err(FlowError::BadRequest(
-                    "unknown or already used state: start the connection again".into(),
-                ));
-            }
-        };
-        if pending.redirect_uri != Self::redirect_uri(base_url, provider) {
-            return Err(FlowError::BadRequest(
-                "this callback arrived at another address than the one the provider was given"
-                    .into(),
-            ));
-        }
-        if pending.provider != provider {
-            return Err(FlowError::BadRequest(
-                "this state was issued for another provider".into(),
-            ));
-        }
-        if self.vault.clock.now().unix_timestamp() > pending.expires_at {
-            return Err(FlowError::BadRequest(
-                "this connection attempt expired: start again".into(),
-            ));
-        }
+        let pending = self.take_pending(provider, query, base_url).await?;
         let fail = |error: &str| {
             let code: String = error
                 .chars()

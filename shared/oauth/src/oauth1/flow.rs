@@ -15,7 +15,7 @@ use crate::flow::{
 };
 use crate::vault::TokenSet;
 use crate::{
-    BoundTake, CallbackOutcome, CallbackQuery, ConnectFlow, Connection, ConnectionState, FlowError,
+    CallbackOutcome, CallbackQuery, ConnectFlow, Connection, ConnectionState, FlowError,
     PendingAuthorization, StartRedirect, StartRequest, TokenVault, VaultError, new_connection_id,
     random_token, state_key,
 };
@@ -158,57 +158,7 @@ impl ConnectFlow {
         base_url: &str,
     ) -> Result<CallbackOutcome, FlowError> {
         let spec = oauth1_spec(&self.vault, provider)?;
-        let state = query
-            .get("state")
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| FlowError::BadRequest("the callback has no state".into()))?;
-        let binding = hex::encode(Sha256::digest(
-            query
-                .binding_cookie
-                .as_deref()
-                .unwrap_or_default()
-                .as_bytes(),
-        ));
-        let key = state_key(state);
-        let pending = match self
-            .states
-            .take_bound(&key, &binding)
-            .await
-            .map_err(unavailable("consuming the pending authorization"))?
-        {
-            BoundTake::Taken(pending) => *pending,
-            BoundTake::OtherBrowser => {
-                tracing::warn!(
-                    provider,
-                    outcome = "callback_other_browser",
-                    "callback without the binding cookie of the browser that started it; state left in place"
-                );
-                return Err(FlowError::BadRequest(
-                    "this connection was started in another browser: start again here".into(),
-                ));
-            }
-            BoundTake::Missing => {
-                return Err(FlowError::BadRequest(
-                    "unknown or already used state: start the connection again".into(),
-                ));
-            }
-        };
-        if pending.redirect_uri != Self::redirect_uri(base_url, provider) {
-            return Err(FlowError::BadRequest(
-                "this callback arrived at another address than the one the provider was given"
-                    .into(),
-            ));
-        }
-        if pending.provider != provider {
-            return Err(FlowError::BadRequest(
-                "this state was issued for another provider".into(),
-            ));
-        }
-        if self.vault.clock.now().unix_timestamp() > pending.expires_at {
-            return Err(FlowError::BadRequest(
-                "this connection attempt expired: start again".into(),
-            ));
-        }
+        let pending = self.take_pending(provider, query, base_url).await?;
         let Some(temporary) = &pending.oauth1 else {
             return Err(FlowError::BadRequest(
                 "this state was not issued for an OAuth 1.0a connection".into(),
