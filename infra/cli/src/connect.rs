@@ -165,8 +165,9 @@ pub async fn create_session(
 }
 
 /// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-security-token` for
-/// temporary credentials) of a JSON `POST` to `url`.
-fn sigv4_headers(
+/// temporary credentials) of a JSON `POST` to `url`: the management API's IAM
+/// authorization, for every CLI command that calls it.
+pub fn sigv4_headers(
     url: &reqwest::Url,
     body: &[u8],
     credentials: &Credentials,

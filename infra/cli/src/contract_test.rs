@@ -10,16 +10,12 @@
 //! are checked against the recorded schemas instead. Nothing is published: the table
 //! is the answer, and the exit status says whether a contract is broken.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
-use aws_sigv4::{
-    http_request::{SignableBody, SignableRequest, SigningSettings, sign},
-    sign::v4,
-};
 use junction_catalog::Catalog;
-use junction_cli::connect::{ApiAuth, LOCAL_IAM_HEADER, tenant_url};
+use junction_cli::connect::{ApiAuth, LOCAL_IAM_HEADER, sigv4_headers, tenant_url};
 use junction_contracts::check::{
     CallFailed, Checked, ContractChecker, ContractClient, SandboxConnection, SandboxConnections,
     Verdict, check_fixtures, check_sandboxes,
@@ -64,35 +60,7 @@ impl ProxyContractClient {
                 credentials,
                 region,
             } => {
-                let identity = credentials.clone().into();
-                let params = v4::SigningParams::builder()
-                    .identity(&identity)
-                    .region(region)
-                    .name("execute-api")
-                    .time(SystemTime::now())
-                    .settings(SigningSettings::default())
-                    .build()
-                    .context("SigV4 signing parameters")?
-                    .into();
-                let host = match url.port() {
-                    Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-                    None => url.host_str().unwrap_or_default().to_owned(),
-                };
-                let headers = [
-                    ("host", host.as_str()),
-                    ("content-type", "application/json"),
-                ];
-                let request = SignableRequest::new(
-                    "POST",
-                    url.as_str(),
-                    headers.into_iter(),
-                    SignableBody::Bytes(body),
-                )
-                .context("a signable request")?;
-                let (instructions, _) = sign(request, &params)
-                    .context("signing the request")?
-                    .into_parts();
-                for (name, value) in instructions.headers() {
+                for (name, value) in sigv4_headers(url, body, credentials, region)? {
                     builder = builder.header(name, value);
                 }
             }
