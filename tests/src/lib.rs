@@ -154,3 +154,31 @@ pub async fn bus_events(
     }
     events
 }
+
+/// The emulator with `template.yaml` deployed as stack `stack_name`: the emulator (kept
+/// alive by the caller), an SDK configuration for it with Junction's timeouts, and what
+/// the stack created.
+pub async fn deployed(
+    stack_name: &'static str,
+) -> (
+    Moto,
+    aws_config::SdkConfig,
+    local_stack::emulator::StackDescription,
+) {
+    let moto =
+        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
+    let endpoint = moto.endpoint().to_owned();
+    let stack = tokio::task::spawn_blocking(move || {
+        local_stack::emulator::deploy(&repo_root(), &endpoint, stack_name, &[])
+            .expect("the template deploys")
+    })
+    .await
+    .expect("deploy");
+    let aws = moto
+        .sdk_config()
+        .await
+        .into_builder()
+        .timeout_config(junction_aws::config::aws_timeouts())
+        .build();
+    (moto, aws, stack)
+}

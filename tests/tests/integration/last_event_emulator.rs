@@ -10,7 +10,7 @@ use junction_pipeline::last_events::{
     DELETED_AT_ATTRIBUTE, DynamoLastEvents, LAST_EVENT_AT_ATTRIBUTE, LAST_EVENT_KEY_PREFIX,
     LastEvents, Recorded,
 };
-use local_stack::emulator::{Moto, deploy, repo_root};
+use local_stack::emulator::Moto;
 
 /// The stack's connections table, with the store and the consumer's adapter over it.
 struct Table {
@@ -20,20 +20,7 @@ struct Table {
 }
 
 async fn connections_table() -> Table {
-    let moto =
-        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
-    let endpoint = moto.endpoint().to_owned();
-    let stack = tokio::task::spawn_blocking(move || {
-        deploy(&repo_root(), &endpoint, "junction-last-event", &[]).expect("the template deploys")
-    })
-    .await
-    .expect("deploy");
-    let aws = moto
-        .sdk_config()
-        .await
-        .into_builder()
-        .timeout_config(junction_aws::config::aws_timeouts())
-        .build();
+    let (moto, aws, stack) = junction_tests::deployed("junction-last-event").await;
     Table {
         _moto: moto,
         aws,

@@ -13,7 +13,7 @@ use junction_aws::events::InMemoryEventBus;
 use junction_pipeline::drift::{
     DriftDetector, DynamoShapeStore, KnownShape, SCHEMA_CHANGED, Shape, ShapeKey, ShapeStore,
 };
-use local_stack::emulator::{Moto, deploy, repo_root};
+use local_stack::emulator::Moto;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -25,20 +25,7 @@ struct Table {
 }
 
 async fn shapes_table() -> Table {
-    let moto =
-        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
-    let endpoint = moto.endpoint().to_owned();
-    let stack = tokio::task::spawn_blocking(move || {
-        deploy(&repo_root(), &endpoint, "junction-schema-drift", &[]).expect("the template deploys")
-    })
-    .await
-    .expect("deploy");
-    let aws = moto
-        .sdk_config()
-        .await
-        .into_builder()
-        .timeout_config(junction_aws::config::aws_timeouts())
-        .build();
+    let (moto, aws, stack) = junction_tests::deployed("junction-schema-drift").await;
     Table {
         _moto: moto,
         store: Arc::new(DynamoShapeStore::from_config(

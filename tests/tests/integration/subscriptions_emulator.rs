@@ -9,28 +9,13 @@
 use junction_subscriptions::{
     DynamoSubscriptionStore, RENEWAL_INDEX, SUBSCRIPTION_INDEX, check_subscription_store_contract,
 };
-use local_stack::emulator::{Moto, deploy, repo_root};
 use serde_json::Value;
 
 use crate::schema_support::read_yaml;
 
 #[tokio::test]
 async fn the_dynamodb_store_meets_the_contract_on_the_stacks_table() {
-    let moto =
-        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
-    let endpoint = moto.endpoint().to_owned();
-    let stack = tokio::task::spawn_blocking(move || {
-        deploy(&repo_root(), &endpoint, "junction-subscriptions", &[])
-            .expect("the template deploys")
-    })
-    .await
-    .expect("deploy");
-    let aws = moto
-        .sdk_config()
-        .await
-        .into_builder()
-        .timeout_config(junction_aws::config::aws_timeouts())
-        .build();
+    let (_moto, aws, stack) = junction_tests::deployed("junction-subscriptions").await;
     let store =
         DynamoSubscriptionStore::from_config(&aws, stack.resources["SubscriptionsTable"].clone());
     check_subscription_store_contract(&store).await;
