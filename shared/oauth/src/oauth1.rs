@@ -171,13 +171,18 @@ async fn credentials_request(
     if !status.is_success() {
         return Err(OAuth1Error::Refused(status.as_u16()));
     }
-    let body = response
-        .bytes()
+    // Capped while it is read (a declared length over the cap is refused unread), not
+    // after the whole body is in memory.
+    let body = junction_aws::response_body::read_capped(response, MAX_RESPONSE_BYTES)
         .await
-        .map_err(|err| OAuth1Error::Unreachable(err.without_url()))?;
-    if body.len() > MAX_RESPONSE_BYTES {
-        return Err(OAuth1Error::Malformed("answer too large"));
-    }
+        .map_err(|err| match err {
+            junction_aws::response_body::BodyError::TooLarge { .. } => {
+                OAuth1Error::Malformed("answer too large")
+            }
+            junction_aws::response_body::BodyError::Interrupted(err) => {
+                OAuth1Error::Unreachable(err.without_url())
+            }
+        })?;
     Ok(form_urlencoded::parse(&body)
         .map(|(name, value)| (name.into_owned(), value.into_owned()))
         .collect())

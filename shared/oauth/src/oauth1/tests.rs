@@ -494,3 +494,34 @@ async fn a_reconnect_with_another_account_is_refused_and_its_grant_revoked() {
     let changed = h.connections.get(&id).await.expect("get").expect("stored");
     assert_eq!(changed.account_id.as_deref(), Some("user-2"));
 }
+
+/// A credentials endpoint answering 300 MB is refused at the cap while the body is read
+/// (declared or not), never held whole in memory, and nothing is parsed from it.
+#[tokio::test]
+async fn an_oversized_credentials_answer_is_refused_at_the_cap() {
+    for head in [
+        "HTTP/1.1 200 OK\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 314572800\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: application/x-www-form-urlencoded\r\nconnection: close\r\n\r\n",
+    ] {
+        let base =
+            junction_aws::response_body::testing::stream_answer(head, 300 * 1024 * 1024).await;
+        let keys = super::sign::SigningKeys {
+            consumer_key: CONSUMER_KEY.to_owned(),
+            consumer_secret: junction_aws::crypto::SecretString::new(CONSUMER_SECRET),
+            token: None,
+        };
+        let answer = super::credentials_request(
+            &format!("{base}/initiate"),
+            &keys,
+            &super::ProtocolParams::default(),
+        )
+        .await;
+        assert!(
+            matches!(
+                answer,
+                Err(super::OAuth1Error::Malformed("answer too large"))
+            ),
+            "{head}: {answer:?}"
+        );
+    }
+}
