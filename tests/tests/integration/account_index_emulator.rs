@@ -38,7 +38,7 @@ use junction_pipeline::consumer::{Consumer, InboundMessage, ItemResult, Ports};
 use junction_pipeline::idempotency::{DynamoIdempotencyStore, Idempotency, IdempotencyPolicy};
 use junction_pipeline::records::DynamoRecordStore;
 use junction_webhooks::{Ingress, IngressConfig, SigningSecret, WebhookRequest, sign_into};
-use local_stack::emulator::{Moto, StackDescription, deploy, repo_root};
+use local_stack::emulator::{Moto, StackDescription, repo_root};
 
 struct Deployed {
     _moto: Moto,
@@ -53,20 +53,7 @@ impl Deployed {
 }
 
 async fn deployed() -> Deployed {
-    let moto =
-        Moto::start(&repo_root()).expect("the emulator starts (run infra/test to install it)");
-    let endpoint = moto.endpoint().to_owned();
-    let stack = tokio::task::spawn_blocking(move || {
-        deploy(&repo_root(), &endpoint, "junction-accounts", &[]).expect("the template deploys")
-    })
-    .await
-    .expect("deploy");
-    let aws = moto
-        .sdk_config()
-        .await
-        .into_builder()
-        .timeout_config(junction_aws::config::aws_timeouts())
-        .build();
+    let (moto, aws, stack) = junction_tests::deployed("junction-accounts").await;
     Deployed {
         _moto: moto,
         aws,

@@ -24,7 +24,7 @@ use junction_oauth::{
     RefreshReport, SecretCredentials, SessionTake, StateStore, TokenVault, VaultError,
     VaultSettings, check_connection_store_contract,
 };
-use local_stack::emulator::{Moto, StackDescription, deploy, repo_root};
+use local_stack::emulator::{Moto, StackDescription};
 
 const BASE: &str = "https://hub.example.com";
 const RETURN_TO: &str = "https://app.example.com/done";
@@ -36,20 +36,7 @@ struct Deployed {
 }
 
 async fn deployed() -> Deployed {
-    let root = repo_root();
-    let moto = Moto::start(&root).expect("the emulator starts (run infra/test to install it)");
-    let endpoint = moto.endpoint().to_owned();
-    let stack = tokio::task::spawn_blocking(move || {
-        deploy(&repo_root(), &endpoint, "junction-oauth", &[]).expect("the template deploys")
-    })
-    .await
-    .expect("deploy");
-    let aws = moto
-        .sdk_config()
-        .await
-        .into_builder()
-        .timeout_config(junction_aws::config::aws_timeouts())
-        .build();
+    let (moto, aws, stack) = junction_tests::deployed("junction-oauth").await;
     Deployed {
         _moto: moto,
         aws,
