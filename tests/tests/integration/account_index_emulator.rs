@@ -72,59 +72,81 @@ struct Connector {
     http: reqwest::Client,
 }
 
+impl Connector {
+    /// The flow over the stack's tables, key and secrets, with `catalog`'s providers
+    /// served by `server`; each of `providers` gets the test client's credentials.
+    async fn over(
+        d: &Deployed,
+        catalog: &'static Catalog,
+        server: fake_provider::FakeAuthServer,
+        providers: &[&str],
+    ) -> Connector {
+        let secrets = aws_sdk_secretsmanager::Client::new(&d.aws);
+        for provider in providers {
+            secrets
+                .create_secret()
+                .name(format!("junction/oauth/{provider}"))
+                .secret_string(
+                    r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#,
+                )
+                .send()
+                .await
+                .expect("client credentials stored");
+        }
+        let vault = TokenVault::new(
+            catalog,
+            Arc::new(DynamoConnectionStore::from_config(
+                &d.aws,
+                d.resource("ConnectionsTable"),
+            )),
+            Arc::new(KmsKeyService::from_config(&d.aws, d.resource("TokenKey"))),
+            Arc::new(SecretCredentials::new(
+                SecretsManagerSource::from_config(&d.aws),
+                "junction",
+            )),
+            ProviderClient::new(),
+            Arc::new(InMemoryEventBus::default()),
+            Arc::new(FixedClock::at_unix(1_800_000_000)),
+            VaultSettings::default(),
+        );
+        let session_store = Arc::new(DynamoConnectSessionStore::from_config(
+            &d.aws,
+            d.resource("ConnectSessionsTable"),
+        ));
+        Connector {
+            flow: ConnectFlow::new(
+                vault.clone(),
+                Arc::new(DynamoStateStore::from_config(
+                    &d.aws,
+                    d.resource("OAuthStateTable"),
+                )),
+                session_store.clone(),
+                flow_settings(),
+            ),
+            sessions: ConnectSessions::new(vault.clone(), session_store, flow_settings()),
+            _server: server,
+            vault,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+        }
+    }
+}
+
 async fn connector(d: &Deployed) -> Connector {
     let server = junction_oauth::testing::start_server(
         "fakeauth",
         fake_provider::AuthServerConfig::default(),
     )
     .await;
-    aws_sdk_secretsmanager::Client::new(&d.aws)
-        .create_secret()
-        .name("junction/oauth/fakeauth")
-        .secret_string(
-            r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#,
-        )
-        .send()
-        .await
-        .expect("client credentials stored");
-    let vault = TokenVault::new(
+    Connector::over(
+        d,
         fake_catalog(&server, "account_id = \"/account_id\"\n"),
-        Arc::new(DynamoConnectionStore::from_config(
-            &d.aws,
-            d.resource("ConnectionsTable"),
-        )),
-        Arc::new(KmsKeyService::from_config(&d.aws, d.resource("TokenKey"))),
-        Arc::new(SecretCredentials::new(
-            SecretsManagerSource::from_config(&d.aws),
-            "junction",
-        )),
-        ProviderClient::new(),
-        Arc::new(InMemoryEventBus::default()),
-        Arc::new(FixedClock::at_unix(1_800_000_000)),
-        VaultSettings::default(),
-    );
-    let session_store = Arc::new(DynamoConnectSessionStore::from_config(
-        &d.aws,
-        d.resource("ConnectSessionsTable"),
-    ));
-    Connector {
-        flow: ConnectFlow::new(
-            vault.clone(),
-            Arc::new(DynamoStateStore::from_config(
-                &d.aws,
-                d.resource("OAuthStateTable"),
-            )),
-            session_store.clone(),
-            flow_settings(),
-        ),
-        sessions: ConnectSessions::new(vault.clone(), session_store, flow_settings()),
-        _server: server,
-        vault,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client"),
-    }
+        server,
+        &["fakeauth"],
+    )
+    .await
 }
 
 impl Connector {
@@ -608,56 +630,8 @@ async fn github_and_gmail_connector(d: &Deployed) -> Connector {
             "historyId": "1234"
         })),
     });
-    let secrets = aws_sdk_secretsmanager::Client::new(&d.aws);
-    for provider in ["github", "gmail"] {
-        secrets
-            .create_secret()
-            .name(format!("junction/oauth/{provider}"))
-            .secret_string(
-                r#"{"client_id":"junction-test-client","client_secret":"junction-test-secret"}"#,
-            )
-            .send()
-            .await
-            .expect("client credentials stored");
-    }
-    let vault = TokenVault::new(
-        github_and_gmail_catalog(&server),
-        Arc::new(DynamoConnectionStore::from_config(
-            &d.aws,
-            d.resource("ConnectionsTable"),
-        )),
-        Arc::new(KmsKeyService::from_config(&d.aws, d.resource("TokenKey"))),
-        Arc::new(SecretCredentials::new(
-            SecretsManagerSource::from_config(&d.aws),
-            "junction",
-        )),
-        ProviderClient::new(),
-        Arc::new(InMemoryEventBus::default()),
-        Arc::new(FixedClock::at_unix(1_800_000_000)),
-        VaultSettings::default(),
-    );
-    let session_store = Arc::new(DynamoConnectSessionStore::from_config(
-        &d.aws,
-        d.resource("ConnectSessionsTable"),
-    ));
-    Connector {
-        flow: ConnectFlow::new(
-            vault.clone(),
-            Arc::new(DynamoStateStore::from_config(
-                &d.aws,
-                d.resource("OAuthStateTable"),
-            )),
-            session_store.clone(),
-            flow_settings(),
-        ),
-        sessions: ConnectSessions::new(vault.clone(), session_store, flow_settings()),
-        _server: server,
-        vault,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client"),
-    }
+    let catalog = github_and_gmail_catalog(&server);
+    Connector::over(d, catalog, server, &["github", "gmail"]).await
 }
 
 /// The ingress as the webhook function builds it, over the built-in catalog with `gmail`
