@@ -17,6 +17,7 @@ pub const POLLERS: &[&str] = &[
     "asana-tasks",
     "linear-issues",
     "slack-history",
+    "microsoft-messages",
 ];
 
 /// Shortest interval between two runs of a job: polling faster than this spends rate

@@ -10,7 +10,8 @@
 //! log and count.
 //!
 //! Each item is one of:
-//! - a common-model record: [`MessageGroup`] (Gmail threads, Slack conversations),
+//! - a common-model record: [`MessageGroup`] (Gmail threads, Slack conversations,
+//!   Outlook conversations from their messages),
 //!   [`PipelineItem`] (HubSpot deals, Salesforce opportunities), [`WorkItem`] (Asana tasks,
 //!   Linear issues), each with a [`RecordMeta`] carrying `mapping_version`, the record id,
 //!   the source timestamp and the change kind;
@@ -36,6 +37,7 @@
 //! | `asana` | none | webhook `{events:[…]}` | `asana.webhook` |
 //! | `linear` | `issue` | GraphQL `issues` node | `linear.issue` |
 //! | `linear` | none | data-change webhook (`Issue` → WorkItem, others pass through) | `linear.webhook` |
+//! | `microsoft` | `message` | Graph message delta item (a message, or `@removed`) | `microsoft.message` |
 //! | `stripe`, `github`, `shopify`, `square`, `twilio`, `discord`, `standard-webhooks` | none | webhook | `<provider>.event` |
 //! | any other | none | JSON webhook | `generic.event` |
 //!
@@ -63,6 +65,7 @@ mod asana;
 mod gmail;
 mod hubspot;
 mod linear;
+mod microsoft;
 mod passthrough;
 mod read;
 mod salesforce;
@@ -212,6 +215,7 @@ pub const ADAPTERS: &[Adapter] = &[
     asana::WEBHOOK,
     linear::ISSUE,
     linear::WEBHOOK,
+    microsoft::MESSAGE,
     passthrough::STRIPE,
     passthrough::GITHUB,
     passthrough::SHOPIFY,
@@ -277,6 +281,7 @@ pub fn normalize(raw: &RawEvent<'_>) -> Result<Normalization, NormalizeError> {
         ("asana", None) => asana::webhook(raw)?,
         ("linear", Some("issue")) => linear::issue(raw)?,
         ("linear", None) => linear::webhook(raw)?,
+        ("microsoft", Some("message")) => microsoft::message(raw)?,
         (_, Some(_)) => return Err(unknown()),
         (_, None) => passthrough::event(raw)?,
     };

@@ -11,6 +11,7 @@
 //! | `asana-tasks` | `GET /tasks?modified_since` per project | pass start (+ events tokens) | `deleted` events per project |
 //! | `linear-issues` | GraphQL `issues(filter: updatedAt)` | last `updatedAt` (+ ids at it) | `trashed` |
 //! | `slack-history` | `conversations.list` + `conversations.history` | per-pass `oldest` watermark | `channel.is_archived` |
+//! | `microsoft-messages` | Graph `mailFolders/inbox/messages/delta` | `@odata.deltaLink` | `@removed` |
 //!
 //! Each poller's module documents its requests and responses with their sources.
 //!
@@ -21,9 +22,11 @@
 //! (`paging.next.after`, also for the search's `POST` body) and Asana
 //! (`next_page.offset`). Each keeps its continuation in its own stored cursor, one page
 //! per call, so the page limit is the worker's invocation budget. Salesforce
-//! (`nextRecordsUrl`, a path on the connection's instance, checked there) and Linear
-//! (GraphQL `pageInfo` inside each query's own connection field) page in their own
-//! code: neither is a query parameter scheme of the whole API.
+//! (`nextRecordsUrl`, a path on the connection's instance, checked there), Linear
+//! (GraphQL `pageInfo` inside each query's own connection field) and Microsoft Graph's
+//! delta query (whole `@odata.nextLink`/`@odata.deltaLink` URLs in the body, checked
+//! against the API base) page in their own code: none is a query parameter scheme of
+//! the whole API.
 
 use std::{sync::Arc, time::Instant};
 
@@ -37,6 +40,7 @@ mod asana;
 mod gmail;
 mod hubspot;
 mod linear;
+mod microsoft;
 mod salesforce;
 mod slack;
 mod watermark;
@@ -65,6 +69,7 @@ pub fn build(name: &str, client: OutboundClient) -> Option<Arc<dyn Poller>> {
         "asana-tasks" => Arc::new(asana::AsanaTasks::new(api)),
         "linear-issues" => Arc::new(linear::LinearIssues::new(api)),
         "slack-history" => Arc::new(slack::SlackHistory::new(api)),
+        "microsoft-messages" => Arc::new(microsoft::MicrosoftMessages::new(api)),
         _ => return None,
     };
     Some(poller)
@@ -180,6 +185,20 @@ impl Api {
         headers: &[(&'static str, &str)],
     ) -> Result<Value, CallError> {
         let url = self.url(target, path, query)?;
+        self.get_link(target, operation, url, headers).await
+    }
+
+    /// `GET` of a whole URL the provider handed out (Graph's `@odata.nextLink` and
+    /// `@odata.deltaLink`), with extra request headers, parsed as JSON. The caller
+    /// checks the URL stays on the connection's API base first
+    /// (`junction_outbound::pagination::resolve_next`).
+    pub async fn get_link(
+        &self,
+        target: &PollTarget<'_>,
+        operation: &str,
+        url: url::Url,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Value, CallError> {
         self.json(target, operation, &[], |http| {
             headers
                 .iter()
