@@ -357,9 +357,10 @@ pub fn check_fixtures(
 
 /// The events of a run: `provider.contract_failed` per broken or failed request, and
 /// `provider.schema_changed` (origin `contract_check`) per record whose shape differs
-/// from the recorded one. A contract failure's id is new each day (one announcement per
-/// nightly run); a schema change's derives from the shape, so the same change found
-/// again deduplicates, as the consumer's does.
+/// from the recorded one, both stamped with the sandbox connection's tenant and id. A
+/// contract failure's id is new each day (one announcement per nightly run); a schema
+/// change's derives from the shape (and the tenant), so the same change found again
+/// deduplicates, as the consumer's does.
 pub fn announcements(results: &[Checked], now: OffsetDateTime) -> Vec<CloudEvent> {
     let day = now.date().to_string();
     let time = rfc3339_millis(now);
@@ -425,11 +426,16 @@ pub fn announcements(results: &[Checked], now: OffsetDateTime) -> Vec<CloudEvent
                 &fingerprint.0,
                 &format!("{SCHEMA_CHANGED}:{}", key.subject),
                 SCHEMA_CHANGED.to_owned(),
-                None,
+                connection_id.map(str::to_owned),
                 time.clone(),
                 data,
             );
             event.providereventid = format!("contract:{day}");
+            // The sandbox that showed the shape, as on the contract failure: the
+            // operator's lead to the account (stamping keeps the id per shape and tenant).
+            if let Some(connection) = connection {
+                event = event.stamped(&connection.tenant, &connection.id);
+            }
             events.push(event);
         }
     }

@@ -135,6 +135,11 @@ async fn an_evolved_schema_is_a_broken_contract_with_its_diff() {
     let changed = &events[1];
     assert_eq!(changed.data["origin"], "contract_check");
     assert_eq!(changed.data["subject"], "contract:deal");
+    // The schema change names the sandbox that showed it, as the failure does.
+    assert_eq!(changed.tenant.as_deref(), Some("acme"));
+    assert_eq!(changed.connection.as_deref(), Some("conn_sandbox"));
+    assert_eq!(changed.subject.as_deref(), Some("conn_sandbox"));
+    assert_eq!(changed.data["removed"], failed.data["removed"]);
     // The same change found the next night is the same schema_changed event.
     let later = announcements(&results, now + time::Duration::days(1));
     assert_eq!(later[1].id, changed.id);
