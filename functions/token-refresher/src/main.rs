@@ -42,16 +42,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (vault, subscriptions) = (&vault, &subscriptions);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            let budget = event
-                .context
-                .deadline()
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default()
-                .saturating_sub(FINISH_MARGIN);
+            // Both sweeps stop starting work at the same instant.
+            let deadline = std::time::Instant::now()
+                + event
+                    .context
+                    .deadline()
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .saturating_sub(FINISH_MARGIN);
             // A failed sweep (the connection store unreadable) fails the invocation,
             // which Lambda reports by the error's message only: the cause is logged.
             let report = vault
-                .refresh_due(LOOK_AHEAD, budget)
+                .refresh_due(
+                    LOOK_AHEAD,
+                    deadline.saturating_duration_since(std::time::Instant::now()),
+                )
                 .await
                 .inspect_err(|err| {
                     tracing::error!(
@@ -73,13 +78,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             // Subscriptions after tokens: a renewal needs a live token. Their own
             // failures are recorded per subscription; only the store failing is logged
             // here, and it does not undo the refreshes.
-            let deadline = std::time::Instant::now()
-                + event
-                    .context
-                    .deadline()
-                    .duration_since(std::time::SystemTime::now())
-                    .unwrap_or_default()
-                    .saturating_sub(FINISH_MARGIN);
             let renewals = subscriptions
                 .renew_due(deadline)
                 .await
