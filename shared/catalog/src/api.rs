@@ -1,7 +1,14 @@
 //! The `[api]` section of a catalog entry: how the provider's API answers, as data, for
 //! the outbound client ([`junction_outbound`]).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+/// The placeholder the connection's provider account fills, in `base_url` (a path
+/// segment: QuickBooks' `/v3/company/{account}`) and in `headers` values (Xero's
+/// `xero-tenant-id`). Its value is the connection's stored account, not a URL parameter.
+pub const ACCOUNT_PLACEHOLDER: &str = "account";
 
 /// How Junction reads the provider's API responses.
 #[derive(Debug, Clone, Deserialize)]
@@ -9,10 +16,21 @@ use serde::Deserialize;
 pub struct ApiSpec {
     /// Where the API lives, joined with each poller's paths. `{name}` placeholders are
     /// filled from the connection's stored token-response values (Salesforce
-    /// `{instance_url}`), so a per-account host needs no code. An overlay can point a
-    /// built-in provider elsewhere (a sandbox, a regional host) by replacing its entry.
+    /// `{instance_url}`) and connect URL parameters (Shopify `{shop}`), and `{account}`
+    /// (in the path only) from the connection's provider account (QuickBooks' realm), so
+    /// a per-account host or path needs no code. An overlay can point a built-in
+    /// provider elsewhere (a sandbox, a regional host) by replacing its entry.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// How each call carries the connection's credential: `Authorization: Bearer` (the
+    /// default), or in the path (Telegram's `https://api.telegram.org/bot<token>/…`).
+    #[serde(default)]
+    pub credential: Credential,
+    /// Headers the outbound client adds to every call, `{account}` in a value filled
+    /// with the connection's provider account (Xero's `xero-tenant-id`). A call of a
+    /// connection without an account is not sent when a value needs it.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// The rate Junction allows itself (the documented limit, or below it); 429s lower
     /// it further at run time.
     pub rate_limit: RateLimitSpec,
@@ -30,6 +48,23 @@ pub struct ApiSpec {
     /// keys itself and answers repeats from its own record.
     #[serde(default)]
     pub idempotency_header: Option<String>,
+}
+
+/// Where the outbound client puts the connection's credential.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "style", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Credential {
+    /// `Authorization: Bearer <access token>` (RFC 6750 §2.1).
+    #[default]
+    Bearer,
+    /// `prefix` and the credential as the path's first segment, before the request's
+    /// own path, and no `Authorization` header (Telegram: `/bot<token>/getMe`). The URL
+    /// then holds a secret: the client never logs a URL, and its transport errors are
+    /// stripped of theirs.
+    PathPrefix { prefix: String },
+    /// The credential alone as this header's value, and no `Authorization` header
+    /// (Shopify's `X-Shopify-Access-Token`).
+    Header { name: String },
 }
 
 /// A request relative to the API base, with no body: the connection test.
@@ -194,6 +229,63 @@ impl ApiSpec {
             if base.ends_with('/') {
                 return Err(("api.base_url".into(), "must not end with /".into()));
             }
+            // The account fills a path segment, never the host: a value the connect
+            // learned must not choose where the token goes.
+            let account = format!("{{{ACCOUNT_PLACEHOLDER}}}");
+            if let Some(at) = base.find(&account) {
+                let host_end = base
+                    .split_once("://")
+                    .map(|(scheme, rest)| scheme.len() + 3 + rest.find('/').unwrap_or(rest.len()))
+                    .unwrap_or(0);
+                if at < host_end || base.starts_with(&account) {
+                    return Err((
+                        "api.base_url".into(),
+                        "{account} may stand only in the path".into(),
+                    ));
+                }
+            }
+        }
+        if let Credential::PathPrefix { prefix } = &self.credential {
+            let plain = prefix.len() > 1
+                && prefix.starts_with('/')
+                && prefix[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !plain {
+                return Err((
+                    "api.credential.prefix".into(),
+                    "must be / and letters, digits, - or _ (Telegram's /bot)".into(),
+                ));
+            }
+        }
+        if let Credential::Header { name } = &self.credential
+            && !plain_header_name(name)
+        {
+            return Err((
+                "api.credential.name".into(),
+                "must be a header name of letters, digits, - and _ (not one Junction sets)".into(),
+            ));
+        }
+        for (name, value) in &self.headers {
+            let field = || format!("api.headers.{name}");
+            if !plain_header_name(name) {
+                return Err((
+                    field(),
+                    "must be a header name of letters, digits, - and _ (not one Junction sets)"
+                        .into(),
+                ));
+            }
+            if !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+                return Err((field(), "must be printable ASCII".into()));
+            }
+            if let Some(other) =
+                super::placeholders(value).find(|name| *name != ACCOUNT_PLACEHOLDER)
+            {
+                return Err((
+                    field(),
+                    format!("only {{account}} is filled in a header, not {{{other}}}"),
+                ));
+            }
         }
         if let Some(test) = &self.test_request {
             if self.base_url.is_none() {
@@ -270,6 +362,24 @@ impl ApiSpec {
         }
         Ok(())
     }
+}
+
+/// A header name the catalog may set: letters, digits, `-` and `_`, and none that
+/// Junction or the HTTP client sets itself.
+fn plain_header_name(name: &str) -> bool {
+    let reserved = [
+        "authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+    ];
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !reserved.contains(&name.to_ascii_lowercase().as_str())
 }
 
 #[cfg(test)]
@@ -380,5 +490,168 @@ mod tests {
                 "{header}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use crate::{Catalog, EndpointRules};
+
+    fn api(extra: &str) -> ApiSpec {
+        toml::from_str(&format!(
+            "rate_limit = {{ requests_per_second = 1.0, burst = 1, scope = \"provider\" }}\n{extra}"
+        ))
+        .expect("spec")
+    }
+
+    fn fault(extra: &str) -> Option<String> {
+        api(extra)
+            .check(EndpointRules::default())
+            .err()
+            .map(|(field, _)| field)
+    }
+
+    #[test]
+    fn the_credential_is_a_bearer_token_unless_the_entry_says_otherwise() {
+        assert_eq!(api("").credential, Credential::Bearer);
+        assert_eq!(
+            api(r#"credential = { style = "path_prefix", prefix = "/bot" }"#).credential,
+            Credential::PathPrefix {
+                prefix: "/bot".into()
+            }
+        );
+        for prefix in ["bot", "/", "/bot/x", "/b?t", "/bo t"] {
+            assert_eq!(
+                fault(&format!(
+                    r#"credential = {{ style = "path_prefix", prefix = "{prefix}" }}"#
+                ))
+                .as_deref(),
+                Some("api.credential.prefix"),
+                "{prefix}"
+            );
+        }
+        for name in ["Authorization", "X Token", ""] {
+            assert_eq!(
+                fault(&format!(
+                    r#"credential = {{ style = "header", name = "{name}" }}"#
+                ))
+                .as_deref(),
+                Some("api.credential.name"),
+                "{name}"
+            );
+        }
+        assert!(
+            toml::from_str::<ApiSpec>(
+                "rate_limit = { requests_per_second = 1.0, burst = 1, scope = \"provider\" }\ncredential = { style = \"query\" }"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn headers_take_only_the_account_and_the_account_stays_in_the_path() {
+        assert_eq!(
+            fault(r#"headers = { "xero-tenant-id" = "{account}" }"#),
+            None
+        );
+        assert_eq!(
+            fault(r#"headers = { "xero-tenant-id" = "{shop}" }"#).as_deref(),
+            Some("api.headers.xero-tenant-id")
+        );
+        assert_eq!(
+            fault(r#"headers = { Cookie = "a" }"#).as_deref(),
+            Some("api.headers.Cookie")
+        );
+        assert_eq!(
+            fault("headers = { X-A = \"line\\nbreak\" }").as_deref(),
+            Some("api.headers.X-A")
+        );
+        assert_eq!(
+            fault(r#"base_url = "https://api.example.com/v3/company/{account}""#),
+            None
+        );
+        for base in [
+            "https://{account}.example.com/v3",
+            "https://api.example.com{account}/v3",
+            "{account}/v3",
+        ] {
+            assert_eq!(
+                fault(&format!(r#"base_url = "{base}""#)).as_deref(),
+                Some("api.base_url"),
+                "{base}"
+            );
+        }
+    }
+
+    /// Issue 29's gaps: each of these entries can be called through the outbound client.
+    #[test]
+    fn telegram_xero_quickbooks_and_shopify_declare_how_calls_reach_them() {
+        let catalog = Catalog::embedded().expect("catalog");
+        let api = |id: &str| {
+            catalog
+                .get(id)
+                .and_then(|provider| provider.api.clone())
+                .unwrap_or_else(|| panic!("{id} has [api]"))
+        };
+        let telegram = api("telegram");
+        assert_eq!(
+            telegram.credential,
+            Credential::PathPrefix {
+                prefix: "/bot".into()
+            }
+        );
+        assert_eq!(
+            telegram.test_request.map(|t| t.path).as_deref(),
+            Some("/getMe")
+        );
+        let xero = api("xero");
+        assert_eq!(
+            xero.headers.get("xero-tenant-id").map(String::as_str),
+            Some("{account}")
+        );
+        let xero_account = catalog
+            .get("xero")
+            .and_then(|p| p.account_request.clone())
+            .expect("xero account request");
+        assert_eq!(xero_account.list.as_deref(), Some(""));
+        assert_eq!(xero_account.newest_by.as_deref(), Some("/updatedDateUtc"));
+        let intuit = api("intuit");
+        assert_eq!(
+            intuit.base_url.as_deref(),
+            Some("https://quickbooks.api.intuit.com/v3/company/{account}")
+        );
+        let realm = catalog
+            .get("intuit")
+            .and_then(|p| p.account_request.clone())
+            .and_then(|request| request.from_callback)
+            .expect("intuit callback account");
+        assert_eq!(realm.parameter, "realmId");
+        assert!(realm.accepts("123146096291789"));
+        for hostile in ["", "12a", "1/2", "../1", "1%2F2", "1 2"] {
+            assert!(!realm.accepts(hostile), "{hostile}");
+        }
+        let shopify = api("shopify");
+        assert_eq!(
+            shopify.base_url.as_deref(),
+            Some("https://{shop}/admin/api/2026-07")
+        );
+        assert_eq!(
+            shopify.credential,
+            Credential::Header {
+                name: "X-Shopify-Access-Token".into()
+            }
+        );
+        assert_eq!(
+            shopify.test_request.map(|t| t.path).as_deref(),
+            Some("/shop.json")
+        );
+        assert_eq!(
+            (
+                shopify.rate_limit.requests_per_second,
+                shopify.rate_limit.burst
+            ),
+            (2.0, 40)
+        );
     }
 }

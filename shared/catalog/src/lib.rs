@@ -29,10 +29,13 @@ mod pagination;
 mod polling;
 mod subscription;
 
-pub use api::{ApiSpec, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
+pub use api::{
+    ACCOUNT_PLACEHOLDER, ApiSpec, Credential, ErrorRule, FailureClass, RateLimitScope,
+    RateLimitSpec,
+};
 pub use contract::{CONTRACT_READS, ContractRead, ContractStep, contract_reads, version_dir};
 pub use endpoint::{EndpointError, EndpointRules, LOOPBACK_TEST_SETTING, is_internal_address};
-pub use oauth::{AccountPagination, AccountRequest};
+pub use oauth::{AccountPagination, AccountRequest, CallbackAccount};
 pub use oauth::{
     CallbackSignature, ClientAuth, DiscoverySpec, OAuthSpec, OpenIdRule, Revocation, RevokedToken,
     TokenRequestFormat, UrlParameter, placeholders,

@@ -290,6 +290,17 @@ impl OAuthSpec {
     /// Checks what the types cannot: HTTPS endpoints, placeholders that are declared,
     /// anchored patterns that compile. Returns `(field, message)` for the first fault.
     pub(crate) fn check(&self, rules: EndpointRules) -> Result<(), (String, String)> {
+        // `{account}` in `[api]` is the connection's provider account, kept apart.
+        let reserved = super::ACCOUNT_PLACEHOLDER;
+        if self.url_parameters.contains_key(reserved) || self.response_params.contains_key(reserved)
+        {
+            return Err((
+                "oauth".to_owned(),
+                format!(
+                    "`{reserved}` is the connection's provider account: name the value otherwise"
+                ),
+            ));
+        }
         let patterns = self
             .url_parameters
             .iter()
@@ -361,15 +372,33 @@ impl OAuthSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountRequest {
-    /// `GET` this https URL, `Authorization: Bearer <access token>`. No placeholders.
+    /// `GET` this https URL, `Authorization: Bearer <access token>`. No placeholders,
+    /// except `{account}` in the path with `from_callback`.
     pub url: String,
     /// Extra request headers (`Accept`, an API version); never `Authorization` or `Cookie`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// JSON pointer to the account: in the response, or in each element of `list`.
-    /// Strings and numbers are accepted (a number as its decimal text).
-    pub account: String,
-    /// JSON pointer to an array of the accounts the user can access.
+    /// Strings and numbers are accepted (a number as its decimal text). Required unless
+    /// `from_callback` names the account.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The account is this callback query parameter (QuickBooks' `realmId`), and `url`,
+    /// with it as `{account}`, confirms it: a 2xx answer to the fresh token. The
+    /// browser carries the parameter, so a user could edit it to name another
+    /// company; the value is recorded only when the provider serves that account to
+    /// this grant.
+    #[serde(default)]
+    pub from_callback: Option<CallbackAccount>,
+    /// With `list`: when neither the callback nor the connection names one of several
+    /// listed accounts, the one whose value at this JSON pointer is the greatest, if
+    /// only one has it (Xero's `updatedDateUtc`: the organisation connected last, the
+    /// one this authorization just granted). Values are compared as text, which orders
+    /// ISO 8601 timestamps written in one format.
+    #[serde(default)]
+    pub newest_by: Option<String>,
+    /// JSON pointer to an array of the accounts the user can access (`""`: the answer is
+    /// the array).
     #[serde(default)]
     pub list: Option<String>,
     /// The callback query parameter naming the account the user chose (GitHub's
@@ -383,6 +412,34 @@ pub struct AccountRequest {
     /// `account` must be too, so the two compare without case.
     #[serde(default)]
     pub lowercase: bool,
+}
+
+/// A callback query parameter that names the connection's account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackAccount {
+    /// The query parameter (`realmId`).
+    pub parameter: String,
+    /// What a value must match as a whole (anchored `^…$`); a callback whose value does
+    /// not is refused before the code is exchanged. Only letters, digits, `-`, `_` and
+    /// `.` pass in any case: the value becomes a path segment.
+    pub pattern: String,
+}
+
+impl CallbackAccount {
+    /// Whether `value` may be this parameter's value: the pattern, and a plain path
+    /// segment (never `.` or `..`).
+    pub fn accepts(&self, value: &str) -> bool {
+        let segment = !value.is_empty()
+            && value != "."
+            && value != ".."
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        segment
+            && regex_lite::Regex::new(&format!("^(?:{})$", self.pattern))
+                .is_ok_and(|re| re.is_match(value))
+    }
 }
 
 /// How an [`AccountRequest`]'s list continues on further pages.
@@ -425,22 +482,78 @@ impl AccountRequest {
                 "an OpenID provider's account is the ID token's sub: one source only".to_owned(),
             ));
         }
-        if let Err(err) = rules.check(&self.url) {
+        if let Err(err) = rules.check(&template_probe(&self.url)) {
             return Err((field("url"), err.to_string()));
         }
-        if placeholders(&self.url).next().is_some() {
-            return Err((field("url"), "takes no placeholders".to_owned()));
+        match &self.from_callback {
+            None => {
+                if placeholders(&self.url).next().is_some() {
+                    return Err((field("url"), "takes no placeholders".to_owned()));
+                }
+                if self.account.is_none() {
+                    return Err((
+                        field("account"),
+                        "a JSON pointer to the account is required (or from_callback)".to_owned(),
+                    ));
+                }
+            }
+            Some(callback) => {
+                // The value fills a path segment, never the host.
+                let host = self
+                    .url
+                    .split_once("://")
+                    .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+                    .unwrap_or_default();
+                if placeholders(&self.url).any(|name| name != "account") || host.contains('{') {
+                    return Err((field("url"), "takes only {account}, in the path".to_owned()));
+                }
+                if self.account.is_some()
+                    || self.list.is_some()
+                    || self.chosen_by.is_some()
+                    || self.newest_by.is_some()
+                {
+                    return Err((
+                        field("from_callback"),
+                        "the callback names the account: no account, list, chosen_by or newest_by"
+                            .to_owned(),
+                    ));
+                }
+                if callback.parameter.is_empty() {
+                    return Err((
+                        field("from_callback.parameter"),
+                        "must name a query parameter".to_owned(),
+                    ));
+                }
+                let anchored = callback.pattern.starts_with('^') && callback.pattern.ends_with('$');
+                if !anchored || regex_lite::Regex::new(&callback.pattern).is_err() {
+                    return Err((
+                        field("from_callback.pattern"),
+                        "must be an anchored (^…$) pattern that compiles".to_owned(),
+                    ));
+                }
+            }
+        }
+        if self.newest_by.is_some() && self.list.is_none() {
+            return Err((
+                field("newest_by"),
+                "chooses among a list: list is required".to_owned(),
+            ));
         }
         for (name, pointer) in [
-            ("account", Some(&self.account)),
+            ("account", self.account.as_ref()),
             ("list", self.list.as_ref()),
+            ("newest_by", self.newest_by.as_ref()),
         ] {
+            // The list may be the whole answer (Xero's connections are a top-level array).
+            let whole = name == "list" && pointer.is_some_and(String::is_empty);
             if let Some(pointer) = pointer
                 && !pointer.starts_with('/')
+                && !whole
             {
                 return Err((
                     field(name),
-                    "must be a JSON pointer starting with /".to_owned(),
+                    "must be a JSON pointer starting with / (a list: or \"\", the whole answer)"
+                        .to_owned(),
                 ));
             }
         }
@@ -576,6 +689,88 @@ pagination = "link_header"
             field_of(&without_oauth).as_deref(),
             Some("account_request.url")
         );
+    }
+
+    /// Xero's form: the answer is the list, the newest connected tenant chosen.
+    #[test]
+    fn a_list_may_be_the_whole_answer_and_choose_the_newest() {
+        let head = &ENTRY[..ENTRY.find("[account_request]").unwrap_or(0)];
+        let newest = format!(
+            "{head}[account_request]\nurl = \"https://api.acme.example.com/connections\"\nlist = \"\"\naccount = \"/tenantId\"\nnewest_by = \"/updatedDateUtc\"\n"
+        );
+        assert_eq!(field_of(&newest), None);
+        for (broken, field) in [
+            (
+                newest.replace(
+                    "newest_by = \"/updatedDateUtc\"",
+                    "newest_by = \"updatedDateUtc\"",
+                ),
+                "account_request.newest_by",
+            ),
+            (
+                newest.replace("list = \"\"\n", ""),
+                "account_request.newest_by",
+            ),
+            (
+                newest.replace("account = \"/tenantId\"\n", ""),
+                "account_request.account",
+            ),
+        ] {
+            assert_eq!(field_of(&broken).as_deref(), Some(field), "{broken}");
+        }
+    }
+
+    /// QuickBooks' form: the callback's realmId, confirmed at a URL that names it.
+    #[test]
+    fn a_callback_account_is_a_checked_path_segment_confirmed_by_its_url() {
+        let head = &ENTRY[..ENTRY.find("[account_request]").unwrap_or(0)];
+        let realm = format!(
+            "{head}[account_request]\nurl = \"https://api.acme.example.com/v3/company/{{account}}/companyinfo/{{account}}\"\nfrom_callback = {{ parameter = \"realmId\", pattern = \"^[0-9]{{1,32}}$\" }}\n"
+        );
+        assert_eq!(field_of(&realm), None);
+        let catalog = Catalog::from_files(&[("acme.toml", realm.as_str())]).expect("valid");
+        let callback = catalog
+            .get("acme")
+            .and_then(|p| p.account_request.as_ref())
+            .and_then(|r| r.from_callback.as_ref())
+            .expect("from_callback");
+        assert!(callback.accepts("9130355377369466"));
+        for refused in ["", "12a", "..", "1/2", "-1"] {
+            assert!(!callback.accepts(refused), "{refused}");
+        }
+        for (broken, field) in [
+            (
+                realm.replace("https://api.acme", "https://{account}.acme"),
+                "account_request.url",
+            ),
+            (
+                realm.replace("/companyinfo/{account}", "/companyinfo/{other}"),
+                "account_request.url",
+            ),
+            (
+                realm.replace("\"^[0-9]{1,32}$\"", "\"[0-9]+\""),
+                "account_request.from_callback.pattern",
+            ),
+            (
+                realm.replace("parameter = \"realmId\"", "parameter = \"\""),
+                "account_request.from_callback.parameter",
+            ),
+            (
+                realm.replace("from_callback", "account = \"/id\"\nfrom_callback"),
+                "account_request.from_callback",
+            ),
+        ] {
+            assert_eq!(field_of(&broken).as_deref(), Some(field), "{broken}");
+        }
+    }
+
+    #[test]
+    fn the_account_placeholder_is_not_a_url_parameter() {
+        let head = &ENTRY[..ENTRY.find("[account_request]").unwrap_or(0)];
+        let text = format!(
+            "{head}\n[oauth.url_parameters.account]\npattern = \"^[a-z]+$\"\ndescription = \"x\"\n"
+        );
+        assert_eq!(field_of(&text).as_deref(), Some("oauth"));
     }
 
     #[test]

@@ -499,6 +499,26 @@ impl ConnectFlow {
             tracing::info!(provider, tenant = %pending.tenant, error, outcome = "authorization_refused", "provider returned an error");
             return fail(error);
         }
+        // A callback that names the connection's account (QuickBooks' realmId) names it
+        // in the catalog's form, or nothing is exchanged: the value comes through the
+        // browser and becomes a path segment of every API call. Whether the grant covers
+        // it is confirmed after the exchange ([`ConnectFlow::account`]).
+        if let Some(callback) = self
+            .vault
+            .catalog
+            .get(provider)
+            .and_then(|entry| entry.account_request.as_ref())
+            .and_then(|request| request.from_callback.as_ref())
+            && !query
+                .get(&callback.parameter)
+                .is_some_and(|value| callback.accepts(value))
+        {
+            tracing::info!(provider, tenant = %pending.tenant, parameter = %callback.parameter, outcome = "callback_account_malformed", "callback refused: its account parameter is missing or malformed");
+            return Err(FlowError::BadRequest(format!(
+                "the callback's {} is missing or malformed",
+                callback.parameter
+            )));
+        }
         let credentials = self
             .vault
             .credentials
@@ -783,9 +803,15 @@ impl ConnectFlow {
         else {
             return AccountDecision::FromToken;
         };
+        // The account the callback names: a choice among a list (GitHub's installation),
+        // or the account itself, still to be confirmed (QuickBooks' realm).
         let chosen = request
             .chosen_by
             .as_deref()
+            .or(request
+                .from_callback
+                .as_ref()
+                .map(|callback| callback.parameter.as_str()))
             .and_then(|name| query.get(name))
             .filter(|value| !value.is_empty());
         let stored = existing.and_then(|connection| connection.account_id.as_deref());

@@ -27,7 +27,10 @@ use super::connections::Connection;
 use junction_aws::crypto::SecretString;
 use junction_aws::link_header::{LinkHeaderError, next_link};
 use junction_aws::response_body::{BodyError, read_capped};
-use junction_catalog::{AccountPagination, AccountRequest, EndpointError, EndpointRules};
+use junction_catalog::{
+    ACCOUNT_PLACEHOLDER, AccountPagination, AccountRequest, CallbackAccount, EndpointError,
+    EndpointRules,
+};
 
 /// A provider account as the index keys it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +243,12 @@ impl AccountLookup {
         chosen: Option<&str>,
         stored: Option<&str>,
     ) -> Result<LookedUp, AccountLookupError> {
+        if let Some(callback) = &request.from_callback {
+            return self
+                .confirm(request, callback, rules, token, chosen)
+                .await
+                .map(LookedUp::Own);
+        }
         let first = rules
             .check(&request.url)
             .map_err(AccountLookupError::Endpoint)?;
@@ -250,16 +259,17 @@ impl AccountLookup {
                 text
             }
         };
+        let pointer = request.account.as_deref().unwrap_or_default();
         let Some(list) = &request.list else {
             let (body, _) = self.get(request, &first, token).await?;
             return body
-                .pointer(&request.account)
+                .pointer(pointer)
                 .and_then(account_text)
                 .map(|account| LookedUp::Own(normalize(account)))
-                .ok_or_else(|| AccountLookupError::NoAccount(request.account.clone()));
+                .ok_or_else(|| AccountLookupError::NoAccount(pointer.to_owned()));
         };
         let chosen = chosen.map(|value| normalize(value.to_owned()));
-        let mut listed: Vec<String> = Vec::new();
+        let mut listed: Vec<Listed> = Vec::new();
         let mut url = first.clone();
         for _ in 0..MAX_PAGES {
             let (body, next) = self.get(request, &url, token).await?;
@@ -267,15 +277,21 @@ impl AccountLookup {
                 .pointer(list)
                 .and_then(Value::as_array)
                 .ok_or_else(|| AccountLookupError::NoAccount(list.clone()))?;
-            listed.extend(
-                items
-                    .iter()
-                    .filter_map(|item| item.pointer(&request.account).and_then(account_text))
-                    .map(normalize),
-            );
+            listed.extend(items.iter().filter_map(|item| {
+                let account = item.pointer(pointer).and_then(account_text)?;
+                let stamp = request
+                    .newest_by
+                    .as_deref()
+                    .and_then(|newest| item.pointer(newest))
+                    .and_then(account_text);
+                Some(Listed {
+                    account: normalize(account),
+                    stamp,
+                })
+            }));
             // Found what is looked for: later pages cannot change the answer.
             let wanted = chosen.as_deref().or(stored);
-            if wanted.is_some_and(|wanted| listed.iter().any(|account| account == wanted)) {
+            if wanted.is_some_and(|wanted| listed.iter().any(|item| item.account == wanted)) {
                 return Ok(LookedUp::Chosen(choose(&listed, chosen.as_deref(), stored)));
             }
             let next = match (request.pagination, next) {
@@ -293,6 +309,32 @@ impl AccountLookup {
                 .map_err(AccountLookupError::Endpoint)?;
         }
         Err(AccountLookupError::TooManyPages(MAX_PAGES))
+    }
+
+    /// The callback's account (QuickBooks' `realmId`), confirmed: the catalog's URL with
+    /// it as `{account}` must answer 2xx to the fresh token. The value came through the
+    /// user's browser; the state proves whose callback it is, not that the user did not
+    /// edit the parameter to name another company. The flow refused a malformed value
+    /// before the exchange; one that is well formed but not served to this grant is
+    /// refused here ([`AccountLookupError::Status`]), so another company's webhooks are
+    /// never matched to this connection.
+    async fn confirm(
+        &self,
+        request: &AccountRequest,
+        callback: &CallbackAccount,
+        rules: EndpointRules,
+        token: &SecretString,
+        value: Option<&str>,
+    ) -> Result<String, AccountLookupError> {
+        let value = value
+            .filter(|value| callback.accepts(value))
+            .ok_or_else(|| AccountLookupError::NoAccount(callback.parameter.clone()))?;
+        let url = request
+            .url
+            .replace(&format!("{{{ACCOUNT_PLACEHOLDER}}}"), value);
+        let url = rules.check(&url).map_err(AccountLookupError::Endpoint)?;
+        self.get(request, &url, token).await?;
+        Ok(value.to_owned())
     }
 
     /// One authenticated `GET`: the JSON body and the `Link` header's `rel="next"`.
@@ -348,15 +390,23 @@ fn account_text(value: &Value) -> Option<String> {
     (!text.is_empty() && text.chars().count() <= MAX_ACCOUNT_CHARS).then_some(text)
 }
 
+/// One account of a list, with its value at the catalog's `newest_by` when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) account: String,
+    pub(crate) stamp: Option<String>,
+}
+
 /// The rule for a list of accounts the user can access: the callback's choice if listed
 /// (never one that is not); without a choice, the connection's own account if still
-/// listed, else the only one listed.
+/// listed, else the only one listed, else (with `newest_by`) the one stamped latest if
+/// no other shares its stamp.
 pub(crate) fn choose(
-    listed: &[String],
+    listed: &[Listed],
     chosen: Option<&str>,
     stored: Option<&str>,
 ) -> Result<String, NotChosen> {
-    let is_listed = |account: &str| listed.iter().any(|listed| listed == account);
+    let is_listed = |account: &str| listed.iter().any(|listed| listed.account == account);
     if let Some(chosen) = chosen {
         return if is_listed(chosen) {
             Ok(chosen.to_owned())
@@ -367,11 +417,22 @@ pub(crate) fn choose(
     if let Some(stored) = stored.filter(|stored| is_listed(stored)) {
         return Ok(stored.to_owned());
     }
-    let mut distinct = listed.to_vec();
-    distinct.sort();
+    let mut distinct: Vec<&str> = listed.iter().map(|item| item.account.as_str()).collect();
+    distinct.sort_unstable();
     distinct.dedup();
-    match distinct.as_slice() {
-        [only] => Ok(only.clone()),
+    if let [only] = distinct.as_slice() {
+        return Ok((*only).to_owned());
+    }
+    let newest = listed.iter().filter_map(|item| item.stamp.as_deref()).max();
+    let mut latest: Vec<&str> = listed
+        .iter()
+        .filter(|item| newest.is_some() && item.stamp.as_deref() == newest)
+        .map(|item| item.account.as_str())
+        .collect();
+    latest.sort_unstable();
+    latest.dedup();
+    match latest.as_slice() {
+        [only] => Ok((*only).to_owned()),
         _ => Err(NotChosen::Ambiguous {
             listed: distinct.len(),
         }),
@@ -493,7 +554,14 @@ mod tests {
     /// own if still listed; else the only one.
     #[test]
     fn an_account_is_chosen_only_among_those_the_user_can_access() {
-        let listed = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
+        let listed = |ids: &[&str]| {
+            ids.iter()
+                .map(|id| Listed {
+                    account: (*id).to_owned(),
+                    stamp: None,
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             choose(&listed(&["1", "2"]), Some("2"), None),
             Ok("2".into())
@@ -525,6 +593,47 @@ mod tests {
             choose(&listed(&["1"]), None, Some("9")),
             Ok("1".into()),
             "the stored one is gone: the only one"
+        );
+        // Xero: several tenants listed, none named; the one connected last.
+        let stamped = |items: &[(&str, Option<&str>)]| {
+            items
+                .iter()
+                .map(|(id, stamp)| Listed {
+                    account: (*id).to_owned(),
+                    stamp: stamp.map(str::to_owned),
+                })
+                .collect::<Vec<_>>()
+        };
+        let tenants = stamped(&[
+            ("a", Some("2026-10-01T09:00:00.1234567")),
+            ("b", Some("2026-12-07T22:41:07.5000000")),
+            ("c", None),
+        ]);
+        assert_eq!(choose(&tenants, None, None), Ok("b".into()));
+        assert_eq!(
+            choose(&tenants, None, Some("a")),
+            Ok("a".into()),
+            "a reconnect keeps its own tenant while it is listed"
+        );
+        assert_eq!(
+            choose(&tenants, Some("z"), None),
+            Err(NotChosen::Inaccessible)
+        );
+        assert_eq!(
+            choose(
+                &stamped(&[
+                    ("a", Some("2026-12-07T22:41:07")),
+                    ("b", Some("2026-12-07T22:41:07"))
+                ]),
+                None,
+                None
+            ),
+            Err(NotChosen::Ambiguous { listed: 2 }),
+            "two connected at the same moment: which one is meant is unknown"
+        );
+        assert_eq!(
+            choose(&stamped(&[("a", None), ("b", None)]), None, None),
+            Err(NotChosen::Ambiguous { listed: 2 })
         );
     }
 

@@ -79,8 +79,28 @@ pub struct AccessToken {
     pub value: SecretString,
     /// The token generation: reported back with [`TokenVault::token_rejected`].
     pub generation: u64,
-    /// Connection values for API calls (`instance_url`, `shop`).
+    /// Connection values for API calls (`instance_url`, `shop`), and the connection's
+    /// provider account as `account` (the catalog's `{account}`: Xero's tenant header,
+    /// QuickBooks' realm in the path) when it has one.
     pub params: std::collections::BTreeMap<String, String>,
+}
+
+/// What an [`AccessToken`] carries for API calls: the connection's kept values and its
+/// provider account under the catalog's `{account}` name (no URL parameter or response
+/// value may take that name: the catalog refuses it).
+fn api_params(connection: &Connection) -> BTreeMap<String, String> {
+    let mut params = connection.params.clone();
+    if let Some(account) = connection
+        .account_id
+        .as_ref()
+        .filter(|account| !account.is_empty())
+    {
+        params.insert(
+            junction_catalog::ACCOUNT_PLACEHOLDER.to_owned(),
+            account.clone(),
+        );
+    }
+    params
 }
 
 /// Why no token could be had.
@@ -550,7 +570,7 @@ impl TokenVault {
         Ok(AccessToken {
             value: tokens.access_token,
             generation: connection.token_generation,
-            params: connection.params.clone(),
+            params: api_params(connection),
         })
     }
 
@@ -800,7 +820,7 @@ impl TokenVault {
                     return Ok(AccessToken {
                         value: response.access_token.clone(),
                         generation: next.token_generation,
-                        params: next.params,
+                        params: api_params(&next),
                     });
                 }
                 Ok(None) => {

@@ -32,7 +32,9 @@ use super::{
 };
 use junction_aws::clock::Clock;
 use junction_aws::response_body::{API_RESPONSE_CAP, BodyError, read_capped};
-use junction_catalog::{ApiSpec, Catalog, ErrorRule, FailureClass, RateLimitScope, RateLimitSpec};
+use junction_catalog::{
+    ACCOUNT_PLACEHOLDER, ApiSpec, Catalog, Credential, FailureClass, RateLimitScope, RateLimitSpec,
+};
 use junction_oauth::{AccessToken, TokenVault, VaultError};
 
 /// Connect timeout and total timeout of every provider API call.
@@ -335,7 +337,7 @@ impl OutboundClient {
             }
 
             let started = Instant::now();
-            let (failure, headers) = match self.attempt(call, &api.error_rules, &build).await? {
+            let (failure, headers) = match self.attempt(call, api, &build).await? {
                 Attempt::Succeeded(response) => {
                     self.log(call, attempt, Some(response.status), started, None);
                     self.breaker
@@ -448,23 +450,40 @@ impl OutboundClient {
     async fn attempt<F>(
         &self,
         call: Call<'_>,
-        rules: &[ErrorRule],
+        api: &ApiSpec,
         build: &F,
     ) -> Result<Attempt, CallError>
     where
         F: Fn(&reqwest::Client, &AccessToken) -> reqwest::RequestBuilder,
     {
+        let rules = &api.error_rules;
         let permanent = |code: String| {
             CallError::Failed(CallFailure {
                 class: FailureClass::Permanent,
                 code,
             })
         };
-        let response = match self
+        // Why the request was not sent at all (a header needs an account the connection
+        // lacks); the builder handed to the vault then fails before any network use.
+        let unsendable = std::sync::Mutex::new(None::<String>);
+        let sent = self
             .vault
-            .send_authorized(call.connection, |token| build(&self.http, token))
-            .await
-        {
+            .send_authorized(call.connection, |token| {
+                match authorize(api, build(&self.http, token), token) {
+                    Ok(request) => request,
+                    Err(reason) => {
+                        if let Ok(mut slot) = unsendable.lock() {
+                            *slot = Some(reason);
+                        }
+                        self.http.get("")
+                    }
+                }
+            })
+            .await;
+        if let Some(reason) = unsendable.lock().ok().and_then(|mut slot| slot.take()) {
+            return Err(permanent(reason));
+        }
+        let response = match sent {
             Ok(response) => response,
             Err(VaultError::Unreachable { reason: kind, .. }) => {
                 return Ok(Attempt::Failed {
@@ -550,6 +569,94 @@ impl OutboundClient {
         );
         crate::log::record_outbound_call(call.provider, class, latency);
     }
+}
+
+/// `request` (what a caller built, with `Authorization: Bearer`) as the provider takes
+/// it, from the catalog's `[api]`: the credential moved where `credential` says (into
+/// the path after its prefix, Telegram's `/bot<token>`; or into a header of its own,
+/// Shopify's `X-Shopify-Access-Token`), and the `headers` added with `{account}` filled
+/// (Xero's `xero-tenant-id`). `Err` names why it must not be sent: a header needs an
+/// account the connection has not got.
+///
+/// A URL that holds the credential is never logged: the client logs no URL, and the
+/// vault strips the URL from transport errors.
+pub(crate) fn authorize(
+    api: &ApiSpec,
+    request: reqwest::RequestBuilder,
+    token: &AccessToken,
+) -> Result<reqwest::RequestBuilder, String> {
+    if api.credential == Credential::Bearer && api.headers.is_empty() {
+        return Ok(request);
+    }
+    let (client, built) = request.build_split();
+    // A request that does not build fails when sent, as it would have: its error names
+    // no URL of ours.
+    let Ok(mut built) = built else {
+        return Ok(client.get(""));
+    };
+    let account = token.params.get(ACCOUNT_PLACEHOLDER);
+    for (name, template) in &api.headers {
+        let needs_account = template.contains(&format!("{{{ACCOUNT_PLACEHOLDER}}}"));
+        let value = match (needs_account, account) {
+            (false, _) => template.clone(),
+            (true, Some(account)) => {
+                template.replace(&format!("{{{ACCOUNT_PLACEHOLDER}}}"), account)
+            }
+            (true, None) => {
+                return Err(format!(
+                    "connection has no provider account for the {name} header; reconnect it"
+                ));
+            }
+        };
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(name.as_str()),
+            http::HeaderValue::try_from(value),
+        ) else {
+            return Err(format!(
+                "the {name} header's value is not one HTTP can carry"
+            ));
+        };
+        built.headers_mut().insert(name, value);
+    }
+    match &api.credential {
+        Credential::Bearer => {}
+        Credential::PathPrefix { prefix } => {
+            built.headers_mut().remove(http::header::AUTHORIZATION);
+            let path = format!(
+                "{prefix}{}{}",
+                path_safe(token.value.expose()),
+                built.url().path()
+            );
+            built.url_mut().set_path(&path);
+        }
+        Credential::Header { name } => {
+            built.headers_mut().remove(http::header::AUTHORIZATION);
+            let (Ok(name), Ok(mut value)) = (
+                http::HeaderName::try_from(name.as_str()),
+                http::HeaderValue::try_from(token.value.expose()),
+            ) else {
+                return Err("the credential is not a header value".to_owned());
+            };
+            value.set_sensitive(true);
+            built.headers_mut().insert(name, value);
+        }
+    }
+    Ok(reqwest::RequestBuilder::from_parts(client, built))
+}
+
+/// The credential as path text: the characters a bot token has (`123456:ABC-DEF…`) as
+/// they are, anything else percent-encoded, so that no value can add a segment, a
+/// query or a fragment.
+fn path_safe(secret: &str) -> String {
+    let mut text = String::with_capacity(secret.len());
+    for byte in secret.bytes() {
+        if byte.is_ascii_alphanumeric() || b":_.~-".contains(&byte) {
+            text.push(char::from(byte));
+        } else {
+            text.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    text
 }
 
 #[cfg(test)]

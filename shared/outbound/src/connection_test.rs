@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{Call, CallError, OutboundClient};
 use junction_aws::clock::rfc3339_millis;
-use junction_catalog::{Catalog, FailureClass};
+use junction_catalog::{ACCOUNT_PLACEHOLDER, Catalog, FailureClass};
 use junction_oauth::web::{self, HttpReply, TestOutcome};
 use junction_oauth::{Connection, TokenVault};
 
@@ -62,8 +62,10 @@ pub async fn connection_test_route(
             }),
         );
     };
-    let url = match base_url(catalog, provider, &connection) {
-        Ok(base) => format!("{base}{}", test.path),
+    let url = match base_url(catalog, provider, &connection)
+        .and_then(|base| Ok(format!("{base}{}", fill_account(&test.path, &connection)?)))
+    {
+        Ok(url) => url,
         // The connection lacks what its API's host is made of: the test cannot be made,
         // and a retry will not change that.
         Err(reason) => return failed(vault, &connection, 502, "provider_error", &reason).await,
@@ -190,20 +192,33 @@ fn short(code: &str) -> String {
 }
 
 /// The provider API's base URL for this connection: the catalog's `base_url` with each
-/// `{name}` filled from the connection's kept values (Salesforce `{instance_url}`),
-/// checked as an endpoint a token may be sent to.
+/// `{name}` filled from the connection's kept values (Salesforce `{instance_url}`,
+/// Shopify `{shop}`) and `{account}` from its provider account (QuickBooks' realm),
+/// checked as an endpoint a token may be sent to. A connection without the account
+/// its `[api] headers` need (Xero's tenant) has no usable base either.
 pub(crate) fn base_url(
     catalog: &Catalog,
     provider: &str,
     connection: &Connection,
 ) -> Result<String, String> {
-    let template = catalog
+    let api = catalog
         .get(provider)
         .and_then(|p| p.api.as_ref())
-        .and_then(|api| api.base_url.as_deref())
         .ok_or_else(|| format!("provider {provider} has no [api] base_url"))?;
-    let mut url = template.to_owned();
-    for name in junction_catalog::placeholders(template) {
+    let template = api
+        .base_url
+        .as_deref()
+        .ok_or_else(|| format!("provider {provider} has no [api] base_url"))?;
+    if api
+        .headers
+        .values()
+        .any(|value| junction_catalog::placeholders(value).any(|name| name == ACCOUNT_PLACEHOLDER))
+    {
+        account_segment(connection)?;
+    }
+    let mut url = fill_account(template, connection)?;
+    for name in junction_catalog::placeholders(template).filter(|name| *name != ACCOUNT_PLACEHOLDER)
+    {
         let value = connection
             .params
             .get(name)
@@ -215,6 +230,37 @@ pub(crate) fn base_url(
         .check_filled(template, &url)
         .map_err(|err| format!("API base URL of {provider} {err}"))?;
     Ok(url)
+}
+
+/// `text` with `{account}` replaced by the connection's provider account.
+pub(crate) fn fill_account(text: &str, connection: &Connection) -> Result<String, String> {
+    let placeholder = format!("{{{ACCOUNT_PLACEHOLDER}}}");
+    if !text.contains(&placeholder) {
+        return Ok(text.to_owned());
+    }
+    Ok(text.replace(&placeholder, account_segment(connection)?))
+}
+
+/// The connection's provider account, when it can stand as one path segment: letters,
+/// digits, `-`, `_`, `.` (not `.` or `..`). The account came from the connect (a
+/// callback parameter checked and confirmed there, a provider's answer); checked again
+/// here because it chooses the path a token is sent to.
+fn account_segment(connection: &Connection) -> Result<&str, String> {
+    let account = connection
+        .account_id
+        .as_deref()
+        .filter(|account| !account.is_empty())
+        .ok_or("connection has no provider account for the API; reconnect it")?;
+    let plain = account != "."
+        && account != ".."
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if plain {
+        Ok(account)
+    } else {
+        Err("connection's provider account cannot stand in a URL path".to_owned())
+    }
 }
 
 #[cfg(test)]
