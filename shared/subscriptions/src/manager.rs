@@ -45,8 +45,9 @@ const MAX_RETRY_SECONDS: i64 = 6 * 3600;
 /// Graph's limit on `clientState` (subscription resource: "Maximum length is 128
 /// characters"); a longer secret would be refused by every create.
 const MAX_CLIENT_STATE: usize = 128;
-/// What one connect or disconnect may spend on the provider's subscription calls.
-const CALL_BUDGET: Duration = Duration::from_secs(8);
+/// What one connect or disconnect may spend waiting for the provider's rate limit,
+/// beyond the one call itself ([`call_budget`]).
+const RATE_WAIT_BUDGET: Duration = Duration::from_secs(3);
 
 /// Why the manager could not do its part: Junction's own stores, never the provider.
 #[derive(Debug, thiserror::Error)]
@@ -898,6 +899,14 @@ impl Failure {
     }
 }
 
+/// What one connect or disconnect may spend on the provider's subscription call: the
+/// outbound client's whole call timeout and a short wait for the rate limit. The
+/// client lets a request wait for its rate limit only as long as the deadline leaves
+/// beyond the call timeout, so a budget under the timeout refused every request.
+fn call_budget(call_timeout: Duration) -> Duration {
+    call_timeout + RATE_WAIT_BUDGET
+}
+
 /// `FIRST_RETRY_SECONDS`, doubled per failure in a row, at most `MAX_RETRY_SECONDS`.
 fn retry_delay(failures: u32) -> i64 {
     let doublings = failures.saturating_sub(1).min(16);
@@ -1021,7 +1030,8 @@ impl ConnectionSetup for SubscriptionManager {
         connection_id: &str,
         now: i64,
     ) -> Result<(), ConnectionSetupError> {
-        self.ensure(provider, connection_id, now, Instant::now() + CALL_BUDGET)
+        let budget = call_budget(self.ports.client.call_timeout());
+        self.ensure(provider, connection_id, now, Instant::now() + budget)
             .await
             .map(|_| ())
             .map_err(|err| ConnectionSetupError(Box::new(err)))
@@ -1031,7 +1041,8 @@ impl ConnectionSetup for SubscriptionManager {
 #[async_trait::async_trait]
 impl ConnectionTeardown for SubscriptionManager {
     async fn teardown(&self, connection: &Connection) -> Result<(), ConnectionTeardownError> {
-        self.delete(connection, Instant::now() + CALL_BUDGET)
+        let budget = call_budget(self.ports.client.call_timeout());
+        self.delete(connection, Instant::now() + budget)
             .await
             .map(|_| ())
             .map_err(|err| ConnectionTeardownError(Box::new(err)))
@@ -1153,6 +1164,13 @@ impl ConnectionSetup for ConnectionSetups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_or_disconnect_leaves_room_for_the_rate_limit_beyond_the_call() {
+        let timeout = junction_outbound::client::CALL_TIMEOUT;
+        assert!(call_budget(timeout) >= timeout + Duration::from_secs(1));
+        assert_eq!(call_budget(timeout) - timeout, RATE_WAIT_BUDGET);
+    }
 
     #[test]
     fn retries_back_off_to_six_hours() {
