@@ -117,6 +117,17 @@ pub const CONTRACT_READS: &[(&str, &[ContractRead])] = &[
             record: "/data/issues/nodes/0",
         }],
     ),
+    (
+        "microsoft",
+        &[ContractRead {
+            resource: "message",
+            method: "GET",
+            path: "/v1.0/me/mailFolders/inbox/messages/delta?$select=subject,from,toRecipients,ccRecipients,receivedDateTime,lastModifiedDateTime,conversationId,bodyPreview,isRead,isDraft,categories,parentFolderId,internetMessageId",
+            body: None,
+            first: None,
+            record: "/value/0",
+        }],
+    ),
 ];
 
 /// The contract reads of `provider` (empty for a provider Junction does not normalize).

@@ -183,7 +183,7 @@ async fn a_read_that_finds_no_record_is_a_failure() {
 #[test]
 fn the_recorded_fixtures_match_their_schemas() {
     let results = check_fixtures(catalog(), &repo_root(), None);
-    assert_eq!(results.len(), 6);
+    assert_eq!(results.len(), 7);
     for checked in &results {
         assert_eq!(checked.verdict, Verdict::Passed, "{checked:?}");
     }

@@ -40,6 +40,7 @@ pub const FIXTURES: &[(&str, &str, &str, &str)] = &[
     ),
     ("asana", "task", "asana/task.json", "/data"),
     ("linear", "issue", "linear/issue-node.json", ""),
+    ("microsoft", "message", "microsoft/message.json", ""),
 ];
 
 /// One recorded schema.
@@ -261,12 +262,20 @@ mod tests {
     }
 
     #[test]
-    fn six_providers_are_recorded() {
+    fn seven_providers_are_recorded() {
         let mut providers: Vec<_> = embedded().into_iter().map(|s| s.provider).collect();
         providers.dedup();
         assert_eq!(
             providers,
-            ["asana", "gmail", "hubspot", "linear", "salesforce", "slack"]
+            [
+                "asana",
+                "gmail",
+                "hubspot",
+                "linear",
+                "microsoft",
+                "salesforce",
+                "slack"
+            ]
         );
     }
 }

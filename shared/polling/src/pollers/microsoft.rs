@@ -55,7 +55,9 @@ use junction_outbound::{CallError, pagination::resolve_next};
 /// The Inbox's message delta, by the folder's well-known name.
 const INBOX_DELTA: &str = "/v1.0/me/mailFolders/inbox/messages/delta";
 /// The message properties the `microsoft.message` adapter reads, plus what identifies
-/// a version (`id` always comes).
+/// a version (`id` always comes). The catalog's contract read of `microsoft` `message`
+/// (`junction_catalog::CONTRACT_READS`) selects the same, so the contract check sees
+/// the shape this poller reads.
 const SELECT: &str = "subject,from,toRecipients,ccRecipients,receivedDateTime,lastModifiedDateTime,conversationId,bodyPreview,isRead,isDraft,categories,parentFolderId,internetMessageId";
 /// Messages per page: one call, well inside the worker's page budget at the catalog's
 /// 4 requests/s.
