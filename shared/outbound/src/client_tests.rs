@@ -364,3 +364,291 @@ async fn a_429_for_a_spent_quota_holds_until_the_reset_without_lowering_the_rate
     );
     assert_eq!(setup.api_calls(), 1);
 }
+
+/// Where the credential and the catalog's headers go (issue 29): a bare loopback
+/// server records each request as it arrives, whatever its authorization, because the
+/// fake provider answers only bearer tokens.
+mod placement {
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use junction_oauth::ConnectionStore;
+
+    /// One request as the server read it: the request line and the headers, lowercased
+    /// names.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        line: String,
+        headers: Vec<(String, String)>,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Answers every request with `status` and a small JSON body; what it read.
+    async fn recording_server(status: u16) -> (String, Arc<Mutex<Vec<Seen>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut read = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => read.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&read).into_owned();
+                let mut lines = text.split("\r\n");
+                let line = lines.next().unwrap_or_default().to_owned();
+                let headers = lines
+                    .filter_map(|l| l.split_once(": "))
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+                    .collect();
+                if let Ok(mut seen) = record.lock() {
+                    seen.push(Seen { line, headers });
+                }
+                let body = r#"{"ok":true}"#;
+                let answer = format!(
+                    "HTTP/1.1 {status} Answer\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (base, seen)
+    }
+
+    fn seen(record: &Mutex<Vec<Seen>>) -> Vec<Seen> {
+        record.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// A connected `fakeauth` whose `[api]` is `api` (with `{base}` the recording
+    /// server's address), its client, and its access token.
+    async fn connected(api: &str, base: &str) -> (Harness, OutboundClient, String, String) {
+        let harness = harness_with(AuthServerConfig::default(), &api.replace("{base}", base)).await;
+        let connection = harness.connect().await;
+        let token = harness
+            .vault
+            .access_token(&connection)
+            .await
+            .expect("token")
+            .value
+            .expose()
+            .to_owned();
+        let client = OutboundClient::new(
+            harness.vault.catalog(),
+            harness.vault.clone(),
+            Arc::new(InMemorySharedState::default()),
+            Arc::new(SystemClock),
+        )
+        .with_policy(RetryPolicy {
+            backoff: Backoff {
+                base: Duration::from_millis(5),
+                cap: Duration::from_millis(20),
+            },
+            max_attempts: 2,
+        })
+        .with_call_timeout(Duration::from_millis(500));
+        (harness, client, connection, token)
+    }
+
+    async fn get(
+        client: &OutboundClient,
+        connection: &str,
+        url: &str,
+    ) -> Result<ApiResponse, CallError> {
+        client
+            .send(
+                Call {
+                    provider: "fakeauth",
+                    connection,
+                    operation: "bot.get_me",
+                    deadline: Instant::now() + Duration::from_secs(30),
+                    accept: &[],
+                },
+                |http, token| http.get(url).bearer_auth(token.value.expose()),
+            )
+            .await
+    }
+
+    const TELEGRAM: &str = r#"
+[api]
+base_url = "{base}"
+credential = { style = "path_prefix", prefix = "/bot" }
+rate_limit = { requests_per_second = 100.0, burst = 20, scope = "provider" }
+"#;
+
+    /// Telegram's `https://api.telegram.org/bot<token>/METHOD_NAME`: the token is the
+    /// path's first segment after `bot`, and no Authorization header goes with it.
+    #[tokio::test]
+    async fn a_path_credential_goes_in_the_path_and_nowhere_else() {
+        let (base, record) = recording_server(200).await;
+        let (_harness, client, connection, token) = connected(TELEGRAM, &base).await;
+        let answer = get(&client, &connection, &format!("{base}/getMe?x=1"))
+            .await
+            .expect("answered");
+        assert_eq!(answer.status, 200);
+        let requests = seen(&record);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(
+            requests[0].line,
+            format!("GET /bot{token}/getMe?x=1 HTTP/1.1")
+        );
+        assert_eq!(
+            requests[0].header("authorization"),
+            None,
+            "no bearer header"
+        );
+    }
+
+    /// The URL now holds a secret: neither the client's log lines (at every level, the
+    /// HTTP stack's own included) nor its errors may show it, whether the provider
+    /// failed or could not be reached at all.
+    #[tokio::test]
+    async fn a_token_in_the_path_is_in_no_log_line_and_no_error() {
+        let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = buffer.clone();
+        let subscriber = junction_telemetry::json_subscriber(
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::level_filters::LevelFilter::TRACE),
+            move || LogWriter(writer.clone()),
+        );
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // Callsites another test thread reached first (with no subscriber) may have cached
+        // "never": ask again now that this thread has one.
+        tracing::callsite::rebuild_interest_cache();
+
+        let (base, _record) = recording_server(503).await;
+        let (_harness, client, connection, token) = connected(TELEGRAM, &base).await;
+        let failed = get(&client, &connection, &format!("{base}/getMe"))
+            .await
+            .expect_err("a 503 every time");
+        assert!(
+            matches!(&failed, CallError::Failed(f) if f.code == "http_503"),
+            "{failed:?}"
+        );
+
+        // Nothing listens there: a transport error, which carries URLs in reqwest.
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let dead = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let unreachable = get(&client, &connection, &format!("{dead}/getMe"))
+            .await
+            .expect_err("refused");
+
+        let logs = String::from_utf8_lossy(&buffer.lock().map(|b| b.clone()).unwrap_or_default())
+            .into_owned();
+        assert!(logs.contains("provider call"), "the client logged: {logs}");
+        for shown in [
+            logs.as_str(),
+            &failed.to_string(),
+            &format!("{failed:?}"),
+            &unreachable.to_string(),
+            &format!("{unreachable:?}"),
+        ] {
+            assert!(!shown.contains(&token), "the token leaked: {shown}");
+            assert!(!shown.contains("/bot"), "a URL leaked: {shown}");
+        }
+    }
+
+    struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut buffer) = self.0.lock() {
+                buffer.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Shopify's `X-Shopify-Access-Token`: the token alone in its own header.
+    #[tokio::test]
+    async fn a_header_credential_replaces_the_bearer_header() {
+        let (base, record) = recording_server(200).await;
+        let api = r#"
+[api]
+base_url = "{base}"
+credential = { style = "header", name = "X-Shopify-Access-Token" }
+rate_limit = { requests_per_second = 100.0, burst = 20, scope = "connection" }
+"#;
+        let (_harness, client, connection, token) = connected(api, &base).await;
+        get(&client, &connection, &format!("{base}/shop.json"))
+            .await
+            .expect("answered");
+        let requests = seen(&record);
+        assert_eq!(requests[0].line, "GET /shop.json HTTP/1.1");
+        assert_eq!(
+            requests[0].header("x-shopify-access-token"),
+            Some(token.as_str())
+        );
+        assert_eq!(requests[0].header("authorization"), None);
+    }
+
+    const XERO: &str = r#"
+[api]
+base_url = "{base}"
+headers = { "xero-tenant-id" = "{account}" }
+rate_limit = { requests_per_second = 100.0, burst = 20, scope = "connection" }
+"#;
+
+    /// Xero's `xero-tenant-id`: every call names the connection's tenant; a connection
+    /// without one sends nothing (the provider would answer for no organisation).
+    #[tokio::test]
+    async fn a_header_names_the_connection_s_account_or_the_call_is_not_sent() {
+        let (base, record) = recording_server(200).await;
+        let (harness, client, connection, token) = connected(XERO, &base).await;
+        let stored = harness
+            .connections
+            .get(&connection)
+            .await
+            .expect("store")
+            .expect("connection");
+        assert_eq!(stored.account_id, None, "the fake names no account");
+        let refused = get(&client, &connection, &format!("{base}/Organisation")).await;
+        assert!(
+            matches!(&refused, Err(CallError::Failed(f)) if f.class == FailureClass::Permanent && f.code.contains("no provider account")),
+            "{refused:?}"
+        );
+        assert!(seen(&record).is_empty(), "nothing sent");
+
+        let tenant = "fe79f7dd-b6d4-4a92-ba7b-538af6289c58";
+        let mut next = stored.clone();
+        next.account_id = Some(tenant.into());
+        assert!(
+            harness
+                .connections
+                .replace(&next, stored.version)
+                .await
+                .expect("store")
+        );
+        get(&client, &connection, &format!("{base}/Organisation"))
+            .await
+            .expect("answered");
+        let requests = seen(&record);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].header("xero-tenant-id"), Some(tenant));
+        assert_eq!(
+            requests[0].header("authorization"),
+            Some(format!("Bearer {token}").as_str()),
+            "the bearer token as before"
+        );
+    }
+}

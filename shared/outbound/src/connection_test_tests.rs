@@ -279,3 +279,128 @@ fn only_short_codes_are_shown() {
     assert_eq!(short("<html>oops</html>"), "provider_error");
     assert_eq!(short(&"x".repeat(65)), "provider_error");
 }
+
+/// The API base of a connection is filled from what the connection keeps: Shopify's
+/// `{shop}` (the connect's URL parameter) and QuickBooks' `{account}` (the realm the
+/// connect confirmed); the same for the test request's path.
+#[test]
+fn the_api_base_is_filled_from_the_connection_s_shop_and_account() {
+    let catalog = junction_catalog::Catalog::embedded().expect("catalog");
+    let mut shop = junction_oauth::sample_connection("conn_1", "acme", 1_000);
+    shop.provider = "shopify".into();
+    shop.params
+        .insert("shop".into(), "acme-store.myshopify.com".into());
+    assert_eq!(
+        base_url(catalog, "shopify", &shop).as_deref(),
+        Ok("https://acme-store.myshopify.com/admin/api/2026-07")
+    );
+    shop.params.clear();
+    assert!(
+        base_url(catalog, "shopify", &shop).is_err(),
+        "no shop, no base"
+    );
+
+    let mut books = junction_oauth::sample_connection("conn_2", "acme", 1_000);
+    books.provider = "intuit".into();
+    assert!(
+        base_url(catalog, "intuit", &books)
+            .is_err_and(|reason| reason.contains("no provider account")),
+        "no realm, no base"
+    );
+    books.account_id = Some("9130355377369466".into());
+    assert_eq!(
+        base_url(catalog, "intuit", &books).as_deref(),
+        Ok("https://quickbooks.api.intuit.com/v3/company/9130355377369466")
+    );
+    assert_eq!(
+        fill_account("/companyinfo/{account}", &books).as_deref(),
+        Ok("/companyinfo/9130355377369466")
+    );
+    for hostile in ["../1", "1/../../x", "1?x=", "..", "a b"] {
+        books.account_id = Some(hostile.into());
+        assert!(base_url(catalog, "intuit", &books).is_err(), "{hostile}");
+    }
+
+    let mut xero = junction_oauth::sample_connection("conn_3", "acme", 1_000);
+    xero.provider = "xero".into();
+    assert!(
+        base_url(catalog, "xero", &xero).is_err(),
+        "its header needs the tenant"
+    );
+    xero.account_id = Some("fe79f7dd-b6d4-4a92-ba7b-538af6289c58".into());
+    assert_eq!(
+        base_url(catalog, "xero", &xero).as_deref(),
+        Ok("https://api.xero.com/api.xro/2.0")
+    );
+    let mut bot = junction_oauth::sample_connection("conn_4", "acme", 1_000);
+    bot.provider = "telegram".into();
+    assert_eq!(
+        base_url(catalog, "telegram", &bot).as_deref(),
+        Ok("https://api.telegram.org"),
+        "the token is placed per call, never in the base"
+    );
+}
+
+/// The connection test of a provider whose test path names the account: the request
+/// reaches `/companyinfo/<realm>` under `/company/<realm>`.
+#[tokio::test]
+async fn a_test_request_path_names_the_account() {
+    let api = r#"
+[api]
+base_url = "{provider_api}/v3/company/{account}"
+rate_limit = { requests_per_second = 100.0, burst = 20, scope = "connection" }
+test_request = { method = "GET", path = "/companyinfo/{account}" }
+"#;
+    let harness = harness_with(AuthServerConfig::default(), api).await;
+    harness
+        .server
+        .serve_provider_api(|_| ScriptedResponse::json(&serde_json::json!({"CompanyInfo": {}})));
+    let id = harness.connect().await;
+    let client = OutboundClient::new(
+        harness.vault.catalog(),
+        harness.vault.clone(),
+        Arc::new(InMemorySharedState::default()),
+        Arc::new(SystemClock),
+    );
+    let stored = harness.stored(&id).await;
+    let tenant = stored.tenant.clone();
+    let reply = connection_test_route(
+        &client,
+        &harness.vault,
+        &tenant,
+        "POST",
+        &id,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(reply.status, 502, "no realm yet: {}", reply.body);
+    assert!(harness.server.provider_requests().is_empty());
+
+    use junction_oauth::ConnectionStore;
+    // The failed test recorded its error: the connection as it is now.
+    let stored = harness.stored(&id).await;
+    let mut next = stored.clone();
+    next.account_id = Some("4620816365".into());
+    assert!(
+        harness
+            .connections
+            .replace(&next, stored.version)
+            .await
+            .expect("store")
+    );
+    let reply = connection_test_route(
+        &client,
+        &harness.vault,
+        &tenant,
+        "POST",
+        &id,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let requests = harness.server.provider_requests();
+    assert_eq!(
+        requests.last().map(|r| r.path.as_str()),
+        Some("/v3/company/4620816365/companyinfo/4620816365")
+    );
+}
