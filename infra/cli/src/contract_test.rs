@@ -161,10 +161,13 @@ pub fn table(results: &[Checked]) -> String {
     }
     let mut text = String::new();
     for row in std::iter::once(&heading).chain(&rows) {
+        let mut line = String::new();
         for (width, cell) in widths.iter().zip(row) {
-            text.push_str(&format!("{cell:<width$}  "));
+            line.push_str(&format!("{cell:<width$}  "));
         }
-        text.push_str(&row[4]);
+        line.push_str(&row[4]);
+        // A row without details ends at its result, not in padding.
+        text.push_str(line.trim_end());
         text.push('\n');
     }
     text
@@ -218,6 +221,10 @@ mod tests {
         let text = table(&results);
         assert!(text.starts_with("PROVIDER"), "{text}");
         assert!(text.contains("hubspot   (fixtures)  deal"), "{text}");
+        assert!(
+            text.lines().all(|line| line == line.trim_end()),
+            "no trailing padding: {text:?}"
+        );
         assert!(
             contract_test(catalog, None, None, Some("stripe"))
                 .await
