@@ -4,6 +4,7 @@
 
 mod actions;
 mod common;
+mod contracts;
 mod local_stack;
 mod oauth;
 mod oidc;
