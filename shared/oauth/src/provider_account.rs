@@ -16,7 +16,10 @@
 //! the connect asks the provider with the fresh access token ([`AccountLookup`]): Gmail's
 //! profile names the mailbox; GitHub lists the App installations the user can access,
 //! among which the callback's `installation_id` (which the browser could change) counts
-//! only if listed.
+//! only if listed; Xero lists every tenant the user connected, among which the one
+//! connected last is this authorization's (`newest_by`). QuickBooks names the company in
+//! the callback's `realmId` (`from_callback`): a malformed one is refused before the
+//! exchange, and a well-formed one counts only if the company answers the fresh token.
 
 use std::time::Duration;
 
@@ -883,6 +886,183 @@ mod tests {
             assert_eq!(stored.account_id, None);
             assert!(stored.tokens.is_some(), "connected");
         }
+    }
+
+    /// Xero's entry: GET /connections answers a top-level array of every tenant the user
+    /// ever connected; the one connected last is this authorization's.
+    const XERO_TENANTS: &str = "\n[account_request]\nurl = \"{provider_api}/connections\"\nlist = \"\"\naccount = \"/tenantId\"\nnewest_by = \"/updatedDateUtc\"\n";
+
+    fn serve_tenants(h: &crate::testing::Harness, tenants: Vec<(&'static str, &'static str)>) {
+        h.server.serve_provider_api(move |request: &ApiRequest| {
+            assert_eq!(request.path, "/connections");
+            let items: Vec<_> = tenants
+                .iter()
+                .map(|(tenant, updated)| {
+                    json!({
+                        "id": format!("conn-{tenant}"),
+                        "authEventId": "d99ecdfe-391d-43d2-b834-17636ba90e8d",
+                        "tenantId": tenant,
+                        "tenantType": "ORGANISATION",
+                        "tenantName": format!("Org {tenant}"),
+                        "createdDateUtc": "2019-07-09T23:40:30.1833130",
+                        "updatedDateUtc": updated,
+                    })
+                })
+                .collect();
+            ScriptedResponse::json(&json!(items))
+        });
+    }
+
+    #[tokio::test]
+    async fn a_xero_connect_records_the_tenant_connected_last() {
+        let h = harness_with(AuthServerConfig::default(), XERO_TENANTS).await;
+        serve_tenants(
+            &h,
+            vec![
+                (
+                    "70784a63-d24b-46a9-a4db-0e70a274b056",
+                    "2020-05-15T01:35:13.8491980",
+                ),
+                (
+                    "fe79f7dd-b6d4-4a92-ba7b-538af6289c58",
+                    "2026-12-07T22:41:07.1000000",
+                ),
+                (
+                    "0c9b1f6a-8a34-4b52-9d2b-1c2f9f0a1234",
+                    "2026-10-01T09:00:00.0000000",
+                ),
+            ],
+        );
+        let id = h.connect().await;
+        assert_eq!(
+            h.stored(&id).await.provider_account(),
+            Some(ProviderAccount {
+                provider: "fakeauth".into(),
+                account: "fe79f7dd-b6d4-4a92-ba7b-538af6289c58".into(),
+            }),
+            "the newest updatedDateUtc"
+        );
+        let request = &h.server.provider_requests()[0];
+        assert!(
+            request
+                .header("authorization")
+                .is_some_and(|value| value.starts_with("Bearer ")),
+            "the fresh token"
+        );
+
+        // The user connects another organisation later: a reconnect of this connection
+        // keeps its own tenant while Xero still lists it.
+        serve_tenants(
+            &h,
+            vec![
+                (
+                    "fe79f7dd-b6d4-4a92-ba7b-538af6289c58",
+                    "2026-12-07T22:41:07.1000000",
+                ),
+                (
+                    "11111111-2222-4333-8444-555555555555",
+                    "2026-12-08T08:00:00.0000000",
+                ),
+            ],
+        );
+        let reconnect = h.authorize_as(Some(id.clone())).await;
+        h.flow
+            .callback("fakeauth", &reconnect, BASE)
+            .await
+            .expect("reconnected");
+        assert_eq!(
+            h.stored(&id).await.account_id.as_deref(),
+            Some("fe79f7dd-b6d4-4a92-ba7b-538af6289c58")
+        );
+        // A new connection now is the newly connected organisation.
+        let other = h.connect().await;
+        assert_eq!(
+            h.stored(&other).await.account_id.as_deref(),
+            Some("11111111-2222-4333-8444-555555555555")
+        );
+    }
+
+    /// QuickBooks' entry: the realm from the callback, confirmed by companyinfo.
+    const REALM: &str = "\n[account_request]\nurl = \"{provider_api}/v3/company/{account}/companyinfo/{account}\"\nfrom_callback = { parameter = \"realmId\", pattern = \"^[0-9]{1,32}$\" }\n";
+
+    /// The user's grant covers realm 4620816365 only, as Intuit's tokens cover the one
+    /// company picked on the consent screen.
+    fn serve_company(h: &crate::testing::Harness) {
+        h.server.serve_provider_api(|request: &ApiRequest| {
+            if request.path == "/v3/company/4620816365/companyinfo/4620816365" {
+                ScriptedResponse::json(&json!({"CompanyInfo": {"CompanyName": "Acme", "Id": "1"}}))
+            } else {
+                ScriptedResponse::with_status(
+                    403,
+                    &json!({"fault": {"error": [{"code": "3100", "message": "ApplicationAuthorizationFailed"}]}}),
+                )
+            }
+        });
+    }
+
+    fn with_realm(mut query: CallbackQuery, realm: &str) -> CallbackQuery {
+        query.pairs.push(("realmId".into(), realm.into()));
+        query
+    }
+
+    #[tokio::test]
+    async fn a_quickbooks_connect_records_the_confirmed_realm_of_its_callback() {
+        let h = harness_with(AuthServerConfig::default(), REALM).await;
+        serve_company(&h);
+        let stored = connected(&h, &with_realm(h.authorize().await, "4620816365")).await;
+        assert_eq!(
+            stored
+                .provider_account()
+                .map(|account| account.key())
+                .as_deref(),
+            Some("fakeauth#4620816365")
+        );
+        let request = &h.server.provider_requests()[0];
+        assert_eq!(
+            request.path,
+            "/v3/company/4620816365/companyinfo/4620816365"
+        );
+        assert_eq!(request.header("accept"), Some("application/json"));
+    }
+
+    /// The attack: the user edits realmId in the callback URL to another company's id
+    /// (the state still checks out: it is the user's own callback). The grant does not
+    /// cover that company, so it is never recorded and its webhooks never reach this
+    /// tenant.
+    #[tokio::test]
+    async fn an_edited_realm_the_grant_does_not_cover_is_not_recorded() {
+        let h = harness_with(AuthServerConfig::default(), REALM).await;
+        serve_company(&h);
+        let stored = connected(&h, &with_realm(h.authorize().await, "9130355377369466")).await;
+        assert_eq!(stored.account_id, None);
+        assert_eq!(stored.provider_account(), None, "not indexed");
+        assert!(stored.tokens.is_some(), "the user's own grant is kept");
+    }
+
+    /// A realmId that is not digits (or none at all) is refused before the code is
+    /// exchanged: it would become a path segment of every API call.
+    #[tokio::test]
+    async fn a_malformed_or_missing_realm_is_refused_before_the_exchange() {
+        let h = harness_with(AuthServerConfig::default(), REALM).await;
+        serve_company(&h);
+        for realm in [Some("../../v3/company/1"), Some("12a"), Some(""), None] {
+            let query = h.authorize().await;
+            let query = match realm {
+                Some(realm) => with_realm(query, realm),
+                None => query,
+            };
+            let err = h
+                .flow
+                .callback("fakeauth", &query, BASE)
+                .await
+                .expect_err("refused");
+            assert!(
+                matches!(&err, FlowError::BadRequest(message) if message.contains("realmId")),
+                "{realm:?}: {err}"
+            );
+        }
+        assert_eq!(h.server.counters().code_exchanges, 0, "nothing exchanged");
+        assert!(h.server.provider_requests().is_empty());
     }
 
     #[tokio::test]
