@@ -85,7 +85,8 @@ pub(crate) fn message(raw: &RawEvent<'_>) -> Result<Adapted, NormalizeError> {
     if message.removed.is_some() {
         let id = read::required_str(MESSAGE, "id", message.id)?;
         let event = ProviderEvent {
-            meta: meta(raw, MESSAGE, id, ChangeKind::Occurred, None, false),
+            // The event is the whole delta item, as every pass-through carries its event.
+            meta: meta(raw, MESSAGE, id, ChangeKind::Occurred, None, true),
             event_type: Some(REMOVED.to_owned()),
             api_version: None,
             raw: value,
