@@ -15,6 +15,7 @@ mod event_schemas;
 mod ingress_emulator;
 mod last_event_emulator;
 mod log_volume;
+mod microsoft_poll_emulator;
 mod oauth_emulator;
 mod oauth_never_decrypts;
 mod outbound_emulator;
