@@ -5,7 +5,8 @@
 //!    `[api] rate_limit`: a pace and budgets over windows, each counted per app or per
 //!    connection): the caller waits its turn, or is requeued when the wait does not fit
 //!    in the invocation (booking nothing);
-//! 3. the token vault: the connection's access token, refreshed once on a 401;
+//! 3. the token vault: the connection's access token, refreshed once on a 401, placed
+//!    as the catalog's `[api] credential` says, with its `[api] headers`;
 //! 4. a connect timeout (2 s) and a total timeout (10 s);
 //! 5. the response's rate-limit headers (a spent quota pauses every instance, a nearly
 //!    spent one is spread over the time to its reset) and the
