@@ -6,9 +6,11 @@
 //! in its recorded shape it checks the sandbox only and announces nothing; with the deal
 //! evolved (a field removed, one changed in type, one added) it announces
 //! `provider.contract_failed` and `provider.schema_changed` with the diff, naming the
-//! tenant and the connection, and writes the metric the template's alarm reads. The real
-//! `junction contract-test` binary then checks the same sandbox through the stack's
-//! management API proxy and prints the table, with and without `--provider`.
+//! tenant and the connection, and writes the metric the template's alarm reads (the same
+//! change found again is announced under the same ids); with a property added only, it
+//! announces the new shape and no failure. The real `junction contract-test` binary
+//! checks the same sandbox through the stack's management API proxy and prints the
+//! table, with and without `--provider` (a provider without a sandbox: the fixtures).
 
 use crate::common;
 use common::{
@@ -89,6 +91,14 @@ impl FakeHubSpot {
             "url".into(),
             json!("https://app.hubspot.com/contacts/62515/deal/512"),
         );
+    }
+
+    /// The recorded deal with one property added and nothing else changed: the adapters
+    /// still work, the recorded schema is behind.
+    fn add_property(&self) {
+        let mut deal = recorded_deal();
+        deal["properties"]["hs_forecast_amount"] = json!("1350.00");
+        *self.deal.lock().expect("deal") = deal;
     }
 }
 
@@ -610,9 +620,57 @@ async fn a_sandbox_connection_is_contract_checked_by_the_schedule_and_the_cli() 
     let run = contract_test(&stack, &server, &binary, &["--provider", "stripe"]).await;
     assert!(!run.success, "stripe has no contract reads");
     assert!(run.stderr.contains("no contract reads"), "{}", run.stderr);
+
+    // A property added, nothing removed or retyped: a changed schema, not a broken
+    // contract. Announced as a new shape (no contract failure, no alarm metric), and
+    // the CLI passes with the row marked changed.
+    hubspot.add_property();
+    let answer = fire(&stack, &schedule).await;
+    assert_eq!(
+        answer,
+        json!({"checked": 2, "failures": 0, "announced": 1}),
+        "an added field changes the schema only"
+    );
+    let events = announced(&observer, 1, Duration::from_secs(60)).await;
+    let [changed] = events.as_slice() else {
+        panic!("one provider.schema_changed, no contract failure: {events:?}")
+    };
+    assert_eq!(changed.event_type, SCHEMA_CHANGED);
+    assert_eq!(changed.tenant.as_deref(), Some("acme"));
+    assert_eq!(changed.connection.as_deref(), Some(sandbox.as_str()));
+    assert_eq!(
+        changed.data["added"],
+        json!([{"path": "$.properties.hs_forecast_amount", "type": "string"}])
+    );
+    assert_eq!(changed.data["removed"], json!([]));
+    assert_eq!(changed.data["changed"], json!([]));
+    assert!(
+        !ids(&again).contains(&changed.id),
+        "a new shape is a new event"
+    );
+    let lines = contract_lines(&stack);
+    let line = lines.last().expect("the fourth run's line");
+    assert_eq!(lines.len(), 4);
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["ContractFailures"], 0, "{line}");
+    assert_eq!(line["results"], json!(["test=ok", "deal=changed"]));
+    let run = contract_test(&stack, &server, &binary, &["--provider", "hubspot"]).await;
+    assert!(run.success, "a changed schema is not a broken contract");
+    assert_eq!(
+        run.rows(),
+        [
+            row(&sandbox, "test", "ok", ""),
+            row(
+                &sandbox,
+                "deal",
+                "changed",
+                "added $.properties.hs_forecast_amount (string)"
+            ),
+        ]
+    );
     assert_eq!(
         requests_to(&server, DEALS_PATH),
-        6,
+        8,
         "each run read the sandbox's deal once, the linear and stripe runs none"
     );
 
