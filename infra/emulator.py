@@ -13,11 +13,15 @@ Subcommands (all but `serve` print JSON on stdout):
 
 The emulator does not run API Gateway routes or EventBridge schedules; the local stack
 reads those from the translated template itself (see `routes`, `schedules` and
-`event_source_mappings` in the description).
+`event_source_mappings` in the description). Nor does it invoke Lambda functions that
+are targets of a bus rule (moto's PutEvents fails on a Lambda target): each such target
+is deployed as an SQS queue instead, which moto's rule matching fills with the
+EventBridge event, and the local stack invokes the function from it (`bus_rules`).
 """
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import os
@@ -179,6 +183,79 @@ def _schedules(cfn):
     return schedules
 
 
+def _bus_rule_targets(cfn):
+    """(rule logical id, rule resource, target index, target, function logical id) for
+    each target of a rule with an event pattern that is one of the template's functions."""
+    functions = _functions(cfn)
+    for logical_id, resource in cfn["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] != "AWS::Events::Rule" or "EventPattern" not in props:
+            continue
+        for index, target in enumerate(props.get("Targets", [])):
+            arn = json.dumps(target.get("Arn"))
+            function = next((f for f in functions if f'"{f}"' in arn or f"${{{f}.Arn}}" in arn), None)
+            if function:
+                yield logical_id, resource, index, target, function
+
+
+def _dispatch_queue_id(rule_id, index):
+    """The logical id of the queue that stands in for a rule's function target."""
+    return f"{rule_id}Target{index}LocalDispatch"
+
+
+def _dispatch_queue_name(stack_name, rule_id, index):
+    """`local-bus-rule-<hash>`: not named after the stack, so the CLI, which finds the
+    stack's queues by their `<stack>-` prefix, does not count it as one of them."""
+    digest = hashlib.sha256(f"{stack_name}/{rule_id}/{index}".encode("utf-8")).hexdigest()[:16]
+    return f"local-bus-rule-{digest}"
+
+
+def _with_dispatch_queues(resources, cfn, stack_name):
+    """`resources` with every function target of a bus rule replaced by an SQS queue
+    (created here, named after the stack) that moto delivers the matched events to."""
+    resources = dict(resources)
+    for rule_id, rule, index, target, _function in _bus_rule_targets(cfn):
+        if rule_id not in resources:
+            continue
+        queue_id = _dispatch_queue_id(rule_id, index)
+        resources[queue_id] = {"Type": "AWS::SQS::Queue",
+                               "Properties": {"QueueName": _dispatch_queue_name(stack_name, rule_id, index)}}
+        rule = json.loads(json.dumps(resources[rule_id]))
+        replaced = {k: v for k, v in target.items() if k not in ("Arn", "RetryPolicy", "DeadLetterConfig")}
+        replaced["Arn"] = {"Fn::GetAtt": [queue_id, "Arn"]}
+        rule["Properties"]["Targets"][index] = replaced
+        resources[rule_id] = rule
+    return resources
+
+
+def _bus_rules(cfn, queues):
+    """The function targets of rules with an event pattern, and the queue each is
+    delivered to (`None` where no dispatch queue exists: real AWS invokes it itself).
+    Retries are Lambda's for asynchronous invocations: the function's
+    EventInvokeConfig, else 2 retries within 6 hours."""
+    configs = {}
+    for resource in cfn["Resources"].values():
+        if resource["Type"] == "AWS::Lambda::EventInvokeConfig":
+            props = resource.get("Properties", {})
+            name = props.get("FunctionName")
+            function = name.get("Ref") if isinstance(name, dict) else name
+            configs[function] = props
+    rules = []
+    for rule_id, rule, index, target, function in _bus_rule_targets(cfn):
+        queue_id = _dispatch_queue_id(rule_id, index)
+        config = configs.get(function, {})
+        rules.append({
+            "name": rule_id,
+            "target": target.get("Id"),
+            "function": function,
+            "pattern": rule["Properties"]["EventPattern"],
+            "queue": queue_id if queue_id in queues else None,
+            "maximum_retry_attempts": int(config.get("MaximumRetryAttempts", 2)),
+            "maximum_event_age_seconds": int(config.get("MaximumEventAgeInSeconds", 21600)),
+        })
+    return rules
+
+
 def _event_source_mappings(cfn, parameters):
     """The SQS mappings, their numbers resolved: the translator leaves a property that
     names a stack parameter (`{"Ref": "IngestBatchSize"}`) as the reference."""
@@ -264,6 +341,7 @@ def describe(client, stack_name, cfn):
         "routes": _routes(cfn),
         "schedules": _schedules(cfn),
         "event_source_mappings": _event_source_mappings(cfn, parameters),
+        "bus_rules": _bus_rules(cfn, queues),
         "served_locally": sorted({r["Type"] for r in cfn["Resources"].values() if _served_locally(r)}),
     }
 
@@ -302,6 +380,7 @@ def deploy(endpoint, stack_name, parameters, template_path):
     # PUBLIC_BASE_URL).
     local_ids = {k for k, v in cfn["Resources"].items() if _served_locally(v)}
     created["Resources"] = _without_local_refs(created["Resources"], local_ids)
+    created["Resources"] = _with_dispatch_queues(created["Resources"], cfn, stack_name)
     # Outputs may refer to resources served locally (the API id): resolve those here.
     outputs = {}
     for key, output in cfn.get("Outputs", {}).items():

@@ -240,6 +240,9 @@ pub struct StackDescription {
     pub routes: Vec<Route>,
     pub schedules: Vec<Schedule>,
     pub event_source_mappings: Vec<EventSourceMapping>,
+    /// Function targets of the rules with an event pattern (SAM `EventBridgeRule`).
+    #[serde(default)]
+    pub bus_rules: Vec<BusRule>,
     /// Resource types the emulator does not create, served by the local stack instead.
     pub served_locally: Vec<String>,
     /// The stack's CloudWatch alarms by name (created through the CloudWatch API: the
@@ -354,6 +357,23 @@ pub struct EventSourceMapping {
     /// A mapping created disabled is not polled until enabled.
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+}
+
+/// A function target of an EventBridge rule with an event pattern.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BusRule {
+    /// The rule's logical id.
+    pub name: String,
+    /// The target's id.
+    pub target: Option<String>,
+    pub function: String,
+    pub pattern: serde_json::Value,
+    /// Logical id of the queue the emulator delivers the rule's events to in place of
+    /// the function; `None` against real AWS, where EventBridge invokes the function.
+    pub queue: Option<String>,
+    /// The function's `EventInvokeConfig`, else Lambda's defaults (2, 6 hours).
+    pub maximum_retry_attempts: u32,
+    pub maximum_event_age_seconds: u64,
 }
 
 /// Translates `template.yaml` and creates it as stack `stack_name` in the emulator at

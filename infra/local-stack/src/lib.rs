@@ -5,7 +5,8 @@
 //! [`stack::LocalStack`] then runs the real function binaries against a Runtime API
 //! emulator ([`runtime`]) and feeds them from the template's HTTP API routes
 //! ([`http_api`]), SQS event source mappings ([`sqs_poller`]) and schedules
-//! ([`schedule`]), all read from the stack description, never listed by hand.
+//! ([`schedule`]) and the rules on its event bus that target a function ([`bus_rules`]),
+//! all read from the stack description, never listed by hand.
 //! [`dev_secrets`] seeds development webhook secrets, and [`jwt_keys`] publishes the
 //! development keys of the JWT providers (Gmail push, Plaid) where the ingress fetches
 //! them. [`leaks`] keeps everything the functions write and scans it for secrets when a
@@ -13,6 +14,7 @@
 
 pub mod atomic_proxy;
 pub mod binaries;
+pub mod bus_rules;
 pub mod dev_secrets;
 pub mod emulator;
 pub mod http_api;

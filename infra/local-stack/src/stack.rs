@@ -2,8 +2,8 @@
 //! mappings and schedules, started together and stopped together.
 //!
 //! Everything the stack serves is read from the stack description that
-//! `infra/emulator.py` makes out of the template: routes, schedules and mappings are
-//! never listed here. [`LocalStack::stop`] stops every process it started; dropping a
+//! `infra/emulator.py` makes out of the template: routes, schedules, mappings and bus
+//! rules are never listed here. [`LocalStack::stop`] stops every process it started; dropping a
 //! `LocalStack` without stopping it (a failing test) still kills them, because every
 //! child is spawned with `kill_on_drop` inside a task that the drop aborts.
 
@@ -30,6 +30,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     binaries::{self, BuildError, Profile},
+    bus_rules::{BusDispatch, BusRuleSpec, RetryPolicy},
     dev_secrets::{self, SeedError, SeededSecret},
     emulator::{self, EmulatorError, Moto, StackDescription},
     http_api::{ApiResponse, IncomingRequest, RouteTable},
@@ -239,6 +240,7 @@ struct Served {
     functions: BTreeMap<String, FunctionRuntime>,
     schedules: BTreeMap<String, ScheduleTarget>,
     mappings: Vec<Mapping>,
+    bus_rules: Vec<BusDispatch>,
     api_port: u16,
     /// The local credentials IAM-authorized routes require, and their policies.
     iam: LocalIam,
@@ -564,6 +566,16 @@ impl LocalStack {
                     format!("http://127.0.0.1:{api_port}"),
                 );
             }
+            // Other URLs on the API's domain (`WEBHOOK_BASE_URL`, where a provider is
+            // told to deliver) point at this stack's API likewise.
+            if !public_base_url_given {
+                let api_url = format!("http://127.0.0.1:{api_port}");
+                for value in environment.values_mut() {
+                    if let Some(local) = on_local_api(value, &region, &api_url) {
+                        *value = local;
+                    }
+                }
+            }
             let spec = FunctionSpec {
                 logical_id: logical_id.clone(),
                 name: function.name.clone(),
@@ -620,6 +632,32 @@ impl LocalStack {
             mappings.push(running);
         }
 
+        let mut bus_rules = Vec::new();
+        // Without a queue the rule is real AWS's to dispatch (a deployed stack).
+        for rule in description.bus_rules.iter().filter(|r| r.queue.is_some()) {
+            let queue_id = rule.queue.clone().unwrap_or_default();
+            let function = functions.get(&rule.function).cloned().ok_or_else(|| {
+                LocalStackError::UnknownFunction {
+                    what: format!("the bus rule {}", rule.name),
+                    function: rule.function.clone(),
+                }
+            })?;
+            let queue = description
+                .queues
+                .get(&queue_id)
+                .ok_or(LocalStackError::UnknownQueue { queue: queue_id })?;
+            let spec = BusRuleSpec {
+                rule: rule.name.clone(),
+                queue_url: queue.url.clone(),
+                pattern: rule.pattern.clone(),
+                retry: RetryPolicy::local(rule.maximum_retry_attempts),
+            };
+            let (running, task) =
+                BusDispatch::start(spec, function, sqs.clone(), shutdown_rx.clone());
+            tasks.push(task);
+            bus_rules.push(running);
+        }
+
         let mut schedules = BTreeMap::new();
         for schedule in &description.schedules {
             let expression_text = schedule.expression.clone().unwrap_or_default();
@@ -671,6 +709,7 @@ impl LocalStack {
             functions,
             schedules,
             mappings,
+            bus_rules,
             api_port,
             iam: LocalIam::new(region.clone()),
         });
@@ -929,6 +968,12 @@ impl LocalStack {
         &self.served.mappings
     }
 
+    /// The rules on the stack's bus that invoke a function (empty against real AWS,
+    /// which dispatches them itself).
+    pub fn bus_rules(&self) -> &[BusDispatch] {
+        &self.served.bus_rules
+    }
+
     /// Fires schedule `name` now and returns the function's response payload.
     pub async fn fire_schedule(&self, name: &str) -> Result<Vec<u8>, LocalStackError> {
         let target = self
@@ -1017,6 +1062,14 @@ async fn set_mapping_enabled(
         })?;
     mapping.set_enabled(enabled).await;
     Ok(())
+}
+
+/// `value` on this stack's API when it is a URL on the HTTP API's domain as the
+/// emulator resolved it (the API is served locally, so its id became `local`).
+fn on_local_api(value: &str, region: &str, api_url: &str) -> Option<String> {
+    let domain = format!("https://local.execute-api.{region}.amazonaws.com");
+    let rest = value.strip_prefix(&domain)?;
+    (rest.is_empty() || rest.starts_with('/')).then(|| format!("{api_url}{rest}"))
 }
 
 fn as_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -1367,5 +1420,41 @@ fn secret_strings(value: &serde_json::Value, secret: bool, out: &mut Vec<String>
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_on_the_emulated_apis_domain_move_to_the_local_api() {
+        let api = "http://127.0.0.1:4000";
+        assert_eq!(
+            on_local_api(
+                "https://local.execute-api.us-east-1.amazonaws.com/webhooks/",
+                "us-east-1",
+                api
+            )
+            .as_deref(),
+            Some("http://127.0.0.1:4000/webhooks/")
+        );
+        assert_eq!(
+            on_local_api(
+                "https://local.execute-api.us-east-1.amazonaws.com",
+                "us-east-1",
+                api
+            )
+            .as_deref(),
+            Some(api)
+        );
+        for other in [
+            "https://hub.example.com/webhooks/",
+            "https://local.execute-api.us-east-1.amazonaws.com.evil.example/",
+            "https://local.execute-api.eu-west-1.amazonaws.com/webhooks/",
+            "junction",
+        ] {
+            assert_eq!(on_local_api(other, "us-east-1", api), None, "{other}");
+        }
     }
 }

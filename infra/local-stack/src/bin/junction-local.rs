@@ -346,7 +346,17 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
     }
     println!();
     println!("Queues");
-    for (id, queue) in &description.queues {
+    // The queues standing in for bus rules' function targets are listed with the rules.
+    let dispatch_queues: Vec<&str> = description
+        .bus_rules
+        .iter()
+        .filter_map(|rule| rule.queue.as_deref())
+        .collect();
+    for (id, queue) in description
+        .queues
+        .iter()
+        .filter(|(id, _)| !dispatch_queues.contains(&id.as_str()))
+    {
         let redrive = queue
             .attributes
             .get("RedrivePolicy")
@@ -397,6 +407,12 @@ fn print_banner(stack: &LocalStack, config: &LocalStackConfig) {
                 schedule.expression_text,
                 schedule.function.logical_id()
             );
+        }
+    }
+    if !stack.bus_rules().is_empty() {
+        println!("Rules on the event bus (events matching the pattern invoke the function)");
+        for rule in stack.bus_rules() {
+            println!("  {} {} → {}", rule.rule(), rule.pattern(), rule.function());
         }
     }
     let created: Vec<_> = stack

@@ -7,7 +7,8 @@
 //!   (past the function's timeout) and a body `exit` ends the process mid-invocation.
 //! - HTTP API events: answers 200 with the event it received as the JSON body, so the
 //!   test can check the event's shape.
-//! - Anything else (schedules): returns `{"event": <the event>, "env": {...}, "context":
+//! - EventBridge events whose `detail` has `"fail": true` fail the invocation.
+//! - Anything else (schedules, other EventBridge events): returns `{"event": <the event>, "env": {...}, "context":
 //!   {...}}` with the `PROBE_*` and `AWS_LAMBDA_*` variables and the invocation's context
 //!   as the runtime read it from the emulator's headers, so the tests see the payload,
 //!   the resolved environment and what the emulator sent.
@@ -57,6 +58,9 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
             "cookies": ["probe=1; Path=/"],
             "body": payload.to_string(),
         }));
+    }
+    if payload["detail"]["fail"] == Value::Bool(true) {
+        return Err("the event asked the probe to fail".into());
     }
     let env: serde_json::Map<String, Value> = std::env::vars()
         .filter(|(name, _)| name.starts_with("PROBE_") || name.starts_with("AWS_LAMBDA_"))

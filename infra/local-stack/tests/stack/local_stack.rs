@@ -696,3 +696,78 @@ async fn the_public_base_url_parameter_is_the_url_twilio_deliveries_are_verified
 
     stop_and_check_processes_are_gone(stack).await;
 }
+
+/// A rule on an event bus invokes its function target as EventBridge does: events its
+/// pattern matches arrive as EventBridge's envelope (moto matched them), one the
+/// pattern does not match never arrives, and a failing invocation is tried three times
+/// in all (Lambda's two retries of an asynchronous invocation) before it is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_rule_invokes_its_function_with_matching_events_and_retries_failures() {
+    use local_stack::bus_rules::Delivery;
+
+    let root = repo_root();
+    let mut config = LocalStackConfig::new(root.clone());
+    config.template = root.join("infra/local-stack/tests/fixtures/probe.yaml");
+    config.stack_name = unique("ls-bus");
+    config.prefix = None;
+    config.seed_secrets = false;
+    config.run_schedules = false;
+    let stack = common::start(config).await;
+    assert!(
+        stack.wait_ready(Duration::from_secs(60)).await,
+        "functions initialize"
+    );
+    let rules = stack.bus_rules();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        (rules[0].rule(), rules[0].function()),
+        ("ProbeFunctionBus", "ProbeFunction")
+    );
+    let dispatch = rules[0].clone();
+
+    let events = aws_sdk_eventbridge::Client::new(stack.sdk_config());
+    let bus = format!("{}-bus", stack.description().stack_name);
+    let entry = |source: &str, detail: Value| {
+        aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .event_bus_name(&bus)
+            .source(source)
+            .detail_type("probe.asked")
+            .detail(detail.to_string())
+            .build()
+    };
+    let put = events
+        .put_events()
+        .entries(entry("probe", serde_json::json!({"n": 1})))
+        .entries(entry("elsewhere", serde_json::json!({"n": 2})))
+        .entries(entry("probe", serde_json::json!({"fail": true})))
+        .send()
+        .await
+        .expect("events put");
+    assert_eq!(put.failed_entry_count, 0);
+
+    let deliveries = eventually(Duration::from_secs(30), || {
+        let dispatch = &dispatch;
+        async move {
+            let deliveries = dispatch.deliveries();
+            (deliveries.len() >= 2).then_some(deliveries)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("two deliveries: {:?}", dispatch.deliveries()));
+    assert_eq!(deliveries[0], Delivery::Succeeded { attempt: 1 });
+    assert!(
+        matches!(&deliveries[1], Delivery::Dropped { attempts: 3, error } if error.contains("asked the probe to fail")),
+        "{deliveries:?}"
+    );
+    // The non-matching event never came (nothing more within a while).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(dispatch.deliveries().len(), 2);
+
+    let probe = stack
+        .summary()
+        .into_iter()
+        .find(|s| s.function == "ProbeFunction")
+        .expect("probe summary");
+    assert_eq!((probe.invocations, probe.errors), (4, 3), "{probe:?}");
+    stop_and_check_processes_are_gone(stack).await;
+}
