@@ -11,3 +11,4 @@ mod oidc;
 mod pipeline;
 mod polling;
 mod runtime;
+mod subscriptions;
