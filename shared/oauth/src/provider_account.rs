@@ -1039,6 +1039,39 @@ mod tests {
         assert!(stored.tokens.is_some(), "the user's own grant is kept");
     }
 
+    /// A reconnect is the same company or nothing: another confirmed realm is another
+    /// account, refused (its grant revoked), the connection unchanged.
+    #[tokio::test]
+    async fn a_quickbooks_reconnect_to_another_company_is_refused() {
+        let h = harness_with(AuthServerConfig::default(), REALM).await;
+        h.server.serve_provider_api(|request: &ApiRequest| {
+            assert!(request.path.starts_with("/v3/company/"));
+            ScriptedResponse::json(&json!({"CompanyInfo": {"Id": "1"}}))
+        });
+        let first = connected(&h, &with_realm(h.authorize().await, "4620816365")).await;
+        let reconnect = with_realm(
+            h.authorize_as(Some(first.id.clone())).await,
+            "9130355377369466",
+        );
+        let err = h
+            .flow
+            .callback("fakeauth", &reconnect, BASE)
+            .await
+            .expect_err("another company");
+        assert!(matches!(err, FlowError::AccountMismatch { .. }), "{err}");
+        assert_eq!(h.stored(&first.id).await, first);
+
+        let same = with_realm(h.authorize_as(Some(first.id.clone())).await, "4620816365");
+        h.flow
+            .callback("fakeauth", &same, BASE)
+            .await
+            .expect("the same company");
+        assert_eq!(
+            h.stored(&first.id).await.account_id.as_deref(),
+            Some("4620816365")
+        );
+    }
+
     /// A realmId that is not digits (or none at all) is refused before the code is
     /// exchanged: it would become a path segment of every API call.
     #[tokio::test]
