@@ -4,7 +4,8 @@
 //! /v1.0/subscriptions`, `clientState` the stored webhook secret), Graph's lifecycle
 //! notifications travel as in AWS (ingress → ingest queue → consumer → Junction's bus →
 //! the subscription manager's rule on it) and are answered (reauthorize, recreate,
-//! reconcile), and the disconnect deletes the subscription.
+//! reconcile: the connection's sync jobs forced due), and the disconnect deletes the
+//! subscription.
 //!
 //! Microsoft's catalog entry is replaced by a copy of `microsoft.toml` whose OAuth
 //! endpoints and Graph API base are the loopback fake's: everything else (webhook
@@ -305,9 +306,32 @@ async fn a_graph_subscription_is_created_answers_its_lifecycle_and_is_deleted() 
     .expect("the record names the new subscription");
     assert_eq!(recreated["state"], "active");
 
-    // missed → reconcile: the connection's sync jobs are forced due. Microsoft has no
-    // `[polling]` (no sync job) here unless the catalog gained one: then the manager
-    // forces none, and says so in its log.
+    // missed → reconcile: the connection's sync jobs (microsoft.toml's `[polling]`,
+    // set up at connect) are forced due, for the next scheduler tick to poll.
+    let jobs = junction_polling::DynamoSyncJobStore::from_config(
+        stack.sdk_config(),
+        stack.description().resources["SyncJobsTable"].clone(),
+    );
+    let models: Vec<String> = microsoft
+        .polling
+        .as_ref()
+        .map(|p| p.models.iter().map(|m| m.name.clone()).collect())
+        .unwrap_or_default();
+    assert!(!models.is_empty(), "microsoft.toml declares a poller");
+    let job = |model: &str| {
+        let (jobs, key) = (&jobs, junction_polling::job_key(&connection, model));
+        async move {
+            junction_polling::SyncJobStore::get(jobs, &key)
+                .await
+                .expect("job read")
+                .unwrap_or_else(|| panic!("the connect set up job {key}"))
+        }
+    };
+    let mut before = Vec::new();
+    for model in &models {
+        before.push(job(model).await.version);
+    }
+    let notified = time::OffsetDateTime::now_utc().unix_timestamp();
     notify("sub-2", "missed").await;
     let delivered = common::eventually(LIFECYCLE_LIMIT, || {
         let dispatch = &dispatch;
@@ -324,24 +348,21 @@ async fn a_graph_subscription_is_created_answers_its_lifecycle_and_is_deleted() 
             .all(|d| matches!(d, Delivery::Succeeded { attempt: 1 })),
         "each handled at the first attempt: {delivered:?}"
     );
-    let manager_logs = stack.functions()["SubscriptionManagerFunction"].logs();
-    let missed = manager_logs
-        .iter()
-        .find(|line| line.contains(r#""lifecycle_event":"missed""#))
-        .unwrap_or_else(|| panic!("the missed notification handled: {manager_logs:#?}"));
-    let models = microsoft.polling.as_ref().map_or(0, |p| p.models.len());
-    assert!(
-        missed.contains(&format!("Reconciled({models})")),
-        "{models} sync job(s) forced: {missed}"
-    );
-    if models == 0 {
+    for (model, version) in models.iter().zip(before) {
+        let forced = job(model).await;
         assert!(
-            manager_logs
-                .iter()
-                .any(|line| line.contains(r#""outcome":"no_sync_job""#)),
-            "no sync job to force: {manager_logs:#?}"
+            forced.version > version && forced.due_at <= notified + 60,
+            "job {model} forced due: {forced:?}"
         );
     }
+    let manager_logs = stack.functions()["SubscriptionManagerFunction"].logs();
+    assert!(
+        manager_logs
+            .iter()
+            .any(|line| line.contains(r#""lifecycle_event":"missed""#)
+                && line.contains(&format!("Reconciled({})", models.len()))),
+        "the missed notification reconciled: {manager_logs:#?}"
+    );
     assert_eq!(graph_calls(&server).len(), 3, "missed sends Graph nothing");
     assert_eq!(
         record(&stack, &connection).await.expect("a record")["subscription_id"],
