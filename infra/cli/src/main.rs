@@ -121,16 +121,42 @@ struct ContractTestArgs {
     /// SigV4 with your AWS credentials.
     #[arg(long, env = "JUNCTION_LOCAL_IAM_KEY", hide_env_values = true)]
     local_iam_key: Option<String>,
+    /// The pinned versions and contract reads come from the catalog the stack runs
+    /// with, as the nightly check's do.
+    #[command(flatten)]
+    overlay: OverlayArgs,
 }
 
 /// `junction contract-test`: see [`contract_test`].
 async fn run_contract_test(
     aws: &aws_config::SdkConfig,
     stack: &str,
+    prefix: &str,
+    rules: EndpointRules,
     args: ContractTestArgs,
     out: &mut Output<std::io::Stdout>,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = junction_catalog::Catalog::embedded()?;
+    // The overlay defining a checked provider, as `send-webhook` finds it.
+    let built_in = junction_catalog::Catalog::embedded()?;
+    let checked: Vec<&str> = match &args.provider {
+        Some(provider) => vec![provider.as_str()],
+        None => built_in
+            .providers()
+            .map(|provider| provider.id.as_str())
+            .filter(|id| !junction_catalog::contract_reads(id).is_empty())
+            .collect(),
+    };
+    let stack_catalog = stack_catalog(
+        &aws_sdk_secretsmanager::Client::new(aws),
+        &args.overlay.source(prefix),
+        rules,
+        &checked,
+    )
+    .await?;
+    if let Some(overlay) = &stack_catalog.overlay {
+        eprintln!("contracts as the catalog overlay {overlay} pins them");
+    }
+    let catalog: &'static junction_catalog::Catalog = Box::leak(Box::new(stack_catalog.catalog));
     let (sandboxes, client) = match args.api_url {
         Some(api_url) => {
             let table = stack_table(
@@ -216,6 +242,13 @@ struct SendWebhookArgs {
     /// or `{"key": <private JWK>, "claims": {"aud": …, "email": …}}`).
     #[arg(long, env = "JUNCTION_SIGNING_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    #[command(flatten)]
+    overlay: OverlayArgs,
+}
+
+/// Which catalog overlay the stack runs with (see [`stack_catalog`]).
+#[derive(Debug, clap::Args)]
+struct OverlayArgs {
     /// The catalog overlay the stack runs with, as a file (what `infra/dev
     /// --catalog-overlay` was given, which reads the same variable). Default: the
     /// stack's overlay secret under `<prefix>/catalog/` that defines the provider.
@@ -230,6 +263,18 @@ struct SendWebhookArgs {
         conflicts_with = "catalog_overlay"
     )]
     catalog_overlay_secret: Option<String>,
+}
+
+impl OverlayArgs {
+    fn source(&self, prefix: &str) -> OverlaySource {
+        match (&self.catalog_overlay, &self.catalog_overlay_secret) {
+            (Some(path), _) => OverlaySource::File(path.clone()),
+            (None, Some(name)) => OverlaySource::Secret(name.clone()),
+            (None, None) => OverlaySource::Stack {
+                prefix: prefix.to_owned(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -338,7 +383,9 @@ async fn run(cli: Cli, out: &mut Output<std::io::Stdout>) -> anyhow::Result<Exit
         Command::Connect(args) => connect(&aws, args, out).await,
         Command::Status => status(&aws, &cli.stack, &cli.prefix, rules, out).await,
         Command::Events(args) => watch_events(&aws, &cli.stack, args, out).await,
-        Command::ContractTest(args) => run_contract_test(&aws, &cli.stack, args, out).await,
+        Command::ContractTest(args) => {
+            run_contract_test(&aws, &cli.stack, &cli.prefix, rules, args, out).await
+        }
         Command::Poll {
             connection,
             model,
@@ -642,14 +689,8 @@ async fn send_webhook(
     out: &mut Output<std::io::Stdout>,
 ) -> anyhow::Result<ExitCode> {
     let secrets = aws_sdk_secretsmanager::Client::new(aws);
-    let source = match (&args.catalog_overlay, &args.catalog_overlay_secret) {
-        (Some(path), _) => OverlaySource::File(path.clone()),
-        (None, Some(name)) => OverlaySource::Secret(name.clone()),
-        (None, None) => OverlaySource::Stack {
-            prefix: prefix.to_owned(),
-        },
-    };
-    let loaded = stack_catalog(&secrets, &source, rules, &args.provider).await;
+    let source = args.overlay.source(prefix);
+    let loaded = stack_catalog(&secrets, &source, rules, &[&args.provider]).await;
     let stack = match (loaded, &source) {
         (Ok(stack), _) => stack,
         // Without access to the stack's secrets (a deployed stack, `--secret` and

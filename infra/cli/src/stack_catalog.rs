@@ -188,13 +188,14 @@ fn built_in(rules: EndpointRules) -> Result<Catalog, StackCatalogError> {
         .with_endpoint_rules(rules))
 }
 
-/// The catalog `provider` is signed with: the built-in one with the overlay `source`
-/// names (see the module docs for the order), under `rules`.
+/// The catalog `providers` are used with: the built-in one with the overlay `source`
+/// names (see the module docs for the order), under `rules`. From the stack's own
+/// overlays, the one defining any of `providers` is taken; two such are ambiguous.
 pub async fn stack_catalog(
     client: &aws_sdk_secretsmanager::Client,
     source: &OverlaySource,
     rules: EndpointRules,
-    provider: &str,
+    providers: &[&str],
 ) -> Result<StackCatalog, StackCatalogError> {
     match source {
         OverlaySource::File(path) => {
@@ -209,7 +210,10 @@ pub async fn stack_catalog(
             let mut defining = Vec::new();
             for name in overlay_secret_names(client, prefix).await? {
                 let text = read_overlay_secret(client, &name).await?;
-                if overlay_ids(&text).iter().any(|id| id == provider) {
+                if overlay_ids(&text)
+                    .iter()
+                    .any(|id| providers.contains(&id.as_str()))
+                {
                     defining.push((name, text));
                 }
             }
@@ -217,7 +221,7 @@ pub async fn stack_catalog(
                 [] => StackCatalog::built_in(rules),
                 [(name, text)] => with_overlay(rules, name, text),
                 many => Err(StackCatalogError::Ambiguous {
-                    provider: provider.to_owned(),
+                    provider: providers.join(", "),
                     names: many.iter().map(|(name, _)| name.clone()).collect(),
                 }),
             }
