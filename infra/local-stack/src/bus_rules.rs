@@ -25,9 +25,6 @@ use crate::runtime::{FunctionRuntime, InvokeError};
 /// How long one receive call waits for messages (SQS long polling).
 const LONG_POLL_SECONDS: i32 = 2;
 
-/// Lambda's default for asynchronous invocations.
-pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
-
 /// How a failed asynchronous invocation is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
