@@ -26,6 +26,7 @@ mod endpoint;
 mod oauth;
 mod oauth1;
 mod pagination;
+mod pasted_credential;
 mod polling;
 mod subscription;
 
@@ -42,6 +43,7 @@ pub use oauth::{
 };
 pub use oauth1::{ApiAuth, OAuth1Revocation, OAuth1Spec, SignatureMethod};
 pub use pagination::{MAX_PAGE_SIZE, PaginationSpec};
+pub use pasted_credential::{MAX_PASTED_CREDENTIAL_BYTES, PastedCredentialSpec};
 pub use polling::{MIN_INTERVAL_SECONDS, POLLERS, PollModel, PollingSpec};
 pub use subscription::{
     ExpiryFormat, ExpirySource, LifecycleAction, LifecycleSpec, SUBSCRIPTION_PLACEHOLDERS,
@@ -267,6 +269,10 @@ pub struct Provider {
     /// How accounts are connected with OAuth 1.0a (instead of `[oauth]`).
     #[serde(default)]
     pub oauth1: Option<OAuth1Spec>,
+    /// How accounts are connected with a credential the user pastes (Telegram's bot
+    /// token), instead of any OAuth section.
+    #[serde(default)]
+    pub pasted_credential: Option<PastedCredentialSpec>,
     /// How the provider's API answers (error rules for the outbound client).
     #[serde(default)]
     pub api: Option<ApiSpec>,
@@ -1063,6 +1069,19 @@ impl Provider {
         }
         if let Some(api) = &self.api {
             api.check(endpoints)
+                .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        if let Some(pasted) = &self.pasted_credential {
+            // One way to connect: a form and an OAuth grant would make two kinds of
+            // connection of one provider, with different credentials in one vault slot.
+            if self.oauth.is_some() || self.oauth_discovery.is_some() || self.oauth1.is_some() {
+                return Err(invalid(
+                    "pasted_credential",
+                    "give [pasted_credential] or an OAuth section ([oauth], [oauth_discovery], [oauth1]), not both".to_owned(),
+                ));
+            }
+            pasted
+                .check(self.api.as_ref())
                 .map_err(|(field, message)| invalid(&field, message))?;
         }
         if let Some(request) = &self.account_request {
