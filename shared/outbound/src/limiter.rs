@@ -462,7 +462,9 @@ impl RateLimiter {
             bucket.tidy(limit, now);
             let at = bucket.earliest(limit, now, not_before);
             let expires_at = bucket.expires_at(limit, now);
-            if at > latest {
+            // The clock has moved on since `latest` was fixed: a slot free now is never
+            // too late (with no wait allowed, it was refused whenever a millisecond passed).
+            if at > latest.max(now) {
                 return Change {
                     result: Booking::Refused(at),
                     write: false,
@@ -763,6 +765,47 @@ mod tests {
             Arc::new(FixedClock::at_unix(1_700_000_000)),
             Arc::new(InMemorySharedState::default()),
         )
+    }
+
+    /// A clock one millisecond later at every reading, as a real one is between the
+    /// limiter's reads.
+    #[derive(Debug)]
+    struct TickingClock(std::sync::Mutex<time::OffsetDateTime>);
+
+    impl Clock for TickingClock {
+        fn now(&self) -> time::OffsetDateTime {
+            let mut now = self.0.lock().expect("clock");
+            *now += time::Duration::milliseconds(1);
+            *now
+        }
+    }
+
+    #[tokio::test]
+    async fn a_free_slot_is_granted_with_no_wait_allowed_though_the_clock_moved_on() {
+        let clock = Arc::new(TickingClock(std::sync::Mutex::new(
+            time::OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
+        )));
+        let limiter = RateLimiter::new(Arc::new(InMemorySharedState::default()), clock);
+        let limit = Limit::rate(2.0, 2);
+        for _ in 0..2 {
+            assert!(matches!(
+                limiter
+                    .acquire_within(&[("p", &limit)], Duration::ZERO)
+                    .await
+                    .expect("acquired"),
+                Acquired::Wait(_)
+            ));
+        }
+        assert!(
+            matches!(
+                limiter
+                    .acquire_within(&[("p", &limit)], Duration::ZERO)
+                    .await
+                    .expect("answered"),
+                Acquired::Refused { .. }
+            ),
+            "the burst spent, the next slot is 500 ms away"
+        );
     }
 
     fn close(actual: f64, expected: f64) -> bool {
