@@ -1,5 +1,6 @@
 //! oauth: `GET /oauth/{provider}/start?session=…` and `GET /oauth/{provider}/callback`
-//! behind API Gateway (HTTP API, payload format 2.0), without IAM by design (the user's
+//! (and, for a provider connected with a pasted credential, the form's
+//! `POST /oauth/{provider}/callback`) behind API Gateway (HTTP API, payload format 2.0), without IAM by design (the user's
 //! browser calls them): `start` needs a connect session the product's backend minted
 //! through the IAM-authorized management API. The logic is `junction_oauth`; this binary
 //! wires it to Lambda.
@@ -10,7 +11,7 @@ use junction_aws::config::{load_aws_config, load_catalog, process_env};
 use junction_oauth::settings::{ConnectFlowSettings, OAuthSettings};
 use junction_oauth::{
     ConnectFlow, DynamoConnectSessionStore, DynamoConnectionStore, DynamoStateStore, FlowSettings,
-    aws_vault, web,
+    aws_vault, pasted, web,
 };
 use junction_polling::{DynamoSyncJobStore, SyncJobSetup};
 use junction_subscriptions::{
@@ -46,8 +47,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     )
     // The sync jobs record their connection's tenant (read from the connection the
     // flow has just stored), so `connection.stale` names it. The push subscription is
-    // scheduled, not created: this function never opens a token, so the refresher's
-    // next run (within 5 minutes) creates it.
+    // scheduled, not created: this function never opens a token, so the
+    // subscription-manager function creates it on `connection.subscription_pending`
+    // (the refresher's run a minute later, if that event is lost).
     .with_setup(Arc::new(ConnectionSetups(vec![
         Arc::new(
             SyncJobSetup::new(
@@ -73,6 +75,10 @@ async fn main() -> Result<(), lambda_http::Error> {
                 connections: Arc::new(DynamoConnectionStore::from_config(
                     &aws,
                     settings.connections_table.clone(),
+                )),
+                bus: Arc::new(junction_aws::events::EventBridgeBus::from_config(
+                    &aws,
+                    settings.event_bus.clone(),
                 )),
                 settings: subscription_settings,
             }
@@ -111,15 +117,31 @@ async fn main() -> Result<(), lambda_http::Error> {
             .filter_map(|v| v.to_str().ok())
             .collect::<Vec<_>>()
             .join("; ");
-        let reply = web::oauth_route(
-            flow,
-            &provider,
-            &step,
-            query,
-            Some(cookies.as_str()).filter(|c| !c.is_empty()),
-            &base_url,
-        )
-        .await;
+        let cookies = Some(cookies.as_str()).filter(|c| !c.is_empty());
+        let method = request.method().as_str();
+        let reply = if flow.connects_with_pasted_credential(&provider) {
+            // The form (`GET …/start`) and its submission (`POST …/callback`, the body
+            // capped there); the body is read for nothing else.
+            pasted::pasted_route(
+                flow,
+                &provider,
+                &step,
+                method,
+                query,
+                cookies,
+                request.body().as_ref(),
+                &base_url,
+            )
+            .await
+        } else if method == "GET" {
+            web::oauth_route(flow, &provider, &step, query, cookies, &base_url).await
+        } else {
+            web::HttpReply {
+                status: 405,
+                headers: vec![("allow".into(), "GET".into())],
+                body: String::new(),
+            }
+        };
         Ok::<Response<Body>, std::convert::Infallible>(reply.into_http().map(Body::from))
     }))
     .await

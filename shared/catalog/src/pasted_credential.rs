@@ -103,6 +103,14 @@ impl PastedCredentialSpec {
                 ));
             }
         }
+        // The connect form reads the test request's HTTP status only: a provider that
+        // refuses with a 2xx and an error body (Slack's `ok: false`) would pass a bad value.
+        if !api.error_rules.is_empty() {
+            return Err((
+                "api.error_rules".to_owned(),
+                "the pasted-credential check reads the test request's status only; error_rules are not applied to it".to_owned(),
+            ));
+        }
         if api.test_request.is_none() {
             return Err((
                 "api.test_request".to_owned(),

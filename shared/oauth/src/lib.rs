@@ -5,7 +5,8 @@
 //!
 //! Provider differences are data in the catalog's `[oauth]` sections
 //! ([`junction_catalog::OAuthSpec`]); this module holds the one implementation of each
-//! step. Storage is behind ports ([`ConnectionStore`], [`StateStore`],
+//! step. A provider with `[pasted_credential]` (Telegram's bot token) is connected
+//! through a form on the same connect sessions and pending states ([`pasted`]). Storage is behind ports ([`ConnectionStore`], [`StateStore`],
 //! [`ConnectSessionStore`]) with DynamoDB and in-memory adapters; provider calls go
 //! through [`ProviderClient`] (HTTP, a timeout on every call). A connect starts only
 //! from a connect session the product's backend minted ([`session`]).
@@ -15,6 +16,7 @@ pub mod discovery;
 mod flow;
 pub mod log;
 pub mod oauth1;
+pub mod pasted;
 mod provider;
 mod provider_account;
 pub mod session;

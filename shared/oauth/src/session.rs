@@ -257,7 +257,12 @@ impl ConnectSessions {
             .vault
             .catalog
             .get(provider)
-            .filter(|p| p.oauth.is_some() || p.oauth_discovery.is_some() || p.oauth1.is_some())
+            .filter(|p| {
+                p.oauth.is_some()
+                    || p.oauth_discovery.is_some()
+                    || p.oauth1.is_some()
+                    || p.pasted_credential.is_some()
+            })
             .ok_or_else(|| FlowError::UnknownProvider(provider.to_owned()))?;
         // Only a catalog `[oauth]` section has URL parameters: a discovered provider's
         // metadata is for `start` to fetch, not for the management API.

@@ -603,6 +603,10 @@ impl TokenVault {
                 connection.last_error.unwrap_or_default(),
             ));
         }
+        // A pasted credential has no expiry and nothing to refresh (`crate::pasted`).
+        if self.is_pasted(&connection.provider) {
+            return self.hand_out(&connection).await;
+        }
         let spec = self.spec(&connection.provider).await?;
         if !self.due(&connection, &spec).await? {
             return self.hand_out(&connection).await;
@@ -1120,7 +1124,9 @@ impl TokenVault {
         }
         // Forced, nothing of the provider's entry is needed: a connection whose provider
         // lost its OAuth section (an overlay, a release) can still be deleted.
-        if !force && connection.tokens.is_some() && oauth1.is_none() {
+        // A pasted credential has no revocation: only Junction's copy is deleted.
+        let pasted = self.is_pasted(&connection.provider);
+        if !force && connection.tokens.is_some() && oauth1.is_none() && !pasted {
             let spec = self.spec(&connection.provider).await?;
             let tokens = self.tokens(&connection).await?;
             let credentials = self
@@ -1195,6 +1201,11 @@ impl TokenVault {
             .is_some_and(|provider| provider.oauth1.is_some())
         {
             return self.send_oauth1(connection, build).await;
+        }
+        // A pasted credential cannot be refreshed: a 401 is the caller's to classify.
+        if self.is_pasted(&connection.provider) {
+            let token = self.access_token_of(connection).await?;
+            return build(&token).send().await.map_err(unreachable);
         }
         let token = self.access_token_of(connection).await?;
         let response = build(&token).send().await.map_err(unreachable)?;

@@ -98,7 +98,7 @@ impl HttpReply {
 
 /// The page for a refused or failed OAuth step, and its log line: the page says what a
 /// user can act on, the log line has the cause (SDK and transport text included).
-fn flow_error_page(provider: &str, step: &str, err: &FlowError) -> HttpReply {
+pub(crate) fn flow_error_page(provider: &str, step: &str, err: &FlowError) -> HttpReply {
     let title = match err.status() {
         404 => "Unknown provider",
         400 | 401 => "This connection link cannot be used",
