@@ -403,6 +403,7 @@ impl ConnectFlow {
                     });
                 }
                 let mut next = sealed(&self.vault, &existing, &tokens, now).await?;
+                next.last_verified_at = Some(now);
                 if changed {
                     next.account_id = account.clone();
                 }
@@ -451,7 +452,7 @@ impl ConnectFlow {
                     version: 0,
                 };
                 let mut connection = sealed(&self.vault, &base, &tokens, now).await?;
-                // The test request just proved it.
+                // The test request has just proved it.
                 connection.last_verified_at = Some(now);
                 self.vault
                     .connections
