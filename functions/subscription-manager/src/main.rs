@@ -1,10 +1,15 @@
-//! subscription-manager: the target of an EventBridge rule on Junction's own bus that
-//! matches the events the consumer publishes for a provider's lifecycle notifications
-//! (Microsoft Graph: `provider_event.occurred` from `junction/microsoft`, a delivery
-//! without a `changeType`; items without a `lifecycleEvent` are skipped). The delivery was verified by the ingress (each item's
-//! `clientState`) before it reached the bus. Each notification is handled as the
-//! catalog's `[subscription.lifecycle]` says: reauthorize, recreate, or force a
-//! reconciliation poll (`SubscriptionManager::handle_lifecycle`).
+//! subscription-manager: the target of two EventBridge rules on Junction's own bus.
+//!
+//! - `connection.subscription_pending`, published by the connect flow's setup (the
+//!   oauth function, which never opens tokens): the connection's subscription is
+//!   created now (`SubscriptionManager::ensure`), not at the next renewal run.
+//! - The events the consumer publishes for a provider's lifecycle notifications
+//!   (Microsoft Graph: `provider_event.occurred` from `junction/microsoft` with no event
+//!   type, a delivery without a `changeType`; items without a `lifecycleEvent` are
+//!   skipped). The delivery was verified by the ingress (each item's `clientState`)
+//!   before it reached the bus. Each notification is handled as the catalog's
+//!   `[subscription.lifecycle]` says: reauthorize, recreate, or force a reconciliation
+//!   poll (`SubscriptionManager::handle_lifecycle`).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,7 +17,7 @@ use junction_aws::config::{load_aws_config, load_catalog, process_env};
 use junction_aws::events::CloudEvent;
 use junction_oauth::aws_vault;
 use junction_oauth::settings::OAuthSettings;
-use junction_subscriptions::{SubscriptionSettings, aws_manager};
+use junction_subscriptions::{SUBSCRIPTION_PENDING, SubscriptionSettings, aws_manager};
 use junction_telemetry as telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
 
@@ -55,6 +60,28 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .strip_prefix("junction/")
             .unwrap_or_default()
             .to_owned();
+        if cloud_event.event_type == SUBSCRIPTION_PENDING {
+            let connection = cloud_event.subject.unwrap_or_default();
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+            // A store failure fails the invocation (EventBridge retries it); a provider
+            // failure is recorded on the subscription for the renewal run to retry.
+            let outcome = manager
+                .ensure(&provider, &connection, now, deadline)
+                .await
+                .inspect_err(|err| {
+                    tracing::error!(
+                        provider = %provider,
+                        connection = %connection,
+                        error = %telemetry::error_chain(err),
+                        outcome = "subscription_create_failed",
+                        "pending subscription"
+                    );
+                })?;
+            tracing::info!(provider = %provider, connection = %connection, result = ?outcome, outcome = "subscription_ensured", "pending subscription");
+            return Ok(serde_json::json!({ "ensured": format!("{outcome:?}") }));
+        }
         // The provider's body as received (`data.raw` of a provider event). An event
         // that travelled by claim check carries no data: lifecycle bodies are small.
         let Some(raw) = cloud_event.data.get("raw") else {

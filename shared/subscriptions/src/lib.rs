@@ -14,8 +14,9 @@ pub mod settings;
 pub mod store;
 
 pub use manager::{
-    ConnectionSetups, DeleteError, Outcome, RenewalReport, SubscriptionError, SubscriptionManager,
-    SubscriptionPorts, SubscriptionScheduler,
+    ConnectionSetups, DeleteError, Outcome, PENDING_HEAD_START_SECONDS, RenewalReport,
+    SUBSCRIPTION_PENDING, SubscriptionError, SubscriptionManager, SubscriptionPorts,
+    SubscriptionScheduler,
 };
 pub use settings::SubscriptionSettings;
 pub use store::dynamo::{DynamoSubscriptionStore, RENEWAL_INDEX, SUBSCRIPTION_INDEX};

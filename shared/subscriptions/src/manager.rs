@@ -1050,17 +1050,26 @@ impl ConnectionTeardown for SubscriptionManager {
 }
 
 /// The connect flow's setup in a function that never opens tokens (the oauth one):
-/// records the connection's subscription as pending, due now, for the next renewal
-/// run to create; the run is every 5 minutes. Push a stack turned off (no topic) gets
-/// no record; an existing live subscription (a reconnect) is kept.
+/// records the connection's subscription as pending and publishes
+/// `connection.subscription_pending`, which a rule on the bus hands to the
+/// subscription-manager function (it may open tokens) to create the subscription
+/// within seconds. The record is also due [`PENDING_HEAD_START_SECONDS`] later, so the
+/// renewal run (every 5 minutes) creates it if that event is lost. Push a stack turned
+/// off (no topic) gets no record; an existing live subscription (a reconnect) is kept.
 #[derive(Debug, Clone)]
 pub struct SubscriptionScheduler {
     pub catalog: &'static Catalog,
     pub store: Arc<dyn SubscriptionStore>,
     /// Where the connection's tenant is read (no token is opened).
     pub connections: Arc<dyn junction_oauth::ConnectionStore>,
+    pub bus: Arc<dyn EventBus>,
     pub settings: SubscriptionSettings,
 }
+
+/// How long the event path has before the renewal run may create a pending
+/// subscription too: both creating it at once would leave the provider an orphan
+/// subscription until it expires.
+pub const PENDING_HEAD_START_SECONDS: i64 = 60;
 
 impl SubscriptionScheduler {
     /// Schedules the create; what it did.
@@ -1110,21 +1119,61 @@ impl SubscriptionScheduler {
             reconciled_expiry: None,
             version: 0,
         });
-        record.renew_at = Some(now);
+        record.renew_at = Some(now + PENDING_HEAD_START_SECONDS);
         if record.expires_at.is_none() {
             record.state = SubscriptionState::Pending;
         }
         record.version = expected.map_or(1, |v| v + 1);
         self.store.put(&record, expected).await?;
+        // A lost event costs minutes, not the subscription: the renewal run creates it.
+        let announced = self
+            .bus
+            .publish(&[subscription_pending_event(&record, now)])
+            .await;
+        if let Err(err) = &announced {
+            tracing::warn!(
+                provider,
+                connection = connection_id,
+                error = %error_chain(err),
+                outcome = "subscription_pending_not_published",
+                "connection.subscription_pending not published: the renewal run creates it"
+            );
+        }
         tracing::info!(
             provider,
             connection = connection_id,
             outcome = "subscription_scheduled",
-            "subscription to be created by the next renewal run"
+            "subscription to be created by the subscription manager"
         );
         Ok(Outcome::Skipped("scheduled"))
     }
 }
+
+/// `connection.subscription_pending`: the connection's subscription is to be created.
+/// Its id is stable per connection and record version, so a redelivery is one create.
+pub(crate) fn subscription_pending_event(record: &Subscription, now: i64) -> CloudEvent {
+    let data = json!({
+        "connection_id": record.connection,
+        "tenant": record.tenant,
+        "provider": record.provider,
+    });
+    CloudEvent::new(
+        &record.provider,
+        &format!("{}:subscription:{}", record.connection, record.version),
+        "subscription_pending",
+        SUBSCRIPTION_PENDING.to_owned(),
+        Some(record.connection.clone()),
+        OffsetDateTime::from_unix_timestamp(now)
+            .map(rfc3339_millis)
+            .unwrap_or_default(),
+        data,
+    )
+    .stamped(&record.tenant, &record.connection)
+}
+
+/// The type of [`subscription_pending_event`], which the subscription-manager
+/// function's rule matches.
+pub const SUBSCRIPTION_PENDING: &str = "connection.subscription_pending";
 
 #[async_trait::async_trait]
 impl ConnectionSetup for SubscriptionScheduler {

@@ -847,14 +847,16 @@ fn lifecycle_notifications_pass_the_graph_verification_and_forgeries_do_not() {
 }
 
 /// The oauth function never opens a token: its setup records the subscription as
-/// pending, and the next renewal run (the refresher, which may) creates it.
+/// pending and announces it; the subscription-manager function (which may) creates it
+/// on that event, and the renewal run a minute later if the event is lost.
 #[tokio::test]
-async fn a_connect_without_token_access_schedules_the_create_for_the_next_run() {
+async fn a_connect_without_token_access_announces_the_create_and_the_run_is_the_safety_net() {
     let s = setup(subscription_section(GRAPH), false).await;
     let scheduler = SubscriptionScheduler {
         catalog: s.h.vault.catalog(),
         store: s.store.clone(),
         connections: s.h.connections.clone(),
+        bus: s.h.bus.clone(),
         settings: s.manager.ports().settings,
     };
     let flow =
@@ -873,12 +875,81 @@ async fn a_connect_without_token_access_schedules_the_create_for_the_next_run() 
     assert!(s.requests().is_empty(), "nothing sent at connect");
     let record = s.record(&connection).await;
     assert_eq!(record.state, SubscriptionState::Pending);
-    assert_eq!(record.renew_at, Some(s.now()), "due at once");
+    assert_eq!(
+        record.renew_at,
+        Some(s.now() + crate::PENDING_HEAD_START_SECONDS),
+        "the renewal run waits for the event path"
+    );
     assert_eq!(record.tenant, "tenant-1");
+    let pending: Vec<_> =
+        s.h.bus
+            .events()
+            .into_iter()
+            .filter(|e| e.event_type == crate::SUBSCRIPTION_PENDING)
+            .collect();
+    let [event] = pending.as_slice() else {
+        panic!("one connection.subscription_pending: {pending:?}");
+    };
+    assert_eq!(event.source, "junction/fakeauth");
+    assert_eq!(event.subject.as_deref(), Some(connection.as_str()));
+    assert_eq!(event.data["tenant"], "tenant-1");
+    assert_eq!(event.data["connection_id"], connection.as_str());
 
+    // What the subscription-manager function does with it.
+    let outcome = s
+        .manager
+        .ensure(
+            "fakeauth",
+            &connection,
+            s.now(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .expect("ensure");
+    assert_eq!(outcome, Outcome::Created);
+    let record = s.record(&connection).await;
+    assert_eq!(record.state, SubscriptionState::Active);
+    assert!(record.subscription_id.is_some());
+    assert_eq!(
+        s.sweep().await.created,
+        0,
+        "the run has nothing left to create"
+    );
+}
+
+/// The event lost (the bus down at connect): the connect still succeeds and the
+/// renewal run creates the subscription once its head start has passed.
+#[tokio::test]
+async fn a_lost_pending_event_leaves_the_create_to_the_renewal_run() {
+    let s = setup(subscription_section(GRAPH), false).await;
+    let scheduler = SubscriptionScheduler {
+        catalog: s.h.vault.catalog(),
+        store: s.store.clone(),
+        connections: s.h.connections.clone(),
+        bus: {
+            let bus = Arc::new(junction_aws::events::InMemoryEventBus::default());
+            bus.set_failing(true);
+            bus
+        },
+        settings: s.manager.ports().settings,
+    };
+    let flow =
+        s.h.flow
+            .clone()
+            .with_setup(Arc::new(ConnectionSetups(vec![Arc::new(scheduler)])));
+    let query = s.h.authorize().await;
+    let connection = match flow
+        .callback("fakeauth", &query, BASE)
+        .await
+        .expect("the connect does not depend on the bus")
+    {
+        junction_oauth::CallbackOutcome::Connected { connection_id, .. } => connection_id,
+        other => panic!("not connected: {other:?}"),
+    };
+    assert_eq!(s.sweep().await.created, 0, "not due during the head start");
+    s.advance(crate::PENDING_HEAD_START_SECONDS);
     let report = s.sweep().await;
     assert_eq!(report.created, 1, "{report:?}");
     let record = s.record(&connection).await;
     assert_eq!(record.state, SubscriptionState::Active);
-    assert!(record.subscription_id.is_some());
 }

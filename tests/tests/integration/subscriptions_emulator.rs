@@ -183,10 +183,28 @@ fn graph_lifecycle_events_reach_the_subscription_manager_by_a_rule_on_the_bus() 
     let pattern = &rule["Properties"]["Pattern"];
     assert_eq!(strings(&pattern["source"]), ["junction/microsoft"]);
     // Only lifecycle bodies lack a changeType, so only they are published as
-    // provider_event.occurred (a_graph_lifecycle_delivery_is_published_with_its_body_as_raw).
+    // provider_event.occurred with no event type
+    // (a_graph_lifecycle_delivery_is_published_with_its_body_as_raw); the messages
+    // poller's removals are occurred too, but typed message.removed.
     assert_eq!(
         strings(&pattern["detail"]["type"]),
         ["provider_event.occurred"]
+    );
+    assert_eq!(
+        pattern["detail"]["data"]["event_type"],
+        serde_json::json!([null])
+    );
+
+    // A connect's announced create (connection.subscription_pending) from any provider.
+    let pending = &function["Properties"]["Events"]["PendingSubscriptions"];
+    assert_eq!(pending["Type"], "EventBridgeRule");
+    assert_eq!(
+        pending["Properties"]["Pattern"]["source"],
+        serde_json::json!([{"prefix": "junction/"}])
+    );
+    assert_eq!(
+        strings(&pending["Properties"]["Pattern"]["detail"]["type"]),
+        [junction_subscriptions::SUBSCRIPTION_PENDING]
     );
     let catalog = junction_catalog::Catalog::embedded().expect("catalog");
     let lifecycle = catalog
@@ -290,7 +308,27 @@ pub async fn published() -> Vec<junction_aws::events::CloudEvent> {
         .collect();
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[1].data["expired"], true);
-    events
+
+    // A connect's setup in the oauth function: the create announced.
+    let scheduler = junction_subscriptions::SubscriptionScheduler {
+        catalog: h.vault.catalog(),
+        store: store.clone(),
+        connections: h.connections.clone(),
+        bus: h.bus.clone(),
+        settings: SubscriptionSettings::default(),
+    };
+    scheduler
+        .schedule("fakeauth", &connection, now)
+        .await
+        .expect("scheduled");
+    let pending: Vec<_> = h
+        .bus
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == junction_subscriptions::SUBSCRIPTION_PENDING)
+        .collect();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    events.into_iter().chain(pending).collect()
 }
 
 /// What the rule matches is what the consumer publishes for a Graph lifecycle delivery:
@@ -330,6 +368,11 @@ fn a_graph_lifecycle_delivery_is_published_with_its_body_as_raw() {
     assert_eq!(item.meta().change.as_str(), "occurred");
     let data = serde_json::to_value(item).expect("data");
     assert_eq!(data["raw"]["value"][0]["lifecycleEvent"], "missed");
+    assert_eq!(
+        data["event_type"],
+        serde_json::Value::Null,
+        "the rule's data.event_type"
+    );
 
     // A change notification names its changeType (the ingress reads it as the event
     // type): created, updated or deleted, never occurred, so the rule leaves it alone.

@@ -1,7 +1,8 @@
 //! Microsoft Graph's managed subscription end to end through the local stack (issue 28,
-//! point 1): a user connects Microsoft through the real connect flow, the token
-//! refresher's schedule creates the subscription at a fake Graph (`POST
-//! /v1.0/subscriptions`, `clientState` the stored webhook secret), Graph's lifecycle
+//! point 1): a user connects Microsoft through the real connect flow, the connect's
+//! `connection.subscription_pending` reaches the subscription manager by its rule on the
+//! bus, which creates the subscription at a fake Graph (`POST /v1.0/subscriptions`,
+//! `clientState` the stored webhook secret) with no renewal run, Graph's lifecycle
 //! notifications travel as in AWS (ingress → ingest queue → consumer → Junction's bus →
 //! the subscription manager's rule on it) and are answered (reauthorize, recreate,
 //! reconcile: the connection's sync jobs forced due), and the disconnect deletes the
@@ -153,19 +154,35 @@ async fn a_graph_subscription_is_created_answers_its_lifecycle_and_is_deleted() 
     let api = stack.api_url().to_owned();
 
     // The template's rule on the bus is dispatched to the subscription manager.
-    let rules: Vec<(&str, &str)> = stack
+    let mut rules: Vec<(&str, &str)> = stack
         .bus_rules()
         .iter()
         .map(|r| (r.rule(), r.function()))
         .collect();
+    rules.sort_unstable();
     assert_eq!(
         rules,
-        [(
-            "SubscriptionManagerFunctionGraphLifecycleNotifications",
-            "SubscriptionManagerFunction"
-        )]
+        [
+            (
+                "SubscriptionManagerFunctionGraphLifecycleNotifications",
+                "SubscriptionManagerFunction"
+            ),
+            (
+                "SubscriptionManagerFunctionPendingSubscriptions",
+                "SubscriptionManagerFunction"
+            )
+        ]
     );
-    let dispatch = stack.bus_rules()[0].clone();
+    let rule = |name: &str| {
+        stack
+            .bus_rules()
+            .iter()
+            .find(|r| r.rule() == name)
+            .cloned()
+            .expect("the rule is dispatched")
+    };
+    let dispatch = rule("SubscriptionManagerFunctionGraphLifecycleNotifications");
+    let pending_dispatch = rule("SubscriptionManagerFunctionPendingSubscriptions");
 
     server.set_redirect_uris(vec![format!("{api}/oauth/microsoft/callback")]);
     let secrets = aws_sdk_secretsmanager::Client::new(stack.sdk_config());
@@ -180,6 +197,7 @@ async fn a_graph_subscription_is_created_answers_its_lifecycle_and_is_deleted() 
         .expect("client credentials stored");
 
     // GIVEN a connection made through the connect flow
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
     let http = browser();
     let start_url = connect_url(&stack, &session_for("microsoft", "acme", RETURN_TO)).await;
     let start = http.get(&start_url).send().await.expect("start");
@@ -200,21 +218,40 @@ async fn a_graph_subscription_is_created_answers_its_lifecycle_and_is_deleted() 
         .find(|(k, _)| k == "connection_id")
         .map(|(_, v)| v.into_owned())
         .expect("connection id");
-    // The connect only scheduled the create: the OAuth function opens no token.
-    assert!(graph_calls(&server).is_empty(), "no Graph call at connect");
-    assert_eq!(
-        record(&stack, &connection).await.expect("a record")["state"],
-        "pending"
+    // THEN the connect's announced create (the OAuth function opens no token) reaches
+    // the subscription manager by its rule, which creates it: no renewal run needed
+    graph_receives(&server, 0, "POST /v1.0/subscriptions").await;
+    let announced = common::eventually(LIFECYCLE_LIMIT, || {
+        let pending_dispatch = &pending_dispatch;
+        async move {
+            let deliveries = pending_dispatch.deliveries();
+            (!deliveries.is_empty()).then_some(deliveries)
+        }
+    })
+    .await
+    .expect("connection.subscription_pending reached the subscription manager");
+    assert!(
+        matches!(announced.as_slice(), [Delivery::Succeeded { attempt: 1 }]),
+        "{announced:?}"
     );
-
-    // WHEN the token refresher's schedule runs
-    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let active = common::eventually(LIFECYCLE_LIMIT, || {
+        let (stack, connection) = (&stack, &connection);
+        async move {
+            record(stack, connection)
+                .await
+                .filter(|r| r["state"] == "active")
+        }
+    })
+    .await
+    .expect("the record active");
+    assert_eq!(active["subscription_id"], "sub-1");
+    // The renewal run, the safety net, finds nothing left to create.
     let ran: Value =
         serde_json::from_slice(&stack.fire_schedule(REFRESHER).await.expect("refresher ran"))
             .expect("the refresher's report");
-    assert_eq!(ran["subscriptions"]["created"], 1, "{ran}");
+    assert_eq!(ran["subscriptions"]["created"], 0, "{ran}");
 
-    // THEN Graph got the create, with the stored webhook secret as clientState
+    // AND Graph got the create, with the stored webhook secret as clientState
     assert_eq!(graph_calls(&server), ["POST /v1.0/subscriptions"]);
     let create = server.provider_requests()[0].clone();
     assert!(
