@@ -5,6 +5,7 @@
 mod actions;
 mod common;
 mod contracts;
+mod credentials;
 mod local_stack;
 mod oauth;
 mod oidc;
