@@ -394,13 +394,16 @@ impl ConnectFlow {
                 }
                 // The reconnect rule of OAuth: a connection that recorded an account
                 // (the bot) needs it back, unless the session allowed a change. There is
-                // no grant to end: the pasted value was only checked.
+                // no grant to end (the value was only checked), and the user may have
+                // pasted another bot's token by mistake: the form comes back.
                 let changed = !same_account(existing.account_id.as_deref(), account.as_deref());
                 if changed && !pending.allow_account_change {
                     tracing::warn!(provider, tenant = %pending.tenant, connection = %existing.id, outcome = "reconnect_account_mismatch", "reconnect refused: another provider account; connection unchanged");
-                    return Err(FlowError::AccountMismatch {
-                        provider: provider.to_owned(),
-                    });
+                    let message = format!(
+                        "This {} is for another account than the one this connection uses: nothing was changed. Paste the same account's, or connect the other one as a new connection.",
+                        spec.label.to_lowercase()
+                    );
+                    return self.retry(&pending, message, 403).await;
                 }
                 let mut next = sealed(&self.vault, &existing, &tokens, now).await?;
                 next.last_verified_at = Some(now);

@@ -463,6 +463,11 @@ async fn a_reconnect_must_paste_the_same_bot_s_token() {
         .await;
     let reply = bot.post(&state, UNKNOWN, Some(&cookie)).await;
     assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.body.contains("another account") && reply.body.contains("nothing was changed"),
+        "{}",
+        reply.body
+    );
     let after = bot.h.stored(&id).await;
     assert_eq!(after.token_generation, before.token_generation, "unchanged");
 
