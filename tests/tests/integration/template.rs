@@ -133,6 +133,8 @@ fn template_creates_a_complete_stack_with_the_redrive_policy() {
     for (method, path) in [
         ("GET", "/oauth/{provider}/start"),
         ("GET", "/oauth/{provider}/callback"),
+        // The pasted-credential form's submission (`junction_oauth::pasted`).
+        ("POST", "/oauth/{provider}/callback"),
         ("POST", "/v1/tenants/{tenant}/connect-sessions"),
         ("GET", "/v1/tenants/{tenant}/connections"),
         ("GET", "/v1/tenants/{tenant}/connections/{id}"),
