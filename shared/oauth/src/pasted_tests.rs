@@ -47,6 +47,7 @@ async fn bot_api(State(api): State<BotApi>, uri: axum::http::Uri) -> (StatusCode
 struct Bot {
     h: crate::testing::Harness,
     api: BotApi,
+    api_base: String,
 }
 
 impl Bot {
@@ -164,6 +165,7 @@ test_request = {{ method = "GET", path = "/getMe" }}
     Bot {
         h: harness_over(server, catalog, &[]),
         api,
+        api_base: base,
     }
 }
 
@@ -485,4 +487,48 @@ async fn a_reconnect_must_paste_the_same_bot_s_token() {
     let opened = bot.h.vault.tokens(&after).await.expect("opens");
     assert_eq!(opened.access_token.expose(), renewed);
     assert_eq!(bot.stored().await.len(), 1);
+}
+
+/// A token revoked where it was issued (@BotFather's /revoke): the provider's 401 on an
+/// API call marks the connection for a reconnect and announces it, as a refused refresh
+/// token does; the answer still reaches the caller, and later calls are refused here.
+#[tokio::test]
+async fn a_revoked_token_s_401_marks_the_connection_for_a_reconnect() {
+    let bot = bot().await;
+    let (state, cookie) = bot.start().await;
+    assert_eq!(bot.post(&state, GOOD, Some(&cookie)).await.status, 303);
+    let connection = bot.stored().await.remove(0);
+    let url = format!("{}/getMe", bot.api_base);
+    let http = reqwest::Client::new();
+    let send = || {
+        bot.h.vault.send_authorized(&connection.id, |token| {
+            http.get(format!("{url}?length={}", token.value.expose().len()))
+        })
+    };
+    // Accepted: nothing changes.
+    *bot.api.failing.lock().expect("lock") = Some(200);
+    assert_eq!(send().await.expect("sent").status(), 200);
+    assert_eq!(bot.stored().await[0].state, crate::ConnectionState::Active);
+
+    *bot.api.failing.lock().expect("lock") = Some(401);
+    let refused = send().await.expect("the answer reaches the caller");
+    assert_eq!(refused.status(), 401);
+    let stored = bot.stored().await.remove(0);
+    assert_eq!(stored.state, crate::ConnectionState::NeedsReauth);
+    assert_eq!(
+        stored.last_error.as_deref(),
+        Some("needs_reauth: credential_rejected")
+    );
+    let announced: Vec<_> = bot
+        .h
+        .bus
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == "connection.needs_reauth")
+        .collect();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert_eq!(announced[0].data["reason"], "credential_rejected");
+    let calls = bot.seen().len();
+    assert!(send().await.is_err(), "no call with a refused credential");
+    assert_eq!(bot.seen().len(), calls);
 }

@@ -1202,10 +1202,31 @@ impl TokenVault {
         {
             return self.send_oauth1(connection, build).await;
         }
-        // A pasted credential cannot be refreshed: a 401 is the caller's to classify.
+        // A pasted credential cannot be refreshed: a 401 means the provider no longer
+        // takes it (revoked where it was issued), so only the user can mend it: the
+        // connection needs a reconnect, announced like a refused refresh token. The
+        // answer still goes to the caller.
         if self.is_pasted(&connection.provider) {
             let token = self.access_token_of(connection).await?;
-            return build(&token).send().await.map_err(unreachable);
+            let response = build(&token).send().await.map_err(unreachable)?;
+            if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+                let marked = match self.load(id).await {
+                    Ok(current) if current.state == ConnectionState::Active => {
+                        self.mark_needs_reauth(current, "credential_rejected").await
+                    }
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = marked {
+                    tracing::warn!(
+                        connection = %id,
+                        error = %junction_telemetry::error_chain(&err),
+                        outcome = "needs_reauth_not_recorded",
+                        "a refused pasted credential could not be marked"
+                    );
+                }
+            }
+            return Ok(response);
         }
         let token = self.access_token_of(connection).await?;
         let response = build(&token).send().await.map_err(unreachable)?;
