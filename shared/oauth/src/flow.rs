@@ -202,6 +202,65 @@ pub(super) fn unavailable<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// A new connection for `pending`'s tenant, active, its tokens not yet sealed: every
+/// connect flow (OAuth 2.0, OAuth 1.0a, a pasted credential) starts one so.
+pub(super) fn new_connection(
+    pending: &PendingAuthorization,
+    provider: &str,
+    scopes: Vec<String>,
+    account_id: Option<String>,
+    now: i64,
+) -> Connection {
+    Connection {
+        id: new_connection_id(),
+        tenant: pending.tenant.clone(),
+        provider: provider.to_owned(),
+        state: ConnectionState::Active,
+        scopes,
+        account_id,
+        end_user: pending.end_user.clone(),
+        params: pending.params.clone(),
+        tokens: None,
+        token_generation: 0,
+        token_issued_at: None,
+        stated_lifetime: None,
+        refreshable: false,
+        refresh_at: None,
+        lease: None,
+        created_at: now,
+        updated_at: now,
+        last_successful_sync: None,
+        last_error: None,
+        last_error_at: None,
+        last_verified_at: None,
+        last_event_at: None,
+        sandbox: pending.sandbox,
+        version: 0,
+    }
+}
+
+/// Writes a reconnect's `next` over the connection read at `version`; another writer
+/// in between is a failure the user retries by connecting again.
+pub(super) async fn replace_reconnected(
+    vault: &TokenVault,
+    next: &Connection,
+    version: u64,
+) -> Result<(), FlowError> {
+    if vault
+        .connections
+        .replace(next, version)
+        .await
+        .map_err(unavailable("storing the connection"))?
+    {
+        Ok(())
+    } else {
+        Err(FlowError::Unavailable {
+            step: "storing the connection",
+            source: "another writer changed the connection meanwhile".into(),
+        })
+    }
+}
+
 pub(super) fn valid_tenant(tenant: &str) -> bool {
     (1..=128).contains(&tenant.len())
         && tenant
@@ -694,47 +753,11 @@ impl ConnectFlow {
                 if pending.end_user.is_some() {
                     next.end_user = pending.end_user.clone();
                 }
-                if !self
-                    .vault
-                    .connections
-                    .replace(&next, existing.version)
-                    .await
-                    .map_err(unavailable("storing the connection"))?
-                {
-                    return Err(FlowError::Unavailable {
-                        step: "storing the connection",
-                        source: "another writer changed the connection meanwhile".into(),
-                    });
-                }
+                replace_reconnected(&self.vault, &next, existing.version).await?;
                 next.id
             }
             None => {
-                let base = Connection {
-                    id: new_connection_id(),
-                    tenant: pending.tenant.clone(),
-                    provider: provider.to_owned(),
-                    state: ConnectionState::Active,
-                    scopes: pending.scopes.clone(),
-                    account_id: None,
-                    end_user: pending.end_user.clone(),
-                    params: pending.params.clone(),
-                    tokens: None,
-                    token_generation: 0,
-                    token_issued_at: None,
-                    stated_lifetime: None,
-                    refreshable: false,
-                    refresh_at: None,
-                    lease: None,
-                    created_at: now,
-                    updated_at: now,
-                    last_successful_sync: None,
-                    last_error: None,
-                    last_error_at: None,
-                    last_verified_at: None,
-                    last_event_at: None,
-                    sandbox: pending.sandbox,
-                    version: 0,
-                };
+                let base = new_connection(&pending, provider, pending.scopes.clone(), None, now);
                 let connection = self
                     .vault
                     .with_tokens(&base, &spec, &response, None)

@@ -45,7 +45,7 @@ use crate::vault::TokenSet;
 use crate::web::HttpReply;
 use crate::{
     CallbackQuery, ConnectFlow, Connection, ConnectionState, FlowError, PendingAuthorization,
-    StartRequest, TokenVault, new_connection_id, random_token, state_key,
+    StartRequest, TokenVault, random_token, state_key,
 };
 use junction_aws::crypto::{EncryptionContext, SecretString, seal};
 use junction_catalog::{ApiSpec, Credential, EndpointRules, PastedCredentialSpec};
@@ -413,47 +413,17 @@ impl ConnectFlow {
                 if pending.end_user.is_some() {
                     next.end_user = pending.end_user.clone();
                 }
-                if !self
-                    .vault
-                    .connections
-                    .replace(&next, existing.version)
-                    .await
-                    .map_err(unavailable("storing the connection"))?
-                {
-                    return Err(FlowError::Unavailable {
-                        step: "storing the connection",
-                        source: "another writer changed the connection meanwhile".into(),
-                    });
-                }
+                crate::flow::replace_reconnected(&self.vault, &next, existing.version).await?;
                 next.id
             }
             None => {
-                let base = Connection {
-                    id: new_connection_id(),
-                    tenant: pending.tenant.clone(),
-                    provider: provider.to_owned(),
-                    state: ConnectionState::Active,
-                    scopes: Vec::new(),
-                    account_id: account.clone(),
-                    end_user: pending.end_user.clone(),
-                    params: pending.params.clone(),
-                    tokens: None,
-                    token_generation: 0,
-                    token_issued_at: None,
-                    stated_lifetime: None,
-                    refreshable: false,
-                    refresh_at: None,
-                    lease: None,
-                    created_at: now,
-                    updated_at: now,
-                    last_successful_sync: None,
-                    last_error: None,
-                    last_error_at: None,
-                    last_verified_at: None,
-                    last_event_at: None,
-                    sandbox: pending.sandbox,
-                    version: 0,
-                };
+                let base = crate::flow::new_connection(
+                    &pending,
+                    provider,
+                    Vec::new(),
+                    account.clone(),
+                    now,
+                );
                 let mut connection = sealed(&self.vault, &base, &tokens, now).await?;
                 // The test request has just proved it.
                 connection.last_verified_at = Some(now);
