@@ -14,10 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
-};
 use fake_provider::{ApiRequest, AuthServerConfig, FakeAuthServer, ScriptedResponse};
 use serde_json::{Value, json};
 
@@ -35,7 +31,6 @@ use junction_pipeline::accounts::{AccountConnection, InMemoryAccountIndex};
 use junction_pipeline::consumer::{Consumer, InboundMessage, Ports};
 use junction_pipeline::idempotency::{Idempotency, IdempotencyPolicy, InMemoryIdempotencyStore};
 use junction_pipeline::records::InMemoryRecordStore;
-use junction_polling::jobs::DUE_INDEX;
 use junction_polling::{
     DynamoSyncJobStore, PollRunner, PollScheduler, PollWorker, RunOutcome, SyncJobSetup,
     SyncJobStore, job_key,
@@ -129,49 +124,7 @@ fn serve(request: &ApiRequest, graph: &Mutex<Graph>) -> ScriptedResponse {
     }
 }
 
-fn attribute(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(kind)
-        .build()
-        .expect("attribute")
-}
-
-fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .expect("key")
-}
-
-/// The `sync-jobs` table, shaped like the template's `SyncJobsTable`.
-async fn sync_jobs_table(aws: &aws_config::SdkConfig) {
-    aws_sdk_dynamodb::Client::new(aws)
-        .create_table()
-        .table_name("sync-jobs")
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("pk", ScalarAttributeType::S))
-        .attribute_definitions(attribute("due", ScalarAttributeType::S))
-        .attribute_definitions(attribute("due_at", ScalarAttributeType::N))
-        .key_schema(key("pk", KeyType::Hash))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(DUE_INDEX)
-                .key_schema(key("due", KeyType::Hash))
-                .key_schema(key("due_at", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .expect("index"),
-        )
-        .send()
-        .await
-        .expect("table");
-}
+use crate::polling_emulator::sync_jobs_table;
 
 async fn queue(aws: &aws_config::SdkConfig, name: &str) -> String {
     aws_sdk_sqs::Client::new(aws)

@@ -36,7 +36,7 @@ fn key(name: &str, kind: KeyType) -> KeySchemaElement {
 }
 
 /// The `sync-jobs` table, shaped like the template's.
-async fn sync_jobs_table(aws: &aws_config::SdkConfig) {
+pub(crate) async fn sync_jobs_table(aws: &aws_config::SdkConfig) {
     aws_sdk_dynamodb::Client::new(aws)
         .create_table()
         .table_name("sync-jobs")
