@@ -239,6 +239,58 @@ pub(super) fn new_connection(
     }
 }
 
+/// `base` with `tokens` sealed under its own context (the vault's envelope and context,
+/// as for OAuth 2.0 tokens): active, a new token generation, no expiry, nothing to
+/// refresh. OAuth 1.0a's token credentials and a pasted credential are kept so.
+pub(super) async fn sealed_without_refresh(
+    vault: &TokenVault,
+    base: &Connection,
+    tokens: &crate::TokenSet,
+    now: i64,
+) -> Result<Connection, FlowError> {
+    let plaintext = zeroize::Zeroizing::new(
+        serde_json::to_vec(tokens).map_err(unavailable("serializing the tokens"))?,
+    );
+    let context = junction_aws::crypto::EncryptionContext::for_connection(
+        &base.tenant,
+        &base.provider,
+        &base.id,
+    );
+    let sealed = junction_aws::crypto::seal(vault.keys.as_ref(), &context, &plaintext)
+        .await
+        .map_err(|err| {
+            unavailable("sealing the tokens")(crate::VaultError::unavailable(
+                "the key service",
+                err,
+            ))
+        })?;
+    let mut next = base.clone();
+    next.state = ConnectionState::Active;
+    next.tokens = Some(sealed);
+    next.token_generation += 1;
+    next.token_issued_at = Some(now);
+    next.stated_lifetime = None;
+    next.refreshable = false;
+    next.refresh_at = None;
+    next.lease = None;
+    next.last_error = None;
+    next.updated_at = now;
+    next.version = base.version + 1;
+    Ok(next)
+}
+
+/// Stores a new connection (its tokens sealed).
+pub(super) async fn insert_new(
+    vault: &TokenVault,
+    connection: &Connection,
+) -> Result<(), FlowError> {
+    vault
+        .connections
+        .insert(connection)
+        .await
+        .map_err(unavailable("storing the connection"))
+}
+
 /// Writes a reconnect's `next` over the connection read at `version`; another writer
 /// in between is a failure the user retries by connecting again.
 pub(super) async fn replace_reconnected(
@@ -660,15 +712,7 @@ impl ConnectFlow {
             }
         }
         let now = self.vault.clock.now().unix_timestamp();
-        let existing = match &pending.reconnect {
-            Some(id) => self
-                .vault
-                .connections
-                .get(id)
-                .await
-                .map_err(unavailable("reading the connection to reconnect"))?,
-            None => None,
-        };
+        let existing = self.reconnect_of(&pending).await?;
         let account = self
             .account(
                 provider,
@@ -763,30 +807,60 @@ impl ConnectFlow {
                     .with_tokens(&base, &spec, &response, None)
                     .await
                     .map_err(unavailable("sealing the tokens"))?;
-                self.vault
-                    .connections
-                    .insert(&connection)
-                    .await
-                    .map_err(unavailable("storing the connection"))?;
+                insert_new(&self.vault, &connection).await?;
                 connection.id
             }
         };
+        let location = self
+            .connected(&pending, provider, &connection_id, now)
+            .await?;
+        Ok(CallbackOutcome::Connected {
+            location,
+            connection_id,
+        })
+    }
+}
+
+impl ConnectFlow {
+    /// The connection a reconnect names, as stored (`None` for a new connection, or
+    /// one that is gone). Each flow checks it is the pending tenant's, for the provider.
+    pub(super) async fn reconnect_of(
+        &self,
+        pending: &PendingAuthorization,
+    ) -> Result<Option<Connection>, FlowError> {
+        match &pending.reconnect {
+            Some(id) => self
+                .vault
+                .connections
+                .get(id)
+                .await
+                .map_err(unavailable("reading the connection to reconnect")),
+            None => Ok(None),
+        }
+    }
+
+    /// The end of every connect once the connection is stored: its setups (before the
+    /// success answer: a connection without its sync jobs would never be polled; on
+    /// failure the user connects again, which resumes here), the outcome line, and
+    /// where the user goes back to.
+    pub(super) async fn connected(
+        &self,
+        pending: &PendingAuthorization,
+        provider: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> Result<String, FlowError> {
         if let Some(setup) = &self.setup {
-            // Before the success answer: a connection without its sync jobs would never
-            // be polled. On failure the user connects again, which resumes here.
             setup
-                .prepare(provider, &connection_id, now)
+                .prepare(provider, connection_id, now)
                 .await
                 .map_err(unavailable("preparing the connection"))?;
         }
         tracing::info!(provider, tenant = %pending.tenant, connection = %connection_id, outcome = "connected", "connection stored");
-        Ok(CallbackOutcome::Connected {
-            location: with_query(
-                &pending.return_to,
-                &[("status", "connected"), ("connection_id", &connection_id)],
-            ),
-            connection_id,
-        })
+        Ok(with_query(
+            &pending.return_to,
+            &[("status", "connected"), ("connection_id", connection_id)],
+        ))
     }
 }
 

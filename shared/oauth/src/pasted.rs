@@ -39,15 +39,15 @@ use sha2::{Digest, Sha256};
 
 use crate::flow::{
     STATE_TTL_SECONDS, checked_params, checked_return_to, reconnect_target, same_account,
-    unavailable, with_query,
+    unavailable,
 };
 use crate::vault::TokenSet;
 use crate::web::HttpReply;
 use crate::{
-    CallbackQuery, ConnectFlow, Connection, ConnectionState, FlowError, PendingAuthorization,
-    StartRequest, TokenVault, random_token, state_key,
+    CallbackQuery, ConnectFlow, FlowError, PendingAuthorization, StartRequest, TokenVault,
+    random_token, state_key,
 };
-use junction_aws::crypto::{EncryptionContext, SecretString, seal};
+use junction_aws::crypto::SecretString;
 use junction_catalog::{ApiSpec, Credential, EndpointRules, PastedCredentialSpec};
 
 /// The largest form body read: a state and a credential of at most
@@ -376,15 +376,7 @@ impl ConnectFlow {
             token_secret: None,
         };
         let now = self.vault.clock.now().unix_timestamp();
-        let existing = match &pending.reconnect {
-            Some(id) => self
-                .vault
-                .connections
-                .get(id)
-                .await
-                .map_err(unavailable("reading the connection to reconnect"))?,
-            None => None,
-        };
+        let existing = self.reconnect_of(&pending).await?;
         let connection_id = match existing {
             Some(existing) => {
                 if existing.tenant != pending.tenant || existing.provider != provider {
@@ -405,7 +397,9 @@ impl ConnectFlow {
                     );
                     return self.retry(&pending, message, 403).await;
                 }
-                let mut next = sealed(&self.vault, &existing, &tokens, now).await?;
+                let mut next =
+                    crate::flow::sealed_without_refresh(&self.vault, &existing, &tokens, now)
+                        .await?;
                 next.last_verified_at = Some(now);
                 if changed {
                     next.account_id = account.clone();
@@ -424,29 +418,19 @@ impl ConnectFlow {
                     account.clone(),
                     now,
                 );
-                let mut connection = sealed(&self.vault, &base, &tokens, now).await?;
+                let mut connection =
+                    crate::flow::sealed_without_refresh(&self.vault, &base, &tokens, now).await?;
                 // The test request has just proved it.
                 connection.last_verified_at = Some(now);
-                self.vault
-                    .connections
-                    .insert(&connection)
-                    .await
-                    .map_err(unavailable("storing the connection"))?;
+                crate::flow::insert_new(&self.vault, &connection).await?;
                 connection.id
             }
         };
-        if let Some(setup) = &self.setup {
-            setup
-                .prepare(provider, &connection_id, now)
-                .await
-                .map_err(unavailable("preparing the connection"))?;
-        }
-        tracing::info!(provider, tenant = %pending.tenant, connection = %connection_id, outcome = "connected", "connection stored");
+        let location = self
+            .connected(&pending, provider, &connection_id, now)
+            .await?;
         Ok(PastedOutcome::Connected {
-            location: with_query(
-                &pending.return_to,
-                &[("status", "connected"), ("connection_id", &connection_id)],
-            ),
+            location,
             connection_id,
         })
     }
@@ -470,42 +454,6 @@ impl ConnectFlow {
             status,
         })
     }
-}
-
-/// `base` with the credential sealed under its own context (the vault's envelope and
-/// context, as for OAuth tokens): active, a new token generation, no expiry, nothing to
-/// refresh.
-async fn sealed(
-    vault: &TokenVault,
-    base: &Connection,
-    tokens: &TokenSet,
-    now: i64,
-) -> Result<Connection, FlowError> {
-    let plaintext = zeroize::Zeroizing::new(
-        serde_json::to_vec(tokens).map_err(unavailable("serializing the credential"))?,
-    );
-    let context = EncryptionContext::for_connection(&base.tenant, &base.provider, &base.id);
-    let sealed = seal(vault.keys.as_ref(), &context, &plaintext)
-        .await
-        .map_err(|err| {
-            unavailable("sealing the credential")(crate::VaultError::unavailable(
-                "the key service",
-                err,
-            ))
-        })?;
-    let mut next = base.clone();
-    next.state = ConnectionState::Active;
-    next.tokens = Some(sealed);
-    next.token_generation += 1;
-    next.token_issued_at = Some(now);
-    next.stated_lifetime = None;
-    next.refreshable = false;
-    next.refresh_at = None;
-    next.lease = None;
-    next.last_error = None;
-    next.updated_at = now;
-    next.version = base.version + 1;
-    Ok(next)
 }
 
 /// Text for HTML, attribute values included.

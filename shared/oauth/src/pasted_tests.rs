@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use axum::{Router, extract::State, http::StatusCode, routing::any};
 
 use super::*;
+use crate::Connection;
 use crate::ConnectionStore as _;
 use crate::testing::{BASE, RETURN_TO, get, harness_over, query_of, session_request, start_server};
 use crate::tests::{capture_logs, captured};

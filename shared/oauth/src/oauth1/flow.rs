@@ -15,11 +15,10 @@ use crate::flow::{
 };
 use crate::vault::TokenSet;
 use crate::{
-    CallbackOutcome, CallbackQuery, ConnectFlow, Connection, ConnectionState, FlowError,
-    PendingAuthorization, StartRedirect, StartRequest, TokenVault, VaultError, random_token,
-    state_key,
+    CallbackOutcome, CallbackQuery, ConnectFlow, FlowError, PendingAuthorization, StartRedirect,
+    StartRequest, TokenVault, random_token, state_key,
 };
-use junction_aws::crypto::{EncryptionContext, SecretString, seal};
+use junction_aws::crypto::SecretString;
 use junction_catalog::OAuth1Spec;
 
 impl ConnectFlow {
@@ -230,15 +229,7 @@ impl ConnectFlow {
             token_secret: Some(token_secret),
         };
         let now = self.vault.clock.now().unix_timestamp();
-        let existing = match &pending.reconnect {
-            Some(id) => self
-                .vault
-                .connections
-                .get(id)
-                .await
-                .map_err(unavailable("reading the connection to reconnect"))?,
-            None => None,
-        };
+        let existing = self.reconnect_of(&pending).await?;
         let connection_id = match existing {
             Some(existing) => {
                 if existing.tenant != pending.tenant || existing.provider != provider {
@@ -272,7 +263,9 @@ impl ConnectFlow {
                         provider: provider.to_owned(),
                     });
                 }
-                let mut next = sealed(&self.vault, &existing, &tokens, now).await?;
+                let mut next =
+                    crate::flow::sealed_without_refresh(&self.vault, &existing, &tokens, now)
+                        .await?;
                 if changed {
                     next.account_id = account.clone();
                 }
@@ -290,27 +283,17 @@ impl ConnectFlow {
                     account.clone(),
                     now,
                 );
-                let connection = sealed(&self.vault, &base, &tokens, now).await?;
-                self.vault
-                    .connections
-                    .insert(&connection)
-                    .await
-                    .map_err(unavailable("storing the connection"))?;
+                let connection =
+                    crate::flow::sealed_without_refresh(&self.vault, &base, &tokens, now).await?;
+                crate::flow::insert_new(&self.vault, &connection).await?;
                 connection.id
             }
         };
-        if let Some(setup) = &self.setup {
-            setup
-                .prepare(provider, &connection_id, now)
-                .await
-                .map_err(unavailable("preparing the connection"))?;
-        }
-        tracing::info!(provider, tenant = %pending.tenant, connection = %connection_id, outcome = "connected", "connection stored");
+        let location = self
+            .connected(&pending, provider, &connection_id, now)
+            .await?;
         Ok(CallbackOutcome::Connected {
-            location: with_query(
-                &pending.return_to,
-                &[("status", "connected"), ("connection_id", &connection_id)],
-            ),
+            location,
             connection_id,
         })
     }
@@ -321,36 +304,4 @@ fn oauth1_spec(vault: &TokenVault, provider: &str) -> Result<&'static OAuth1Spec
     vault
         .oauth1_spec(provider)
         .map_err(|_| FlowError::UnknownProvider(provider.to_owned()))
-}
-
-/// `base` with `tokens` sealed under its own context (the vault's envelope and context,
-/// as for OAuth 2.0 tokens): active, a new token generation, nothing to refresh.
-async fn sealed(
-    vault: &TokenVault,
-    base: &Connection,
-    tokens: &TokenSet,
-    now: i64,
-) -> Result<Connection, FlowError> {
-    let plaintext = zeroize::Zeroizing::new(
-        serde_json::to_vec(tokens).map_err(unavailable("serializing the tokens"))?,
-    );
-    let context = EncryptionContext::for_connection(&base.tenant, &base.provider, &base.id);
-    let sealed = seal(vault.keys.as_ref(), &context, &plaintext)
-        .await
-        .map_err(|err| {
-            unavailable("sealing the tokens")(VaultError::unavailable("the key service", err))
-        })?;
-    let mut next = base.clone();
-    next.state = ConnectionState::Active;
-    next.tokens = Some(sealed);
-    next.token_generation += 1;
-    next.token_issued_at = Some(now);
-    next.stated_lifetime = None;
-    next.refreshable = false;
-    next.refresh_at = None;
-    next.lease = None;
-    next.last_error = None;
-    next.updated_at = now;
-    next.version = base.version + 1;
-    Ok(next)
 }
