@@ -139,18 +139,20 @@ fn http() -> &'static reqwest::Client {
     })
 }
 
-/// `secret` as one path segment: what the outbound client does for a path credential,
-/// so the test request and later calls send the same path.
-fn path_safe(secret: &str) -> String {
-    let mut text = String::with_capacity(secret.len());
-    for byte in secret.bytes() {
-        if byte.is_ascii_alphanumeric() || b":_.~-".contains(&byte) {
-            text.push(char::from(byte));
-        } else {
-            text.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    text
+/// The characters a path credential keeps as they are (a bot token's `123456:ABC-DEF…`);
+/// every other byte is percent-encoded.
+const PATH_CREDENTIAL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b':')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'-');
+
+/// `secret` as path text, for `[api] credential = { style = "path_prefix" }`: no value
+/// can add a segment, a query or a fragment. The test request here and the outbound
+/// client's later calls both place it with this, so they send the same path.
+pub fn path_safe(secret: &str) -> String {
+    percent_encoding::utf8_percent_encode(secret, PATH_CREDENTIAL_KEEPS).to_string()
 }
 
 /// Sends the catalog's `test_request` with `value` placed as `[api] credential` says.

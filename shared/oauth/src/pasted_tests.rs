@@ -533,3 +533,15 @@ async fn a_revoked_token_s_401_marks_the_connection_for_a_reconnect() {
     assert!(send().await.is_err(), "no call with a refused credential");
     assert_eq!(bot.seen().len(), calls);
 }
+
+/// A path credential stays one segment whatever it holds: a bot token's characters as
+/// they are, a separator, query, fragment, escape or non-ASCII byte percent-encoded.
+#[test]
+fn a_path_credential_cannot_leave_its_segment() {
+    assert_eq!(path_safe(GOOD), GOOD);
+    assert_eq!(path_safe("a.b~c_d-e:f"), "a.b~c_d-e:f");
+    assert_eq!(
+        path_safe("1:x/../admin?q=1#f %é"),
+        "1:x%2F..%2Fadmin%3Fq%3D1%23f%20%25%C3%A9"
+    );
+}

@@ -625,7 +625,7 @@ pub(crate) fn authorize(
             built.headers_mut().remove(http::header::AUTHORIZATION);
             let path = format!(
                 "{prefix}{}{}",
-                path_safe(token.value.expose()),
+                junction_oauth::pasted::path_safe(token.value.expose()),
                 built.url().path()
             );
             built.url_mut().set_path(&path);
@@ -643,21 +643,6 @@ pub(crate) fn authorize(
         }
     }
     Ok(reqwest::RequestBuilder::from_parts(client, built))
-}
-
-/// The credential as path text: the characters a bot token has (`123456:ABC-DEF…`) as
-/// they are, anything else percent-encoded, so that no value can add a segment, a
-/// query or a fragment.
-fn path_safe(secret: &str) -> String {
-    let mut text = String::with_capacity(secret.len());
-    for byte in secret.bytes() {
-        if byte.is_ascii_alphanumeric() || b":_.~-".contains(&byte) {
-            text.push(char::from(byte));
-        } else {
-            text.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    text
 }
 
 #[cfg(test)]
